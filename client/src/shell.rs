@@ -1,0 +1,178 @@
+//! The shell's command language: one command per line, words separated by
+//! whitespace. Parsing is pure; [`crate::node`] carries commands out.
+
+use std::fmt;
+
+/// A parsed shell command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `create_user <user_id> <passwd>`
+    CreateUser { user: String, password: String },
+    /// `login <user_id> <passwd>`
+    Login { user: String, password: String },
+    /// `create_group <group_id>`
+    CreateGroup { group: String },
+    /// `join_group <group_id>`
+    JoinGroup { group: String },
+    /// `leave_group <group_id>`
+    LeaveGroup { group: String },
+    /// `list_requests <group_id>`
+    ListRequests { group: String },
+    /// `accept_request <group_id> <user_id>`
+    AcceptRequest { group: String, user: String },
+    /// `reject_request <group_id> <user_id>`
+    RejectRequest { group: String, user: String },
+    /// `list_groups`
+    ListGroups,
+    /// `list_files <group_id>`
+    ListFiles { group: String },
+    /// `upload_file <file_path> <group_id>`
+    UploadFile { path: String, group: String },
+    /// `download_file <group_id> <file_name> <destination_path>`
+    DownloadFile { group: String, file: String, dest: String },
+    /// `show_downloads`
+    ShowDownloads,
+    /// `stop_share <group_id> <file_name>`
+    StopShare { group: String, file: String },
+    /// `logout`
+    Logout,
+    /// `help`
+    Help,
+    /// `quit` or `exit`
+    Quit,
+}
+
+/// Why a line is not a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// The first word is not a command.
+    Unknown(String),
+    /// The command takes a different number of arguments.
+    Arity { usage: &'static str, got: usize },
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::Unknown(w) => write!(f, "unknown command: {w} (type help for the list)"),
+            ParseError::Arity { usage, got } => {
+                write!(f, "wrong number of arguments ({got}): usage: {usage}")
+            }
+        }
+    }
+}
+
+/// Every command with its usage and what it does, for `help`.
+pub const HELP: &[(&str, &str)] = &[
+    ("create_user <user_id> <passwd>", "register a new user"),
+    ("login <user_id> <passwd>", "log in; resumes sharing what this user shared here before"),
+    ("create_group <group_id>", "create a group; you become its owner"),
+    ("join_group <group_id>", "ask the owner to let you in"),
+    ("leave_group <group_id>", "leave a group and stop sharing its files"),
+    ("list_requests <group_id>", "owner: pending join requests"),
+    ("accept_request <group_id> <user_id>", "owner: let a user in"),
+    ("reject_request <group_id> <user_id>", "owner: refuse a join request"),
+    ("list_groups", "every group in the network"),
+    ("list_files <group_id>", "members: files shared in a group"),
+    ("upload_file <file_path> <group_id>", "share a file with a group"),
+    ("download_file <group_id> <file_name> <destination_path>", "fetch a file in the background"),
+    ("show_downloads", "progress of downloads"),
+    ("stop_share <group_id> <file_name>", "stop sharing a file"),
+    ("logout", "log out; sharing pauses until the next login"),
+    ("quit", "leave the shell (also: exit)"),
+];
+
+/// Parses one line; `Ok(None)` for a blank line.
+pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let Some((&cmd, args)) = words.split_first() else {
+        return Ok(None);
+    };
+    let usage = |name: &str| {
+        HELP.iter().map(|(u, _)| *u).find(|u| u.split(' ').next() == Some(name)).unwrap_or("")
+    };
+    let arity = |n: usize| {
+        if args.len() == n {
+            Ok(())
+        } else {
+            Err(ParseError::Arity { usage: usage(cmd), got: args.len() })
+        }
+    };
+    let a = |i: usize| args[i].to_owned();
+    let command = match cmd {
+        "create_user" => arity(2).map(|()| Command::CreateUser { user: a(0), password: a(1) }),
+        "login" => arity(2).map(|()| Command::Login { user: a(0), password: a(1) }),
+        "create_group" => arity(1).map(|()| Command::CreateGroup { group: a(0) }),
+        "join_group" => arity(1).map(|()| Command::JoinGroup { group: a(0) }),
+        "leave_group" => arity(1).map(|()| Command::LeaveGroup { group: a(0) }),
+        "list_requests" => arity(1).map(|()| Command::ListRequests { group: a(0) }),
+        "accept_request" => arity(2).map(|()| Command::AcceptRequest { group: a(0), user: a(1) }),
+        "reject_request" => arity(2).map(|()| Command::RejectRequest { group: a(0), user: a(1) }),
+        "list_groups" => arity(0).map(|()| Command::ListGroups),
+        "list_files" => arity(1).map(|()| Command::ListFiles { group: a(0) }),
+        "upload_file" => arity(2).map(|()| Command::UploadFile { path: a(0), group: a(1) }),
+        "download_file" => {
+            arity(3).map(|()| Command::DownloadFile { group: a(0), file: a(1), dest: a(2) })
+        }
+        "show_downloads" => arity(0).map(|()| Command::ShowDownloads),
+        "stop_share" => arity(2).map(|()| Command::StopShare { group: a(0), file: a(1) }),
+        "logout" => arity(0).map(|()| Command::Logout),
+        "help" => Ok(Command::Help),
+        "quit" | "exit" => arity(0).map(|()| Command::Quit),
+        other => Err(ParseError::Unknown(other.to_owned())),
+    }?;
+    Ok(Some(command))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_command() {
+        let cases = [
+            ("create_user u p", Command::CreateUser { user: "u".into(), password: "p".into() }),
+            ("  login   u\tp ", Command::Login { user: "u".into(), password: "p".into() }),
+            (
+                "upload_file /tmp/x g",
+                Command::UploadFile { path: "/tmp/x".into(), group: "g".into() },
+            ),
+            (
+                "download_file g f /tmp",
+                Command::DownloadFile { group: "g".into(), file: "f".into(), dest: "/tmp".into() },
+            ),
+            ("reject_request g u", Command::RejectRequest { group: "g".into(), user: "u".into() }),
+            ("list_groups", Command::ListGroups),
+            ("exit", Command::Quit),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(line), Ok(Some(want)), "{line}");
+        }
+        assert_eq!(parse("   "), Ok(None));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert_eq!(parse("frobnicate x"), Err(ParseError::Unknown("frobnicate".into())));
+        let e = parse("create_user onlyone").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "wrong number of arguments (1): usage: create_user <user_id> <passwd>"
+        );
+        assert!(parse("list_groups extra").is_err());
+        assert!(parse("download_file g f").unwrap_err().to_string().contains("<destination_path>"));
+    }
+
+    #[test]
+    fn every_command_has_a_usage_line() {
+        for (usage, _) in HELP {
+            let name = usage.split(' ').next().unwrap();
+            let argc = usage.split(' ').count() - 1;
+            let line = std::iter::once(name.to_string())
+                .chain((0..argc).map(|i| format!("a{i}")))
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(matches!(parse(&line), Ok(Some(_))), "{line}");
+        }
+    }
+}

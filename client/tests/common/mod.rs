@@ -1,0 +1,204 @@
+//! Test harness: real `ringshare-tracker` and `ringshare` processes on
+//! loopback, driven through standard input.
+//!
+//! Readiness is a line, never a sleep: a tracker is ready when it prints
+//! `listening on ADDR`; a node's command is finished when the output of the
+//! sync marker that follows it (an unknown command) comes back.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Guard against hangs: no test waits longer than this for one line.
+const LINE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Path of a workspace binary, building it if this test run did not.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps -> target/<profile>
+    let path = dir.join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo).args(["build", "--bin", name]).status().unwrap();
+        assert!(status.success(), "build {name}");
+    }
+    path
+}
+
+/// Lines of a child's output, read on a thread.
+fn line_reader(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// A running tracker.
+pub struct TrackerProc {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl TrackerProc {
+    /// Starts tracker `no` of the list in `info` and waits until it listens.
+    pub fn start_with(info: &Path, no: usize) -> Self {
+        let mut child = Command::new(bin("ringshare-tracker"))
+            .arg(info)
+            .arg(no.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ringshare-tracker");
+        let stdin = child.stdin.take();
+        let lines = line_reader(child.stdout.take().unwrap());
+        let first = lines.recv_timeout(LINE_TIMEOUT).expect("tracker readiness line");
+        let addr = first
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from tracker: {first:?}"));
+        Self { child, addr, stdin, lines }
+    }
+
+    /// Starts a lone tracker on an ephemeral port; returns it and a
+    /// tracker_info.txt (in `dir`) that names its real address.
+    pub fn start(dir: &Path) -> (Self, PathBuf) {
+        let boot = dir.join("tracker_boot.txt");
+        std::fs::write(&boot, "127.0.0.1:0\n").unwrap();
+        let t = Self::start_with(&boot, 1);
+        let info = dir.join("tracker_info.txt");
+        std::fs::write(&info, format!("{}\n", t.addr)).unwrap();
+        (t, info)
+    }
+
+    /// Stops the tracker with SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TrackerProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running client node driven through its standard input.
+pub struct NodeProc {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    seq: u32,
+}
+
+impl NodeProc {
+    /// Starts `ringshare 127.0.0.1:0 <info>` keeping its records in `state`.
+    pub fn start(info: &Path, state: &Path) -> Self {
+        Self::start_at("127.0.0.1:0", info, state)
+    }
+
+    /// Starts a node serving on `listen`.
+    pub fn start_at(listen: &str, info: &Path, state: &Path) -> Self {
+        let mut child = Command::new(bin("ringshare"))
+            .arg(listen)
+            .arg(info)
+            .env("RINGSHARE_STATE_DIR", state)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ringshare");
+        let stdin = child.stdin.take();
+        let lines = line_reader(child.stdout.take().unwrap());
+        Self { child, stdin, lines, seq: 0 }
+    }
+
+    /// Runs one command and returns every line it printed.
+    pub fn cmd(&mut self, line: &str) -> Vec<String> {
+        self.seq += 1;
+        let marker = format!("__sync_{}", self.seq);
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}\n{marker}").expect("write to node");
+        stdin.flush().unwrap();
+        let end = format!("error: unknown command: {marker} ");
+        let mut out = Vec::new();
+        loop {
+            match self.lines.recv_timeout(LINE_TIMEOUT) {
+                Ok(l) if l.starts_with(&end) => return out,
+                Ok(l) => out.push(l),
+                Err(_) => panic!("no end of output for {line:?}; got so far: {out:?}"),
+            }
+        }
+    }
+
+    /// Runs a command that must succeed with exactly one line; returns it.
+    pub fn ok(&mut self, line: &str) -> String {
+        let out = self.cmd(line);
+        assert_eq!(out.len(), 1, "{line:?} printed {out:?}");
+        assert!(!out[0].starts_with("error:"), "{line:?} failed: {}", out[0]);
+        out.into_iter().next().unwrap()
+    }
+
+    /// Runs a command that must fail with exactly one `error:` line
+    /// containing `needle`; returns the line.
+    pub fn err(&mut self, line: &str, needle: &str) -> String {
+        let out = self.cmd(line);
+        assert_eq!(out.len(), 1, "{line:?} printed {out:?}");
+        assert!(out[0].starts_with("error: "), "{line:?} did not fail: {}", out[0]);
+        assert!(out[0].contains(needle), "{line:?}: {:?} lacks {needle:?}", out[0]);
+        out.into_iter().next().unwrap()
+    }
+
+    /// Closes standard input and waits for the node to exit.
+    pub fn close(mut self) -> std::process::ExitStatus {
+        self.stdin.take();
+        self.child.wait().unwrap()
+    }
+
+    /// Kills the node with SIGKILL.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port (bound and released: a node restarted on it keeps
+/// its identity in the tests that need a fixed address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A file of `len` pseudo-random bytes derived from `seed`.
+pub fn random_file(path: &Path, len: usize, seed: u64) {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut bytes = Vec::with_capacity(len);
+    while bytes.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    bytes.truncate(len);
+    std::fs::write(path, bytes).unwrap();
+}

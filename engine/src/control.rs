@@ -1,0 +1,115 @@
+//! Reading and writing control-plane frames on an async byte stream (tokio).
+//!
+//! This is the thin driver around [`crate::wire`] and [`crate::proto`]: the
+//! only part of the control plane that does I/O.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::proto::{self, MAX_FRAME};
+use crate::wire::{self, DecodeError, HEADER_LEN};
+
+/// Why a message could not be read or written.
+#[derive(Debug, Error)]
+pub enum FrameIoError {
+    /// The connection failed.
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer closed the connection in the middle of a frame.
+    #[error("connection closed mid-frame")]
+    Truncated,
+    /// The frame header is invalid (too long, too short).
+    #[error("bad frame: {0}")]
+    Frame(#[from] DecodeError),
+    /// The frame is of an unexpected type.
+    #[error("unexpected frame type {0}")]
+    Kind(u32),
+    /// The payload does not decode as the expected message.
+    #[error("undecodable message: {0}")]
+    Payload(#[from] postcard::Error),
+}
+
+/// Reads one message of frame type `kind`; `Ok(None)` on a clean end of
+/// stream before the first byte of a frame.
+pub async fn read_msg<T, R>(r: &mut R, kind: u32) -> Result<Option<T>, FrameIoError>
+where
+    T: DeserializeOwned,
+    R: AsyncRead + Unpin,
+{
+    let mut header = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        let n = r.read(&mut header[got..]).await?;
+        if n == 0 {
+            return if got == 0 { Ok(None) } else { Err(FrameIoError::Truncated) };
+        }
+        got += n;
+    }
+    let (len, k) = wire::parse_header(&header);
+    // The length is checked before the payload buffer is allocated.
+    wire::check_len(len, MAX_FRAME)?;
+    let mut payload = vec![0u8; len as usize - HEADER_LEN];
+    r.read_exact(&mut payload).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FrameIoError::Truncated,
+        _ => FrameIoError::Io(e),
+    })?;
+    if k != kind {
+        return Err(FrameIoError::Kind(k));
+    }
+    Ok(Some(postcard::from_bytes(&payload)?))
+}
+
+/// Writes one message as a frame of type `kind` and flushes it.
+pub async fn write_msg<T, W>(w: &mut W, kind: u32, msg: &T) -> Result<(), FrameIoError>
+where
+    T: Serialize,
+    W: AsyncWrite + Unpin,
+{
+    let frame = proto::encode_frame(kind, msg)?;
+    w.write_all(&frame).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Request, Response, Token, REQUEST, RESPONSE};
+
+    #[tokio::test]
+    async fn message_round_trip_over_a_pipe() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        let req = Request::ListGroups { token: Token([1; 16]) };
+        let sent = req.clone();
+        let writer = tokio::spawn(async move { write_msg(&mut a, REQUEST, &sent).await });
+        let got: Option<Request> = read_msg(&mut b, REQUEST).await.unwrap();
+        writer.await.unwrap().unwrap();
+        assert_eq!(got, Some(req));
+        // The writer is gone: a clean end of stream.
+        assert!(read_msg::<Request, _>(&mut b, REQUEST).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn oversized_header_is_refused_without_reading_on() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        let mut bytes = (MAX_FRAME + 1).to_be_bytes().to_vec();
+        bytes.extend(REQUEST.to_be_bytes());
+        tokio::io::AsyncWriteExt::write_all(&mut a, &bytes).await.unwrap();
+        let err = read_msg::<Request, _>(&mut b, REQUEST).await.unwrap_err();
+        assert!(matches!(err, FrameIoError::Frame(DecodeError::TooLong { .. })), "{err}");
+    }
+
+    #[tokio::test]
+    async fn wrong_kind_and_truncation_are_errors() {
+        let (mut a, mut b) = tokio::io::duplex(256);
+        write_msg(&mut a, RESPONSE, &Response::Done).await.unwrap();
+        let err = read_msg::<Request, _>(&mut b, REQUEST).await.unwrap_err();
+        assert!(matches!(err, FrameIoError::Kind(RESPONSE)), "{err}");
+        tokio::io::AsyncWriteExt::write_all(&mut a, &[0, 0, 0, 20, 0]).await.unwrap();
+        drop(a);
+        let err = read_msg::<Request, _>(&mut b, REQUEST).await.unwrap_err();
+        assert!(matches!(err, FrameIoError::Truncated), "{err}");
+    }
+}

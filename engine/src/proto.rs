@@ -1,0 +1,369 @@
+//! The control-plane protocol between clients and trackers.
+//!
+//! Each message is one [`crate::wire`] frame whose payload is a postcard-encoded
+//! [`Request`] (frame type [`REQUEST`]) or [`Response`] (frame type
+//! [`RESPONSE`]). One request, one response, in order, per connection.
+//! Requests that need a logged-in user carry the session [`Token`] from
+//! [`Response::LoggedIn`].
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::meta::FileMeta;
+
+/// Frame type of a request.
+pub const REQUEST: u32 = 1;
+/// Frame type of a response.
+pub const RESPONSE: u32 = 2;
+
+/// Largest control frame: 16 MiB, room for the piece hashes of a file of
+/// about 400 GiB (16 MiB / 20 bytes per hash × 512 KiB per piece).
+pub const MAX_FRAME: u32 = 16 * 1024 * 1024;
+
+/// A session token: 128 random bits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Token(pub [u8; 16]);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print a whole token: logs are not a place for credentials.
+        write!(f, "Token({}…)", hex::encode(&self.0[..2]))
+    }
+}
+
+/// A request from a client to a tracker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Register a new user.
+    CreateUser {
+        /// The new user id.
+        user: String,
+        /// The password, hashed by the tracker with argon2id.
+        password: String,
+    },
+    /// Start a session; `peer_addr` is where this node serves pieces.
+    Login {
+        /// The user id.
+        user: String,
+        /// The password.
+        password: String,
+        /// The node's piece-server address, `IP:PORT`.
+        peer_addr: String,
+    },
+    /// End a session; the user's shares pause until the next login.
+    Logout {
+        /// The session.
+        token: Token,
+    },
+    /// Create a group owned by the caller.
+    CreateGroup {
+        /// The session.
+        token: Token,
+        /// The new group id.
+        group: String,
+    },
+    /// Ask the owner of a group to let the caller in.
+    JoinGroup {
+        /// The session.
+        token: Token,
+        /// The group.
+        group: String,
+    },
+    /// Leave a group (or withdraw a pending request to join it).
+    LeaveGroup {
+        /// The session.
+        token: Token,
+        /// The group.
+        group: String,
+    },
+    /// The pending join requests of a group the caller owns.
+    ListRequests {
+        /// The session.
+        token: Token,
+        /// The group.
+        group: String,
+    },
+    /// Let a user with a pending request into a group the caller owns.
+    AcceptRequest {
+        /// The session.
+        token: Token,
+        /// The group.
+        group: String,
+        /// The requesting user.
+        user: String,
+    },
+    /// Refuse a pending join request to a group the caller owns.
+    RejectRequest {
+        /// The session.
+        token: Token,
+        /// The group.
+        group: String,
+        /// The requesting user.
+        user: String,
+    },
+    /// Every group in the network.
+    ListGroups {
+        /// The session.
+        token: Token,
+    },
+    /// The files shared in a group the caller belongs to.
+    ListFiles {
+        /// The session.
+        token: Token,
+        /// The group.
+        group: String,
+    },
+    /// Register a file this node shares in a group.
+    UploadFile {
+        /// The session.
+        token: Token,
+        /// The group.
+        group: String,
+        /// The file's metadata.
+        meta: FileMeta,
+    },
+    /// Stop sharing a file from this node.
+    StopShare {
+        /// The session.
+        token: Token,
+        /// The group.
+        group: String,
+        /// The file name.
+        file: String,
+    },
+    /// Metadata and online peers of a file, for a download.
+    FileInfo {
+        /// The session.
+        token: Token,
+        /// The group.
+        group: String,
+        /// The file name.
+        file: String,
+    },
+}
+
+/// A file as `list_files` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// The file name.
+    pub name: String,
+    /// Length in bytes.
+    pub len: u64,
+    /// Peers sharing it that are online now.
+    pub peers: u32,
+}
+
+/// A peer that shares a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The user the peer is logged in as.
+    pub user: String,
+    /// Its piece-server address.
+    pub addr: String,
+}
+
+/// A tracker's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The request was carried out.
+    Done,
+    /// A session started.
+    LoggedIn {
+        /// Carry this in every further request.
+        token: Token,
+    },
+    /// A list of names (groups, pending users).
+    Names(Vec<String>),
+    /// The files of a group.
+    Files(Vec<FileEntry>),
+    /// What a downloader needs.
+    FileInfo {
+        /// The file's metadata.
+        meta: FileMeta,
+        /// Online peers that share it.
+        peers: Vec<PeerInfo>,
+    },
+    /// The request was refused.
+    Refused(Refusal),
+}
+
+/// Why a tracker refused a request. The messages are what the shell prints
+/// after `error: `.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum Refusal {
+    /// The session token is unknown or ended.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// The user id is taken.
+    #[error("user {0} already exists")]
+    UserExists(String),
+    /// Login with an unknown user or a wrong password.
+    #[error("wrong user id or password")]
+    BadCredentials,
+    /// The group does not exist.
+    #[error("no such group: {0}")]
+    NoSuchGroup(String),
+    /// The group id is taken.
+    #[error("group {0} already exists")]
+    GroupExists(String),
+    /// The caller is not a member of the group.
+    #[error("not a member of group {0}")]
+    NotMember(String),
+    /// The caller already belongs to the group.
+    #[error("already a member of group {0}")]
+    AlreadyMember(String),
+    /// The caller already asked to join the group.
+    #[error("already requested to join group {0}")]
+    AlreadyRequested(String),
+    /// Only the owner may do this.
+    #[error("not the owner of group {0}")]
+    NotOwner(String),
+    /// The user has no pending request to join the group.
+    #[error("no pending request from {user} to join {group}")]
+    NoSuchRequest {
+        /// The group.
+        group: String,
+        /// The user.
+        user: String,
+    },
+    /// No file of that name is shared in the group.
+    #[error("no such file in group {group}: {file}")]
+    NoSuchFile {
+        /// The group.
+        group: String,
+        /// The file name.
+        file: String,
+    },
+    /// This node already shares the file in the group.
+    #[error("file {file} is already shared in group {group} by this node")]
+    AlreadySharing {
+        /// The group.
+        group: String,
+        /// The file name.
+        file: String,
+    },
+    /// Another file with this name, with different content, is shared there.
+    #[error("a different file named {file} is already shared in group {group}")]
+    DifferentContent {
+        /// The group.
+        group: String,
+        /// The file name.
+        file: String,
+    },
+    /// This node does not share the file.
+    #[error("not sharing {file} in group {group}")]
+    NotSharing {
+        /// The group.
+        group: String,
+        /// The file name.
+        file: String,
+    },
+    /// A name breaks the naming rules.
+    #[error("{0}")]
+    BadName(String),
+    /// The request is malformed (bad metadata, bad address, undecodable).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The tracker failed to carry the request out.
+    #[error("tracker failure: {0}")]
+    Internal(String),
+}
+
+/// Encodes a message as one complete frame of type `kind`.
+pub fn encode_frame<T: Serialize>(kind: u32, msg: &T) -> Result<Vec<u8>, postcard::Error> {
+    let payload = postcard::to_stdvec(msg)?;
+    let mut out = Vec::with_capacity(crate::wire::HEADER_LEN + payload.len());
+    crate::wire::encode(kind, &payload, &mut out);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::Sha1Digest;
+    use crate::wire;
+    use proptest::prelude::*;
+
+    #[test]
+    fn golden_request_bytes() {
+        let req = Request::ListGroups { token: Token([0xab; 16]) };
+        let frame = encode_frame(REQUEST, &req).unwrap();
+        let mut expected = vec![
+            0, 0, 0, 25, // len: 8 header + 17 payload
+            0, 0, 0, 1, // type: REQUEST
+            9, // postcard varint: variant 9 = ListGroups
+        ];
+        expected.extend([0xab; 16]); // the token's 16 bytes, no length prefix
+        assert_eq!(frame, expected);
+    }
+
+    #[test]
+    fn golden_response_bytes() {
+        let resp = Response::Names(vec!["g1".into()]);
+        let frame = encode_frame(RESPONSE, &resp).unwrap();
+        let expected = vec![
+            0, 0, 0, 13, // len: 8 header + 5 payload
+            0, 0, 0, 2, // type: RESPONSE
+            2, // variant 2 = Names
+            1, // one element
+            2, b'g', b'1', // string of length 2
+        ];
+        assert_eq!(frame, expected);
+    }
+
+    fn arb_string() -> impl Strategy<Value = String> {
+        "[a-z0-9_.-]{0,12}"
+    }
+
+    fn arb_request() -> impl Strategy<Value = Request> {
+        let token = any::<[u8; 16]>().prop_map(Token);
+        prop_oneof![
+            (arb_string(), arb_string())
+                .prop_map(|(user, password)| Request::CreateUser { user, password }),
+            (arb_string(), arb_string(), arb_string()).prop_map(|(user, password, peer_addr)| {
+                Request::Login { user, password, peer_addr }
+            }),
+            (token.clone(), arb_string())
+                .prop_map(|(token, group)| Request::JoinGroup { token, group }),
+            (token.clone(), arb_string(), arb_string())
+                .prop_map(|(token, group, user)| Request::AcceptRequest { token, group, user }),
+            (
+                token,
+                arb_string(),
+                arb_string(),
+                any::<u64>(),
+                proptest::collection::vec(any::<[u8; 20]>(), 0..4)
+            )
+                .prop_map(|(token, group, name, len, hashes)| Request::UploadFile {
+                    token,
+                    group,
+                    meta: FileMeta {
+                        name,
+                        len,
+                        sha1: Sha1Digest([7; 20]),
+                        piece_hashes: hashes.into_iter().map(Sha1Digest).collect(),
+                    },
+                }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn request_round_trips(req in arb_request()) {
+            let frame = encode_frame(REQUEST, &req).unwrap();
+            let (f, used) = wire::decode(&frame, MAX_FRAME).unwrap();
+            prop_assert_eq!(used, frame.len());
+            prop_assert_eq!(f.kind, REQUEST);
+            let back: Request = postcard::from_bytes(f.payload).unwrap();
+            prop_assert_eq!(back, req);
+        }
+
+        #[test]
+        fn garbage_payload_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = postcard::from_bytes::<Request>(&bytes);
+            let _ = postcard::from_bytes::<Response>(&bytes);
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Parsing `tracker_info.txt`: the list of tracker addresses.
+//!
+//! Three layouts are found in the wild and all are accepted:
+//! `IP:PORT` per line, `IP PORT` per line, and the IP and the port on
+//! alternate lines. Blank lines and `#` comments (whole-line or trailing) are
+//! ignored. A file mixing layouts is parsed line by line: an address line
+//! stands alone, a bare IP must be followed by a bare port. Anything else is
+//! an error naming the line.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use thiserror::Error;
+
+/// Why a tracker list is refused.
+#[derive(Debug, Error)]
+pub enum TrackerInfoError {
+    /// The file could not be read.
+    #[error("read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line is not an address, an IP followed by a port line, or a comment.
+    #[error("{path}:{line}: {reason}")]
+    BadLine {
+        /// The file.
+        path: String,
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The file lists no tracker.
+    #[error("{0}: lists no tracker")]
+    Empty(String),
+}
+
+/// The trackers listed in a `tracker_info.txt`, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackerList(pub Vec<SocketAddr>);
+
+impl TrackerList {
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, TrackerInfoError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| TrackerInfoError::Read { path: shown.clone(), source })?;
+        Self::parse(&text, &shown)
+    }
+
+    /// Parses the text of a tracker list; `path` names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Self, TrackerInfoError> {
+        let bad = |line: usize, reason: String| TrackerInfoError::BadLine {
+            path: path.to_owned(),
+            line,
+            reason,
+        };
+        let mut out = Vec::new();
+        // An IP seen on its own line, waiting for its port: (line number, ip).
+        let mut pending: Option<(usize, IpAddr)> = None;
+        for (i, raw) in text.lines().enumerate() {
+            let n = i + 1;
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let Some((ip_line, ip)) = pending.take() {
+                match (words.as_slice(), words.first().map(|w| w.parse::<u16>())) {
+                    ([_], Some(Ok(port))) => {
+                        out.push(SocketAddr::new(ip, port));
+                        continue;
+                    }
+                    _ => {
+                        return Err(bad(
+                            ip_line,
+                            format!("IP {ip} is not followed by a port line (line {n}: {line:?})"),
+                        ))
+                    }
+                }
+            }
+            match words.as_slice() {
+                [one] => {
+                    if let Ok(addr) = one.parse::<SocketAddr>() {
+                        out.push(addr);
+                    } else if let Ok(ip) = one.parse::<IpAddr>() {
+                        pending = Some((n, ip));
+                    } else {
+                        return Err(bad(n, format!("{line:?} is not IP:PORT, IP PORT or an IP")));
+                    }
+                }
+                [ip, port] => {
+                    let ip = ip
+                        .parse::<IpAddr>()
+                        .map_err(|_| bad(n, format!("{ip:?} is not an IP address")))?;
+                    let port = port
+                        .parse::<u16>()
+                        .map_err(|_| bad(n, format!("{port:?} is not a port number")))?;
+                    out.push(SocketAddr::new(ip, port));
+                }
+                _ => return Err(bad(n, format!("{line:?} is not IP:PORT, IP PORT or an IP"))),
+            }
+        }
+        if let Some((n, ip)) = pending {
+            return Err(bad(n, format!("IP {ip} has no port line after it")));
+        }
+        if out.is_empty() {
+            return Err(TrackerInfoError::Empty(path.to_owned()));
+        }
+        Ok(Self(out))
+    }
+
+    /// The address of tracker `no` (1-based).
+    pub fn get(&self, no: usize) -> Option<SocketAddr> {
+        no.checked_sub(1).and_then(|i| self.0.get(i)).copied()
+    }
+}
+
+impl fmt::Display for TrackerList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for a in &self.0 {
+            writeln!(f, "{a}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &TrackerList) -> Vec<String> {
+        list.0.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn colon_layout() {
+        let l = TrackerList::parse("# trackers\n127.0.0.1:5000\n\n127.0.0.1:5001 # second\n", "t")
+            .unwrap();
+        assert_eq!(addrs(&l), ["127.0.0.1:5000", "127.0.0.1:5001"]);
+        assert_eq!(l.get(1).unwrap().port(), 5000);
+        assert_eq!(l.get(0), None);
+        assert_eq!(l.get(3), None);
+    }
+
+    #[test]
+    fn space_layout() {
+        let l = TrackerList::parse("127.0.0.1 5000\n127.0.0.2\t5001\n", "t").unwrap();
+        assert_eq!(addrs(&l), ["127.0.0.1:5000", "127.0.0.2:5001"]);
+    }
+
+    #[test]
+    fn alternate_lines_layout() {
+        let l = TrackerList::parse("127.0.0.1\n5000\n\n127.0.0.1\n5001\n", "t").unwrap();
+        assert_eq!(addrs(&l), ["127.0.0.1:5000", "127.0.0.1:5001"]);
+    }
+
+    #[test]
+    fn ipv6_addresses() {
+        let l = TrackerList::parse("[::1]:7000\n::1 7001\n", "t").unwrap();
+        assert_eq!(addrs(&l), ["[::1]:7000", "[::1]:7001"]);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = TrackerList::parse("127.0.0.1:1\nnot-an-address\n", "ti.txt").unwrap_err();
+        assert!(e.to_string().starts_with("ti.txt:2:"), "{e}");
+        let e = TrackerList::parse("127.0.0.1\n127.0.0.2\n", "t").unwrap_err();
+        assert!(e.to_string().starts_with("t:1:"), "{e}");
+        let e = TrackerList::parse("127.0.0.1:1\n127.0.0.1\n", "t").unwrap_err();
+        assert!(e.to_string().contains("t:2:"), "{e}");
+        let e = TrackerList::parse("127.0.0.1 99999\n", "t").unwrap_err();
+        assert!(e.to_string().contains("port"), "{e}");
+        let e = TrackerList::parse("# nothing\n\n", "t").unwrap_err();
+        assert!(matches!(e, TrackerInfoError::Empty(_)));
+    }
+}

@@ -1,0 +1,10 @@
+//! The ringshare tracker: users, groups, the files each group shares and the
+//! peers that hold them. It never stores file data.
+//!
+//! - [`state`]: the deterministic state machine over [`state::Op`]s.
+//! - [`service`]: requests in, state reads or ops out.
+//! - [`server`]: the tokio TCP driver.
+
+pub mod server;
+pub mod service;
+pub mod state;

@@ -1,0 +1,650 @@
+//! The tracker's state as a deterministic state machine over [`Op`]s.
+//!
+//! Every change to the tracker is an [`Op`] applied with [`State::apply`]: the
+//! same ops applied in the same order give the same state on every tracker,
+//! with no clock, randomness or I/O inside. Everything random or slow
+//! (session tokens, argon2id password hashes) is computed before the op is
+//! built and travels inside it, so an op can be logged and replayed or sent
+//! to another tracker as it is.
+//!
+//! Invariants kept by `apply`:
+//! - a group's owner is its first member; members are kept in join order;
+//! - a user is never both a member of a group and pending in it;
+//! - a group with no member does not exist;
+//! - a shared file has at least one sharer; the last sharer leaving removes it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ringshare_engine::meta::FileMeta;
+use ringshare_engine::proto::{FileEntry, PeerInfo, Refusal, Token};
+use serde::{Deserialize, Serialize};
+
+/// One change to the tracker's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Register a user with an argon2id PHC hash of their password.
+    CreateUser {
+        /// The user id.
+        user: String,
+        /// The PHC string of the password's argon2id hash.
+        password_hash: String,
+    },
+    /// Start a session for `user` at node `peer_addr`, replacing any older
+    /// session of the same user at the same address.
+    Login {
+        /// The user id.
+        user: String,
+        /// The new session's token.
+        token: Token,
+        /// The node's piece-server address.
+        peer_addr: String,
+    },
+    /// End a session.
+    Logout {
+        /// The session's token.
+        token: Token,
+    },
+    /// Create a group owned by `user`.
+    CreateGroup {
+        /// The creator and owner.
+        user: String,
+        /// The group id.
+        group: String,
+    },
+    /// `user` asks to join `group`.
+    JoinGroup {
+        /// The requester.
+        user: String,
+        /// The group id.
+        group: String,
+    },
+    /// `user` leaves `group`, or withdraws a pending request to join it.
+    LeaveGroup {
+        /// The user.
+        user: String,
+        /// The group id.
+        group: String,
+    },
+    /// The owner lets `user` into `group`.
+    AcceptRequest {
+        /// Who accepts: must own the group.
+        owner: String,
+        /// The group id.
+        group: String,
+        /// The requester.
+        user: String,
+    },
+    /// The owner refuses `user`'s request to join `group`.
+    RejectRequest {
+        /// Who refuses: must own the group.
+        owner: String,
+        /// The group id.
+        group: String,
+        /// The requester.
+        user: String,
+    },
+    /// `user` at `peer_addr` shares a file in `group`.
+    UploadFile {
+        /// The sharer.
+        user: String,
+        /// The sharing node.
+        peer_addr: String,
+        /// The group id.
+        group: String,
+        /// The file's metadata.
+        meta: FileMeta,
+    },
+    /// `user` at `peer_addr` stops sharing a file in `group`.
+    StopShare {
+        /// The sharer.
+        user: String,
+        /// The sharing node.
+        peer_addr: String,
+        /// The group id.
+        group: String,
+        /// The file name.
+        file: String,
+    },
+}
+
+/// A registered user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// The argon2id PHC string.
+    pub password_hash: String,
+}
+
+/// A logged-in session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Who is logged in.
+    pub user: String,
+    /// Where their node serves pieces.
+    pub peer_addr: String,
+}
+
+/// A group of users sharing files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// Members in join order; the first is the owner.
+    pub members: Vec<String>,
+    /// Users waiting to be let in, in request order.
+    pub requests: Vec<String>,
+    /// Files shared in the group, by name.
+    pub files: BTreeMap<String, SharedFile>,
+}
+
+impl Group {
+    /// The owner: the longest-standing member.
+    pub fn owner(&self) -> &str {
+        // Invariant: a group always has at least one member.
+        &self.members[0]
+    }
+
+    fn is_member(&self, user: &str) -> bool {
+        self.members.iter().any(|m| m == user)
+    }
+}
+
+/// A file shared in a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedFile {
+    /// The file's metadata.
+    pub meta: FileMeta,
+    /// Who shares it, from which node.
+    pub sharers: BTreeSet<Sharer>,
+}
+
+/// A user sharing a file from a node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Sharer {
+    /// The user.
+    pub user: String,
+    /// The node's piece-server address.
+    pub peer_addr: String,
+}
+
+/// The whole replicated state of a tracker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    users: BTreeMap<String, User>,
+    sessions: BTreeMap<Token, Session>,
+    groups: BTreeMap<String, Group>,
+}
+
+impl State {
+    /// Applies one op. A refused op changes nothing.
+    pub fn apply(&mut self, op: &Op) -> Result<(), Refusal> {
+        match op {
+            Op::CreateUser { user, password_hash } => {
+                if self.users.contains_key(user) {
+                    return Err(Refusal::UserExists(user.clone()));
+                }
+                self.users.insert(user.clone(), User { password_hash: password_hash.clone() });
+            }
+            Op::Login { user, token, peer_addr } => {
+                if !self.users.contains_key(user) {
+                    return Err(Refusal::BadCredentials);
+                }
+                self.sessions.retain(|_, s| !(s.user == *user && s.peer_addr == *peer_addr));
+                self.sessions
+                    .insert(*token, Session { user: user.clone(), peer_addr: peer_addr.clone() });
+            }
+            Op::Logout { token } => {
+                self.sessions.remove(token).ok_or(Refusal::NotLoggedIn)?;
+            }
+            Op::CreateGroup { user, group } => {
+                if self.groups.contains_key(group) {
+                    return Err(Refusal::GroupExists(group.clone()));
+                }
+                let g = Group {
+                    members: vec![user.clone()],
+                    requests: Vec::new(),
+                    files: BTreeMap::new(),
+                };
+                self.groups.insert(group.clone(), g);
+            }
+            Op::JoinGroup { user, group } => {
+                let g = self.group_mut(group)?;
+                if g.is_member(user) {
+                    return Err(Refusal::AlreadyMember(group.clone()));
+                }
+                if g.requests.contains(user) {
+                    return Err(Refusal::AlreadyRequested(group.clone()));
+                }
+                g.requests.push(user.clone());
+            }
+            Op::LeaveGroup { user, group } => {
+                let g = self.group_mut(group)?;
+                if let Some(i) = g.requests.iter().position(|r| r == user) {
+                    g.requests.remove(i);
+                    return Ok(());
+                }
+                let i = g
+                    .members
+                    .iter()
+                    .position(|m| m == user)
+                    .ok_or_else(|| Refusal::NotMember(group.clone()))?;
+                // Ownership passes to the next member in join order by construction.
+                g.members.remove(i);
+                g.files.retain(|_, f| {
+                    f.sharers.retain(|s| s.user != *user);
+                    !f.sharers.is_empty()
+                });
+                if g.members.is_empty() {
+                    self.groups.remove(group);
+                }
+            }
+            Op::AcceptRequest { owner, group, user } => {
+                let g = self.owned_group_mut(owner, group)?;
+                let i = g.requests.iter().position(|r| r == user).ok_or_else(|| {
+                    Refusal::NoSuchRequest { group: group.clone(), user: user.clone() }
+                })?;
+                g.requests.remove(i);
+                g.members.push(user.clone());
+            }
+            Op::RejectRequest { owner, group, user } => {
+                let g = self.owned_group_mut(owner, group)?;
+                let i = g.requests.iter().position(|r| r == user).ok_or_else(|| {
+                    Refusal::NoSuchRequest { group: group.clone(), user: user.clone() }
+                })?;
+                g.requests.remove(i);
+            }
+            Op::UploadFile { user, peer_addr, group, meta } => {
+                let g = self.member_group_mut(user, group)?;
+                let sharer = Sharer { user: user.clone(), peer_addr: peer_addr.clone() };
+                match g.files.get_mut(&meta.name) {
+                    Some(f) if f.meta != *meta => {
+                        return Err(Refusal::DifferentContent {
+                            group: group.clone(),
+                            file: meta.name.clone(),
+                        })
+                    }
+                    Some(f) => {
+                        if !f.sharers.insert(sharer) {
+                            return Err(Refusal::AlreadySharing {
+                                group: group.clone(),
+                                file: meta.name.clone(),
+                            });
+                        }
+                    }
+                    None => {
+                        let f =
+                            SharedFile { meta: meta.clone(), sharers: BTreeSet::from([sharer]) };
+                        g.files.insert(meta.name.clone(), f);
+                    }
+                }
+            }
+            Op::StopShare { user, peer_addr, group, file } => {
+                let g = self.member_group_mut(user, group)?;
+                let no_file = || Refusal::NoSuchFile { group: group.clone(), file: file.clone() };
+                let f = g.files.get_mut(file).ok_or_else(no_file)?;
+                let sharer = Sharer { user: user.clone(), peer_addr: peer_addr.clone() };
+                if !f.sharers.remove(&sharer) {
+                    return Err(Refusal::NotSharing { group: group.clone(), file: file.clone() });
+                }
+                if f.sharers.is_empty() {
+                    g.files.remove(file);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The session a token names.
+    pub fn session(&self, token: &Token) -> Option<&Session> {
+        self.sessions.get(token)
+    }
+
+    /// The stored password hash of a user.
+    pub fn password_hash(&self, user: &str) -> Option<&str> {
+        self.users.get(user).map(|u| u.password_hash.as_str())
+    }
+
+    /// Whether a user exists.
+    pub fn user_exists(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
+    /// A group by id.
+    pub fn group(&self, group: &str) -> Option<&Group> {
+        self.groups.get(group)
+    }
+
+    /// Every group id, in order.
+    pub fn group_ids(&self) -> Vec<String> {
+        self.groups.keys().cloned().collect()
+    }
+
+    /// The pending requests of a group `owner` owns.
+    pub fn requests(&self, owner: &str, group: &str) -> Result<Vec<String>, Refusal> {
+        let g = self.groups.get(group).ok_or_else(|| Refusal::NoSuchGroup(group.into()))?;
+        if g.owner() != owner {
+            return Err(Refusal::NotOwner(group.into()));
+        }
+        Ok(g.requests.clone())
+    }
+
+    /// The files of a group `user` belongs to, with online sharer counts.
+    pub fn files(&self, user: &str, group: &str) -> Result<Vec<FileEntry>, Refusal> {
+        let g = self.member_group(user, group)?;
+        Ok(g.files
+            .values()
+            .map(|f| FileEntry {
+                name: f.meta.name.clone(),
+                len: f.meta.len,
+                peers: f.sharers.iter().filter(|s| self.online(s)).count() as u32,
+            })
+            .collect())
+    }
+
+    /// A file's metadata and online peers, for a member of its group.
+    pub fn file_info(
+        &self,
+        user: &str,
+        group: &str,
+        file: &str,
+    ) -> Result<(FileMeta, Vec<PeerInfo>), Refusal> {
+        let g = self.member_group(user, group)?;
+        let f = g
+            .files
+            .get(file)
+            .ok_or_else(|| Refusal::NoSuchFile { group: group.into(), file: file.into() })?;
+        let peers = f
+            .sharers
+            .iter()
+            .filter(|s| self.online(s))
+            .map(|s| PeerInfo { user: s.user.clone(), addr: s.peer_addr.clone() })
+            .collect();
+        Ok((f.meta.clone(), peers))
+    }
+
+    /// Whether a sharer's node has a live session.
+    fn online(&self, s: &Sharer) -> bool {
+        self.sessions.values().any(|x| x.user == s.user && x.peer_addr == s.peer_addr)
+    }
+
+    fn group_mut(&mut self, group: &str) -> Result<&mut Group, Refusal> {
+        self.groups.get_mut(group).ok_or_else(|| Refusal::NoSuchGroup(group.into()))
+    }
+
+    fn owned_group_mut(&mut self, owner: &str, group: &str) -> Result<&mut Group, Refusal> {
+        let g = self.group_mut(group)?;
+        if g.owner() != owner {
+            return Err(Refusal::NotOwner(group.into()));
+        }
+        Ok(g)
+    }
+
+    fn member_group(&self, user: &str, group: &str) -> Result<&Group, Refusal> {
+        let g = self.groups.get(group).ok_or_else(|| Refusal::NoSuchGroup(group.into()))?;
+        if !g.is_member(user) {
+            return Err(Refusal::NotMember(group.into()));
+        }
+        Ok(g)
+    }
+
+    fn member_group_mut(&mut self, user: &str, group: &str) -> Result<&mut Group, Refusal> {
+        let g = self.group_mut(group)?;
+        if !g.is_member(user) {
+            return Err(Refusal::NotMember(group.into()));
+        }
+        Ok(g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use ringshare_engine::meta::Sha1Digest;
+
+    fn s(x: &str) -> String {
+        x.to_owned()
+    }
+
+    fn meta(name: &str, fill: u8) -> FileMeta {
+        FileMeta {
+            name: s(name),
+            len: 1,
+            sha1: Sha1Digest([fill; 20]),
+            piece_hashes: vec![Sha1Digest([fill; 20])],
+        }
+    }
+
+    fn with_users(users: &[&str]) -> State {
+        let mut st = State::default();
+        for (i, u) in users.iter().enumerate() {
+            st.apply(&Op::CreateUser { user: s(u), password_hash: s("h") }).unwrap();
+            let token = Token([i as u8; 16]);
+            st.apply(&Op::Login {
+                user: s(u),
+                token,
+                peer_addr: format!("127.0.0.1:{}", 1000 + i),
+            })
+            .unwrap();
+        }
+        st
+    }
+
+    fn join(st: &mut State, owner: &str, group: &str, user: &str) {
+        st.apply(&Op::JoinGroup { user: s(user), group: s(group) }).unwrap();
+        st.apply(&Op::AcceptRequest { owner: s(owner), group: s(group), user: s(user) }).unwrap();
+    }
+
+    #[test]
+    fn duplicate_user_refused() {
+        let mut st = with_users(&["a"]);
+        assert_eq!(
+            st.apply(&Op::CreateUser { user: s("a"), password_hash: s("x") }),
+            Err(Refusal::UserExists(s("a")))
+        );
+    }
+
+    #[test]
+    fn join_flow_and_its_refusals() {
+        let mut st = with_users(&["a", "b", "c"]);
+        st.apply(&Op::CreateGroup { user: s("a"), group: s("g") }).unwrap();
+        assert_eq!(
+            st.apply(&Op::CreateGroup { user: s("b"), group: s("g") }),
+            Err(Refusal::GroupExists(s("g")))
+        );
+        assert_eq!(
+            st.apply(&Op::JoinGroup { user: s("a"), group: s("g") }),
+            Err(Refusal::AlreadyMember(s("g")))
+        );
+        st.apply(&Op::JoinGroup { user: s("b"), group: s("g") }).unwrap();
+        assert_eq!(
+            st.apply(&Op::JoinGroup { user: s("b"), group: s("g") }),
+            Err(Refusal::AlreadyRequested(s("g")))
+        );
+        assert_eq!(st.requests("a", "g").unwrap(), vec![s("b")]);
+        assert_eq!(st.requests("b", "g"), Err(Refusal::NotOwner(s("g"))));
+        assert_eq!(
+            st.apply(&Op::AcceptRequest { owner: s("b"), group: s("g"), user: s("b") }),
+            Err(Refusal::NotOwner(s("g")))
+        );
+        assert_eq!(
+            st.apply(&Op::AcceptRequest { owner: s("a"), group: s("g"), user: s("c") }),
+            Err(Refusal::NoSuchRequest { group: s("g"), user: s("c") })
+        );
+        st.apply(&Op::AcceptRequest { owner: s("a"), group: s("g"), user: s("b") }).unwrap();
+        assert!(st.requests("a", "g").unwrap().is_empty());
+        st.apply(&Op::JoinGroup { user: s("c"), group: s("g") }).unwrap();
+        st.apply(&Op::RejectRequest { owner: s("a"), group: s("g"), user: s("c") }).unwrap();
+        assert!(st.requests("a", "g").unwrap().is_empty());
+        assert_eq!(st.files("c", "g"), Err(Refusal::NotMember(s("g"))));
+        assert_eq!(st.files("b", "nope"), Err(Refusal::NoSuchGroup(s("nope"))));
+    }
+
+    #[test]
+    fn owner_leaving_hands_over_to_the_next_member_and_last_member_deletes() {
+        let mut st = with_users(&["a", "b", "c"]);
+        st.apply(&Op::CreateGroup { user: s("a"), group: s("g") }).unwrap();
+        join(&mut st, "a", "g", "b");
+        join(&mut st, "a", "g", "c");
+        st.apply(&Op::LeaveGroup { user: s("a"), group: s("g") }).unwrap();
+        assert_eq!(st.group("g").unwrap().owner(), "b");
+        st.apply(&Op::LeaveGroup { user: s("b"), group: s("g") }).unwrap();
+        assert_eq!(st.group("g").unwrap().owner(), "c");
+        st.apply(&Op::LeaveGroup { user: s("c"), group: s("g") }).unwrap();
+        assert!(st.group("g").is_none());
+        assert!(st.group_ids().is_empty());
+    }
+
+    #[test]
+    fn leaving_stops_that_users_shares_and_rejoin_works() {
+        let mut st = with_users(&["a", "b"]);
+        st.apply(&Op::CreateGroup { user: s("a"), group: s("g") }).unwrap();
+        join(&mut st, "a", "g", "b");
+        let up = |u: &str, p: &str| Op::UploadFile {
+            user: s(u),
+            peer_addr: s(p),
+            group: s("g"),
+            meta: meta("f", 1),
+        };
+        st.apply(&up("b", "127.0.0.1:1001")).unwrap();
+        st.apply(&up("a", "127.0.0.1:1000")).unwrap();
+        assert_eq!(st.files("a", "g").unwrap()[0].peers, 2);
+        st.apply(&Op::LeaveGroup { user: s("b"), group: s("g") }).unwrap();
+        assert_eq!(st.files("a", "g").unwrap()[0].peers, 1);
+        join(&mut st, "a", "g", "b");
+        assert!(st.group("g").unwrap().is_member("b"));
+    }
+
+    #[test]
+    fn files_are_keyed_by_group_and_name() {
+        let mut st = with_users(&["a"]);
+        for g in ["g1", "g2"] {
+            st.apply(&Op::CreateGroup { user: s("a"), group: s(g) }).unwrap();
+        }
+        let up = |g: &str, fill| Op::UploadFile {
+            user: s("a"),
+            peer_addr: s("127.0.0.1:1000"),
+            group: s(g),
+            meta: meta("f", fill),
+        };
+        st.apply(&up("g1", 1)).unwrap();
+        st.apply(&up("g2", 2)).unwrap();
+        assert_eq!(
+            st.apply(&up("g1", 1)),
+            Err(Refusal::AlreadySharing { group: s("g1"), file: s("f") })
+        );
+        assert_eq!(
+            st.apply(&up("g1", 3)),
+            Err(Refusal::DifferentContent { group: s("g1"), file: s("f") })
+        );
+        // The last sharer stopping removes the file; it comes back when shared again.
+        let stop = Op::StopShare {
+            user: s("a"),
+            peer_addr: s("127.0.0.1:1000"),
+            group: s("g1"),
+            file: s("f"),
+        };
+        st.apply(&stop).unwrap();
+        assert!(st.files("a", "g1").unwrap().is_empty());
+        assert_eq!(st.apply(&stop), Err(Refusal::NoSuchFile { group: s("g1"), file: s("f") }));
+        st.apply(&up("g1", 3)).unwrap();
+        assert_eq!(st.files("a", "g1").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn logout_pauses_sharing_in_peer_lists() {
+        let mut st = with_users(&["a", "b"]);
+        st.apply(&Op::CreateGroup { user: s("a"), group: s("g") }).unwrap();
+        join(&mut st, "a", "g", "b");
+        st.apply(&Op::UploadFile {
+            user: s("a"),
+            peer_addr: s("127.0.0.1:1000"),
+            group: s("g"),
+            meta: meta("f", 1),
+        })
+        .unwrap();
+        assert_eq!(st.file_info("b", "g", "f").unwrap().1.len(), 1);
+        st.apply(&Op::Logout { token: Token([0; 16]) }).unwrap();
+        assert!(st.file_info("b", "g", "f").unwrap().1.is_empty());
+        assert_eq!(st.files("b", "g").unwrap()[0].peers, 0);
+        st.apply(&Op::Login {
+            user: s("a"),
+            token: Token([9; 16]),
+            peer_addr: s("127.0.0.1:1000"),
+        })
+        .unwrap();
+        assert_eq!(st.file_info("b", "g", "f").unwrap().1.len(), 1);
+    }
+
+    #[test]
+    fn relogin_at_the_same_node_replaces_the_old_session() {
+        let mut st = with_users(&["a"]);
+        st.apply(&Op::Login {
+            user: s("a"),
+            token: Token([9; 16]),
+            peer_addr: s("127.0.0.1:1000"),
+        })
+        .unwrap();
+        assert!(st.session(&Token([0; 16])).is_none());
+        assert!(st.session(&Token([9; 16])).is_some());
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        let user = prop::sample::select(vec!["a", "b", "c"]).prop_map(s);
+        let group = prop::sample::select(vec!["g", "h"]).prop_map(s);
+        let addr = prop::sample::select(vec!["127.0.0.1:1", "127.0.0.1:2"]).prop_map(s);
+        prop_oneof![
+            user.clone().prop_map(|user| Op::CreateUser { user, password_hash: s("h") }),
+            (user.clone(), any::<u8>(), addr.clone()).prop_map(|(user, t, peer_addr)| Op::Login {
+                user,
+                token: Token([t; 16]),
+                peer_addr
+            }),
+            any::<u8>().prop_map(|t| Op::Logout { token: Token([t; 16]) }),
+            (user.clone(), group.clone()).prop_map(|(user, group)| Op::CreateGroup { user, group }),
+            (user.clone(), group.clone()).prop_map(|(user, group)| Op::JoinGroup { user, group }),
+            (user.clone(), group.clone()).prop_map(|(user, group)| Op::LeaveGroup { user, group }),
+            (user.clone(), group.clone(), user.clone())
+                .prop_map(|(owner, group, user)| Op::AcceptRequest { owner, group, user }),
+            (user.clone(), group.clone(), user.clone())
+                .prop_map(|(owner, group, user)| Op::RejectRequest { owner, group, user }),
+            (user.clone(), addr.clone(), group.clone(), 1u8..3).prop_map(
+                |(user, peer_addr, group, fill)| Op::UploadFile {
+                    user,
+                    peer_addr,
+                    group,
+                    meta: meta("f", fill)
+                }
+            ),
+            (user, addr, group).prop_map(|(user, peer_addr, group)| Op::StopShare {
+                user,
+                peer_addr,
+                group,
+                file: s("f")
+            }),
+        ]
+    }
+
+    proptest! {
+        /// Any op sequence keeps the invariants; a refused op changes nothing;
+        /// replaying the same sequence gives the same state.
+        #[test]
+        fn invariants_hold_and_replay_is_deterministic(ops in proptest::collection::vec(arb_op(), 0..60)) {
+            let mut st = State::default();
+            for op in &ops {
+                let before = st.clone();
+                if st.apply(op).is_err() {
+                    prop_assert_eq!(&st, &before);
+                }
+                for g in st.groups.values() {
+                    prop_assert!(!g.members.is_empty());
+                    prop_assert!(g.requests.iter().all(|r| !g.members.contains(r)));
+                    prop_assert!(g.files.values().all(|f| !f.sharers.is_empty()));
+                    prop_assert!(g.files.values().all(|f| f.sharers.iter().all(|s| g.members.contains(&s.user))));
+                }
+            }
+            let mut again = State::default();
+            for op in &ops {
+                let _ = again.apply(op);
+            }
+            prop_assert_eq!(st, again);
+        }
+    }
+}

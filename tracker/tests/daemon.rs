@@ -1,0 +1,127 @@
+//! The `ringshare-tracker` binary: argument and tracker_info.txt handling,
+//! clean stops, and surviving garbage from clients.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+
+use ringshare_engine::proto::{self, Request, Response, REQUEST};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringshare-tracker");
+
+fn spawn(info: &std::path::Path, no: &str) -> Child {
+    Command::new(BIN)
+        .arg(info)
+        .arg(no)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for the readiness line and returns the bound address.
+fn ready(child: &mut Child) -> SocketAddr {
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("listening on"), "{line:?}");
+    line.trim().rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+fn stderr_of(child: Child) -> (std::process::ExitStatus, String) {
+    let out = child.wait_with_output().unwrap();
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn every_tracker_info_layout_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, text) in [
+        "# colon layout\n127.0.0.1:0\n127.0.0.1:1\n",
+        "127.0.0.1 0\n127.0.0.1 1\n",
+        "127.0.0.1\n0\n\n127.0.0.1\n1\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let info = dir.path().join(format!("t{i}.txt"));
+        std::fs::write(&info, text).unwrap();
+        let mut t = spawn(&info, "1");
+        let addr = ready(&mut t);
+        assert!(addr.ip().is_loopback());
+        writeln!(t.stdin.as_mut().unwrap(), "quit").unwrap();
+        let (status, _) = stderr_of(t);
+        assert!(status.success(), "layout {i}: quit exits cleanly");
+    }
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let info = dir.path().join("t.txt");
+    std::fs::write(&info, "127.0.0.1:0\nthis is wrong\n").unwrap();
+    let (status, err) = stderr_of(spawn(&info, "1"));
+    assert!(!status.success());
+    assert!(err.contains("t.txt:2:"), "names the line: {err}");
+
+    std::fs::write(&info, "127.0.0.1:0\n").unwrap();
+    let (status, err) = stderr_of(spawn(&info, "2"));
+    assert!(!status.success());
+    assert!(err.contains("tracker number 2 is not in"), "{err}");
+    let (status, err) = stderr_of(spawn(&info, "0"));
+    assert!(!status.success(), "{err}");
+
+    let (status, err) = stderr_of(spawn(&dir.path().join("missing.txt"), "1"));
+    assert!(!status.success());
+    assert!(err.contains("missing.txt"), "{err}");
+}
+
+#[test]
+fn sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let info = dir.path().join("t.txt");
+    std::fs::write(&info, "127.0.0.1:0\n").unwrap();
+    let mut t = spawn(&info, "1");
+    ready(&mut t);
+    let status = Command::new("kill").arg("-TERM").arg(t.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let (status, _) = stderr_of(t);
+    assert!(status.success(), "SIGTERM exits with 0");
+}
+
+#[test]
+fn garbage_gets_an_error_frame_and_the_tracker_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let info = dir.path().join("t.txt");
+    std::fs::write(&info, "127.0.0.1:0\n").unwrap();
+    let mut t = spawn(&info, "1");
+    let addr = ready(&mut t);
+
+    // An absurd frame length: refused from the header alone.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1]).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    let (frame, _) = ringshare_engine::wire::decode(&reply, proto::MAX_FRAME).unwrap();
+    let resp: Response = postcard::from_bytes(frame.payload).unwrap();
+    assert!(matches!(resp, Response::Refused(_)), "{resp:?}");
+
+    // A well-framed but undecodable request.
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut bad = Vec::new();
+    ringshare_engine::wire::encode(REQUEST, &[0xee; 40], &mut bad);
+    s.write_all(&bad).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    assert!(!reply.is_empty(), "an error frame before the disconnect");
+
+    // Everyone else is still served.
+    let mut s = TcpStream::connect(addr).unwrap();
+    let req = Request::CreateUser { user: "u".into(), password: "p".into() };
+    s.write_all(&proto::encode_frame(REQUEST, &req).unwrap()).unwrap();
+    let mut buf = vec![0u8; 64];
+    let n = s.read(&mut buf).unwrap();
+    let (frame, _) = ringshare_engine::wire::decode(&buf[..n], proto::MAX_FRAME).unwrap();
+    assert_eq!(postcard::from_bytes::<Response>(frame.payload).unwrap(), Response::Done);
+    let _ = t.kill();
+}
