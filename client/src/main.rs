@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use ringshare_engine::serve::ServerLimits;
 use ringshare_engine::tracker_info::TrackerList;
 use tokio::sync::{mpsc, oneshot};
 
@@ -56,12 +57,15 @@ fn main() {
 
 async fn run(args: Args) -> Result<()> {
     let trackers = TrackerList::load(&args.tracker_info)?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("bind piece server to {}", args.listen))?;
-    let addr = listener.local_addr().context("read the piece server's address")?;
     let state_dir = args.state_dir.unwrap_or_else(default_state_dir);
-    let mut node = Node::new(addr, trackers, state_dir);
+    let mut limits = ServerLimits::default();
+    // Fault injection for tests and demos: slow every piece this node serves.
+    if let Some(ms) = std::env::var("RINGSHARE_SERVE_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+        limits.piece_delay = std::time::Duration::from_millis(ms);
+    }
+    let mut node = Node::new(listener, trackers, state_dir, limits)?;
     eprintln!("ringshare node serving on {}", node.addr());
 
     let interactive = std::io::stdin().is_terminal();
@@ -100,7 +104,12 @@ async fn run(args: Args) -> Result<()> {
             break;
         }
     }
-    drop(listener);
+    let waiting = node.running_downloads();
+    if waiting > 0 {
+        eprintln!("ringshare: waiting for {waiting} download(s) to finish (Ctrl-C stops; download_file resumes)");
+        node.finish_downloads().await;
+    }
+    node.shutdown();
     Ok(())
 }
 

@@ -2,16 +2,23 @@
 //! node shares. [`Node::execute`] carries out one shell command and returns
 //! the lines to print, or the error to print after `error: `.
 
-use std::net::SocketAddr;
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{anyhow, bail, Context, Result};
+use ringshare_engine::fetch::{Download, FetchEvent, FetchSpec};
 use ringshare_engine::hash::HashPool;
+use ringshare_engine::meta::{FileMeta, Sha1Digest};
 use ringshare_engine::names::{self, NameKind};
 use ringshare_engine::proto::{Refusal, Request, Response, Token};
+use ringshare_engine::serve::{PieceServer, ServeTable, ServedFile, ServerLimits};
+use ringshare_engine::store::PartFile;
 use ringshare_engine::tracker_info::TrackerList;
+use tokio::runtime::Handle;
 
+use crate::downloads::{resolve_dest, DownloadEntry};
 use crate::shares::{LocalShare, ShareBook, Staleness};
 use crate::shell::{Command, HELP};
 use crate::tracker_link::TrackerLink;
@@ -33,30 +40,53 @@ struct Session {
     book: ShareBook,
 }
 
+/// What this node shares now (empty while logged out), shared with the
+/// download threads that add finished downloads to it.
+type Shares = Arc<Mutex<Vec<LocalShare>>>;
+
 /// A client node.
 #[derive(Debug)]
 pub struct Node {
     addr: SocketAddr,
+    trackers: TrackerList,
     link: TrackerLink,
     session: Option<Session>,
-    /// What this node serves now: empty while logged out.
-    shares: Vec<LocalShare>,
+    shares: Shares,
+    serve: Arc<ServeTable>,
+    server: PieceServer,
+    downloads: Vec<DownloadEntry>,
     pool: Arc<HashPool>,
     state_dir: PathBuf,
+    rt: Handle,
 }
 
 impl Node {
-    /// A node serving pieces at `addr`, talking to `trackers`, keeping its
-    /// records in `state_dir`.
-    pub fn new(addr: SocketAddr, trackers: TrackerList, state_dir: PathBuf) -> Self {
-        Self {
+    /// A node serving pieces on `listener`, talking to `trackers`, keeping
+    /// its records in `state_dir`. Must be called inside a tokio runtime.
+    pub fn new(
+        listener: TcpListener,
+        trackers: TrackerList,
+        state_dir: PathBuf,
+        limits: ServerLimits,
+    ) -> Result<Self> {
+        let addr = listener.local_addr().context("read the piece server's address")?;
+        // Peers are admitted with any ticket until tickets are signed.
+        let serve = ServeTable::new(Box::new(|_, _, _| true));
+        let server = PieceServer::start_threads(listener, Arc::clone(&serve), limits)
+            .context("start the piece server")?;
+        Ok(Self {
             addr,
-            link: TrackerLink::new(trackers),
+            link: TrackerLink::new(trackers.clone()),
+            trackers,
             session: None,
-            shares: Vec::new(),
+            shares: Arc::new(Mutex::new(Vec::new())),
+            serve,
+            server,
+            downloads: Vec::new(),
             pool: Arc::new(HashPool::with_available_cores()),
             state_dir,
-        }
+            rt: Handle::current(),
+        })
     }
 
     /// The address this node serves pieces on.
@@ -82,8 +112,7 @@ impl Node {
                 let s = self.session()?;
                 let (user, token) = (s.user.clone(), s.token);
                 // Sharing pauses whatever the tracker says: the node stops serving.
-                self.session = None;
-                self.shares.clear();
+                self.pause_all("stopped by logout; download_file again to resume");
                 // An unreachable tracker expires the session by itself.
                 let _ = self.call_done(Request::Logout { token }).await;
                 Ok(vec![format!("logged out {user}; sharing paused")])
@@ -104,9 +133,8 @@ impl Node {
                 check_name(NameKind::Group, &group)?;
                 let token = self.token()?;
                 self.call_done(Request::LeaveGroup { token, group: group.clone() }).await?;
-                let before = self.shares.len();
-                self.shares.retain(|s| s.group != group);
-                let stopped = before - self.shares.len();
+                let gone = self.drop_shares(|s| s.group == group);
+                let stopped = gone.len();
                 self.save_book()?;
                 Ok(vec![format!("left group {group}; stopped sharing {stopped} file(s) there")])
             }
@@ -158,13 +186,14 @@ impl Node {
                 let token = self.token()?;
                 let req = Request::StopShare { token, group: group.clone(), file: file.clone() };
                 self.call_done(req).await?;
-                self.shares.retain(|s| !(s.group == group && s.meta.name == file));
+                self.drop_shares(|s| s.group == group && s.meta.name == file);
                 self.save_book()?;
                 Ok(vec![format!("stopped sharing {file} in {group}")])
             }
-            Command::DownloadFile { .. } | Command::ShowDownloads => {
+            Command::DownloadFile { group, file, dest } => self.download(group, file, dest).await,
+            Command::ShowDownloads => {
                 self.token()?;
-                bail!("downloads are not available in this build yet")
+                Ok(self.downloads.iter().map(DownloadEntry::line).collect())
             }
             Command::Help => Ok(HELP.iter().map(|(u, what)| format!("{u:<56} {what}")).collect()),
             Command::Quit => Ok(Vec::new()),
@@ -192,6 +221,10 @@ impl Node {
             let label = format!("{}/{}", share.group, share.meta.name);
             let reason = match share.check() {
                 Ok(()) => {
+                    if let Err(e) = self.serve_file(&share) {
+                        dropped.push(format!("{label}: {e:#}"));
+                        continue;
+                    }
                     let req = Request::UploadFile {
                         token,
                         group: share.group.clone(),
@@ -202,7 +235,10 @@ impl Node {
                             resumed.push(share);
                             continue;
                         }
-                        Response::Refused(r) => r.to_string(),
+                        Response::Refused(r) => {
+                            self.unserve(&share.meta.sha1);
+                            r.to_string()
+                        }
                         other => unexpected(other).to_string(),
                     }
                 }
@@ -218,11 +254,12 @@ impl Node {
             let _ = self.call(stop).await?;
             dropped.push(format!("{label}: {reason}"));
         }
-        self.shares = resumed;
+        let count = resumed.len();
+        *self.shares_mut() = resumed;
         self.save_book()?;
         let mut line = format!("logged in as {user}");
-        if !self.shares.is_empty() || !dropped.is_empty() {
-            line += &format!("; resumed sharing {} file(s)", self.shares.len());
+        if count > 0 || !dropped.is_empty() {
+            line += &format!("; resumed sharing {count} file(s)");
         }
         if !dropped.is_empty() {
             line += &format!("; stopped sharing {}", dropped.join(", "));
@@ -265,7 +302,8 @@ impl Node {
         let pieces = meta.piece_hashes.len();
         let (len, sha1) = (meta.len, meta.sha1);
         self.call_done(Request::UploadFile { token, group: group.clone(), meta }).await?;
-        self.shares.push(share);
+        self.serve_file(&share)?;
+        self.shares_mut().push(share);
         self.save_book()?;
         Ok(vec![format!("uploaded {name} to {group}: {len} bytes, {pieces} pieces, sha1 {sha1}")])
     }
@@ -280,17 +318,227 @@ impl Node {
 
     fn save_book(&self) -> Result<()> {
         if let Some(s) = &self.session {
-            s.book.save(&self.shares).context("save the share record")?;
+            s.book.save(&self.shares_mut()).context("save the share record")?;
         }
         Ok(())
+    }
+
+    fn shares_mut(&self) -> MutexGuard<'_, Vec<LocalShare>> {
+        self.shares.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts serving a shared file's pieces.
+    fn serve_file(&self, share: &LocalShare) -> Result<()> {
+        if self.serve.get(&share.meta.sha1).is_some() {
+            return Ok(());
+        }
+        let f =
+            File::open(&share.path).with_context(|| format!("open {}", share.path.display()))?;
+        self.serve.insert(ServedFile::complete(share.meta.clone(), f));
+        Ok(())
+    }
+
+    /// Stops serving content nothing here shares or downloads any more.
+    fn unserve(&self, id: &Sha1Digest) {
+        let shared = self.shares_mut().iter().any(|s| s.meta.sha1 == *id);
+        let downloading =
+            self.downloads.iter().any(|d| d.is_running() && d.download.meta().sha1 == *id);
+        if !shared && !downloading {
+            self.serve.remove(id);
+        }
+    }
+
+    /// Removes the shares matching `pred` and stops serving their content.
+    fn drop_shares(&self, pred: impl Fn(&LocalShare) -> bool) -> Vec<LocalShare> {
+        let gone: Vec<LocalShare> = {
+            let mut shares = self.shares_mut();
+            let (gone, kept) = shares.drain(..).partition(|s| pred(s));
+            *shares = kept;
+            gone
+        };
+        for s in &gone {
+            self.unserve(&s.meta.sha1);
+        }
+        gone
+    }
+
+    /// Logged out (or the session vanished): stop serving and downloading.
+    fn pause_all(&mut self, why: &str) {
+        self.session = None;
+        self.shares_mut().clear();
+        for d in self.downloads.iter_mut().filter(|d| d.is_running()) {
+            d.download.stop();
+            d.paused = Some(why.to_owned());
+        }
+        self.serve.clear();
+    }
+
+    /// Downloads still fetching.
+    pub fn running_downloads(&self) -> usize {
+        self.downloads.iter().filter(|d| d.is_running()).count()
+    }
+
+    /// Waits for every running download to finish (quit, end of input).
+    pub async fn finish_downloads(&mut self) {
+        let running: Vec<Arc<Download>> = self
+            .downloads
+            .iter()
+            .filter(|d| d.is_running())
+            .map(|d| Arc::clone(&d.download))
+            .collect();
+        if !running.is_empty() {
+            let _ =
+                tokio::task::spawn_blocking(move || running.iter().for_each(|d| d.wait())).await;
+        }
+    }
+
+    /// Stops serving: the node is going away.
+    pub fn shutdown(&mut self) {
+        self.serve.clear();
+        self.server.stop();
+    }
+
+    /// The downloads started here, for the demo and the one-shot commands.
+    pub fn downloads(&self) -> &[DownloadEntry] {
+        &self.downloads
+    }
+
+    async fn download(&mut self, group: String, file: String, dest: String) -> Result<Vec<String>> {
+        check_name(NameKind::Group, &group)?;
+        check_name(NameKind::File, &file)?;
+        let token = self.token()?;
+        let user = self.session()?.user.clone();
+        let req = Request::FileInfo { token, group: group.clone(), file: file.clone() };
+        let (meta, peers, ticket) = match self.call(req).await? {
+            Response::FileInfo { meta, peers, ticket } => (meta, peers, ticket),
+            other => return Err(unexpected(other)),
+        };
+        // The name came over the network: it must be a plain file name before
+        // it becomes part of a path.
+        check_name(NameKind::File, &meta.name)?;
+        if meta.name != file {
+            bail!("the tracker answered for {} instead of {file}", meta.name);
+        }
+        meta.validate().map_err(|e| anyhow!("bad metadata from the tracker: {e}"))?;
+        let dest_path = resolve_dest(&dest, &file)?;
+        if self.downloads.iter().any(|d| d.is_running() && d.dest == dest_path) {
+            bail!("already downloading into {}", dest_path.display());
+        }
+        let (part, have) = PartFile::open(&dest_path, &meta)?;
+        let resumed = have.count_ones();
+        if self.serve.get(&meta.sha1).is_none() {
+            let f = part.file().try_clone().context("share the part file")?;
+            self.serve.insert(ServedFile::partial(meta.clone(), f, have.clone()));
+        }
+        let served =
+            self.serve.get(&meta.sha1).ok_or_else(|| anyhow!("share table lost the file"))?;
+        let spec = FetchSpec { meta: meta.clone(), user, ticket, own_addr: Some(self.addr) };
+        let source = self.peer_source(token, group.clone(), file.clone());
+        let events = self.download_events(token, group.clone(), dest_path.clone(), meta.clone());
+        let download =
+            Download::start(spec, part, have, served, Arc::clone(&self.pool), source, events);
+        self.downloads.push(DownloadEntry {
+            group: group.clone(),
+            name: file.clone(),
+            dest: dest_path.clone(),
+            download,
+            paused: None,
+        });
+        let pieces = meta.piece_hashes.len();
+        let peers = peers.iter().filter(|p| p.addr != self.addr.to_string()).count();
+        let from = if resumed > 0 {
+            format!("resuming at {resumed}/{pieces} pieces")
+        } else {
+            format!("{pieces} pieces")
+        };
+        Ok(vec![format!(
+            "downloading {file} from {group} to {} ({from}, {peers} peer(s)); see show_downloads",
+            dest_path.display()
+        )])
+    }
+
+    /// Where a download finds its peers: the tracker, through a link of its own.
+    fn peer_source(
+        &self,
+        token: Token,
+        group: String,
+        file: String,
+    ) -> Box<dyn ringshare_engine::fetch::PeerSource> {
+        let rt = self.rt.clone();
+        let mut link = TrackerLink::new(self.trackers.clone());
+        Box::new(move || {
+            let req = Request::FileInfo { token, group: group.clone(), file: file.clone() };
+            match rt.block_on(link.call(&req)) {
+                Ok(Response::FileInfo { peers, .. }) => {
+                    Ok(peers.iter().filter_map(|p| p.addr.parse().ok()).collect())
+                }
+                Ok(Response::Refused(r)) => Err(r.to_string()),
+                Ok(other) => Err(format!("unexpected answer: {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
+    /// What a download's progress does to the node: the first verified piece
+    /// registers this node as a sharer; completion records the share.
+    fn download_events(
+        &self,
+        token: Token,
+        group: String,
+        dest: PathBuf,
+        meta: FileMeta,
+    ) -> Box<dyn Fn(FetchEvent) + Send + Sync> {
+        let rt = self.rt.clone();
+        let trackers = self.trackers.clone();
+        let shares = Arc::clone(&self.shares);
+        let book = self.session.as_ref().map(|s| s.book.clone());
+        Box::new(move |event| match event {
+            FetchEvent::FirstPiece => {
+                let req = Request::UploadFile { token, group: group.clone(), meta: meta.clone() };
+                let trackers = trackers.clone();
+                rt.spawn(async move {
+                    match TrackerLink::new(trackers).call(&req).await {
+                        Ok(Response::Done | Response::Refused(Refusal::AlreadySharing { .. })) => {}
+                        Ok(other) => tracing::warn!("register as a sharer: {other:?}"),
+                        Err(e) => tracing::warn!("register as a sharer: {e}"),
+                    }
+                });
+            }
+            FetchEvent::Complete(peers) => {
+                match LocalShare::new(group.clone(), dest.clone(), meta.clone()) {
+                    Ok(share) => {
+                        let fetched: u64 = peers.iter().map(|(_, b)| b).sum();
+                        let from: Vec<String> =
+                            peers.iter().map(|(a, b)| format!("{a}={b}")).collect();
+                        eprintln!(
+                        "ringshare: downloaded [{group}] {} ({fetched} bytes fetched from {} peer(s): {})",
+                        meta.name,
+                        peers.len(),
+                        from.join(" ")
+                    );
+                        let mut list = shares.lock().unwrap_or_else(|p| p.into_inner());
+                        list.retain(|s| {
+                            !(s.group == share.group && s.meta.name == share.meta.name)
+                        });
+                        list.push(share);
+                        if let Some(book) = &book {
+                            if let Err(e) = book.save(&list) {
+                                tracing::warn!("save the share record: {e}");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!("record {}: {e}", dest.display()),
+                }
+            }
+            FetchEvent::Failed(_) => {}
+        })
     }
 
     async fn call(&mut self, req: Request) -> Result<Response> {
         let resp = self.link.call(&req).await?;
         if let Response::Refused(Refusal::NotLoggedIn) = resp {
             // The tracker no longer knows the session: stop acting logged in.
-            self.session = None;
-            self.shares.clear();
+            self.pause_all("stopped: the session ended");
         }
         Ok(resp)
     }

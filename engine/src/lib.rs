@@ -1,17 +1,32 @@
 //! ringshare's engine: everything the tracker and the client share.
 //!
+//! Protocol cores without I/O:
 //! - [`wire`]: the frame format every protocol uses.
 //! - [`meta`]: file metadata, piece geometry, bitfields.
-//! - [`hash`]: the parallel hashing pool.
 //! - [`names`]: the rules for user, group and file names.
 //! - [`tracker_info`]: parsing the list of trackers.
-//! - [`proto`]: the client↔tracker messages; [`control`] reads and writes
-//!   them on a tokio stream.
+//! - [`proto`]: the client↔tracker messages.
+//! - [`peer`]: the peer protocol and the server's session state machine.
+//! - [`picker`]: rarest-first piece selection with an endgame.
+//!
+//! Drivers and resources:
+//! - [`control`]: control-plane frames on tokio streams.
+//! - [`hash`]: the parallel hashing pool.
+//! - [`store`]: a download's `.part` file and persisted bitfield.
+//! - [`serve`]: what a node shares and the piece server.
+//! - [`fetch`]: the multi-peer downloader.
+//! - [`metrics`]: latency histograms.
 
 pub mod control;
+pub mod fetch;
 pub mod hash;
 pub mod meta;
+pub mod metrics;
 pub mod names;
+pub mod peer;
+pub mod picker;
 pub mod proto;
+pub mod serve;
+pub mod store;
 pub mod tracker_info;
 pub mod wire;

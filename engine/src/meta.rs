@@ -100,6 +100,12 @@ pub struct Geometry {
 pub struct PieceIndex(u32);
 
 impl PieceIndex {
+    /// An index the caller knows to be in range (the picker, whose piece
+    /// count is the geometry's).
+    pub(crate) fn from_picker(i: u32) -> Self {
+        PieceIndex(i)
+    }
+
     /// The index as a number.
     pub fn get(self) -> u32 {
         self.0
@@ -241,6 +247,18 @@ impl Bitfield {
         }
         self.bits[(i / 8) as usize] |= 0x80 >> (i % 8);
         self.ones += 1;
+        true
+    }
+}
+
+impl Bitfield {
+    /// Clears bit `i`; returns whether it was set.
+    pub fn clear(&mut self, i: u32) -> bool {
+        if !self.get(i) {
+            return false;
+        }
+        self.bits[(i / 8) as usize] &= !(0x80 >> (i % 8));
+        self.ones -= 1;
         true
     }
 }

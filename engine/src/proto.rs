@@ -184,6 +184,8 @@ pub enum Response {
         meta: FileMeta,
         /// Online peers that share it.
         peers: Vec<PeerInfo>,
+        /// The ticket to present to those peers in the handshake.
+        ticket: Vec<u8>,
     },
     /// The request was refused.
     Refused(Refusal),

@@ -138,7 +138,11 @@ impl Tracker {
             Request::FileInfo { token, group, file } => {
                 let (user, _) = self.session(&token)?;
                 let (meta, peers) = self.lock().file_info(&user, &group, &file)?;
-                Ok(Response::FileInfo { meta, peers })
+                // An opaque ticket naming the user and file; signed tickets
+                // checked by the peers come with the access-control work.
+                let mut ticket = meta.sha1.0.to_vec();
+                ticket.extend(user.as_bytes());
+                Ok(Response::FileInfo { meta, peers, ticket })
             }
         }
     }

@@ -113,18 +113,52 @@ impl NodeProc {
 
     /// Starts a node serving on `listen`.
     pub fn start_at(listen: &str, info: &Path, state: &Path) -> Self {
-        let mut child = Command::new(bin("ringshare"))
-            .arg(listen)
-            .arg(info)
-            .env("RINGSHARE_STATE_DIR", state)
+        Self::spawn(listen, info, state, &[], None)
+    }
+
+    /// Starts a node with extra environment, its stderr appended to
+    /// `stderr` when given.
+    pub fn spawn(
+        listen: &str,
+        info: &Path,
+        state: &Path,
+        env: &[(&str, &str)],
+        stderr: Option<&Path>,
+    ) -> Self {
+        let err = match stderr {
+            Some(p) => {
+                Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(p).unwrap())
+            }
+            None => Stdio::null(),
+        };
+        let mut cmd = Command::new(bin("ringshare"));
+        cmd.arg(listen).arg(info).env("RINGSHARE_STATE_DIR", state);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(err)
             .spawn()
             .expect("spawn ringshare");
         let stdin = child.stdin.take();
         let lines = line_reader(child.stdout.take().unwrap());
         Self { child, stdin, lines, seq: 0 }
+    }
+
+    /// Runs `show_downloads` until `done` accepts its output; panics after
+    /// `LINE_TIMEOUT` (a hang guard, not a timing assertion).
+    pub fn wait_downloads(&mut self, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let start = std::time::Instant::now();
+        loop {
+            let out = self.cmd("show_downloads");
+            if done(&out) {
+                return out;
+            }
+            assert!(start.elapsed() < LINE_TIMEOUT, "downloads never got there: {out:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Runs one command and returns every line it printed.

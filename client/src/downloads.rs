@@ -1,0 +1,121 @@
+//! Downloads as the shell sees them: where a download goes and how
+//! `show_downloads` prints it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use ringshare_engine::fetch::{Download, Progress, Status};
+
+/// One download started from this node.
+#[derive(Debug)]
+pub struct DownloadEntry {
+    /// The group it came from.
+    pub group: String,
+    /// The file's name in the group.
+    pub name: String,
+    /// Where it goes.
+    pub dest: PathBuf,
+    /// The running download.
+    pub download: Arc<Download>,
+    /// Why it was stopped by this node (logout), if it was.
+    pub paused: Option<String>,
+}
+
+impl DownloadEntry {
+    /// Whether it is still fetching.
+    pub fn is_running(&self) -> bool {
+        self.paused.is_none() && self.download.progress().status == Status::Running
+    }
+
+    /// The `show_downloads` line.
+    pub fn line(&self) -> String {
+        let p = self.download.progress();
+        match &self.paused {
+            Some(why) => format!("[F] [{}] {}  {why}", self.group, self.name),
+            None => format_line(&self.group, &self.name, &p),
+        }
+    }
+}
+
+/// `[D] [group] name  42%  123.4 MB/s  3 peers`, `[C] [group] name` or
+/// `[F] [group] name  reason`.
+pub fn format_line(group: &str, name: &str, p: &Progress) -> String {
+    match &p.status {
+        Status::Complete => format!("[C] [{group}] {name}"),
+        Status::Failed(why) => format!("[F] [{group}] {name}  {why}"),
+        Status::Running => {
+            let pct = if p.total == 0 { 100.0 } else { p.verified as f64 * 100.0 / p.total as f64 };
+            let s = if p.peers == 1 { "" } else { "s" };
+            format!(
+                "[D] [{group}] {name}  {:.0}%  {:.1} MB/s  {} peer{s}",
+                pct.floor(),
+                p.rate / 1e6,
+                p.peers
+            )
+        }
+    }
+}
+
+/// The path a download of `name` to `dest` writes: inside `dest` when it is
+/// a directory, else `dest` itself, whose directory must exist.
+pub fn resolve_dest(dest: &str, name: &str) -> Result<PathBuf> {
+    let d = Path::new(dest);
+    let path = if d.is_dir() { d.join(name) } else { d.to_owned() };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        bail!("destination directory {} does not exist", parent.display());
+    }
+    if path.exists() {
+        bail!("destination {} already exists", path.display());
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(status: Status, verified: u64, peers: usize) -> Progress {
+        Progress { total: 1000, verified, peers, rate: 2_500_000.0, status }
+    }
+
+    #[test]
+    fn lines_follow_the_documented_format() {
+        assert_eq!(
+            format_line("g", "f.bin", &progress(Status::Running, 425, 3)),
+            "[D] [g] f.bin  42%  2.5 MB/s  3 peers"
+        );
+        assert_eq!(
+            format_line("g", "f.bin", &progress(Status::Running, 0, 1)),
+            "[D] [g] f.bin  0%  2.5 MB/s  1 peer"
+        );
+        assert_eq!(
+            format_line("g", "f.bin", &progress(Status::Complete, 1000, 0)),
+            "[C] [g] f.bin"
+        );
+        assert_eq!(
+            format_line("g", "f.bin", &progress(Status::Failed("no peer".into()), 10, 0)),
+            "[F] [g] f.bin  no peer"
+        );
+    }
+
+    #[test]
+    fn destination_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        assert_eq!(resolve_dest(d, "a.bin").unwrap(), dir.path().join("a.bin"));
+        let explicit = format!("{d}/renamed.bin");
+        assert_eq!(resolve_dest(&explicit, "a.bin").unwrap(), dir.path().join("renamed.bin"));
+        std::fs::write(dir.path().join("a.bin"), b"x").unwrap();
+        assert!(resolve_dest(d, "a.bin").unwrap_err().to_string().contains("already exists"));
+        let missing = format!("{d}/no/such/dir/x");
+        assert!(resolve_dest(&missing, "a.bin")
+            .unwrap_err()
+            .to_string()
+            .contains("does not exist"));
+    }
+}

@@ -1,0 +1,629 @@
+//! The peer protocol: messages between a downloader and a piece server, and
+//! the server side's session state machine. No I/O here.
+//!
+//! Every message is one [`crate::wire`] frame. Payload layouts (integers are
+//! big-endian):
+//!
+//! | type | message | payload |
+//! |---|---|---|
+//! | 1 | handshake | version u32, file id (whole-file SHA1) [20], user len u8, user, ticket len u16, ticket |
+//! | 2 | bitfield | the server's [`Bitfield`] bytes for the file |
+//! | 3 | have | piece u32 |
+//! | 4 | request | piece u32, offset u32, len u32 |
+//! | 5 | piece | piece u32, offset u32, data |
+//! | 6 | cancel | piece u32, offset u32, len u32 |
+//! | 7 | error | code u32, UTF-8 text |
+//!
+//! A session: the downloader sends `handshake`; the server answers `bitfield`
+//! (or `error` and closes); then the downloader sends `request`s and the server
+//! answers each with `piece` (or a non-fatal `error` with code
+//! [`ErrorCode::NotAvailable`]), and sends `have` as it gains pieces.
+
+use thiserror::Error;
+
+use crate::meta::{Bitfield, Geometry, Sha1Digest, PIECE_LEN, SHA1_LEN};
+use crate::wire::{self, DecodeError, HEADER_LEN};
+
+/// Protocol version sent in the handshake.
+pub const VERSION: u32 = 1;
+/// Largest block a request may ask for: one whole piece.
+pub const MAX_BLOCK: u32 = PIECE_LEN as u32;
+/// Largest peer frame: a piece message carrying [`MAX_BLOCK`] bytes.
+pub const MAX_FRAME: u32 = HEADER_LEN as u32 + 8 + MAX_BLOCK;
+/// Longest error text.
+pub const MAX_ERROR_TEXT: usize = 1024;
+/// Longest ticket.
+pub const MAX_TICKET: usize = 4096;
+
+/// Frame types.
+pub mod kind {
+    /// handshake
+    pub const HANDSHAKE: u32 = 1;
+    /// bitfield
+    pub const BITFIELD: u32 = 2;
+    /// have
+    pub const HAVE: u32 = 3;
+    /// request
+    pub const REQUEST: u32 = 4;
+    /// piece
+    pub const PIECE: u32 = 5;
+    /// cancel
+    pub const CANCEL: u32 = 6;
+    /// error
+    pub const ERROR: u32 = 7;
+}
+
+/// Why a peer refuses or ends a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The message is malformed or out of sequence.
+    BadMessage,
+    /// The protocol version is not supported.
+    Version,
+    /// This node does not share that file.
+    UnknownFile,
+    /// The ticket does not admit this user to this file.
+    BadTicket,
+    /// The piece, offset or length is outside the file.
+    OutOfRange,
+    /// This node does not have that piece (yet): ask elsewhere. Not fatal.
+    NotAvailable,
+    /// Too many connections or outstanding requests.
+    Busy,
+    /// Any other code (from a newer peer).
+    Other(u32),
+}
+
+impl ErrorCode {
+    /// The code on the wire.
+    pub fn to_u32(self) -> u32 {
+        match self {
+            ErrorCode::BadMessage => 1,
+            ErrorCode::Version => 2,
+            ErrorCode::UnknownFile => 3,
+            ErrorCode::BadTicket => 4,
+            ErrorCode::OutOfRange => 5,
+            ErrorCode::NotAvailable => 6,
+            ErrorCode::Busy => 7,
+            ErrorCode::Other(n) => n,
+        }
+    }
+
+    /// The code from the wire.
+    pub fn from_u32(n: u32) -> Self {
+        match n {
+            1 => ErrorCode::BadMessage,
+            2 => ErrorCode::Version,
+            3 => ErrorCode::UnknownFile,
+            4 => ErrorCode::BadTicket,
+            5 => ErrorCode::OutOfRange,
+            6 => ErrorCode::NotAvailable,
+            7 => ErrorCode::Busy,
+            n => ErrorCode::Other(n),
+        }
+    }
+}
+
+/// A peer message, borrowing its variable parts from the frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// Opens a session for one file.
+    Handshake {
+        /// Protocol version.
+        version: u32,
+        /// The file's whole-file SHA1.
+        file_id: Sha1Digest,
+        /// The downloading user.
+        user: &'a str,
+        /// The tracker-issued ticket.
+        ticket: &'a [u8],
+    },
+    /// The pieces the server has.
+    Bitfield(&'a [u8]),
+    /// The server gained a piece.
+    Have(u32),
+    /// Asks for `len` bytes of `piece` from `offset`.
+    Request {
+        /// Piece index.
+        piece: u32,
+        /// Offset within the piece.
+        offset: u32,
+        /// Bytes wanted.
+        len: u32,
+    },
+    /// Bytes of a piece.
+    Piece {
+        /// Piece index.
+        piece: u32,
+        /// Offset within the piece.
+        offset: u32,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// Withdraws a request.
+    Cancel {
+        /// Piece index.
+        piece: u32,
+        /// Offset within the piece.
+        offset: u32,
+        /// Bytes wanted.
+        len: u32,
+    },
+    /// A refusal or the reason for a disconnect.
+    Error {
+        /// What went wrong.
+        code: ErrorCode,
+        /// Human-readable detail.
+        text: &'a str,
+    },
+}
+
+/// Why bytes are not a valid peer message.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PeerDecodeError {
+    /// More bytes are needed (not an error of the peer).
+    #[error("need {0} more bytes")]
+    NeedMore(usize),
+    /// The frame header is invalid.
+    #[error("bad frame: {0}")]
+    Frame(DecodeError),
+    /// The frame type is unknown.
+    #[error("unknown message type {0}")]
+    UnknownKind(u32),
+    /// The payload does not fit its message type.
+    #[error("malformed {0} message")]
+    Malformed(&'static str),
+}
+
+/// Decodes the message at the start of `buf`; returns it and the bytes used.
+pub fn decode(buf: &[u8]) -> Result<(Message<'_>, usize), PeerDecodeError> {
+    let (frame, used) = wire::decode(buf, MAX_FRAME).map_err(|e| match e {
+        DecodeError::NeedMore(n) => PeerDecodeError::NeedMore(n),
+        e => PeerDecodeError::Frame(e),
+    })?;
+    Ok((decode_payload(frame.kind, frame.payload)?, used))
+}
+
+/// Decodes a message from its frame type and payload.
+pub fn decode_payload(kind: u32, p: &[u8]) -> Result<Message<'_>, PeerDecodeError> {
+    let mut r = Reader(p);
+    let msg = match kind {
+        kind::HANDSHAKE => {
+            let bad = PeerDecodeError::Malformed("handshake");
+            let version = r.u32().ok_or(bad.clone())?;
+            let id: [u8; SHA1_LEN] =
+                r.take(SHA1_LEN).ok_or(bad.clone())?.try_into().map_err(|_| bad.clone())?;
+            let ulen = r.u8().ok_or(bad.clone())? as usize;
+            let user =
+                std::str::from_utf8(r.take(ulen).ok_or(bad.clone())?).map_err(|_| bad.clone())?;
+            let tlen = r.u16().ok_or(bad.clone())? as usize;
+            let ticket = r.take(tlen).ok_or(bad.clone())?;
+            if !r.0.is_empty() || tlen > MAX_TICKET {
+                return Err(bad);
+            }
+            Message::Handshake { version, file_id: Sha1Digest(id), user, ticket }
+        }
+        kind::BITFIELD => Message::Bitfield(p),
+        kind::HAVE => {
+            let piece =
+                r.u32().filter(|_| r.0.is_empty()).ok_or(PeerDecodeError::Malformed("have"))?;
+            Message::Have(piece)
+        }
+        kind::REQUEST | kind::CANCEL => {
+            let name = if kind == kind::REQUEST { "request" } else { "cancel" };
+            let (piece, offset, len) = r.three().ok_or(PeerDecodeError::Malformed(name))?;
+            if kind == kind::REQUEST {
+                Message::Request { piece, offset, len }
+            } else {
+                Message::Cancel { piece, offset, len }
+            }
+        }
+        kind::PIECE => {
+            let bad = PeerDecodeError::Malformed("piece");
+            let piece = r.u32().ok_or(bad.clone())?;
+            let offset = r.u32().ok_or(bad)?;
+            Message::Piece { piece, offset, data: r.0 }
+        }
+        kind::ERROR => {
+            let bad = PeerDecodeError::Malformed("error");
+            let code = r.u32().ok_or(bad.clone())?;
+            if r.0.len() > MAX_ERROR_TEXT {
+                return Err(bad);
+            }
+            let text = std::str::from_utf8(r.0).map_err(|_| bad)?;
+            Message::Error { code: ErrorCode::from_u32(code), text }
+        }
+        other => return Err(PeerDecodeError::UnknownKind(other)),
+    };
+    Ok(msg)
+}
+
+/// Appends the frame of `msg` to `out`.
+pub fn encode(msg: &Message<'_>, out: &mut Vec<u8>) {
+    let mut p = Vec::new();
+    let kind = match msg {
+        Message::Handshake { version, file_id, user, ticket } => {
+            // Lengths are bounded by the name rules and MAX_TICKET; clamp anyway.
+            let user = &user.as_bytes()[..user.len().min(255)];
+            let ticket = &ticket[..ticket.len().min(MAX_TICKET)];
+            p.extend(version.to_be_bytes());
+            p.extend(file_id.0);
+            p.push(user.len() as u8);
+            p.extend(user);
+            p.extend((ticket.len() as u16).to_be_bytes());
+            p.extend(ticket);
+            kind::HANDSHAKE
+        }
+        Message::Bitfield(bits) => {
+            p.extend(*bits);
+            kind::BITFIELD
+        }
+        Message::Have(piece) => {
+            p.extend(piece.to_be_bytes());
+            kind::HAVE
+        }
+        Message::Request { piece, offset, len } | Message::Cancel { piece, offset, len } => {
+            p.extend(piece.to_be_bytes());
+            p.extend(offset.to_be_bytes());
+            p.extend(len.to_be_bytes());
+            if matches!(msg, Message::Request { .. }) {
+                kind::REQUEST
+            } else {
+                kind::CANCEL
+            }
+        }
+        Message::Piece { piece, offset, data } => {
+            if encode_piece_header(*piece, *offset, data.len(), out).is_some() {
+                out.extend(*data);
+            }
+            return;
+        }
+        Message::Error { code, text } => {
+            let mut end = text.len().min(MAX_ERROR_TEXT);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            p.extend(code.to_u32().to_be_bytes());
+            p.extend(&text.as_bytes()[..end]);
+            kind::ERROR
+        }
+    };
+    wire::encode(kind, &p, out);
+}
+
+/// Appends the header of a piece message whose `len` data bytes the caller
+/// sends from elsewhere (sendfile, splice): frame header, piece, offset.
+pub fn encode_piece_header(piece: u32, offset: u32, len: usize, out: &mut Vec<u8>) -> Option<()> {
+    out.extend(wire::header(kind::PIECE, 8 + len)?);
+    out.extend(piece.to_be_bytes());
+    out.extend(offset.to_be_bytes());
+    Some(())
+}
+
+/// Bytes before a piece's data in a piece message.
+pub const PIECE_HEADER_LEN: usize = HEADER_LEN + 8;
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn three(&mut self) -> Option<(u32, u32, u32)> {
+        let t = (self.u32()?, self.u32()?, self.u32()?);
+        self.0.is_empty().then_some(t)
+    }
+}
+
+/// What the server driver should do after a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerAction {
+    /// Look up the file and check the ticket; then call
+    /// [`ServerSession::accept`] (and send the bitfield) or refuse.
+    Admit {
+        /// The wanted file.
+        file_id: Sha1Digest,
+        /// The downloading user.
+        user: String,
+        /// The ticket.
+        ticket: Vec<u8>,
+    },
+    /// Send these bytes of the file (already range-checked); when sent, call
+    /// [`ServerSession::served`].
+    Serve {
+        /// Piece index.
+        piece: u32,
+        /// Offset within the piece.
+        offset: u32,
+        /// Byte offset within the file.
+        file_offset: u64,
+        /// Bytes to send.
+        len: u32,
+    },
+    /// Drop a queued request for this block, if not sent yet.
+    Cancel {
+        /// Piece index.
+        piece: u32,
+        /// Offset within the piece.
+        offset: u32,
+    },
+    /// Nothing to do.
+    Nothing,
+}
+
+/// A refusal: send an error frame with this code and text; close the
+/// connection when `fatal`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refuse {
+    /// The code to send.
+    pub code: ErrorCode,
+    /// The text to send.
+    pub text: String,
+    /// Whether to disconnect after sending it.
+    pub fatal: bool,
+}
+
+impl Refuse {
+    fn fatal(code: ErrorCode, text: impl Into<String>) -> Self {
+        Self { code, text: text.into(), fatal: true }
+    }
+}
+
+/// The server side of one peer session.
+#[derive(Debug)]
+pub struct ServerSession {
+    geometry: Option<Geometry>,
+    outstanding: u32,
+    max_outstanding: u32,
+}
+
+impl ServerSession {
+    /// A session that allows up to `max_outstanding` unanswered requests.
+    pub fn new(max_outstanding: u32) -> Self {
+        Self { geometry: None, outstanding: 0, max_outstanding }
+    }
+
+    /// Whether the handshake was accepted.
+    pub fn is_open(&self) -> bool {
+        self.geometry.is_some()
+    }
+
+    /// The driver admitted the downloader to a file of this geometry.
+    pub fn accept(&mut self, geometry: Geometry) {
+        self.geometry = Some(geometry);
+    }
+
+    /// A request was answered (sent or refused).
+    pub fn served(&mut self) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+    }
+
+    /// Handles one message from the downloader. `has(piece)` says whether
+    /// this node has a piece.
+    pub fn on_message(
+        &mut self,
+        msg: &Message<'_>,
+        has: impl Fn(u32) -> bool,
+    ) -> Result<ServerAction, Refuse> {
+        let Some(geometry) = self.geometry else {
+            return match msg {
+                Message::Handshake { version, .. } if *version != VERSION => Err(Refuse::fatal(
+                    ErrorCode::Version,
+                    format!(
+                        "protocol version {version} not supported (this node speaks {VERSION})"
+                    ),
+                )),
+                Message::Handshake { file_id, user, ticket, .. } => Ok(ServerAction::Admit {
+                    file_id: *file_id,
+                    user: (*user).to_owned(),
+                    ticket: ticket.to_vec(),
+                }),
+                _ => Err(Refuse::fatal(ErrorCode::BadMessage, "expected a handshake first")),
+            };
+        };
+        match msg {
+            Message::Request { piece, offset, len } => {
+                let Some(index) = geometry.piece(u64::from(*piece)) else {
+                    return Err(Refuse::fatal(ErrorCode::OutOfRange, format!("no piece {piece}")));
+                };
+                let piece_len = geometry.len_of(index);
+                let end = u64::from(*offset) + u64::from(*len);
+                if *len == 0 || *len > MAX_BLOCK || end > piece_len {
+                    return Err(Refuse::fatal(
+                        ErrorCode::OutOfRange,
+                        format!(
+                            "bytes {offset}..{end} are outside piece {piece} ({piece_len} bytes)"
+                        ),
+                    ));
+                }
+                if self.outstanding >= self.max_outstanding {
+                    return Err(Refuse::fatal(ErrorCode::Busy, "too many outstanding requests"));
+                }
+                if !has(*piece) {
+                    return Err(Refuse {
+                        code: ErrorCode::NotAvailable,
+                        text: format!("piece {piece} not available"),
+                        fatal: false,
+                    });
+                }
+                self.outstanding += 1;
+                let file_offset = geometry.range(index).start + u64::from(*offset);
+                Ok(ServerAction::Serve { piece: *piece, offset: *offset, file_offset, len: *len })
+            }
+            Message::Cancel { piece, offset, .. } => {
+                Ok(ServerAction::Cancel { piece: *piece, offset: *offset })
+            }
+            Message::Error { .. } | Message::Have(_) | Message::Bitfield(_) => {
+                Ok(ServerAction::Nothing)
+            }
+            Message::Handshake { .. } | Message::Piece { .. } => {
+                Err(Refuse::fatal(ErrorCode::BadMessage, "unexpected message"))
+            }
+        }
+    }
+}
+
+/// Checks a bitfield message against the file's piece count.
+pub fn parse_bitfield(bytes: &[u8], pieces: u32) -> Option<Bitfield> {
+    Bitfield::from_bytes(bytes, pieces)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn round_trip(msg: Message<'_>) {
+        let mut out = Vec::new();
+        encode(&msg, &mut out);
+        let (back, used) = decode(&out).unwrap();
+        assert_eq!(used, out.len());
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn golden_request() {
+        let mut out = Vec::new();
+        encode(&Message::Request { piece: 2, offset: 0, len: 524_288 }, &mut out);
+        assert_eq!(
+            out,
+            [
+                0, 0, 0, 20, // len: 8 header + 12 payload
+                0, 0, 0, 4, // type 4: request
+                0, 0, 0, 2, // piece 2
+                0, 0, 0, 0, // offset 0
+                0, 8, 0, 0, // len 524288 = 0x80000
+            ]
+        );
+    }
+
+    #[test]
+    fn golden_handshake() {
+        let mut out = Vec::new();
+        let msg = Message::Handshake {
+            version: 1,
+            file_id: Sha1Digest([0xaa; 20]),
+            user: "bo",
+            ticket: b"t",
+        };
+        encode(&msg, &mut out);
+        let mut want = vec![0, 0, 0, 38, 0, 0, 0, 1]; // len 8 + 30, type 1
+        want.extend([0, 0, 0, 1]); // version 1
+        want.extend([0xaa; 20]); // file id
+        want.extend([2, b'b', b'o']); // user "bo"
+        want.extend([0, 1, b't']); // ticket "t"
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        round_trip(Message::Handshake {
+            version: 1,
+            file_id: Sha1Digest([3; 20]),
+            user: "alice",
+            ticket: &[1, 2, 3],
+        });
+        round_trip(Message::Bitfield(&[0xf0, 0x80]));
+        round_trip(Message::Have(77));
+        round_trip(Message::Request { piece: 1, offset: 2, len: 3 });
+        round_trip(Message::Piece { piece: 9, offset: 0, data: b"bytes" });
+        round_trip(Message::Cancel { piece: 1, offset: 0, len: 5 });
+        round_trip(Message::Error { code: ErrorCode::NotAvailable, text: "later" });
+        round_trip(Message::Error { code: ErrorCode::Other(99), text: "" });
+    }
+
+    #[test]
+    fn malformed_payloads_are_refused() {
+        assert_eq!(decode_payload(kind::HAVE, &[0, 0, 1]), Err(PeerDecodeError::Malformed("have")));
+        assert_eq!(
+            decode_payload(kind::REQUEST, &[0; 13]),
+            Err(PeerDecodeError::Malformed("request"))
+        );
+        assert_eq!(
+            decode_payload(kind::ERROR, &[0, 0, 0, 1, 0xff]),
+            Err(PeerDecodeError::Malformed("error"))
+        );
+        assert_eq!(decode_payload(99, &[]), Err(PeerDecodeError::UnknownKind(99)));
+        // Oversized frames never reach the payload decoder.
+        let mut big = (MAX_FRAME + 1).to_be_bytes().to_vec();
+        big.extend(kind::PIECE.to_be_bytes());
+        assert!(matches!(decode(&big), Err(PeerDecodeError::Frame(DecodeError::TooLong { .. }))));
+    }
+
+    #[test]
+    fn server_session_checks_sequence_range_and_caps() {
+        let g = Geometry::new(PIECE_LEN + 10);
+        let mut s = ServerSession::new(2);
+        let req = |piece, offset, len| Message::Request { piece, offset, len };
+        assert!(
+            s.on_message(&req(0, 0, 1), |_| true).unwrap_err().fatal,
+            "request before handshake"
+        );
+        let hs =
+            Message::Handshake { version: 1, file_id: Sha1Digest([1; 20]), user: "u", ticket: b"" };
+        assert!(matches!(s.on_message(&hs, |_| true), Ok(ServerAction::Admit { .. })));
+        let old =
+            Message::Handshake { version: 0, file_id: Sha1Digest([1; 20]), user: "u", ticket: b"" };
+        assert_eq!(
+            ServerSession::new(1).on_message(&old, |_| true).unwrap_err().code,
+            ErrorCode::Version
+        );
+        s.accept(g);
+        assert_eq!(
+            s.on_message(&req(1, 0, 10), |_| true),
+            Ok(ServerAction::Serve { piece: 1, offset: 0, file_offset: PIECE_LEN, len: 10 })
+        );
+        assert_eq!(s.on_message(&req(1, 0, 11), |_| true).unwrap_err().code, ErrorCode::OutOfRange);
+        assert_eq!(s.on_message(&req(2, 0, 1), |_| true).unwrap_err().code, ErrorCode::OutOfRange);
+        assert_eq!(s.on_message(&req(0, 0, 0), |_| true).unwrap_err().code, ErrorCode::OutOfRange);
+        let na = s.on_message(&req(0, 0, 5), |_| false).unwrap_err();
+        assert_eq!((na.code, na.fatal), (ErrorCode::NotAvailable, false));
+        s.on_message(&req(0, 0, 5), |_| true).unwrap();
+        assert_eq!(s.on_message(&req(0, 0, 5), |_| true).unwrap_err().code, ErrorCode::Busy);
+        s.served();
+        s.on_message(&req(0, 0, 5), |_| true).unwrap();
+        assert!(s.on_message(&hs, |_| true).unwrap_err().fatal, "second handshake");
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = decode(&bytes);
+            for k in 0..9 {
+                let _ = decode_payload(k, &bytes);
+            }
+        }
+
+        #[test]
+        fn every_prefix_needs_more(piece: u32, offset: u32, data in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut out = Vec::new();
+            encode(&Message::Piece { piece, offset, data: &data }, &mut out);
+            for n in 0..out.len() {
+                let is_need_more = matches!(decode(&out[..n]), Err(PeerDecodeError::NeedMore(_)));
+                prop_assert!(is_need_more);
+            }
+            let (msg, _) = decode(&out).unwrap();
+            prop_assert_eq!(msg, Message::Piece { piece, offset, data: &data });
+        }
+
+        #[test]
+        fn request_cancel_round_trip(piece: u32, offset: u32, len: u32) {
+            round_trip(Message::Request { piece, offset, len });
+            round_trip(Message::Cancel { piece, offset, len });
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Which piece to ask which peer for: rarest first with a random tie-break,
+//! and an endgame that duplicates the last requests. No I/O, no clock.
+//!
+//! Each piece is `Missing`, `Verifying` (its bytes arrived and are being
+//! hashed) or `Have`. A missing piece may be requested from several peers
+//! only in the endgame, when every missing piece is already requested; the
+//! first copy that verifies wins and [`Picker::verified`] names the peers to
+//! cancel.
+
+use crate::meta::{Bitfield, PieceIndex};
+
+/// A peer's identity within one download.
+pub type PeerId = u32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PieceState {
+    Missing,
+    Verifying,
+    Have,
+}
+
+/// Most peers one piece is requested from at once in the endgame.
+const MAX_DUPLICATES: usize = 2;
+
+/// Piece selection for one download.
+#[derive(Debug, Clone)]
+pub struct Picker {
+    state: Vec<PieceState>,
+    /// How many connected peers have each piece.
+    availability: Vec<u32>,
+    /// Peers each piece is outstanding at.
+    requested: Vec<Vec<PeerId>>,
+    have: u32,
+    rng: u64,
+}
+
+impl Picker {
+    /// A picker for `pieces` pieces, of which `have` are already verified.
+    /// `seed` drives the random tie-break.
+    pub fn new(have: &Bitfield, seed: u64) -> Self {
+        let n = have.len() as usize;
+        let state = (0..have.len())
+            .map(|i| if have.get(i) { PieceState::Have } else { PieceState::Missing })
+            .collect();
+        Self {
+            state,
+            availability: vec![0; n],
+            requested: vec![Vec::new(); n],
+            have: have.count_ones(),
+            rng: seed | 1,
+        }
+    }
+
+    /// Whether every piece is verified.
+    pub fn is_complete(&self) -> bool {
+        self.have as usize == self.state.len()
+    }
+
+    /// Number of verified pieces.
+    pub fn have_count(&self) -> u32 {
+        self.have
+    }
+
+    /// Whether a piece is verified.
+    pub fn has(&self, piece: u32) -> bool {
+        self.state.get(piece as usize) == Some(&PieceState::Have)
+    }
+
+    /// A peer connected with this bitfield.
+    pub fn add_peer(&mut self, bits: &Bitfield) {
+        for i in 0..self.state.len() as u32 {
+            if bits.get(i) {
+                self.availability[i as usize] += 1;
+            }
+        }
+    }
+
+    /// A connected peer announced a new piece.
+    pub fn peer_has(&mut self, piece: u32) {
+        if let Some(a) = self.availability.get_mut(piece as usize) {
+            *a += 1;
+        }
+    }
+
+    /// A connected peer turned out not to have a piece after all.
+    pub fn peer_lacks(&mut self, piece: u32) {
+        if let Some(a) = self.availability.get_mut(piece as usize) {
+            *a = a.saturating_sub(1);
+        }
+    }
+
+    /// A peer went away: forget its pieces and its outstanding requests.
+    pub fn remove_peer(&mut self, peer: PeerId, bits: &Bitfield) {
+        for i in 0..self.state.len() {
+            if bits.get(i as u32) {
+                self.availability[i] = self.availability[i].saturating_sub(1);
+            }
+            self.requested[i].retain(|p| *p != peer);
+        }
+    }
+
+    /// Chooses the next piece to request from `peer`, which has `bits`, and
+    /// records the request. `None`: nothing this peer can usefully send now.
+    pub fn pick(&mut self, peer: PeerId, bits: &Bitfield) -> Option<PieceIndex> {
+        let n = self.state.len();
+        if n == 0 {
+            return None;
+        }
+        let start = (self.next_random() % n as u64) as usize;
+        let mut best: Option<(usize, u32)> = None;
+        let mut endgame: Option<(usize, usize)> = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if self.state[i] != PieceState::Missing || !bits.get(i as u32) {
+                continue;
+            }
+            let reqs = &self.requested[i];
+            if reqs.is_empty() {
+                let a = self.availability[i];
+                if best.is_none_or(|(_, b)| a < b) {
+                    best = Some((i, a));
+                    if a <= 1 {
+                        break; // nothing is rarer than a piece one peer has
+                    }
+                }
+            } else if best.is_none() && reqs.len() < MAX_DUPLICATES && !reqs.contains(&peer) {
+                // Scanning from a random start spreads duplicates too.
+                if endgame.is_none_or(|(_, d)| reqs.len() < d) {
+                    endgame = Some((i, reqs.len()));
+                }
+            }
+        }
+        let i = match (best, endgame) {
+            (Some((i, _)), _) => i,
+            // Endgame only once no piece is left unrequested anywhere.
+            (None, Some((i, _))) if self.all_missing_requested() => i,
+            _ => return None,
+        };
+        self.requested[i].push(peer);
+        Some(PieceIndex::from_picker(i as u32))
+    }
+
+    /// `peer` will not send `piece` (refused, cancelled, or it went away).
+    pub fn unrequest(&mut self, piece: u32, peer: PeerId) {
+        if let Some(r) = self.requested.get_mut(piece as usize) {
+            r.retain(|p| *p != peer);
+        }
+    }
+
+    /// `piece` arrived from `peer`: hashing starts. Returns false when the
+    /// piece is no longer wanted (another copy is verifying or verified).
+    pub fn received(&mut self, piece: u32, peer: PeerId) -> bool {
+        let i = piece as usize;
+        let Some(state) = self.state.get(i).copied() else { return false };
+        self.requested[i].retain(|p| *p != peer);
+        if state != PieceState::Missing {
+            return false;
+        }
+        self.state[i] = PieceState::Verifying;
+        true
+    }
+
+    /// `piece` passed its hash. Returns the peers whose requests for it are
+    /// still outstanding: cancel them.
+    pub fn verified(&mut self, piece: u32) -> Vec<PeerId> {
+        let i = piece as usize;
+        if self.state.get(i) != Some(&PieceState::Verifying) {
+            return Vec::new();
+        }
+        self.state[i] = PieceState::Have;
+        self.have += 1;
+        std::mem::take(&mut self.requested[i])
+    }
+
+    /// `piece` failed its hash: it is missing again.
+    pub fn failed(&mut self, piece: u32) {
+        if let Some(s) = self.state.get_mut(piece as usize) {
+            if *s == PieceState::Verifying {
+                *s = PieceState::Missing;
+            }
+        }
+    }
+
+    fn all_missing_requested(&self) -> bool {
+        self.state
+            .iter()
+            .zip(&self.requested)
+            .all(|(s, r)| *s != PieceState::Missing || !r.is_empty())
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64: enough for a tie-break.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bits(n: u32, set: &[u32]) -> Bitfield {
+        let mut b = Bitfield::new(n);
+        for i in set {
+            b.set(*i);
+        }
+        b
+    }
+
+    #[test]
+    fn rarest_first() {
+        let mut p = Picker::new(&Bitfield::new(4), 7);
+        let everyone = Bitfield::full(4);
+        p.add_peer(&everyone);
+        p.add_peer(&everyone);
+        p.add_peer(&bits(4, &[0, 1, 3]));
+        // Piece 2 is held by two peers, the others by three.
+        assert_eq!(p.pick(0, &everyone).map(|i| i.get()), Some(2));
+    }
+
+    #[test]
+    fn no_piece_twice_before_the_endgame_then_duplicates() {
+        let mut p = Picker::new(&Bitfield::new(3), 1);
+        let all = Bitfield::full(3);
+        p.add_peer(&all);
+        p.add_peer(&all);
+        let mut got: Vec<u32> = (0..3).map(|_| p.pick(0, &all).unwrap().get()).collect();
+        got.sort();
+        assert_eq!(got, [0, 1, 2]);
+        assert_eq!(p.pick(0, &all), None, "peer 0 already has every piece requested");
+        // Endgame: peer 1 duplicates.
+        let dup = p.pick(1, &all).unwrap().get();
+        assert!(p.received(dup, 1));
+        assert_eq!(p.verified(dup), vec![0], "cancel peer 0's copy");
+        assert!(!p.received(dup, 0), "the loser's copy is not wanted");
+    }
+
+    #[test]
+    fn failed_piece_is_picked_again() {
+        let mut p = Picker::new(&Bitfield::new(1), 3);
+        let all = Bitfield::full(1);
+        p.add_peer(&all);
+        assert_eq!(p.pick(0, &all).unwrap().get(), 0);
+        assert!(p.received(0, 0));
+        p.failed(0);
+        assert_eq!(p.pick(1, &all).unwrap().get(), 0);
+        assert!(p.received(0, 1));
+        assert!(p.verified(0).is_empty());
+        assert!(p.is_complete());
+    }
+
+    #[test]
+    fn removed_peer_frees_its_requests() {
+        let mut p = Picker::new(&Bitfield::new(1), 3);
+        let all = Bitfield::full(1);
+        p.add_peer(&all);
+        p.pick(0, &all).unwrap();
+        p.remove_peer(0, &all);
+        p.add_peer(&all);
+        assert_eq!(p.pick(1, &all).unwrap().get(), 0);
+    }
+
+    #[test]
+    fn resumed_pieces_are_not_picked() {
+        let mut p = Picker::new(&bits(3, &[0, 2]), 3);
+        let all = Bitfield::full(3);
+        p.add_peer(&all);
+        assert_eq!(p.pick(0, &all).unwrap().get(), 1);
+        assert_eq!(p.pick(0, &all), None);
+    }
+
+    proptest! {
+        /// Whatever peers, bitfields, failures and orders: a download that
+        /// keeps going completes, and no piece is verified twice.
+        #[test]
+        fn downloads_always_complete(
+            n in 1u32..40,
+            peers in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 40), 1..5),
+            fail_every in 2usize..9,
+            seed: u64,
+        ) {
+            let mut p = Picker::new(&Bitfield::new(n), seed);
+            let mut fields: Vec<Bitfield> = peers.iter().map(|v| {
+                let mut b = Bitfield::new(n);
+                for (i, has) in v.iter().enumerate().take(n as usize) { if *has { b.set(i as u32); } }
+                b
+            }).collect();
+            // Make sure someone has everything.
+            fields[0] = Bitfield::full(n);
+            for f in &fields { p.add_peer(f); }
+            let mut step = 0usize;
+            let mut arrivals = 0usize;
+            let mut verified = Bitfield::new(n);
+            while !p.is_complete() {
+                step += 1;
+                prop_assert!(step < 10_000, "stuck");
+                let peer = (step % fields.len()) as u32;
+                if let Some(piece) = p.pick(peer, &fields[peer as usize]) {
+                    let i = piece.get();
+                    if p.received(i, peer) {
+                        arrivals += 1;
+                        if arrivals % fail_every == 0 {
+                            p.failed(i);
+                        } else {
+                            p.verified(i);
+                            prop_assert!(verified.set(i), "piece {} verified twice", i);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
