@@ -29,4 +29,5 @@ pub mod proto;
 pub mod serve;
 pub mod store;
 pub mod tracker_info;
+mod uring;
 pub mod wire;

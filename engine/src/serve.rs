@@ -32,12 +32,12 @@ use crate::peer::{self, ErrorCode, Message, PeerDecodeError, Refuse, ServerActio
 #[derive(Debug)]
 pub struct ServedFile {
     meta: FileMeta,
-    file: File,
+    pub(crate) file: File,
     have: RwLock<Bitfield>,
     /// Bumped on every new piece, so connections notice cheaply.
-    version: AtomicU64,
+    pub(crate) version: AtomicU64,
     /// Bytes of piece data sent to peers.
-    uploaded: AtomicU64,
+    pub(crate) uploaded: AtomicU64,
 }
 
 impl ServedFile {
@@ -140,7 +140,7 @@ impl ServeTable {
     }
 
     /// Whether `user` with `ticket` may fetch `id`.
-    fn admits(&self, id: &Sha1Digest, user: &str, ticket: &[u8]) -> bool {
+    pub(crate) fn admits(&self, id: &Sha1Digest, user: &str, ticket: &[u8]) -> bool {
         (self.admit)(id, user, ticket)
     }
 }
@@ -174,18 +174,99 @@ impl Default for ServerLimits {
 }
 
 /// How often a connection wakes to push `have`s and check for a stop.
-const TICK: Duration = Duration::from_millis(100);
+pub(crate) const TICK: Duration = Duration::from_millis(100);
+
+/// Which I/O driver serves pieces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One io_uring per serving thread.
+    Uring,
+    /// A thread per connection with blocking sockets and sendfile.
+    Threads,
+}
+
+impl Backend {
+    /// The backend's name as `--io` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Uring => "uring",
+            Backend::Threads => "threads",
+        }
+    }
+
+    /// Picks a backend: the one forced, else io_uring when the kernel offers
+    /// everything the driver uses. Returns it and the reason, for the one log
+    /// line that says which backend runs and why.
+    pub fn choose(forced: Option<Backend>) -> (Backend, String) {
+        match forced {
+            Some(Backend::Threads) => (Backend::Threads, "forced with --io threads".into()),
+            Some(Backend::Uring) => match crate::uring::probe() {
+                Ok(()) => (Backend::Uring, "forced with --io uring".into()),
+                Err(e) => (
+                    Backend::Threads,
+                    format!("--io uring asked, but io_uring is unavailable: {e}"),
+                ),
+            },
+            None => match crate::uring::probe() {
+                Ok(()) => (Backend::Uring, "io_uring probe passed".into()),
+                Err(e) => (Backend::Threads, format!("io_uring unavailable: {e}")),
+            },
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "uring" | "io_uring" => Ok(Backend::Uring),
+            "threads" => Ok(Backend::Threads),
+            other => Err(format!("unknown io backend {other:?} (uring or threads)")),
+        }
+    }
+}
 
 /// A running piece server.
 #[derive(Debug)]
 pub struct PieceServer {
     addr: SocketAddr,
+    backend: Backend,
     stop: Arc<AtomicBool>,
-    listener: Arc<TcpListener>,
+    listener: Option<Arc<TcpListener>>,
     acceptor: Option<thread::JoinHandle<()>>,
+    uring: Option<crate::uring::UringServer>,
 }
 
 impl PieceServer {
+    /// Starts serving `table` on `listener` with the given backend.
+    pub fn start(
+        listener: TcpListener,
+        table: Arc<ServeTable>,
+        limits: ServerLimits,
+        backend: Backend,
+    ) -> io::Result<Self> {
+        match backend {
+            Backend::Threads => Self::start_threads(listener, table, limits),
+            Backend::Uring => {
+                let addr = listener.local_addr()?;
+                let uring = crate::uring::UringServer::start(listener, table, limits)?;
+                Ok(Self {
+                    addr,
+                    backend,
+                    stop: Arc::new(AtomicBool::new(false)),
+                    listener: None,
+                    acceptor: None,
+                    uring: Some(uring),
+                })
+            }
+        }
+    }
+
+    /// The backend serving.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
     /// Starts serving `table` on `listener` with one thread per connection.
     pub fn start_threads(
         listener: TcpListener,
@@ -201,7 +282,14 @@ impl PieceServer {
                 .name("piece-accept".into())
                 .spawn(move || accept_loop(&listener, &table, limits, &stop))?
         };
-        Ok(Self { addr, stop, listener, acceptor: Some(acceptor) })
+        Ok(Self {
+            addr,
+            backend: Backend::Threads,
+            stop,
+            listener: Some(listener),
+            acceptor: Some(acceptor),
+            uring: None,
+        })
     }
 
     /// The address it serves on.
@@ -212,9 +300,15 @@ impl PieceServer {
     /// Stops accepting and ends every connection (within one tick).
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        // SAFETY: shutdown on the listener's valid descriptor (kept open by the
-        // Arc we hold) wakes the acceptor's blocking accept; no memory involved.
-        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
+        if let Some(u) = self.uring.as_mut() {
+            u.stop();
+        }
+        if let Some(listener) = &self.listener {
+            // SAFETY: shutdown on the listener's valid descriptor (kept open by
+            // the Arc we hold) wakes the acceptor's blocking accept; no memory
+            // is involved.
+            unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
+        }
         if let Some(t) = self.acceptor.take() {
             let _ = t.join();
         }
