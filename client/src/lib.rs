@@ -2,8 +2,10 @@
 //! carries commands out, its record of shared files and its link to the
 //! trackers. The `ringshare` binary is a thin driver over this library.
 
+pub mod demo;
 pub mod downloads;
 pub mod node;
+pub mod oneshot;
 pub mod shares;
 pub mod shell;
 pub mod tracker_link;

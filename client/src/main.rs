@@ -1,23 +1,30 @@
-//! `ringshare <IP>:<PORT> <tracker_info.txt>`: a ringshare node and its shell.
+//! `ringshare`: a ringshare node and its shell, plus one-shot commands.
+//!
+//! - `ringshare <IP>:<PORT> <tracker_info.txt>`: the node and its shell.
+//! - `ringshare demo`: the whole system in one process on loopback.
+//! - `ringshare get …` / `ringshare share …`: one-shot download / seed.
 
+use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use ringshare_engine::serve::ServerLimits;
-use ringshare_engine::tracker_info::TrackerList;
-use tokio::sync::{mpsc, oneshot};
-
 use ringshare::node::{Flow, Node};
-use ringshare::shell;
+use ringshare::{demo, oneshot, shell};
+use ringshare_engine::serve::Backend;
+use ringshare_engine::tracker_info::TrackerList;
+use tokio::sync::{mpsc, oneshot as once};
 
 /// A ringshare node: serves the pieces it has on IP:PORT and reads commands,
 /// one per line, from standard input (type `help` for the list).
+///
+/// Other forms: `ringshare demo`, `ringshare get`, `ringshare share`
+/// (each has its own --help).
 #[derive(Debug, Parser)]
 #[command(version)]
-struct Args {
+struct NodeArgs {
     /// Where this node serves pieces to other peers (port 0: any free port).
     listen: SocketAddr,
     /// File listing the trackers: `IP:PORT`, `IP PORT`, or IP and port on
@@ -28,10 +35,14 @@ struct Args {
     /// ~/.local/state/ringshare].
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Piece server I/O: uring or threads [default: uring where the kernel
+    /// allows it; also $RINGSHARE_IO].
+    #[arg(long)]
+    io: Option<Backend>,
 }
 
 /// A line from standard input, with the channel to say it was handled.
-type LineMsg = (String, oneshot::Sender<()>);
+type LineMsg = (String, once::Sender<()>);
 
 fn main() {
     tracing_subscriber::fmt()
@@ -41,7 +52,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let args = Args::parse();
+    let argv: Vec<OsString> = std::env::args_os().collect();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -49,23 +60,26 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = rt.block_on(run(args)) {
+    let sub = argv.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    let result = match sub {
+        "demo" => rt.block_on(demo::run(demo::DemoArgs::parse_from(&argv[1..]))),
+        "get" => rt.block_on(oneshot::get(oneshot::GetArgs::parse_from(&argv[1..]))),
+        "share" => rt.block_on(oneshot::share(oneshot::ShareArgs::parse_from(&argv[1..]))),
+        _ => rt.block_on(run(NodeArgs::parse_from(&argv))),
+    };
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
-async fn run(args: Args) -> Result<()> {
+async fn run(args: NodeArgs) -> Result<()> {
     let trackers = TrackerList::load(&args.tracker_info)?;
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("bind piece server to {}", args.listen))?;
-    let state_dir = args.state_dir.unwrap_or_else(default_state_dir);
-    let mut limits = ServerLimits::default();
-    // Fault injection for tests and demos: slow every piece this node serves.
-    if let Some(ms) = std::env::var("RINGSHARE_SERVE_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
-        limits.piece_delay = std::time::Duration::from_millis(ms);
-    }
-    let mut node = Node::new(listener, trackers, state_dir, limits)?;
+    let state_dir = args.state_dir.unwrap_or_else(oneshot::default_state_dir);
+    let backend = oneshot::backend(args.io)?;
+    let mut node = Node::new(listener, trackers, state_dir, oneshot::limits(), backend)?;
     eprintln!("ringshare node serving on {}", node.addr());
 
     let interactive = std::io::stdin().is_terminal();
@@ -118,7 +132,7 @@ async fn run(args: Args) -> Result<()> {
 /// reading (and prompting for) the next.
 fn read_lines(interactive: bool, tx: mpsc::Sender<LineMsg>) {
     let send = |line: String| -> bool {
-        let (done_tx, done_rx) = oneshot::channel();
+        let (done_tx, done_rx) = once::channel();
         if tx.blocking_send((line, done_tx)).is_err() {
             return false;
         }
@@ -147,18 +161,5 @@ fn read_lines(interactive: bool, tx: mpsc::Sender<LineMsg>) {
         if !send(line) {
             return;
         }
-    }
-}
-
-fn default_state_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("RINGSHARE_STATE_DIR") {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
-        return PathBuf::from(d).join("ringshare");
-    }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".local/state/ringshare"),
-        None => PathBuf::from(".ringshare-state"),
     }
 }

@@ -13,7 +13,7 @@ use ringshare_engine::hash::HashPool;
 use ringshare_engine::meta::{FileMeta, Sha1Digest};
 use ringshare_engine::names::{self, NameKind};
 use ringshare_engine::proto::{Refusal, Request, Response, Token};
-use ringshare_engine::serve::{PieceServer, ServeTable, ServedFile, ServerLimits};
+use ringshare_engine::serve::{Backend, PieceServer, ServeTable, ServedFile, ServerLimits};
 use ringshare_engine::store::PartFile;
 use ringshare_engine::tracker_info::TrackerList;
 use tokio::runtime::Handle;
@@ -68,11 +68,12 @@ impl Node {
         trackers: TrackerList,
         state_dir: PathBuf,
         limits: ServerLimits,
+        backend: Backend,
     ) -> Result<Self> {
         let addr = listener.local_addr().context("read the piece server's address")?;
         // Peers are admitted with any ticket until tickets are signed.
         let serve = ServeTable::new(Box::new(|_, _, _| true));
-        let server = PieceServer::start_threads(listener, Arc::clone(&serve), limits)
+        let server = PieceServer::start(listener, Arc::clone(&serve), limits, backend)
             .context("start the piece server")?;
         Ok(Self {
             addr,
@@ -92,6 +93,11 @@ impl Node {
     /// The address this node serves pieces on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The I/O backend of the piece server.
+    pub fn backend(&self) -> Backend {
+        self.server.backend()
     }
 
     /// Carries out one command: the lines to print, or an error.

@@ -14,13 +14,15 @@ struct Swarm {
     dir: tempfile::TempDir,
     _tracker: TrackerProc,
     info: PathBuf,
+    /// The piece server backend every node runs (`RINGSHARE_IO`).
+    io: &'static str,
 }
 
 impl Swarm {
-    fn new() -> Self {
+    fn new(io: &'static str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (tracker, info) = TrackerProc::start(dir.path());
-        Self { dir, _tracker: tracker, info }
+        Self { dir, _tracker: tracker, info, io }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -38,7 +40,7 @@ impl Swarm {
             listen,
             &self.info,
             &self.path(&format!("state-{name}")),
-            &[("RINGSHARE_SERVE_DELAY_MS", &delay)],
+            &[("RINGSHARE_SERVE_DELAY_MS", &delay), ("RINGSHARE_IO", self.io)],
             Some(&self.path(&format!("{name}.stderr"))),
         );
         let _ = n.cmd(&format!("create_user {name} pw"));
@@ -96,9 +98,28 @@ fn same_bytes(a: &Path, b: &Path) {
     );
 }
 
-#[test]
-fn three_seeders_one_downloader_and_a_second_downloader_fetching_from_the_first() {
-    let s = Swarm::new();
+/// Runs a scenario once per piece server backend: the same expectations hold
+/// for io_uring and for the threads fallback.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $(#[test] fn $name() { super::$name("uring") })*
+        }
+        mod threads {
+            $(#[test] fn $name() { super::$name("threads") })*
+        }
+    };
+}
+
+on_every_backend!(
+    three_seeders_one_downloader_and_a_second_downloader_fetching_from_the_first,
+    a_killed_seeder_and_a_corrupt_seeder_cost_time_not_correctness,
+    a_killed_downloader_resumes_without_refetching_verified_pieces,
+    edge_sizes_concurrent_downloads_and_error_paths,
+);
+
+fn three_seeders_one_downloader_and_a_second_downloader_fetching_from_the_first(io: &'static str) {
+    let s = Swarm::new(io);
     let src = s.path("big.bin");
     random_file(&src, 64 * MIB, 11);
     // Seeders are slowed so that the first downloader is still busy when the
@@ -148,9 +169,8 @@ fn three_seeders_one_downloader_and_a_second_downloader_fetching_from_the_first(
     assert!(seeders[1].cmd("list_files g")[0].ends_with("5 peers"));
 }
 
-#[test]
-fn a_killed_seeder_and_a_corrupt_seeder_cost_time_not_correctness() {
-    let s = Swarm::new();
+fn a_killed_seeder_and_a_corrupt_seeder_cost_time_not_correctness(io: &'static str) {
+    let s = Swarm::new(io);
     let src = s.path("data.bin");
     random_file(&src, 16 * MIB, 12);
     let bad = s.path("bad").join("data.bin");
@@ -194,9 +214,8 @@ fn a_killed_seeder_and_a_corrupt_seeder_cost_time_not_correctness() {
     assert!(log.contains("failed its hash"), "the corrupt piece was detected: {log}");
 }
 
-#[test]
-fn a_killed_downloader_resumes_without_refetching_verified_pieces() {
-    let s = Swarm::new();
+fn a_killed_downloader_resumes_without_refetching_verified_pieces(io: &'static str) {
+    let s = Swarm::new(io);
     let src = s.path("resume.bin");
     random_file(&src, 16 * MIB, 13);
     let mut seed = s.user("seed", 40);
@@ -230,9 +249,8 @@ fn a_killed_downloader_resumes_without_refetching_verified_pieces() {
     );
 }
 
-#[test]
-fn edge_sizes_concurrent_downloads_and_error_paths() {
-    let s = Swarm::new();
+fn edge_sizes_concurrent_downloads_and_error_paths(io: &'static str) {
+    let s = Swarm::new(io);
     let mut a = s.user("alice", 0);
     let mut b = s.user("bob", 0);
     let mut outsider = s.user("eve", 0);

@@ -1,0 +1,279 @@
+//! `ringshare demo`: the whole system in one process on loopback — a
+//! tracker, N seeder nodes and one downloader sharing a generated random
+//! file — then a byte-for-byte check and the figures: throughput, CPU time
+//! and piece latency percentiles.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use ringshare_engine::fetch::Status;
+use ringshare_engine::metrics;
+use ringshare_engine::serve::Backend;
+use ringshare_engine::tracker_info::TrackerList;
+use ringshare_tracker::service::Tracker;
+
+use crate::node::Node;
+use crate::oneshot;
+use crate::shell::Command;
+
+/// Run a tracker, seeders and a downloader in this process on loopback.
+#[derive(Debug, Parser)]
+#[command(name = "ringshare demo")]
+pub struct DemoArgs {
+    /// Size of the generated file (e.g. 1GiB, 256MiB, 10MB, 12345).
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    pub size: u64,
+    /// Seeder nodes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub seeders: u32,
+    /// Piece server I/O: uring or threads.
+    #[arg(long)]
+    pub io: Option<Backend>,
+    /// Where to put the temporary files [default: the system temp dir].
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+/// Parses `1GiB`, `256MiB`, `64KiB`, `10GB`, `5MB`, `5M`, or plain bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("bad size {s:?}"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// `ringshare demo`.
+pub async fn run(args: DemoArgs) -> Result<()> {
+    let tmp = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .context("create a temporary directory")?;
+    let dir = tmp.path();
+    println!(
+        "ringshare demo: {} seeder(s), a {} file, in {}",
+        args.seeders,
+        human(args.size),
+        dir.display()
+    );
+
+    // The tracker, in this process.
+    let listener =
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.context("bind the tracker")?;
+    let tracker_addr = listener.local_addr()?;
+    tokio::spawn(ringshare_tracker::server::serve(listener, Arc::new(Tracker::new())));
+    let trackers = TrackerList(vec![tracker_addr]);
+
+    let src = dir.join("demo.bin");
+    let t = Instant::now();
+    generate(&src, args.size)?;
+    println!("generated {} of random data in {:.2} s", human(args.size), t.elapsed().as_secs_f64());
+
+    let backend = oneshot::backend(args.io)?;
+    let new_node = |name: &str| -> Result<Node> {
+        let l = TcpListener::bind("127.0.0.1:0").context("bind a node")?;
+        Node::new(
+            l,
+            trackers.clone(),
+            dir.join(format!("state-{name}")),
+            oneshot::limits(),
+            backend,
+        )
+    };
+    let mut seeders = Vec::new();
+    for i in 0..args.seeders {
+        let name = format!("seeder{i}");
+        let mut n = new_node(&name)?;
+        cmd(&mut n, Command::CreateUser { user: name.clone(), password: "demo".into() }).await?;
+        cmd(&mut n, Command::Login { user: name.clone(), password: "demo".into() }).await?;
+        if i == 0 {
+            cmd(&mut n, Command::CreateGroup { group: "demo".into() }).await?;
+        } else {
+            cmd(&mut n, Command::JoinGroup { group: "demo".into() }).await?;
+            let owner: &mut Node = &mut seeders[0];
+            cmd(owner, Command::AcceptRequest { group: "demo".into(), user: name.clone() }).await?;
+        }
+        let t = Instant::now();
+        let path = src.display().to_string();
+        cmd(&mut n, Command::UploadFile { path, group: "demo".into() }).await?;
+        println!(
+            "{name} on {} hashed and shared it in {:.2} s",
+            n.addr(),
+            t.elapsed().as_secs_f64()
+        );
+        seeders.push(n);
+    }
+
+    let mut down = new_node("downloader")?;
+    cmd(&mut down, Command::CreateUser { user: "downloader".into(), password: "demo".into() })
+        .await?;
+    cmd(&mut down, Command::Login { user: "downloader".into(), password: "demo".into() }).await?;
+    cmd(&mut down, Command::JoinGroup { group: "demo".into() }).await?;
+    cmd(
+        &mut seeders[0],
+        Command::AcceptRequest { group: "demo".into(), user: "downloader".into() },
+    )
+    .await?;
+
+    let dest = dir.join("copy.bin");
+    let cpu0 = cpu_times();
+    let t = Instant::now();
+    let dest_s = dest.display().to_string();
+    cmd(
+        &mut down,
+        Command::DownloadFile { group: "demo".into(), file: "demo.bin".into(), dest: dest_s },
+    )
+    .await?;
+    let download = Arc::clone(&down.downloads()[0].download);
+    let status = oneshot::follow(&download, "demo.bin").await;
+    let secs = t.elapsed().as_secs_f64();
+    let cpu1 = cpu_times();
+    if let Status::Failed(why) = status {
+        bail!("the download failed: {why}");
+    }
+
+    let t = Instant::now();
+    same_bytes(&src, &dest)?;
+    println!(
+        "verified: the copy is byte-for-byte identical ({:.2} s to compare)",
+        t.elapsed().as_secs_f64()
+    );
+    let mbps = args.size as f64 / secs / 1e6;
+    println!("downloaded {} in {secs:.2} s: {mbps:.1} MB/s", human(args.size));
+    println!(
+        "CPU time during the download (every node, one process): user {:.2} s, sys {:.2} s",
+        cpu1.0 - cpu0.0,
+        cpu1.1 - cpu0.1
+    );
+    let mut peers: Vec<_> = download.contributions().into_iter().collect();
+    peers.sort();
+    for (addr, bytes) in peers {
+        println!("  from {addr}: {}", human(bytes));
+    }
+    println!(
+        "piece latency (request sent -> verified): {}",
+        metrics::summary(&download.latency().snapshot())
+    );
+    for n in seeders.iter_mut().chain(std::iter::once(&mut down)) {
+        n.shutdown();
+    }
+    Ok(())
+}
+
+async fn cmd(node: &mut Node, c: Command) -> Result<()> {
+    let (_, r) = node.execute(c).await;
+    r.map(|_| ())
+}
+
+/// Writes `len` pseudo-random bytes (xorshift: fast, incompressible enough).
+fn generate(path: &Path, len: u64) -> Result<()> {
+    let mut out =
+        BufWriter::with_capacity(1 << 20, File::create(path).context("create the demo file")?);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id());
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for w in chunk.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            w.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(chunk.len() as u64) as usize;
+        out.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn same_bytes(a: &Path, b: &Path) -> Result<()> {
+    let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut offset = 0u64;
+    loop {
+        let na = read_full(&mut fa, &mut ba)?;
+        let nb = read_full(&mut fb, &mut bb)?;
+        if na != nb || ba[..na] != bb[..nb] {
+            bail!("the copy differs from the original near byte {offset}");
+        }
+        if na == 0 {
+            return Ok(());
+        }
+        offset += na as u64;
+    }
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read(&mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+/// (user, system) CPU seconds of this process so far.
+fn cpu_times() -> (f64, f64) {
+    // SAFETY: getrusage writes into the zeroed struct we own; RUSAGE_SELF is valid.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(ru.ru_utime), secs(ru.ru_stime))
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("12345"), Ok(12345));
+        assert_eq!(parse_size("64k"), Ok(65536));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5XB").is_err());
+        assert!(parse_size("99999999999GiB").is_err());
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(12), "12 B");
+    }
+}

@@ -1,0 +1,210 @@
+//! One-shot commands for scripts and bulk work, and what every form of the
+//! binary shares: the backend choice, server limits, the state directory and
+//! the download progress bar.
+//!
+//! - `ringshare get`: log in, download one file with a progress bar, exit 0
+//!   only when it is complete and verified.
+//! - `ringshare share`: log in, upload a file and seed it until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use ringshare_engine::fetch::{Download, Status};
+use ringshare_engine::serve::{Backend, ServerLimits};
+use ringshare_engine::tracker_info::TrackerList;
+
+use crate::node::Node;
+use crate::shell::Command;
+
+/// Download one file and exit: 0 when it is complete and verified.
+#[derive(Debug, Parser)]
+#[command(name = "ringshare get")]
+pub struct GetArgs {
+    /// The tracker list (tracker_info.txt).
+    #[arg(long)]
+    pub trackers: PathBuf,
+    /// The user to log in as (a member of the group).
+    #[arg(long)]
+    pub user: String,
+    /// A file whose first line is the password.
+    #[arg(long)]
+    pub password_file: PathBuf,
+    /// Where this node serves the pieces it has while it runs.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Piece server I/O: uring or threads.
+    #[arg(long)]
+    pub io: Option<Backend>,
+    /// The group sharing the file.
+    pub group: String,
+    /// The file's name in the group.
+    pub file: String,
+    /// A directory (the file keeps its name) or a file path.
+    pub destination: String,
+}
+
+/// Upload a file to a group and seed it until SIGINT or SIGTERM.
+#[derive(Debug, Parser)]
+#[command(name = "ringshare share")]
+pub struct ShareArgs {
+    /// The tracker list (tracker_info.txt).
+    #[arg(long)]
+    pub trackers: PathBuf,
+    /// The user to log in as (a member of the group).
+    #[arg(long)]
+    pub user: String,
+    /// A file whose first line is the password.
+    #[arg(long)]
+    pub password_file: PathBuf,
+    /// Where this node serves pieces.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Piece server I/O: uring or threads.
+    #[arg(long)]
+    pub io: Option<Backend>,
+    /// The group to share in.
+    pub group: String,
+    /// The file to share.
+    pub path: PathBuf,
+}
+
+/// `ringshare get`.
+pub async fn get(args: GetArgs) -> Result<()> {
+    let mut node =
+        login_node(&args.trackers, args.listen, &args.user, &args.password_file, args.io).await?;
+    let cmd = Command::DownloadFile { group: args.group, file: args.file, dest: args.destination };
+    let line = run(&mut node, cmd).await?;
+    eprintln!("{line}");
+    let entry = node.downloads().last().ok_or_else(|| anyhow!("the download did not start"))?;
+    let download = Arc::clone(&entry.download);
+    let status = follow(&download, &entry.name).await;
+    let _ = run(&mut node, Command::Logout).await;
+    node.shutdown();
+    match status {
+        Status::Complete => {
+            println!("{}", entry_path(&node));
+            Ok(())
+        }
+        Status::Failed(why) => bail!("download failed: {why}"),
+        Status::Running => bail!("download stopped before completing"),
+    }
+}
+
+/// `ringshare share`.
+pub async fn share(args: ShareArgs) -> Result<()> {
+    let mut node =
+        login_node(&args.trackers, args.listen, &args.user, &args.password_file, args.io).await?;
+    let path = args.path.to_str().ok_or_else(|| anyhow!("path is not valid UTF-8"))?.to_owned();
+    let line = run(&mut node, Command::UploadFile { path, group: args.group }).await?;
+    println!("{line}");
+    println!("seeding on {} until SIGINT or SIGTERM", node.addr());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("install SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    let _ = run(&mut node, Command::Logout).await;
+    node.shutdown();
+    Ok(())
+}
+
+/// Shows a download's progress until it ends; returns how it ended.
+pub async fn follow(download: &Arc<Download>, name: &str) -> Status {
+    let total = download.progress().total;
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    loop {
+        let p = download.progress();
+        bar.set_position(p.verified);
+        bar.set_message(format!("{name} ({} peers)", p.peers));
+        if p.status != Status::Running {
+            bar.finish();
+            return p.status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The piece server backend to run, printing which and why.
+pub fn backend(flag: Option<Backend>) -> Result<Backend> {
+    let forced = match flag {
+        Some(b) => Some(b),
+        None => match std::env::var("RINGSHARE_IO") {
+            Ok(v) if !v.is_empty() => {
+                Some(v.parse::<Backend>().map_err(|e| anyhow!("RINGSHARE_IO: {e}"))?)
+            }
+            _ => None,
+        },
+    };
+    let (backend, why) = Backend::choose(forced);
+    eprintln!("ringshare: piece server backend: {} ({why})", backend.name());
+    Ok(backend)
+}
+
+/// Piece server limits; `RINGSHARE_SERVE_DELAY_MS` slows every piece served
+/// (fault injection for tests and demos).
+pub fn limits() -> ServerLimits {
+    let mut limits = ServerLimits::default();
+    if let Some(ms) = std::env::var("RINGSHARE_SERVE_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+        limits.piece_delay = Duration::from_millis(ms);
+    }
+    limits
+}
+
+/// Where a node keeps its records: $RINGSHARE_STATE_DIR, else
+/// $XDG_STATE_HOME/ringshare, else ~/.local/state/ringshare.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("RINGSHARE_STATE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(d).join("ringshare");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/state/ringshare"),
+        None => PathBuf::from(".ringshare-state"),
+    }
+}
+
+async fn login_node(
+    trackers: &Path,
+    listen: SocketAddr,
+    user: &str,
+    password_file: &Path,
+    io: Option<Backend>,
+) -> Result<Node> {
+    let list = TrackerList::load(trackers)?;
+    let password = std::fs::read_to_string(password_file)
+        .with_context(|| format!("read {}", password_file.display()))?;
+    let password = password.lines().next().unwrap_or("").to_owned();
+    if password.is_empty() {
+        bail!("{} holds no password", password_file.display());
+    }
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("bind piece server to {listen}"))?;
+    let mut node = Node::new(listener, list, default_state_dir(), limits(), backend(io)?)?;
+    run(&mut node, Command::Login { user: user.to_owned(), password }).await?;
+    Ok(node)
+}
+
+/// Runs one command; its single line, or its error.
+async fn run(node: &mut Node, cmd: Command) -> Result<String> {
+    let (_, result) = node.execute(cmd).await;
+    Ok(result?.join("\n"))
+}
+
+fn entry_path(node: &Node) -> String {
+    node.downloads().last().map(|d| d.dest.display().to_string()).unwrap_or_default()
+}

@@ -1,0 +1,105 @@
+//! The one-shot forms of the binary: `ringshare demo`, `ringshare share` and
+//! `ringshare get`, run as real processes.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::{bin, random_file, NodeProc, TrackerProc};
+
+#[test]
+fn demo_moves_a_file_and_reports_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("ringshare"))
+        .args(["demo", "--size", "6MiB", "--seeders", "2", "--io", "threads", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("byte-for-byte identical"), "{stdout}");
+    assert!(stdout.contains("MB/s") && stdout.contains("CPU time"), "{stdout}");
+    assert!(
+        stdout.contains("p50") && stdout.contains("p99.9") && stdout.contains("max"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("piece server backend: threads"), "{stderr}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the demo cleans up");
+
+    let bad = Command::new(bin("ringshare")).args(["demo", "--size", "lots"]).output().unwrap();
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn share_then_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let mut owner = NodeProc::start(&info, &dir.path().join("state-o"));
+    owner.ok("create_user alice pw-a");
+    owner.ok("login alice pw-a");
+    owner.ok("create_group g");
+    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
+    bob.ok("create_user bob pw-b");
+    bob.ok("login bob pw-b");
+    bob.ok("join_group g");
+    owner.ok("accept_request g bob");
+    bob.ok("logout");
+
+    let file = dir.path().join("payload.bin");
+    random_file(&file, 3 * 1024 * 1024 + 17, 21);
+    let pw_a = dir.path().join("pw-a");
+    std::fs::write(&pw_a, "pw-a\n").unwrap();
+    let pw_b = dir.path().join("pw-b");
+    std::fs::write(&pw_b, "pw-b\n").unwrap();
+
+    let state = dir.path().join("state-share");
+    let mut sharer = Command::new(bin("ringshare"))
+        .args(["share", "--trackers"])
+        .arg(&info)
+        .args(["--user", "alice", "--password-file"])
+        .arg(&pw_a)
+        .arg("g")
+        .arg(&file)
+        .env("RINGSHARE_STATE_DIR", &state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sharer.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("uploaded payload.bin to g"), "{first}");
+    let second = lines.next().unwrap().unwrap();
+    assert!(second.starts_with("seeding on"), "{second}");
+
+    let get = |name: &str, dest: &std::path::Path| {
+        Command::new(bin("ringshare"))
+            .args(["get", "--trackers"])
+            .arg(&info)
+            .args(["--user", "bob", "--password-file"])
+            .arg(&pw_b)
+            .args(["g", name])
+            .arg(dest)
+            .env("RINGSHARE_STATE_DIR", dir.path().join("state-get"))
+            .output()
+            .unwrap()
+    };
+    let dest = dir.path().join("got.bin");
+    let out = get("payload.bin", &dest);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&file).unwrap());
+
+    let out = get("missing.bin", &dir.path().join("nothing"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error: no such file in group g: missing.bin"), "{err}");
+
+    let out = get("payload.bin", &dest);
+    assert!(!out.status.success(), "an existing destination is not overwritten");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+
+    let status = Command::new("kill").arg("-TERM").arg(sharer.id().to_string()).status().unwrap();
+    assert!(status.success());
+    assert!(sharer.wait().unwrap().success(), "share exits cleanly on SIGTERM");
+}
