@@ -38,6 +38,14 @@ struct Session {
     user: String,
     token: Token,
     book: ShareBook,
+    /// Keeps the session alive at the trackers while logged in.
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
 }
 
 /// What this node shares now (empty while logged out), shared with the
@@ -212,12 +220,13 @@ impl Node {
         }
         check_name(NameKind::User, &user)?;
         let req = Request::Login { user: user.clone(), password, peer_addr: self.addr.to_string() };
-        let token = match self.call(req).await? {
-            Response::LoggedIn { token } => token,
+        let (token, every) = match self.call(req).await? {
+            Response::LoggedIn { token, heartbeat_ms } => (token, heartbeat_ms),
             other => return Err(unexpected(other)),
         };
         let book = ShareBook::new(&self.state_dir, &user, &self.addr.to_string());
-        self.session = Some(Session { user: user.clone(), token, book: book.clone() });
+        let heartbeat = self.rt.spawn(heartbeat(self.trackers.clone(), token, every));
+        self.session = Some(Session { user: user.clone(), token, book: book.clone(), heartbeat });
 
         // Resume sharing what this user shared from this node before.
         let (recorded, warning) = book.load();
@@ -560,6 +569,22 @@ impl Node {
         match self.call(req).await? {
             Response::Names(names) => Ok(names),
             other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// Tells the trackers every `every_ms` that this node is alive, until the
+/// session ends.
+async fn heartbeat(trackers: TrackerList, token: Token, every_ms: u32) {
+    let mut link = TrackerLink::new(trackers);
+    let every = std::time::Duration::from_millis(u64::from(every_ms.max(100)));
+    loop {
+        tokio::time::sleep(every).await;
+        match link.call(&Request::Heartbeat { token }).await {
+            Ok(Response::Refused(Refusal::NotLoggedIn)) => return,
+            Ok(_) => {}
+            // No tracker reachable now: keep trying.
+            Err(e) => tracing::debug!("heartbeat: {e}"),
         }
     }
 }

@@ -100,13 +100,15 @@ pub async fn share(args: ShareArgs) -> Result<()> {
     let mut node =
         login_node(&args.trackers, args.listen, &args.user, &args.password_file, args.io).await?;
     let path = args.path.to_str().ok_or_else(|| anyhow!("path is not valid UTF-8"))?.to_owned();
+    use tokio::signal::unix::{signal, SignalKind};
+    // Handlers first: a signal right after the announcement stops cleanly.
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let line = run(&mut node, Command::UploadFile { path, group: args.group }).await?;
     println!("{line}");
     println!("seeding on {} until SIGINT or SIGTERM", node.addr());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("install SIGTERM handler")?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     let _ = run(&mut node, Command::Logout).await;

@@ -38,6 +38,24 @@ where
     T: DeserializeOwned,
     R: AsyncRead + Unpin,
 {
+    let Some((k, payload)) = read_frame(r).await? else { return Ok(None) };
+    if k != kind {
+        return Err(FrameIoError::Kind(k));
+    }
+    Ok(Some(postcard::from_bytes(&payload)?))
+}
+
+/// Decodes a frame's payload as a message.
+pub fn decode_msg<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameIoError> {
+    Ok(postcard::from_bytes(payload)?)
+}
+
+/// Reads one frame of any type: `(type, payload)`; `Ok(None)` on a clean
+/// end of stream before the first byte of a frame.
+pub async fn read_frame<R>(r: &mut R) -> Result<Option<(u32, Vec<u8>)>, FrameIoError>
+where
+    R: AsyncRead + Unpin,
+{
     let mut header = [0u8; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {
@@ -55,10 +73,7 @@ where
         std::io::ErrorKind::UnexpectedEof => FrameIoError::Truncated,
         _ => FrameIoError::Io(e),
     })?;
-    if k != kind {
-        return Err(FrameIoError::Kind(k));
-    }
-    Ok(Some(postcard::from_bytes(&payload)?))
+    Ok(Some((k, payload)))
 }
 
 /// Writes one message as a frame of type `kind` and flushes it.

@@ -142,6 +142,11 @@ pub enum Request {
         /// The file name.
         file: String,
     },
+    /// The node is alive: keeps its files in peer lists.
+    Heartbeat {
+        /// The session.
+        token: Token,
+    },
 }
 
 /// A file as `list_files` shows it.
@@ -173,6 +178,9 @@ pub enum Response {
     LoggedIn {
         /// Carry this in every further request.
         token: Token,
+        /// Send a request (a heartbeat if nothing else) at least this often,
+        /// or this node's files drop out of peer lists.
+        heartbeat_ms: u32,
     },
     /// A list of names (groups, pending users).
     Names(Vec<String>),

@@ -5,6 +5,11 @@
 //! - [`service`]: requests in, state reads or ops out.
 //! - [`server`]: the tokio TCP driver.
 
+pub mod durable;
+pub mod hlc;
+pub mod oplog;
+pub mod replica;
 pub mod server;
 pub mod service;
 pub mod state;
+pub mod sync;

@@ -6,17 +6,19 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use ringshare_engine::tracker_info::TrackerList;
-use ringshare_tracker::server;
-use ringshare_tracker::service::Tracker;
+use ringshare_tracker::service::{Tracker, TrackerConfig};
+use ringshare_tracker::{server, sync};
 use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// The ringshare tracker daemon.
 ///
-/// Listens on line <TRACKER_NO> of <TRACKER_INFO> and serves clients until
-/// `quit` on standard input, SIGINT or SIGTERM. Prints
-/// `ringshare-tracker N listening on ADDR` once it accepts connections.
+/// Listens on line <TRACKER_NO> of <TRACKER_INFO>, keeps every change in an
+/// op log under --data-dir (fsync'ed before the client is answered), keeps
+/// in sync with every other tracker of the file, and serves clients until
+/// `quit` on standard input, SIGINT or SIGTERM (each writes a snapshot).
+/// Prints `ringshare-tracker N listening on ADDR` once it accepts connections.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -25,6 +27,16 @@ struct Args {
     tracker_info: PathBuf,
     /// Which line of the file is this tracker (1-based).
     tracker_no: usize,
+    /// Where the op log and snapshots live [default: ./tracker-<NO>.data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Seconds after which a client that stopped sending heartbeats drops
+    /// out of peer lists.
+    #[arg(long, default_value_t = 30)]
+    peer_ttl: u64,
+    /// Write a snapshot (and start a new log) after this many ops.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_every: usize,
 }
 
 #[tokio::main]
@@ -52,19 +64,47 @@ async fn run(args: Args) -> Result<()> {
             list.0.len()
         );
     };
+    let me = u16::try_from(args.tracker_no).context("tracker number too large")?;
+    let peers: Vec<(u16, std::net::SocketAddr)> = (1..=list.0.len())
+        .filter(|n| *n != args.tracker_no)
+        .filter_map(|n| Some((u16::try_from(n).ok()?, list.get(n)?)))
+        .collect();
+    let config = TrackerConfig {
+        me,
+        peers: peers.iter().map(|(n, _)| *n).collect(),
+        peer_ttl: std::time::Duration::from_secs(args.peer_ttl.max(1)),
+        snapshot_every: args.snapshot_every.max(1),
+    };
+    let data_dir =
+        args.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("tracker-{me}.data")));
+    let (tracker, rec) = Tracker::open(config, &data_dir)
+        .with_context(|| format!("open the data directory {}", data_dir.display()))?;
+    let torn = if rec.torn_bytes > 0 {
+        format!("; dropped a torn tail of {} bytes", rec.torn_bytes)
+    } else {
+        String::new()
+    };
+    tracing::info!("recovered {} op(s) from {}{torn}", rec.replayed, data_dir.display());
+    let tracker = Arc::new(tracker);
+    // Signal handlers go in before the readiness line: a SIGTERM right after
+    // it must stop the tracker cleanly, not kill it.
+    let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let listener =
         TcpListener::bind(addr).await.with_context(|| format!("bind tracker to {addr}"))?;
     let local = listener.local_addr().context("read the bound address")?;
-    let tracker = Arc::new(Tracker::new());
+    for (n, peer_addr) in peers {
+        tokio::spawn(sync::pull_forever(Arc::clone(&tracker), n, peer_addr));
+    }
     println!("ringshare-tracker {} listening on {local}", args.tracker_no);
 
-    let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     tokio::select! {
-        r = server::serve(listener, tracker) => r.context("serve clients")?,
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        r = server::serve(listener, Arc::clone(&tracker)) => r.context("serve clients")?,
+        _ = sigint.recv() => tracing::info!("SIGINT: stopping"),
         _ = sigterm.recv() => tracing::info!("SIGTERM: stopping"),
         _ = quit_on_stdin() => tracing::info!("quit: stopping"),
     }
+    tracker.shutdown();
     Ok(())
 }
 

@@ -4,11 +4,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ringshare_engine::control::{read_msg, write_msg, FrameIoError};
+use ringshare_engine::control::{decode_msg, read_frame, write_msg, FrameIoError};
 use ringshare_engine::proto::{Refusal, Request, Response, REQUEST, RESPONSE};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::service::Tracker;
+use crate::sync::{self, SyncMsg, SYNC};
 
 /// Accepts connections on `listener` forever, serving each on its own task.
 pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>) -> std::io::Result<()> {
@@ -24,24 +25,35 @@ pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>) -> std::io::Res
         };
         let tracker = Arc::clone(&tracker);
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, peer, &tracker).await {
+            if let Err(e) = connection(stream, peer, tracker).await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
         });
     }
 }
 
+/// Serves one connection: a client's requests, or (when the first frame is
+/// of type [`SYNC`]) another tracker's replication pull.
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
-    tracker: &Tracker,
+    tracker: Arc<Tracker>,
 ) -> Result<(), FrameIoError> {
     stream.set_nodelay(true)?;
-    tracing::debug!(%peer, "client connected");
+    tracing::debug!(%peer, "connected");
     loop {
-        let req = match read_msg::<Request, _>(&mut stream, REQUEST).await {
-            Ok(Some(req)) => req,
+        let req = match read_frame(&mut stream).await {
+            Ok(Some((REQUEST, payload))) => decode_msg::<Request>(&payload),
+            Ok(Some((SYNC, payload))) => {
+                let hello = decode_msg::<SyncMsg>(&payload)?;
+                return sync::serve_pull(stream, tracker, hello).await;
+            }
+            Ok(Some((kind, _))) => Err(FrameIoError::Kind(kind)),
             Ok(None) => return Ok(()),
+            Err(e) => Err(e),
+        };
+        let req = match req {
+            Ok(req) => req,
             Err(FrameIoError::Io(e)) => return Err(FrameIoError::Io(e)),
             Err(e) => {
                 // Garbage from the client: one error frame, then disconnect.

@@ -9,34 +9,128 @@
 //! Lock order: there is one lock, the state mutex; it is never held across
 //! an `.await`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use ringshare_engine::names::{self, NameKind, MAX_PASSWORD_LEN};
 use ringshare_engine::proto::{Refusal, Request, Response, Token};
+use tokio::sync::{broadcast, oneshot};
 
+use crate::durable::{DataDir, DataDirError, Opened};
+use crate::oplog::{Entry, OpLog};
+use crate::replica::{Known, ReceiveError, Replica, ReplicaImage};
 use crate::state::{Op, State};
 
-/// A tracker: the state and the request handler around it.
-#[derive(Debug, Default)]
+/// How a tracker runs.
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    /// This tracker's number (1-based line of tracker_info.txt).
+    pub me: u16,
+    /// The other trackers' numbers.
+    pub peers: Vec<u16>,
+    /// A session not heard from for this long drops out of peer lists.
+    pub peer_ttl: Duration,
+    /// Write a snapshot after this many logged entries.
+    pub snapshot_every: usize,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self { me: 1, peers: Vec::new(), peer_ttl: Duration::from_secs(30), snapshot_every: 10_000 }
+    }
+}
+
+/// What start-up recovered, for the log line.
+#[derive(Debug, Clone, Copy)]
+pub struct Recovery {
+    /// Entries replayed from the op logs.
+    pub replayed: usize,
+    /// Bytes of torn tail dropped.
+    pub torn_bytes: u64,
+}
+
+struct Inner {
+    replica: Replica,
+    log: Option<OpLog>,
+    dir: Option<DataDir>,
+    since_snapshot: usize,
+}
+
+/// A tracker: the replicated state, its log, and the request handler.
 pub struct Tracker {
-    state: Mutex<State>,
+    config: TrackerConfig,
+    inner: Mutex<Inner>,
+    /// Soft state: when each session was last heard from (here or, by gossip,
+    /// at another tracker).
+    live: Mutex<HashMap<Token, Instant>>,
+    /// Every new entry (local or received), for the streams to other trackers.
+    feed: broadcast::Sender<Entry>,
+    /// What each other tracker acknowledged holding.
+    acked: Mutex<HashMap<u16, Known>>,
+}
+
+impl std::fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tracker({})", self.config.me)
+    }
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Tracker {
-    /// A tracker with an empty state.
+    /// A lone tracker with its state in memory only.
     pub fn new() -> Self {
-        Self::default()
+        let config = TrackerConfig::default();
+        let inner =
+            Inner { replica: Replica::new(config.me), log: None, dir: None, since_snapshot: 0 };
+        Self::build(config, inner)
     }
 
-    /// A copy of the current state (for tests and snapshots).
+    /// A tracker keeping its state in `data_dir`: recovers it (snapshot and
+    /// log replay) and logs every accepted op before answering.
+    pub fn open(
+        config: TrackerConfig,
+        data_dir: &std::path::Path,
+    ) -> Result<(Self, Recovery), DataDirError> {
+        let Opened { replica, log, dir, replayed, torn_bytes } =
+            DataDir::open(data_dir, config.me)?;
+        let inner = Inner { replica, log: Some(log), dir: Some(dir), since_snapshot: replayed };
+        let t = Self::build(config, inner);
+        // Every session restored from disk gets a full TTL to show up again.
+        let tokens: Vec<Token> = t.lock().replica.state().tokens().copied().collect();
+        t.touch_all(&tokens);
+        Ok((t, Recovery { replayed, torn_bytes }))
+    }
+
+    fn build(config: TrackerConfig, inner: Inner) -> Self {
+        let (feed, _) = broadcast::channel(4096);
+        Self {
+            config,
+            inner: Mutex::new(inner),
+            live: Mutex::new(HashMap::new()),
+            feed,
+            acked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// This tracker's configuration.
+    pub fn config(&self) -> &TrackerConfig {
+        &self.config
+    }
+
+    /// A copy of the current state (for tests and comparisons).
     pub fn snapshot(&self) -> State {
-        self.lock().clone()
+        self.lock().replica.state().clone()
     }
-
     /// Handles one request.
     pub async fn handle(&self, req: Request) -> Response {
         match self.dispatch(req).await {
@@ -50,11 +144,11 @@ impl Tracker {
             Request::CreateUser { user, password } => {
                 name(NameKind::User, &user)?;
                 password_ok(&password)?;
-                if self.lock().user_exists(&user) {
+                if self.lock().replica.state().user_exists(&user) {
                     return Err(Refusal::UserExists(user));
                 }
                 let password_hash = blocking(move || hash_password(&password)).await??;
-                self.commit(Op::CreateUser { user, password_hash })?;
+                self.commit(Op::CreateUser { user, password_hash }).await?;
                 Ok(Response::Done)
             }
             Request::Login { user, password, peer_addr } => {
@@ -63,7 +157,7 @@ impl Tracker {
                     .parse::<SocketAddr>()
                     .map_err(|_| Refusal::BadRequest(format!("bad peer address {peer_addr:?}")))?
                     .to_string();
-                let stored = self.lock().password_hash(&user).map(str::to_owned);
+                let stored = self.lock().replica.state().password_hash(&user).map(str::to_owned);
                 let Some(stored) = stored else {
                     return Err(Refusal::BadCredentials);
                 };
@@ -73,71 +167,85 @@ impl Tracker {
                 let mut raw = [0u8; 16];
                 OsRng.fill_bytes(&mut raw);
                 let token = Token(raw);
-                self.commit(Op::Login { user, token, peer_addr })?;
-                Ok(Response::LoggedIn { token })
+                self.commit(Op::Login { user, token, peer_addr }).await?;
+                self.touch_all(&[token]);
+                let heartbeat_ms = (self.config.peer_ttl.as_millis() / 3).clamp(100, 60_000) as u32;
+                Ok(Response::LoggedIn { token, heartbeat_ms })
             }
             Request::Logout { token } => {
-                self.commit(Op::Logout { token })?;
+                self.commit(Op::Logout { token }).await?;
+                Ok(Response::Done)
+            }
+            Request::Heartbeat { token } => {
+                self.session(&token)?;
                 Ok(Response::Done)
             }
             Request::CreateGroup { token, group } => {
                 let (user, _) = self.session(&token)?;
                 name(NameKind::Group, &group)?;
-                self.commit(Op::CreateGroup { user, group })?;
+                self.commit(Op::CreateGroup { user, group }).await?;
                 Ok(Response::Done)
             }
             Request::JoinGroup { token, group } => {
                 let (user, _) = self.session(&token)?;
                 name(NameKind::Group, &group)?;
-                self.commit(Op::JoinGroup { user, group })?;
+                self.commit(Op::JoinGroup { user, group }).await?;
                 Ok(Response::Done)
             }
             Request::LeaveGroup { token, group } => {
                 let (user, _) = self.session(&token)?;
                 name(NameKind::Group, &group)?;
-                self.commit(Op::LeaveGroup { user, group })?;
+                self.commit(Op::LeaveGroup { user, group }).await?;
                 Ok(Response::Done)
             }
             Request::ListRequests { token, group } => {
                 let (user, _) = self.session(&token)?;
-                Ok(Response::Names(self.lock().requests(&user, &group)?))
+                Ok(Response::Names(self.lock().replica.state().requests(&user, &group)?))
             }
             Request::AcceptRequest { token, group, user } => {
                 let (owner, _) = self.session(&token)?;
                 name(NameKind::User, &user)?;
-                self.commit(Op::AcceptRequest { owner, group, user })?;
+                self.commit(Op::AcceptRequest { owner, group, user }).await?;
                 Ok(Response::Done)
             }
             Request::RejectRequest { token, group, user } => {
                 let (owner, _) = self.session(&token)?;
                 name(NameKind::User, &user)?;
-                self.commit(Op::RejectRequest { owner, group, user })?;
+                self.commit(Op::RejectRequest { owner, group, user }).await?;
                 Ok(Response::Done)
             }
             Request::ListGroups { token } => {
                 self.session(&token)?;
-                Ok(Response::Names(self.lock().group_ids()))
+                Ok(Response::Names(self.lock().replica.state().group_ids()))
             }
             Request::ListFiles { token, group } => {
                 let (user, _) = self.session(&token)?;
-                Ok(Response::Files(self.lock().files(&user, &group)?))
+                let live = self.live_set();
+                let files =
+                    self.lock().replica.state().files(&user, &group, &|t| live.contains_key(t))?;
+                Ok(Response::Files(files))
             }
             Request::UploadFile { token, group, meta } => {
                 let (user, peer_addr) = self.session(&token)?;
                 name(NameKind::Group, &group)?;
                 name(NameKind::File, &meta.name)?;
                 meta.validate().map_err(|e| Refusal::BadRequest(e.to_string()))?;
-                self.commit(Op::UploadFile { user, peer_addr, group, meta })?;
+                self.commit(Op::UploadFile { user, peer_addr, group, meta }).await?;
                 Ok(Response::Done)
             }
             Request::StopShare { token, group, file } => {
                 let (user, peer_addr) = self.session(&token)?;
-                self.commit(Op::StopShare { user, peer_addr, group, file })?;
+                self.commit(Op::StopShare { user, peer_addr, group, file }).await?;
                 Ok(Response::Done)
             }
             Request::FileInfo { token, group, file } => {
                 let (user, _) = self.session(&token)?;
-                let (meta, peers) = self.lock().file_info(&user, &group, &file)?;
+                let live = self.live_set();
+                let (meta, peers) =
+                    self.lock()
+                        .replica
+                        .state()
+                        .file_info(&user, &group, &file, &|t| live.contains_key(t))?;
                 // An opaque ticket naming the user and file; signed tickets
                 // checked by the peers come with the access-control work.
                 let mut ticket = meta.sha1.0.to_vec();
@@ -147,23 +255,198 @@ impl Tracker {
         }
     }
 
-    /// Applies an op: the single path by which the state changes.
-    fn commit(&self, op: Op) -> Result<(), Refusal> {
-        self.lock().apply(&op)
+    /// Applies an op, logs it (fsync'ed with group commit) and hands it to
+    /// the other trackers: the single path by which a client changes state.
+    async fn commit(&self, op: Op) -> Result<(), Refusal> {
+        let (entry, durable) = {
+            let mut inner = self.lock();
+            let entry = inner.replica.propose(op, wall_ms())?;
+            let durable = inner.append(&entry);
+            (entry, durable)
+        };
+        if let Some(rx) = durable {
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Refusal::Internal(format!("op log: {e}"))),
+                Err(_) => return Err(Refusal::Internal("op log closed".into())),
+            }
+        }
+        let _ = self.feed.send(entry);
+        self.maybe_snapshot();
+        Ok(())
     }
 
-    /// The user and peer address of a live session.
+    /// Takes entries streamed from another tracker; returns once they are
+    /// durable here.
+    pub async fn receive_remote(&self, entries: Vec<Entry>) -> Result<(), ReceiveError> {
+        let mut waits = Vec::new();
+        let mut fresh = Vec::new();
+        let mut gap = None;
+        {
+            let mut inner = self.lock();
+            for e in entries {
+                match inner.replica.receive(e.clone()) {
+                    Ok(true) => {
+                        waits.extend(inner.append(&e));
+                        fresh.push(e);
+                    }
+                    Ok(false) => {}
+                    Err(g) => {
+                        gap = Some(g);
+                        break;
+                    }
+                }
+            }
+        }
+        for rx in waits {
+            let _ = rx.await;
+        }
+        for e in fresh {
+            let _ = self.feed.send(e);
+        }
+        self.maybe_snapshot();
+        gap.map_or(Ok(()), Err)
+    }
+
+    /// Replaces the state with another tracker's image when it holds
+    /// everything this one does (catching up past a compacted log).
+    pub fn install(&self, img: ReplicaImage) -> bool {
+        let mut inner = self.lock();
+        let ok = inner.replica.install(img);
+        if ok {
+            inner.snapshot_now(None);
+        }
+        ok
+    }
+
+    /// What this tracker holds, per origin.
+    pub fn known(&self) -> Known {
+        self.lock().replica.known().clone()
+    }
+
+    /// Entries a tracker holding `theirs` lacks, or the image to send when
+    /// some were compacted away.
+    pub fn catch_up(&self, theirs: &Known) -> Result<Vec<Entry>, Box<ReplicaImage>> {
+        let inner = self.lock();
+        inner.replica.entries_after(theirs).ok_or_else(|| Box::new(inner.replica.image()))
+    }
+
+    /// A stream of every new entry.
+    pub fn subscribe(&self) -> broadcast::Receiver<Entry> {
+        self.feed.subscribe()
+    }
+
+    /// Another tracker acknowledged holding `known`.
+    pub fn set_acked(&self, peer: u16, known: Known) {
+        self.acked.lock().unwrap_or_else(|p| p.into_inner()).insert(peer, known);
+    }
+
+    /// Marks sessions as alive now.
+    pub fn touch_all(&self, tokens: &[Token]) {
+        let now = Instant::now();
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        for t in tokens {
+            live.insert(*t, now);
+        }
+    }
+
+    /// Sessions heard from within the TTL.
+    pub fn live_tokens(&self) -> Vec<Token> {
+        self.live_set().into_keys().collect()
+    }
+
+    fn live_set(&self) -> HashMap<Token, Instant> {
+        let ttl = self.config.peer_ttl;
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.retain(|_, at| at.elapsed() < ttl);
+        live.clone()
+    }
+
+    /// Writes a snapshot now (shutdown).
+    pub fn shutdown(&self) {
+        let acked = self.acked_all();
+        let mut inner = self.lock();
+        inner.snapshot_now(acked.as_deref());
+        if let Some(log) = inner.log.as_mut() {
+            log.close();
+        }
+    }
+
+    fn maybe_snapshot(&self) {
+        if self.lock().since_snapshot < self.config.snapshot_every {
+            return;
+        }
+        let acked = self.acked_all();
+        self.lock().snapshot_now(acked.as_deref());
+    }
+
+    /// Every peer's acknowledgement; `None` if some peer never acked (then
+    /// no entry may be compacted). A lone tracker has no peers: `Some([])`.
+    fn acked_all(&self) -> Option<Vec<Known>> {
+        let acked = self.acked.lock().unwrap_or_else(|p| p.into_inner());
+        self.config.peers.iter().map(|p| acked.get(p).cloned()).collect()
+    }
+
+    /// The user and peer address of a live session; hearing from it keeps
+    /// it alive.
     fn session(&self, token: &Token) -> Result<(String, String), Refusal> {
-        let st = self.lock();
-        let s = st.session(token).ok_or(Refusal::NotLoggedIn)?;
-        Ok((s.user.clone(), s.peer_addr.clone()))
+        let found = {
+            let inner = self.lock();
+            inner.replica.state().session(token).map(|s| (s.user.clone(), s.peer_addr.clone()))
+        };
+        let found = found.ok_or(Refusal::NotLoggedIn)?;
+        self.touch_all(&[*token]);
+        Ok(found)
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock would be a bug in `apply`, which
         // leaves the state unchanged on refusal; keep serving the data.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+impl Inner {
+    /// Queues an entry on the log; the receiver fires once it is durable.
+    fn append(&mut self, entry: &Entry) -> Option<oneshot::Receiver<std::io::Result<()>>> {
+        let log = self.log.as_ref()?;
+        let bytes = match postcard::to_stdvec(entry) {
+            Ok(b) => b,
+            Err(e) => {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Err(std::io::Error::other(e)));
+                return Some(rx);
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        log.append(bytes, move |r| {
+            let _ = tx.send(r);
+        });
+        self.since_snapshot += 1;
+        Some(rx)
+    }
+
+    /// Compacts what every peer holds (when all acknowledged something) and
+    /// writes a snapshot.
+    fn snapshot_now(&mut self, acked: Option<&[Known]>) {
+        if self.log.is_none() {
+            return;
+        }
+        if let Some(acked) = acked {
+            self.replica.compact(acked);
+        }
+        let Inner { replica, log, dir, since_snapshot } = self;
+        if let (Some(dir), Some(log)) = (dir.as_mut(), log.as_mut()) {
+            match dir.snapshot(replica, log) {
+                Ok(()) => *since_snapshot = 0,
+                Err(e) => tracing::error!("snapshot: {e}"),
+            }
+        }
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn name(kind: NameKind, value: &str) -> Result<(), Refusal> {
@@ -221,7 +504,9 @@ mod tests {
             peer_addr: "127.0.0.1:4000".into(),
         };
         assert_eq!(t.handle(login("bad")).await, Response::Refused(Refusal::BadCredentials));
-        let Response::LoggedIn { token } = t.handle(login("pw")).await else { panic!("no login") };
+        let Response::LoggedIn { token, .. } = t.handle(login("pw")).await else {
+            panic!("no login")
+        };
         assert_eq!(t.handle(Request::ListGroups { token }).await, Response::Names(vec![]));
         assert_eq!(t.handle(Request::Logout { token }).await, Response::Done);
         assert_eq!(

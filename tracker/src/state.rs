@@ -325,15 +325,21 @@ impl State {
         Ok(g.requests.clone())
     }
 
-    /// The files of a group `user` belongs to, with online sharer counts.
-    pub fn files(&self, user: &str, group: &str) -> Result<Vec<FileEntry>, Refusal> {
+    /// The files of a group `user` belongs to, with online sharer counts;
+    /// `live` says which sessions are alive (soft state kept outside).
+    pub fn files(
+        &self,
+        user: &str,
+        group: &str,
+        live: &dyn Fn(&Token) -> bool,
+    ) -> Result<Vec<FileEntry>, Refusal> {
         let g = self.member_group(user, group)?;
         Ok(g.files
             .values()
             .map(|f| FileEntry {
                 name: f.meta.name.clone(),
                 len: f.meta.len,
-                peers: f.sharers.iter().filter(|s| self.online(s)).count() as u32,
+                peers: f.sharers.iter().filter(|s| self.online(s, live)).count() as u32,
             })
             .collect())
     }
@@ -344,6 +350,7 @@ impl State {
         user: &str,
         group: &str,
         file: &str,
+        live: &dyn Fn(&Token) -> bool,
     ) -> Result<(FileMeta, Vec<PeerInfo>), Refusal> {
         let g = self.member_group(user, group)?;
         let f = g
@@ -353,15 +360,20 @@ impl State {
         let peers = f
             .sharers
             .iter()
-            .filter(|s| self.online(s))
+            .filter(|s| self.online(s, live))
             .map(|s| PeerInfo { user: s.user.clone(), addr: s.peer_addr.clone() })
             .collect();
         Ok((f.meta.clone(), peers))
     }
 
+    /// Every session token.
+    pub fn tokens(&self) -> impl Iterator<Item = &Token> {
+        self.sessions.keys()
+    }
+
     /// Whether a sharer's node has a live session.
-    fn online(&self, s: &Sharer) -> bool {
-        self.sessions.values().any(|x| x.user == s.user && x.peer_addr == s.peer_addr)
+    fn online(&self, s: &Sharer, live: &dyn Fn(&Token) -> bool) -> bool {
+        self.sessions.iter().any(|(t, x)| x.user == s.user && x.peer_addr == s.peer_addr && live(t))
     }
 
     fn group_mut(&mut self, group: &str) -> Result<&mut Group, Refusal> {
@@ -473,8 +485,8 @@ mod tests {
         st.apply(&Op::JoinGroup { user: s("c"), group: s("g") }).unwrap();
         st.apply(&Op::RejectRequest { owner: s("a"), group: s("g"), user: s("c") }).unwrap();
         assert!(st.requests("a", "g").unwrap().is_empty());
-        assert_eq!(st.files("c", "g"), Err(Refusal::NotMember(s("g"))));
-        assert_eq!(st.files("b", "nope"), Err(Refusal::NoSuchGroup(s("nope"))));
+        assert_eq!(st.files("c", "g", &|_| true), Err(Refusal::NotMember(s("g"))));
+        assert_eq!(st.files("b", "nope", &|_| true), Err(Refusal::NoSuchGroup(s("nope"))));
     }
 
     #[test]
@@ -505,9 +517,9 @@ mod tests {
         };
         st.apply(&up("b", "127.0.0.1:1001")).unwrap();
         st.apply(&up("a", "127.0.0.1:1000")).unwrap();
-        assert_eq!(st.files("a", "g").unwrap()[0].peers, 2);
+        assert_eq!(st.files("a", "g", &|_| true).unwrap()[0].peers, 2);
         st.apply(&Op::LeaveGroup { user: s("b"), group: s("g") }).unwrap();
-        assert_eq!(st.files("a", "g").unwrap()[0].peers, 1);
+        assert_eq!(st.files("a", "g", &|_| true).unwrap()[0].peers, 1);
         join(&mut st, "a", "g", "b");
         assert!(st.group("g").unwrap().is_member("b"));
     }
@@ -542,10 +554,10 @@ mod tests {
             file: s("f"),
         };
         st.apply(&stop).unwrap();
-        assert!(st.files("a", "g1").unwrap().is_empty());
+        assert!(st.files("a", "g1", &|_| true).unwrap().is_empty());
         assert_eq!(st.apply(&stop), Err(Refusal::NoSuchFile { group: s("g1"), file: s("f") }));
         st.apply(&up("g1", 3)).unwrap();
-        assert_eq!(st.files("a", "g1").unwrap().len(), 1);
+        assert_eq!(st.files("a", "g1", &|_| true).unwrap().len(), 1);
     }
 
     #[test]
@@ -560,17 +572,17 @@ mod tests {
             meta: meta("f", 1),
         })
         .unwrap();
-        assert_eq!(st.file_info("b", "g", "f").unwrap().1.len(), 1);
+        assert_eq!(st.file_info("b", "g", "f", &|_| true).unwrap().1.len(), 1);
         st.apply(&Op::Logout { token: Token([0; 16]) }).unwrap();
-        assert!(st.file_info("b", "g", "f").unwrap().1.is_empty());
-        assert_eq!(st.files("b", "g").unwrap()[0].peers, 0);
+        assert!(st.file_info("b", "g", "f", &|_| true).unwrap().1.is_empty());
+        assert_eq!(st.files("b", "g", &|_| true).unwrap()[0].peers, 0);
         st.apply(&Op::Login {
             user: s("a"),
             token: Token([9; 16]),
             peer_addr: s("127.0.0.1:1000"),
         })
         .unwrap();
-        assert_eq!(st.file_info("b", "g", "f").unwrap().1.len(), 1);
+        assert_eq!(st.file_info("b", "g", "f", &|_| true).unwrap().1.len(), 1);
     }
 
     #[test]

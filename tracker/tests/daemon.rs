@@ -10,7 +10,9 @@ use ringshare_engine::proto::{self, Request, Response, REQUEST};
 const BIN: &str = env!("CARGO_BIN_EXE_ringshare-tracker");
 
 fn spawn(info: &std::path::Path, no: &str) -> Child {
+    // Run in the list's directory: the default data directory lands there.
     Command::new(BIN)
+        .current_dir(info.parent().unwrap())
         .arg(info)
         .arg(no)
         .stdin(Stdio::piped())

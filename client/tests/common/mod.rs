@@ -52,11 +52,15 @@ pub struct TrackerProc {
 }
 
 impl TrackerProc {
-    /// Starts tracker `no` of the list in `info` and waits until it listens.
-    pub fn start_with(info: &Path, no: usize) -> Self {
+    /// Starts tracker `no` of the list in `info`, keeping its data in
+    /// `data`, and waits until it listens.
+    pub fn start_with(info: &Path, no: usize, data: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(bin("ringshare-tracker"))
             .arg(info)
             .arg(no.to_string())
+            .arg("--data-dir")
+            .arg(data)
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -78,7 +82,7 @@ impl TrackerProc {
     pub fn start(dir: &Path) -> (Self, PathBuf) {
         let boot = dir.join("tracker_boot.txt");
         std::fs::write(&boot, "127.0.0.1:0\n").unwrap();
-        let t = Self::start_with(&boot, 1);
+        let t = Self::start_with(&boot, 1, &dir.join("tracker-data"), &[]);
         let info = dir.join("tracker_info.txt");
         std::fs::write(&info, format!("{}\n", t.addr)).unwrap();
         (t, info)

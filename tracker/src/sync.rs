@@ -1,0 +1,252 @@
+//! Replication between trackers.
+//!
+//! Every tracker dials every other tracker listed in tracker_info.txt, on the
+//! same port clients use; a connection whose first frame is of type [`SYNC`]
+//! is a replication stream. The dialer **pulls**: it says what it holds
+//! (`Hello { from, known }`), the other side answers with every entry it
+//! lacks (or its whole image when the entries were compacted away), then
+//! streams each new entry as it is accepted or received, and every second
+//! the sessions it heard from (`Alive`). The dialer logs what it receives
+//! (fsync) and acknowledges it (`Ack { known }`); acknowledgements let the
+//! sender compact. Since both sides dial, data flows both ways, and a
+//! tracker that was down catches up from what it acknowledged as soon as it
+//! is reachable again.
+//!
+//! Per origin, entries are sent in `origin_seq` order: the stream holds back
+//! an entry whose predecessor it has not sent yet.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringshare_engine::control::{read_frame, read_msg, write_msg, FrameIoError};
+use ringshare_engine::proto::Token;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::oplog::Entry;
+use crate::replica::{Known, ReplicaImage};
+use crate::service::Tracker;
+
+/// Frame type of tracker-to-tracker messages.
+pub const SYNC: u32 = 3;
+
+/// Most entries in one message.
+const BATCH: usize = 256;
+
+/// A message between trackers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SyncMsg {
+    /// Opens a pull: who is asking and what it holds.
+    Hello {
+        /// The dialing tracker's number.
+        from: u16,
+        /// What it holds.
+        known: Known,
+    },
+    /// Entries the dialer lacks, per origin in order.
+    Entries(Vec<Entry>),
+    /// The sender's whole replica (when the entries were compacted away).
+    Image(Box<ReplicaImage>),
+    /// The dialer holds this now (durably).
+    Ack {
+        /// What it holds.
+        known: Known,
+    },
+    /// Sessions heard from recently at the sender.
+    Alive(Vec<Token>),
+}
+
+/// Serves a pull from another tracker whose first message was `hello`.
+pub async fn serve_pull<S>(
+    stream: S,
+    tracker: Arc<Tracker>,
+    hello: SyncMsg,
+) -> Result<(), FrameIoError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let SyncMsg::Hello { from, known } = hello else {
+        return Err(FrameIoError::Kind(SYNC));
+    };
+    tracing::info!(peer = from, "tracker {from} pulls from us");
+    tracker.set_acked(from, known.clone());
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    // Subscribe before computing the catch-up: nothing falls between.
+    let mut feed = tracker.subscribe();
+    let mut sent = known.clone();
+    let mut held: BTreeMap<(u16, u64), Entry> = BTreeMap::new();
+    match tracker.catch_up(&known) {
+        Ok(entries) => {
+            for chunk in entries.chunks(BATCH) {
+                for e in chunk {
+                    sent.insert(e.stamp.origin, e.origin_seq);
+                }
+                write_msg(&mut wr, SYNC, &SyncMsg::Entries(chunk.to_vec())).await?;
+            }
+        }
+        Err(img) => {
+            sent = img_known(&img);
+            write_msg(&mut wr, SYNC, &SyncMsg::Image(img)).await?;
+        }
+    }
+    // Acks and liveness come back on their own task: a read must never be
+    // cancelled halfway through a frame by the select below.
+    let mut acks = {
+        let tracker = Arc::clone(&tracker);
+        tokio::spawn(async move {
+            loop {
+                match read_msg::<SyncMsg, _>(&mut rd, SYNC).await {
+                    Ok(Some(SyncMsg::Ack { known })) => tracker.set_acked(from, known),
+                    Ok(Some(SyncMsg::Alive(tokens))) => tracker.touch_all(&tokens),
+                    _ => return,
+                }
+            }
+        })
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            e = feed.recv() => {
+                let mut batch = Vec::new();
+                match e {
+                    Ok(e) => queue(e, &mut sent, &mut held, &mut batch),
+                    // Too far behind the feed: end; the peer reconnects and catches up.
+                    Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return Ok(()),
+                }
+                while batch.len() < BATCH {
+                    match feed.try_recv() {
+                        Ok(e) => queue(e, &mut sent, &mut held, &mut batch),
+                        Err(_) => break,
+                    }
+                }
+                if !batch.is_empty() {
+                    write_msg(&mut wr, SYNC, &SyncMsg::Entries(batch)).await?;
+                }
+            }
+            _ = &mut acks => return Ok(()),
+            _ = tick.tick() => {
+                write_msg(&mut wr, SYNC, &SyncMsg::Alive(tracker.live_tokens())).await?;
+            }
+        }
+    }
+}
+
+/// Adds `e` to `batch` if the peer lacks it and its predecessor was sent;
+/// holds it back otherwise, releasing what it unblocks.
+fn queue(
+    e: Entry,
+    sent: &mut Known,
+    held: &mut BTreeMap<(u16, u64), Entry>,
+    batch: &mut Vec<Entry>,
+) {
+    let origin = e.stamp.origin;
+    let have = sent.get(&origin).copied().unwrap_or(0);
+    if e.origin_seq <= have {
+        return;
+    }
+    held.insert((origin, e.origin_seq), e);
+    let mut next = have + 1;
+    while let Some(e) = held.remove(&(origin, next)) {
+        batch.push(e);
+        sent.insert(origin, next);
+        next += 1;
+    }
+}
+
+fn img_known(img: &ReplicaImage) -> Known {
+    let mut k = img.base_known.clone();
+    for e in &img.entries {
+        let v = k.entry(e.stamp.origin).or_insert(0);
+        *v = (*v).max(e.origin_seq);
+    }
+    k
+}
+
+/// Pulls from tracker `peer` at `addr` forever, reconnecting as needed.
+pub async fn pull_forever(tracker: Arc<Tracker>, peer: u16, addr: SocketAddr) {
+    let mut logged_down = false;
+    loop {
+        match pull_once(&tracker, addr).await {
+            Ok(()) => tracing::info!(peer, "stream from tracker {peer} ended"),
+            Err(e) => {
+                if !logged_down {
+                    tracing::info!(peer, "tracker {peer} at {addr} unreachable: {e}");
+                    logged_down = true;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
+        }
+        logged_down = false;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn pull_once(tracker: &Tracker, addr: SocketAddr) -> Result<(), FrameIoError> {
+    let mut s = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+        .await
+        .map_err(|_| FrameIoError::Io(std::io::ErrorKind::TimedOut.into()))??;
+    s.set_nodelay(true)?;
+    let hello = SyncMsg::Hello { from: tracker.config().me, known: tracker.known() };
+    write_msg(&mut s, SYNC, &hello).await?;
+    loop {
+        let Some((kind, payload)) = read_frame(&mut s).await? else { return Ok(()) };
+        if kind != SYNC {
+            return Err(FrameIoError::Kind(kind));
+        }
+        match ringshare_engine::control::decode_msg::<SyncMsg>(&payload)? {
+            SyncMsg::Entries(entries) => {
+                if let Err(gap) = tracker.receive_remote(entries).await {
+                    // Resynchronise from what we hold.
+                    tracing::warn!("{gap}; reconnecting");
+                    return Ok(());
+                }
+                write_msg(&mut s, SYNC, &SyncMsg::Ack { known: tracker.known() }).await?;
+            }
+            SyncMsg::Image(img) => {
+                if !tracker.install(*img) {
+                    tracing::warn!(
+                        "a peer's image does not cover this tracker's ops; waiting for entries"
+                    );
+                }
+                write_msg(&mut s, SYNC, &SyncMsg::Ack { known: tracker.known() }).await?;
+            }
+            SyncMsg::Alive(tokens) => tracker.touch_all(&tokens),
+            SyncMsg::Hello { .. } | SyncMsg::Ack { .. } => return Err(FrameIoError::Kind(SYNC)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hlc::Stamp;
+    use crate::state::Op;
+
+    fn e(origin: u16, seq: u64) -> Entry {
+        Entry {
+            stamp: Stamp { wall_ms: seq, counter: 0, origin },
+            origin_seq: seq,
+            op: Op::Logout { token: Token([0; 16]) },
+        }
+    }
+
+    #[test]
+    fn queue_keeps_per_origin_order() {
+        let mut sent = Known::from([(1, 2)]);
+        let mut held = BTreeMap::new();
+        let mut batch = Vec::new();
+        queue(e(1, 2), &mut sent, &mut held, &mut batch); // already sent
+        queue(e(1, 4), &mut sent, &mut held, &mut batch); // held: 3 missing
+        assert!(batch.is_empty());
+        queue(e(2, 1), &mut sent, &mut held, &mut batch);
+        queue(e(1, 3), &mut sent, &mut held, &mut batch);
+        let order: Vec<(u16, u64)> = batch.iter().map(|x| (x.stamp.origin, x.origin_seq)).collect();
+        assert_eq!(order, [(2, 1), (1, 3), (1, 4)]);
+        assert!(held.is_empty());
+    }
+}
