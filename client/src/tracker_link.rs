@@ -44,37 +44,43 @@ impl TrackerLink {
     pub async fn call(&mut self, req: &Request) -> Result<Response, LinkError> {
         let n = self.trackers.0.len();
         let mut failures = Vec::new();
-        for attempt in 0..n {
-            if attempt > 0 || self.stream.is_none() {
-                if attempt > 0 {
-                    self.current = (self.current + 1) % n;
-                }
-                let addr = self.trackers.0[self.current];
-                match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-                    Ok(Ok(s)) => {
-                        let _ = s.set_nodelay(true);
-                        self.stream = Some(s);
-                    }
-                    Ok(Err(e)) => {
-                        failures.push(format!("{addr}: {e}"));
-                        self.stream = None;
-                        continue;
-                    }
-                    Err(_) => {
-                        failures.push(format!("{addr}: connect timed out"));
-                        self.stream = None;
-                        continue;
-                    }
-                }
-            }
+        // A kept connection may have gone stale (the tracker restarted): on
+        // failure, the current tracker is tried again on a fresh connection.
+        if let Some(stream) = self.stream.as_mut() {
             let addr = self.trackers.0[self.current];
-            let Some(stream) = self.stream.as_mut() else { continue };
             match tokio::time::timeout(REQUEST_TIMEOUT, exchange(stream, req)).await {
                 Ok(Ok(resp)) => return Ok(resp),
                 Ok(Err(e)) => failures.push(format!("{addr}: {e}")),
                 Err(_) => failures.push(format!("{addr}: no answer in {REQUEST_TIMEOUT:?}")),
             }
             self.stream = None;
+        }
+        for attempt in 0..n {
+            if attempt > 0 {
+                self.current = (self.current + 1) % n;
+            }
+            let addr = self.trackers.0[self.current];
+            let mut stream =
+                match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        failures.push(format!("{addr}: {e}"));
+                        continue;
+                    }
+                    Err(_) => {
+                        failures.push(format!("{addr}: connect timed out"));
+                        continue;
+                    }
+                };
+            let _ = stream.set_nodelay(true);
+            match tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut stream, req)).await {
+                Ok(Ok(resp)) => {
+                    self.stream = Some(stream);
+                    return Ok(resp);
+                }
+                Ok(Err(e)) => failures.push(format!("{addr}: {e}")),
+                Err(_) => failures.push(format!("{addr}: no answer in {REQUEST_TIMEOUT:?}")),
+            }
         }
         Err(LinkError::Unreachable(failures.join("; ")))
     }

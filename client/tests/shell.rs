@@ -238,7 +238,8 @@ fn unreachable_tracker_is_a_clear_error_and_the_shell_survives() {
 #[test]
 fn failover_to_the_next_tracker_in_the_list() {
     let dir = tempfile::tempdir().unwrap();
-    // Two independent trackers; the client uses the first until it dies.
+    // Two trackers that do not replicate (each list names only itself): this
+    // checks the client's link alone; replicated failover is in durability.rs.
     let (mut t1, _) = TrackerProc::start(&dir.path().join("one").tap_mkdir());
     let (_t2, _) = TrackerProc::start(&dir.path().join("two").tap_mkdir());
     let info = dir.path().join("both.txt");
@@ -246,8 +247,7 @@ fn failover_to_the_next_tracker_in_the_list() {
     let mut a = node(&dir, &info);
     a.ok("create_user alice pw");
     t1.kill();
-    // The second tracker does not know alice yet (sync comes with the
-    // durability work), but it answers: the link moved on.
+    // The second tracker never heard of alice, but it answers: the link moved on.
     a.ok("create_user alice pw");
     a.ok("login alice pw");
 }

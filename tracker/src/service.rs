@@ -301,6 +301,15 @@ impl Tracker {
         for rx in waits {
             let _ = rx.await;
         }
+        // A session that just logged in elsewhere is alive.
+        let logins: Vec<Token> = fresh
+            .iter()
+            .filter_map(|e| match &e.op {
+                Op::Login { token, .. } => Some(*token),
+                _ => None,
+            })
+            .collect();
+        self.touch_all(&logins);
         for e in fresh {
             let _ = self.feed.send(e);
         }

@@ -240,3 +240,54 @@ pub fn random_file(path: &Path, len: usize, seed: u64) {
     bytes.truncate(len);
     std::fs::write(path, bytes).unwrap();
 }
+
+/// A raw protocol connection to one tracker (for load and fault tests).
+pub struct RawClient {
+    stream: std::net::TcpStream,
+}
+
+impl RawClient {
+    pub fn connect(addr: SocketAddr) -> std::io::Result<Self> {
+        let stream = std::net::TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(LINE_TIMEOUT))?;
+        Ok(Self { stream })
+    }
+
+    /// One request, one response.
+    pub fn call(
+        &mut self,
+        req: &ringshare_engine::proto::Request,
+    ) -> std::io::Result<ringshare_engine::proto::Response> {
+        use ringshare_engine::{proto, wire};
+        use std::io::Read;
+        let frame = proto::encode_frame(proto::REQUEST, req).map_err(std::io::Error::other)?;
+        self.stream.write_all(&frame)?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match wire::decode(&buf, proto::MAX_FRAME) {
+                Ok((f, _)) => {
+                    return postcard::from_bytes(f.payload).map_err(std::io::Error::other)
+                }
+                Err(wire::DecodeError::NeedMore(_)) => {}
+                Err(e) => return Err(std::io::Error::other(e)),
+            }
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Polls `f` until it returns true; panics after `LINE_TIMEOUT` (a hang
+/// guard, not a timing assertion).
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < LINE_TIMEOUT, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
