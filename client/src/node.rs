@@ -66,7 +66,13 @@ pub struct Node {
     pool: Arc<HashPool>,
     state_dir: PathBuf,
     rt: Handle,
+    /// The trackers' public ticket key while logged in: the piece server
+    /// admits only downloaders with tickets it signed.
+    ticket_key: TicketKey,
 }
+
+/// The trackers' public ticket key, shared with the piece server.
+type TicketKey = Arc<std::sync::RwLock<Option<[u8; 32]>>>;
 
 impl Node {
     /// A node serving pieces on `listener`, talking to `trackers`, keeping
@@ -79,8 +85,19 @@ impl Node {
         backend: Backend,
     ) -> Result<Self> {
         let addr = listener.local_addr().context("read the piece server's address")?;
-        // Peers are admitted with any ticket until tickets are signed.
-        let serve = ServeTable::new(Box::new(|_, _, _| true));
+        let ticket_key: TicketKey = Arc::new(std::sync::RwLock::new(None));
+        let key = Arc::clone(&ticket_key);
+        let serve = ServeTable::new(Box::new(move |file_id, user, ticket| {
+            let Ok(guard) = key.read() else { return false };
+            let Some(public) = guard.as_ref() else { return false };
+            match ringshare_engine::ticket::verify(public, ticket, user, file_id, wall_ms()) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::info!(user, "refused a downloader: {e}");
+                    false
+                }
+            }
+        }));
         let server = PieceServer::start(listener, Arc::clone(&serve), limits, backend)
             .context("start the piece server")?;
         Ok(Self {
@@ -95,6 +112,7 @@ impl Node {
             pool: Arc::new(HashPool::with_available_cores()),
             state_dir,
             rt: Handle::current(),
+            ticket_key,
         })
     }
 
@@ -220,12 +238,20 @@ impl Node {
         }
         check_name(NameKind::User, &user)?;
         let req = Request::Login { user: user.clone(), password, peer_addr: self.addr.to_string() };
-        let (token, every) = match self.call(req).await? {
-            Response::LoggedIn { token, heartbeat_ms } => (token, heartbeat_ms),
+        let (token, every, key) = match self.call(req).await? {
+            Response::LoggedIn { token, heartbeat_ms, ticket_key } => {
+                (token, heartbeat_ms, ticket_key)
+            }
             other => return Err(unexpected(other)),
         };
+        set_key(&self.ticket_key, Some(key));
         let book = ShareBook::new(&self.state_dir, &user, &self.addr.to_string());
-        let heartbeat = self.rt.spawn(heartbeat(self.trackers.clone(), token, every));
+        let heartbeat = self.rt.spawn(heartbeat(
+            self.trackers.clone(),
+            token,
+            every,
+            Arc::clone(&self.ticket_key),
+        ));
         self.session = Some(Session { user: user.clone(), token, book: book.clone(), heartbeat });
 
         // Resume sharing what this user shared from this node before.
@@ -380,6 +406,7 @@ impl Node {
     /// Logged out (or the session vanished): stop serving and downloading.
     fn pause_all(&mut self, why: &str) {
         self.session = None;
+        set_key(&self.ticket_key, None);
         self.shares_mut().clear();
         for d in self.downloads.iter_mut().filter(|d| d.is_running()) {
             d.download.stop();
@@ -484,8 +511,11 @@ impl Node {
         Box::new(move || {
             let req = Request::FileInfo { token, group: group.clone(), file: file.clone() };
             match rt.block_on(link.call(&req)) {
-                Ok(Response::FileInfo { peers, .. }) => {
-                    Ok(peers.iter().filter_map(|p| p.addr.parse().ok()).collect())
+                Ok(Response::FileInfo { peers, ticket, .. }) => {
+                    Ok(ringshare_engine::fetch::PeerList {
+                        addrs: peers.iter().filter_map(|p| p.addr.parse().ok()).collect(),
+                        ticket: Some(ticket),
+                    })
                 }
                 Ok(Response::Refused(r)) => Err(r.to_string()),
                 Ok(other) => Err(format!("unexpected answer: {other:?}")),
@@ -574,19 +604,33 @@ impl Node {
 }
 
 /// Tells the trackers every `every_ms` that this node is alive, until the
-/// session ends.
-async fn heartbeat(trackers: TrackerList, token: Token, every_ms: u32) {
+/// session ends; keeps the ticket key current.
+async fn heartbeat(trackers: TrackerList, token: Token, every_ms: u32, key: TicketKey) {
     let mut link = TrackerLink::new(trackers);
     let every = std::time::Duration::from_millis(u64::from(every_ms.max(100)));
     loop {
         tokio::time::sleep(every).await;
         match link.call(&Request::Heartbeat { token }).await {
             Ok(Response::Refused(Refusal::NotLoggedIn)) => return,
+            Ok(Response::Alive { ticket_key }) => set_key(&key, Some(ticket_key)),
             Ok(_) => {}
             // No tracker reachable now: keep trying.
             Err(e) => tracing::debug!("heartbeat: {e}"),
         }
     }
+}
+
+fn set_key(key: &TicketKey, value: Option<[u8; 32]>) {
+    if let Ok(mut k) = key.write() {
+        *k = value;
+    }
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn check_name(kind: NameKind, value: &str) -> Result<()> {

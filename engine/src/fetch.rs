@@ -54,14 +54,23 @@ const PEER_REFRESH: Duration = Duration::from_secs(2);
 /// A download with no reachable peer for this long fails.
 const NO_PEER_LIMIT: Duration = Duration::from_secs(60);
 
+/// Peers that share the file, and a fresh ticket to show them.
+#[derive(Debug, Clone, Default)]
+pub struct PeerList {
+    /// Their piece-server addresses.
+    pub addrs: Vec<SocketAddr>,
+    /// A newer ticket (tickets expire; the tracker hands out fresh ones).
+    pub ticket: Option<Vec<u8>>,
+}
+
 /// Where a download finds peers: the tracker, in the client.
 pub trait PeerSource: Send {
     /// The current peers that share the file.
-    fn peers(&mut self) -> Result<Vec<SocketAddr>, String>;
+    fn peers(&mut self) -> Result<PeerList, String>;
 }
 
-impl<F: FnMut() -> Result<Vec<SocketAddr>, String> + Send> PeerSource for F {
-    fn peers(&mut self) -> Result<Vec<SocketAddr>, String> {
+impl<F: FnMut() -> Result<PeerList, String> + Send> PeerSource for F {
+    fn peers(&mut self) -> Result<PeerList, String> {
         self()
     }
 }
@@ -96,7 +105,8 @@ pub struct FetchSpec {
     pub meta: FileMeta,
     /// The downloading user (sent in the handshake).
     pub user: String,
-    /// The tracker's ticket for this user and file.
+    /// The tracker's ticket for this user and file (refreshed through the
+    /// [`PeerSource`]).
     pub ticket: Vec<u8>,
     /// This node's own address, never connected to.
     pub own_addr: Option<SocketAddr>,
@@ -140,6 +150,8 @@ struct Shared {
     meta: FileMeta,
     geometry: Geometry,
     spec: FetchSpec,
+    /// The newest ticket, shown to each new peer.
+    ticket: Mutex<Vec<u8>>,
     part: PartFile,
     served: Arc<ServedFile>,
     work: Mutex<Work>,
@@ -185,6 +197,7 @@ impl Download {
         let shared = Arc::new(Shared {
             meta,
             geometry,
+            ticket: Mutex::new(spec.ticket.clone()),
             spec,
             part,
             served,
@@ -320,8 +333,11 @@ fn controller(shared: &Arc<Shared>, mut source: Box<dyn PeerSource>) {
         if due {
             last_refresh = Some(Instant::now());
             match source.peers() {
-                Ok(peers) => {
-                    for addr in peers {
+                Ok(list) => {
+                    if let Some(t) = list.ticket {
+                        *lock(&shared.ticket) = t;
+                    }
+                    for addr in list.addrs {
                         let skip = Some(addr) == shared.spec.own_addr
                             || connected.contains_key(&addr)
                             || lock(&shared.banned).contains(&addr);
@@ -436,11 +452,12 @@ fn run_peer(
     let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     stream.set_nodelay(true)?;
     let mut out = Vec::new();
+    let ticket = lock(&shared.ticket).clone();
     let hs = Message::Handshake {
         version: peer::VERSION,
         file_id: shared.meta.sha1,
         user: &shared.spec.user,
-        ticket: &shared.spec.ticket,
+        ticket: &ticket,
     };
     peer::encode(&hs, &mut out);
     stream.write_all(&out)?;

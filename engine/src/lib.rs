@@ -16,6 +16,7 @@
 //! - [`serve`]: what a node shares and the piece server.
 //! - [`fetch`]: the multi-peer downloader.
 //! - [`metrics`]: latency histograms.
+//! - [`ticket`]: signed permissions to fetch a file.
 
 pub mod control;
 pub mod fetch;
@@ -28,6 +29,7 @@ pub mod picker;
 pub mod proto;
 pub mod serve;
 pub mod store;
+pub mod ticket;
 pub mod tracker_info;
 mod uring;
 pub mod wire;

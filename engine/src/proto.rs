@@ -4,7 +4,8 @@
 //! [`Request`] (frame type [`REQUEST`]) or [`Response`] (frame type
 //! [`RESPONSE`]). One request, one response, in order, per connection.
 //! Requests that need a logged-in user carry the session [`Token`] from
-//! [`Response::LoggedIn`].
+//! [`Response::LoggedIn`]. New variants go at the end of each enum: postcard
+//! numbers variants by position, and the golden tests pin the numbers.
 
 use std::fmt;
 
@@ -181,6 +182,9 @@ pub enum Response {
         /// Send a request (a heartbeat if nothing else) at least this often,
         /// or this node's files drop out of peer lists.
         heartbeat_ms: u32,
+        /// The trackers' public key: the piece server admits downloaders
+        /// whose tickets it signed.
+        ticket_key: [u8; 32],
     },
     /// A list of names (groups, pending users).
     Names(Vec<String>),
@@ -197,6 +201,11 @@ pub enum Response {
     },
     /// The request was refused.
     Refused(Refusal),
+    /// Answer to a heartbeat: the session is alive.
+    Alive {
+        /// The trackers' current public ticket key.
+        ticket_key: [u8; 32],
+    },
 }
 
 /// Why a tracker refused a request. The messages are what the shell prints
@@ -279,6 +288,9 @@ pub enum Refusal {
     /// The tracker failed to carry the request out.
     #[error("tracker failure: {0}")]
     Internal(String),
+    /// A limit was reached (pending join requests, metadata size).
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// Encodes a message as one complete frame of type `kind`.

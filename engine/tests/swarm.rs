@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringshare_engine::fetch::{Download, FetchEvent, FetchSpec, Status};
+use ringshare_engine::fetch::{Download, FetchEvent, FetchSpec, PeerList, Status};
 use ringshare_engine::hash::HashPool;
 use ringshare_engine::meta::{FileMeta, PIECE_LEN};
 use ringshare_engine::serve::{PieceServer, ServeTable, ServedFile, ServerLimits};
@@ -50,7 +50,7 @@ fn download(
         have,
         served,
         Arc::new(HashPool::new(1)),
-        Box::new(move || Ok(peers.clone())),
+        Box::new(move || Ok(PeerList { addrs: peers.clone(), ticket: None })),
         Box::new(move |e| {
             let _ = tx.lock().unwrap().send(e);
         }),

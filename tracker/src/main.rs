@@ -37,6 +37,9 @@ struct Args {
     /// Write a snapshot (and start a new log) after this many ops.
     #[arg(long, default_value_t = 10_000)]
     snapshot_every: usize,
+    /// Seconds a download ticket stays valid (downloads refresh theirs).
+    #[arg(long, default_value_t = 600)]
+    ticket_ttl: u64,
 }
 
 #[tokio::main]
@@ -74,6 +77,7 @@ async fn run(args: Args) -> Result<()> {
         peers: peers.iter().map(|(n, _)| *n).collect(),
         peer_ttl: std::time::Duration::from_secs(args.peer_ttl.max(1)),
         snapshot_every: args.snapshot_every.max(1),
+        ticket_ttl: std::time::Duration::from_secs(args.ticket_ttl.max(1)),
     };
     let data_dir =
         args.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("tracker-{me}.data")));

@@ -26,6 +26,9 @@ use crate::oplog::{Entry, OpLog};
 use crate::replica::{Known, ReceiveError, Replica, ReplicaImage};
 use crate::state::{Op, State};
 
+/// Most pending join requests one group may have.
+pub const MAX_PENDING_REQUESTS: usize = 1000;
+
 /// How a tracker runs.
 #[derive(Debug, Clone)]
 pub struct TrackerConfig {
@@ -37,11 +40,19 @@ pub struct TrackerConfig {
     pub peer_ttl: Duration,
     /// Write a snapshot after this many logged entries.
     pub snapshot_every: usize,
+    /// How long a download ticket stays valid.
+    pub ticket_ttl: Duration,
 }
 
 impl Default for TrackerConfig {
     fn default() -> Self {
-        Self { me: 1, peers: Vec::new(), peer_ttl: Duration::from_secs(30), snapshot_every: 10_000 }
+        Self {
+            me: 1,
+            peers: Vec::new(),
+            peer_ttl: Duration::from_secs(30),
+            snapshot_every: 10_000,
+            ticket_ttl: Duration::from_secs(600),
+        }
     }
 }
 
@@ -92,7 +103,9 @@ impl Tracker {
         let config = TrackerConfig::default();
         let inner =
             Inner { replica: Replica::new(config.me), log: None, dir: None, since_snapshot: 0 };
-        Self::build(config, inner)
+        let t = Self::build(config, inner);
+        t.ensure_ticket_key();
+        t
     }
 
     /// A tracker keeping its state in `data_dir`: recovers it (snapshot and
@@ -108,7 +121,35 @@ impl Tracker {
         // Every session restored from disk gets a full TTL to show up again.
         let tokens: Vec<Token> = t.lock().replica.state().tokens().copied().collect();
         t.touch_all(&tokens);
+        t.ensure_ticket_key();
         Ok((t, Recovery { replayed, torn_bytes }))
+    }
+
+    /// Makes the ticket signing key if no tracker has yet. Two trackers that
+    /// start fresh at once each make one; the first in stamp order stays.
+    fn ensure_ticket_key(&self) {
+        let mut inner = self.lock();
+        if inner.replica.state().ticket_key().is_some() {
+            return;
+        }
+        let mut secret = [0u8; 32];
+        OsRng.fill_bytes(&mut secret);
+        if let Ok(e) = inner.replica.propose(Op::SetTicketKey { secret }, wall_ms()) {
+            // Logged like any op (durability is awaited by the next commit's batch).
+            drop(inner.append(&e));
+            let _ = self.feed.send(e);
+        }
+    }
+
+    /// The public half of the ticket key.
+    fn ticket_public(&self) -> Result<[u8; 32], Refusal> {
+        let inner = self.lock();
+        let secret = inner
+            .replica
+            .state()
+            .ticket_key()
+            .ok_or_else(|| Refusal::Internal("no ticket key".into()))?;
+        Ok(ringshare_engine::ticket::public_key(secret))
     }
 
     fn build(config: TrackerConfig, inner: Inner) -> Self {
@@ -170,7 +211,7 @@ impl Tracker {
                 self.commit(Op::Login { user, token, peer_addr }).await?;
                 self.touch_all(&[token]);
                 let heartbeat_ms = (self.config.peer_ttl.as_millis() / 3).clamp(100, 60_000) as u32;
-                Ok(Response::LoggedIn { token, heartbeat_ms })
+                Ok(Response::LoggedIn { token, heartbeat_ms, ticket_key: self.ticket_public()? })
             }
             Request::Logout { token } => {
                 self.commit(Op::Logout { token }).await?;
@@ -178,7 +219,7 @@ impl Tracker {
             }
             Request::Heartbeat { token } => {
                 self.session(&token)?;
-                Ok(Response::Done)
+                Ok(Response::Alive { ticket_key: self.ticket_public()? })
             }
             Request::CreateGroup { token, group } => {
                 let (user, _) = self.session(&token)?;
@@ -189,6 +230,11 @@ impl Tracker {
             Request::JoinGroup { token, group } => {
                 let (user, _) = self.session(&token)?;
                 name(NameKind::Group, &group)?;
+                if self.lock().replica.state().pending_requests(&group) >= MAX_PENDING_REQUESTS {
+                    return Err(Refusal::Limit(format!(
+                        "group {group} already has {MAX_PENDING_REQUESTS} pending join requests"
+                    )));
+                }
                 self.commit(Op::JoinGroup { user, group }).await?;
                 Ok(Response::Done)
             }
@@ -200,16 +246,19 @@ impl Tracker {
             }
             Request::ListRequests { token, group } => {
                 let (user, _) = self.session(&token)?;
+                name(NameKind::Group, &group)?;
                 Ok(Response::Names(self.lock().replica.state().requests(&user, &group)?))
             }
             Request::AcceptRequest { token, group, user } => {
                 let (owner, _) = self.session(&token)?;
+                name(NameKind::Group, &group)?;
                 name(NameKind::User, &user)?;
                 self.commit(Op::AcceptRequest { owner, group, user }).await?;
                 Ok(Response::Done)
             }
             Request::RejectRequest { token, group, user } => {
                 let (owner, _) = self.session(&token)?;
+                name(NameKind::Group, &group)?;
                 name(NameKind::User, &user)?;
                 self.commit(Op::RejectRequest { owner, group, user }).await?;
                 Ok(Response::Done)
@@ -220,6 +269,7 @@ impl Tracker {
             }
             Request::ListFiles { token, group } => {
                 let (user, _) = self.session(&token)?;
+                name(NameKind::Group, &group)?;
                 let live = self.live_set();
                 let files =
                     self.lock().replica.state().files(&user, &group, &|t| live.contains_key(t))?;
@@ -235,21 +285,34 @@ impl Tracker {
             }
             Request::StopShare { token, group, file } => {
                 let (user, peer_addr) = self.session(&token)?;
+                name(NameKind::Group, &group)?;
+                name(NameKind::File, &file)?;
                 self.commit(Op::StopShare { user, peer_addr, group, file }).await?;
                 Ok(Response::Done)
             }
             Request::FileInfo { token, group, file } => {
                 let (user, _) = self.session(&token)?;
+                name(NameKind::Group, &group)?;
+                name(NameKind::File, &file)?;
                 let live = self.live_set();
                 let (meta, peers) =
                     self.lock()
                         .replica
                         .state()
                         .file_info(&user, &group, &file, &|t| live.contains_key(t))?;
-                // An opaque ticket naming the user and file; signed tickets
-                // checked by the peers come with the access-control work.
-                let mut ticket = meta.sha1.0.to_vec();
-                ticket.extend(user.as_bytes());
+                let secret = *self
+                    .lock()
+                    .replica
+                    .state()
+                    .ticket_key()
+                    .ok_or_else(|| Refusal::Internal("no ticket key".into()))?;
+                let t = ringshare_engine::ticket::Ticket {
+                    user,
+                    group,
+                    file_id: meta.sha1,
+                    expires_ms: wall_ms() + self.config.ticket_ttl.as_millis() as u64,
+                };
+                let ticket = ringshare_engine::ticket::sign(&secret, &t);
                 Ok(Response::FileInfo { meta, peers, ticket })
             }
         }

@@ -94,6 +94,11 @@ pub enum Op {
         /// The file's metadata.
         meta: FileMeta,
     },
+    /// The key tickets are signed with, made by the first tracker to start.
+    SetTicketKey {
+        /// The ed25519 secret key.
+        secret: [u8; 32],
+    },
     /// `user` at `peer_addr` stops sharing a file in `group`.
     StopShare {
         /// The sharer.
@@ -170,6 +175,9 @@ pub struct State {
     users: BTreeMap<String, User>,
     sessions: BTreeMap<Token, Session>,
     groups: BTreeMap<String, Group>,
+    /// The trackers' ed25519 secret key for signing tickets: the first one
+    /// set (in stamp order) stays.
+    ticket_key: Option<[u8; 32]>,
 }
 
 impl State {
@@ -275,6 +283,12 @@ impl State {
                     }
                 }
             }
+            Op::SetTicketKey { secret } => {
+                if self.ticket_key.is_some() {
+                    return Err(Refusal::BadRequest("the ticket key is already set".into()));
+                }
+                self.ticket_key = Some(*secret);
+            }
             Op::StopShare { user, peer_addr, group, file } => {
                 let g = self.member_group_mut(user, group)?;
                 let no_file = || Refusal::NoSuchFile { group: group.clone(), file: file.clone() };
@@ -289,6 +303,11 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// The key tickets are signed with.
+    pub fn ticket_key(&self) -> Option<&[u8; 32]> {
+        self.ticket_key.as_ref()
     }
 
     /// The session a token names.
@@ -364,6 +383,11 @@ impl State {
             .map(|s| PeerInfo { user: s.user.clone(), addr: s.peer_addr.clone() })
             .collect();
         Ok((f.meta.clone(), peers))
+    }
+
+    /// The number of pending join requests of a group (0 if none).
+    pub fn pending_requests(&self, group: &str) -> usize {
+        self.groups.get(group).map_or(0, |g| g.requests.len())
     }
 
     /// Every session token.
