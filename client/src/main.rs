@@ -89,8 +89,22 @@ async fn run(args: NodeArgs) -> Result<()> {
         .spawn(move || read_lines(interactive, tx))
         .context("start the input thread")?;
 
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("install SIGINT handler")?;
     let mut stdout = std::io::stdout();
-    while let Some((line, done)) = rx.recv().await {
+    loop {
+        let (line, done) = tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(m) => m,
+                None => break,
+            },
+            _ = sigint.recv() => {
+                let n = node.stop_downloads();
+                eprintln!("ringshare: interrupted; stopped {n} download(s) (download_file with the same destination resumes)");
+                node.shutdown();
+                std::process::exit(130);
+            }
+        };
         let flow = match shell::parse(&line) {
             Ok(None) => Flow::Continue,
             Ok(Some(cmd)) => {

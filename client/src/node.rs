@@ -434,6 +434,17 @@ impl Node {
         }
     }
 
+    /// Stops every running download, keeping what it verified for a resume.
+    pub fn stop_downloads(&mut self) -> usize {
+        let mut n = 0;
+        for d in self.downloads.iter_mut().filter(|d| d.is_running()) {
+            d.download.stop();
+            d.paused = Some("interrupted; download_file again to resume".into());
+            n += 1;
+        }
+        n
+    }
+
     /// Stops serving: the node is going away.
     pub fn shutdown(&mut self) {
         self.serve.clear();
@@ -474,7 +485,7 @@ impl Node {
         }
         let served =
             self.serve.get(&meta.sha1).ok_or_else(|| anyhow!("share table lost the file"))?;
-        let spec = FetchSpec { meta: meta.clone(), user, ticket, own_addr: Some(self.addr) };
+        let spec = FetchSpec::new(meta.clone(), user, ticket, Some(self.addr));
         let source = self.peer_source(token, group.clone(), file.clone());
         let events = self.download_events(token, group.clone(), dest_path.clone(), meta.clone());
         let download =

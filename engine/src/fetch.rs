@@ -43,8 +43,9 @@ use crate::wire::{self, HEADER_LEN};
 
 /// Piece buffers per download: the bound on its piece data in memory.
 pub const MAX_BUFFERS: usize = 24;
-/// How long a request may go unanswered before the peer counts as stalled.
-const STALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a request may go unanswered before the peer counts as stalled
+/// (the default of [`FetchSpec::stall_timeout`]).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long to wait for a connection and for the handshake's answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often peer threads wake from a blocking read.
@@ -110,6 +111,21 @@ pub struct FetchSpec {
     pub ticket: Vec<u8>,
     /// This node's own address, never connected to.
     pub own_addr: Option<SocketAddr>,
+    /// A request unanswered for this long marks its peer as stalled: the
+    /// peer is dropped and its pieces are requested elsewhere.
+    pub stall_timeout: Duration,
+}
+
+impl FetchSpec {
+    /// A spec with the default stall timeout.
+    pub fn new(
+        meta: FileMeta,
+        user: String,
+        ticket: Vec<u8>,
+        own_addr: Option<SocketAddr>,
+    ) -> Self {
+        Self { meta, user, ticket, own_addr, stall_timeout: STALL_TIMEOUT }
+    }
 }
 
 /// A snapshot of a download's progress.
@@ -524,7 +540,7 @@ fn run_peer(
             stream.write_all(&out)?;
         }
         if let Some((_, t)) = outstanding.front() {
-            if t.elapsed() > STALL_TIMEOUT {
+            if t.elapsed() > shared.spec.stall_timeout {
                 return Err(PeerEnd::Stalled);
             }
         }

@@ -18,10 +18,10 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -150,6 +150,8 @@ impl ServeTable {
 pub struct ServerLimits {
     /// Connections served at once; more get a `busy` error.
     pub max_connections: usize,
+    /// Connections served at once from one IP address.
+    pub max_per_ip: usize,
     /// Unanswered requests allowed per connection.
     pub max_outstanding: u32,
     /// Time allowed for the handshake.
@@ -165,6 +167,7 @@ impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             max_connections: 256,
+            max_per_ip: 32,
             max_outstanding: 64,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
@@ -328,6 +331,7 @@ fn accept_loop(
     stop: &Arc<AtomicBool>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
+    let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::new(Mutex::new(HashMap::new()));
     while !stop.load(Ordering::Acquire) {
         let (mut stream, peer) = match listener.accept() {
             Ok(x) => x,
@@ -342,13 +346,35 @@ fn accept_loop(
             let _ = send_error(&mut stream, ErrorCode::Busy, "too many connections");
             continue;
         }
+        {
+            let mut ips = per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = ips.entry(peer.ip()).or_insert(0);
+            if *n >= limits.max_per_ip {
+                drop(ips);
+                let _ = send_error(
+                    &mut stream,
+                    ErrorCode::Busy,
+                    "too many connections from your address",
+                );
+                continue;
+            }
+            *n += 1;
+        }
         active.fetch_add(1, Ordering::AcqRel);
         let (table, stop, active) = (Arc::clone(table), Arc::clone(stop), Arc::clone(&active));
+        let per_ip = Arc::clone(&per_ip);
         let spawned = thread::Builder::new().name("piece-conn".into()).spawn(move || {
             if let Err(e) = serve_connection(stream, &table, limits, &stop) {
                 tracing::debug!(%peer, "piece connection ended: {e}");
             }
             active.fetch_sub(1, Ordering::AcqRel);
+            let mut ips = per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = ips.get_mut(&peer.ip()) {
+                *n -= 1;
+                if *n == 0 {
+                    ips.remove(&peer.ip());
+                }
+            }
         });
         if spawned.is_err() {
             tracing::warn!("piece server: cannot start a connection thread");

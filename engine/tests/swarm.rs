@@ -43,7 +43,7 @@ fn download(
     let served = ServedFile::partial(meta.clone(), part.file().try_clone().unwrap(), have.clone());
     let (tx, rx) = mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
-    let spec = FetchSpec { meta: meta.clone(), user: "u".into(), ticket: vec![], own_addr: None };
+    let spec = FetchSpec::new(meta.clone(), "u".into(), vec![], None);
     let d = Download::start(
         spec,
         part,

@@ -40,6 +40,10 @@ struct Args {
     /// Seconds a download ticket stays valid (downloads refresh theirs).
     #[arg(long, default_value_t = 600)]
     ticket_ttl: u64,
+    /// Seconds after which a client connection that sends nothing (or
+    /// trickles a request) is closed.
+    #[arg(long, default_value_t = 600)]
+    client_idle: u64,
 }
 
 #[tokio::main]
@@ -78,6 +82,7 @@ async fn run(args: Args) -> Result<()> {
         peer_ttl: std::time::Duration::from_secs(args.peer_ttl.max(1)),
         snapshot_every: args.snapshot_every.max(1),
         ticket_ttl: std::time::Duration::from_secs(args.ticket_ttl.max(1)),
+        client_idle: std::time::Duration::from_secs(args.client_idle.max(1)),
     };
     let data_dir =
         args.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("tracker-{me}.data")));

@@ -1,7 +1,8 @@
 //! The tracker's network driver: accepts client connections and answers
 //! their requests, one at a time per connection, in order.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use ringshare_engine::control::{decode_msg, read_frame, write_msg, FrameIoError};
@@ -11,10 +12,16 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::service::Tracker;
 use crate::sync::{self, SyncMsg, SYNC};
 
+/// Most connections served at once.
+pub const MAX_CONNECTIONS: usize = 8192;
+/// Most connections served at once from one IP address.
+pub const MAX_PER_IP: usize = 1024;
+
 /// Accepts connections on `listener` forever, serving each on its own task.
 pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>) -> std::io::Result<()> {
+    let counts: Arc<std::sync::Mutex<(usize, HashMap<IpAddr, usize>)>> = Arc::default();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (mut stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 // Running out of file descriptors and the like: log, back off, go on.
@@ -23,10 +30,37 @@ pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>) -> std::io::Res
                 continue;
             }
         };
+        let admitted = {
+            let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+            let from_ip = c.1.get(&peer.ip()).copied().unwrap_or(0);
+            if c.0 >= MAX_CONNECTIONS || from_ip >= MAX_PER_IP {
+                false
+            } else {
+                c.0 += 1;
+                *c.1.entry(peer.ip()).or_insert(0) += 1;
+                true
+            }
+        };
+        if !admitted {
+            let refusal = Refusal::Limit("too many connections".into());
+            tokio::spawn(async move {
+                let _ = write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)).await;
+            });
+            continue;
+        }
         let tracker = Arc::clone(&tracker);
+        let counts = Arc::clone(&counts);
         tokio::spawn(async move {
             if let Err(e) = connection(stream, peer, tracker).await {
                 tracing::debug!(%peer, "connection ended: {e}");
+            }
+            let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+            c.0 -= 1;
+            if let Some(n) = c.1.get_mut(&peer.ip()) {
+                *n -= 1;
+                if *n == 0 {
+                    c.1.remove(&peer.ip());
+                }
             }
         });
     }
@@ -41,8 +75,14 @@ async fn connection(
 ) -> Result<(), FrameIoError> {
     stream.set_nodelay(true)?;
     tracing::debug!(%peer, "connected");
+    let idle = tracker.config().client_idle;
     loop {
-        let req = match read_frame(&mut stream).await {
+        // A client that sends nothing (or trickles a frame) for this long
+        // gives its connection up.
+        let Ok(frame) = tokio::time::timeout(idle, read_frame(&mut stream)).await else {
+            return Ok(());
+        };
+        let req = match frame {
             Ok(Some((REQUEST, payload))) => decode_msg::<Request>(&payload),
             Ok(Some((SYNC, payload))) => {
                 let hello = decode_msg::<SyncMsg>(&payload)?;

@@ -42,6 +42,8 @@ pub struct TrackerConfig {
     pub snapshot_every: usize,
     /// How long a download ticket stays valid.
     pub ticket_ttl: Duration,
+    /// A client connection that sends nothing for this long is closed.
+    pub client_idle: Duration,
 }
 
 impl Default for TrackerConfig {
@@ -52,6 +54,7 @@ impl Default for TrackerConfig {
             peer_ttl: Duration::from_secs(30),
             snapshot_every: 10_000,
             ticket_ttl: Duration::from_secs(600),
+            client_idle: Duration::from_secs(600),
         }
     }
 }

@@ -1,0 +1,233 @@
+//! Access control at the peers (signed tickets), a full disk, and SIGINT
+//! during a download — on real processes.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use common::{eventually, free_port, random_file, NodeProc, RawClient, TrackerProc};
+use ringshare_engine::meta::Sha1Digest;
+use ringshare_engine::peer::{self, ErrorCode, Message};
+use ringshare_engine::proto::{Request, Response, Token};
+
+fn node(dir: &Path, info: &Path, name: &str, listen: &str, env: &[(&str, &str)]) -> NodeProc {
+    NodeProc::spawn(
+        listen,
+        info,
+        &dir.join(format!("state-{name}")),
+        env,
+        Some(&dir.join(format!("{name}.stderr"))),
+    )
+}
+
+fn addr_of(dir: &Path, name: &str) -> SocketAddr {
+    let log = std::fs::read_to_string(dir.join(format!("{name}.stderr"))).unwrap();
+    log.lines()
+        .find(|l| l.contains("serving on"))
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn raw_login(c: &mut RawClient, user: &str) -> Token {
+    let _ = c.call(&Request::CreateUser { user: user.into(), password: "pw".into() }).unwrap();
+    let req = Request::Login {
+        user: user.into(),
+        password: "pw".into(),
+        peer_addr: "127.0.0.1:9".into(),
+    };
+    match c.call(&req).unwrap() {
+        Response::LoggedIn { token, .. } => token,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Handshakes with a piece server; the first answer: Ok(()) for a
+/// bitfield, Err(code) for an error.
+fn knock(addr: SocketAddr, id: Sha1Digest, user: &str, ticket: &[u8]) -> Result<(), ErrorCode> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut out = Vec::new();
+    peer::encode(&Message::Handshake { version: 1, file_id: id, user, ticket }, &mut out);
+    s.write_all(&out).unwrap();
+    let mut h = [0u8; 8];
+    s.read_exact(&mut h).unwrap();
+    let (len, kind) = ringshare_engine::wire::parse_header(&h);
+    let mut p = vec![0u8; len as usize - 8];
+    s.read_exact(&mut p).unwrap();
+    match peer::decode_payload(kind, &p).unwrap() {
+        Message::Bitfield(_) => Ok(()),
+        Message::Error { code, .. } => Err(code),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn only_members_with_valid_tickets_get_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let boot = dir.path().join("boot.txt");
+    std::fs::write(&boot, "127.0.0.1:0\n").unwrap();
+    let t = TrackerProc::start_with(&boot, 1, &dir.path().join("data"), &["--ticket-ttl", "1"]);
+    let info = dir.path().join("info.txt");
+    std::fs::write(&info, format!("{}\n", t.addr)).unwrap();
+
+    let mut alice = node(dir.path(), &info, "alice", "127.0.0.1:0", &[]);
+    alice.ok("create_user alice pw");
+    alice.ok("login alice pw");
+    alice.ok("create_group g");
+    let f = dir.path().join("secret.bin");
+    random_file(&f, 700_000, 1);
+    let line = alice.ok(&format!("upload_file {} g", f.display()));
+    let sha1 = line.rsplit(' ').next().unwrap();
+    let id = Sha1Digest(hex::decode(sha1).unwrap().try_into().unwrap());
+    let seeder = addr_of(dir.path(), "alice");
+
+    let mut tc = RawClient::connect(t.addr).unwrap();
+    let bob = raw_login(&mut tc, "bob");
+    let eve = raw_login(&mut tc, "eve");
+    assert_eq!(
+        tc.call(&Request::JoinGroup { token: bob, group: "g".into() }).unwrap(),
+        Response::Done
+    );
+    alice.ok("accept_request g bob");
+
+    // A non-member gets no ticket, and knowing the hash is not enough.
+    let r = tc
+        .call(&Request::FileInfo { token: eve, group: "g".into(), file: "secret.bin".into() })
+        .unwrap();
+    assert!(matches!(r, Response::Refused(_)), "{r:?}");
+    assert_eq!(knock(seeder, id, "eve", b""), Err(ErrorCode::BadTicket));
+    assert_eq!(knock(seeder, id, "eve", &[7u8; 120]), Err(ErrorCode::BadTicket));
+    let forged = ringshare_engine::ticket::sign(
+        &[9u8; 32],
+        &ringshare_engine::ticket::Ticket {
+            user: "eve".into(),
+            group: "g".into(),
+            file_id: id,
+            expires_ms: u64::MAX,
+        },
+    );
+    assert_eq!(knock(seeder, id, "eve", &forged), Err(ErrorCode::BadTicket));
+
+    // A member's ticket works, for that member only.
+    let Response::FileInfo { ticket, .. } = tc
+        .call(&Request::FileInfo { token: bob, group: "g".into(), file: "secret.bin".into() })
+        .unwrap()
+    else {
+        panic!("no ticket for a member")
+    };
+    assert_eq!(knock(seeder, id, "bob", &ticket), Ok(()));
+    assert_eq!(knock(seeder, id, "eve", &ticket), Err(ErrorCode::BadTicket));
+
+    // After leaving, the old ticket expires and no new one is issued.
+    assert_eq!(
+        tc.call(&Request::LeaveGroup { token: bob, group: "g".into() }).unwrap(),
+        Response::Done
+    );
+    eventually("the ticket expires", || {
+        knock(seeder, id, "bob", &ticket) == Err(ErrorCode::BadTicket)
+    });
+    let r = tc
+        .call(&Request::FileInfo { token: bob, group: "g".into(), file: "secret.bin".into() })
+        .unwrap();
+    assert!(matches!(r, Response::Refused(_)), "{r:?}");
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_the_download_works_once_there_is_room() {
+    // Mounting needs root; elsewhere this scenario cannot be set up.
+    let uid = std::process::Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount a 2 MiB tmpfs");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(&small);
+
+    let mut a = node(dir.path(), &info, "a", "127.0.0.1:0", &[]);
+    a.ok("create_user a pw");
+    a.ok("login a pw");
+    a.ok("create_group g");
+    let f = dir.path().join("big.bin");
+    random_file(&f, 4 * 1024 * 1024, 2);
+    a.ok(&format!("upload_file {} g", f.display()));
+    let mut b = node(dir.path(), &info, "b", "127.0.0.1:0", &[]);
+    b.ok("create_user b pw");
+    b.ok("login b pw");
+    b.ok("join_group g");
+    a.ok("accept_request g b");
+    let err =
+        b.err(&format!("download_file g big.bin {}", small.display()), "No space left on device");
+    assert!(err.contains("preallocate"), "{err}");
+    let st = std::process::Command::new("mount")
+        .args(["-o", "remount,size=16m"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    b.ok(&format!("download_file g big.bin {}", small.display()));
+    b.wait_downloads(|l| l.first().is_some_and(|l| l.starts_with("[C]")));
+    assert_eq!(std::fs::read(small.join("big.bin")).unwrap(), std::fs::read(&f).unwrap());
+}
+
+#[test]
+fn sigint_during_a_download_keeps_its_progress_for_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let mut s =
+        node(dir.path(), &info, "seed", "127.0.0.1:0", &[("RINGSHARE_SERVE_DELAY_MS", "40")]);
+    s.ok("create_user seed pw");
+    s.ok("login seed pw");
+    s.ok("create_group g");
+    let f = dir.path().join("f.bin");
+    random_file(&f, 12 * 1024 * 1024, 3);
+    s.ok(&format!("upload_file {} g", f.display()));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut d = node(dir.path(), &info, "down", &listen, &[]);
+    d.ok("create_user down pw");
+    d.ok("login down pw");
+    d.ok("join_group g");
+    s.ok("accept_request g down");
+    let out = dir.path().join("out.bin");
+    d.ok(&format!("download_file g f.bin {}", out.display()));
+    d.wait_downloads(|l| {
+        l.first()
+            .and_then(|l| l.split_whitespace().find(|w| w.ends_with('%')))
+            .is_some_and(|p| p.trim_end_matches('%').parse::<u32>().unwrap_or(0) >= 20)
+    });
+    let pid = d.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let status = d.child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "SIGINT stops the node");
+    drop(d);
+    let log = std::fs::read_to_string(dir.path().join("down.stderr")).unwrap();
+    assert!(log.contains("interrupted; stopped 1 download(s)"), "{log}");
+
+    let mut d = node(dir.path(), &info, "down", &listen, &[]);
+    d.ok("login down pw");
+    let line = d.ok(&format!("download_file g f.bin {}", out.display()));
+    assert!(line.contains("resuming at"), "{line}");
+    d.wait_downloads(|l| l.first().is_some_and(|l| l.starts_with("[C]")));
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&f).unwrap());
+}

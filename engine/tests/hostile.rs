@@ -1,0 +1,250 @@
+//! A piece server and a downloader against hostile or broken peers, over
+//! loopback sockets in one process.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ringshare_engine::fetch::{Download, FetchEvent, FetchSpec, PeerList};
+use ringshare_engine::hash::HashPool;
+use ringshare_engine::meta::{FileMeta, Sha1Digest, PIECE_LEN};
+use ringshare_engine::peer::{self, ErrorCode, Message};
+use ringshare_engine::serve::{PieceServer, ServeTable, ServedFile, ServerLimits};
+use ringshare_engine::store::PartFile;
+
+const GUARD: Duration = Duration::from_secs(60);
+
+fn source(dir: &std::path::Path, len: usize) -> (std::path::PathBuf, FileMeta) {
+    let mut x = 0x1234_5678_u64;
+    let bytes: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let p = dir.join("src.bin");
+    fs::write(&p, bytes).unwrap();
+    let meta = HashPool::new(1).hash_file(&p, "src.bin").unwrap();
+    (p, meta)
+}
+
+fn server(path: &std::path::Path, meta: &FileMeta, limits: ServerLimits) -> PieceServer {
+    let table = ServeTable::new(Box::new(|_, _, _| true));
+    table.insert(ServedFile::complete(meta.clone(), File::open(path).unwrap()));
+    PieceServer::start_threads(TcpListener::bind("127.0.0.1:0").unwrap(), table, limits).unwrap()
+}
+
+fn handshake(addr: SocketAddr, id: Sha1Digest) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(GUARD)).unwrap();
+    let mut out = Vec::new();
+    peer::encode(
+        &Message::Handshake { version: 1, file_id: id, user: "u", ticket: b"t" },
+        &mut out,
+    );
+    s.write_all(&out).unwrap();
+    s
+}
+
+/// Reads one message's (type, payload).
+fn read_msg(s: &mut TcpStream) -> Option<(u32, Vec<u8>)> {
+    let mut h = [0u8; 8];
+    s.read_exact(&mut h).ok()?;
+    let (len, kind) = ringshare_engine::wire::parse_header(&h);
+    let mut p = vec![0u8; len as usize - 8];
+    s.read_exact(&mut p).ok()?;
+    Some((kind, p))
+}
+
+fn error_code(s: &mut TcpStream) -> Option<ErrorCode> {
+    let (k, p) = read_msg(s)?;
+    match peer::decode_payload(k, &p).ok()? {
+        Message::Error { code, .. } => Some(code),
+        _ => None,
+    }
+}
+
+/// True once the server has closed the connection.
+fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1024];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn download(
+    dir: &std::path::Path,
+    meta: &FileMeta,
+    peers: Vec<SocketAddr>,
+    stall: Duration,
+) -> (Arc<Download>, mpsc::Receiver<FetchEvent>) {
+    let (part, have) = PartFile::open(&dir.join("out.bin"), meta).unwrap();
+    let served = ServedFile::partial(meta.clone(), part.file().try_clone().unwrap(), have.clone());
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let mut spec = FetchSpec::new(meta.clone(), "u".into(), vec![], None);
+    spec.stall_timeout = stall;
+    let d = Download::start(
+        spec,
+        part,
+        have,
+        served,
+        Arc::new(HashPool::new(1)),
+        Box::new(move || Ok(PeerList { addrs: peers.clone(), ticket: None })),
+        Box::new(move |e| {
+            let _ = tx.lock().unwrap().send(e);
+        }),
+    );
+    (d, rx)
+}
+
+fn wait_complete(rx: &mpsc::Receiver<FetchEvent>) {
+    loop {
+        match rx.recv_timeout(GUARD).expect("download event") {
+            FetchEvent::Complete(_) => return,
+            FetchEvent::Failed(e) => panic!("download failed: {e}"),
+            FetchEvent::FirstPiece => {}
+        }
+    }
+}
+
+#[test]
+fn a_trickling_peer_does_not_keep_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, meta) = source(dir.path(), 1000);
+    let limits =
+        ServerLimits { handshake_timeout: Duration::from_millis(300), ..ServerLimits::default() };
+    let srv = server(&p, &meta, limits);
+    let mut s = TcpStream::connect(srv.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut hs = Vec::new();
+    peer::encode(
+        &Message::Handshake { version: 1, file_id: meta.sha1, user: "u", ticket: b"" },
+        &mut hs,
+    );
+    let start = Instant::now();
+    // One byte every 100 ms: the handshake never completes in time.
+    let mut disconnected = false;
+    for b in hs.iter().take(hs.len() - 1) {
+        if s.write_all(&[*b]).is_err() {
+            disconnected = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match s.read(&mut buf) {
+            Ok(0) => {
+                disconnected = true;
+                break;
+            }
+            Ok(n) => {
+                let (_, k) = ringshare_engine::wire::parse_header(buf[..8].try_into().unwrap());
+                assert_eq!(
+                    k,
+                    peer::kind::ERROR,
+                    "only an error frame before the close ({n} bytes)"
+                );
+            }
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(start.elapsed() < GUARD);
+    }
+    assert!(disconnected, "the trickler was cut off before finishing its handshake");
+}
+
+#[test]
+fn connections_per_ip_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, meta) = source(dir.path(), 1000);
+    let srv = server(&p, &meta, ServerLimits { max_per_ip: 2, ..ServerLimits::default() });
+    let mut a = handshake(srv.addr(), meta.sha1);
+    let mut b = handshake(srv.addr(), meta.sha1);
+    assert_eq!(read_msg(&mut a).unwrap().0, peer::kind::BITFIELD);
+    assert_eq!(read_msg(&mut b).unwrap().0, peer::kind::BITFIELD);
+    let mut c = handshake(srv.addr(), meta.sha1);
+    assert_eq!(error_code(&mut c), Some(ErrorCode::Busy));
+    drop(a);
+    // The slot comes back once a connection ends.
+    let start = Instant::now();
+    loop {
+        let mut d = handshake(srv.addr(), meta.sha1);
+        if read_msg(&mut d).map(|m| m.0) == Some(peer::kind::BITFIELD) {
+            break;
+        }
+        assert!(start.elapsed() < GUARD, "slot never freed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bad_requests_get_an_error_and_only_that_peer_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, meta) = source(dir.path(), 6 * PIECE_LEN as usize + 5);
+    let srv = server(&p, &meta, ServerLimits::default());
+
+    // Unknown file.
+    let mut s = handshake(srv.addr(), Sha1Digest([0xee; 20]));
+    assert_eq!(error_code(&mut s), Some(ErrorCode::UnknownFile));
+    assert!(closed(&mut s));
+
+    // Out-of-range piece and offset.
+    for (piece, offset, len) in [(7u32, 0u32, 10u32), (6, 0, 6), (0, PIECE_LEN as u32 - 1, 2)] {
+        let mut s = handshake(srv.addr(), meta.sha1);
+        assert_eq!(read_msg(&mut s).unwrap().0, peer::kind::BITFIELD);
+        let mut out = Vec::new();
+        peer::encode(&Message::Request { piece, offset, len }, &mut out);
+        s.write_all(&out).unwrap();
+        assert_eq!(error_code(&mut s), Some(ErrorCode::OutOfRange), "{piece} {offset} {len}");
+        assert!(closed(&mut s));
+    }
+
+    // Garbage while a real download runs: the download completes.
+    let (d, rx) = download(dir.path(), &meta, vec![srv.addr()], Duration::from_secs(20));
+    let mut g = TcpStream::connect(srv.addr()).unwrap();
+    g.set_read_timeout(Some(GUARD)).unwrap();
+    g.write_all(&[0, 0, 0, 12, 0, 0, 0, 99, 1, 2, 3, 4]).unwrap();
+    assert_eq!(error_code(&mut g), Some(ErrorCode::BadMessage));
+    assert!(closed(&mut g));
+    wait_complete(&rx);
+    d.wait();
+    assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), fs::read(&p).unwrap());
+}
+
+#[test]
+fn a_seeder_that_stops_answering_costs_only_its_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, meta) = source(dir.path(), 8 * PIECE_LEN as usize);
+    let good = server(
+        &p,
+        &meta,
+        ServerLimits { piece_delay: Duration::from_millis(20), ..ServerLimits::default() },
+    );
+    // A mute seeder: says it has everything, then never sends a byte.
+    let mute = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute_addr = mute.local_addr().unwrap();
+    let bits = ringshare_engine::meta::Bitfield::full(meta.piece_hashes.len() as u32);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in mute.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut out = Vec::new();
+            peer::encode(&Message::Bitfield(bits.as_bytes()), &mut out);
+            let _ = s.write_all(&out);
+            held.push(s); // keep it open, say nothing more
+        }
+    });
+    let (d, rx) =
+        download(dir.path(), &meta, vec![mute_addr, good.addr()], Duration::from_millis(500));
+    wait_complete(&rx);
+    d.wait();
+    assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), fs::read(&p).unwrap());
+    assert!(!d.contributions().contains_key(&mute_addr));
+}
