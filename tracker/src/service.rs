@@ -591,6 +591,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn pending_join_requests_are_capped() {
+        let t = Tracker::new();
+        let login = |t: &Tracker, user: String, n: u8| {
+            let token = Token([n; 16]);
+            let mut inner = t.lock();
+            let hash = "x".to_owned();
+            inner
+                .replica
+                .propose(Op::CreateUser { user: user.clone(), password_hash: hash }, 1)
+                .unwrap();
+            let peer_addr = "127.0.0.1:1".to_owned();
+            inner.replica.propose(Op::Login { user, token, peer_addr }, 1).unwrap();
+            token
+        };
+        let owner = login(&t, "owner".into(), 0);
+        assert_eq!(
+            t.handle(Request::CreateGroup { token: owner, group: "g".into() }).await,
+            Response::Done
+        );
+        for i in 0..MAX_PENDING_REQUESTS {
+            // Tokens only need to be distinct: reuse 255 of them, re-logging in.
+            let token = login(&t, format!("u{i}"), (i % 250) as u8 + 1);
+            assert_eq!(
+                t.handle(Request::JoinGroup { token, group: "g".into() }).await,
+                Response::Done
+            );
+        }
+        let late = login(&t, "late".into(), 255);
+        let r = t.handle(Request::JoinGroup { token: late, group: "g".into() }).await;
+        assert!(matches!(r, Response::Refused(Refusal::Limit(_))), "{r:?}");
+    }
+
+    #[tokio::test]
     async fn bad_names_and_addresses_are_refused() {
         let t = Tracker::new();
         let r = t.handle(Request::CreateUser { user: "a b".into(), password: "pw".into() }).await;
