@@ -40,6 +40,16 @@ pub struct GetArgs {
     /// Piece server I/O: uring or threads.
     #[arg(long)]
     pub io: Option<Backend>,
+    /// Write figures of the download as JSON here (bytes, seconds, MB/s,
+    /// piece latency percentiles, bytes per peer).
+    #[arg(long)]
+    pub stats: Option<PathBuf>,
+    /// Write the piece latency histogram here (.hgrm percentile format, ms).
+    #[arg(long)]
+    pub hgrm: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
     /// The group sharing the file.
     pub group: String,
     /// The file's name in the group.
@@ -78,15 +88,22 @@ pub async fn get(args: GetArgs) -> Result<()> {
     let mut node =
         login_node(&args.trackers, args.listen, &args.user, &args.password_file, args.io).await?;
     let cmd = Command::DownloadFile { group: args.group, file: args.file, dest: args.destination };
+    let started = std::time::Instant::now();
     let line = run(&mut node, cmd).await?;
     eprintln!("{line}");
     let entry = node.downloads().last().ok_or_else(|| anyhow!("the download did not start"))?;
     let download = Arc::clone(&entry.download);
-    let status = follow(&download, &entry.name).await;
+    let status = if args.quiet {
+        wait_quietly(&download).await
+    } else {
+        follow(&download, &entry.name).await
+    };
+    let seconds = started.elapsed().as_secs_f64();
     let _ = run(&mut node, Command::Logout).await;
     node.shutdown();
     match status {
         Status::Complete => {
+            write_figures(&download, seconds, args.stats.as_deref(), args.hgrm.as_deref())?;
             println!("{}", entry_path(&node));
             Ok(())
         }
@@ -137,6 +154,55 @@ pub async fn follow(download: &Arc<Download>, name: &str) -> Status {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+async fn wait_quietly(download: &Arc<Download>) -> Status {
+    loop {
+        let p = download.progress();
+        if p.status != Status::Running {
+            return p.status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes a finished download's figures (JSON) and latency histogram (.hgrm).
+fn write_figures(
+    download: &Download,
+    seconds: f64,
+    stats: Option<&Path>,
+    hgrm: Option<&Path>,
+) -> Result<()> {
+    let hist = download.latency().snapshot();
+    if let Some(p) = stats {
+        let bytes = download.meta().len;
+        let latency: serde_json::Map<String, serde_json::Value> =
+            ringshare_engine::metrics::percentiles_us(&hist)
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.into()))
+                .collect();
+        let mut peers: Vec<_> = download.contributions().into_iter().collect();
+        peers.sort();
+        let peers: Vec<serde_json::Value> = peers
+            .into_iter()
+            .map(|(a, b)| serde_json::json!({"addr": a.to_string(), "bytes": b}))
+            .collect();
+        let doc = serde_json::json!({
+            "file": download.meta().name,
+            "bytes": bytes,
+            "seconds": seconds,
+            "mbps": bytes as f64 / seconds / 1e6,
+            "latency_us": latency,
+            "peers": peers,
+        });
+        std::fs::write(p, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("write {}", p.display()))?;
+    }
+    if let Some(p) = hgrm {
+        std::fs::write(p, ringshare_engine::metrics::hgrm(&hist))
+            .with_context(|| format!("write {}", p.display()))?;
+    }
+    Ok(())
 }
 
 /// The piece server backend to run, printing which and why.

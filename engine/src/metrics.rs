@@ -59,6 +59,52 @@ pub fn summary(h: &Histogram<u64>) -> String {
     )
 }
 
+/// The percentiles of a microsecond histogram as a JSON-friendly map, in µs.
+pub fn percentiles_us(h: &Histogram<u64>) -> Vec<(&'static str, u64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    vec![
+        ("p50", h.value_at_quantile(0.50)),
+        ("p90", h.value_at_quantile(0.90)),
+        ("p99", h.value_at_quantile(0.99)),
+        ("p99.9", h.value_at_quantile(0.999)),
+        ("max", h.max()),
+        ("count", h.len()),
+    ]
+}
+
+/// The histogram in HdrHistogram's percentile-distribution text format
+/// (`.hgrm`), values in milliseconds, as plotting tools read it.
+pub fn hgrm(h: &Histogram<u64>) -> String {
+    use std::fmt::Write;
+    let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
+    let mut total = 0u64;
+    for v in h.iter_quantiles(5) {
+        total += v.count_since_last_iteration();
+        let q = v.quantile_iterated_to();
+        let inv = if q < 1.0 { format!("{:.2}", 1.0 / (1.0 - q)) } else { "inf".into() };
+        let _ = writeln!(
+            out,
+            "{:12.3} {:14.12} {:10} {:>14}",
+            v.value_iterated_to() as f64 / 1000.0,
+            q,
+            total,
+            inv
+        );
+    }
+    let mean = h.mean() / 1000.0;
+    let sd = h.stdev() / 1000.0;
+    let _ = writeln!(out, "#[Mean    = {mean:12.3}, StdDeviation   = {sd:12.3}]");
+    let _ = writeln!(
+        out,
+        "#[Max     = {:12.3}, Total count    = {:12}]",
+        h.max() as f64 / 1000.0,
+        h.len()
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +120,9 @@ mod tests {
         assert_eq!(h.len(), 100);
         let s = summary(&h);
         assert!(s.starts_with("p50 50.") && s.contains("max 100."), "{s}");
+        let text = hgrm(&h);
+        assert!(text.contains("Total count    =          100"), "{text}");
+        assert!(text.lines().count() > 10);
+        assert_eq!(percentiles_us(&h).last(), Some(&("count", 100)));
     }
 }
