@@ -4,7 +4,7 @@
 //! and piece latency percentiles.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
@@ -83,7 +83,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 
     let src = dir.join("demo.bin");
     let t = Instant::now();
-    generate(&src, args.size)?;
+    ringshare_engine::sample::write_pseudo_random(&src, args.size, u64::from(std::process::id()))
+        .context("write the demo file")?;
     println!("generated {} of random data in {:.2} s", human(args.size), t.elapsed().as_secs_f64());
 
     let backend = oneshot::backend(args.io)?;
@@ -180,28 +181,6 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 async fn cmd(node: &mut Node, c: Command) -> Result<()> {
     let (_, r) = node.execute(c).await;
     r.map(|_| ())
-}
-
-/// Writes `len` pseudo-random bytes (xorshift: fast, incompressible enough).
-fn generate(path: &Path, len: u64) -> Result<()> {
-    let mut out =
-        BufWriter::with_capacity(1 << 20, File::create(path).context("create the demo file")?);
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id());
-    let mut chunk = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        for w in chunk.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            w.copy_from_slice(&x.to_le_bytes());
-        }
-        let n = left.min(chunk.len() as u64) as usize;
-        out.write_all(&chunk[..n])?;
-        left -= n as u64;
-    }
-    out.flush()?;
-    Ok(())
 }
 
 fn same_bytes(a: &Path, b: &Path) -> Result<()> {

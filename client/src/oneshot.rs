@@ -21,10 +21,9 @@ use ringshare_engine::tracker_info::TrackerList;
 use crate::node::Node;
 use crate::shell::Command;
 
-/// Download one file and exit: 0 when it is complete and verified.
-#[derive(Debug, Parser)]
-#[command(name = "ringshare get")]
-pub struct GetArgs {
+/// How a one-shot command's node logs in.
+#[derive(Debug, clap::Args)]
+pub struct NodeLogin {
     /// The tracker list (tracker_info.txt).
     #[arg(long)]
     pub trackers: PathBuf,
@@ -34,12 +33,20 @@ pub struct GetArgs {
     /// A file whose first line is the password.
     #[arg(long)]
     pub password_file: PathBuf,
-    /// Where this node serves the pieces it has while it runs.
+    /// Where this node serves pieces while it runs.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
     /// Piece server I/O: uring or threads.
     #[arg(long)]
     pub io: Option<Backend>,
+}
+
+/// Download one file and exit: 0 when it is complete and verified.
+#[derive(Debug, Parser)]
+#[command(name = "ringshare get")]
+pub struct GetArgs {
+    #[command(flatten)]
+    pub node: NodeLogin,
     /// Write figures of the download as JSON here (bytes, seconds, MB/s,
     /// piece latency percentiles, bytes per peer).
     #[arg(long)]
@@ -62,21 +69,8 @@ pub struct GetArgs {
 #[derive(Debug, Parser)]
 #[command(name = "ringshare share")]
 pub struct ShareArgs {
-    /// The tracker list (tracker_info.txt).
-    #[arg(long)]
-    pub trackers: PathBuf,
-    /// The user to log in as (a member of the group).
-    #[arg(long)]
-    pub user: String,
-    /// A file whose first line is the password.
-    #[arg(long)]
-    pub password_file: PathBuf,
-    /// Where this node serves pieces.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub listen: SocketAddr,
-    /// Piece server I/O: uring or threads.
-    #[arg(long)]
-    pub io: Option<Backend>,
+    #[command(flatten)]
+    pub node: NodeLogin,
     /// The group to share in.
     pub group: String,
     /// The file to share.
@@ -85,8 +79,7 @@ pub struct ShareArgs {
 
 /// `ringshare get`.
 pub async fn get(args: GetArgs) -> Result<()> {
-    let mut node =
-        login_node(&args.trackers, args.listen, &args.user, &args.password_file, args.io).await?;
+    let mut node = login_node(&args.node).await?;
     let cmd = Command::DownloadFile { group: args.group, file: args.file, dest: args.destination };
     let started = std::time::Instant::now();
     let line = run(&mut node, cmd).await?;
@@ -114,8 +107,7 @@ pub async fn get(args: GetArgs) -> Result<()> {
 
 /// `ringshare share`.
 pub async fn share(args: ShareArgs) -> Result<()> {
-    let mut node =
-        login_node(&args.trackers, args.listen, &args.user, &args.password_file, args.io).await?;
+    let mut node = login_node(&args.node).await?;
     let path = args.path.to_str().ok_or_else(|| anyhow!("path is not valid UTF-8"))?.to_owned();
     use tokio::signal::unix::{signal, SignalKind};
     // Handlers first: a signal right after the announcement stops cleanly.
@@ -246,24 +238,19 @@ pub fn default_state_dir() -> PathBuf {
     }
 }
 
-async fn login_node(
-    trackers: &Path,
-    listen: SocketAddr,
-    user: &str,
-    password_file: &Path,
-    io: Option<Backend>,
-) -> Result<Node> {
-    let list = TrackerList::load(trackers)?;
-    let password = std::fs::read_to_string(password_file)
-        .with_context(|| format!("read {}", password_file.display()))?;
+async fn login_node(login: &NodeLogin) -> Result<Node> {
+    let list = TrackerList::load(&login.trackers)?;
+    let pw_file = &login.password_file;
+    let password =
+        std::fs::read_to_string(pw_file).with_context(|| format!("read {}", pw_file.display()))?;
     let password = password.lines().next().unwrap_or("").to_owned();
     if password.is_empty() {
-        bail!("{} holds no password", password_file.display());
+        bail!("{} holds no password", pw_file.display());
     }
-    let listener = std::net::TcpListener::bind(listen)
-        .with_context(|| format!("bind piece server to {listen}"))?;
-    let mut node = Node::new(listener, list, default_state_dir(), limits(), backend(io)?)?;
-    run(&mut node, Command::Login { user: user.to_owned(), password }).await?;
+    let listener = std::net::TcpListener::bind(login.listen)
+        .with_context(|| format!("bind piece server to {}", login.listen))?;
+    let mut node = Node::new(listener, list, default_state_dir(), limits(), backend(login.io)?)?;
+    run(&mut node, Command::Login { user: login.user.clone(), password }).await?;
     Ok(node)
 }
 

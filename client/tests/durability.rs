@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{eventually, free_port, random_file, NodeProc, RawClient, TrackerProc};
+use common::{eventually, free_port, random_file, raw_login, NodeProc, RawClient, TrackerProc};
 use ringshare_engine::proto::{Request, Response};
 
 /// Trackers on reserved ports, listed in one tracker_info.txt.
@@ -75,24 +75,11 @@ impl Cluster {
     }
 }
 
-fn login(c: &mut RawClient, user: &str) -> ringshare_engine::proto::Token {
-    let _ = c.call(&Request::CreateUser { user: user.into(), password: "pw".into() }).unwrap();
-    let req = Request::Login {
-        user: user.into(),
-        password: "pw".into(),
-        peer_addr: "127.0.0.1:9".into(),
-    };
-    match c.call(&req).unwrap() {
-        Response::LoggedIn { token, .. } => token,
-        other => panic!("login: {other:?}"),
-    }
-}
-
 #[test]
 fn kill_9_during_a_write_burst_loses_no_acknowledged_op() {
     let mut c = Cluster::new(1, &[]);
     let addr = c.addrs[0];
-    let token = login(&mut RawClient::connect(addr).unwrap(), "writer");
+    let token = raw_login(&mut RawClient::connect(addr).unwrap(), "writer");
     let acked = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..4)
@@ -238,7 +225,7 @@ fn a_damaged_log_stops_start_up_and_a_torn_tail_is_recovered() {
     let mut c = Cluster::new(1, &[]);
     let addr = c.addrs[0];
     let mut conn = RawClient::connect(addr).unwrap();
-    let token = login(&mut conn, "u");
+    let token = raw_login(&mut conn, "u");
     for i in 0..10 {
         assert_eq!(
             conn.call(&Request::CreateGroup { token, group: format!("g{i}") }).unwrap(),
@@ -283,7 +270,7 @@ fn quit_writes_a_snapshot_that_restarts_cleanly() {
     let mut c = Cluster::new(1, &[]);
     let addr = c.addrs[0];
     let mut conn = RawClient::connect(addr).unwrap();
-    let token = login(&mut conn, "u");
+    let token = raw_login(&mut conn, "u");
     conn.call(&Request::CreateGroup { token, group: "kept".into() }).unwrap();
     let mut t = c.trackers[0].take().unwrap();
     use std::io::Write;

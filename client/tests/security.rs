@@ -8,10 +8,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{eventually, free_port, random_file, NodeProc, RawClient, TrackerProc};
+use common::{eventually, free_port, random_file, raw_login, NodeProc, RawClient, TrackerProc};
 use ringshare_engine::meta::Sha1Digest;
 use ringshare_engine::peer::{self, ErrorCode, Message};
-use ringshare_engine::proto::{Request, Response, Token};
+use ringshare_engine::proto::{Request, Response};
 
 fn node(dir: &Path, info: &Path, name: &str, listen: &str, env: &[(&str, &str)]) -> NodeProc {
     NodeProc::spawn(
@@ -33,19 +33,6 @@ fn addr_of(dir: &Path, name: &str) -> SocketAddr {
         .unwrap()
         .parse()
         .unwrap()
-}
-
-fn raw_login(c: &mut RawClient, user: &str) -> Token {
-    let _ = c.call(&Request::CreateUser { user: user.into(), password: "pw".into() }).unwrap();
-    let req = Request::Login {
-        user: user.into(),
-        password: "pw".into(),
-        peer_addr: "127.0.0.1:9".into(),
-    };
-    match c.call(&req).unwrap() {
-        Response::LoggedIn { token, .. } => token,
-        other => panic!("{other:?}"),
-    }
 }
 
 /// Handshakes with a piece server; the first answer: Ok(()) for a

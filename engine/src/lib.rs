@@ -16,6 +16,7 @@
 //! - [`serve`]: what a node shares and the piece server.
 //! - [`fetch`]: the multi-peer downloader.
 //! - [`metrics`]: latency histograms.
+//! - [`sample`]: pseudo-random sample files.
 //! - [`ticket`]: signed permissions to fetch a file.
 
 pub mod control;
@@ -27,6 +28,7 @@ pub mod names;
 pub mod peer;
 pub mod picker;
 pub mod proto;
+pub mod sample;
 pub mod serve;
 pub mod store;
 pub mod ticket;

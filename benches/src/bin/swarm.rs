@@ -14,7 +14,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
@@ -88,7 +88,7 @@ fn run(args: Args) -> Result<()> {
         None => {
             let size = parse_size(&args.size)?;
             let p = dir.join("swarm.bin");
-            generate(&p, size)?;
+            ringshare_engine::sample::write_pseudo_random(&p, size, 7)?;
             p
         }
     };
@@ -320,26 +320,6 @@ fn parse_size(s: &str) -> Result<u64> {
         other => bail!("unknown unit {other:?}"),
     };
     Ok(n * mult)
-}
-
-fn generate(path: &Path, len: u64) -> Result<()> {
-    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut chunk = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        for w in chunk.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            w.copy_from_slice(&x.to_le_bytes());
-        }
-        let n = left.min(chunk.len() as u64) as usize;
-        f.write_all(&chunk[..n])?;
-        left -= n as u64;
-    }
-    f.flush()?;
-    Ok(())
 }
 
 /// A blocking protocol connection to the tracker.

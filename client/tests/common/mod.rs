@@ -291,3 +291,19 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Creates `user` (password `pw`) and logs in through a raw connection, as
+/// a node at a placeholder address; returns the session token.
+pub fn raw_login(c: &mut RawClient, user: &str) -> ringshare_engine::proto::Token {
+    use ringshare_engine::proto::{Request, Response};
+    let _ = c.call(&Request::CreateUser { user: user.into(), password: "pw".into() }).unwrap();
+    let req = Request::Login {
+        user: user.into(),
+        password: "pw".into(),
+        peer_addr: "127.0.0.1:9".into(),
+    };
+    match c.call(&req).unwrap() {
+        Response::LoggedIn { token, .. } => token,
+        other => panic!("login {user}: {other:?}"),
+    }
+}

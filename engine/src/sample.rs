@@ -1,0 +1,45 @@
+//! Sample data for the demo, the benchmarks and the tests: incompressible
+//! pseudo-random bytes (xorshift64), written without holding the file in
+//! memory.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+/// Writes `len` pseudo-random bytes derived from `seed` to `path`.
+pub fn write_pseudo_random(path: &Path, len: u64, seed: u64) -> io::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for w in chunk.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            w.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(chunk.len() as u64) as usize;
+        out.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_and_determinism() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        write_pseudo_random(&a, 3 * 1024 * 1024 + 5, 1).unwrap();
+        write_pseudo_random(&b, 3 * 1024 * 1024 + 5, 1).unwrap();
+        let x = std::fs::read(&a).unwrap();
+        assert_eq!(x.len(), 3 * 1024 * 1024 + 5);
+        assert_eq!(x, std::fs::read(&b).unwrap());
+        write_pseudo_random(&b, 10, 2).unwrap();
+        assert_ne!(&x[..10], &std::fs::read(&b).unwrap()[..]);
+    }
+}
