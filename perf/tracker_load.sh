@@ -104,9 +104,16 @@ start_redis() {
   return 1
 }
 
-# redis-benchmark at $CLIENTS clients; its CSV line goes to $work/redis_$name.csv.
+# CPU ticks (user + system, 1/100 s) a process has used.
+cpu_ticks() {
+  awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+
+# redis-benchmark at $CLIENTS clients; its CSV line goes to $work/redis_$name.csv,
+# the CPU time redis-server used during it to $work/redis_$name.cpu.
 redis_run() {
-  local name=$1 test=$2
+  local name=$1 test=$2 cpu0
+  cpu0=$(cpu_ticks "$REDIS_PID")
   local cmd=(redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CLIENTS" -n "$REDIS_N" -t "$test" --csv)
   echo "\$ ${cmd[*]}" | tee "$work/redis_$name.cmd"
   # In the background, so that a signal is handled at once (bash defers
@@ -115,6 +122,7 @@ redis_run() {
   local p=$!
   pids+=("$p")
   wait "$p" || true
+  echo $(($(cpu_ticks "$REDIS_PID") - cpu0)) >"$work/redis_$name.cpu"
   grep -i "^\"$test\"" "$work/redis_$name.out" >"$work/redis_$name.csv" || {
     echo "redis-benchmark printed no result:" >&2
     cat "$work/redis_$name.out" >&2
@@ -162,7 +170,7 @@ echo "== writes: tracker"
 tracker_run writes
 
 mkdir -p "$OUT"
-WORK=$work OUT=$OUT DATE=$DATE CLIENTS=$CLIENTS LOAD_BEFORE=$load_before \
+WORK=$work OUT=$OUT REDIS_N=$REDIS_N DATE=$DATE CLIENTS=$CLIENTS LOAD_BEFORE=$load_before \
   REDIS_VERSION="$(redis-server --version)" python3 - <<'EOF'
 import csv, json, os, platform, subprocess
 
@@ -170,6 +178,7 @@ work, out = os.environ["WORK"], os.environ["OUT"]
 
 def redis(name):
     row = next(csv.reader(open(f"{work}/redis_{name}.csv")))
+    ticks = int(open(f"{work}/redis_{name}.cpu").read())
     # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
     ms = lambda x: round(float(x) * 1000)
     return {
@@ -180,6 +189,9 @@ def redis(name):
         "p95_us": ms(row[5]),
         "p99_us": ms(row[6]),
         "max_us": ms(row[7]),
+        # CPU time of redis-server over the whole run (ticks of 10 ms).
+        "server_cpu_s": ticks / 100,
+        "server_cpu_us_per_op": round(ticks * 1e4 / int(os.environ["REDIS_N"]), 2),
     }
 
 def tracker(mix):
@@ -206,13 +218,13 @@ summary = {
     "pairs": {},
 }
 print()
-print(f"{'':32} {'ops/s':>10} {'p50 µs':>8} {'p99 µs':>8} {'max µs':>8}")
+print(f"{'':32} {'ops/s':>10} {'p50 µs':>8} {'p99 µs':>8} {'max µs':>8} {'server CPU µs/op':>17}")
 errors = 0
 for key, rname, r, tname, t in pairs:
     tt = t["total"]
     ratio = {k: round(tt[k] / r[k], 3) if r[k] else None for k in ("ops_per_sec", "p50_us", "p99_us", "max_us")}
-    for name, row in ((rname, r), (tname, tt)):
-        print(f"{name:32} {row['ops_per_sec']:>10.0f} {row['p50_us']:>8} {row['p99_us']:>8} {row['max_us']:>8}")
+    for name, row, cpu in ((rname, r, r["server_cpu_us_per_op"]), (tname, tt, t["tracker_cpu_us_per_op"])):
+        print(f"{name:32} {row['ops_per_sec']:>10.0f} {row['p50_us']:>8} {row['p99_us']:>8} {row['max_us']:>8} {cpu:>17.1f}")
     print(f"{'  ratio tracker/redis':32} {ratio['ops_per_sec']:>10.2f} {ratio['p50_us']:>8.2f} {ratio['p99_us']:>8.2f} {ratio['max_us']:>8.2f}")
     print(f"{'  tracker errors':32} {t['errors']} in the window, {t['warmup_errors']} in the warm-up")
     errors += t["errors"] + t["warmup_errors"]
