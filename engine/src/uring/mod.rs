@@ -321,13 +321,15 @@ impl Driver {
         wake: Arc<File>,
     ) -> io::Result<Self> {
         probe_method(method).map_err(io::Error::other)?;
-        // Single issuer and deferred task work suit one thread that always
-        // waits in io_uring_enter; older kernels refuse them: go plain.
+        // One thread submits and reaps: single issuer and cooperative task
+        // work (no IPI for completions). Not DEFER_TASKRUN: it runs linked
+        // ops' follow-ups on this thread, and made linked splices (which
+        // complete on io-wq workers) markedly slower in the send-method
+        // benchmark. Kernels that refuse the flags get a plain ring.
         let uring = IoUring::builder()
             .setup_cqsize(CQ_ENTRIES)
             .setup_coop_taskrun()
             .setup_single_issuer()
-            .setup_defer_taskrun()
             .build(SQ_ENTRIES)
             .or_else(|_| IoUring::builder().setup_cqsize(CQ_ENTRIES).build(SQ_ENTRIES))?;
         let mut d = Self {
@@ -529,6 +531,7 @@ impl Driver {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!("piece server: nodelay: {e}");
         }
+
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
