@@ -449,6 +449,12 @@ fn uring_survives_random_and_vanishing_peers() {
     if !uring_available() {
         return;
     }
+    for method in SendMethod::ALL {
+        random_and_vanishing_peers(method);
+    }
+}
+
+fn random_and_vanishing_peers(method: SendMethod) {
     let dir = tempfile::tempdir().unwrap();
     let (bytes, src, meta) = source(dir.path(), 6 * PIECE_LEN as usize + 3, 17);
     let limits = ServerLimits {
@@ -456,7 +462,10 @@ fn uring_survives_random_and_vanishing_peers() {
         max_connections: 6,
         ..Default::default()
     };
-    let s = seeder_with(&src, &meta, Backend::Uring, limits);
+    let table = ServeTable::new(Box::new(|_, _, _| true));
+    table.insert(ServedFile::complete(meta.clone(), File::open(&src).unwrap()));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let s = PieceServer::start_uring_with(listener, table, limits, method).unwrap();
     let (d, rx) = download(dir.path(), &meta, vec![s.addr()]);
     let noise = random_bytes(64 * 1024, 99);
     for i in 0..60usize {
@@ -493,7 +502,7 @@ fn uring_survives_random_and_vanishing_peers() {
     }
     wait_complete(&rx);
     d.wait();
-    assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes);
+    assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes, "{method:?}");
     // Every one of those connections gave its slot back.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -506,7 +515,7 @@ fn uring_survives_random_and_vanishing_peers() {
         if admitted == 6 {
             break;
         }
-        assert!(Instant::now() < deadline, "only {admitted} of 6 admitted: slots leaked");
+        assert!(Instant::now() < deadline, "{method:?}: {admitted} of 6 admitted: slots leaked");
         drop(clients);
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -533,5 +542,52 @@ fn half_closed_peer_gets_its_answers() {
             assert_eq!(c.recv(), Some(Got::Piece { piece: p, offset: 0, data }), "{backend:?}");
         }
         assert_eq!(c.recv(), None, "{backend:?}");
+    }
+}
+
+/// A peer that asks for pieces and never reads is cut off once nothing
+/// could be sent for the idle timeout, with every send method; others are
+/// served meanwhile.
+#[test]
+fn uring_cuts_off_a_peer_that_does_not_read() {
+    if !uring_available() {
+        return;
+    }
+    for method in SendMethod::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, src, meta) = source(dir.path(), 16 * PIECE_LEN as usize, 19);
+        let table = ServeTable::new(Box::new(|_, _, _| true));
+        table.insert(ServedFile::complete(meta.clone(), File::open(&src).unwrap()));
+        let limits =
+            ServerLimits { idle_timeout: Duration::from_millis(500), ..Default::default() };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = PieceServer::start_uring_with(listener, table, limits, method).unwrap();
+        // 64 pieces (32 MiB): far more than the socket buffers hold.
+        let mut c = Client::connect(s.addr());
+        c.handshake(meta.sha1);
+        for p in 0..64 {
+            c.request(p % 16, PIECE_LEN as u32);
+        }
+        let (d, rx) = download(dir.path(), &meta, vec![s.addr()]);
+        wait_complete(&rx);
+        d.wait();
+        assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes, "{method:?}");
+        // The stuck peer: its socket fills, the server stalls, then cuts it.
+        std::thread::sleep(Duration::from_millis(1500));
+        c.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut sink = vec![0u8; 1 << 20];
+        let started = Instant::now();
+        let mut got = 0;
+        loop {
+            match c.s.read(&mut sink) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("{method:?}: the stuck peer was not cut off: {e}"),
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{method:?}");
+        }
+        assert!(got < 64 * PIECE_LEN as usize, "{method:?}: cut off before all was sent");
     }
 }

@@ -363,8 +363,13 @@ impl Conn {
         } else {
             ctx.limits.handshake_timeout
         };
-        if self.tx.is_idle() && ctx.now.duration_since(self.last_activity) > limit {
-            return self.fail(ErrorCode::Busy, "idle too long", ctx);
+        if ctx.now.duration_since(self.last_activity) > limit {
+            if self.tx.is_idle() {
+                return self.fail(ErrorCode::Busy, "idle too long", ctx);
+            }
+            // Answers queued but none sent for that long: the peer does not
+            // read. (The threads driver would block in sendfile for good.)
+            return self.close(ctx, "send stalled");
         }
         self.kick(ctx);
     }

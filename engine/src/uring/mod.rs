@@ -322,10 +322,11 @@ impl Driver {
     ) -> io::Result<Self> {
         probe_method(method).map_err(io::Error::other)?;
         // One thread submits and reaps: single issuer and cooperative task
-        // work (no IPI for completions). Not DEFER_TASKRUN: it runs linked
-        // ops' follow-ups on this thread, and made linked splices (which
-        // complete on io-wq workers) markedly slower in the send-method
-        // benchmark. Kernels that refuse the flags get a plain ring.
+        // work (no IPI for completions). Not DEFER_TASKRUN: it defers the
+        // follow-ups of ops completed on io-wq workers (linked splices) to
+        // this thread, and looked slower for them in one benchmark set
+        // (docs/PERFORMANCE.md). Kernels that refuse the flags get a plain
+        // ring.
         let uring = IoUring::builder()
             .setup_cqsize(CQ_ENTRIES)
             .setup_coop_taskrun()

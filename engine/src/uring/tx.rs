@@ -38,7 +38,9 @@ pub enum SendMethod {
 }
 
 impl SendMethod {
-    /// The method the driver uses unless told otherwise.
+    /// The method the driver uses unless told otherwise: with the real
+    /// downloader it was as fast as any and used the least CPU; on the bare
+    /// send path it traded places with `Splice` (docs/PERFORMANCE.md).
     pub const DEFAULT: SendMethod = SendMethod::Send;
 
     /// Every method, for benchmarks and tests.
