@@ -6,6 +6,12 @@
 //! closed once the queue is sent, or when sending stalls for [`LINGER`]) or
 //! `Closing` (the socket is shut down and its ops cancelled; the slot is
 //! freed once every CQE it is owed has arrived).
+//!
+//! Timeouts, checked every tick: with nothing to send, a connection silent
+//! past `handshake_timeout` (before admission) or `idle_timeout` (after) gets
+//! a `busy` "idle too long" frame and is closed, as in the threads driver;
+//! with answers queued but none sent for as long, the peer is not reading
+//! and the connection is closed without a frame.
 
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
