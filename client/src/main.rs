@@ -75,8 +75,7 @@ fn main() {
 
 async fn run(args: NodeArgs) -> Result<()> {
     let trackers = TrackerList::load(&args.tracker_info)?;
-    let listener = std::net::TcpListener::bind(args.listen)
-        .with_context(|| format!("bind piece server to {}", args.listen))?;
+    let listener = oneshot::bind_piece_server(args.listen)?;
     let state_dir = args.state_dir.unwrap_or_else(oneshot::default_state_dir);
     let backend = oneshot::backend(args.io)?;
     let mut node = Node::new(listener, trackers, state_dir, oneshot::limits(), backend)?;

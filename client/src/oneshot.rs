@@ -197,6 +197,25 @@ fn write_figures(
     Ok(())
 }
 
+/// Binds the piece server's address. A node restarted right after a crash
+/// may find its port still held for a moment (an io_uring instance releases
+/// its files asynchronously after the process dies): retry for a few seconds.
+pub fn bind_piece_server(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e).with_context(|| format!("bind piece server to {addr}")),
+        }
+    }
+}
+
 /// The piece server backend to run, printing which and why.
 pub fn backend(flag: Option<Backend>) -> Result<Backend> {
     let forced = match flag {
@@ -247,8 +266,7 @@ async fn login_node(login: &NodeLogin) -> Result<Node> {
     if password.is_empty() {
         bail!("{} holds no password", pw_file.display());
     }
-    let listener = std::net::TcpListener::bind(login.listen)
-        .with_context(|| format!("bind piece server to {}", login.listen))?;
+    let listener = bind_piece_server(login.listen)?;
     let mut node = Node::new(listener, list, default_state_dir(), limits(), backend(login.io)?)?;
     run(&mut node, Command::Login { user: login.user.clone(), password }).await?;
     Ok(node)

@@ -45,6 +45,12 @@ impl Swarm {
         );
         let _ = n.cmd(&format!("create_user {name} pw"));
         n.ok(&format!("login {name} pw"));
+        let log = std::fs::read_to_string(self.path(&format!("{name}.stderr"))).unwrap();
+        assert!(
+            log.contains(&format!("piece server backend: {} (", self.io)),
+            "node {name} does not run the {} backend: {log}",
+            self.io
+        );
         n
     }
 

@@ -1,5 +1,6 @@
-//! The piece server: what a node shares ([`ServeTable`]) and the threads
-//! driver that serves it ([`PieceServer`]).
+//! The piece server: what a node shares ([`ServeTable`]) and the drivers
+//! that serve it ([`PieceServer`]): the threads driver here, the io_uring
+//! driver in `crate::uring` (same behaviour, one ring on one thread).
 //!
 //! A [`ServedFile`] is a file this node holds fully or partly: an open file
 //! (the shared file, or a download's `.part`) and the bitfield of pieces it
@@ -27,6 +28,8 @@ use std::time::{Duration, Instant};
 
 use crate::meta::{Bitfield, FileMeta, Sha1Digest};
 use crate::peer::{self, ErrorCode, Message, PeerDecodeError, Refuse, ServerAction, ServerSession};
+
+pub use crate::uring::SendMethod;
 
 /// A file this node serves pieces of.
 #[derive(Debug)]
@@ -252,16 +255,34 @@ impl PieceServer {
             Backend::Threads => Self::start_threads(listener, table, limits),
             Backend::Uring => {
                 let addr = listener.local_addr()?;
-                let uring = crate::uring::UringServer::start(listener, table, limits)?;
-                Ok(Self {
-                    addr,
-                    backend,
-                    stop: Arc::new(AtomicBool::new(false)),
-                    listener: None,
-                    acceptor: None,
-                    uring: Some(uring),
-                })
+                Ok(Self::uring(addr, crate::uring::UringServer::start(listener, table, limits)?))
             }
+        }
+    }
+
+    /// Starts the io_uring backend sending piece data with `method`
+    /// ([`PieceServer::start`] uses [`SendMethod::DEFAULT`]); benchmarks and
+    /// tests compare the methods with it. Fails if io_uring or an op the
+    /// method needs is unavailable.
+    pub fn start_uring_with(
+        listener: TcpListener,
+        table: Arc<ServeTable>,
+        limits: ServerLimits,
+        method: SendMethod,
+    ) -> io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let uring = crate::uring::UringServer::start_with(listener, table, limits, method)?;
+        Ok(Self::uring(addr, uring))
+    }
+
+    fn uring(addr: SocketAddr, uring: crate::uring::UringServer) -> Self {
+        Self {
+            addr,
+            backend: Backend::Uring,
+            stop: Arc::new(AtomicBool::new(false)),
+            listener: None,
+            acceptor: None,
+            uring: Some(uring),
         }
     }
 

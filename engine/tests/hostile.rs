@@ -11,7 +11,7 @@ use ringshare_engine::fetch::{Download, FetchEvent, FetchSpec, PeerList};
 use ringshare_engine::hash::HashPool;
 use ringshare_engine::meta::{FileMeta, Sha1Digest, PIECE_LEN};
 use ringshare_engine::peer::{self, ErrorCode, Message};
-use ringshare_engine::serve::{PieceServer, ServeTable, ServedFile, ServerLimits};
+use ringshare_engine::serve::{Backend, PieceServer, ServeTable, ServedFile, ServerLimits};
 use ringshare_engine::store::PartFile;
 
 const GUARD: Duration = Duration::from_secs(60);
@@ -33,9 +33,28 @@ fn source(dir: &std::path::Path, len: usize) -> (std::path::PathBuf, FileMeta) {
 }
 
 fn server(path: &std::path::Path, meta: &FileMeta, limits: ServerLimits) -> PieceServer {
+    server_on(path, meta, limits, Backend::Threads)
+}
+
+fn server_on(
+    path: &std::path::Path,
+    meta: &FileMeta,
+    limits: ServerLimits,
+    backend: Backend,
+) -> PieceServer {
     let table = ServeTable::new(Box::new(|_, _, _| true));
     table.insert(ServedFile::complete(meta.clone(), File::open(path).unwrap()));
-    PieceServer::start_threads(TcpListener::bind("127.0.0.1:0").unwrap(), table, limits).unwrap()
+    PieceServer::start(TcpListener::bind("127.0.0.1:0").unwrap(), table, limits, backend).unwrap()
+}
+
+/// The backends this machine can run: uring only where the probe passes.
+fn backends() -> Vec<Backend> {
+    let mut v = vec![Backend::Threads];
+    match Backend::choose(Some(Backend::Uring)) {
+        (Backend::Uring, _) => v.push(Backend::Uring),
+        (_, why) => eprintln!("io_uring backend not tested here: {why}"),
+    }
+    v
 }
 
 fn handshake(addr: SocketAddr, id: Sha1Digest) -> TcpStream {
@@ -162,9 +181,16 @@ fn a_trickling_peer_does_not_keep_its_slot() {
 
 #[test]
 fn connections_per_ip_are_capped() {
+    for backend in backends() {
+        connections_per_ip_are_capped_on(backend);
+    }
+}
+
+fn connections_per_ip_are_capped_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let (p, meta) = source(dir.path(), 1000);
-    let srv = server(&p, &meta, ServerLimits { max_per_ip: 2, ..ServerLimits::default() });
+    let srv =
+        server_on(&p, &meta, ServerLimits { max_per_ip: 2, ..ServerLimits::default() }, backend);
     let mut a = handshake(srv.addr(), meta.sha1);
     let mut b = handshake(srv.addr(), meta.sha1);
     assert_eq!(read_msg(&mut a).unwrap().0, peer::kind::BITFIELD);

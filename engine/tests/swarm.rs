@@ -1,16 +1,22 @@
-//! Piece servers and downloads in one process over loopback sockets.
+//! Piece servers and downloads in one process over loopback sockets. Every
+//! server test runs against both backends (io_uring is skipped, with a note,
+//! only where the kernel refuses it).
 
 use std::fs::{self, File};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringshare_engine::fetch::{Download, FetchEvent, FetchSpec, PeerList, Status};
 use ringshare_engine::hash::HashPool;
-use ringshare_engine::meta::{FileMeta, PIECE_LEN};
-use ringshare_engine::serve::{PieceServer, ServeTable, ServedFile, ServerLimits};
+use ringshare_engine::meta::{Bitfield, FileMeta, Sha1Digest, PIECE_LEN};
+use ringshare_engine::peer::{self, ErrorCode, Message, PeerDecodeError};
+use ringshare_engine::serve::{
+    Backend, PieceServer, SendMethod, ServeTable, ServedFile, ServerLimits,
+};
 use ringshare_engine::store::PartFile;
 
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -26,11 +32,50 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
-fn seeder(path: &Path, meta: &FileMeta) -> PieceServer {
+/// The backends to test: io_uring where the kernel offers it, and threads.
+fn backends() -> Vec<Backend> {
+    let mut v = Vec::new();
+    match Backend::choose(Some(Backend::Uring)) {
+        (Backend::Uring, _) => v.push(Backend::Uring),
+        (_, why) => eprintln!("note: not testing the uring backend: {why}"),
+    }
+    v.push(Backend::Threads);
+    v
+}
+
+fn uring_available() -> bool {
+    let (b, why) = Backend::choose(Some(Backend::Uring));
+    if b != Backend::Uring {
+        eprintln!("note: skipping a uring test: {why}");
+    }
+    b == Backend::Uring
+}
+
+fn seeder(path: &Path, meta: &FileMeta, backend: Backend) -> PieceServer {
+    seeder_with(path, meta, backend, ServerLimits::default())
+}
+
+fn seeder_with(
+    path: &Path,
+    meta: &FileMeta,
+    backend: Backend,
+    limits: ServerLimits,
+) -> PieceServer {
     let table = ServeTable::new(Box::new(|_, _, _| true));
     table.insert(ServedFile::complete(meta.clone(), File::open(path).unwrap()));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    PieceServer::start_threads(listener, table, ServerLimits::default()).unwrap()
+    let s = PieceServer::start(listener, table, limits, backend).unwrap();
+    assert_eq!(s.backend(), backend);
+    s
+}
+
+/// A source file of `len` random bytes and its metadata.
+fn source(dir: &Path, len: usize, seed: u64) -> (Vec<u8>, std::path::PathBuf, FileMeta) {
+    let bytes = random_bytes(len, seed);
+    let src = dir.join("src.bin");
+    fs::write(&src, &bytes).unwrap();
+    let meta = HashPool::new(1).hash_file(&src, "src.bin").unwrap();
+    (bytes, src, meta)
 }
 
 fn download(
@@ -70,6 +115,12 @@ fn wait_complete(rx: &mpsc::Receiver<FetchEvent>) {
 
 #[test]
 fn three_seeders_one_corrupt_and_the_copy_is_exact() {
+    for backend in backends() {
+        three_seeders(backend);
+    }
+}
+
+fn three_seeders(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let bytes = random_bytes(8 * PIECE_LEN as usize + 1234, 42);
     let src = dir.path().join("src.bin");
@@ -83,9 +134,9 @@ fn three_seeders_one_corrupt_and_the_copy_is_exact() {
     let bad_path = dir.path().join("bad.bin");
     fs::write(&bad_path, &bad).unwrap();
 
-    let s1 = seeder(&src, &meta);
-    let s2 = seeder(&src, &meta);
-    let s3 = seeder(&bad_path, &meta);
+    let s1 = seeder(&src, &meta, backend);
+    let s2 = seeder(&src, &meta, backend);
+    let s3 = seeder(&bad_path, &meta, backend);
     let (d, rx) = download(dir.path(), &meta, vec![s3.addr(), s1.addr(), s2.addr()]);
     wait_complete(&rx);
     d.wait();
@@ -98,16 +149,445 @@ fn three_seeders_one_corrupt_and_the_copy_is_exact() {
 
 #[test]
 fn empty_and_one_byte_files() {
-    for len in [0usize, 1] {
+    for (backend, len) in backends().into_iter().flat_map(|b| [(b, 0usize), (b, 1)]) {
         let dir = tempfile::tempdir().unwrap();
         let bytes = random_bytes(len, 7);
         let src = dir.path().join("src.bin");
         fs::write(&src, &bytes).unwrap();
         let meta = HashPool::new(1).hash_file(&src, "src.bin").unwrap();
-        let s = seeder(&src, &meta);
+        let s = seeder(&src, &meta, backend);
         let (d, rx) = download(dir.path(), &meta, vec![s.addr()]);
         wait_complete(&rx);
         d.wait();
         assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes);
+    }
+}
+
+/// A message as a raw test client receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Got {
+    Bitfield(Vec<u8>),
+    Have(u32),
+    Piece { piece: u32, offset: u32, data: Vec<u8> },
+    Error(ErrorCode, String),
+    Other(String),
+}
+
+/// A hand-driven downloader connection.
+struct Client {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Self {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Self { s, buf: Vec::new() }
+    }
+
+    fn send(&mut self, msg: &Message<'_>) {
+        let mut out = Vec::new();
+        peer::encode(msg, &mut out);
+        self.s.write_all(&out).unwrap();
+    }
+
+    fn handshake(&mut self, file_id: Sha1Digest) {
+        self.send(&Message::Handshake { version: peer::VERSION, file_id, user: "u", ticket: b"" });
+    }
+
+    fn request(&mut self, piece: u32, len: u32) {
+        self.send(&Message::Request { piece, offset: 0, len });
+    }
+
+    /// The next message, or `None` once the server closed the connection.
+    fn recv(&mut self) -> Option<Got> {
+        loop {
+            match peer::decode(&self.buf) {
+                Ok((msg, used)) => {
+                    let got = match msg {
+                        Message::Bitfield(b) => Got::Bitfield(b.to_vec()),
+                        Message::Have(i) => Got::Have(i),
+                        Message::Piece { piece, offset, data } => {
+                            Got::Piece { piece, offset, data: data.to_vec() }
+                        }
+                        Message::Error { code, text } => Got::Error(code, text.to_owned()),
+                        other => Got::Other(format!("{other:?}")),
+                    };
+                    self.buf.drain(..used);
+                    return Some(got);
+                }
+                Err(PeerDecodeError::NeedMore(_)) => {}
+                Err(e) => panic!("the server sent an undecodable frame: {e}"),
+            }
+            let mut chunk = [0u8; 65536];
+            match self.s.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("read from the server: {e}"),
+            }
+        }
+    }
+
+    /// Expects an error frame with `code`, then the end of the connection;
+    /// returns the error's text.
+    fn expect_error_and_close(&mut self, code: ErrorCode) -> String {
+        let text = match self.recv() {
+            Some(Got::Error(c, text)) if c == code => text,
+            other => panic!("expected a {code:?} error, got {other:?}"),
+        };
+        assert_eq!(self.recv(), None, "the server closes after a fatal error");
+        text
+    }
+}
+
+#[test]
+fn every_uring_send_method_serves_an_exact_copy_and_counts_it() {
+    if !uring_available() {
+        return;
+    }
+    for method in SendMethod::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, src, meta) = source(dir.path(), 5 * PIECE_LEN as usize + 777, 3);
+        let table = ServeTable::new(Box::new(|_, _, _| true));
+        let served = ServedFile::complete(meta.clone(), File::open(&src).unwrap());
+        table.insert(Arc::clone(&served));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut s = PieceServer::start_uring_with(listener, table, ServerLimits::default(), method)
+            .unwrap_or_else(|e| panic!("{}: {e}", method.name()));
+        let (d, rx) = download(dir.path(), &meta, vec![s.addr()]);
+        wait_complete(&rx);
+        d.wait();
+        assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes, "{}", method.name());
+        assert_eq!(served.uploaded(), bytes.len() as u64, "{}", method.name());
+        s.stop();
+        s.stop();
+    }
+}
+
+#[test]
+fn uring_unknown_file_is_refused_and_others_are_still_served() {
+    if !uring_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, src, meta) = source(dir.path(), 3 * PIECE_LEN as usize + 5, 11);
+    let s = seeder(&src, &meta, Backend::Uring);
+    let mut stranger = Client::connect(s.addr());
+    stranger.handshake(Sha1Digest([0x5a; 20]));
+    stranger.expect_error_and_close(ErrorCode::UnknownFile);
+    let (d, rx) = download(dir.path(), &meta, vec![s.addr()]);
+    wait_complete(&rx);
+    d.wait();
+    assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes);
+}
+
+#[test]
+fn uring_garbage_is_cut_off_while_a_download_completes() {
+    if !uring_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, src, meta) = source(dir.path(), 8 * PIECE_LEN as usize, 12);
+    // Slow pieces keep the download running while the garbage arrives.
+    let limits = ServerLimits { piece_delay: Duration::from_millis(30), ..Default::default() };
+    let s = seeder_with(&src, &meta, Backend::Uring, limits);
+    let (d, rx) = download(dir.path(), &meta, vec![s.addr()]);
+    rx.recv_timeout(Duration::from_secs(30)).expect("the download starts");
+    for garbage in [&b"GET / HTTP/1.1\r\n\r\n"[..], &[0, 0, 0, 12, 0, 0, 0, 99, 1, 2, 3, 4]] {
+        let mut bad = Client::connect(s.addr());
+        bad.s.write_all(garbage).unwrap();
+        bad.expect_error_and_close(ErrorCode::BadMessage);
+    }
+    assert_eq!(d.progress().status, Status::Running, "the garbage came mid-download");
+    wait_complete(&rx);
+    d.wait();
+    assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes);
+}
+
+#[test]
+fn uring_out_of_range_request_is_refused() {
+    if !uring_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_, src, meta) = source(dir.path(), 2 * PIECE_LEN as usize + 9, 13);
+    let s = seeder(&src, &meta, Backend::Uring);
+    for (piece, len) in [(2, 10), (7, 1), (0, PIECE_LEN as u32 + 1)] {
+        let mut c = Client::connect(s.addr());
+        c.handshake(meta.sha1);
+        assert!(matches!(c.recv(), Some(Got::Bitfield(_))));
+        c.request(piece, len);
+        c.expect_error_and_close(ErrorCode::OutOfRange);
+    }
+}
+
+/// A partial seeder: `not available` is not fatal, answers come in request
+/// order, gained pieces are announced with `have`.
+#[test]
+fn partial_seeder_refuses_missing_pieces_in_order_and_announces_new_ones() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, src, meta) = source(dir.path(), 3 * PIECE_LEN as usize + 100, 14);
+        let mut have = Bitfield::new(4);
+        have.set(0);
+        let served = ServedFile::partial(meta.clone(), File::open(&src).unwrap(), have.clone());
+        let table = ServeTable::new(Box::new(|_, _, _| true));
+        table.insert(Arc::clone(&served));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = PieceServer::start(listener, table, ServerLimits::default(), backend).unwrap();
+        let mut c = Client::connect(s.addr());
+        c.handshake(meta.sha1);
+        assert_eq!(c.recv(), Some(Got::Bitfield(have.as_bytes().to_vec())), "{backend:?}");
+        let piece0 = bytes[..PIECE_LEN as usize].to_vec();
+        c.request(0, PIECE_LEN as u32);
+        c.request(1, PIECE_LEN as u32);
+        c.request(0, PIECE_LEN as u32);
+        assert_eq!(c.recv(), Some(Got::Piece { piece: 0, offset: 0, data: piece0.clone() }));
+        assert!(matches!(c.recv(), Some(Got::Error(ErrorCode::NotAvailable, _))), "{backend:?}");
+        assert_eq!(c.recv(), Some(Got::Piece { piece: 0, offset: 0, data: piece0 }));
+        served.add_piece(3);
+        assert_eq!(c.recv(), Some(Got::Have(3)), "{backend:?}");
+        c.send(&Message::Request { piece: 3, offset: 10, len: 90 });
+        let tail = bytes[3 * PIECE_LEN as usize + 10..].to_vec();
+        assert_eq!(c.recv(), Some(Got::Piece { piece: 3, offset: 10, data: tail }));
+        // Counted once the send completes, which may be just after the
+        // client has the bytes.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while served.uploaded() != 2 * PIECE_LEN + 90 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(served.uploaded(), 2 * PIECE_LEN + 90, "{backend:?}");
+    }
+}
+
+#[test]
+fn connection_cap_bad_ticket_and_handshake_timeout() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, src, meta) = source(dir.path(), 1000, 15);
+        // A fresh server per check: a closed connection leaves the count a
+        // little after the client sees the close.
+        let server = |max_connections| {
+            let table = ServeTable::new(Box::new(|_, user, _| user == "u"));
+            table.insert(ServedFile::complete(meta.clone(), File::open(&src).unwrap()));
+            let limits = ServerLimits {
+                max_connections,
+                handshake_timeout: Duration::from_millis(300),
+                ..Default::default()
+            };
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            PieceServer::start(listener, table, limits, backend).unwrap()
+        };
+
+        let s = server(4);
+        let mut other = Client::connect(s.addr());
+        other.send(&Message::Handshake {
+            version: peer::VERSION,
+            file_id: meta.sha1,
+            user: "mallory",
+            ticket: b"",
+        });
+        other.expect_error_and_close(ErrorCode::BadTicket);
+
+        // Silent past the handshake timeout: told so and closed.
+        let s = server(4);
+        let started = Instant::now();
+        let mut silent = Client::connect(s.addr());
+        let text = silent.expect_error_and_close(ErrorCode::Busy);
+        assert!(text.contains("idle"), "{backend:?}: {text}");
+        assert!(started.elapsed() >= Duration::from_millis(300), "{backend:?}");
+
+        // Two connections at most; the admitted ones are unaffected.
+        let s = server(2);
+        let mut a = Client::connect(s.addr());
+        a.handshake(meta.sha1);
+        assert!(matches!(a.recv(), Some(Got::Bitfield(_))), "{backend:?}");
+        let mut b = Client::connect(s.addr());
+        b.handshake(meta.sha1);
+        assert!(matches!(b.recv(), Some(Got::Bitfield(_))), "{backend:?}");
+        let mut c = Client::connect(s.addr());
+        let text = c.expect_error_and_close(ErrorCode::Busy);
+        assert!(text.contains("too many"), "{backend:?}: {text}");
+        a.request(0, 1000);
+        assert!(matches!(a.recv(), Some(Got::Piece { piece: 0, .. })), "{backend:?}");
+        b.request(0, 10);
+        assert!(matches!(b.recv(), Some(Got::Piece { piece: 0, .. })), "{backend:?}");
+    }
+}
+
+#[test]
+fn stopping_mid_download_ends_every_connection() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, src, meta) = source(dir.path(), 4 * PIECE_LEN as usize, 16);
+        let limits = ServerLimits { piece_delay: Duration::from_millis(50), ..Default::default() };
+        let mut s = seeder_with(&src, &meta, backend, limits);
+        let mut c = Client::connect(s.addr());
+        c.handshake(meta.sha1);
+        assert!(matches!(c.recv(), Some(Got::Bitfield(_))));
+        for p in 0..4 {
+            c.request(p, PIECE_LEN as u32);
+        }
+        let started = Instant::now();
+        s.stop();
+        s.stop();
+        assert!(started.elapsed() < Duration::from_secs(3), "{backend:?} stops promptly");
+        while let Some(got) = c.recv() {
+            assert!(matches!(got, Got::Piece { .. }), "{backend:?}: {got:?}");
+        }
+        drop(s);
+    }
+}
+
+/// Peers that send random bytes, valid prefixes, or vanish mid-request
+/// never stop the server from serving a well-behaved download.
+#[test]
+fn uring_survives_random_and_vanishing_peers() {
+    if !uring_available() {
+        return;
+    }
+    for method in SendMethod::ALL {
+        random_and_vanishing_peers(method);
+    }
+}
+
+fn random_and_vanishing_peers(method: SendMethod) {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, src, meta) = source(dir.path(), 6 * PIECE_LEN as usize + 3, 17);
+    let limits = ServerLimits {
+        piece_delay: Duration::from_millis(10),
+        max_connections: 6,
+        ..Default::default()
+    };
+    let table = ServeTable::new(Box::new(|_, _, _| true));
+    table.insert(ServedFile::complete(meta.clone(), File::open(&src).unwrap()));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let s = PieceServer::start_uring_with(listener, table, limits, method).unwrap();
+    let (d, rx) = download(dir.path(), &meta, vec![s.addr()]);
+    let noise = random_bytes(64 * 1024, 99);
+    for i in 0..60usize {
+        let mut c = Client::connect(s.addr());
+        let mut out = Vec::new();
+        if i % 3 != 0 {
+            let hs = Message::Handshake {
+                version: peer::VERSION,
+                file_id: meta.sha1,
+                user: "u",
+                ticket: b"",
+            };
+            peer::encode(&hs, &mut out);
+        }
+        if i % 3 == 1 {
+            for p in 0..6 {
+                peer::encode(
+                    &Message::Request { piece: p, offset: 0, len: PIECE_LEN as u32 },
+                    &mut out,
+                );
+            }
+        }
+        let start = (i * 7919) % noise.len();
+        let n = (i * 104_729) % 3000;
+        out.extend_from_slice(&noise[start..(start + n).min(noise.len())]);
+        let _ = c.s.write_all(&out);
+        if i % 2 == 0 {
+            // Read whatever comes until the server closes (or we give up).
+            c.s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            let mut sink = [0u8; 65536];
+            while matches!(c.s.read(&mut sink), Ok(n) if n > 0) {}
+        }
+        // Otherwise: vanish with requests pending and answers unread.
+    }
+    wait_complete(&rx);
+    d.wait();
+    assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes, "{method:?}");
+    // Every one of those connections gave its slot back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut clients: Vec<Client> = (0..6).map(|_| Client::connect(s.addr())).collect();
+        let mut admitted = 0;
+        for c in &mut clients {
+            c.handshake(meta.sha1);
+            admitted += usize::from(matches!(c.recv(), Some(Got::Bitfield(_))));
+        }
+        if admitted == 6 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{method:?}: {admitted} of 6 admitted: slots leaked");
+        drop(clients);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A downloader that stops sending (half-close) still gets every answer it
+/// asked for before, then the close.
+#[test]
+fn half_closed_peer_gets_its_answers() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, src, meta) = source(dir.path(), 3 * PIECE_LEN as usize, 18);
+        let s = seeder(&src, &meta, backend);
+        let mut c = Client::connect(s.addr());
+        c.handshake(meta.sha1);
+        for p in 0..3 {
+            c.request(p, PIECE_LEN as u32);
+        }
+        c.s.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(matches!(c.recv(), Some(Got::Bitfield(_))), "{backend:?}");
+        for p in 0..3u32 {
+            let at = p as usize * PIECE_LEN as usize;
+            let data = bytes[at..at + PIECE_LEN as usize].to_vec();
+            assert_eq!(c.recv(), Some(Got::Piece { piece: p, offset: 0, data }), "{backend:?}");
+        }
+        assert_eq!(c.recv(), None, "{backend:?}");
+    }
+}
+
+/// A peer that asks for pieces and never reads is cut off once nothing
+/// could be sent for the idle timeout, with every send method; others are
+/// served meanwhile.
+#[test]
+fn uring_cuts_off_a_peer_that_does_not_read() {
+    if !uring_available() {
+        return;
+    }
+    for method in SendMethod::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, src, meta) = source(dir.path(), 16 * PIECE_LEN as usize, 19);
+        let table = ServeTable::new(Box::new(|_, _, _| true));
+        table.insert(ServedFile::complete(meta.clone(), File::open(&src).unwrap()));
+        let limits =
+            ServerLimits { idle_timeout: Duration::from_millis(500), ..Default::default() };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = PieceServer::start_uring_with(listener, table, limits, method).unwrap();
+        // 64 pieces (32 MiB): far more than the socket buffers hold.
+        let mut c = Client::connect(s.addr());
+        c.handshake(meta.sha1);
+        for p in 0..64 {
+            c.request(p % 16, PIECE_LEN as u32);
+        }
+        let (d, rx) = download(dir.path(), &meta, vec![s.addr()]);
+        wait_complete(&rx);
+        d.wait();
+        assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes, "{method:?}");
+        // The stuck peer: its socket fills, the server stalls, then cuts it.
+        std::thread::sleep(Duration::from_millis(1500));
+        c.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut sink = vec![0u8; 1 << 20];
+        let started = Instant::now();
+        let mut got = 0;
+        loop {
+            match c.s.read(&mut sink) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("{method:?}: the stuck peer was not cut off: {e}"),
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{method:?}");
+        }
+        assert!(got < 64 * PIECE_LEN as usize, "{method:?}: cut off before all was sent");
     }
 }

@@ -1,0 +1,382 @@
+//! One connection of the io_uring piece server: the receive buffer, the
+//! protocol session, admission, `have` pushes, timeouts and closing.
+//!
+//! A connection is `Open` (reading and answering), `Draining` (a fatal
+//! error frame is queued, or the peer stopped sending: no more reading;
+//! closed once the queue is sent, or when sending stalls for [`LINGER`]) or
+//! `Closing` (the socket is shut down and its ops cancelled; the slot is
+//! freed once every CQE it is owed has arrived).
+//!
+//! Timeouts, checked every tick: with nothing to send, a connection silent
+//! past `handshake_timeout` (before admission) or `idle_timeout` (after) gets
+//! a `busy` "idle too long" frame and is closed, as in the threads driver;
+//! with answers queued but none sent for as long, the peer is not reading
+//! and the connection is closed without a frame.
+
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, types};
+
+use super::tx::{PieceJob, Step, Tx, TxIo};
+use super::{Op, Ring, SendMethod};
+use crate::meta::Bitfield;
+use crate::peer::{self, ErrorCode, Message, PeerDecodeError, Refuse, ServerAction, ServerSession};
+use crate::serve::{ServeTable, ServedFile, ServerLimits};
+
+/// Initial receive buffer: far more than any request; a handshake with the
+/// longest ticket fits too. It grows only for a frame that needs it.
+const RECV_BUF: usize = 16 * 1024;
+/// How long a connection may take to send its last frames after a fatal
+/// error before it is cut.
+const LINGER: Duration = Duration::from_secs(5);
+/// Queued control bytes (errors, haves) beyond which a peer that does not
+/// read is cut off.
+const MAX_QUEUED: usize = 1 << 20;
+
+/// A connection's slot and generation: the identity in user_data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Key {
+    pub(crate) slot: u32,
+    pub(crate) gen: u32,
+}
+
+impl Key {
+    /// Generations use 24 bits of the user_data.
+    pub(crate) const GEN_MASK: u32 = 0xff_ffff;
+    /// The key of the driver's own ops.
+    pub(crate) const DRIVER: Key = Key { slot: 0, gen: 0 };
+}
+
+/// What a connection's handlers may use of the driver.
+pub(crate) struct Ctx<'a> {
+    pub(crate) ring: &'a mut Ring,
+    pub(crate) table: &'a ServeTable,
+    pub(crate) limits: &'a ServerLimits,
+    pub(crate) method: SendMethod,
+    /// `limits.piece_delay` as the ring wants it (boxed in the driver).
+    pub(crate) delay: &'a types::Timespec,
+    pub(crate) now: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    Draining { until: Instant },
+    Closing,
+}
+
+/// One downloader's connection.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    key: Key,
+    state: State,
+    /// CQEs this connection is still owed; its slot is freed at zero.
+    inflight: u32,
+    session: ServerSession,
+    served: Option<Arc<ServedFile>>,
+    /// Pieces the downloader has been told of (bitfield and haves).
+    announced: Bitfield,
+    seen_version: u64,
+    /// Received bytes: `rbuf[..filled]`; a Recv fills `rbuf[filled..]`.
+    rbuf: Vec<u8>,
+    filled: usize,
+    recv_armed: bool,
+    delay_armed: bool,
+    last_activity: Instant,
+    tx: Tx,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream, key: Key, now: Instant) -> Self {
+        Self {
+            stream,
+            key,
+            state: State::Open,
+            inflight: 0,
+            session: ServerSession::new(0),
+            served: None,
+            announced: Bitfield::new(0),
+            seen_version: 0,
+            rbuf: vec![0; RECV_BUF],
+            filled: 0,
+            recv_armed: false,
+            delay_armed: false,
+            last_activity: now,
+            tx: Tx::default(),
+        }
+    }
+
+    pub(crate) fn key(&self) -> Key {
+        self.key
+    }
+
+    /// Closed and owed no CQE: the slot can be freed.
+    pub(crate) fn is_done(&self) -> bool {
+        self.state == State::Closing && self.inflight == 0
+    }
+
+    /// Starts reading.
+    pub(crate) fn start(&mut self, ctx: &mut Ctx<'_>) {
+        self.session = ServerSession::new(ctx.limits.max_outstanding);
+        self.arm_recv(ctx);
+    }
+
+    fn arm_recv(&mut self, ctx: &mut Ctx<'_>) {
+        let spare = &mut self.rbuf[self.filled..];
+        let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
+        let e = opcode::Recv::new(types::Fd(self.stream.as_raw_fd()), spare.as_mut_ptr(), len)
+            .build()
+            .user_data(Op::Recv.data(self.key));
+        // SAFETY: `rbuf` is neither resized nor taken while `recv_armed` (it
+        // is only touched in `on_recv`, after the CQE), and the connection
+        // (boxed, holding the socket) lives until every CQE it is owed.
+        match unsafe { ctx.ring.push(&[e]) } {
+            Ok(()) => {
+                self.inflight += 1;
+                self.recv_armed = true;
+            }
+            Err(e) => self.close(ctx, &format!("cannot queue a receive: {e}")),
+        }
+    }
+
+    pub(crate) fn on_cqe(&mut self, op: Op, res: i32, flags: u32, last: bool, ctx: &mut Ctx<'_>) {
+        if last {
+            self.inflight = self.inflight.saturating_sub(1);
+        }
+        match op {
+            Op::Recv => self.on_recv(res, ctx),
+            Op::Delay => {
+                self.delay_armed = false;
+                self.on_send(op, res, flags, ctx);
+            }
+            _ => self.on_send(op, res, flags, ctx),
+        }
+    }
+
+    fn on_recv(&mut self, res: i32, ctx: &mut Ctx<'_>) {
+        self.recv_armed = false;
+        if self.state != State::Open {
+            return;
+        }
+        if res == 0 {
+            // The peer is done sending: answer what it asked, then close
+            // (the threads driver also answers every request it read).
+            self.drain(ctx);
+            return self.kick(ctx);
+        }
+        if res < 0 {
+            return self.close(ctx, &std::io::Error::from_raw_os_error(-res).to_string());
+        }
+        self.filled = (self.filled + res as usize).min(self.rbuf.len());
+        // No op uses the buffer now: handle every complete message in it.
+        let rbuf = std::mem::take(&mut self.rbuf);
+        let mut pos = 0;
+        let mut need = 0;
+        while self.state == State::Open {
+            match peer::decode(&rbuf[pos..self.filled]) {
+                Ok((msg, used)) => {
+                    pos += used;
+                    self.last_activity = ctx.now;
+                    self.on_message(&msg, ctx);
+                }
+                Err(PeerDecodeError::NeedMore(n)) => {
+                    need = n;
+                    break;
+                }
+                Err(e) => self.fail(ErrorCode::BadMessage, &e.to_string(), ctx),
+            }
+        }
+        self.rbuf = rbuf;
+        self.rbuf.copy_within(pos..self.filled, 0);
+        self.filled -= pos;
+        if self.state == State::Open {
+            // Room for the rest of the frame (its length is already checked
+            // against the protocol's maximum); back to the small buffer once
+            // a big frame is done.
+            if self.filled + need > self.rbuf.len() {
+                self.rbuf.resize(self.filled + need, 0);
+            } else if self.filled == 0 && self.rbuf.len() > RECV_BUF {
+                self.rbuf = vec![0; RECV_BUF];
+            }
+            self.arm_recv(ctx);
+        }
+        self.kick(ctx);
+    }
+
+    fn on_message(&mut self, msg: &Message<'_>, ctx: &mut Ctx<'_>) {
+        let served = &self.served;
+        let has = |p| served.as_ref().is_some_and(|f| f.has(p));
+        match self.session.on_message(msg, has) {
+            Ok(ServerAction::Admit { file_id, user, ticket }) => {
+                let Some(file) = ctx.table.get(&file_id) else {
+                    return self.fail(ErrorCode::UnknownFile, "file not shared here", ctx);
+                };
+                if !ctx.table.admits(&file_id, &user, &ticket) {
+                    return self.fail(ErrorCode::BadTicket, "ticket refused", ctx);
+                }
+                self.session.accept(file.meta().geometry());
+                self.seen_version = file.version.load(Ordering::Acquire);
+                self.announced = file.bitfield();
+                let mut out = Vec::new();
+                peer::encode(&Message::Bitfield(self.announced.as_bytes()), &mut out);
+                self.tx.push_bytes(out);
+                self.served = Some(file);
+            }
+            Ok(ServerAction::Serve { piece, offset, file_offset, len }) => {
+                self.tx.push_piece(PieceJob { piece, offset, file_offset, len });
+            }
+            Ok(ServerAction::Cancel { piece, offset }) => {
+                if self.tx.cancel(piece, offset) {
+                    self.session.served();
+                }
+            }
+            Ok(ServerAction::Nothing) => {}
+            Err(Refuse { code, text, fatal: true }) => self.fail(code, &text, ctx),
+            Err(Refuse { code, text, fatal: false }) => self.queue_error(code, &text, ctx),
+        }
+    }
+
+    fn queue_error(&mut self, code: ErrorCode, text: &str, ctx: &mut Ctx<'_>) {
+        let mut out = Vec::new();
+        peer::encode(&Message::Error { code, text }, &mut out);
+        self.tx.push_bytes(out);
+        if self.tx.queued_bytes() > MAX_QUEUED {
+            self.close(ctx, "peer does not read its answers");
+        }
+    }
+
+    /// A fatal refusal: the error frame goes out after what is queued, then
+    /// the connection closes.
+    fn fail(&mut self, code: ErrorCode, text: &str, ctx: &mut Ctx<'_>) {
+        if self.state != State::Open {
+            return;
+        }
+        tracing::debug!(?code, "piece connection refused: {text}");
+        self.queue_error(code, text, ctx);
+        if self.state == State::Open {
+            self.drain(ctx);
+            self.kick(ctx);
+        }
+    }
+
+    /// Stops reading; the connection closes once its queue is sent (or
+    /// when sending stalls for [`LINGER`]).
+    fn drain(&mut self, ctx: &mut Ctx<'_>) {
+        self.state = State::Draining { until: ctx.now + LINGER };
+        if self.recv_armed {
+            ctx.ring.cancel(Op::Recv.data(self.key));
+        }
+    }
+
+    /// Closes now: shuts the socket down (which ends its sends and receives)
+    /// and cancels the ops a shutdown does not end. The slot is freed once
+    /// every CQE has arrived.
+    pub(crate) fn close(&mut self, ctx: &mut Ctx<'_>, why: &str) {
+        if self.state == State::Closing {
+            return;
+        }
+        tracing::debug!(slot = self.key.slot, "piece connection closed: {why}");
+        self.state = State::Closing;
+        let _ = self.stream.shutdown(Shutdown::Both);
+        if self.recv_armed {
+            ctx.ring.cancel(Op::Recv.data(self.key));
+        }
+        if self.delay_armed {
+            ctx.ring.cancel(Op::Delay.data(self.key));
+        }
+    }
+
+    /// Starts the next send step if none is in flight; closes a draining
+    /// connection whose queue is sent.
+    fn kick(&mut self, ctx: &mut Ctx<'_>) {
+        if self.state == State::Closing {
+            return;
+        }
+        let delay = (!ctx.limits.piece_delay.is_zero()).then_some(ctx.delay);
+        let mut io = TxIo {
+            ring: ctx.ring,
+            inflight: &mut self.inflight,
+            sock: self.stream.as_raw_fd(),
+            key: self.key,
+            method: ctx.method,
+            delay,
+            file: self.served.as_deref(),
+        };
+        match self.tx.kick(&mut io) {
+            Ok(delayed) => self.delay_armed |= delayed,
+            Err(e) => return self.close(ctx, &e),
+        }
+        if matches!(self.state, State::Draining { .. }) && self.tx.is_idle() {
+            self.close(ctx, "refused");
+        }
+    }
+
+    fn on_send(&mut self, op: Op, res: i32, flags: u32, ctx: &mut Ctx<'_>) {
+        match self.tx.on_cqe(op, res, flags) {
+            Ok(Step::Pending) => {}
+            Ok(Step::Done { piece_sent }) => {
+                self.last_activity = ctx.now;
+                if let State::Draining { until } = &mut self.state {
+                    *until = ctx.now + LINGER;
+                }
+                if let Some(len) = piece_sent {
+                    self.session.served();
+                    if let Some(f) = &self.served {
+                        f.uploaded.fetch_add(u64::from(len), Ordering::Relaxed);
+                    }
+                }
+                self.kick(ctx);
+            }
+            Err(e) => self.close(ctx, &e),
+        }
+    }
+
+    /// Every tick: push `have`s, enforce the timeouts.
+    pub(crate) fn on_tick(&mut self, ctx: &mut Ctx<'_>) {
+        match self.state {
+            State::Closing => return,
+            State::Draining { until } => {
+                if ctx.now >= until {
+                    self.close(ctx, "the peer did not take its last frames");
+                }
+                return;
+            }
+            State::Open => {}
+        }
+        if let Some(file) = &self.served {
+            let v = file.version.load(Ordering::Acquire);
+            if v != self.seen_version {
+                self.seen_version = v;
+                let now = file.bitfield();
+                let mut out = Vec::new();
+                for i in 0..now.len() {
+                    if now.get(i) && !self.announced.get(i) {
+                        peer::encode(&Message::Have(i), &mut out);
+                    }
+                }
+                self.announced = now;
+                if !out.is_empty() {
+                    self.tx.push_bytes(out);
+                }
+            }
+        }
+        let limit = if self.session.is_open() {
+            ctx.limits.idle_timeout
+        } else {
+            ctx.limits.handshake_timeout
+        };
+        if ctx.now.duration_since(self.last_activity) > limit {
+            if self.tx.is_idle() {
+                return self.fail(ErrorCode::Busy, "idle too long", ctx);
+            }
+            // Answers queued but none sent for that long: the peer does not
+            // read. (The threads driver would block in sendfile for good.)
+            return self.close(ctx, "send stalled");
+        }
+        self.kick(ctx);
+    }
+}
