@@ -63,7 +63,12 @@ pub struct Node {
     serve: Arc<ServeTable>,
     server: PieceServer,
     downloads: Vec<DownloadEntry>,
+    /// Hashes uploads: one worker per core but one (the caller streams the
+    /// whole-file SHA1).
     pool: Arc<HashPool>,
+    /// Verifies and writes downloaded pieces: one worker per core (the
+    /// receiving threads mostly wait on the socket).
+    verify_pool: Arc<HashPool>,
     state_dir: PathBuf,
     rt: Handle,
     /// The trackers' public ticket key while logged in: the piece server
@@ -110,6 +115,9 @@ impl Node {
             server,
             downloads: Vec::new(),
             pool: Arc::new(HashPool::with_available_cores()),
+            verify_pool: Arc::new(HashPool::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
             state_dir,
             rt: Handle::current(),
             ticket_key,
@@ -488,8 +496,15 @@ impl Node {
         let spec = FetchSpec::new(meta.clone(), user, ticket, Some(self.addr));
         let source = self.peer_source(token, group.clone(), file.clone());
         let events = self.download_events(token, group.clone(), dest_path.clone(), meta.clone());
-        let download =
-            Download::start(spec, part, have, served, Arc::clone(&self.pool), source, events);
+        let download = Download::start(
+            spec,
+            part,
+            have,
+            served,
+            Arc::clone(&self.verify_pool),
+            source,
+            events,
+        );
         self.downloads.push(DownloadEntry {
             group: group.clone(),
             name: file.clone(),
