@@ -22,7 +22,7 @@
 //! machine, default 20).
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -63,27 +63,12 @@ fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Writes `len` xorshift bytes to `path` unless a file of that size is there.
+/// Writes `len` pseudo-random bytes to `path` unless a file of that size is there.
 fn make_source(path: &Path, len: u64) -> std::io::Result<()> {
     if fs::metadata(path).map(|m| m.len() == len).unwrap_or(false) {
         return Ok(());
     }
-    let mut w = BufWriter::with_capacity(1 << 22, File::create(path)?);
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut left = len;
-    let mut chunk = vec![0u8; 1 << 20];
-    while left > 0 {
-        for word in chunk.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            word.copy_from_slice(&x.to_le_bytes());
-        }
-        let n = left.min(chunk.len() as u64) as usize;
-        w.write_all(&chunk[..n])?;
-        left -= n as u64;
-    }
-    w.flush()
+    ringshare_engine::sample::write_pseudo_random(path, len, 1)
 }
 
 /// Reads the file once so its pages are in the page cache.

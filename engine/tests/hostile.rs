@@ -4,15 +4,15 @@
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ringshare_engine::fetch::{Download, FetchEvent, FetchSpec, PeerList};
+mod common;
+
+use common::{backends, download, download_with, wait_complete};
 use ringshare_engine::hash::HashPool;
 use ringshare_engine::meta::{FileMeta, Sha1Digest, PIECE_LEN};
 use ringshare_engine::peer::{self, ErrorCode, Message};
 use ringshare_engine::serve::{Backend, PieceServer, ServeTable, ServedFile, ServerLimits};
-use ringshare_engine::store::PartFile;
 
 const GUARD: Duration = Duration::from_secs(60);
 
@@ -45,16 +45,6 @@ fn server_on(
     let table = ServeTable::new(Box::new(|_, _, _| true));
     table.insert(ServedFile::complete(meta.clone(), File::open(path).unwrap()));
     PieceServer::start(TcpListener::bind("127.0.0.1:0").unwrap(), table, limits, backend).unwrap()
-}
-
-/// The backends this machine can run: uring only where the probe passes.
-fn backends() -> Vec<Backend> {
-    let mut v = vec![Backend::Threads];
-    match Backend::choose(Some(Backend::Uring)) {
-        (Backend::Uring, _) => v.push(Backend::Uring),
-        (_, why) => eprintln!("io_uring backend not tested here: {why}"),
-    }
-    v
 }
 
 fn handshake(addr: SocketAddr, id: Sha1Digest) -> TcpStream {
@@ -95,42 +85,6 @@ fn closed(s: &mut TcpStream) -> bool {
             Ok(0) => return true,
             Ok(_) => continue,
             Err(_) => return false,
-        }
-    }
-}
-
-fn download(
-    dir: &std::path::Path,
-    meta: &FileMeta,
-    peers: Vec<SocketAddr>,
-    stall: Duration,
-) -> (Arc<Download>, mpsc::Receiver<FetchEvent>) {
-    let (part, have) = PartFile::open(&dir.join("out.bin"), meta).unwrap();
-    let served = ServedFile::partial(meta.clone(), part.file().try_clone().unwrap(), have.clone());
-    let (tx, rx) = mpsc::channel();
-    let tx = Mutex::new(tx);
-    let mut spec = FetchSpec::new(meta.clone(), "u".into(), vec![], None);
-    spec.stall_timeout = stall;
-    let d = Download::start(
-        spec,
-        part,
-        have,
-        served,
-        Arc::new(HashPool::new(1)),
-        Box::new(move || Ok(PeerList { addrs: peers.clone(), ticket: None })),
-        Box::new(move |e| {
-            let _ = tx.lock().unwrap().send(e);
-        }),
-    );
-    (d, rx)
-}
-
-fn wait_complete(rx: &mpsc::Receiver<FetchEvent>) {
-    loop {
-        match rx.recv_timeout(GUARD).expect("download event") {
-            FetchEvent::Complete(_) => return,
-            FetchEvent::Failed(e) => panic!("download failed: {e}"),
-            FetchEvent::FirstPiece => {}
         }
     }
 }
@@ -233,7 +187,7 @@ fn bad_requests_get_an_error_and_only_that_peer_is_dropped() {
     }
 
     // Garbage while a real download runs: the download completes.
-    let (d, rx) = download(dir.path(), &meta, vec![srv.addr()], Duration::from_secs(20));
+    let (d, rx) = download(dir.path(), &meta, vec![srv.addr()]);
     let mut g = TcpStream::connect(srv.addr()).unwrap();
     g.set_read_timeout(Some(GUARD)).unwrap();
     g.write_all(&[0, 0, 0, 12, 0, 0, 0, 99, 1, 2, 3, 4]).unwrap();
@@ -268,7 +222,7 @@ fn a_seeder_that_stops_answering_costs_only_its_pieces() {
         }
     });
     let (d, rx) =
-        download(dir.path(), &meta, vec![mute_addr, good.addr()], Duration::from_millis(500));
+        download_with(dir.path(), &meta, vec![mute_addr, good.addr()], Duration::from_millis(500));
     wait_complete(&rx);
     d.wait();
     assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), fs::read(&p).unwrap());

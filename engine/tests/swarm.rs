@@ -6,18 +6,19 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringshare_engine::fetch::{Download, FetchEvent, FetchSpec, PeerList, Status};
+mod common;
+
+use common::{backends, download, wait_complete};
+use ringshare_engine::fetch::Status;
 use ringshare_engine::hash::HashPool;
 use ringshare_engine::meta::{Bitfield, FileMeta, Sha1Digest, PIECE_LEN};
 use ringshare_engine::peer::{self, ErrorCode, Message, PeerDecodeError};
 use ringshare_engine::serve::{
     Backend, PieceServer, SendMethod, ServeTable, ServedFile, ServerLimits,
 };
-use ringshare_engine::store::PartFile;
 
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -29,17 +30,6 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
         v.extend_from_slice(&x.to_le_bytes());
     }
     v.truncate(len);
-    v
-}
-
-/// The backends to test: io_uring where the kernel offers it, and threads.
-fn backends() -> Vec<Backend> {
-    let mut v = Vec::new();
-    match Backend::choose(Some(Backend::Uring)) {
-        (Backend::Uring, _) => v.push(Backend::Uring),
-        (_, why) => eprintln!("note: not testing the uring backend: {why}"),
-    }
-    v.push(Backend::Threads);
     v
 }
 
@@ -76,41 +66,6 @@ fn source(dir: &Path, len: usize, seed: u64) -> (Vec<u8>, std::path::PathBuf, Fi
     fs::write(&src, &bytes).unwrap();
     let meta = HashPool::new(1).hash_file(&src, "src.bin").unwrap();
     (bytes, src, meta)
-}
-
-fn download(
-    dir: &Path,
-    meta: &FileMeta,
-    peers: Vec<SocketAddr>,
-) -> (Arc<Download>, mpsc::Receiver<FetchEvent>) {
-    let dest = dir.join("out.bin");
-    let (part, have) = PartFile::open(&dest, meta).unwrap();
-    let served = ServedFile::partial(meta.clone(), part.file().try_clone().unwrap(), have.clone());
-    let (tx, rx) = mpsc::channel();
-    let tx = std::sync::Mutex::new(tx);
-    let spec = FetchSpec::new(meta.clone(), "u".into(), vec![], None);
-    let d = Download::start(
-        spec,
-        part,
-        have,
-        served,
-        Arc::new(HashPool::new(1)),
-        Box::new(move || Ok(PeerList { addrs: peers.clone(), ticket: None })),
-        Box::new(move |e| {
-            let _ = tx.lock().unwrap().send(e);
-        }),
-    );
-    (d, rx)
-}
-
-fn wait_complete(rx: &mpsc::Receiver<FetchEvent>) {
-    loop {
-        match rx.recv_timeout(Duration::from_secs(120)).expect("download event") {
-            FetchEvent::Complete(_) => return,
-            FetchEvent::Failed(e) => panic!("download failed: {e}"),
-            FetchEvent::FirstPiece => {}
-        }
-    }
 }
 
 #[test]

@@ -1,0 +1,73 @@
+//! Shared by the engine's integration tests: the backends to run, and a
+//! download into a scratch directory with its events on a channel.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use ringshare_engine::fetch::{Download, FetchEvent, FetchSpec, PeerList};
+use ringshare_engine::hash::HashPool;
+use ringshare_engine::meta::FileMeta;
+use ringshare_engine::serve::{Backend, ServedFile};
+use ringshare_engine::store::PartFile;
+
+/// The backends to test: io_uring where the kernel offers it, and threads.
+pub fn backends() -> Vec<Backend> {
+    let mut v = Vec::new();
+    match Backend::choose(Some(Backend::Uring)) {
+        (Backend::Uring, _) => v.push(Backend::Uring),
+        (_, why) => eprintln!("note: not testing the uring backend: {why}"),
+    }
+    v.push(Backend::Threads);
+    v
+}
+
+/// Downloads `meta` from `peers` into `dir/out.bin` (default stall timeout).
+pub fn download(
+    dir: &Path,
+    meta: &FileMeta,
+    peers: Vec<SocketAddr>,
+) -> (Arc<Download>, mpsc::Receiver<FetchEvent>) {
+    download_with(dir, meta, peers, ringshare_engine::fetch::STALL_TIMEOUT)
+}
+
+/// Downloads `meta` from `peers` into `dir/out.bin` with a stall timeout.
+pub fn download_with(
+    dir: &Path,
+    meta: &FileMeta,
+    peers: Vec<SocketAddr>,
+    stall: Duration,
+) -> (Arc<Download>, mpsc::Receiver<FetchEvent>) {
+    let (part, have) = PartFile::open(&dir.join("out.bin"), meta).unwrap();
+    let served = ServedFile::partial(meta.clone(), part.file().try_clone().unwrap(), have.clone());
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let mut spec = FetchSpec::new(meta.clone(), "u".into(), vec![], None);
+    spec.stall_timeout = stall;
+    let d = Download::start(
+        spec,
+        part,
+        have,
+        served,
+        Arc::new(HashPool::new(1)),
+        Box::new(move || Ok(PeerList { addrs: peers.clone(), ticket: None })),
+        Box::new(move |e| {
+            let _ = tx.lock().unwrap().send(e);
+        }),
+    );
+    (d, rx)
+}
+
+/// Waits for the download to complete; panics if it fails (or after two
+/// minutes, a hang guard).
+pub fn wait_complete(rx: &mpsc::Receiver<FetchEvent>) {
+    loop {
+        match rx.recv_timeout(Duration::from_secs(120)).expect("download event") {
+            FetchEvent::Complete(_) => return,
+            FetchEvent::Failed(e) => panic!("download failed: {e}"),
+            FetchEvent::FirstPiece => {}
+        }
+    }
+}
