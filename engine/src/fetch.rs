@@ -175,6 +175,8 @@ struct Shared {
     pool: Arc<HashPool>,
     buffers: BufferPool,
     verified: AtomicU64,
+    /// Requests outstanding at every peer together.
+    requested: AtomicUsize,
     connected: AtomicUsize,
     rate_bits: AtomicU64,
     stop: AtomicBool,
@@ -222,6 +224,7 @@ impl Download {
             pool,
             buffers: BufferPool::new(MAX_BUFFERS),
             verified: AtomicU64::new(verified),
+            requested: AtomicUsize::new(0),
             connected: AtomicUsize::new(0),
             rate_bits: AtomicU64::new(0f64.to_bits()),
             stop: AtomicBool::new(false),
@@ -506,7 +509,7 @@ fn run_peer(
     lock(&shared.work).picker.add_peer(bits);
 
     // Requests in the order sent: a server answers in order.
-    let mut outstanding: VecDeque<(u32, Instant)> = VecDeque::new();
+    let mut outstanding = Outstanding { q: VecDeque::new(), global: &shared.requested };
     let mut cancelled: HashSet<u32> = HashSet::new();
     let mut depth = 4usize;
     let mut window = (Instant::now(), 0u64);
@@ -517,7 +520,7 @@ fn run_peer(
         out.clear();
         let cancels = lock(&shared.cancels).remove(&id).unwrap_or_default();
         for p in cancels {
-            if let Some(pos) = outstanding.iter().position(|(q, _)| *q == p) {
+            if let Some(pos) = outstanding.position(p) {
                 outstanding.remove(pos);
                 cancelled.insert(p);
                 let len = shared
@@ -529,7 +532,9 @@ fn run_peer(
         }
         if outstanding.len() < depth {
             let mut w = lock(&shared.work);
-            while outstanding.len() < depth {
+            while outstanding.len() < depth
+                && shared.requested.load(Ordering::Acquire) < MAX_IN_FLIGHT
+            {
                 let Some(p) = w.picker.pick(id, bits) else { break };
                 let len = shared.geometry.len_of(p) as u32;
                 peer::encode(&Message::Request { piece: p.get(), offset: 0, len }, &mut out);
@@ -554,7 +559,7 @@ fn run_peer(
                         "piece {piece} with bad offset or length"
                     )));
                 }
-                let sent = match outstanding.iter().position(|(q, _)| *q == piece) {
+                let sent = match outstanding.position(piece) {
                     Some(pos) => {
                         outstanding.remove(pos).map(|(_, t)| t).expect("position is valid")
                     }
@@ -663,6 +668,50 @@ fn submit_verify(
         }
         sh.wake.notify_all();
     });
+}
+
+/// Most whole-piece requests outstanding across all peers: enough to keep
+/// every peer busy, few enough that a piece does not queue behind many others
+/// (piece latency is mostly this queue).
+const MAX_IN_FLIGHT: usize = 6;
+
+/// One peer's outstanding requests, in the order sent, counted in the
+/// download's total while they last.
+struct Outstanding<'a> {
+    q: VecDeque<(u32, Instant)>,
+    global: &'a AtomicUsize,
+}
+
+impl Outstanding<'_> {
+    fn len(&self) -> usize {
+        self.q.len()
+    }
+    fn position(&self, piece: u32) -> Option<usize> {
+        self.q.iter().position(|(q, _)| *q == piece)
+    }
+    fn front(&self) -> Option<&(u32, Instant)> {
+        self.q.front()
+    }
+    fn push_back(&mut self, x: (u32, Instant)) {
+        self.global.fetch_add(1, Ordering::AcqRel);
+        self.q.push_back(x);
+    }
+    fn remove(&mut self, pos: usize) -> Option<(u32, Instant)> {
+        let x = self.q.remove(pos);
+        if x.is_some() {
+            self.global.fetch_sub(1, Ordering::AcqRel);
+        }
+        x
+    }
+    fn pop_front(&mut self) -> Option<(u32, Instant)> {
+        self.remove(0)
+    }
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        self.global.fetch_sub(self.q.len(), Ordering::AcqRel);
+    }
 }
 
 /// A bounded pool of piece-sized buffers.
