@@ -532,8 +532,12 @@ fn run_peer(
         }
         if outstanding.len() < depth {
             let mut w = lock(&shared.work);
+            // Every peer keeps MIN_PER_PEER requests whatever the others
+            // hold (a fast peer is never starved by slow ones); the depth
+            // beyond that comes from the shared MAX_IN_FLIGHT budget.
             while outstanding.len() < depth
-                && shared.requested.load(Ordering::Acquire) < MAX_IN_FLIGHT
+                && (outstanding.len() < MIN_PER_PEER
+                    || shared.requested.load(Ordering::Acquire) < MAX_IN_FLIGHT)
             {
                 let Some(p) = w.picker.pick(id, bits) else { break };
                 let len = shared.geometry.len_of(p) as u32;
@@ -674,6 +678,9 @@ fn submit_verify(
 /// every peer busy, few enough that a piece does not queue behind many others
 /// (piece latency is mostly this queue).
 const MAX_IN_FLIGHT: usize = 6;
+
+/// Requests every peer may keep outstanding regardless of [`MAX_IN_FLIGHT`].
+const MIN_PER_PEER: usize = 2;
 
 /// One peer's outstanding requests, in the order sent, counted in the
 /// download's total while they last.
