@@ -66,8 +66,8 @@ pub struct Node {
     /// Hashes uploads: one worker per core but one (the caller streams the
     /// whole-file SHA1).
     pool: Arc<HashPool>,
-    /// Verifies and writes downloaded pieces: one worker per core (the
-    /// receiving threads mostly wait on the socket).
+    /// Verifies (when the receiving peer thread did not) and writes
+    /// downloaded pieces: two workers per core.
     verify_pool: Arc<HashPool>,
     state_dir: PathBuf,
     rt: Handle,
@@ -115,8 +115,11 @@ impl Node {
             server,
             downloads: Vec::new(),
             pool: Arc::new(HashPool::with_available_cores()),
+            // Download workers hash (when a peer does not) and write with
+            // O_DIRECT, which waits on the device, not the CPU: twice the
+            // cores keeps every core hashing while others wait.
             verify_pool: Arc::new(HashPool::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
+                2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
             state_dir,
             rt: Handle::current(),

@@ -6,14 +6,20 @@
 //!   few seconds), starts a peer thread per new peer, persists the bitfield,
 //!   measures the rate and finishes (or fails) the download;
 //! - one **peer thread** per connection: handshake, bitfield, then keeps a
-//!   pipeline of whole-piece requests (deeper for faster peers), reads piece
-//!   data straight into a pooled buffer and hands it to the hash pool;
-//! - **hash workers** (the shared [`HashPool`]) verify a piece, write it at its
-//!   offset with `pwrite`, and mark it: picker, bitfield, the [`ServedFile`]
-//!   that re-shares it (connected downloaders get a `have`).
+//!   pipeline of whole-piece requests (deeper for faster peers) and reads
+//!   piece data straight into a pooled buffer. When there are at least as
+//!   many peers as cores, it reads [`HASH_CHUNK`] at a time and hashes each
+//!   chunk as it lands (hot in cache); with fewer peers the hashing is left
+//!   to the workers, so that one fast peer still keeps every core busy;
+//! - **workers** (the shared [`HashPool`]) verify the piece if its peer
+//!   thread did not, write it at its offset (`O_DIRECT`: no copy into the
+//!   page cache, see [`PartFile::write_piece`]), record it in the `.part`
+//!   state, and mark it: picker, the [`ServedFile`] that re-shares it
+//!   (connected downloaders get a `have`).
 //!
 //! Memory is flat: piece data only lives in [`MAX_BUFFERS`] pooled buffers of
-//! one piece each, whatever the file's size.
+//! one piece each, whatever the file's size; a buffer returns to the pool
+//! when dropped, whatever path drops it.
 //!
 //! A piece that fails its hash is requested again elsewhere and the peer that
 //! sent it is banned from this download. A peer that vanishes or stalls costs
@@ -32,13 +38,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use sha1::{Digest, Sha1};
+
 use crate::hash::{sha1_of, HashPool};
-use crate::meta::{Bitfield, FileMeta, Geometry};
+use crate::meta::{Bitfield, FileMeta, Geometry, Sha1Digest};
 use crate::metrics::Latency;
 use crate::peer::{self, kind, ErrorCode, Message, MAX_FRAME};
 use crate::picker::{PeerId, Picker};
 use crate::serve::ServedFile;
-use crate::store::PartFile;
+use crate::store::{AlignedBuf, PartFile};
 use crate::wire::{self, HEADER_LEN};
 
 /// Piece buffers per download: the bound on its piece data in memory.
@@ -157,8 +165,6 @@ impl std::fmt::Debug for Download {
 
 struct Work {
     picker: Picker,
-    have: Bitfield,
-    dirty: bool,
     first_reported: bool,
 }
 
@@ -173,7 +179,9 @@ struct Shared {
     work: Mutex<Work>,
     wake: Condvar,
     pool: Arc<HashPool>,
-    buffers: BufferPool,
+    /// Cores on this machine: how many peers hash what they receive.
+    cores: usize,
+    buffers: Arc<BufferPool>,
     verified: AtomicU64,
     /// Requests outstanding at every peer together.
     requested: AtomicUsize,
@@ -206,12 +214,7 @@ impl Download {
             ^ std::process::id() as u64;
         let verified =
             geometry.pieces().filter(|p| have.get(p.get())).map(|p| geometry.len_of(p)).sum();
-        let work = Work {
-            picker: Picker::new(&have, seed),
-            first_reported: have.count_ones() > 0,
-            have,
-            dirty: false,
-        };
+        let work = Work { picker: Picker::new(&have, seed), first_reported: have.count_ones() > 0 };
         let shared = Arc::new(Shared {
             meta,
             geometry,
@@ -222,7 +225,8 @@ impl Download {
             work: Mutex::new(work),
             wake: Condvar::new(),
             pool,
-            buffers: BufferPool::new(MAX_BUFFERS),
+            cores: thread::available_parallelism().map_or(2, |n| n.get()),
+            buffers: Arc::new(BufferPool::new(MAX_BUFFERS)),
             verified: AtomicU64::new(verified),
             requested: AtomicUsize::new(0),
             connected: AtomicUsize::new(0),
@@ -311,15 +315,7 @@ impl Shared {
 
     /// Makes the record of verified pieces durable (fsync), if it changed.
     fn persist(&self) {
-        let have = {
-            let mut w = lock(&self.work);
-            if !w.dirty {
-                return;
-            }
-            w.dirty = false;
-            w.have.clone()
-        };
-        if let Err(e) = self.part.persist(&have, true) {
+        if let Err(e) = self.part.sync_state() {
             self.fail(e.to_string());
         }
     }
@@ -488,7 +484,7 @@ fn run_peer(
         if shared.stopping() {
             return Err(PeerEnd::Stopped);
         }
-        match reader.poll(&mut stream, &shared.buffers)? {
+        match reader.poll(&mut stream, &shared.buffers, false)? {
             Some(Incoming::Control(k, p)) => match peer::decode_payload(k, &p) {
                 Ok(Message::Bitfield(b)) => {
                     *bits = peer::parse_bitfield(b, pieces)
@@ -553,9 +549,13 @@ fn run_peer(
                 return Err(PeerEnd::Stalled);
             }
         }
-        let Some(msg) = reader.poll(&mut stream, &shared.buffers)? else { continue };
+        // With a core for every connected peer, each hashes what it
+        // receives while the bytes are hot in cache; with fewer peers than
+        // cores the workers hash, so the download still uses every core.
+        let hash_here = shared.connected.load(Ordering::Acquire) >= shared.cores;
+        let Some(msg) = reader.poll(&mut stream, &shared.buffers, hash_here)? else { continue };
         match msg {
-            Incoming::Piece { piece, offset, buf, len } => {
+            Incoming::Piece { piece, offset, buf, len, digest } => {
                 let expected =
                     shared.geometry.piece(u64::from(piece)).map(|p| shared.geometry.len_of(p));
                 if offset != 0 || expected != Some(len as u64) {
@@ -567,18 +567,19 @@ fn run_peer(
                     Some(pos) => {
                         outstanding.remove(pos).map(|(_, t)| t).expect("position is valid")
                     }
-                    None if cancelled.remove(&piece) => {
-                        shared.buffers.put(buf);
-                        continue;
-                    }
+                    None if cancelled.remove(&piece) => continue,
                     None => return Err(PeerEnd::Protocol(format!("unrequested piece {piece}"))),
                 };
                 window.1 += len as u64;
                 let wanted = lock(&shared.work).picker.received(piece, id);
-                if wanted {
-                    submit_verify(shared, id, addr, piece, buf, len, sent);
+                if !wanted {
+                    drop(buf);
+                } else if digest.is_some_and(|d| d != shared.meta.piece_hashes[piece as usize]) {
+                    drop(buf);
+                    corrupt(shared, addr, piece);
                 } else {
-                    shared.buffers.put(buf);
+                    let piece = Received { piece, buf, len, sent, verified: digest.is_some() };
+                    submit_write(shared, id, addr, piece);
                 }
                 if lock(&shared.banned).contains(&addr) {
                     return Err(PeerEnd::Corrupt);
@@ -615,48 +616,57 @@ fn run_peer(
     }
 }
 
-fn submit_verify(
-    shared: &Arc<Shared>,
-    id: PeerId,
-    addr: SocketAddr,
+/// A whole piece as it came off the socket.
+struct Received {
     piece: u32,
-    buf: Vec<u8>,
+    buf: Pooled,
     len: usize,
+    /// When its request was sent.
     sent: Instant,
-) {
+    /// Whether its SHA1 was already checked (hashed while receiving).
+    verified: bool,
+}
+
+/// A piece failed its hash: it is requested again elsewhere and the peer
+/// that sent it is banned from this download.
+fn corrupt(shared: &Shared, addr: SocketAddr, piece: u32) {
+    lock(&shared.work).picker.failed(piece);
+    lock(&shared.banned).insert(addr);
+    tracing::warn!(%addr, piece, "piece failed its hash: peer banned from this download");
+    shared.wake.notify_all();
+}
+
+/// Verifies (unless already done) and writes a piece on a worker, then
+/// records it.
+fn submit_write(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr, got: Received) {
     let sh = Arc::clone(shared);
     shared.pool.spawn(move || {
-        let data = &buf[..len];
-        let ok = sha1_of(data) == sh.meta.piece_hashes[piece as usize];
-        if !ok {
-            lock(&sh.work).picker.failed(piece);
-            lock(&sh.banned).insert(addr);
-            tracing::warn!(%addr, piece, "piece failed its hash: peer banned from this download");
-            sh.buffers.put(buf);
-            sh.wake.notify_all();
+        let Received { piece, buf, len, sent, verified } = got;
+        let data = &buf.as_slice()[..len];
+        if !verified && sha1_of(data) != sh.meta.piece_hashes[piece as usize] {
+            drop(buf);
+            corrupt(&sh, addr, piece);
             return;
         }
         let range = sh.geometry.range(sh.geometry.piece(u64::from(piece)).expect("checked piece"));
         if let Err(e) = sh.part.write_piece(range.start, data) {
             lock(&sh.work).picker.failed(piece);
-            sh.buffers.put(buf);
+            drop(buf);
             sh.fail(e.to_string());
             return;
         }
-        sh.buffers.put(buf);
-        let (losers, first, have) = {
-            let mut w = lock(&sh.work);
-            let losers = w.picker.verified(piece);
-            w.have.set(piece);
-            w.dirty = true;
-            let first = !std::mem::replace(&mut w.first_reported, true);
-            (losers, first, w.have.clone())
-        };
+        drop(buf);
         // Recorded at once (a killed process loses no verified piece); the
         // controller makes it durable every half second.
-        if let Err(e) = sh.part.persist(&have, false) {
+        if let Err(e) = sh.part.record(piece) {
             sh.fail(e.to_string());
         }
+        let (losers, first) = {
+            let mut w = lock(&sh.work);
+            let losers = w.picker.verified(piece);
+            let first = !std::mem::replace(&mut w.first_reported, true);
+            (losers, first)
+        };
         sh.served.add_piece(piece);
         sh.verified.fetch_add(len as u64, Ordering::AcqRel);
         sh.latency.record(sent.elapsed());
@@ -721,10 +731,10 @@ impl Drop for Outstanding<'_> {
     }
 }
 
-/// A bounded pool of piece-sized buffers.
+/// A bounded pool of piece-sized buffers, aligned for `O_DIRECT` writes.
 struct BufferPool {
-    tx: Sender<Vec<u8>>,
-    rx: Receiver<Vec<u8>>,
+    tx: Sender<AlignedBuf>,
+    rx: Receiver<AlignedBuf>,
     made: AtomicUsize,
     max: usize,
 }
@@ -735,36 +745,63 @@ impl BufferPool {
         Self { tx, rx, made: AtomicUsize::new(0), max }
     }
 
-    /// A buffer of at least `len` bytes; waits (one tick) when all are in use.
-    fn get(&self, len: usize) -> Option<Vec<u8>> {
+    /// A buffer of `len` bytes; waits (one tick) when all are in use. It
+    /// goes back to the pool when dropped.
+    fn get(self: &Arc<Self>, len: usize) -> Option<Pooled> {
         let mut buf = match self.rx.try_recv() {
             Ok(b) => b,
-            Err(_) if self.made.fetch_add(1, Ordering::AcqRel) < self.max => Vec::new(),
+            Err(_) if self.made.fetch_add(1, Ordering::AcqRel) < self.max => AlignedBuf::default(),
             Err(_) => {
                 self.made.fetch_sub(1, Ordering::AcqRel);
                 self.rx.recv_timeout(TICK).ok()?
             }
         };
-        if buf.len() < len {
-            buf.resize(len, 0);
-        }
-        Some(buf)
+        buf.resize(len);
+        Some(Pooled { buf, home: Arc::clone(self) })
     }
+}
 
-    fn put(&self, buf: Vec<u8>) {
-        let _ = self.tx.try_send(buf);
+/// A buffer on loan from a [`BufferPool`]: every path that lets go of it
+/// (written, duplicate, corrupt, peer gone mid-piece) returns it.
+struct Pooled {
+    buf: AlignedBuf,
+    home: Arc<BufferPool>,
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = AlignedBuf;
+    fn deref(&self) -> &AlignedBuf {
+        &self.buf
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut AlignedBuf {
+        &mut self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let _ = self.home.tx.try_send(std::mem::take(&mut self.buf));
     }
 }
 
 enum Incoming {
     /// A message other than a piece: its type and payload.
     Control(u32, Vec<u8>),
-    /// Piece data in a pooled buffer (`len` bytes valid).
-    Piece { piece: u32, offset: u32, buf: Vec<u8>, len: usize },
+    /// Piece data in a pooled buffer (`len` bytes valid) and its SHA1 if
+    /// it was hashed as it arrived.
+    Piece { piece: u32, offset: u32, buf: Pooled, len: usize, digest: Option<Sha1Digest> },
 }
 
+/// Bytes of piece data read (and then hashed) at a time: small enough that
+/// the SHA1 finds them in L2, large enough that syscalls stay cheap.
+pub const HASH_CHUNK: usize = 64 * 1024;
+
 /// Reads frames from a socket with a read timeout, keeping partial state
-/// across timeouts; piece data goes straight into a pooled buffer.
+/// across timeouts; piece data goes straight into a pooled buffer and through
+/// the SHA1 as it arrives.
 #[derive(Default)]
 struct FrameReader {
     head: [u8; HEADER_LEN + 8],
@@ -773,12 +810,23 @@ struct FrameReader {
     frame: Option<(u32, usize)>,
     body: Vec<u8>,
     body_got: usize,
-    pooled: bool,
+    /// The pooled buffer piece data is read into.
+    piece: Option<Pooled>,
+    /// SHA1 of the piece data read so far, when `hashing`.
+    hasher: Sha1,
+    hashing: bool,
 }
 
 impl FrameReader {
     /// One complete message, or `None` if the read timed out first.
-    fn poll(&mut self, s: &mut TcpStream, pool: &BufferPool) -> Result<Option<Incoming>, PeerEnd> {
+    /// `hash` says whether piece data is hashed here as it arrives (the
+    /// piece then carries its digest) or left to the worker.
+    fn poll(
+        &mut self,
+        s: &mut TcpStream,
+        pool: &Arc<BufferPool>,
+        hash: bool,
+    ) -> Result<Option<Incoming>, PeerEnd> {
         loop {
             let Some((k, len)) = self.frame else {
                 if !read_some(s, &mut self.head[..HEADER_LEN], &mut self.head_got)? {
@@ -799,20 +847,25 @@ impl FrameReader {
                     return Ok(None);
                 }
                 let data_len = len - peer::PIECE_HEADER_LEN;
-                if !self.pooled {
+                if self.piece.is_none() {
                     let Some(buf) = pool.get(data_len) else { return Ok(None) };
-                    self.body = buf;
-                    self.pooled = true;
+                    self.piece = Some(buf);
+                    // Decided once per piece: the hasher holds the bytes
+                    // read so far.
+                    self.hashing = hash;
                 }
-                if !read_some(s, &mut self.body[..data_len], &mut self.body_got)? {
+                let buf = self.piece.as_mut().expect("piece buffer taken above");
+                let hasher = self.hashing.then_some(&mut self.hasher);
+                if !read_piece_data(s, buf.as_mut_slice(), &mut self.body_got, hasher)? {
                     return Ok(None);
                 }
+                let digest = self.hashing.then(|| Sha1Digest(self.hasher.finalize_reset().into()));
                 let word =
                     |i: usize| u32::from_be_bytes(self.head[i..i + 4].try_into().expect("4 bytes"));
                 let (piece, offset) = (word(HEADER_LEN), word(HEADER_LEN + 4));
-                let buf = std::mem::take(&mut self.body);
+                let buf = self.piece.take().expect("piece buffer filled above");
                 self.reset();
-                return Ok(Some(Incoming::Piece { piece, offset, buf, len: data_len }));
+                return Ok(Some(Incoming::Piece { piece, offset, buf, len: data_len, digest }));
             }
             let body_len = len - HEADER_LEN;
             if self.body.len() != body_len {
@@ -831,8 +884,36 @@ impl FrameReader {
         self.head_got = 0;
         self.frame = None;
         self.body_got = 0;
-        self.pooled = false;
     }
+}
+
+/// Fills `buf[*got..]` like [`read_some`]; with a `hasher`, at most
+/// [`HASH_CHUNK`] per read, feeding each chunk to it while it is hot in cache.
+fn read_piece_data(
+    s: &mut TcpStream,
+    buf: &mut [u8],
+    got: &mut usize,
+    mut hasher: Option<&mut Sha1>,
+) -> Result<bool, PeerEnd> {
+    let chunk = if hasher.is_some() { HASH_CHUNK } else { usize::MAX };
+    while *got < buf.len() {
+        let end = buf.len().min(got.saturating_add(chunk));
+        match s.read(&mut buf[*got..end]) {
+            Ok(0) => return Err(PeerEnd::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => {
+                if let Some(h) = hasher.as_deref_mut() {
+                    h.update(&buf[*got..*got + n]);
+                }
+                *got += n;
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                return Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
 }
 
 /// Fills `buf[*got..]`; true when full, false on a read timeout.
@@ -849,4 +930,27 @@ fn read_some(s: &mut TcpStream, buf: &mut [u8], got: &mut usize) -> Result<bool,
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::DIRECT_ALIGN;
+
+    /// Buffers come back to the pool on every path that drops them, so a
+    /// stream of peers that vanish mid-piece or send junk never drains it.
+    #[test]
+    fn pooled_buffers_return_on_drop() {
+        let pool = Arc::new(BufferPool::new(3));
+        for _ in 0..20 {
+            let held: Vec<Pooled> = (0..3).map(|_| pool.get(1000).expect("a buffer")).collect();
+            assert!(pool.get(10).is_none(), "a fourth buffer beyond the bound");
+            for b in &held {
+                assert_eq!(b.as_slice().len(), 1000);
+                assert_eq!(b.as_slice().as_ptr() as usize % DIRECT_ALIGN, 0);
+            }
+            drop(held);
+        }
+        assert_eq!(pool.made.load(Ordering::Acquire), 3, "no buffer made beyond the bound");
+    }
 }
