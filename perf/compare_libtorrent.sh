@@ -21,7 +21,7 @@ if [ ! -f "$file" ]; then
   bytes=$(python3 -c "import sys; s=sys.argv[1]; u={'GiB':1<<30,'MiB':1<<20}; print(int(s[:-3])*u[s[-3:]])" "$size")
   head -c "$bytes" /dev/urandom > "$file"
 fi
-out="perf/results/$(date +%Y-%m-%d)/compare-${seeders}seed-$size"
+out="perf/results/$(date +%Y-%m-%d)/compare-${seeders}seed-$size-$(date +%H%M)"
 mkdir -p "$out"
 lt_line=$(/usr/bin/python3 "$lt_script" --file "$file" --seeders "$seeders" --runs "$runs" --warmup 1 2>/dev/null | tail -n 1)
 rs_mbps=$(target/release/ringshare-swarm --file "$file" --seeders "$seeders" --io uring --runs "$runs" --warmup 1 --out "$out" \
@@ -29,4 +29,5 @@ rs_mbps=$(target/release/ringshare-swarm --file "$file" --seeders "$seeders" --i
 lt_mbps=$(echo "$lt_line" | sed -E 's/.*: ([0-9.]+) MB\/s.*/\1/')
 echo "$lt_line"
 echo "ringshare: $seeders seeders -> 1 leecher: $rs_mbps MB/s"
+echo "$lt_line" > "$out/libtorrent.txt"
 python3 -c "import sys; r,l=float(sys.argv[1]),float(sys.argv[2]); print('ratio ringshare/libtorrent: %.2fx' % (r/l))" "$rs_mbps" "$lt_mbps" | tee "$out/ratio.txt"
