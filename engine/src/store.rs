@@ -25,6 +25,7 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -117,6 +118,10 @@ pub struct PartFile {
     file: File,
     /// The same file opened with `O_DIRECT`, when the filesystem allows it.
     direct: Option<File>,
+    /// Cleared when a direct write of an aligned piece is refused: the
+    /// filesystem opens with `O_DIRECT` but does not honour it; later
+    /// pieces go straight to `pwrite`.
+    direct_works: std::sync::atomic::AtomicBool,
     meta: FileMeta,
     /// The state file, open for in-place bit updates, with the pieces it
     /// records; `None` once the download finished.
@@ -162,6 +167,7 @@ impl PartFile {
             part,
             state,
             file,
+            direct_works: std::sync::atomic::AtomicBool::new(direct.is_some()),
             direct,
             meta: meta.clone(),
             record: std::sync::Mutex::new(None),
@@ -219,13 +225,17 @@ impl PartFile {
         let aligned = offset % DIRECT_ALIGN as u64 == 0
             && data.len() % DIRECT_ALIGN == 0
             && (data.as_ptr() as usize) % DIRECT_ALIGN == 0;
-        if let Some(direct) = self.direct.as_ref().filter(|_| aligned) {
+        let works = &self.direct_works;
+        let direct = self.direct.as_ref().filter(|_| aligned && works.load(Ordering::Relaxed));
+        if let Some(direct) = direct {
             match direct.write_all_at(data, offset) {
                 Ok(()) => return Ok(()),
-                // Refused for this write (an alignment the device wants
-                // larger, a short write leaving the rest unaligned): write
-                // the whole piece through the page cache instead.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                // Refused (an alignment the device wants larger, a
+                // filesystem that accepts the flag but not the writes):
+                // this piece and every later one go through the page cache.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    works.store(false, Ordering::Relaxed);
+                }
                 Err(e) => return Err(StoreError::io("write", &self.part)(e)),
             }
         }
@@ -234,7 +244,7 @@ impl PartFile {
 
     /// Whether whole pieces bypass the page cache.
     pub fn is_direct(&self) -> bool {
-        self.direct.is_some()
+        self.direct.is_some() && self.direct_works.load(Ordering::Relaxed)
     }
 
     /// Records piece `piece` as verified: one byte written in place. It
