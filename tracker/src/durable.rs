@@ -162,13 +162,57 @@ impl DataDir {
     /// `log`, deleting the logs the snapshot covers. The caller holds the
     /// replica's lock, so every entry in the old log is in the image.
     pub fn snapshot(&mut self, replica: &Replica, log: &mut OpLog) -> Result<(), DataDirError> {
+        let (next, path) = self.next_log();
+        let new_log = OpLog::open(&path, 0).map_err(io_err("open", &path))?;
+        self.begin_snapshot(replica, log, next, new_log).write()
+    }
+
+    /// The number and path of the log the next snapshot starts. Open it
+    /// ([`OpLog::open`]) before taking the replica's lock: only snapshots
+    /// move the numbering on, and the caller runs one at a time.
+    pub fn next_log(&self) -> (u64, PathBuf) {
         let next = self.current_log + 1;
-        let new_path = self.path.join(format!("log.{next}"));
-        let new_log = OpLog::open(&new_path, 0).map_err(io_err("open", &new_path))?;
-        let mut old = std::mem::replace(log, new_log);
-        old.close(); // everything queued before the switch is on disk
+        (next, self.path.join(format!("log.{next}")))
+    }
+
+    /// The part of a snapshot that needs the replica's lock: appends switch
+    /// to `new_log` (numbered `next`, from [`DataDir::next_log`]) and the
+    /// image is taken, so every entry is in exactly one of the two. The
+    /// slow part — waiting for the old log, writing and syncing the file —
+    /// is [`PendingSnapshot::write`], without the lock.
+    pub fn begin_snapshot(
+        &mut self,
+        replica: &Replica,
+        log: &mut OpLog,
+        next: u64,
+        new_log: OpLog,
+    ) -> PendingSnapshot {
+        let old = std::mem::replace(log, new_log);
+        self.current_log = next;
+        PendingSnapshot { path: self.path.clone(), next, old, image: replica.image() }
+    }
+}
+
+/// A snapshot taken under the lock, not yet on disk. Until
+/// [`PendingSnapshot::write`] finishes, the previous snapshot and every log
+/// after it (the old ones are deleted only once the new snapshot is in
+/// place) still hold every acknowledged op: a crash at any point recovers.
+#[derive(Debug)]
+pub struct PendingSnapshot {
+    path: PathBuf,
+    next: u64,
+    old: OpLog,
+    image: ReplicaImage,
+}
+
+impl PendingSnapshot {
+    /// Waits for the old log's last writes, writes the snapshot (temporary
+    /// file, fsync, rename, fsync the directory) and deletes the logs it
+    /// covers.
+    pub fn write(mut self) -> Result<(), DataDirError> {
+        self.old.close(); // everything queued before the switch is on disk
         let snap =
-            SnapshotFile { version: SNAPSHOT_VERSION, image: replica.image(), next_log: next };
+            SnapshotFile { version: SNAPSHOT_VERSION, image: self.image, next_log: self.next };
         let bytes = postcard::to_stdvec(&snap).map_err(|e| DataDirError::Snapshot {
             path: self.path.display().to_string(),
             reason: e.to_string(),
@@ -184,11 +228,10 @@ impl DataDir {
         };
         write().map_err(io_err("write", &dest))?;
         for n in log_numbers(&self.path)? {
-            if n < next {
+            if n < self.next {
                 let _ = fs::remove_file(self.path.join(format!("log.{n}")));
             }
         }
-        self.current_log = next;
         Ok(())
     }
 }

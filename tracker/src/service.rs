@@ -86,6 +86,9 @@ pub struct Tracker {
     feed: broadcast::Sender<Entry>,
     /// What each other tracker acknowledged holding.
     acked: Mutex<HashMap<u16, Known>>,
+    /// Held while a snapshot is taken and written: one at a time. Lock
+    /// order: this, then `inner`.
+    snapshots: Mutex<()>,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -163,6 +166,7 @@ impl Tracker {
             live: Mutex::new(HashMap::new()),
             feed,
             acked: Mutex::new(HashMap::new()),
+            snapshots: Mutex::new(()),
         }
     }
 
@@ -386,6 +390,7 @@ impl Tracker {
     /// Replaces the state with another tracker's image when it holds
     /// everything this one does (catching up past a compacted log).
     pub fn install(&self, img: ReplicaImage) -> bool {
+        let _one = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
         let mut inner = self.lock();
         let ok = inner.replica.install(img);
         if ok {
@@ -445,6 +450,7 @@ impl Tracker {
     /// Writes a snapshot now (shutdown).
     pub fn shutdown(&self) {
         let acked = self.acked_all();
+        let _one = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
         let mut inner = self.lock();
         inner.snapshot_now(acked.as_deref());
         if let Some(log) = inner.log.as_mut() {
@@ -452,12 +458,46 @@ impl Tracker {
         }
     }
 
+    /// Takes a snapshot once enough entries were logged since the last. Only
+    /// the switch to a new log and the copy of the state hold the state
+    /// lock; waiting for the old log and writing the file do not, so
+    /// requests keep being answered meanwhile (see docs/DURABILITY.md).
     fn maybe_snapshot(&self) {
         if self.lock().since_snapshot < self.config.snapshot_every {
             return;
         }
+        // One at a time; a snapshot under way covers these entries too.
+        let Ok(_one) = self.snapshots.try_lock() else { return };
         let acked = self.acked_all();
-        self.lock().snapshot_now(acked.as_deref());
+        let Some((next, path)) = self.lock().dir.as_ref().map(DataDir::next_log) else { return };
+        let new_log = match OpLog::open(&path, 0) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("snapshot: open {}: {e}", path.display());
+                return;
+            }
+        };
+        let pending = {
+            let mut inner = self.lock();
+            if let Some(acked) = acked.as_deref() {
+                inner.replica.compact(acked);
+            }
+            let Inner { replica, log, dir, since_snapshot } = &mut *inner;
+            let (Some(dir), Some(log)) = (dir.as_mut(), log.as_mut()) else { return };
+            *since_snapshot = 0;
+            dir.begin_snapshot(replica, log, next, new_log)
+        };
+        let write = move || {
+            if let Err(e) = pending.write() {
+                tracing::error!("snapshot: {e}");
+            }
+        };
+        // On a multi-threaded runtime, let the other tasks move off this
+        // worker while it waits on the disk.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(write),
+            _ => write(),
+        }
     }
 
     /// Every peer's acknowledgement; `None` if some peer never acked (then
