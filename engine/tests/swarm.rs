@@ -6,19 +6,21 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
 
 use common::{backends, download, wait_complete};
-use ringshare_engine::fetch::Status;
+use ringshare_engine::fetch::{Download, FetchSpec, PeerList, Status};
 use ringshare_engine::hash::HashPool;
 use ringshare_engine::meta::{Bitfield, FileMeta, Sha1Digest, PIECE_LEN};
 use ringshare_engine::peer::{self, ErrorCode, Message, PeerDecodeError};
 use ringshare_engine::serve::{
     Backend, PieceServer, SendMethod, ServeTable, ServedFile, ServerLimits,
 };
+use ringshare_engine::store::PartFile;
 
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -100,6 +102,55 @@ fn three_seeders(backend: Backend) {
     let contrib = d.contributions();
     assert!(!contrib.contains_key(&s3.addr()), "the corrupt seeder contributed nothing verified");
     assert!(d.latency().snapshot().len() >= meta.piece_hashes.len() as u64);
+}
+
+/// A corrupt seeder alone, then a good one. Alone, the corrupt seeder's
+/// pieces are hashed by the workers (fewer peers than cores on a machine
+/// with two or more), not by its peer thread: that path must catch the
+/// corruption too, ban the seeder, and let the good one finish the file.
+#[test]
+fn a_lone_corrupt_seeder_is_caught_and_a_later_good_one_finishes() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, src, meta) = source(dir.path(), 6 * PIECE_LEN as usize + 77, 9);
+        let mut bad = bytes.clone();
+        for b in bad.iter_mut().step_by(4096) {
+            *b ^= 0x5a;
+        }
+        let bad_path = dir.path().join("bad.bin");
+        fs::write(&bad_path, &bad).unwrap();
+        let good = seeder(&src, &meta, backend);
+        let corrupt = seeder(&bad_path, &meta, backend);
+        let (good_addr, bad_addr) = (good.addr(), corrupt.addr());
+        let asked = AtomicUsize::new(0);
+        let (part, have) = PartFile::open(&dir.path().join("out.bin"), &meta).unwrap();
+        let served =
+            ServedFile::partial(meta.clone(), part.file().try_clone().unwrap(), have.clone());
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let d = Download::start(
+            FetchSpec::new(meta.clone(), "u".into(), vec![], None),
+            part,
+            have,
+            served,
+            Arc::new(HashPool::new(2)),
+            Box::new(move || {
+                // The first answer names only the corrupt seeder.
+                let first = asked.fetch_add(1, Ordering::SeqCst) == 0;
+                let addrs = if first { vec![bad_addr] } else { vec![bad_addr, good_addr] };
+                Ok(PeerList { addrs, ticket: None })
+            }),
+            Box::new(move |e| {
+                let _ = tx.lock().unwrap().send(e);
+            }),
+        );
+        wait_complete(&rx);
+        d.wait();
+        assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes);
+        let contrib = d.contributions();
+        assert!(!contrib.contains_key(&bad_addr), "the corrupt seeder contributed nothing");
+        assert_eq!(contrib.get(&good_addr).copied(), Some(meta.len));
+    }
 }
 
 #[test]
