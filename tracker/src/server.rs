@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use ringshare_engine::control::{decode_msg, read_frame, write_msg, FrameIoError};
 use ringshare_engine::proto::{Refusal, Request, Response, REQUEST, RESPONSE};
+use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::service::Tracker;
@@ -68,6 +69,10 @@ pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>) -> std::io::Res
 
 /// Serves one connection: a client's requests, or (when the first frame is
 /// of type [`SYNC`]) another tracker's replication pull.
+///
+/// The first frame is read straight from the socket, so a sync pull gets the
+/// stream with nothing read past its hello; a client's connection is then
+/// buffered (one `recv` usually brings a whole request, header and payload).
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -76,18 +81,18 @@ async fn connection(
     stream.set_nodelay(true)?;
     tracing::debug!(%peer, "connected");
     let idle = tracker.config().client_idle;
+    let Ok(first) = tokio::time::timeout(idle, read_frame(&mut stream)).await else {
+        return Ok(());
+    };
+    if let Ok(Some((SYNC, payload))) = &first {
+        let hello = decode_msg::<SyncMsg>(payload)?;
+        return sync::serve_pull(stream, tracker, hello).await;
+    }
+    let mut stream = BufReader::with_capacity(16 * 1024, stream);
+    let mut frame = first;
     loop {
-        // A client that sends nothing (or trickles a frame) for this long
-        // gives its connection up.
-        let Ok(frame) = tokio::time::timeout(idle, read_frame(&mut stream)).await else {
-            return Ok(());
-        };
         let req = match frame {
             Ok(Some((REQUEST, payload))) => decode_msg::<Request>(&payload),
-            Ok(Some((SYNC, payload))) => {
-                let hello = decode_msg::<SyncMsg>(&payload)?;
-                return sync::serve_pull(stream, tracker, hello).await;
-            }
             Ok(Some((kind, _))) => Err(FrameIoError::Kind(kind)),
             Ok(None) => return Ok(()),
             Err(e) => Err(e),
@@ -104,5 +109,11 @@ async fn connection(
         };
         let resp = tracker.handle(req).await;
         write_msg(&mut stream, RESPONSE, &resp).await?;
+        // A client that sends nothing (or trickles a frame) for this long
+        // gives its connection up.
+        let Ok(next) = tokio::time::timeout(idle, read_frame(&mut stream)).await else {
+            return Ok(());
+        };
+        frame = next;
     }
 }
