@@ -8,10 +8,10 @@
 //! tells whether the file changed since it was hashed.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
+use ringshare_engine::fsio::write_atomically;
 use ringshare_engine::meta::FileMeta;
 use serde::{Deserialize, Serialize};
 
@@ -95,12 +95,7 @@ impl ShareBook {
         let dir = self.file.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir)?;
         let bytes = postcard::to_stdvec(shares).map_err(std::io::Error::other)?;
-        let tmp = self.file.with_extension("shares.tmp");
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &self.file)?;
-        fs::File::open(dir)?.sync_all()
+        write_atomically(&self.file, &bytes).map(drop)
     }
 }
 

@@ -11,7 +11,6 @@
 //! seen through the mapping.
 
 use std::fs::File;
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread;
@@ -21,6 +20,7 @@ use memmap2::{Advice, Mmap};
 use sha1::{Digest, Sha1};
 use thiserror::Error;
 
+use crate::fsio::PathIoError;
 use crate::meta::{FileMeta, Geometry, Sha1Digest};
 
 /// A unit of work for the pool.
@@ -30,16 +30,8 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 #[derive(Debug, Error)]
 pub enum HashError {
     /// The file could not be opened, inspected or mapped.
-    #[error("{what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The file.
-        path: String,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     /// The path names something other than a regular file.
     #[error("{0} is not a regular file")]
     NotAFile(String),
@@ -101,10 +93,7 @@ impl HashPool {
     /// whole-file SHA1 on this thread, the piece SHA1s on the workers.
     pub fn hash_file(&self, path: &Path, name: &str) -> Result<FileMeta, HashError> {
         let shown = path.display().to_string();
-        let io_err = |what| {
-            let shown = shown.clone();
-            move |source| HashError::Io { what, path: shown, source }
-        };
+        let io_err = |what| PathIoError::at(what, path);
         let file = File::open(path).map_err(io_err("open"))?;
         let md = file.metadata().map_err(io_err("inspect"))?;
         if !md.is_file() {

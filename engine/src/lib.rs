@@ -11,6 +11,7 @@
 //!
 //! Drivers and resources:
 //! - [`control`]: control-plane frames on tokio streams.
+//! - [`fsio`]: file errors with their path, atomic file replacement.
 //! - [`hash`]: the parallel hashing pool.
 //! - [`store`]: a download's `.part` file and persisted bitfield.
 //! - [`serve`]: what a node shares and the piece server.
@@ -21,6 +22,7 @@
 
 pub mod control;
 pub mod fetch;
+pub mod fsio;
 pub mod hash;
 pub mod meta;
 pub mod metrics;

@@ -21,7 +21,7 @@
 //! a crash can leave the state ahead of the data that reached the disk.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -30,6 +30,7 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::fsio::{with_suffix, write_atomically, PathIoError};
 use crate::hash::sha1_of;
 use crate::meta::{Bitfield, FileMeta, Sha1Digest};
 
@@ -40,21 +41,14 @@ pub enum StoreError {
     #[error("destination {0} already exists")]
     Exists(String),
     /// A file operation failed.
-    #[error("{what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The file.
-        path: String,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
 }
 
 impl StoreError {
     fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Self + 'a {
-        move |source| StoreError::Io { what, path: path.display().to_string(), source }
+        let at = PathIoError::at(what, path);
+        move |source| StoreError::Io(at(source))
     }
 }
 
@@ -145,8 +139,8 @@ impl PartFile {
         if dest.exists() {
             return Err(StoreError::Exists(dest.display().to_string()));
         }
-        let part = suffixed(dest, ".part");
-        let state = suffixed(dest, ".part.state");
+        let part = with_suffix(dest, ".part");
+        let state = with_suffix(dest, ".part.state");
         let pieces = meta.piece_hashes.len() as u32;
         let file = OpenOptions::new()
             .read(true)
@@ -184,26 +178,13 @@ impl PartFile {
     fn write_state(&self, have: &Bitfield) -> Result<StateRecord, StoreError> {
         let st =
             PartState { sha1: self.meta.sha1, len: self.meta.len, bits: have.as_bytes().to_vec() };
-        let bytes = postcard::to_stdvec(&st).map_err(|e| StoreError::Io {
-            what: "encode",
-            path: self.state.display().to_string(),
-            source: io::Error::other(e),
-        })?;
+        let bytes = postcard::to_stdvec(&st)
+            .map_err(|e| StoreError::io("encode", &self.state)(io::Error::other(e)))?;
         // postcard writes a byte vector as its length and then its bytes:
         // the bitfield is the file's tail.
         let bits_at = (bytes.len() - have.as_bytes().len()) as u64;
-        let tmp = suffixed(&self.state, ".tmp");
-        let write = || -> io::Result<File> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_data()?;
-            fs::rename(&tmp, &self.state)?;
-            if let Some(dir) = self.state.parent().filter(|d| !d.as_os_str().is_empty()) {
-                File::open(dir)?.sync_all()?;
-            }
-            Ok(f)
-        };
-        let file = write().map_err(StoreError::io("write", &self.state))?;
+        let file =
+            write_atomically(&self.state, &bytes).map_err(StoreError::io("write", &self.state))?;
         Ok(StateRecord { file, bits_at, have: have.clone(), unsynced: false })
     }
 
@@ -328,12 +309,6 @@ fn read_state(path: &Path, meta: &FileMeta) -> Option<Bitfield> {
         return None;
     }
     Bitfield::from_bytes(&st.bits, meta.piece_hashes.len() as u32)
-}
-
-fn suffixed(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 /// Reserves `len` bytes for the file so that a full disk fails now.

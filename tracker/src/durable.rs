@@ -12,12 +12,14 @@
 //! directory) and only then deletes the logs it covers: a crash at any point
 //! leaves a snapshot and logs that together hold every acknowledged op.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use ringshare_engine::fsio::{write_atomically, PathIoError};
 
 use crate::oplog::{read_log, LogError, OpLog};
 use crate::replica::{Replica, ReplicaImage};
@@ -35,16 +37,8 @@ struct SnapshotFile {
 #[derive(Debug, Error)]
 pub enum DataDirError {
     /// A file operation failed.
-    #[error("{what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The file.
-        path: String,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     /// A log is damaged.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -69,7 +63,8 @@ pub enum DataDirError {
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DataDirError + 'a {
-    move |source| DataDirError::Io { what, path: path.display().to_string(), source }
+    let at = PathIoError::at(what, path);
+    move |source| DataDirError::Io(at(source))
 }
 
 /// What opening a data directory found.
@@ -217,16 +212,8 @@ impl PendingSnapshot {
             path: self.path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let tmp = self.path.join("snapshot.tmp");
         let dest = self.path.join("snapshot");
-        let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &dest)?;
-            File::open(&self.path)?.sync_all()
-        };
-        write().map_err(io_err("write", &dest))?;
+        write_atomically(&dest, &bytes).map_err(io_err("write", &dest))?;
         for n in log_numbers(&self.path)? {
             if n < self.next {
                 let _ = fs::remove_file(self.path.join(format!("log.{n}")));

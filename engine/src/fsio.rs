@@ -1,0 +1,64 @@
+//! File helpers every durable record shares: an I/O error that names what
+//! was done to which file, and the atomic replace of a small file.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// An I/O error, with what was being done and to which file.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {path}: {source}")]
+pub struct PathIoError {
+    /// What was being done.
+    pub what: &'static str,
+    /// The file.
+    pub path: String,
+    /// The OS error.
+    #[source]
+    pub source: io::Error,
+}
+
+impl PathIoError {
+    /// For `map_err`: the error of doing `what` to `path`.
+    pub fn at<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Self + 'a {
+        move |source| Self { what, path: path.display().to_string(), source }
+    }
+}
+
+/// `path` with `suffix` appended to its last component (`a.bin` + `.part`).
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Replaces `dest` with `bytes` so that a crash leaves either the old or
+/// the new content: writes `<dest>.tmp`, fsyncs it, renames it over `dest`
+/// and fsyncs the directory. Returns the new file, open for writing.
+pub fn write_atomically(dest: &Path, bytes: &[u8]) -> io::Result<File> {
+    let tmp = with_suffix(dest, ".tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, dest)?;
+    let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    File::open(dir)?.sync_all()?;
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_the_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("record");
+        fs::write(&dest, b"old").unwrap();
+        write_atomically(&dest, b"new content").unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"new content");
+        assert!(!dir.path().join("record.tmp").exists());
+        let err = PathIoError::at("write", &dest)(io::Error::other("boom"));
+        assert_eq!(err.to_string(), format!("write {}: boom", dest.display()));
+    }
+}
