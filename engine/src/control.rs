@@ -42,7 +42,7 @@ where
     if k != kind {
         return Err(FrameIoError::Kind(k));
     }
-    Ok(Some(postcard::from_bytes(&payload)?))
+    decode_msg(&payload).map(Some)
 }
 
 /// Decodes a frame's payload as a message.

@@ -200,7 +200,7 @@ impl Download {
     /// Starts downloading into `part` (opened by [`PartFile::open`], with
     /// `have` already verified) and re-sharing through `served`.
     pub fn start(
-        spec: FetchSpec,
+        mut spec: FetchSpec,
         part: PartFile,
         have: Bitfield,
         served: Arc<ServedFile>,
@@ -218,7 +218,8 @@ impl Download {
         let shared = Arc::new(Shared {
             meta,
             geometry,
-            ticket: Mutex::new(spec.ticket.clone()),
+            // Kept only here, where refreshed tickets replace it.
+            ticket: Mutex::new(std::mem::take(&mut spec.ticket)),
             spec,
             part,
             served,
@@ -829,7 +830,7 @@ impl FrameReader {
     ) -> Result<Option<Incoming>, PeerEnd> {
         loop {
             let Some((k, len)) = self.frame else {
-                if !read_some(s, &mut self.head[..HEADER_LEN], &mut self.head_got)? {
+                if !read_into(s, &mut self.head[..HEADER_LEN], &mut self.head_got, None)? {
                     return Ok(None);
                 }
                 let h: [u8; HEADER_LEN] =
@@ -843,7 +844,12 @@ impl FrameReader {
                 if len < peer::PIECE_HEADER_LEN {
                     return Err(PeerEnd::Protocol("short piece message".into()));
                 }
-                if !read_some(s, &mut self.head[..peer::PIECE_HEADER_LEN], &mut self.head_got)? {
+                if !read_into(
+                    s,
+                    &mut self.head[..peer::PIECE_HEADER_LEN],
+                    &mut self.head_got,
+                    None,
+                )? {
                     return Ok(None);
                 }
                 let data_len = len - peer::PIECE_HEADER_LEN;
@@ -856,7 +862,7 @@ impl FrameReader {
                 }
                 let buf = self.piece.as_mut().expect("piece buffer taken above");
                 let hasher = self.hashing.then_some(&mut self.hasher);
-                if !read_piece_data(s, buf.as_mut_slice(), &mut self.body_got, hasher)? {
+                if !read_into(s, buf.as_mut_slice(), &mut self.body_got, hasher)? {
                     return Ok(None);
                 }
                 let digest = self.hashing.then(|| Sha1Digest(self.hasher.finalize_reset().into()));
@@ -871,7 +877,7 @@ impl FrameReader {
             if self.body.len() != body_len {
                 self.body = vec![0; body_len];
             }
-            if !read_some(s, &mut self.body[..], &mut self.body_got)? {
+            if !read_into(s, &mut self.body[..], &mut self.body_got, None)? {
                 return Ok(None);
             }
             let body = std::mem::take(&mut self.body);
@@ -887,9 +893,10 @@ impl FrameReader {
     }
 }
 
-/// Fills `buf[*got..]` like [`read_some`]; with a `hasher`, at most
-/// [`HASH_CHUNK`] per read, feeding each chunk to it while it is hot in cache.
-fn read_piece_data(
+/// Fills `buf[*got..]`; true when full, false on a read timeout. With a
+/// `hasher`, at most [`HASH_CHUNK`] per read, feeding each chunk to it while
+/// it is hot in cache.
+fn read_into(
     s: &mut TcpStream,
     buf: &mut [u8],
     got: &mut usize,
@@ -906,22 +913,6 @@ fn read_piece_data(
                 }
                 *got += n;
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                return Ok(false)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(true)
-}
-
-/// Fills `buf[*got..]`; true when full, false on a read timeout.
-fn read_some(s: &mut TcpStream, buf: &mut [u8], got: &mut usize) -> Result<bool, PeerEnd> {
-    while *got < buf.len() {
-        match s.read(&mut buf[*got..]) {
-            Ok(0) => return Err(PeerEnd::Io(io::ErrorKind::UnexpectedEof.into())),
-            Ok(n) => *got += n,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 return Ok(false)
             }

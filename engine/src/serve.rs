@@ -345,6 +345,26 @@ impl Drop for PieceServer {
     }
 }
 
+/// A threads-backend connection's share of the connection caps.
+struct ConnSlot {
+    active: Arc<AtomicUsize>,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
+        let mut ips = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = ips.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                ips.remove(&self.ip);
+            }
+        }
+    }
+}
+
 fn accept_loop(
     listener: &TcpListener,
     table: &Arc<ServeTable>,
@@ -382,19 +402,15 @@ fn accept_loop(
             *n += 1;
         }
         active.fetch_add(1, Ordering::AcqRel);
-        let (table, stop, active) = (Arc::clone(table), Arc::clone(stop), Arc::clone(&active));
-        let per_ip = Arc::clone(&per_ip);
+        // Gives the connection's place back when dropped: when the thread
+        // ends, and also when it cannot be started (the closure is dropped).
+        let slot =
+            ConnSlot { active: Arc::clone(&active), per_ip: Arc::clone(&per_ip), ip: peer.ip() };
+        let (table, stop) = (Arc::clone(table), Arc::clone(stop));
         let spawned = thread::Builder::new().name("piece-conn".into()).spawn(move || {
+            let _slot = slot;
             if let Err(e) = serve_connection(stream, &table, limits, &stop) {
                 tracing::debug!(%peer, "piece connection ended: {e}");
-            }
-            active.fetch_sub(1, Ordering::AcqRel);
-            let mut ips = per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = ips.get_mut(&peer.ip()) {
-                *n -= 1;
-                if *n == 0 {
-                    ips.remove(&peer.ip());
-                }
             }
         });
         if spawned.is_err() {

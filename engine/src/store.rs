@@ -225,7 +225,7 @@ impl PartFile {
 
     /// Whether whole pieces bypass the page cache.
     pub fn is_direct(&self) -> bool {
-        self.direct.is_some() && self.direct_works.load(Ordering::Relaxed)
+        self.direct_works.load(Ordering::Relaxed)
     }
 
     /// Records piece `piece` as verified: one byte written in place. It

@@ -229,16 +229,7 @@ pub fn free_port() -> u16 {
 
 /// A file of `len` pseudo-random bytes derived from `seed`.
 pub fn random_file(path: &Path, len: usize, seed: u64) {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut bytes = Vec::with_capacity(len);
-    while bytes.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        bytes.extend_from_slice(&x.to_le_bytes());
-    }
-    bytes.truncate(len);
-    std::fs::write(path, bytes).unwrap();
+    ringshare_engine::sample::write_pseudo_random(path, len as u64, seed).unwrap();
 }
 
 /// A raw protocol connection to one tracker (for load and fault tests).
