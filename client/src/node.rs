@@ -132,11 +132,6 @@ impl Node {
         self.addr
     }
 
-    /// The I/O backend of the piece server.
-    pub fn backend(&self) -> Backend {
-        self.server.backend()
-    }
-
     /// Carries out one command: the lines to print, or an error.
     pub async fn execute(&mut self, cmd: Command) -> (Flow, Result<Vec<String>>) {
         let flow = if cmd == Command::Quit { Flow::Quit } else { Flow::Continue };
@@ -419,10 +414,7 @@ impl Node {
         self.session = None;
         set_key(&self.ticket_key, None);
         self.shares_mut().clear();
-        for d in self.downloads.iter_mut().filter(|d| d.is_running()) {
-            d.download.stop();
-            d.paused = Some(why.to_owned());
-        }
+        self.stop_running(why);
         self.serve.clear();
     }
 
@@ -447,10 +439,15 @@ impl Node {
 
     /// Stops every running download, keeping what it verified for a resume.
     pub fn stop_downloads(&mut self) -> usize {
+        self.stop_running("interrupted; download_file again to resume")
+    }
+
+    /// Stops the running downloads, marking them paused for `why`; how many.
+    fn stop_running(&mut self, why: &str) -> usize {
         let mut n = 0;
         for d in self.downloads.iter_mut().filter(|d| d.is_running()) {
             d.download.stop();
-            d.paused = Some("interrupted; download_file again to resume".into());
+            d.paused = Some(why.to_owned());
             n += 1;
         }
         n
