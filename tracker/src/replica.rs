@@ -195,8 +195,9 @@ impl Replica {
         let covered =
             self.known.iter().all(|(o, s)| other.known.get(o).copied().unwrap_or(0) >= *s);
         if covered {
-            let mut hlc = other.hlc.clone();
-            hlc.merge(&self.hlc);
+            // This tracker's clock (its origin), moved past the image's.
+            let mut hlc = self.hlc.clone();
+            hlc.merge(&other.hlc);
             *self = other;
             self.hlc = hlc;
         }
@@ -342,6 +343,10 @@ mod tests {
         let mut fresh = Replica::new(4);
         assert!(fresh.install(r.image()));
         assert_eq!(fresh.state(), &before);
+        // Its own new entries still carry its own origin.
+        let mine =
+            fresh.propose(Op::CreateUser { user: s("zed"), password_hash: s("h") }, 1).unwrap();
+        assert_eq!(mine.stamp.origin, 4, "stamped as this tracker, not the image's");
         // The image round-trips.
         assert_eq!(Replica::from_image(r.image()).state(), &before);
     }
