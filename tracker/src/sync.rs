@@ -107,6 +107,10 @@ where
             }
         })
     };
+    // However this ends, the ack reader goes too: it holds the read half,
+    // and the socket closes (the puller sees EOF and reconnects) only when
+    // both halves are gone.
+    let _stop_acks = AbortOnDrop(acks.abort_handle());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -132,6 +136,15 @@ where
                 write_msg(&mut wr, SYNC, &SyncMsg::Alive(tracker.live_tokens())).await?;
             }
         }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -186,6 +199,9 @@ pub async fn pull_forever(tracker: Arc<Tracker>, peer: u16, addr: SocketAddr) {
     }
 }
 
+/// How long a pull waits for any frame before reconnecting.
+const PULL_SILENCE: Duration = Duration::from_secs(10);
+
 async fn pull_once(tracker: &Tracker, addr: SocketAddr) -> Result<(), FrameIoError> {
     let mut s = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
         .await
@@ -194,7 +210,12 @@ async fn pull_once(tracker: &Tracker, addr: SocketAddr) -> Result<(), FrameIoErr
     let hello = SyncMsg::Hello { from: tracker.config().me, known: tracker.known() };
     write_msg(&mut s, SYNC, &hello).await?;
     loop {
-        let Some((kind, payload)) = read_frame(&mut s).await? else { return Ok(()) };
+        // A healthy stream carries an `Alive` every second: silence this
+        // long means the serving side is gone without closing.
+        let frame = tokio::time::timeout(PULL_SILENCE, read_frame(&mut s))
+            .await
+            .map_err(|_| FrameIoError::Io(std::io::ErrorKind::TimedOut.into()))?;
+        let Some((kind, payload)) = frame? else { return Ok(()) };
         if kind != SYNC {
             return Err(FrameIoError::Kind(kind));
         }
