@@ -6,8 +6,9 @@
 //! the state or builds an [`Op`] and applies it. Every op passes through
 //! [`Tracker::commit`], the one place the durability layer hooks into.
 //!
-//! Lock order: there is one lock, the state mutex; it is never held across
-//! an `.await`.
+//! Locks, in the order they may be taken: `snapshots` (one snapshot at a
+//! time), `inner` (the state and its log), `live` (session liveness);
+//! `acked` alone. None is held across an `.await`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -328,11 +329,11 @@ impl Tracker {
     /// Applies an op, logs it (fsync'ed with group commit) and hands it to
     /// the other trackers: the single path by which a client changes state.
     async fn commit(&self, op: Op) -> Result<(), Refusal> {
-        let (entry, durable) = {
+        let (entry, durable, snapshot_due) = {
             let mut inner = self.lock();
             let entry = inner.replica.propose(op, wall_ms())?;
             let durable = inner.append(&entry);
-            (entry, durable)
+            (entry, durable, inner.since_snapshot >= self.config.snapshot_every)
         };
         if let Some(rx) = durable {
             match rx.await {
@@ -342,7 +343,9 @@ impl Tracker {
             }
         }
         let _ = self.feed.send(entry);
-        self.maybe_snapshot();
+        if snapshot_due {
+            self.maybe_snapshot();
+        }
         Ok(())
     }
 
