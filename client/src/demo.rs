@@ -40,24 +40,7 @@ pub struct DemoArgs {
     pub dir: Option<std::path::PathBuf>,
 }
 
-/// Parses `1GiB`, `256MiB`, `64KiB`, `10GB`, `5MB`, `5M`, or plain bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("bad size {s:?}"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
-}
+pub use ringshare_engine::sample::parse_size;
 
 /// `ringshare demo`.
 pub async fn run(args: DemoArgs) -> Result<()> {

@@ -86,7 +86,8 @@ fn run(args: Args) -> Result<()> {
     let file = match &args.file {
         Some(f) => f.canonicalize()?,
         None => {
-            let size = parse_size(&args.size)?;
+            let size =
+                ringshare_engine::sample::parse_size(&args.size).map_err(anyhow::Error::msg)?;
             let p = dir.join("swarm.bin");
             ringshare_engine::sample::write_pseudo_random(&p, size, 7)?;
             p
@@ -305,21 +306,6 @@ fn proc_cpu(pid: u32) -> f64 {
     // SAFETY: sysconf has no memory effects.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (ticks(11) + ticks(12)) / hz
-}
-
-fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n.parse().with_context(|| format!("bad size {s:?}"))?;
-    let mult = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        other => bail!("unknown unit {other:?}"),
-    };
-    Ok(n * mult)
 }
 
 /// A blocking protocol connection to the tracker.
