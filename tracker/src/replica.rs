@@ -351,24 +351,65 @@ mod tests {
         assert_eq!(Replica::from_image(r.image()).state(), &before);
     }
 
+    /// A delivery schedule over `n` entries: every entry once in a random
+    /// order (a permutation, so none can be left out), plus duplicates, each
+    /// item held back a random number of steps.
+    fn arb_schedule(n: usize) -> impl Strategy<Value = Vec<(usize, usize)>> {
+        let order = Just((0..n).collect::<Vec<_>>()).prop_shuffle();
+        let dups = proptest::collection::vec((0..n, 0..=n), 0..2 * n);
+        let delays = proptest::collection::vec(0usize..8, 3 * n);
+        (order, dups, delays).prop_map(|(mut order, dups, delays)| {
+            for (entry, at) in dups {
+                let at = at.min(order.len());
+                order.insert(at, entry);
+            }
+            order.into_iter().zip(delays.into_iter().chain(std::iter::repeat(0))).collect()
+        })
+    }
+
     proptest! {
         /// Any interleaving, duplication and delay of the same entries leaves
-        /// every replica in the identical state.
+        /// every replica in the identical state. Entries refused for a gap
+        /// are retried after later ones land, as a resending peer would.
         #[test]
-        fn any_delivery_order_converges(seed in proptest::collection::vec(0usize..1000, 30)) {
+        fn any_delivery_order_converges(schedule in arb_schedule(history().len())) {
             let h = history();
             let reference = converge(&h);
-            // Build a delivery sequence: random picks (with repeats) from h,
-            // each origin's entries only after its previous ones were offered.
             let mut r = Replica::new(9);
-            let mut i = 0;
-            while r.known().values().sum::<u64>() < h.len() as u64 {
-                let pick = &h[seed[i % seed.len()].wrapping_add(i) % h.len()];
-                let _ = r.receive(pick.clone());
-                i += 1;
-                prop_assert!(i < 100_000);
+            // (due step, entry): sent at its step, arriving `delay` steps later.
+            let mut in_flight: Vec<(usize, usize)> = Vec::new();
+            let mut held: Vec<usize> = Vec::new();
+            for (step, (entry, delay)) in schedule.iter().copied().enumerate() {
+                in_flight.push((step + delay, entry));
+                let (due, later): (Vec<_>, Vec<_>) = in_flight.into_iter().partition(|(d, _)| *d <= step);
+                in_flight = later;
+                for (_, e) in due {
+                    deliver(&mut r, &h, &mut held, e);
+                }
             }
+            in_flight.sort();
+            for (_, e) in in_flight {
+                deliver(&mut r, &h, &mut held, e);
+            }
+            prop_assert!(held.is_empty(), "entries never accepted: {:?}", held);
+            prop_assert_eq!(r.known().values().sum::<u64>(), h.len() as u64);
             prop_assert_eq!(r.state(), &reference);
+        }
+    }
+
+    /// Offer entry `e`; one refused for a gap waits in `held`, and every
+    /// accepted entry retries the held ones until none lands. Terminates:
+    /// each retry round accepts an entry or stops.
+    fn deliver(r: &mut Replica, h: &[Entry], held: &mut Vec<usize>, e: usize) {
+        match r.receive(h[e].clone()) {
+            Ok(_) => loop {
+                let before = held.len();
+                held.retain(|&i| r.receive(h[i].clone()).is_err());
+                if held.len() == before {
+                    break;
+                }
+            },
+            Err(ReceiveError::Gap { .. }) => held.push(e),
         }
     }
 }
