@@ -3,11 +3,14 @@
 //!
 //! - [`state`]: the deterministic state machine over [`state::Op`]s.
 //! - [`service`]: requests in, state reads or ops out.
+//! - [`guard`]: attempt limits and the password-hashing budget.
 //! - [`server`]: the tokio TCP driver.
 
 pub mod durable;
+pub mod guard;
 pub mod hlc;
 pub mod oplog;
+pub mod password;
 pub mod replica;
 pub mod server;
 pub mod service;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use ringshare_engine::tracker_info::TrackerList;
-use ringshare_tracker::service::{Tracker, TrackerConfig};
+use ringshare_tracker::guard::LimitsConfig;
+use ringshare_tracker::service::{default_hash_workers, Tracker, TrackerConfig};
 use ringshare_tracker::{server, sync};
 use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
@@ -44,6 +45,30 @@ struct Args {
     /// trickles a request) is closed.
     #[arg(long, default_value_t = 600)]
     client_idle: u64,
+    /// Threads computing argon2id for logins and new accounts (each holds
+    /// 19 MiB while it works) [default: one per core].
+    #[arg(long)]
+    hash_workers: Option<usize>,
+    /// Password checks that may wait for a hashing thread; beyond that a
+    /// login or create_user is refused with "tracker busy, try again".
+    #[arg(long, default_value_t = 32)]
+    hash_queue: usize,
+    /// Failed logins one address (an IPv6 /64) may make back to back.
+    #[arg(long, default_value_t = 10)]
+    login_burst: u32,
+    /// After its burst, an address may fail one login per this many seconds.
+    #[arg(long, default_value_t = 6.0)]
+    login_refill_secs: f64,
+    /// Failed logins for one user before its logins back off (1 s, 2 s,
+    /// 4 s, …) for addresses it has not logged in from before.
+    #[arg(long, default_value_t = 5)]
+    user_free_failures: u32,
+    /// The longest a user's backoff grows, in seconds.
+    #[arg(long, default_value_t = 60)]
+    user_max_backoff: u64,
+    /// Accounts one address (an IPv6 /64) may create per minute.
+    #[arg(long, default_value_t = 10)]
+    signups_per_minute: u32,
 }
 
 #[tokio::main]
@@ -83,6 +108,18 @@ async fn run(args: Args) -> Result<()> {
         snapshot_every: args.snapshot_every.max(1),
         ticket_ttl: std::time::Duration::from_secs(args.ticket_ttl.max(1)),
         client_idle: std::time::Duration::from_secs(args.client_idle.max(1)),
+        hash_workers: args.hash_workers.unwrap_or_else(default_hash_workers).max(1),
+        hash_queue: args.hash_queue,
+        limits: LimitsConfig {
+            login_burst: args.login_burst.max(1),
+            login_refill: std::time::Duration::try_from_secs_f64(args.login_refill_secs)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .context("--login-refill-secs must be a positive number of seconds")?,
+            user_free_failures: args.user_free_failures.max(1),
+            user_max_backoff: std::time::Duration::from_secs(args.user_max_backoff.max(1)),
+            signups_per_minute: args.signups_per_minute.max(1),
+        },
     };
     let data_dir =
         args.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("tracker-{me}.data")));

@@ -107,7 +107,7 @@ async fn connection(
                 return Err(e);
             }
         };
-        let resp = tracker.handle(req).await;
+        let resp = tracker.handle_from(req, peer.ip()).await;
         write_msg(&mut stream, RESPONSE, &resp).await?;
         // A client that sends nothing (or trickles a frame) for this long
         // gives its connection up.

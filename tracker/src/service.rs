@@ -11,18 +11,17 @@
 //! `acked` alone. None is held across an `.await`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use ringshare_engine::names::{self, NameKind, MAX_PASSWORD_LEN};
 use ringshare_engine::proto::{Refusal, Request, Response, Token};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::durable::{DataDir, DataDirError, Opened};
+use crate::guard::{HashPool, Limits, LimitsConfig, LoginPermit};
 use crate::oplog::{Entry, OpLog};
 use crate::replica::{Known, ReceiveError, Replica, ReplicaImage};
 use crate::state::{Op, State};
@@ -45,6 +44,18 @@ pub struct TrackerConfig {
     pub ticket_ttl: Duration,
     /// A client connection that sends nothing for this long is closed.
     pub client_idle: Duration,
+    /// Threads computing argon2id (each holds 19 MiB while it works).
+    pub hash_workers: usize,
+    /// Password checks that may wait for a hashing thread; more are
+    /// refused with "tracker busy, try again".
+    pub hash_queue: usize,
+    /// Limits on failed logins and account creation.
+    pub limits: LimitsConfig,
+}
+
+/// The default number of hashing threads: one per core.
+pub fn default_hash_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 impl Default for TrackerConfig {
@@ -56,6 +67,9 @@ impl Default for TrackerConfig {
             snapshot_every: 10_000,
             ticket_ttl: Duration::from_secs(600),
             client_idle: Duration::from_secs(600),
+            hash_workers: default_hash_workers(),
+            hash_queue: 32,
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -90,6 +104,10 @@ pub struct Tracker {
     /// Held while a snapshot is taken and written: one at a time. Lock
     /// order: this, then `inner`.
     snapshots: Mutex<()>,
+    /// Attempt limits for logins and account creation.
+    limits: Mutex<Limits>,
+    /// Where argon2id runs: a fixed number of threads, a bounded queue.
+    hashing: HashPool,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -161,7 +179,12 @@ impl Tracker {
 
     fn build(config: TrackerConfig, inner: Inner) -> Self {
         let (feed, _) = broadcast::channel(4096);
+        // Failing to start a handful of threads at start-up leaves nothing to serve with.
+        let hashing = HashPool::new(config.hash_workers, config.hash_queue)
+            .expect("start the password hashing threads");
         Self {
+            limits: Mutex::new(Limits::new(config.limits.clone())),
+            hashing,
             config,
             inner: Mutex::new(inner),
             live: Mutex::new(HashMap::new()),
@@ -180,15 +203,24 @@ impl Tracker {
     pub fn snapshot(&self) -> State {
         self.lock().replica.state().clone()
     }
-    /// Handles one request.
+    /// Handles one request from a local client (tests, tools).
     pub async fn handle(&self, req: Request) -> Response {
-        match self.dispatch(req).await {
+        self.handle_from(req, IpAddr::V4(Ipv4Addr::LOCALHOST)).await
+    }
+
+    /// Handles one request that came from address `from`.
+    pub async fn handle_from(&self, req: Request, from: IpAddr) -> Response {
+        match self.dispatch(req, from).await {
             Ok(resp) => resp,
             Err(refusal) => Response::Refused(refusal),
         }
     }
 
-    async fn dispatch(&self, req: Request) -> Result<Response, Refusal> {
+    fn limits(&self) -> MutexGuard<'_, Limits> {
+        self.limits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn dispatch(&self, req: Request, from: IpAddr) -> Result<Response, Refusal> {
         match req {
             Request::CreateUser { user, password } => {
                 name(NameKind::User, &user)?;
@@ -196,7 +228,9 @@ impl Tracker {
                 if self.lock().replica.state().user_exists(&user) {
                     return Err(Refusal::UserExists(user));
                 }
-                let password_hash = blocking(move || hash_password(&password)).await??;
+                self.limits().signup(from, Instant::now()).map_err(limit)?;
+                let password_hash =
+                    self.hashing.run(move || hash_password(&password)).await.map_err(limit)??;
                 self.commit(Op::CreateUser { user, password_hash }).await?;
                 Ok(Response::Done)
             }
@@ -208,9 +242,20 @@ impl Tracker {
                     .to_string();
                 let stored = self.lock().replica.state().password_hash(&user).map(str::to_owned);
                 let Some(stored) = stored else {
+                    // No hashing to do, but a failed attempt all the same.
+                    self.limits().login_unknown_user(from, Instant::now()).map_err(limit)?;
                     return Err(Refusal::BadCredentials);
                 };
-                if !blocking(move || verify_password(&password, &stored)).await? {
+                let permit =
+                    self.limits().login_start(from, &user, Instant::now()).map_err(limit)?;
+                let mut attempt = Attempt { limits: &self.limits, permit: Some(permit) };
+                let verified = self
+                    .hashing
+                    .run(move || verify_password(&password, &stored))
+                    .await
+                    .map_err(limit)?;
+                attempt.settle(verified);
+                if !verified {
                     return Err(Refusal::BadCredentials);
                 }
                 let mut raw = [0u8; 16];
@@ -583,22 +628,41 @@ fn password_ok(password: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Runs CPU-heavy work (argon2id) off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Refusal> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Refusal::Internal(e.to_string()))
+/// An attempt limit or a full queue, as the client sees it.
+fn limit(e: impl std::fmt::Display) -> Refusal {
+    Refusal::Limit(e.to_string())
+}
+
+/// A login let through the limits: settled with its outcome, or, when it
+/// is dropped unsettled (hashing refused, request cancelled), charged nothing.
+struct Attempt<'a> {
+    limits: &'a Mutex<Limits>,
+    permit: Option<LoginPermit>,
+}
+
+impl Attempt<'_> {
+    fn settle(&mut self, success: bool) {
+        if let Some(p) = self.permit.take() {
+            let mut l = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+            l.login_done(p, success, Instant::now());
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.permit.take() {
+            self.limits.lock().unwrap_or_else(|p| p.into_inner()).login_abandoned(p);
+        }
+    }
 }
 
 fn hash_password(password: &str) -> Result<String, Refusal> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| Refusal::Internal(format!("hash password: {e}")))
+    crate::password::hash(password).map_err(|e| Refusal::Internal(format!("hash password: {e}")))
 }
 
 fn verify_password(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored)
-        .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    crate::password::verify(password, stored)
 }
 
 #[cfg(test)]
