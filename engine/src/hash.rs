@@ -1,27 +1,30 @@
 //! The hashing pool: SHA1 of pieces in parallel, the whole file beside them.
 //!
 //! [`HashPool`] owns a fixed set of worker threads fed through a crossbeam
-//! channel. [`HashPool::hash_file`] maps a file into memory, queues one job
+//! channel. [`HashPool::hash_file`] reads a file piece by piece, queues one job
 //! per piece on the workers and streams the whole-file SHA1 on the calling
 //! thread at the same time, so hashing a file takes about as long as the
 //! sequential whole-file hash alone. The `sha1` crate picks the SHA-NI
 //! instructions at run time where the CPU has them.
 //!
-//! No file is ever read whole into a `Vec`: the bytes are the page cache's,
-//! seen through the mapping.
+//! No file is ever read whole into a `Vec`: it is read with `pread` into a
+//! handful of piece-sized buffers that go round between this thread and
+//! the workers. (It used to be mapped; a file truncated meanwhile then
+//! killed the process with SIGBUS.)
 
+use std::collections::BTreeMap;
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 
 use crossbeam_channel::{Receiver, Sender};
-use memmap2::{Advice, Mmap};
 use sha1::{Digest, Sha1};
 use thiserror::Error;
 
 use crate::fsio::PathIoError;
-use crate::meta::{FileMeta, Geometry, Sha1Digest};
+use crate::meta::{FileMeta, Geometry, PieceIndex, Sha1Digest, PIECE_LEN};
 
 /// A unit of work for the pool.
 type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -35,7 +38,8 @@ pub enum HashError {
     /// The path names something other than a regular file.
     #[error("{0} is not a regular file")]
     NotAFile(String),
-    /// The file changed length while it was being hashed.
+    /// The file changed (length or modification time) while it was being
+    /// hashed.
     #[error("{0} changed while it was being hashed")]
     Changed(String),
 }
@@ -91,7 +95,26 @@ impl HashPool {
 
     /// Hashes the file at `path` into a [`FileMeta`] named `name`: the
     /// whole-file SHA1 on this thread, the piece SHA1s on the workers.
+    ///
+    /// The file is read with `pread` into a few pooled piece buffers, not
+    /// mapped: a file truncated while it is hashed (a log rotated, a file
+    /// rewritten by another program) makes a mapping raise SIGBUS and kill
+    /// the process, while a read just comes up short. That, or a length or
+    /// modification time that differs at the end from the start, is
+    /// [`HashError::Changed`].
     pub fn hash_file(&self, path: &Path, name: &str) -> Result<FileMeta, HashError> {
+        self.hash_file_observed(path, name, &mut |_| {})
+    }
+
+    /// [`HashPool::hash_file`], calling `after_read(piece)` once each
+    /// piece has been read and added to the whole-file SHA1, in order
+    /// (tests change the file there).
+    pub fn hash_file_observed(
+        &self,
+        path: &Path,
+        name: &str,
+        after_read: &mut dyn FnMut(u32),
+    ) -> Result<FileMeta, HashError> {
         let shown = path.display().to_string();
         let io_err = |what| PathIoError::at(what, path);
         let file = File::open(path).map_err(io_err("open"))?;
@@ -100,50 +123,74 @@ impl HashPool {
             return Err(HashError::NotAFile(shown));
         }
         let len = md.len();
-        if len == 0 {
-            return Ok(FileMeta {
-                name: name.to_owned(),
-                len: 0,
-                sha1: Sha1Digest(Sha1::digest([]).into()),
-                piece_hashes: Vec::new(),
-            });
-        }
-        // SAFETY: the mapping is read-only and private to this call. If another
-        // process truncates the file while it is mapped, reading the vanished
-        // pages raises SIGBUS; that is the documented risk of hashing a file in
-        // place, the same one every mmap-based hasher takes. Writers that change
-        // bytes without truncating only make the hashes describe a mix, which
-        // the length check below and the downloader's verification catch.
-        let map = unsafe { Mmap::map(&file) }.map_err(io_err("map"))?;
-        if map.len() as u64 != len {
-            return Err(HashError::Changed(shown));
-        }
-        let _ = map.advise(Advice::Sequential);
-        let map = Arc::new(map);
+        let mtime = md.modified().ok();
         let geometry = Geometry::new(len);
         let count = geometry.piece_count() as usize;
+        advise_sequential(&file);
 
-        let (done_tx, done_rx) = crossbeam_channel::bounded(count);
-        for piece in geometry.pieces() {
-            let map = Arc::clone(&map);
-            let done = done_tx.clone();
-            let r = geometry.range(piece);
-            self.spawn(move || {
-                let digest = sha1_of(&map[r.start as usize..r.end as usize]);
-                let _ = done.send((piece.get() as usize, digest));
-            });
+        // Workers read and hash pieces into a few buffers that go round;
+        // this thread feeds them, in order, to the whole-file SHA1 (the
+        // longest sequential job, so the copy out of the page cache is the
+        // workers'). Enough buffers that every worker has one while this
+        // thread hashes another.
+        let file = Arc::new(file);
+        let slots = 2 * self.threads() + 2;
+        let (free_tx, free_rx) = crossbeam_channel::bounded::<Vec<u8>>(slots);
+        for _ in 0..slots.min(count) {
+            let _ = free_tx.send(Vec::with_capacity(PIECE_LEN as usize));
         }
-        drop(done_tx);
-
-        let whole = sha1_of(&map[..]);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let mut whole = Sha1::new();
         let mut piece_hashes = vec![Sha1Digest([0; 20]); count];
-        let mut received = 0;
-        for (i, digest) in done_rx {
-            piece_hashes[i] = digest;
-            received += 1;
+        let mut arrived: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+        let (mut next_read, mut next_whole) = (0u32, 0u32);
+        let count32 = count as u32; // piece indices are u32 (see PieceIndex)
+        while next_whole < count32 {
+            while next_read < count32 {
+                let Ok(mut buf) = free_rx.try_recv() else { break };
+                let r = geometry.range(PieceIndex::from_picker(next_read));
+                let (file, done, piece) = (Arc::clone(&file), done_tx.clone(), next_read);
+                self.spawn(move || {
+                    buf.resize((r.end - r.start) as usize, 0);
+                    let read = file.read_exact_at(&mut buf, r.start).map(|()| sha1_of(&buf));
+                    let _ = done.send((piece, read, buf));
+                });
+                next_read += 1;
+            }
+            // The piece `next_whole` is being read: a job holds it.
+            let (piece, read, buf) = done_rx.recv().expect("a hashing worker died");
+            match read {
+                Ok(digest) => piece_hashes[piece as usize] = digest,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Err(HashError::Changed(shown));
+                }
+                Err(e) => return Err(io_err("read")(e).into()),
+            }
+            arrived.insert(piece, buf);
+            while let Some(buf) = arrived.remove(&next_whole) {
+                whole.update(&buf);
+                after_read(next_whole);
+                next_whole += 1;
+                let _ = free_tx.send(buf);
+            }
         }
-        assert_eq!(received, count, "a hashing worker died");
-        Ok(FileMeta { name: name.to_owned(), len, sha1: whole, piece_hashes })
+        // Bytes rewritten in place (same length) show in the mtime; a file
+        // that grew shows in the length.
+        let after = file.metadata().map_err(io_err("inspect"))?;
+        if after.len() != len || after.modified().ok() != mtime {
+            return Err(HashError::Changed(shown));
+        }
+        let sha1 = Sha1Digest(whole.finalize().into());
+        Ok(FileMeta { name: name.to_owned(), len, sha1, piece_hashes })
+    }
+}
+
+/// Tells the kernel the file is read front to back (more read-ahead).
+fn advise_sequential(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fadvise only reads its arguments; the descriptor is open.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
     }
 }
 
@@ -201,6 +248,47 @@ mod tests {
         for (i, chunk) in bytes.chunks(PIECE_LEN as usize).enumerate() {
             assert_eq!(meta.piece_hashes[i], sha1_of(chunk), "piece {i}");
         }
+    }
+
+    #[test]
+    fn a_file_truncated_while_hashing_is_an_error_not_a_crash() {
+        // A sparse file hashes fast and costs no disk.
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(16 * PIECE_LEN).unwrap();
+        let path = f.path().to_owned();
+        let err = HashPool::new(2)
+            .hash_file_observed(&path, "t", &mut |piece| {
+                if piece == 2 {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .unwrap()
+                        .set_len(4096)
+                        .unwrap();
+                }
+            })
+            .unwrap_err();
+        assert!(matches!(err, HashError::Changed(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!("{} changed while it was being hashed", path.display())
+        );
+    }
+
+    #[test]
+    fn a_file_rewritten_in_place_while_hashing_is_an_error() {
+        let f = file_with(&vec![7u8; 3 * PIECE_LEN as usize]);
+        let path = f.path().to_owned();
+        let err = HashPool::new(1)
+            .hash_file_observed(&path, "t", &mut |piece| {
+                if piece == 0 {
+                    // Same length, new bytes (and a new mtime).
+                    let w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                    w.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+                }
+            })
+            .unwrap_err();
+        assert!(matches!(err, HashError::Changed(_)), "{err}");
     }
 
     #[test]
