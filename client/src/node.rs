@@ -40,11 +40,14 @@ struct Session {
     book: ShareBook,
     /// Keeps the session alive at the trackers while logged in.
     heartbeat: tokio::task::JoinHandle<()>,
+    /// Withdraws shared files that change on disk.
+    watcher: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         self.heartbeat.abort();
+        self.watcher.abort();
     }
 }
 
@@ -258,7 +261,16 @@ impl Node {
             every,
             Arc::clone(&self.ticket_key),
         ));
-        self.session = Some(Session { user: user.clone(), token, book: book.clone(), heartbeat });
+        let watcher = self.rt.spawn(watch_shares(
+            self.trackers.clone(),
+            token,
+            every,
+            Arc::clone(&self.shares),
+            Arc::clone(&self.serve),
+            book.clone(),
+        ));
+        self.session =
+            Some(Session { user: user.clone(), token, book: book.clone(), heartbeat, watcher });
 
         // Resume sharing what this user shared from this node before.
         let (recorded, warning) = book.load();
@@ -371,7 +383,7 @@ impl Node {
     }
 
     fn shares_mut(&self) -> MutexGuard<'_, Vec<LocalShare>> {
-        self.shares.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.shares)
     }
 
     /// Starts serving a shared file's pieces.
@@ -644,6 +656,67 @@ async fn heartbeat(trackers: TrackerList, token: Token, every_ms: u32, key: Tick
             Err(e) => tracing::debug!("heartbeat: {e}"),
         }
     }
+}
+
+/// Every `every_ms` (the heartbeat's period), checks that each shared file
+/// still has the length and modification time it was hashed with; one that
+/// changed or vanished is withdrawn: no longer served, stopped at the
+/// tracker, dropped from the share record, with one log line. Serving it
+/// would hand out pieces that no longer match their SHA1.
+async fn watch_shares(
+    trackers: TrackerList,
+    token: Token,
+    every_ms: u32,
+    shares: Shares,
+    serve: Arc<ServeTable>,
+    book: ShareBook,
+) {
+    let mut link = TrackerLink::new(trackers);
+    let every = std::time::Duration::from_millis(u64::from(every_ms.max(100)));
+    loop {
+        tokio::time::sleep(every).await;
+        // Stat calls happen outside the lock: uploads and downloads add
+        // shares meanwhile.
+        let current: Vec<LocalShare> = lock(&shares).clone();
+        let stale: Vec<(LocalShare, Staleness)> =
+            current.into_iter().filter_map(|s| s.check().err().map(|why| (s, why))).collect();
+        if stale.is_empty() {
+            continue;
+        }
+        {
+            let mut list = lock(&shares);
+            list.retain(|s| !stale.iter().any(|(gone, _)| gone == s));
+            for (gone, _) in &stale {
+                if !list.iter().any(|s| s.meta.sha1 == gone.meta.sha1) {
+                    serve.remove(&gone.meta.sha1);
+                }
+            }
+            if let Err(e) = book.save(&list) {
+                tracing::warn!("save the share record: {e}");
+            }
+        }
+        for (gone, why) in stale {
+            let why = match why {
+                Staleness::Changed => "changed on disk".to_owned(),
+                Staleness::Missing(e) => format!("missing ({e})"),
+            };
+            tracing::warn!(
+                "stopped sharing {}/{}: {} {why}",
+                gone.group,
+                gone.meta.name,
+                gone.path.display()
+            );
+            let req = Request::StopShare { token, group: gone.group, file: gone.meta.name };
+            if let Err(e) = link.call(&req).await {
+                // The tracker drops it from peer lists with the session anyway.
+                tracing::debug!("stop_share after a change: {e}");
+            }
+        }
+    }
+}
+
+fn lock(shares: &Shares) -> MutexGuard<'_, Vec<LocalShare>> {
+    shares.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn set_key(key: &TicketKey, value: Option<[u8; 32]>) {

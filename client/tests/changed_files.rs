@@ -1,0 +1,67 @@
+//! A shared file that changes under the node: it is withdrawn from its
+//! group with one log line, and the node goes on — on real processes.
+
+mod common;
+
+use common::{eventually, random_file, NodeProc, TrackerProc};
+
+#[test]
+fn a_shared_file_that_changes_is_withdrawn_and_the_node_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // A short peer TTL makes the heartbeat (TTL / 3) and the watch 1 s.
+    let boot = dir.path().join("boot.txt");
+    std::fs::write(&boot, "127.0.0.1:0\n").unwrap();
+    let t = TrackerProc::start_with(&boot, 1, &dir.path().join("tdata"), &["--peer-ttl", "3"]);
+    let info = dir.path().join("tracker_info.txt");
+    std::fs::write(&info, format!("{}\n", t.addr)).unwrap();
+
+    let node = |name: &str| {
+        NodeProc::spawn(
+            "127.0.0.1:0",
+            &info,
+            &dir.path().join(format!("state-{name}")),
+            &[],
+            Some(&dir.path().join(format!("{name}.stderr"))),
+        )
+    };
+    let mut alice = node("alice");
+    let mut bob = node("bob");
+    alice.ok("create_user alice pw");
+    alice.ok("login alice pw");
+    alice.ok("create_group team");
+    bob.ok("create_user bob pw");
+    bob.ok("login bob pw");
+    bob.ok("join_group team");
+    alice.ok("accept_request team bob");
+
+    let changing = dir.path().join("changing.bin");
+    let steady = dir.path().join("steady.bin");
+    random_file(&changing, 3 << 19, 1);
+    random_file(&steady, 1 << 19, 2);
+    alice.ok(&format!("upload_file {} team", changing.display()));
+    alice.ok(&format!("upload_file {} team", steady.display()));
+    let files = bob.cmd("list_files team");
+    assert_eq!(files.len(), 2, "{files:?}");
+
+    // Rewritten by another program: shorter now.
+    std::fs::OpenOptions::new().write(true).open(&changing).unwrap().set_len(4096).unwrap();
+    eventually("the changed file leaves list_files", || {
+        let files = bob.cmd("list_files team");
+        files.len() == 1 && files[0].starts_with("steady.bin")
+    });
+    let log = std::fs::read_to_string(dir.path().join("alice.stderr")).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("stopped sharing")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("team/changing.bin") && lines[0].contains("changed on disk"));
+
+    // Everything else goes on: the steady file downloads from alice, and
+    // the new content can be shared again.
+    let dest = dir.path().join("dl");
+    std::fs::create_dir(&dest).unwrap();
+    bob.ok(&format!("download_file team steady.bin {}", dest.display()));
+    bob.wait_downloads(|out| out.iter().any(|l| l.starts_with("[C]")));
+    assert_eq!(std::fs::read(dest.join("steady.bin")).unwrap(), std::fs::read(&steady).unwrap());
+    alice.ok(&format!("upload_file {} team", changing.display()));
+    assert_eq!(bob.cmd("list_files team").len(), 2);
+    drop(t);
+}
