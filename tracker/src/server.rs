@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use ringshare_engine::control::{decode_msg, read_frame, write_msg, FrameIoError};
 use ringshare_engine::proto::{Refusal, Request, Response, REQUEST, RESPONSE};
-use tokio::io::BufReader;
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::service::Tracker;
+use crate::service::{Reply, Tracker};
 use crate::sync::{self, SyncMsg, SYNC};
 
 /// Most connections served at once.
@@ -107,8 +107,13 @@ async fn connection(
                 return Err(e);
             }
         };
-        let resp = tracker.handle_from(req, peer.ip()).await;
-        write_msg(&mut stream, RESPONSE, &resp).await?;
+        match tracker.reply(req, peer.ip()).await {
+            Reply::Msg(resp) => write_msg(&mut stream, RESPONSE, &resp).await?,
+            Reply::Frame(frame) => {
+                stream.write_all(&frame).await?;
+                stream.flush().await?;
+            }
+        }
         // A client that sends nothing (or trickles a frame) for this long
         // gives its connection up.
         let Ok(next) = tokio::time::timeout(idle, read_frame(&mut stream)).await else {

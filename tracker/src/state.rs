@@ -344,6 +344,11 @@ impl State {
         Ok(g.requests.clone())
     }
 
+    /// Whether `user` may read `group` (it exists and they are a member).
+    pub fn require_member(&self, user: &str, group: &str) -> Result<(), Refusal> {
+        self.member_group(user, group).map(|_| ())
+    }
+
     /// The files of a group `user` belongs to, with online sharer counts;
     /// `live` says which sessions are alive (soft state kept outside).
     pub fn files(
