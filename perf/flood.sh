@@ -6,6 +6,9 @@
 # Usage: perf/flood.sh [KIND ...]        (default: every kind)
 # Environment (all optional):
 #   CLIENTS   hostile connections or tasks             [1000]
+#   HASH_CLIENTS  hostile clients of the login and signup floods [200]: a
+#             tracker without a hashing budget (BEFORE) needs 19 MiB per
+#             concurrent one, and 1000 of them would take this machine down
 #   SECONDS_  length of each flood, seconds            [10]
 #   FILES     files in the group of the list-files flood [10000]
 #   BEFORE    a git revision to measure too, side by side (its tracker and
@@ -19,6 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CLIENTS=${CLIENTS:-1000}
+HASH_CLIENTS=${HASH_CLIENTS:-200}
 SECONDS_=${SECONDS_:-10}
 FILES=${FILES:-10000}
 DATE=$(date +%F)
@@ -61,8 +65,10 @@ fi
 
 status=0
 for kind in "${KINDS[@]}"; do
+  clients=$CLIENTS
+  case $kind in login | signup) clients=$HASH_CLIENTS ;; esac
   for label in "${labels[@]}"; do
-    "$FLOOD" --kind "$kind" --label "$label" --clients "$CLIENTS" --seconds "$SECONDS_" \
+    "$FLOOD" --kind "$kind" --label "$label" --clients "$clients" --seconds "$SECONDS_" \
       --files "$FILES" --tracker-bin "${TRACKER[$label]}" --node-bin "${NODE[$label]}" \
       --json "$OUT/flood/$label-$kind.json" 2>"$work/$label-$kind.err" || {
         status=1

@@ -465,6 +465,28 @@ async fn run(args: Args) -> Result<()> {
         None => (tracker.0.id(), taddr, "tracker"),
     };
 
+    // The legitimate client runs on a thread and runtime of its own, so
+    // the hostile tasks delay it only through the target. It connects (and
+    // logs in) before the flood starts, then waits for the go.
+    let legit_target = LegitTarget {
+        tracker: taddr,
+        node: node.as_ref().map(|n| (n.addr, n.meta.clone(), n.legit.clone())),
+    };
+    let window = Duration::from_secs_f64(args.seconds);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let legit = std::thread::spawn(move || -> Result<_> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let conn = rt.block_on(legit_connect(&legit_target))?;
+        let _ = ready_tx.send(());
+        let _ = go_rx.recv();
+        rt.block_on(legit_loop(legit_target, conn, window))
+    });
+    if ready_rx.recv().is_err() {
+        let e = legit.join().map_err(|_| anyhow::anyhow!("the legitimate client panicked"))?;
+        return e.map(|_| ()).context("the legitimate client could not start");
+    }
+
     let rss_before = status_kib(pid, "VmRSS:").unwrap_or(0);
     let cpu_before = cpu_seconds(pid);
     let flood_start = Instant::now();
@@ -489,21 +511,9 @@ async fn run(args: Args) -> Result<()> {
         let (stop, ops, nh) = (Arc::clone(&stop), Arc::clone(&ops), node_hostile.clone());
         tasks.spawn(hostile(args.kind, i, target, stop, ops, nh, owner));
     }
-    // The legitimate client runs on a thread and runtime of its own, so
-    // the hostile tasks delay it only through the target.
-    let legit_target = LegitTarget {
-        tracker: taddr,
-        node: node.as_ref().map(|n| (n.addr, n.meta.clone(), n.legit.clone())),
-    };
-    let window = Duration::from_secs_f64(args.seconds);
-    let (hist, ok, failed) = std::thread::spawn(move || -> Result<_> {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(legit_loop(legit_target, window))
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the legitimate client panicked"))??;
+    let _ = go_tx.send(());
+    let (hist, ok, failed) =
+        legit.join().map_err(|_| anyhow::anyhow!("the legitimate client panicked"))??;
     stop.store(true, Ordering::Relaxed);
     let elapsed = flood_start.elapsed().as_secs_f64();
     let (peak, anon_peak) = sampler.join().unwrap_or((0, 0));
@@ -591,18 +601,35 @@ async fn legit_connect(t: &LegitTarget) -> Result<Legit> {
 }
 
 /// One request every 20 ms for `window`: its latencies (µs), successes, failures.
-async fn legit_loop(t: LegitTarget, window: Duration) -> Result<(Histogram<u64>, u64, u64)> {
+async fn legit_loop(
+    t: LegitTarget,
+    conn: Legit,
+    window: Duration,
+) -> Result<(Histogram<u64>, u64, u64)> {
     let piece_len = t.node.as_ref().map_or(PIECE_LEN as u32, |(_, meta, _)| {
         let g = meta.geometry();
         g.pieces().next().map_or(0, |p| g.len_of(p) as u32)
     });
-    let mut conn = legit_connect(&t).await?;
+    // Under some floods even reconnecting (and logging in) fails: that
+    // counts as a failed request, and the client keeps trying.
+    let mut conn = Some(conn);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let (mut ok, mut failed) = (0u64, 0u64);
     let start = Instant::now();
     while start.elapsed() < window {
         let t0 = Instant::now();
-        let r = match &mut conn {
+        if conn.is_none() {
+            match legit_connect(&t).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("legitimate client cannot connect: {e:#}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            }
+        }
+        let r = match conn.as_mut().expect("connected above") {
             Legit::Tracker(s, token) => {
                 call(s, &Request::ListGroups { token: *token }).await.map(|_| t0.elapsed())
             }
@@ -616,10 +643,7 @@ async fn legit_loop(t: LegitTarget, window: Duration) -> Result<(Histogram<u64>,
             Err(e) => {
                 failed += 1;
                 eprintln!("legitimate request failed: {e:#}");
-                match legit_connect(&t).await {
-                    Ok(c) => conn = c,
-                    Err(e) => eprintln!("legitimate client cannot reconnect: {e:#}"),
-                }
+                conn = None;
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
