@@ -104,6 +104,7 @@ async fn run(args: Args) -> Result<()> {
     let config = TrackerConfig {
         me,
         peers: peers.iter().map(|(n, _)| *n).collect(),
+        peer_addrs: peers.clone(),
         peer_ttl: std::time::Duration::from_secs(args.peer_ttl.max(1)),
         snapshot_every: args.snapshot_every.max(1),
         ticket_ttl: std::time::Duration::from_secs(args.ticket_ttl.max(1)),

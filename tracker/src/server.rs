@@ -86,6 +86,16 @@ async fn connection(
     };
     if let Ok(Some((SYNC, payload))) = &first {
         let hello = decode_msg::<SyncMsg>(payload)?;
+        let listed = matches!(&hello, SyncMsg::Hello { from, .. } if tracker.is_listed_peer(*from, peer.ip()));
+        if !listed {
+            // Until links are authenticated, a pull is served only to an
+            // address a listed tracker has: anyone else could read the
+            // whole state and move what this tracker thinks a peer holds.
+            tracing::warn!(%peer, "refused a sync pull: not a listed tracker's address");
+            let refusal = Refusal::BadRequest("sync is for the listed trackers only".into());
+            let _ = write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)).await;
+            return Ok(());
+        }
         return sync::serve_pull(stream, tracker, hello).await;
     }
     let mut stream = BufReader::with_capacity(16 * 1024, stream);

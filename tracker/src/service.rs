@@ -51,6 +51,9 @@ pub struct TrackerConfig {
     pub me: u16,
     /// The other trackers' numbers.
     pub peers: Vec<u16>,
+    /// Where each other tracker is listed: a sync pull is served only to a
+    /// listed tracker, from that tracker's address.
+    pub peer_addrs: Vec<(u16, SocketAddr)>,
     /// A session not heard from for this long drops out of peer lists.
     pub peer_ttl: Duration,
     /// Write a snapshot after this many logged entries.
@@ -78,6 +81,7 @@ impl Default for TrackerConfig {
         Self {
             me: 1,
             peers: Vec::new(),
+            peer_addrs: Vec::new(),
             peer_ttl: Duration::from_secs(30),
             snapshot_every: 10_000,
             ticket_ttl: Duration::from_secs(600),
@@ -214,6 +218,12 @@ impl Tracker {
             acked: Mutex::new(HashMap::new()),
             snapshots: Mutex::new(()),
         }
+    }
+
+    /// Whether tracker `from` is listed and at address `ip`: the check on
+    /// a sync pull until links are authenticated.
+    pub fn is_listed_peer(&self, from: u16, ip: IpAddr) -> bool {
+        self.config.peer_addrs.iter().any(|(n, a)| *n == from && a.ip() == ip)
     }
 
     /// This tracker's configuration.

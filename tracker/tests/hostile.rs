@@ -253,3 +253,54 @@ async fn attempt_limits_slow_guessing_and_reset() {
     assert_eq!(text, "too many new accounts from 127.0.0.7; retry in 20 s");
     assert_eq!(call_from(a, "127.0.0.8", &create("u3", "pw")).await, Response::Done);
 }
+
+/// A sync hello, as another tracker sends it.
+fn sync_hello(from: u16) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    enum SyncMsg {
+        Hello { from: u16, known: std::collections::BTreeMap<u16, u64> },
+    }
+    ringshare_engine::proto::encode_frame(3, &SyncMsg::Hello { from, known: Default::default() })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_pulls_only_from_a_listed_trackers_address() {
+    use tokio::io::AsyncWriteExt;
+    // Tracker 2 is listed (on 127.0.0.1) but not running.
+    let dir = tempfile::tempdir().unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let info = dir.path().join("tracker_info.txt");
+    std::fs::write(&info, format!("127.0.0.1:0\n{free}\n")).unwrap();
+    let mut child = Command::new(BIN)
+        .arg(&info)
+        .arg("1")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let addr: SocketAddr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    let t = Tracker { child, addr, _dir: dir };
+
+    let first_frame = |from: &'static str, who: u16| async move {
+        let mut s = connect(addr, from).await;
+        s.write_all(&sync_hello(who)).await.unwrap();
+        ringshare_engine::control::read_frame(&mut s).await.unwrap().expect("an answer")
+    };
+    // Not a listed tracker's number, or the right number from the wrong address.
+    for (from, who) in [("127.0.0.1", 7), ("127.0.0.2", 2)] {
+        let (kind, payload) = first_frame(from, who).await;
+        assert_eq!(kind, RESPONSE, "from {from} as tracker {who}");
+        let r: Response = postcard::from_bytes(&payload).unwrap();
+        assert!(matches!(r, Response::Refused(Refusal::BadRequest(_))), "{r:?}");
+    }
+    // Tracker 2 from its address is served (the catch-up, a sync frame).
+    let (kind, _) = first_frame("127.0.0.1", 2).await;
+    assert_eq!(kind, 3);
+    drop(t);
+}
