@@ -6,7 +6,8 @@
 //!   few seconds), starts a peer thread per new peer, persists the bitfield,
 //!   measures the rate and finishes (or fails) the download;
 //! - one **peer thread** per connection: handshake, bitfield, then keeps a
-//!   pipeline of whole-piece requests (deeper for faster peers) and reads
+//!   pipeline of whole-piece requests sized to the peer's rate × round trip
+//!   ([`PeerFlow`]) and reads
 //!   piece data straight into a pooled buffer. When there are at least as
 //!   many peers as cores, it reads [`HASH_CHUNK`] at a time and hashes each
 //!   chunk as it lands (hot in cache); with fewer peers the hashing is left
@@ -40,6 +41,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use sha1::{Digest, Sha1};
 
+use crate::flow::PeerFlow;
 use crate::hash::{sha1_of, HashPool};
 use crate::meta::{Bitfield, FileMeta, Geometry, Sha1Digest};
 use crate::metrics::Latency;
@@ -508,8 +510,7 @@ fn run_peer(
     // Requests in the order sent: a server answers in order.
     let mut outstanding = Outstanding { q: VecDeque::new(), global: &shared.requested };
     let mut cancelled: HashSet<u32> = HashSet::new();
-    let mut depth = 4usize;
-    let mut window = (Instant::now(), 0u64);
+    let mut flow = PeerFlow::new(shared.geometry.piece_len(), Instant::now());
     loop {
         if shared.stopping() {
             return Err(PeerEnd::Stopped);
@@ -527,15 +528,13 @@ fn run_peer(
                 peer::encode(&Message::Cancel { piece: p, offset: 0, len }, &mut out);
             }
         }
+        // Requests outstanding follow this peer's rate × round trip
+        // (flow::PeerFlow), not a fixed count.
+        let piece_len = shared.geometry.piece_len();
+        let depth = flow.window(outstanding.len() as u64 * piece_len, Instant::now());
         if outstanding.len() < depth {
             let mut w = lock(&shared.work);
-            // Every peer keeps MIN_PER_PEER requests whatever the others
-            // hold (a fast peer is never starved by slow ones); the depth
-            // beyond that comes from the shared MAX_IN_FLIGHT budget.
-            while outstanding.len() < depth
-                && (outstanding.len() < MIN_PER_PEER
-                    || shared.requested.load(Ordering::Acquire) < MAX_IN_FLIGHT)
-            {
+            while outstanding.len() < depth {
                 let Some(p) = w.picker.pick(id, bits) else { break };
                 let len = shared.geometry.len_of(p) as u32;
                 peer::encode(&Message::Request { piece: p.get(), offset: 0, len }, &mut out);
@@ -571,7 +570,7 @@ fn run_peer(
                     None if cancelled.remove(&piece) => continue,
                     None => return Err(PeerEnd::Protocol(format!("unrequested piece {piece}"))),
                 };
-                window.1 += len as u64;
+                flow.on_arrival(sent, len as u64, Instant::now());
                 let wanted = lock(&shared.work).picker.received(piece, id);
                 if !wanted {
                     drop(buf);
@@ -606,13 +605,6 @@ fn run_peer(
                 Ok(_) => return Err(PeerEnd::Protocol(format!("unexpected message type {k}"))),
                 Err(e) => return Err(PeerEnd::Protocol(e.to_string())),
             },
-        }
-        // Faster peers get deeper pipelines: about 50 ms of data in flight.
-        let dt = window.0.elapsed();
-        if dt >= Duration::from_millis(500) {
-            let rate = window.1 as f64 / dt.as_secs_f64();
-            depth = ((rate * 0.05 / shared.geometry.piece_len() as f64) as usize + 2).clamp(2, 16);
-            window = (Instant::now(), 0);
         }
     }
 }
@@ -684,14 +676,6 @@ fn submit_write(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr, got: Receive
         sh.wake.notify_all();
     });
 }
-
-/// Most whole-piece requests outstanding across all peers: enough to keep
-/// every peer busy, few enough that a piece does not queue behind many others
-/// (piece latency is mostly this queue).
-const MAX_IN_FLIGHT: usize = 6;
-
-/// Requests every peer may keep outstanding regardless of [`MAX_IN_FLIGHT`].
-const MIN_PER_PEER: usize = 2;
 
 /// One peer's outstanding requests, in the order sent, counted in the
 /// download's total while they last.

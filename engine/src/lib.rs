@@ -8,6 +8,7 @@
 //! - [`proto`]: the client↔tracker messages.
 //! - [`peer`]: the peer protocol and the server's session state machine.
 //! - [`picker`]: rarest-first piece selection with an endgame.
+//! - [`flow`]: requests outstanding per peer, sized to bandwidth × delay.
 //!
 //! Drivers and resources:
 //! - [`control`]: control-plane frames on tokio streams.
@@ -22,6 +23,7 @@
 
 pub mod control;
 pub mod fetch;
+pub mod flow;
 pub mod fsio;
 pub mod hash;
 pub mod meta;
