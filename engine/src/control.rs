@@ -11,8 +11,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::proto::{self, MAX_FRAME};
 use crate::wire::{self, DecodeError, HEADER_LEN};
 
-/// The most payload buffer added ahead of the bytes that arrived.
-const GROW_STEP: usize = 64 * 1024;
+/// The first payload buffer of a frame; it doubles as bytes arrive.
+const FIRST_STEP: usize = 4096;
 
 /// Why a message could not be read or written.
 #[derive(Debug, Error)]
@@ -71,14 +71,16 @@ where
     let (len, k) = wire::parse_header(&header);
     // The length is checked before anything is allocated, and the payload
     // buffer grows with the bytes that actually arrive: a header that
-    // announces 16 MiB and trickles the rest costs what it sent, not 16 MiB
-    // (1000 such connections took a tracker to 5.4 GiB).
+    // announces 16 MiB and trickles the rest costs about what it sent, not
+    // 16 MiB (1000 such connections took a tracker to 5.4 GiB).
     wire::check_len(len, MAX_FRAME)?;
     let want = len as usize - HEADER_LEN;
-    let mut payload = Vec::with_capacity(want.min(GROW_STEP));
+    let mut payload = Vec::new();
     while payload.len() < want {
-        let step = (want - payload.len()).min(GROW_STEP);
+        // Doubling from 4 KiB: at most twice what arrived (plus 4 KiB) is
+        // allocated, and a large frame takes a dozen steps.
         let at = payload.len();
+        let step = (want - at).min(at.max(FIRST_STEP));
         payload.resize(at + step, 0);
         let n = r.read(&mut payload[at..]).await?;
         if n == 0 {
