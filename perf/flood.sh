@@ -80,12 +80,16 @@ done
 
 python3 - "$OUT/flood" "${labels[@]}" <<'EOF' >"$OUT/flood/table.md"
 import json, os, sys
-d, labels = sys.argv[1], sys.argv[2:]
+d = sys.argv[1]
 rows = {}
 for f in sorted(os.listdir(d)):
     if f.endswith(".json"):
         r = json.load(open(os.path.join(d, f)))
         rows.setdefault(r["kind"], {})[r["label"]] = r
+# Every label in the directory (an earlier BEFORE run stays in the table),
+# "before" first.
+found = {l for by in rows.values() for l in by}
+labels = sorted(found, key=lambda l: (l != "before", l))
 print("| flood | target | clients | " + " | ".join(
     f"{l}: peak RSS MiB (anon) | {l}: CPU s / wall s | {l}: legit p50 / p99 ms (ok/failed)"
     for l in labels) + " |")
