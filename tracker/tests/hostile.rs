@@ -24,9 +24,14 @@ struct Tracker {
 
 impl Tracker {
     fn start(extra: &[&str]) -> Self {
+        Self::start_listed("127.0.0.1:0\n", extra)
+    }
+
+    /// Tracker 1 of the list `info`.
+    fn start_listed(info_text: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let info = dir.path().join("tracker_info.txt");
-        std::fs::write(&info, "127.0.0.1:0\n").unwrap();
+        std::fs::write(&info, info_text).unwrap();
         let mut child = Command::new(BIN)
             .arg(&info)
             .arg("1")
@@ -268,25 +273,9 @@ fn sync_hello(from: u16) -> Vec<u8> {
 async fn sync_pulls_only_from_a_listed_trackers_address() {
     use tokio::io::AsyncWriteExt;
     // Tracker 2 is listed (on 127.0.0.1) but not running.
-    let dir = tempfile::tempdir().unwrap();
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let info = dir.path().join("tracker_info.txt");
-    std::fs::write(&info, format!("127.0.0.1:0\n{free}\n")).unwrap();
-    let mut child = Command::new(BIN)
-        .arg(&info)
-        .arg("1")
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    let addr: SocketAddr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
-    let t = Tracker { child, addr, _dir: dir };
-
+    let t = Tracker::start_listed(&format!("127.0.0.1:0\n{free}\n"), &[]);
+    let addr = t.addr;
     let first_frame = |from: &'static str, who: u16| async move {
         let mut s = connect(addr, from).await;
         s.write_all(&sync_hello(who)).await.unwrap();
