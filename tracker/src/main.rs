@@ -150,6 +150,10 @@ async fn run(args: Args) -> Result<()> {
         _ = sigint.recv() => tracing::info!("SIGINT: stopping"),
         _ = sigterm.recv() => tracing::info!("SIGTERM: stopping"),
         _ = quit_on_stdin() => tracing::info!("quit: stopping"),
+        why = tracker.failed() => {
+            // Fail-stop: no snapshot (the replica holds an op not on disk).
+            bail!("op log failed ({why}); the tracker stopped so that nothing it did not make durable is acknowledged");
+        }
     }
     tracker.shutdown();
     Ok(())

@@ -271,6 +271,16 @@ fn group_commit(mut file: File, rx: crossbeam_channel::Receiver<(Vec<u8>, Ack)>,
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
             });
         }
+        if let Err(e) = result {
+            // The file may end in a torn record now: writing on after it
+            // would put good records behind garbage. Everything later fails
+            // (the tracker stops; recovery drops the torn tail).
+            let why = format!("op log failed earlier: {e}");
+            for (_, ack) in rx.iter() {
+                ack(Err(io::Error::new(e.kind(), why.clone())));
+            }
+            return;
+        }
     }
 }
 

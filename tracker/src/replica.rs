@@ -45,6 +45,10 @@ pub enum ReceiveError {
         /// The seq received.
         got: u64,
     },
+    /// The entries were taken but could not be made durable here: nothing
+    /// may be acknowledged (the tracker stops).
+    #[error("op log failed: {0}")]
+    NotDurable(String),
 }
 
 /// The persisted form of a replica: everything but the derived state.
@@ -410,6 +414,7 @@ mod tests {
                 }
             },
             Err(ReceiveError::Gap { .. }) => held.push(e),
+            Err(other) => panic!("entry {e} refused: {other}"),
         }
     }
 }

@@ -87,6 +87,11 @@ async fn connection(
     if let Ok(Some((SYNC, payload))) = &first {
         let hello = decode_msg::<SyncMsg>(payload)?;
         let listed = matches!(&hello, SyncMsg::Hello { from, .. } if tracker.is_listed_peer(*from, peer.ip()));
+        if let Some(why) = tracker.failure() {
+            let refusal = Refusal::Internal(format!("tracker stopped: op log failed ({why})"));
+            let _ = write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)).await;
+            return Ok(());
+        }
         if !listed {
             // Until links are authenticated, a pull is served only to an
             // address a listed tracker has: anyone else could read the

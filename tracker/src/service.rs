@@ -132,6 +132,9 @@ pub struct Tracker {
     hashing: HashPool,
     /// `ListFiles` answers, encoded once and shared (see [`Tracker::list_files`]).
     files_cache: Mutex<FilesCache>,
+    /// Why the op log failed, once it has: the tracker then stops
+    /// (fail-stop) and acknowledges nothing more.
+    failed: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -210,6 +213,7 @@ impl Tracker {
             limits: Mutex::new(Limits::new(config.limits.clone())),
             hashing,
             files_cache: Mutex::new(HashMap::new()),
+            failed: tokio::sync::watch::Sender::new(None),
             config,
             inner: Mutex::new(inner),
             live: Mutex::new(HashMap::new()),
@@ -248,9 +252,50 @@ impl Tracker {
         }
     }
 
+    /// The op log failed (a write or fsync): this tracker stops. Nothing it
+    /// did not make durable was acknowledged, and from now on nothing is:
+    /// requests and sync pulls are refused and no snapshot is written (it
+    /// would hold the op that failed). `ringshare-tracker` exits; clients
+    /// fail over to the other trackers.
+    pub fn fail_stop(&self, why: &str) {
+        self.failed.send_if_modified(|f| {
+            if f.is_some() {
+                return false;
+            }
+            tracing::error!(
+                "op log: {why}; stopping (fail-stop): nothing that is not on disk is acknowledged"
+            );
+            *f = Some(why.to_owned());
+            true
+        });
+    }
+
+    /// Why the tracker stopped, if it did (see [`Tracker::fail_stop`]).
+    pub fn failure(&self) -> Option<String> {
+        self.failed.borrow().clone()
+    }
+
+    /// Resolves once the tracker has failed, with the reason.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failed.subscribe();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Handles one request from `from`, for the network driver: large
     /// answers that many clients ask for come encoded once and shared.
     pub async fn reply(&self, req: Request, from: IpAddr) -> Reply {
+        if let Some(why) = self.failure() {
+            return Reply::Msg(Response::Refused(Refusal::Internal(format!(
+                "tracker stopped: op log failed ({why})"
+            ))));
+        }
         let result = match req {
             Request::ListFiles { token, group } => {
                 self.list_files(&token, &group).map(Reply::Frame)
@@ -457,10 +502,16 @@ impl Tracker {
             (entry, durable, inner.since_snapshot >= self.config.snapshot_every)
         };
         if let Some(rx) = durable {
-            match rx.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(Refusal::Internal(format!("op log: {e}"))),
-                Err(_) => return Err(Refusal::Internal("op log closed".into())),
+            let why = match rx.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("op log closed".to_owned()),
+            };
+            if let Some(why) = why {
+                // The op is in this replica but not on disk: stop rather
+                // than let it reach a client, a peer or a snapshot.
+                self.fail_stop(&why);
+                return Err(Refusal::Internal(format!("op log: {why}")));
             }
         }
         let _ = self.feed.send(entry);
@@ -493,7 +544,14 @@ impl Tracker {
             }
         }
         for rx in waits {
-            let _ = rx.await;
+            let why = match rx.await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "op log closed".to_owned(),
+            };
+            // Not durable here: no acknowledgement may go back.
+            self.fail_stop(&why);
+            return Err(ReceiveError::NotDurable(why));
         }
         // A session that just logged in elsewhere is alive.
         let logins: Vec<Token> = fresh
@@ -596,6 +654,10 @@ impl Tracker {
 
     /// Writes a snapshot now (shutdown).
     pub fn shutdown(&self) {
+        if self.failure().is_some() {
+            // The replica holds an op that is not on disk: no snapshot.
+            return;
+        }
         let acked = self.acked_all();
         let _one = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
         let mut inner = self.lock();
@@ -610,7 +672,7 @@ impl Tracker {
     /// lock; waiting for the old log and writing the file do not, so
     /// requests keep being answered meanwhile (see docs/DURABILITY.md).
     fn maybe_snapshot(&self) {
-        if self.lock().since_snapshot < self.config.snapshot_every {
+        if self.failure().is_some() || self.lock().since_snapshot < self.config.snapshot_every {
             return;
         }
         // One at a time; a snapshot under way covers these entries too.

@@ -19,7 +19,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_ringshare-tracker");
 struct Tracker {
     child: Child,
     addr: SocketAddr,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Tracker {
@@ -27,27 +27,40 @@ impl Tracker {
         Self::start_listed("127.0.0.1:0\n", extra)
     }
 
-    /// Tracker 1 of the list `info`.
+    /// Tracker 1 of the list `info_text`, in a directory of its own.
     fn start_listed(info_text: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let info = dir.path().join("tracker_info.txt");
+        let mut t = Self::start_at(dir.path(), info_text, extra);
+        t._dir = Some(dir);
+        t
+    }
+
+    /// Tracker 1 of the list `info_text`, its data in `dir/data` and its
+    /// standard error appended to `dir/tracker.stderr`.
+    fn start_at(dir: &std::path::Path, info_text: &str, extra: &[&str]) -> Self {
+        let info = dir.join("tracker_info.txt");
         std::fs::write(&info, info_text).unwrap();
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("tracker.stderr"))
+            .unwrap();
         let mut child = Command::new(BIN)
             .arg(&info)
             .arg("1")
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(dir.join("data"))
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(err)
             .spawn()
             .unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
         assert!(line.contains("listening on"), "{line:?}");
         let addr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
-        Self { child, addr, _dir: dir }
+        Self { child, addr, _dir: None }
     }
 
     /// A line of /proc/PID/status, in KiB.
@@ -291,5 +304,89 @@ async fn sync_pulls_only_from_a_listed_trackers_address() {
     // Tracker 2 from its address is served (the catch-up, a sync frame).
     let (kind, _) = first_frame("127.0.0.1", 2).await;
     assert_eq!(kind, 3);
+    drop(t);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_op_log_write_stops_the_tracker_and_loses_nothing_acknowledged() {
+    // Mounting needs root; elsewhere this scenario cannot be set up.
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let st =
+        Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(&data).status();
+    assert!(st.unwrap().success(), "mount a 1 MiB tmpfs");
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&data);
+
+    let mut t = Tracker::start_at(dir.path(), "127.0.0.1:0\n", &[]);
+    let mut s = connect(t.addr, "127.0.0.1").await;
+    assert_eq!(call(&mut s, &create("alice", "pw")).await, Response::Done);
+    let Response::LoggedIn { token, .. } = call(&mut s, &login("alice", "pw")).await else {
+        panic!("login")
+    };
+    // Fill the disk, then write until the op log cannot.
+    {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(data.join("filler")).unwrap();
+        while filler.write_all(&[0u8; 4096]).is_ok() {}
+    }
+    let group = |i: usize| format!("g{i}");
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for i in 0..5000 {
+        match call(&mut s, &Request::CreateGroup { token, group: group(i) }).await {
+            Response::Done => acked.push(i),
+            Response::Refused(Refusal::Internal(why)) => {
+                assert!(why.contains("op log"), "{why}");
+                refused = Some(i);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let refused = refused.expect("a full disk made a write fail");
+    // Fail-stop: the tracker exits with an error instead of serving on.
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = t.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the tracker kept running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!status.success());
+    let log = std::fs::read_to_string(dir.path().join("tracker.stderr")).unwrap();
+    assert!(log.contains("fail-stop"), "{log}");
+
+    // With room again, a restart has every acknowledged op and not the
+    // refused one (the torn tail is dropped).
+    std::fs::remove_file(data.join("filler")).unwrap();
+    let t2 = Tracker::start_at(dir.path(), "127.0.0.1:0\n", &[]);
+    let mut s = connect(t2.addr, "127.0.0.1").await;
+    let Response::LoggedIn { token, .. } = call(&mut s, &login("alice", "pw")).await else {
+        panic!("login after restart")
+    };
+    let groups = match call(&mut s, &Request::ListGroups { token }).await {
+        Response::Names(n) => n,
+        other => panic!("{other:?}"),
+    };
+    let expected: Vec<String> = acked.iter().map(|i| group(*i)).collect();
+    let mut got = groups.clone();
+    got.sort();
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(got, want, "acknowledged groups after restart ({} of them)", acked.len());
+    assert!(!groups.contains(&group(refused)));
     drop(t);
 }
