@@ -24,6 +24,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use serde::{Deserialize, Serialize};
@@ -205,6 +206,8 @@ pub struct OpLog {
     path: PathBuf,
     tx: Option<crossbeam_channel::Sender<(Vec<u8>, Ack)>>,
     writer: Option<thread::JoinHandle<()>>,
+    /// Taken by the writer around each batch; see [`OpLog::gate`].
+    gate: Arc<Mutex<()>>,
 }
 
 impl OpLog {
@@ -215,10 +218,19 @@ impl OpLog {
             File::open(dir)?.sync_all()?;
         }
         let (tx, rx) = crossbeam_channel::unbounded::<(Vec<u8>, Ack)>();
+        let gate = Arc::new(Mutex::new(()));
+        let held = Arc::clone(&gate);
         let writer = thread::Builder::new()
             .name("oplog".into())
-            .spawn(move || group_commit(file, rx, last_seq))?;
-        Ok(Self { path: path.to_owned(), tx: Some(tx), writer: Some(writer) })
+            .spawn(move || group_commit(file, rx, last_seq, &held))?;
+        Ok(Self { path: path.to_owned(), tx: Some(tx), writer: Some(writer), gate })
+    }
+
+    /// The writer's gate: while someone holds it, appends queue up
+    /// unacknowledged. Tests use it to catch an op between its append and
+    /// its fsync.
+    pub fn gate(&self) -> Arc<Mutex<()>> {
+        Arc::clone(&self.gate)
     }
 
     /// The file.
@@ -254,9 +266,15 @@ impl Drop for OpLog {
     }
 }
 
-fn group_commit(mut file: File, rx: crossbeam_channel::Receiver<(Vec<u8>, Ack)>, mut seq: u64) {
+fn group_commit(
+    mut file: File,
+    rx: crossbeam_channel::Receiver<(Vec<u8>, Ack)>,
+    mut seq: u64,
+    gate: &Mutex<()>,
+) {
     let mut buf = Vec::new();
     while let Ok(first) = rx.recv() {
+        let _held = gate.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
         buf.clear();

@@ -135,6 +135,28 @@ pub struct Tracker {
     /// Why the op log failed, once it has: the tracker then stops
     /// (fail-stop) and acknowledges nothing more.
     failed: tokio::sync::watch::Sender<Option<String>>,
+    /// This tracker's own entries known to be on disk (see [`Durable`]):
+    /// catch-up sends no own entry beyond them.
+    durable_own: Arc<Mutex<Durable>>,
+}
+
+/// Which of a tracker's own entries (by seq) are on disk: every one up to
+/// `prefix`, and those in `ahead` beyond it (acknowledged out of order).
+#[derive(Debug, Default)]
+struct Durable {
+    prefix: u64,
+    ahead: std::collections::BTreeSet<u64>,
+}
+
+impl Durable {
+    fn mark(&mut self, seq: u64) {
+        if seq > self.prefix {
+            self.ahead.insert(seq);
+        }
+        while self.ahead.remove(&(self.prefix + 1)) {
+            self.prefix += 1;
+        }
+    }
 }
 
 impl std::fmt::Debug for Tracker {
@@ -168,8 +190,11 @@ impl Tracker {
     ) -> Result<(Self, Recovery), DataDirError> {
         let Opened { replica, log, dir, replayed, torn_bytes } =
             DataDir::open(data_dir, config.me)?;
+        let recovered_own = replica.known().get(&config.me).copied().unwrap_or(0);
         let inner = Inner { replica, log: Some(log), dir: Some(dir), since_snapshot: replayed };
         let t = Self::build(config, inner);
+        // What was replayed is on disk.
+        t.durable().prefix = recovered_own;
         // Every session restored from disk gets a full TTL to show up again.
         let tokens: Vec<Token> = t.lock().replica.state().tokens().copied().collect();
         t.touch_all(&tokens);
@@ -187,10 +212,32 @@ impl Tracker {
         let mut secret = [0u8; 32];
         OsRng.fill_bytes(&mut secret);
         if let Ok(e) = inner.replica.propose(Op::SetTicketKey { secret }, wall_ms()) {
-            // Logged like any op (durability is awaited by the next commit's batch).
-            drop(inner.append(&e));
-            let _ = self.feed.send(e);
+            // Logged like any op; offered to the other trackers once on disk.
+            let (durable, feed) = (Arc::clone(&self.durable_own), self.feed.clone());
+            let logged = inner.append(&e);
+            let settle = move |ok: bool| {
+                if ok {
+                    lock_durable(&durable).mark(e.origin_seq);
+                    let _ = feed.send(e);
+                }
+            };
+            match logged {
+                None => settle(true),
+                Some(rx) => {
+                    // Start-up is not in an async context yet everywhere: wait on a thread.
+                    let spawned = std::thread::Builder::new()
+                        .name("ticket-key".into())
+                        .spawn(move || settle(matches!(rx.blocking_recv(), Ok(Ok(())))));
+                    if let Err(err) = spawned {
+                        tracing::error!("wait for the ticket key to be logged: {err}");
+                    }
+                }
+            }
         }
+    }
+
+    fn durable(&self) -> MutexGuard<'_, Durable> {
+        lock_durable(&self.durable_own)
     }
 
     /// The public half of the ticket key.
@@ -214,6 +261,7 @@ impl Tracker {
             hashing,
             files_cache: Mutex::new(HashMap::new()),
             failed: tokio::sync::watch::Sender::new(None),
+            durable_own: Arc::default(),
             config,
             inner: Mutex::new(inner),
             live: Mutex::new(HashMap::new()),
@@ -514,6 +562,7 @@ impl Tracker {
                 return Err(Refusal::Internal(format!("op log: {why}")));
             }
         }
+        self.durable().mark(entry.origin_seq);
         let _ = self.feed.send(entry);
         if snapshot_due {
             self.maybe_snapshot();
@@ -588,9 +637,27 @@ impl Tracker {
 
     /// Entries a tracker holding `theirs` lacks, or the image to send when
     /// some were compacted away.
+    ///
+    /// This tracker's own entries go only as far as they are on disk here:
+    /// one sent before its fsync could, after a crash, be proposed again as
+    /// a different op under the same (origin, seq). The rest follow on the
+    /// feed once durable.
     pub fn catch_up(&self, theirs: &Known) -> Result<Vec<Entry>, Box<ReplicaImage>> {
+        let me = self.config.me;
+        let prefix = self.durable().prefix;
+        let on_disk = |e: &Entry| e.stamp.origin != me || e.origin_seq <= prefix;
         let inner = self.lock();
-        inner.replica.entries_after(theirs).ok_or_else(|| Box::new(inner.replica.image()))
+        match inner.replica.entries_after(theirs) {
+            Some(mut entries) => {
+                entries.retain(on_disk);
+                Ok(entries)
+            }
+            None => {
+                let mut img = inner.replica.image();
+                img.entries.retain(on_disk);
+                Err(Box::new(img))
+            }
+        }
     }
 
     /// A stream of every new entry.
@@ -789,6 +856,10 @@ fn password_ok(password: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+fn lock_durable(d: &Mutex<Durable>) -> MutexGuard<'_, Durable> {
+    d.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The response in a frame this tracker encoded.
 fn decode_frame(frame: &[u8]) -> Result<Response, Refusal> {
     let (f, _) = ringshare_engine::wire::decode(frame, u32::MAX)
@@ -858,6 +929,44 @@ mod tests {
             t.handle(Request::ListGroups { token }).await,
             Response::Refused(Refusal::NotLoggedIn)
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn catch_up_sends_no_own_entry_before_it_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TrackerConfig { peers: vec![2], ..Default::default() };
+        let (t, _) = Tracker::open(config, dir.path()).unwrap();
+        let t = Arc::new(t);
+        let op = |user: &str| Op::CreateUser { user: user.into(), password_hash: "x".into() };
+        t.commit(op("a")).await.unwrap();
+        // The ticket key and "a" are on disk: both go.
+        let start = Instant::now();
+        while t.catch_up(&Known::new()).unwrap().len() < 2 {
+            assert!(start.elapsed() < Duration::from_secs(10), "never durable");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Hold the log writer: "b" is applied but not on disk.
+        let gate = t.lock().log.as_ref().unwrap().gate();
+        let (held_tx, held) = std::sync::mpsc::channel::<()>();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _g = gate.lock().unwrap();
+            held_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        });
+        held.recv().unwrap();
+        let t2 = Arc::clone(&t);
+        let pending = tokio::spawn(async move { t2.commit(op("b")).await });
+        while !t.snapshot().user_exists("b") {
+            tokio::task::yield_now().await;
+        }
+        let sent = t.catch_up(&Known::new()).unwrap();
+        assert_eq!(sent.len(), 2, "an entry not on disk was offered: {sent:?}");
+        // Once on disk it goes too.
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        pending.await.unwrap().unwrap();
+        assert_eq!(t.catch_up(&Known::new()).unwrap().len(), 3);
     }
 
     #[tokio::test]
