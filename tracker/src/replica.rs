@@ -227,6 +227,25 @@ impl Replica {
             let Some(n) = newest else { return };
             bound = Some(bound.map_or(n, |b: Stamp| b.min(n)));
         }
+        // An origin some peer holds more of than this replica (its ack
+        // outran the entries): the missing entries are stamped after the
+        // newest one of that origin held here, so nothing newer may be
+        // folded yet; with none held (all in the base), nothing may.
+        for k in acked {
+            for (origin, seq) in k {
+                if *seq <= self.known.get(origin).copied().unwrap_or(0) {
+                    continue;
+                }
+                let newest_held = self
+                    .entries
+                    .values()
+                    .filter(|e| e.stamp.origin == *origin)
+                    .map(|e| e.stamp)
+                    .max();
+                let Some(n) = newest_held else { return };
+                bound = Some(bound.map_or(n, |b: Stamp| b.min(n)));
+            }
+        }
         let stable: Vec<Stamp> = self
             .entries
             .iter()
@@ -369,6 +388,35 @@ mod tests {
             }
             order.into_iter().zip(delays.into_iter().chain(std::iter::repeat(0))).collect()
         })
+    }
+
+    #[test]
+    fn an_ack_that_outran_an_entry_does_not_let_later_entries_fold() {
+        // Tracker 1 makes a1 (t=10) and a2 (t=20); trackers 2 and 3 make b
+        // (t=30, the same user as a2 with another hash) and c (t=40).
+        let mut t1 = Replica::new(1);
+        let a1 = t1.propose(Op::CreateUser { user: s("x"), password_hash: s("h") }, 10).unwrap();
+        let a2 = t1.propose(Op::CreateUser { user: s("u"), password_hash: s("h2") }, 20).unwrap();
+        let b = Replica::new(2)
+            .propose(Op::CreateUser { user: s("u"), password_hash: s("h3") }, 30)
+            .unwrap();
+        let c = Replica::new(3)
+            .propose(Op::CreateUser { user: s("y"), password_hash: s("h") }, 40)
+            .unwrap();
+        let reference = converge(&[a1.clone(), a2.clone(), b.clone(), c.clone()]);
+        assert_eq!(reference.password_hash("u"), Some("h2"), "a2 is first in stamp order");
+
+        // Here a2 has not arrived, but a peer already acknowledges holding it.
+        let mut r = Replica::new(9);
+        for e in [a1, b, c] {
+            r.receive(e).unwrap();
+        }
+        let peer: Known = [(1, 2), (2, 1), (3, 1)].into_iter().collect();
+        r.compact(&[peer]);
+        // b and c are after the missing a2: they must still be entries.
+        assert_eq!(r.entry_count(), 2, "only a1 may be folded");
+        r.receive(a2).unwrap();
+        assert_eq!(r.state(), &reference);
     }
 
     proptest! {
