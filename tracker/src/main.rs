@@ -69,6 +69,11 @@ struct Args {
     /// Accounts one address (an IPv6 /64) may create per minute.
     #[arg(long, default_value_t = 10)]
     signups_per_minute: u32,
+    /// Entries from another tracker stamped more than this many seconds
+    /// ahead of this tracker's clock are refused (and logged) until the
+    /// clocks agree within it.
+    #[arg(long, default_value_t = 300)]
+    max_clock_skew: u64,
 }
 
 #[tokio::main]
@@ -121,6 +126,7 @@ async fn run(args: Args) -> Result<()> {
             user_max_backoff: std::time::Duration::from_secs(args.user_max_backoff.max(1)),
             signups_per_minute: args.signups_per_minute.max(1),
         },
+        max_clock_skew: std::time::Duration::from_secs(args.max_clock_skew),
     };
     let data_dir =
         args.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("tracker-{me}.data")));

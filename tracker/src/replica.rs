@@ -45,6 +45,20 @@ pub enum ReceiveError {
         /// The seq received.
         got: u64,
     },
+    /// The entry is stamped further ahead of this tracker's clock than the
+    /// skew bound allows: taking it would let it win every conflict for as
+    /// long as the clocks differ.
+    #[error("entry {seq} of tracker {origin} is stamped {ahead_ms} ms ahead of this clock (bound {bound_ms} ms)")]
+    FromTheFuture {
+        /// The origin tracker.
+        origin: u16,
+        /// The entry's seq.
+        seq: u64,
+        /// How far ahead of this tracker's wall clock it is stamped.
+        ahead_ms: u64,
+        /// The bound.
+        bound_ms: u64,
+    },
     /// The entries were taken but could not be made durable here: nothing
     /// may be acknowledged (the tracker stops).
     #[error("op log failed: {0}")]

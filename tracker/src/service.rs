@@ -69,6 +69,10 @@ pub struct TrackerConfig {
     pub hash_queue: usize,
     /// Limits on failed logins and account creation.
     pub limits: LimitsConfig,
+    /// Entries from other trackers stamped further ahead of this clock are
+    /// refused (a tracker whose clock jumped ahead would otherwise win
+    /// every last-writer-wins conflict for as long as it stays ahead).
+    pub max_clock_skew: Duration,
 }
 
 /// The default number of hashing threads: one per core.
@@ -89,6 +93,7 @@ impl Default for TrackerConfig {
             hash_workers: default_hash_workers(),
             hash_queue: 32,
             limits: LimitsConfig::default(),
+            max_clock_skew: Duration::from_secs(300),
         }
     }
 }
@@ -578,7 +583,21 @@ impl Tracker {
         let mut gap = None;
         {
             let mut inner = self.lock();
+            let bound_ms = self.config.max_clock_skew.as_millis() as u64;
+            let now = wall_ms();
             for e in entries {
+                if e.stamp.wall_ms > now.saturating_add(bound_ms) {
+                    // Refused (and so is what follows from that origin,
+                    // a gap) until this clock comes within the bound.
+                    let refusal = ReceiveError::FromTheFuture {
+                        origin: e.stamp.origin,
+                        seq: e.origin_seq,
+                        ahead_ms: e.stamp.wall_ms - now,
+                        bound_ms,
+                    };
+                    gap = Some(refusal);
+                    break;
+                }
                 match inner.replica.receive(e.clone()) {
                     Ok(true) => {
                         waits.extend(inner.append(&e));
@@ -967,6 +986,22 @@ mod tests {
         holder.join().unwrap();
         pending.await.unwrap().unwrap();
         assert_eq!(t.catch_up(&Known::new()).unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn entries_stamped_beyond_the_skew_bound_are_refused() {
+        let t = Tracker::new();
+        let mut other = Replica::new(2);
+        let op = |user: &str| Op::CreateUser { user: user.into(), password_hash: "x".into() };
+        let near = other.propose(op("near"), wall_ms() + 1_000).unwrap();
+        let far = other.propose(op("far"), wall_ms() + 3_600_000).unwrap();
+        t.receive_remote(vec![near]).await.unwrap();
+        let r = t.receive_remote(vec![far]).await;
+        assert!(matches!(r, Err(ReceiveError::FromTheFuture { origin: 2, seq: 2, .. })), "{r:?}");
+        let st = t.snapshot();
+        assert!(st.user_exists("near"));
+        assert!(!st.user_exists("far"), "an entry an hour ahead is not applied");
+        assert_eq!(t.known().get(&2), Some(&1));
     }
 
     #[tokio::test]

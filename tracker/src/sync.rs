@@ -222,8 +222,13 @@ async fn pull_once(tracker: &Tracker, addr: SocketAddr) -> Result<(), FrameIoErr
         match ringshare_engine::control::decode_msg::<SyncMsg>(&payload)? {
             SyncMsg::Entries(entries) => {
                 if let Err(gap) = tracker.receive_remote(entries).await {
-                    // Resynchronise from what we hold.
+                    // Resynchronise from what we hold; an entry from the
+                    // future stays refused until the clocks agree: ask
+                    // again in a while, not at once.
                     tracing::warn!("{gap}; reconnecting");
+                    if matches!(gap, crate::replica::ReceiveError::FromTheFuture { .. }) {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
                     return Ok(());
                 }
                 write_msg(&mut s, SYNC, &SyncMsg::Ack { known: tracker.known() }).await?;
