@@ -185,8 +185,6 @@ struct Shared {
     cores: usize,
     buffers: Arc<BufferPool>,
     verified: AtomicU64,
-    /// Requests outstanding at every peer together.
-    requested: AtomicUsize,
     connected: AtomicUsize,
     rate_bits: AtomicU64,
     stop: AtomicBool,
@@ -231,7 +229,6 @@ impl Download {
             cores: thread::available_parallelism().map_or(2, |n| n.get()),
             buffers: Arc::new(BufferPool::new(MAX_BUFFERS)),
             verified: AtomicU64::new(verified),
-            requested: AtomicUsize::new(0),
             connected: AtomicUsize::new(0),
             rate_bits: AtomicU64::new(0f64.to_bits()),
             stop: AtomicBool::new(false),
@@ -508,7 +505,7 @@ fn run_peer(
     lock(&shared.work).picker.add_peer(bits);
 
     // Requests in the order sent: a server answers in order.
-    let mut outstanding = Outstanding { q: VecDeque::new(), global: &shared.requested };
+    let mut outstanding: VecDeque<(u32, Instant)> = VecDeque::new();
     let mut cancelled: HashSet<u32> = HashSet::new();
     let mut flow = PeerFlow::new(shared.geometry.piece_len(), Instant::now());
     loop {
@@ -518,7 +515,7 @@ fn run_peer(
         out.clear();
         let cancels = lock(&shared.cancels).remove(&id).unwrap_or_default();
         for p in cancels {
-            if let Some(pos) = outstanding.position(p) {
+            if let Some(pos) = outstanding.iter().position(|(q, _)| *q == p) {
                 outstanding.remove(pos);
                 cancelled.insert(p);
                 let len = shared
@@ -563,7 +560,7 @@ fn run_peer(
                         "piece {piece} with bad offset or length"
                     )));
                 }
-                let sent = match outstanding.position(piece) {
+                let sent = match outstanding.iter().position(|(q, _)| *q == piece) {
                     Some(pos) => {
                         outstanding.remove(pos).map(|(_, t)| t).expect("position is valid")
                     }
@@ -675,45 +672,6 @@ fn submit_write(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr, got: Receive
         }
         sh.wake.notify_all();
     });
-}
-
-/// One peer's outstanding requests, in the order sent, counted in the
-/// download's total while they last.
-struct Outstanding<'a> {
-    q: VecDeque<(u32, Instant)>,
-    global: &'a AtomicUsize,
-}
-
-impl Outstanding<'_> {
-    fn len(&self) -> usize {
-        self.q.len()
-    }
-    fn position(&self, piece: u32) -> Option<usize> {
-        self.q.iter().position(|(q, _)| *q == piece)
-    }
-    fn front(&self) -> Option<&(u32, Instant)> {
-        self.q.front()
-    }
-    fn push_back(&mut self, x: (u32, Instant)) {
-        self.global.fetch_add(1, Ordering::AcqRel);
-        self.q.push_back(x);
-    }
-    fn remove(&mut self, pos: usize) -> Option<(u32, Instant)> {
-        let x = self.q.remove(pos);
-        if x.is_some() {
-            self.global.fetch_sub(1, Ordering::AcqRel);
-        }
-        x
-    }
-    fn pop_front(&mut self) -> Option<(u32, Instant)> {
-        self.remove(0)
-    }
-}
-
-impl Drop for Outstanding<'_> {
-    fn drop(&mut self) {
-        self.global.fetch_sub(self.q.len(), Ordering::AcqRel);
-    }
 }
 
 /// A bounded pool of piece-sized buffers, aligned for `O_DIRECT` writes.

@@ -108,7 +108,6 @@ async fn run(args: Args) -> Result<()> {
         .collect();
     let config = TrackerConfig {
         me,
-        peers: peers.iter().map(|(n, _)| *n).collect(),
         peer_addrs: peers.clone(),
         peer_ttl: std::time::Duration::from_secs(args.peer_ttl.max(1)),
         snapshot_every: args.snapshot_every.max(1),

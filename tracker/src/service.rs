@@ -49,10 +49,8 @@ type FilesCache = HashMap<String, (u64, u64, Arc<[u8]>)>;
 pub struct TrackerConfig {
     /// This tracker's number (1-based line of tracker_info.txt).
     pub me: u16,
-    /// The other trackers' numbers.
-    pub peers: Vec<u16>,
-    /// Where each other tracker is listed: a sync pull is served only to a
-    /// listed tracker, from that tracker's address.
+    /// The other trackers: number and listed address (a sync pull is
+    /// served only to a listed tracker, from that tracker's address).
     pub peer_addrs: Vec<(u16, SocketAddr)>,
     /// A session not heard from for this long drops out of peer lists.
     pub peer_ttl: Duration,
@@ -84,7 +82,6 @@ impl Default for TrackerConfig {
     fn default() -> Self {
         Self {
             me: 1,
-            peers: Vec::new(),
             peer_addrs: Vec::new(),
             peer_ttl: Duration::from_secs(30),
             snapshot_every: 10_000,
@@ -555,12 +552,7 @@ impl Tracker {
             (entry, durable, inner.since_snapshot >= self.config.snapshot_every)
         };
         if let Some(rx) = durable {
-            let why = match rx.await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(_) => Some("op log closed".to_owned()),
-            };
-            if let Some(why) = why {
+            if let Err(why) = logged(rx).await {
                 // The op is in this replica but not on disk: stop rather
                 // than let it reach a client, a peer or a snapshot.
                 self.fail_stop(&why);
@@ -612,14 +604,11 @@ impl Tracker {
             }
         }
         for rx in waits {
-            let why = match rx.await {
-                Ok(Ok(())) => continue,
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "op log closed".to_owned(),
-            };
-            // Not durable here: no acknowledgement may go back.
-            self.fail_stop(&why);
-            return Err(ReceiveError::NotDurable(why));
+            if let Err(why) = logged(rx).await {
+                // Not durable here: no acknowledgement may go back.
+                self.fail_stop(&why);
+                return Err(ReceiveError::NotDurable(why));
+            }
         }
         // A session that just logged in elsewhere is alive.
         let logins: Vec<Token> = fresh
@@ -799,7 +788,7 @@ impl Tracker {
     /// no entry may be compacted). A lone tracker has no peers: `Some([])`.
     fn acked_all(&self) -> Option<Vec<Known>> {
         let acked = self.acked.lock().unwrap_or_else(|p| p.into_inner());
-        self.config.peers.iter().map(|p| acked.get(p).cloned()).collect()
+        self.config.peer_addrs.iter().map(|(p, _)| acked.get(p).cloned()).collect()
     }
 
     /// The user and peer address of a live session; hearing from it keeps
@@ -873,6 +862,15 @@ fn password_ok(password: &str) -> Result<(), Refusal> {
         return Err(Refusal::BadRequest(format!("password must be 1 to {MAX_PASSWORD_LEN} bytes")));
     }
     Ok(())
+}
+
+/// Waits for an append to the op log: why it failed, if it did.
+async fn logged(rx: oneshot::Receiver<std::io::Result<()>>) -> Result<(), String> {
+    match rx.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("op log closed".to_owned()),
+    }
 }
 
 fn lock_durable(d: &Mutex<Durable>) -> MutexGuard<'_, Durable> {
@@ -953,7 +951,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn catch_up_sends_no_own_entry_before_it_is_on_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let config = TrackerConfig { peers: vec![2], ..Default::default() };
+        let peer_addrs = vec![(2, "127.0.0.1:9".parse().unwrap())];
+        let config = TrackerConfig { peer_addrs, ..Default::default() };
         let (t, _) = Tracker::open(config, dir.path()).unwrap();
         let t = Arc::new(t);
         let op = |user: &str| Op::CreateUser { user: user.into(), password_hash: "x".into() };

@@ -63,14 +63,18 @@ impl Tracker {
         Self { child, addr, _dir: None }
     }
 
-    /// A line of /proc/PID/status, in KiB.
+    /// A line of its /proc/PID/status, in KiB.
     fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in status"))
+        status_kib(self.child.id(), field).unwrap_or_else(|| panic!("no {field} in status"))
     }
+}
+
+/// A line of /proc/PID/status, in KiB (None once the process is gone).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
 }
 
 impl Drop for Tracker {
@@ -145,13 +149,7 @@ async fn a_login_flood_stays_within_the_hashing_budget() {
         std::thread::spawn(move || {
             let mut peak = 0u64;
             while flooding.load(Ordering::Relaxed) {
-                if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                    if let Some(kib) = s.lines().find_map(|l| {
-                        l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok()
-                    }) {
-                        peak = peak.max(kib);
-                    }
-                }
+                peak = peak.max(status_kib(pid, "VmRSS:").unwrap_or(0));
                 std::thread::sleep(Duration::from_millis(5));
             }
             peak

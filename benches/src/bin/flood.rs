@@ -426,15 +426,11 @@ async fn hostile(
 }
 
 async fn run(args: Args) -> Result<()> {
-    let dir = tempfile::Builder::new().prefix("flood.").tempdir()?;
-    if std::env::var_os("FLOOD_KEEP").is_some() {
+    let keep = std::env::var_os("FLOOD_KEEP").is_some();
+    let dir = tempfile::Builder::new().prefix("flood.").disable_cleanup(keep).tempdir()?;
+    if keep {
         eprintln!("flood: keeping {}", dir.path().display());
     }
-    let dir = if std::env::var_os("FLOOD_KEEP").is_some() {
-        KeptDir::Kept(dir.keep())
-    } else {
-        KeptDir::Temp(dir)
-    };
     let mut extra = args.tracker_arg.clone();
     let has_limits = Command::new(&args.tracker_bin)
         .arg("--help")
@@ -657,21 +653,6 @@ async fn legit_loop(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok((hist, ok, failed))
-}
-
-/// The run's directory: removed at the end unless FLOOD_KEEP is set.
-enum KeptDir {
-    Temp(tempfile::TempDir),
-    Kept(PathBuf),
-}
-
-impl KeptDir {
-    fn path(&self) -> &Path {
-        match self {
-            KeptDir::Temp(d) => d.path(),
-            KeptDir::Kept(p) => p,
-        }
-    }
 }
 
 enum Legit {
