@@ -1,35 +1,32 @@
-//! The downloader: fetches a file's pieces from many peers at once, verifies
-//! each on the hash pool, writes it into the `.part` file and re-shares it.
+//! The threads driver of a download: carries out what the sans-IO
+//! [`DownloadCore`] decides, over blocking sockets.
 //!
 //! Threads of one download:
-//! - the **controller** asks the [`PeerSource`] for peers (at start, then every
-//!   few seconds), starts a peer thread per new peer, persists the bitfield,
-//!   measures the rate and finishes (or fails) the download;
-//! - one **peer thread** per connection: handshake, bitfield, then keeps a
-//!   pipeline of whole-piece requests sized to the peer's rate × round trip
-//!   ([`PeerFlow`]) and reads
-//!   piece data straight into a pooled buffer. When there are at least as
-//!   many peers as cores, it reads [`HASH_CHUNK`] at a time and hashes each
-//!   chunk as it lands (hot in cache); with fewer peers the hashing is left
-//!   to the workers, so that one fast peer still keeps every core busy;
-//! - **workers** (the shared [`HashPool`]) verify the piece if its peer
-//!   thread did not, write it at its offset (`O_DIRECT`: no copy into the
-//!   page cache, see [`PartFile::write_piece`]), record it in the `.part`
-//!   state, and mark it: picker, the [`ServedFile`] that re-shares it
-//!   (connected downloaders get a `have`).
+//! - the **controller** ticks the core (timeouts, window top-ups, when to
+//!   ask for peers and to make the `.part` record durable), asks the
+//!   [`PeerSource`] for peers, starts a peer thread per peer the core wants
+//!   to connect to, measures the rate and finishes (or fails) the download;
+//! - one **peer thread** per connection: sends what the core queued for its
+//!   peer and reads frames, piece data straight into a pooled buffer. When
+//!   there are at least as many peers as cores, it reads [`HASH_CHUNK`] at a
+//!   time and hashes each chunk as it lands (hot in cache); with fewer peers
+//!   the hashing is left to the workers, so that one fast peer still keeps
+//!   every core busy;
+//! - **workers** (the shared [`HashPool`]) hash a piece if its peer thread
+//!   did not, and — once the core has compared the digest — write it at its
+//!   offset (`O_DIRECT`: no copy into the page cache, see
+//!   [`PartFile::write_piece`]), record it in the `.part` state, and tell
+//!   the core and the [`ServedFile`] that re-shares it (connected
+//!   downloaders get a `have`).
 //!
 //! Memory is flat: piece data only lives in [`MAX_BUFFERS`] pooled buffers of
-//! one piece each, whatever the file's size; a buffer returns to the pool
-//! when dropped, whatever path drops it.
+//! one piece each, whatever the file's size or the requests in flight; a
+//! buffer returns to the pool when dropped, whatever path drops it.
 //!
-//! A piece that fails its hash is requested again elsewhere and the peer that
-//! sent it is banned from this download. A peer that vanishes or stalls costs
-//! only its in-flight pieces.
-//!
-//! Lock order: `Shared::work` before `ServedFile::have`; no lock is held
-//! across socket I/O.
+//! All protocol state is in the core, behind one mutex (`Shared::driven`),
+//! never held across socket or file I/O.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -41,29 +38,23 @@ use crossbeam_channel::{Receiver, Sender};
 
 use sha1::{Digest, Sha1};
 
-use crate::flow::PeerFlow;
+pub use crate::download::STALL_TIMEOUT;
+use crate::download::{Action, DownloadCore, PieceFate, Timeouts, CONNECT_TIMEOUT};
 use crate::hash::{sha1_of, HashPool};
 use crate::meta::{Bitfield, FileMeta, Geometry, Sha1Digest};
 use crate::metrics::Latency;
-use crate::peer::{self, kind, ErrorCode, Message, MAX_FRAME};
-use crate::picker::{PeerId, Picker};
+use crate::peer::{self, kind, MAX_FRAME};
+use crate::picker::PeerId;
 use crate::serve::ServedFile;
 use crate::store::{AlignedBuf, PartFile};
 use crate::wire::{self, HEADER_LEN};
 
 /// Piece buffers per download: the bound on its piece data in memory.
 pub const MAX_BUFFERS: usize = 24;
-/// How long a request may go unanswered before the peer counts as stalled
-/// (the default of [`FetchSpec::stall_timeout`]).
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long to wait for a connection and for the handshake's answer.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often peer threads wake from a blocking read.
 const TICK: Duration = Duration::from_millis(50);
-/// How often the controller asks for peers.
-const PEER_REFRESH: Duration = Duration::from_secs(2);
-/// A download with no reachable peer for this long fails.
-const NO_PEER_LIMIT: Duration = Duration::from_secs(60);
+/// How often the controller ticks the core when nothing wakes it.
+const CONTROL_TICK: Duration = Duration::from_millis(100);
 
 /// Peers that share the file, and a fresh ticket to show them.
 #[derive(Debug, Clone, Default)]
@@ -165,34 +156,77 @@ impl std::fmt::Debug for Download {
     }
 }
 
-struct Work {
-    picker: Picker,
-    first_reported: bool,
+/// How a download ended, as the core said.
+enum End {
+    Complete,
+    Failed(String),
+}
+
+/// The core and the actions it queued, sorted by who carries them out.
+struct Driven {
+    core: DownloadCore,
+    /// Bytes each peer thread is to send.
+    out: HashMap<PeerId, Vec<u8>>,
+    /// Peers the core closed (their threads end), with why.
+    closing: HashMap<PeerId, String>,
+    /// For the controller: peers to connect to, and what else to do.
+    connect: Vec<(PeerId, SocketAddr)>,
+    want_peers: bool,
+    sync: bool,
+    first: bool,
+    end: Option<End>,
+}
+
+impl Driven {
+    /// Sorts the core's actions; true when the controller has work.
+    fn route(&mut self) -> bool {
+        let mut wake = false;
+        while let Some(a) = self.core.poll_action() {
+            match a {
+                Action::Send { peer, bytes } => {
+                    self.out.entry(peer).or_default().extend_from_slice(&bytes)
+                }
+                Action::Close { peer, reason } => {
+                    self.out.remove(&peer);
+                    self.closing.insert(peer, reason);
+                }
+                Action::Connect { peer, addr } => {
+                    self.connect.push((peer, addr));
+                    wake = true;
+                }
+                Action::WantPeers => (self.want_peers, wake) = (true, true),
+                Action::SyncState => (self.sync, wake) = (true, true),
+                Action::FirstPiece => (self.first, wake) = (true, true),
+                Action::Complete => (self.end, wake) = (Some(End::Complete), true),
+                Action::Failed(r) => (self.end, wake) = (Some(End::Failed(r)), true),
+            }
+        }
+        wake
+    }
+
+    fn controller_has_work(&self) -> bool {
+        !self.connect.is_empty() || self.want_peers || self.sync || self.first || self.end.is_some()
+    }
 }
 
 struct Shared {
     meta: FileMeta,
     geometry: Geometry,
-    spec: FetchSpec,
-    /// The newest ticket, shown to each new peer.
-    ticket: Mutex<Vec<u8>>,
     part: PartFile,
     served: Arc<ServedFile>,
-    work: Mutex<Work>,
+    driven: Mutex<Driven>,
+    /// Wakes the controller.
     wake: Condvar,
     pool: Arc<HashPool>,
     /// Cores on this machine: how many peers hash what they receive.
     cores: usize,
     buffers: Arc<BufferPool>,
-    verified: AtomicU64,
-    connected: AtomicUsize,
+    /// Mirrors of the core's counters, read without its lock.
+    active: AtomicUsize,
     rate_bits: AtomicU64,
     stop: AtomicBool,
     status: Mutex<Status>,
     latency: Latency,
-    contributions: Mutex<HashMap<SocketAddr, u64>>,
-    banned: Mutex<HashSet<SocketAddr>>,
-    cancels: Mutex<HashMap<PeerId, Vec<u32>>>,
     events: Box<dyn Fn(FetchEvent) + Send + Sync>,
 }
 
@@ -200,7 +234,7 @@ impl Download {
     /// Starts downloading into `part` (opened by [`PartFile::open`], with
     /// `have` already verified) and re-sharing through `served`.
     pub fn start(
-        mut spec: FetchSpec,
+        spec: FetchSpec,
         part: PartFile,
         have: Bitfield,
         served: Arc<ServedFile>,
@@ -212,38 +246,51 @@ impl Download {
         let geometry = meta.geometry();
         let seed = u64::from_le_bytes(meta.sha1.0[..8].try_into().unwrap_or([7; 8]))
             ^ std::process::id() as u64;
-        let verified =
-            geometry.pieces().filter(|p| have.get(p.get())).map(|p| geometry.len_of(p)).sum();
-        let work = Work { picker: Picker::new(&have, seed), first_reported: have.count_ones() > 0 };
+        let timeouts = Timeouts { stall: spec.stall_timeout, ..Timeouts::default() };
+        let core = DownloadCore::new(
+            spec.meta,
+            spec.user,
+            spec.ticket,
+            spec.own_addr,
+            &have,
+            timeouts,
+            seed,
+            Instant::now(),
+        );
+        let driven = Driven {
+            core,
+            out: HashMap::new(),
+            closing: HashMap::new(),
+            connect: Vec::new(),
+            want_peers: false,
+            sync: false,
+            // An empty or already complete file is shareable at once.
+            first: false,
+            end: None,
+        };
         let shared = Arc::new(Shared {
             meta,
             geometry,
-            // Kept only here, where refreshed tickets replace it.
-            ticket: Mutex::new(std::mem::take(&mut spec.ticket)),
-            spec,
             part,
             served,
-            work: Mutex::new(work),
+            driven: Mutex::new(driven),
             wake: Condvar::new(),
             pool,
             cores: thread::available_parallelism().map_or(2, |n| n.get()),
             buffers: Arc::new(BufferPool::new(MAX_BUFFERS)),
-            verified: AtomicU64::new(verified),
-            connected: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
             rate_bits: AtomicU64::new(0f64.to_bits()),
             stop: AtomicBool::new(false),
             status: Mutex::new(Status::Running),
             latency: Latency::new(),
-            contributions: Mutex::new(HashMap::new()),
-            banned: Mutex::new(HashSet::new()),
-            cancels: Mutex::new(HashMap::new()),
             events,
         });
+        let reported = have.count_ones() > 0;
         let controller = {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
                 .name("fetch-ctl".into())
-                .spawn(move || controller(&shared, source))
+                .spawn(move || controller(&shared, source, reported))
                 .expect("spawn download controller")
         };
         Arc::new(Self { shared, controller: Mutex::new(Some(controller)) })
@@ -257,10 +304,11 @@ impl Download {
     /// Current progress.
     pub fn progress(&self) -> Progress {
         let s = &self.shared;
+        let stats = lock(&s.driven).core.stats();
         Progress {
             total: s.meta.len,
-            verified: s.verified.load(Ordering::Acquire),
-            peers: s.connected.load(Ordering::Acquire),
+            verified: stats.verified,
+            peers: stats.active_peers + stats.pending_peers,
             rate: f64::from_bits(s.rate_bits.load(Ordering::Relaxed)),
             status: lock(&s.status).clone(),
         }
@@ -268,7 +316,7 @@ impl Download {
 
     /// Bytes each peer contributed (verified pieces only).
     pub fn contributions(&self) -> HashMap<SocketAddr, u64> {
-        lock(&self.shared.contributions).clone()
+        lock(&self.shared.driven).core.contributions().clone()
     }
 
     /// Piece latency, request sent → piece verified.
@@ -313,77 +361,90 @@ impl Shared {
         self.stop.load(Ordering::Acquire)
     }
 
-    /// Makes the record of verified pieces durable (fsync), if it changed.
-    fn persist(&self) {
-        if let Err(e) = self.part.sync_state() {
-            self.fail(e.to_string());
+    /// Runs `f` on the core, then sorts what it queued.
+    fn with_core<R>(&self, f: impl FnOnce(&mut DownloadCore) -> R) -> R {
+        let mut d = lock(&self.driven);
+        let r = f(&mut d.core);
+        let wake = d.route();
+        self.active.store(d.core.stats().active_peers, Ordering::Release);
+        drop(d);
+        if wake {
+            self.wake.notify_all();
         }
+        r
     }
 }
 
-fn controller(shared: &Arc<Shared>, mut source: Box<dyn PeerSource>) {
-    let mut connected: HashMap<SocketAddr, thread::JoinHandle<()>> = HashMap::new();
-    let mut next_id: PeerId = 0;
-    let mut last_refresh: Option<Instant> = None;
-    let mut last_persist = Instant::now();
-    let mut last_peer_seen = Instant::now();
-    let mut samples: VecDeque<(Instant, u64)> = VecDeque::new();
-    let mut last_error = String::new();
+/// What the controller takes from the core in one round.
+struct Round {
+    connect: Vec<(PeerId, SocketAddr)>,
+    want_peers: bool,
+    sync: bool,
+    first: bool,
+    end: Option<End>,
+}
+
+fn controller(shared: &Arc<Shared>, mut source: Box<dyn PeerSource>, mut reported: bool) {
+    let mut threads: HashMap<PeerId, thread::JoinHandle<()>> = HashMap::new();
+    let mut samples: std::collections::VecDeque<(Instant, u64)> = Default::default();
     loop {
-        if lock(&shared.work).picker.is_complete() {
-            finish(shared);
-            break;
+        let round = {
+            let mut d = lock(&shared.driven);
+            d.core.tick(Instant::now());
+            d.route();
+            Round {
+                connect: std::mem::take(&mut d.connect),
+                want_peers: std::mem::take(&mut d.want_peers),
+                sync: std::mem::take(&mut d.sync),
+                first: std::mem::take(&mut d.first),
+                end: d.end.take(),
+            }
+        };
+        if round.first && !std::mem::replace(&mut reported, true) {
+            (shared.events)(FetchEvent::FirstPiece);
+        }
+        match round.end {
+            Some(End::Complete) => {
+                finish(shared, reported);
+                break;
+            }
+            Some(End::Failed(reason)) => {
+                shared.fail(reason);
+                break;
+            }
+            None => {}
         }
         if shared.stopping() {
             break;
         }
-        connected.retain(|_, h| !h.is_finished());
-        let live = shared.connected.load(Ordering::Acquire);
-        if live > 0 {
-            last_peer_seen = Instant::now();
-        }
-        let due = last_refresh.is_none_or(|t| t.elapsed() >= PEER_REFRESH)
-            || (connected.is_empty()
-                && last_refresh.is_some_and(|t| t.elapsed() >= Duration::from_millis(500)));
-        if due {
-            last_refresh = Some(Instant::now());
-            match source.peers() {
-                Ok(list) => {
-                    if let Some(t) = list.ticket {
-                        *lock(&shared.ticket) = t;
-                    }
-                    for addr in list.addrs {
-                        let skip = Some(addr) == shared.spec.own_addr
-                            || connected.contains_key(&addr)
-                            || lock(&shared.banned).contains(&addr);
-                        if skip {
-                            continue;
-                        }
-                        let id = next_id;
-                        next_id += 1;
-                        let sh = Arc::clone(shared);
-                        let spawned = thread::Builder::new()
-                            .name("fetch-peer".into())
-                            .spawn(move || peer_thread(&sh, id, addr));
-                        if let Ok(h) = spawned {
-                            connected.insert(addr, h);
-                        }
-                    }
-                }
-                Err(e) => last_error = e,
+        spawn_peers(shared, round.connect, &mut threads);
+        if round.sync {
+            if let Err(e) = shared.part.sync_state() {
+                shared.fail(e.to_string());
+                break;
             }
         }
-        if connected.is_empty() && last_peer_seen.elapsed() > NO_PEER_LIMIT {
-            let why =
-                if last_error.is_empty() { String::new() } else { format!(" ({last_error})") };
-            shared.fail(format!(
-                "no peer could serve the file for {}s{why}",
-                NO_PEER_LIMIT.as_secs()
-            ));
-            break;
+        if round.want_peers {
+            match source.peers() {
+                Ok(list) => {
+                    let connect = {
+                        let mut d = lock(&shared.driven);
+                        if let Some(t) = list.ticket {
+                            d.core.set_ticket(t);
+                        }
+                        d.core.add_peers(&list.addrs, Instant::now());
+                        d.route();
+                        std::mem::take(&mut d.connect)
+                    };
+                    spawn_peers(shared, connect, &mut threads);
+                }
+                Err(e) => shared.with_core(|c| c.peers_unavailable(e)),
+            }
         }
+        threads.retain(|_, h| !h.is_finished());
         let now = Instant::now();
-        samples.push_back((now, shared.verified.load(Ordering::Acquire)));
+        let verified = lock(&shared.driven).core.stats().verified;
+        samples.push_back((now, verified));
         while samples.len() > 2 && now.duration_since(samples[0].0) > Duration::from_secs(2) {
             samples.pop_front();
         }
@@ -392,34 +453,52 @@ fn controller(shared: &Arc<Shared>, mut source: Box<dyn PeerSource>) {
             let rate = if dt > 0.0 { (b.1 - a.1) as f64 / dt } else { 0.0 };
             shared.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
         }
-        if last_persist.elapsed() >= Duration::from_millis(500) {
-            last_persist = Instant::now();
-            shared.persist();
+        let d = lock(&shared.driven);
+        if !d.controller_has_work() && !shared.stopping() {
+            let _ = shared.wake.wait_timeout(d, CONTROL_TICK);
         }
-        let w = lock(&shared.work);
-        let _ = shared.wake.wait_timeout(w, Duration::from_millis(100));
     }
     shared.stop.store(true, Ordering::Release);
-    shared.wake.notify_all();
-    for (_, h) in connected {
+    for (_, h) in threads {
         let _ = h.join();
     }
     if *lock(&shared.status) == Status::Running {
         // Stopped by the user: keep what we have for the next start.
-        shared.persist();
+        if let Err(e) = shared.part.sync_state() {
+            shared.fail(e.to_string());
+        }
     }
     shared.rate_bits.store(0f64.to_bits(), Ordering::Relaxed);
 }
 
-fn finish(shared: &Shared) {
+fn spawn_peers(
+    shared: &Arc<Shared>,
+    connect: Vec<(PeerId, SocketAddr)>,
+    threads: &mut HashMap<PeerId, thread::JoinHandle<()>>,
+) {
+    for (id, addr) in connect {
+        let sh = Arc::clone(shared);
+        match thread::Builder::new()
+            .name("fetch-peer".into())
+            .spawn(move || peer_thread(&sh, id, addr))
+        {
+            Ok(h) => {
+                threads.insert(id, h);
+            }
+            Err(e) => shared.with_core(|c| c.closed(id, &format!("no thread: {e}"))),
+        }
+    }
+}
+
+fn finish(shared: &Shared, reported: bool) {
     match shared.part.finish() {
         Ok(()) => {
             *lock(&shared.status) = Status::Complete;
-            if !lock(&shared.work).first_reported {
+            if !reported {
                 (shared.events)(FetchEvent::FirstPiece);
             }
             let mut peers: Vec<_> =
-                lock(&shared.contributions).iter().map(|(a, b)| (*a, *b)).collect();
+                lock(&shared.driven).core.contributions().iter().map(|(a, b)| (*a, *b)).collect();
             peers.sort();
             (shared.events)(FetchEvent::Complete(peers));
         }
@@ -434,243 +513,109 @@ enum PeerEnd {
     Io(#[from] io::Error),
     #[error("protocol: {0}")]
     Protocol(String),
-    #[error("peer refused: {0}")]
-    Refused(String),
-    #[error("stalled")]
-    Stalled,
-    #[error("sent a piece that failed its hash")]
-    Corrupt,
+    /// The core closed it (it already knows).
+    #[error("{0}")]
+    Closed(String),
     #[error("stopped")]
     Stopped,
 }
 
 fn peer_thread(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr) {
-    shared.connected.fetch_add(1, Ordering::AcqRel);
-    let mut bits = Bitfield::new(0);
-    let result = run_peer(shared, id, addr, &mut bits);
-    shared.connected.fetch_sub(1, Ordering::AcqRel);
-    lock(&shared.work).picker.remove_peer(id, &bits);
-    lock(&shared.cancels).remove(&id);
-    shared.wake.notify_all();
+    let result = run_peer(shared, id, addr);
+    {
+        let mut d = lock(&shared.driven);
+        d.out.remove(&id);
+        d.closing.remove(&id);
+    }
     match result {
-        Ok(()) | Err(PeerEnd::Stopped) => {}
-        Err(e) => tracing::debug!(%addr, "peer dropped: {e}"),
+        Ok(()) | Err(PeerEnd::Stopped) => shared.with_core(|c| c.closed(id, "stopped")),
+        Err(PeerEnd::Closed(why)) => tracing::debug!(%addr, "peer closed: {why}"),
+        Err(e) => {
+            let why = e.to_string();
+            tracing::debug!(%addr, "peer dropped: {why}");
+            shared.with_core(|c| c.closed(id, &why));
+        }
     }
 }
 
-fn run_peer(
-    shared: &Arc<Shared>,
-    id: PeerId,
-    addr: SocketAddr,
-    bits: &mut Bitfield,
-) -> Result<(), PeerEnd> {
+fn run_peer(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr) -> Result<(), PeerEnd> {
     let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     stream.set_nodelay(true)?;
-    let mut out = Vec::new();
-    let ticket = lock(&shared.ticket).clone();
-    let hs = Message::Handshake {
-        version: peer::VERSION,
-        file_id: shared.meta.sha1,
-        user: &shared.spec.user,
-        ticket: &ticket,
-    };
-    peer::encode(&hs, &mut out);
-    stream.write_all(&out)?;
     stream.set_read_timeout(Some(TICK))?;
+    shared.with_core(|c| c.connected(id, Instant::now()));
     let mut reader = FrameReader::default();
-    let pieces = shared.meta.piece_hashes.len() as u32;
-    let started = Instant::now();
     loop {
         if shared.stopping() {
             return Err(PeerEnd::Stopped);
         }
-        match reader.poll(&mut stream, &shared.buffers, false)? {
-            Some(Incoming::Control(k, p)) => match peer::decode_payload(k, &p) {
-                Ok(Message::Bitfield(b)) => {
-                    *bits = peer::parse_bitfield(b, pieces)
-                        .ok_or_else(|| PeerEnd::Protocol("bad bitfield".into()))?;
-                    break;
-                }
-                Ok(Message::Error { text, .. }) => return Err(PeerEnd::Refused(text.to_owned())),
-                Ok(_) => return Err(PeerEnd::Protocol("expected a bitfield".into())),
-                Err(e) => return Err(PeerEnd::Protocol(e.to_string())),
-            },
-            Some(Incoming::Piece { .. }) => {
-                return Err(PeerEnd::Protocol("piece before bitfield".into()))
-            }
-            None if started.elapsed() > CONNECT_TIMEOUT => return Err(PeerEnd::Stalled),
-            None => {}
+        let (out, closing) = {
+            let mut d = lock(&shared.driven);
+            (d.out.remove(&id), d.closing.remove(&id))
+        };
+        if let Some(why) = closing {
+            return Err(PeerEnd::Closed(why));
         }
-    }
-    lock(&shared.work).picker.add_peer(bits);
-
-    // Requests in the order sent: a server answers in order.
-    let mut outstanding: VecDeque<(u32, Instant)> = VecDeque::new();
-    let mut cancelled: HashSet<u32> = HashSet::new();
-    let mut flow = PeerFlow::new(shared.geometry.piece_len(), Instant::now());
-    loop {
-        if shared.stopping() {
-            return Err(PeerEnd::Stopped);
-        }
-        out.clear();
-        let cancels = lock(&shared.cancels).remove(&id).unwrap_or_default();
-        for p in cancels {
-            if let Some(pos) = outstanding.iter().position(|(q, _)| *q == p) {
-                outstanding.remove(pos);
-                cancelled.insert(p);
-                let len = shared
-                    .geometry
-                    .len_of(shared.geometry.piece(u64::from(p)).expect("picked piece"))
-                    as u32;
-                peer::encode(&Message::Cancel { piece: p, offset: 0, len }, &mut out);
-            }
-        }
-        // Requests outstanding follow this peer's rate × round trip
-        // (flow::PeerFlow), not a fixed count.
-        let piece_len = shared.geometry.piece_len();
-        let depth = flow.window(outstanding.len() as u64 * piece_len, Instant::now());
-        if outstanding.len() < depth {
-            let mut w = lock(&shared.work);
-            while outstanding.len() < depth {
-                let Some(p) = w.picker.pick(id, bits) else { break };
-                let len = shared.geometry.len_of(p) as u32;
-                peer::encode(&Message::Request { piece: p.get(), offset: 0, len }, &mut out);
-                outstanding.push_back((p.get(), Instant::now()));
-            }
-        }
-        if !out.is_empty() {
+        if let Some(out) = out {
             stream.write_all(&out)?;
-        }
-        if let Some((_, t)) = outstanding.front() {
-            if t.elapsed() > shared.spec.stall_timeout {
-                return Err(PeerEnd::Stalled);
-            }
         }
         // With a core for every connected peer, each hashes what it
         // receives while the bytes are hot in cache; with fewer peers than
         // cores the workers hash, so the download still uses every core.
-        let hash_here = shared.connected.load(Ordering::Acquire) >= shared.cores;
+        let hash_here = shared.active.load(Ordering::Acquire) >= shared.cores;
         let Some(msg) = reader.poll(&mut stream, &shared.buffers, hash_here)? else { continue };
         match msg {
             Incoming::Piece { piece, offset, buf, len, digest } => {
-                let expected =
-                    shared.geometry.piece(u64::from(piece)).map(|p| shared.geometry.len_of(p));
-                if offset != 0 || expected != Some(len as u64) {
-                    return Err(PeerEnd::Protocol(format!(
-                        "piece {piece} with bad offset or length"
-                    )));
-                }
-                let sent = match outstanding.iter().position(|(q, _)| *q == piece) {
-                    Some(pos) => {
-                        outstanding.remove(pos).map(|(_, t)| t).expect("position is valid")
+                let submit = shared.with_core(|c| {
+                    match c.on_piece(id, piece, offset, len, Instant::now()) {
+                        PieceFate::Discard => None,
+                        PieceFate::Verify => match digest {
+                            // Hashed as it arrived: the core checks it now.
+                            Some(d) => c.piece_hashed(piece, d).then_some(None),
+                            None => Some(Some(())),
+                        },
                     }
-                    None if cancelled.remove(&piece) => continue,
-                    None => return Err(PeerEnd::Protocol(format!("unrequested piece {piece}"))),
-                };
-                flow.on_arrival(sent, len as u64, Instant::now());
-                let wanted = lock(&shared.work).picker.received(piece, id);
-                if !wanted {
-                    drop(buf);
-                } else if digest.is_some_and(|d| d != shared.meta.piece_hashes[piece as usize]) {
-                    drop(buf);
-                    corrupt(shared, addr, piece);
-                } else {
-                    let piece = Received { piece, buf, len, sent, verified: digest.is_some() };
-                    submit_write(shared, id, addr, piece);
-                }
-                if lock(&shared.banned).contains(&addr) {
-                    return Err(PeerEnd::Corrupt);
+                });
+                match submit {
+                    Some(hash) => submit_write(shared, piece, buf, len, hash.is_some()),
+                    None => drop(buf),
                 }
             }
-            Incoming::Control(k, p) => match peer::decode_payload(k, &p) {
-                Ok(Message::Have(i)) if i < pieces => {
-                    if bits.set(i) {
-                        lock(&shared.work).picker.peer_has(i);
-                    }
-                }
-                Ok(Message::Error { code: ErrorCode::NotAvailable, .. }) => {
-                    if let Some((p, _)) = outstanding.pop_front() {
-                        lock(&shared.work).picker.unrequest(p, id);
-                        if bits.clear(p) {
-                            // Keep the picker's availability honest about this peer.
-                            lock(&shared.work).picker.peer_lacks(p);
-                        }
-                    }
-                }
-                Ok(Message::Error { text, .. }) => return Err(PeerEnd::Refused(text.to_owned())),
-                Ok(Message::Have(_)) => return Err(PeerEnd::Protocol("have out of range".into())),
-                Ok(_) => return Err(PeerEnd::Protocol(format!("unexpected message type {k}"))),
-                Err(e) => return Err(PeerEnd::Protocol(e.to_string())),
-            },
+            Incoming::Control(k, p) => {
+                shared.with_core(|c| c.on_frame(id, k, &p, Instant::now()));
+            }
         }
     }
 }
 
-/// A whole piece as it came off the socket.
-struct Received {
-    piece: u32,
-    buf: Pooled,
-    len: usize,
-    /// When its request was sent.
-    sent: Instant,
-    /// Whether its SHA1 was already checked (hashed while receiving).
-    verified: bool,
-}
-
-/// A piece failed its hash: it is requested again elsewhere and the peer
-/// that sent it is banned from this download.
-fn corrupt(shared: &Shared, addr: SocketAddr, piece: u32) {
-    lock(&shared.work).picker.failed(piece);
-    lock(&shared.banned).insert(addr);
-    tracing::warn!(%addr, piece, "piece failed its hash: peer banned from this download");
-    shared.wake.notify_all();
-}
-
-/// Verifies (unless already done) and writes a piece on a worker, then
-/// records it.
-fn submit_write(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr, got: Received) {
+/// Hashes (unless already done) a piece on a worker and, once the core has
+/// checked the digest, writes and records it.
+fn submit_write(shared: &Arc<Shared>, piece: u32, buf: Pooled, len: usize, hash: bool) {
     let sh = Arc::clone(shared);
     shared.pool.spawn(move || {
-        let Received { piece, buf, len, sent, verified } = got;
         let data = &buf.as_slice()[..len];
-        if !verified && sha1_of(data) != sh.meta.piece_hashes[piece as usize] {
-            drop(buf);
-            corrupt(&sh, addr, piece);
-            return;
-        }
-        let range = sh.geometry.range(sh.geometry.piece(u64::from(piece)).expect("checked piece"));
-        if let Err(e) = sh.part.write_piece(range.start, data) {
-            lock(&sh.work).picker.failed(piece);
-            drop(buf);
-            sh.fail(e.to_string());
-            return;
-        }
-        drop(buf);
-        // Recorded at once (a killed process loses no verified piece); the
-        // controller makes it durable every half second.
-        if let Err(e) = sh.part.record(piece) {
-            sh.fail(e.to_string());
-        }
-        let (losers, first) = {
-            let mut w = lock(&sh.work);
-            let losers = w.picker.verified(piece);
-            let first = !std::mem::replace(&mut w.first_reported, true);
-            (losers, first)
-        };
-        sh.served.add_piece(piece);
-        sh.verified.fetch_add(len as u64, Ordering::AcqRel);
-        sh.latency.record(sent.elapsed());
-        *lock(&sh.contributions).entry(addr).or_insert(0) += len as u64;
-        if !losers.is_empty() {
-            let mut c = lock(&sh.cancels);
-            for l in losers.into_iter().filter(|l| *l != id) {
-                c.entry(l).or_default().push(piece);
+        if hash {
+            let digest = sha1_of(data);
+            if !sh.with_core(|c| c.piece_hashed(piece, digest)) {
+                return;
             }
         }
-        if first {
-            (sh.events)(FetchEvent::FirstPiece);
+        let range = sh.geometry.range(sh.geometry.piece(u64::from(piece)).expect("checked piece"));
+        // Recorded at once (a killed process loses no verified piece); the
+        // core has it made durable every half second.
+        let result = sh
+            .part
+            .write_piece(range.start, data)
+            .and_then(|()| sh.part.record(piece))
+            .map_err(|e| e.to_string());
+        drop(buf);
+        let ok = result.is_ok();
+        let latency = sh.with_core(|c| c.piece_written(piece, result, Instant::now()));
+        if ok {
+            sh.served.add_piece(piece);
         }
-        sh.wake.notify_all();
+        if let Some(l) = latency {
+            sh.latency.record(l);
+        }
     });
 }
 

@@ -9,6 +9,7 @@
 //! - [`peer`]: the peer protocol and the server's session state machine.
 //! - [`picker`]: rarest-first piece selection with an endgame.
 //! - [`flow`]: requests outstanding per peer, sized to bandwidth × delay.
+//! - [`download`]: the downloader: sessions, requests, endgame, bans, timeouts.
 //!
 //! Drivers and resources:
 //! - [`control`]: control-plane frames on tokio streams.
@@ -16,12 +17,13 @@
 //! - [`hash`]: the parallel hashing pool.
 //! - [`store`]: a download's `.part` file and persisted bitfield.
 //! - [`serve`]: what a node shares and the piece server.
-//! - [`fetch`]: the multi-peer downloader.
+//! - [`fetch`]: the threads driver of the download core.
 //! - [`metrics`]: latency histograms.
 //! - [`sample`]: pseudo-random sample files.
 //! - [`ticket`]: signed permissions to fetch a file.
 
 pub mod control;
+pub mod download;
 pub mod fetch;
 pub mod flow;
 pub mod fsio;

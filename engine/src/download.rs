@@ -1,0 +1,1337 @@
+//! The download core: one download's whole protocol logic, with no I/O.
+//!
+//! No sockets, threads, files or clock reads in here: a driver (the
+//! threads driver in [`crate::fetch`], a simulator) feeds it events with
+//! `now` passed in and carries out the [`Action`]s it queues. It owns
+//!
+//! - the [`Picker`] (rarest first, endgame duplicates and their cancels);
+//! - each peer's session: connecting → handshake sent → bitfield → active;
+//!   `have`s, requests in the order sent, cancels, `NotAvailable` answers;
+//! - each peer's request window ([`PeerFlow`]: its rate × round trip, no
+//!   global count), topped up after every event that could open it;
+//! - stall and handshake timeouts, bans of peers that sent a piece that
+//!   failed its SHA1 (the piece is requested elsewhere), when to ask for
+//!   peers, when to make the record of pieces durable, and when the
+//!   download is complete or has failed.
+//!
+//! Piece data never passes through the core: a driver reads it into its
+//! own buffer and reports the piece's header ([`DownloadCore::on_piece`]);
+//! the core answers whether to verify it ([`PieceFate`]). The driver
+//! hashes it (or did so while receiving) and reports the digest
+//! ([`DownloadCore::piece_hashed`]); the core compares it with the file's
+//! piece hash and only then says to write. So nothing is ever written that
+//! did not pass its SHA1, whatever the driver or the peers do.
+//!
+//! Memory: requests are what the windows size; piece data in memory is
+//! bounded by the driver's buffers, which hold only data that has arrived
+//! and waits to be hashed or written.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::flow::PeerFlow;
+use crate::meta::{Bitfield, FileMeta, Geometry, Sha1Digest};
+use crate::peer::{self, ErrorCode, Message};
+use crate::picker::{PeerId, Picker};
+
+/// How long a request may go unanswered before its peer counts as stalled.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a connection and its handshake's answer may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often to ask for peers while some are connected.
+pub const PEER_REFRESH: Duration = Duration::from_secs(2);
+/// How often to ask for peers while none is connected.
+pub const PEER_RETRY: Duration = Duration::from_millis(500);
+/// A download with no connected peer for this long fails.
+pub const NO_PEER_LIMIT: Duration = Duration::from_secs(60);
+/// How often the record of verified pieces is made durable.
+pub const SYNC_EVERY: Duration = Duration::from_millis(500);
+
+/// The core's timeouts (the defaults are the constants above).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// See [`STALL_TIMEOUT`].
+    pub stall: Duration,
+    /// See [`CONNECT_TIMEOUT`].
+    pub connect: Duration,
+    /// See [`NO_PEER_LIMIT`].
+    pub no_peer: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { stall: STALL_TIMEOUT, connect: CONNECT_TIMEOUT, no_peer: NO_PEER_LIMIT }
+    }
+}
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Open a connection to this peer; report [`DownloadCore::connected`]
+    /// or [`DownloadCore::closed`].
+    Connect {
+        /// The core's name for it.
+        peer: PeerId,
+        /// Its piece server.
+        addr: SocketAddr,
+    },
+    /// Send these bytes to the peer, after everything sent to it before.
+    Send {
+        /// To whom.
+        peer: PeerId,
+        /// Whole frames.
+        bytes: Vec<u8>,
+    },
+    /// Close the connection. The core has already forgotten the peer; the
+    /// driver need not report it closed.
+    Close {
+        /// Which.
+        peer: PeerId,
+        /// Why (for the log).
+        reason: String,
+    },
+    /// Ask the tracker for the file's peers; report
+    /// [`DownloadCore::add_peers`] or [`DownloadCore::peers_unavailable`].
+    WantPeers,
+    /// Make the record of verified pieces durable (fsync).
+    SyncState,
+    /// The first piece is verified and written: the node can share the file.
+    FirstPiece,
+    /// Every piece is verified and written.
+    Complete,
+    /// The download cannot go on.
+    Failed(String),
+}
+
+/// What to do with piece data that arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PieceFate {
+    /// Not wanted (cancelled, a duplicate, or its peer was just closed):
+    /// drop it.
+    Discard,
+    /// Hash it and report [`DownloadCore::piece_hashed`].
+    Verify,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Connect asked for at this time.
+    Connecting(Instant),
+    /// Handshake sent at this time; waiting for the bitfield.
+    Handshaking(Instant),
+    /// Bitfield received.
+    Active,
+}
+
+#[derive(Debug)]
+struct Peer {
+    addr: SocketAddr,
+    stage: Stage,
+    bits: Bitfield,
+    /// Requests in the order sent (a server answers in order): piece and
+    /// when it was requested.
+    outstanding: VecDeque<(u32, Instant)>,
+    /// Pieces cancelled whose data may still arrive.
+    cancelled: HashSet<u32>,
+    flow: PeerFlow,
+    /// Frames queued for it during the current event.
+    out: Vec<u8>,
+}
+
+/// A piece whose data arrived and is being hashed or written.
+#[derive(Debug, Clone, Copy)]
+struct InHand {
+    peer: PeerId,
+    addr: SocketAddr,
+    sent: Instant,
+    hashed: bool,
+}
+
+/// Counters for progress reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    /// Bytes verified and written.
+    pub verified: u64,
+    /// Peers with an open session (bitfield received).
+    pub active_peers: usize,
+    /// Peers connecting or handshaking.
+    pub pending_peers: usize,
+    /// Pieces whose data arrived and is being hashed or written.
+    pub in_hand: usize,
+}
+
+/// One download's protocol state (see the module docs).
+#[derive(Debug)]
+pub struct DownloadCore {
+    meta: FileMeta,
+    geometry: Geometry,
+    user: String,
+    ticket: Vec<u8>,
+    own_addr: Option<SocketAddr>,
+    timeouts: Timeouts,
+    picker: Picker,
+    peers: HashMap<PeerId, Peer>,
+    by_addr: HashMap<SocketAddr, PeerId>,
+    banned: HashSet<SocketAddr>,
+    next_id: PeerId,
+    /// Peers in `peers` that are active.
+    active: usize,
+    in_hand: HashMap<u32, InHand>,
+    actions: VecDeque<Action>,
+    /// Peers whose `out` is not empty.
+    to_flush: Vec<PeerId>,
+    verified: u64,
+    contributions: HashMap<SocketAddr, u64>,
+    first_reported: bool,
+    /// `Some` once complete or failed.
+    ended: bool,
+    last_refresh: Option<Instant>,
+    last_peer_seen: Instant,
+    last_sync: Instant,
+    unsynced: bool,
+    last_error: String,
+}
+
+impl DownloadCore {
+    /// A download of `meta` by `user` showing `ticket`, starting at `now`
+    /// with the pieces in `have` already verified on disk. `seed` drives
+    /// the picker's random tie-break.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        meta: FileMeta,
+        user: String,
+        ticket: Vec<u8>,
+        own_addr: Option<SocketAddr>,
+        have: &Bitfield,
+        timeouts: Timeouts,
+        seed: u64,
+        now: Instant,
+    ) -> Self {
+        let geometry = meta.geometry();
+        let verified =
+            geometry.pieces().filter(|p| have.get(p.get())).map(|p| geometry.len_of(p)).sum();
+        Self {
+            geometry,
+            user,
+            ticket,
+            own_addr,
+            timeouts,
+            picker: Picker::new(have, seed),
+            peers: HashMap::new(),
+            by_addr: HashMap::new(),
+            banned: HashSet::new(),
+            next_id: 0,
+            active: 0,
+            in_hand: HashMap::new(),
+            actions: VecDeque::new(),
+            to_flush: Vec::new(),
+            verified,
+            contributions: HashMap::new(),
+            first_reported: have.count_ones() > 0,
+            ended: false,
+            last_refresh: None,
+            last_peer_seen: now,
+            last_sync: now,
+            unsynced: false,
+            last_error: String::new(),
+            meta,
+        }
+    }
+
+    /// The file.
+    pub fn meta(&self) -> &FileMeta {
+        &self.meta
+    }
+
+    /// The next action to carry out, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Progress counters.
+    pub fn stats(&self) -> CoreStats {
+        CoreStats {
+            verified: self.verified,
+            active_peers: self.active,
+            pending_peers: self.peers.len() - self.active,
+            in_hand: self.in_hand.len(),
+        }
+    }
+
+    /// Bytes each peer contributed (verified pieces only).
+    pub fn contributions(&self) -> &HashMap<SocketAddr, u64> {
+        &self.contributions
+    }
+
+    /// Whether every piece is verified and written.
+    pub fn is_complete(&self) -> bool {
+        self.picker.is_complete()
+    }
+
+    /// Whether `addr` sent a piece that failed its hash.
+    pub fn is_banned(&self, addr: &SocketAddr) -> bool {
+        self.banned.contains(addr)
+    }
+
+    /// When [`tick`](Self::tick) next has something to do.
+    pub fn next_deadline(&self) -> Instant {
+        let refresh = match self.last_refresh {
+            None => self.last_peer_seen,
+            Some(t) if self.peers.is_empty() => t + PEER_RETRY,
+            Some(t) => t + PEER_REFRESH,
+        };
+        let mut next = refresh.min(self.last_sync + SYNC_EVERY);
+        for p in self.peers.values() {
+            let due = match p.stage {
+                Stage::Connecting(t) | Stage::Handshaking(t) => t + self.timeouts.connect,
+                Stage::Active => match p.outstanding.front() {
+                    Some((_, t)) => *t + self.timeouts.stall,
+                    None => continue,
+                },
+            };
+            next = next.min(due);
+        }
+        next
+    }
+
+    /// A newer ticket from the tracker, shown to peers connected from now on.
+    pub fn set_ticket(&mut self, ticket: Vec<u8>) {
+        self.ticket = ticket;
+    }
+
+    /// The tracker listed these peers: connect to the new ones.
+    pub fn add_peers(&mut self, addrs: &[SocketAddr], now: Instant) {
+        if self.ended {
+            return;
+        }
+        for &addr in addrs {
+            let skip = Some(addr) == self.own_addr
+                || self.by_addr.contains_key(&addr)
+                || self.banned.contains(&addr);
+            if skip {
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1);
+            self.peers.insert(
+                id,
+                Peer {
+                    addr,
+                    stage: Stage::Connecting(now),
+                    bits: Bitfield::new(0),
+                    outstanding: VecDeque::new(),
+                    cancelled: HashSet::new(),
+                    flow: PeerFlow::new(self.geometry.piece_len(), now),
+                    out: Vec::new(),
+                },
+            );
+            self.by_addr.insert(addr, id);
+            self.actions.push_back(Action::Connect { peer: id, addr });
+        }
+    }
+
+    /// Asking for peers failed; kept for the message if the download fails.
+    pub fn peers_unavailable(&mut self, error: String) {
+        self.last_error = error;
+    }
+
+    /// The connection to `peer` is open: the handshake goes out.
+    pub fn connected(&mut self, peer: PeerId, now: Instant) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        if !matches!(p.stage, Stage::Connecting(_)) {
+            return;
+        }
+        p.stage = Stage::Handshaking(now);
+        let hs = Message::Handshake {
+            version: peer::VERSION,
+            file_id: self.meta.sha1,
+            user: &self.user,
+            ticket: &self.ticket,
+        };
+        peer::encode(&hs, &mut p.out);
+        self.to_flush.push(peer);
+        self.flush();
+    }
+
+    /// The connection to `peer` failed or ended. Its requests go back to
+    /// the picker; pieces of it already in hand are still verified.
+    pub fn closed(&mut self, peer: PeerId, reason: &str) {
+        if let Some(p) = self.forget(peer) {
+            tracing::debug!(peer, addr = %p.addr, "peer closed: {reason}");
+            self.last_error = format!("{}: {reason}", p.addr);
+        }
+    }
+
+    /// A whole frame from `peer` (type and payload; the driver checked its
+    /// length against [`peer::MAX_FRAME`]). For a piece carried in the
+    /// frame, the answer says whether to verify its data.
+    pub fn on_frame(&mut self, peer: PeerId, kind: u32, payload: &[u8], now: Instant) -> PieceFate {
+        match peer::decode_payload(kind, payload) {
+            Ok(msg) => self.on_message(peer, &msg, now),
+            Err(e) => {
+                self.close(peer, format!("protocol: {e}"));
+                PieceFate::Discard
+            }
+        }
+    }
+
+    /// A decoded message from `peer` (see [`on_frame`](Self::on_frame)).
+    pub fn on_message(&mut self, peer: PeerId, msg: &Message<'_>, now: Instant) -> PieceFate {
+        if let Message::Piece { piece, offset, data } = msg {
+            return self.on_piece(peer, *piece, *offset, data.len(), now);
+        }
+        let pieces = self.meta.piece_hashes.len() as u32;
+        let Some(p) = self.peers.get_mut(&peer) else { return PieceFate::Discard };
+        let refusal = match (p.stage, msg) {
+            (Stage::Handshaking(_), Message::Bitfield(b)) => {
+                match peer::parse_bitfield(b, pieces) {
+                    Some(bits) => {
+                        p.bits = bits;
+                        p.stage = Stage::Active;
+                        self.active += 1;
+                        self.picker.add_peer(&p.bits);
+                        self.last_peer_seen = now;
+                        None
+                    }
+                    None => Some("protocol: bad bitfield".to_owned()),
+                }
+            }
+            (_, Message::Error { code, text })
+                if p.stage != Stage::Active || *code != ErrorCode::NotAvailable =>
+            {
+                Some(format!("peer refused: {text}"))
+            }
+            (Stage::Active, Message::Error { .. }) => {
+                // The oldest request is not available there after all.
+                if let Some((piece, _)) = p.outstanding.pop_front() {
+                    self.picker.unrequest(piece, peer);
+                    if p.bits.clear(piece) {
+                        self.picker.peer_lacks(piece);
+                    }
+                }
+                None
+            }
+            (Stage::Active, Message::Have(i)) if *i < pieces => {
+                if p.bits.set(*i) {
+                    self.picker.peer_has(*i);
+                }
+                None
+            }
+            (Stage::Active, Message::Have(_)) => Some("protocol: have out of range".to_owned()),
+            (Stage::Active, m) => Some(format!("protocol: unexpected {}", name(m))),
+            (_, m) => Some(format!("protocol: {} before the bitfield", name(m))),
+        };
+        match refusal {
+            Some(reason) => self.close(peer, reason),
+            None => {
+                self.fill(peer, now);
+                self.flush();
+            }
+        }
+        PieceFate::Discard
+    }
+
+    /// The header of a piece message from `peer`: `len` bytes of `piece`
+    /// from `offset`. Its data is the driver's to keep until it hashes it
+    /// or drops it, as the answer says.
+    pub fn on_piece(
+        &mut self,
+        peer: PeerId,
+        piece: u32,
+        offset: u32,
+        len: usize,
+        now: Instant,
+    ) -> PieceFate {
+        let Some(p) = self.peers.get_mut(&peer) else { return PieceFate::Discard };
+        if p.stage != Stage::Active {
+            self.close(peer, "protocol: piece before the bitfield".into());
+            return PieceFate::Discard;
+        }
+        let expected = self.geometry.piece(u64::from(piece)).map(|i| self.geometry.len_of(i));
+        if offset != 0 || expected != Some(len as u64) {
+            self.close(peer, format!("protocol: piece {piece} with bad offset or length"));
+            return PieceFate::Discard;
+        }
+        let sent = match p.outstanding.iter().position(|(q, _)| *q == piece) {
+            Some(pos) => p.outstanding.remove(pos).map(|(_, t)| t).expect("position is valid"),
+            None if p.cancelled.remove(&piece) => return PieceFate::Discard,
+            None => {
+                self.close(peer, format!("protocol: unrequested piece {piece}"));
+                return PieceFate::Discard;
+            }
+        };
+        p.flow.on_arrival(sent, len as u64, now);
+        let addr = p.addr;
+        let fate = if self.picker.received(piece, peer) {
+            self.in_hand.insert(piece, InHand { peer, addr, sent, hashed: false });
+            PieceFate::Verify
+        } else {
+            PieceFate::Discard
+        };
+        self.fill(peer, now);
+        self.flush();
+        fate
+    }
+
+    /// The driver hashed `piece` (which [`on_piece`](Self::on_piece) said
+    /// to verify). True: write it, then report
+    /// [`piece_written`](Self::piece_written). False: drop it — it failed
+    /// its hash (its peer is banned from this download and closed, and the
+    /// piece will be requested elsewhere) or was not expected.
+    pub fn piece_hashed(&mut self, piece: u32, digest: Sha1Digest) -> bool {
+        let Some(h) = self.in_hand.get_mut(&piece) else { return false };
+        if h.hashed {
+            return false;
+        }
+        if self.meta.piece_hashes.get(piece as usize) == Some(&digest) {
+            h.hashed = true;
+            return true;
+        }
+        let InHand { peer, addr, .. } = self.in_hand.remove(&piece).expect("present above");
+        self.picker.failed(piece);
+        self.banned.insert(addr);
+        tracing::warn!(%addr, piece, "piece failed its hash: peer banned from this download");
+        self.close(peer, "sent a piece that failed its hash".into());
+        false
+    }
+
+    /// The driver wrote `piece` (verified by
+    /// [`piece_hashed`](Self::piece_hashed)) and recorded it, or failed
+    /// to. Returns the time from its request to now, for the latency
+    /// histogram.
+    pub fn piece_written(
+        &mut self,
+        piece: u32,
+        result: Result<(), String>,
+        now: Instant,
+    ) -> Option<Duration> {
+        let h = match self.in_hand.get(&piece) {
+            Some(h) if h.hashed => *h,
+            _ => return None,
+        };
+        self.in_hand.remove(&piece);
+        if let Err(e) = result {
+            self.picker.failed(piece);
+            self.fail(e);
+            return None;
+        }
+        let len = self.geometry.piece(u64::from(piece)).map_or(0, |i| self.geometry.len_of(i));
+        for loser in self.picker.verified(piece) {
+            if loser == h.peer {
+                continue;
+            }
+            let Some(p) = self.peers.get_mut(&loser) else { continue };
+            if let Some(pos) = p.outstanding.iter().position(|(q, _)| *q == piece) {
+                p.outstanding.remove(pos);
+                p.cancelled.insert(piece);
+                peer::encode(&Message::Cancel { piece, offset: 0, len: len as u32 }, &mut p.out);
+                self.to_flush.push(loser);
+            }
+        }
+        self.verified += len;
+        self.unsynced = true;
+        *self.contributions.entry(h.addr).or_insert(0) += len;
+        if !std::mem::replace(&mut self.first_reported, true) {
+            self.actions.push_back(Action::FirstPiece);
+        }
+        self.flush();
+        self.check_complete();
+        Some(now.saturating_duration_since(h.sent))
+    }
+
+    /// Time passes: timeouts, window top-ups, peer refreshes, syncs.
+    pub fn tick(&mut self, now: Instant) {
+        if self.ended {
+            return;
+        }
+        self.check_complete();
+        if self.ended {
+            return;
+        }
+        let mut expired = Vec::new();
+        for (&id, p) in &self.peers {
+            let late = match p.stage {
+                Stage::Connecting(t) | Stage::Handshaking(t) => {
+                    now.saturating_duration_since(t) > self.timeouts.connect
+                }
+                Stage::Active => p
+                    .outstanding
+                    .front()
+                    .is_some_and(|(_, t)| now.saturating_duration_since(*t) > self.timeouts.stall),
+            };
+            if late {
+                expired.push((id, p.stage));
+            }
+        }
+        for (id, stage) in expired {
+            let why = if stage == Stage::Active { "stalled" } else { "timed out connecting" };
+            self.close(id, why.into());
+        }
+        let active: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.stage == Stage::Active)
+            .map(|(&id, _)| id)
+            .collect();
+        if !active.is_empty() {
+            self.last_peer_seen = now;
+        }
+        for id in active {
+            self.fill(id, now);
+        }
+        self.flush();
+        let due = match self.last_refresh {
+            None => true,
+            Some(t) if self.peers.is_empty() => now.saturating_duration_since(t) >= PEER_RETRY,
+            Some(t) => now.saturating_duration_since(t) >= PEER_REFRESH,
+        };
+        if due {
+            self.last_refresh = Some(now);
+            self.actions.push_back(Action::WantPeers);
+        }
+        if self.peers.is_empty()
+            && now.saturating_duration_since(self.last_peer_seen) > self.timeouts.no_peer
+        {
+            let why = if self.last_error.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", self.last_error)
+            };
+            let secs = self.timeouts.no_peer.as_secs();
+            self.fail(format!("no peer could serve the file for {secs}s{why}"));
+            return;
+        }
+        if self.unsynced && now.saturating_duration_since(self.last_sync) >= SYNC_EVERY {
+            self.unsynced = false;
+            self.last_sync = now;
+            self.actions.push_back(Action::SyncState);
+        }
+    }
+
+    /// Requests from `peer` up to its window.
+    fn fill(&mut self, peer: PeerId, now: Instant) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        if p.stage != Stage::Active || self.ended {
+            return;
+        }
+        let piece_len = self.geometry.piece_len();
+        let depth = p.flow.window(p.outstanding.len() as u64 * piece_len, now);
+        let before = p.out.len();
+        while p.outstanding.len() < depth {
+            let Some(i) = self.picker.pick(peer, &p.bits) else { break };
+            let len = self.geometry.len_of(i) as u32;
+            peer::encode(&Message::Request { piece: i.get(), offset: 0, len }, &mut p.out);
+            p.outstanding.push_back((i.get(), now));
+        }
+        if p.out.len() > before {
+            self.to_flush.push(peer);
+        }
+    }
+
+    /// Turns the frames queued for peers into `Send` actions.
+    fn flush(&mut self) {
+        for id in std::mem::take(&mut self.to_flush) {
+            if let Some(p) = self.peers.get_mut(&id) {
+                if !p.out.is_empty() {
+                    let bytes = std::mem::take(&mut p.out);
+                    self.actions.push_back(Action::Send { peer: id, bytes });
+                }
+            }
+        }
+    }
+
+    /// Drops a peer and asks the driver to close it.
+    fn close(&mut self, peer: PeerId, reason: String) {
+        if let Some(p) = self.forget(peer) {
+            tracing::debug!(peer, addr = %p.addr, "closing peer: {reason}");
+            if !self.ended {
+                self.last_error = format!("{}: {reason}", p.addr);
+            }
+            self.actions.push_back(Action::Close { peer, reason });
+        }
+    }
+
+    fn forget(&mut self, peer: PeerId) -> Option<Peer> {
+        let p = self.peers.remove(&peer)?;
+        self.by_addr.remove(&p.addr);
+        if p.stage == Stage::Active {
+            self.active -= 1;
+            self.picker.remove_peer(peer, &p.bits);
+        }
+        Some(p)
+    }
+
+    fn check_complete(&mut self) {
+        if !self.ended && self.picker.is_complete() {
+            self.ended = true;
+            let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+            for id in ids {
+                self.close(id, "download complete".into());
+            }
+            self.actions.push_back(Action::Complete);
+        }
+    }
+
+    fn fail(&mut self, reason: String) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.close(id, "download failed".into());
+        }
+        self.actions.push_back(Action::Failed(reason));
+    }
+}
+
+fn name(m: &Message<'_>) -> &'static str {
+    match m {
+        Message::Handshake { .. } => "handshake",
+        Message::Bitfield(_) => "bitfield",
+        Message::Have(_) => "have",
+        Message::Request { .. } => "request",
+        Message::Piece { .. } => "piece",
+        Message::Cancel { .. } => "cancel",
+        Message::Error { .. } => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::PIECE_LEN;
+    use proptest::prelude::*;
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    const TICK: Duration = Duration::from_millis(50);
+
+    fn digest(i: u32) -> Sha1Digest {
+        let mut d = [0u8; 20];
+        d[..4].copy_from_slice(&i.to_be_bytes());
+        d[19] = 0x5a;
+        Sha1Digest(d)
+    }
+
+    fn meta(pieces: u32) -> FileMeta {
+        FileMeta {
+            name: "f".into(),
+            len: u64::from(pieces) * PIECE_LEN,
+            sha1: Sha1Digest([9; 20]),
+            piece_hashes: (0..pieces).map(digest).collect(),
+        }
+    }
+
+    fn addr(i: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i], 7000))
+    }
+
+    /// A scripted piece server behind a path.
+    #[derive(Clone)]
+    struct Server {
+        addr: SocketAddr,
+        rtt: Duration,
+        /// Upload rate, bytes/s.
+        rate: f64,
+        /// Sends garbage instead of this piece's data.
+        corrupt: Option<u32>,
+        /// Answers the handshake, then never sends a piece.
+        mute: bool,
+        /// When its uplink is next idle.
+        free: Instant,
+        /// When the tracker starts listing it.
+        joins: Duration,
+    }
+
+    impl Server {
+        fn new(i: u8, rtt_ms: u64, mbps: f64, t0: Instant) -> Self {
+            Self {
+                addr: addr(i),
+                rtt: Duration::from_millis(rtt_ms),
+                rate: mbps * 1e6 / 8.0,
+                corrupt: None,
+                mute: false,
+                free: t0,
+                joins: Duration::ZERO,
+            }
+        }
+    }
+
+    #[derive(Debug)]
+    enum Ev {
+        Bitfield(PeerId),
+        Piece(PeerId, u32),
+        Tick,
+    }
+
+    /// The core and its scripted peers in virtual time: a tiny driver.
+    struct Sim {
+        core: DownloadCore,
+        servers: Vec<Server>,
+        /// Peer id → server index.
+        conns: HashMap<PeerId, usize>,
+        queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+        events: Vec<Ev>,
+        now: Instant,
+        t0: Instant,
+        /// Everything the core did, in order.
+        log: Vec<Action>,
+        /// Pieces written, in order.
+        written: Vec<u32>,
+        /// Requests sent to each server: (peer, piece).
+        requests: Vec<(usize, u32)>,
+        cancels: Vec<(usize, u32)>,
+        most_outstanding: usize,
+        outstanding: HashMap<PeerId, usize>,
+    }
+
+    impl Sim {
+        fn new(pieces: u32, have: &Bitfield, servers: Vec<Server>, t0: Instant) -> Self {
+            assert_eq!(have.len(), pieces);
+            let core = DownloadCore::new(
+                meta(pieces),
+                "u".into(),
+                b"ticket".to_vec(),
+                None,
+                have,
+                Timeouts::default(),
+                7,
+                t0,
+            );
+            let mut s = Self {
+                core,
+                servers,
+                conns: HashMap::new(),
+                queue: BinaryHeap::new(),
+                events: Vec::new(),
+                now: t0,
+                t0,
+                log: Vec::new(),
+                written: Vec::new(),
+                requests: Vec::new(),
+                cancels: Vec::new(),
+                most_outstanding: 0,
+                outstanding: HashMap::new(),
+            };
+            s.at(t0, Ev::Tick);
+            s
+        }
+
+        fn at(&mut self, t: Instant, ev: Ev) {
+            self.events.push(ev);
+            self.queue.push(Reverse((t, self.events.len() as u64, self.events.len() - 1)));
+        }
+
+        /// Runs until complete, failed or `limit` of virtual time.
+        fn run(&mut self, limit: Duration) {
+            while let Some(&Reverse((t, _, i))) = self.queue.peek() {
+                if t > self.t0 + limit || self.ended() {
+                    break;
+                }
+                self.queue.pop();
+                self.now = t;
+                let ev = std::mem::replace(&mut self.events[i], Ev::Tick);
+                match ev {
+                    Ev::Tick => {
+                        self.core.tick(t);
+                        self.at(t + TICK, Ev::Tick);
+                    }
+                    Ev::Bitfield(peer) => {
+                        if let Some(&s) = self.conns.get(&peer) {
+                            let bits = Bitfield::full(self.core.meta.piece_hashes.len() as u32);
+                            let _ = self.servers[s].addr;
+                            self.core.on_message(peer, &Message::Bitfield(bits.as_bytes()), t);
+                        }
+                    }
+                    Ev::Piece(peer, piece) => {
+                        let Some(&s) = self.conns.get(&peer) else { continue };
+                        *self.outstanding.entry(peer).or_default() -= 1;
+                        let fate = self.core.on_piece(peer, piece, 0, PIECE_LEN as usize, t);
+                        if fate == PieceFate::Verify {
+                            let d = if self.servers[s].corrupt == Some(piece) {
+                                Sha1Digest([0; 20])
+                            } else {
+                                digest(piece)
+                            };
+                            if self.core.piece_hashed(piece, d) {
+                                self.core.piece_written(piece, Ok(()), t);
+                                self.written.push(piece);
+                            }
+                        }
+                    }
+                }
+                self.drain();
+            }
+        }
+
+        fn ended(&self) -> bool {
+            self.log.iter().any(|a| matches!(a, Action::Complete | Action::Failed(_)))
+        }
+
+        fn drain(&mut self) {
+            while let Some(a) = self.core.poll_action() {
+                match &a {
+                    Action::WantPeers => {
+                        let since = self.now - self.t0;
+                        let addrs: Vec<_> = self
+                            .servers
+                            .iter()
+                            .filter(|s| s.joins <= since)
+                            .map(|s| s.addr)
+                            .collect();
+                        self.core.add_peers(&addrs, self.now);
+                    }
+                    Action::Connect { peer, addr } => {
+                        let s = self.servers.iter().position(|s| s.addr == *addr).expect("known");
+                        self.conns.insert(*peer, s);
+                        self.core.connected(*peer, self.now);
+                    }
+                    Action::Send { peer, bytes } => self.deliver(*peer, bytes),
+                    Action::Close { peer, .. } => {
+                        self.conns.remove(peer);
+                    }
+                    _ => {}
+                }
+                self.log.push(a);
+            }
+        }
+
+        /// Frames from the downloader reach server `peer`.
+        fn deliver(&mut self, peer: PeerId, mut bytes: &[u8]) {
+            let s = self.conns[&peer];
+            while !bytes.is_empty() {
+                let (msg, used) = peer::decode(bytes).expect("the core sends whole frames");
+                bytes = &bytes[used..];
+                let srv = &mut self.servers[s];
+                let half = srv.rtt / 2;
+                match msg {
+                    Message::Handshake { .. } => {
+                        let t = self.now + srv.rtt;
+                        self.at(t, Ev::Bitfield(peer));
+                    }
+                    Message::Request { piece, .. } => {
+                        self.requests.push((s, piece));
+                        let o = self.outstanding.entry(peer).or_default();
+                        *o += 1;
+                        self.most_outstanding = self.most_outstanding.max(*o);
+                        if srv.mute {
+                            continue;
+                        }
+                        let start = (self.now + half).max(srv.free);
+                        srv.free = start + Duration::from_secs_f64(PIECE_LEN as f64 / srv.rate);
+                        let t = srv.free + half;
+                        self.at(t, Ev::Piece(peer, piece));
+                    }
+                    Message::Cancel { piece, .. } => self.cancels.push((s, piece)),
+                    m => panic!("unexpected {m:?}"),
+                }
+            }
+        }
+
+        fn finished_at(&self) -> Option<Duration> {
+            self.ended().then(|| self.now - self.t0)
+        }
+    }
+
+    #[test]
+    fn a_200_ms_peer_gets_enough_in_flight_to_fill_its_rate() {
+        let t0 = Instant::now();
+        // 400 Mbit/s × 200 ms = 10 MB = 19 pieces in flight needed.
+        let pieces = 1200; // 600 MiB
+        let mut sim =
+            Sim::new(pieces, &Bitfield::new(pieces), vec![Server::new(1, 200, 400.0, t0)], t0);
+        sim.run(Duration::from_secs(120));
+        assert!(sim.log.contains(&Action::Complete));
+        let took = sim.finished_at().expect("finished").as_secs_f64();
+        let bound = f64::from(pieces) * PIECE_LEN as f64 / 50e6;
+        assert!(took <= bound * 1.1, "took {took:.1}s, the link needs {bound:.1}s");
+        assert!(sim.most_outstanding >= 19, "{} in flight", sim.most_outstanding);
+        assert_eq!(sim.written.len(), pieces as usize);
+    }
+
+    #[test]
+    fn a_stalled_peer_loses_its_pieces_after_the_timeout() {
+        let t0 = Instant::now();
+        let pieces = 40;
+        // The only peer listed at first answers the handshake and then
+        // nothing; a good one is listed from 25 s. (With both from the
+        // start the endgame would rescue the mute peer's pieces first.)
+        let mut mute = Server::new(1, 20, 100.0, t0);
+        mute.mute = true;
+        let mut good = Server::new(2, 20, 100.0, t0);
+        good.joins = Duration::from_secs(25);
+        let mut sim = Sim::new(pieces, &Bitfield::new(pieces), vec![mute, good], t0);
+        sim.run(Duration::from_secs(24));
+        let stalled = sim
+            .log
+            .iter()
+            .filter(|a| matches!(a, Action::Close { peer: 0, reason } if reason == "stalled"))
+            .count();
+        assert_eq!(stalled, 1, "closed once at the timeout");
+        assert_eq!(sim.core.stats().active_peers, 1, "reconnected: it is not banned");
+        sim.run(Duration::from_secs(60));
+        assert!(sim.log.contains(&Action::Complete), "{:?}", sim.log.last());
+        // Every piece the mute peer held was requested again from the other.
+        for (_, p) in sim.requests.iter().filter(|(s, _)| *s == 0) {
+            assert!(sim.requests.contains(&(1, *p)), "piece {p} never re-requested");
+        }
+        assert_eq!(sim.written.len(), pieces as usize);
+    }
+
+    #[test]
+    fn the_endgame_duplicates_the_last_requests_and_cancels_the_losers() {
+        let t0 = Instant::now();
+        let pieces = 30;
+        // One fast peer, one very slow one: at the end the fast one
+        // duplicates what the slow one holds and wins.
+        let fast = Server::new(1, 10, 400.0, t0);
+        let slow = Server::new(2, 10, 4.0, t0);
+        let mut sim = Sim::new(pieces, &Bitfield::new(pieces), vec![fast, slow], t0);
+        sim.run(Duration::from_secs(60));
+        assert!(sim.log.contains(&Action::Complete));
+        let dup: Vec<u32> = sim
+            .requests
+            .iter()
+            .filter(|(s, _)| *s == 1)
+            .map(|(_, p)| *p)
+            .filter(|p| sim.requests.contains(&(0, *p)))
+            .collect();
+        assert!(!dup.is_empty(), "no duplicate request in the endgame");
+        assert!(!sim.cancels.is_empty(), "losers were not cancelled");
+        for (s, p) in &sim.cancels {
+            assert_eq!(*s, 1, "only the slow peer loses");
+            assert!(dup.contains(p));
+        }
+        // Far sooner than the slow peer alone would take for its share.
+        assert!(sim.finished_at().expect("done") < Duration::from_secs(3));
+        let mut w = sim.written.clone();
+        w.sort_unstable();
+        w.dedup();
+        assert_eq!(w.len(), pieces as usize, "each piece written once");
+        assert_eq!(sim.written.len(), pieces as usize);
+    }
+
+    #[test]
+    fn a_corrupt_peer_is_banned_and_its_piece_fetched_elsewhere() {
+        let t0 = Instant::now();
+        let pieces = 20;
+        let mut bad = Server::new(1, 10, 100.0, t0);
+        let good = Server::new(2, 10, 100.0, t0);
+        // Which piece the bad one sends first is the picker's choice:
+        // corrupt every piece it sends.
+        bad.corrupt = None;
+        let mut sim = Sim::new(pieces, &Bitfield::new(pieces), vec![bad, good], t0);
+        // Find the first piece requested from the bad peer and corrupt it.
+        sim.run(Duration::from_millis(11));
+        let first = sim.requests.iter().find(|(s, _)| *s == 0).map(|(_, p)| *p).expect("asked");
+        sim.servers[0].corrupt = Some(first);
+        sim.run(Duration::from_secs(30));
+        assert!(sim.log.contains(&Action::Complete));
+        assert!(sim.core.is_banned(&addr(1)));
+        assert!(sim.log.iter().any(|a| matches!(a,
+            Action::Close { peer: 0, reason } if reason.contains("failed its hash"))));
+        assert!(sim.requests.contains(&(1, first)), "re-fetched from the good peer");
+        // The tracker lists it again every refresh: never reconnected.
+        let connects = sim
+            .log
+            .iter()
+            .filter(|a| matches!(a, Action::Connect { addr: a, .. } if *a == addr(1)))
+            .count();
+        assert_eq!(connects, 1);
+        assert_eq!(sim.written.len(), pieces as usize);
+    }
+
+    #[test]
+    fn a_resumed_download_fetches_only_what_is_missing() {
+        let t0 = Instant::now();
+        let pieces = 64;
+        let mut have = Bitfield::new(pieces);
+        for i in (0..pieces).filter(|i| i % 3 != 0) {
+            have.set(i);
+        }
+        let mut sim = Sim::new(pieces, &have, vec![Server::new(1, 20, 100.0, t0)], t0);
+        assert_eq!(sim.core.stats().verified, u64::from(have.count_ones()) * PIECE_LEN);
+        sim.run(Duration::from_secs(30));
+        assert!(sim.log.contains(&Action::Complete));
+        let mut asked: Vec<u32> = sim.requests.iter().map(|(_, p)| *p).collect();
+        asked.sort_unstable();
+        let missing: Vec<u32> = (0..pieces).filter(|i| i % 3 == 0).collect();
+        assert_eq!(asked, missing);
+        // Already verified before: no FirstPiece again.
+        assert!(!sim.log.contains(&Action::FirstPiece));
+        // A complete file completes at once, asking no peer.
+        let mut sim =
+            Sim::new(pieces, &Bitfield::full(pieces), vec![Server::new(1, 20, 100.0, t0)], t0);
+        sim.run(Duration::from_secs(1));
+        assert_eq!(sim.log, vec![Action::Complete]);
+    }
+
+    #[test]
+    fn no_peer_for_the_limit_fails_with_the_last_error() {
+        let t0 = Instant::now();
+        let mut core = DownloadCore::new(
+            meta(4),
+            "u".into(),
+            vec![],
+            None,
+            &Bitfield::new(4),
+            Timeouts::default(),
+            1,
+            t0,
+        );
+        let mut now = t0;
+        let mut failed = None;
+        while now < t0 + NO_PEER_LIMIT + Duration::from_secs(2) {
+            core.tick(now);
+            while let Some(a) = core.poll_action() {
+                match a {
+                    Action::WantPeers => core.peers_unavailable("tracker unreachable".into()),
+                    Action::Failed(r) => failed = Some((now - t0, r)),
+                    a => panic!("{a:?}"),
+                }
+            }
+            now = core.next_deadline().max(now + Duration::from_millis(1));
+        }
+        let (at, why) = failed.expect("failed");
+        assert!(at > NO_PEER_LIMIT && at < NO_PEER_LIMIT + Duration::from_secs(1), "{at:?}");
+        assert_eq!(why, "no peer could serve the file for 60s (tracker unreachable)");
+    }
+
+    /// A core with one active peer (id 0) that has every piece; returns it
+    /// and the requests sent.
+    fn one_active_peer(pieces: u32, now: Instant) -> (DownloadCore, Vec<u32>) {
+        let mut core = DownloadCore::new(
+            meta(pieces),
+            "u".into(),
+            vec![],
+            None,
+            &Bitfield::new(pieces),
+            Timeouts::default(),
+            1,
+            now,
+        );
+        core.add_peers(&[addr(1), addr(2)], now);
+        core.connected(0, now);
+        core.connected(1, now);
+        let bits = Bitfield::full(pieces);
+        core.on_message(0, &Message::Bitfield(bits.as_bytes()), now);
+        core.on_message(1, &Message::Bitfield(bits.as_bytes()), now);
+        let mut asked = Vec::new();
+        while let Some(a) = core.poll_action() {
+            if let Action::Send { peer: 0, bytes } = a {
+                let mut b = &bytes[..];
+                while let Ok((m, used)) = peer::decode(b) {
+                    if let Message::Request { piece, .. } = m {
+                        asked.push(piece);
+                    }
+                    b = &b[used..];
+                }
+            }
+        }
+        (core, asked)
+    }
+
+    fn closes(core: &mut DownloadCore) -> Vec<(PeerId, String)> {
+        let mut out = Vec::new();
+        while let Some(a) = core.poll_action() {
+            if let Action::Close { peer, reason } = a {
+                out.push((peer, reason));
+            }
+        }
+        out
+    }
+
+    type BadInput<'a> = dyn Fn(&mut DownloadCore, &[u32]) -> PieceFate + 'a;
+
+    #[test]
+    fn bad_input_closes_only_the_peer_that_sent_it() {
+        let t0 = Instant::now();
+        let full = Bitfield::full(16);
+        let bad: Vec<(&str, Box<BadInput<'_>>)> = vec![
+            (
+                "unrequested",
+                Box::new(|c, asked| {
+                    let p = (0..16).find(|p| !asked.contains(p)).expect("an unasked piece");
+                    c.on_piece(0, p, 0, PIECE_LEN as usize, t0)
+                }),
+            ),
+            (
+                "bad offset",
+                Box::new(|c, asked| c.on_piece(0, asked[0], 4, PIECE_LEN as usize - 4, t0)),
+            ),
+            ("bad length", Box::new(|c, asked| c.on_piece(0, asked[0], 0, 100, t0))),
+            (
+                "above a piece",
+                Box::new(|c, asked| c.on_piece(0, asked[0], 0, PIECE_LEN as usize + 1, t0)),
+            ),
+            ("out of range", Box::new(|c, _| c.on_piece(0, 16, 0, PIECE_LEN as usize, t0))),
+            (
+                "second bitfield",
+                Box::new(move |c, _| c.on_message(0, &Message::Bitfield(full.as_bytes()), t0)),
+            ),
+            ("have out of range", Box::new(|c, _| c.on_message(0, &Message::Have(16), t0))),
+            ("garbage", Box::new(|c, _| c.on_frame(0, 99, b"\x01\x02", t0))),
+            ("malformed have", Box::new(|c, _| c.on_frame(0, peer::kind::HAVE, b"\x01", t0))),
+            (
+                "a request",
+                Box::new(|c, _| {
+                    c.on_message(0, &Message::Request { piece: 0, offset: 0, len: 1 }, t0)
+                }),
+            ),
+            (
+                "a refusal",
+                Box::new(|c, _| {
+                    c.on_message(0, &Message::Error { code: ErrorCode::Busy, text: "no" }, t0)
+                }),
+            ),
+        ];
+        for (what, send) in bad {
+            let (mut core, asked) = one_active_peer(16, t0);
+            assert!(!asked.is_empty());
+            assert_eq!(send(&mut core, &asked), PieceFate::Discard, "{what}");
+            let closed = closes(&mut core);
+            assert_eq!(closed.len(), 1, "{what}: {closed:?}");
+            assert_eq!(closed[0].0, 0, "{what}");
+            assert_eq!(core.stats().active_peers, 1, "{what}: the other peer goes on");
+            // Its requests are free for the other peer.
+            let next = core.picker.pick(1, &Bitfield::full(16)).expect("a piece for peer 1");
+            assert!(asked.contains(&next.get()), "{what}: {next:?} was not peer 0's");
+        }
+    }
+
+    #[test]
+    fn before_the_bitfield_only_a_bitfield_or_a_refusal_is_accepted() {
+        let t0 = Instant::now();
+        let mut core = DownloadCore::new(
+            meta(4),
+            "u".into(),
+            b"t".to_vec(),
+            None,
+            &Bitfield::new(4),
+            Timeouts::default(),
+            1,
+            t0,
+        );
+        core.add_peers(&[addr(1), addr(2), addr(3)], t0);
+        for p in 0..3 {
+            core.connected(p, t0);
+        }
+        assert_eq!(core.on_piece(0, 0, 0, PIECE_LEN as usize, t0), PieceFate::Discard);
+        core.on_message(1, &Message::Have(0), t0);
+        core.on_message(2, &Message::Error { code: ErrorCode::BadTicket, text: "bad ticket" }, t0);
+        let closed = closes(&mut core);
+        assert_eq!(closed.len(), 3, "{closed:?}");
+        assert!(closed[2].1.contains("bad ticket"));
+        // The handshake carries the ticket and the user.
+        let mut core = DownloadCore::new(
+            meta(4),
+            "alice".into(),
+            b"tk".to_vec(),
+            None,
+            &Bitfield::new(4),
+            Timeouts::default(),
+            1,
+            t0,
+        );
+        core.add_peers(&[addr(1)], t0);
+        core.connected(0, t0);
+        let sent: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        let Action::Send { bytes, .. } = &sent[1] else { panic!("{sent:?}") };
+        let (m, _) = peer::decode(bytes).expect("a frame");
+        assert_eq!(
+            m,
+            Message::Handshake {
+                version: peer::VERSION,
+                file_id: Sha1Digest([9; 20]),
+                user: "alice",
+                ticket: b"tk"
+            }
+        );
+        // Without a bitfield within the connect timeout it is dropped.
+        core.tick(t0 + CONNECT_TIMEOUT + Duration::from_millis(1));
+        assert_eq!(closes(&mut core)[0].1, "timed out connecting");
+    }
+
+    #[test]
+    fn not_available_frees_the_oldest_request_and_forgets_the_piece() {
+        let t0 = Instant::now();
+        let (mut core, asked) = one_active_peer(8, t0);
+        core.on_message(0, &Message::Error { code: ErrorCode::NotAvailable, text: "" }, t0);
+        assert!(closes(&mut core).is_empty());
+        // Not asked of that peer again: it said it lacks it.
+        let t = t0 + Duration::from_millis(5);
+        for p in &asked[1..] {
+            assert_eq!(core.on_piece(0, *p, 0, PIECE_LEN as usize, t), PieceFate::Verify);
+            assert!(core.piece_hashed(*p, digest(*p)));
+            core.piece_written(*p, Ok(()), t);
+        }
+        let again: Vec<u32> = std::iter::from_fn(|| core.poll_action())
+            .filter_map(|a| match a {
+                Action::Send { peer: 0, bytes } => Some(bytes),
+                _ => None,
+            })
+            .flat_map(|b| {
+                let mut v = Vec::new();
+                let mut b = &b[..];
+                while let Ok((Message::Request { piece, .. }, used)) = peer::decode(b) {
+                    v.push(piece);
+                    b = &b[used..];
+                }
+                v
+            })
+            .collect();
+        assert!(!again.contains(&asked[0]), "{again:?}");
+    }
+
+    proptest! {
+        /// Whatever peers send and whatever digests the driver reports,
+        /// the core never panics and never says to write a piece whose
+        /// digest is not the file's.
+        #[test]
+        fn random_events_never_panic_nor_write_a_bad_piece(
+            ops in proptest::collection::vec((0u8..10, 0u32..4, 0u32..12, any::<u32>(), proptest::collection::vec(any::<u8>(), 0..12)), 0..300)
+        ) {
+            let t0 = Instant::now();
+            let pieces = 10;
+            let mut core = DownloadCore::new(meta(pieces), "u".into(), vec![], None, &Bitfield::new(pieces), Timeouts::default(), 3, t0);
+            let mut now = t0;
+            let mut written = HashSet::new();
+            for (op, peer, piece, x, bytes) in ops {
+                now += Duration::from_millis(u64::from(x % 3000));
+                match op {
+                    0 => core.add_peers(&[addr((x % 5) as u8)], now),
+                    1 => core.connected(peer, now),
+                    2 => core.closed(peer, "gone"),
+                    3 => { core.on_frame(peer, x % 9, &bytes, now); }
+                    4 => { core.on_message(peer, &Message::Bitfield(&bytes), now); }
+                    5 => { core.on_piece(peer, piece, x % 2, if x % 5 == 0 { 1 } else { PIECE_LEN as usize }, now); }
+                    6 => {
+                        let good = x % 4 != 0;
+                        let d = if good { digest(piece) } else { Sha1Digest([x as u8; 20]) };
+                        if core.piece_hashed(piece, d) {
+                            prop_assert_eq!(d, digest(piece));
+                            prop_assert!(written.insert(piece) || piece >= pieces, "written twice");
+                            let r = if x % 50 == 0 { Err("disk".to_owned()) } else { Ok(()) };
+                            core.piece_written(piece, r, now);
+                        }
+                    }
+                    7 => { core.piece_written(piece, Ok(()), now); }
+                    8 => { core.on_message(peer, &Message::Have(piece), now); }
+                    _ => core.tick(now),
+                }
+                while let Some(a) = core.poll_action() {
+                    if let Action::Send { bytes, .. } = a {
+                        let mut b = &bytes[..];
+                        while !b.is_empty() {
+                            let (_, used) = peer::decode(b).expect("whole frames");
+                            b = &b[used..];
+                        }
+                    }
+                }
+                prop_assert!(core.stats().verified <= core.meta().len);
+            }
+        }
+    }
+}
