@@ -32,7 +32,7 @@ pub struct DemoArgs {
     /// Seeder nodes.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=32))]
     pub seeders: u32,
-    /// Piece server I/O: uring or threads.
+    /// I/O (serving and fetching): uring or threads.
     #[arg(long)]
     pub io: Option<Backend>,
     /// Where to put the temporary files [default: the system temp dir].

@@ -35,7 +35,7 @@ struct NodeArgs {
     /// ~/.local/state/ringshare].
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// Piece server I/O: uring or threads [default: uring where the kernel
+    /// I/O (serving and fetching): uring or threads [default: uring where the kernel
     /// allows it; also $RINGSHARE_IO].
     #[arg(long)]
     io: Option<Backend>,

@@ -72,6 +72,8 @@ pub struct Node {
     /// Verifies (when the receiving peer thread did not) and writes
     /// downloaded pieces: two workers per core.
     verify_pool: Arc<HashPool>,
+    /// The I/O driver of downloads (the piece server's, `--io`).
+    io: Backend,
     state_dir: PathBuf,
     rt: Handle,
     /// The trackers' public ticket key while logged in: the piece server
@@ -127,6 +129,7 @@ impl Node {
             verify_pool: Arc::new(HashPool::new(
                 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
+            io: backend,
             state_dir,
             rt: Handle::current(),
             ticket_key,
@@ -508,7 +511,8 @@ impl Node {
         }
         let served =
             self.serve.get(&meta.sha1).ok_or_else(|| anyhow!("share table lost the file"))?;
-        let spec = FetchSpec::new(meta.clone(), user, ticket, Some(self.addr));
+        let mut spec = FetchSpec::new(meta.clone(), user, ticket, Some(self.addr));
+        spec.io = self.io;
         let source = self.peer_source(token, group.clone(), file.clone());
         let events = self.download_events(token, group.clone(), dest_path.clone(), meta.clone());
         let download = Download::start(

@@ -36,7 +36,7 @@ pub struct NodeLogin {
     /// Where this node serves pieces while it runs.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
-    /// Piece server I/O: uring or threads.
+    /// I/O (serving and fetching): uring or threads.
     #[arg(long)]
     pub io: Option<Backend>,
 }
@@ -216,7 +216,7 @@ pub fn bind_piece_server(addr: SocketAddr) -> Result<std::net::TcpListener> {
     }
 }
 
-/// The piece server backend to run, printing which and why.
+/// The I/O backend (piece server and downloads) to run, printing which and why.
 pub fn backend(flag: Option<Backend>) -> Result<Backend> {
     let forced = match flag {
         Some(b) => Some(b),
@@ -228,7 +228,7 @@ pub fn backend(flag: Option<Backend>) -> Result<Backend> {
         },
     };
     let (backend, why) = Backend::choose(forced);
-    eprintln!("ringshare: piece server backend: {} ({why})", backend.name());
+    eprintln!("ringshare: I/O backend (serving and fetching): {} ({why})", backend.name());
     Ok(backend)
 }
 

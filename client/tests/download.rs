@@ -14,7 +14,7 @@ struct Swarm {
     dir: tempfile::TempDir,
     _tracker: TrackerProc,
     info: PathBuf,
-    /// The piece server backend every node runs (`RINGSHARE_IO`).
+    /// The I/O backend (serving and fetching) every node runs (`RINGSHARE_IO`).
     io: &'static str,
 }
 
@@ -47,7 +47,7 @@ impl Swarm {
         n.ok(&format!("login {name} pw"));
         let log = std::fs::read_to_string(self.path(&format!("{name}.stderr"))).unwrap();
         assert!(
-            log.contains(&format!("piece server backend: {} (", self.io)),
+            log.contains(&format!("I/O backend (serving and fetching): {} (", self.io)),
             "node {name} does not run the {} backend: {log}",
             self.io
         );
@@ -111,7 +111,7 @@ fn uring_usable() -> bool {
     Backend::choose(Some(Backend::Uring)).0 == Backend::Uring
 }
 
-/// Runs a scenario once per piece server backend: the same expectations hold
+/// Runs a scenario once per I/O backend (serving and fetching): the same expectations hold
 /// for io_uring and for the threads fallback.
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {

@@ -25,7 +25,7 @@ fn demo_moves_a_file_and_reports_figures() {
         stdout.contains("p50") && stdout.contains("p99.9") && stdout.contains("max"),
         "{stdout}"
     );
-    assert!(stderr.contains("piece server backend: threads"), "{stderr}");
+    assert!(stderr.contains("I/O backend (serving and fetching): threads"), "{stderr}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the demo cleans up");
 
     let bad = Command::new(bin("ringshare")).args(["demo", "--size", "lots"]).output().unwrap();

@@ -39,5 +39,5 @@ pub mod serve;
 pub mod store;
 pub mod ticket;
 pub mod tracker_info;
-mod uring;
+pub(crate) mod uring;
 pub mod wire;

@@ -22,7 +22,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -221,6 +221,29 @@ impl PartFile {
             }
         }
         self.file.write_all_at(data, offset).map_err(StoreError::io("write", &self.part))
+    }
+
+    /// Where a driver that writes by itself (io_uring) writes a piece at
+    /// `offset`: the `O_DIRECT` descriptor when [`PartFile::write_piece`]
+    /// would use it for these bytes, else the plain one; and whether it is
+    /// the direct one. A direct write refused with `EINVAL` is reported
+    /// with [`PartFile::refuse_direct`] and retried on the plain one.
+    pub fn write_target(&self, offset: u64, data: &[u8]) -> (RawFd, bool) {
+        let aligned = offset % DIRECT_ALIGN as u64 == 0
+            && data.len() % DIRECT_ALIGN == 0
+            && (data.as_ptr() as usize) % DIRECT_ALIGN == 0;
+        match self.direct.as_ref() {
+            Some(d) if aligned && self.direct_works.load(Ordering::Relaxed) => {
+                (d.as_raw_fd(), true)
+            }
+            _ => (self.file.as_raw_fd(), false),
+        }
+    }
+
+    /// A direct write was refused: this piece and every later one go
+    /// through the page cache (see [`PartFile::write_piece`]).
+    pub fn refuse_direct(&self) {
+        self.direct_works.store(false, Ordering::Relaxed);
     }
 
     /// Whether whole pieces bypass the page cache.

@@ -187,7 +187,7 @@ fn bad_requests_get_an_error_and_only_that_peer_is_dropped() {
     }
 
     // Garbage while a real download runs: the download completes.
-    let (d, rx) = download(dir.path(), &meta, vec![srv.addr()]);
+    let (d, rx) = download(dir.path(), &meta, vec![srv.addr()], Backend::Threads);
     let mut g = TcpStream::connect(srv.addr()).unwrap();
     g.set_read_timeout(Some(GUARD)).unwrap();
     g.write_all(&[0, 0, 0, 12, 0, 0, 0, 99, 1, 2, 3, 4]).unwrap();
@@ -200,6 +200,12 @@ fn bad_requests_get_an_error_and_only_that_peer_is_dropped() {
 
 #[test]
 fn a_seeder_that_stops_answering_costs_only_its_pieces() {
+    for io in backends() {
+        a_seeder_that_stops_answering_costs_only_its_pieces_on(io);
+    }
+}
+
+fn a_seeder_that_stops_answering_costs_only_its_pieces_on(io: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let (p, meta) = source(dir.path(), 8 * PIECE_LEN as usize);
     let good = server(
@@ -221,8 +227,8 @@ fn a_seeder_that_stops_answering_costs_only_its_pieces() {
             held.push(s); // keep it open, say nothing more
         }
     });
-    let (d, rx) =
-        download_with(dir.path(), &meta, vec![mute_addr, good.addr()], Duration::from_millis(500));
+    let peers = vec![mute_addr, good.addr()];
+    let (d, rx) = download_with(dir.path(), &meta, peers, Duration::from_millis(500), io);
     wait_complete(&rx);
     d.wait();
     assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), fs::read(&p).unwrap());

@@ -94,7 +94,7 @@ fn three_seeders(backend: Backend) {
     let s1 = seeder(&src, &meta, backend);
     let s2 = seeder(&src, &meta, backend);
     let s3 = seeder(&bad_path, &meta, backend);
-    let (d, rx) = download(dir.path(), &meta, vec![s3.addr(), s1.addr(), s2.addr()]);
+    let (d, rx) = download(dir.path(), &meta, vec![s3.addr(), s1.addr(), s2.addr()], backend);
     wait_complete(&rx);
     d.wait();
     assert_eq!(d.progress().status, Status::Complete);
@@ -128,8 +128,10 @@ fn a_lone_corrupt_seeder_is_caught_and_a_later_good_one_finishes() {
             ServedFile::partial(meta.clone(), part.file().try_clone().unwrap(), have.clone());
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
+        let mut spec = FetchSpec::new(meta.clone(), "u".into(), vec![], None);
+        spec.io = backend;
         let d = Download::start(
-            FetchSpec::new(meta.clone(), "u".into(), vec![], None),
+            spec,
             part,
             have,
             served,
@@ -162,7 +164,7 @@ fn empty_and_one_byte_files() {
         fs::write(&src, &bytes).unwrap();
         let meta = HashPool::new(1).hash_file(&src, "src.bin").unwrap();
         let s = seeder(&src, &meta, backend);
-        let (d, rx) = download(dir.path(), &meta, vec![s.addr()]);
+        let (d, rx) = download(dir.path(), &meta, vec![s.addr()], backend);
         wait_complete(&rx);
         d.wait();
         assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes);
@@ -263,7 +265,7 @@ fn every_uring_send_method_serves_an_exact_copy_and_counts_it() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut s = PieceServer::start_uring_with(listener, table, ServerLimits::default(), method)
             .unwrap_or_else(|e| panic!("{}: {e}", method.name()));
-        let (d, rx) = download(dir.path(), &meta, vec![s.addr()]);
+        let (d, rx) = download(dir.path(), &meta, vec![s.addr()], Backend::Uring);
         wait_complete(&rx);
         d.wait();
         assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes, "{}", method.name());
@@ -284,7 +286,7 @@ fn uring_unknown_file_is_refused_and_others_are_still_served() {
     let mut stranger = Client::connect(s.addr());
     stranger.handshake(Sha1Digest([0x5a; 20]));
     stranger.expect_error_and_close(ErrorCode::UnknownFile);
-    let (d, rx) = download(dir.path(), &meta, vec![s.addr()]);
+    let (d, rx) = download(dir.path(), &meta, vec![s.addr()], Backend::Uring);
     wait_complete(&rx);
     d.wait();
     assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes);
@@ -300,7 +302,7 @@ fn uring_garbage_is_cut_off_while_a_download_completes() {
     // Slow pieces keep the download running while the garbage arrives.
     let limits = ServerLimits { piece_delay: Duration::from_millis(30), ..Default::default() };
     let s = seeder_with(&src, &meta, Backend::Uring, limits);
-    let (d, rx) = download(dir.path(), &meta, vec![s.addr()]);
+    let (d, rx) = download(dir.path(), &meta, vec![s.addr()], Backend::Uring);
     rx.recv_timeout(Duration::from_secs(30)).expect("the download starts");
     for garbage in [&b"GET / HTTP/1.1\r\n\r\n"[..], &[0, 0, 0, 12, 0, 0, 0, 99, 1, 2, 3, 4]] {
         let mut bad = Client::connect(s.addr());
@@ -472,7 +474,7 @@ fn random_and_vanishing_peers(method: SendMethod) {
     table.insert(ServedFile::complete(meta.clone(), File::open(&src).unwrap()));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let s = PieceServer::start_uring_with(listener, table, limits, method).unwrap();
-    let (d, rx) = download(dir.path(), &meta, vec![s.addr()]);
+    let (d, rx) = download(dir.path(), &meta, vec![s.addr()], Backend::Uring);
     let noise = random_bytes(64 * 1024, 99);
     for i in 0..60usize {
         let mut c = Client::connect(s.addr());
@@ -574,7 +576,7 @@ fn uring_cuts_off_a_peer_that_does_not_read() {
         for p in 0..64 {
             c.request(p % 16, PIECE_LEN as u32);
         }
-        let (d, rx) = download(dir.path(), &meta, vec![s.addr()]);
+        let (d, rx) = download(dir.path(), &meta, vec![s.addr()], Backend::Uring);
         wait_complete(&rx);
         d.wait();
         assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes, "{method:?}");

@@ -39,7 +39,7 @@ struct Args {
     /// Seeder processes.
     #[arg(long, default_value_t = 1)]
     seeders: u32,
-    /// Piece server I/O of every node: uring or threads.
+    /// I/O of every node (serving and fetching): uring or threads.
     #[arg(long, default_value = "uring")]
     io: String,
     /// Timed runs.

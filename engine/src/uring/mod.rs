@@ -115,7 +115,7 @@ impl Op {
 
 /// The ring and the count of CQEs the kernel still owes.
 pub(crate) struct Ring {
-    uring: IoUring,
+    pub(crate) uring: IoUring,
     /// CQEs still to come for pushed SQEs.
     pub(crate) inflight: usize,
 }
@@ -159,10 +159,13 @@ impl Ring {
     }
 }
 
-/// Opcodes every method needs.
-fn base_opcodes() -> [(u8, &'static str); 6] {
+/// Opcodes every method needs, and the download ring.
+fn base_opcodes() -> [(u8, &'static str); 8] {
     [
         (opcode::Accept::CODE, "accept"),
+        // The download ring's (crate::fetch).
+        (opcode::Connect::CODE, "connect"),
+        (opcode::Write::CODE, "write"),
         (opcode::Recv::CODE, "recv"),
         (opcode::Send::CODE, "send"),
         (opcode::Read::CODE, "read"),

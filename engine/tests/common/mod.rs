@@ -24,21 +24,25 @@ pub fn backends() -> Vec<Backend> {
     v
 }
 
-/// Downloads `meta` from `peers` into `dir/out.bin` (default stall timeout).
+/// Downloads `meta` from `peers` into `dir/out.bin` (default stall
+/// timeout) on the driver `io`.
 pub fn download(
     dir: &Path,
     meta: &FileMeta,
     peers: Vec<SocketAddr>,
+    io: Backend,
 ) -> (Arc<Download>, mpsc::Receiver<FetchEvent>) {
-    download_with(dir, meta, peers, ringshare_engine::fetch::STALL_TIMEOUT)
+    download_with(dir, meta, peers, ringshare_engine::fetch::STALL_TIMEOUT, io)
 }
 
-/// Downloads `meta` from `peers` into `dir/out.bin` with a stall timeout.
+/// Downloads `meta` from `peers` into `dir/out.bin` with a stall timeout,
+/// on the driver `io`.
 pub fn download_with(
     dir: &Path,
     meta: &FileMeta,
     peers: Vec<SocketAddr>,
     stall: Duration,
+    io: Backend,
 ) -> (Arc<Download>, mpsc::Receiver<FetchEvent>) {
     let (part, have) = PartFile::open(&dir.join("out.bin"), meta).unwrap();
     let served = ServedFile::partial(meta.clone(), part.file().try_clone().unwrap(), have.clone());
@@ -46,6 +50,7 @@ pub fn download_with(
     let tx = Mutex::new(tx);
     let mut spec = FetchSpec::new(meta.clone(), "u".into(), vec![], None);
     spec.stall_timeout = stall;
+    spec.io = io;
     let d = Download::start(
         spec,
         part,
@@ -57,6 +62,7 @@ pub fn download_with(
             let _ = tx.lock().unwrap().send(e);
         }),
     );
+    assert_eq!(d.driver(), io, "the download runs on the driver asked for");
     (d, rx)
 }
 

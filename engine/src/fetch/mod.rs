@@ -45,9 +45,12 @@ use crate::meta::{Bitfield, FileMeta, Geometry, Sha1Digest};
 use crate::metrics::Latency;
 use crate::peer::{self, kind, MAX_FRAME};
 use crate::picker::PeerId;
+use crate::serve::Backend;
 use crate::serve::ServedFile;
 use crate::store::{AlignedBuf, PartFile};
 use crate::wire::{self, HEADER_LEN};
+
+mod ring;
 
 /// Piece buffers per download: the bound on its piece data in memory.
 pub const MAX_BUFFERS: usize = 24;
@@ -115,6 +118,10 @@ pub struct FetchSpec {
     /// A request unanswered for this long marks its peer as stalled: the
     /// peer is dropped and its pieces are requested elsewhere.
     pub stall_timeout: Duration,
+    /// The driver: io_uring (one ring thread carries every peer of every
+    /// download) or a thread per peer. A ring that cannot start falls back
+    /// to threads, with a warning.
+    pub io: Backend,
 }
 
 impl FetchSpec {
@@ -125,7 +132,7 @@ impl FetchSpec {
         ticket: Vec<u8>,
         own_addr: Option<SocketAddr>,
     ) -> Self {
-        Self { meta, user, ticket, own_addr, stall_timeout: STALL_TIMEOUT }
+        Self { meta, user, ticket, own_addr, stall_timeout: STALL_TIMEOUT, io: Backend::Threads }
     }
 }
 
@@ -228,6 +235,8 @@ struct Shared {
     status: Mutex<Status>,
     latency: Latency,
     events: Box<dyn Fn(FetchEvent) + Send + Sync>,
+    /// Driven by the download ring (else by threads).
+    uring: std::sync::atomic::AtomicBool,
 }
 
 impl Download {
@@ -284,8 +293,25 @@ impl Download {
             status: Mutex::new(Status::Running),
             latency: Latency::new(),
             events,
+            uring: AtomicBool::new(false),
         });
         let reported = have.count_ones() > 0;
+        let source = match spec.io {
+            Backend::Uring => {
+                shared.uring.store(true, Ordering::Release);
+                match ring::start(&shared, source, reported) {
+                    Ok(control) => {
+                        return Arc::new(Self { shared, controller: Mutex::new(Some(control)) })
+                    }
+                    Err((e, source)) => {
+                        tracing::warn!("download ring unavailable ({e}); using threads");
+                        shared.uring.store(false, Ordering::Release);
+                        source
+                    }
+                }
+            }
+            Backend::Threads => source,
+        };
         let controller = {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
@@ -328,7 +354,21 @@ impl Download {
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);
         self.shared.wake.notify_all();
+        if self.shared.uring.load(Ordering::Acquire) {
+            if let Ok(r) = ring::ring() {
+                r.send(ring::Cmd::Wake);
+            }
+        }
         self.wait();
+    }
+
+    /// Which driver carries it.
+    pub fn driver(&self) -> Backend {
+        if self.shared.uring.load(Ordering::Acquire) {
+            Backend::Uring
+        } else {
+            Backend::Threads
+        }
     }
 
     /// Waits until the download completes, fails or is stopped.
@@ -353,6 +393,11 @@ impl Shared {
             drop(st);
             self.stop.store(true, Ordering::Release);
             self.wake.notify_all();
+            if self.uring.load(Ordering::Acquire) {
+                if let Ok(r) = ring::ring() {
+                    r.send(ring::Cmd::Wake);
+                }
+            }
             (self.events)(FetchEvent::Failed(reason));
         }
     }
@@ -375,6 +420,30 @@ impl Shared {
     }
 }
 
+/// Verified bytes per second over the last two seconds.
+#[derive(Default)]
+struct RateMeter {
+    samples: std::collections::VecDeque<(Instant, u64)>,
+}
+
+impl RateMeter {
+    fn sample(&mut self, shared: &Shared) {
+        let now = Instant::now();
+        let verified = lock(&shared.driven).core.stats().verified;
+        self.samples.push_back((now, verified));
+        while self.samples.len() > 2
+            && now.duration_since(self.samples[0].0) > Duration::from_secs(2)
+        {
+            self.samples.pop_front();
+        }
+        if let (Some(a), Some(b)) = (self.samples.front(), self.samples.back()) {
+            let dt = b.0.duration_since(a.0).as_secs_f64();
+            let rate = if dt > 0.0 { b.1.saturating_sub(a.1) as f64 / dt } else { 0.0 };
+            shared.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
+        }
+    }
+}
+
 /// What the controller takes from the core in one round.
 struct Round {
     connect: Vec<(PeerId, SocketAddr)>,
@@ -386,7 +455,7 @@ struct Round {
 
 fn controller(shared: &Arc<Shared>, mut source: Box<dyn PeerSource>, mut reported: bool) {
     let mut threads: HashMap<PeerId, thread::JoinHandle<()>> = HashMap::new();
-    let mut samples: std::collections::VecDeque<(Instant, u64)> = Default::default();
+    let mut rate = RateMeter::default();
     loop {
         let round = {
             let mut d = lock(&shared.driven);
@@ -442,17 +511,7 @@ fn controller(shared: &Arc<Shared>, mut source: Box<dyn PeerSource>, mut reporte
             }
         }
         threads.retain(|_, h| !h.is_finished());
-        let now = Instant::now();
-        let verified = lock(&shared.driven).core.stats().verified;
-        samples.push_back((now, verified));
-        while samples.len() > 2 && now.duration_since(samples[0].0) > Duration::from_secs(2) {
-            samples.pop_front();
-        }
-        if let (Some(a), Some(b)) = (samples.front(), samples.back()) {
-            let dt = b.0.duration_since(a.0).as_secs_f64();
-            let rate = if dt > 0.0 { (b.1 - a.1) as f64 / dt } else { 0.0 };
-            shared.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
-        }
+        rate.sample(shared);
         let d = lock(&shared.driven);
         if !d.controller_has_work() && !shared.stopping() {
             let _ = shared.wake.wait_timeout(d, CONTROL_TICK);

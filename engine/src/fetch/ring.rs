@@ -1,0 +1,1050 @@
+//! The io_uring driver of downloads: one ring on one thread carries every
+//! peer of every download of the process — no thread per peer.
+//!
+//! Each download's protocol logic is its [`DownloadCore`] (the same one the
+//! threads driver runs); this file only carries out its actions:
+//!
+//! - **connect**: a socket per peer and a `Connect` op;
+//! - **receive**: a `Recv` per connection, into a 16 KiB staging buffer
+//!   while frame headers and control frames come in, and straight into the
+//!   piece's page-aligned buffer for the body of a piece (what the staging
+//!   buffer caught of it is copied over, at most 16 KiB);
+//! - **send**: one `Send` in flight per connection, frames in order;
+//! - **hash**: on the worker pool; the digest comes back to the ring
+//!   thread over a channel (an eventfd wakes the ring);
+//! - **write**: a `Write` op, `O_DIRECT` when the piece qualifies
+//!   ([`PartFile::write_target`]), then the one-byte record and
+//!   [`DownloadCore::piece_written`];
+//! - **tick**: a `Timeout` op every [`TICK`] while downloads run.
+//!
+//! Blocking work stays off the ring: a small control thread per download
+//! asks the tracker for peers, fsyncs the piece record, reports events and
+//! finishes the file, like the threads driver's controller but with no
+//! socket of its own.
+//!
+//! Memory: piece data lives only in [`MAX_BUFFERS`] buffers per download.
+//! When none is free, a connection whose next piece needs one stops
+//! receiving (its bytes wait in the kernel's socket buffer: TCP flow
+//! control) and resumes when a buffer comes back.
+//!
+//! Invariants (as in the piece server's ring, `crate::uring`): every buffer,
+//! address or descriptor an op points at lives in a boxed [`Conn`], a
+//! [`Write`] or the driver, and is not moved or freed until that op's CQE
+//! is reaped — a connection counts its ops in flight and is freed at zero;
+//! user_data carries a generation so a CQE never reaches a slot's next
+//! occupant.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use io_uring::{opcode, types, IoUring};
+
+use super::{finish, lock, PeerList, PeerSource, Shared, Status, MAX_BUFFERS};
+use crate::download::{Action, DownloadCore, PieceFate};
+use crate::hash::sha1_of;
+use crate::meta::Sha1Digest;
+use crate::peer::{kind, MAX_FRAME};
+use crate::picker::PeerId;
+use crate::store::AlignedBuf;
+use crate::uring::Ring;
+use crate::wire::{self, HEADER_LEN};
+
+/// How often the ring ticks the cores while downloads run.
+const TICK: Duration = Duration::from_millis(20);
+/// Staging buffer per connection for headers and control frames.
+const RX_STAGE: usize = 16 * 1024;
+/// Frame header plus a piece message's piece and offset.
+const PIECE_HEAD: usize = HEADER_LEN + 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Connect = 1,
+    Recv,
+    Send,
+    Write,
+    Wake,
+    Tick,
+    Cancel,
+}
+
+impl Op {
+    fn data(self, gen: u32, slot: u32) -> u64 {
+        (self as u64) << 56 | u64::from(gen & 0xff_ffff) << 32 | u64::from(slot)
+    }
+
+    fn parse(data: u64) -> Option<(Op, u32, u32)> {
+        let op = match data >> 56 {
+            1 => Op::Connect,
+            2 => Op::Recv,
+            3 => Op::Send,
+            4 => Op::Write,
+            5 => Op::Wake,
+            6 => Op::Tick,
+            7 => Op::Cancel,
+            _ => return None,
+        };
+        Some((op, ((data >> 32) & 0xff_ffff) as u32, data as u32))
+    }
+}
+
+/// Messages to the ring thread.
+pub(super) enum Cmd {
+    /// Start carrying a download; tell its control thread through `ctl`.
+    Add(u64, Arc<Shared>, Sender<Ctl>),
+    /// The tracker's answer for a download.
+    Peers(u64, Result<PeerList, String>),
+    /// A worker hashed a piece.
+    Hashed { dl: u64, piece: u32, buf: AlignedBuf, digest: Sha1Digest },
+    /// Look at the downloads' stop flags now.
+    Wake,
+}
+
+/// Messages to a download's control thread.
+pub(super) enum Ctl {
+    WantPeers,
+    Sync,
+    FirstPiece,
+    Complete,
+    Failed(String),
+    /// The ring let go of the download: nothing of it is in flight.
+    Released,
+}
+
+/// The process's download ring: where to send commands.
+pub(super) struct FetchRing {
+    cmds: Sender<Cmd>,
+    wake: File,
+}
+
+impl FetchRing {
+    pub(super) fn send(&self, cmd: Cmd) {
+        if self.cmds.send(cmd).is_ok() {
+            let _ = (&self.wake).write(&1u64.to_ne_bytes());
+        }
+    }
+}
+
+static RING: OnceLock<Result<FetchRing, String>> = OnceLock::new();
+static NEXT_DL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The process's download ring, started on first use.
+pub(super) fn ring() -> Result<&'static FetchRing, String> {
+    RING.get_or_init(start_ring).as_ref().map_err(Clone::clone)
+}
+
+fn start_ring() -> Result<FetchRing, String> {
+    // SAFETY: eventfd takes no pointer; the result is checked.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("eventfd: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a fresh descriptor owned by nothing else.
+    let wake = unsafe { File::from_raw_fd(fd) };
+    let ring_wake = wake.try_clone().map_err(|e| format!("eventfd: {e}"))?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    thread::Builder::new()
+        .name("fetch-ring".into())
+        .spawn(move || {
+            // Made on the thread that submits: a single-issuer ring refuses
+            // submissions from any other.
+            let uring = IoUring::builder()
+                .setup_cqsize(8192)
+                .setup_coop_taskrun()
+                .setup_single_issuer()
+                .build(512)
+                .or_else(|_| IoUring::builder().setup_cqsize(8192).build(512));
+            match uring {
+                Ok(uring) => {
+                    let _ = ready_tx.send(Ok(()));
+                    Driver::new(uring, ring_wake, rx).run();
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("io_uring_setup: {e}")));
+                }
+            }
+        })
+        .map_err(|e| format!("spawn the download ring: {e}"))?;
+    ready_rx.recv().map_err(|_| "the download ring thread died".to_owned())??;
+    Ok(FetchRing { cmds: tx, wake })
+}
+
+/// Hands a download to the ring; returns its control thread.
+#[allow(clippy::type_complexity)]
+pub(super) fn start(
+    shared: &Arc<Shared>,
+    source: Box<dyn PeerSource>,
+    reported: bool,
+) -> Result<thread::JoinHandle<()>, (String, Box<dyn PeerSource>)> {
+    let ring = match ring() {
+        Ok(r) => r,
+        Err(e) => return Err((e, source)),
+    };
+    let id = NEXT_DL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
+    let sh = Arc::clone(shared);
+    let handle = thread::Builder::new()
+        .name("fetch-ctl".into())
+        .spawn(move || control(&sh, id, source, &ctl_rx, reported))
+        .expect("spawn a download's control thread");
+    ring.send(Cmd::Add(id, Arc::clone(shared), ctl_tx));
+    Ok(handle)
+}
+
+/// A download's control thread: the blocking work of a ring download.
+fn control(
+    shared: &Arc<Shared>,
+    id: u64,
+    mut source: Box<dyn PeerSource>,
+    rx: &Receiver<Ctl>,
+    mut reported: bool,
+) {
+    let Ok(ring) = ring() else { return };
+    let mut rate = super::RateMeter::default();
+    let mut complete = false;
+    loop {
+        let msg = rx.recv_timeout(Duration::from_millis(100));
+        rate.sample(shared);
+        match msg {
+            Ok(Ctl::WantPeers) => ring.send(Cmd::Peers(id, source.peers())),
+            Ok(Ctl::Sync) => {
+                if let Err(e) = shared.part.sync_state() {
+                    shared.fail(e.to_string());
+                    ring.send(Cmd::Wake);
+                }
+            }
+            Ok(Ctl::FirstPiece) => {
+                if !std::mem::replace(&mut reported, true) {
+                    (shared.events)(super::FetchEvent::FirstPiece);
+                }
+            }
+            Ok(Ctl::Complete) => complete = true,
+            Ok(Ctl::Failed(reason)) => shared.fail(reason),
+            Ok(Ctl::Released) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        }
+    }
+    if complete {
+        finish(shared, reported);
+    } else if *lock(&shared.status) == Status::Running {
+        // Stopped by the user: keep what we have for the next start.
+        if let Err(e) = shared.part.sync_state() {
+            shared.fail(e.to_string());
+        }
+    }
+    shared.rate_bits.store(0f64.to_bits(), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Piece data being received straight into its buffer.
+struct Body {
+    piece: u32,
+    offset: u32,
+    buf: AlignedBuf,
+    got: usize,
+}
+
+/// One connection to a peer.
+struct Conn {
+    dl: u64,
+    peer: PeerId,
+    gen: u32,
+    fd: OwnedFd,
+    /// The peer's address, for the `Connect` op.
+    addr: Box<(libc::sockaddr_storage, libc::socklen_t)>,
+    open: bool,
+    rx: Vec<u8>,
+    rx_len: usize,
+    body: Option<Body>,
+    recv_armed: bool,
+    /// Waiting for a piece buffer.
+    starved: bool,
+    /// Frames queued, and the ones being sent with how much is sent.
+    tx: Vec<u8>,
+    sending: Vec<u8>,
+    sent: usize,
+    /// CQEs still owed for this connection's ops.
+    inflight: usize,
+    closing: bool,
+}
+
+/// A piece being written.
+struct Write {
+    dl: u64,
+    piece: u32,
+    buf: AlignedBuf,
+    offset: u64,
+    done: usize,
+    direct: bool,
+}
+
+/// A download the ring carries.
+struct Dl {
+    shared: Arc<Shared>,
+    ctl: Sender<Ctl>,
+    conns: HashMap<PeerId, usize>,
+    bufs: Vec<AlignedBuf>,
+    /// Buffers made so far (at most [`MAX_BUFFERS`]).
+    made: usize,
+    /// Buffers out at workers or in write ops.
+    away: usize,
+    /// Stop, failure or completion: close everything, then let go.
+    ending: bool,
+}
+
+impl Dl {
+    fn take_buf(&mut self, len: usize) -> Option<AlignedBuf> {
+        let mut b = match self.bufs.pop() {
+            Some(b) => b,
+            None if self.made < MAX_BUFFERS => {
+                self.made += 1;
+                AlignedBuf::default()
+            }
+            None => return None,
+        };
+        b.resize(len);
+        Some(b)
+    }
+}
+
+struct Driver {
+    ring: Ring,
+    wake: File,
+    wake_buf: Box<u64>,
+    tick: Box<types::Timespec>,
+    tick_armed: bool,
+    cmds: Receiver<Cmd>,
+    dls: HashMap<u64, Dl>,
+    conns: Vec<Option<Box<Conn>>>,
+    free: Vec<usize>,
+    writes: Vec<Option<Box<Write>>>,
+    free_writes: Vec<usize>,
+    next_gen: u32,
+}
+
+impl Driver {
+    fn new(uring: IoUring, wake: File, cmds: Receiver<Cmd>) -> Self {
+        Self {
+            ring: Ring { uring, inflight: 0 },
+            wake,
+            wake_buf: Box::new(0),
+            tick: Box::new(types::Timespec::from(TICK)),
+            tick_armed: false,
+            cmds,
+            dls: HashMap::new(),
+            conns: Vec::new(),
+            free: Vec::new(),
+            writes: Vec::new(),
+            free_writes: Vec::new(),
+            next_gen: 1,
+        }
+    }
+
+    fn run(mut self) {
+        if let Err(e) = self.arm_wake() {
+            tracing::error!("download ring: {e}");
+            return;
+        }
+        let mut cqes: Vec<(u64, i32)> = Vec::with_capacity(256);
+        loop {
+            match self.ring.uring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                Err(e) => {
+                    // Ops may still point at buffers: leak rather than free.
+                    tracing::error!("download ring failed: {e}");
+                    std::mem::forget(self);
+                    return;
+                }
+            }
+            cqes.clear();
+            cqes.extend(self.ring.uring.completion().map(|c| (c.user_data(), c.result())));
+            for &(data, res) in &cqes {
+                self.ring.inflight = self.ring.inflight.saturating_sub(1);
+                self.dispatch(data, res);
+            }
+        }
+    }
+
+    fn arm_wake(&mut self) -> io::Result<()> {
+        let e = opcode::Read::new(
+            types::Fd(self.wake.as_raw_fd()),
+            (&mut *self.wake_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(Op::Wake.data(0, 0));
+        // SAFETY: `wake_buf` and the eventfd live as long as the driver,
+        // which never ends while ops are in flight (it leaks on failure).
+        unsafe { self.ring.push(&[e]) }
+    }
+
+    fn arm_tick(&mut self) {
+        if self.tick_armed {
+            return;
+        }
+        let e = opcode::Timeout::new(&*self.tick).build().user_data(Op::Tick.data(0, 0));
+        // SAFETY: the timespec is boxed in the driver and never changed.
+        match unsafe { self.ring.push(&[e]) } {
+            Ok(()) => self.tick_armed = true,
+            Err(e) => tracing::warn!("download ring: cannot arm the tick: {e}"),
+        }
+    }
+
+    fn dispatch(&mut self, data: u64, res: i32) {
+        let Some((op, gen, slot)) = Op::parse(data) else {
+            tracing::error!(data, "download ring: CQE with unknown user_data");
+            return;
+        };
+        match op {
+            Op::Wake => {
+                if let Err(e) = self.arm_wake() {
+                    tracing::error!("download ring: cannot re-arm its wake-up: {e}");
+                }
+                self.on_commands();
+            }
+            Op::Tick => {
+                self.tick_armed = false;
+                self.on_tick();
+            }
+            Op::Cancel => {}
+            Op::Write => self.on_write(slot as usize, res),
+            Op::Connect | Op::Recv | Op::Send => {
+                let slot = slot as usize;
+                let Some(c) = self.conns.get_mut(slot).and_then(|c| c.as_mut()) else { return };
+                if c.gen != gen {
+                    return;
+                }
+                c.inflight -= 1;
+                if c.closing {
+                    if op == Op::Recv {
+                        c.recv_armed = false;
+                    }
+                    self.maybe_free(slot);
+                    return;
+                }
+                match op {
+                    Op::Connect => self.on_connect(slot, res),
+                    Op::Recv => self.on_recv(slot, res),
+                    _ => self.on_send(slot, res),
+                }
+            }
+        }
+    }
+
+    fn on_commands(&mut self) {
+        while let Ok(cmd) = self.cmds.try_recv() {
+            match cmd {
+                Cmd::Add(id, shared, ctl) => {
+                    let dl = Dl {
+                        shared,
+                        ctl,
+                        conns: HashMap::new(),
+                        bufs: Vec::new(),
+                        made: 0,
+                        away: 0,
+                        ending: false,
+                    };
+                    self.dls.insert(id, dl);
+                    self.core(id, |c, now| c.tick(now));
+                    self.arm_tick();
+                }
+                Cmd::Peers(id, result) => {
+                    self.core(id, |c, now| match result {
+                        Ok(list) => {
+                            if let Some(t) = list.ticket {
+                                c.set_ticket(t);
+                            }
+                            c.add_peers(&list.addrs, now);
+                        }
+                        Err(e) => c.peers_unavailable(e),
+                    });
+                }
+                Cmd::Hashed { dl, piece, buf, digest } => self.on_hashed(dl, piece, buf, digest),
+                Cmd::Wake => {}
+            }
+        }
+        self.check_stops();
+    }
+
+    fn on_tick(&mut self) {
+        let ids: Vec<u64> = self.dls.keys().copied().collect();
+        for id in ids {
+            self.core(id, |c, now| c.tick(now));
+            self.feed_starved(id);
+        }
+        self.check_stops();
+        if !self.dls.is_empty() {
+            self.arm_tick();
+        }
+    }
+
+    /// Downloads stopped by their user (or failed) start letting go.
+    fn check_stops(&mut self) {
+        let stopped: Vec<u64> = self
+            .dls
+            .iter()
+            .filter(|(_, d)| d.shared.stopping() && !d.ending)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stopped {
+            self.end(id);
+        }
+    }
+
+    /// Runs `f` on a download's core, then carries out its actions.
+    fn core<R>(&mut self, id: u64, f: impl FnOnce(&mut DownloadCore, Instant) -> R) -> Option<R> {
+        let dl = self.dls.get(&id)?;
+        let (r, actions) = {
+            let mut d = lock(&dl.shared.driven);
+            let r = f(&mut d.core, Instant::now());
+            let actions: Vec<Action> = std::iter::from_fn(|| d.core.poll_action()).collect();
+            dl.shared
+                .active
+                .store(d.core.stats().active_peers, std::sync::atomic::Ordering::Release);
+            (r, actions)
+        };
+        for a in actions {
+            self.apply(id, a);
+        }
+        Some(r)
+    }
+
+    fn apply(&mut self, id: u64, action: Action) {
+        let Some(dl) = self.dls.get_mut(&id) else { return };
+        match action {
+            Action::Send { peer, bytes } => {
+                if let Some(&slot) = dl.conns.get(&peer) {
+                    if let Some(c) = self.conns[slot].as_mut() {
+                        c.tx.extend_from_slice(&bytes);
+                    }
+                    self.start_send(slot);
+                }
+            }
+            Action::Close { peer, .. } => {
+                if let Some(slot) = dl.conns.remove(&peer) {
+                    self.close(slot);
+                }
+            }
+            Action::Connect { peer, addr } => self.connect(id, peer, addr),
+            Action::WantPeers => {
+                let _ = dl.ctl.send(Ctl::WantPeers);
+            }
+            Action::SyncState => {
+                let _ = dl.ctl.send(Ctl::Sync);
+            }
+            Action::FirstPiece => {
+                let _ = dl.ctl.send(Ctl::FirstPiece);
+            }
+            Action::Complete => {
+                let _ = dl.ctl.send(Ctl::Complete);
+                self.end(id);
+            }
+            Action::Failed(reason) => {
+                let _ = dl.ctl.send(Ctl::Failed(reason));
+                self.end(id);
+            }
+        }
+    }
+
+    /// Closes every connection of a download; it is let go of once nothing
+    /// of it is in flight.
+    fn end(&mut self, id: u64) {
+        let Some(dl) = self.dls.get_mut(&id) else { return };
+        dl.ending = true;
+        let slots: Vec<(PeerId, usize)> = dl.conns.drain().collect();
+        for (peer, slot) in slots {
+            self.close(slot);
+            // The core may still count it (a user's stop, not its own close).
+            if let Some(dl) = self.dls.get(&id) {
+                lock(&dl.shared.driven).core.closed(peer, "stopped");
+            }
+        }
+        self.maybe_release(id);
+    }
+
+    fn maybe_release(&mut self, id: u64) {
+        let Some(dl) = self.dls.get(&id) else { return };
+        if dl.ending && dl.conns.is_empty() && dl.away == 0 {
+            let busy = self.conns.iter().flatten().any(|c| c.dl == id);
+            if !busy {
+                let dl = self.dls.remove(&id).expect("present above");
+                let _ = dl.ctl.send(Ctl::Released);
+            }
+        }
+    }
+
+    fn connect(&mut self, id: u64, peer: PeerId, addr: SocketAddr) {
+        let (storage, len) = sockaddr(&addr);
+        let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        // SAFETY: plain socket(2); the result is checked.
+        let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            self.core(id, |c, _| c.closed(peer, &format!("socket: {e}")));
+            return;
+        }
+        // SAFETY: a fresh descriptor owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads `one` for the length given.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let gen = self.next_gen;
+        self.next_gen = (self.next_gen + 1) & 0xff_ffff;
+        let conn = Box::new(Conn {
+            dl: id,
+            peer,
+            gen,
+            fd,
+            addr: Box::new((storage, len)),
+            open: false,
+            rx: vec![0; RX_STAGE],
+            rx_len: 0,
+            body: None,
+            recv_armed: false,
+            starved: false,
+            tx: Vec::new(),
+            sending: Vec::new(),
+            sent: 0,
+            inflight: 0,
+            closing: false,
+        });
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.conns[s] = Some(conn);
+                s
+            }
+            None => {
+                self.conns.push(Some(conn));
+                self.conns.len() - 1
+            }
+        };
+        if let Some(dl) = self.dls.get_mut(&id) {
+            dl.conns.insert(peer, slot);
+        }
+        let c = self.conns[slot].as_mut().expect("just placed");
+        let e = opcode::Connect::new(
+            types::Fd(c.fd.as_raw_fd()),
+            (&c.addr.0 as *const libc::sockaddr_storage).cast(),
+            c.addr.1,
+        )
+        .build()
+        .user_data(Op::Connect.data(gen, slot as u32));
+        // SAFETY: the address is boxed in the connection, which is freed
+        // only when its ops are all reaped.
+        match unsafe { self.ring.push(&[e]) } {
+            Ok(()) => c.inflight += 1,
+            Err(e) => {
+                let why = format!("connect: {e}");
+                self.fail_conn(slot, &why);
+            }
+        }
+    }
+
+    fn on_connect(&mut self, slot: usize, res: i32) {
+        if res < 0 {
+            let e = io::Error::from_raw_os_error(-res);
+            return self.fail_conn(slot, &e.to_string());
+        }
+        let c = self.conns[slot].as_mut().expect("live slot");
+        c.open = true;
+        let (id, peer) = (c.dl, c.peer);
+        self.core(id, |core, now| core.connected(peer, now));
+        self.arm_recv(slot);
+    }
+
+    /// The connection failed on its own: the core learns it, then it closes.
+    fn fail_conn(&mut self, slot: usize, why: &str) {
+        let Some(c) = self.conns[slot].as_ref() else { return };
+        let (id, peer) = (c.dl, c.peer);
+        if let Some(dl) = self.dls.get_mut(&id) {
+            dl.conns.remove(&peer);
+        }
+        self.close(slot);
+        self.core(id, |core, _| core.closed(peer, why));
+        self.maybe_release(id);
+    }
+
+    fn close(&mut self, slot: usize) {
+        let Some(c) = self.conns[slot].as_mut() else { return };
+        if c.closing {
+            return;
+        }
+        c.closing = true;
+        // SAFETY: shutdown(2) on a descriptor the connection owns; it ends
+        // a pending receive and send.
+        unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_RDWR) };
+        if !c.open && c.inflight > 0 {
+            // A connect in flight is not ended by a shutdown.
+            let target = Op::Connect.data(c.gen, slot as u32);
+            let e = opcode::AsyncCancel::new(target).build().user_data(Op::Cancel.data(0, 0));
+            // SAFETY: an AsyncCancel carries no pointer.
+            if let Err(e) = unsafe { self.ring.push(&[e]) } {
+                tracing::warn!("download ring: cannot cancel a connect: {e}");
+            }
+        }
+        self.maybe_free(slot);
+    }
+
+    fn maybe_free(&mut self, slot: usize) {
+        let Some(c) = self.conns[slot].as_ref() else { return };
+        if !c.closing || c.inflight > 0 {
+            return;
+        }
+        let c = self.conns[slot].take().expect("present above");
+        self.free.push(slot);
+        let id = c.dl;
+        if let Some(dl) = self.dls.get_mut(&id) {
+            if let Some(b) = c.body {
+                dl.bufs.push(b.buf);
+            }
+        }
+        self.feed_starved(id);
+        self.maybe_release(id);
+    }
+
+    fn arm_recv(&mut self, slot: usize) {
+        let Some(c) = self.conns[slot].as_mut() else { return };
+        if c.recv_armed || c.closing || c.starved {
+            return;
+        }
+        let (ptr, len) = match c.body.as_mut() {
+            Some(b) => {
+                let rest = &mut b.buf.as_mut_slice()[b.got..];
+                (rest.as_mut_ptr(), rest.len())
+            }
+            None => {
+                if c.rx_len == c.rx.len() {
+                    // A control frame larger than the staging buffer.
+                    let want = c.rx.len() * 2;
+                    c.rx.resize(want.min(MAX_FRAME as usize), 0);
+                }
+                let rest = &mut c.rx[c.rx_len..];
+                (rest.as_mut_ptr(), rest.len())
+            }
+        };
+        let e = opcode::Recv::new(types::Fd(c.fd.as_raw_fd()), ptr, len as u32)
+            .build()
+            .user_data(Op::Recv.data(c.gen, slot as u32));
+        // SAFETY: the buffer is the connection's staging vector (not
+        // resized while a receive is armed) or its body's buffer (dropped
+        // only when the connection is freed, after every CQE).
+        match unsafe { self.ring.push(&[e]) } {
+            Ok(()) => {
+                c.recv_armed = true;
+                c.inflight += 1;
+            }
+            Err(e) => self.fail_conn(slot, &format!("recv: {e}")),
+        }
+    }
+
+    fn on_recv(&mut self, slot: usize, res: i32) {
+        let c = self.conns[slot].as_mut().expect("live slot");
+        c.recv_armed = false;
+        if res <= 0 {
+            let why = if res == 0 {
+                "connection closed".to_owned()
+            } else {
+                io::Error::from_raw_os_error(-res).to_string()
+            };
+            return self.fail_conn(slot, &why);
+        }
+        let n = res as usize;
+        if let Some(b) = c.body.as_mut() {
+            b.got += n;
+            if b.got == b.buf.as_slice().len() {
+                let b = c.body.take().expect("present above");
+                self.deliver(slot, b);
+            }
+        } else {
+            c.rx_len += n;
+        }
+        self.parse(slot);
+        self.arm_recv(slot);
+    }
+
+    /// Handles every whole frame in the staging buffer, and starts the
+    /// body of a piece whose header is there.
+    fn parse(&mut self, slot: usize) {
+        loop {
+            let Some(c) = self.conns[slot].as_mut() else { return };
+            if c.closing || c.body.is_some() || c.rx_len < HEADER_LEN {
+                return;
+            }
+            let head: [u8; HEADER_LEN] = c.rx[..HEADER_LEN].try_into().expect("header length");
+            let (len, k) = wire::parse_header(&head);
+            if let Err(e) = wire::check_len(len, MAX_FRAME) {
+                return self.fail_conn(slot, &format!("protocol: {e}"));
+            }
+            let len = len as usize;
+            if k == kind::PIECE {
+                if len < PIECE_HEAD {
+                    return self.fail_conn(slot, "protocol: short piece message");
+                }
+                if c.rx_len < PIECE_HEAD {
+                    return;
+                }
+                let word = |i: usize| u32::from_be_bytes(c.rx[i..i + 4].try_into().expect("4"));
+                let (piece, offset) = (word(HEADER_LEN), word(HEADER_LEN + 4));
+                let data_len = len - PIECE_HEAD;
+                let id = c.dl;
+                let Some(mut buf) = self.dls.get_mut(&id).and_then(|d| d.take_buf(data_len)) else {
+                    // No buffer free: stop receiving until one comes back.
+                    c.starved = true;
+                    return;
+                };
+                let c = self.conns[slot].as_mut().expect("live slot");
+                c.starved = false;
+                let have = (c.rx_len - PIECE_HEAD).min(data_len);
+                buf.as_mut_slice()[..have].copy_from_slice(&c.rx[PIECE_HEAD..PIECE_HEAD + have]);
+                c.rx.copy_within(PIECE_HEAD + have..c.rx_len, 0);
+                c.rx_len -= PIECE_HEAD + have;
+                let body = Body { piece, offset, buf, got: have };
+                if have == data_len {
+                    self.deliver(slot, body);
+                } else {
+                    c.body = Some(body);
+                    return;
+                }
+            } else {
+                if c.rx_len < len {
+                    if len > c.rx.len() {
+                        c.rx.resize(len, 0);
+                    }
+                    return;
+                }
+                let (id, peer) = (c.dl, c.peer);
+                let frame = c.rx[HEADER_LEN..len].to_vec();
+                c.rx.copy_within(len..c.rx_len, 0);
+                c.rx_len -= len;
+                if c.rx.len() > RX_STAGE && c.rx_len <= RX_STAGE {
+                    c.rx.truncate(RX_STAGE);
+                    c.rx.shrink_to_fit();
+                }
+                self.core(id, |core, now| core.on_frame(peer, k, &frame, now));
+            }
+        }
+    }
+
+    /// A whole piece arrived on `slot`.
+    fn deliver(&mut self, slot: usize, body: Body) {
+        let c = self.conns[slot].as_ref().expect("live slot");
+        let (id, peer) = (c.dl, c.peer);
+        let len = body.buf.as_slice().len();
+        let fate =
+            self.core(id, |core, now| core.on_piece(peer, body.piece, body.offset, len, now));
+        let Some(dl) = self.dls.get_mut(&id) else { return };
+        if fate != Some(PieceFate::Verify) {
+            dl.bufs.push(body.buf);
+            return;
+        }
+        dl.away += 1;
+        let piece = body.piece;
+        let buf = body.buf;
+        dl.shared.pool.spawn(move || {
+            let digest = sha1_of(buf.as_slice());
+            if let Ok(ring) = ring() {
+                ring.send(Cmd::Hashed { dl: id, piece, buf, digest });
+            }
+        });
+    }
+
+    fn on_hashed(&mut self, id: u64, piece: u32, buf: AlignedBuf, digest: Sha1Digest) {
+        let Some(dl) = self.dls.get_mut(&id) else { return };
+        dl.away -= 1;
+        let write = !dl.ending && lock(&dl.shared.driven).core.piece_hashed(piece, digest);
+        // A bad digest closed and banned the peer: carry that out.
+        self.core(id, |_, _| ());
+        if !write {
+            if let Some(dl) = self.dls.get_mut(&id) {
+                dl.bufs.push(buf);
+            }
+            self.feed_starved(id);
+            self.maybe_release(id);
+            return;
+        }
+        let Some(dl) = self.dls.get_mut(&id) else { return };
+        let g = dl.shared.geometry;
+        let offset = g.range(g.piece(u64::from(piece)).expect("verified piece")).start;
+        dl.away += 1;
+        let w = Box::new(Write { dl: id, piece, buf, offset, done: 0, direct: false });
+        let slot = match self.free_writes.pop() {
+            Some(s) => {
+                self.writes[s] = Some(w);
+                s
+            }
+            None => {
+                self.writes.push(Some(w));
+                self.writes.len() - 1
+            }
+        };
+        self.submit_write(slot);
+    }
+
+    fn submit_write(&mut self, slot: usize) {
+        let w = self.writes[slot].as_mut().expect("live write");
+        let Some(dl) = self.dls.get(&w.dl) else { return };
+        let data = &w.buf.as_slice()[w.done..];
+        let at = w.offset + w.done as u64;
+        let (fd, direct): (RawFd, bool) = dl.shared.part.write_target(at, data);
+        w.direct = direct;
+        let e = opcode::Write::new(types::Fd(fd), data.as_ptr(), data.len() as u32)
+            .offset(at)
+            .build()
+            .user_data(Op::Write.data(0, slot as u32));
+        // SAFETY: the buffer is boxed in the write slot, freed only after
+        // this CQE; the part file lives in the download's shared state,
+        // which the ring holds until every write of it is reaped.
+        if let Err(e) = unsafe { self.ring.push(&[e]) } {
+            self.finish_write(slot, Err(format!("write: {e}")));
+        }
+    }
+
+    fn on_write(&mut self, slot: usize, res: i32) {
+        let Some(w) = self.writes.get_mut(slot).and_then(|w| w.as_mut()) else { return };
+        if res == -libc::EINVAL && w.direct {
+            if let Some(dl) = self.dls.get(&w.dl) {
+                dl.shared.part.refuse_direct();
+            }
+            return self.submit_write(slot);
+        }
+        if res < 0 {
+            let e = io::Error::from_raw_os_error(-res);
+            return self.finish_write(slot, Err(format!("write: {e}")));
+        }
+        if res == 0 {
+            return self.finish_write(slot, Err("write: no progress".into()));
+        }
+        w.done += res as usize;
+        if w.done < w.buf.as_slice().len() {
+            return self.submit_write(slot);
+        }
+        self.finish_write(slot, Ok(()));
+    }
+
+    fn finish_write(&mut self, slot: usize, result: Result<(), String>) {
+        let w = self.writes[slot].take().expect("live write");
+        self.free_writes.push(slot);
+        let Write { dl: id, piece, buf, .. } = *w;
+        let Some(dl) = self.dls.get_mut(&id) else { return };
+        dl.away -= 1;
+        dl.bufs.push(buf);
+        let shared = Arc::clone(&dl.shared);
+        // Recorded at once (a killed process loses no verified piece).
+        let result = result.and_then(|()| shared.part.record(piece).map_err(|e| e.to_string()));
+        let ok = result.is_ok();
+        let latency = self.core(id, |c, now| c.piece_written(piece, result, now)).flatten();
+        if ok {
+            shared.served.add_piece(piece);
+        }
+        if let Some(l) = latency {
+            shared.latency.record(l);
+        }
+        self.feed_starved(id);
+        self.maybe_release(id);
+    }
+
+    /// Connections of a download that wait for a buffer get one if free.
+    fn feed_starved(&mut self, id: u64) {
+        let Some(dl) = self.dls.get(&id) else { return };
+        let starved: Vec<usize> = dl
+            .conns
+            .values()
+            .copied()
+            .filter(|&s| self.conns[s].as_ref().is_some_and(|c| c.starved))
+            .collect();
+        for slot in starved {
+            if let Some(c) = self.conns[slot].as_mut() {
+                c.starved = false;
+            }
+            self.parse(slot);
+            self.arm_recv(slot);
+        }
+    }
+
+    fn start_send(&mut self, slot: usize) {
+        let Some(c) = self.conns[slot].as_mut() else { return };
+        if c.closing || !c.open || !c.sending.is_empty() || c.tx.is_empty() {
+            return;
+        }
+        std::mem::swap(&mut c.sending, &mut c.tx);
+        c.sent = 0;
+        self.push_send(slot);
+    }
+
+    fn push_send(&mut self, slot: usize) {
+        let c = self.conns[slot].as_mut().expect("live slot");
+        let rest = &c.sending[c.sent..];
+        let e = opcode::Send::new(types::Fd(c.fd.as_raw_fd()), rest.as_ptr(), rest.len() as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(Op::Send.data(c.gen, slot as u32));
+        // SAFETY: `sending` is not touched while its send is in flight (new
+        // frames go to `tx`); the connection outlives its ops.
+        match unsafe { self.ring.push(&[e]) } {
+            Ok(()) => c.inflight += 1,
+            Err(e) => self.fail_conn(slot, &format!("send: {e}")),
+        }
+    }
+
+    fn on_send(&mut self, slot: usize, res: i32) {
+        if res < 0 {
+            let e = io::Error::from_raw_os_error(-res);
+            return self.fail_conn(slot, &e.to_string());
+        }
+        let c = self.conns[slot].as_mut().expect("live slot");
+        c.sent += res as usize;
+        if c.sent < c.sending.len() {
+            return self.push_send(slot);
+        }
+        c.sending.clear();
+        self.start_send(slot);
+    }
+}
+
+/// A socket address in the form `connect(2)` takes.
+fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero bytes are a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is large and aligned enough for any
+            // sockaddr; the write is of exactly a sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above, for a sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
