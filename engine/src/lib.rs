@@ -36,6 +36,7 @@ pub mod picker;
 pub mod proto;
 pub mod sample;
 pub mod serve;
+pub mod share;
 pub mod store;
 pub mod ticket;
 pub mod tracker_info;

@@ -1,11 +1,8 @@
-//! The piece server: what a node shares ([`ServeTable`]) and the drivers
-//! that serve it ([`PieceServer`]): the threads driver here, the io_uring
-//! driver in `crate::uring` (same behaviour, one ring on one thread).
-//!
-//! A [`ServedFile`] is a file this node holds fully or partly: an open file
-//! (the shared file, or a download's `.part`) and the bitfield of pieces it
-//! can serve. Downloads add pieces as they verify them; connected downloaders
-//! learn of them through `have` messages.
+//! The piece server ([`PieceServer`]) over its two drivers: the threads
+//! driver here, the io_uring driver in `crate::uring` (same behaviour, one
+//! ring on one thread). What a node shares, the connection caps and the
+//! admission of a handshake are in [`crate::share`], which both drivers use;
+//! the protocol is [`ServerSession`].
 //!
 //! The threads driver runs one thread per connection, reads requests with a
 //! short timeout (to push `have`s and notice a stop), answers each request
@@ -13,174 +10,21 @@
 //! is never copied through user space. Limits: total connections, outstanding
 //! requests per connection, handshake and idle timeouts; a peer that breaks
 //! the protocol gets an error frame and is disconnected, and only that peer.
-//!
-//! Lock order: `ServeTable::files` before any `ServedFile::have`.
 
-use std::collections::HashMap;
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::meta::{Bitfield, FileMeta, Sha1Digest};
+use crate::meta::Bitfield;
 use crate::peer::{self, ErrorCode, Message, PeerDecodeError, Refuse, ServerAction, ServerSession};
+use crate::share::{ConnCaps, TICK};
 
+pub use crate::share::{Admission, ServeTable, ServedFile, ServerLimits};
 pub use crate::uring::SendMethod;
-
-/// A file this node serves pieces of.
-#[derive(Debug)]
-pub struct ServedFile {
-    meta: FileMeta,
-    pub(crate) file: File,
-    have: RwLock<Bitfield>,
-    /// Bumped on every new piece, so connections notice cheaply.
-    pub(crate) version: AtomicU64,
-    /// Bytes of piece data sent to peers.
-    pub(crate) uploaded: AtomicU64,
-}
-
-impl ServedFile {
-    /// A file held whole.
-    pub fn complete(meta: FileMeta, file: File) -> Arc<Self> {
-        let have = Bitfield::full(meta.piece_hashes.len() as u32);
-        Self::partial(meta, file, have)
-    }
-
-    /// A file held partly: `have` lists the verified pieces.
-    pub fn partial(meta: FileMeta, file: File, have: Bitfield) -> Arc<Self> {
-        Arc::new(Self {
-            meta,
-            file,
-            have: RwLock::new(have),
-            version: AtomicU64::new(0),
-            uploaded: AtomicU64::new(0),
-        })
-    }
-
-    /// The file's metadata.
-    pub fn meta(&self) -> &FileMeta {
-        &self.meta
-    }
-
-    /// A newly verified piece can be served.
-    pub fn add_piece(&self, piece: u32) {
-        if let Ok(mut h) = self.have.write() {
-            if h.set(piece) {
-                self.version.fetch_add(1, Ordering::Release);
-            }
-        }
-    }
-
-    /// Whether a piece can be served.
-    pub fn has(&self, piece: u32) -> bool {
-        self.have.read().map(|h| h.get(piece)).unwrap_or(false)
-    }
-
-    /// The pieces that can be served now.
-    pub fn bitfield(&self) -> Bitfield {
-        match self.have.read() {
-            Ok(h) => h.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    /// Bytes of piece data sent so far.
-    pub fn uploaded(&self) -> u64 {
-        self.uploaded.load(Ordering::Relaxed)
-    }
-}
-
-/// Decides whether `user` with `ticket` may fetch the file `file_id`.
-pub type Admission = dyn Fn(&Sha1Digest, &str, &[u8]) -> bool + Send + Sync;
-
-/// Everything this node serves, by file id (whole-file SHA1).
-pub struct ServeTable {
-    files: RwLock<HashMap<Sha1Digest, Arc<ServedFile>>>,
-    admit: Box<Admission>,
-}
-
-impl std::fmt::Debug for ServeTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.files.read().map(|m| m.len()).unwrap_or(0);
-        write!(f, "ServeTable({n} files)")
-    }
-}
-
-impl ServeTable {
-    /// An empty table admitting downloaders according to `admit`.
-    pub fn new(admit: Box<Admission>) -> Arc<Self> {
-        Arc::new(Self { files: RwLock::new(HashMap::new()), admit })
-    }
-
-    /// Serves a file (replacing an earlier entry for the same content).
-    pub fn insert(&self, file: Arc<ServedFile>) {
-        if let Ok(mut m) = self.files.write() {
-            m.insert(file.meta.sha1, file);
-        }
-    }
-
-    /// Stops serving a file.
-    pub fn remove(&self, id: &Sha1Digest) {
-        if let Ok(mut m) = self.files.write() {
-            m.remove(id);
-        }
-    }
-
-    /// Stops serving everything.
-    pub fn clear(&self) {
-        if let Ok(mut m) = self.files.write() {
-            m.clear();
-        }
-    }
-
-    /// The served file with this id.
-    pub fn get(&self, id: &Sha1Digest) -> Option<Arc<ServedFile>> {
-        self.files.read().ok()?.get(id).cloned()
-    }
-
-    /// Whether `user` with `ticket` may fetch `id`.
-    pub(crate) fn admits(&self, id: &Sha1Digest, user: &str, ticket: &[u8]) -> bool {
-        (self.admit)(id, user, ticket)
-    }
-}
-
-/// Limits of a piece server.
-#[derive(Debug, Clone, Copy)]
-pub struct ServerLimits {
-    /// Connections served at once; more get a `busy` error.
-    pub max_connections: usize,
-    /// Connections served at once from one IP address.
-    pub max_per_ip: usize,
-    /// Unanswered requests allowed per connection.
-    pub max_outstanding: u32,
-    /// Time allowed for the handshake.
-    pub handshake_timeout: Duration,
-    /// A connection with no request for this long is closed.
-    pub idle_timeout: Duration,
-    /// Fault injection: a pause before each piece is sent (zero in normal
-    /// use; tests and demos slow a seeder down with it).
-    pub piece_delay: Duration,
-}
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        Self {
-            max_connections: 256,
-            max_per_ip: 32,
-            max_outstanding: 64,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(120),
-            piece_delay: Duration::ZERO,
-        }
-    }
-}
-
-/// How often a connection wakes to push `have`s and check for a stop.
-pub(crate) const TICK: Duration = Duration::from_millis(100);
 
 /// Which I/O driver serves pieces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,23 +189,16 @@ impl Drop for PieceServer {
     }
 }
 
-/// A threads-backend connection's share of the connection caps.
+/// A threads-backend connection's place under the caps, given back when
+/// dropped.
 struct ConnSlot {
-    active: Arc<AtomicUsize>,
-    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    caps: Arc<Mutex<ConnCaps>>,
     ip: IpAddr,
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        self.active.fetch_sub(1, Ordering::AcqRel);
-        let mut ips = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = ips.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                ips.remove(&self.ip);
-            }
-        }
+        self.caps.lock().unwrap_or_else(|p| p.into_inner()).release(self.ip);
     }
 }
 
@@ -371,8 +208,7 @@ fn accept_loop(
     limits: ServerLimits,
     stop: &Arc<AtomicBool>,
 ) {
-    let active = Arc::new(AtomicUsize::new(0));
-    let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::new(Mutex::new(HashMap::new()));
+    let caps = Arc::new(Mutex::new(ConnCaps::new(&limits)));
     while !stop.load(Ordering::Acquire) {
         let (mut stream, peer) = match listener.accept() {
             Ok(x) => x,
@@ -383,29 +219,14 @@ fn accept_loop(
                 continue;
             }
         };
-        if active.load(Ordering::Acquire) >= limits.max_connections {
-            let _ = send_error(&mut stream, ErrorCode::Busy, "too many connections");
+        let admitted = caps.lock().unwrap_or_else(|p| p.into_inner()).admit(peer.ip());
+        if let Err(text) = admitted {
+            let _ = send_error(&mut stream, ErrorCode::Busy, text);
             continue;
         }
-        {
-            let mut ips = per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            let n = ips.entry(peer.ip()).or_insert(0);
-            if *n >= limits.max_per_ip {
-                drop(ips);
-                let _ = send_error(
-                    &mut stream,
-                    ErrorCode::Busy,
-                    "too many connections from your address",
-                );
-                continue;
-            }
-            *n += 1;
-        }
-        active.fetch_add(1, Ordering::AcqRel);
         // Gives the connection's place back when dropped: when the thread
         // ends, and also when it cannot be started (the closure is dropped).
-        let slot =
-            ConnSlot { active: Arc::clone(&active), per_ip: Arc::clone(&per_ip), ip: peer.ip() };
+        let slot = ConnSlot { caps: Arc::clone(&caps), ip: peer.ip() };
         let (table, stop) = (Arc::clone(table), Arc::clone(stop));
         let spawned = thread::Builder::new().name("piece-conn".into()).spawn(move || {
             let _slot = slot;
@@ -465,17 +286,15 @@ fn serve_connection(
             let has = |p| served.as_ref().is_some_and(|f| f.has(p));
             match session.on_message(&msg, has) {
                 Ok(ServerAction::Admit { file_id, user, ticket }) => {
-                    let Some(file) = table.get(&file_id) else {
-                        let _ =
-                            send_error(&mut stream, ErrorCode::UnknownFile, "file not shared here");
-                        return Err(ConnEnd::Refused("unknown file".into()));
+                    let file = match table.admit(&file_id, &user, &ticket) {
+                        Ok(file) => file,
+                        Err(Refuse { code, text, .. }) => {
+                            let _ = send_error(&mut stream, code, &text);
+                            return Err(ConnEnd::Refused(text));
+                        }
                     };
-                    if !table.admits(&file_id, &user, &ticket) {
-                        let _ = send_error(&mut stream, ErrorCode::BadTicket, "ticket refused");
-                        return Err(ConnEnd::Refused("bad ticket".into()));
-                    }
-                    session.accept(file.meta.geometry());
-                    seen_version = file.version.load(Ordering::Acquire);
+                    session.accept(file.meta().geometry());
+                    seen_version = file.version();
                     announced = file.bitfield();
                     out.clear();
                     peer::encode(&Message::Bitfield(announced.as_bytes()), &mut out);
@@ -502,17 +321,9 @@ fn serve_connection(
         }
         // Tell the downloader about pieces verified since the last look.
         if let Some(file) = &served {
-            let v = file.version.load(Ordering::Acquire);
-            if v != seen_version {
-                seen_version = v;
-                let now = file.bitfield();
-                out.clear();
-                for i in 0..now.len() {
-                    if now.get(i) && !announced.get(i) {
-                        peer::encode(&Message::Have(i), &mut out);
-                    }
-                }
-                announced = now;
+            out.clear();
+            file.haves_since(&mut announced, &mut seen_version, &mut out);
+            if !out.is_empty() {
                 stream.write_all(&out)?;
             }
         }

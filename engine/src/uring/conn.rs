@@ -25,7 +25,7 @@ use super::tx::{PieceJob, Step, Tx, TxIo};
 use super::{Op, Ring, SendMethod};
 use crate::meta::Bitfield;
 use crate::peer::{self, ErrorCode, Message, PeerDecodeError, Refuse, ServerAction, ServerSession};
-use crate::serve::{ServeTable, ServedFile, ServerLimits};
+use crate::share::{ServeTable, ServedFile, ServerLimits};
 
 /// Initial receive buffer: far more than any request; a handshake with the
 /// longest ticket fits too. It grows only for a frame that needs it.
@@ -212,14 +212,12 @@ impl Conn {
         let has = |p| served.as_ref().is_some_and(|f| f.has(p));
         match self.session.on_message(msg, has) {
             Ok(ServerAction::Admit { file_id, user, ticket }) => {
-                let Some(file) = ctx.table.get(&file_id) else {
-                    return self.fail(ErrorCode::UnknownFile, "file not shared here", ctx);
+                let file = match ctx.table.admit(&file_id, &user, &ticket) {
+                    Ok(file) => file,
+                    Err(Refuse { code, text, .. }) => return self.fail(code, &text, ctx),
                 };
-                if !ctx.table.admits(&file_id, &user, &ticket) {
-                    return self.fail(ErrorCode::BadTicket, "ticket refused", ctx);
-                }
                 self.session.accept(file.meta().geometry());
-                self.seen_version = file.version.load(Ordering::Acquire);
+                self.seen_version = file.version();
                 self.announced = file.bitfield();
                 let mut out = Vec::new();
                 peer::encode(&Message::Bitfield(self.announced.as_bytes()), &mut out);
@@ -348,20 +346,10 @@ impl Conn {
             State::Open => {}
         }
         if let Some(file) = &self.served {
-            let v = file.version.load(Ordering::Acquire);
-            if v != self.seen_version {
-                self.seen_version = v;
-                let now = file.bitfield();
-                let mut out = Vec::new();
-                for i in 0..now.len() {
-                    if now.get(i) && !self.announced.get(i) {
-                        peer::encode(&Message::Have(i), &mut out);
-                    }
-                }
-                self.announced = now;
-                if !out.is_empty() {
-                    self.tx.push_bytes(out);
-                }
+            let mut out = Vec::new();
+            file.haves_since(&mut self.announced, &mut self.seen_version, &mut out);
+            if !out.is_empty() {
+                self.tx.push_bytes(out);
             }
         }
         let limit = if self.session.is_open() {

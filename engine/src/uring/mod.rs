@@ -1,6 +1,8 @@
 //! The io_uring piece server: one ring on one thread serves every
 //! connection, with the same behaviour as the threads driver in
-//! [`crate::serve`] (limits, error frames, `have` pushes, in-order answers).
+//! `crate::serve` (limits, error frames, `have` pushes, in-order answers):
+//! both apply the rules of [`crate::share`] and the protocol of
+//! [`ServerSession`](crate::peer::ServerSession); neither imports the other.
 //!
 //! What it owns:
 //! - [`UringServer`]: the handle; `stop` writes the wake eventfd (the ring
@@ -47,7 +49,7 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
 use crate::peer::{self, ErrorCode, Message};
-use crate::serve::{ServeTable, ServerLimits, TICK};
+use crate::share::{ConnCaps, ServeTable, ServerLimits, TICK};
 use conn::{Conn, Ctx, Key};
 
 pub use tx::SendMethod;
@@ -306,8 +308,8 @@ struct Driver {
     conns: Vec<Option<Box<Conn>>>,
     /// The peer IP of each slot's connection, for the per-IP cap.
     conn_ips: Vec<Option<std::net::IpAddr>>,
-    /// Connections per peer IP.
-    per_ip: std::collections::HashMap<std::net::IpAddr, usize>,
+    /// The connection caps, total and per IP (`crate::share`).
+    caps: ConnCaps,
     free: Vec<u32>,
     live: usize,
     next_gen: u32,
@@ -352,7 +354,7 @@ impl Driver {
             method,
             conns: Vec::new(),
             conn_ips: Vec::new(),
-            per_ip: std::collections::HashMap::new(),
+            caps: ConnCaps::new(&limits),
             free: Vec::new(),
             live: 0,
             next_gen: 1,
@@ -529,16 +531,14 @@ impl Driver {
             return;
         }
         let ip = stream.peer_addr().ok().map(|a| a.ip());
-        let from_ip = ip.and_then(|ip| self.per_ip.get(&ip).copied()).unwrap_or(0);
-        if self.live >= self.limits.max_connections || from_ip >= self.limits.max_per_ip {
+        let admitted = match ip {
+            Some(ip) => self.caps.admit(ip),
+            None => Err("cannot read your address"),
+        };
+        if let Err(text) = admitted {
             // A fresh socket's send buffer is empty: this small frame goes
             // out at once without blocking the ring thread.
             let mut out = Vec::new();
-            let text = if from_ip >= self.limits.max_per_ip {
-                "too many connections from your address"
-            } else {
-                "too many connections"
-            };
             peer::encode(&Message::Error { code: ErrorCode::Busy, text }, &mut out);
             let _ = stream.set_nonblocking(true);
             let _ = stream.write(&out);
@@ -573,9 +573,6 @@ impl Driver {
             self.conn_ips.resize(slot as usize + 1, None);
         }
         self.conn_ips[slot as usize] = ip;
-        if let Some(ip) = ip {
-            *self.per_ip.entry(ip).or_insert(0) += 1;
-        }
         let done = c.is_done();
         self.conns[slot as usize] = Some(c);
         if done {
@@ -589,12 +586,7 @@ impl Driver {
             self.free.push(slot);
             self.live -= 1;
             if let Some(ip) = self.conn_ips.get_mut(slot as usize).and_then(Option::take) {
-                if let Some(n) = self.per_ip.get_mut(&ip) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.per_ip.remove(&ip);
-                    }
-                }
+                self.caps.release(ip);
             }
         }
     }

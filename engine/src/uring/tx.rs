@@ -24,7 +24,7 @@ use super::conn::Key;
 use super::{Op, Ring};
 use crate::meta::PIECE_LEN;
 use crate::peer::{self, PIECE_HEADER_LEN};
-use crate::serve::ServedFile;
+use crate::share::ServedFile;
 
 /// How the io_uring driver sends piece data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

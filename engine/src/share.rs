@@ -1,0 +1,330 @@
+//! What a node shares and the rules every piece server driver applies the
+//! same way — the threads driver (`crate::serve`) and the io_uring driver
+//! (`crate::uring`) both build on this module and on
+//! [`ServerSession`](crate::peer::ServerSession), and neither on the other.
+//!
+//! - [`ServedFile`]: a file this node holds fully or partly: an open file
+//!   (the shared file, or a download's `.part`) and the bitfield of pieces
+//!   it can serve. Downloads add pieces as they verify them; connected
+//!   downloaders learn of them through `have` messages
+//!   ([`ServedFile::haves_since`]).
+//! - [`ServeTable`]: every served file by id, and the admission of a
+//!   handshake ([`ServeTable::admit`]: known file, ticket accepted).
+//! - [`ConnCaps`]: the connection caps (total and per source address), with
+//!   no I/O: a driver asks before it serves a new connection and gives the
+//!   place back when the connection ends.
+//!
+//! Lock order: `ServeTable::files` before any `ServedFile::have`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::meta::{Bitfield, FileMeta, Sha1Digest};
+use crate::peer::{self, ErrorCode, Message, Refuse};
+
+/// A file this node serves pieces of.
+#[derive(Debug)]
+pub struct ServedFile {
+    meta: FileMeta,
+    pub(crate) file: File,
+    have: RwLock<Bitfield>,
+    /// Bumped on every new piece, so connections notice cheaply.
+    pub(crate) version: AtomicU64,
+    /// Bytes of piece data sent to peers.
+    pub(crate) uploaded: AtomicU64,
+}
+
+impl ServedFile {
+    /// A file held whole.
+    pub fn complete(meta: FileMeta, file: File) -> Arc<Self> {
+        let have = Bitfield::full(meta.piece_hashes.len() as u32);
+        Self::partial(meta, file, have)
+    }
+
+    /// A file held partly: `have` lists the verified pieces.
+    pub fn partial(meta: FileMeta, file: File, have: Bitfield) -> Arc<Self> {
+        Arc::new(Self {
+            meta,
+            file,
+            have: RwLock::new(have),
+            version: AtomicU64::new(0),
+            uploaded: AtomicU64::new(0),
+        })
+    }
+
+    /// The file's metadata.
+    pub fn meta(&self) -> &FileMeta {
+        &self.meta
+    }
+
+    /// A newly verified piece can be served.
+    pub fn add_piece(&self, piece: u32) {
+        if let Ok(mut h) = self.have.write() {
+            if h.set(piece) {
+                self.version.fetch_add(1, Ordering::Release);
+            }
+        }
+    }
+
+    /// Whether a piece can be served.
+    pub fn has(&self, piece: u32) -> bool {
+        self.have.read().map(|h| h.get(piece)).unwrap_or(false)
+    }
+
+    /// The pieces that can be served now.
+    pub fn bitfield(&self) -> Bitfield {
+        match self.have.read() {
+            Ok(h) => h.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Bytes of piece data sent so far.
+    pub fn uploaded(&self) -> u64 {
+        self.uploaded.load(Ordering::Relaxed)
+    }
+
+    /// The version counter (bumped on every new piece).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Appends a `have` to `out` for each piece gained since a connection
+    /// last looked (`seen`, the version then; `announced`, the pieces it
+    /// was told of), and brings both up to date. Cheap when nothing is new.
+    pub fn haves_since(&self, announced: &mut Bitfield, seen: &mut u64, out: &mut Vec<u8>) {
+        let v = self.version();
+        if v == *seen {
+            return;
+        }
+        *seen = v;
+        let now = self.bitfield();
+        for i in 0..now.len() {
+            if now.get(i) && !announced.get(i) {
+                peer::encode(&Message::Have(i), out);
+            }
+        }
+        *announced = now;
+    }
+}
+
+/// Decides whether `user` with `ticket` may fetch the file `file_id`.
+pub type Admission = dyn Fn(&Sha1Digest, &str, &[u8]) -> bool + Send + Sync;
+
+/// Everything this node serves, by file id (whole-file SHA1).
+pub struct ServeTable {
+    files: RwLock<HashMap<Sha1Digest, Arc<ServedFile>>>,
+    admit: Box<Admission>,
+}
+
+impl std::fmt::Debug for ServeTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.files.read().map(|m| m.len()).unwrap_or(0);
+        write!(f, "ServeTable({n} files)")
+    }
+}
+
+impl ServeTable {
+    /// An empty table admitting downloaders according to `admit`.
+    pub fn new(admit: Box<Admission>) -> Arc<Self> {
+        Arc::new(Self { files: RwLock::new(HashMap::new()), admit })
+    }
+
+    /// Serves a file (replacing an earlier entry for the same content).
+    pub fn insert(&self, file: Arc<ServedFile>) {
+        if let Ok(mut m) = self.files.write() {
+            m.insert(file.meta.sha1, file);
+        }
+    }
+
+    /// Stops serving a file.
+    pub fn remove(&self, id: &Sha1Digest) {
+        if let Ok(mut m) = self.files.write() {
+            m.remove(id);
+        }
+    }
+
+    /// Stops serving everything.
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.files.write() {
+            m.clear();
+        }
+    }
+
+    /// The served file with this id.
+    pub fn get(&self, id: &Sha1Digest) -> Option<Arc<ServedFile>> {
+        self.files.read().ok()?.get(id).cloned()
+    }
+
+    /// A handshake for `id` by `user` with `ticket`: the file to serve, or
+    /// the fatal refusal to send (unknown file, ticket refused).
+    pub fn admit(
+        &self,
+        id: &Sha1Digest,
+        user: &str,
+        ticket: &[u8],
+    ) -> Result<Arc<ServedFile>, Refuse> {
+        let Some(file) = self.get(id) else {
+            return Err(Refuse {
+                code: ErrorCode::UnknownFile,
+                text: "file not shared here".into(),
+                fatal: true,
+            });
+        };
+        if !(self.admit)(id, user, ticket) {
+            return Err(Refuse {
+                code: ErrorCode::BadTicket,
+                text: "ticket refused".into(),
+                fatal: true,
+            });
+        }
+        Ok(file)
+    }
+}
+
+/// Limits of a piece server.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Connections served at once; more get a `busy` error.
+    pub max_connections: usize,
+    /// Connections served at once from one IP address.
+    pub max_per_ip: usize,
+    /// Unanswered requests allowed per connection.
+    pub max_outstanding: u32,
+    /// Time allowed for the handshake.
+    pub handshake_timeout: Duration,
+    /// A connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// Fault injection: a pause before each piece is sent (zero in normal
+    /// use; tests and demos slow a seeder down with it).
+    pub piece_delay: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            max_per_ip: 32,
+            max_outstanding: 64,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            piece_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// How often a connection wakes to push `have`s and check for a stop.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// The connection caps of one piece server: how many connections it serves
+/// at once, in all and from one address. No I/O: the driver asks
+/// [`ConnCaps::admit`] for each new connection and calls
+/// [`ConnCaps::release`] when an admitted one ends.
+#[derive(Debug)]
+pub struct ConnCaps {
+    max_total: usize,
+    max_per_ip: usize,
+    live: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl ConnCaps {
+    /// Caps from `limits`.
+    pub fn new(limits: &ServerLimits) -> Self {
+        Self {
+            max_total: limits.max_connections,
+            max_per_ip: limits.max_per_ip,
+            live: 0,
+            per_ip: HashMap::new(),
+        }
+    }
+
+    /// Takes a place for a connection from `ip`, or says why not: the text
+    /// of the `Busy` error frame to send before closing it.
+    pub fn admit(&mut self, ip: IpAddr) -> Result<(), &'static str> {
+        let from_ip = self.per_ip.get(&ip).copied().unwrap_or(0);
+        if from_ip >= self.max_per_ip {
+            return Err("too many connections from your address");
+        }
+        if self.live >= self.max_total {
+            return Err("too many connections");
+        }
+        self.live += 1;
+        *self.per_ip.entry(ip).or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// An admitted connection from `ip` ended.
+    pub fn release(&mut self, ip: IpAddr) {
+        self.live = self.live.saturating_sub(1);
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Connections admitted and not released.
+    pub fn live(&self) -> usize {
+        self.live
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_count_per_address_and_in_all_and_give_places_back() {
+        let limits = ServerLimits { max_connections: 3, max_per_ip: 2, ..Default::default() };
+        let mut caps = ConnCaps::new(&limits);
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) =
+            ([10, 0, 0, 1].into(), [10, 0, 0, 2].into(), [10, 0, 0, 3].into());
+        assert_eq!(caps.admit(a), Ok(()));
+        assert_eq!(caps.admit(a), Ok(()));
+        assert_eq!(caps.admit(a), Err("too many connections from your address"));
+        assert_eq!(caps.admit(b), Ok(()));
+        assert_eq!(caps.admit(c), Err("too many connections"));
+        caps.release(a);
+        assert_eq!(caps.admit(c), Ok(()));
+        for ip in [a, b, c] {
+            caps.release(ip);
+        }
+        assert_eq!(caps.live(), 0);
+        assert!(caps.per_ip.is_empty(), "no entry kept for a gone address");
+    }
+
+    #[test]
+    fn haves_since_names_each_new_piece_once() {
+        let meta = FileMeta {
+            name: "f".into(),
+            len: 3 * crate::meta::PIECE_LEN,
+            sha1: Sha1Digest([1; 20]),
+            piece_hashes: vec![Sha1Digest([0; 20]); 3],
+        };
+        let file = tempfile::tempfile().unwrap();
+        let served = ServedFile::partial(meta, file, Bitfield::new(3));
+        let (mut announced, mut seen) = (served.bitfield(), served.version());
+        let mut out = Vec::new();
+        served.haves_since(&mut announced, &mut seen, &mut out);
+        assert!(out.is_empty());
+        served.add_piece(2);
+        served.add_piece(0);
+        served.haves_since(&mut announced, &mut seen, &mut out);
+        let mut got = Vec::new();
+        let mut b = &out[..];
+        while let Ok((m, used)) = peer::decode(b) {
+            got.push(m.clone());
+            b = &b[used..];
+        }
+        assert_eq!(got, vec![Message::Have(0), Message::Have(2)]);
+        out.clear();
+        served.haves_since(&mut announced, &mut seen, &mut out);
+        assert!(out.is_empty(), "nothing new");
+    }
+}
