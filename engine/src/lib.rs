@@ -1,6 +1,12 @@
 //! ringshare's engine: everything the tracker and the client share.
 //!
-//! Protocol cores without I/O:
+//! The source tree shows the split the design asks for: protocol logic
+//! with no I/O in `src/sansio/`, the drivers that carry it out over sockets
+//! and files in `src/driver/`, and the resources both use at the top. Every
+//! module is re-exported at the crate root (`ringshare_engine::peer`, …).
+//!
+//! Protocol cores without I/O (`sansio/`: no sockets, threads, files or
+//! clock reads; `now` is passed in):
 //! - [`wire`]: the frame format every protocol uses.
 //! - [`meta`]: file metadata, piece geometry, bitfields.
 //! - [`names`]: the rules for user, group and file names.
@@ -11,34 +17,54 @@
 //! - [`flow`]: requests outstanding per peer, sized to bandwidth × delay.
 //! - [`download`]: the downloader: sessions, requests, endgame, bans, timeouts.
 //!
-//! Drivers and resources:
+//! Drivers (`driver/`), each direction with an io_uring and a threads
+//! driver over the same core:
+//! - [`serve`]: the piece server: the threads driver and the
+//!   [`PieceServer`](serve::PieceServer) front; the io_uring server is
+//!   `driver/uring` (it and the threads driver share [`share`], not each
+//!   other).
+//! - [`fetch`]: downloads: the threads driver and the io_uring driver
+//!   (`driver/fetch/ring.rs`), both over [`download::DownloadCore`].
+//!
+//! Resources:
+//! - [`share`]: what a node shares, connection caps, handshake admission.
 //! - [`control`]: control-plane frames on tokio streams.
 //! - [`fsio`]: file errors with their path, atomic file replacement.
 //! - [`hash`]: the parallel hashing pool.
 //! - [`store`]: a download's `.part` file and persisted bitfield.
-//! - [`serve`]: what a node shares and the piece server.
-//! - [`fetch`]: the threads driver of the download core.
 //! - [`metrics`]: latency histograms.
 //! - [`sample`]: pseudo-random sample files.
 //! - [`ticket`]: signed permissions to fetch a file.
 
+/// Protocol logic with no I/O.
+pub mod sansio {
+    pub mod download;
+    pub mod flow;
+    pub mod meta;
+    pub mod names;
+    pub mod peer;
+    pub mod picker;
+    pub mod proto;
+    pub mod tracker_info;
+    pub mod wire;
+}
+
+/// The I/O drivers: piece serving and fetching, io_uring and threads.
+pub mod driver {
+    pub mod fetch;
+    pub mod serve;
+    pub(crate) mod uring;
+}
+
+pub use driver::{fetch, serve};
+pub(crate) use driver::uring;
+pub use sansio::{download, flow, meta, names, peer, picker, proto, tracker_info, wire};
+
 pub mod control;
-pub mod download;
-pub mod fetch;
-pub mod flow;
 pub mod fsio;
 pub mod hash;
-pub mod meta;
 pub mod metrics;
-pub mod names;
-pub mod peer;
-pub mod picker;
-pub mod proto;
 pub mod sample;
-pub mod serve;
 pub mod share;
 pub mod store;
 pub mod ticket;
-pub mod tracker_info;
-pub(crate) mod uring;
-pub mod wire;

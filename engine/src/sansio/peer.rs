@@ -6,7 +6,7 @@
 //!
 //! | type | message | payload |
 //! |---|---|---|
-//! | 1 | handshake | version u32, file id (whole-file SHA1) [20], user len u8, user, ticket len u16, ticket |
+//! | 1 | handshake | version u32, file id (whole-file SHA1) \[20\], user len u8, user, ticket len u16, ticket |
 //! | 2 | bitfield | the server's [`Bitfield`] bytes for the file |
 //! | 3 | have | piece u32 |
 //! | 4 | request | piece u32, offset u32, len u32 |
