@@ -4,6 +4,8 @@
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -233,4 +235,122 @@ fn a_seeder_that_stops_answering_costs_only_its_pieces_on(io: Backend) {
     d.wait();
     assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), fs::read(&p).unwrap());
     assert!(!d.contributions().contains_key(&mute_addr));
+}
+
+/// How a hostile seeder answers once it has sent its bitfield.
+#[derive(Debug, Clone, Copy)]
+enum Hostile {
+    /// A frame header longer than any peer frame.
+    OversizedFrame,
+    /// A piece nobody asked it for.
+    Unrequested,
+    /// A second bitfield.
+    SecondBitfield,
+    /// Half a piece, then it hangs up.
+    HalfPieceThenClose,
+    /// A piece message whose length does not match the piece.
+    WrongLength,
+    /// Bytes that are no frame at all.
+    Garbage,
+}
+
+/// A seeder that claims every piece and then misbehaves as `how` says on
+/// every connection (a download reconnects to it after each refresh).
+fn hostile_seeder(pieces: u32, how: Hostile, met: Arc<AtomicUsize>) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let met = Arc::clone(&met);
+            std::thread::spawn(move || {
+                let bits = ringshare_engine::meta::Bitfield::full(pieces);
+                let mut out = Vec::new();
+                let _handshake = read_msg(&mut s);
+                peer::encode(&Message::Bitfield(bits.as_bytes()), &mut out);
+                let _ = s.write_all(&out);
+                out.clear();
+                // The first request says which piece it wants.
+                let asked = match read_msg(&mut s) {
+                    Some((k, p)) => match peer::decode_payload(k, &p) {
+                        Ok(Message::Request { piece, .. }) => piece,
+                        _ => return,
+                    },
+                    None => return,
+                };
+                met.fetch_add(1, Ordering::SeqCst);
+                let data = vec![7u8; PIECE_LEN as usize];
+                let piece = |piece, data: &[u8], out: &mut Vec<u8>| {
+                    peer::encode(&Message::Piece { piece, offset: 0, data }, out);
+                };
+                match how {
+                    Hostile::OversizedFrame => {
+                        out.extend_from_slice(&(64u32 << 20).to_be_bytes());
+                        out.extend_from_slice(&peer::kind::PIECE.to_be_bytes());
+                    }
+                    Hostile::Unrequested => piece((asked + pieces / 2) % pieces, &data, &mut out),
+                    Hostile::SecondBitfield => {
+                        peer::encode(&Message::Bitfield(bits.as_bytes()), &mut out)
+                    }
+                    Hostile::HalfPieceThenClose => {
+                        piece(asked, &data, &mut out);
+                        out.truncate(out.len() / 2);
+                    }
+                    Hostile::WrongLength => piece(asked, &data[..1000], &mut out),
+                    Hostile::Garbage => out.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+                }
+                let _ = s.write_all(&out);
+                // Keep the socket open (unless told to hang up), so the
+                // downloader, not the close, ends the connection.
+                if !matches!(how, Hostile::HalfPieceThenClose) {
+                    let _ = closed(&mut s);
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A downloader meets seeders that break the protocol in every way it
+/// checks, beside one good seeder: each bad one is dropped (and gives
+/// nothing), the download completes with an exact copy, on both drivers.
+#[test]
+fn hostile_seeders_cost_only_their_connections() {
+    for io in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, meta) = source(dir.path(), 12 * PIECE_LEN as usize + 321);
+        let pieces = meta.piece_hashes.len() as u32;
+        let good = server_on(
+            &p,
+            &meta,
+            ServerLimits { piece_delay: Duration::from_millis(10), ..ServerLimits::default() },
+            Backend::Threads,
+        );
+        let kinds = [
+            Hostile::OversizedFrame,
+            Hostile::Unrequested,
+            Hostile::SecondBitfield,
+            Hostile::HalfPieceThenClose,
+            Hostile::WrongLength,
+            Hostile::Garbage,
+        ];
+        let met: Vec<Arc<AtomicUsize>> = kinds.iter().map(|_| Arc::default()).collect();
+        let bad: Vec<SocketAddr> = kinds
+            .iter()
+            .zip(&met)
+            .map(|(k, m)| hostile_seeder(pieces, *k, Arc::clone(m)))
+            .collect();
+        let mut peers = bad.clone();
+        peers.push(good.addr());
+        let (d, rx) = download(dir.path(), &meta, peers, io);
+        wait_complete(&rx);
+        d.wait();
+        assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), fs::read(&p).unwrap(), "{io:?}");
+        let got = d.contributions();
+        for ((kind, addr), met) in kinds.iter().zip(&bad).zip(&met) {
+            assert!(!got.contains_key(addr), "{io:?}: {kind:?} seeder contributed");
+            // It did get to misbehave: a request reached it.
+            assert!(met.load(Ordering::SeqCst) > 0, "{io:?}: {kind:?} seeder never asked");
+        }
+    }
 }
