@@ -56,8 +56,8 @@ pub mod driver {
     pub(crate) mod uring;
 }
 
-pub use driver::{fetch, serve};
 pub(crate) use driver::uring;
+pub use driver::{fetch, serve};
 pub use sansio::{download, flow, meta, names, peer, picker, proto, tracker_info, wire};
 
 pub mod control;

@@ -6,7 +6,9 @@
 //!
 //! - the [`Picker`] (rarest first, endgame duplicates and their cancels);
 //! - each peer's session: connecting → handshake sent → bitfield → active;
-//!   `have`s, requests in the order sent, cancels, `NotAvailable` answers;
+//!   `have`s, requests in the order sent (the first window right behind the
+//!   handshake, one round trip before the bitfield), cancels,
+//!   `NotAvailable` answers;
 //! - each peer's request window ([`PeerFlow`]: its rate × round trip, no
 //!   global count), topped up after every event that could open it;
 //! - stall and handshake timeouts, bans of peers that sent a piece that
@@ -177,6 +179,8 @@ pub struct DownloadCore {
     next_id: PeerId,
     /// Peers in `peers` that are active.
     active: usize,
+    /// Every piece: what a peer is assumed to have before its bitfield.
+    all: Bitfield,
     in_hand: HashMap<u32, InHand>,
     actions: VecDeque<Action>,
     /// Peers whose `out` is not empty.
@@ -223,6 +227,7 @@ impl DownloadCore {
             banned: HashSet::new(),
             next_id: 0,
             active: 0,
+            all: Bitfield::full(have.len()),
             in_hand: HashMap::new(),
             actions: VecDeque::new(),
             to_flush: Vec::new(),
@@ -351,6 +356,7 @@ impl DownloadCore {
         };
         peer::encode(&hs, &mut p.out);
         self.to_flush.push(peer);
+        self.fill(peer, now);
         self.flush();
     }
 
@@ -610,16 +616,27 @@ impl DownloadCore {
     }
 
     /// Requests from `peer` up to its window.
+    ///
+    /// Before its bitfield arrives a peer is asked as if it had every
+    /// piece: the requests go out right behind the handshake, so data flows
+    /// one round trip sooner (a server admits, sends its bitfield, then
+    /// answers in order, a piece it lacks with a `NotAvailable` that frees
+    /// the request). Only the initial window is asked that way.
     fn fill(&mut self, peer: PeerId, now: Instant) {
         let Some(p) = self.peers.get_mut(&peer) else { return };
-        if p.stage != Stage::Active || self.ended {
+        if self.ended {
             return;
         }
+        let bits = match p.stage {
+            Stage::Active => &p.bits,
+            Stage::Handshaking(_) => &self.all,
+            Stage::Connecting(_) => return,
+        };
         let piece_len = self.geometry.piece_len();
         let depth = p.flow.window(p.outstanding.len() as u64 * piece_len, now);
         let before = p.out.len();
         while p.outstanding.len() < depth {
-            let Some(i) = self.picker.pick(peer, &p.bits) else { break };
+            let Some(i) = self.picker.pick(peer, bits) else { break };
             let len = self.geometry.len_of(i) as u32;
             peer::encode(&Message::Request { piece: i.get(), offset: 0, len }, &mut p.out);
             p.outstanding.push_back((i.get(), now));
@@ -658,6 +675,11 @@ impl DownloadCore {
         if p.stage == Stage::Active {
             self.active -= 1;
             self.picker.remove_peer(peer, &p.bits);
+        } else {
+            // Requests sent ahead of the bitfield.
+            for (piece, _) in &p.outstanding {
+                self.picker.unrequest(*piece, peer);
+            }
         }
         Some(p)
     }
@@ -1283,6 +1305,82 @@ mod tests {
             })
             .collect();
         assert!(!again.contains(&asked[0]), "{again:?}");
+    }
+
+    fn requests_in(actions: &[Action], to: PeerId) -> Vec<u32> {
+        let mut v = Vec::new();
+        for a in actions {
+            if let Action::Send { peer, bytes } = a {
+                if *peer != to {
+                    continue;
+                }
+                let mut b = &bytes[..];
+                while let Ok((m, used)) = peer::decode(b) {
+                    if let Message::Request { piece, .. } = m {
+                        v.push(piece);
+                    }
+                    b = &b[used..];
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn requests_ride_behind_the_handshake_and_refusals_free_them() {
+        let t0 = Instant::now();
+        let pieces = 16;
+        let mut core = DownloadCore::new(
+            meta(pieces),
+            "u".into(),
+            vec![],
+            None,
+            &Bitfield::new(pieces),
+            Timeouts::default(),
+            1,
+            t0,
+        );
+        core.add_peers(&[addr(1)], t0);
+        core.connected(0, t0);
+        let sent: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        let asked = requests_in(&sent, 0);
+        assert_eq!(asked.len(), crate::flow::INITIAL_REQUESTS, "{sent:?}");
+        // The handshake goes first, in the same send.
+        let Some(Action::Send { bytes, .. }) =
+            sent.iter().find(|a| matches!(a, Action::Send { .. }))
+        else {
+            panic!()
+        };
+        assert!(matches!(peer::decode(bytes), Ok((Message::Handshake { .. }, _))));
+        // The peer has only the even pieces: its answers to the odd ones
+        // are NotAvailable, in request order, right after its bitfield.
+        let mut bits = Bitfield::new(pieces);
+        for i in (0..pieces).step_by(2) {
+            bits.set(i);
+        }
+        let t = t0 + Duration::from_millis(50);
+        core.on_message(0, &Message::Bitfield(bits.as_bytes()), t);
+        let mut refused = Vec::new();
+        for &p in &asked {
+            if p % 2 == 1 {
+                core.on_message(
+                    0,
+                    &Message::Error { code: ErrorCode::NotAvailable, text: "no" },
+                    t,
+                );
+                refused.push(p);
+            } else {
+                assert_eq!(core.on_piece(0, p, 0, PIECE_LEN as usize, t), PieceFate::Verify);
+            }
+        }
+        assert!(closes(&mut core).is_empty(), "refusals are not fatal");
+        // Those pieces are free for another peer, and never asked of this one again.
+        core.add_peers(&[addr(2)], t);
+        core.connected(1, t);
+        let later: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        let again = requests_in(&later, 1);
+        assert!(refused.iter().any(|p| again.contains(p)), "{refused:?} vs {again:?}");
+        assert!(requests_in(&later, 0).iter().all(|p| p % 2 == 0));
     }
 
     proptest! {
