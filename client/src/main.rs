@@ -39,6 +39,11 @@ struct NodeArgs {
     /// allows it; also $RINGSHARE_IO].
     #[arg(long)]
     io: Option<Backend>,
+    /// The address to give the trackers instead of LISTEN (a node behind
+    /// NAT with a forwarded port: its public IP:PORT). A node listening on
+    /// 0.0.0.0 is otherwise listed under the address its login comes from.
+    #[arg(long)]
+    advertise: Option<SocketAddr>,
 }
 
 /// A line from standard input, with the channel to say it was handled.
@@ -79,7 +84,11 @@ async fn run(args: NodeArgs) -> Result<()> {
     let state_dir = args.state_dir.unwrap_or_else(oneshot::default_state_dir);
     let backend = oneshot::backend(args.io)?;
     let mut node = Node::new(listener, trackers, state_dir, oneshot::limits(), backend)?;
-    eprintln!("ringshare node serving on {}", node.addr());
+    node.set_advertise(args.advertise);
+    match args.advertise {
+        Some(a) => eprintln!("ringshare node serving on {} (advertised as {a})", node.addr()),
+        None => eprintln!("ringshare node serving on {}", node.addr()),
+    }
 
     let interactive = std::io::stdin().is_terminal();
     let (tx, mut rx) = mpsc::channel::<LineMsg>(1);

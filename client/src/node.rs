@@ -59,6 +59,8 @@ type Shares = Arc<Mutex<Vec<LocalShare>>>;
 #[derive(Debug)]
 pub struct Node {
     addr: SocketAddr,
+    /// The address given to the trackers instead of `addr` (`--advertise`).
+    advertise: Option<SocketAddr>,
     trackers: TrackerList,
     link: TrackerLink,
     session: Option<Session>,
@@ -115,6 +117,7 @@ impl Node {
         }
         Ok(Self {
             addr,
+            advertise: None,
             link: TrackerLink::new(trackers.clone()),
             trackers,
             session: None,
@@ -139,6 +142,20 @@ impl Node {
     /// The address this node serves pieces on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Names `addr` to the trackers as where this node serves (a node
+    /// behind NAT with a forwarded port: its public address), from the next
+    /// login on.
+    pub fn set_advertise(&mut self, addr: Option<SocketAddr>) {
+        self.advertise = addr;
+    }
+
+    /// What this node tells the trackers at login: the advertised address,
+    /// else the one it listens on (`0.0.0.0:PORT` has the tracker list it
+    /// under the address the login came from).
+    fn listed_addr(&self) -> SocketAddr {
+        self.advertise.unwrap_or(self.addr)
     }
 
     /// Carries out one command: the lines to print, or an error.
@@ -252,7 +269,8 @@ impl Node {
             bail!("already logged in as {} (logout first)", s.user);
         }
         check_name(NameKind::User, &user)?;
-        let req = Request::Login { user: user.clone(), password, peer_addr: self.addr.to_string() };
+        let peer_addr = self.listed_addr().to_string();
+        let req = Request::Login { user: user.clone(), password, peer_addr };
         let (token, every, key) = match self.call(req).await? {
             Response::LoggedIn { token, heartbeat_ms, ticket_key } => {
                 (token, heartbeat_ms, ticket_key)
@@ -511,7 +529,7 @@ impl Node {
         }
         let served =
             self.serve.get(&meta.sha1).ok_or_else(|| anyhow!("share table lost the file"))?;
-        let mut spec = FetchSpec::new(meta.clone(), user, ticket, Some(self.addr));
+        let mut spec = FetchSpec::new(meta.clone(), user, ticket, Some(self.listed_addr()));
         spec.io = self.io;
         let source = self.peer_source(token, group.clone(), file.clone());
         let events = self.download_events(token, group.clone(), dest_path.clone(), meta.clone());
@@ -532,7 +550,12 @@ impl Node {
             paused: None,
         });
         let pieces = meta.piece_hashes.len();
-        let peers = peers.iter().filter(|p| p.addr != self.addr.to_string()).count();
+        let (listen, listed) = (self.addr, self.listed_addr());
+        let peers = peers
+            .iter()
+            .filter_map(|p| p.addr.parse::<SocketAddr>().ok())
+            .filter(|a| !is_self(*a, listen, listed))
+            .count();
         let from = if resumed > 0 {
             format!("resuming at {resumed}/{pieces} pieces")
         } else {
@@ -553,12 +576,17 @@ impl Node {
     ) -> Box<dyn ringshare_engine::fetch::PeerSource> {
         let rt = self.rt.clone();
         let mut link = TrackerLink::new(self.trackers.clone());
+        let (listen, listed) = (self.addr, self.listed_addr());
         Box::new(move || {
             let req = Request::FileInfo { token, group: group.clone(), file: file.clone() };
             match rt.block_on(link.call(&req)) {
                 Ok(Response::FileInfo { peers, ticket, .. }) => {
                     Ok(ringshare_engine::fetch::PeerList {
-                        addrs: peers.iter().filter_map(|p| p.addr.parse().ok()).collect(),
+                        addrs: peers
+                            .iter()
+                            .filter_map(|p| p.addr.parse().ok())
+                            .filter(|a| !is_self(*a, listen, listed))
+                            .collect(),
                         ticket: Some(ticket),
                     })
                 }
@@ -650,6 +678,18 @@ impl Node {
 
 /// Tells the trackers every `every_ms` that this node is alive, until the
 /// session ends; keeps the ticket key current.
+/// Whether a listed peer address is this node: the address it gave, or —
+/// listening on every interface, and listed under the address its login
+/// came from — its port on one of this host's addresses.
+fn is_self(addr: SocketAddr, listen: SocketAddr, listed: SocketAddr) -> bool {
+    if addr == listed || addr == listen {
+        return true;
+    }
+    listen.ip().is_unspecified()
+        && addr.port() == listen.port()
+        && std::net::UdpSocket::bind((addr.ip(), 0)).is_ok()
+}
+
 async fn heartbeat(trackers: TrackerList, token: Token, every_ms: u32, key: TicketKey) {
     let mut link = TrackerLink::new(trackers);
     let every = std::time::Duration::from_millis(u64::from(every_ms.max(100)));

@@ -33,9 +33,15 @@ pub struct NodeLogin {
     /// A file whose first line is the password.
     #[arg(long)]
     pub password_file: PathBuf,
-    /// Where this node serves pieces while it runs.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub listen: SocketAddr,
+    /// Where this node serves pieces while it runs [default: 127.0.0.1:0
+    /// when every tracker is on loopback, else 0.0.0.0:0 — the trackers
+    /// then list it under the address its login comes from].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// The address to give the trackers instead (a node behind NAT with a
+    /// forwarded port: its public IP:PORT).
+    #[arg(long)]
+    pub advertise: Option<SocketAddr>,
     /// I/O (serving and fetching): uring or threads.
     #[arg(long)]
     pub io: Option<Backend>,
@@ -266,10 +272,23 @@ async fn login_node(login: &NodeLogin) -> Result<Node> {
     if password.is_empty() {
         bail!("{} holds no password", pw_file.display());
     }
-    let listener = bind_piece_server(login.listen)?;
+    let listen = login.listen.unwrap_or_else(|| default_listen(&list));
+    let listener = bind_piece_server(listen)?;
     let mut node = Node::new(listener, list, default_state_dir(), limits(), backend(login.io)?)?;
+    node.set_advertise(login.advertise);
     run(&mut node, Command::Login { user: login.user.clone(), password }).await?;
     Ok(node)
+}
+
+/// Where `get` and `share` listen unless told: loopback when every tracker
+/// is on loopback (nothing else could reach the node), else every
+/// interface, on a free port.
+pub fn default_listen(trackers: &TrackerList) -> SocketAddr {
+    if trackers.0.iter().all(|t| t.ip().is_loopback()) {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    } else {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    }
 }
 
 /// Runs one command; its single line, or its error.

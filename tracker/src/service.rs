@@ -414,10 +414,7 @@ impl Tracker {
             }
             Request::Login { user, password, peer_addr } => {
                 name(NameKind::User, &user)?;
-                let peer_addr = peer_addr
-                    .parse::<SocketAddr>()
-                    .map_err(|_| Refusal::BadRequest(format!("bad peer address {peer_addr:?}")))?
-                    .to_string();
+                let peer_addr = listed_address(&peer_addr, from)?;
                 let stored = self.lock().replica.state().password_hash(&user).map(str::to_owned);
                 let Some(stored) = stored else {
                     // No hashing to do, but a failed attempt all the same.
@@ -921,9 +918,40 @@ fn verify_password(password: &str, stored: &str) -> bool {
     crate::password::verify(password, stored)
 }
 
+/// The address a node is listed under: the one it gave, or — when it
+/// listens on every interface (`0.0.0.0:PORT`, `[::]:PORT`) — the address
+/// its connection came from with its port, as BitTorrent trackers do. A
+/// node behind NAT with a forwarded port names its public address itself
+/// (`--advertise`).
+fn listed_address(given: &str, from: IpAddr) -> Result<String, Refusal> {
+    let mut addr = given
+        .parse::<SocketAddr>()
+        .map_err(|_| Refusal::BadRequest(format!("bad peer address {given:?}")))?;
+    if addr.port() == 0 {
+        return Err(Refusal::BadRequest(format!("bad peer address {given:?}: port 0")));
+    }
+    if addr.ip().is_unspecified() {
+        addr.set_ip(from.to_canonical());
+    }
+    Ok(addr.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_on_every_interface_is_listed_under_the_address_it_came_from() {
+        let from: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(listed_address("0.0.0.0:4000", from), Ok("10.1.2.3:4000".into()));
+        assert_eq!(listed_address("[::]:4000", from), Ok("10.1.2.3:4000".into()));
+        let mapped: IpAddr = "::ffff:10.9.9.9".parse().unwrap();
+        assert_eq!(listed_address("0.0.0.0:5", mapped), Ok("10.9.9.9:5".into()));
+        // An address given (--advertise, or a node on one interface) stands.
+        assert_eq!(listed_address("203.0.113.7:6881", from), Ok("203.0.113.7:6881".into()));
+        assert!(listed_address("0.0.0.0:0", from).is_err());
+        assert!(listed_address("nonsense", from).is_err());
+    }
 
     #[tokio::test]
     async fn session_flow_through_requests() {

@@ -43,6 +43,19 @@ fn line_reader(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Strin
     rx
 }
 
+/// A command for `program`, run inside network namespace `ns` when given
+/// (`ip netns exec` execs the program: the child's pid is the program's).
+pub fn in_netns(ns: Option<&str>, program: &Path) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// A running tracker.
 pub struct TrackerProc {
     pub child: Child,
@@ -55,7 +68,12 @@ impl TrackerProc {
     /// Starts tracker `no` of the list in `info`, keeping its data in
     /// `data`, and waits until it listens.
     pub fn start_with(info: &Path, no: usize, data: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(bin("ringshare-tracker"))
+        Self::start_in(None, info, no, data, extra)
+    }
+
+    /// [`TrackerProc::start_with`] inside network namespace `ns`, if given.
+    pub fn start_in(ns: Option<&str>, info: &Path, no: usize, data: &Path, extra: &[&str]) -> Self {
+        let mut child = in_netns(ns, &bin("ringshare-tracker"))
             .arg(info)
             .arg(no.to_string())
             .arg("--data-dir")
@@ -129,13 +147,25 @@ impl NodeProc {
         env: &[(&str, &str)],
         stderr: Option<&Path>,
     ) -> Self {
+        Self::spawn_in(None, listen, info, state, env, stderr)
+    }
+
+    /// [`NodeProc::spawn`] inside network namespace `ns`, if given.
+    pub fn spawn_in(
+        ns: Option<&str>,
+        listen: &str,
+        info: &Path,
+        state: &Path,
+        env: &[(&str, &str)],
+        stderr: Option<&Path>,
+    ) -> Self {
         let err = match stderr {
             Some(p) => {
                 Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(p).unwrap())
             }
             None => Stdio::null(),
         };
-        let mut cmd = Command::new(bin("ringshare"));
+        let mut cmd = in_netns(ns, &bin("ringshare"));
         cmd.arg(listen).arg(info).env("RINGSHARE_STATE_DIR", state);
         for (k, v) in env {
             cmd.env(k, v);
