@@ -28,7 +28,7 @@
 //! bounded by the driver's buffers, which hold only data that has arrived
 //! and waits to be hashed or written.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,10 @@ pub const PEER_RETRY: Duration = Duration::from_millis(500);
 pub const NO_PEER_LIMIT: Duration = Duration::from_secs(60);
 /// How often the record of verified pieces is made durable.
 pub const SYNC_EVERY: Duration = Duration::from_millis(500);
+/// Most peers one download connects to at once (BitTorrent clients keep
+/// 50–80): a swarm of thousands would otherwise have every downloader
+/// connect to every other.
+pub const MAX_PEERS: usize = 64;
 
 /// The core's timeouts (the defaults are the constants above).
 #[derive(Debug, Clone, Copy)]
@@ -59,11 +63,18 @@ pub struct Timeouts {
     pub connect: Duration,
     /// See [`NO_PEER_LIMIT`].
     pub no_peer: Duration,
+    /// See [`MAX_PEERS`].
+    pub max_peers: usize,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { stall: STALL_TIMEOUT, connect: CONNECT_TIMEOUT, no_peer: NO_PEER_LIMIT }
+        Self {
+            stall: STALL_TIMEOUT,
+            connect: CONNECT_TIMEOUT,
+            no_peer: NO_PEER_LIMIT,
+            max_peers: MAX_PEERS,
+        }
     }
 }
 
@@ -173,7 +184,9 @@ pub struct DownloadCore {
     own_addr: Option<SocketAddr>,
     timeouts: Timeouts,
     picker: Picker,
-    peers: HashMap<PeerId, Peer>,
+    /// Ordered, so that a run is the same every time (ticks visit peers in
+    /// id order).
+    peers: BTreeMap<PeerId, Peer>,
     by_addr: HashMap<SocketAddr, PeerId>,
     banned: HashSet<SocketAddr>,
     next_id: PeerId,
@@ -181,6 +194,8 @@ pub struct DownloadCore {
     active: usize,
     /// Every piece: what a peer is assumed to have before its bitfield.
     all: Bitfield,
+    /// Shuffles peer lists (xorshift).
+    rng: u64,
     in_hand: HashMap<u32, InHand>,
     actions: VecDeque<Action>,
     /// Peers whose `out` is not empty.
@@ -222,12 +237,13 @@ impl DownloadCore {
             own_addr,
             timeouts,
             picker: Picker::new(have, seed),
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             by_addr: HashMap::new(),
             banned: HashSet::new(),
             next_id: 0,
             active: 0,
             all: Bitfield::full(have.len()),
+            rng: seed.rotate_left(17) | 1,
             in_hand: HashMap::new(),
             actions: VecDeque::new(),
             to_flush: Vec::new(),
@@ -305,18 +321,32 @@ impl DownloadCore {
         self.ticket = ticket;
     }
 
-    /// The tracker listed these peers: connect to the new ones.
+    /// The tracker listed these peers: connect to new ones, in random
+    /// order, up to [`Timeouts::max_peers`] at once.
     pub fn add_peers(&mut self, addrs: &[SocketAddr], now: Instant) {
         if self.ended {
             return;
         }
-        for &addr in addrs {
-            let skip = Some(addr) == self.own_addr
-                || self.by_addr.contains_key(&addr)
-                || self.banned.contains(&addr);
-            if skip {
-                continue;
-            }
+        let mut fresh: Vec<SocketAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| {
+                Some(*a) != self.own_addr
+                    && !self.by_addr.contains_key(a)
+                    && !self.banned.contains(a)
+            })
+            .collect();
+        // Shuffled (Fisher–Yates), so that downloaders given the same list
+        // do not all pick its head.
+        for i in (1..fresh.len()).rev() {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            fresh.swap(i, (self.rng % (i as u64 + 1)) as usize);
+        }
+        let room = self.timeouts.max_peers.saturating_sub(self.peers.len());
+        fresh.truncate(room);
+        for addr in fresh {
             let id = self.next_id;
             self.next_id = self.next_id.wrapping_add(1);
             self.peers.insert(
@@ -1381,6 +1411,43 @@ mod tests {
         let again = requests_in(&later, 1);
         assert!(refused.iter().any(|p| again.contains(p)), "{refused:?} vs {again:?}");
         assert!(requests_in(&later, 0).iter().all(|p| p % 2 == 0));
+    }
+
+    #[test]
+    fn at_most_max_peers_at_once_and_not_always_the_same_ones() {
+        let t0 = Instant::now();
+        let list: Vec<SocketAddr> = (0..200u16)
+            .map(|i| SocketAddr::from(([10, 1, (i / 250) as u8, (i % 250) as u8], 7)))
+            .collect();
+        let timeouts = Timeouts { max_peers: 10, ..Timeouts::default() };
+        let picked = |seed: u64| {
+            let mut core = DownloadCore::new(
+                meta(4),
+                "u".into(),
+                vec![],
+                None,
+                &Bitfield::new(4),
+                timeouts,
+                seed,
+                t0,
+            );
+            core.add_peers(&list, t0);
+            core.add_peers(&list, t0);
+            let mut v: Vec<SocketAddr> = std::iter::from_fn(|| core.poll_action())
+                .filter_map(|a| match a {
+                    Action::Connect { addr, .. } => Some(addr),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(v.len(), 10, "capped, also when listed again");
+            // One closes: a place for one more.
+            core.closed(0, "gone");
+            core.add_peers(&list, t0);
+            assert_eq!(std::iter::from_fn(|| core.poll_action()).count(), 1);
+            v.sort();
+            v
+        };
+        assert_ne!(picked(1), picked(2), "two downloaders pick different peers");
     }
 
     proptest! {
