@@ -1,0 +1,840 @@
+//! A deterministic swarm simulator over the real protocol code.
+//!
+//! Every downloader is the shipped [`DownloadCore`] and every piece server
+//! connection the shipped [`ServerSession`]; the simulator only replaces
+//! sockets, disks, hashing and the clock:
+//!
+//! - **time** is virtual (an event queue; `now` goes to the cores);
+//! - **network**: each host has an uplink and a downlink rate and a one-way
+//!   latency to the core of the network (the path between two hosts has
+//!   the sum of theirs each way). Piece data moves as fluid flows: a flow's
+//!   rate is the smaller of its sender's uplink divided among that
+//!   sender's active flows and its receiver's downlink divided among the
+//!   receiver's (an equal split at each end, not a full max-min solution:
+//!   capacity a flow cannot use at one end is not handed to the others).
+//!   Each connection sends one piece at a time, in request order, as one
+//!   TCP stream does. Control frames (handshake, bitfield, have, request,
+//!   cancel, errors) take the path's latency and no bandwidth. Left out:
+//!   TCP's own dynamics (slow start, losses, queueing delay), connection
+//!   setup beyond one round trip, disks and CPU;
+//! - **tracker**: answers a download's `WantPeers` after the round trip to
+//!   it with every online host that shares the file (seeds and downloaders
+//!   with a verified piece), in random order, as the real tracker does;
+//!   a host that leaves stays listed for the peer TTL;
+//! - **hashing**: instant; a corrupt host's pieces fail their digest.
+//!
+//! A seed gives the same run every time.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ringshare_engine::download::{Action, DownloadCore, PieceFate, Timeouts};
+use ringshare_engine::meta::{Bitfield, FileMeta, Sha1Digest, PIECE_LEN};
+use ringshare_engine::peer::{self, ErrorCode, Message, ServerAction, ServerSession};
+use ringshare_engine::picker::PeerId;
+
+/// How often each downloading host ticks its core.
+const TICK: Duration = Duration::from_millis(50);
+/// How long the tracker lists a host after it left.
+const PEER_TTL: Duration = Duration::from_secs(30);
+
+/// One host of a scenario.
+#[derive(Debug, Clone)]
+pub struct HostSpec {
+    /// Uplink, bytes/s.
+    pub up: f64,
+    /// Downlink, bytes/s.
+    pub down: f64,
+    /// One-way latency to the network's core.
+    pub latency: Duration,
+    /// Holds the whole file from the start.
+    pub seed: bool,
+    /// Sends garbage for every piece (it claims to hold them all).
+    pub corrupt: bool,
+    /// When it joins.
+    pub join: Duration,
+    /// When it leaves, if it does.
+    pub leave: Option<Duration>,
+    /// When it comes back after leaving (and resumes), if it does.
+    pub rejoin: Option<Duration>,
+}
+
+impl HostSpec {
+    /// A downloader with symmetric links of `mbit` Mbit/s.
+    pub fn symmetric(mbit: f64, latency_ms: u64) -> Self {
+        Self {
+            up: mbit * 1e6 / 8.0,
+            down: mbit * 1e6 / 8.0,
+            latency: Duration::from_millis(latency_ms),
+            seed: false,
+            corrupt: false,
+            join: Duration::ZERO,
+            leave: None,
+            rejoin: None,
+        }
+    }
+}
+
+/// A run to simulate.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Its name in reports.
+    pub name: String,
+    /// The file's length.
+    pub file_len: u64,
+    /// Every host; seeds among them.
+    pub hosts: Vec<HostSpec>,
+    /// Drives every random choice.
+    pub seed: u64,
+    /// Virtual time after which the run stops.
+    pub limit: Duration,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub name: String,
+    /// Its seed.
+    pub seed: u64,
+    /// File length.
+    pub file_len: u64,
+    /// Hosts in all and downloaders among them.
+    pub hosts: usize,
+    /// Downloaders.
+    pub downloaders: usize,
+    /// Seconds from its join to complete, per downloader that completed
+    /// (sorted).
+    pub completion_s: Vec<f64>,
+    /// Downloaders that did not complete within the limit.
+    pub incomplete: usize,
+    /// Lower bounds, seconds: size / seeder upload; size / the slowest
+    /// downloader's downlink; bytes to deliver / total upload.
+    pub bound_seed_up_s: f64,
+    /// See `bound_seed_up_s`.
+    pub bound_down_s: f64,
+    /// See `bound_seed_up_s`.
+    pub bound_total_up_s: f64,
+    /// Bytes the seeds uploaded.
+    pub seed_uploaded: u64,
+    /// Bytes every host uploaded.
+    pub total_uploaded: u64,
+    /// Upload (all hosts) per second of the run, bytes.
+    pub upload_per_s: Vec<u64>,
+    /// Hosts banned by at least one downloader (corrupt ones should be).
+    pub banned_hosts: Vec<usize>,
+    /// Pieces that failed their digest.
+    pub bad_pieces: u64,
+    /// Events processed and virtual seconds simulated.
+    pub events: u64,
+    /// See `events`.
+    pub virtual_s: f64,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Tick(usize),
+    Join(usize),
+    Leave(usize),
+    /// A connect finished (or failed: the server is gone).
+    Connected(usize),
+    /// Frames from a downloader reach the server end of a connection.
+    ToServer(usize, Vec<u8>),
+    /// A message reaches the downloader end.
+    ToClient(usize, ToClient),
+    /// A flow may have finished (if the slot's generation still matches).
+    FlowDone(usize, u64),
+    /// The tracker's answer reaches a downloader.
+    Peers(usize, u64, Vec<SocketAddr>),
+}
+
+#[derive(Debug)]
+enum ToClient {
+    Bitfield(Vec<u8>),
+    Have(u32),
+    NotAvailable,
+    Refused(String),
+    Piece(u32),
+    Closed,
+}
+
+struct Host {
+    spec: HostSpec,
+    online: bool,
+    left_at: Option<f64>,
+    have: Bitfield,
+    core: Option<DownloadCore>,
+    /// Its downloader's connections: peer id → conn.
+    client_conns: HashMap<PeerId, usize>,
+    /// Connections it serves.
+    server_conns: Vec<usize>,
+    /// Incarnation, so that a rejoined host ignores its old events.
+    life: u64,
+    joined_at: f64,
+    /// Seconds from its first join to complete.
+    finished_at: f64,
+    done: bool,
+    up_flows: usize,
+    down_flows: usize,
+    uploaded: u64,
+}
+
+struct Conn {
+    client: usize,
+    server: usize,
+    peer: PeerId,
+    client_life: u64,
+    server_life: u64,
+    session: ServerSession,
+    queue: VecDeque<u32>,
+    flow: Option<usize>,
+    open: bool,
+}
+
+struct Flow {
+    conn: usize,
+    piece: u32,
+    remaining: f64,
+    rate: f64,
+    since: f64,
+    /// The slot's occupant: events of an earlier flow in it are stale.
+    gen: u64,
+    /// The earliest completion event queued for it. A slower rate leaves
+    /// that event in place (it finds bytes left and queues the next); only
+    /// a faster one queues an earlier event, so stale events stay few.
+    scheduled: f64,
+    live: bool,
+}
+
+/// Runs a scenario to its end or its limit.
+pub fn run(sc: &Scenario) -> Report {
+    Sim::new(sc).run()
+}
+
+struct Sim<'a> {
+    sc: &'a Scenario,
+    meta: FileMeta,
+    t0: Instant,
+    now: f64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: Vec<Option<Ev>>,
+    free_events: Vec<usize>,
+    seq: u64,
+    hosts: Vec<Host>,
+    conns: Vec<Conn>,
+    flows: Vec<Flow>,
+    free_flows: Vec<usize>,
+    rng: u64,
+    upload_per_s: Vec<u64>,
+    banned: std::collections::BTreeSet<usize>,
+    bad_pieces: u64,
+    processed: u64,
+}
+
+fn digest(i: u32) -> Sha1Digest {
+    let mut d = [0x33u8; 20];
+    d[..4].copy_from_slice(&i.to_be_bytes());
+    Sha1Digest(d)
+}
+
+fn addr_of(h: usize) -> SocketAddr {
+    SocketAddr::from(([10, (h >> 16) as u8, (h >> 8) as u8, h as u8], 7000))
+}
+
+fn host_of(a: &SocketAddr) -> usize {
+    match a {
+        SocketAddr::V4(v) => {
+            let o = v.ip().octets();
+            (usize::from(o[1]) << 16) | (usize::from(o[2]) << 8) | usize::from(o[3])
+        }
+        SocketAddr::V6(_) => usize::MAX,
+    }
+}
+
+impl<'a> Sim<'a> {
+    fn new(sc: &'a Scenario) -> Self {
+        let pieces = sc.file_len.div_ceil(PIECE_LEN) as u32;
+        let meta = FileMeta {
+            name: "sim".into(),
+            len: sc.file_len,
+            sha1: Sha1Digest([7; 20]),
+            piece_hashes: (0..pieces).map(digest).collect(),
+        };
+        let hosts = sc
+            .hosts
+            .iter()
+            .map(|spec| Host {
+                have: if spec.seed { Bitfield::full(pieces) } else { Bitfield::new(pieces) },
+                spec: spec.clone(),
+                online: false,
+                left_at: None,
+                core: None,
+                client_conns: HashMap::new(),
+                server_conns: Vec::new(),
+                life: 0,
+                joined_at: 0.0,
+                finished_at: 0.0,
+                done: spec.seed,
+                up_flows: 0,
+                down_flows: 0,
+                uploaded: 0,
+            })
+            .collect();
+        let mut s = Self {
+            sc,
+            meta,
+            t0: Instant::now(),
+            now: 0.0,
+            queue: BinaryHeap::new(),
+            events: Vec::new(),
+            free_events: Vec::new(),
+            seq: 0,
+            hosts,
+            conns: Vec::new(),
+            flows: Vec::new(),
+            free_flows: Vec::new(),
+            rng: sc.seed | 1,
+            upload_per_s: Vec::new(),
+            banned: Default::default(),
+            bad_pieces: 0,
+            processed: 0,
+        };
+        for (i, h) in sc.hosts.iter().enumerate() {
+            s.at(h.join.as_secs_f64(), Ev::Join(i));
+            if let Some(l) = h.leave {
+                s.at(l.as_secs_f64(), Ev::Leave(i));
+                if let Some(r) = h.rejoin {
+                    s.at(r.as_secs_f64().max(l.as_secs_f64()), Ev::Join(i));
+                }
+            }
+        }
+        s
+    }
+
+    fn rand(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    fn at(&mut self, t: f64, ev: Ev) {
+        let slot = match self.free_events.pop() {
+            Some(i) => {
+                self.events[i] = Some(ev);
+                i
+            }
+            None => {
+                self.events.push(Some(ev));
+                self.events.len() - 1
+            }
+        };
+        self.seq += 1;
+        // Time in nanoseconds; ties in insertion order.
+        let key = (t * 1e9) as u64;
+        self.queue.push(Reverse((key, (self.seq << 24) | slot as u64)));
+        debug_assert!(slot < 1 << 24);
+    }
+
+    fn instant(&self) -> Instant {
+        self.t0 + Duration::from_secs_f64(self.now)
+    }
+
+    fn one_way(&self, a: usize, b: usize) -> f64 {
+        (self.hosts[a].spec.latency + self.hosts[b].spec.latency).as_secs_f64()
+    }
+
+    fn run(mut self) -> Report {
+        let limit = self.sc.limit.as_secs_f64();
+        while let Some(Reverse((key, tag))) = self.queue.pop() {
+            let t = key as f64 / 1e9;
+            if t > limit {
+                break;
+            }
+            self.now = t;
+            let slot = (tag & 0xff_ffff) as usize;
+            let Some(ev) = self.events[slot].take() else { continue };
+            self.free_events.push(slot);
+            self.processed += 1;
+            self.dispatch(ev);
+            if self.all_done() {
+                break;
+            }
+        }
+        self.report()
+    }
+
+    fn all_done(&self) -> bool {
+        self.hosts.iter().all(|h| {
+            h.spec.seed || h.done || (!h.online && h.left_at.is_some() && h.spec.rejoin.is_none())
+        }) && self.hosts.iter().any(|h| !h.spec.seed)
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        match ev {
+            Ev::Join(h) => self.join(h),
+            Ev::Leave(h) => self.leave(h),
+            Ev::Tick(h) => {
+                if self.hosts[h].online && self.hosts[h].core.is_some() {
+                    let now = self.instant();
+                    self.with_core(h, |c| c.tick(now));
+                    if self.hosts[h].core.is_some() {
+                        self.at(self.now + TICK.as_secs_f64(), Ev::Tick(h));
+                    }
+                }
+            }
+            Ev::Peers(h, life, addrs) => {
+                if self.hosts[h].life == life && self.hosts[h].online {
+                    let now = self.instant();
+                    self.with_core(h, |c| c.add_peers(&addrs, now));
+                }
+            }
+            Ev::Connected(c) => self.on_connected(c),
+            Ev::ToServer(c, bytes) => self.at_server(c, &bytes),
+            Ev::ToClient(c, msg) => self.at_client(c, msg),
+            Ev::FlowDone(f, version) => self.on_flow_done(f, version),
+        }
+    }
+
+    fn join(&mut self, h: usize) {
+        let host = &mut self.hosts[h];
+        host.online = true;
+        host.life += 1;
+        host.left_at = None;
+        host.joined_at = if host.life == 1 { self.now } else { host.joined_at };
+        if host.have.is_complete() {
+            host.done = true;
+            return;
+        }
+        let timeouts = Timeouts::default();
+        let core = DownloadCore::new(
+            self.meta.clone(),
+            format!("u{h}"),
+            vec![],
+            Some(addr_of(h)),
+            &host.have,
+            timeouts,
+            self.sc.seed ^ (h as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            self.t0 + Duration::from_secs_f64(self.now),
+        );
+        host.core = Some(core);
+        self.at(self.now, Ev::Tick(h));
+    }
+
+    fn leave(&mut self, h: usize) {
+        if !self.hosts[h].online {
+            return;
+        }
+        self.hosts[h].online = false;
+        self.hosts[h].left_at = Some(self.now);
+        self.hosts[h].core = None;
+        let host = &mut self.hosts[h];
+        let mut conns: Vec<usize> = host.client_conns.drain().map(|(_, c)| c).collect();
+        conns.append(&mut host.server_conns);
+        conns.sort_unstable();
+        for c in conns {
+            self.close_conn(c, true);
+        }
+    }
+
+    /// Runs `f` on host `h`'s core and carries out what it asks.
+    fn with_core<R>(&mut self, h: usize, f: impl FnOnce(&mut DownloadCore) -> R) -> Option<R> {
+        let core = self.hosts[h].core.as_mut()?;
+        let r = f(core);
+        let actions: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        for a in actions {
+            self.apply(h, a);
+        }
+        Some(r)
+    }
+
+    fn apply(&mut self, h: usize, action: Action) {
+        match action {
+            Action::Connect { peer, addr } => {
+                let server = host_of(&addr);
+                let c = self.conns.len();
+                self.conns.push(Conn {
+                    client: h,
+                    server,
+                    peer,
+                    client_life: self.hosts[h].life,
+                    server_life: self.hosts.get(server).map_or(0, |s| s.life),
+                    session: ServerSession::new(64),
+                    queue: VecDeque::new(),
+                    flow: None,
+                    open: true,
+                });
+                self.hosts[h].client_conns.insert(peer, c);
+                let rtt = 2.0 * self.one_way(h, server.min(self.hosts.len() - 1));
+                self.at(self.now + rtt, Ev::Connected(c));
+            }
+            Action::Send { peer, bytes } => {
+                if let Some(&c) = self.hosts[h].client_conns.get(&peer) {
+                    let d = self.one_way(h, self.conns[c].server);
+                    self.at(self.now + d, Ev::ToServer(c, bytes));
+                }
+            }
+            Action::Close { peer, .. } => {
+                if let Some(c) = self.hosts[h].client_conns.remove(&peer) {
+                    self.close_conn(c, false);
+                }
+            }
+            Action::WantPeers => {
+                let mut list: Vec<SocketAddr> = self
+                    .hosts
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, o)| {
+                        *i != h
+                            && o.have.count_ones() > 0
+                            && (o.online
+                                || o.left_at.is_some_and(|l| self.now - l < PEER_TTL.as_secs_f64()))
+                    })
+                    .map(|(i, _)| addr_of(i))
+                    .collect();
+                for i in (1..list.len()).rev() {
+                    let j = (self.rand() % (i as u64 + 1)) as usize;
+                    list.swap(i, j);
+                }
+                // The tracker is as far as the host's own latency, twice.
+                let rtt = 2.0 * self.hosts[h].spec.latency.as_secs_f64();
+                let life = self.hosts[h].life;
+                self.at(self.now + rtt, Ev::Peers(h, life, list));
+            }
+            Action::Complete => {
+                let host = &mut self.hosts[h];
+                host.done = true;
+                host.finished_at = self.now - host.joined_at;
+                host.core = None;
+            }
+            Action::Failed(_) => {
+                self.hosts[h].core = None;
+            }
+            Action::SyncState | Action::FirstPiece => {}
+        }
+    }
+
+    fn on_connected(&mut self, c: usize) {
+        let (client, server, peer) =
+            (self.conns[c].client, self.conns[c].server, self.conns[c].peer);
+        if !self.conns[c].open || self.hosts[client].life != self.conns[c].client_life {
+            return;
+        }
+        let up = self.hosts.get(server).is_some_and(|s| s.online);
+        if !up {
+            self.conns[c].open = false;
+            self.hosts[client].client_conns.remove(&peer);
+            self.with_core(client, |core| core.closed(peer, "connection refused"));
+            return;
+        }
+        self.conns[c].server_life = self.hosts[server].life;
+        self.hosts[server].server_conns.push(c);
+        let now = self.instant();
+        self.with_core(client, |core| core.connected(peer, now));
+    }
+
+    fn at_server(&mut self, c: usize, mut bytes: &[u8]) {
+        let server = self.conns[c].server;
+        if !self.conns[c].open || self.hosts[server].life != self.conns[c].server_life {
+            return;
+        }
+        while let Ok((msg, used)) = peer::decode(bytes) {
+            bytes = &bytes[used..];
+            let have = &self.hosts[server].have;
+            let corrupt = self.hosts[server].spec.corrupt;
+            let has = |p: u32| corrupt || have.get(p);
+            let d = self.one_way(c_client(&self.conns, c), server);
+            match self.conns[c].session.on_message(&msg, has) {
+                Ok(ServerAction::Admit { .. }) => {
+                    self.conns[c].session.accept(self.meta.geometry());
+                    let bits = if corrupt {
+                        Bitfield::full(self.meta.piece_hashes.len() as u32)
+                    } else {
+                        self.hosts[server].have.clone()
+                    };
+                    self.at(
+                        self.now + d,
+                        Ev::ToClient(c, ToClient::Bitfield(bits.as_bytes().to_vec())),
+                    );
+                }
+                Ok(ServerAction::Serve { piece, .. }) => {
+                    self.conns[c].queue.push_back(piece);
+                    if self.conns[c].flow.is_none() {
+                        self.start_next(c);
+                    }
+                }
+                Ok(ServerAction::Cancel { piece, .. }) => {
+                    if let Some(pos) = self.conns[c].queue.iter().position(|p| *p == piece) {
+                        self.conns[c].queue.remove(pos);
+                        self.conns[c].session.served();
+                    }
+                }
+                Ok(ServerAction::Nothing) => {}
+                Err(r) if !r.fatal && r.code == ErrorCode::NotAvailable => {
+                    self.at(self.now + d, Ev::ToClient(c, ToClient::NotAvailable));
+                }
+                Err(r) => {
+                    self.at(self.now + d, Ev::ToClient(c, ToClient::Refused(r.text)));
+                    self.close_conn(c, true);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn at_client(&mut self, c: usize, msg: ToClient) {
+        let (client, peer) = (self.conns[c].client, self.conns[c].peer);
+        if self.hosts[client].life != self.conns[c].client_life
+            || self.hosts[client].client_conns.get(&peer) != Some(&c)
+        {
+            return;
+        }
+        let now = self.instant();
+        match msg {
+            ToClient::Bitfield(b) => {
+                self.with_core(client, |core| core.on_message(peer, &Message::Bitfield(&b), now));
+            }
+            ToClient::Have(i) => {
+                self.with_core(client, |core| core.on_message(peer, &Message::Have(i), now));
+            }
+            ToClient::NotAvailable => {
+                let m = Message::Error { code: ErrorCode::NotAvailable, text: "not available" };
+                self.with_core(client, |core| core.on_message(peer, &m, now));
+            }
+            ToClient::Refused(text) => {
+                let m = Message::Error { code: ErrorCode::BadMessage, text: &text };
+                self.hosts[client].client_conns.remove(&peer);
+                self.with_core(client, |core| core.on_message(peer, &m, now));
+            }
+            ToClient::Closed => {
+                self.hosts[client].client_conns.remove(&peer);
+                self.with_core(client, |core| core.closed(peer, "closed by the server"));
+            }
+            ToClient::Piece(piece) => {
+                let len =
+                    self.meta.geometry().len_of(
+                        self.meta.geometry().piece(u64::from(piece)).expect("a served piece"),
+                    ) as usize;
+                let fate = self.with_core(client, |core| core.on_piece(peer, piece, 0, len, now));
+                if fate != Some(PieceFate::Verify) {
+                    return;
+                }
+                let server = self.conns[c].server;
+                let corrupt = self.hosts[server].spec.corrupt;
+                let d = if corrupt { Sha1Digest([0; 20]) } else { digest(piece) };
+                let write =
+                    self.with_core(client, |core| core.piece_hashed(piece, d)) == Some(true);
+                if !write {
+                    if corrupt {
+                        self.bad_pieces += 1;
+                        self.banned.insert(server);
+                    }
+                    return;
+                }
+                self.hosts[client].have.set(piece);
+                self.with_core(client, |core| core.piece_written(piece, Ok(()), now));
+                // Every downloader this host serves hears of it.
+                let serving: Vec<usize> = self.hosts[client].server_conns.clone();
+                for sc in serving {
+                    if self.conns[sc].open && self.conns[sc].session.is_open() {
+                        let d = self.one_way(client, self.conns[sc].client);
+                        self.at(self.now + d, Ev::ToClient(sc, ToClient::Have(piece)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The server end sends the next queued piece of connection `c`.
+    fn start_next(&mut self, c: usize) {
+        let Some(piece) = self.conns[c].queue.pop_front() else { return };
+        let g = self.meta.geometry();
+        let len = g.len_of(g.piece(u64::from(piece)).expect("range-checked")) as f64;
+        let mut f = Flow {
+            conn: c,
+            piece,
+            remaining: len,
+            rate: 0.0,
+            since: self.now,
+            gen: 0,
+            scheduled: f64::INFINITY,
+            live: true,
+        };
+        let id = match self.free_flows.pop() {
+            Some(i) => {
+                f.gen = self.flows[i].gen + 1;
+                self.flows[i] = f;
+                i
+            }
+            None => {
+                self.flows.push(f);
+                self.flows.len() - 1
+            }
+        };
+        self.conns[c].flow = Some(id);
+        let (s, r) = (self.conns[c].server, self.conns[c].client);
+        self.hosts[s].up_flows += 1;
+        self.hosts[r].down_flows += 1;
+        self.reshare(s, r);
+    }
+
+    /// Flow counts changed at `a` and `b`: every flow touching either gets
+    /// its new rate and completion time.
+    fn reshare(&mut self, a: usize, b: usize) {
+        let mut touched: Vec<usize> = Vec::new();
+        for h in [a, b] {
+            for &c in &self.hosts[h].server_conns {
+                if let Some(f) = self.conns[c].flow {
+                    touched.push(f);
+                }
+            }
+            for &c in self.hosts[h].client_conns.values() {
+                if let Some(f) = self.conns[c].flow {
+                    touched.push(f);
+                }
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for f in touched {
+            self.settle(f);
+            let c = self.flows[f].conn;
+            let (s, r) = (self.conns[c].server, self.conns[c].client);
+            let up = self.hosts[s].spec.up / self.hosts[s].up_flows.max(1) as f64;
+            let down = self.hosts[r].spec.down / self.hosts[r].down_flows.max(1) as f64;
+            let fl = &mut self.flows[f];
+            fl.rate = up.min(down);
+            let done = self.now + fl.remaining / fl.rate.max(1.0);
+            if done < fl.scheduled - 1e-9 {
+                fl.scheduled = done;
+                let g = fl.gen;
+                self.at(done, Ev::FlowDone(f, g));
+            }
+        }
+    }
+
+    /// Brings a flow's remaining bytes up to now.
+    fn settle(&mut self, f: usize) {
+        let now = self.now;
+        let fl = &mut self.flows[f];
+        let sent = (fl.rate * (now - fl.since)).min(fl.remaining);
+        fl.remaining -= sent;
+        fl.since = now;
+        let c = fl.conn;
+        let s = self.conns[c].server;
+        self.hosts[s].uploaded += sent as u64;
+        let sec = now as usize;
+        if self.upload_per_s.len() <= sec {
+            self.upload_per_s.resize(sec + 1, 0);
+        }
+        self.upload_per_s[sec] += sent as u64;
+    }
+
+    fn on_flow_done(&mut self, f: usize, gen: u64) {
+        if !self.flows[f].live || self.flows[f].gen != gen {
+            return;
+        }
+        self.settle(f);
+        let fl = &mut self.flows[f];
+        if fl.remaining > 0.5 {
+            // Slowed down since this was queued: not done yet.
+            let done = self.now + fl.remaining / fl.rate.max(1.0);
+            fl.scheduled = done;
+            self.at(done, Ev::FlowDone(f, gen));
+            return;
+        }
+        let (c, piece) = (self.flows[f].conn, self.flows[f].piece);
+        self.end_flow(f);
+        let (s, r) = (self.conns[c].server, self.conns[c].client);
+        self.conns[c].session.served();
+        let d = self.one_way(s, r);
+        self.at(self.now + d, Ev::ToClient(c, ToClient::Piece(piece)));
+        self.start_next(c);
+        if self.conns[c].flow.is_none() {
+            self.reshare(s, r);
+        }
+    }
+
+    fn end_flow(&mut self, f: usize) {
+        let c = self.flows[f].conn;
+        self.flows[f].live = false;
+        self.free_flows.push(f);
+        self.conns[c].flow = None;
+        let (s, r) = (self.conns[c].server, self.conns[c].client);
+        self.hosts[s].up_flows -= 1;
+        self.hosts[r].down_flows -= 1;
+    }
+
+    /// Ends a connection; `tell_client`: the downloader learns it after
+    /// the path's latency (a server that left, or refused).
+    fn close_conn(&mut self, c: usize, tell_client: bool) {
+        if !self.conns[c].open {
+            return;
+        }
+        self.conns[c].open = false;
+        self.conns[c].queue.clear();
+        let (s, r) = (self.conns[c].server, self.conns[c].client);
+        if let Some(f) = self.conns[c].flow {
+            self.settle(f);
+            self.end_flow(f);
+            self.reshare(s, r);
+        }
+        if let Some(h) = self.hosts.get_mut(s) {
+            h.server_conns.retain(|x| *x != c);
+        }
+        if tell_client && self.hosts[r].online {
+            let d = self.one_way(s.min(self.hosts.len() - 1), r);
+            self.at(self.now + d, Ev::ToClient(c, ToClient::Closed));
+        }
+    }
+
+    fn report(&self) -> Report {
+        let mut completion: Vec<f64> = Vec::new();
+        let mut incomplete = 0;
+        for h in self.hosts.iter().filter(|h| !h.spec.seed) {
+            if h.done {
+                completion.push(h.finished_at);
+            } else {
+                incomplete += 1;
+            }
+        }
+        completion.sort_by(f64::total_cmp);
+        let len = self.sc.file_len as f64;
+        let seed_up: f64 =
+            self.sc.hosts.iter().filter(|h| h.seed && !h.corrupt).map(|h| h.up).sum();
+        let down_min =
+            self.sc.hosts.iter().filter(|h| !h.seed).map(|h| h.down).fold(f64::INFINITY, f64::min);
+        let downloaders = self.sc.hosts.iter().filter(|h| !h.seed).count();
+        let total_up: f64 = self.sc.hosts.iter().map(|h| h.up).sum();
+        Report {
+            name: self.sc.name.clone(),
+            seed: self.sc.seed,
+            file_len: self.sc.file_len,
+            hosts: self.sc.hosts.len(),
+            downloaders,
+            completion_s: completion,
+            incomplete,
+            bound_seed_up_s: len / seed_up,
+            bound_down_s: len / down_min,
+            bound_total_up_s: len * downloaders as f64 / total_up,
+            seed_uploaded: self
+                .hosts
+                .iter()
+                .filter(|h| h.spec.seed && !h.spec.corrupt)
+                .map(|h| h.uploaded)
+                .sum(),
+            total_uploaded: self.hosts.iter().map(|h| h.uploaded).sum(),
+            upload_per_s: self.upload_per_s.clone(),
+            banned_hosts: self.banned.iter().copied().collect(),
+            bad_pieces: self.bad_pieces,
+            events: self.processed,
+            virtual_s: self.now,
+        }
+    }
+}
+
+fn c_client(conns: &[Conn], c: usize) -> usize {
+    conns[c].client
+}

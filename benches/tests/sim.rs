@@ -1,0 +1,80 @@
+//! Small versions of the swarm scenarios (seconds of CPU): the simulator
+//! over the real download core and server sessions.
+
+use std::time::Duration;
+
+use ringshare_benches::sim::{self, HostSpec, Scenario};
+
+const MIB: u64 = 1024 * 1024;
+
+fn crowd(n: usize, mbit: f64, file: u64, seed: u64) -> Scenario {
+    let mut hosts = vec![HostSpec { seed: true, ..HostSpec::symmetric(mbit, 10) }];
+    for i in 0..n {
+        hosts.push(HostSpec::symmetric(mbit, 5 + (i as u64 * 7) % 40));
+    }
+    Scenario {
+        name: format!("flash-{n}"),
+        file_len: file,
+        hosts,
+        seed,
+        limit: Duration::from_secs(600),
+    }
+}
+
+#[test]
+fn a_flash_crowd_completes_near_its_bound_and_the_same_seed_repeats() {
+    let sc = crowd(10, 100.0, 32 * MIB, 1);
+    let r = sim::run(&sc);
+    assert_eq!(r.incomplete, 0, "{r:?}");
+    assert_eq!(r.completion_s.len(), 10);
+    let bound = r.bound_seed_up_s.max(r.bound_down_s).max(r.bound_total_up_s);
+    let last = *r.completion_s.last().unwrap();
+    eprintln!(
+        "flash-10: last {last:.2}s, bound {bound:.2}s, seed uploaded {} MiB",
+        r.seed_uploaded / MIB
+    );
+    assert!(last >= bound, "faster than the bound: {last} < {bound}");
+    // Downloaders trade: the seed sends far less than every copy.
+    assert!(r.seed_uploaded < 10 * 32 * MIB / 2, "seed uploaded {}", r.seed_uploaded);
+    let again = sim::run(&sc);
+    assert_eq!(again.completion_s, r.completion_s, "one seed, one run");
+    assert_eq!(again.events, r.events);
+    let other = sim::run(&Scenario { seed: 2, ..sc });
+    assert_ne!(other.events, r.events, "another seed, another run");
+}
+
+#[test]
+fn a_corrupt_peer_is_banned_and_everyone_completes() {
+    let mut sc = crowd(20, 100.0, 16 * MIB, 3);
+    sc.hosts.push(HostSpec { seed: true, corrupt: true, ..HostSpec::symmetric(100.0, 5) });
+    let corrupt = sc.hosts.len() - 1;
+    let r = sim::run(&sc);
+    assert_eq!(r.incomplete, 0, "{r:?}");
+    assert!(r.bad_pieces > 0, "nobody took a piece from it");
+    assert_eq!(r.banned_hosts, vec![corrupt]);
+}
+
+#[test]
+fn downloaders_that_leave_and_return_resume_and_complete() {
+    let mut sc = crowd(20, 50.0, 16 * MIB, 5);
+    for (i, h) in sc.hosts.iter_mut().enumerate().skip(1).step_by(3) {
+        h.leave = Some(Duration::from_millis(400 + 100 * i as u64));
+        if i % 2 == 1 {
+            h.rejoin = Some(Duration::from_secs(5));
+        }
+    }
+    let leavers = sc.hosts.iter().filter(|h| h.leave.is_some() && h.rejoin.is_none()).count();
+    let r = sim::run(&sc);
+    assert_eq!(r.incomplete, leavers, "{r:?}");
+    assert_eq!(r.completion_s.len(), 20 - leavers);
+}
+
+#[test]
+fn late_joiners_get_the_file_from_the_running_swarm() {
+    let mut sc = crowd(16, 100.0, 16 * MIB, 7);
+    for (i, h) in sc.hosts.iter_mut().enumerate().skip(9) {
+        h.join = Duration::from_millis(500 * i as u64);
+    }
+    let r = sim::run(&sc);
+    assert_eq!(r.incomplete, 0, "{r:?}");
+}
