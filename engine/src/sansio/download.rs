@@ -49,6 +49,9 @@ pub const PEER_RETRY: Duration = Duration::from_millis(500);
 pub const NO_PEER_LIMIT: Duration = Duration::from_secs(60);
 /// How often the record of verified pieces is made durable.
 pub const SYNC_EVERY: Duration = Duration::from_millis(500);
+/// How long a request may wait behind others in a peer's queue before it
+/// is asked elsewhere, when another peer has the piece.
+pub const REQUEST_PATIENCE: Duration = Duration::from_secs(4);
 /// Most peers one download connects to at once (BitTorrent clients keep
 /// 50–80): a swarm of thousands would otherwise have every downloader
 /// connect to every other.
@@ -613,7 +616,14 @@ impl DownloadCore {
         if !active.is_empty() {
             self.last_peer_seen = now;
         }
+        // A peer that had to give requests back is not refilled in the same
+        // tick: the others get the first pick of what it gave back.
+        let gave_back: Vec<PeerId> =
+            active.iter().copied().filter(|&id| self.requeue_stale(id, now)).collect();
         for id in active {
+            if gave_back.contains(&id) {
+                continue;
+            }
             self.fill(id, now);
         }
         self.flush();
@@ -674,6 +684,36 @@ impl DownloadCore {
         if p.out.len() > before {
             self.to_flush.push(peer);
         }
+    }
+
+    /// Requests that have waited [`REQUEST_PATIENCE`] in a peer's queue
+    /// behind the one it is sending, for pieces another connected peer
+    /// also has, are cancelled there and go back to the picker: a peer
+    /// whose upload is shared by many (a seed in a flash crowd) would
+    /// otherwise hold them until the endgame while others could send them.
+    fn requeue_stale(&mut self, peer: PeerId, now: Instant) -> bool {
+        let Some(p) = self.peers.get_mut(&peer) else { return false };
+        let mut gave_back = false;
+        let mut k = 1;
+        while k < p.outstanding.len() {
+            let (piece, sent) = p.outstanding[k];
+            let stale = now.saturating_duration_since(sent) > REQUEST_PATIENCE
+                && self.picker.availability(piece) > 1;
+            if !stale {
+                k += 1;
+                continue;
+            }
+            p.outstanding.remove(k);
+            self.picker.unrequest(piece, peer);
+            p.cancelled.insert(piece);
+            let len = self.geometry.piece(u64::from(piece)).map_or(0, |i| self.geometry.len_of(i));
+            peer::encode(&Message::Cancel { piece, offset: 0, len: len as u32 }, &mut p.out);
+            if !self.to_flush.contains(&peer) {
+                self.to_flush.push(peer);
+            }
+            gave_back = true;
+        }
+        gave_back
     }
 
     /// Turns the frames queued for peers into `Send` actions.
@@ -1448,6 +1488,57 @@ mod tests {
             v
         };
         assert_ne!(picked(1), picked(2), "two downloaders pick different peers");
+    }
+
+    #[test]
+    fn requests_waiting_too_long_at_a_busy_peer_are_asked_elsewhere() {
+        let t0 = Instant::now();
+        // Peer 0 took 8 requests; peer 1 took 8 others. Neither answers.
+        let (mut core, asked) = one_active_peer(24, t0);
+        assert_eq!(asked.len(), 8);
+        let t = t0 + REQUEST_PATIENCE + Duration::from_millis(1);
+        core.tick(t);
+        let sent: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        let mut cancelled = Vec::new();
+        for a in &sent {
+            if let Action::Send { peer: 0, bytes } = a {
+                let mut b = &bytes[..];
+                while let Ok((m, used)) = peer::decode(b) {
+                    if let Message::Cancel { piece, .. } = m {
+                        cancelled.push(piece);
+                    }
+                    b = &b[used..];
+                }
+            }
+        }
+        // All but the one it is sending, and asked of peer 1 or 0 again
+        // as the picker sees fit; none is lost.
+        assert_eq!(cancelled, asked[1..].to_vec(), "{sent:?}");
+        // A late copy of a cancelled piece is dropped, not a protocol error.
+        assert_eq!(core.on_piece(0, asked[3], 0, PIECE_LEN as usize, t), PieceFate::Discard);
+        assert!(closes(&mut core).is_empty());
+        // A piece only this peer has is left where it is.
+        let t0 = Instant::now();
+        let mut core = DownloadCore::new(
+            meta(4),
+            "u".into(),
+            vec![],
+            None,
+            &Bitfield::new(4),
+            Timeouts::default(),
+            1,
+            t0,
+        );
+        core.add_peers(&[addr(1)], t0);
+        core.connected(0, t0);
+        core.on_message(0, &Message::Bitfield(Bitfield::full(4).as_bytes()), t0);
+        while core.poll_action().is_some() {}
+        core.tick(t0 + REQUEST_PATIENCE * 2);
+        let cancels = requests_in(&[], 0).len()
+            + std::iter::from_fn(|| core.poll_action())
+                .filter(|a| matches!(a, Action::Send { bytes, .. } if peer::decode(bytes).is_ok_and(|(m, _)| matches!(m, Message::Cancel { .. }))))
+                .count();
+        assert_eq!(cancels, 0, "nobody else has those pieces");
     }
 
     proptest! {

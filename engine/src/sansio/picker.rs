@@ -80,6 +80,11 @@ impl Picker {
         self.state.get(piece as usize) == Some(&PieceState::Have)
     }
 
+    /// How many connected peers have a piece.
+    pub fn availability(&self, piece: u32) -> u32 {
+        self.availability.get(piece as usize).copied().unwrap_or(0)
+    }
+
     /// A peer connected with this bitfield.
     pub fn add_peer(&mut self, bits: &Bitfield) {
         for i in 0..self.state.len() as u32 {
