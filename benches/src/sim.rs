@@ -123,6 +123,9 @@ pub struct Report {
     pub total_uploaded: u64,
     /// Upload (all hosts) per second of the run, bytes.
     pub upload_per_s: Vec<u64>,
+    /// Link use over time of some hosts: every seed and the first five
+    /// downloaders.
+    pub traced: Vec<HostTrace>,
     /// Hosts banned by at least one downloader (corrupt ones should be).
     pub banned_hosts: Vec<usize>,
     /// Pieces that failed their digest.
@@ -131,6 +134,23 @@ pub struct Report {
     pub events: u64,
     /// See `events`.
     pub virtual_s: f64,
+}
+
+/// One host's link use, per second of the run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct HostTrace {
+    /// Its index in the scenario.
+    pub host: usize,
+    /// "seed", "corrupt" or "downloader".
+    pub role: &'static str,
+    /// Link capacities, bytes/s.
+    pub up_capacity: f64,
+    /// See `up_capacity`.
+    pub down_capacity: f64,
+    /// Bytes sent in each second.
+    pub up_per_s: Vec<u64>,
+    /// Bytes received in each second.
+    pub down_per_s: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -228,6 +248,7 @@ struct Sim<'a> {
     free_flows: Vec<usize>,
     rng: u64,
     upload_per_s: Vec<u64>,
+    traced: HashMap<usize, HostTrace>,
     banned: std::collections::BTreeSet<usize>,
     bad_pieces: u64,
     processed: u64,
@@ -297,10 +318,30 @@ impl<'a> Sim<'a> {
             free_flows: Vec::new(),
             rng: sc.seed | 1,
             upload_per_s: Vec::new(),
+            traced: HashMap::new(),
             banned: Default::default(),
             bad_pieces: 0,
             processed: 0,
         };
+        let mut downloaders = 0;
+        for (i, h) in sc.hosts.iter().enumerate() {
+            let role = match (h.seed, h.corrupt) {
+                (_, true) => "corrupt",
+                (true, false) => "seed",
+                (false, false) => "downloader",
+            };
+            if role != "downloader" || downloaders < 5 {
+                downloaders += usize::from(role == "downloader");
+                let t = HostTrace {
+                    host: i,
+                    role,
+                    up_capacity: h.up,
+                    down_capacity: h.down,
+                    ..HostTrace::default()
+                };
+                s.traced.insert(i, t);
+            }
+        }
         for (i, h) in sc.hosts.iter().enumerate() {
             s.at(h.join.as_secs_f64(), Ev::Join(i));
             if let Some(l) = h.leave {
@@ -719,17 +760,20 @@ impl<'a> Sim<'a> {
     fn settle(&mut self, f: usize) {
         let now = self.now;
         let fl = &mut self.flows[f];
-        let sent = (fl.rate * (now - fl.since)).min(fl.remaining);
+        let since = fl.since;
+        let sent = (fl.rate * (now - since)).min(fl.remaining);
         fl.remaining -= sent;
         fl.since = now;
         let c = fl.conn;
-        let s = self.conns[c].server;
+        let (s, r) = (self.conns[c].server, self.conns[c].client);
         self.hosts[s].uploaded += sent as u64;
-        let sec = now as usize;
-        if self.upload_per_s.len() <= sec {
-            self.upload_per_s.resize(sec + 1, 0);
+        spread(&mut self.upload_per_s, since, now, sent);
+        if let Some(t) = self.traced.get_mut(&s) {
+            spread(&mut t.up_per_s, since, now, sent);
         }
-        self.upload_per_s[sec] += sent as u64;
+        if let Some(t) = self.traced.get_mut(&r) {
+            spread(&mut t.down_per_s, since, now, sent);
+        }
     }
 
     fn on_flow_done(&mut self, f: usize, gen: u64) {
@@ -827,11 +871,38 @@ impl<'a> Sim<'a> {
                 .sum(),
             total_uploaded: self.hosts.iter().map(|h| h.uploaded).sum(),
             upload_per_s: self.upload_per_s.clone(),
+            traced: {
+                let mut t: Vec<HostTrace> = self.traced.values().cloned().collect();
+                t.sort_by_key(|t| t.host);
+                t
+            },
             banned_hosts: self.banned.iter().copied().collect(),
             bad_pieces: self.bad_pieces,
             events: self.processed,
             virtual_s: self.now,
         }
+    }
+}
+
+/// Adds `bytes` sent evenly over `[from, to]` seconds to per-second totals.
+fn spread(v: &mut Vec<u64>, from: f64, to: f64, bytes: f64) {
+    if bytes <= 0.0 {
+        return;
+    }
+    let last = to as usize;
+    if v.len() <= last {
+        v.resize(last + 1, 0);
+    }
+    if to - from <= 0.0 {
+        v[last] += bytes as u64;
+        return;
+    }
+    let mut t = from;
+    while t < to {
+        let sec = t as usize;
+        let end = ((sec + 1) as f64).min(to);
+        v[sec] += (bytes * (end - t) / (to - from)).round() as u64;
+        t = end;
     }
 }
 

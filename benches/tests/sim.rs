@@ -36,6 +36,17 @@ fn a_flash_crowd_completes_near_its_bound_and_the_same_seed_repeats() {
     assert!(last >= bound, "faster than the bound: {last} < {bound}");
     // Downloaders trade: the seed sends far less than every copy.
     assert!(r.seed_uploaded < 10 * 32 * MIB / 2, "seed uploaded {}", r.seed_uploaded);
+    // Link use over time: the seed's bytes per second add up to its upload
+    // and never exceed its uplink.
+    let seed = r.traced.iter().find(|t| t.role == "seed").expect("the seed is traced");
+    let sum: u64 = seed.up_per_s.iter().sum();
+    assert!(
+        sum.abs_diff(r.seed_uploaded) <= r.seed_uploaded / 10_000,
+        "{sum} vs {}",
+        r.seed_uploaded
+    );
+    assert!(seed.up_per_s.iter().all(|b| *b as f64 <= seed.up_capacity * 1.001));
+    assert_eq!(r.traced.iter().filter(|t| t.role == "downloader").count(), 5);
     let again = sim::run(&sc);
     assert_eq!(again.completion_s, r.completion_s, "one seed, one run");
     assert_eq!(again.events, r.events);
