@@ -40,6 +40,11 @@ impl Hlc {
         self.last = self.last.max(other.last);
     }
 
+    /// The wall-clock part of the newest stamp made or observed.
+    pub fn last_wall_ms(&self) -> u64 {
+        self.last.0
+    }
+
     /// Takes a stamp from elsewhere into account.
     pub fn observe(&mut self, s: Stamp) {
         if (s.wall_ms, s.counter) > self.last {

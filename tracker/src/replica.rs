@@ -59,6 +59,17 @@ pub enum ReceiveError {
         /// The bound.
         bound_ms: u64,
     },
+    /// An image (catch-up past a compacted log) carries a clock further
+    /// ahead of this one than the skew bound allows.
+    #[error("an image from tracker {origin} is stamped {ahead_ms} ms ahead of this clock (bound {bound_ms} ms)")]
+    ImageFromTheFuture {
+        /// The tracker that sent it.
+        origin: u16,
+        /// How far ahead of this tracker's wall clock.
+        ahead_ms: u64,
+        /// The bound.
+        bound_ms: u64,
+    },
     /// The entries were taken but could not be made durable here: nothing
     /// may be acknowledged (the tracker stops).
     #[error("op log failed: {0}")]
@@ -78,6 +89,15 @@ pub struct ReplicaImage {
     pub base_known: Known,
     /// Entries after the base, in stamp order.
     pub entries: Vec<Entry>,
+}
+
+impl ReplicaImage {
+    /// The newest wall-clock time the image carries: its clock's, or an
+    /// entry's stamp (installing it moves this tracker's clock there).
+    pub fn newest_wall_ms(&self) -> u64 {
+        let entries = self.entries.iter().map(|e| e.stamp.wall_ms).max().unwrap_or(0);
+        self.hlc.last_wall_ms().max(entries)
+    }
 }
 
 /// A replica: the compacted base, the entries after it, the current state.

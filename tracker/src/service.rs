@@ -624,15 +624,28 @@ impl Tracker {
     }
 
     /// Replaces the state with another tracker's image when it holds
-    /// everything this one does (catching up past a compacted log).
-    pub fn install(&self, img: ReplicaImage) -> bool {
+    /// everything this one does (catching up past a compacted log). An
+    /// image stamped beyond the clock-skew bound is refused, as entries are:
+    /// installing it would move this tracker's clock (and every stamp it
+    /// makes after) that far ahead.
+    pub fn install(&self, img: ReplicaImage) -> Result<bool, ReceiveError> {
+        let bound_ms = self.config.max_clock_skew.as_millis() as u64;
+        let now = wall_ms();
+        let newest = img.newest_wall_ms();
+        if newest > now.saturating_add(bound_ms) {
+            return Err(ReceiveError::ImageFromTheFuture {
+                origin: img.me,
+                ahead_ms: newest - now,
+                bound_ms,
+            });
+        }
         let _one = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
         let mut inner = self.lock();
         let ok = inner.replica.install(img);
         if ok {
             inner.snapshot_now(None);
         }
-        ok
+        Ok(ok)
     }
 
     /// What this tracker holds, per origin.
@@ -1029,6 +1042,26 @@ mod tests {
         assert!(st.user_exists("near"));
         assert!(!st.user_exists("far"), "an entry an hour ahead is not applied");
         assert_eq!(t.known().get(&2), Some(&1));
+    }
+
+    #[test]
+    fn an_image_stamped_beyond_the_skew_bound_is_not_installed() {
+        let t = Tracker::new();
+        // Images that hold everything this tracker does (so that they would
+        // be installed), plus one entry of tracker 2 stamped `ahead_ms` ahead.
+        let image = |user: &str, ahead_ms: u64| {
+            let mine = t.lock().replica.image();
+            let hlc = crate::hlc::Hlc::new(2);
+            let mut other = Replica::from_image(ReplicaImage { me: 2, hlc, ..mine });
+            let op = Op::CreateUser { user: user.into(), password_hash: "x".into() };
+            other.propose(op, wall_ms() + ahead_ms).unwrap();
+            other.image()
+        };
+        let r = t.install(image("far", 3_600_000));
+        assert!(matches!(r, Err(ReceiveError::ImageFromTheFuture { origin: 2, .. })), "{r:?}");
+        assert!(!t.snapshot().user_exists("far"), "an image an hour ahead is not installed");
+        assert_eq!(t.install(image("near", 1_000)), Ok(true));
+        assert!(t.snapshot().user_exists("near"));
     }
 
     #[tokio::test]

@@ -234,10 +234,17 @@ async fn pull_once(tracker: &Tracker, addr: SocketAddr) -> Result<(), FrameIoErr
                 write_msg(&mut s, SYNC, &SyncMsg::Ack { known: tracker.known() }).await?;
             }
             SyncMsg::Image(img) => {
-                if !tracker.install(*img) {
-                    tracing::warn!(
+                match tracker.install(*img) {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(
                         "a peer's image does not cover this tracker's ops; waiting for entries"
-                    );
+                    ),
+                    Err(e) => {
+                        // Refused until the clocks agree: ask again later.
+                        tracing::warn!("{e}; reconnecting");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        return Ok(());
+                    }
                 }
                 write_msg(&mut s, SYNC, &SyncMsg::Ack { known: tracker.known() }).await?;
             }
