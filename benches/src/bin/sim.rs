@@ -13,7 +13,8 @@ use ringshare_benches::sim::{self, HostSpec, Report, Scenario};
 
 #[derive(Parser)]
 struct Args {
-    /// flash-10, flash-100, flash-1000, hetero, churn, late, corrupt, or all.
+    /// flash-N (any N; all runs 10, 100, 1000), hetero, churn, late,
+    /// corrupt, or all; several separated by commas.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// File size, MiB.
@@ -22,6 +23,9 @@ struct Args {
     /// Downloaders in the hetero, churn, late and corrupt scenarios.
     #[arg(long, default_value_t = 100)]
     peers: usize,
+    /// Link rate of every host in the flash crowds, Mbit/s each way.
+    #[arg(long, default_value_t = 100.0)]
+    mbit: f64,
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -55,11 +59,11 @@ fn scenario(name: &str, args: &Args) -> Result<Scenario> {
     let mut hosts = Vec::new();
     let lat = |rng: &mut Rng| rng.range(5, 50);
     match name {
-        "flash-10" | "flash-100" | "flash-1000" => {
-            let n: usize = name["flash-".len()..].parse()?;
-            hosts.push(seed_host(100.0));
+        flash if flash.starts_with("flash-") => {
+            let n: usize = flash["flash-".len()..].parse()?;
+            hosts.push(seed_host(args.mbit));
             for _ in 0..n {
-                hosts.push(HostSpec::symmetric(100.0, lat(&mut rng)));
+                hosts.push(HostSpec::symmetric(args.mbit, lat(&mut rng)));
             }
         }
         "hetero" => {
