@@ -60,11 +60,13 @@ fn two_hundred_peers_in_one_download() {
         let peers: Vec<SocketAddr> =
             (1..=PEERS).map(|i| SocketAddr::from(([127, 0, 0, i], s.addr().port()))).collect();
         let before = threads_now();
-        let (d, rx) = common::download_with(
+        // A download connects to at most 64 peers unless told otherwise.
+        let (d, rx) = common::download_full(
             dir.path(),
             &meta,
             peers,
             ringshare_engine::fetch::STALL_TIMEOUT,
+            usize::from(PEERS),
             io,
         );
         let mut most_peers = 0;

@@ -66,6 +66,7 @@ fn main() -> Result<()> {
     let tx = Mutex::new(tx);
     let mut spec = FetchSpec::new(meta.clone(), "u".into(), vec![], None);
     spec.io = args.io;
+    spec.max_peers = usize::from(args.peers);
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     let d = Download::start(

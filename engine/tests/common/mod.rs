@@ -44,12 +44,26 @@ pub fn download_with(
     stall: Duration,
     io: Backend,
 ) -> (Arc<Download>, mpsc::Receiver<FetchEvent>) {
+    let max_peers = ringshare_engine::download::MAX_PEERS;
+    download_full(dir, meta, peers, stall, max_peers, io)
+}
+
+/// [`download_with`], connecting to at most `max_peers` at once.
+pub fn download_full(
+    dir: &Path,
+    meta: &FileMeta,
+    peers: Vec<SocketAddr>,
+    stall: Duration,
+    max_peers: usize,
+    io: Backend,
+) -> (Arc<Download>, mpsc::Receiver<FetchEvent>) {
     let (part, have) = PartFile::open(&dir.join("out.bin"), meta).unwrap();
     let served = ServedFile::partial(meta.clone(), part.file().try_clone().unwrap(), have.clone());
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
     let mut spec = FetchSpec::new(meta.clone(), "u".into(), vec![], None);
     spec.stall_timeout = stall;
+    spec.max_peers = max_peers;
     spec.io = io;
     let d = Download::start(
         spec,

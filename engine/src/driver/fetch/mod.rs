@@ -118,6 +118,9 @@ pub struct FetchSpec {
     /// A request unanswered for this long marks its peer as stalled: the
     /// peer is dropped and its pieces are requested elsewhere.
     pub stall_timeout: Duration,
+    /// Most peers connected at once ([`crate::download::MAX_PEERS`] by
+    /// default).
+    pub max_peers: usize,
     /// The driver: io_uring (one ring thread carries every peer of every
     /// download) or a thread per peer. A ring that cannot start falls back
     /// to threads, with a warning.
@@ -132,7 +135,15 @@ impl FetchSpec {
         ticket: Vec<u8>,
         own_addr: Option<SocketAddr>,
     ) -> Self {
-        Self { meta, user, ticket, own_addr, stall_timeout: STALL_TIMEOUT, io: Backend::Threads }
+        Self {
+            meta,
+            user,
+            ticket,
+            own_addr,
+            stall_timeout: STALL_TIMEOUT,
+            max_peers: crate::download::MAX_PEERS,
+            io: Backend::Threads,
+        }
     }
 }
 
@@ -255,7 +266,11 @@ impl Download {
         let geometry = meta.geometry();
         let seed = u64::from_le_bytes(meta.sha1.0[..8].try_into().unwrap_or([7; 8]))
             ^ std::process::id() as u64;
-        let timeouts = Timeouts { stall: spec.stall_timeout, ..Timeouts::default() };
+        let timeouts = Timeouts {
+            stall: spec.stall_timeout,
+            max_peers: spec.max_peers,
+            ..Timeouts::default()
+        };
         let core = DownloadCore::new(
             spec.meta,
             spec.user,
