@@ -816,6 +816,21 @@ mod tests {
         }
     }
 
+    /// A download of `pieces` pieces, nothing verified yet.
+    fn fresh(pieces: u32, seed: u64, now: Instant) -> DownloadCore {
+        let none = Bitfield::new(pieces);
+        DownloadCore::new(
+            meta(pieces),
+            "u".into(),
+            vec![],
+            None,
+            &none,
+            Timeouts::default(),
+            seed,
+            now,
+        )
+    }
+
     fn addr(i: u8) -> SocketAddr {
         SocketAddr::from(([10, 0, 0, i], 7000))
     }
@@ -1163,16 +1178,7 @@ mod tests {
     #[test]
     fn no_peer_for_the_limit_fails_with_the_last_error() {
         let t0 = Instant::now();
-        let mut core = DownloadCore::new(
-            meta(4),
-            "u".into(),
-            vec![],
-            None,
-            &Bitfield::new(4),
-            Timeouts::default(),
-            1,
-            t0,
-        );
+        let mut core = fresh(4, 1, t0);
         let mut now = t0;
         let mut failed = None;
         while now < t0 + NO_PEER_LIMIT + Duration::from_secs(2) {
@@ -1194,16 +1200,7 @@ mod tests {
     /// A core with one active peer (id 0) that has every piece; returns it
     /// and the requests sent.
     fn one_active_peer(pieces: u32, now: Instant) -> (DownloadCore, Vec<u32>) {
-        let mut core = DownloadCore::new(
-            meta(pieces),
-            "u".into(),
-            vec![],
-            None,
-            &Bitfield::new(pieces),
-            Timeouts::default(),
-            1,
-            now,
-        );
+        let mut core = fresh(pieces, 1, now);
         core.add_peers(&[addr(1), addr(2)], now);
         core.connected(0, now);
         core.connected(1, now);
@@ -1400,16 +1397,7 @@ mod tests {
     fn requests_ride_behind_the_handshake_and_refusals_free_them() {
         let t0 = Instant::now();
         let pieces = 16;
-        let mut core = DownloadCore::new(
-            meta(pieces),
-            "u".into(),
-            vec![],
-            None,
-            &Bitfield::new(pieces),
-            Timeouts::default(),
-            1,
-            t0,
-        );
+        let mut core = fresh(pieces, 1, t0);
         core.add_peers(&[addr(1)], t0);
         core.connected(0, t0);
         let sent: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
@@ -1519,16 +1507,7 @@ mod tests {
         assert!(closes(&mut core).is_empty());
         // A piece only this peer has is left where it is.
         let t0 = Instant::now();
-        let mut core = DownloadCore::new(
-            meta(4),
-            "u".into(),
-            vec![],
-            None,
-            &Bitfield::new(4),
-            Timeouts::default(),
-            1,
-            t0,
-        );
+        let mut core = fresh(4, 1, t0);
         core.add_peers(&[addr(1)], t0);
         core.connected(0, t0);
         core.on_message(0, &Message::Bitfield(Bitfield::full(4).as_bytes()), t0);
@@ -1551,7 +1530,7 @@ mod tests {
         ) {
             let t0 = Instant::now();
             let pieces = 10;
-            let mut core = DownloadCore::new(meta(pieces), "u".into(), vec![], None, &Bitfield::new(pieces), Timeouts::default(), 3, t0);
+            let mut core = fresh(pieces, 3, t0);
             let mut now = t0;
             let mut written = HashSet::new();
             for (op, peer, piece, x, bytes) in ops {
