@@ -47,6 +47,7 @@ ROOT=$PWD
 [ "$(id -u)" -eq 0 ] || { echo "perf/wan.sh needs root (network namespaces)" >&2; exit 1; }
 need=()
 command -v nft >/dev/null || need+=(nftables)
+[ -x /usr/bin/time ] || need+=(time)
 if [ "$LIBTORRENT" = 1 ] && ! /usr/bin/python3 -c 'import libtorrent' 2>/dev/null; then
   need+=(python3-libtorrent)
 fi
@@ -173,7 +174,8 @@ for rtt in "${RTTS[@]}"; do
     dest=$work/dl-$rtt-$run
     mkdir -p "$dest"
     t0=$(date +%s.%N)
-    ip netns exec "$L" env RINGSHARE_STATE_DIR="$work/state-leech" "$BIN/ringshare" get \
+    ip netns exec "$L" env RINGSHARE_STATE_DIR="$work/state-leech" \
+      /usr/bin/time -f 'peak_rss_kib %M' -o "$work/rss.txt" "$BIN/ringshare" get \
       --trackers "$work/tracker_info.txt" --user leech --password-file "$work/pw" \
       --listen "$LIP:7300" --quiet --stats "$work/stats.json" team shared.bin "$dest" \
       >"$work/get.out" 2>"$work/get.log" </dev/null
@@ -184,9 +186,10 @@ for rtt in "${RTTS[@]}"; do
     # (login and logout through the delayed path included).
     mbs=$(python3 -c "import json; print(round(json.load(open('$work/stats.json'))['mbps'], 1))")
     wall=$(python3 -c "print(round($LEN / ($t1 - $t0) / 1e6, 1))")
-    echo "ringshare  RTT $rtt ms  $SEEDERS seeder(s)  $mbs MB/s (whole command: $wall MB/s)"
-    printf '{"program":"ringshare","rtt_ms":%s,"seeders":%s,"run":%s,"mb_s":%s,"command_mb_s":%s}\n' \
-      "$rtt" "$SEEDERS" "$run" "$mbs" "$wall" >>"$results"
+    rss=$(awk '/peak_rss_kib/ {print $2}' "$work/rss.txt")
+    echo "ringshare  RTT $rtt ms  $SEEDERS seeder(s)  $mbs MB/s (whole command: $wall MB/s, peak RSS $rss KiB)"
+    printf '{"program":"ringshare","rtt_ms":%s,"seeders":%s,"run":%s,"mb_s":%s,"command_mb_s":%s,"peak_rss_kib":%s}\n' \
+      "$rtt" "$SEEDERS" "$run" "$mbs" "$wall" "${rss:-0}" >>"$results"
     rm -rf "$dest" "$work/state-leech"
   done
   stop_all
