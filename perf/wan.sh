@@ -150,7 +150,7 @@ start_ringshare_swarm() {
       --trackers "$work/tracker_info.txt" --user "s$i" --password-file "$work/pw" \
       --listen "$SIP:$((7100 + i))" team "$FILE" >"$work/seed$i.out" 2>"$work/seed$i.log" </dev/null &
     pids+=($!)
-    for _ in $(seq 600); do grep -q "seeding on" "$work/seed$i.out" && break; sleep 0.1; done
+    for _ in $(seq 3000); do grep -q "seeding on" "$work/seed$i.out" && break; sleep 0.1; done
     grep -q "seeding on" "$work/seed$i.out" || { echo "seeder $i did not start" >&2; cat "$work/seed$i.log" >&2; exit 1; }
   done
 }
