@@ -252,6 +252,9 @@ struct Sim<'a> {
     banned: std::collections::BTreeSet<usize>,
     bad_pieces: u64,
     processed: u64,
+    /// Downloaders not yet finished nor gone for good, and in all.
+    remaining: usize,
+    downloaders: usize,
 }
 
 fn digest(i: u32) -> Sha1Digest {
@@ -322,6 +325,8 @@ impl<'a> Sim<'a> {
             banned: Default::default(),
             bad_pieces: 0,
             processed: 0,
+            remaining: sc.hosts.iter().filter(|h| !h.seed).count(),
+            downloaders: sc.hosts.iter().filter(|h| !h.seed).count(),
         };
         let mut downloaders = 0;
         for (i, h) in sc.hosts.iter().enumerate() {
@@ -407,10 +412,11 @@ impl<'a> Sim<'a> {
         self.report()
     }
 
+    /// Every downloader has finished or left for good (kept as a count:
+    /// checked after every event, a scan of the hosts made 1000-host runs
+    /// quadratic).
     fn all_done(&self) -> bool {
-        self.hosts.iter().all(|h| {
-            h.spec.seed || h.done || (!h.online && h.left_at.is_some() && h.spec.rejoin.is_none())
-        }) && self.hosts.iter().any(|h| !h.spec.seed)
+        self.remaining == 0 && self.downloaders > 0
     }
 
     fn dispatch(&mut self, ev: Ev) {
@@ -471,6 +477,9 @@ impl<'a> Sim<'a> {
         self.hosts[h].online = false;
         self.hosts[h].left_at = Some(self.now);
         self.hosts[h].core = None;
+        if !self.hosts[h].done && self.hosts[h].spec.rejoin.is_none() {
+            self.remaining -= 1;
+        }
         let host = &mut self.hosts[h];
         let mut conns: Vec<usize> = host.client_conns.drain().map(|(_, c)| c).collect();
         conns.append(&mut host.server_conns);
@@ -546,6 +555,9 @@ impl<'a> Sim<'a> {
             }
             Action::Complete => {
                 let host = &mut self.hosts[h];
+                if !host.done {
+                    self.remaining -= 1;
+                }
                 host.done = true;
                 host.finished_at = self.now - host.joined_at;
                 host.core = None;
