@@ -589,16 +589,16 @@ impl<'a> Sim<'a> {
     }
 
     fn at_server(&mut self, c: usize, mut bytes: &[u8]) {
-        let server = self.conns[c].server;
+        let (server, client) = (self.conns[c].server, self.conns[c].client);
         if !self.conns[c].open || self.hosts[server].life != self.conns[c].server_life {
             return;
         }
+        let d = self.one_way(client, server);
         while let Ok((msg, used)) = peer::decode(bytes) {
             bytes = &bytes[used..];
             let have = &self.hosts[server].have;
             let corrupt = self.hosts[server].spec.corrupt;
             let has = |p: u32| corrupt || have.get(p);
-            let d = self.one_way(c_client(&self.conns, c), server);
             match self.conns[c].session.on_message(&msg, has) {
                 Ok(ServerAction::Admit { .. }) => {
                     self.conns[c].session.accept(self.meta.geometry());
@@ -916,8 +916,4 @@ fn spread(v: &mut Vec<u64>, from: f64, to: f64, bytes: f64) {
         v[sec] += (bytes * (end - t) / (to - from)).round() as u64;
         t = end;
     }
-}
-
-fn c_client(conns: &[Conn], c: usize) -> usize {
-    conns[c].client
 }

@@ -155,6 +155,15 @@ struct Peer {
     out: Vec<u8>,
 }
 
+impl Peer {
+    /// Withdraws a request already taken off `outstanding`: a cancel goes
+    /// out, and its data is dropped if it comes anyway.
+    fn cancel(&mut self, piece: u32, len: u64) {
+        self.cancelled.insert(piece);
+        peer::encode(&Message::Cancel { piece, offset: 0, len: len as u32 }, &mut self.out);
+    }
+}
+
 /// A piece whose data arrived and is being hashed or written.
 #[derive(Debug, Clone, Copy)]
 struct InHand {
@@ -563,8 +572,7 @@ impl DownloadCore {
             let Some(p) = self.peers.get_mut(&loser) else { continue };
             if let Some(pos) = p.outstanding.iter().position(|(q, _)| *q == piece) {
                 p.outstanding.remove(pos);
-                p.cancelled.insert(piece);
-                peer::encode(&Message::Cancel { piece, offset: 0, len: len as u32 }, &mut p.out);
+                p.cancel(piece, len);
                 self.to_flush.push(loser);
             }
         }
@@ -705,9 +713,10 @@ impl DownloadCore {
             }
             p.outstanding.remove(k);
             self.picker.unrequest(piece, peer);
-            p.cancelled.insert(piece);
-            let len = self.geometry.piece(u64::from(piece)).map_or(0, |i| self.geometry.len_of(i));
-            peer::encode(&Message::Cancel { piece, offset: 0, len: len as u32 }, &mut p.out);
+            p.cancel(
+                piece,
+                self.geometry.piece(u64::from(piece)).map_or(0, |i| self.geometry.len_of(i)),
+            );
             if !self.to_flush.contains(&peer) {
                 self.to_flush.push(peer);
             }

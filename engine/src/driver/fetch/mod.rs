@@ -288,7 +288,6 @@ impl Download {
             connect: Vec::new(),
             want_peers: false,
             sync: false,
-            // An empty or already complete file is shareable at once.
             first: false,
             end: None,
         };

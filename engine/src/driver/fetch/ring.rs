@@ -623,16 +623,7 @@ impl Driver {
             inflight: 0,
             closing: false,
         });
-        let slot = match self.free.pop() {
-            Some(s) => {
-                self.conns[s] = Some(conn);
-                s
-            }
-            None => {
-                self.conns.push(Some(conn));
-                self.conns.len() - 1
-            }
-        };
+        let slot = place(&mut self.conns, &mut self.free, conn);
         if let Some(dl) = self.dls.get_mut(&id) {
             dl.conns.insert(peer, slot);
         }
@@ -866,9 +857,8 @@ impl Driver {
     fn on_hashed(&mut self, id: u64, piece: u32, buf: AlignedBuf, digest: Sha1Digest) {
         let Some(dl) = self.dls.get_mut(&id) else { return };
         dl.away -= 1;
-        let write = !dl.ending && lock(&dl.shared.driven).core.piece_hashed(piece, digest);
-        // A bad digest closed and banned the peer: carry that out.
-        self.core(id, |_, _| ());
+        // A bad digest closes and bans the peer: `core` carries that out.
+        let write = !dl.ending && self.core(id, |c, _| c.piece_hashed(piece, digest)) == Some(true);
         if !write {
             if let Some(dl) = self.dls.get_mut(&id) {
                 dl.bufs.push(buf);
@@ -882,16 +872,7 @@ impl Driver {
         let offset = g.range(g.piece(u64::from(piece)).expect("verified piece")).start;
         dl.away += 1;
         let w = Box::new(Write { dl: id, piece, buf, offset, done: 0, direct: false });
-        let slot = match self.free_writes.pop() {
-            Some(s) => {
-                self.writes[s] = Some(w);
-                s
-            }
-            None => {
-                self.writes.push(Some(w));
-                self.writes.len() - 1
-            }
-        };
+        let slot = place(&mut self.writes, &mut self.free_writes, w);
         self.submit_write(slot);
     }
 
@@ -1013,6 +994,20 @@ impl Driver {
         }
         c.sending.clear();
         self.start_send(slot);
+    }
+}
+
+/// Puts `v` in a free slot of `slots` (or a new one); returns its index.
+fn place<T>(slots: &mut Vec<Option<T>>, free: &mut Vec<usize>, v: T) -> usize {
+    match free.pop() {
+        Some(s) => {
+            slots[s] = Some(v);
+            s
+        }
+        None => {
+            slots.push(Some(v));
+            slots.len() - 1
+        }
     }
 }
 
