@@ -12,7 +12,7 @@ secs=${1:-600}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(wire_frame tracker_messages peer_session oplog_record shell_parse ticket_verify download_core)
+  targets=(wire_frame tracker_messages peer_session oplog_record shell_parse ticket_verify download_core secure_handshake)
 fi
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1

@@ -22,6 +22,9 @@
 #   RATE       tbf rate of the link, each direction        [1gbit]
 #   RUNS       runs per RTT and program                    [1]
 #   LIBTORRENT 0 to skip libtorrent                        [1]
+#   MODES      ringshare link modes: encrypted, plaintext  [encrypted]
+#              (plaintext: --plaintext on every seeder and the downloader;
+#              reported as program "ringshare-plaintext")
 #   OUT        results directory                           [perf/results/<date>]
 #
 # Needs root. Installs nftables and python3-libtorrent with apt-get when they
@@ -38,6 +41,7 @@ SIZE=${SIZE:-512MiB}
 RATE=${RATE:-1gbit}
 RUNS=${RUNS:-1}
 LIBTORRENT=${LIBTORRENT:-1}
+MODES=${MODES:-encrypted}
 DATE=$(date +%F)
 OUT=${OUT:-perf/results/$DATE}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
@@ -130,6 +134,8 @@ seed_shell() {
 }
 
 start_ringshare_swarm() {
+  local flags=()
+  [ "$1" = plaintext ] && flags=(--plaintext)
   rm -rf "$work/tracker-data" "$work"/state-*
   ip netns exec "$S" "$BIN/ringshare-tracker" "$work/tracker_info.txt" 1 \
     --data-dir "$work/tracker-data" >"$work/tracker.out" 2>"$work/tracker.log" </dev/null &
@@ -148,7 +154,7 @@ start_ringshare_swarm() {
   for i in $(seq 1 "$SEEDERS"); do
     ip netns exec "$S" env RINGSHARE_STATE_DIR="$work/state-s$i" "$BIN/ringshare" share \
       --trackers "$work/tracker_info.txt" --user "s$i" --password-file "$work/pw" \
-      --listen "$SIP:$((7100 + i))" team "$FILE" >"$work/seed$i.out" 2>"$work/seed$i.log" </dev/null &
+      --listen "$SIP:$((7100 + i))" "${flags[@]}" team "$FILE" >"$work/seed$i.out" 2>"$work/seed$i.log" </dev/null &
     pids+=($!)
     for _ in $(seq 3000); do grep -q "seeding on" "$work/seed$i.out" && break; sleep 0.1; done
     grep -q "seeding on" "$work/seed$i.out" || { echo "seeder $i did not start" >&2; cat "$work/seed$i.log" >&2; exit 1; }
@@ -169,7 +175,11 @@ for rtt in "${RTTS[@]}"; do
   relay=$!
   for _ in $(seq 50); do grep -q listening "$work/relay.out" && break; sleep 0.1; done
 
-  start_ringshare_swarm
+  for mode in $MODES; do
+  prog=ringshare
+  flags=()
+  if [ "$mode" = plaintext ]; then prog=ringshare-plaintext; flags=(--plaintext); fi
+  start_ringshare_swarm "$mode"
   for run in $(seq "$RUNS"); do
     dest=$work/dl-$rtt-$run
     mkdir -p "$dest"
@@ -177,7 +187,7 @@ for rtt in "${RTTS[@]}"; do
     ip netns exec "$L" env RINGSHARE_STATE_DIR="$work/state-leech" \
       /usr/bin/time -f 'peak_rss_kib %M' -o "$work/rss.txt" "$BIN/ringshare" get \
       --trackers "$work/tracker_info.txt" --user leech --password-file "$work/pw" \
-      --listen "$LIP:7300" --quiet --stats "$work/stats.json" team shared.bin "$dest" \
+      --listen "$LIP:7300" "${flags[@]}" --quiet --stats "$work/stats.json" team shared.bin "$dest" \
       >"$work/get.out" 2>"$work/get.log" </dev/null
     t1=$(date +%s.%N)
     cmp -s "$FILE" "$dest/shared.bin" || { echo "ringshare: copy differs at RTT $rtt" >&2; exit 1; }
@@ -187,12 +197,13 @@ for rtt in "${RTTS[@]}"; do
     mbs=$(python3 -c "import json; print(round(json.load(open('$work/stats.json'))['mbps'], 1))")
     wall=$(python3 -c "print(round($LEN / ($t1 - $t0) / 1e6, 1))")
     rss=$(awk '/peak_rss_kib/ {print $2}' "$work/rss.txt")
-    echo "ringshare  RTT $rtt ms  $SEEDERS seeder(s)  $mbs MB/s (whole command: $wall MB/s, peak RSS $rss KiB)"
-    printf '{"program":"ringshare","rtt_ms":%s,"seeders":%s,"run":%s,"mb_s":%s,"command_mb_s":%s,"peak_rss_kib":%s}\n' \
-      "$rtt" "$SEEDERS" "$run" "$mbs" "$wall" "${rss:-0}" >>"$results"
+    echo "$prog  RTT $rtt ms  $SEEDERS seeder(s)  $mbs MB/s (whole command: $wall MB/s, peak RSS $rss KiB)"
+    printf '{"program":"%s","rtt_ms":%s,"seeders":%s,"run":%s,"mb_s":%s,"command_mb_s":%s,"peak_rss_kib":%s}\n' \
+      "$prog" "$rtt" "$SEEDERS" "$run" "$mbs" "$wall" "${rss:-0}" >>"$results"
     rm -rf "$dest" "$work/state-leech"
   done
   stop_all
+  done
 
   if [ "$LIBTORRENT" = 1 ]; then
     mkdir -p "$work/lt"
@@ -235,7 +246,7 @@ for r in rtts:
 for i in range(6):
     v = top * i / 5
     body.append(f'<text x="{M-6}" y="{y(v)+4:.0f}" text-anchor="end">{v:.0f}</text>')
-for color, (prog, d) in zip(["#1f77b4", "#ff7f0e"], summary.items()):
+for color, (prog, d) in zip(["#1f77b4", "#ff7f0e", "#2ca02c"], summary.items()):
     pts = " ".join(f"{x(int(k)):.0f},{y(v):.0f}" for k, v in d.items())
     body.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>')
     for k, v in d.items():

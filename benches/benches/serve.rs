@@ -10,6 +10,11 @@
 //! - `raw`: a bare client that keeps 8 whole-piece requests in flight and
 //!   throws the data away: the server's send path with little else.
 //!
+//! Links are plaintext on both ends (`PeerSecurity::plaintext`): this bench
+//! compares the zero-copy send paths, which only a plaintext link uses; the
+//! cost of encryption is measured by `ringshare demo` with and without
+//! `--plaintext` (docs/PERFORMANCE.md).
+//!
 //! Server and client share the machine's cores. Variants are interleaved,
 //! round by round, so drift hits them all alike. Prints MB/s (1e6 bytes/s),
 //! the process's CPU seconds per GB sent, and ratios to the threads backend.
@@ -30,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use ringshare_engine::fetch::{Download, FetchEvent, FetchSpec, PeerList};
 use ringshare_engine::hash::HashPool;
+use ringshare_engine::link::PeerSecurity;
 use ringshare_engine::meta::FileMeta;
 use ringshare_engine::peer::{self, Message, PIECE_HEADER_LEN};
 use ringshare_engine::serve::{
@@ -125,7 +131,7 @@ fn wait_quiet(limit: Duration) -> bool {
 }
 
 fn server(variant: Variant, src: &Path, meta: &FileMeta) -> PieceServer {
-    let table = ServeTable::new(Box::new(|_, _, _| true));
+    let table = ServeTable::secured(Box::new(|_, _, _, _| true), plaintext());
     table.insert(ServedFile::complete(meta.clone(), File::open(src).expect("open source")));
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let limits = ServerLimits::default();
@@ -148,14 +154,17 @@ fn run_download(addr: SocketAddr, meta: &FileMeta, pool: &Arc<HashPool>) -> u64 
         ServedFile::partial(meta.clone(), part.file().try_clone().expect("dup"), have.clone());
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
-    let spec = FetchSpec::new(meta.clone(), "u".into(), vec![], None);
+    let mut spec = FetchSpec::new(meta.clone(), "u".into(), vec![], None);
+    spec.security = plaintext();
     let d = Download::start(
         spec,
         part,
         have,
         served,
         Arc::clone(pool),
-        Box::new(move || Ok(PeerList { addrs: vec![addr], ticket: None })),
+        Box::new(move || {
+            Ok(PeerList { addrs: vec![addr], ticket: None, keys: Default::default() })
+        }),
         Box::new(move |e| {
             let _ = tx.lock().map(|t| t.send(e));
         }),
@@ -169,6 +178,11 @@ fn run_download(addr: SocketAddr, meta: &FileMeta, pool: &Arc<HashPool>) -> u64 
     }
     d.wait();
     meta.len
+}
+
+/// Plaintext links with a fresh key.
+fn plaintext() -> PeerSecurity {
+    PeerSecurity { plaintext: true, ..PeerSecurity::ephemeral() }
 }
 
 /// Fetches every piece with 8 requests in flight and drops the data.

@@ -38,6 +38,11 @@ pub struct DemoArgs {
     /// Where to put the temporary files [default: the system temp dir].
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+    /// Peer links (downloads and serving) without encryption or
+    /// authentication, for benchmarks and trusted networks only: every node of the demo
+    /// (to compare with the encrypted default). Tracker links stay encrypted.
+    #[arg(long)]
+    pub plaintext: bool,
 }
 
 pub use ringshare_engine::sample::parse_size;
@@ -51,18 +56,20 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     .context("create a temporary directory")?;
     let dir = tmp.path();
     println!(
-        "ringshare demo: {} seeder(s), a {} file, in {}",
+        "ringshare demo: {} seeder(s), a {} file, in {}; peer links {}",
         args.seeders,
         human(args.size),
-        dir.display()
+        dir.display(),
+        if args.plaintext { "PLAINTEXT (--plaintext)" } else { "encrypted" }
     );
 
     // The tracker, in this process.
     let listener =
         tokio::net::TcpListener::bind("127.0.0.1:0").await.context("bind the tracker")?;
     let tracker_addr = listener.local_addr()?;
-    tokio::spawn(ringshare_tracker::server::serve(listener, Arc::new(Tracker::new())));
-    let trackers = TrackerList(vec![tracker_addr]);
+    let links = Arc::new(ringshare_tracker::links::Links::ephemeral());
+    tokio::spawn(ringshare_tracker::server::serve(listener, Arc::new(Tracker::new()), links));
+    let trackers = TrackerList::new(vec![tracker_addr]);
 
     let src = dir.join("demo.bin");
     let t = Instant::now();
@@ -79,6 +86,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             dir.join(format!("state-{name}")),
             oneshot::limits(),
             backend,
+            args.plaintext,
         )
     };
     let mut seeders = Vec::new();

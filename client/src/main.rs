@@ -44,6 +44,12 @@ struct NodeArgs {
     /// 0.0.0.0 is otherwise listed under the address its login comes from.
     #[arg(long)]
     advertise: Option<SocketAddr>,
+    /// Peer links (downloads and serving) without encryption or
+    /// authentication, for benchmarks and trusted networks only: serves
+    /// downloaders that also ask for it, asks it of every seeder (a seeder
+    /// without this flag refuses). Tracker links stay encrypted.
+    #[arg(long)]
+    plaintext: bool,
 }
 
 /// A line from standard input, with the channel to say it was handled.
@@ -83,7 +89,13 @@ async fn run(args: NodeArgs) -> Result<()> {
     let listener = oneshot::bind_piece_server(args.listen)?;
     let state_dir = args.state_dir.unwrap_or_else(oneshot::default_state_dir);
     let backend = oneshot::backend(args.io)?;
-    let mut node = Node::new(listener, trackers, state_dir, oneshot::limits(), backend)?;
+    let mut node =
+        Node::new(listener, trackers, state_dir, oneshot::limits(), backend, args.plaintext)?;
+    if args.plaintext {
+        eprintln!(
+            "ringshare: peer links are PLAINTEXT (--plaintext): not encrypted, not authenticated"
+        );
+    }
     node.set_advertise(args.advertise);
     match args.advertise {
         Some(a) => eprintln!("ringshare node serving on {} (advertised as {a})", node.addr()),

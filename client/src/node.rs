@@ -10,9 +10,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use anyhow::{anyhow, bail, Context, Result};
 use ringshare_engine::fetch::{Download, FetchEvent, FetchSpec};
 use ringshare_engine::hash::HashPool;
+use ringshare_engine::link::PeerSecurity;
 use ringshare_engine::meta::{FileMeta, Sha1Digest};
 use ringshare_engine::names::{self, NameKind};
-use ringshare_engine::proto::{Refusal, Request, Response, Token};
+use ringshare_engine::proto::{PeerInfo, Refusal, Request, Response, Token};
+use ringshare_engine::secure::PublicKey;
 use ringshare_engine::serve::{Backend, PieceServer, ServeTable, ServedFile, ServerLimits};
 use ringshare_engine::store::PartFile;
 use ringshare_engine::tracker_info::TrackerList;
@@ -21,7 +23,7 @@ use tokio::runtime::Handle;
 use crate::downloads::{resolve_dest, DownloadEntry};
 use crate::shares::{LocalShare, ShareBook, Staleness};
 use crate::shell::{Command, HELP};
-use crate::tracker_link::TrackerLink;
+use crate::tracker_link::{TrackerLink, Trackers};
 
 /// What the shell does after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -61,7 +63,7 @@ pub struct Node {
     addr: SocketAddr,
     /// The address given to the trackers instead of `addr` (`--advertise`).
     advertise: Option<SocketAddr>,
-    trackers: TrackerList,
+    trackers: Trackers,
     link: TrackerLink,
     session: Option<Session>,
     shares: Shares,
@@ -95,21 +97,34 @@ impl Node {
         state_dir: PathBuf,
         limits: ServerLimits,
         backend: Backend,
+        plaintext: bool,
     ) -> Result<Self> {
         let addr = listener.local_addr().context("read the piece server's address")?;
+        let trackers = Trackers::open(trackers, &state_dir)?;
+        let security = PeerSecurity { keypair: trackers.keypair_arc(), plaintext };
         let ticket_key: TicketKey = Arc::new(std::sync::RwLock::new(None));
         let key = Arc::clone(&ticket_key);
-        let serve = ServeTable::new(Box::new(move |file_id, user, ticket| {
-            let Ok(guard) = key.read() else { return false };
-            let Some(public) = guard.as_ref() else { return false };
-            match ringshare_engine::ticket::verify(public, ticket, user, file_id, wall_ms()) {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::info!(user, "refused a downloader: {e}");
-                    false
+        let admit =
+            Box::new(move |file_id: &_, user: &str, ticket: &[u8], holder: Option<&PublicKey>| {
+                let Ok(guard) = key.read() else { return false };
+                let Some(public) = guard.as_ref() else { return false };
+                let holder = holder.map(|k| &k.0);
+                match ringshare_engine::ticket::verify(
+                    public,
+                    ticket,
+                    user,
+                    file_id,
+                    holder,
+                    wall_ms(),
+                ) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::info!(user, "refused a downloader: {e}");
+                        false
+                    }
                 }
-            }
-        }));
+            });
+        let serve = ServeTable::secured(admit, security);
         let server = PieceServer::start(listener, Arc::clone(&serve), limits, backend)
             .context("start the piece server")?;
         if let Some(note) = tcp_buffer_note() {
@@ -531,6 +546,7 @@ impl Node {
             self.serve.get(&meta.sha1).ok_or_else(|| anyhow!("share table lost the file"))?;
         let mut spec = FetchSpec::new(meta.clone(), user, ticket, Some(self.listed_addr()));
         spec.io = self.io;
+        spec.security = self.serve.security().clone();
         let source = self.peer_source(token, group.clone(), file.clone());
         let events = self.download_events(token, group.clone(), dest_path.clone(), meta.clone());
         let download = Download::start(
@@ -577,18 +593,12 @@ impl Node {
         let rt = self.rt.clone();
         let mut link = TrackerLink::new(self.trackers.clone());
         let (listen, listed) = (self.addr, self.listed_addr());
+        let plaintext = self.serve.security().plaintext;
         Box::new(move || {
             let req = Request::FileInfo { token, group: group.clone(), file: file.clone() };
             match rt.block_on(link.call(&req)) {
                 Ok(Response::FileInfo { peers, ticket, .. }) => {
-                    Ok(ringshare_engine::fetch::PeerList {
-                        addrs: peers
-                            .iter()
-                            .filter_map(|p| p.addr.parse().ok())
-                            .filter(|a| !is_self(*a, listen, listed))
-                            .collect(),
-                        ticket: Some(ticket),
-                    })
+                    Ok(peer_list(&peers, ticket, plaintext, |a| !is_self(a, listen, listed)))
                 }
                 Ok(Response::Refused(r)) => Err(r.to_string()),
                 Ok(other) => Err(format!("unexpected answer: {other:?}")),
@@ -690,7 +700,34 @@ fn is_self(addr: SocketAddr, listen: SocketAddr, listed: SocketAddr) -> bool {
         && std::net::UdpSocket::bind((addr.ip(), 0)).is_ok()
 }
 
-async fn heartbeat(trackers: TrackerList, token: Token, every_ms: u32, key: TicketKey) {
+/// A download's peers from a tracker's answer: each with the key its
+/// encrypted link must prove. A peer listed without a key (the tracker has
+/// not heard it yet) is left out, unless links are plaintext.
+fn peer_list(
+    peers: &[PeerInfo],
+    ticket: Vec<u8>,
+    plaintext: bool,
+    keep: impl Fn(SocketAddr) -> bool,
+) -> ringshare_engine::fetch::PeerList {
+    let mut list = ringshare_engine::fetch::PeerList { ticket: Some(ticket), ..Default::default() };
+    for p in peers {
+        let Ok(addr) = p.addr.parse::<SocketAddr>() else { continue };
+        if !keep(addr) {
+            continue;
+        }
+        match p.key {
+            Some(k) => {
+                list.keys.insert(addr, PublicKey(k));
+            }
+            None if plaintext => {}
+            None => continue,
+        }
+        list.addrs.push(addr);
+    }
+    list
+}
+
+async fn heartbeat(trackers: Trackers, token: Token, every_ms: u32, key: TicketKey) {
     let mut link = TrackerLink::new(trackers);
     let every = std::time::Duration::from_millis(u64::from(every_ms.max(100)));
     loop {
@@ -711,7 +748,7 @@ async fn heartbeat(trackers: TrackerList, token: Token, every_ms: u32, key: Tick
 /// tracker, dropped from the share record, with one log line. Serving it
 /// would hand out pieces that no longer match their SHA1.
 async fn watch_shares(
-    trackers: TrackerList,
+    trackers: Trackers,
     token: Token,
     every_ms: u32,
     shares: Shares,

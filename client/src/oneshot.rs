@@ -45,6 +45,12 @@ pub struct NodeLogin {
     /// I/O (serving and fetching): uring or threads.
     #[arg(long)]
     pub io: Option<Backend>,
+    /// Peer links (downloads and serving) without encryption or
+    /// authentication, for benchmarks and trusted networks only: serves
+    /// downloaders that also ask for it, asks it of every seeder (a seeder
+    /// without this flag refuses). Tracker links stay encrypted.
+    #[arg(long)]
+    pub plaintext: bool,
 }
 
 /// Download one file and exit: 0 when it is complete and verified.
@@ -274,7 +280,19 @@ async fn login_node(login: &NodeLogin) -> Result<Node> {
     }
     let listen = login.listen.unwrap_or_else(|| default_listen(&list));
     let listener = bind_piece_server(listen)?;
-    let mut node = Node::new(listener, list, default_state_dir(), limits(), backend(login.io)?)?;
+    let mut node = Node::new(
+        listener,
+        list,
+        default_state_dir(),
+        limits(),
+        backend(login.io)?,
+        login.plaintext,
+    )?;
+    if login.plaintext {
+        eprintln!(
+            "ringshare: peer links are PLAINTEXT (--plaintext): not encrypted, not authenticated"
+        );
+    }
     node.set_advertise(login.advertise);
     run(&mut node, Command::Login { user: login.user.clone(), password }).await?;
     Ok(node)
@@ -284,7 +302,7 @@ async fn login_node(login: &NodeLogin) -> Result<Node> {
 /// is on loopback (nothing else could reach the node), else every
 /// interface, on a free port.
 pub fn default_listen(trackers: &TrackerList) -> SocketAddr {
-    if trackers.0.iter().all(|t| t.ip().is_loopback()) {
+    if trackers.addrs.iter().all(|t| t.ip().is_loopback()) {
         SocketAddr::from(([127, 0, 0, 1], 0))
     } else {
         SocketAddr::from(([0, 0, 0, 0], 0))

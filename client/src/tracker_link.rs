@@ -4,13 +4,95 @@
 //! list. When the connection fails it moves on through the list (wrapping
 //! around) and retries the request once on each tracker before giving up
 //! with [`LinkError::Unreachable`].
+//!
+//! Every connection is encrypted and authenticated (Noise XX,
+//! `ringshare_engine::secure`): the tracker must prove the key its line in
+//! the tracker list gives, or else the key this client pinned for its
+//! address the first time (`known_trackers` in the state directory); the
+//! client proves its own node key.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ringshare_engine::control::{read_msg, write_msg, FrameIoError};
 use ringshare_engine::proto::{Request, Response, REQUEST, RESPONSE};
+use ringshare_engine::secure::{Keypair, SecureError, CONTROL_PROLOGUE};
+use ringshare_engine::secure_io::{load_or_create_key, HandshakeError, Pins, SecureStream};
 use ringshare_engine::tracker_info::TrackerList;
 use tokio::net::TcpStream;
+
+/// The node's key file in the state directory.
+pub const KEY_FILE: &str = "node.key";
+/// The tracker keys pinned on first use, in the state directory.
+pub const PINS_FILE: &str = "known_trackers";
+
+/// The trackers, with the keys to check them by and the key this node
+/// proves to them.
+#[derive(Debug, Clone)]
+pub struct Trackers {
+    /// The tracker list.
+    pub list: TrackerList,
+    me: Arc<Keypair>,
+    pins: Arc<Pins>,
+}
+
+impl Trackers {
+    /// The trackers in `list`, with this node's key and pins from
+    /// `state_dir` (the key is created on first use).
+    pub fn open(list: TrackerList, state_dir: &Path) -> anyhow::Result<Self> {
+        let me = load_or_create_key(&state_dir.join(KEY_FILE))?;
+        let pins = Pins::load(&state_dir.join(PINS_FILE)).map_err(anyhow::Error::msg)?;
+        Ok(Self { list, me: Arc::new(me), pins: Arc::new(pins) })
+    }
+
+    /// This node's key pair.
+    pub fn keypair(&self) -> &Keypair {
+        &self.me
+    }
+
+    /// This node's key pair, shared (the piece server and downloads prove it).
+    pub fn keypair_arc(&self) -> Arc<Keypair> {
+        Arc::clone(&self.me)
+    }
+
+    /// Opens an encrypted link to tracker `i` (0-based) at `addr`.
+    async fn connect(&self, i: usize) -> Result<SecureStream<TcpStream>, String> {
+        let addr = self.list.addrs[i];
+        let listed = self.list.keys.get(i).copied().flatten();
+        let shown = addr.to_string();
+        let pinned = if listed.is_none() { self.pins.get(&shown) } else { None };
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let stream = SecureStream::connect(tcp, &self.me, CONTROL_PROLOGUE, listed.or(pinned))
+            .await
+            .map_err(|e| match e {
+                HandshakeError::Secure(SecureError::WrongKey { expected, got }) => {
+                    if listed.is_some() {
+                        format!(
+                            "tracker {addr} proved key {got}, not the key {expected} the tracker \
+                             list gives for it; refused (fix the key in the tracker list if the \
+                             tracker's key was changed on purpose)"
+                        )
+                    } else {
+                        format!(
+                            "tracker {addr} proved key {got}, but {} pins key {expected} for it; \
+                             refused (if the tracker's key was changed on purpose, edit that \
+                             file, or list the new key after the address in the tracker list)",
+                            self.pins.file().display()
+                        )
+                    }
+                }
+                e => format!("secure handshake: {e}"),
+            })?;
+        if listed.is_none() {
+            self.pins
+                .check_or_pin("tracker", &shown, stream.remote_key())
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(stream)
+    }
+}
 
 /// How long a connection attempt to one tracker may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -28,26 +110,26 @@ pub enum LinkError {
 /// A connection to one of the trackers.
 #[derive(Debug)]
 pub struct TrackerLink {
-    trackers: TrackerList,
+    trackers: Trackers,
     current: usize,
-    stream: Option<TcpStream>,
+    stream: Option<SecureStream<TcpStream>>,
 }
 
 impl TrackerLink {
     /// A link over the given trackers; nothing is connected yet.
-    pub fn new(trackers: TrackerList) -> Self {
+    pub fn new(trackers: Trackers) -> Self {
         Self { trackers, current: 0, stream: None }
     }
 
     /// Sends a request and waits for its response, failing over between
     /// trackers when a connection breaks.
     pub async fn call(&mut self, req: &Request) -> Result<Response, LinkError> {
-        let n = self.trackers.0.len();
+        let n = self.trackers.list.addrs.len();
         let mut failures = Vec::new();
         // A kept connection may have gone stale (the tracker restarted): on
         // failure, the current tracker is tried again on a fresh connection.
         if let Some(stream) = self.stream.as_mut() {
-            let addr = self.trackers.0[self.current];
+            let addr = self.trackers.list.addrs[self.current];
             match tokio::time::timeout(REQUEST_TIMEOUT, exchange(stream, req)).await {
                 Ok(Ok(resp)) => return Ok(resp),
                 Ok(Err(e)) => failures.push(format!("{addr}: {e}")),
@@ -59,20 +141,19 @@ impl TrackerLink {
             if attempt > 0 {
                 self.current = (self.current + 1) % n;
             }
-            let addr = self.trackers.0[self.current];
-            let mut stream =
-                match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        failures.push(format!("{addr}: {e}"));
-                        continue;
-                    }
-                    Err(_) => {
-                        failures.push(format!("{addr}: connect timed out"));
-                        continue;
-                    }
-                };
-            let _ = stream.set_nodelay(true);
+            let addr = self.trackers.list.addrs[self.current];
+            let connect = self.trackers.connect(self.current);
+            let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    failures.push(format!("{addr}: {e}"));
+                    continue;
+                }
+                Err(_) => {
+                    failures.push(format!("{addr}: connect timed out"));
+                    continue;
+                }
+            };
             match tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut stream, req)).await {
                 Ok(Ok(resp)) => {
                     self.stream = Some(stream);
@@ -86,7 +167,10 @@ impl TrackerLink {
     }
 }
 
-async fn exchange(stream: &mut TcpStream, req: &Request) -> Result<Response, FrameIoError> {
+async fn exchange(
+    stream: &mut SecureStream<TcpStream>,
+    req: &Request,
+) -> Result<Response, FrameIoError> {
     write_msg(stream, REQUEST, req).await?;
     read_msg::<Response, _>(stream, RESPONSE).await?.ok_or(FrameIoError::Truncated)
 }

@@ -12,6 +12,8 @@ use common::{eventually, free_port, random_file, raw_login, NodeProc, RawClient,
 use ringshare_engine::meta::Sha1Digest;
 use ringshare_engine::peer::{self, ErrorCode, Message};
 use ringshare_engine::proto::{Request, Response};
+use ringshare_engine::secure::{Keypair, PEER_PROLOGUE};
+use ringshare_engine::secure_io::BlockingSecureStream;
 
 fn node(dir: &Path, info: &Path, name: &str, listen: &str, env: &[(&str, &str)]) -> NodeProc {
     NodeProc::spawn(
@@ -35,14 +37,22 @@ fn addr_of(dir: &Path, name: &str) -> SocketAddr {
         .unwrap()
 }
 
-/// Handshakes with a piece server; the first answer: Ok(()) for a
-/// bitfield, Err(code) for an error.
-fn knock(addr: SocketAddr, id: Sha1Digest, user: &str, ticket: &[u8]) -> Result<(), ErrorCode> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+/// Handshakes with a piece server over an encrypted link proving `key`;
+/// the first answer: Ok(()) for a bitfield, Err(code) for an error.
+fn knock_as(
+    key: &Keypair,
+    addr: SocketAddr,
+    id: Sha1Digest,
+    user: &str,
+    ticket: &[u8],
+) -> Result<(), ErrorCode> {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut s = BlockingSecureStream::connect(tcp, key, PEER_PROLOGUE, None).unwrap();
     let mut out = Vec::new();
     peer::encode(&Message::Handshake { version: 1, file_id: id, user, ticket }, &mut out);
     s.write_all(&out).unwrap();
+    s.flush().unwrap();
     let mut h = [0u8; 8];
     s.read_exact(&mut h).unwrap();
     let (len, kind) = ringshare_engine::wire::parse_header(&h);
@@ -75,7 +85,11 @@ fn only_members_with_valid_tickets_get_pieces() {
     let id = Sha1Digest(hex::decode(sha1).unwrap().try_into().unwrap());
     let seeder = addr_of(dir.path(), "alice");
 
-    let mut tc = RawClient::connect(t.addr).unwrap();
+    // Tickets are bound to the key of the link that asked for them: this
+    // client's. The same ticket from another node's link is refused.
+    let tc_key = Keypair::generate();
+    let knock = |addr, id, user: &str, ticket: &[u8]| knock_as(&tc_key, addr, id, user, ticket);
+    let mut tc = RawClient::connect_as(t.addr, &tc_key).unwrap();
     let bob = raw_login(&mut tc, "bob");
     let eve = raw_login(&mut tc, "eve");
     assert_eq!(
@@ -98,6 +112,7 @@ fn only_members_with_valid_tickets_get_pieces() {
             group: "g".into(),
             file_id: id,
             expires_ms: u64::MAX,
+            holder: Some(tc_key.public().0),
         },
     );
     assert_eq!(knock(seeder, id, "eve", &forged), Err(ErrorCode::BadTicket));
@@ -111,6 +126,22 @@ fn only_members_with_valid_tickets_get_pieces() {
     };
     assert_eq!(knock(seeder, id, "bob", &ticket), Ok(()));
     assert_eq!(knock(seeder, id, "eve", &ticket), Err(ErrorCode::BadTicket));
+    // Copied to another node (another key), the ticket is useless.
+    let thief = Keypair::generate();
+    assert_eq!(knock_as(&thief, seeder, id, "bob", &ticket), Err(ErrorCode::BadTicket));
+    // A plaintext downloader gets nothing from a seeder that did not ask
+    // for plaintext: not even an answer.
+    let mut plain = TcpStream::connect(seeder).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut out = Vec::new();
+    peer::encode(
+        &Message::Handshake { version: 1, file_id: id, user: "bob", ticket: &ticket },
+        &mut out,
+    );
+    plain.write_all(&out).unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(got.is_empty(), "a plaintext downloader was answered: {got:?}");
 
     // After leaving, the old ticket expires and no new one is issued.
     assert_eq!(

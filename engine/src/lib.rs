@@ -16,6 +16,7 @@
 //! - [`picker`]: rarest-first piece selection with an endgame.
 //! - [`flow`]: requests outstanding per peer, sized to bandwidth × delay.
 //! - [`download`]: the downloader: sessions, requests, endgame, bans, timeouts.
+//! - [`secure`]: encrypted, authenticated links (Noise XX) and their records.
 //!
 //! Drivers (`driver/`), each direction with an io_uring and a threads
 //! driver over the same core:
@@ -29,6 +30,7 @@
 //! Resources:
 //! - [`share`]: what a node shares, connection caps, handshake admission.
 //! - [`control`]: control-plane frames on tokio streams.
+//! - [`secure_io`]: key files, pinned keys, encrypted tokio streams.
 //! - [`fsio`]: file errors with their path, atomic file replacement.
 //! - [`hash`]: the parallel hashing pool.
 //! - [`store`]: a download's `.part` file and persisted bitfield.
@@ -45,6 +47,7 @@ pub mod sansio {
     pub mod peer;
     pub mod picker;
     pub mod proto;
+    pub mod secure;
     pub mod tracker_info;
     pub mod wire;
 }
@@ -52,19 +55,21 @@ pub mod sansio {
 /// The I/O drivers: piece serving and fetching, io_uring and threads.
 pub mod driver {
     pub mod fetch;
+    pub mod link;
     pub mod serve;
     pub(crate) mod uring;
 }
 
 pub(crate) use driver::uring;
-pub use driver::{fetch, serve};
-pub use sansio::{download, flow, meta, names, peer, picker, proto, tracker_info, wire};
+pub use driver::{fetch, link, serve};
+pub use sansio::{download, flow, meta, names, peer, picker, proto, secure, tracker_info, wire};
 
 pub mod control;
 pub mod fsio;
 pub mod hash;
 pub mod metrics;
 pub mod sample;
+pub mod secure_io;
 pub mod share;
 pub mod store;
 pub mod ticket;

@@ -23,8 +23,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::link::PeerSecurity;
 use crate::meta::{Bitfield, FileMeta, Sha1Digest};
 use crate::peer::{self, ErrorCode, Message, Refuse};
+use crate::secure::PublicKey;
 
 /// A file this node serves pieces of.
 #[derive(Debug)]
@@ -112,13 +114,15 @@ impl ServedFile {
     }
 }
 
-/// Decides whether `user` with `ticket` may fetch the file `file_id`.
-pub type Admission = dyn Fn(&Sha1Digest, &str, &[u8]) -> bool + Send + Sync;
+/// Decides whether `user` with `ticket` may fetch the file `file_id`, on a
+/// link that proved the given key (`None`: a plaintext link).
+pub type Admission = dyn Fn(&Sha1Digest, &str, &[u8], Option<&PublicKey>) -> bool + Send + Sync;
 
 /// Everything this node serves, by file id (whole-file SHA1).
 pub struct ServeTable {
     files: RwLock<HashMap<Sha1Digest, Arc<ServedFile>>>,
     admit: Box<Admission>,
+    security: PeerSecurity,
 }
 
 impl std::fmt::Debug for ServeTable {
@@ -129,9 +133,21 @@ impl std::fmt::Debug for ServeTable {
 }
 
 impl ServeTable {
-    /// An empty table admitting downloaders according to `admit`.
+    /// An empty table admitting downloaders according to `admit`, served
+    /// over encrypted links with a fresh key (tests and tools).
     pub fn new(admit: Box<Admission>) -> Arc<Self> {
-        Arc::new(Self { files: RwLock::new(HashMap::new()), admit })
+        Self::secured(admit, PeerSecurity::ephemeral())
+    }
+
+    /// An empty table admitting downloaders according to `admit`, its
+    /// links secured as `security` says (the node's key).
+    pub fn secured(admit: Box<Admission>, security: PeerSecurity) -> Arc<Self> {
+        Arc::new(Self { files: RwLock::new(HashMap::new()), admit, security })
+    }
+
+    /// How the servers of this table secure their links.
+    pub fn security(&self) -> &PeerSecurity {
+        &self.security
     }
 
     /// Serves a file (replacing an earlier entry for the same content).
@@ -167,6 +183,7 @@ impl ServeTable {
         id: &Sha1Digest,
         user: &str,
         ticket: &[u8],
+        holder: Option<&PublicKey>,
     ) -> Result<Arc<ServedFile>, Refuse> {
         let Some(file) = self.get(id) else {
             return Err(Refuse {
@@ -175,7 +192,7 @@ impl ServeTable {
                 fatal: true,
             });
         };
-        if !(self.admit)(id, user, ticket) {
+        if !(self.admit)(id, user, ticket, holder) {
             return Err(Refuse {
                 code: ErrorCode::BadTicket,
                 text: "ticket refused".into(),

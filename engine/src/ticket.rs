@@ -1,7 +1,10 @@
 //! Tickets: the tracker's signed permission for one user to fetch one file.
 //!
-//! A ticket binds a user, a group, a file id (whole-file SHA1) and an expiry,
-//! signed with the trackers' ed25519 key. Piece servers hold the trackers'
+//! A ticket binds a user, a group, a file id (whole-file SHA1), an expiry and
+//! the downloader's node key (the key its tracker connection proved), signed
+//! with the trackers' ed25519 key. A piece server admits it only on a link
+//! authenticated by that key: a ticket copied off a node is useless to
+//! anyone without the node's private key. Piece servers hold the trackers'
 //! public key (handed out at login) and admit a downloader only with a valid,
 //! unexpired ticket for that file in that user's name — checked locally, with
 //! no round trip to a tracker. Pure: the caller passes the time in.
@@ -28,6 +31,11 @@ pub struct Ticket {
     pub file_id: Sha1Digest,
     /// Until when (ms since the Unix epoch).
     pub expires_ms: u64,
+    /// The downloader's node key (X25519 public key): only a link that
+    /// proves it may present the ticket. `None` (a ticket asked for on no
+    /// authenticated link, in-process tools) is refused on every encrypted
+    /// link.
+    pub holder: Option<[u8; 32]>,
 }
 
 /// Why a ticket is refused.
@@ -45,6 +53,9 @@ pub enum TicketError {
     /// For another user or file.
     #[error("ticket is for another user or file")]
     Mismatch,
+    /// Presented on a link that proved another key than the ticket's holder.
+    #[error("ticket is bound to another node's key")]
+    WrongHolder,
 }
 
 /// Signs `t` with the trackers' secret key.
@@ -61,12 +72,15 @@ pub fn public_key(secret: &[u8; 32]) -> [u8; 32] {
     SigningKey::from_bytes(secret).verifying_key().to_bytes()
 }
 
-/// Checks a ticket presented by `user` for `file_id` at `now_ms`.
+/// Checks a ticket presented by `user` for `file_id` at `now_ms`, on a link
+/// that proved key `holder` (`None`: a plaintext link both ends asked for,
+/// where the ticket is a bearer credential).
 pub fn verify(
     public: &[u8; 32],
     bytes: &[u8],
     user: &str,
     file_id: &Sha1Digest,
+    holder: Option<&[u8; 32]>,
     now_ms: u64,
 ) -> Result<Ticket, TicketError> {
     if bytes.len() <= SIG_LEN {
@@ -79,6 +93,9 @@ pub fn verify(
     let t: Ticket = postcard::from_bytes(body).map_err(|_| TicketError::Malformed)?;
     if t.user != user || t.file_id != *file_id {
         return Err(TicketError::Mismatch);
+    }
+    if holder.is_some_and(|h| t.holder != Some(*h)) {
+        return Err(TicketError::WrongHolder);
     }
     if now_ms >= t.expires_ms {
         return Err(TicketError::Expired);
@@ -97,6 +114,7 @@ mod tests {
             group: "g".into(),
             file_id: Sha1Digest([7; 20]),
             expires_ms: 1000,
+            holder: Some([9; 32]),
         }
     }
 
@@ -104,8 +122,11 @@ mod tests {
     fn valid_ticket_verifies() {
         let secret = [3u8; 32];
         let bytes = sign(&secret, &ticket());
-        let t = verify(&public_key(&secret), &bytes, "bob", &Sha1Digest([7; 20]), 999).unwrap();
+        let id = Sha1Digest([7; 20]);
+        let t = verify(&public_key(&secret), &bytes, "bob", &id, Some(&[9; 32]), 999).unwrap();
         assert_eq!(t, ticket());
+        // On a plaintext link (no key proved) it is a bearer credential.
+        assert!(verify(&public_key(&secret), &bytes, "bob", &id, None, 999).is_ok());
     }
 
     #[test]
@@ -114,25 +135,33 @@ mod tests {
         let pk = public_key(&secret);
         let bytes = sign(&secret, &ticket());
         let id = Sha1Digest([7; 20]);
-        assert_eq!(verify(&pk, &bytes, "bob", &id, 1000), Err(TicketError::Expired));
-        assert_eq!(verify(&pk, &bytes, "eve", &id, 1), Err(TicketError::Mismatch));
-        assert_eq!(verify(&pk, &bytes, "bob", &Sha1Digest([8; 20]), 1), Err(TicketError::Mismatch));
+        let h = Some(&[9u8; 32]);
+        assert_eq!(verify(&pk, &bytes, "bob", &id, h, 1000), Err(TicketError::Expired));
         assert_eq!(
-            verify(&public_key(&[4u8; 32]), &bytes, "bob", &id, 1),
+            verify(&pk, &bytes, "bob", &id, Some(&[8; 32]), 1),
+            Err(TicketError::WrongHolder)
+        );
+        assert_eq!(verify(&pk, &bytes, "eve", &id, h, 1), Err(TicketError::Mismatch));
+        assert_eq!(
+            verify(&pk, &bytes, "bob", &Sha1Digest([8; 20]), h, 1),
+            Err(TicketError::Mismatch)
+        );
+        assert_eq!(
+            verify(&public_key(&[4u8; 32]), &bytes, "bob", &id, h, 1),
             Err(TicketError::BadSignature)
         );
         let mut forged = bytes.clone();
         forged[2] ^= 1;
-        assert_eq!(verify(&pk, &forged, "bob", &id, 1), Err(TicketError::BadSignature));
-        assert_eq!(verify(&pk, b"short", "bob", &id, 1), Err(TicketError::Malformed));
-        assert_eq!(verify(&pk, &[], "bob", &id, 1), Err(TicketError::Malformed));
+        assert_eq!(verify(&pk, &forged, "bob", &id, h, 1), Err(TicketError::BadSignature));
+        assert_eq!(verify(&pk, b"short", "bob", &id, h, 1), Err(TicketError::Malformed));
+        assert_eq!(verify(&pk, &[], "bob", &id, h, 1), Err(TicketError::Malformed));
     }
 
     proptest! {
         #[test]
         fn garbage_never_verifies(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let pk = public_key(&[3u8; 32]);
-            prop_assert!(verify(&pk, &bytes, "bob", &Sha1Digest([7; 20]), 0).is_err());
+            prop_assert!(verify(&pk, &bytes, "bob", &Sha1Digest([7; 20]), None, 0).is_err());
         }
     }
 }

@@ -37,7 +37,7 @@ fn two_hundred_peers_in_one_download() {
     for io in backends() {
         let dir = tempfile::tempdir().unwrap();
         let (bytes, src, meta) = source(dir.path(), 48 * PIECE_LEN as usize + 99);
-        let table = ServeTable::new(Box::new(|_, _, _| true));
+        let table = ServeTable::new(Box::new(|_, _, _, _| true));
         table.insert(ServedFile::complete(meta.clone(), File::open(&src).unwrap()));
         // Every address of 127/8 reaches a listener on the wildcard.
         let listener = TcpListener::bind("0.0.0.0:0").unwrap();
@@ -52,7 +52,7 @@ fn two_hundred_peers_in_one_download() {
         let s = PieceServer::start(listener, table, limits, Backend::Uring)
             .or_else(|_| {
                 let listener = TcpListener::bind(("0.0.0.0", port)).unwrap();
-                let table = ServeTable::new(Box::new(|_, _, _| true));
+                let table = ServeTable::new(Box::new(|_, _, _, _| true));
                 table.insert(ServedFile::complete(meta.clone(), File::open(&src).unwrap()));
                 PieceServer::start(listener, table, limits, Backend::Threads)
             })

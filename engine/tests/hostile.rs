@@ -10,10 +10,13 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{backends, download, download_with, wait_complete};
+use common::{backends, download, download_opts, download_with, wait_complete, Opts};
 use ringshare_engine::hash::HashPool;
+use ringshare_engine::link::PeerSecurity;
 use ringshare_engine::meta::{FileMeta, Sha1Digest, PIECE_LEN};
 use ringshare_engine::peer::{self, ErrorCode, Message};
+use ringshare_engine::secure::{Keypair, PEER_PROLOGUE};
+use ringshare_engine::secure_io::BlockingSecureStream;
 use ringshare_engine::serve::{Backend, PieceServer, ServeTable, ServedFile, ServerLimits};
 
 const GUARD: Duration = Duration::from_secs(60);
@@ -44,25 +47,46 @@ fn server_on(
     limits: ServerLimits,
     backend: Backend,
 ) -> PieceServer {
-    let table = ServeTable::new(Box::new(|_, _, _| true));
+    let table = ServeTable::new(Box::new(|_, _, _, _| true));
     table.insert(ServedFile::complete(meta.clone(), File::open(path).unwrap()));
     PieceServer::start(TcpListener::bind("127.0.0.1:0").unwrap(), table, limits, backend).unwrap()
 }
 
-fn handshake(addr: SocketAddr, id: Sha1Digest) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(GUARD)).unwrap();
+/// An encrypted peer link, either end.
+type Peer = BlockingSecureStream<TcpStream>;
+
+/// Opens the encrypted link to a piece server (with a fresh key).
+fn connect(addr: SocketAddr) -> std::io::Result<Peer> {
+    let s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(GUARD))?;
+    BlockingSecureStream::connect(s, &Keypair::generate(), PEER_PROLOGUE, None)
+        .map_err(std::io::Error::other)
+}
+
+/// The server's end of a link from a test seeder.
+fn accept(s: TcpStream) -> Option<Peer> {
+    s.set_read_timeout(Some(GUARD)).ok()?;
+    BlockingSecureStream::accept(s, &Keypair::generate(), PEER_PROLOGUE).ok()
+}
+
+fn send(s: &mut Peer, bytes: &[u8]) -> std::io::Result<()> {
+    s.write_all(bytes)?;
+    s.flush()
+}
+
+fn handshake(addr: SocketAddr, id: Sha1Digest) -> Peer {
+    let mut s = connect(addr).unwrap();
     let mut out = Vec::new();
     peer::encode(
         &Message::Handshake { version: 1, file_id: id, user: "u", ticket: b"t" },
         &mut out,
     );
-    s.write_all(&out).unwrap();
+    send(&mut s, &out).unwrap();
     s
 }
 
 /// Reads one message's (type, payload).
-fn read_msg(s: &mut TcpStream) -> Option<(u32, Vec<u8>)> {
+fn read_msg(s: &mut impl Read) -> Option<(u32, Vec<u8>)> {
     let mut h = [0u8; 8];
     s.read_exact(&mut h).ok()?;
     let (len, kind) = ringshare_engine::wire::parse_header(&h);
@@ -71,7 +95,7 @@ fn read_msg(s: &mut TcpStream) -> Option<(u32, Vec<u8>)> {
     Some((kind, p))
 }
 
-fn error_code(s: &mut TcpStream) -> Option<ErrorCode> {
+fn error_code(s: &mut impl Read) -> Option<ErrorCode> {
     let (k, p) = read_msg(s)?;
     match peer::decode_payload(k, &p).ok()? {
         Message::Error { code, .. } => Some(code),
@@ -80,7 +104,7 @@ fn error_code(s: &mut TcpStream) -> Option<ErrorCode> {
 }
 
 /// True once the server has closed the connection.
-fn closed(s: &mut TcpStream) -> bool {
+fn closed(s: &mut impl Read) -> bool {
     let mut b = [0u8; 1024];
     loop {
         match s.read(&mut b) {
@@ -151,15 +175,24 @@ fn connections_per_ip_are_capped_on(backend: Backend) {
     let mut b = handshake(srv.addr(), meta.sha1);
     assert_eq!(read_msg(&mut a).unwrap().0, peer::kind::BITFIELD);
     assert_eq!(read_msg(&mut b).unwrap().0, peer::kind::BITFIELD);
-    let mut c = handshake(srv.addr(), meta.sha1);
-    assert_eq!(error_code(&mut c), Some(ErrorCode::Busy));
+    // Over the cap: refused before any handshake work (a plaintext `busy`
+    // frame, which no encrypted link accepts as a handshake).
+    assert!(connect(srv.addr()).is_err(), "{backend:?}: a third connection from one address");
     drop(a);
     // The slot comes back once a connection ends.
     let start = Instant::now();
     loop {
-        let mut d = handshake(srv.addr(), meta.sha1);
-        if read_msg(&mut d).map(|m| m.0) == Some(peer::kind::BITFIELD) {
-            break;
+        if let Ok(mut d) = connect(srv.addr()) {
+            let mut out = Vec::new();
+            let file_id = meta.sha1;
+            peer::encode(
+                &Message::Handshake { version: 1, file_id, user: "u", ticket: b"t" },
+                &mut out,
+            );
+            send(&mut d, &out).unwrap();
+            if read_msg(&mut d).map(|m| m.0) == Some(peer::kind::BITFIELD) {
+                break;
+            }
         }
         assert!(start.elapsed() < GUARD, "slot never freed");
         std::thread::sleep(Duration::from_millis(20));
@@ -183,18 +216,24 @@ fn bad_requests_get_an_error_and_only_that_peer_is_dropped() {
         assert_eq!(read_msg(&mut s).unwrap().0, peer::kind::BITFIELD);
         let mut out = Vec::new();
         peer::encode(&Message::Request { piece, offset, len }, &mut out);
-        s.write_all(&out).unwrap();
+        send(&mut s, &out).unwrap();
         assert_eq!(error_code(&mut s), Some(ErrorCode::OutOfRange), "{piece} {offset} {len}");
         assert!(closed(&mut s));
     }
 
     // Garbage while a real download runs: the download completes.
     let (d, rx) = download(dir.path(), &meta, vec![srv.addr()], Backend::Threads);
-    let mut g = TcpStream::connect(srv.addr()).unwrap();
-    g.set_read_timeout(Some(GUARD)).unwrap();
-    g.write_all(&[0, 0, 0, 12, 0, 0, 0, 99, 1, 2, 3, 4]).unwrap();
+    let mut g = connect(srv.addr()).unwrap();
+    send(&mut g, &[0, 0, 0, 12, 0, 0, 0, 99, 1, 2, 3, 4]).unwrap();
     assert_eq!(error_code(&mut g), Some(ErrorCode::BadMessage));
     assert!(closed(&mut g));
+    // Bytes that are no handshake at all: closed without an answer.
+    let mut raw = TcpStream::connect(srv.addr()).unwrap();
+    raw.set_read_timeout(Some(GUARD)).unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let _ = raw.read_to_end(&mut got);
+    assert!(got.is_empty(), "{got:?}");
     wait_complete(&rx);
     d.wait();
     assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), fs::read(&p).unwrap());
@@ -222,10 +261,11 @@ fn a_seeder_that_stops_answering_costs_only_its_pieces_on(io: Backend) {
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for s in mute.incoming() {
-            let Ok(mut s) = s else { return };
+            let Ok(s) = s else { return };
+            let Some(mut s) = accept(s) else { continue };
             let mut out = Vec::new();
             peer::encode(&Message::Bitfield(bits.as_bytes()), &mut out);
-            let _ = s.write_all(&out);
+            let _ = send(&mut s, &out);
             held.push(s); // keep it open, say nothing more
         }
     });
@@ -261,14 +301,15 @@ fn hostile_seeder(pieces: u32, how: Hostile, met: Arc<AtomicUsize>) -> SocketAdd
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
         for s in l.incoming() {
-            let Ok(mut s) = s else { return };
+            let Ok(s) = s else { return };
             let met = Arc::clone(&met);
             std::thread::spawn(move || {
+                let Some(mut s) = accept(s) else { return };
                 let bits = ringshare_engine::meta::Bitfield::full(pieces);
                 let mut out = Vec::new();
                 let _handshake = read_msg(&mut s);
                 peer::encode(&Message::Bitfield(bits.as_bytes()), &mut out);
-                let _ = s.write_all(&out);
+                let _ = send(&mut s, &out);
                 out.clear();
                 // The first request says which piece it wants.
                 let asked = match read_msg(&mut s) {
@@ -299,7 +340,7 @@ fn hostile_seeder(pieces: u32, how: Hostile, met: Arc<AtomicUsize>) -> SocketAdd
                     Hostile::WrongLength => piece(asked, &data[..1000], &mut out),
                     Hostile::Garbage => out.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
                 }
-                let _ = s.write_all(&out);
+                let _ = send(&mut s, &out);
                 // Keep the socket open (unless told to hang up), so the
                 // downloader, not the close, ends the connection.
                 if !matches!(how, Hostile::HalfPieceThenClose) {
@@ -320,10 +361,13 @@ fn hostile_seeders_cost_only_their_connections() {
         let dir = tempfile::tempdir().unwrap();
         let (p, meta) = source(dir.path(), 12 * PIECE_LEN as usize + 321);
         let pieces = meta.piece_hashes.len() as u32;
+        // Slow enough that every hostile seeder is connected (an encrypted
+        // handshake each, on a loaded machine) and asked before the good
+        // one has sent everything.
         let good = server_on(
             &p,
             &meta,
-            ServerLimits { piece_delay: Duration::from_millis(10), ..ServerLimits::default() },
+            ServerLimits { piece_delay: Duration::from_millis(40), ..ServerLimits::default() },
             Backend::Threads,
         );
         let kinds = [
@@ -352,5 +396,73 @@ fn hostile_seeders_cost_only_their_connections() {
             // It did get to misbehave: a request reached it.
             assert!(met.load(Ordering::SeqCst) > 0, "{io:?}: {kind:?} seeder never asked");
         }
+    }
+}
+
+fn keyed_server(
+    path: &std::path::Path,
+    meta: &FileMeta,
+    security: PeerSecurity,
+    backend: Backend,
+) -> PieceServer {
+    let table = ServeTable::secured(Box::new(|_, _, _, _| true), security);
+    table.insert(ServedFile::complete(meta.clone(), File::open(path).unwrap()));
+    let limits = ServerLimits { piece_delay: Duration::from_millis(5), ..ServerLimits::default() };
+    PieceServer::start(TcpListener::bind("127.0.0.1:0").unwrap(), table, limits, backend).unwrap()
+}
+
+/// A seeder that proves another key than the one listed for it (a relay
+/// that terminates the link with its own key, a stolen address) gives
+/// nothing: the downloader refuses it at the handshake, on both drivers,
+/// served by both servers.
+#[test]
+fn a_seeder_proving_another_key_than_listed_is_refused() {
+    for io in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, meta) = source(dir.path(), 6 * PIECE_LEN as usize + 99);
+        let (good_key, listed_for_impostor) = (Keypair::generate(), Keypair::generate());
+        let good = keyed_server(&p, &meta, PeerSecurity::encrypted(Arc::new(good_key.clone())), io);
+        let impostor = keyed_server(&p, &meta, PeerSecurity::ephemeral(), io);
+        let mut keys = std::collections::HashMap::new();
+        keys.insert(good.addr(), good_key.public());
+        keys.insert(impostor.addr(), listed_for_impostor.public());
+        let peers = vec![impostor.addr(), good.addr()];
+        let (d, rx) = download_opts(dir.path(), &meta, peers, io, Opts { keys, ..Opts::default() });
+        wait_complete(&rx);
+        d.wait();
+        assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), fs::read(&p).unwrap(), "{io:?}");
+        let got = d.contributions();
+        assert!(!got.contains_key(&impostor.addr()), "{io:?}: the impostor contributed");
+        assert!(got.contains_key(&good.addr()), "{io:?}");
+    }
+}
+
+/// Plaintext only when both ends ask for it: a plaintext downloader gets
+/// nothing from an encrypted-only seeder, and everything from one that
+/// allows plaintext (which still serves encrypted downloaders).
+#[test]
+fn plaintext_links_only_when_both_ends_ask() {
+    for io in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, meta) = source(dir.path(), 5 * PIECE_LEN as usize + 7);
+        let strict = keyed_server(&p, &meta, PeerSecurity::ephemeral(), io);
+        let lax = PeerSecurity { plaintext: true, ..PeerSecurity::ephemeral() };
+        let lax = keyed_server(&p, &meta, lax, io);
+        let plain = || PeerSecurity { plaintext: true, ..PeerSecurity::ephemeral() };
+        let peers = vec![strict.addr(), lax.addr()];
+        let opts = Opts { security: plain(), ..Opts::default() };
+        let (d, rx) = download_opts(dir.path(), &meta, peers, io, opts);
+        wait_complete(&rx);
+        d.wait();
+        assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), fs::read(&p).unwrap(), "{io:?}");
+        let got = d.contributions();
+        assert!(!got.contains_key(&strict.addr()), "{io:?}: plaintext from a strict seeder");
+        // An encrypted downloader is served by the lax seeder too.
+        let again = dir.path().join("again");
+        fs::create_dir_all(&again).unwrap();
+        let (d, rx) = download(&again, &meta, vec![lax.addr()], io);
+        wait_complete(&rx);
+        d.wait();
+        assert_eq!(fs::read(again.join("out.bin")).unwrap(), fs::read(&p).unwrap(), "{io:?}");
     }
 }

@@ -5,6 +5,9 @@
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use ringshare_engine::secure::{Keypair, PEER_PROLOGUE};
+use ringshare_engine::secure_io::BlockingSecureStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -53,7 +56,7 @@ fn seeder_with(
     backend: Backend,
     limits: ServerLimits,
 ) -> PieceServer {
-    let table = ServeTable::new(Box::new(|_, _, _| true));
+    let table = ServeTable::new(Box::new(|_, _, _, _| true));
     table.insert(ServedFile::complete(meta.clone(), File::open(path).unwrap()));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let s = PieceServer::start(listener, table, limits, backend).unwrap();
@@ -140,7 +143,7 @@ fn a_lone_corrupt_seeder_is_caught_and_a_later_good_one_finishes() {
                 // The first answer names only the corrupt seeder.
                 let first = asked.fetch_add(1, Ordering::SeqCst) == 0;
                 let addrs = if first { vec![bad_addr] } else { vec![bad_addr, good_addr] };
-                Ok(PeerList { addrs, ticket: None })
+                Ok(PeerList { addrs, ticket: None, keys: Default::default() })
             }),
             Box::new(move |e| {
                 let _ = tx.lock().unwrap().send(e);
@@ -181,23 +184,37 @@ enum Got {
     Other(String),
 }
 
-/// A hand-driven downloader connection.
+/// A hand-driven downloader connection, over the encrypted link.
 struct Client {
-    s: TcpStream,
+    s: BlockingSecureStream<TcpStream>,
     buf: Vec<u8>,
 }
 
 impl Client {
     fn connect(addr: SocketAddr) -> Self {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Self { s, buf: Vec::new() }
+        Self::try_connect(addr).unwrap()
+    }
+
+    /// The link, or why the server would not open one (over its caps, it
+    /// closes before any handshake work).
+    fn try_connect(addr: SocketAddr) -> std::io::Result<Self> {
+        let s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let s = BlockingSecureStream::connect(s, &Keypair::generate(), PEER_PROLOGUE, None)
+            .map_err(std::io::Error::other)?;
+        Ok(Self { s, buf: Vec::new() })
     }
 
     fn send(&mut self, msg: &Message<'_>) {
         let mut out = Vec::new();
         peer::encode(msg, &mut out);
-        self.s.write_all(&out).unwrap();
+        self.send_bytes(&out).unwrap();
+    }
+
+    /// Any bytes, inside the link.
+    fn send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.s.write_all(bytes)?;
+        self.s.flush()
     }
 
     fn handshake(&mut self, file_id: Sha1Digest) {
@@ -259,7 +276,7 @@ fn every_uring_send_method_serves_an_exact_copy_and_counts_it() {
     for method in SendMethod::ALL {
         let dir = tempfile::tempdir().unwrap();
         let (bytes, src, meta) = source(dir.path(), 5 * PIECE_LEN as usize + 777, 3);
-        let table = ServeTable::new(Box::new(|_, _, _| true));
+        let table = ServeTable::new(Box::new(|_, _, _, _| true));
         let served = ServedFile::complete(meta.clone(), File::open(&src).unwrap());
         table.insert(Arc::clone(&served));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -306,11 +323,19 @@ fn uring_garbage_is_cut_off_while_a_download_completes() {
     rx.recv_timeout(Duration::from_secs(30)).expect("the download starts");
     for garbage in [&b"GET / HTTP/1.1\r\n\r\n"[..], &[0, 0, 0, 12, 0, 0, 0, 99, 1, 2, 3, 4]] {
         let mut bad = Client::connect(s.addr());
-        bad.s.write_all(garbage).unwrap();
+        bad.send_bytes(garbage).unwrap();
         bad.expect_error_and_close(ErrorCode::BadMessage);
     }
     assert_eq!(d.progress().status, Status::Running, "the garbage came mid-download");
     wait_complete(&rx);
+    // Bytes in place of a handshake (a plaintext frame here): closed,
+    // nothing said.
+    let mut raw = TcpStream::connect(s.addr()).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    raw.write_all(&[0, 0, 0, 12, 0, 0, 0, 99, 1, 2, 3, 4]).unwrap();
+    let mut got = Vec::new();
+    let _ = raw.read_to_end(&mut got);
+    assert!(got.is_empty(), "{got:?}");
     d.wait();
     assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes);
 }
@@ -342,7 +367,7 @@ fn partial_seeder_refuses_missing_pieces_in_order_and_announces_new_ones() {
         let mut have = Bitfield::new(4);
         have.set(0);
         let served = ServedFile::partial(meta.clone(), File::open(&src).unwrap(), have.clone());
-        let table = ServeTable::new(Box::new(|_, _, _| true));
+        let table = ServeTable::new(Box::new(|_, _, _, _| true));
         table.insert(Arc::clone(&served));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let s = PieceServer::start(listener, table, ServerLimits::default(), backend).unwrap();
@@ -379,7 +404,7 @@ fn connection_cap_bad_ticket_and_handshake_timeout() {
         // A fresh server per check: a closed connection leaves the count a
         // little after the client sees the close.
         let server = |max_connections| {
-            let table = ServeTable::new(Box::new(|_, user, _| user == "u"));
+            let table = ServeTable::new(Box::new(|_, user, _, _| user == "u"));
             table.insert(ServedFile::complete(meta.clone(), File::open(&src).unwrap()));
             let limits = ServerLimits {
                 max_connections,
@@ -416,9 +441,8 @@ fn connection_cap_bad_ticket_and_handshake_timeout() {
         let mut b = Client::connect(s.addr());
         b.handshake(meta.sha1);
         assert!(matches!(b.recv(), Some(Got::Bitfield(_))), "{backend:?}");
-        let mut c = Client::connect(s.addr());
-        let text = c.expect_error_and_close(ErrorCode::Busy);
-        assert!(text.contains("too many"), "{backend:?}: {text}");
+        // Over the cap: closed before any handshake work.
+        assert!(Client::try_connect(s.addr()).is_err(), "{backend:?}");
         a.request(0, 1000);
         assert!(matches!(a.recv(), Some(Got::Piece { piece: 0, .. })), "{backend:?}");
         b.request(0, 10);
@@ -470,14 +494,22 @@ fn random_and_vanishing_peers(method: SendMethod) {
         max_connections: 6,
         ..Default::default()
     };
-    let table = ServeTable::new(Box::new(|_, _, _| true));
+    let table = ServeTable::new(Box::new(|_, _, _, _| true));
     table.insert(ServedFile::complete(meta.clone(), File::open(&src).unwrap()));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let s = PieceServer::start_uring_with(listener, table, limits, method).unwrap();
     let (d, rx) = download(dir.path(), &meta, vec![s.addr()], Backend::Uring);
     let noise = random_bytes(64 * 1024, 99);
     for i in 0..60usize {
-        let mut c = Client::connect(s.addr());
+        if i % 5 == 4 {
+            // Noise in place of a handshake.
+            let mut raw = TcpStream::connect(s.addr()).unwrap();
+            let start = (i * 7919) % noise.len();
+            let _ = raw.write_all(&noise[start..(start + 1500).min(noise.len())]);
+            continue;
+        }
+        // Over the cap while vanished peers still hold slots: refused.
+        let Ok(mut c) = Client::try_connect(s.addr()) else { continue };
         let mut out = Vec::new();
         if i % 3 != 0 {
             let hs = Message::Handshake {
@@ -499,10 +531,10 @@ fn random_and_vanishing_peers(method: SendMethod) {
         let start = (i * 7919) % noise.len();
         let n = (i * 104_729) % 3000;
         out.extend_from_slice(&noise[start..(start + n).min(noise.len())]);
-        let _ = c.s.write_all(&out);
+        let _ = c.send_bytes(&out);
         if i % 2 == 0 {
             // Read whatever comes until the server closes (or we give up).
-            c.s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            c.s.get_ref().set_read_timeout(Some(Duration::from_millis(200))).unwrap();
             let mut sink = [0u8; 65536];
             while matches!(c.s.read(&mut sink), Ok(n) if n > 0) {}
         }
@@ -514,7 +546,8 @@ fn random_and_vanishing_peers(method: SendMethod) {
     // Every one of those connections gave its slot back.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let mut clients: Vec<Client> = (0..6).map(|_| Client::connect(s.addr())).collect();
+        let mut clients: Vec<Client> =
+            (0..6).filter_map(|_| Client::try_connect(s.addr()).ok()).collect();
         let mut admitted = 0;
         for c in &mut clients {
             c.handshake(meta.sha1);
@@ -542,7 +575,7 @@ fn half_closed_peer_gets_its_answers() {
         for p in 0..3 {
             c.request(p, PIECE_LEN as u32);
         }
-        c.s.shutdown(std::net::Shutdown::Write).unwrap();
+        c.s.get_ref().shutdown(std::net::Shutdown::Write).unwrap();
         assert!(matches!(c.recv(), Some(Got::Bitfield(_))), "{backend:?}");
         for p in 0..3u32 {
             let at = p as usize * PIECE_LEN as usize;
@@ -564,7 +597,7 @@ fn uring_cuts_off_a_peer_that_does_not_read() {
     for method in SendMethod::ALL {
         let dir = tempfile::tempdir().unwrap();
         let (bytes, src, meta) = source(dir.path(), 16 * PIECE_LEN as usize, 19);
-        let table = ServeTable::new(Box::new(|_, _, _| true));
+        let table = ServeTable::new(Box::new(|_, _, _, _| true));
         table.insert(ServedFile::complete(meta.clone(), File::open(&src).unwrap()));
         let limits =
             ServerLimits { idle_timeout: Duration::from_millis(500), ..Default::default() };
@@ -582,7 +615,7 @@ fn uring_cuts_off_a_peer_that_does_not_read() {
         assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes, "{method:?}");
         // The stuck peer: its socket fills, the server stalls, then cuts it.
         std::thread::sleep(Duration::from_millis(1500));
-        c.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.s.get_ref().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut sink = vec![0u8; 1 << 20];
         let started = Instant::now();
         let mut got = 0;
@@ -590,7 +623,15 @@ fn uring_cuts_off_a_peer_that_does_not_read() {
             match c.s.read(&mut sink) {
                 Ok(0) => break,
                 Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                // Cut mid-record, or reset.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    break
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => panic!("{method:?}: the stuck peer was not cut off: {e}"),
             }

@@ -6,5 +6,5 @@ use ringshare_engine::ticket;
 
 fuzz_target!(|data: &[u8]| {
     let public = ticket::public_key(&[5u8; 32]);
-    assert!(ticket::verify(&public, data, "u", &Sha1Digest([1; 20]), 0).is_err());
+    assert!(ticket::verify(&public, data, "u", &Sha1Digest([1; 20]), None, 0).is_err());
 });

@@ -9,6 +9,7 @@
 pub mod durable;
 pub mod guard;
 pub mod hlc;
+pub mod links;
 pub mod oplog;
 pub mod password;
 pub mod replica;

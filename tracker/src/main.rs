@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use ringshare_engine::tracker_info::TrackerList;
 use ringshare_tracker::guard::LimitsConfig;
+use ringshare_tracker::links::Links;
 use ringshare_tracker::service::{default_hash_workers, Tracker, TrackerConfig};
 use ringshare_tracker::{server, sync};
 use tokio::io::AsyncBufReadExt;
@@ -19,15 +20,24 @@ use tokio::signal::unix::{signal, SignalKind};
 /// op log under --data-dir (fsync'ed before the client is answered), keeps
 /// in sync with every other tracker of the file, and serves clients until
 /// `quit` on standard input, SIGINT or SIGTERM (each writes a snapshot).
-/// Prints `ringshare-tracker N listening on ADDR` once it accepts connections.
+/// Prints `ringshare-tracker N listening on ADDR` once it accepts connections,
+/// then `ringshare-tracker N key KEY`: the public key it proves to clients
+/// and trackers (put it after the address in tracker_info.txt to have
+/// clients check it from the first connection on).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
     /// File listing every tracker: `IP:PORT`, `IP PORT`, or IP and port on
     /// alternate lines; `#` comments and blank lines are ignored.
-    tracker_info: PathBuf,
+    #[arg(required_unless_present = "print_key")]
+    tracker_info: Option<PathBuf>,
     /// Which line of the file is this tracker (1-based).
-    tracker_no: usize,
+    #[arg(required_unless_present = "print_key")]
+    tracker_no: Option<usize>,
+    /// Print this tracker's public key (creating its key file in the data
+    /// directory if there is none) and exit.
+    #[arg(long)]
+    print_key: bool,
     /// Where the op log and snapshots live [default: ./tracker-<NO>.data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -92,18 +102,30 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let list = TrackerList::load(&args.tracker_info)?;
-    let Some(addr) = list.get(args.tracker_no) else {
+    if args.print_key {
+        let data_dir = match (&args.data_dir, args.tracker_no) {
+            (Some(d), _) => d.clone(),
+            (None, Some(no)) => PathBuf::from(format!("tracker-{no}.data")),
+            (None, None) => bail!("--print-key needs the tracker's number or --data-dir"),
+        };
+        println!("{}", ringshare_tracker::links::print_key(&data_dir)?);
+        return Ok(());
+    }
+    let (Some(info), Some(tracker_no)) = (args.tracker_info.clone(), args.tracker_no) else {
+        bail!("usage: ringshare-tracker TRACKER_INFO TRACKER_NO");
+    };
+    let list = TrackerList::load(&info)?;
+    let Some(addr) = list.get(tracker_no) else {
         bail!(
             "tracker number {} is not in {} (it lists {} tracker(s), numbered from 1)",
-            args.tracker_no,
-            args.tracker_info.display(),
-            list.0.len()
+            tracker_no,
+            info.display(),
+            list.addrs.len()
         );
     };
-    let me = u16::try_from(args.tracker_no).context("tracker number too large")?;
-    let peers: Vec<(u16, std::net::SocketAddr)> = (1..=list.0.len())
-        .filter(|n| *n != args.tracker_no)
+    let me = u16::try_from(tracker_no).context("tracker number too large")?;
+    let peers: Vec<(u16, std::net::SocketAddr)> = (1..=list.addrs.len())
+        .filter(|n| *n != tracker_no)
         .filter_map(|n| Some((u16::try_from(n).ok()?, list.get(n)?)))
         .collect();
     let config = TrackerConfig {
@@ -137,6 +159,7 @@ async fn run(args: Args) -> Result<()> {
         String::new()
     };
     tracing::info!("recovered {} op(s) from {}{torn}", rec.replayed, data_dir.display());
+    let links = Arc::new(Links::open(&data_dir, list.clone())?);
     let tracker = Arc::new(tracker);
     // Signal handlers go in before the readiness line: a SIGTERM right after
     // it must stop the tracker cleanly, not kill it.
@@ -146,12 +169,13 @@ async fn run(args: Args) -> Result<()> {
         TcpListener::bind(addr).await.with_context(|| format!("bind tracker to {addr}"))?;
     let local = listener.local_addr().context("read the bound address")?;
     for (n, peer_addr) in peers {
-        tokio::spawn(sync::pull_forever(Arc::clone(&tracker), n, peer_addr));
+        tokio::spawn(sync::pull_forever(Arc::clone(&tracker), Arc::clone(&links), n, peer_addr));
     }
-    println!("ringshare-tracker {} listening on {local}", args.tracker_no);
+    println!("ringshare-tracker {tracker_no} listening on {local}");
+    println!("ringshare-tracker {tracker_no} key {}", links.keypair().public());
 
     tokio::select! {
-        r = server::serve(listener, Arc::clone(&tracker)) => r.context("serve clients")?,
+        r = server::serve(listener, Arc::clone(&tracker), links) => r.context("serve clients")?,
         _ = sigint.recv() => tracing::info!("SIGINT: stopping"),
         _ = sigterm.recv() => tracing::info!("SIGTERM: stopping"),
         _ = quit_on_stdin() => tracing::info!("quit: stopping"),

@@ -1,5 +1,9 @@
 //! The tracker's network driver: accepts client connections and answers
 //! their requests, one at a time per connection, in order.
+//!
+//! Every connection opens with the encrypted link's handshake (Noise XX,
+//! [`crate::links`]); frames ride inside it. A connection over the caps is
+//! closed at once, before any handshake work.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -7,9 +11,12 @@ use std::sync::Arc;
 
 use ringshare_engine::control::{decode_msg, read_frame, write_msg, FrameIoError};
 use ringshare_engine::proto::{Refusal, Request, Response, REQUEST, RESPONSE};
+use ringshare_engine::secure::CONTROL_PROLOGUE;
+use ringshare_engine::secure_io::SecureStream;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::links::Links;
 use crate::service::{Reply, Tracker};
 use crate::sync::{self, SyncMsg, SYNC};
 
@@ -17,12 +24,19 @@ use crate::sync::{self, SyncMsg, SYNC};
 pub const MAX_CONNECTIONS: usize = 8192;
 /// Most connections served at once from one IP address.
 pub const MAX_PER_IP: usize = 1024;
+/// The longest the encrypted link's handshake may take (or `--client-idle`
+/// if shorter): a connection that stops halfway gives its slot back.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Accepts connections on `listener` forever, serving each on its own task.
-pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    tracker: Arc<Tracker>,
+    links: Arc<Links>,
+) -> std::io::Result<()> {
     let counts: Arc<std::sync::Mutex<(usize, HashMap<IpAddr, usize>)>> = Arc::default();
     loop {
-        let (mut stream, peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 // Running out of file descriptors and the like: log, back off, go on.
@@ -43,16 +57,15 @@ pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>) -> std::io::Res
             }
         };
         if !admitted {
-            let refusal = Refusal::Limit("too many connections".into());
-            tokio::spawn(async move {
-                let _ = write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)).await;
-            });
+            tracing::debug!(%peer, "refused a connection: too many connections");
+            drop(stream);
             continue;
         }
         let tracker = Arc::clone(&tracker);
         let counts = Arc::clone(&counts);
+        let links = Arc::clone(&links);
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, peer, tracker).await {
+            if let Err(e) = connection(stream, peer, tracker, &links).await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
             let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
@@ -74,35 +87,51 @@ pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>) -> std::io::Res
 /// stream with nothing read past its hello; a client's connection is then
 /// buffered (one `recv` usually brings a whole request, header and payload).
 async fn connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     tracker: Arc<Tracker>,
+    links: &Links,
 ) -> Result<(), FrameIoError> {
     stream.set_nodelay(true)?;
     tracing::debug!(%peer, "connected");
     let idle = tracker.config().client_idle;
+    let handshake = SecureStream::accept(stream, links.keypair(), CONTROL_PROLOGUE);
+    let mut stream = match tokio::time::timeout(idle.min(HANDSHAKE_TIMEOUT), handshake).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "secure handshake failed: {e}");
+            return Ok(());
+        }
+        Err(_) => return Ok(()),
+    };
     let Ok(first) = tokio::time::timeout(idle, read_frame(&mut stream)).await else {
         return Ok(());
     };
     if let Ok(Some((SYNC, payload))) = &first {
         let hello = decode_msg::<SyncMsg>(payload)?;
-        let listed = matches!(&hello, SyncMsg::Hello { from, .. } if tracker.is_listed_peer(*from, peer.ip()));
+        // A pull is served only to a listed tracker, from its address,
+        // proving its key: anyone else could read the whole state and move
+        // what this tracker thinks a peer holds.
+        let verdict = match &hello {
+            SyncMsg::Hello { from, .. } if tracker.is_listed_peer(*from, peer.ip()) => {
+                links.check(*from, stream.remote_key())
+            }
+            _ => Err("not a listed tracker's address".to_owned()),
+        };
         if let Some(why) = tracker.failure() {
             let refusal = Refusal::Internal(format!("tracker stopped: op log failed ({why})"));
             let _ = write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)).await;
             return Ok(());
         }
-        if !listed {
-            // Until links are authenticated, a pull is served only to an
-            // address a listed tracker has: anyone else could read the
-            // whole state and move what this tracker thinks a peer holds.
-            tracing::warn!(%peer, "refused a sync pull: not a listed tracker's address");
+        if let Err(why) = verdict {
+            tracing::warn!(%peer, "refused a sync pull: {why}");
             let refusal = Refusal::BadRequest("sync is for the listed trackers only".into());
             let _ = write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)).await;
             return Ok(());
         }
         return sync::serve_pull(stream, tracker, hello).await;
     }
+    let node_key = stream.remote_key().0;
     let mut stream = BufReader::with_capacity(16 * 1024, stream);
     let mut frame = first;
     loop {
@@ -122,7 +151,7 @@ async fn connection(
                 return Err(e);
             }
         };
-        match tracker.reply(req, peer.ip()).await {
+        match tracker.reply(req, peer.ip(), Some(node_key)).await {
             Reply::Msg(resp) => write_msg(&mut stream, RESPONSE, &resp).await?,
             Reply::Frame(frame) => {
                 stream.write_all(&frame).await?;

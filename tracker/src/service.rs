@@ -118,6 +118,10 @@ pub struct Tracker {
     /// Soft state: when each session was last heard from (here or, by gossip,
     /// at another tracker).
     live: Mutex<HashMap<Token, Instant>>,
+    /// Soft state: the node key each session's links prove (learnt from its
+    /// login or heartbeat connection here, or by gossip): peer lists carry
+    /// it. Lock order: `live`, then this.
+    node_keys: Mutex<HashMap<Token, [u8; 32]>>,
     /// Moves whenever a session joins or leaves the live set (see
     /// [`Tracker::touch_all`]): part of the version of cached answers.
     live_epoch: std::sync::atomic::AtomicU64,
@@ -267,6 +271,7 @@ impl Tracker {
             config,
             inner: Mutex::new(inner),
             live: Mutex::new(HashMap::new()),
+            node_keys: Mutex::new(HashMap::new()),
             live_epoch: std::sync::atomic::AtomicU64::new(0),
             feed,
             acked: Mutex::new(HashMap::new()),
@@ -296,7 +301,7 @@ impl Tracker {
 
     /// Handles one request that came from address `from`.
     pub async fn handle_from(&self, req: Request, from: IpAddr) -> Response {
-        match self.reply(req, from).await {
+        match self.reply(req, from, None).await {
             Reply::Msg(resp) => resp,
             Reply::Frame(frame) => decode_frame(&frame).unwrap_or_else(Response::Refused),
         }
@@ -338,9 +343,10 @@ impl Tracker {
         }
     }
 
-    /// Handles one request from `from`, for the network driver: large
-    /// answers that many clients ask for come encoded once and shared.
-    pub async fn reply(&self, req: Request, from: IpAddr) -> Reply {
+    /// Handles one request from `from` on a link that proved node key
+    /// `key`, for the network driver: large answers that many clients ask
+    /// for come encoded once and shared.
+    pub async fn reply(&self, req: Request, from: IpAddr, key: Option<[u8; 32]>) -> Reply {
         if let Some(why) = self.failure() {
             return Reply::Msg(Response::Refused(Refusal::Internal(format!(
                 "tracker stopped: op log failed ({why})"
@@ -350,7 +356,7 @@ impl Tracker {
             Request::ListFiles { token, group } => {
                 self.list_files(&token, &group).map(Reply::Frame)
             }
-            req => self.dispatch(req, from).await.map(Reply::Msg),
+            req => self.dispatch(req, from, key).await.map(Reply::Msg),
         };
         result.unwrap_or_else(|refusal| Reply::Msg(Response::Refused(refusal)))
     }
@@ -398,7 +404,12 @@ impl Tracker {
         self.limits.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn dispatch(&self, req: Request, from: IpAddr) -> Result<Response, Refusal> {
+    async fn dispatch(
+        &self,
+        req: Request,
+        from: IpAddr,
+        key: Option<[u8; 32]>,
+    ) -> Result<Response, Refusal> {
         match req {
             Request::CreateUser { user, password } => {
                 name(NameKind::User, &user)?;
@@ -438,6 +449,9 @@ impl Tracker {
                 let token = Token(raw);
                 self.commit(Op::Login { user, token, peer_addr }).await?;
                 self.touch_all(&[token]);
+                if let Some(k) = key {
+                    self.learn_keys(&[(token, k)]);
+                }
                 let heartbeat_ms = (self.config.peer_ttl.as_millis() / 3).clamp(100, 60_000) as u32;
                 Ok(Response::LoggedIn { token, heartbeat_ms, ticket_key: self.ticket_public()? })
             }
@@ -447,6 +461,9 @@ impl Tracker {
             }
             Request::Heartbeat { token } => {
                 self.session(&token)?;
+                if let Some(k) = key {
+                    self.learn_keys(&[(token, k)]);
+                }
                 Ok(Response::Alive { ticket_key: self.ticket_public()? })
             }
             Request::CreateGroup { token, group } => {
@@ -516,11 +533,14 @@ impl Tracker {
                 name(NameKind::Group, &group)?;
                 name(NameKind::File, &file)?;
                 let live = self.live_set();
-                let (meta, peers) =
-                    self.lock()
-                        .replica
-                        .state()
-                        .file_info(&user, &group, &file, &|t| live.contains_key(t))?;
+                let keys = self.node_keys.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let (meta, peers) = self.lock().replica.state().file_info(
+                    &user,
+                    &group,
+                    &file,
+                    &|t| live.contains_key(t),
+                    &|t| keys.get(t).copied(),
+                )?;
                 let secret = *self
                     .lock()
                     .replica
@@ -532,6 +552,9 @@ impl Tracker {
                     group,
                     file_id: meta.sha1,
                     expires_ms: wall_ms() + self.config.ticket_ttl.as_millis() as u64,
+                    // Bound to the key this request's link proved: useless
+                    // to anyone without that node's private key.
+                    holder: key,
                 };
                 let ticket = ringshare_engine::ticket::sign(&secret, &t);
                 Ok(Response::FileInfo { meta, peers, ticket })
@@ -703,6 +726,28 @@ impl Tracker {
         }
     }
 
+    /// Learns the node keys of sessions (from their own links, or gossip).
+    /// The first key heard for a session stays: a token used from another
+    /// node does not move its peers' connections there.
+    pub fn learn_keys(&self, pairs: &[(Token, [u8; 32])]) {
+        let mut keys = self.node_keys.lock().unwrap_or_else(|p| p.into_inner());
+        for (t, k) in pairs {
+            let known = *keys.entry(*t).or_insert(*k);
+            if known != *k {
+                tracing::warn!(
+                    "a session's requests came over a link with another node key; kept the first"
+                );
+            }
+        }
+    }
+
+    /// The node keys of the live sessions, for gossip.
+    pub fn live_keys(&self) -> Vec<(Token, [u8; 32])> {
+        let live = self.live_set();
+        let keys = self.node_keys.lock().unwrap_or_else(|p| p.into_inner());
+        live.keys().filter_map(|t| Some((*t, *keys.get(t)?))).collect()
+    }
+
     /// The liveness epoch, which moves whenever the set of live sessions
     /// changes (after dropping the ones silent for longer than the TTL).
     fn live_epoch(&self) -> u64 {
@@ -733,6 +778,8 @@ impl Tracker {
         live.retain(|_, at| now.saturating_duration_since(*at) < ttl);
         if live.len() != before {
             self.live_epoch.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut keys = self.node_keys.lock().unwrap_or_else(|p| p.into_inner());
+            keys.retain(|t, _| live.contains_key(t));
         }
         live
     }

@@ -375,6 +375,7 @@ impl State {
         group: &str,
         file: &str,
         live: &dyn Fn(&Token) -> bool,
+        key_of: &dyn Fn(&Token) -> Option<[u8; 32]>,
     ) -> Result<(FileMeta, Vec<PeerInfo>), Refusal> {
         let g = self.member_group(user, group)?;
         let f = g
@@ -384,8 +385,14 @@ impl State {
         let peers = f
             .sharers
             .iter()
-            .filter(|s| self.online(s, live))
-            .map(|s| PeerInfo { user: s.user.clone(), addr: s.peer_addr.clone() })
+            .filter_map(|s| {
+                let token = self.online_session(s, live)?;
+                Some(PeerInfo {
+                    user: s.user.clone(),
+                    addr: s.peer_addr.clone(),
+                    key: key_of(token),
+                })
+            })
             .collect();
         Ok((f.meta.clone(), peers))
     }
@@ -402,7 +409,15 @@ impl State {
 
     /// Whether a sharer's node has a live session.
     fn online(&self, s: &Sharer, live: &dyn Fn(&Token) -> bool) -> bool {
-        self.sessions.iter().any(|(t, x)| x.user == s.user && x.peer_addr == s.peer_addr && live(t))
+        self.online_session(s, live).is_some()
+    }
+
+    /// The token of a live session of the sharer's user at its address.
+    fn online_session(&self, s: &Sharer, live: &dyn Fn(&Token) -> bool) -> Option<&Token> {
+        self.sessions
+            .iter()
+            .find(|(t, x)| x.user == s.user && x.peer_addr == s.peer_addr && live(t))
+            .map(|(t, _)| t)
     }
 
     fn group_mut(&mut self, group: &str) -> Result<&mut Group, Refusal> {
@@ -601,9 +616,9 @@ mod tests {
             meta: meta("f", 1),
         })
         .unwrap();
-        assert_eq!(st.file_info("b", "g", "f", &|_| true).unwrap().1.len(), 1);
+        assert_eq!(st.file_info("b", "g", "f", &|_| true, &|_| None).unwrap().1.len(), 1);
         st.apply(&Op::Logout { token: Token([0; 16]) }).unwrap();
-        assert!(st.file_info("b", "g", "f", &|_| true).unwrap().1.is_empty());
+        assert!(st.file_info("b", "g", "f", &|_| true, &|_| None).unwrap().1.is_empty());
         assert_eq!(st.files("b", "g", &|_| true).unwrap()[0].peers, 0);
         st.apply(&Op::Login {
             user: s("a"),
@@ -611,7 +626,7 @@ mod tests {
             peer_addr: s("127.0.0.1:1000"),
         })
         .unwrap();
-        assert_eq!(st.file_info("b", "g", "f", &|_| true).unwrap().1.len(), 1);
+        assert_eq!(st.file_info("b", "g", "f", &|_| true, &|_| None).unwrap().1.len(), 1);
     }
 
     #[test]

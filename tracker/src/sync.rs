@@ -22,9 +22,13 @@ use std::time::Duration;
 
 use ringshare_engine::control::{read_frame, read_msg, write_msg, FrameIoError};
 use ringshare_engine::proto::Token;
+use ringshare_engine::secure::CONTROL_PROLOGUE;
+use ringshare_engine::secure_io::SecureStream;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+
+use crate::links::Links;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::oplog::Entry;
@@ -58,6 +62,8 @@ pub enum SyncMsg {
     },
     /// Sessions heard from recently at the sender.
     Alive(Vec<Token>),
+    /// The node keys of the sender's live sessions (peer lists carry them).
+    Keys(Vec<(Token, [u8; 32])>),
 }
 
 /// Serves a pull from another tracker whose first message was `hello`.
@@ -102,6 +108,7 @@ where
                 match read_msg::<SyncMsg, _>(&mut rd, SYNC).await {
                     Ok(Some(SyncMsg::Ack { known })) => tracker.set_acked(from, known),
                     Ok(Some(SyncMsg::Alive(tokens))) => tracker.touch_all(&tokens),
+                    Ok(Some(SyncMsg::Keys(keys))) => tracker.learn_keys(&keys),
                     _ => return,
                 }
             }
@@ -134,6 +141,7 @@ where
             _ = &mut acks => return Ok(()),
             _ = tick.tick() => {
                 write_msg(&mut wr, SYNC, &SyncMsg::Alive(tracker.live_tokens())).await?;
+                write_msg(&mut wr, SYNC, &SyncMsg::Keys(tracker.live_keys())).await?;
             }
         }
     }
@@ -180,10 +188,10 @@ fn img_known(img: &ReplicaImage) -> Known {
 }
 
 /// Pulls from tracker `peer` at `addr` forever, reconnecting as needed.
-pub async fn pull_forever(tracker: Arc<Tracker>, peer: u16, addr: SocketAddr) {
+pub async fn pull_forever(tracker: Arc<Tracker>, links: Arc<Links>, peer: u16, addr: SocketAddr) {
     let mut logged_down = false;
     loop {
-        match pull_once(&tracker, addr).await {
+        match pull_once(&tracker, &links, peer, addr).await {
             Ok(()) => tracing::info!(peer, "stream from tracker {peer} ended"),
             Err(e) => {
                 if !logged_down {
@@ -202,11 +210,26 @@ pub async fn pull_forever(tracker: Arc<Tracker>, peer: u16, addr: SocketAddr) {
 /// How long a pull waits for any frame before reconnecting.
 const PULL_SILENCE: Duration = Duration::from_secs(10);
 
-async fn pull_once(tracker: &Tracker, addr: SocketAddr) -> Result<(), FrameIoError> {
-    let mut s = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+async fn pull_once(
+    tracker: &Tracker,
+    links: &Links,
+    peer: u16,
+    addr: SocketAddr,
+) -> Result<(), FrameIoError> {
+    let connect = async {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let expect = links.expected(peer);
+        SecureStream::connect(tcp, links.keypair(), CONTROL_PROLOGUE, expect)
+            .await
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    };
+    let mut s = tokio::time::timeout(Duration::from_secs(2), connect)
         .await
         .map_err(|_| FrameIoError::Io(std::io::ErrorKind::TimedOut.into()))??;
-    s.set_nodelay(true)?;
+    if let Err(why) = links.check(peer, s.remote_key()) {
+        return Err(FrameIoError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, why)));
+    }
     let hello = SyncMsg::Hello { from: tracker.config().me, known: tracker.known() };
     write_msg(&mut s, SYNC, &hello).await?;
     loop {
@@ -249,6 +272,7 @@ async fn pull_once(tracker: &Tracker, addr: SocketAddr) -> Result<(), FrameIoErr
                 write_msg(&mut s, SYNC, &SyncMsg::Ack { known: tracker.known() }).await?;
             }
             SyncMsg::Alive(tokens) => tracker.touch_all(&tokens),
+            SyncMsg::Keys(keys) => tracker.learn_keys(&keys),
             SyncMsg::Hello { .. } | SyncMsg::Ack { .. } => return Err(FrameIoError::Kind(SYNC)),
         }
     }

@@ -99,9 +99,26 @@ fn garbage_gets_an_error_frame_and_the_tracker_keeps_serving() {
     let mut t = spawn(&info, "1");
     let addr = ready(&mut t);
 
-    // An absurd frame length: refused from the header alone.
+    let secure = || {
+        let tcp = TcpStream::connect(addr).unwrap();
+        let me = ringshare_engine::secure::Keypair::generate();
+        let prologue = ringshare_engine::secure::CONTROL_PROLOGUE;
+        ringshare_engine::secure_io::BlockingSecureStream::connect(tcp, &me, prologue, None)
+            .unwrap()
+    };
+    // Bytes that are not a handshake (a plaintext frame: an empty record):
+    // the connection is closed, nothing is answered.
     let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&[0, 0, 0, 20, 0, 0, 0, 1, 2, 3]).unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    assert!(reply.is_empty(), "{reply:?}");
+
+    // Inside the encrypted link, an absurd frame length: refused from the
+    // header alone.
+    let mut s = secure();
     s.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1]).unwrap();
+    s.flush().unwrap();
     let mut reply = Vec::new();
     s.read_to_end(&mut reply).unwrap();
     let (frame, _) = ringshare_engine::wire::decode(&reply, proto::MAX_FRAME).unwrap();
@@ -109,18 +126,20 @@ fn garbage_gets_an_error_frame_and_the_tracker_keeps_serving() {
     assert!(matches!(resp, Response::Refused(_)), "{resp:?}");
 
     // A well-framed but undecodable request.
-    let mut s = TcpStream::connect(addr).unwrap();
+    let mut s = secure();
     let mut bad = Vec::new();
     ringshare_engine::wire::encode(REQUEST, &[0xee; 40], &mut bad);
     s.write_all(&bad).unwrap();
+    s.flush().unwrap();
     let mut reply = Vec::new();
     s.read_to_end(&mut reply).unwrap();
     assert!(!reply.is_empty(), "an error frame before the disconnect");
 
     // Everyone else is still served.
-    let mut s = TcpStream::connect(addr).unwrap();
+    let mut s = secure();
     let req = Request::CreateUser { user: "u".into(), password: "p".into() };
     s.write_all(&proto::encode_frame(REQUEST, &req).unwrap()).unwrap();
+    s.flush().unwrap();
     let mut buf = vec![0u8; 64];
     let n = s.read(&mut buf).unwrap();
     let (frame, _) = ringshare_engine::wire::decode(&buf[..n], proto::MAX_FRAME).unwrap();

@@ -11,7 +11,11 @@ use std::time::Duration;
 
 use ringshare_engine::control::{read_msg, write_msg};
 use ringshare_engine::proto::{Refusal, Request, Response, REQUEST, RESPONSE};
+use ringshare_engine::secure::{Keypair, CONTROL_PROLOGUE};
+use ringshare_engine::secure_io::SecureStream;
 use tokio::net::{TcpSocket, TcpStream};
+
+type Link = SecureStream<TcpStream>;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringshare-tracker");
 
@@ -84,15 +88,21 @@ impl Drop for Tracker {
     }
 }
 
-/// A connection to the tracker from loopback address `from` (127.0.0.0/8
-/// is all ours on Linux).
-async fn connect(to: SocketAddr, from: &str) -> TcpStream {
-    let s = TcpSocket::new_v4().unwrap();
-    s.bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0)).unwrap();
-    s.connect(to).await.unwrap()
+/// An encrypted connection to the tracker from loopback address `from`
+/// (127.0.0.0/8 is all ours on Linux), with a fresh key.
+async fn connect(to: SocketAddr, from: &str) -> Link {
+    connect_as(to, from, &Keypair::generate()).await
 }
 
-async fn call(s: &mut TcpStream, req: &Request) -> Response {
+/// The same, proving `key`.
+async fn connect_as(to: SocketAddr, from: &str, key: &Keypair) -> Link {
+    let s = TcpSocket::new_v4().unwrap();
+    s.bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0)).unwrap();
+    let tcp = s.connect(to).await.unwrap();
+    SecureStream::connect(tcp, key, CONTROL_PROLOGUE, None).await.unwrap()
+}
+
+async fn call(s: &mut Link, req: &Request) -> Response {
     write_msg(s, REQUEST, req).await.unwrap();
     read_msg(s, RESPONSE).await.unwrap().expect("an answer")
 }
@@ -287,20 +297,29 @@ async fn sync_pulls_only_from_a_listed_trackers_address() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let t = Tracker::start_listed(&format!("127.0.0.1:0\n{free}\n"), &[]);
     let addr = t.addr;
-    let first_frame = |from: &'static str, who: u16| async move {
-        let mut s = connect(addr, from).await;
+    let first_frame = |from: &'static str, who: u16, key: Keypair| async move {
+        let mut s = connect_as(addr, from, &key).await;
         s.write_all(&sync_hello(who)).await.unwrap();
+        s.flush().await.unwrap();
         ringshare_engine::control::read_frame(&mut s).await.unwrap().expect("an answer")
+    };
+    let refused = |(kind, payload): (u32, Vec<u8>)| {
+        assert_eq!(kind, RESPONSE);
+        let r: Response = postcard::from_bytes(&payload).unwrap();
+        assert!(matches!(r, Response::Refused(Refusal::BadRequest(_))), "{r:?}");
     };
     // Not a listed tracker's number, or the right number from the wrong address.
     for (from, who) in [("127.0.0.1", 7), ("127.0.0.2", 2)] {
-        let (kind, payload) = first_frame(from, who).await;
-        assert_eq!(kind, RESPONSE, "from {from} as tracker {who}");
-        let r: Response = postcard::from_bytes(&payload).unwrap();
-        assert!(matches!(r, Response::Refused(Refusal::BadRequest(_))), "{r:?}");
+        refused(first_frame(from, who, Keypair::generate()).await);
     }
-    // Tracker 2 from its address is served (the catch-up, a sync frame).
-    let (kind, _) = first_frame("127.0.0.1", 2).await;
+    // Tracker 2 from its address is served (the catch-up, a sync frame),
+    // and its key is pinned on this first contact.
+    let two = Keypair::generate();
+    let (kind, _) = first_frame("127.0.0.1", 2, two.clone()).await;
+    assert_eq!(kind, 3);
+    // From then on, tracker 2's address with another key is refused.
+    refused(first_frame("127.0.0.1", 2, Keypair::generate()).await);
+    let (kind, _) = first_frame("127.0.0.1", 2, two).await;
     assert_eq!(kind, 3);
     drop(t);
 }

@@ -75,7 +75,9 @@ fn main() -> Result<()> {
         have,
         served,
         Arc::new(HashPool::new(2 * std::thread::available_parallelism().map_or(2, |n| n.get()))),
-        Box::new(move || Ok(PeerList { addrs: peers.clone(), ticket: None })),
+        Box::new(move || {
+            Ok(PeerList { addrs: peers.clone(), ticket: None, keys: Default::default() })
+        }),
         Box::new(move |e| {
             let _ = tx.lock().map(|t| t.send(e));
         }),
@@ -115,7 +117,7 @@ fn main() -> Result<()> {
 
 fn serve(args: &Args) -> Result<()> {
     let meta = HashPool::with_available_cores().hash_file(&args.file, "fanout.bin")?;
-    let table = ServeTable::new(Box::new(|_, _, _| true));
+    let table = ServeTable::new(Box::new(|_, _, _, _| true));
     table.insert(ServedFile::complete(meta, File::open(&args.file)?));
     let listener = TcpListener::bind("0.0.0.0:0")?;
     let port = listener.local_addr()?.port();

@@ -39,6 +39,8 @@ use ringshare_engine::control::{read_frame, read_msg, write_msg};
 use ringshare_engine::meta::{FileMeta, Sha1Digest, PIECE_LEN};
 use ringshare_engine::peer::{self, Message};
 use ringshare_engine::proto::{Request, Response, Token, MAX_FRAME, REQUEST, RESPONSE};
+use ringshare_engine::secure::{Keypair, CONTROL_PROLOGUE, PEER_PROLOGUE};
+use ringshare_engine::secure_io::SecureStream;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -150,12 +152,28 @@ async fn connect_from(to: SocketAddr, from: &str) -> std::io::Result<TcpStream> 
     s.connect(to).await
 }
 
-async fn call(s: &mut TcpStream, req: &Request) -> Result<Response> {
+/// This tool's one node key: the tickets its tracker links get are bound to
+/// it, so its peer links can present them.
+fn me() -> &'static Keypair {
+    static ME: std::sync::OnceLock<Keypair> = std::sync::OnceLock::new();
+    ME.get_or_init(Keypair::generate)
+}
+
+/// An encrypted connection to a tracker from `from`.
+async fn connect_tracker(to: SocketAddr, from: &str) -> std::io::Result<Link> {
+    let tcp = connect_from(to, from).await?;
+    SecureStream::connect(tcp, me(), CONTROL_PROLOGUE, None).await.map_err(std::io::Error::other)
+}
+
+/// An encrypted connection to a tracker or a node.
+type Link = SecureStream<TcpStream>;
+
+async fn call(s: &mut Link, req: &Request) -> Result<Response> {
     write_msg(s, REQUEST, req).await?;
     read_msg(s, RESPONSE).await?.context("tracker closed the connection")
 }
 
-async fn login(s: &mut TcpStream, user: &str, peer_addr: &str) -> Result<Token> {
+async fn login(s: &mut Link, user: &str, peer_addr: &str) -> Result<Token> {
     let _ = call(s, &Request::CreateUser { user: user.into(), password: "pw".into() }).await?;
     let req =
         Request::Login { user: user.into(), password: "pw".into(), peer_addr: peer_addr.into() };
@@ -165,7 +183,7 @@ async fn login(s: &mut TcpStream, user: &str, peer_addr: &str) -> Result<Token> 
     }
 }
 
-async fn done(s: &mut TcpStream, req: Request) -> Result<()> {
+async fn done(s: &mut Link, req: Request) -> Result<()> {
     match call(s, &req).await? {
         Response::Done => Ok(()),
         other => bail!("{req:?}: {other:?}"),
@@ -206,7 +224,7 @@ async fn setup_node(
     args: &Args,
     dir: &Path,
     tracker: SocketAddr,
-    alice: &mut TcpStream,
+    alice: &mut Link,
     owner: Token,
 ) -> Result<NodeSetup> {
     let bin = args.node_bin.as_ref().context("--node-bin is needed for the node floods")?;
@@ -239,7 +257,7 @@ async fn setup_node(
     let node = Proc(child);
     let mut tickets = Vec::new();
     for user in ["legit", "hostile"] {
-        let mut s = connect_from(tracker, "127.0.0.2").await?;
+        let mut s = connect_tracker(tracker, "127.0.0.2").await?;
         let token = login(&mut s, user, "127.0.0.2:9").await?;
         done(&mut s, Request::JoinGroup { token, group: "team".into() }).await?;
         done(
@@ -282,11 +300,13 @@ async fn handshake(
     meta: &FileMeta,
     user: &str,
     ticket: &[u8],
-) -> Result<TcpStream> {
-    let mut s = connect_from(addr, from).await?;
+) -> Result<Link> {
+    let tcp = connect_from(addr, from).await?;
+    let mut s = SecureStream::connect(tcp, me(), PEER_PROLOGUE, None).await?;
     let mut out = Vec::new();
     peer::encode(&Message::Handshake { version: 1, file_id: meta.sha1, user, ticket }, &mut out);
     s.write_all(&out).await?;
+    s.flush().await?;
     let (kind, payload) = read_frame(&mut s).await?.context("closed at handshake")?;
     match peer::decode_payload(kind, &payload) {
         Ok(Message::Bitfield(_)) => Ok(s),
@@ -295,11 +315,12 @@ async fn handshake(
 }
 
 /// One piece through an open peer connection; its latency.
-async fn fetch_piece(s: &mut TcpStream, piece: u32, len: u32) -> Result<Duration> {
+async fn fetch_piece(s: &mut Link, piece: u32, len: u32) -> Result<Duration> {
     let t = Instant::now();
     let mut out = Vec::new();
     peer::encode(&Message::Request { piece, offset: 0, len }, &mut out);
     s.write_all(&out).await?;
+    s.flush().await?;
     loop {
         let (kind, payload) = read_frame(s).await?.context("closed")?;
         match peer::decode_payload(kind, &payload) {
@@ -335,7 +356,7 @@ async fn hostile(
     };
     match kind {
         Kind::Login | Kind::Signup | Kind::ListFiles => {
-            let mut s = connect_from(target, "127.0.0.1").await?;
+            let mut s = connect_tracker(target, "127.0.0.1").await?;
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let req = match kind {
@@ -369,26 +390,33 @@ async fn hostile(
             until_stop().await;
         }
         Kind::Oversized | Kind::Slow => {
-            let mut s = connect_from(target, "127.0.0.1").await?;
+            // Inside the encrypted link: the frame layer is what is flooded.
+            let mut s = connect_tracker(target, "127.0.0.1").await?;
             let len = if kind == Kind::Oversized { MAX_FRAME } else { 100 };
             let mut head = Vec::new();
             head.extend(len.to_be_bytes());
             head.extend(REQUEST.to_be_bytes());
             s.write_all(&head).await?;
+            s.flush().await?;
             count();
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                if s.write_all(&[0]).await.is_err() {
+                let sent = async {
+                    s.write_all(&[0]).await?;
+                    s.flush().await
+                };
+                if sent.await.is_err() {
                     // Cut off: come back, as an attacker would.
-                    s = connect_from(target, "127.0.0.1").await?;
+                    s = connect_tracker(target, "127.0.0.1").await?;
                     s.write_all(&head).await?;
+                    s.flush().await?;
                 }
                 count();
             }
         }
         Kind::Sync => {
             while !stop.load(Ordering::Relaxed) {
-                let Ok(mut s) = connect_from(target, "127.0.0.1").await else { continue };
+                let Ok(mut s) = connect_tracker(target, "127.0.0.1").await else { continue };
                 let hello = SyncHello::Hello { from: 2, known: BTreeMap::new() };
                 let _ = write_msg(&mut s, SYNC, &hello).await;
                 // Read whatever comes (a catch-up, or a refusal) for a while.
@@ -418,6 +446,7 @@ async fn hostile(
             }
             // The node may close on us; what matters is what it holds meanwhile.
             let _ = s.write_all(&out).await;
+            let _ = s.flush().await;
             count();
             until_stop().await;
         }
@@ -442,7 +471,7 @@ async fn run(args: Args) -> Result<()> {
         extra.push("--signups-per-minute=100000".into());
     }
     let (tracker, taddr) = start_tracker(&args.tracker_bin, dir.path(), &extra)?;
-    let mut alice = connect_from(taddr, "127.0.0.3").await?;
+    let mut alice = connect_tracker(taddr, "127.0.0.3").await?;
     let owner = login(&mut alice, "alice", "127.0.0.3:9").await?;
     done(&mut alice, Request::CreateGroup { token: owner, group: "team".into() }).await?;
     if args.kind == Kind::ListFiles {
@@ -597,7 +626,7 @@ async fn legit_connect(t: &LegitTarget) -> Result<Legit> {
             Legit::Node(handshake(*addr, "127.0.0.2", meta, user, ticket).await?)
         }
         None => {
-            let mut s = connect_from(t.tracker, "127.0.0.2").await?;
+            let mut s = connect_tracker(t.tracker, "127.0.0.2").await?;
             let token = login(&mut s, "legit", "127.0.0.2:9").await?;
             Legit::Tracker(s, token)
         }
@@ -656,6 +685,6 @@ async fn legit_loop(
 }
 
 enum Legit {
-    Tracker(TcpStream, Token),
-    Node(TcpStream),
+    Tracker(Link, Token),
+    Node(Link),
 }

@@ -310,18 +310,27 @@ fn proc_cpu(pid: u32) -> f64 {
 
 /// A blocking protocol connection to the tracker.
 struct Raw {
-    s: TcpStream,
+    s: ringshare_engine::secure_io::BlockingSecureStream<TcpStream>,
 }
 
 impl Raw {
     fn connect(addr: SocketAddr) -> Result<Self> {
+        use ringshare_engine::secure::{Keypair, CONTROL_PROLOGUE};
         let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
+        let me = Keypair::generate();
+        let s = ringshare_engine::secure_io::BlockingSecureStream::connect(
+            s,
+            &me,
+            CONTROL_PROLOGUE,
+            None,
+        )?;
         Ok(Self { s })
     }
 
     fn call(&mut self, req: &Request) -> Result<Response> {
         self.s.write_all(&proto::encode_frame(proto::REQUEST, req)?)?;
+        self.s.flush()?;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {

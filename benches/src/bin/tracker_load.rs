@@ -45,10 +45,11 @@ use hdrhistogram::Histogram;
 use ringshare_engine::control::read_msg;
 use ringshare_engine::meta::{FileMeta, Geometry, Sha1Digest};
 use ringshare_engine::proto::{encode_frame, Refusal, Request, Response, Token, REQUEST, RESPONSE};
+use ringshare_engine::secure::{Keypair, CONTROL_PROLOGUE};
+use ringshare_engine::secure_io::SecureStream;
 use serde::Serialize;
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpSocket;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
@@ -333,8 +334,7 @@ fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
 // One client connection.
 
 struct Conn {
-    rd: BufReader<OwnedReadHalf>,
-    wr: OwnedWriteHalf,
+    s: SecureStream<TcpStream>,
     timeout: Duration,
 }
 
@@ -349,16 +349,21 @@ impl Conn {
             .map_err(|_| anyhow!("connect to {addr}: timed out"))?
             .with_context(|| format!("connect to {addr}"))?;
         stream.set_nodelay(true)?;
-        let (rd, wr) = stream.into_split();
-        Ok(Self { rd: BufReader::new(rd), wr, timeout })
+        let me = Keypair::generate();
+        let handshake = SecureStream::connect(stream, &me, CONTROL_PROLOGUE, None);
+        let s = tokio::time::timeout(timeout, handshake)
+            .await
+            .map_err(|_| anyhow!("handshake with {addr}: timed out"))??;
+        Ok(Self { s, timeout })
     }
 
     /// One request, one response.
     async fn call(&mut self, req: &Request) -> Result<Response> {
         let frame = encode_frame(REQUEST, req)?;
         let exchange = async {
-            self.wr.write_all(&frame).await?;
-            read_msg::<Response, _>(&mut self.rd, RESPONSE)
+            self.s.write_all(&frame).await?;
+            self.s.flush().await?;
+            read_msg::<Response, _>(&mut self.s, RESPONSE)
                 .await?
                 .ok_or_else(|| anyhow!("the tracker closed the connection"))
         };

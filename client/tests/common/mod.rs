@@ -60,6 +60,8 @@ pub fn in_netns(ns: Option<&str>, program: &Path) -> Command {
 pub struct TrackerProc {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The public key it printed after its readiness line.
+    pub key: String,
     pub stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
 }
@@ -92,7 +94,12 @@ impl TrackerProc {
             .next()
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line from tracker: {first:?}"));
-        Self { child, addr, stdin, lines }
+        let second = lines.recv_timeout(LINE_TIMEOUT).expect("tracker key line");
+        let key = match second.split_once(" key ") {
+            Some((_, k)) if k.len() == 64 => k.to_owned(),
+            _ => panic!("unexpected second line from tracker: {second:?}"),
+        };
+        Self { child, addr, key, stdin, lines }
     }
 
     /// Starts a lone tracker on an ephemeral port; returns it and a
@@ -264,14 +271,27 @@ pub fn random_file(path: &Path, len: usize, seed: u64) {
 
 /// A raw protocol connection to one tracker (for load and fault tests).
 pub struct RawClient {
-    stream: std::net::TcpStream,
+    stream: ringshare_engine::secure_io::BlockingSecureStream<std::net::TcpStream>,
 }
 
 impl RawClient {
+    /// An encrypted connection with a fresh key (the tracker's is not checked).
     pub fn connect(addr: SocketAddr) -> std::io::Result<Self> {
+        Self::connect_as(addr, &ringshare_engine::secure::Keypair::generate())
+    }
+
+    /// The same, proving `key` (tickets asked for here are bound to it).
+    pub fn connect_as(
+        addr: SocketAddr,
+        key: &ringshare_engine::secure::Keypair,
+    ) -> std::io::Result<Self> {
         let stream = std::net::TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(LINE_TIMEOUT))?;
+        let prologue = ringshare_engine::secure::CONTROL_PROLOGUE;
+        let stream =
+            ringshare_engine::secure_io::BlockingSecureStream::connect(stream, key, prologue, None)
+                .map_err(std::io::Error::other)?;
         Ok(Self { stream })
     }
 
@@ -284,6 +304,7 @@ impl RawClient {
         use std::io::Read;
         let frame = proto::encode_frame(proto::REQUEST, req).map_err(std::io::Error::other)?;
         self.stream.write_all(&frame)?;
+        self.stream.flush()?;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::link::PeerStream;
 use crate::meta::Bitfield;
 use crate::peer::{self, ErrorCode, Message, PeerDecodeError, Refuse, ServerAction, ServerSession};
 use crate::share::{ConnCaps, TICK};
@@ -254,13 +255,18 @@ enum ConnEnd {
 }
 
 fn serve_connection(
-    mut stream: TcpStream,
+    tcp: TcpStream,
     table: &ServeTable,
     limits: ServerLimits,
     stop: &AtomicBool,
 ) -> Result<(), ConnEnd> {
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(TICK))?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(TICK))?;
+    let mut stream = PeerStream::accept(tcp, table.security(), limits.handshake_timeout)
+        .map_err(|e| ConnEnd::Refused(format!("secure handshake: {e}")))?;
+    let holder = stream.remote_key();
+    // Piece data for an encrypted link: read from the file, then sealed.
+    let mut piece_buf = Vec::new();
     let mut session = ServerSession::new(limits.max_outstanding);
     let mut served: Option<Arc<ServedFile>> = None;
     let mut announced = Bitfield::new(0);
@@ -286,7 +292,7 @@ fn serve_connection(
             let has = |p| served.as_ref().is_some_and(|f| f.has(p));
             match session.on_message(&msg, has) {
                 Ok(ServerAction::Admit { file_id, user, ticket }) => {
-                    let file = match table.admit(&file_id, &user, &ticket) {
+                    let file = match table.admit(&file_id, &user, &ticket, holder.as_ref()) {
                         Ok(file) => file,
                         Err(Refuse { code, text, .. }) => {
                             let _ = send_error(&mut stream, code, &text);
@@ -298,7 +304,7 @@ fn serve_connection(
                     announced = file.bitfield();
                     out.clear();
                     peer::encode(&Message::Bitfield(announced.as_bytes()), &mut out);
-                    stream.write_all(&out)?;
+                    stream.send(&out)?;
                     served = Some(file);
                 }
                 Ok(ServerAction::Serve { piece, offset, file_offset, len }) => {
@@ -306,7 +312,22 @@ fn serve_connection(
                     if !limits.piece_delay.is_zero() {
                         thread::sleep(limits.piece_delay);
                     }
-                    send_piece(&mut stream, file, piece, offset, file_offset, len)?;
+                    match &mut stream {
+                        PeerStream::Plain(tcp) => {
+                            send_piece(tcp, file, piece, offset, file_offset, len)?;
+                        }
+                        secure => {
+                            seal_piece(
+                                secure,
+                                file,
+                                piece,
+                                offset,
+                                file_offset,
+                                len,
+                                &mut piece_buf,
+                            )?;
+                        }
+                    }
                     session.served();
                 }
                 Ok(ServerAction::Cancel { .. } | ServerAction::Nothing) => {}
@@ -324,7 +345,7 @@ fn serve_connection(
             out.clear();
             file.haves_since(&mut announced, &mut seen_version, &mut out);
             if !out.is_empty() {
-                stream.write_all(&out)?;
+                stream.send(&out)?;
             }
         }
         let limit = if session.is_open() { limits.idle_timeout } else { limits.handshake_timeout };
@@ -341,6 +362,35 @@ fn serve_connection(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Sends a piece message on an encrypted link: the data is read from the
+/// file into `buf` (kept for the next piece) and sealed with its header.
+fn seal_piece(
+    stream: &mut PeerStream,
+    file: &ServedFile,
+    piece: u32,
+    offset: u32,
+    file_offset: u64,
+    len: u32,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    buf.clear();
+    peer::encode_piece_header(piece, offset, len as usize, buf)
+        .ok_or_else(|| io::Error::other("piece too large"))?;
+    let at = buf.len();
+    buf.resize(at + len as usize, 0);
+    file.file.read_exact_at(&mut buf[at..], file_offset).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::new(io::ErrorKind::UnexpectedEof, "shared file shrank")
+        } else {
+            e
+        }
+    })?;
+    stream.send(buf)?;
+    file.uploaded.fetch_add(u64::from(len), Ordering::Relaxed);
+    Ok(())
 }
 
 /// Sends a piece message: the header from user space, the data with
@@ -408,8 +458,9 @@ fn send_more(stream: &mut TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-fn send_error(stream: &mut TcpStream, code: ErrorCode, text: &str) -> io::Result<()> {
+fn send_error(stream: &mut impl Write, code: ErrorCode, text: &str) -> io::Result<()> {
     let mut out = Vec::new();
     peer::encode(&Message::Error { code, text }, &mut out);
-    stream.write_all(&out)
+    stream.write_all(&out)?;
+    stream.flush()
 }

@@ -168,6 +168,9 @@ pub struct PeerInfo {
     pub user: String,
     /// Its piece-server address.
     pub addr: String,
+    /// The node key its encrypted links prove (`None` if the tracker has not
+    /// heard it yet; such a peer is not connected to).
+    pub key: Option<[u8; 32]>,
 }
 
 /// A tracker's answer.

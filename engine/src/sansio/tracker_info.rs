@@ -5,13 +5,17 @@
 //! alternate lines. Blank lines and `#` comments (whole-line or trailing) are
 //! ignored. A file mixing layouts is parsed line by line: an address line
 //! stands alone, a bare IP must be followed by a bare port. Anything else is
-//! an error naming the line.
+//! an error naming the line. Any layout may give the tracker's public key
+//! (64 hex digits) after the port, on the same line; without one, a client
+//! pins the key it first sees.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use thiserror::Error;
+
+use crate::secure::PublicKey;
 
 /// Why a tracker list is refused.
 #[derive(Debug, Error)]
@@ -40,9 +44,15 @@ pub enum TrackerInfoError {
     Empty(String),
 }
 
-/// The trackers listed in a `tracker_info.txt`, in order.
+/// The trackers listed in a `tracker_info.txt`, in order, each with the
+/// public key its line gives after the address, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrackerList(pub Vec<SocketAddr>);
+pub struct TrackerList {
+    /// The addresses.
+    pub addrs: Vec<SocketAddr>,
+    /// The key each line gives (same order), checked at every connection.
+    pub keys: Vec<Option<PublicKey>>,
+}
 
 impl TrackerList {
     /// Reads and parses the file at `path`.
@@ -61,6 +71,11 @@ impl TrackerList {
             reason,
         };
         let mut out = Vec::new();
+        let mut keys = Vec::new();
+        let key_of = |n: usize, word: Option<&&str>| match word {
+            None => Ok(None),
+            Some(w) => w.parse::<PublicKey>().map(Some).map_err(|e| bad(n, e)),
+        };
         // An IP seen on its own line, waiting for its port: (line number, ip).
         let mut pending: Option<(usize, IpAddr)> = None;
         for (i, raw) in text.lines().enumerate() {
@@ -71,9 +86,10 @@ impl TrackerList {
             }
             let words: Vec<&str> = line.split_whitespace().collect();
             if let Some((ip_line, ip)) = pending.take() {
-                match (words.as_slice(), words.first().map(|w| w.parse::<u16>())) {
-                    ([_], Some(Ok(port))) => {
+                match (words.len(), words.first().map(|w| w.parse::<u16>())) {
+                    (1 | 2, Some(Ok(port))) => {
                         out.push(SocketAddr::new(ip, port));
+                        keys.push(key_of(n, words.get(1))?);
                         continue;
                     }
                     _ => {
@@ -84,17 +100,19 @@ impl TrackerList {
                     }
                 }
             }
-            match words.as_slice() {
-                [one] => {
-                    if let Ok(addr) = one.parse::<SocketAddr>() {
-                        out.push(addr);
-                    } else if let Ok(ip) = one.parse::<IpAddr>() {
-                        pending = Some((n, ip));
-                    } else {
-                        return Err(bad(n, format!("{line:?} is not IP:PORT, IP PORT or an IP")));
-                    }
+            let first_addr = words.first().and_then(|w| w.parse::<SocketAddr>().ok());
+            match (words.as_slice(), first_addr) {
+                ([_] | [_, _], Some(addr)) => {
+                    out.push(addr);
+                    keys.push(key_of(n, words.get(1))?);
                 }
-                [ip, port] => {
+                ([one], None) => {
+                    let ip = one.parse::<IpAddr>().map_err(|_| {
+                        bad(n, format!("{line:?} is not IP:PORT, IP PORT or an IP"))
+                    })?;
+                    pending = Some((n, ip));
+                }
+                ([ip, port] | [ip, port, _], None) => {
                     let ip = ip
                         .parse::<IpAddr>()
                         .map_err(|_| bad(n, format!("{ip:?} is not an IP address")))?;
@@ -102,8 +120,14 @@ impl TrackerList {
                         .parse::<u16>()
                         .map_err(|_| bad(n, format!("{port:?} is not a port number")))?;
                     out.push(SocketAddr::new(ip, port));
+                    keys.push(key_of(n, words.get(2))?);
                 }
-                _ => return Err(bad(n, format!("{line:?} is not IP:PORT, IP PORT or an IP"))),
+                _ => {
+                    return Err(bad(
+                        n,
+                        format!("{line:?} is not IP:PORT, IP PORT or an IP (each optionally followed by the tracker's key)"),
+                    ))
+                }
             }
         }
         if let Some((n, ip)) = pending {
@@ -112,19 +136,33 @@ impl TrackerList {
         if out.is_empty() {
             return Err(TrackerInfoError::Empty(path.to_owned()));
         }
-        Ok(Self(out))
+        Ok(Self { addrs: out, keys })
+    }
+
+    /// A list of addresses with no keys (each is pinned on first use).
+    pub fn new(addrs: Vec<SocketAddr>) -> Self {
+        let keys = vec![None; addrs.len()];
+        Self { addrs, keys }
     }
 
     /// The address of tracker `no` (1-based).
     pub fn get(&self, no: usize) -> Option<SocketAddr> {
-        no.checked_sub(1).and_then(|i| self.0.get(i)).copied()
+        no.checked_sub(1).and_then(|i| self.addrs.get(i)).copied()
+    }
+
+    /// The key listed for tracker `no` (1-based), if the line gives one.
+    pub fn key(&self, no: usize) -> Option<PublicKey> {
+        no.checked_sub(1).and_then(|i| self.keys.get(i)).copied().flatten()
     }
 }
 
 impl fmt::Display for TrackerList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for a in &self.0 {
-            writeln!(f, "{a}")?;
+        for (a, k) in self.addrs.iter().zip(&self.keys) {
+            match k {
+                Some(k) => writeln!(f, "{a} {k}")?,
+                None => writeln!(f, "{a}")?,
+            }
         }
         Ok(())
     }
@@ -135,7 +173,7 @@ mod tests {
     use super::*;
 
     fn addrs(list: &TrackerList) -> Vec<String> {
-        list.0.iter().map(|a| a.to_string()).collect()
+        list.addrs.iter().map(|a| a.to_string()).collect()
     }
 
     #[test]
@@ -164,6 +202,20 @@ mod tests {
     fn ipv6_addresses() {
         let l = TrackerList::parse("[::1]:7000\n::1 7001\n", "t").unwrap();
         assert_eq!(addrs(&l), ["[::1]:7000", "[::1]:7001"]);
+    }
+
+    #[test]
+    fn keys_after_the_port_in_every_layout() {
+        let k = "ab".repeat(32);
+        let text = format!("127.0.0.1:1 {k}\n127.0.0.1 2 {k}\n127.0.0.1\n3 {k}\n127.0.0.1:4\n");
+        let l = TrackerList::parse(&text, "t").unwrap();
+        assert_eq!(addrs(&l), ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"]);
+        let key: PublicKey = k.parse().unwrap();
+        assert_eq!(l.keys, [Some(key), Some(key), Some(key), None]);
+        assert_eq!((l.key(1), l.key(4), l.key(9)), (Some(key), None, None));
+        assert_eq!(TrackerList::parse(&l.to_string(), "t").unwrap(), l);
+        let e = TrackerList::parse("127.0.0.1:1 nokey\n", "t").unwrap_err();
+        assert!(e.to_string().contains("t:1:") && e.to_string().contains("public key"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! download into a scratch directory with its events on a channel.
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
@@ -9,7 +10,9 @@ use std::time::Duration;
 
 use ringshare_engine::fetch::{Download, FetchEvent, FetchSpec, PeerList};
 use ringshare_engine::hash::HashPool;
+use ringshare_engine::link::PeerSecurity;
 use ringshare_engine::meta::FileMeta;
+use ringshare_engine::secure::PublicKey;
 use ringshare_engine::serve::{Backend, ServedFile};
 use ringshare_engine::store::PartFile;
 
@@ -57,6 +60,40 @@ pub fn download_full(
     max_peers: usize,
     io: Backend,
 ) -> (Arc<Download>, mpsc::Receiver<FetchEvent>) {
+    let opts = Opts { stall, max_peers, ..Opts::default() };
+    download_opts(dir, meta, peers, io, opts)
+}
+
+/// How a test download differs from the default.
+pub struct Opts {
+    pub stall: Duration,
+    pub max_peers: usize,
+    /// The key each server must prove.
+    pub keys: HashMap<SocketAddr, PublicKey>,
+    /// The downloader's links.
+    pub security: PeerSecurity,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            stall: ringshare_engine::fetch::STALL_TIMEOUT,
+            max_peers: ringshare_engine::download::MAX_PEERS,
+            keys: HashMap::new(),
+            security: PeerSecurity::ephemeral(),
+        }
+    }
+}
+
+/// A download with every option.
+pub fn download_opts(
+    dir: &Path,
+    meta: &FileMeta,
+    peers: Vec<SocketAddr>,
+    io: Backend,
+    opts: Opts,
+) -> (Arc<Download>, mpsc::Receiver<FetchEvent>) {
+    let Opts { stall, max_peers, keys, security } = opts;
     let (part, have) = PartFile::open(&dir.join("out.bin"), meta).unwrap();
     let served = ServedFile::partial(meta.clone(), part.file().try_clone().unwrap(), have.clone());
     let (tx, rx) = mpsc::channel();
@@ -65,13 +102,14 @@ pub fn download_full(
     spec.stall_timeout = stall;
     spec.max_peers = max_peers;
     spec.io = io;
+    spec.security = security;
     let d = Download::start(
         spec,
         part,
         have,
         served,
         Arc::new(HashPool::new(1)),
-        Box::new(move || Ok(PeerList { addrs: peers.clone(), ticket: None })),
+        Box::new(move || Ok(PeerList { addrs: peers.clone(), ticket: None, keys: keys.clone() })),
         Box::new(move |e| {
             let _ = tx.lock().unwrap().send(e);
         }),

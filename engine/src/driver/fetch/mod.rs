@@ -27,7 +27,7 @@
 //! never held across socket or file I/O.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -41,10 +41,12 @@ use sha1::{Digest, Sha1};
 pub use crate::download::STALL_TIMEOUT;
 use crate::download::{Action, DownloadCore, PieceFate, Timeouts, CONNECT_TIMEOUT};
 use crate::hash::{sha1_of, HashPool};
+use crate::link::{PeerSecurity, PeerStream};
 use crate::meta::{Bitfield, FileMeta, Geometry, Sha1Digest};
 use crate::metrics::Latency;
 use crate::peer::{self, kind, MAX_FRAME};
 use crate::picker::PeerId;
+use crate::secure::PublicKey;
 use crate::serve::Backend;
 use crate::serve::ServedFile;
 use crate::store::{AlignedBuf, PartFile};
@@ -66,6 +68,10 @@ pub struct PeerList {
     pub addrs: Vec<SocketAddr>,
     /// A newer ticket (tickets expire; the tracker hands out fresh ones).
     pub ticket: Option<Vec<u8>>,
+    /// The key each listed piece server must prove on its encrypted link
+    /// (the tracker's peer list carries them); a server listed without one
+    /// may prove any key.
+    pub keys: HashMap<SocketAddr, PublicKey>,
 }
 
 /// Where a download finds peers: the tracker, in the client.
@@ -125,6 +131,8 @@ pub struct FetchSpec {
     /// download) or a thread per peer. A ring that cannot start falls back
     /// to threads, with a warning.
     pub io: Backend,
+    /// The node's key and whether its links are plaintext (both drivers).
+    pub security: PeerSecurity,
 }
 
 impl FetchSpec {
@@ -143,6 +151,7 @@ impl FetchSpec {
             stall_timeout: STALL_TIMEOUT,
             max_peers: crate::download::MAX_PEERS,
             io: Backend::Threads,
+            security: PeerSecurity::ephemeral(),
         }
     }
 }
@@ -248,6 +257,9 @@ struct Shared {
     events: Box<dyn Fn(FetchEvent) + Send + Sync>,
     /// Driven by the download ring (else by threads).
     uring: std::sync::atomic::AtomicBool,
+    security: PeerSecurity,
+    /// The key each listed server must prove (from the latest peer list).
+    keys: Mutex<HashMap<SocketAddr, PublicKey>>,
 }
 
 impl Download {
@@ -308,6 +320,8 @@ impl Download {
             latency: Latency::new(),
             events,
             uring: AtomicBool::new(false),
+            security: spec.security,
+            keys: Mutex::new(HashMap::new()),
         });
         let reported = have.count_ones() > 0;
         let source = match spec.io {
@@ -399,6 +413,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Keeps the keys of a fresh peer list (a server's key does not change
+    /// between lists; a later list wins).
+    fn learn_keys(&self, keys: HashMap<SocketAddr, PublicKey>) {
+        lock(&self.keys).extend(keys);
+    }
+
+    /// The key the server at `addr` must prove, if its listing gave one.
+    fn expected_key(&self, addr: &SocketAddr) -> Option<PublicKey> {
+        lock(&self.keys).get(addr).copied()
+    }
+
     fn fail(&self, reason: String) {
         let mut st = lock(&self.status);
         if *st == Status::Running {
@@ -515,6 +540,7 @@ fn controller(shared: &Arc<Shared>, mut source: Box<dyn PeerSource>, mut reporte
                         if let Some(t) = list.ticket {
                             d.core.set_ticket(t);
                         }
+                        shared.learn_keys(list.keys);
                         d.core.add_peers(&list.addrs, Instant::now());
                         d.route();
                         std::mem::take(&mut d.connect)
@@ -612,9 +638,12 @@ fn peer_thread(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr) {
 }
 
 fn run_peer(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr) -> Result<(), PeerEnd> {
-    let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(TICK))?;
+    let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(TICK))?;
+    let expect = shared.expected_key(&addr);
+    let mut stream = PeerStream::connect(tcp, &shared.security, expect, CONNECT_TIMEOUT)
+        .map_err(|e| PeerEnd::Protocol(format!("secure handshake: {e}")))?;
     shared.with_core(|c| c.connected(id, Instant::now()));
     let mut reader = FrameReader::default();
     loop {
@@ -629,7 +658,7 @@ fn run_peer(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr) -> Result<(), Pe
             return Err(PeerEnd::Closed(why));
         }
         if let Some(out) = out {
-            stream.write_all(&out)?;
+            stream.send(&out)?;
         }
         // With a core for every connected peer, each hashes what it
         // receives while the bytes are hot in cache; with fewer peers than
@@ -784,7 +813,7 @@ impl FrameReader {
     /// piece then carries its digest) or left to the worker.
     fn poll(
         &mut self,
-        s: &mut TcpStream,
+        s: &mut impl Read,
         pool: &Arc<BufferPool>,
         hash: bool,
     ) -> Result<Option<Incoming>, PeerEnd> {
@@ -857,7 +886,7 @@ impl FrameReader {
 /// `hasher`, at most [`HASH_CHUNK`] per read, feeding each chunk to it while
 /// it is hot in cache.
 fn read_into(
-    s: &mut TcpStream,
+    s: &mut impl Read,
     buf: &mut [u8],
     got: &mut usize,
     mut hasher: Option<&mut Sha1>,

@@ -52,6 +52,7 @@ use crate::hash::sha1_of;
 use crate::meta::Sha1Digest;
 use crate::peer::{kind, MAX_FRAME};
 use crate::picker::PeerId;
+use crate::secure::{Link, PublicKey, MAX_MESSAGE, PEER_PROLOGUE, RECORD_HEADER};
 use crate::store::AlignedBuf;
 use crate::uring::Ring;
 use crate::wire::{self, HEADER_LEN};
@@ -272,6 +273,14 @@ struct Conn {
     /// CQEs still owed for this connection's ops.
     inflight: usize,
     closing: bool,
+    /// The encrypted link (`None`: plaintext, both ends asked for it). Its
+    /// records arrive in `crx[..crx_len]`; what it seals waits in `wire`.
+    link: Option<Box<Link>>,
+    expect: Option<PublicKey>,
+    crx: Vec<u8>,
+    crx_len: usize,
+    wire: Vec<u8>,
+    opened: Vec<u8>,
 }
 
 /// A piece being written.
@@ -455,7 +464,10 @@ impl Driver {
                     self.core(id, |c, now| c.tick(now));
                     self.arm_tick();
                 }
-                Cmd::Peers(id, result) => {
+                Cmd::Peers(id, mut result) => {
+                    if let (Ok(list), Some(dl)) = (result.as_mut(), self.dls.get(&id)) {
+                        dl.shared.learn_keys(std::mem::take(&mut list.keys));
+                    }
                     self.core(id, |c, now| match result {
                         Ok(list) => {
                             if let Some(t) = list.ticket {
@@ -605,6 +617,7 @@ impl Driver {
         }
         let gen = self.next_gen;
         self.next_gen = (self.next_gen + 1) & 0xff_ffff;
+        let expect = self.dls.get(&id).and_then(|d| d.shared.expected_key(&addr));
         let conn = Box::new(Conn {
             dl: id,
             peer,
@@ -622,6 +635,12 @@ impl Driver {
             sent: 0,
             inflight: 0,
             closing: false,
+            link: None,
+            expect,
+            crx: Vec::new(),
+            crx_len: 0,
+            wire: Vec::new(),
+            opened: Vec::new(),
         });
         let slot = place(&mut self.conns, &mut self.free, conn);
         if let Some(dl) = self.dls.get_mut(&id) {
@@ -651,10 +670,22 @@ impl Driver {
             let e = io::Error::from_raw_os_error(-res);
             return self.fail_conn(slot, &e.to_string());
         }
+        let security = {
+            let c = self.conns[slot].as_ref().expect("live slot");
+            self.dls.get(&c.dl).map(|d| d.shared.security.clone())
+        };
         let c = self.conns[slot].as_mut().expect("live slot");
         c.open = true;
+        if let Some(sec) = security.filter(|s| !s.plaintext) {
+            match Link::initiator(&sec.keypair, PEER_PROLOGUE, c.expect, &mut c.wire) {
+                Ok(l) => c.link = Some(Box::new(l)),
+                Err(e) => return self.fail_conn(slot, &format!("secure link: {e}")),
+            }
+            c.crx = vec![0; RECORD_HEADER + MAX_MESSAGE];
+        }
         let (id, peer) = (c.dl, c.peer);
         self.core(id, |core, now| core.connected(peer, now));
+        self.start_send(slot);
         self.arm_recv(slot);
     }
 
@@ -713,7 +744,13 @@ impl Driver {
         if c.recv_armed || c.closing || c.starved {
             return;
         }
+        let secure = c.link.is_some();
         let (ptr, len) = match c.body.as_mut() {
+            _ if secure => {
+                // Records, opened once whole.
+                let rest = &mut c.crx[c.crx_len..];
+                (rest.as_mut_ptr(), rest.len())
+            }
             Some(b) => {
                 let rest = &mut b.buf.as_mut_slice()[b.got..];
                 (rest.as_mut_ptr(), rest.len())
@@ -731,9 +768,9 @@ impl Driver {
         let e = opcode::Recv::new(types::Fd(c.fd.as_raw_fd()), ptr, len as u32)
             .build()
             .user_data(Op::Recv.data(c.gen, slot as u32));
-        // SAFETY: the buffer is the connection's staging vector (not
-        // resized while a receive is armed) or its body's buffer (dropped
-        // only when the connection is freed, after every CQE).
+        // SAFETY: the buffer is the connection's staging vector or record
+        // buffer (neither resized while a receive is armed) or its body's
+        // buffer (dropped only when the connection is freed, after every CQE).
         match unsafe { self.ring.push(&[e]) } {
             Ok(()) => {
                 c.recv_armed = true;
@@ -755,6 +792,9 @@ impl Driver {
             return self.fail_conn(slot, &why);
         }
         let n = res as usize;
+        if c.link.is_some() {
+            return self.on_records(slot, n);
+        }
         if let Some(b) = c.body.as_mut() {
             b.got += n;
             if b.got == b.buf.as_slice().len() {
@@ -766,6 +806,61 @@ impl Driver {
         }
         self.parse(slot);
         self.arm_recv(slot);
+    }
+
+    /// `n` bytes of records arrived on an encrypted link: open the whole
+    /// ones and hand their plaintext on as if it had been received.
+    fn on_records(&mut self, slot: usize, n: usize) {
+        let c = self.conns[slot].as_mut().expect("live slot");
+        let gen = c.gen;
+        c.crx_len += n;
+        let link = c.link.as_mut().expect("an encrypted connection");
+        let mut opened = std::mem::take(&mut c.opened);
+        match link.recv(&c.crx[..c.crx_len], &mut opened, &mut c.wire) {
+            Ok(used) => {
+                c.crx.copy_within(used..c.crx_len, 0);
+                c.crx_len -= used;
+            }
+            Err(e) => return self.fail_conn(slot, &format!("secure link: {e}")),
+        }
+        // The handshake's last message, and what waited for it.
+        self.start_send(slot);
+        self.take_plain(slot, &opened);
+        opened.clear();
+        if let Some(c) = self.conns[slot].as_mut().filter(|c| c.gen == gen) {
+            c.opened = opened;
+            self.arm_recv(slot);
+        }
+    }
+
+    /// Plaintext from an encrypted link: the rest of a piece body first,
+    /// then frames in the staging buffer.
+    fn take_plain(&mut self, slot: usize, mut bytes: &[u8]) {
+        let Some(c) = self.conns[slot].as_mut() else { return };
+        let gen = c.gen;
+        if let Some(b) = c.body.as_mut() {
+            let body = b.buf.as_mut_slice();
+            let n = (body.len() - b.got).min(bytes.len());
+            body[b.got..b.got + n].copy_from_slice(&bytes[..n]);
+            b.got += n;
+            bytes = &bytes[n..];
+            if b.got < body.len() {
+                return;
+            }
+            let b = c.body.take().expect("present above");
+            self.deliver(slot, b);
+        }
+        // The slot may have been freed (and even reused) meanwhile.
+        let Some(c) = self.conns[slot].as_mut().filter(|c| c.gen == gen) else { return };
+        if c.closing {
+            return;
+        }
+        if c.rx.len() < c.rx_len + bytes.len() {
+            c.rx.resize(c.rx_len + bytes.len(), 0);
+        }
+        c.rx[c.rx_len..c.rx_len + bytes.len()].copy_from_slice(bytes);
+        c.rx_len += bytes.len();
+        self.parse(slot);
     }
 
     /// Handles every whole frame in the staging buffer, and starts the
@@ -959,10 +1054,28 @@ impl Driver {
 
     fn start_send(&mut self, slot: usize) {
         let Some(c) = self.conns[slot].as_mut() else { return };
-        if c.closing || !c.open || !c.sending.is_empty() || c.tx.is_empty() {
+        if c.closing || !c.open || !c.sending.is_empty() {
             return;
         }
-        std::mem::swap(&mut c.sending, &mut c.tx);
+        if let Some(link) = c.link.as_mut() {
+            // Sealed in order as it leaves (kept by the link until the
+            // handshake has ended).
+            if !c.tx.is_empty() {
+                if let Err(e) = link.send(&c.tx, &mut c.wire) {
+                    return self.fail_conn(slot, &format!("secure link: {e}"));
+                }
+                c.tx.clear();
+            }
+            if c.wire.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut c.sending, &mut c.wire);
+        } else {
+            if c.tx.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut c.sending, &mut c.tx);
+        }
         c.sent = 0;
         self.push_send(slot);
     }

@@ -7,6 +7,11 @@
 //! `Closing` (the socket is shut down and its ops cancelled; the slot is
 //! freed once every CQE it is owed has arrived).
 //!
+//! Links are encrypted ([`Link`], Noise XX as responder): received bytes are
+//! records, opened into `plain` before the peer protocol reads them, and the
+//! send queue seals what it sends. A server that allows plaintext looks at
+//! the first two bytes to tell a plaintext downloader from a handshake.
+//!
 //! Timeouts, checked every tick: with nothing to send, a connection silent
 //! past `handshake_timeout` (before admission) or `idle_timeout` (after) gets
 //! a `busy` "idle too long" frame and is closed, as in the threads driver;
@@ -23,8 +28,10 @@ use io_uring::{opcode, types};
 
 use super::tx::{PieceJob, Step, Tx, TxIo};
 use super::{Op, Ring, SendMethod};
+use crate::link::PeerSecurity;
 use crate::meta::Bitfield;
 use crate::peer::{self, ErrorCode, Message, PeerDecodeError, Refuse, ServerAction, ServerSession};
+use crate::secure::{is_plaintext_preface, Link, MAX_MESSAGE, PEER_PROLOGUE, RECORD_HEADER};
 use crate::share::{ServeTable, ServedFile, ServerLimits};
 
 /// Initial receive buffer: far more than any request; a handshake with the
@@ -88,10 +95,22 @@ pub(crate) struct Conn {
     delay_armed: bool,
     last_activity: Instant,
     tx: Tx,
+    /// The encrypted link (`None`: plaintext, or not decided yet).
+    link: Option<Box<Link>>,
+    /// Plaintext allowed and the first bytes not seen yet.
+    undecided: bool,
+    /// Opened plaintext not yet decoded (encrypted links).
+    plain: Vec<u8>,
 }
 
 impl Conn {
-    pub(crate) fn new(stream: TcpStream, key: Key, now: Instant) -> Self {
+    pub(crate) fn new(stream: TcpStream, key: Key, now: Instant, security: &PeerSecurity) -> Self {
+        let link = (!security.plaintext).then(|| {
+            // Fails only if the constant Noise pattern were unsupported.
+            let l = Link::responder(&security.keypair, PEER_PROLOGUE);
+            Box::new(l.expect("the Noise pattern is supported"))
+        });
+        let rbuf_len = if link.is_some() { RECORD_HEADER + MAX_MESSAGE } else { RECV_BUF };
         Self {
             stream,
             key,
@@ -101,12 +120,15 @@ impl Conn {
             served: None,
             announced: Bitfield::new(0),
             seen_version: 0,
-            rbuf: vec![0; RECV_BUF],
+            rbuf: vec![0; rbuf_len],
             filled: 0,
             recv_armed: false,
             delay_armed: false,
             last_activity: now,
             tx: Tx::default(),
+            undecided: link.is_none(),
+            link,
+            plain: Vec::new(),
         }
     }
 
@@ -172,24 +194,44 @@ impl Conn {
             return self.close(ctx, &std::io::Error::from_raw_os_error(-res).to_string());
         }
         self.filled = (self.filled + res as usize).min(self.rbuf.len());
-        // No op uses the buffer now: handle every complete message in it.
-        let rbuf = std::mem::take(&mut self.rbuf);
-        let mut pos = 0;
-        let mut need = 0;
-        while self.state == State::Open {
-            match peer::decode(&rbuf[pos..self.filled]) {
-                Ok((msg, used)) => {
-                    pos += used;
-                    self.last_activity = ctx.now;
-                    self.on_message(&msg, ctx);
+        if self.undecided {
+            if self.filled < 2 {
+                return self.arm_recv(ctx);
+            }
+            self.undecided = false;
+            if !is_plaintext_preface([self.rbuf[0], self.rbuf[1]]) {
+                let security = ctx.table.security();
+                match Link::responder(&security.keypair, PEER_PROLOGUE) {
+                    Ok(l) => self.link = Some(Box::new(l)),
+                    Err(e) => return self.close(ctx, &e.to_string()),
                 }
-                Err(PeerDecodeError::NeedMore(n)) => {
-                    need = n;
-                    break;
-                }
-                Err(e) => self.fail(ErrorCode::BadMessage, &e.to_string(), ctx),
+                self.rbuf.resize(RECORD_HEADER + MAX_MESSAGE, 0);
             }
         }
+        if let Some(link) = self.link.as_mut() {
+            // Records in, plaintext out; a handshake reply goes out as is.
+            let mut reply = Vec::new();
+            let used = match link.recv(&self.rbuf[..self.filled], &mut self.plain, &mut reply) {
+                Ok(n) => n,
+                Err(e) => return self.close(ctx, &format!("secure link: {e}")),
+            };
+            self.rbuf.copy_within(used..self.filled, 0);
+            self.filled -= used;
+            if !reply.is_empty() {
+                self.tx.push_raw(reply);
+            }
+            let plain = std::mem::take(&mut self.plain);
+            let pos = self.decode(&plain, ctx).0;
+            self.plain = plain;
+            self.plain.drain(..pos);
+            if self.state == State::Open {
+                self.arm_recv(ctx);
+            }
+            return self.kick(ctx);
+        }
+        // No op uses the buffer now: handle every complete message in it.
+        let rbuf = std::mem::take(&mut self.rbuf);
+        let (pos, need) = self.decode(&rbuf[..self.filled], ctx);
         self.rbuf = rbuf;
         self.rbuf.copy_within(pos..self.filled, 0);
         self.filled -= pos;
@@ -207,12 +249,35 @@ impl Conn {
         self.kick(ctx);
     }
 
+    /// Handles every complete message at the start of `buf`; returns the
+    /// bytes used and how many more the next message needs.
+    fn decode(&mut self, buf: &[u8], ctx: &mut Ctx<'_>) -> (usize, usize) {
+        let mut pos = 0;
+        let mut need = 0;
+        while self.state == State::Open {
+            match peer::decode(&buf[pos..]) {
+                Ok((msg, used)) => {
+                    pos += used;
+                    self.last_activity = ctx.now;
+                    self.on_message(&msg, ctx);
+                }
+                Err(PeerDecodeError::NeedMore(n)) => {
+                    need = n;
+                    break;
+                }
+                Err(e) => self.fail(ErrorCode::BadMessage, &e.to_string(), ctx),
+            }
+        }
+        (pos, need)
+    }
+
     fn on_message(&mut self, msg: &Message<'_>, ctx: &mut Ctx<'_>) {
         let served = &self.served;
         let has = |p| served.as_ref().is_some_and(|f| f.has(p));
         match self.session.on_message(msg, has) {
             Ok(ServerAction::Admit { file_id, user, ticket }) => {
-                let file = match ctx.table.admit(&file_id, &user, &ticket) {
+                let holder = self.link.as_ref().and_then(|l| l.remote_key());
+                let file = match ctx.table.admit(&file_id, &user, &ticket, holder.as_ref()) {
                     Ok(file) => file,
                     Err(Refuse { code, text, .. }) => return self.fail(code, &text, ctx),
                 };
@@ -303,6 +368,7 @@ impl Conn {
             method: ctx.method,
             delay,
             file: self.served.as_deref(),
+            seal: self.link.as_deref_mut(),
         };
         match self.tx.kick(&mut io) {
             Ok(delayed) => self.delay_armed |= delayed,

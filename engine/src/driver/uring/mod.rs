@@ -558,7 +558,7 @@ impl Driver {
         let key = Key { slot, gen: self.next_gen & Key::GEN_MASK };
         self.next_gen = self.next_gen.wrapping_add(1).max(1);
         let now = Instant::now();
-        let mut c = Box::new(Conn::new(stream, key, now));
+        let mut c = Box::new(Conn::new(stream, key, now, self.table.security()));
         let mut ctx = Ctx {
             ring: &mut self.ring,
             table: &self.table,

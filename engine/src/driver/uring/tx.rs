@@ -9,6 +9,12 @@
 //!   mapping lives in the connection, freed only after every notification;
 //! - `Send`: IORING_OP_SEND (MSG_WAITALL) from the same mmap.
 //!
+//! On an encrypted link each frame is sealed as it leaves the queue (records
+//! carry sequence numbers, so nothing sealed may be dropped or reordered): a
+//! piece is read from the file with `pread` and sealed with its header into
+//! one buffer, sent with a plain Send. The handshake's own messages go out
+//! unsealed (`push_raw`).
+//!
 //! A step ends when all its ops' result CQEs are in; a short or failed link
 //! cancels the rest of the chain (-ECANCELED), and the next step resumes
 //! from the bytes that did go out. A step that moves nothing closes the
@@ -24,6 +30,7 @@ use super::conn::Key;
 use super::{Op, Ring};
 use crate::meta::PIECE_LEN;
 use crate::peer::{self, PIECE_HEADER_LEN};
+use crate::secure::Link;
 use crate::share::ServedFile;
 
 /// How the io_uring driver sends piece data.
@@ -77,6 +84,8 @@ pub(crate) struct PieceJob {
 enum Item {
     Bytes(Vec<u8>),
     Piece(PieceJob),
+    /// Bytes sent as they are on an encrypted link (handshake messages).
+    Raw(Vec<u8>),
 }
 
 /// The item being sent. Its buffers are referenced by in-flight ops: it is
@@ -85,6 +94,14 @@ enum Active {
     Bytes {
         buf: Vec<u8>,
         sent: usize,
+    },
+    /// Sealed records: control frames, or a piece (`piece_len`) with its
+    /// header, sent after the piece delay if any.
+    Sealed {
+        buf: Vec<u8>,
+        sent: usize,
+        piece_len: Option<u32>,
+        delayed: bool,
     },
     Piece {
         job: PieceJob,
@@ -125,6 +142,8 @@ pub(crate) struct TxIo<'a> {
     pub(crate) delay: Option<&'a types::Timespec>,
     /// The admitted file (pieces are queued only after admission).
     pub(crate) file: Option<&'a ServedFile>,
+    /// The encrypted link that seals what is sent (`None`: plaintext).
+    pub(crate) seal: Option<&'a mut Link>,
 }
 
 /// A connection's send queue.
@@ -138,6 +157,10 @@ pub(crate) struct Tx {
     progress: bool,
     error: Option<String>,
     src: Option<Source>,
+    /// A piece's plaintext before sealing, and a spent sealed buffer, kept
+    /// for the next piece.
+    plain: Vec<u8>,
+    spare: Vec<u8>,
 }
 
 const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
@@ -151,6 +174,11 @@ impl Tx {
             Some(Item::Bytes(b)) => b.extend_from_slice(&bytes),
             _ => self.queue.push_back(Item::Bytes(bytes)),
         }
+    }
+
+    /// Queues bytes that go out unsealed (the handshake's messages).
+    pub(crate) fn push_raw(&mut self, bytes: Vec<u8>) {
+        self.queue.push_back(Item::Raw(bytes));
     }
 
     pub(crate) fn push_piece(&mut self, job: PieceJob) {
@@ -182,9 +210,17 @@ impl Tx {
         if self.ops > 0 {
             return Ok(false);
         }
+        if self.active.is_none() && io.seal.is_some() {
+            self.active = match self.queue.pop_front() {
+                None => return Ok(false),
+                Some(Item::Raw(buf)) => Some(Active::Bytes { buf, sent: 0 }),
+                Some(item) => Some(self.seal(item, io)?),
+            };
+        }
         if self.active.is_none() {
             self.active = match self.queue.pop_front() {
                 None => return Ok(false),
+                Some(Item::Raw(buf)) => Some(Active::Bytes { buf, sent: 0 }),
                 Some(Item::Bytes(buf)) => {
                     self.queued_bytes -= buf.len();
                     Some(Active::Bytes { buf, sent: 0 })
@@ -217,7 +253,12 @@ impl Tx {
         let mut is_delay = false;
         match (&mut self.active, &self.src) {
             (None, _) => return Ok(false),
-            (Some(Active::Bytes { buf, sent }), _) => {
+            (Some(Active::Sealed { delayed: false, .. }), _) => {
+                let ts = io.delay.ok_or("delay without a timespec")?;
+                chain.push(opcode::Timeout::new(ts).build().user_data(data(Op::Delay)));
+                is_delay = true;
+            }
+            (Some(Active::Bytes { buf, sent } | Active::Sealed { buf, sent, .. }), _) => {
                 let rest = &buf[*sent..];
                 chain.push(
                     opcode::Send::new(sock, rest.as_ptr(), rest.len() as u32)
@@ -306,6 +347,44 @@ impl Tx {
         Ok(is_delay)
     }
 
+    /// Seals the next item for an encrypted link: control frames as they
+    /// are, a piece read from the file with its header.
+    fn seal(&mut self, item: Item, io: &mut TxIo<'_>) -> Result<Active, String> {
+        let link = io.seal.as_deref_mut().ok_or("sealing without a link")?;
+        let mut buf = std::mem::take(&mut self.spare);
+        buf.clear();
+        let (piece_len, delayed) = match item {
+            Item::Raw(_) => return Err("raw bytes are not sealed".into()),
+            Item::Bytes(plain) => {
+                self.queued_bytes -= plain.len();
+                link.send(&plain, &mut buf).map_err(|e| e.to_string())?;
+                (None, true)
+            }
+            Item::Piece(job) => {
+                use std::os::unix::fs::FileExt;
+                let file = io.file.ok_or("a piece before admission")?;
+                self.plain.clear();
+                peer::encode_piece_header(job.piece, job.offset, job.len as usize, &mut self.plain)
+                    .ok_or("piece too large")?;
+                let at = self.plain.len();
+                self.plain.resize(at + job.len as usize, 0);
+                file.file.read_exact_at(&mut self.plain[at..], job.file_offset).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        "the shared file is shorter than its metadata".to_owned()
+                    } else {
+                        format!("read the shared file: {e}")
+                    }
+                })?;
+                link.send(&self.plain, &mut buf).map_err(|e| e.to_string())?;
+                (Some(job.len), io.delay.is_none())
+            }
+        };
+        if buf.is_empty() {
+            return Err("nothing to send before the handshake ended".into());
+        }
+        Ok(Active::Sealed { buf, sent: 0, piece_len, delayed })
+    }
+
     /// Records a completion of this queue's ops.
     pub(crate) fn on_cqe(&mut self, op: Op, res: i32, flags: u32) -> Result<Step, String> {
         if cqueue::notif(flags) {
@@ -323,6 +402,7 @@ impl Tx {
         }
         let complete = match &self.active {
             Some(Active::Bytes { buf, sent }) => *sent >= buf.len(),
+            Some(Active::Sealed { buf, sent, delayed, .. }) => *delayed && *sent >= buf.len(),
             Some(Active::Piece { job, header_sent, sent, in_pipe, delayed, .. }) => {
                 *delayed && *header_sent == PIECE_HEADER_LEN && *sent == job.len && *in_pipe == 0
             }
@@ -331,6 +411,10 @@ impl Tx {
         if complete {
             let piece_sent = match self.active.take() {
                 Some(Active::Piece { job, .. }) => Some(job.len),
+                Some(Active::Sealed { buf, piece_len, .. }) => {
+                    self.spare = buf;
+                    piece_len
+                }
                 _ => None,
             };
             return Ok(Step::Done { piece_sent });
@@ -350,7 +434,14 @@ impl Tx {
         let cancelled_link = res == -libc::ECANCELED;
         let positive = u32::try_from(res).ok().filter(|n| *n > 0);
         match (&mut self.active, op) {
-            (Some(Active::Bytes { buf, sent }), Op::SendBytes) => match positive {
+            (Some(Active::Sealed { delayed, .. }), Op::Delay) => {
+                *delayed = true;
+                self.progress = true;
+            }
+            (
+                Some(Active::Bytes { buf, sent } | Active::Sealed { buf, sent, .. }),
+                Op::SendBytes,
+            ) => match positive {
                 Some(n) => {
                     *sent = (*sent + n as usize).min(buf.len());
                     self.progress = true;

@@ -1,0 +1,143 @@
+//! Peer links for the threads drivers: a blocking stream that is either the
+//! encrypted link (Noise XX, [`crate::secure`]) or, when both ends asked for
+//! it, plain TCP; and [`PeerSecurity`], the node's key and that choice.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::secure::{is_plaintext_preface, Keypair, PublicKey, PEER_PROLOGUE};
+use crate::secure_io::{BlockingSecureStream, HandshakeError};
+
+/// How a node's peer links are secured.
+#[derive(Debug, Clone)]
+pub struct PeerSecurity {
+    /// The node's long-term key: proved to every peer, and the key the
+    /// trackers bind into this node's tickets.
+    pub keypair: Arc<Keypair>,
+    /// Plaintext peer links (benchmarks, trusted networks only): a piece
+    /// server also serves downloaders that ask for plaintext, a downloader
+    /// asks every seeder for it. Never chosen silently: both ends set it.
+    pub plaintext: bool,
+}
+
+impl PeerSecurity {
+    /// Encrypted links proving `keypair`.
+    pub fn encrypted(keypair: Arc<Keypair>) -> Self {
+        Self { keypair, plaintext: false }
+    }
+
+    /// Encrypted links with a fresh key (tests and tools that have no node
+    /// identity).
+    pub fn ephemeral() -> Self {
+        Self::encrypted(Arc::new(Keypair::generate()))
+    }
+
+    /// What the links are, for logs and `show_downloads`.
+    pub fn describe(&self) -> &'static str {
+        if self.plaintext {
+            "PLAINTEXT (--plaintext: not encrypted, not authenticated)"
+        } else {
+            "encrypted (Noise XX, AES-GCM)"
+        }
+    }
+}
+
+/// A blocking peer connection.
+#[derive(Debug)]
+pub(crate) enum PeerStream {
+    Plain(TcpStream),
+    Secure(Box<BlockingSecureStream<TcpStream>>),
+}
+
+impl PeerStream {
+    /// The downloader's end: the encrypted link to a server that must prove
+    /// `expect` (any key when `None`), or plain TCP when asked for.
+    pub(crate) fn connect(
+        tcp: TcpStream,
+        security: &PeerSecurity,
+        expect: Option<PublicKey>,
+        timeout: Duration,
+    ) -> Result<Self, HandshakeError> {
+        if security.plaintext {
+            return Ok(PeerStream::Plain(tcp));
+        }
+        let before = tcp.read_timeout()?;
+        tcp.set_read_timeout(Some(timeout))?;
+        let s = BlockingSecureStream::connect(tcp, &security.keypair, PEER_PROLOGUE, expect)?;
+        s.get_ref().set_read_timeout(before)?;
+        Ok(PeerStream::Secure(Box::new(s)))
+    }
+
+    /// The server's end: the encrypted link, or plain TCP if the first
+    /// bytes are a plaintext frame and this server allows plaintext.
+    pub(crate) fn accept(
+        tcp: TcpStream,
+        security: &PeerSecurity,
+        timeout: Duration,
+    ) -> Result<Self, HandshakeError> {
+        let before = tcp.read_timeout()?;
+        tcp.set_read_timeout(Some(timeout))?;
+        if security.plaintext {
+            let mut first = [0u8; 2];
+            let mut got = 0;
+            while got < 2 {
+                let n = tcp.peek(&mut first[..])?;
+                if n == 0 {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+                }
+                got = n;
+                if got < 2 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            if is_plaintext_preface(first) {
+                tcp.set_read_timeout(before)?;
+                return Ok(PeerStream::Plain(tcp));
+            }
+        }
+        let s = BlockingSecureStream::accept(tcp, &security.keypair, PEER_PROLOGUE)?;
+        s.get_ref().set_read_timeout(before)?;
+        Ok(PeerStream::Secure(Box::new(s)))
+    }
+
+    /// The key the other end proved (`None` on a plaintext link).
+    pub(crate) fn remote_key(&self) -> Option<PublicKey> {
+        match self {
+            PeerStream::Plain(_) => None,
+            PeerStream::Secure(s) => Some(s.remote_key()),
+        }
+    }
+
+    /// Writes all of `bytes` and sends them now.
+    pub(crate) fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes)?;
+        self.flush()
+    }
+}
+
+impl Read for PeerStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            PeerStream::Plain(s) => s.read(buf),
+            PeerStream::Secure(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for PeerStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            PeerStream::Plain(s) => s.write(buf),
+            PeerStream::Secure(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            PeerStream::Plain(s) => s.flush(),
+            PeerStream::Secure(s) => s.flush(),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Who this tracker is on the network, and how it knows the other trackers.
+//!
+//! Every connection to a tracker is encrypted and authenticated (Noise XX,
+//! `ringshare_engine::secure`). The tracker proves the key pair in its data
+//! directory (`tracker.key`, created on first start with mode 0600). A
+//! tracker it pulls from must prove the key its line in `tracker_info.txt`
+//! gives; a line without a key is pinned on first use in the data
+//! directory's `known_trackers`. A tracker pulling from this one is checked
+//! the same way, by the tracker number its hello names.
+
+use std::path::Path;
+
+use ringshare_engine::secure::{Keypair, PublicKey};
+use ringshare_engine::secure_io::{load_or_create_key, KeyFileError, Pins};
+use ringshare_engine::tracker_info::TrackerList;
+
+/// The tracker's key file in its data directory.
+pub const KEY_FILE: &str = "tracker.key";
+/// The other trackers' keys pinned on first use, in the data directory.
+pub const PINS_FILE: &str = "known_trackers";
+
+/// This tracker's key pair and the keys it expects of the others.
+#[derive(Debug)]
+pub struct Links {
+    me: Keypair,
+    list: TrackerList,
+    pins: Pins,
+}
+
+impl Links {
+    /// The links of a tracker keeping its data in `data_dir`.
+    pub fn open(data_dir: &Path, list: TrackerList) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let me = load_or_create_key(&data_dir.join(KEY_FILE))?;
+        let pins = Pins::load(&data_dir.join(PINS_FILE)).map_err(anyhow::Error::msg)?;
+        Ok(Self { me, list, pins })
+    }
+
+    /// A tracker with a fresh key and no peers (the demo's).
+    pub fn ephemeral() -> Self {
+        Self {
+            me: Keypair::generate(),
+            list: TrackerList::new(Vec::new()),
+            pins: Pins::load(Path::new("/nonexistent/ringshare-pins"))
+                .expect("a missing pin file is an empty one"),
+        }
+    }
+
+    /// This tracker's key pair.
+    pub fn keypair(&self) -> &Keypair {
+        &self.me
+    }
+
+    /// The key tracker `no` must prove: the listed one, else the pinned one
+    /// (`None` on first contact: it will be pinned).
+    pub fn expected(&self, no: u16) -> Option<PublicKey> {
+        let no = usize::from(no);
+        self.list.key(no).or_else(|| self.pins.get(&pin_name(no)))
+    }
+
+    /// Checks the key tracker `no` proved, pinning it on first contact.
+    pub fn check(&self, no: u16, got: PublicKey) -> Result<(), String> {
+        let n = usize::from(no);
+        match self.list.key(n) {
+            Some(k) if k == got => Ok(()),
+            Some(k) => Err(format!(
+                "tracker {no} proved key {got}, not the key {k} the tracker list gives for it"
+            )),
+            None => self.pins.check_or_pin("tracker", &pin_name(n), got).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Pins of other trackers are by tracker number (their addresses may move).
+fn pin_name(no: usize) -> String {
+    format!("tracker-{no}")
+}
+
+/// Prints the public key of the key file in `data_dir` (creating it if
+/// needed): `ringshare-tracker --print-key`.
+pub fn print_key(data_dir: &Path) -> Result<PublicKey, KeyFileError> {
+    load_or_create_key(&data_dir.join(KEY_FILE)).map(|k| k.public())
+}
