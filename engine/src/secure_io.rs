@@ -419,7 +419,10 @@ pub struct BlockingSecureStream<S> {
     rx: Vec<u8>,
     plain: Vec<u8>,
     plain_at: usize,
+    /// Sealed records to send, `tx[..tx_len]` (the buffer keeps its largest
+    /// size: records overwrite it, nothing zeroes it).
     tx: Vec<u8>,
+    tx_len: usize,
 }
 
 impl<S: io::Read + io::Write> BlockingSecureStream<S> {
@@ -442,12 +445,13 @@ impl<S: io::Read + io::Write> BlockingSecureStream<S> {
     }
 
     fn handshake(io: S, link: Link, tx: Vec<u8>) -> Result<Self, HandshakeError> {
-        let mut s = Self { io, link, rx: Vec::new(), plain: Vec::new(), plain_at: 0, tx };
+        let tx_len = tx.len();
+        let mut s = Self { io, link, rx: Vec::new(), plain: Vec::new(), plain_at: 0, tx, tx_len };
         loop {
-            if !s.tx.is_empty() {
-                s.io.write_all(&s.tx)?;
+            if s.tx_len > 0 {
+                s.io.write_all(&s.tx[..s.tx_len])?;
                 s.io.flush()?;
-                s.tx.clear();
+                s.tx_len = 0;
             }
             if s.link.is_ready() {
                 return Ok(s);
@@ -466,7 +470,11 @@ impl<S: io::Read + io::Write> BlockingSecureStream<S> {
         let n = self.io.read(&mut self.rx[at..]);
         self.rx.truncate(at + *n.as_ref().unwrap_or(&0));
         let n = n?;
+        // Only handshake replies come out of a receive; they follow what is
+        // waiting to be sent.
+        self.tx.truncate(self.tx_len);
         let used = self.link.recv(&self.rx, &mut self.plain, &mut self.tx).map_err(secure_to_io)?;
+        self.tx_len = self.tx.len();
         self.rx.drain(..used);
         Ok(n)
     }
@@ -504,18 +512,19 @@ impl<S: io::Read + io::Write> io::Read for BlockingSecureStream<S> {
 
 impl<S: io::Read + io::Write> io::Write for BlockingSecureStream<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.tx.len() >= TX_HIGH {
+        if self.tx_len >= TX_HIGH {
             self.flush()?;
         }
         let n = buf.len().min(TX_HIGH);
-        self.link.send(&buf[..n], &mut self.tx).map_err(secure_to_io)?;
+        self.tx_len =
+            self.link.seal_at(&buf[..n], &mut self.tx, self.tx_len).map_err(secure_to_io)?;
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if !self.tx.is_empty() {
-            self.io.write_all(&self.tx)?;
-            self.tx.clear();
+        if self.tx_len > 0 {
+            self.io.write_all(&self.tx[..self.tx_len])?;
+            self.tx_len = 0;
         }
         self.io.flush()
     }

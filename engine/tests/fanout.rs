@@ -23,8 +23,18 @@ fn source(dir: &Path, len: usize) -> (Vec<u8>, std::path::PathBuf, FileMeta) {
 }
 
 /// Threads of this process now.
+/// This process's threads, not counting io_uring's kernel workers
+/// (`iou-wrk-*`, which the kernel adds and removes for blocking ops on its
+/// own schedule: they made this count flaky under load).
 fn threads_now() -> usize {
-    fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+    let Ok(tasks) = fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .flatten()
+        .filter(|t| {
+            let comm = fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            !comm.starts_with("iou-")
+        })
+        .count()
 }
 
 /// 200 peers in one download: one piece server reached through 200

@@ -364,8 +364,9 @@ fn serve_connection(
     }
 }
 
-/// Sends a piece message on an encrypted link: the data is read from the
-/// file into `buf` (kept for the next piece) and sealed with its header.
+/// Sends a piece message on an encrypted link: the header sealed on its
+/// own, then the data read from the file into `buf` (kept at its largest
+/// size for the next piece: overwritten, never zeroed) and sealed.
 fn seal_piece(
     stream: &mut PeerStream,
     file: &ServedFile,
@@ -376,19 +377,23 @@ fn seal_piece(
     buf: &mut Vec<u8>,
 ) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
-    buf.clear();
-    peer::encode_piece_header(piece, offset, len as usize, buf)
+    let mut header = Vec::with_capacity(peer::PIECE_HEADER_LEN);
+    peer::encode_piece_header(piece, offset, len as usize, &mut header)
         .ok_or_else(|| io::Error::other("piece too large"))?;
-    let at = buf.len();
-    buf.resize(at + len as usize, 0);
-    file.file.read_exact_at(&mut buf[at..], file_offset).map_err(|e| {
+    let n = len as usize;
+    if buf.len() < n {
+        buf.resize(n, 0);
+    }
+    file.file.read_exact_at(&mut buf[..n], file_offset).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             io::Error::new(io::ErrorKind::UnexpectedEof, "shared file shrank")
         } else {
             e
         }
     })?;
-    stream.send(buf)?;
+    stream.write_all(&header)?;
+    stream.write_all(&buf[..n])?;
+    stream.flush()?;
     file.uploaded.fetch_add(u64::from(len), Ordering::Relaxed);
     Ok(())
 }

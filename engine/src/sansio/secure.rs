@@ -337,31 +337,74 @@ impl Link {
     /// Queues `plain` to send: encrypted into records on `out` when the
     /// handshake has ended, kept until then otherwise.
     pub fn send(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), SecureError> {
-        match &mut self.phase {
+        match &self.phase {
             Phase::Failed => Err(SecureError::Failed),
             Phase::Handshake(_) => {
                 self.pending.extend_from_slice(plain);
                 Ok(())
             }
-            Phase::Transport(t) => {
-                out.reserve(
-                    plain.len() + plain.len().div_ceil(MAX_PLAIN) * (RECORD_HEADER + TAG_LEN),
-                );
-                for chunk in plain.chunks(MAX_PLAIN) {
-                    let at = out.len();
-                    out.resize(at + RECORD_HEADER + chunk.len() + TAG_LEN, 0);
-                    let n = match t.write_message(chunk, &mut out[at + RECORD_HEADER..]) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            out.truncate(at);
-                            return Err(self.fail(SecureError::Handshake(format!("{e:?}"))));
-                        }
-                    };
-                    out.truncate(at + RECORD_HEADER + n);
-                    out[at..at + RECORD_HEADER].copy_from_slice(&(n as u16).to_be_bytes());
-                }
+            Phase::Transport(_) => {
+                let at = out.len();
+                let end = self.seal_at(plain, out, at)?;
+                out.truncate(end);
                 Ok(())
             }
+        }
+    }
+
+    /// Seals `plain` as records written into `out` from offset `at` on, and
+    /// returns where they end. `out` only grows (what it already holds is
+    /// overwritten, not zeroed first): a sender that keeps one buffer for
+    /// every piece pays no memset. Only once the handshake has ended.
+    pub fn seal_at(
+        &mut self,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+        mut at: usize,
+    ) -> Result<usize, SecureError> {
+        let Phase::Transport(t) = &mut self.phase else {
+            return Err(SecureError::Handshake("sealing before the handshake ended".into()));
+        };
+        let mut failed = None;
+        for chunk in plain.chunks(MAX_PLAIN) {
+            let need = at + RECORD_HEADER + chunk.len() + TAG_LEN;
+            if out.len() < need {
+                out.resize(need, 0);
+            }
+            match t.write_message(chunk, &mut out[at + RECORD_HEADER..need]) {
+                Ok(n) => {
+                    out[at..at + RECORD_HEADER].copy_from_slice(&(n as u16).to_be_bytes());
+                    at += RECORD_HEADER + n;
+                }
+                Err(e) => {
+                    failed = Some(SecureError::Handshake(format!("{e:?}")));
+                    break;
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(self.fail(e)),
+            None => Ok(at),
+        }
+    }
+
+    /// Opens the transport record `body` (a record without its length
+    /// prefix) straight into `out`, and returns the plaintext length
+    /// (`body.len() - TAG_LEN`). `out` must be at least `body.len()` long:
+    /// the record is copied there once and opened in place (the bytes past
+    /// the plaintext are clobbered); a shorter `out` makes the cipher copy
+    /// through a fresh allocation. For a receiver that knows where the
+    /// bytes belong (a piece's buffer).
+    pub fn open_into(&mut self, body: &[u8], out: &mut [u8]) -> Result<usize, SecureError> {
+        if out.len() < body.len() {
+            return Err(SecureError::Handshake("no room to open a record in place".into()));
+        }
+        let Phase::Transport(t) = &mut self.phase else {
+            return Err(SecureError::Handshake("a record before the handshake ended".into()));
+        };
+        match t.read_message(body, out) {
+            Ok(n) => Ok(n),
+            Err(_) => Err(self.fail(SecureError::Decrypt)),
         }
     }
 }
@@ -493,6 +536,36 @@ mod tests {
         }
         assert!(buf.is_empty());
         assert_eq!(plain, data);
+    }
+
+    #[test]
+    fn records_sealed_in_place_and_opened_in_place_match_the_buffered_ones() {
+        let (mut i, mut r, _, _) = pair(None);
+        let data: Vec<u8> = (0..140_000u32).map(|x| (x * 13 % 256) as u8).collect();
+        // A buffer already holding garbage: overwritten, never zeroed.
+        let mut out = vec![0xaa; 300_000];
+        let end = i.seal_at(&data[..100], &mut out, 0).unwrap();
+        let end = i.seal_at(&data, &mut out, end).unwrap();
+        assert_eq!(out.len(), 300_000, "no growth when it fits");
+        let (mut plain, mut back) = (Vec::new(), Vec::new());
+        let body = record_at(&out).unwrap();
+        let used = RECORD_HEADER + body.len();
+        r.recv(&out[..used], &mut plain, &mut back).unwrap();
+        assert_eq!(plain, &data[..100]);
+        let mut got = vec![0u8; data.len() + TAG_LEN];
+        let (mut at, mut filled) = (used, 0);
+        while at < end {
+            let body = record_at(&out[at..end]).unwrap();
+            let n = r.open_into(body, &mut got[filled..filled + body.len()]).unwrap();
+            filled += n;
+            at += RECORD_HEADER + body.len();
+        }
+        assert_eq!(&got[..data.len()], &data[..]);
+        let mut tampered = out[used..end].to_vec();
+        tampered[5] ^= 1;
+        let body = record_at(&tampered).unwrap();
+        let mut sink = vec![0u8; body.len()];
+        assert_eq!(r.open_into(body, &mut sink), Err(SecureError::Decrypt));
     }
 
     #[test]

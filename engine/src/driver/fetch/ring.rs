@@ -52,7 +52,9 @@ use crate::hash::sha1_of;
 use crate::meta::Sha1Digest;
 use crate::peer::{kind, MAX_FRAME};
 use crate::picker::PeerId;
-use crate::secure::{Link, PublicKey, MAX_MESSAGE, PEER_PROLOGUE, RECORD_HEADER};
+use crate::secure::{
+    record_at, Link, PublicKey, MAX_MESSAGE, PEER_PROLOGUE, RECORD_HEADER, TAG_LEN,
+};
 use crate::store::AlignedBuf;
 use crate::uring::Ring;
 use crate::wire::{self, HEADER_LEN};
@@ -682,6 +684,11 @@ impl Driver {
                 Err(e) => return self.fail_conn(slot, &format!("secure link: {e}")),
             }
             c.crx = vec![0; RECORD_HEADER + MAX_MESSAGE];
+            // The core learns of the connection once the handshake has
+            // ended (`on_records`): its first requests then leave when it
+            // thinks they do, and its round-trip samples stay true.
+            self.start_send(slot);
+            return self.arm_recv(slot);
         }
         let (id, peer) = (c.dl, c.peer);
         self.core(id, |core, now| core.connected(peer, now));
@@ -808,27 +815,72 @@ impl Driver {
         self.arm_recv(slot);
     }
 
-    /// `n` bytes of records arrived on an encrypted link: open the whole
-    /// ones and hand their plaintext on as if it had been received.
+    /// `n` bytes of records arrived on an encrypted link: open each whole
+    /// one — straight into the piece's buffer when it holds only piece
+    /// data (the server seals a piece's header apart), else into a staging
+    /// buffer handed on as if it had been received.
     fn on_records(&mut self, slot: usize, n: usize) {
-        let c = self.conns[slot].as_mut().expect("live slot");
-        let gen = c.gen;
-        c.crx_len += n;
-        let link = c.link.as_mut().expect("an encrypted connection");
-        let mut opened = std::mem::take(&mut c.opened);
-        match link.recv(&c.crx[..c.crx_len], &mut opened, &mut c.wire) {
-            Ok(used) => {
-                c.crx.copy_within(used..c.crx_len, 0);
-                c.crx_len -= used;
-            }
-            Err(e) => return self.fail_conn(slot, &format!("secure link: {e}")),
+        let gen = self.conns[slot].as_ref().expect("live slot").gen;
+        let live =
+            |d: &mut Self| d.conns[slot].as_ref().is_some_and(|c| c.gen == gen && !c.closing);
+        if let Some(c) = self.conns[slot].as_mut() {
+            c.crx_len += n;
         }
-        // The handshake's last message, and what waited for it.
-        self.start_send(slot);
-        self.take_plain(slot, &opened);
-        opened.clear();
+        let mut used = 0;
+        loop {
+            if !live(self) {
+                return;
+            }
+            let c = self.conns[slot].as_mut().expect("live above");
+            let Conn { crx, crx_len, body, link, opened, wire, .. } = &mut **c;
+            let Some(rec) = record_at(&crx[used..*crx_len]) else { break };
+            let rec_len = RECORD_HEADER + rec.len();
+            let link = link.as_mut().expect("an encrypted connection");
+            // Opened in place in the piece's buffer when the record and its
+            // tag fit there (the tag's room is overwritten by what follows);
+            // a piece's last small record goes through the staging buffer.
+            let direct = match body.as_mut() {
+                Some(b) if link.is_ready() && rec.len() >= TAG_LEN => {
+                    let room = b.buf.as_slice().len() - b.got;
+                    (room >= rec.len()).then_some((b, rec.len() - TAG_LEN))
+                }
+                _ => None,
+            };
+            if let Some((b, pt)) = direct {
+                let out = &mut b.buf.as_mut_slice()[b.got..b.got + rec.len()];
+                if let Err(e) = link.open_into(rec, out) {
+                    return self.fail_conn(slot, &format!("secure link: {e}"));
+                }
+                b.got += pt;
+                used += rec_len;
+                if b.got == b.buf.as_slice().len() {
+                    let b = body.take().expect("present above");
+                    self.deliver(slot, b);
+                }
+                continue;
+            }
+            let mut plain = std::mem::take(opened);
+            let was_ready = link.is_ready();
+            if let Err(e) = link.recv(&crx[used..used + rec_len], &mut plain, wire) {
+                return self.fail_conn(slot, &format!("secure link: {e}"));
+            }
+            used += rec_len;
+            if !was_ready && link.is_ready() {
+                // The handshake ended (its last message is in `wire`): the
+                // core's handshake and first requests follow it.
+                let (id, peer) = (c.dl, c.peer);
+                self.core(id, |core, now| core.connected(peer, now));
+            }
+            self.start_send(slot);
+            self.take_plain(slot, &plain);
+            plain.clear();
+            if let Some(c) = self.conns[slot].as_mut().filter(|c| c.gen == gen) {
+                c.opened = plain;
+            }
+        }
         if let Some(c) = self.conns[slot].as_mut().filter(|c| c.gen == gen) {
-            c.opened = opened;
+            c.crx.copy_within(used..c.crx_len, 0);
+            c.crx_len -= used;
             self.arm_recv(slot);
         }
     }

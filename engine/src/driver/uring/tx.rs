@@ -95,10 +95,11 @@ enum Active {
         buf: Vec<u8>,
         sent: usize,
     },
-    /// Sealed records: control frames, or a piece (`piece_len`) with its
-    /// header, sent after the piece delay if any.
+    /// Sealed records, `buf[..len]`: control frames, or a piece
+    /// (`piece_len`) with its header, sent after the piece delay if any.
     Sealed {
         buf: Vec<u8>,
+        len: usize,
         sent: usize,
         piece_len: Option<u32>,
         delayed: bool,
@@ -157,8 +158,8 @@ pub(crate) struct Tx {
     progress: bool,
     error: Option<String>,
     src: Option<Source>,
-    /// A piece's plaintext before sealing, and a spent sealed buffer, kept
-    /// for the next piece.
+    /// A piece's data before sealing, and a spent sealed buffer: kept at
+    /// their largest size for the next piece (overwritten, never zeroed).
     plain: Vec<u8>,
     spare: Vec<u8>,
 }
@@ -258,8 +259,17 @@ impl Tx {
                 chain.push(opcode::Timeout::new(ts).build().user_data(data(Op::Delay)));
                 is_delay = true;
             }
-            (Some(Active::Bytes { buf, sent } | Active::Sealed { buf, sent, .. }), _) => {
+            (Some(Active::Bytes { buf, sent }), _) => {
                 let rest = &buf[*sent..];
+                chain.push(
+                    opcode::Send::new(sock, rest.as_ptr(), rest.len() as u32)
+                        .flags(SEND_FLAGS)
+                        .build()
+                        .user_data(data(Op::SendBytes)),
+                );
+            }
+            (Some(Active::Sealed { buf, len, sent, .. }), _) => {
+                let rest = &buf[*sent..*len];
                 chain.push(
                     opcode::Send::new(sock, rest.as_ptr(), rest.len() as u32)
                         .flags(SEND_FLAGS)
@@ -348,41 +358,45 @@ impl Tx {
     }
 
     /// Seals the next item for an encrypted link: control frames as they
-    /// are, a piece read from the file with its header.
+    /// are; a piece's header in a record of its own, then its data read
+    /// from the file, so that the receiver can open each data record
+    /// straight into the piece's buffer.
     fn seal(&mut self, item: Item, io: &mut TxIo<'_>) -> Result<Active, String> {
         let link = io.seal.as_deref_mut().ok_or("sealing without a link")?;
+        if !link.is_ready() {
+            return Err("nothing to send before the handshake ended".into());
+        }
         let mut buf = std::mem::take(&mut self.spare);
-        buf.clear();
-        let (piece_len, delayed) = match item {
+        let err = |e: crate::secure::SecureError| e.to_string();
+        let (len, piece_len, delayed) = match item {
             Item::Raw(_) => return Err("raw bytes are not sealed".into()),
             Item::Bytes(plain) => {
                 self.queued_bytes -= plain.len();
-                link.send(&plain, &mut buf).map_err(|e| e.to_string())?;
-                (None, true)
+                (link.seal_at(&plain, &mut buf, 0).map_err(err)?, None, true)
             }
             Item::Piece(job) => {
                 use std::os::unix::fs::FileExt;
                 let file = io.file.ok_or("a piece before admission")?;
-                self.plain.clear();
-                peer::encode_piece_header(job.piece, job.offset, job.len as usize, &mut self.plain)
+                let mut header = Vec::with_capacity(PIECE_HEADER_LEN);
+                peer::encode_piece_header(job.piece, job.offset, job.len as usize, &mut header)
                     .ok_or("piece too large")?;
-                let at = self.plain.len();
-                self.plain.resize(at + job.len as usize, 0);
-                file.file.read_exact_at(&mut self.plain[at..], job.file_offset).map_err(|e| {
+                let at = link.seal_at(&header, &mut buf, 0).map_err(err)?;
+                let n = job.len as usize;
+                if self.plain.len() < n {
+                    self.plain.resize(n, 0);
+                }
+                file.file.read_exact_at(&mut self.plain[..n], job.file_offset).map_err(|e| {
                     if e.kind() == std::io::ErrorKind::UnexpectedEof {
                         "the shared file is shorter than its metadata".to_owned()
                     } else {
                         format!("read the shared file: {e}")
                     }
                 })?;
-                link.send(&self.plain, &mut buf).map_err(|e| e.to_string())?;
-                (Some(job.len), io.delay.is_none())
+                let end = link.seal_at(&self.plain[..n], &mut buf, at).map_err(err)?;
+                (end, Some(job.len), io.delay.is_none())
             }
         };
-        if buf.is_empty() {
-            return Err("nothing to send before the handshake ended".into());
-        }
-        Ok(Active::Sealed { buf, sent: 0, piece_len, delayed })
+        Ok(Active::Sealed { buf, len, sent: 0, piece_len, delayed })
     }
 
     /// Records a completion of this queue's ops.
@@ -402,7 +416,7 @@ impl Tx {
         }
         let complete = match &self.active {
             Some(Active::Bytes { buf, sent }) => *sent >= buf.len(),
-            Some(Active::Sealed { buf, sent, delayed, .. }) => *delayed && *sent >= buf.len(),
+            Some(Active::Sealed { len, sent, delayed, .. }) => *delayed && *sent >= *len,
             Some(Active::Piece { job, header_sent, sent, in_pipe, delayed, .. }) => {
                 *delayed && *header_sent == PIECE_HEADER_LEN && *sent == job.len && *in_pipe == 0
             }
@@ -438,12 +452,17 @@ impl Tx {
                 *delayed = true;
                 self.progress = true;
             }
-            (
-                Some(Active::Bytes { buf, sent } | Active::Sealed { buf, sent, .. }),
-                Op::SendBytes,
-            ) => match positive {
+            (Some(Active::Bytes { buf, sent }), Op::SendBytes) => match positive {
                 Some(n) => {
                     *sent = (*sent + n as usize).min(buf.len());
+                    self.progress = true;
+                }
+                None if res < 0 => self.error = Some(err("send")),
+                None => {}
+            },
+            (Some(Active::Sealed { len, sent, .. }), Op::SendBytes) => match positive {
+                Some(n) => {
+                    *sent = (*sent + n as usize).min(*len);
                     self.progress = true;
                 }
                 None if res < 0 => self.error = Some(err("send")),
