@@ -81,3 +81,34 @@ fn pin_name(no: usize) -> String {
 pub fn print_key(data_dir: &Path) -> Result<PublicKey, KeyFileError> {
     load_or_create_key(&data_dir.join(KEY_FILE)).map(|k| k.public())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_keys_are_required_and_unlisted_ones_pinned_on_first_contact() {
+        let dir = tempfile::tempdir().unwrap();
+        let (two, three, other) = (
+            Keypair::generate().public(),
+            Keypair::generate().public(),
+            Keypair::generate().public(),
+        );
+        let text = format!("127.0.0.1:1\n127.0.0.1:2 {two}\n127.0.0.1:3\n");
+        let list = TrackerList::parse(&text, "t").unwrap();
+        let links = Links::open(dir.path(), list.clone()).unwrap();
+        // Listed: that key and no other, from the first contact on.
+        assert_eq!(links.expected(2), Some(two));
+        assert!(links.check(2, two).is_ok());
+        assert!(links.check(2, other).unwrap_err().contains("tracker list"));
+        // Unlisted: whatever it first proves, then only that.
+        assert_eq!(links.expected(3), None);
+        assert!(links.check(3, three).is_ok());
+        assert_eq!(links.expected(3), Some(three));
+        assert!(links.check(3, other).unwrap_err().contains(PINS_FILE));
+        // The pin and the tracker's own key survive a restart.
+        let me = links.keypair().public();
+        let again = Links::open(dir.path(), list).unwrap();
+        assert_eq!((again.expected(3), again.keypair().public()), (Some(three), me));
+    }
+}
