@@ -166,10 +166,10 @@ fn key_files_others_can_read_or_that_are_damaged_are_refused_at_start() {
     start_fails(&bin("ringshare-tracker"), &args, &state, "chmod 600");
 }
 
-/// A relay that terminates peer links with a key of its own (a man in the
-/// middle); counts the handshakes it was offered.
-fn impostor_relay() -> (SocketAddr, Arc<Mutex<usize>>) {
-    use ringshare_engine::secure::{Keypair, PEER_PROLOGUE};
+/// A relay that terminates links of the kind `prologue` names with a key
+/// of its own (a man in the middle); counts the handshakes it was offered.
+fn impostor_relay(prologue: &'static [u8]) -> (SocketAddr, Arc<Mutex<usize>>) {
+    use ringshare_engine::secure::Keypair;
     use ringshare_engine::secure_io::BlockingSecureStream;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -183,8 +183,8 @@ fn impostor_relay() -> (SocketAddr, Arc<Mutex<usize>>) {
             let me = me.clone();
             std::thread::spawn(move || {
                 let _ = tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)));
-                // The downloader must refuse this key before saying anything.
-                if let Ok(mut s) = BlockingSecureStream::accept(tcp, &me, PEER_PROLOGUE) {
+                // The other end must refuse this key before saying anything.
+                if let Ok(mut s) = BlockingSecureStream::accept(tcp, &me, prologue) {
                     let mut sink = [0u8; 1024];
                     while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
                 }
@@ -252,7 +252,7 @@ fn piece_links_carry_nothing_readable_and_an_impostor_seeder_gives_nothing() {
     let alice_port: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let (alice_relay, capture) = recording_relay(alice_port);
     let carol_port: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let (carol_relay, offered) = impostor_relay();
+    let (carol_relay, offered) = impostor_relay(ringshare_engine::secure::PEER_PROLOGUE);
     let mut alice = seeder(dir.path(), &info, "alice", &file, alice_port, alice_relay);
     let mut carol = seeder(dir.path(), &info, "carol", &file, carol_port, carol_relay);
 
@@ -291,4 +291,46 @@ fn piece_links_carry_nothing_readable_and_an_impostor_seeder_gives_nothing() {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// A tracker pulling from another through a relay that answers with its
+/// own key refuses it (the key listed for that tracker is checked) and
+/// says so in its log.
+#[test]
+fn a_tracker_refuses_an_impostor_of_the_tracker_it_pulls_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_of = |data: &Path| {
+        let out = Command::new(bin("ringshare-tracker"))
+            .args(["--print-key", "--data-dir"])
+            .arg(data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (one, two) = (dir.path().join("t1"), dir.path().join("t2"));
+    let (k1, k2) = (key_of(&one), key_of(&two));
+    // Tracker 2 is listed with its real key, at an impostor's address.
+    let (impostor, offered) = impostor_relay(ringshare_engine::secure::CONTROL_PROLOGUE);
+    let info = dir.path().join("tracker_info.txt");
+    let port = free_port();
+    std::fs::write(&info, format!("127.0.0.1:{port} {k1}\n{impostor} {k2}\n")).unwrap();
+    let log = dir.path().join("t1.log");
+    let mut t1 = Command::new(bin("ringshare-tracker"))
+        .arg(&info)
+        .arg("1")
+        .arg("--data-dir")
+        .arg(&one)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    common::eventually("tracker 1 refuses the impostor", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines().any(|l| l.contains("tracker 2") && l.contains(&k2) && l.contains("expected"))
+    });
+    assert!(*offered.lock().unwrap() > 0, "the impostor was never tried");
+    let _ = t1.kill();
+    let _ = t1.wait();
 }
