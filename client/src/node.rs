@@ -214,7 +214,9 @@ impl Node {
                 self.call_done(Request::LeaveGroup { token, group: group.clone() }).await?;
                 let gone = self.drop_shares(|s| s.group == group);
                 let stopped = gone.len();
-                self.save_book()?;
+                for s in &gone {
+                    self.book_remove(s)?;
+                }
                 Ok(vec![format!("left group {group}; stopped sharing {stopped} file(s) there")])
             }
             Command::ListRequests { group } => {
@@ -265,8 +267,9 @@ impl Node {
                 let token = self.token()?;
                 let req = Request::StopShare { token, group: group.clone(), file: file.clone() };
                 self.call_done(req).await?;
-                self.drop_shares(|s| s.group == group && s.meta.name == file);
-                self.save_book()?;
+                for s in self.drop_shares(|s| s.group == group && s.meta.name == file) {
+                    self.book_remove(&s)?;
+                }
                 Ok(vec![format!("stopped sharing {file} in {group}")])
             }
             Command::DownloadFile { group, file, dest } => self.download(group, file, dest).await,
@@ -353,8 +356,9 @@ impl Node {
             dropped.push(format!("{label}: {reason}"));
         }
         let count = resumed.len();
+        // Compacted at each login: what resumed, nothing else.
+        book.replace(&resumed).context("save the share record")?;
         *self.shares_mut() = resumed;
-        self.save_book()?;
         let mut line = format!("logged in as {user}");
         if count > 0 || !dropped.is_empty() {
             line += &format!("; resumed sharing {count} file(s)");
@@ -401,8 +405,10 @@ impl Node {
         let (len, sha1) = (meta.len, meta.sha1);
         self.call_done(Request::UploadFile { token, group: group.clone(), meta }).await?;
         self.serve_file(&share)?;
+        if let Some(s) = &self.session {
+            s.book.put(&share).context("save the share record")?;
+        }
         self.shares_mut().push(share);
-        self.save_book()?;
         Ok(vec![format!("uploaded {name} to {group}: {len} bytes, {pieces} pieces, sha1 {sha1}")])
     }
 
@@ -414,9 +420,10 @@ impl Node {
         self.session().map(|s| s.token)
     }
 
-    fn save_book(&self) -> Result<()> {
+    /// Records in the share book that `share` is no longer shared.
+    fn book_remove(&self, share: &LocalShare) -> Result<()> {
         if let Some(s) = &self.session {
-            s.book.save(&self.shares_mut()).context("save the share record")?;
+            s.book.remove(&share.group, &share.meta.name).context("save the share record")?;
         }
         Ok(())
     }
@@ -648,12 +655,12 @@ impl Node {
                         list.retain(|s| {
                             !(s.group == share.group && s.meta.name == share.meta.name)
                         });
-                        list.push(share);
                         if let Some(book) = &book {
-                            if let Err(e) = book.save(&list) {
+                            if let Err(e) = book.put(&share) {
                                 tracing::warn!("save the share record: {e}");
                             }
                         }
+                        list.push(share);
                     }
                     Err(e) => tracing::warn!("record {}: {e}", dest.display()),
                 }
@@ -775,8 +782,10 @@ async fn watch_shares(
                     serve.remove(&gone.meta.sha1);
                 }
             }
-            if let Err(e) = book.save(&list) {
-                tracing::warn!("save the share record: {e}");
+            for (gone, _) in &stale {
+                if let Err(e) = book.remove(&gone.group, &gone.meta.name) {
+                    tracing::warn!("save the share record: {e}");
+                }
             }
         }
         for (gone, why) in stale {

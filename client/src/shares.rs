@@ -2,13 +2,25 @@
 //! `login` of the same user at the same node address — in this process or
 //! after a restart — resumes sharing without a new `upload_file`.
 //!
-//! One file per (user, node address) in the state directory, written
-//! atomically (temporary file, fsync, rename). Each share remembers the
-//! file's path, its metadata and a cheap fingerprint (length and mtime) that
-//! tells whether the file changed since it was hashed.
+//! One append-only log per (user, node address) in the state directory
+//! (`<user>@<addr>.sharelog`): each `upload_file`, finished download,
+//! `stop_share`, `leave_group` or withdrawn file appends one record —
+//! `[len u32 LE][crc32c u32 LE][postcard Entry]` — and fdatasyncs it before
+//! the command answers, so adding or removing a share costs the same
+//! whether the node shares ten files or a million (it used to rewrite the
+//! whole record each time). The log is compacted (rewritten atomically:
+//! temporary file, fsync, rename, directory fsync) when it holds more than
+//! twice as many records as live shares plus 64, and at each login. A torn
+//! last record (a crash mid-append) is dropped with a warning; the record
+//! of an older version (`<user>@<addr>.shares`, one postcard list) is read
+//! once and replaced. Each share remembers the file's path, its metadata
+//! and a cheap fingerprint (length and mtime) that tells whether the file
+//! changed since it was hashed.
 
 use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::UNIX_EPOCH;
 
 use ringshare_engine::fsio::write_atomically;
@@ -63,40 +75,224 @@ fn mtime_ns(path: &Path) -> std::io::Result<u128> {
     Ok(t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0))
 }
 
-/// The on-disk record of one user's shares at one node address.
+/// One record of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Entry {
+    /// A share is added (or replaces the one of the same group and name).
+    Put(LocalShare),
+    /// The share of that group and name is gone.
+    Remove { group: String, name: String },
+}
+
+/// A record's header: length and CRC32C of the payload.
+const RECORD_HEAD: usize = 8;
+/// Compaction is due when the log holds more records than this many more
+/// than twice the live shares.
+const COMPACT_SLACK: u64 = 64;
+
+type Key = (String, String);
+
+fn key_of(s: &LocalShare) -> Key {
+    (s.group.clone(), s.meta.name.clone())
+}
+
+/// What the book knows of its log file.
+#[derive(Debug, Default)]
+struct LogState {
+    /// Open for appending once loaded (or first written).
+    file: Option<fs::File>,
+    records: u64,
+    live: std::collections::HashSet<Key>,
+}
+
+/// The on-disk record of one user's shares at one node address. Clones
+/// share one log.
 #[derive(Debug, Clone)]
 pub struct ShareBook {
-    file: PathBuf,
+    log: PathBuf,
+    /// The record of an older version, read once and replaced.
+    legacy: PathBuf,
+    state: Arc<Mutex<LogState>>,
 }
 
 impl ShareBook {
     /// The record for `user` at `node_addr` inside `state_dir`.
     pub fn new(state_dir: &Path, user: &str, node_addr: &str) -> Self {
         // User ids are validated names (no separators); ':' is fine in file names.
-        let file = state_dir.join(format!("{user}@{node_addr}.shares"));
-        Self { file }
+        let log = state_dir.join(format!("{user}@{node_addr}.sharelog"));
+        let legacy = state_dir.join(format!("{user}@{node_addr}.shares"));
+        Self { log, legacy, state: Arc::default() }
     }
 
-    /// The recorded shares; an absent or unreadable record is empty (and a
-    /// warning is returned beside it).
+    fn lock(&self) -> MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The recorded shares; an unreadable record is empty and a damaged
+    /// tail is dropped (a warning is returned beside them).
     pub fn load(&self) -> (Vec<LocalShare>, Option<String>) {
-        match fs::read(&self.file) {
-            Ok(bytes) => match postcard::from_bytes(&bytes) {
-                Ok(shares) => (shares, None),
-                Err(e) => (Vec::new(), Some(format!("ignoring {}: {e}", self.file.display()))),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), None),
-            Err(e) => (Vec::new(), Some(format!("read {}: {e}", self.file.display()))),
+        let mut st = self.lock();
+        st.file = None;
+        let (shares, records, mut warning) = match read_log(&self.log) {
+            Ok(x) => x,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), 0, None),
+            Err(e) => (Vec::new(), 0, Some(format!("read {}: {e}", self.log.display()))),
+        };
+        let (shares, records) = if records == 0 && self.legacy.exists() {
+            match fs::read(&self.legacy).map(|b| postcard::from_bytes::<Vec<LocalShare>>(&b)) {
+                Ok(Ok(old)) => (old, u64::MAX),
+                Ok(Err(e)) => {
+                    warning = Some(format!("ignoring {}: {e}", self.legacy.display()));
+                    (Vec::new(), 0)
+                }
+                Err(e) => {
+                    warning = Some(format!("read {}: {e}", self.legacy.display()));
+                    (Vec::new(), 0)
+                }
+            }
+        } else {
+            (shares, records)
+        };
+        st.live = shares.iter().map(key_of).collect();
+        st.records = records;
+        if records == u64::MAX {
+            // Carried over from the older record: write the log, drop it.
+            match self.rewrite(&mut st, &shares) {
+                Ok(()) => {
+                    let _ = fs::remove_file(&self.legacy);
+                }
+                Err(e) => warning = Some(format!("rewrite {}: {e}", self.log.display())),
+            }
         }
+        (shares, warning)
     }
 
-    /// Replaces the record, atomically.
-    pub fn save(&self, shares: &[LocalShare]) -> std::io::Result<()> {
-        let dir = self.file.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)?;
-        let bytes = postcard::to_stdvec(shares).map_err(std::io::Error::other)?;
-        write_atomically(&self.file, &bytes).map(drop)
+    /// Records a share (replacing the one of the same group and name);
+    /// durable when it returns.
+    pub fn put(&self, share: &LocalShare) -> std::io::Result<()> {
+        let mut st = self.lock();
+        self.append(&mut st, &Entry::Put(share.clone()))?;
+        st.live.insert(key_of(share));
+        self.maybe_compact(&mut st)
     }
+
+    /// Records that the share of `group` and `name` is gone; durable when
+    /// it returns.
+    pub fn remove(&self, group: &str, name: &str) -> std::io::Result<()> {
+        let mut st = self.lock();
+        let key = (group.to_owned(), name.to_owned());
+        if !st.live.contains(&key) {
+            return Ok(());
+        }
+        self.append(&mut st, &Entry::Remove { group: key.0.clone(), name: key.1.clone() })?;
+        st.live.remove(&key);
+        self.maybe_compact(&mut st)
+    }
+
+    /// Replaces the whole record with `shares`, compacted (at login).
+    pub fn replace(&self, shares: &[LocalShare]) -> std::io::Result<()> {
+        let mut st = self.lock();
+        st.live = shares.iter().map(key_of).collect();
+        self.rewrite(&mut st, shares)
+    }
+
+    fn append(&self, st: &mut LogState, entry: &Entry) -> std::io::Result<()> {
+        if st.file.is_none() {
+            let dir = self.log.parent().unwrap_or(Path::new("."));
+            fs::create_dir_all(dir)?;
+            let created = !self.log.exists();
+            let f = fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+            if created {
+                fs::File::open(dir)?.sync_all()?;
+            }
+            st.file = Some(f);
+        }
+        let bytes = encode(entry)?;
+        let f = st.file.as_mut().expect("opened above");
+        f.write_all(&bytes)?;
+        f.sync_data()?;
+        st.records += 1;
+        Ok(())
+    }
+
+    fn maybe_compact(&self, st: &mut LogState) -> std::io::Result<()> {
+        if st.records <= 2 * st.live.len() as u64 + COMPACT_SLACK {
+            return Ok(());
+        }
+        let (shares, _, _) = read_log(&self.log)?;
+        self.rewrite(st, &shares)
+    }
+
+    /// Writes `shares` as a fresh log, atomically, and appends to it next.
+    fn rewrite(&self, st: &mut LogState, shares: &[LocalShare]) -> std::io::Result<()> {
+        let dir = self.log.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)?;
+        let mut bytes = Vec::new();
+        for s in shares {
+            bytes.extend(encode(&Entry::Put(s.clone()))?);
+        }
+        drop(write_atomically(&self.log, &bytes)?);
+        st.file = Some(fs::OpenOptions::new().append(true).open(&self.log)?);
+        st.records = shares.len() as u64;
+        Ok(())
+    }
+}
+
+fn encode(entry: &Entry) -> std::io::Result<Vec<u8>> {
+    let payload = postcard::to_stdvec(entry).map_err(std::io::Error::other)?;
+    let len = u32::try_from(payload.len()).map_err(std::io::Error::other)?;
+    let mut out = Vec::with_capacity(RECORD_HEAD + payload.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Replays the log: the live shares (in the order first put), the number
+/// of records, and a warning if a damaged tail was dropped (the file is
+/// truncated to its last whole record, so the next append follows it).
+fn read_log(path: &Path) -> std::io::Result<(Vec<LocalShare>, u64, Option<String>)> {
+    let bytes = fs::read(path)?;
+    let mut slots: Vec<Option<LocalShare>> = Vec::new();
+    let mut index: std::collections::HashMap<Key, usize> = std::collections::HashMap::new();
+    let (mut at, mut records, mut warning) = (0usize, 0u64, None);
+    while at < bytes.len() {
+        let entry = bytes.get(at..at + RECORD_HEAD).and_then(|h| {
+            let len = u32::from_le_bytes(h[..4].try_into().ok()?) as usize;
+            let crc = u32::from_le_bytes(h[4..].try_into().ok()?);
+            let payload = bytes.get(at + RECORD_HEAD..at + RECORD_HEAD + len)?;
+            if crc32c::crc32c(payload) != crc {
+                return None;
+            }
+            Some((postcard::from_bytes::<Entry>(payload).ok()?, RECORD_HEAD + len))
+        });
+        let Some((entry, used)) = entry else {
+            warning = Some(format!(
+                "{}: dropped a damaged record at byte {at} and what followed ({} bytes)",
+                path.display(),
+                bytes.len() - at
+            ));
+            fs::OpenOptions::new().write(true).open(path)?.set_len(at as u64)?;
+            break;
+        };
+        match entry {
+            Entry::Put(s) => match index.get(&key_of(&s)) {
+                Some(&i) => slots[i] = Some(s),
+                None => {
+                    index.insert(key_of(&s), slots.len());
+                    slots.push(Some(s));
+                }
+            },
+            Entry::Remove { group, name } => {
+                if let Some(i) = index.remove(&(group, name)) {
+                    slots[i] = None;
+                }
+            }
+        }
+        at += used;
+        records += 1;
+    }
+    Ok((slots.into_iter().flatten().collect(), records, warning))
 }
 
 #[cfg(test)]
@@ -120,8 +316,9 @@ mod tests {
 
         let book = ShareBook::new(dir.path(), "alice", "127.0.0.1:9000");
         assert_eq!(book.load(), (vec![], None));
-        book.save(std::slice::from_ref(&share)).unwrap();
-        assert_eq!(book.load().0, vec![share.clone()]);
+        book.put(&share).unwrap();
+        let again = ShareBook::new(dir.path(), "alice", "127.0.0.1:9000");
+        assert_eq!(again.load().0, vec![share.clone()]);
 
         fs::write(&path, b"hello, world").unwrap();
         assert_eq!(share.check(), Err(Staleness::Changed));
@@ -129,12 +326,87 @@ mod tests {
         assert!(matches!(share.check(), Err(Staleness::Missing(_))));
     }
 
+    fn share(dir: &Path, group: &str, name: &str, len: u64) -> LocalShare {
+        let path = dir.join(name);
+        fs::write(&path, vec![7u8; len as usize]).unwrap();
+        let meta = FileMeta {
+            name: name.into(),
+            len,
+            sha1: Sha1Digest([len as u8; 20]),
+            piece_hashes: vec![],
+        };
+        LocalShare::new(group.into(), path, meta).unwrap()
+    }
+
+    #[test]
+    fn puts_and_removes_replay_in_order_and_compaction_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = ShareBook::new(dir.path(), "u", "127.0.0.1:1");
+        book.load();
+        let a = share(dir.path(), "g", "a", 1);
+        let b = share(dir.path(), "g", "b", 2);
+        let a2 = share(dir.path(), "g", "a", 3);
+        book.put(&a).unwrap();
+        book.put(&b).unwrap();
+        book.put(&a2).unwrap();
+        book.remove("g", "b").unwrap();
+        book.remove("g", "nothing").unwrap();
+        let fresh = || ShareBook::new(dir.path(), "u", "127.0.0.1:1").load();
+        assert_eq!(fresh(), (vec![a2.clone()], None));
+        // Churn far past the slack: the log is compacted and stays small.
+        for i in 0..500 {
+            book.put(&b).unwrap();
+            if i % 2 == 0 {
+                book.remove("g", "b").unwrap();
+            }
+        }
+        let (shares, warning) = fresh();
+        assert_eq!((shares, warning), (vec![a2.clone(), b.clone()], None));
+        let records = book.lock().records;
+        assert!(records <= 2 * 2 + COMPACT_SLACK + 1, "{records} records for 2 shares");
+    }
+
+    #[test]
+    fn a_torn_tail_is_dropped_and_appends_follow_the_last_whole_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = ShareBook::new(dir.path(), "u", "127.0.0.1:1");
+        book.load();
+        let (a, b) = (share(dir.path(), "g", "a", 1), share(dir.path(), "g", "b", 2));
+        book.put(&a).unwrap();
+        book.put(&b).unwrap();
+        let log = dir.path().join("u@127.0.0.1:1.sharelog");
+        let len = fs::metadata(&log).unwrap().len();
+        fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(len - 3).unwrap();
+        let book = ShareBook::new(dir.path(), "u", "127.0.0.1:1");
+        let (shares, warning) = book.load();
+        assert_eq!(shares, vec![a.clone()]);
+        assert!(warning.unwrap().contains("damaged record"));
+        book.put(&b).unwrap();
+        assert_eq!(ShareBook::new(dir.path(), "u", "127.0.0.1:1").load(), (vec![a, b], None));
+    }
+
+    #[test]
+    fn the_older_whole_file_record_is_read_once_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = share(dir.path(), "g", "a", 1);
+        let legacy = dir.path().join("u@127.0.0.1:1.shares");
+        fs::write(&legacy, postcard::to_stdvec(&vec![a.clone()]).unwrap()).unwrap();
+        let book = ShareBook::new(dir.path(), "u", "127.0.0.1:1");
+        assert_eq!(book.load(), (vec![a.clone()], None));
+        assert!(!legacy.exists());
+        assert_eq!(ShareBook::new(dir.path(), "u", "127.0.0.1:1").load(), (vec![a], None));
+    }
+
     #[test]
     fn corrupt_record_is_reported_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let book = ShareBook::new(dir.path(), "bob", "127.0.0.1:1");
-        fs::write(dir.path().join("bob@127.0.0.1:1.shares"), [0xff; 7]).unwrap();
+        fs::write(dir.path().join("bob@127.0.0.1:1.sharelog"), [0xff; 7]).unwrap();
         let (shares, warning) = book.load();
+        assert!(shares.is_empty());
+        assert!(warning.is_some());
+        fs::write(dir.path().join("bob@127.0.0.1:1.shares"), [0xff; 7]).unwrap();
+        let (shares, warning) = ShareBook::new(dir.path(), "bob", "127.0.0.1:1").load();
         assert!(shares.is_empty());
         assert!(warning.is_some());
     }
