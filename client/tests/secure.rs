@@ -334,3 +334,50 @@ fn a_tracker_refuses_an_impostor_of_the_tracker_it_pulls_from() {
     let _ = t1.kill();
     let _ = t1.wait();
 }
+
+/// Tracker-to-tracker streams carry nothing readable either: tracker 1
+/// pulls from tracker 2 through a recording relay, learns what was done at
+/// tracker 2 (a user, its login, a group), and the capture holds none of
+/// the names nor the password hash.
+#[test]
+fn a_recording_relay_between_trackers_captures_nothing_readable() {
+    use ringshare_engine::proto::{Request, Response};
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, p2) = (free_port(), free_port());
+    let two: SocketAddr = format!("127.0.0.1:{p2}").parse().unwrap();
+    let (relay, capture) = recording_relay(two);
+    // Tracker 1 reaches tracker 2 through the relay; tracker 2 reaches 1 directly.
+    let info1 = dir.path().join("info1.txt");
+    std::fs::write(&info1, format!("127.0.0.1:{p1}\n{relay}\n")).unwrap();
+    let info2 = dir.path().join("info2.txt");
+    std::fs::write(&info2, format!("127.0.0.1:{p1}\n{two}\n")).unwrap();
+    let t1 = TrackerProc::start_with(&info1, 1, &dir.path().join("t1"), &[]);
+    let t2 = TrackerProc::start_with(&info2, 2, &dir.path().join("t2"), &[]);
+    let (user, password, group) = ("syncuser9q", "Sync-pass-never-on-the-wire", "grp-sync-7");
+    let mut c2 = common::RawClient::connect(t2.addr).unwrap();
+    let req = Request::CreateUser { user: user.into(), password: password.into() };
+    assert_eq!(c2.call(&req).unwrap(), Response::Done);
+    let login = Request::Login {
+        user: user.into(),
+        password: password.into(),
+        peer_addr: "127.0.0.1:9".into(),
+    };
+    let Response::LoggedIn { token, .. } = c2.call(&login).unwrap() else { panic!("login") };
+    assert_eq!(
+        c2.call(&Request::CreateGroup { token, group: group.into() }).unwrap(),
+        Response::Done
+    );
+    // Tracker 1 learns the group through the relay (listing groups is not
+    // rate-limited, as failed logins would be).
+    let mut c1 = common::RawClient::connect(t1.addr).unwrap();
+    let probe = common::raw_login(&mut c1, "probe");
+    common::eventually("tracker 1 learns the group through the relay", || {
+        matches!(c1.call(&Request::ListGroups { token: probe }),
+            Ok(Response::Names(n)) if n.iter().any(|g| g == group))
+    });
+    let seen = capture.lock().unwrap().clone();
+    assert!(seen.len() > 200, "the sync stream crossed the relay ({} bytes)", seen.len());
+    for secret in [user.as_bytes(), password.as_bytes(), group.as_bytes(), b"argon2id"] {
+        assert!(!contains(&seen, secret), "{:?} crossed readable", String::from_utf8_lossy(secret));
+    }
+}
