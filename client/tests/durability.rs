@@ -57,6 +57,18 @@ impl Cluster {
         }
     }
 
+    /// `ringshare-tracker --digest` of tracker `no`: its state digest line.
+    fn digest(&self, no: usize) -> String {
+        let out = std::process::Command::new(common::bin("ringshare-tracker"))
+            .arg(&self.info)
+            .arg(no.to_string())
+            .arg("--digest")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
     /// A tracker_info.txt naming only tracker `no`: a client pinned to it.
     fn pinned(&self, no: usize) -> PathBuf {
         let p = self.dir.path().join(format!("only-{no}.txt"));
@@ -178,6 +190,10 @@ fn two_trackers_converge_after_one_was_down() {
     eventually("tracker 1 sees the accept", || a.cmd("list_requests g1").is_empty());
     // bob's shell at tracker 2 outlived its restart: its link reconnects.
     assert_eq!(b1.cmd("list_files g1"), b2.cmd("list_files g1"));
+    // And the whole replicated states agree, digest for digest.
+    eventually("the state digests agree", || c.digest(1) == c.digest(2));
+    let line = c.digest(1);
+    assert!(line.len() > 40 && line.contains(" ops="), "{line}");
 }
 
 #[test]

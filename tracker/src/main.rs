@@ -38,6 +38,13 @@ struct Args {
     /// directory if there is none) and exit.
     #[arg(long)]
     print_key: bool,
+    /// Ask the running tracker TRACKER_NO of TRACKER_INFO for the digest of
+    /// its replicated state, print `DIGEST ops=N` and exit: trackers that
+    /// hold the same ops print the same line. Over the encrypted link (the
+    /// key its line gives is checked); served to this host and the listed
+    /// trackers only.
+    #[arg(long)]
+    digest: bool,
     /// Where the op log and snapshots live [default: ./tracker-<NO>.data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -115,6 +122,9 @@ async fn run(args: Args) -> Result<()> {
         bail!("usage: ringshare-tracker TRACKER_INFO TRACKER_NO");
     };
     let list = TrackerList::load(&info)?;
+    if args.digest {
+        return print_digest(&list, tracker_no).await;
+    }
     let Some(addr) = list.get(tracker_no) else {
         bail!(
             "tracker number {} is not in {} (it lists {} tracker(s), numbered from 1)",
@@ -186,6 +196,34 @@ async fn run(args: Args) -> Result<()> {
     }
     tracker.shutdown();
     Ok(())
+}
+
+/// `--digest`: asks tracker `no` of `list` for its state digest.
+async fn print_digest(list: &TrackerList, no: usize) -> Result<()> {
+    use ringshare_engine::control::{read_msg, write_msg};
+    use ringshare_engine::proto::{Request, Response, REQUEST, RESPONSE};
+    use ringshare_engine::secure::{Keypair, CONTROL_PROLOGUE};
+    use ringshare_engine::secure_io::SecureStream;
+    let addr = list.get(no).with_context(|| format!("no tracker number {no} in the list"))?;
+    let ask = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let me = Keypair::generate();
+        let mut s = SecureStream::connect(tcp, &me, CONTROL_PROLOGUE, list.key(no)).await?;
+        write_msg(&mut s, REQUEST, &Request::StateDigest).await?;
+        anyhow::Ok(read_msg::<Response, _>(&mut s, RESPONSE).await?)
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), ask)
+        .await
+        .with_context(|| format!("tracker {no} at {addr}: no answer in 10 s"))?
+        .with_context(|| format!("tracker {no} at {addr}"))?;
+    match answer {
+        Some(Response::StateDigest { digest, ops }) => {
+            println!("{} ops={ops}", hex::encode(digest));
+            Ok(())
+        }
+        Some(Response::Refused(r)) => bail!("tracker {no} at {addr}: {r}"),
+        other => bail!("tracker {no} at {addr}: unexpected answer {other:?}"),
+    }
 }
 
 /// Resolves when a `quit` (or `exit`) line arrives on standard input. End of

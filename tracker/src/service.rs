@@ -290,6 +290,18 @@ impl Tracker {
         &self.config
     }
 
+    /// SHA1 of the replicated state's canonical encoding (every map in it
+    /// is ordered, so equal states encode to equal bytes) and the number of
+    /// ops it holds. Soft state (liveness, node keys) is not in it.
+    pub fn state_digest(&self) -> ([u8; 20], u64) {
+        let (state, ops) = {
+            let inner = self.lock();
+            (inner.replica.state().clone(), inner.replica.known().values().sum::<u64>())
+        };
+        let bytes = postcard::to_stdvec(&state).unwrap_or_default();
+        (ringshare_engine::hash::sha1_of(&bytes).0, ops)
+    }
+
     /// A copy of the current state (for tests and comparisons).
     pub fn snapshot(&self) -> State {
         self.lock().replica.state().clone()
@@ -458,6 +470,16 @@ impl Tracker {
             Request::Logout { token } => {
                 self.commit(Op::Logout { token }).await?;
                 Ok(Response::Done)
+            }
+            Request::StateDigest => {
+                let listed = self.config.peer_addrs.iter().any(|(_, a)| a.ip() == from);
+                if !(from.is_loopback() || listed) {
+                    return Err(Refusal::BadRequest(
+                        "state digests are for this host and the listed trackers".into(),
+                    ));
+                }
+                let (digest, ops) = self.state_digest();
+                Ok(Response::StateDigest { digest, ops })
             }
             Request::Heartbeat { token } => {
                 self.session(&token)?;
@@ -1011,6 +1033,30 @@ mod tests {
         assert_eq!(listed_address("203.0.113.7:6881", from), Ok("203.0.113.7:6881".into()));
         assert!(listed_address("0.0.0.0:0", from).is_err());
         assert!(listed_address("nonsense", from).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_state_digest_follows_the_state_and_only_local_callers_get_it() {
+        let a = Tracker::new();
+        let digest = |t: &Tracker| t.state_digest();
+        let req = Request::CreateUser { user: "u".into(), password: "pw".into() };
+        assert_eq!(a.handle(req).await, Response::Done);
+        // A copy of the same replicated state digests the same …
+        let c = Tracker::new();
+        c.lock().replica = a.lock().replica.clone();
+        assert_eq!(digest(&c), digest(&a));
+        assert_eq!(digest(&a).1, a.known().values().sum::<u64>());
+        // … and one more op changes it.
+        let req = Request::CreateUser { user: "v".into(), password: "pw".into() };
+        assert_eq!(c.handle(req).await, Response::Done);
+        assert_ne!(digest(&c).0, digest(&a).0);
+        match a.handle(Request::StateDigest).await {
+            Response::StateDigest { digest: d, ops } => assert_eq!((d, ops), digest(&a)),
+            other => panic!("{other:?}"),
+        }
+        let far = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+        let r = a.handle_from(Request::StateDigest, far).await;
+        assert!(matches!(r, Response::Refused(Refusal::BadRequest(_))), "{r:?}");
     }
 
     #[tokio::test]

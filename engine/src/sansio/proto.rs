@@ -148,6 +148,10 @@ pub enum Request {
         /// The session.
         token: Token,
     },
+    /// A digest of the tracker's replicated state (`ringshare-tracker
+    /// --digest`): trackers that hold the same ops answer the same. Served
+    /// to this host and the listed trackers' addresses only.
+    StateDigest,
 }
 
 /// A file as `list_files` shows it.
@@ -208,6 +212,13 @@ pub enum Response {
     Alive {
         /// The trackers' current public ticket key.
         ticket_key: [u8; 32],
+    },
+    /// The digest of the replicated state.
+    StateDigest {
+        /// SHA1 of the state's canonical encoding (postcard of ordered maps).
+        digest: [u8; 20],
+        /// Ops applied: the sum over origins of what the tracker holds.
+        ops: u64,
     },
 }
 
@@ -347,6 +358,7 @@ mod tests {
         prop_oneof![
             (arb_string(), arb_string())
                 .prop_map(|(user, password)| Request::CreateUser { user, password }),
+            Just(Request::StateDigest),
             (arb_string(), arb_string(), arb_string()).prop_map(|(user, password, peer_addr)| {
                 Request::Login { user, password, peer_addr }
             }),
