@@ -855,6 +855,8 @@ mod tests {
         corrupt: Option<u32>,
         /// Answers the handshake, then never sends a piece.
         mute: bool,
+        /// Never answers a connect (a blackholed address).
+        unreachable: bool,
         /// When its uplink is next idle.
         free: Instant,
         /// When the tracker starts listing it.
@@ -869,6 +871,7 @@ mod tests {
                 rate: mbps * 1e6 / 8.0,
                 corrupt: None,
                 mute: false,
+                unreachable: false,
                 free: t0,
                 joins: Duration::ZERO,
             }
@@ -901,6 +904,10 @@ mod tests {
         cancels: Vec<(usize, u32)>,
         most_outstanding: usize,
         outstanding: HashMap<PeerId, usize>,
+        /// Connections asked for, open or connecting now, and the most at once.
+        connects: usize,
+        open: usize,
+        most_open: usize,
     }
 
     impl Sim {
@@ -930,6 +937,9 @@ mod tests {
                 cancels: Vec::new(),
                 most_outstanding: 0,
                 outstanding: HashMap::new(),
+                connects: 0,
+                open: 0,
+                most_open: 0,
             };
             s.at(t0, Ev::Tick);
             s
@@ -1002,11 +1012,16 @@ mod tests {
                     Action::Connect { peer, addr } => {
                         let s = self.servers.iter().position(|s| s.addr == *addr).expect("known");
                         self.conns.insert(*peer, s);
-                        self.core.connected(*peer, self.now);
+                        self.connects += 1;
+                        self.open += 1;
+                        self.most_open = self.most_open.max(self.open);
+                        if !self.servers[s].unreachable {
+                            self.core.connected(*peer, self.now);
+                        }
                     }
                     Action::Send { peer, bytes } => self.deliver(*peer, bytes),
-                    Action::Close { peer, .. } => {
-                        self.conns.remove(peer);
+                    Action::Close { peer, .. } if self.conns.remove(peer).is_some() => {
+                        self.open -= 1;
                     }
                     _ => {}
                 }
@@ -1049,6 +1064,37 @@ mod tests {
         fn finished_at(&self) -> Option<Duration> {
             self.ended().then(|| self.now - self.t0)
         }
+    }
+
+    /// A peer list flooded with unreachable addresses (300 blackholed, one
+    /// real seeder) costs connect timeouts only: at most `MAX_PEERS`
+    /// connections are pending or open at once, each unreachable address
+    /// is tried a bounded number of times, and the download completes.
+    #[test]
+    fn a_flood_of_unreachable_peers_costs_only_bounded_connect_timeouts() {
+        let t0 = Instant::now();
+        let pieces = 40;
+        let mut servers: Vec<Server> = (0..300u16)
+            .map(|i| {
+                let mut s = Server::new(0, 20, 100.0, t0);
+                s.addr = SocketAddr::from(([10, 9, (i / 250) as u8, (i % 250) as u8], 7000));
+                s.unreachable = true;
+                s
+            })
+            .collect();
+        servers.push(Server::new(1, 20, 100.0, t0));
+        let mut sim = Sim::new(pieces, &Bitfield::new(pieces), servers, t0);
+        sim.run(Duration::from_secs(600));
+        assert!(sim.log.contains(&Action::Complete), "{:?}", sim.log.last());
+        assert_eq!(sim.written.len(), pieces as usize);
+        assert!(sim.most_open <= MAX_PEERS, "{} connections at once", sim.most_open);
+        let tries = sim.connects - 1;
+        assert!(tries <= 3 * 300, "{tries} attempts at 300 unreachable addresses");
+        eprintln!(
+            "done in {:.1} s of virtual time, {tries} attempts at unreachable addresses, {} at once",
+            sim.finished_at().expect("finished").as_secs_f64(),
+            sim.most_open
+        );
     }
 
     #[test]
