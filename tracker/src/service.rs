@@ -120,7 +120,7 @@ pub struct Tracker {
     live: Mutex<HashMap<Token, Instant>>,
     /// Soft state: the node key each session's links prove (learnt from its
     /// login or heartbeat connection here, or by gossip): peer lists carry
-    /// it. Lock order: `live`, then this.
+    /// it. Lock order: `live` or `inner`, then this.
     node_keys: Mutex<HashMap<Token, [u8; 32]>>,
     /// Moves whenever a session joins or leaves the live set (see
     /// [`Tracker::touch_all`]): part of the version of cached answers.
@@ -555,14 +555,19 @@ impl Tracker {
                 name(NameKind::Group, &group)?;
                 name(NameKind::File, &file)?;
                 let live = self.live_set();
-                let keys = self.node_keys.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                let (meta, peers) = self.lock().replica.state().file_info(
+                // Only the sharers' keys are looked up (no copy of the map per
+                // request). Lock order: `inner`, then `node_keys`; nothing
+                // takes `inner` while holding `node_keys`.
+                let inner = self.lock();
+                let keys = self.node_keys.lock().unwrap_or_else(|p| p.into_inner());
+                let (meta, peers) = inner.replica.state().file_info(
                     &user,
                     &group,
                     &file,
                     &|t| live.contains_key(t),
                     &|t| keys.get(t).copied(),
                 )?;
+                drop((keys, inner));
                 let secret = *self
                     .lock()
                     .replica
