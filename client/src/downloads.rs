@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use ringshare_engine::fetch::{Download, Progress, Status};
 
 /// One download started from this node.
@@ -58,10 +58,15 @@ pub fn format_line(group: &str, name: &str, p: &Progress) -> String {
 }
 
 /// The path a download of `name` to `dest` writes: inside `dest` when it is
-/// a directory, else `dest` itself, whose directory must exist.
+/// a directory (a name with directories, `photos/a.jpg`, gets them made
+/// there, see [`path_in_dir`]), else `dest` itself, whose directory must
+/// exist.
 pub fn resolve_dest(dest: &str, name: &str) -> Result<PathBuf> {
     let d = Path::new(dest);
-    let path = if d.is_dir() { d.join(name) } else { d.to_owned() };
+    if d.is_dir() {
+        return path_in_dir(d, name);
+    }
+    let path = d.to_owned();
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -70,6 +75,44 @@ pub fn resolve_dest(dest: &str, name: &str) -> Result<PathBuf> {
         bail!("destination directory {} does not exist", parent.display());
     }
     if path.exists() {
+        bail!("destination {} already exists", path.display());
+    }
+    Ok(path)
+}
+
+/// Where file `name` (a checked relative path, see
+/// [`ringshare_engine::names`]) goes under directory `dir`: its directories
+/// are made as needed; an existing one that is a symbolic link or not a
+/// directory is refused (the file would land outside `dir`), and so is an
+/// existing file at the path (a different file is never overwritten).
+pub fn path_in_dir(dir: &Path, name: &str) -> Result<PathBuf> {
+    ringshare_engine::names::validate(ringshare_engine::names::NameKind::File, name)?;
+    let mut path = dir.to_owned();
+    let mut parts = name.split('/').peekable();
+    while let Some(part) = parts.next() {
+        path.push(part);
+        if parts.peek().is_none() {
+            break;
+        }
+        match std::fs::symlink_metadata(&path) {
+            Ok(md) if md.is_dir() => {}
+            Ok(md) if md.file_type().is_symlink() => {
+                bail!(
+                    "{} is a symbolic link: {name} would be written outside {}",
+                    path.display(),
+                    dir.display()
+                )
+            }
+            Ok(_) => bail!("{} is not a directory: cannot write {name} under it", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&path)
+                    .or_else(|e| if path.is_dir() { Ok(()) } else { Err(e) })
+                    .with_context(|| format!("create directory {}", path.display()))?;
+            }
+            Err(e) => return Err(e).with_context(|| format!("inspect {}", path.display())),
+        }
+    }
+    if std::fs::symlink_metadata(&path).is_ok() {
         bail!("destination {} already exists", path.display());
     }
     Ok(path)
@@ -117,5 +160,25 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("does not exist"));
+    }
+
+    #[test]
+    fn names_with_directories_stay_under_the_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let p = resolve_dest(d, "photos/2026/a.jpg").unwrap();
+        assert_eq!(p, dir.path().join("photos/2026/a.jpg"));
+        assert!(dir.path().join("photos/2026").is_dir());
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        let e = resolve_dest(d, "link/x.bin").unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let e = resolve_dest(d, "file/x.bin").unwrap_err().to_string();
+        assert!(e.contains("not a directory"), "{e}");
+        for bad in ["../x", "/etc/passwd", "a/../../x", "a//b"] {
+            assert!(path_in_dir(dir.path(), bad).is_err(), "{bad}");
+        }
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 }

@@ -1,15 +1,27 @@
 //! The rules for names that travel between nodes: user ids, group ids and
 //! file names.
 //!
-//! A name is 1 to [`MAX_NAME_LEN`] bytes of printable ASCII or UTF-8 with no
-//! whitespace, no control characters and no path separators, and is not `.`
-//! or `..`. The client and the tracker both enforce them, so a name that came
-//! over the network can be used as a file name without further checks.
+//! A user or group id is 1 to [`MAX_NAME_LEN`] bytes of printable ASCII or
+//! UTF-8 with no whitespace, no control characters and no path separators,
+//! and is not `.` or `..`.
+//!
+//! A file name is a relative path (`photos/2026/a.jpg`): 1 to
+//! [`MAX_FILE_NAME_LEN`] bytes of components joined by single `/`, each
+//! component 1 to [`MAX_COMPONENT_LEN`] bytes obeying the rules above (so no
+//! empty component, no leading or trailing `/`, no `.` or `..`, no `\\`).
+//! The client and the tracker both enforce them, so a name that came over the
+//! network can be joined under a destination directory without escaping it.
 
 use thiserror::Error;
 
 /// Longest name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
+
+/// Longest file name (a relative path), in bytes.
+pub const MAX_FILE_NAME_LEN: usize = 1024;
+
+/// Longest component of a file name, in bytes (what Linux file systems take).
+pub const MAX_COMPONENT_LEN: usize = 255;
 
 /// Longest password, in bytes.
 pub const MAX_PASSWORD_LEN: usize = 256;
@@ -26,6 +38,13 @@ pub enum NameKind {
 }
 
 impl NameKind {
+    fn max_len(self) -> usize {
+        match self {
+            NameKind::File => MAX_FILE_NAME_LEN,
+            _ => MAX_NAME_LEN,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             NameKind::User => "user id",
@@ -41,12 +60,20 @@ pub enum NameError {
     /// The name is empty.
     #[error("{} must not be empty", .0.as_str())]
     Empty(NameKind),
-    /// The name is longer than [`MAX_NAME_LEN`] bytes.
-    #[error("{} is longer than {MAX_NAME_LEN} bytes", .0.as_str())]
+    /// The name is longer than its kind allows ([`MAX_NAME_LEN`] bytes,
+    /// [`MAX_FILE_NAME_LEN`] for a file name).
+    #[error("{} is longer than {} bytes", .0.as_str(), .0.max_len())]
     TooLong(NameKind),
+    /// A component of a file name is longer than [`MAX_COMPONENT_LEN`] bytes.
+    #[error("file name {0:?}: a component is longer than {MAX_COMPONENT_LEN} bytes")]
+    ComponentTooLong(String),
+    /// A file name has an empty, `.` or `..` component, or starts or ends
+    /// with `/`.
+    #[error("file name {0:?} must be a relative path without empty, '.' or '..' components")]
+    BadPath(String),
     /// The name holds whitespace, a control character or a path separator,
     /// or is `.` or `..`.
-    #[error("{kind} {name:?} may not contain whitespace, control characters or '/' '\\', nor be '.' or '..'", kind = .0.as_str(), name = .1)]
+    #[error("{kind} {name:?} may not contain whitespace, control characters or {seps}, nor be '.' or '..'", kind = .0.as_str(), name = .1, seps = if *.0 == NameKind::File { "'\\'" } else { "'/' '\\'" })]
     BadChar(NameKind, String),
 }
 
@@ -55,14 +82,34 @@ pub fn validate(kind: NameKind, name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty(kind));
     }
-    if name.len() > MAX_NAME_LEN {
+    if name.len() > kind.max_len() {
         return Err(NameError::TooLong(kind));
     }
-    let bad = |c: char| c.is_whitespace() || c.is_control() || c == '/' || c == '\\';
-    if name.chars().any(bad) || name == "." || name == ".." {
+    let bad = |c: char| c.is_whitespace() || c.is_control() || c == '\\';
+    if name.chars().any(bad) || (kind != NameKind::File && name.contains('/')) {
         return Err(NameError::BadChar(kind, name.to_owned()));
     }
+    for part in name.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(if name.contains('/') {
+                NameError::BadPath(name.to_owned())
+            } else {
+                NameError::BadChar(kind, name.to_owned())
+            });
+        }
+        if part.len() > MAX_COMPONENT_LEN {
+            return Err(NameError::ComponentTooLong(name.to_owned()));
+        }
+    }
     Ok(())
+}
+
+/// Whether `name` is a file name's prefix that names a directory of it
+/// (`photos/` or `photos`) — what `list_files GROUP PREFIX` and `ringshare
+/// get GROUP PREFIX DEST` match on whole components.
+pub fn under_dir(name: &str, dir: &str) -> bool {
+    let dir = dir.trim_end_matches('/');
+    dir.is_empty() || name.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
 }
 
 #[cfg(test)]
@@ -84,8 +131,38 @@ mod tests {
             validate(NameKind::Group, &"a".repeat(65)),
             Err(NameError::TooLong(NameKind::Group))
         );
-        for n in ["a b", "a/b", "a\\b", "..", ".", "tab\there", "nl\n", "\u{7f}"] {
+        for n in ["a b", "a\\b", "..", ".", "tab\there", "nl\n", "\u{7f}", "d/a b"] {
             assert!(matches!(validate(NameKind::File, n), Err(NameError::BadChar(..))), "{n:?}");
         }
+        for n in ["a/b", "a/../b"] {
+            assert!(validate(NameKind::User, n).is_err(), "{n:?}");
+            assert!(validate(NameKind::Group, n).is_err(), "{n:?}");
+        }
+    }
+
+    #[test]
+    fn file_names_are_relative_paths() {
+        for n in ["photos/2026/a.jpg", "a/b", ".git/config", "x/.hidden/y"] {
+            validate(NameKind::File, n).unwrap();
+        }
+        for n in ["/abs", "a//b", "a/", "a/./b", "a/../b", "../up", "a/..", "./a", "/"] {
+            assert_eq!(validate(NameKind::File, n), Err(NameError::BadPath(n.to_owned())), "{n:?}");
+        }
+        let long = format!("d/{}", "c".repeat(256));
+        assert_eq!(validate(NameKind::File, &long), Err(NameError::ComponentTooLong(long.clone())));
+        validate(NameKind::File, &format!("d/{}", "c".repeat(255))).unwrap();
+        let deep = vec!["abcdefg"; 129].join("/");
+        assert_eq!(validate(NameKind::File, &deep), Err(NameError::TooLong(NameKind::File)));
+        assert!(validate(NameKind::User, &"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn directory_prefixes_match_whole_components() {
+        assert!(under_dir("photos/a.jpg", "photos"));
+        assert!(under_dir("photos/a.jpg", "photos/"));
+        assert!(under_dir("photos/2026/a.jpg", "photos/2026"));
+        assert!(!under_dir("photos2/a.jpg", "photos"));
+        assert!(!under_dir("photos", "photos"));
+        assert!(under_dir("anything", ""));
     }
 }
