@@ -127,6 +127,31 @@ impl HashPool {
         let geometry = Geometry::new(len);
         let count = geometry.piece_count() as usize;
         advise_sequential(&file);
+        if count == 1 {
+            // One piece: its SHA1 is the whole file's; read and hash it once,
+            // here (a tree of small files hashes several files at once
+            // instead, see the client's bulk sharing).
+            let mut buf = vec![0; len as usize];
+            match file.read_exact_at(&mut buf, 0) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Err(HashError::Changed(shown));
+                }
+                Err(e) => return Err(io_err("read")(e).into()),
+            }
+            after_read(0);
+            let after = file.metadata().map_err(io_err("inspect"))?;
+            if after.len() != len || after.modified().ok() != mtime {
+                return Err(HashError::Changed(shown));
+            }
+            let digest = sha1_of(&buf);
+            return Ok(FileMeta {
+                name: name.to_owned(),
+                len,
+                sha1: digest,
+                piece_hashes: vec![digest],
+            });
+        }
 
         // Workers read and hash pieces into a few buffers that go round;
         // this thread feeds them, in order, to the whole-file SHA1 (the
