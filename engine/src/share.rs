@@ -118,9 +118,23 @@ impl ServedFile {
 /// link that proved the given key (`None`: a plaintext link).
 pub type Admission = dyn Fn(&Sha1Digest, &str, &[u8], Option<&PublicKey>) -> bool + Send + Sync;
 
+/// Opens a file served on demand (see [`ServeTable::insert_lazy`]).
+pub type Opener = dyn Fn() -> std::io::Result<Arc<ServedFile>> + Send + Sync;
+
+/// A file served on demand: how to open it, and the open instance while
+/// any connection still serves it.
+struct Lazy {
+    open: Arc<Opener>,
+    live: std::sync::Weak<ServedFile>,
+}
+
 /// Everything this node serves, by file id (whole-file SHA1).
 pub struct ServeTable {
     files: RwLock<HashMap<Sha1Digest, Arc<ServedFile>>>,
+    /// Files opened only while connections serve them: a node sharing a
+    /// tree of 100,000 files holds a descriptor per file being served, not
+    /// per file shared.
+    lazy: std::sync::Mutex<HashMap<Sha1Digest, Lazy>>,
     admit: Box<Admission>,
     security: PeerSecurity,
 }
@@ -128,7 +142,8 @@ pub struct ServeTable {
 impl std::fmt::Debug for ServeTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.files.read().map(|m| m.len()).unwrap_or(0);
-        write!(f, "ServeTable({n} files)")
+        let lazy = self.lazy.lock().map(|m| m.len()).unwrap_or(0);
+        write!(f, "ServeTable({n} files open, {lazy} on demand)")
     }
 }
 
@@ -142,7 +157,12 @@ impl ServeTable {
     /// An empty table admitting downloaders according to `admit`, its
     /// links secured as `security` says (the node's key).
     pub fn secured(admit: Box<Admission>, security: PeerSecurity) -> Arc<Self> {
-        Arc::new(Self { files: RwLock::new(HashMap::new()), admit, security })
+        Arc::new(Self {
+            files: RwLock::new(HashMap::new()),
+            lazy: std::sync::Mutex::new(HashMap::new()),
+            admit,
+            security,
+        })
     }
 
     /// How the servers of this table secure their links.
@@ -157,11 +177,24 @@ impl ServeTable {
         }
     }
 
+    /// Serves the file `id` on demand: `open` is called when a downloader
+    /// asks for it and no connection serves it already, and the file closes
+    /// when the last connection serving it ends. Replaces an open entry
+    /// for the same id (a finished download becomes an on-demand one;
+    /// connections serving the old entry keep it until they end).
+    pub fn insert_lazy(&self, id: Sha1Digest, open: Arc<Opener>) {
+        self.lazy_map().insert(id, Lazy { open, live: std::sync::Weak::new() });
+        if let Ok(mut m) = self.files.write() {
+            m.remove(&id);
+        }
+    }
+
     /// Stops serving a file.
     pub fn remove(&self, id: &Sha1Digest) {
         if let Ok(mut m) = self.files.write() {
             m.remove(id);
         }
+        self.lazy_map().remove(id);
     }
 
     /// Stops serving everything.
@@ -169,11 +202,47 @@ impl ServeTable {
         if let Ok(mut m) = self.files.write() {
             m.clear();
         }
+        self.lazy_map().clear();
     }
 
-    /// The served file with this id.
+    /// Whether a file with this id is served (without opening it).
+    pub fn contains(&self, id: &Sha1Digest) -> bool {
+        self.files.read().is_ok_and(|m| m.contains_key(id)) || self.lazy_map().contains_key(id)
+    }
+
+    /// The served file with this id, opened if it is served on demand and
+    /// not open now (`None` if that fails; the reason is logged).
     pub fn get(&self, id: &Sha1Digest) -> Option<Arc<ServedFile>> {
-        self.files.read().ok()?.get(id).cloned()
+        if let Some(f) = self.files.read().ok()?.get(id).cloned() {
+            return Some(f);
+        }
+        let open = {
+            let lazy = self.lazy_map();
+            let entry = lazy.get(id)?;
+            if let Some(f) = entry.live.upgrade() {
+                return Some(f);
+            }
+            Arc::clone(&entry.open)
+        };
+        // Opened outside the lock: a slow disk delays only this admission.
+        let file = match open() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(file = %id, "cannot serve: {e}");
+                return None;
+            }
+        };
+        let mut lazy = self.lazy_map();
+        let entry = lazy.get_mut(id)?;
+        if let Some(f) = entry.live.upgrade() {
+            return Some(f);
+        }
+        entry.live = Arc::downgrade(&file);
+        Some(file)
+    }
+
+    fn lazy_map(&self) -> std::sync::MutexGuard<'_, HashMap<Sha1Digest, Lazy>> {
+        self.lazy.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A handshake for `id` by `user` with `ticket`: the file to serve, or
@@ -185,13 +254,14 @@ impl ServeTable {
         ticket: &[u8],
         holder: Option<&PublicKey>,
     ) -> Result<Arc<ServedFile>, Refuse> {
-        let Some(file) = self.get(id) else {
-            return Err(Refuse {
-                code: ErrorCode::UnknownFile,
-                text: "file not shared here".into(),
-                fatal: true,
-            });
+        let unknown = || Refuse {
+            code: ErrorCode::UnknownFile,
+            text: "file not shared here".into(),
+            fatal: true,
         };
+        if !self.contains(id) {
+            return Err(unknown());
+        }
         if !(self.admit)(id, user, ticket, holder) {
             return Err(Refuse {
                 code: ErrorCode::BadTicket,
@@ -199,7 +269,8 @@ impl ServeTable {
                 fatal: true,
             });
         }
-        Ok(file)
+        // Opened (if on demand) only for an admitted downloader.
+        self.get(id).ok_or_else(unknown)
     }
 }
 
@@ -314,6 +385,50 @@ mod tests {
         }
         assert_eq!(caps.live(), 0);
         assert!(caps.per_ip.is_empty(), "no entry kept for a gone address");
+    }
+
+    #[test]
+    fn files_served_on_demand_open_per_use_and_close_after() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        let meta = FileMeta {
+            name: "f".into(),
+            len: 1,
+            sha1: Sha1Digest([5; 20]),
+            piece_hashes: vec![Sha1Digest([5; 20])],
+        };
+        let table = ServeTable::new(Box::new(|_: &_, _: &str, ticket: &[u8], _| ticket == b"ok"));
+        let opened = Arc::new(AtomicUsize::new(0));
+        let fail = Arc::new(AtomicBool::new(false));
+        let (m, o, f) = (meta.clone(), Arc::clone(&opened), Arc::clone(&fail));
+        table.insert_lazy(
+            meta.sha1,
+            Arc::new(move || {
+                if f.load(Ordering::Relaxed) {
+                    return Err(std::io::Error::other("changed"));
+                }
+                o.fetch_add(1, Ordering::Relaxed);
+                Ok(ServedFile::complete(m.clone(), tempfile::tempfile()?))
+            }),
+        );
+        assert!(table.contains(&meta.sha1));
+        assert_eq!(opened.load(Ordering::Relaxed), 0, "nothing opened before it is asked for");
+        let bad = table.admit(&meta.sha1, "u", b"no", None).unwrap_err();
+        assert_eq!(bad.code, ErrorCode::BadTicket);
+        assert_eq!(opened.load(Ordering::Relaxed), 0, "a refused downloader opens nothing");
+        let a = table.admit(&meta.sha1, "u", b"ok", None).unwrap();
+        let b = table.get(&meta.sha1).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "one open instance while it is served");
+        assert_eq!(opened.load(Ordering::Relaxed), 1);
+        drop((a, b));
+        let c = table.get(&meta.sha1).unwrap();
+        assert_eq!(opened.load(Ordering::Relaxed), 2, "closed after its last use, opened again");
+        drop(c);
+        fail.store(true, Ordering::Relaxed);
+        assert!(table.get(&meta.sha1).is_none(), "a file that cannot be opened is not served");
+        let e = table.admit(&meta.sha1, "u", b"ok", None).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownFile);
+        table.remove(&meta.sha1);
+        assert!(!table.contains(&meta.sha1));
     }
 
     #[test]

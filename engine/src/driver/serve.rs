@@ -24,7 +24,7 @@ use crate::meta::Bitfield;
 use crate::peer::{self, ErrorCode, Message, PeerDecodeError, Refuse, ServerAction, ServerSession};
 use crate::share::{ConnCaps, TICK};
 
-pub use crate::share::{Admission, ServeTable, ServedFile, ServerLimits};
+pub use crate::share::{Admission, Opener, ServeTable, ServedFile, ServerLimits};
 pub use crate::uring::SendMethod;
 
 /// Which I/O driver serves pieces.
