@@ -16,8 +16,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
-use ringshare_engine::names::{self, NameKind, MAX_PASSWORD_LEN};
-use ringshare_engine::proto::{encode_frame, Refusal, Request, Response, Token, RESPONSE};
+use ringshare_engine::names::{self, NameKind, MAX_FILE_NAME_LEN, MAX_PASSWORD_LEN};
+use ringshare_engine::proto::{
+    encode_frame, Refusal, Request, Response, Token, MAX_PAGE, RESPONSE,
+};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::durable::{DataDir, DataDirError, Opened};
@@ -535,6 +537,24 @@ impl Tracker {
                 Ok(Response::Names(self.lock().replica.state().group_ids()))
             }
             Request::ListFiles { token, group } => decode_frame(&self.list_files(&token, &group)?),
+            Request::ListFilesPage { token, group, prefix, after, limit } => {
+                let (user, _) = self.session(&token)?;
+                name(NameKind::Group, &group)?;
+                if prefix.len() > MAX_FILE_NAME_LEN || after.len() > MAX_FILE_NAME_LEN {
+                    return Err(Refusal::BadRequest("prefix or position too long".into()));
+                }
+                let limit = limit.clamp(1, MAX_PAGE) as usize;
+                let live = self.live_set();
+                let (files, more) = self.lock().replica.state().files_page(
+                    &user,
+                    &group,
+                    &prefix,
+                    &after,
+                    limit,
+                    &|t| live.contains_key(t),
+                )?;
+                Ok(Response::FilesPage { files, more })
+            }
             Request::UploadFile { token, group, meta } => {
                 let (user, peer_addr) = self.session(&token)?;
                 name(NameKind::Group, &group)?;
@@ -1287,5 +1307,85 @@ mod tests {
             })
             .await;
         assert!(matches!(r, Response::Refused(Refusal::BadRequest(_))), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn path_names_are_checked_and_listed_a_page_at_a_time() {
+        let t = Tracker::new();
+        let a = Token([1; 16]);
+        {
+            let mut inner = t.lock();
+            let mut op = |op| inner.replica.propose(op, 1).unwrap();
+            op(Op::CreateUser { user: "a".into(), password_hash: "x".into() });
+            op(Op::Login { user: "a".into(), token: a, peer_addr: "127.0.0.1:1".into() });
+            op(Op::CreateGroup { user: "a".into(), group: "g".into() });
+        }
+        let meta = |name: &str, fill: u8| ringshare_engine::meta::FileMeta {
+            name: name.into(),
+            len: 1,
+            sha1: ringshare_engine::meta::Sha1Digest([fill; 20]),
+            piece_hashes: vec![ringshare_engine::meta::Sha1Digest([fill; 20])],
+        };
+        let up = |name: &str, fill| Request::UploadFile {
+            token: a,
+            group: "g".into(),
+            meta: meta(name, fill),
+        };
+        let long = format!("d/{}", "c".repeat(256));
+        for bad in ["../x", "/abs", "a//b", "a/", "a/./b", "a\\b", long.as_str()] {
+            let r = t.handle(up(bad, 1)).await;
+            assert!(matches!(r, Response::Refused(Refusal::BadName(_))), "{bad}: {r:?}");
+            let r =
+                t.handle(Request::FileInfo { token: a, group: "g".into(), file: bad.into() }).await;
+            assert!(matches!(r, Response::Refused(Refusal::BadName(_))), "{bad}: {r:?}");
+        }
+        for i in 0..2500u32 {
+            let name = format!("dir{}/f{i:05}", i % 3);
+            assert_eq!(t.handle(up(&name, (i % 250) as u8)).await, Response::Done);
+        }
+        let page = |prefix: &str, after: &str, limit| Request::ListFilesPage {
+            token: a,
+            group: "g".into(),
+            prefix: prefix.into(),
+            after: after.into(),
+            limit,
+        };
+        let mut seen: Vec<String> = Vec::new();
+        let mut pages = 0;
+        loop {
+            let after = seen.last().cloned().unwrap_or_default();
+            match t.handle(page("", &after, u32::MAX)).await {
+                Response::FilesPage { files, more } => {
+                    assert!(files.len() <= MAX_PAGE as usize, "the page size is capped");
+                    pages += 1;
+                    seen.extend(files.into_iter().map(|f| f.name));
+                    if !more {
+                        break;
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!((seen.len(), pages), (2500, 2));
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "sorted, each once");
+        match t.handle(page("dir1/", "", 0)).await {
+            Response::FilesPage { files, more } => {
+                assert_eq!((files.len(), more), (1, true), "a zero limit means one");
+                assert_eq!(files[0].name, "dir1/f00001");
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = t.handle(page(&"p".repeat(2000), "", 10)).await;
+        assert!(matches!(r, Response::Refused(Refusal::BadRequest(_))), "{r:?}");
+        let r = t
+            .handle(Request::ListFilesPage {
+                token: Token([9; 16]),
+                group: "g".into(),
+                prefix: String::new(),
+                after: String::new(),
+                limit: 10,
+            })
+            .await;
+        assert_eq!(r, Response::Refused(Refusal::NotLoggedIn));
     }
 }

@@ -368,6 +368,42 @@ impl State {
             .collect())
     }
 
+    /// One page of the files of a group `user` belongs to, in name order:
+    /// names starting with `prefix`, after `after`, at most `limit`; and
+    /// whether more match. Costs O(log n + limit) however large the group.
+    pub fn files_page(
+        &self,
+        user: &str,
+        group: &str,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+        live: &dyn Fn(&Token) -> bool,
+    ) -> Result<(Vec<FileEntry>, bool), Refusal> {
+        use std::ops::Bound;
+        let g = self.member_group(user, group)?;
+        let start = if after >= prefix {
+            Bound::Excluded(after.to_owned())
+        } else {
+            Bound::Included(prefix.to_owned())
+        };
+        let mut matching = g
+            .files
+            .range::<String, _>((start, Bound::Unbounded))
+            .take_while(|(name, _)| name.starts_with(prefix));
+        let files: Vec<FileEntry> = matching
+            .by_ref()
+            .take(limit)
+            .map(|(_, f)| FileEntry {
+                name: f.meta.name.clone(),
+                len: f.meta.len,
+                peers: f.sharers.iter().filter(|s| self.online(s, live)).count() as u32,
+            })
+            .collect();
+        let more = matching.next().is_some();
+        Ok((files, more))
+    }
+
     /// A file's metadata and online peers, for a member of its group.
     pub fn file_info(
         &self,
@@ -602,6 +638,50 @@ mod tests {
         assert_eq!(st.apply(&stop), Err(Refusal::NoSuchFile { group: s("g1"), file: s("f") }));
         st.apply(&up("g1", 3)).unwrap();
         assert_eq!(st.files("a", "g1", &|_| true).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn file_pages_walk_a_prefix_in_name_order() {
+        let mut st = with_users(&["a", "b"]);
+        st.apply(&Op::CreateGroup { user: s("a"), group: s("g") }).unwrap();
+        let names = ["c", "b2", "b/2", "a", "b/1", "b/10", "ba"];
+        for (i, n) in names.iter().enumerate() {
+            st.apply(&Op::UploadFile {
+                user: s("a"),
+                peer_addr: s("127.0.0.1:1000"),
+                group: s("g"),
+                meta: meta(n, i as u8 + 1),
+            })
+            .unwrap();
+        }
+        let walk = |prefix: &str, limit: usize| {
+            let (mut all, mut after, mut pages) = (Vec::new(), String::new(), 0);
+            loop {
+                let (page, more) =
+                    st.files_page("a", "g", prefix, &after, limit, &|_| true).unwrap();
+                assert!(page.len() <= limit);
+                pages += 1;
+                all.extend(page.iter().map(|f| f.name.clone()));
+                match (more, page.last()) {
+                    (true, Some(last)) => after = last.name.clone(),
+                    _ => break,
+                }
+            }
+            (all, pages)
+        };
+        let mut sorted: Vec<String> = names.iter().map(|n| s(n)).collect();
+        sorted.sort();
+        for limit in 1..9 {
+            assert_eq!(walk("", limit).0, sorted, "limit {limit}");
+        }
+        assert_eq!(walk("", 7).1, 1, "an exact fit needs no second page");
+        assert_eq!(walk("b/", 2).0, ["b/1", "b/10", "b/2"]);
+        assert_eq!(walk("b", 100).0, ["b/1", "b/10", "b/2", "b2", "ba"]);
+        assert!(walk("zz", 3).0.is_empty());
+        // A position before the prefix starts at the prefix.
+        let (page, more) = st.files_page("a", "g", "b/", "a", 10, &|_| true).unwrap();
+        assert_eq!((page.len(), more), (3, false));
+        assert_eq!(st.files_page("b", "g", "", "", 10, &|_| true), Err(Refusal::NotMember(s("g"))));
     }
 
     #[test]

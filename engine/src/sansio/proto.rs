@@ -152,7 +152,26 @@ pub enum Request {
     /// --digest`): trackers that hold the same ops answer the same. Served
     /// to this host and the listed trackers' addresses only.
     StateDigest,
+    /// One page of a group's files in name order: those starting with
+    /// `prefix` and sorting after `after` (empty: from the first), at most
+    /// `limit` of them (the tracker caps it at [`MAX_PAGE`]).
+    ListFilesPage {
+        /// The session.
+        token: Token,
+        /// The group.
+        group: String,
+        /// Only names starting with this (empty: every file).
+        prefix: String,
+        /// Only names after this one (the last name of the previous page).
+        after: String,
+        /// Most entries wanted.
+        limit: u32,
+    },
 }
+
+/// Most entries in one [`Response::FilesPage`]: with names of up to 1 KiB,
+/// a page stays near 2 MiB, far below [`MAX_FRAME`].
+pub const MAX_PAGE: u32 = 2000;
 
 /// A file as `list_files` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,6 +238,13 @@ pub enum Response {
         digest: [u8; 20],
         /// Ops applied: the sum over origins of what the tracker holds.
         ops: u64,
+    },
+    /// One page of a group's files, in name order.
+    FilesPage {
+        /// The files.
+        files: Vec<FileEntry>,
+        /// Whether more files match after the last one.
+        more: bool,
     },
 }
 
@@ -364,6 +390,15 @@ mod tests {
             }),
             (token.clone(), arb_string())
                 .prop_map(|(token, group)| Request::JoinGroup { token, group }),
+            (token.clone(), arb_string(), arb_string(), arb_string(), any::<u32>()).prop_map(
+                |(token, group, prefix, after, limit)| Request::ListFilesPage {
+                    token,
+                    group,
+                    prefix,
+                    after,
+                    limit
+                }
+            ),
             (token.clone(), arb_string(), arb_string())
                 .prop_map(|(token, group, user)| Request::AcceptRequest { token, group, user }),
             (
