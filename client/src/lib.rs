@@ -2,6 +2,7 @@
 //! carries commands out, its record of shared files and its link to the
 //! trackers. The `ringshare` binary is a thin driver over this library.
 
+pub mod bulk;
 pub mod demo;
 pub mod downloads;
 pub mod node;

@@ -2,7 +2,8 @@
 //!
 //! - `ringshare <IP>:<PORT> <tracker_info.txt>`: the node and its shell.
 //! - `ringshare demo`: the whole system in one process on loopback.
-//! - `ringshare get …` / `ringshare share …`: one-shot download / seed.
+//! - `ringshare get …` / `ringshare share …` / `ringshare ls …`: one-shot
+//!   download / seed / listing.
 
 use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
@@ -20,8 +21,8 @@ use tokio::sync::{mpsc, oneshot as once};
 /// A ringshare node: serves the pieces it has on IP:PORT and reads commands,
 /// one per line, from standard input (type `help` for the list).
 ///
-/// Other forms: `ringshare demo`, `ringshare get`, `ringshare share`
-/// (each has its own --help).
+/// Other forms: `ringshare demo`, `ringshare get`, `ringshare share`,
+/// `ringshare ls` (each has its own --help).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct NodeArgs {
@@ -63,6 +64,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
+    raise_open_files_limit();
     let argv: Vec<OsString> = std::env::args_os().collect();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -76,11 +78,26 @@ fn main() {
         "demo" => rt.block_on(demo::run(demo::DemoArgs::parse_from(&argv[1..]))),
         "get" => rt.block_on(oneshot::get(oneshot::GetArgs::parse_from(&argv[1..]))),
         "share" => rt.block_on(oneshot::share(oneshot::ShareArgs::parse_from(&argv[1..]))),
+        "ls" => rt.block_on(oneshot::ls(oneshot::LsArgs::parse_from(&argv[1..]))),
         _ => rt.block_on(run(NodeArgs::parse_from(&argv))),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// A node keeps every file it serves open: raise the soft limit on open
+/// files to the hard one (often 1024 against 524288), so that a tree of
+/// thousands of files can be shared and fetched.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write only `lim`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use ringshare_engine::hash::HashPool;
 use ringshare_engine::link::PeerSecurity;
 use ringshare_engine::meta::{FileMeta, Sha1Digest};
 use ringshare_engine::names::{self, NameKind};
-use ringshare_engine::proto::{PeerInfo, Refusal, Request, Response, Token};
+use ringshare_engine::proto::{FileEntry, PeerInfo, Refusal, Request, Response, Token, MAX_PAGE};
 use ringshare_engine::secure::PublicKey;
 use ringshare_engine::serve::{Backend, PieceServer, ServeTable, ServedFile, ServerLimits};
 use ringshare_engine::store::PartFile;
@@ -23,7 +23,7 @@ use tokio::runtime::Handle;
 use crate::downloads::{resolve_dest, DownloadEntry};
 use crate::shares::{LocalShare, ShareBook, Staleness};
 use crate::shell::{Command, HELP};
-use crate::tracker_link::{TrackerLink, Trackers};
+use crate::tracker_link::{LinkPool, TrackerLink, Trackers};
 
 /// What the shell does after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -83,6 +83,12 @@ pub struct Node {
     /// The trackers' public ticket key while logged in: the piece server
     /// admits only downloaders with tickets it signed.
     ticket_key: TicketKey,
+    /// Links for background calls to the trackers.
+    pool_links: LinkPool,
+    /// Told whenever a download completes or fails.
+    ended: Arc<tokio::sync::Notify>,
+    /// Whether a completed download prints its line on stderr.
+    announce: bool,
 }
 
 /// The trackers' public ticket key, shared with the piece server.
@@ -134,6 +140,7 @@ impl Node {
             addr,
             advertise: None,
             link: TrackerLink::new(trackers.clone()),
+            pool_links: LinkPool::new(trackers.clone()),
             trackers,
             session: None,
             shares: Arc::new(Mutex::new(Vec::new())),
@@ -151,6 +158,8 @@ impl Node {
             state_dir,
             rt: Handle::current(),
             ticket_key,
+            ended: Arc::new(tokio::sync::Notify::new()),
+            announce: true,
         })
     }
 
@@ -246,19 +255,9 @@ impl Node {
                 let token = self.token()?;
                 self.call_names(Request::ListGroups { token }).await
             }
-            Command::ListFiles { group } => {
-                check_name(NameKind::Group, &group)?;
-                let token = self.token()?;
-                match self.call(Request::ListFiles { token, group }).await? {
-                    Response::Files(files) => Ok(files
-                        .iter()
-                        .map(|f| {
-                            let s = if f.peers == 1 { "" } else { "s" };
-                            format!("{}  {} bytes  {} peer{s}", f.name, f.len, f.peers)
-                        })
-                        .collect()),
-                    other => Err(unexpected(other)),
-                }
+            Command::ListFiles { group, prefix } => {
+                let files = self.list_group(&group, prefix.as_deref().unwrap_or("")).await?;
+                Ok(files.iter().map(file_line).collect())
             }
             Command::UploadFile { path, group } => self.upload(path, group).await,
             Command::StopShare { group, file } => {
@@ -372,44 +371,188 @@ impl Node {
         Ok(vec![line])
     }
 
+    /// `upload_file`: a regular file (one line, or the error), or a
+    /// directory: every file under it (see [`Node::share_paths`]).
     async fn upload(&mut self, path: String, group: String) -> Result<Vec<String>> {
-        check_name(NameKind::Group, &group)?;
-        let token = self.token()?;
-        let path = Path::new(&path);
-        let md = std::fs::metadata(path)
-            .map_err(|e| anyhow!("path not found: {} ({e})", path.display()))?;
-        if !md.is_file() {
-            bail!("not a regular file: {}", path.display());
+        let p = PathBuf::from(&path);
+        let md =
+            std::fs::metadata(&p).map_err(|e| anyhow!("path not found: {} ({e})", p.display()))?;
+        if md.is_dir() {
+            let report = self.share_paths(&[p], &group).await?;
+            let mut lines =
+                report.skipped.iter().map(|s| format!("skipped {s}")).collect::<Vec<_>>();
+            lines.push(report.summary(&group));
+            return Ok(lines);
         }
-        let path =
-            std::fs::canonicalize(path).with_context(|| format!("resolve {}", path.display()))?;
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| anyhow!("file name of {} is not valid UTF-8", path.display()))?
-            .to_owned();
-        check_name(NameKind::File, &name)?;
+        if !md.is_file() {
+            bail!("not a regular file: {}", p.display());
+        }
+        let report = self.share_paths(&[p], &group).await?;
+        match (report.shared.first(), report.skipped.first()) {
+            (Some(s), _) => Ok(vec![format!(
+                "uploaded {} to {group}: {} bytes, {} pieces, sha1 {}",
+                s.name, s.len, s.pieces, s.sha1
+            )]),
+            (None, Some(why)) => Err(anyhow!("{}", why.reason)),
+            (None, None) => Err(anyhow!("nothing to upload")),
+        }
+    }
+
+    /// Shares every file given and every regular file under every directory
+    /// given (named by its path from the directory's own name on:
+    /// `photos/2026/a.jpg`). Files are hashed several at once (one per
+    /// core), then registered with the tracker and served. A file that
+    /// cannot be shared is skipped with its reason; the rest go on. Errors
+    /// only when the group cannot be shared in at all.
+    pub async fn share_paths(&mut self, paths: &[PathBuf], group: &str) -> Result<ShareReport> {
+        check_name(NameKind::Group, group)?;
+        let token = self.token()?;
         // Membership is checked before the (possibly long) hashing.
-        match self.call(Request::ListFiles { token, group: group.clone() }).await? {
-            Response::Files(_) => {}
+        let probe = Request::ListFilesPage {
+            token,
+            group: group.to_owned(),
+            prefix: String::new(),
+            after: String::new(),
+            limit: 1,
+        };
+        match self.call(probe).await? {
+            Response::FilesPage { .. } => {}
             other => return Err(unexpected(other)),
         }
+        let paths = paths.to_vec();
+        let (items, mut skipped) =
+            tokio::task::spawn_blocking(move || crate::bulk::collect_files(&paths))
+                .await
+                .context("listing task")?;
         let pool = Arc::clone(&self.pool);
-        let (hash_path, hash_name) = (path.clone(), name.clone());
-        let meta = tokio::task::spawn_blocking(move || pool.hash_file(&hash_path, &hash_name))
+        let clock = std::time::Instant::now();
+        let hashed = tokio::task::spawn_blocking(move || crate::bulk::hash_all(&pool, items))
             .await
-            .context("hashing task")??;
-        let share = LocalShare::new(group.clone(), path, meta.clone())
-            .with_context(|| format!("inspect {name}"))?;
-        let pieces = meta.piece_hashes.len();
-        let (len, sha1) = (meta.len, meta.sha1);
-        self.call_done(Request::UploadFile { token, group: group.clone(), meta }).await?;
-        self.serve_file(&share)?;
-        if let Some(s) = &self.session {
-            s.book.put(&share).context("save the share record")?;
+            .context("hashing task")?;
+        let hash_seconds = clock.elapsed().as_secs_f64();
+        let clock = std::time::Instant::now();
+        let mut shared = Vec::new();
+        for (item, meta) in hashed {
+            let meta = match meta {
+                Ok(m) => m,
+                Err(e) => {
+                    skipped.push(Skipped::new(&item.path, format!("{e:#}")));
+                    continue;
+                }
+            };
+            let share = match LocalShare::new(group.to_owned(), item.path.clone(), meta.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    skipped.push(Skipped::new(&item.path, format!("inspect: {e}")));
+                    continue;
+                }
+            };
+            let line = SharedLine {
+                name: meta.name.clone(),
+                len: meta.len,
+                pieces: meta.piece_hashes.len(),
+                sha1: meta.sha1,
+            };
+            let req = Request::UploadFile { token, group: group.to_owned(), meta };
+            match self.call(req).await? {
+                Response::Done => {}
+                Response::Refused(Refusal::NotLoggedIn) => bail!("{}", Refusal::NotLoggedIn),
+                Response::Refused(r) => {
+                    skipped.push(Skipped::new(&item.path, r.to_string()));
+                    continue;
+                }
+                other => return Err(unexpected(other)),
+            }
+            if let Err(e) = self.serve_file(&share) {
+                skipped.push(Skipped::new(&item.path, format!("{e:#}")));
+                let stop = Request::StopShare { token, group: group.to_owned(), file: line.name };
+                let _ = self.call(stop).await;
+                continue;
+            }
+            if let Some(s) = &self.session {
+                s.book.put(&share).context("save the share record")?;
+            }
+            self.shares_mut().push(share);
+            shared.push(line);
         }
-        self.shares_mut().push(share);
-        Ok(vec![format!("uploaded {name} to {group}: {len} bytes, {pieces} pieces, sha1 {sha1}")])
+        let register_seconds = clock.elapsed().as_secs_f64();
+        Ok(ShareReport { shared, skipped, hash_seconds, register_seconds })
+    }
+
+    /// A file's metadata from the tracker (a member's `FileInfo`).
+    pub async fn file_meta(&mut self, group: &str, file: &str) -> Result<FileMeta> {
+        check_name(NameKind::Group, group)?;
+        check_name(NameKind::File, file)?;
+        let token = self.token()?;
+        let req = Request::FileInfo { token, group: group.to_owned(), file: file.to_owned() };
+        match self.call(req).await? {
+            Response::FileInfo { meta, .. } if meta.name == file => {
+                meta.validate().map_err(|e| anyhow!("bad metadata from the tracker: {e}"))?;
+                Ok(meta)
+            }
+            Response::FileInfo { meta, .. } => {
+                bail!("the tracker answered for {} instead of {file}", meta.name)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Notified (one permit kept) each time a download completes or fails.
+    pub fn download_ended(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.ended)
+    }
+
+    /// Whether each completed download prints a line on stderr (default
+    /// yes; a bulk `get` shows its own progress and summary instead).
+    pub fn set_announce(&mut self, announce: bool) {
+        self.announce = announce;
+    }
+
+    /// Whether a user is logged in here.
+    pub fn logged_in(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// The pool that hashes uploads.
+    pub fn hash_pool(&self) -> Arc<HashPool> {
+        Arc::clone(&self.pool)
+    }
+
+    /// Every file of `group` whose name starts with `prefix`, in name
+    /// order, fetched a page at a time.
+    pub async fn list_group(&mut self, group: &str, prefix: &str) -> Result<Vec<FileEntry>> {
+        check_name(NameKind::Group, group)?;
+        let token = self.token()?;
+        let mut files: Vec<FileEntry> = Vec::new();
+        loop {
+            let after = files.last().map(|f| f.name.clone()).unwrap_or_default();
+            let req = Request::ListFilesPage {
+                token,
+                group: group.to_owned(),
+                prefix: prefix.to_owned(),
+                after: after.clone(),
+                limit: MAX_PAGE,
+            };
+            match self.call(req).await? {
+                Response::FilesPage { files: page, more } => {
+                    // Names from the network: in order, after the position
+                    // asked, matching the prefix — or the listing would loop.
+                    let mut last = after;
+                    for f in &page {
+                        if f.name <= last || !f.name.starts_with(prefix) {
+                            bail!("the tracker answered a page out of order ({:?})", f.name);
+                        }
+                        last = f.name.clone();
+                    }
+                    let empty = page.is_empty();
+                    files.extend(page);
+                    if !more || empty {
+                        return Ok(files);
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
     }
 
     fn session(&self) -> Result<&Session> {
@@ -432,14 +575,17 @@ impl Node {
         lock(&self.shares)
     }
 
-    /// Starts serving a shared file's pieces.
+    /// Starts serving a shared file's pieces. It is opened now (so a file
+    /// that cannot be read is refused here) and then only while downloaders
+    /// fetch from it: a node sharing 100,000 files does not hold 100,000
+    /// descriptors.
     fn serve_file(&self, share: &LocalShare) -> Result<()> {
-        if self.serve.get(&share.meta.sha1).is_some() {
+        if self.serve.contains(&share.meta.sha1) {
             return Ok(());
         }
-        let f =
-            File::open(&share.path).with_context(|| format!("open {}", share.path.display()))?;
-        self.serve.insert(ServedFile::complete(share.meta.clone(), f));
+        let open = opener(share);
+        open().with_context(|| format!("open {}", share.path.display()))?;
+        self.serve.insert_lazy(share.meta.sha1, open);
         Ok(())
     }
 
@@ -517,6 +663,14 @@ impl Node {
         self.server.stop();
     }
 
+    /// Forgets a download that ended (a bulk `get` has recorded it): its
+    /// part file's descriptors close; a completed file stays served through
+    /// its own. A node fetching thousands of files would otherwise keep three
+    /// descriptors per file.
+    pub fn forget_download(&mut self, download: &Arc<Download>) {
+        self.downloads.retain(|d| !Arc::ptr_eq(&d.download, download) || d.is_running());
+    }
+
     /// The downloads started here, for the demo and the one-shot commands.
     pub fn downloads(&self) -> &[DownloadEntry] {
         &self.downloads
@@ -545,16 +699,19 @@ impl Node {
         }
         let (part, have) = PartFile::open(&dest_path, &meta)?;
         let resumed = have.count_ones();
-        if self.serve.get(&meta.sha1).is_none() {
+        if !self.serve.contains(&meta.sha1) {
             let f = part.file().try_clone().context("share the part file")?;
             self.serve.insert(ServedFile::partial(meta.clone(), f, have.clone()));
         }
         let served =
             self.serve.get(&meta.sha1).ok_or_else(|| anyhow!("share table lost the file"))?;
+        let (listen, listed) = (self.addr, self.listed_addr());
+        let plaintext = self.serve.security().plaintext;
+        let first = peer_list(&peers, ticket.clone(), plaintext, |a| !is_self(a, listen, listed));
         let mut spec = FetchSpec::new(meta.clone(), user, ticket, Some(self.listed_addr()));
         spec.io = self.io;
         spec.security = self.serve.security().clone();
-        let source = self.peer_source(token, group.clone(), file.clone());
+        let source = self.peer_source(token, group.clone(), file.clone(), first);
         let events = self.download_events(token, group.clone(), dest_path.clone(), meta.clone());
         let download = Download::start(
             spec,
@@ -573,7 +730,6 @@ impl Node {
             paused: None,
         });
         let pieces = meta.piece_hashes.len();
-        let (listen, listed) = (self.addr, self.listed_addr());
         let peers = peers
             .iter()
             .filter_map(|p| p.addr.parse::<SocketAddr>().ok())
@@ -590,20 +746,26 @@ impl Node {
         )])
     }
 
-    /// Where a download finds its peers: the tracker, through a link of its own.
+    /// Where a download finds its peers: first the list its `FileInfo`
+    /// answered, then the tracker again (through the node's link pool).
     fn peer_source(
         &self,
         token: Token,
         group: String,
         file: String,
+        first: ringshare_engine::fetch::PeerList,
     ) -> Box<dyn ringshare_engine::fetch::PeerSource> {
         let rt = self.rt.clone();
-        let mut link = TrackerLink::new(self.trackers.clone());
+        let links = self.pool_links.clone();
         let (listen, listed) = (self.addr, self.listed_addr());
         let plaintext = self.serve.security().plaintext;
+        let mut first = Some(first);
         Box::new(move || {
+            if let Some(list) = first.take() {
+                return Ok(list);
+            }
             let req = Request::FileInfo { token, group: group.clone(), file: file.clone() };
-            match rt.block_on(link.call(&req)) {
+            match rt.block_on(links.call(&req)) {
                 Ok(Response::FileInfo { peers, ticket, .. }) => {
                     Ok(peer_list(&peers, ticket, plaintext, |a| !is_self(a, listen, listed)))
                 }
@@ -624,15 +786,17 @@ impl Node {
         meta: FileMeta,
     ) -> Box<dyn Fn(FetchEvent) + Send + Sync> {
         let rt = self.rt.clone();
-        let trackers = self.trackers.clone();
+        let links = self.pool_links.clone();
+        let serve = Arc::clone(&self.serve);
         let shares = Arc::clone(&self.shares);
         let book = self.session.as_ref().map(|s| s.book.clone());
+        let (ended, announce) = (Arc::clone(&self.ended), self.announce);
         Box::new(move |event| match event {
             FetchEvent::FirstPiece => {
                 let req = Request::UploadFile { token, group: group.clone(), meta: meta.clone() };
-                let trackers = trackers.clone();
+                let links = links.clone();
                 rt.spawn(async move {
-                    match TrackerLink::new(trackers).call(&req).await {
+                    match links.call(&req).await {
                         Ok(Response::Done | Response::Refused(Refusal::AlreadySharing { .. })) => {}
                         Ok(other) => tracing::warn!("register as a sharer: {other:?}"),
                         Err(e) => tracing::warn!("register as a sharer: {e}"),
@@ -645,12 +809,17 @@ impl Node {
                         let fetched: u64 = peers.iter().map(|(_, b)| b).sum();
                         let from: Vec<String> =
                             peers.iter().map(|(a, b)| format!("{a}={b}")).collect();
-                        eprintln!(
+                        if announce {
+                            eprintln!(
                         "ringshare: downloaded [{group}] {} ({fetched} bytes fetched from {} peer(s): {})",
                         meta.name,
                         peers.len(),
                         from.join(" ")
                     );
+                        }
+                        // Served on demand from now on: the part file's
+                        // descriptor closes with its last connection.
+                        serve.insert_lazy(share.meta.sha1, opener(&share));
                         let mut list = shares.lock().unwrap_or_else(|p| p.into_inner());
                         list.retain(|s| {
                             !(s.group == share.group && s.meta.name == share.meta.name)
@@ -664,8 +833,9 @@ impl Node {
                     }
                     Err(e) => tracing::warn!("record {}: {e}", dest.display()),
                 }
+                ended.notify_one();
             }
-            FetchEvent::Failed(_) => {}
+            FetchEvent::Failed(_) => ended.notify_one(),
         })
     }
 
@@ -845,6 +1015,95 @@ fn wall_ms() -> u64 {
 
 fn check_name(kind: NameKind, value: &str) -> Result<()> {
     names::validate(kind, value).map_err(|e| anyhow!("{e}"))
+}
+
+/// Opens a shared file for serving, refusing one that is no longer the
+/// file that was hashed (length or modification time changed).
+fn opener(share: &LocalShare) -> Arc<ringshare_engine::serve::Opener> {
+    let (path, meta, mtime) = (share.path.clone(), share.meta.clone(), share.mtime_ns);
+    Arc::new(move || {
+        let f = File::open(&path)?;
+        let md = f.metadata()?;
+        let t =
+            md.modified()?.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        if !md.is_file() || md.len() != meta.len || t != mtime {
+            return Err(std::io::Error::other(format!(
+                "{} changed since it was shared",
+                path.display()
+            )));
+        }
+        Ok(ServedFile::complete(meta.clone(), f))
+    })
+}
+
+/// A `list_files` line: `name  123 bytes  2 peers`.
+pub fn file_line(f: &FileEntry) -> String {
+    let s = if f.peers == 1 { "" } else { "s" };
+    format!("{}  {} bytes  {} peer{s}", f.name, f.len, f.peers)
+}
+
+/// A file shared by [`Node::share_paths`].
+#[derive(Debug, Clone)]
+pub struct SharedLine {
+    /// Its name in the group.
+    pub name: String,
+    /// Its length.
+    pub len: u64,
+    /// Its piece count.
+    pub pieces: usize,
+    /// Its SHA1.
+    pub sha1: Sha1Digest,
+}
+
+/// A path that was not shared, and why.
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    /// The path.
+    pub path: PathBuf,
+    /// Why.
+    pub reason: String,
+}
+
+impl Skipped {
+    /// `path` was skipped for `reason`.
+    pub fn new(path: &Path, reason: String) -> Self {
+        Self { path: path.to_owned(), reason }
+    }
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+/// What [`Node::share_paths`] did.
+#[derive(Debug, Default)]
+pub struct ShareReport {
+    /// Shared, in name order.
+    pub shared: Vec<SharedLine>,
+    /// Skipped, each with its reason.
+    pub skipped: Vec<Skipped>,
+    /// Time spent hashing.
+    pub hash_seconds: f64,
+    /// Time spent registering with the tracker and starting to serve.
+    pub register_seconds: f64,
+}
+
+impl ShareReport {
+    /// `shared 12 file(s) in g: 3456 bytes, 14 pieces; skipped 1`.
+    pub fn summary(&self, group: &str) -> String {
+        let bytes: u64 = self.shared.iter().map(|s| s.len).sum();
+        let pieces: usize = self.shared.iter().map(|s| s.pieces).sum();
+        let mut line = format!(
+            "shared {} file(s) in {group}: {bytes} bytes, {pieces} pieces",
+            self.shared.len()
+        );
+        if !self.skipped.is_empty() {
+            line += &format!("; skipped {}", self.skipped.len());
+        }
+        line
+    }
 }
 
 /// A refusal becomes its own message; any other mismatch is a protocol error.

@@ -2,9 +2,12 @@
 //! binary shares: the backend choice, server limits, the state directory and
 //! the download progress bar.
 //!
-//! - `ringshare get`: log in, download one file with a progress bar, exit 0
-//!   only when it is complete and verified.
-//! - `ringshare share`: log in, upload a file and seed it until SIGINT/SIGTERM.
+//! - `ringshare get`: log in, download one file, many files (names,
+//!   directory prefixes, globs) or a whole group with a progress view; exit
+//!   0 only when every selected file is complete and verified.
+//! - `ringshare share`: log in, share files and directory trees and seed
+//!   them until SIGINT/SIGTERM.
+//! - `ringshare ls`: log in, list a group's files (optionally under a prefix).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,11 +16,15 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ringshare_engine::fetch::{Download, Status};
+use ringshare_engine::names;
+use ringshare_engine::proto::FileEntry;
 use ringshare_engine::serve::{Backend, ServerLimits};
 use ringshare_engine::tracker_info::TrackerList;
+use std::io::Write;
 
+use crate::bulk;
 use crate::node::Node;
 use crate::shell::Command;
 
@@ -53,31 +60,47 @@ pub struct NodeLogin {
     pub plaintext: bool,
 }
 
-/// Download one file and exit: 0 when it is complete and verified.
+/// Download files and exit: 0 when every selected file is complete and
+/// verified.
+///
+/// `ringshare get GROUP FILE DEST` fetches one file (DEST a directory, or
+/// the file's path). With several names, directory prefixes
+/// (`photos/`), globs (`'photos/**/*.jpg'`: `*` within a component, `**`
+/// across) or none at all (the whole group), DEST is a directory (made if
+/// missing) and each file lands at its name under it. Running the same
+/// command again resumes what is missing.
 #[derive(Debug, Parser)]
 #[command(name = "ringshare get")]
 pub struct GetArgs {
     #[command(flatten)]
     pub node: NodeLogin,
     /// Write figures of the download as JSON here (bytes, seconds, MB/s,
-    /// piece latency percentiles, bytes per peer).
+    /// piece latency percentiles, bytes per peer; per file for many).
     #[arg(long)]
     pub stats: Option<PathBuf>,
-    /// Write the piece latency histogram here (.hgrm percentile format, ms).
+    /// Write the piece latency histogram here (.hgrm percentile format, ms;
+    /// every file's pieces together for many).
     #[arg(long)]
     pub hgrm: Option<PathBuf>,
-    /// No progress bar.
+    /// No progress view; only the final summary.
     #[arg(long)]
     pub quiet: bool,
-    /// The group sharing the file.
+    /// Files downloaded at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    /// The group sharing the files.
     pub group: String,
-    /// The file's name in the group.
-    pub file: String,
-    /// A directory (the file keeps its name) or a file path.
-    pub destination: String,
+    /// The files (names, directory prefixes or globs; none: every file of
+    /// the group), then the destination.
+    #[arg(value_name = "NAME... DEST", required = true)]
+    pub files_and_dest: Vec<String>,
 }
 
-/// Upload a file to a group and seed it until SIGINT or SIGTERM.
+/// Share files and directory trees with a group and seed them until SIGINT
+/// or SIGTERM. A file under a directory is named by its path from the
+/// directory's own name on (`photos/2026/a.jpg`); symbolic links are
+/// followed only to files inside the same tree; a file that cannot be
+/// shared is reported with one line and skipped.
 #[derive(Debug, Parser)]
 #[command(name = "ringshare share")]
 pub struct ShareArgs {
@@ -85,16 +108,70 @@ pub struct ShareArgs {
     pub node: NodeLogin,
     /// The group to share in.
     pub group: String,
-    /// The file to share.
-    pub path: PathBuf,
+    /// Files and directories to share.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+/// List a group's files, sorted, with sizes and online peers.
+#[derive(Debug, Parser)]
+#[command(name = "ringshare ls")]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub node: NodeLogin,
+    /// The group.
+    pub group: String,
+    /// Only names starting with this (`photos/`).
+    pub prefix: Option<String>,
 }
 
 /// `ringshare get`.
-pub async fn get(args: GetArgs) -> Result<()> {
+pub async fn get(mut args: GetArgs) -> Result<()> {
+    let dest = args.files_and_dest.pop().ok_or_else(|| anyhow!("no destination given"))?;
+    let patterns = std::mem::take(&mut args.files_and_dest);
     let mut node = login_node(&args.node).await?;
-    let cmd = Command::DownloadFile { group: args.group, file: args.file, dest: args.destination };
+    let result = get_in(&mut node, &args, patterns, dest).await;
+    let _ = run(&mut node, Command::Logout).await;
+    node.shutdown();
+    result
+}
+
+async fn get_in(
+    node: &mut Node,
+    args: &GetArgs,
+    patterns: Vec<String>,
+    dest: String,
+) -> Result<()> {
+    if let [name] = patterns.as_slice() {
+        if !bulk::is_glob(name) {
+            // One name: that file, as always, unless it names only a directory.
+            let listed = node.list_group(&args.group, name).await?;
+            if !listed.iter().any(|f| names::under_dir(&f.name, name))
+                || listed.iter().any(|f| f.name == *name)
+            {
+                return get_one(node, args, name.clone(), dest).await;
+            }
+        }
+    }
+    let selection = bulk::Selection::new(&patterns)?;
+    let mut listed = Vec::new();
+    for prefix in selection.list_prefixes() {
+        listed.extend(node.list_group(&args.group, &prefix).await?);
+    }
+    let (files, missed) = selection.select(listed);
+    let dest = PathBuf::from(dest);
+    std::fs::create_dir_all(&dest).with_context(|| format!("create {}", dest.display()))?;
+    let mut report = get_many(node, args, files, &dest).await?;
+    for m in missed {
+        report.failed.push((m.clone(), format!("no file in {} matches {m}", args.group)));
+    }
+    report.finish(args, &dest)
+}
+
+async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) -> Result<()> {
+    let cmd = Command::DownloadFile { group: args.group.clone(), file, dest };
     let started = std::time::Instant::now();
-    let line = run(&mut node, cmd).await?;
+    let line = run(node, cmd).await?;
     eprintln!("{line}");
     let entry = node.downloads().last().ok_or_else(|| anyhow!("the download did not start"))?;
     let download = Arc::clone(&entry.download);
@@ -104,12 +181,10 @@ pub async fn get(args: GetArgs) -> Result<()> {
         follow(&download, &entry.name).await
     };
     let seconds = started.elapsed().as_secs_f64();
-    let _ = run(&mut node, Command::Logout).await;
-    node.shutdown();
     match status {
         Status::Complete => {
             write_figures(&download, seconds, args.stats.as_deref(), args.hgrm.as_deref())?;
-            println!("{}", entry_path(&node));
+            println!("{}", entry_path(node));
             Ok(())
         }
         Status::Failed(why) => bail!("download failed: {why}"),
@@ -117,16 +192,307 @@ pub async fn get(args: GetArgs) -> Result<()> {
     }
 }
 
+/// How one file of a bulk `get` ended.
+#[derive(Debug)]
+struct FileFigures {
+    name: String,
+    bytes: u64,
+    seconds: f64,
+    /// Already at the destination, verified; nothing fetched.
+    present: bool,
+    latency: Option<hdrhistogram::Histogram<u64>>,
+    peers: Vec<(std::net::SocketAddr, u64)>,
+}
+
+/// What a bulk `get` did.
+#[derive(Debug, Default)]
+struct BulkReport {
+    done: Vec<FileFigures>,
+    failed: Vec<(String, String)>,
+    seconds: f64,
+}
+
+impl BulkReport {
+    /// Prints the summary (and each failure), writes the figures; an error
+    /// unless every selected file is complete.
+    fn finish(self, args: &GetArgs, dest: &Path) -> Result<()> {
+        let bytes: u64 = self.done.iter().filter(|f| !f.present).map(|f| f.bytes).sum();
+        let present = self.done.iter().filter(|f| f.present).count();
+        let mbps = bytes as f64 / self.seconds.max(1e-9) / 1e6;
+        let mut line = format!(
+            "fetched {} file(s), {bytes} bytes in {:.1} s ({mbps:.1} MB/s) into {}",
+            self.done.len() - present,
+            self.seconds,
+            dest.display()
+        );
+        if present > 0 {
+            line += &format!("; {present} already there");
+        }
+        println!("{line}");
+        for (name, why) in &self.failed {
+            eprintln!("ringshare: failed {name}: {why}");
+        }
+        if let Some(p) = &args.stats {
+            let files: Vec<serde_json::Value> = self
+                .done
+                .iter()
+                .map(|f| {
+                    let latency: serde_json::Map<String, serde_json::Value> = f
+                        .latency
+                        .as_ref()
+                        .map(|h| {
+                            ringshare_engine::metrics::percentiles_us(h)
+                                .into_iter()
+                                .map(|(k, v)| (k.to_owned(), v.into()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let peers: Vec<serde_json::Value> = f
+                        .peers
+                        .iter()
+                        .map(|(a, b)| serde_json::json!({"addr": a.to_string(), "bytes": b}))
+                        .collect();
+                    serde_json::json!({
+                        "file": f.name,
+                        "bytes": f.bytes,
+                        "seconds": f.seconds,
+                        "mbps": f.bytes as f64 / f.seconds.max(1e-9) / 1e6,
+                        "already_present": f.present,
+                        "latency_us": latency,
+                        "peers": peers,
+                    })
+                })
+                .collect();
+            let failed: Vec<serde_json::Value> = self
+                .failed
+                .iter()
+                .map(|(n, why)| serde_json::json!({"file": n, "reason": why}))
+                .collect();
+            let doc = serde_json::json!({
+                "bytes": bytes,
+                "seconds": self.seconds,
+                "mbps": mbps,
+                "files_done": self.done.len(),
+                "files_failed": self.failed.len(),
+                "files": files,
+                "failed": failed,
+            });
+            std::fs::write(p, serde_json::to_vec_pretty(&doc)?)
+                .with_context(|| format!("write {}", p.display()))?;
+        }
+        if let Some(p) = &args.hgrm {
+            let mut all = ringshare_engine::metrics::Latency::new().snapshot();
+            for h in self.done.iter().filter_map(|f| f.latency.as_ref()) {
+                let _ = all.add(h);
+            }
+            std::fs::write(p, ringshare_engine::metrics::hgrm(&all))
+                .with_context(|| format!("write {}", p.display()))?;
+        }
+        if self.failed.is_empty() {
+            Ok(())
+        } else {
+            let total = self.failed.len() + self.done.len();
+            bail!(
+                "{} of {total} file(s) failed; run the same command again to resume",
+                self.failed.len()
+            )
+        }
+    }
+}
+
+/// A file of a bulk `get` being fetched.
+struct Running {
+    entry: FileEntry,
+    download: Arc<Download>,
+    bar: ProgressBar,
+    started: std::time::Instant,
+}
+
+/// Fetches `files` into `dest`, `args.jobs` at a time, with one progress
+/// view: an overall bar and a line per running file.
+async fn get_many(
+    node: &mut Node,
+    args: &GetArgs,
+    files: Vec<FileEntry>,
+    dest: &Path,
+) -> Result<BulkReport> {
+    let started = std::time::Instant::now();
+    let total_bytes: u64 = files.iter().map(|f| f.len).sum();
+    let total_files = files.len();
+    let multi = MultiProgress::new();
+    if args.quiet {
+        multi.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let overall = multi.add(ProgressBar::new(total_bytes));
+    overall.set_style(style(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+    ));
+    let mut report = BulkReport::default();
+    let mut queue: std::collections::VecDeque<FileEntry> = files.into();
+    let mut running: Vec<Running> = Vec::new();
+    let mut finished_bytes = 0u64;
+    let ended = node.download_ended();
+    node.set_announce(false);
+    let dest_s = dest.to_str().ok_or_else(|| anyhow!("destination is not valid UTF-8"))?.to_owned();
+    loop {
+        while running.len() < usize::from(args.jobs) {
+            let Some(f) = queue.pop_front() else { break };
+            match start_one(node, &args.group, &f, dest, &dest_s).await {
+                Ok(Some(download)) => {
+                    let bar = multi.add(ProgressBar::new(f.len));
+                    bar.set_style(style("  {msg} [{bar:20}] {bytes}/{total_bytes}"));
+                    bar.set_message(f.name.clone());
+                    running.push(Running {
+                        entry: f,
+                        download,
+                        bar,
+                        started: std::time::Instant::now(),
+                    });
+                }
+                Ok(None) => {
+                    finished_bytes += f.len;
+                    report.done.push(FileFigures {
+                        name: f.name,
+                        bytes: f.len,
+                        seconds: 0.0,
+                        present: true,
+                        latency: None,
+                        peers: Vec::new(),
+                    });
+                }
+                Err(e) => {
+                    if !node.logged_in() {
+                        bail!("{e:#}");
+                    }
+                    report.failed.push((f.name, format!("{e:#}")));
+                }
+            }
+        }
+        if running.is_empty() && queue.is_empty() {
+            break;
+        }
+        let mut in_flight = 0u64;
+        let mut i = 0;
+        while i < running.len() {
+            let p = running[i].download.progress();
+            running[i].bar.set_position(p.verified);
+            if p.status == Status::Running {
+                in_flight += p.verified;
+                i += 1;
+                continue;
+            }
+            let r = running.swap_remove(i);
+            r.bar.finish_and_clear();
+            multi.remove(&r.bar);
+            node.forget_download(&r.download);
+            match p.status {
+                Status::Complete => {
+                    finished_bytes += r.entry.len;
+                    let mut peers: Vec<_> = r.download.contributions().into_iter().collect();
+                    peers.sort();
+                    report.done.push(FileFigures {
+                        name: r.entry.name,
+                        bytes: r.entry.len,
+                        seconds: r.started.elapsed().as_secs_f64(),
+                        present: false,
+                        latency: Some(r.download.latency().snapshot()),
+                        peers,
+                    });
+                }
+                Status::Failed(why) => report.failed.push((r.entry.name, why)),
+                Status::Running => {}
+            }
+        }
+        let done = report.done.len();
+        overall.set_position(finished_bytes + in_flight);
+        overall.set_message(format!("{done}/{total_files} files"));
+        if !running.is_empty() {
+            // Woken as soon as one ends; else the bars refresh.
+            let _ = tokio::time::timeout(Duration::from_millis(200), ended.notified()).await;
+        }
+    }
+    overall.finish_and_clear();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Starts fetching `f` into `dest`: `None` when the same file is already
+/// there (verified by its SHA1); an error when a different one is (it is
+/// never overwritten) or the download cannot start.
+async fn start_one(
+    node: &mut Node,
+    group: &str,
+    f: &FileEntry,
+    dest: &Path,
+    dest_s: &str,
+) -> Result<Option<Arc<Download>>> {
+    let at = dest.join(&f.name);
+    if let Ok(md) = std::fs::symlink_metadata(&at) {
+        let differs = || anyhow!("a different file is at {}; not overwritten", at.display());
+        if !md.is_file() || md.len() != f.len {
+            return Err(differs());
+        }
+        let meta = node.file_meta(group, &f.name).await?;
+        let pool = node.hash_pool();
+        let (path, name) = (at.clone(), f.name.clone());
+        let local = tokio::task::spawn_blocking(move || pool.hash_file(&path, &name))
+            .await
+            .context("hashing task")??;
+        return if local.sha1 == meta.sha1 && local.len == meta.len {
+            Ok(None)
+        } else {
+            Err(differs())
+        };
+    }
+    let cmd = Command::DownloadFile {
+        group: group.to_owned(),
+        file: f.name.clone(),
+        dest: dest_s.to_owned(),
+    };
+    run(node, cmd).await?;
+    let entry = node.downloads().last().ok_or_else(|| anyhow!("the download did not start"))?;
+    Ok(Some(Arc::clone(&entry.download)))
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
 /// `ringshare share`.
 pub async fn share(args: ShareArgs) -> Result<()> {
     let mut node = login_node(&args.node).await?;
-    let path = args.path.to_str().ok_or_else(|| anyhow!("path is not valid UTF-8"))?.to_owned();
     use tokio::signal::unix::{signal, SignalKind};
     // Handlers first: a signal right after the announcement stops cleanly.
     let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    let line = run(&mut node, Command::UploadFile { path, group: args.group }).await?;
-    println!("{line}");
+    let single = match args.paths.as_slice() {
+        [p] => std::fs::metadata(p).is_ok_and(|m| m.is_file()),
+        _ => false,
+    };
+    if single {
+        let path = args.paths[0].to_str().ok_or_else(|| anyhow!("path is not valid UTF-8"))?;
+        let cmd = Command::UploadFile { path: path.to_owned(), group: args.group.clone() };
+        println!("{}", run(&mut node, cmd).await?);
+    } else {
+        let report = node.share_paths(&args.paths, &args.group).await?;
+        for s in &report.skipped {
+            eprintln!("ringshare: skipped {s}");
+        }
+        let bytes: u64 = report.shared.iter().map(|s| s.len).sum();
+        eprintln!(
+            "ringshare: hashed {bytes} bytes in {:.2} s ({:.0} MB/s); registered {} file(s) in {:.2} s",
+            report.hash_seconds,
+            bytes as f64 / report.hash_seconds.max(1e-9) / 1e6,
+            report.shared.len(),
+            report.register_seconds
+        );
+        println!("{}", report.summary(&args.group));
+        if report.shared.is_empty() {
+            bail!("nothing to share");
+        }
+    }
     println!("seeding on {} until SIGINT or SIGTERM", node.addr());
     tokio::select! {
         _ = int.recv() => {}
@@ -134,6 +500,20 @@ pub async fn share(args: ShareArgs) -> Result<()> {
     }
     let _ = run(&mut node, Command::Logout).await;
     node.shutdown();
+    Ok(())
+}
+
+/// `ringshare ls`.
+pub async fn ls(args: LsArgs) -> Result<()> {
+    let mut node = login_node(&args.node).await?;
+    let result = node.list_group(&args.group, args.prefix.as_deref().unwrap_or("")).await;
+    let _ = run(&mut node, Command::Logout).await;
+    node.shutdown();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for f in result? {
+        writeln!(out, "{}", crate::node::file_line(&f))?;
+    }
+    out.flush()?;
     Ok(())
 }
 

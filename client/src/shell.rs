@@ -24,8 +24,8 @@ pub enum Command {
     RejectRequest { group: String, user: String },
     /// `list_groups`
     ListGroups,
-    /// `list_files <group_id>`
-    ListFiles { group: String },
+    /// `list_files <group_id> [prefix]`
+    ListFiles { group: String, prefix: Option<String> },
     /// `upload_file <file_path> <group_id>`
     UploadFile { path: String, group: String },
     /// `download_file <group_id> <file_name> <destination_path>`
@@ -73,8 +73,14 @@ pub const HELP: &[(&str, &str)] = &[
     ("accept_request <group_id> <user_id>", "owner: let a user in"),
     ("reject_request <group_id> <user_id>", "owner: refuse a join request"),
     ("list_groups", "every group in the network"),
-    ("list_files <group_id>", "members: files shared in a group"),
-    ("upload_file <file_path> <group_id>", "share a file with a group"),
+    (
+        "list_files <group_id> [prefix]",
+        "members: files shared in a group (names starting with prefix)",
+    ),
+    (
+        "upload_file <file_path> <group_id>",
+        "share a file, or every file under a directory, with a group",
+    ),
     ("download_file <group_id> <file_name> <destination_path>", "fetch a file in the background"),
     ("show_downloads", "progress of downloads"),
     ("stop_share <group_id> <file_name>", "stop sharing a file"),
@@ -109,7 +115,12 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         "accept_request" => arity(2).map(|()| Command::AcceptRequest { group: a(0), user: a(1) }),
         "reject_request" => arity(2).map(|()| Command::RejectRequest { group: a(0), user: a(1) }),
         "list_groups" => arity(0).map(|()| Command::ListGroups),
-        "list_files" => arity(1).map(|()| Command::ListFiles { group: a(0) }),
+        "list_files" => match args.len() {
+            1 | 2 => {
+                Ok(Command::ListFiles { group: a(0), prefix: args.get(1).map(|p| p.to_string()) })
+            }
+            n => Err(ParseError::Arity { usage: usage(cmd), got: n }),
+        },
         "upload_file" => arity(2).map(|()| Command::UploadFile { path: a(0), group: a(1) }),
         "download_file" => {
             arity(3).map(|()| Command::DownloadFile { group: a(0), file: a(1), dest: a(2) })
@@ -143,6 +154,11 @@ mod tests {
             ),
             ("reject_request g u", Command::RejectRequest { group: "g".into(), user: "u".into() }),
             ("list_groups", Command::ListGroups),
+            ("list_files g", Command::ListFiles { group: "g".into(), prefix: None }),
+            (
+                "list_files g photos/",
+                Command::ListFiles { group: "g".into(), prefix: Some("photos/".into()) },
+            ),
             ("exit", Command::Quit),
         ];
         for (line, want) in cases {
@@ -160,6 +176,8 @@ mod tests {
             "wrong number of arguments (1): usage: create_user <user_id> <passwd>"
         );
         assert!(parse("list_groups extra").is_err());
+        assert!(parse("list_files").is_err());
+        assert!(parse("list_files g p extra").is_err());
         assert!(parse("download_file g f").unwrap_err().to_string().contains("<destination_path>"));
     }
 

@@ -167,6 +167,41 @@ impl TrackerLink {
     }
 }
 
+/// Tracker links kept open for a node's background calls (downloads' peer
+/// lists, registering as a sharer): a call takes an idle link, or opens one
+/// when none is idle, and puts it back after. A tree of small files
+/// otherwise paid a Noise handshake (four X25519 operations on each side)
+/// for every file, twice.
+#[derive(Debug, Clone)]
+pub struct LinkPool {
+    trackers: Trackers,
+    idle: Arc<std::sync::Mutex<Vec<TrackerLink>>>,
+}
+
+/// Most idle links a pool keeps.
+const POOL_IDLE: usize = 8;
+
+impl LinkPool {
+    /// An empty pool over `trackers`.
+    pub fn new(trackers: Trackers) -> Self {
+        Self { trackers, idle: Arc::default() }
+    }
+
+    /// [`TrackerLink::call`] on a pooled link.
+    pub async fn call(&self, req: &Request) -> Result<Response, LinkError> {
+        let taken = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut link = taken.unwrap_or_else(|| TrackerLink::new(self.trackers.clone()));
+        let result = link.call(req).await;
+        if result.is_ok() {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < POOL_IDLE {
+                idle.push(link);
+            }
+        }
+        result
+    }
+}
+
 async fn exchange(
     stream: &mut SecureStream<TcpStream>,
     req: &Request,

@@ -206,7 +206,10 @@ fn a_killed_seeder_and_a_corrupt_seeder_cost_time_not_correctness(io: &'static s
     good.ok(&format!("upload_file {} g", src.display()));
     doomed.ok(&format!("upload_file {} g", src.display()));
     liar.ok(&format!("upload_file {} g", bad.display()));
-    // The liar's copy changes after it was hashed: it now serves wrong bytes.
+    // The liar's copy changes after it was hashed, its modification time
+    // put back (a node refuses to serve a file whose length or mtime
+    // changed): it now serves wrong bytes.
+    let mtime = std::fs::metadata(&bad).unwrap().modified().unwrap();
     let mut bytes = std::fs::read(&bad).unwrap();
     for b in bytes.iter_mut().step_by(1000) {
         *b = b.wrapping_add(1);
@@ -216,7 +219,8 @@ fn a_killed_seeder_and_a_corrupt_seeder_cost_time_not_correctness(io: &'static s
         .open(&bad)
         .and_then(|mut f| {
             use std::io::Write;
-            f.write_all(&bytes)
+            f.write_all(&bytes)?;
+            f.set_modified(mtime)
         })
         .unwrap();
 

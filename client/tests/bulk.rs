@@ -1,0 +1,337 @@
+//! Bulk transfers with the real binaries: `ringshare share` of directory
+//! trees, `ringshare ls`, `ringshare get` of a whole group, of directory
+//! prefixes and of globs, and the shell's `upload_file DIR` and
+//! `list_files GROUP PREFIX`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use common::{bin, random_file, NodeProc, TrackerProc};
+
+/// A one-shot command's login options.
+struct Login {
+    info: PathBuf,
+    user: &'static str,
+    pw: PathBuf,
+    state: PathBuf,
+}
+
+impl Login {
+    fn new(dir: &Path, info: &Path, user: &'static str, pw: &str) -> Self {
+        let pw_file = dir.join(format!("pw-{user}"));
+        std::fs::write(&pw_file, format!("{pw}\n")).unwrap();
+        Self {
+            info: info.to_owned(),
+            user,
+            pw: pw_file,
+            state: dir.join(format!("state-{user}-oneshot")),
+        }
+    }
+
+    fn command(&self, sub: &str) -> Command {
+        let mut c = Command::new(bin("ringshare"));
+        c.args([sub, "--trackers"])
+            .arg(&self.info)
+            .args(["--user", self.user, "--password-file"])
+            .arg(&self.pw)
+            .env("RINGSHARE_STATE_DIR", &self.state);
+        c
+    }
+
+    fn run(&self, sub: &str, args: &[&str]) -> Output {
+        self.command(sub).args(args).output().unwrap()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Every regular file under `root` (not links, not FIFOs), by its path
+/// relative to `root`.
+fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let (p, t) = (e.path(), e.file_type().unwrap());
+            if t.is_dir() {
+                stack.push(p);
+            } else if t.is_file() {
+                let rel = p.strip_prefix(root).unwrap().to_str().unwrap().to_owned();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Starts `ringshare share g PATHS…`; returns the process once it seeds,
+/// with its stdout lines before "seeding on".
+fn share(login: &Login, args: &[&Path], stderr: &Path) -> (Seeder, Vec<String>) {
+    let mut c = login.command("share");
+    c.arg("g").args(args);
+    let mut child = Seeder(
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(stderr).unwrap()))
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let mut before = Vec::new();
+    loop {
+        let l = lines.next().expect("share ended before seeding").unwrap();
+        if l.starts_with("seeding on") {
+            return (child, before);
+        }
+        before.push(l);
+    }
+}
+
+/// A seeding `ringshare share`, killed when dropped (also when a test fails).
+struct Seeder(Child);
+
+impl Drop for Seeder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn trees_are_shared_listed_and_fetched_by_name_prefix_and_glob() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let mut owner = NodeProc::start(&info, &dir.path().join("state-o"));
+    owner.ok("create_user alice pw-a");
+    owner.ok("login alice pw-a");
+    owner.ok("create_group g");
+    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
+    bob.ok("create_user bob pw-b");
+    bob.ok("login bob pw-b");
+    bob.ok("join_group g");
+    owner.ok("accept_request g bob");
+
+    // The tree: small files, a multi-piece file, a deep path, and what is
+    // skipped: a name with a space, a link out of the tree, a FIFO.
+    let src = dir.path().join("src");
+    let photos = src.join("photos");
+    std::fs::create_dir_all(photos.join("2026/deep")).unwrap();
+    random_file(&photos.join("a.txt"), 5_000, 1);
+    random_file(&photos.join("2026/big.bin"), 1_300_000, 2);
+    random_file(&photos.join("2026/deep/c.jpg"), 70_000, 3);
+    random_file(&photos.join("2026/d.jpg"), 1, 4);
+    random_file(&photos.join("has space.txt"), 10, 5);
+    std::os::unix::fs::symlink("/etc/hostname", photos.join("escape")).unwrap();
+    let fifo = std::ffi::CString::new(photos.join("pipe").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let extra = src.join("extra.bin");
+    random_file(&extra, 600_000, 6);
+
+    let alice = Login::new(dir.path(), &info, "alice", "pw-a");
+    let share_err = dir.path().join("share.err");
+    let (_sharer, lines) = share(&alice, &[&photos, &extra], &share_err);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("shared 5 file(s) in g: 1975001 bytes"), "{lines:?}");
+    assert!(lines[0].ends_with("skipped 3"), "{lines:?}");
+    let err = std::fs::read_to_string(&share_err).unwrap();
+    let skipped: Vec<&str> = err.lines().filter(|l| l.starts_with("ringshare: skipped ")).collect();
+    assert_eq!(skipped.len(), 3, "one line each: {err}");
+    assert!(skipped.iter().any(|l| l.contains("has space.txt") && l.contains("whitespace")));
+    assert!(skipped.iter().any(|l| l.contains("escape") && l.contains("out of the tree")));
+    assert!(skipped.iter().any(|l| l.contains("pipe") && l.contains("not a regular file")));
+
+    // Listing: one-shot and shell, sorted, with sizes; by prefix.
+    let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
+    let out = bob1.run("ls", &["g"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).lines().collect::<Vec<_>>(),
+        [
+            "extra.bin  600000 bytes  1 peer",
+            "photos/2026/big.bin  1300000 bytes  1 peer",
+            "photos/2026/d.jpg  1 bytes  1 peer",
+            "photos/2026/deep/c.jpg  70000 bytes  1 peer",
+            "photos/a.txt  5000 bytes  1 peer",
+        ]
+    );
+    let out = bob1.run("ls", &["g", "photos/2026/d"]);
+    assert_eq!(
+        text(&out.stdout).lines().collect::<Vec<_>>(),
+        ["photos/2026/d.jpg  1 bytes  1 peer", "photos/2026/deep/c.jpg  70000 bytes  1 peer"]
+    );
+    assert_eq!(bob.cmd("list_files g photos/2026/").len(), 3);
+    assert_eq!(bob.cmd("list_files g").len(), 5);
+    assert!(bob.cmd("list_files g nothing/").is_empty());
+
+    // The whole group: every file at its path, byte for byte.
+    let all = dir.path().join("all");
+    let stats = dir.path().join("stats.json");
+    let out = bob1
+        .command("get")
+        .args(["--quiet", "--jobs", "2", "--stats", stats.to_str().unwrap(), "g"])
+        .arg(&all)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("fetched 5 file(s), 1975001 bytes"),
+        "{}",
+        text(&out.stdout)
+    );
+    let mut want = tree(&src);
+    want.retain(|(n, _)| !n.contains("has space"));
+    assert_eq!(tree(&all), want);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    assert_eq!(doc["files"].as_array().unwrap().len(), 5, "{doc}");
+    assert_eq!(doc["bytes"], 1975001);
+    assert!(doc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["peers"][0]["bytes"].as_u64() > Some(0)));
+
+    // The same command again: everything already there, verified, exit 0.
+    let out = bob1.run("get", &["--quiet", "g", all.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("fetched 0 file(s)")
+            && text(&out.stdout).contains("5 already there")
+    );
+
+    // A glob, and a directory prefix.
+    let globbed = dir.path().join("globbed");
+    let out = bob1.run("get", &["--quiet", "g", "photos/**/*.jpg", globbed.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let names: Vec<String> = tree(&globbed).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["photos/2026/d.jpg", "photos/2026/deep/c.jpg"]);
+    let prefixed = dir.path().join("prefixed");
+    let out = bob1.run("get", &["--quiet", "g", "photos/2026", prefixed.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(tree(&prefixed).len(), 3);
+
+    // A pattern matching nothing, and a different file in the way: the
+    // rest still arrives, each failure is named, the exit status says so,
+    // and the file in the way is untouched.
+    let mixed = dir.path().join("mixed");
+    std::fs::create_dir_all(mixed.join("photos")).unwrap();
+    std::fs::write(mixed.join("photos/a.txt"), vec![b'x'; 5_000]).unwrap();
+    let out = bob1.run(
+        "get",
+        &["--quiet", "g", "nothing-here", "photos/*.txt", "extra.bin", mixed.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("ringshare: failed nothing-here: no file in g matches nothing-here"),
+        "{err}"
+    );
+    assert!(err.contains("ringshare: failed photos/a.txt: a different file is at"), "{err}");
+    assert!(err.contains("error: 2 of 3 file(s) failed; run the same command again"), "{err}");
+    assert_eq!(std::fs::read(mixed.join("photos/a.txt")).unwrap(), vec![b'x'; 5_000]);
+    assert_eq!(std::fs::read(mixed.join("extra.bin")).unwrap(), std::fs::read(&extra).unwrap());
+
+    // One name is still the one-file form: DEST may be the file's path.
+    let one = dir.path().join("one.bin");
+    let out = bob1.run("get", &["--quiet", "g", "photos/2026/big.bin", one.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&one).unwrap(), std::fs::read(photos.join("2026/big.bin")).unwrap());
+
+    // Bad names: refused before anything is asked of the network.
+    for bad in ["../x", "/etc/passwd", "a//b"] {
+        let out = bob1.run("get", &["--quiet", "g", bad, dir.path().to_str().unwrap()]);
+        assert!(!out.status.success(), "{bad}");
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().filter(|l| l.starts_with("error: ")).count(), 1, "{bad}: {err}");
+    }
+    bob.err("download_file g ../x /tmp", "relative path");
+
+    // The shell shares a directory too; the downloaded tree's files keep
+    // their own names under it.
+    let more = dir.path().join("more");
+    std::fs::create_dir_all(more.join("sub")).unwrap();
+    random_file(&more.join("sub/m.bin"), 1000, 7);
+    random_file(&more.join("n.bin"), 2000, 8);
+    let lines = bob.cmd(&format!("upload_file {} g", more.display()));
+    assert_eq!(lines, ["shared 2 file(s) in g: 3000 bytes, 2 pieces"]);
+    assert_eq!(bob.cmd("list_files g more/").len(), 2);
+    let shell_dl = dir.path().join("shell-dl");
+    std::fs::create_dir(&shell_dl).unwrap();
+    bob.ok(&format!("download_file g photos/2026/deep/c.jpg {}", shell_dl.display()));
+    bob.wait_downloads(|l| l.iter().any(|l| l.starts_with("[C] [g] photos/2026/deep/c.jpg")));
+    assert_eq!(
+        std::fs::read(shell_dl.join("photos/2026/deep/c.jpg")).unwrap(),
+        std::fs::read(photos.join("2026/deep/c.jpg")).unwrap()
+    );
+}
+
+#[test]
+fn a_group_that_changes_during_a_bulk_fetch_is_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    // The sharer serves each piece a second late: the fetch is still on
+    // its first file when the group changes.
+    let mut alice = NodeProc::spawn(
+        "127.0.0.1:0",
+        &info,
+        &dir.path().join("state-a"),
+        &[("RINGSHARE_SERVE_DELAY_MS", "1000")],
+        None,
+    );
+    alice.ok("create_user alice pw-a");
+    alice.ok("login alice pw-a");
+    alice.ok("create_group g");
+    let set = dir.path().join("set");
+    std::fs::create_dir(&set).unwrap();
+    for (name, seed) in [("a.bin", 1), ("b.bin", 2), ("c.bin", 3)] {
+        random_file(&set.join(name), 1000, seed);
+    }
+    assert_eq!(
+        alice.cmd(&format!("upload_file {} g", set.display())),
+        ["shared 3 file(s) in g: 3000 bytes, 3 pieces"]
+    );
+    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
+    bob.ok("create_user bob pw-b");
+    bob.ok("login bob pw-b");
+    bob.ok("join_group g");
+    alice.ok("accept_request g bob");
+
+    let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
+    let dest = dir.path().join("dest");
+    let get = bob1
+        .command("get")
+        .args(["--quiet", "--jobs", "1", "g", "set/"])
+        .arg(&dest)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the first file is under way: one file leaves the group, one joins.
+    common::eventually("the first download to start", || {
+        dest.join("set/a.bin.part").exists() || dest.join("set/a.bin").exists()
+    });
+    alice.ok("stop_share g set/c.bin");
+    random_file(&set.join("d.bin"), 1000, 4);
+    alice.ok(&format!("upload_file {} g", set.join("d.bin").display()));
+    let out = get.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("ringshare: failed set/c.bin: no such file in group g: set/c.bin"),
+        "{err}"
+    );
+    assert!(err.contains("error: 1 of 3 file(s) failed"), "{err}");
+    assert!(
+        text(&out.stdout).starts_with("fetched 2 file(s), 2000 bytes"),
+        "{}",
+        text(&out.stdout)
+    );
+    let names: Vec<String> = tree(&dest).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["set/a.bin", "set/b.bin"], "the file that joined later is not fetched");
+}
