@@ -1,0 +1,124 @@
+#!/bin/bash
+# Bulk transfers on loopback, side by side: a tree of many small files, a
+# tree of a few large files and one large file, each shared by one
+# `ringshare share` and fetched by one `ringshare get` (the whole group);
+# then the small tree's hashing against `sha1sum` under `xargs -P2`, and a
+# sample of the small files fetched one `ringshare get` process per file
+# (the path bulk transfers replace).
+#
+# Usage: perf/bulk.sh [RUNS]        (default 3)
+# Environment: SMALL (files in the small tree, default 10000; sizes 4-256
+# KiB, ~1.3 GB), LARGE (files of 50 MiB, default 20), ONE (MiB of the
+# single file, default 1024), JOBS (get --jobs, default: get's), SAMPLE
+# (files fetched one process each, default 200), OUT (results, default
+# perf/results/<date>/bulk/loopback.txt).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${1:-3}
+SMALL=${SMALL:-10000}
+LARGE=${LARGE:-20}
+ONE=${ONE:-1024}
+SAMPLE=${SAMPLE:-200}
+OUT=${OUT:-$ROOT/perf/results/$(date +%F)/bulk/loopback.txt}
+cargo build --release --locked -p ringshare -p ringshare-tracker --bin ringshare --bin ringshare-tracker
+B=$ROOT/target/release
+W=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Runs go through pipelines (subshells): their processes are found by
+  # the work directory on their command lines.
+  pkill -f -- "$W/" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+jobs=()
+[ -n "${JOBS:-}" ] && jobs=(--jobs "$JOBS")
+
+python3 - "$W" "$SMALL" "$LARGE" "$ONE" <<'PY'
+import os, random, sys
+w, small, large, one = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rng = random.Random(7)
+for i in range(small):
+    d = f"{w}/small/tree/d{i % 50:02d}/e{i % 7}"
+    os.makedirs(d, exist_ok=True)
+    with open(f"{d}/f{i:06d}.bin", "wb") as f:
+        f.write(os.urandom(rng.randint(4 << 10, 256 << 10)))
+os.makedirs(f"{w}/large/tree", exist_ok=True)
+for i in range(large):
+    with open(f"{w}/large/tree/part{i:02d}.bin", "wb") as f:
+        for _ in range(50):
+            f.write(os.urandom(1 << 20))
+os.makedirs(f"{w}/one/tree", exist_ok=True)
+with open(f"{w}/one/tree/one.bin", "wb") as f:
+    for _ in range(one):
+        f.write(os.urandom(1 << 20))
+PY
+
+# kind run: share $W/kind/tree, fetch the group; prints one result line.
+one() {
+  local kind=$1 d=$W/run-$1
+  rm -rf "$d"; mkdir -p "$d"
+  local port=$((7600 + RANDOM % 1000))
+  echo "127.0.0.1:$port" >"$d/ti.txt"; echo pw >"$d/pw"
+  "$B/ringshare-tracker" "$d/ti.txt" 1 --data-dir "$d/td" >"$d/t.out" 2>"$d/t.log" </dev/null &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q key "$d/t.out" && break; sleep 0.05; done
+  shell() { printf '%s\n' "$@" | RINGSHARE_STATE_DIR="$d/shell" "$B/ringshare" 127.0.0.1:0 "$d/ti.txt" >/dev/null 2>>"$d/shell.log"; }
+  shell "create_user s pw" "login s pw" "create_group g"
+  shell "create_user l pw" "login l pw" "join_group g"
+  shell "login s pw" "accept_request g l"
+  local t0 t1
+  t0=$(date +%s.%N)
+  RINGSHARE_STATE_DIR="$d/s" "$B/ringshare" share --trackers "$d/ti.txt" --user s \
+    --password-file "$d/pw" g "$W/$kind/tree" >"$d/s.out" 2>"$d/s.log" </dev/null &
+  pids+=($!)
+  for _ in $(seq 6000); do grep -q "seeding on" "$d/s.out" && break; sleep 0.05; done
+  t1=$(date +%s.%N)
+  RINGSHARE_STATE_DIR="$d/l" "$B/ringshare" get --trackers "$d/ti.txt" --user l \
+    --password-file "$d/pw" "${jobs[@]}" --quiet --stats "$d/stats.json" g "$d/dl" >/dev/null 2>"$d/get.log" ||
+    { echo "$kind: get failed:"; tail -n 5 "$d/get.log"; exit 1; } >&2
+  diff -r -q "$W/$kind/tree" "$d/dl/tree" >/dev/null || { echo "$kind: the copy differs" >&2; exit 1; }
+  python3 - "$kind" "$d/stats.json" "$d/s.log" "$t0" "$t1" <<'PY'
+import json, re, sys
+kind, stats, slog, t0, t1 = sys.argv[1:]
+s = json.load(open(stats))
+m = re.search(r"hashed (\d+) bytes in ([\d.]+) s .*registered (\d+) file\(s\) in ([\d.]+) s", open(slog).read())
+hashed = f"hash {float(m.group(2)):.2f} s register {float(m.group(4)):.2f} s" if m else "hash ? (one file)"
+print(f"{kind} files {s['files_done']} bytes {s['bytes']} share {float(t1) - float(t0):.2f} s ({hashed}) "
+      f"get {s['seconds']:.2f} s {s['mbps']:.1f} MB/s {s['files_done'] / s['seconds']:.0f} files/s")
+PY
+  if [ "$kind" = small ] && [ "$SAMPLE" -gt 0 ]; then
+    # The same files, one `ringshare get` process each (a sample).
+    local t2 t3
+    mkdir -p "$d/each"
+    t2=$(date +%s.%N)
+    (cd "$W/small" && find tree -type f | sort | awk -v n="$SAMPLE" 'NR <= n') | while read -r name; do
+      RINGSHARE_STATE_DIR="$d/e" "$B/ringshare" get --trackers "$d/ti.txt" --user l \
+        --password-file "$d/pw" --quiet g "$name" "$d/each/$(echo "$name" | tr / _)" >/dev/null 2>>"$d/each.log"
+    done
+    t3=$(date +%s.%N)
+    local bytes
+    bytes=$(du -sb "$d/each" | cut -f1)
+    python3 -c "print(f'small-one-process-each files $SAMPLE bytes $bytes get {$t3 - $t2:.2f} s {$bytes / ($t3 - $t2) / 1e6:.1f} MB/s {$SAMPLE / ($t3 - $t2):.0f} files/s')"
+  fi
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pids=()
+  rm -rf "$d"
+}
+
+mkdir -p "$(dirname "$OUT")"
+: >"$OUT"
+for _ in $(seq "$RUNS"); do
+  for kind in small large one; do
+    one "$kind" | tee -a "$OUT"
+  done
+  # Hashing the small tree: sha1sum, two processes (files in the page cache
+  # for both: the run above just read them).
+  t0=$(date +%s.%N)
+  (cd "$W/small" && find tree -type f -print0 | xargs -0 -P2 -n 256 sha1sum >/dev/null)
+  t1=$(date +%s.%N)
+  python3 -c "print(f'sha1sum-xargs-P2 small {$t1 - $t0:.2f} s')" | tee -a "$OUT"
+done
