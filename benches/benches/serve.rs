@@ -163,7 +163,7 @@ fn run_download(addr: SocketAddr, meta: &FileMeta, pool: &Arc<HashPool>) -> u64 
         served,
         Arc::clone(pool),
         Box::new(move || {
-            Ok(PeerList { addrs: vec![addr], ticket: None, keys: Default::default() })
+            Ok::<_, String>(PeerList { addrs: vec![addr], ticket: None, keys: Default::default() })
         }),
         Box::new(move |e| {
             let _ = tx.lock().map(|t| t.send(e));

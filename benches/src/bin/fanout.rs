@@ -76,7 +76,11 @@ fn main() -> Result<()> {
         served,
         Arc::new(HashPool::new(2 * std::thread::available_parallelism().map_or(2, |n| n.get()))),
         Box::new(move || {
-            Ok(PeerList { addrs: peers.clone(), ticket: None, keys: Default::default() })
+            Ok::<_, String>(PeerList {
+                addrs: peers.clone(),
+                ticket: None,
+                keys: Default::default(),
+            })
         }),
         Box::new(move |e| {
             let _ = tx.lock().map(|t| t.send(e));

@@ -383,6 +383,13 @@ impl DownloadCore {
         self.last_error = error;
     }
 
+    /// The file is gone for good (no longer in its group, access lost):
+    /// the download fails now with `why`; what it verified stays recorded
+    /// for a resume.
+    pub fn file_gone(&mut self, why: String) {
+        self.fail(why);
+    }
+
     /// The connection to `peer` is open: the handshake goes out.
     pub fn connected(&mut self, peer: PeerId, now: Instant) {
         let Some(p) = self.peers.get_mut(&peer) else { return };
@@ -1250,6 +1257,24 @@ mod tests {
         let (at, why) = failed.expect("failed");
         assert!(at > NO_PEER_LIMIT && at < NO_PEER_LIMIT + Duration::from_secs(1), "{at:?}");
         assert_eq!(why, "no peer could serve the file for 60s (tracker unreachable)");
+    }
+
+    #[test]
+    fn a_file_gone_from_its_group_fails_at_once() {
+        let t0 = Instant::now();
+        let mut core = fresh(4, 1, t0);
+        core.tick(t0);
+        let mut actions = Vec::new();
+        while let Some(a) = core.poll_action() {
+            if a == Action::WantPeers {
+                core.file_gone("no such file in group g: f".into());
+            } else {
+                actions.push(a);
+            }
+        }
+        assert_eq!(actions, vec![Action::Failed("no such file in group g: f".into())]);
+        core.file_gone("again".into());
+        assert_eq!(core.poll_action(), None, "a download fails once");
     }
 
     /// A core with one active peer (id 0) that has every piece; returns it

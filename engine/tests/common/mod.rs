@@ -109,7 +109,9 @@ pub fn download_opts(
         have,
         served,
         Arc::new(HashPool::new(1)),
-        Box::new(move || Ok(PeerList { addrs: peers.clone(), ticket: None, keys: keys.clone() })),
+        Box::new(move || {
+            Ok::<_, String>(PeerList { addrs: peers.clone(), ticket: None, keys: keys.clone() })
+        }),
         Box::new(move |e| {
             let _ = tx.lock().unwrap().send(e);
         }),

@@ -74,15 +74,36 @@ pub struct PeerList {
     pub keys: HashMap<SocketAddr, PublicKey>,
 }
 
+/// Why a [`PeerSource`] has no peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerError {
+    /// Not now (the tracker unreachable, …): asked again later; the
+    /// download fails only when no peer served it for a long while.
+    Unavailable(String),
+    /// Never: the file is gone (no longer in its group, access lost); the
+    /// download fails at once, keeping what it verified for a resume.
+    Gone(String),
+}
+
+impl From<String> for PeerError {
+    fn from(e: String) -> Self {
+        PeerError::Unavailable(e)
+    }
+}
+
 /// Where a download finds peers: the tracker, in the client.
 pub trait PeerSource: Send {
     /// The current peers that share the file.
-    fn peers(&mut self) -> Result<PeerList, String>;
+    fn peers(&mut self) -> Result<PeerList, PeerError>;
 }
 
-impl<F: FnMut() -> Result<PeerList, String> + Send> PeerSource for F {
-    fn peers(&mut self) -> Result<PeerList, String> {
-        self()
+impl<F, E> PeerSource for F
+where
+    F: FnMut() -> Result<PeerList, E> + Send,
+    E: Into<PeerError>,
+{
+    fn peers(&mut self) -> Result<PeerList, PeerError> {
+        self().map_err(Into::into)
     }
 }
 
@@ -547,7 +568,8 @@ fn controller(shared: &Arc<Shared>, mut source: Box<dyn PeerSource>, mut reporte
                     };
                     spawn_peers(shared, connect, &mut threads);
                 }
-                Err(e) => shared.with_core(|c| c.peers_unavailable(e)),
+                Err(PeerError::Unavailable(e)) => shared.with_core(|c| c.peers_unavailable(e)),
+                Err(PeerError::Gone(why)) => shared.with_core(|c| c.file_gone(why)),
             }
         }
         threads.retain(|_, h| !h.is_finished());

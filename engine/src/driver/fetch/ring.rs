@@ -102,7 +102,7 @@ pub(super) enum Cmd {
     /// Start carrying a download; tell its control thread through `ctl`.
     Add(u64, Arc<Shared>, Sender<Ctl>),
     /// The tracker's answer for a download.
-    Peers(u64, Result<PeerList, String>),
+    Peers(u64, Result<PeerList, super::PeerError>),
     /// A worker hashed a piece.
     Hashed { dl: u64, piece: u32, buf: AlignedBuf, digest: Sha1Digest },
     /// Look at the downloads' stop flags now.
@@ -477,7 +477,8 @@ impl Driver {
                             }
                             c.add_peers(&list.addrs, now);
                         }
-                        Err(e) => c.peers_unavailable(e),
+                        Err(super::PeerError::Unavailable(e)) => c.peers_unavailable(e),
+                        Err(super::PeerError::Gone(why)) => c.file_gone(why),
                     });
                 }
                 Cmd::Hashed { dl, piece, buf, digest } => self.on_hashed(dl, piece, buf, digest),
