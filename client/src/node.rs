@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ringshare_engine::fetch::{Download, FetchEvent, FetchSpec};
+use ringshare_engine::fetch::{Download, FetchEvent, FetchSpec, PeerError};
 use ringshare_engine::hash::HashPool;
 use ringshare_engine::link::PeerSecurity;
 use ringshare_engine::meta::{FileMeta, Sha1Digest};
@@ -479,24 +479,6 @@ impl Node {
         Ok(ShareReport { shared, skipped, hash_seconds, register_seconds })
     }
 
-    /// A file's metadata from the tracker (a member's `FileInfo`).
-    pub async fn file_meta(&mut self, group: &str, file: &str) -> Result<FileMeta> {
-        check_name(NameKind::Group, group)?;
-        check_name(NameKind::File, file)?;
-        let token = self.token()?;
-        let req = Request::FileInfo { token, group: group.to_owned(), file: file.to_owned() };
-        match self.call(req).await? {
-            Response::FileInfo { meta, .. } if meta.name == file => {
-                meta.validate().map_err(|e| anyhow!("bad metadata from the tracker: {e}"))?;
-                Ok(meta)
-            }
-            Response::FileInfo { meta, .. } => {
-                bail!("the tracker answered for {} instead of {file}", meta.name)
-            }
-            other => Err(unexpected(other)),
-        }
-    }
-
     /// Notified (one permit kept) each time a download completes or fails.
     pub fn download_ended(&self) -> Arc<tokio::sync::Notify> {
         Arc::clone(&self.ended)
@@ -680,12 +662,43 @@ impl Node {
         check_name(NameKind::Group, &group)?;
         check_name(NameKind::File, &file)?;
         let token = self.token()?;
-        let user = self.session()?.user.clone();
         let req = Request::FileInfo { token, group: group.clone(), file: file.clone() };
-        let (meta, peers, ticket) = match self.call(req).await? {
-            Response::FileInfo { meta, peers, ticket } => (meta, peers, ticket),
+        let info = match self.call(req).await? {
+            Response::FileInfo { meta, peers, ticket } => FileInfo { meta, peers, ticket },
             other => return Err(unexpected(other)),
         };
+        self.start_download(group, file, dest, info)
+    }
+
+    /// What downloads need from the tracker, fetched apart from the node
+    /// (a bulk `get` asks for the next files' while others download).
+    pub fn info_fetcher(&self) -> Result<InfoFetcher> {
+        Ok(InfoFetcher { links: self.pool_links.clone(), token: self.token()? })
+    }
+
+    /// `download_file` with the tracker's answer already in hand.
+    pub fn download_with(
+        &mut self,
+        group: String,
+        file: String,
+        dest: String,
+        info: FileInfo,
+    ) -> Result<Vec<String>> {
+        check_name(NameKind::Group, &group)?;
+        check_name(NameKind::File, &file)?;
+        self.start_download(group, file, dest, info)
+    }
+
+    fn start_download(
+        &mut self,
+        group: String,
+        file: String,
+        dest: String,
+        info: FileInfo,
+    ) -> Result<Vec<String>> {
+        let token = self.token()?;
+        let user = self.session()?.user.clone();
+        let FileInfo { meta, peers, ticket } = info;
         // The name came over the network: it must be a plain file name before
         // it becomes part of a path.
         check_name(NameKind::File, &meta.name)?;
@@ -769,9 +782,15 @@ impl Node {
                 Ok(Response::FileInfo { peers, ticket, .. }) => {
                     Ok(peer_list(&peers, ticket, plaintext, |a| !is_self(a, listen, listed)))
                 }
-                Ok(Response::Refused(r)) => Err(r.to_string()),
-                Ok(other) => Err(format!("unexpected answer: {other:?}")),
-                Err(e) => Err(e.to_string()),
+                // Gone for good: no use asking again for a minute.
+                Ok(Response::Refused(
+                    r @ (Refusal::NoSuchFile { .. }
+                    | Refusal::NoSuchGroup(_)
+                    | Refusal::NotMember(_)),
+                )) => Err(PeerError::Gone(r.to_string())),
+                Ok(Response::Refused(r)) => Err(PeerError::Unavailable(r.to_string())),
+                Ok(other) => Err(PeerError::Unavailable(format!("unexpected answer: {other:?}"))),
+                Err(e) => Err(PeerError::Unavailable(e.to_string())),
             }
         })
     }
@@ -1015,6 +1034,38 @@ fn wall_ms() -> u64 {
 
 fn check_name(kind: NameKind, value: &str) -> Result<()> {
     names::validate(kind, value).map_err(|e| anyhow!("{e}"))
+}
+
+/// The tracker's answer for a download: the file's metadata, its online
+/// peers and the ticket to show them.
+#[derive(Debug, Clone)]
+pub struct FileInfo {
+    /// The file's metadata.
+    pub meta: FileMeta,
+    /// Its online peers.
+    pub peers: Vec<PeerInfo>,
+    /// The ticket.
+    pub ticket: Vec<u8>,
+}
+
+/// Asks the trackers for [`FileInfo`]s on the node's pooled links; cheap to
+/// clone into tasks.
+#[derive(Debug, Clone)]
+pub struct InfoFetcher {
+    links: LinkPool,
+    token: Token,
+}
+
+impl InfoFetcher {
+    /// The tracker's `FileInfo` for `file` of `group`.
+    pub async fn fetch(&self, group: &str, file: &str) -> Result<FileInfo> {
+        let req =
+            Request::FileInfo { token: self.token, group: group.to_owned(), file: file.to_owned() };
+        match self.links.call(&req).await? {
+            Response::FileInfo { meta, peers, ticket } => Ok(FileInfo { meta, peers, ticket }),
+            other => Err(unexpected(other)),
+        }
+    }
 }
 
 /// Opens a shared file for serving, refusing one that is no longer the

@@ -19,13 +19,13 @@ use clap::Parser;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ringshare_engine::fetch::{Download, Status};
 use ringshare_engine::names;
-use ringshare_engine::proto::FileEntry;
+use ringshare_engine::proto::{FileEntry, Refusal};
 use ringshare_engine::serve::{Backend, ServerLimits};
 use ringshare_engine::tracker_info::TrackerList;
 use std::io::Write;
 
 use crate::bulk;
-use crate::node::Node;
+use crate::node::{FileInfo, Node};
 use crate::shell::Command;
 
 /// How a one-shot command's node logs in.
@@ -85,8 +85,12 @@ pub struct GetArgs {
     /// No progress view; only the final summary.
     #[arg(long)]
     pub quiet: bool,
-    /// Files downloaded at once.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Files downloaded at once (the next ones' tracker answers are asked
+    /// for ahead). Far peers want more: each small file costs a few round
+    /// trips (connect, handshake, request), so at 50 ms RTT 8 jobs fetch
+    /// about 70 small files a second and 32 about 260. A seeder serves at
+    /// most 32 connections per address.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
     /// The group sharing the files.
     pub group: String,
@@ -334,10 +338,32 @@ async fn get_many(
     let ended = node.download_ended();
     node.set_announce(false);
     let dest_s = dest.to_str().ok_or_else(|| anyhow!("destination is not valid UTF-8"))?.to_owned();
+    // The tracker's answers for the next files are asked for ahead, several
+    // at once: on a path with delay, one `FileInfo` round trip per file in
+    // turn capped a bulk fetch at one file per RTT whatever --jobs said.
+    let fetcher = node.info_fetcher()?;
+    let lookahead = 2 * usize::from(args.jobs);
+    let mut ahead: std::collections::VecDeque<(
+        FileEntry,
+        tokio::task::JoinHandle<Result<FileInfo>>,
+    )> = std::collections::VecDeque::new();
     loop {
-        while running.len() < usize::from(args.jobs) {
+        while ahead.len() < lookahead {
             let Some(f) = queue.pop_front() else { break };
-            match start_one(node, &args.group, &f, dest, &dest_s).await {
+            let (fetch, group, name) = (fetcher.clone(), args.group.clone(), f.name.clone());
+            ahead.push_back((f, tokio::spawn(async move { fetch.fetch(&group, &name).await })));
+        }
+        while running.len() < usize::from(args.jobs) {
+            let Some((f, asked)) = ahead.pop_front() else { break };
+            let info = asked.await.unwrap_or_else(|e| Err(anyhow!("tracker request task: {e}")));
+            if let Some(next) = queue.pop_front() {
+                let (fetch, group, name) = (fetcher.clone(), args.group.clone(), next.name.clone());
+                ahead.push_back((
+                    next,
+                    tokio::spawn(async move { fetch.fetch(&group, &name).await }),
+                ));
+            }
+            match start_one(node, &args.group, &f, dest, &dest_s, info).await {
                 Ok(Some(download)) => {
                     let bar = multi.add(ProgressBar::new(f.len));
                     bar.set_style(style("  {msg} [{bar:20}] {bytes}/{total_bytes}"));
@@ -361,14 +387,15 @@ async fn get_many(
                     });
                 }
                 Err(e) => {
-                    if !node.logged_in() {
-                        bail!("{e:#}");
+                    let why = format!("{e:#}");
+                    if !node.logged_in() || why == Refusal::NotLoggedIn.to_string() {
+                        bail!("{why}");
                     }
-                    report.failed.push((f.name, format!("{e:#}")));
+                    report.failed.push((f.name, why));
                 }
             }
         }
-        if running.is_empty() && queue.is_empty() {
+        if running.is_empty() && ahead.is_empty() && queue.is_empty() {
             break;
         }
         let mut in_flight = 0u64;
@@ -416,15 +443,17 @@ async fn get_many(
     Ok(report)
 }
 
-/// Starts fetching `f` into `dest`: `None` when the same file is already
-/// there (verified by its SHA1); an error when a different one is (it is
-/// never overwritten) or the download cannot start.
+/// Starts fetching `f` into `dest` with the tracker's answer `info`:
+/// `None` when the same file is already there (verified by its SHA1); an
+/// error when a different one is (it is never overwritten) or the download
+/// cannot start.
 async fn start_one(
     node: &mut Node,
     group: &str,
     f: &FileEntry,
     dest: &Path,
     dest_s: &str,
+    info: Result<FileInfo>,
 ) -> Result<Option<Arc<Download>>> {
     let at = dest.join(&f.name);
     if let Ok(md) = std::fs::symlink_metadata(&at) {
@@ -432,7 +461,10 @@ async fn start_one(
         if !md.is_file() || md.len() != f.len {
             return Err(differs());
         }
-        let meta = node.file_meta(group, &f.name).await?;
+        let meta = info?.meta;
+        if meta.name != f.name {
+            bail!("the tracker answered for {} instead of {}", meta.name, f.name);
+        }
         let pool = node.hash_pool();
         let (path, name) = (at.clone(), f.name.clone());
         let local = tokio::task::spawn_blocking(move || pool.hash_file(&path, &name))
@@ -444,12 +476,7 @@ async fn start_one(
             Err(differs())
         };
     }
-    let cmd = Command::DownloadFile {
-        group: group.to_owned(),
-        file: f.name.clone(),
-        dest: dest_s.to_owned(),
-    };
-    run(node, cmd).await?;
+    node.download_with(group.to_owned(), f.name.clone(), dest_s.to_owned(), info?)?;
     let entry = node.downloads().last().ok_or_else(|| anyhow!("the download did not start"))?;
     Ok(Some(Arc::clone(&entry.download)))
 }
