@@ -667,7 +667,7 @@ impl Node {
             Response::FileInfo { meta, peers, ticket } => FileInfo { meta, peers, ticket },
             other => return Err(unexpected(other)),
         };
-        self.start_download(group, file, dest, info)
+        self.download_with(group, file, dest, info)
     }
 
     /// What downloads need from the tracker, fetched apart from the node
@@ -686,16 +686,6 @@ impl Node {
     ) -> Result<Vec<String>> {
         check_name(NameKind::Group, &group)?;
         check_name(NameKind::File, &file)?;
-        self.start_download(group, file, dest, info)
-    }
-
-    fn start_download(
-        &mut self,
-        group: String,
-        file: String,
-        dest: String,
-        info: FileInfo,
-    ) -> Result<Vec<String>> {
         let token = self.token()?;
         let user = self.session()?.user.clone();
         let FileInfo { meta, peers, ticket } = info;
