@@ -2,6 +2,7 @@
 //! node shares. [`Node::execute`] carries out one shell command and returns
 //! the lines to print, or the error to print after `error: `.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -431,50 +432,79 @@ impl Node {
             .context("hashing task")?;
         let hash_seconds = clock.elapsed().as_secs_f64();
         let clock = std::time::Instant::now();
+        // Registered several at once on the pooled links: one round trip
+        // per file in turn is a long wait with a distant tracker. Each file
+        // is served before the tracker lists it.
+        let calls = self.info_fetcher()?;
         let mut shared = Vec::new();
-        for (item, meta) in hashed {
-            let meta = match meta {
-                Ok(m) => m,
-                Err(e) => {
+        let mut hashed = hashed.into_iter();
+        let mut asking = tokio::task::JoinSet::new();
+        // Registrations in flight by content: two files of a tree with the
+        // same bytes are one served entry.
+        let mut in_flight: HashMap<Sha1Digest, usize> = HashMap::new();
+        loop {
+            while asking.len() < REGISTER_AT_ONCE {
+                let Some((item, meta)) = hashed.next() else { break };
+                let meta = match meta {
+                    Ok(m) => m,
+                    Err(e) => {
+                        skipped.push(Skipped::new(&item.path, format!("{e:#}")));
+                        continue;
+                    }
+                };
+                let share = match LocalShare::new(group.to_owned(), item.path.clone(), meta) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        skipped.push(Skipped::new(&item.path, format!("inspect: {e}")));
+                        continue;
+                    }
+                };
+                if let Err(e) = self.serve_file(&share) {
                     skipped.push(Skipped::new(&item.path, format!("{e:#}")));
                     continue;
                 }
-            };
-            let share = match LocalShare::new(group.to_owned(), item.path.clone(), meta.clone()) {
-                Ok(s) => s,
-                Err(e) => {
-                    skipped.push(Skipped::new(&item.path, format!("inspect: {e}")));
-                    continue;
-                }
-            };
-            let line = SharedLine {
-                name: meta.name.clone(),
-                len: meta.len,
-                pieces: meta.piece_hashes.len(),
-                sha1: meta.sha1,
-            };
-            let req = Request::UploadFile { token, group: group.to_owned(), meta };
-            match self.call(req).await? {
+                *in_flight.entry(share.meta.sha1).or_default() += 1;
+                let (calls, group) = (calls.clone(), group.to_owned());
+                asking.spawn(async move {
+                    let req = Request::UploadFile { token, group, meta: share.meta.clone() };
+                    let answer = calls.call(&req).await;
+                    (item, share, answer)
+                });
+            }
+            let Some(joined) = asking.join_next().await else { break };
+            let (item, share, answer) = joined.context("registration task")?;
+            let others = in_flight.get_mut(&share.meta.sha1).map_or(0, |n| {
+                *n -= 1;
+                *n
+            });
+            match answer? {
                 Response::Done => {}
-                Response::Refused(Refusal::NotLoggedIn) => bail!("{}", Refusal::NotLoggedIn),
                 Response::Refused(r) => {
+                    if others == 0 {
+                        self.unserve(&share.meta.sha1);
+                    }
+                    if r == Refusal::NotLoggedIn {
+                        self.pause_all("stopped: the session ended");
+                        bail!("{r}");
+                    }
                     skipped.push(Skipped::new(&item.path, r.to_string()));
                     continue;
                 }
                 other => return Err(unexpected(other)),
             }
-            if let Err(e) = self.serve_file(&share) {
-                skipped.push(Skipped::new(&item.path, format!("{e:#}")));
-                let stop = Request::StopShare { token, group: group.to_owned(), file: line.name };
-                let _ = self.call(stop).await;
-                continue;
-            }
             if let Some(s) = &self.session {
                 s.book.put(&share).context("save the share record")?;
             }
+            shared.push(SharedLine {
+                name: share.meta.name.clone(),
+                len: share.meta.len,
+                pieces: share.meta.piece_hashes.len(),
+                sha1: share.meta.sha1,
+            });
             self.shares_mut().push(share);
-            shared.push(line);
         }
+        shared.sort_by(|a, b| a.name.cmp(&b.name));
+        skipped.sort_by(|a, b| a.path.cmp(&b.path));
         let register_seconds = clock.elapsed().as_secs_f64();
         Ok(ShareReport { shared, skipped, hash_seconds, register_seconds })
     }
@@ -1047,6 +1077,11 @@ pub struct InfoFetcher {
 }
 
 impl InfoFetcher {
+    /// Any request, on a pooled link.
+    pub async fn call(&self, req: &Request) -> Result<Response> {
+        Ok(self.links.call(req).await?)
+    }
+
     /// The tracker's `FileInfo` for `file` of `group`.
     pub async fn fetch(&self, group: &str, file: &str) -> Result<FileInfo> {
         let req =
@@ -1076,6 +1111,9 @@ fn opener(share: &LocalShare) -> Arc<ringshare_engine::serve::Opener> {
         Ok(ServedFile::complete(meta.clone(), f))
     })
 }
+
+/// Files a bulk share registers with the tracker at once.
+const REGISTER_AT_ONCE: usize = 16;
 
 /// A `list_files` line: `name  123 bytes  2 peers`.
 pub fn file_line(f: &FileEntry) -> String {
