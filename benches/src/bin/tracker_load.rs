@@ -24,7 +24,13 @@
 //!   or rejects it (in turn) when it next picks an op; once accepted, `i`
 //!   leaves again; while its request is pending, `i` registers a file in its
 //!   own private group and stops sharing it, in turn;
-//! - mixed: each op is a write with probability `--write-percent`.
+//! - mixed: each op is a write with probability `--write-percent`;
+//! - peers: a swarm's peer lists — every member shares the first file of
+//!   its shared group (so with `--groups 1` every client is a peer of one
+//!   file), and the first `--askers` clients ask for that file's
+//!   `FileInfo` (its online peers with their keys, and a signed ticket)
+//!   over and over; the others only keep their sessions alive (a
+//!   heartbeat a second), as seeding nodes do.
 //!
 //! Output: a human summary on stdout, and with `--json FILE` the same
 //! figures as JSON. The exit status is 3 when any request failed during the
@@ -81,6 +87,10 @@ struct Args {
     /// Which requests the clients send.
     #[arg(long, value_enum, default_value_t = Mix::Reads)]
     mix: Mix,
+    /// With `--mix peers`: the clients that ask for peer lists (the rest
+    /// only heartbeat).
+    #[arg(long, default_value_t = 64)]
+    askers: usize,
     /// With `--mix mixed`: the percentage of ops that are writes.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(0..=100))]
     write_percent: u8,
@@ -124,11 +134,13 @@ enum Mix {
     Writes,
     /// Reads with `--write-percent` writes among them.
     Mixed,
+    /// `FileInfo` of a file every client shares (a swarm's peer lists).
+    Peers,
 }
 
 impl Mix {
     fn has_writes(self) -> bool {
-        !matches!(self, Mix::Reads)
+        matches!(self, Mix::Writes | Mix::Mixed)
     }
 }
 
@@ -143,9 +155,10 @@ enum Kind {
     LeaveGroup,
     UploadFile,
     StopShare,
+    FileInfo,
 }
 
-const KINDS: [Kind; 8] = [
+const KINDS: [Kind; 9] = [
     Kind::ListGroups,
     Kind::ListFiles,
     Kind::JoinGroup,
@@ -154,6 +167,7 @@ const KINDS: [Kind; 8] = [
     Kind::LeaveGroup,
     Kind::UploadFile,
     Kind::StopShare,
+    Kind::FileInfo,
 ];
 
 impl Kind {
@@ -167,6 +181,7 @@ impl Kind {
             Kind::LeaveGroup => "leave_group",
             Kind::UploadFile => "upload_file",
             Kind::StopShare => "stop_share",
+            Kind::FileInfo => "file_info",
         }
     }
 }
@@ -774,6 +789,24 @@ async fn drive(
         }
     })
     .await?;
+    // With peer lists: every member shares its group's first file too.
+    let clients = if args.mix == Mix::Peers {
+        each(clients, n, |mut c| {
+            let names = Arc::clone(&names);
+            async move {
+                if c.idx >= groups {
+                    let group = names.shared_group(c.home);
+                    let meta = file_meta("shared-0.bin".into(), 3 << 20, 0);
+                    let req = Request::UploadFile { token: c.token, group, meta };
+                    c.conn.done(&req).await.with_context(|| format!("client {} share", c.idx))?;
+                }
+                Ok(c)
+            }
+        })
+        .await?
+    } else {
+        clients
+    };
     let setup_s = setup_start.elapsed().as_secs_f64();
     eprintln!(
         "tracker_load: setup took {setup_s:.1} s; warm-up {} s, window {} s",
@@ -801,6 +834,8 @@ async fn drive(
         window_start,
         window_end,
         upload_meta: file_meta("mine.bin".into(), 1 << 20, 0x5a),
+        askers: args.askers,
+        peers_seen: std::sync::atomic::AtomicUsize::new(usize::MAX),
     };
     let plan = Arc::new(plan);
     let mut set = JoinSet::new();
@@ -825,6 +860,13 @@ async fn drive(
         }
     }
     clients.sort_by_key(|c| c.idx);
+    if args.mix == Mix::Peers {
+        let fewest = plan.peers_seen.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!(
+            "tracker_load: each FileInfo answer listed at least {} online peer(s)",
+            if fewest == usize::MAX { 0 } else { fewest }
+        );
+    }
     let ops: Vec<u64> = clients.iter().map(|c| c.ops).collect();
     // Every loop has stopped, so every decision has been sent: take the
     // last ones in before leaving.
@@ -940,18 +982,27 @@ struct Plan {
     window_start: Instant,
     window_end: Instant,
     upload_meta: FileMeta,
+    /// With `--mix peers`: clients `0..askers` ask, the others heartbeat.
+    askers: usize,
+    /// The fewest peers a `FileInfo` answer listed (to check the swarm's
+    /// size).
+    peers_seen: std::sync::atomic::AtomicUsize,
 }
 
 /// Picks the next op of client `c`, updating its view of its own state as
 /// if the op succeeds (a refusal is an error and ends the run's validity).
 fn next_op(c: &mut Client, plan: &Plan) -> (Kind, Request) {
     let write = match plan.mix {
-        Mix::Reads => false,
+        Mix::Reads | Mix::Peers => false,
         Mix::Writes => true,
         Mix::Mixed => c.next_rand() % 100 < u64::from(plan.write_percent),
     };
     let token = c.token;
     let names = &plan.names;
+    if plan.mix == Mix::Peers {
+        let group = names.shared_group(c.home);
+        return (Kind::FileInfo, Request::FileInfo { token, group, file: "shared-0.bin".into() });
+    }
     if !write {
         c.list_groups_next = !c.list_groups_next;
         return if !c.list_groups_next {
@@ -989,7 +1040,7 @@ fn next_op(c: &mut Client, plan: &Plan) -> (Kind, Request) {
 /// The client's view after `kind` succeeded; tells the other clients.
 fn after_op(c: &mut Client, kind: Kind, n: usize, inboxes: &[mpsc::UnboundedSender<Note>]) {
     match kind {
-        Kind::ListGroups | Kind::ListFiles => {}
+        Kind::ListGroups | Kind::ListFiles | Kind::FileInfo => {}
         Kind::JoinGroup => {
             c.join = JoinState::Pending;
             let _ = inboxes[(c.idx + 1) % n].send(Note::Requested { from: c.idx });
@@ -1014,6 +1065,17 @@ async fn client_loop(
     plan: &Plan,
     stats: &Mutex<Stats>,
 ) -> Option<Client> {
+    if plan.mix == Mix::Peers && c.idx >= plan.askers {
+        // A seeding node: its session kept alive, nothing measured.
+        while Instant::now() < plan.window_end {
+            if c.conn.call(&Request::Heartbeat { token: c.token }).await.is_err() {
+                stats.lock().unwrap_or_else(|p| p.into_inner()).clients_lost += 1;
+                return None;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        return Some(c);
+    }
     loop {
         c.drain_inbox();
         let began = Instant::now();
@@ -1026,9 +1088,17 @@ async fn client_loop(
         let in_window = ended >= plan.window_start && ended < plan.window_end;
         let failure = match &result {
             Ok(Response::Refused(r)) => Some(format!("{}: refused: {r}", kind.name())),
-            Ok(Response::Done) if !matches!(kind, Kind::ListGroups | Kind::ListFiles) => None,
+            Ok(Response::Done)
+                if !matches!(kind, Kind::ListGroups | Kind::ListFiles | Kind::FileInfo) =>
+            {
+                None
+            }
             Ok(Response::Names(_)) if kind == Kind::ListGroups => None,
             Ok(Response::Files(_)) if kind == Kind::ListFiles => None,
+            Ok(Response::FileInfo { peers, .. }) if kind == Kind::FileInfo => {
+                plan.peers_seen.fetch_min(peers.len(), std::sync::atomic::Ordering::Relaxed);
+                None
+            }
             Ok(other) => Some(format!("{}: unexpected answer {other:?}", kind.name())),
             Err(e) => Some(format!("{}: {e:#}", kind.name())),
         };
@@ -1056,7 +1126,7 @@ async fn client_loop(
                 // write the loop's view of the client's state may be wrong:
                 // either way this client stops rather than cascade errors. A
                 // refused read changed nothing: that client goes on.
-                let read = matches!(kind, Kind::ListGroups | Kind::ListFiles);
+                let read = matches!(kind, Kind::ListGroups | Kind::ListFiles | Kind::FileInfo);
                 if result.is_err() || !read {
                     s.clients_lost += 1;
                     return None;
