@@ -214,6 +214,8 @@ struct BulkReport {
     done: Vec<FileFigures>,
     failed: Vec<(String, String)>,
     seconds: f64,
+    /// Files not fetched because of Ctrl-C.
+    interrupted: usize,
 }
 
 impl BulkReport {
@@ -292,6 +294,13 @@ impl BulkReport {
             std::fs::write(p, ringshare_engine::metrics::hgrm(&all))
                 .with_context(|| format!("write {}", p.display()))?;
         }
+        if self.interrupted > 0 {
+            bail!(
+                "interrupted: {} file(s) not fetched ({} failed); run the same command again to resume",
+                self.interrupted,
+                self.failed.len()
+            );
+        }
         if self.failed.is_empty() {
             Ok(())
         } else {
@@ -342,6 +351,8 @@ async fn get_many(
     // at once: on a path with delay, one `FileInfo` round trip per file in
     // turn capped a bulk fetch at one file per RTT whatever --jobs said.
     let fetcher = node.info_fetcher()?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("install SIGINT handler")?;
     let lookahead = 2 * usize::from(args.jobs);
     let mut ahead: std::collections::VecDeque<(
         FileEntry,
@@ -435,7 +446,21 @@ async fn get_many(
         overall.set_message(format!("{done}/{total_files} files"));
         if !running.is_empty() {
             // Woken as soon as one ends; else the bars refresh.
-            let _ = tokio::time::timeout(Duration::from_millis(200), ended.notified()).await;
+            tokio::select! {
+                _ = tokio::time::timeout(Duration::from_millis(200), ended.notified()) => {}
+                _ = interrupt.recv() => {
+                    // Ctrl-C: what is verified stays for the next run.
+                    let stopped: Vec<Arc<Download>> =
+                        running.iter().map(|r| Arc::clone(&r.download)).collect();
+                    for d in &stopped {
+                        d.stop();
+                    }
+                    let _ = tokio::task::spawn_blocking(move || stopped.iter().for_each(|d| d.wait())).await;
+                    multi.clear().ok();
+                    report.interrupted = running.len() + ahead.len() + queue.len();
+                    break;
+                }
+            }
         }
     }
     overall.finish_and_clear();

@@ -341,3 +341,61 @@ fn a_group_that_changes_during_a_bulk_fetch_is_reported_not_fatal() {
         .collect();
     assert_eq!(names, ["set/a.bin", "set/b.bin"]);
 }
+
+#[test]
+fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let mut alice = NodeProc::spawn(
+        "127.0.0.1:0",
+        &info,
+        &dir.path().join("state-a"),
+        &[("RINGSHARE_SERVE_DELAY_MS", "500")],
+        None,
+    );
+    alice.ok("create_user alice pw-a");
+    alice.ok("login alice pw-a");
+    alice.ok("create_group g");
+    let set = dir.path().join("set");
+    std::fs::create_dir(&set).unwrap();
+    for (name, seed) in [("a.bin", 1), ("b.bin", 2), ("c.bin", 3)] {
+        random_file(&set.join(name), 2 * 1024 * 1024, seed);
+    }
+    alice.ok(&format!("upload_file {} g", set.display()));
+    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
+    bob.ok("create_user bob pw-b");
+    bob.ok("login bob pw-b");
+    bob.ok("join_group g");
+    alice.ok("accept_request g bob");
+
+    let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
+    let dest = dir.path().join("dest");
+    let get = || {
+        let mut c = bob1.command("get");
+        c.args(["--quiet", "--jobs", "1", "g", "set"]).arg(&dest);
+        c
+    };
+    let child = get().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    common::eventually("the first download to start", || dest.join("set/a.bin.part").exists());
+    // SAFETY: kill sends a signal to a child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("error: interrupted: ") && err.contains("run the same command again"),
+        "{err}"
+    );
+    assert_eq!(err.lines().filter(|l| l.starts_with("error: ")).count(), 1, "{err}");
+    assert!(!dest.join("set/c.bin").exists());
+
+    let out = get().output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for name in ["a.bin", "b.bin", "c.bin"] {
+        assert_eq!(
+            std::fs::read(dest.join("set").join(name)).unwrap(),
+            std::fs::read(set.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+}
