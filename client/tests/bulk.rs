@@ -271,37 +271,50 @@ fn trees_are_shared_listed_and_fetched_by_name_prefix_and_glob() {
     );
 }
 
+/// A group `g` whose owner alice shares `set/{a,b,c}.bin` (`len` bytes
+/// each) from a node that sends each piece `delay_ms` late, and bob, a
+/// member; returns them and the shared directory.
+fn slow_group(
+    dir: &Path,
+    info: &Path,
+    delay_ms: &str,
+    len: usize,
+) -> (NodeProc, NodeProc, PathBuf) {
+    let mut alice = NodeProc::spawn(
+        "127.0.0.1:0",
+        info,
+        &dir.join("state-a"),
+        &[("RINGSHARE_SERVE_DELAY_MS", delay_ms)],
+        None,
+    );
+    alice.ok("create_user alice pw-a");
+    alice.ok("login alice pw-a");
+    alice.ok("create_group g");
+    let set = dir.join("set");
+    std::fs::create_dir(&set).unwrap();
+    for (name, seed) in [("a.bin", 1), ("b.bin", 2), ("c.bin", 3)] {
+        random_file(&set.join(name), len, seed);
+    }
+    let pieces = 3 * len.div_ceil(512 * 1024);
+    assert_eq!(
+        alice.cmd(&format!("upload_file {} g", set.display())),
+        [format!("shared 3 file(s) in g: {} bytes, {pieces} pieces", 3 * len)]
+    );
+    let mut bob = NodeProc::start(info, &dir.join("state-b"));
+    bob.ok("create_user bob pw-b");
+    bob.ok("login bob pw-b");
+    bob.ok("join_group g");
+    alice.ok("accept_request g bob");
+    (alice, bob, set)
+}
+
 #[test]
 fn a_group_that_changes_during_a_bulk_fetch_is_reported_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
     let (_t, info) = TrackerProc::start(dir.path());
     // The sharer serves each piece a second late: the fetch is still on
     // its first file when the group changes.
-    let mut alice = NodeProc::spawn(
-        "127.0.0.1:0",
-        &info,
-        &dir.path().join("state-a"),
-        &[("RINGSHARE_SERVE_DELAY_MS", "1000")],
-        None,
-    );
-    alice.ok("create_user alice pw-a");
-    alice.ok("login alice pw-a");
-    alice.ok("create_group g");
-    let set = dir.path().join("set");
-    std::fs::create_dir(&set).unwrap();
-    for (name, seed) in [("a.bin", 1), ("b.bin", 2), ("c.bin", 3)] {
-        random_file(&set.join(name), 1000, seed);
-    }
-    assert_eq!(
-        alice.cmd(&format!("upload_file {} g", set.display())),
-        ["shared 3 file(s) in g: 3000 bytes, 3 pieces"]
-    );
-    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
-    bob.ok("create_user bob pw-b");
-    bob.ok("login bob pw-b");
-    bob.ok("join_group g");
-    alice.ok("accept_request g bob");
-
+    let (mut alice, _bob, set) = slow_group(dir.path(), &info, "1000", 1000);
     let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
     let dest = dir.path().join("dest");
     let get = bob1
@@ -346,28 +359,7 @@ fn a_group_that_changes_during_a_bulk_fetch_is_reported_not_fatal() {
 fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
     let dir = tempfile::tempdir().unwrap();
     let (_t, info) = TrackerProc::start(dir.path());
-    let mut alice = NodeProc::spawn(
-        "127.0.0.1:0",
-        &info,
-        &dir.path().join("state-a"),
-        &[("RINGSHARE_SERVE_DELAY_MS", "500")],
-        None,
-    );
-    alice.ok("create_user alice pw-a");
-    alice.ok("login alice pw-a");
-    alice.ok("create_group g");
-    let set = dir.path().join("set");
-    std::fs::create_dir(&set).unwrap();
-    for (name, seed) in [("a.bin", 1), ("b.bin", 2), ("c.bin", 3)] {
-        random_file(&set.join(name), 2 * 1024 * 1024, seed);
-    }
-    alice.ok(&format!("upload_file {} g", set.display()));
-    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
-    bob.ok("create_user bob pw-b");
-    bob.ok("login bob pw-b");
-    bob.ok("join_group g");
-    alice.ok("accept_request g bob");
-
+    let (_alice, _bob, set) = slow_group(dir.path(), &info, "500", 2 * 1024 * 1024);
     let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
     let dest = dir.path().join("dest");
     let get = || {
