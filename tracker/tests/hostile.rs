@@ -362,14 +362,23 @@ async fn a_failed_op_log_write_stops_the_tracker_and_loses_nothing_acknowledged(
     let mut acked = Vec::new();
     let mut refused = None;
     for i in 0..5000 {
-        match call(&mut s, &Request::CreateGroup { token, group: group(i) }).await {
-            Response::Done => acked.push(i),
-            Response::Refused(Refusal::Internal(why)) => {
+        let req = Request::CreateGroup { token, group: group(i) };
+        write_msg(&mut s, REQUEST, &req).await.unwrap();
+        // The tracker stops as soon as the write fails: its refusal may
+        // arrive, or the link may end first. Either way nothing was
+        // acknowledged.
+        match read_msg::<Response, _>(&mut s, RESPONSE).await {
+            Ok(Some(Response::Done)) => acked.push(i),
+            Ok(Some(Response::Refused(Refusal::Internal(why)))) => {
                 assert!(why.contains("op log"), "{why}");
                 refused = Some(i);
                 break;
             }
-            other => panic!("unexpected {other:?}"),
+            Ok(None) | Err(_) => {
+                refused = Some(i);
+                break;
+            }
+            Ok(Some(other)) => panic!("unexpected {other:?}"),
         }
     }
     let refused = refused.expect("a full disk made a write fail");
