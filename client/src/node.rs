@@ -435,7 +435,7 @@ impl Node {
         // Registered several at once on the pooled links: one round trip
         // per file in turn is a long wait with a distant tracker. Each file
         // is served before the tracker lists it.
-        let calls = self.info_fetcher()?;
+        let calls = self.tracker_calls()?;
         let mut shared = Vec::new();
         let mut hashed = hashed.into_iter();
         let mut asking = tokio::task::JoinSet::new();
@@ -700,10 +700,10 @@ impl Node {
         self.download_with(group, file, dest, info)
     }
 
-    /// What downloads need from the tracker, fetched apart from the node
-    /// (a bulk `get` asks for the next files' while others download).
-    pub fn info_fetcher(&self) -> Result<InfoFetcher> {
-        Ok(InfoFetcher { links: self.pool_links.clone(), token: self.token()? })
+    /// Calls to the trackers that run apart from the node, on its pooled
+    /// links.
+    pub fn tracker_calls(&self) -> Result<TrackerCalls> {
+        Ok(TrackerCalls { links: self.pool_links.clone(), token: self.token()? })
     }
 
     /// `download_file` with the tracker's answer already in hand.
@@ -1068,15 +1068,16 @@ pub struct FileInfo {
     pub ticket: Vec<u8>,
 }
 
-/// Asks the trackers for [`FileInfo`]s on the node's pooled links; cheap to
-/// clone into tasks.
+/// Requests to the trackers on the node's pooled links, apart from the node
+/// (a bulk `get` asks for the next files' [`FileInfo`] ahead, a bulk share
+/// registers several files at once); cheap to clone into tasks.
 #[derive(Debug, Clone)]
-pub struct InfoFetcher {
+pub struct TrackerCalls {
     links: LinkPool,
     token: Token,
 }
 
-impl InfoFetcher {
+impl TrackerCalls {
     /// Any request, on a pooled link.
     pub async fn call(&self, req: &Request) -> Result<Response> {
         Ok(self.links.call(req).await?)
@@ -1096,19 +1097,16 @@ impl InfoFetcher {
 /// Opens a shared file for serving, refusing one that is no longer the
 /// file that was hashed (length or modification time changed).
 fn opener(share: &LocalShare) -> Arc<ringshare_engine::serve::Opener> {
-    let (path, meta, mtime) = (share.path.clone(), share.meta.clone(), share.mtime_ns);
+    let share = share.clone();
     Arc::new(move || {
-        let f = File::open(&path)?;
-        let md = f.metadata()?;
-        let t =
-            md.modified()?.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        if !md.is_file() || md.len() != meta.len || t != mtime {
+        let f = File::open(&share.path)?;
+        if !share.unchanged(&f.metadata()?) {
             return Err(std::io::Error::other(format!(
                 "{} changed since it was shared",
-                path.display()
+                share.path.display()
             )));
         }
-        Ok(ServedFile::complete(meta.clone(), f))
+        Ok(ServedFile::complete(share.meta.clone(), f))
     })
 }
 

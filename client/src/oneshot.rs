@@ -146,21 +146,20 @@ async fn get_in(
     patterns: Vec<String>,
     dest: String,
 ) -> Result<()> {
-    if let [name] = patterns.as_slice() {
-        if !bulk::is_glob(name) {
-            // One name: that file, as always, unless it names only a directory.
-            let listed = node.list_group(&args.group, name).await?;
-            if !listed.iter().any(|f| names::under_dir(&f.name, name))
-                || listed.iter().any(|f| f.name == *name)
-            {
-                return get_one(node, args, name.clone(), dest).await;
-            }
-        }
-    }
     let selection = bulk::Selection::new(&patterns)?;
     let mut listed = Vec::new();
     for prefix in selection.list_prefixes() {
         listed.extend(node.list_group(&args.group, &prefix).await?);
+    }
+    if let [name] = patterns.as_slice() {
+        // One name: that file, as always, unless it names only a directory
+        // (the listing above, under the name, tells).
+        if !bulk::is_glob(name)
+            && (!listed.iter().any(|f| names::under_dir(&f.name, name))
+                || listed.iter().any(|f| f.name == *name))
+        {
+            return get_one(node, args, name.clone(), dest).await;
+        }
     }
     let (files, missed) = selection.select(listed);
     let dest = PathBuf::from(dest);
@@ -350,7 +349,7 @@ async fn get_many(
     // The tracker's answers for the next files are asked for ahead, several
     // at once: on a path with delay, one `FileInfo` round trip per file in
     // turn capped a bulk fetch at one file per RTT whatever --jobs said.
-    let fetcher = node.info_fetcher()?;
+    let fetcher = node.tracker_calls()?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("install SIGINT handler")?;
     let lookahead = 2 * usize::from(args.jobs);
@@ -358,21 +357,20 @@ async fn get_many(
         FileEntry,
         tokio::task::JoinHandle<Result<FileInfo>>,
     )> = std::collections::VecDeque::new();
+    let ask = |f: FileEntry| {
+        let (fetch, group, name) = (fetcher.clone(), args.group.clone(), f.name.clone());
+        (f, tokio::spawn(async move { fetch.fetch(&group, &name).await }))
+    };
     loop {
         while ahead.len() < lookahead {
             let Some(f) = queue.pop_front() else { break };
-            let (fetch, group, name) = (fetcher.clone(), args.group.clone(), f.name.clone());
-            ahead.push_back((f, tokio::spawn(async move { fetch.fetch(&group, &name).await })));
+            ahead.push_back(ask(f));
         }
         while running.len() < usize::from(args.jobs) {
             let Some((f, asked)) = ahead.pop_front() else { break };
             let info = asked.await.unwrap_or_else(|e| Err(anyhow!("tracker request task: {e}")));
             if let Some(next) = queue.pop_front() {
-                let (fetch, group, name) = (fetcher.clone(), args.group.clone(), next.name.clone());
-                ahead.push_back((
-                    next,
-                    tokio::spawn(async move { fetch.fetch(&group, &name).await }),
-                ));
+                ahead.push_back(ask(next));
             }
             match start_one(node, &args.group, &f, dest, &dest_s, info).await {
                 Ok(Some(download)) => {

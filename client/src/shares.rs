@@ -52,26 +52,30 @@ pub enum Staleness {
 impl LocalShare {
     /// Records a freshly hashed file.
     pub fn new(group: String, path: PathBuf, meta: FileMeta) -> std::io::Result<Self> {
-        let mtime_ns = mtime_ns(&path)?;
+        let mtime_ns = mtime_ns(&fs::metadata(&path)?)?;
         Ok(Self { group, path, meta, mtime_ns })
     }
 
     /// Checks that the file is still there and unchanged.
     pub fn check(&self) -> Result<(), Staleness> {
         let md = fs::metadata(&self.path).map_err(|e| Staleness::Missing(e.to_string()))?;
-        if !md.is_file() || md.len() != self.meta.len {
-            return Err(Staleness::Changed);
+        if self.unchanged(&md) {
+            Ok(())
+        } else {
+            Err(Staleness::Changed)
         }
-        match mtime_ns(&self.path) {
-            Ok(t) if t == self.mtime_ns => Ok(()),
-            Ok(_) => Err(Staleness::Changed),
-            Err(e) => Err(Staleness::Missing(e.to_string())),
-        }
+    }
+
+    /// Whether `md` (of the file at `path`, or of a descriptor opened on
+    /// it) still has the length and modification time the file was hashed
+    /// with.
+    pub fn unchanged(&self, md: &fs::Metadata) -> bool {
+        md.is_file() && md.len() == self.meta.len && mtime_ns(md).is_ok_and(|t| t == self.mtime_ns)
     }
 }
 
-fn mtime_ns(path: &Path) -> std::io::Result<u128> {
-    let t = fs::metadata(path)?.modified()?;
+fn mtime_ns(md: &fs::Metadata) -> std::io::Result<u128> {
+    let t = md.modified()?;
     Ok(t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0))
 }
 

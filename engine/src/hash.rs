@@ -124,6 +124,15 @@ impl HashPool {
         }
         let len = md.len();
         let mtime = md.modified().ok();
+        // Bytes rewritten in place (same length) show in the mtime; a file
+        // that grew shows in the length.
+        let unchanged = |file: &File| -> Result<(), HashError> {
+            let after = file.metadata().map_err(io_err("inspect"))?;
+            if after.len() != len || after.modified().ok() != mtime {
+                return Err(HashError::Changed(shown.clone()));
+            }
+            Ok(())
+        };
         let geometry = Geometry::new(len);
         let count = geometry.piece_count() as usize;
         advise_sequential(&file);
@@ -140,10 +149,7 @@ impl HashPool {
                 Err(e) => return Err(io_err("read")(e).into()),
             }
             after_read(0);
-            let after = file.metadata().map_err(io_err("inspect"))?;
-            if after.len() != len || after.modified().ok() != mtime {
-                return Err(HashError::Changed(shown));
-            }
+            unchanged(&file)?;
             let digest = sha1_of(&buf);
             return Ok(FileMeta {
                 name: name.to_owned(),
@@ -199,12 +205,7 @@ impl HashPool {
                 let _ = free_tx.send(buf);
             }
         }
-        // Bytes rewritten in place (same length) show in the mtime; a file
-        // that grew shows in the length.
-        let after = file.metadata().map_err(io_err("inspect"))?;
-        if after.len() != len || after.modified().ok() != mtime {
-            return Err(HashError::Changed(shown));
-        }
+        unchanged(&file)?;
         let sha1 = Sha1Digest(whole.finalize().into());
         Ok(FileMeta { name: name.to_owned(), len, sha1, piece_hashes })
     }

@@ -178,6 +178,15 @@ impl<'a> Online<'a> {
     fn get(&self, s: &Sharer) -> Option<&'a Token> {
         self.0.get(&(s.user.as_str(), s.peer_addr.as_str())).copied()
     }
+
+    /// A file as `list_files` shows it, with its online sharers counted.
+    fn entry(&self, f: &SharedFile) -> FileEntry {
+        FileEntry {
+            name: f.meta.name.clone(),
+            len: f.meta.len,
+            peers: f.sharers.iter().filter(|s| self.get(s).is_some()).count() as u32,
+        }
+    }
 }
 
 /// The whole replicated state of a tracker.
@@ -370,14 +379,7 @@ impl State {
     ) -> Result<Vec<FileEntry>, Refusal> {
         let g = self.member_group(user, group)?;
         let online = self.online_sessions(live);
-        Ok(g.files
-            .values()
-            .map(|f| FileEntry {
-                name: f.meta.name.clone(),
-                len: f.meta.len,
-                peers: f.sharers.iter().filter(|s| online.get(s).is_some()).count() as u32,
-            })
-            .collect())
+        Ok(g.files.values().map(|f| online.entry(f)).collect())
     }
 
     /// One page of the files of a group `user` belongs to, in name order:
@@ -404,15 +406,8 @@ impl State {
             .files
             .range::<String, _>((start, Bound::Unbounded))
             .take_while(|(name, _)| name.starts_with(prefix));
-        let files: Vec<FileEntry> = matching
-            .by_ref()
-            .take(limit)
-            .map(|(_, f)| FileEntry {
-                name: f.meta.name.clone(),
-                len: f.meta.len,
-                peers: f.sharers.iter().filter(|s| online.get(s).is_some()).count() as u32,
-            })
-            .collect();
+        let files: Vec<FileEntry> =
+            matching.by_ref().take(limit).map(|(_, f)| online.entry(f)).collect();
         let more = matching.next().is_some();
         Ok((files, more))
     }
