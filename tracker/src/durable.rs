@@ -133,11 +133,12 @@ impl DataDir {
             torn_bytes += rec.torn_bytes;
             last_seq = rec.last_seq;
             for e in rec.entries {
-                if replica.receive(e).unwrap_or(false) {
+                if replica.receive_deferred(e).unwrap_or(false) {
                     replayed += 1;
                 }
             }
         }
+        replica.settle();
         let current_log = logs.last().copied().unwrap_or(next_log);
         if logs.last() != Some(&current_log) {
             last_seq = 0;

@@ -110,6 +110,10 @@ pub struct Replica {
     entries: BTreeMap<Stamp, Entry>,
     current: State,
     known: Known,
+    /// `current` lags `entries`: entries were inserted before newer ones
+    /// with [`Replica::receive_deferred`] and [`Replica::settle`] has not
+    /// rebuilt it yet.
+    stale: bool,
 }
 
 impl Replica {
@@ -134,10 +138,12 @@ impl Replica {
             known: img.base_known.clone(),
             base_known: img.base_known,
             entries: BTreeMap::new(),
+            stale: false,
         };
         for e in img.entries {
-            let _ = r.receive(e);
+            let _ = r.receive_deferred(e);
         }
+        r.settle();
         r
     }
 
@@ -154,6 +160,7 @@ impl Replica {
 
     /// The current state.
     pub fn state(&self) -> &State {
+        debug_assert!(!self.stale, "read a replica's state between receive_deferred and settle");
         &self.current
     }
 
@@ -174,6 +181,7 @@ impl Replica {
 
     /// Applies a local op stamped at `wall_ms`; the entry to log and send.
     pub fn propose(&mut self, op: Op, wall_ms: u64) -> Result<Entry, Refusal> {
+        self.settle();
         self.current.apply(&op)?;
         let stamp = self.hlc.now(wall_ms);
         let seq = self.known.get(&self.me).copied().unwrap_or(0) + 1;
@@ -186,6 +194,17 @@ impl Replica {
     /// Takes an entry from another tracker (or from the log at start-up).
     /// Returns whether it was new.
     pub fn receive(&mut self, entry: Entry) -> Result<bool, ReceiveError> {
+        let r = self.receive_deferred(entry);
+        self.settle();
+        r
+    }
+
+    /// [`Replica::receive`] without bringing the state up to date when the
+    /// entry lands before newer ones: a batch of late entries (a tracker
+    /// back from a partition, a log replayed) costs one rebuild, in
+    /// [`Replica::settle`], instead of one per entry (quadratic). Call
+    /// `settle` before reading the state or proposing.
+    pub fn receive_deferred(&mut self, entry: Entry) -> Result<bool, ReceiveError> {
         let origin = entry.stamp.origin;
         let have = self.known.get(&origin).copied().unwrap_or(0);
         if entry.origin_seq <= have {
@@ -197,16 +216,22 @@ impl Replica {
         self.known.insert(origin, entry.origin_seq);
         self.hlc.observe(entry.stamp);
         let newest = self.entries.keys().next_back().is_none_or(|last| entry.stamp > *last);
-        let stamp = entry.stamp;
-        if newest {
+        if newest && !self.stale {
             // A refusal here is the conflict rule at work: no change.
             let _ = self.current.apply(&entry.op);
-            self.entries.insert(stamp, entry);
         } else {
-            self.entries.insert(stamp, entry);
-            self.rebuild();
+            self.stale = true;
         }
+        self.entries.insert(entry.stamp, entry);
         Ok(true)
+    }
+
+    /// Brings the state up to date after [`Replica::receive_deferred`].
+    pub fn settle(&mut self) {
+        if self.stale {
+            self.rebuild();
+            self.stale = false;
+        }
     }
 
     /// The entries a replica holding `theirs` lacks, in stamp order; `None`
@@ -246,6 +271,7 @@ impl Replica {
     /// acknowledged holdings) cover, up to the newest stamp every peer has
     /// seen: no entry older than that can still arrive.
     pub fn compact(&mut self, acked: &[Known]) {
+        self.settle();
         let held_by_all = |e: &Entry| {
             acked.iter().all(|k| k.get(&e.stamp.origin).copied().unwrap_or(0) >= e.origin_seq)
         };

@@ -657,7 +657,7 @@ impl Tracker {
                     gap = Some(refusal);
                     break;
                 }
-                match inner.replica.receive(e.clone()) {
+                match inner.replica.receive_deferred(e.clone()) {
                     Ok(true) => {
                         waits.extend(inner.append(&e));
                         fresh.push(e);
@@ -669,6 +669,8 @@ impl Tracker {
                     }
                 }
             }
+            // One rebuild for the batch, however many entries came late.
+            inner.replica.settle();
         }
         for rx in waits {
             if let Err(why) = logged(rx).await {
