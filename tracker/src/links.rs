@@ -79,7 +79,29 @@ fn pin_name(no: usize) -> String {
 /// Prints the public key of the key file in `data_dir` (creating it if
 /// needed): `ringshare-tracker --print-key`.
 pub fn print_key(data_dir: &Path) -> Result<PublicKey, KeyFileError> {
-    load_or_create_key(&data_dir.join(KEY_FILE)).map(|k| k.public())
+    let path = data_dir.join(KEY_FILE);
+    let new = !path.exists();
+    let key = load_or_create_key(&path)?.public();
+    if new {
+        // The tracker has not run yet: its first start is not a restart
+        // after losing its data (see [`has_run_before`]).
+        let _ = std::fs::write(data_dir.join(UNUSED_KEY_MARKER), b"");
+    }
+    Ok(key)
+}
+
+/// Marks a key made by `--print-key` before the tracker's first start.
+pub const UNUSED_KEY_MARKER: &str = "tracker.key.unused";
+
+/// Whether the tracker of `data_dir` has run before: its key file exists
+/// and was not just made by `--print-key`. Call before [`Links::open`].
+pub fn has_run_before(data_dir: &Path) -> bool {
+    data_dir.join(KEY_FILE).exists() && !data_dir.join(UNUSED_KEY_MARKER).exists()
+}
+
+/// Forgets the `--print-key` marker once the tracker has started.
+pub fn key_used(data_dir: &Path) {
+    let _ = std::fs::remove_file(data_dir.join(UNUSED_KEY_MARKER));
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use ringshare_engine::proto::{Request, Response};
 use ringshare_engine::tracker_info::TrackerList;
 use ringshare_tracker::guard::LimitsConfig;
 use ringshare_tracker::links::Links;
@@ -45,6 +46,15 @@ struct Args {
     /// trackers only.
     #[arg(long)]
     digest: bool,
+    /// Like --digest, and write the state itself (postcard) to PATH; prints
+    /// `DIGEST ops=N known=ORIGIN:COUNT,...`. For checkers (the nemesis).
+    #[arg(long, value_name = "PATH")]
+    dump_state: Option<PathBuf>,
+    /// Tests only: read a signed number of milliseconds from PATH now and
+    /// every 100 ms and add it to this tracker's wall clock (fault injection
+    /// of clock skew; a missing or unreadable file means 0).
+    #[arg(long, value_name = "PATH", hide = true)]
+    test_clock_offset_file: Option<PathBuf>,
     /// Where the op log and snapshots live [default: ./tracker-<NO>.data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -125,6 +135,12 @@ async fn run(args: Args) -> Result<()> {
     if args.digest {
         return print_digest(&list, tracker_no).await;
     }
+    if let Some(path) = &args.dump_state {
+        return dump_state(&list, tracker_no, path).await;
+    }
+    if let Some(path) = args.test_clock_offset_file.clone() {
+        follow_clock_offset(path);
+    }
     let Some(addr) = list.get(tracker_no) else {
         bail!(
             "tracker number {} is not in {} (it lists {} tracker(s), numbered from 1)",
@@ -138,6 +154,8 @@ async fn run(args: Args) -> Result<()> {
         .filter(|n| *n != tracker_no)
         .filter_map(|n| Some((u16::try_from(n).ok()?, list.get(n)?)))
         .collect();
+    let data_dir =
+        args.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("tracker-{me}.data")));
     let config = TrackerConfig {
         me,
         peer_addrs: peers.clone(),
@@ -158,9 +176,9 @@ async fn run(args: Args) -> Result<()> {
             signups_per_minute: args.signups_per_minute.max(1),
         },
         max_clock_skew: std::time::Duration::from_secs(args.max_clock_skew),
+        own_addr: Some(addr),
+        has_run_before: ringshare_tracker::links::has_run_before(&data_dir),
     };
-    let data_dir =
-        args.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("tracker-{me}.data")));
     let (tracker, rec) = Tracker::open(config, &data_dir)
         .with_context(|| format!("open the data directory {}", data_dir.display()))?;
     let torn = if rec.torn_bytes > 0 {
@@ -170,6 +188,7 @@ async fn run(args: Args) -> Result<()> {
     };
     tracing::info!("recovered {} op(s) from {}{torn}", rec.replayed, data_dir.display());
     let links = Arc::new(Links::open(&data_dir, list.clone())?);
+    ringshare_tracker::links::key_used(&data_dir);
     let tracker = Arc::new(tracker);
     // Signal handlers go in before the readiness line: a SIGTERM right after
     // it must stop the tracker cleanly, not kill it.
@@ -198,10 +217,11 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// `--digest`: asks tracker `no` of `list` for its state digest.
-async fn print_digest(list: &TrackerList, no: usize) -> Result<()> {
+/// One admin request to tracker `no` of `list` over the encrypted link (the
+/// key its line gives is checked).
+async fn ask_admin(list: &TrackerList, no: usize, req: Request) -> Result<Response> {
     use ringshare_engine::control::{read_msg, write_msg};
-    use ringshare_engine::proto::{Request, Response, REQUEST, RESPONSE};
+    use ringshare_engine::proto::{REQUEST, RESPONSE};
     use ringshare_engine::secure::{Keypair, CONTROL_PROLOGUE};
     use ringshare_engine::secure_io::SecureStream;
     let addr = list.get(no).with_context(|| format!("no tracker number {no} in the list"))?;
@@ -209,7 +229,7 @@ async fn print_digest(list: &TrackerList, no: usize) -> Result<()> {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
         let me = Keypair::generate();
         let mut s = SecureStream::connect(tcp, &me, CONTROL_PROLOGUE, list.key(no)).await?;
-        write_msg(&mut s, REQUEST, &Request::StateDigest).await?;
+        write_msg(&mut s, REQUEST, &req).await?;
         anyhow::Ok(read_msg::<Response, _>(&mut s, RESPONSE).await?)
     };
     let answer = tokio::time::timeout(std::time::Duration::from_secs(10), ask)
@@ -217,13 +237,49 @@ async fn print_digest(list: &TrackerList, no: usize) -> Result<()> {
         .with_context(|| format!("tracker {no} at {addr}: no answer in 10 s"))?
         .with_context(|| format!("tracker {no} at {addr}"))?;
     match answer {
-        Some(Response::StateDigest { digest, ops }) => {
+        Some(Response::Refused(r)) => bail!("tracker {no} at {addr}: {r}"),
+        Some(r) => Ok(r),
+        None => bail!("tracker {no} at {addr}: closed the connection"),
+    }
+}
+
+/// `--digest`: asks tracker `no` of `list` for its state digest.
+async fn print_digest(list: &TrackerList, no: usize) -> Result<()> {
+    match ask_admin(list, no, Request::StateDigest).await? {
+        Response::StateDigest { digest, ops } => {
             println!("{} ops={ops}", hex::encode(digest));
             Ok(())
         }
-        Some(Response::Refused(r)) => bail!("tracker {no} at {addr}: {r}"),
-        other => bail!("tracker {no} at {addr}: unexpected answer {other:?}"),
+        other => bail!("tracker {no}: unexpected answer {other:?}"),
     }
+}
+
+/// `--dump-state PATH`: asks tracker `no` of `list` for its state and writes
+/// it to `path`.
+async fn dump_state(list: &TrackerList, no: usize, path: &std::path::Path) -> Result<()> {
+    match ask_admin(list, no, Request::StateImage).await? {
+        Response::StateImage { digest, known, state } => {
+            std::fs::write(path, &state).with_context(|| format!("write {}", path.display()))?;
+            let ops: u64 = known.iter().map(|(_, n)| n).sum();
+            let known: Vec<String> = known.iter().map(|(o, n)| format!("{o}:{n}")).collect();
+            println!("{} ops={ops} known={}", hex::encode(digest), known.join(","));
+            Ok(())
+        }
+        other => bail!("tracker {no}: unexpected answer {other:?}"),
+    }
+}
+
+/// `--test-clock-offset-file`: keeps this process's clock offset equal to the
+/// number in `path` (read every 100 ms), so a test can jump the clock.
+fn follow_clock_offset(path: PathBuf) {
+    let read = move || {
+        std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<i64>().ok()).unwrap_or(0)
+    };
+    ringshare_tracker::service::set_clock_offset_ms(read());
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        ringshare_tracker::service::set_clock_offset_ms(read());
+    });
 }
 
 /// Resolves when a `quit` (or `exit`) line arrives on standard input. End of

@@ -10,8 +10,9 @@
 //! time), `inner` (the state and its log), `live` (session liveness);
 //! `acked` alone. None is held across an `.await`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -73,6 +74,16 @@ pub struct TrackerConfig {
     /// refused (a tracker whose clock jumped ahead would otherwise win
     /// every last-writer-wins conflict for as long as it stays ahead).
     pub max_clock_skew: Duration,
+    /// The address this tracker listens on: a connection from its IP comes
+    /// from this host, like one from loopback (admin requests).
+    pub own_addr: Option<SocketAddr>,
+    /// This tracker has run before (its key predates this start). If its
+    /// data directory then holds no state, its data was lost: the other
+    /// trackers may hold ops it made, so it makes none (and takes no
+    /// changes) until each of them has sent it what it holds — new ops
+    /// would reuse the lost ones' (origin, seq) and be dropped as
+    /// duplicates everywhere else.
+    pub has_run_before: bool,
 }
 
 /// The default number of hashing threads: one per core.
@@ -93,6 +104,8 @@ impl Default for TrackerConfig {
             hash_queue: 32,
             limits: LimitsConfig::default(),
             max_clock_skew: Duration::from_secs(300),
+            own_addr: None,
+            has_run_before: false,
         }
     }
 }
@@ -104,6 +117,8 @@ pub struct Recovery {
     pub replayed: usize,
     /// Bytes of torn tail dropped.
     pub torn_bytes: u64,
+    /// The data directory held no state though the tracker had run before.
+    pub lost: bool,
 }
 
 struct Inner {
@@ -146,23 +161,50 @@ pub struct Tracker {
     /// This tracker's own entries known to be on disk (see [`Durable`]):
     /// catch-up sends no own entry beyond them.
     durable_own: Arc<Mutex<Durable>>,
+    /// Peers to hear from before taking changes (see
+    /// [`TrackerConfig::has_run_before`]); empty in normal running.
+    waiting_for: Mutex<BTreeSet<u16>>,
 }
 
-/// Which of a tracker's own entries (by seq) are on disk: every one up to
-/// `prefix`, and those in `ahead` beyond it (acknowledged out of order).
+/// A tracker's own entries on disk, released to the feed in seq order:
+/// every one up to `prefix` is on disk and has gone to the feed; those in
+/// `ahead` are on disk and wait for a predecessor (group commit wakes its
+/// writers in any order). Catch-up offers own entries up to `prefix` only
+/// and the feed carries each later one, in order: the prefix moves and the
+/// feed is sent to under one lock, so a stream that subscribed before its
+/// catch-up misses none. (Released out of order, an entry sent on the feed
+/// before a stream subscribed but beyond the prefix its catch-up saw
+/// reached that stream never, and the stream held back every later own
+/// entry behind it until it reconnected.)
 #[derive(Debug, Default)]
 struct Durable {
     prefix: u64,
-    ahead: std::collections::BTreeSet<u64>,
+    ahead: BTreeMap<u64, Entry>,
 }
 
 impl Durable {
-    fn mark(&mut self, seq: u64) {
-        if seq > self.prefix {
-            self.ahead.insert(seq);
+    /// Own entry `e` is on disk.
+    fn settle(&mut self, e: Entry, feed: &broadcast::Sender<Entry>) {
+        if e.origin_seq > self.prefix {
+            self.ahead.insert(e.origin_seq, e);
         }
-        while self.ahead.remove(&(self.prefix + 1)) {
+        self.release(feed);
+    }
+
+    /// Every own entry up to `seq` is on disk and on the feed already (it
+    /// came back from a peer after this tracker lost its data).
+    fn raise_to(&mut self, seq: u64, feed: &broadcast::Sender<Entry>) {
+        if seq > self.prefix {
+            self.prefix = seq;
+            self.ahead.retain(|s, _| *s > seq);
+        }
+        self.release(feed);
+    }
+
+    fn release(&mut self, feed: &broadcast::Sender<Entry>) {
+        while let Some(next) = self.ahead.remove(&(self.prefix + 1)) {
             self.prefix += 1;
+            let _ = feed.send(next);
         }
     }
 }
@@ -199,6 +241,7 @@ impl Tracker {
         let Opened { replica, log, dir, replayed, torn_bytes } =
             DataDir::open(data_dir, config.me)?;
         let recovered_own = replica.known().get(&config.me).copied().unwrap_or(0);
+        let lost = config.has_run_before && replica.known().is_empty();
         let inner = Inner { replica, log: Some(log), dir: Some(dir), since_snapshot: replayed };
         let t = Self::build(config, inner);
         // What was replayed is on disk.
@@ -206,8 +249,53 @@ impl Tracker {
         // Every session restored from disk gets a full TTL to show up again.
         let tokens: Vec<Token> = t.lock().replica.state().tokens().copied().collect();
         t.touch_all(&tokens);
-        t.ensure_ticket_key();
-        Ok((t, Recovery { replayed, torn_bytes }))
+        let peers: BTreeSet<u16> = t.config.peer_addrs.iter().map(|(n, _)| *n).collect();
+        if lost && !peers.is_empty() {
+            tracing::warn!(
+                "no state in the data directory, but this tracker has run before: it takes no \
+                 changes until trackers {peers:?} have sent it what they hold"
+            );
+            *t.waiting_for() = peers;
+        } else {
+            t.ensure_ticket_key();
+        }
+        Ok((t, Recovery { replayed, torn_bytes, lost }))
+    }
+
+    fn waiting_for(&self) -> MutexGuard<'_, BTreeSet<u16>> {
+        self.waiting_for.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tracker `peer` has sent this one everything it held when this one
+    /// last connected (its catch-up is followed by the first `Alive`).
+    /// Once every peer has, a tracker that lost its data takes changes again.
+    pub fn heard_from(&self, peer: u16) {
+        let done = {
+            let mut waiting = self.waiting_for();
+            waiting.remove(&peer) && waiting.is_empty()
+        };
+        if done {
+            let own = self.known().get(&self.config.me).copied().unwrap_or(0);
+            tracing::info!(
+                "caught up with every tracker ({own} op(s) of this one's own): taking changes"
+            );
+            self.ensure_ticket_key();
+        }
+    }
+
+    /// Refuses changes while this tracker, having lost its data, has not
+    /// heard from every peer.
+    fn not_waiting(&self) -> Result<(), Refusal> {
+        let waiting = self.waiting_for();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = waiting.iter().map(u16::to_string).collect();
+        Err(Refusal::CatchingUp(format!(
+            "this tracker lost its data and takes no changes until tracker(s) {} have sent it \
+             what they hold; try another tracker",
+            list.join(", ")
+        )))
     }
 
     /// Makes the ticket signing key if no tracker has yet. Two trackers that
@@ -225,8 +313,7 @@ impl Tracker {
             let logged = inner.append(&e);
             let settle = move |ok: bool| {
                 if ok {
-                    lock_durable(&durable).mark(e.origin_seq);
-                    let _ = feed.send(e);
+                    lock_durable(&durable).settle(e, &feed);
                 }
             };
             match logged {
@@ -270,6 +357,7 @@ impl Tracker {
             files_cache: Mutex::new(HashMap::new()),
             failed: tokio::sync::watch::Sender::new(None),
             durable_own: Arc::default(),
+            waiting_for: Mutex::default(),
             config,
             inner: Mutex::new(inner),
             live: Mutex::new(HashMap::new()),
@@ -302,6 +390,19 @@ impl Tracker {
         };
         let bytes = postcard::to_stdvec(&state).unwrap_or_default();
         (ringshare_engine::hash::sha1_of(&bytes).0, ops)
+    }
+
+    /// State digests and images are for this host and the listed trackers.
+    fn admin_only(&self, from: IpAddr) -> Result<(), Refusal> {
+        let listed = self.config.peer_addrs.iter().any(|(_, a)| a.ip() == from);
+        let own = self.config.own_addr.is_some_and(|a| a.ip() == from);
+        if from.is_loopback() || listed || own {
+            Ok(())
+        } else {
+            Err(Refusal::BadRequest(
+                "state digests are for this host and the listed trackers".into(),
+            ))
+        }
     }
 
     /// A copy of the current state (for tests and comparisons).
@@ -474,14 +575,22 @@ impl Tracker {
                 Ok(Response::Done)
             }
             Request::StateDigest => {
-                let listed = self.config.peer_addrs.iter().any(|(_, a)| a.ip() == from);
-                if !(from.is_loopback() || listed) {
-                    return Err(Refusal::BadRequest(
-                        "state digests are for this host and the listed trackers".into(),
-                    ));
-                }
+                self.admin_only(from)?;
                 let (digest, ops) = self.state_digest();
                 Ok(Response::StateDigest { digest, ops })
+            }
+            Request::StateImage => {
+                self.admin_only(from)?;
+                let (state, known) = {
+                    let inner = self.lock();
+                    let known: Vec<(u16, u64)> =
+                        inner.replica.known().iter().map(|(o, n)| (*o, *n)).collect();
+                    (inner.replica.state().clone(), known)
+                };
+                let state = postcard::to_stdvec(&state)
+                    .map_err(|e| Refusal::Internal(format!("encode the state: {e}")))?;
+                let digest = ringshare_engine::hash::sha1_of(&state).0;
+                Ok(Response::StateImage { digest, known, state })
             }
             Request::Heartbeat { token } => {
                 self.session(&token)?;
@@ -612,6 +721,7 @@ impl Tracker {
     /// Applies an op, logs it (fsync'ed with group commit) and hands it to
     /// the other trackers: the single path by which a client changes state.
     async fn commit(&self, op: Op) -> Result<(), Refusal> {
+        self.not_waiting()?;
         let (entry, durable, snapshot_due) = {
             let mut inner = self.lock();
             let entry = inner.replica.propose(op, wall_ms())?;
@@ -626,8 +736,7 @@ impl Tracker {
                 return Err(Refusal::Internal(format!("op log: {why}")));
             }
         }
-        self.durable().mark(entry.origin_seq);
-        let _ = self.feed.send(entry);
+        self.durable().settle(entry, &self.feed);
         if snapshot_due {
             self.maybe_snapshot();
         }
@@ -688,6 +797,14 @@ impl Tracker {
             })
             .collect();
         self.touch_all(&logins);
+        {
+            // This tracker's own ops, lost with its data and sent back by a
+            // peer: on disk here now, and may be offered in catch-up again.
+            let mut durable = self.durable();
+            for e in fresh.iter().filter(|e| e.stamp.origin == self.config.me) {
+                durable.raise_to(e.origin_seq, &self.feed);
+            }
+        }
         for e in fresh {
             let _ = self.feed.send(e);
         }
@@ -716,6 +833,10 @@ impl Tracker {
         let ok = inner.replica.install(img);
         if ok {
             inner.snapshot_now(None);
+            // Own entries in the image came back from a peer that holds
+            // them: they may be offered in catch-up.
+            let own = inner.replica.known().get(&self.config.me).copied().unwrap_or(0);
+            self.durable().raise_to(own, &self.feed);
         }
         Ok(ok)
     }
@@ -955,8 +1076,20 @@ impl Inner {
     }
 }
 
+/// Milliseconds added to the wall clock: 0 except under a fault-injection
+/// test (`ringshare-tracker --test-clock-offset-file`), which moves this
+/// tracker's clock ahead or behind while it runs.
+static CLOCK_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Sets the offset added to this process's wall clock (tests only).
+pub fn set_clock_offset_ms(ms: i64) {
+    CLOCK_OFFSET_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64);
+    let offset = CLOCK_OFFSET_MS.load(std::sync::atomic::Ordering::Relaxed);
+    now.map(|ms| ms.saturating_add(offset).max(0) as u64).unwrap_or(0)
 }
 
 fn name(kind: NameKind, value: &str) -> Result<(), Refusal> {
@@ -1146,6 +1279,59 @@ mod tests {
         holder.join().unwrap();
         pending.await.unwrap().unwrap();
         assert_eq!(t.catch_up(&Known::new()).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn own_entries_reach_the_feed_in_order_whatever_order_they_settle_in() {
+        let (feed, mut rx) = broadcast::channel(16);
+        let mut d = Durable::default();
+        let mut r = Replica::new(1);
+        let op = |user: &str| Op::CreateUser { user: user.into(), password_hash: "x".into() };
+        let (a, b, c) = (
+            r.propose(op("a"), 1).unwrap(),
+            r.propose(op("b"), 2).unwrap(),
+            r.propose(op("c"), 3).unwrap(),
+        );
+        // b and c are on disk before a (one group commit, writers woken in
+        // any order): neither goes out, and catch-up offers none of them.
+        d.settle(c.clone(), &feed);
+        d.settle(b.clone(), &feed);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(d.prefix, 0);
+        d.settle(a.clone(), &feed);
+        let got: Vec<u64> =
+            std::iter::from_fn(|| rx.try_recv().ok()).map(|e| e.origin_seq).collect();
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(d.prefix, 3);
+    }
+
+    #[tokio::test]
+    async fn a_tracker_that_lost_its_data_makes_no_ops_until_its_peers_sent_its_own_back() {
+        // Before the loss, tracker 1 made the ticket key and three ops,
+        // which tracker 2 holds.
+        let mut before = Replica::new(1);
+        let op = |user: &str| Op::CreateUser { user: user.into(), password_hash: "x".into() };
+        let mut made =
+            vec![before.propose(Op::SetTicketKey { secret: [7; 32] }, wall_ms()).unwrap()];
+        made.extend(["a", "b", "c"].iter().map(|u| before.propose(op(u), wall_ms()).unwrap()));
+        // It restarts with an empty data directory but its old key.
+        let dir = tempfile::tempdir().unwrap();
+        let peer_addrs = vec![(2, "127.0.0.1:9".parse().unwrap())];
+        let config = TrackerConfig { peer_addrs, has_run_before: true, ..Default::default() };
+        let (t, rec) = Tracker::open(config, dir.path()).unwrap();
+        assert!(rec.lost);
+        // No ticket key of its own (it would reuse (1, 1)), no changes.
+        assert!(t.known().is_empty());
+        let r = t.commit(op("d")).await;
+        assert!(matches!(r, Err(Refusal::CatchingUp(_))), "{r:?}");
+        // Tracker 2's catch-up brings its four ops back; the first Alive
+        // after it says that was everything.
+        t.receive_remote(made).await.unwrap();
+        t.heard_from(2);
+        t.commit(op("d")).await.unwrap();
+        assert_eq!(t.known().get(&1), Some(&5), "the next op follows the lost ones");
+        // Its own ops that came back are on disk here: catch-up offers them.
+        assert_eq!(t.catch_up(&Known::new()).unwrap().len(), 5);
     }
 
     #[tokio::test]

@@ -140,6 +140,21 @@ where
             }
             _ = &mut acks => return Ok(()),
             _ = tick.tick() => {
+                if !held.is_empty() {
+                    // An entry still waits for its predecessor, which may
+                    // never come on the feed (the replica got it otherwise:
+                    // an image installed after this stream began). Fill the
+                    // gap from the replica; if it was compacted away, end:
+                    // the peer reconnects and gets an image.
+                    let Ok(entries) = tracker.catch_up(&sent) else { return Ok(()) };
+                    let mut batch = Vec::new();
+                    for e in entries {
+                        queue(e, &mut sent, &mut held, &mut batch);
+                    }
+                    for chunk in batch.chunks(BATCH) {
+                        write_msg(&mut wr, SYNC, &SyncMsg::Entries(chunk.to_vec())).await?;
+                    }
+                }
                 write_msg(&mut wr, SYNC, &SyncMsg::Alive(tracker.live_tokens())).await?;
                 write_msg(&mut wr, SYNC, &SyncMsg::Keys(tracker.live_keys())).await?;
             }
@@ -271,7 +286,11 @@ async fn pull_once(
                 }
                 write_msg(&mut s, SYNC, &SyncMsg::Ack { known: tracker.known() }).await?;
             }
-            SyncMsg::Alive(tokens) => tracker.touch_all(&tokens),
+            SyncMsg::Alive(tokens) => {
+                tracker.touch_all(&tokens);
+                // The catch-up came before it on the stream.
+                tracker.heard_from(peer);
+            }
             SyncMsg::Keys(keys) => tracker.learn_keys(&keys),
             SyncMsg::Hello { .. } | SyncMsg::Ack { .. } => return Err(FrameIoError::Kind(SYNC)),
         }

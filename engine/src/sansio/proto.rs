@@ -167,6 +167,9 @@ pub enum Request {
         /// Most entries wanted.
         limit: u32,
     },
+    /// The whole replicated state (`ringshare-tracker --dump-state`), for
+    /// checkers that compare trackers: served like [`Request::StateDigest`].
+    StateImage,
 }
 
 /// Most entries in one [`Response::FilesPage`]: with names of up to 1 KiB,
@@ -245,6 +248,15 @@ pub enum Response {
         files: Vec<FileEntry>,
         /// Whether more files match after the last one.
         more: bool,
+    },
+    /// The replicated state itself.
+    StateImage {
+        /// As in [`Response::StateDigest`].
+        digest: [u8; 20],
+        /// How many entries of each origin tracker it holds.
+        known: Vec<(u16, u64)>,
+        /// The state's canonical encoding (postcard), the bytes digested.
+        state: Vec<u8>,
     },
 }
 
@@ -331,6 +343,10 @@ pub enum Refusal {
     /// A limit was reached (pending join requests, metadata size).
     #[error("{0}")]
     Limit(String),
+    /// The tracker lost its data and is catching up from the others: it
+    /// takes no changes yet (reads still work).
+    #[error("{0}")]
+    CatchingUp(String),
 }
 
 /// Encodes a message as one complete frame of type `kind`.
@@ -385,6 +401,7 @@ mod tests {
             (arb_string(), arb_string())
                 .prop_map(|(user, password)| Request::CreateUser { user, password }),
             Just(Request::StateDigest),
+            Just(Request::StateImage),
             (arb_string(), arb_string(), arb_string()).prop_map(|(user, password, peer_addr)| {
                 Request::Login { user, password, peer_addr }
             }),
