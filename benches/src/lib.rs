@@ -3,4 +3,6 @@
 //! (`src/bin/tracker_load.rs`) drives a tracker with many concurrent clients;
 //! `perf/tracker_load.sh` runs it next to redis-benchmark.
 
+pub mod conn;
+pub mod nemesis;
 pub mod sim;

@@ -48,14 +48,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
-use ringshare_engine::control::read_msg;
-use ringshare_engine::meta::{FileMeta, Geometry, Sha1Digest};
-use ringshare_engine::proto::{encode_frame, Refusal, Request, Response, Token, REQUEST, RESPONSE};
-use ringshare_engine::secure::{Keypair, CONTROL_PROLOGUE};
-use ringshare_engine::secure_io::SecureStream;
+use ringshare_benches::conn::{file_meta, Conn};
+use ringshare_engine::meta::FileMeta;
+use ringshare_engine::proto::{Refusal, Request, Response, Token};
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
@@ -346,58 +342,6 @@ fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
 }
 
 // ---------------------------------------------------------------------------
-// One client connection.
-
-struct Conn {
-    s: SecureStream<TcpStream>,
-    timeout: Duration,
-}
-
-impl Conn {
-    async fn connect(addr: SocketAddr, source: Option<IpAddr>, timeout: Duration) -> Result<Self> {
-        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        if let Some(ip) = source {
-            socket.bind(SocketAddr::new(ip, 0)).with_context(|| format!("bind to {ip}"))?;
-        }
-        let stream = tokio::time::timeout(timeout, socket.connect(addr))
-            .await
-            .map_err(|_| anyhow!("connect to {addr}: timed out"))?
-            .with_context(|| format!("connect to {addr}"))?;
-        stream.set_nodelay(true)?;
-        let me = Keypair::generate();
-        let handshake = SecureStream::connect(stream, &me, CONTROL_PROLOGUE, None);
-        let s = tokio::time::timeout(timeout, handshake)
-            .await
-            .map_err(|_| anyhow!("handshake with {addr}: timed out"))??;
-        Ok(Self { s, timeout })
-    }
-
-    /// One request, one response.
-    async fn call(&mut self, req: &Request) -> Result<Response> {
-        let frame = encode_frame(REQUEST, req)?;
-        let exchange = async {
-            self.s.write_all(&frame).await?;
-            self.s.flush().await?;
-            read_msg::<Response, _>(&mut self.s, RESPONSE)
-                .await?
-                .ok_or_else(|| anyhow!("the tracker closed the connection"))
-        };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| anyhow!("no answer within {:?}", self.timeout))?
-    }
-
-    /// A request that must succeed with `Done`.
-    async fn done(&mut self, req: &Request) -> Result<()> {
-        match self.call(req).await? {
-            Response::Done => Ok(()),
-            Response::Refused(r) => bail!("refused: {r}"),
-            other => bail!("unexpected answer {other:?}"),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Names of this run.
 
 #[derive(Debug, Clone)]
@@ -423,16 +367,6 @@ impl Names {
     }
     fn private_group(&self, i: usize) -> String {
         format!("{}-{}-w{i}", self.prefix, self.run)
-    }
-}
-
-fn file_meta(name: String, len: u64, fill: u8) -> FileMeta {
-    let pieces = Geometry::new(len).piece_count() as usize;
-    FileMeta {
-        name,
-        len,
-        sha1: Sha1Digest([fill; 20]),
-        piece_hashes: (0..pieces).map(|p| Sha1Digest([fill ^ p as u8; 20])).collect(),
     }
 }
 
