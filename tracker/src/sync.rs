@@ -16,8 +16,11 @@
 //! an entry whose predecessor it has not sent yet.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ringshare_engine::control::{read_frame, read_msg, write_msg, FrameIoError};
@@ -38,8 +41,37 @@ use crate::service::Tracker;
 /// Frame type of tracker-to-tracker messages.
 pub const SYNC: u32 = 3;
 
-/// Most entries in one message.
-const BATCH: usize = 256;
+/// Most entries in one message, and about the most bytes: a receiver
+/// merges a message whose entries come late (a tracker back from a
+/// partition) with one rebuild of its state, so catch-up goes in few
+/// large messages (256 entries a message made that rebuild the
+/// bottleneck: about a thousand entries a second after a long partition).
+const BATCH: usize = 8192;
+const BATCH_BYTES: usize = 4 << 20;
+
+/// An entry's size on the wire.
+fn wire_len(e: &Entry) -> usize {
+    postcard::to_stdvec(e).map_or(BATCH_BYTES, |v| v.len())
+}
+
+/// `entries` cut into messages of at most [`BATCH`] entries and (unless
+/// one entry is larger) [`BATCH_BYTES`] bytes.
+fn messages(entries: &[Entry]) -> Vec<&[Entry]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, e) in entries.iter().enumerate() {
+        let len = wire_len(e);
+        if i > start && (i - start >= BATCH || bytes + len > BATCH_BYTES) {
+            out.push(&entries[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < entries.len() {
+        out.push(&entries[start..]);
+    }
+    out
+}
 
 /// A message between trackers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,7 +119,7 @@ where
     let mut held: BTreeMap<(u16, u64), Entry> = BTreeMap::new();
     match tracker.catch_up(&known) {
         Ok(entries) => {
-            for chunk in entries.chunks(BATCH) {
+            for chunk in messages(&entries) {
                 for e in chunk {
                     sent.insert(e.stamp.origin, e.origin_seq);
                 }
@@ -134,8 +166,8 @@ where
                         Err(_) => break,
                     }
                 }
-                if !batch.is_empty() {
-                    write_msg(&mut wr, SYNC, &SyncMsg::Entries(batch)).await?;
+                for chunk in messages(&batch) {
+                    write_msg(&mut wr, SYNC, &SyncMsg::Entries(chunk.to_vec())).await?;
                 }
             }
             _ = &mut acks => return Ok(()),
@@ -151,7 +183,7 @@ where
                     for e in entries {
                         queue(e, &mut sent, &mut held, &mut batch);
                     }
-                    for chunk in batch.chunks(BATCH) {
+                    for chunk in messages(&batch) {
                         write_msg(&mut wr, SYNC, &SyncMsg::Entries(chunk.to_vec())).await?;
                     }
                 }
@@ -222,8 +254,77 @@ pub async fn pull_forever(tracker: Arc<Tracker>, links: Arc<Links>, peer: u16, a
     }
 }
 
-/// How long a pull waits for any frame before reconnecting.
-const PULL_SILENCE: Duration = Duration::from_secs(10);
+/// How long a pull waits before asking again after refusing entries (or an
+/// image) stamped beyond the clock-skew bound: the clocks may agree again
+/// at any moment (a clock put right), so not long.
+const FUTURE_RETRY: Duration = Duration::from_secs(1);
+
+/// How long a pull waits for any byte before reconnecting: a healthy
+/// stream carries an `Alive` every second, so three missed mean the
+/// serving side is gone or cut off (a large frame still arriving is not
+/// silence). Ten seconds left a stream stalled by a healed partition for
+/// up to that long after the heal.
+const PULL_SILENCE: Duration = Duration::from_secs(3);
+
+/// A reader that fails with `TimedOut` once no byte has arrived for
+/// `limit` while a read waits (the time between reads does not count).
+struct Silence<S> {
+    inner: S,
+    limit: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    waiting: bool,
+}
+
+impl<S> Silence<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        Self { inner, limit, timer: Box::pin(tokio::time::sleep(limit)), waiting: false }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Silence<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                this.waiting = false;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if !this.waiting {
+                    this.waiting = true;
+                    let deadline = tokio::time::Instant::now() + this.limit;
+                    this.timer.as_mut().reset(deadline);
+                }
+                match this.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::ErrorKind::TimedOut.into())),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Silence<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 async fn pull_once(
     tracker: &Tracker,
@@ -235,6 +336,7 @@ async fn pull_once(
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let expect = links.expected(peer);
+        let tcp = Silence::new(tcp, PULL_SILENCE);
         SecureStream::connect(tcp, links.keypair(), CONTROL_PROLOGUE, expect)
             .await
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
@@ -248,12 +350,8 @@ async fn pull_once(
     let hello = SyncMsg::Hello { from: tracker.config().me, known: tracker.known() };
     write_msg(&mut s, SYNC, &hello).await?;
     loop {
-        // A healthy stream carries an `Alive` every second: silence this
-        // long means the serving side is gone without closing.
-        let frame = tokio::time::timeout(PULL_SILENCE, read_frame(&mut s))
-            .await
-            .map_err(|_| FrameIoError::Io(std::io::ErrorKind::TimedOut.into()))?;
-        let Some((kind, payload)) = frame? else { return Ok(()) };
+        // Silence (no byte for PULL_SILENCE) fails the read: reconnect.
+        let Some((kind, payload)) = read_frame(&mut s).await? else { return Ok(()) };
         if kind != SYNC {
             return Err(FrameIoError::Kind(kind));
         }
@@ -265,7 +363,7 @@ async fn pull_once(
                     // again in a while, not at once.
                     tracing::warn!("{gap}; reconnecting");
                     if matches!(gap, crate::replica::ReceiveError::FromTheFuture { .. }) {
-                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        tokio::time::sleep(FUTURE_RETRY).await;
                     }
                     return Ok(());
                 }
@@ -280,7 +378,7 @@ async fn pull_once(
                     Err(e) => {
                         // Refused until the clocks agree: ask again later.
                         tracing::warn!("{e}; reconnecting");
-                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        tokio::time::sleep(FUTURE_RETRY).await;
                         return Ok(());
                     }
                 }
@@ -309,6 +407,23 @@ mod tests {
             origin_seq: seq,
             op: Op::Logout { token: Token([0; 16]) },
         }
+    }
+
+    #[test]
+    fn messages_respect_the_count_and_the_byte_limit() {
+        let many: Vec<Entry> = (1..=BATCH as u64 * 2 + 5).map(|s| e(1, s)).collect();
+        let m = messages(&many);
+        assert_eq!(m.iter().map(|c| c.len()).collect::<Vec<_>>(), [BATCH, BATCH, 5]);
+        assert!(messages(&[]).is_empty());
+        let big = |seq| Entry {
+            stamp: Stamp { wall_ms: seq, counter: 0, origin: 1 },
+            origin_seq: seq,
+            op: Op::CreateUser { user: "u".into(), password_hash: "h".repeat(BATCH_BYTES / 3) },
+        };
+        let three: Vec<Entry> = (1..=3).map(big).collect();
+        let m = messages(&three);
+        assert_eq!(m.iter().map(|c| c.len()).collect::<Vec<_>>(), [2, 1]);
+        assert!(m.iter().all(|c| c.iter().map(wire_len).sum::<usize>() <= BATCH_BYTES));
     }
 
     #[test]
