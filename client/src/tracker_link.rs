@@ -1,9 +1,10 @@
 //! The client's connection to the trackers, with failover.
 //!
 //! The link talks to one tracker at a time, starting with the first of the
-//! list. When the connection fails it moves on through the list (wrapping
-//! around) and retries the request once on each tracker before giving up
-//! with [`LinkError::Unreachable`].
+//! list. When the connection fails, or the tracker answers that it lost its
+//! data and is still catching up (it did nothing with the request), it
+//! moves on through the list (wrapping around) and retries the request
+//! once on each tracker before giving up with [`LinkError::Unreachable`].
 //!
 //! Every connection is encrypted and authenticated (Noise XX,
 //! `ringshare_engine::secure`): the tracker must prove the key its line in
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ringshare_engine::control::{read_msg, write_msg, FrameIoError};
-use ringshare_engine::proto::{Request, Response, REQUEST, RESPONSE};
+use ringshare_engine::proto::{Refusal, Request, Response, REQUEST, RESPONSE};
 use ringshare_engine::secure::{Keypair, SecureError, CONTROL_PROLOGUE};
 use ringshare_engine::secure_io::{load_or_create_key, HandshakeError, Pins, SecureStream};
 use ringshare_engine::tracker_info::TrackerList;
@@ -131,6 +132,10 @@ impl TrackerLink {
         if let Some(stream) = self.stream.as_mut() {
             let addr = self.trackers.list.addrs[self.current];
             match tokio::time::timeout(REQUEST_TIMEOUT, exchange(stream, req)).await {
+                Ok(Ok(Response::Refused(Refusal::CatchingUp(why)))) => {
+                    failures.push(format!("{addr}: {why}"));
+                    self.current = (self.current + 1) % n;
+                }
                 Ok(Ok(resp)) => return Ok(resp),
                 Ok(Err(e)) => failures.push(format!("{addr}: {e}")),
                 Err(_) => failures.push(format!("{addr}: no answer in {REQUEST_TIMEOUT:?}")),
@@ -155,6 +160,11 @@ impl TrackerLink {
                 }
             };
             match tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut stream, req)).await {
+                // A tracker that lost its data and is catching up did
+                // nothing with the request: the next one is asked.
+                Ok(Ok(Response::Refused(Refusal::CatchingUp(why)))) => {
+                    failures.push(format!("{addr}: {why}"));
+                }
                 Ok(Ok(resp)) => {
                     self.stream = Some(stream);
                     return Ok(resp);

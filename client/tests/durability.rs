@@ -1,6 +1,7 @@
 //! Trackers that lose nothing: kill -9 during writes, two trackers that
-//! converge after one was down, client failover mid-download, peers that
-//! vanish, and a damaged log — all with the real binaries.
+//! converge after one was down, a tracker that lost its data, client
+//! failover mid-download, peers that vanish, and a damaged log — all with
+//! the real binaries.
 
 mod common;
 
@@ -194,6 +195,60 @@ fn two_trackers_converge_after_one_was_down() {
     eventually("the state digests agree", || c.digest(1) == c.digest(2));
     let line = c.digest(1);
     assert!(line.len() > 40 && line.contains(" ops="), "{line}");
+}
+
+#[test]
+fn a_tracker_that_lost_its_data_sends_clients_on_until_every_other_has_caught_it_up() {
+    let mut c = Cluster::new(3, &[]);
+    let only1 = c.pinned(1);
+    let mut a = c.node(&only1, "alice");
+    a.ok("create_user alice pw");
+    a.ok("login alice pw");
+    a.ok("create_group g1");
+    eventually("every tracker holds it", || {
+        let one = c.digest(1);
+        c.digest(2) == one && c.digest(3) == one
+    });
+    a.kill();
+    // Tracker 1 loses its data directory (its key survives); tracker 3 is
+    // down meanwhile, so tracker 1 cannot know what it had made.
+    c.kill(1);
+    c.kill(3);
+    for e in std::fs::read_dir(c.data(1)).unwrap().map(Result::unwrap) {
+        let name = e.file_name();
+        if name != "tracker.key" && name != "known_trackers" {
+            let p = e.path();
+            if p.is_dir() {
+                std::fs::remove_dir_all(p).unwrap();
+            } else {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+    }
+    c.start(1);
+    // A client whose list starts with tracker 1 is served by tracker 2,
+    // without an error.
+    let info = c.info.clone();
+    let mut b = c.node(&info, "bob");
+    b.ok("login alice pw");
+    assert_eq!(b.cmd("list_groups"), ["g1"]);
+    b.ok("create_group g2");
+    // A client that knows only tracker 1 is told why it is not served.
+    let mut d = c.node(&only1, "dave");
+    d.err("login alice pw", "lost its data");
+    // Once tracker 3 is back, tracker 1 has heard from both and serves
+    // again, with everything it had made and what was made meanwhile; its
+    // next op follows its own lost ones (or the digests would never agree).
+    c.start(3);
+    eventually("tracker 1 serves again", || {
+        !d.cmd("login alice pw").iter().any(|l| l.starts_with("error:"))
+    });
+    assert_eq!(d.cmd("list_groups"), ["g1", "g2"]);
+    d.ok("create_group g3");
+    eventually("the three digests agree", || {
+        let one = c.digest(1);
+        c.digest(2) == one && c.digest(3) == one
+    });
 }
 
 #[test]

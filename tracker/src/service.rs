@@ -283,7 +283,7 @@ impl Tracker {
         }
     }
 
-    /// Refuses changes while this tracker, having lost its data, has not
+    /// Refuses requests while this tracker, having lost its data, has not
     /// heard from every peer.
     fn not_waiting(&self) -> Result<(), Refusal> {
         let waiting = self.waiting_for();
@@ -292,7 +292,7 @@ impl Tracker {
         }
         let list: Vec<String> = waiting.iter().map(u16::to_string).collect();
         Err(Refusal::CatchingUp(format!(
-            "this tracker lost its data and takes no changes until tracker(s) {} have sent it \
+            "this tracker lost its data and serves nothing until tracker(s) {} have sent it \
              what they hold; try another tracker",
             list.join(", ")
         )))
@@ -466,6 +466,13 @@ impl Tracker {
             return Reply::Msg(Response::Refused(Refusal::Internal(format!(
                 "tracker stopped: op log failed ({why})"
             ))));
+        }
+        if !matches!(req, Request::StateDigest | Request::StateImage) {
+            // Lost its data and not caught up: every answer would be about
+            // an empty state. Clients move on to another tracker.
+            if let Err(refusal) = self.not_waiting() {
+                return Reply::Msg(Response::Refused(refusal));
+            }
         }
         let result = match req {
             Request::ListFiles { token, group } => {
