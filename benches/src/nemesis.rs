@@ -119,6 +119,8 @@ pub struct Report {
     pub ops: OpCounts,
     /// Acknowledged ops whose presence was checked.
     pub acked_checked: usize,
+    /// Answered reads checked against the client's history.
+    pub reads_checked: usize,
     /// Conflict pairs made and checked.
     pub conflicts: usize,
     /// Milliseconds from the heal to equal digests on all trackers.
@@ -467,10 +469,29 @@ impl Outcome {
     }
 }
 
-/// One request of a client, as the model op it would log.
+/// A read a client makes at its tracker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Read {
+    /// `ListGroups`: the client's groups among them.
+    Groups,
+    /// `ListRequests` of a group it owns.
+    Requests(String),
+    /// `ListFilesPage` of a group one of its users is in: the names.
+    Files(String),
+}
+
+/// What a request does: an op the tracker would log, or a read and what
+/// it returned (the client's own names only).
+#[derive(Debug, Clone)]
+enum Act {
+    Write(Op),
+    Read(Read, Vec<String>),
+}
+
+/// One request of a client.
 #[derive(Debug, Clone)]
 struct Rec {
-    op: Op,
+    act: Act,
     /// The session it ran under: the op is valid only while it is live.
     session: Option<Token>,
     outcome: Outcome,
@@ -486,7 +507,7 @@ impl Rec {
             self.start.as_secs_f64(),
             self.end.as_secs_f64(),
             self.tracker + 1,
-            self.op,
+            self.act,
             self.outcome
         )
     }
@@ -576,8 +597,63 @@ impl Client {
         format!("pw-{user}")
     }
 
-    /// The next request and the op it stands for.
-    fn next(&mut self) -> (Request, Op, Option<Token>) {
+    /// The next request and what it stands for: a read now and then, an
+    /// op otherwise.
+    fn next(&mut self) -> (Request, Act, Option<Token>) {
+        if let Some((req, what, token)) = self.read().filter(|_| self.rng.gen_bool(0.2)) {
+            return (req, Act::Read(what, Vec::new()), Some(token));
+        }
+        let (req, op, session) = self.next_op();
+        (req, Act::Write(op), session)
+    }
+
+    /// A read this client can make: its groups, the requests to a group it
+    /// owns, the files of a group one of its users is in.
+    fn read(&mut self) -> Option<(Request, Read, Token)> {
+        let (user, (token, _)) = {
+            let sessions: Vec<_> = self.tokens.iter().collect();
+            let (u, t) = sessions.get(self.rng.gen_range(0..sessions.len().max(1)))?;
+            ((*u).clone(), (*t).clone())
+        };
+        let group = self.groups.get(self.rng.gen_range(0..self.groups.len().max(1))).cloned();
+        match (self.rng.gen_range(0..3), group) {
+            (1, Some(group)) if user == self.user(0) => Some((
+                Request::ListRequests { token, group: group.clone() },
+                Read::Requests(group),
+                token,
+            )),
+            (2, Some(group)) => Some((
+                Request::ListFilesPage {
+                    token,
+                    group: group.clone(),
+                    prefix: String::new(),
+                    after: String::new(),
+                    limit: ringshare_engine::proto::MAX_PAGE,
+                },
+                Read::Files(group),
+                token,
+            )),
+            _ => Some((Request::ListGroups { token }, Read::Groups, token)),
+        }
+    }
+
+    /// What a read returned, restricted to this client's names.
+    fn seen(&self, what: &Read, resp: Option<&Response>) -> Vec<String> {
+        let prefix = format!("c{}-", self.id);
+        match (what, resp) {
+            (Read::Groups, Some(Response::Names(n))) => {
+                n.iter().filter(|g| g.starts_with(&prefix)).cloned().collect()
+            }
+            (Read::Requests(_), Some(Response::Names(n))) => n.clone(),
+            (Read::Files(_), Some(Response::FilesPage { files, .. })) => {
+                files.iter().map(|f| f.name.clone()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The next op and what the tracker would log for it.
+    fn next_op(&mut self) -> (Request, Op, Option<Token>) {
         // Users first, then sessions for them.
         if self.users.len() < 3 && (self.users.is_empty() || self.rng.gen_bool(0.5)) {
             let user = self.user(self.users.len());
@@ -770,14 +846,17 @@ async fn client_loop(mut c: Client, shared: Arc<Shared>) -> Client {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
-        let (req, mut op, session) = c.next();
+        let (req, mut act, session) = c.next();
         let start = shared.t0.elapsed();
         let (outcome, resp) = request(&mut c.conn, c.addr, &req).await;
         shared.leave(c.tracker);
         let end = shared.t0.elapsed();
-        c.learn(&mut op, &outcome, resp.as_ref());
+        match &mut act {
+            Act::Write(op) => c.learn(op, &outcome, resp.as_ref()),
+            Act::Read(what, seen) => *seen = c.seen(what, resp.as_ref()),
+        }
         let not_sent = matches!(outcome, Outcome::NotSent(_));
-        c.recs.push(Rec { op, session, outcome, tracker: c.tracker, start, end });
+        c.recs.push(Rec { act, session, outcome, tracker: c.tracker, start, end });
         if not_sent {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -1331,6 +1410,7 @@ async fn schedule(bed: &Testbed, opts: &Options) -> Result<Report> {
         fault_counts,
         ops: OpCounts::default(),
         acked_checked: 0,
+        reads_checked: 0,
         conflicts: conflicts.len(),
         convergence_ms,
         digests: Vec::new(),
@@ -1459,14 +1539,27 @@ fn view(state: &State, prefix: &str, tokens: &BTreeSet<Token>) -> View {
     View { users, sessions, groups }
 }
 
-/// Applies `rec` in one world: `None` if the op is not valid there.
-fn apply(world: &State, rec: &Rec) -> Option<State> {
-    if let Some(t) = rec.session {
+/// Applies `op` (run under `session`) in one world: `None` if it is not
+/// valid there.
+fn apply(world: &State, op: &Op, session: Option<Token>) -> Option<State> {
+    if let Some(t) = session {
         world.session(&t)?;
     }
     let mut next = world.clone();
-    next.apply(&rec.op).ok()?;
+    next.apply(op).ok()?;
     Some(next)
+}
+
+/// What `read` returns in `world` (the client's names only); `None` where
+/// the tracker would have refused it.
+fn read_in(world: &State, read: &Read, prefix: &str) -> Option<Vec<String>> {
+    match read {
+        Read::Groups => {
+            Some(world.group_ids().into_iter().filter(|g| g.starts_with(prefix)).collect())
+        }
+        Read::Requests(g) => Some(world.group(g)?.requests.clone()),
+        Read::Files(g) => Some(world.group(g)?.files.keys().cloned().collect()),
+    }
 }
 
 /// Checks each client's history (`(client id, requests in order)`) and
@@ -1479,18 +1572,35 @@ fn check(report: &mut Report, histories: &[(usize, &[Rec])], conflicts: &[Confli
         let mut worlds: Vec<State> = vec![State::default()];
         let mut overflow = false;
         for (i, r) in recs.iter().enumerate() {
+            let op = match (&r.act, &r.outcome) {
+                (Act::Write(op), _) => op,
+                (Act::Read(what, seen), Outcome::Acked) => {
+                    // A read at the client's own tracker sees exactly its
+                    // own applied ops: the worlds it contradicts go.
+                    report.reads_checked += 1;
+                    worlds.retain(|w| read_in(w, what, &prefix).as_ref() == Some(seen));
+                    if worlds.is_empty() {
+                        report.failures.push(format!(
+                            "(a) client c{id}: read #{i} {what:?} at its tracker saw {seen:?}, which its history does not allow"
+                        ));
+                        break;
+                    }
+                    continue;
+                }
+                (Act::Read(..), _) => continue,
+            };
             match &r.outcome {
                 Outcome::Acked => {
                     report.ops.acked += 1;
                     report.acked_checked += 1;
-                    if let Op::Login { token, .. } = &r.op {
+                    if let Op::Login { token, .. } = op {
                         tokens.insert(*token);
                     }
-                    let next: Vec<State> = worlds.iter().filter_map(|w| apply(w, r)).collect();
+                    let next: Vec<State> =
+                        worlds.iter().filter_map(|w| apply(w, op, r.session)).collect();
                     if next.is_empty() {
                         report.failures.push(format!(
-                            "(a) client c{id}: acknowledged op #{i} {:?} cannot follow its own history",
-                            r.op
+                            "(a) client c{id}: acknowledged op #{i} {op:?} cannot follow its own history"
                         ));
                         break;
                     }
@@ -1500,7 +1610,8 @@ fn check(report: &mut Report, histories: &[(usize, &[Rec])], conflicts: &[Confli
                 Outcome::NotSent(_) => report.ops.not_sent += 1,
                 Outcome::Unknown(_) => {
                     report.ops.unknown += 1;
-                    let more: Vec<State> = worlds.iter().filter_map(|w| apply(w, r)).collect();
+                    let more: Vec<State> =
+                        worlds.iter().filter_map(|w| apply(w, op, r.session)).collect();
                     worlds.extend(more);
                     // Worlds that look the same to the check are one.
                     let mut seen = HashMap::new();
@@ -1514,6 +1625,10 @@ fn check(report: &mut Report, histories: &[(usize, &[Rec])], conflicts: &[Confli
         }
         if overflow {
             report.inconclusive += 1;
+            continue;
+        }
+        if worlds.is_empty() {
+            // Already reported: the history contradicted itself.
             continue;
         }
         let got = view(fin, &prefix, &tokens);
@@ -1649,7 +1764,15 @@ mod tests {
     use super::*;
 
     fn rec(op: Op, session: Option<Token>, outcome: Outcome) -> Rec {
-        Rec { op, session, outcome, tracker: 0, start: Duration::ZERO, end: Duration::ZERO }
+        let act = Act::Write(op);
+        Rec { act, session, outcome, tracker: 0, start: Duration::ZERO, end: Duration::ZERO }
+    }
+
+    fn op(r: &Rec) -> &Op {
+        match &r.act {
+            Act::Write(op) => op,
+            Act::Read(..) => panic!("a read"),
+        }
     }
 
     fn report() -> Report {
@@ -1659,6 +1782,7 @@ mod tests {
             fault_counts: BTreeMap::new(),
             ops: OpCounts::default(),
             acked_checked: 0,
+            reads_checked: 0,
             conflicts: 0,
             convergence_ms: None,
             digests: Vec::new(),
@@ -1711,7 +1835,7 @@ mod tests {
     #[test]
     fn the_history_check_takes_every_state_the_history_allows_and_no_other() {
         let h = history();
-        let ops: Vec<&Op> = h.iter().map(|r| &r.op).collect();
+        let ops: Vec<&Op> = h.iter().map(op).collect();
         // The unknown op applied, or not: both allowed.
         assert_eq!(failures(&h, &final_state(&ops[..4])), Vec::<String>::new());
         assert_eq!(failures(&h, &final_state(&ops[..3])), Vec::<String>::new());
@@ -1735,6 +1859,31 @@ mod tests {
         ));
         let f = failures(&bad, &final_state(&ops[..4]));
         assert!(f.iter().any(|f| f.contains("cannot follow")), "{f:?}");
+    }
+
+    #[test]
+    fn a_read_at_its_tracker_must_show_the_clients_own_writes() {
+        let mut h = history();
+        let ops: Vec<Op> = h.iter().map(|r| op(r).clone()).collect();
+        let read = |seen: &[&str], what: Read| Rec {
+            act: Act::Read(what, seen.iter().map(|s| s.to_string()).collect()),
+            session: None,
+            outcome: Outcome::Acked,
+            tracker: 0,
+            start: Duration::ZERO,
+            end: Duration::ZERO,
+        };
+        let fin = final_state(&ops[..4].iter().collect::<Vec<_>>());
+        h.push(read(&["c0-g0"], Read::Groups));
+        assert_eq!(failures(&h, &fin), Vec::<String>::new());
+        // A read that misses an acknowledged group.
+        let mut stale = history();
+        stale.push(read(&[], Read::Groups));
+        assert!(failures(&stale, &fin).iter().any(|f| f.contains("read #5")));
+        // A read of a group's requests that shows one nobody made.
+        let mut ghost = history();
+        ghost.push(read(&["c0-u1"], Read::Requests("c0-g0".into())));
+        assert!(!failures(&ghost, &fin).is_empty());
     }
 
     #[test]
