@@ -670,16 +670,7 @@ impl Client {
             .collect();
         if !offline.is_empty() && (self.tokens.is_empty() || self.rng.gen_bool(0.6)) {
             let user = offline[self.rng.gen_range(0..offline.len())].clone();
-            self.logins += 1;
-            // A fresh address per login: no login replaces another.
-            let peer_addr = format!("198.18.{}.1:{}", self.id % 250, 1024 + self.logins);
-            let password = Self::password(&user);
-            let op = Op::Login {
-                user: user.clone(),
-                token: Token([0; 16]),
-                peer_addr: peer_addr.clone(),
-            };
-            return (Request::Login { user, password, peer_addr }, op, None);
+            return self.login(user);
         }
         let mut menu: Vec<(Request, Op, Option<Token>)> = Vec::new();
         let owner = self.user(0);
@@ -774,17 +765,20 @@ impl Client {
         if menu.is_empty() {
             // Nothing else to do yet: a session for a user, made again.
             let user = self.users[self.rng.gen_range(0..self.users.len())].clone();
-            self.logins += 1;
-            let peer_addr = format!("198.18.{}.1:{}", self.id % 250, 1024 + self.logins);
-            let password = Self::password(&user);
-            let op = Op::Login {
-                user: user.clone(),
-                token: Token([0; 16]),
-                peer_addr: peer_addr.clone(),
-            };
-            return (Request::Login { user, password, peer_addr }, op, None);
+            return self.login(user);
         }
         menu.swap_remove(self.rng.gen_range(0..menu.len()))
+    }
+
+    /// A login of `user` from a fresh address (no login replaces another);
+    /// its token is learnt from the answer.
+    fn login(&mut self, user: String) -> (Request, Op, Option<Token>) {
+        self.logins += 1;
+        let peer_addr = format!("198.18.{}.1:{}", self.id % 250, 1024 + self.logins);
+        let password = Self::password(&user);
+        let op =
+            Op::Login { user: user.clone(), token: Token([0; 16]), peer_addr: peer_addr.clone() };
+        (Request::Login { user, password, peer_addr }, op, None)
     }
 
     /// Takes a request's outcome into the client's belief.
