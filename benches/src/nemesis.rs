@@ -135,6 +135,26 @@ pub struct Report {
     pub history: Vec<String>,
 }
 
+impl Report {
+    /// A report of schedule `seed` with nothing in it yet.
+    fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            faults: Vec::new(),
+            fault_counts: BTreeMap::new(),
+            ops: OpCounts::default(),
+            acked_checked: 0,
+            reads_checked: 0,
+            conflicts: 0,
+            convergence_ms: None,
+            digests: Vec::new(),
+            failures: Vec::new(),
+            inconclusive: 0,
+            history: Vec::new(),
+        }
+    }
+}
+
 /// Runs one schedule on a testbed of its own and checks it.
 pub fn run(opts: &Options) -> Result<Report> {
     let bed = Testbed::build().context("build the testbed")?;
@@ -1399,18 +1419,11 @@ async fn schedule(bed: &Testbed, opts: &Options) -> Result<Report> {
     let convergence_ms = converged.as_ref().ok().map(|()| healed.elapsed().as_millis() as u64);
 
     let mut report = Report {
-        seed: opts.seed,
         faults,
         fault_counts,
-        ops: OpCounts::default(),
-        acked_checked: 0,
-        reads_checked: 0,
         conflicts: conflicts.len(),
         convergence_ms,
-        digests: Vec::new(),
-        failures: Vec::new(),
-        inconclusive: 0,
-        history: Vec::new(),
+        ..Report::new(opts.seed)
     };
     if let Err(e) = converged {
         report.failures.push(format!("(b) no convergence within 60 s after the heal: {e:#}"));
@@ -1770,20 +1783,7 @@ mod tests {
     }
 
     fn report() -> Report {
-        Report {
-            seed: 0,
-            faults: Vec::new(),
-            fault_counts: BTreeMap::new(),
-            ops: OpCounts::default(),
-            acked_checked: 0,
-            reads_checked: 0,
-            conflicts: 0,
-            convergence_ms: None,
-            digests: Vec::new(),
-            failures: Vec::new(),
-            inconclusive: 0,
-            history: Vec::new(),
-        }
+        Report::new(0)
     }
 
     /// A client's history: a user, a session, a group (acknowledged), a

@@ -384,12 +384,19 @@ impl Tracker {
     /// is ordered, so equal states encode to equal bytes) and the number of
     /// ops it holds. Soft state (liveness, node keys) is not in it.
     pub fn state_digest(&self) -> ([u8; 20], u64) {
-        let (state, ops) = {
+        let (digest, known, _) = self.state_image();
+        (digest, known.values().sum())
+    }
+
+    /// The replicated state's canonical encoding, its SHA1 and what the
+    /// replica holds per origin (`--digest`, `--dump-state`).
+    fn state_image(&self) -> ([u8; 20], Known, Vec<u8>) {
+        let (state, known) = {
             let inner = self.lock();
-            (inner.replica.state().clone(), inner.replica.known().values().sum::<u64>())
+            (inner.replica.state().clone(), inner.replica.known().clone())
         };
         let bytes = postcard::to_stdvec(&state).unwrap_or_default();
-        (ringshare_engine::hash::sha1_of(&bytes).0, ops)
+        (ringshare_engine::hash::sha1_of(&bytes).0, known, bytes)
     }
 
     /// State digests and images are for this host and the listed trackers.
@@ -588,16 +595,8 @@ impl Tracker {
             }
             Request::StateImage => {
                 self.admin_only(from)?;
-                let (state, known) = {
-                    let inner = self.lock();
-                    let known: Vec<(u16, u64)> =
-                        inner.replica.known().iter().map(|(o, n)| (*o, *n)).collect();
-                    (inner.replica.state().clone(), known)
-                };
-                let state = postcard::to_stdvec(&state)
-                    .map_err(|e| Refusal::Internal(format!("encode the state: {e}")))?;
-                let digest = ringshare_engine::hash::sha1_of(&state).0;
-                Ok(Response::StateImage { digest, known, state })
+                let (digest, known, state) = self.state_image();
+                Ok(Response::StateImage { digest, known: known.into_iter().collect(), state })
             }
             Request::Heartbeat { token } => {
                 self.session(&token)?;
