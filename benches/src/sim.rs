@@ -34,6 +34,7 @@ use ringshare_engine::download::{Action, DownloadCore, PieceFate, Timeouts};
 use ringshare_engine::meta::{Bitfield, FileMeta, Sha1Digest, PIECE_LEN};
 use ringshare_engine::peer::{self, ErrorCode, Message, ServerAction, ServerSession};
 use ringshare_engine::picker::PeerId;
+use ringshare_engine::seeding::SeedPlan;
 
 /// How often each downloading host ticks its core.
 const TICK: Duration = Duration::from_millis(50);
@@ -90,6 +91,10 @@ pub struct Scenario {
     pub seed: u64,
     /// Virtual time after which the run stops.
     pub limit: Duration,
+    /// Seeds offer pieces under the shipped plan ([`SeedPlan`], what a
+    /// node holding a whole file does); false: every seed shows every
+    /// piece to every downloader (before initial seeding, for comparison).
+    pub seeding_plan: bool,
 }
 
 /// What a run produced.
@@ -185,6 +190,8 @@ struct Host {
     online: bool,
     left_at: Option<f64>,
     have: Bitfield,
+    /// A seed's offers ([`Scenario::seeding_plan`]).
+    plan: Option<SeedPlan>,
     core: Option<DownloadCore>,
     /// Its downloader's connections: peer id → conn.
     client_conns: HashMap<PeerId, usize>,
@@ -289,8 +296,11 @@ impl<'a> Sim<'a> {
         let hosts = sc
             .hosts
             .iter()
-            .map(|spec| Host {
+            .enumerate()
+            .map(|(i, spec)| Host {
                 have: if spec.seed { Bitfield::full(pieces) } else { Bitfield::new(pieces) },
+                plan: (spec.seed && !spec.corrupt && sc.seeding_plan)
+                    .then(|| SeedPlan::new(pieces, sc.seed.wrapping_add(i as u64))),
                 spec: spec.clone(),
                 online: false,
                 left_at: None,
@@ -594,17 +604,30 @@ impl<'a> Sim<'a> {
             return;
         }
         let d = self.one_way(client, server);
+        let now = self.instant();
         while let Ok((msg, used)) = peer::decode(bytes) {
             bytes = &bytes[used..];
-            let have = &self.hosts[server].have;
-            let corrupt = self.hosts[server].spec.corrupt;
+            let host = &mut self.hosts[server];
+            let (have, corrupt) = (&host.have, host.spec.corrupt);
             let has = |p: u32| corrupt || have.get(p);
-            match self.conns[c].session.on_message(&msg, has) {
+            let session = &mut self.conns[c].session;
+            let answer = session.on_message_at(&msg, has, host.plan.as_mut().map(|p| (p, now)));
+            for piece in session.take_offers() {
+                self.at(self.now + d, Ev::ToClient(c, ToClient::Have(piece)));
+            }
+            match answer {
                 Ok(ServerAction::Admit { .. }) => {
-                    self.conns[c].session.accept(self.meta.geometry());
+                    let geometry = self.meta.geometry();
                     let bits = if corrupt {
+                        self.conns[c].session.accept(geometry);
                         Bitfield::full(self.meta.piece_hashes.len() as u32)
+                    } else if let Some(plan) = self.hosts[server].plan.as_mut() {
+                        let view = plan.open(now);
+                        let told = view.told().clone();
+                        self.conns[c].session.accept_seeding(geometry, view);
+                        told
                     } else {
+                        self.conns[c].session.accept(geometry);
                         self.hosts[server].have.clone()
                     };
                     self.at(
@@ -621,7 +644,7 @@ impl<'a> Sim<'a> {
                 Ok(ServerAction::Cancel { piece, .. }) => {
                     if let Some(pos) = self.conns[c].queue.iter().position(|p| *p == piece) {
                         self.conns[c].queue.remove(pos);
-                        self.conns[c].session.served();
+                        self.served(c);
                     }
                 }
                 Ok(ServerAction::Nothing) => {}
@@ -697,6 +720,19 @@ impl<'a> Sim<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// A request of connection `c` was answered: its session (and the
+    /// seed's plan) learn it; any piece that offers goes out as a `have`.
+    fn served(&mut self, c: usize) {
+        let now = self.instant();
+        let server = self.conns[c].server;
+        let plan = self.hosts[server].plan.as_mut().map(|p| (p, now));
+        self.conns[c].session.served_at(plan);
+        let d = self.one_way(server, self.conns[c].client);
+        for piece in self.conns[c].session.take_offers() {
+            self.at(self.now + d, Ev::ToClient(c, ToClient::Have(piece)));
         }
     }
 
@@ -804,7 +840,7 @@ impl<'a> Sim<'a> {
         let (c, piece) = (self.flows[f].conn, self.flows[f].piece);
         self.end_flow(f);
         let (s, r) = (self.conns[c].server, self.conns[c].client);
-        self.conns[c].session.served();
+        self.served(c);
         let d = self.one_way(s, r);
         self.at(self.now + d, Ev::ToClient(c, ToClient::Piece(piece)));
         self.start_next(c);
@@ -832,6 +868,9 @@ impl<'a> Sim<'a> {
         self.conns[c].open = false;
         self.conns[c].queue.clear();
         let (s, r) = (self.conns[c].server, self.conns[c].client);
+        if let Some(plan) = self.hosts.get_mut(s).and_then(|h| h.plan.as_mut()) {
+            self.conns[c].session.close_at(plan);
+        }
         if let Some(f) = self.conns[c].flow {
             self.settle(f);
             self.end_flow(f);

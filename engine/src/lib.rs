@@ -48,6 +48,7 @@ pub mod sansio {
     pub mod picker;
     pub mod proto;
     pub mod secure;
+    pub mod seeding;
     pub mod tracker_info;
     pub mod wire;
 }
@@ -62,7 +63,9 @@ pub mod driver {
 
 pub(crate) use driver::uring;
 pub use driver::{fetch, link, serve};
-pub use sansio::{download, flow, meta, names, peer, picker, proto, secure, tracker_info, wire};
+pub use sansio::{
+    download, flow, meta, names, peer, picker, proto, secure, seeding, tracker_info, wire,
+};
 
 pub mod control;
 pub mod fsio;

@@ -18,15 +18,17 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::link::PeerSecurity;
 use crate::meta::{Bitfield, FileMeta, Sha1Digest};
-use crate::peer::{self, ErrorCode, Message, Refuse};
+use crate::peer::{self, ErrorCode, Message, Refuse, ServerAction, ServerSession};
 use crate::secure::PublicKey;
+use crate::seeding::SeedPlan;
 
 /// A file this node serves pieces of.
 #[derive(Debug)]
@@ -38,16 +40,30 @@ pub struct ServedFile {
     pub(crate) version: AtomicU64,
     /// Bytes of piece data sent to peers.
     pub(crate) uploaded: AtomicU64,
+    /// A file held whole is seeded under a plan: each downloader is
+    /// offered the least-copied pieces first ([`crate::seeding`]).
+    plan: Option<Mutex<SeedPlan>>,
 }
 
 impl ServedFile {
-    /// A file held whole.
+    /// A file held whole, seeded under a plan ([`crate::seeding`]).
     pub fn complete(meta: FileMeta, file: File) -> Arc<Self> {
-        let have = Bitfield::full(meta.piece_hashes.len() as u32);
-        Self::partial(meta, file, have)
+        let pieces = meta.piece_hashes.len() as u32;
+        // Where each session's offers start: random per process, so that
+        // seeds of one file in different processes offer different pieces.
+        let seed = std::collections::hash_map::RandomState::new().hash_one(meta.sha1.0);
+        Arc::new(Self {
+            meta,
+            file,
+            have: RwLock::new(Bitfield::full(pieces)),
+            version: AtomicU64::new(0),
+            uploaded: AtomicU64::new(0),
+            plan: Some(Mutex::new(SeedPlan::new(pieces, seed))),
+        })
     }
 
-    /// A file held partly: `have` lists the verified pieces.
+    /// A file held partly: `have` lists the verified pieces; every
+    /// downloader is told of all of them.
     pub fn partial(meta: FileMeta, file: File, have: Bitfield) -> Arc<Self> {
         Arc::new(Self {
             meta,
@@ -55,7 +71,26 @@ impl ServedFile {
             have: RwLock::new(have),
             version: AtomicU64::new(0),
             uploaded: AtomicU64::new(0),
+            plan: None,
         })
+    }
+
+    /// Opens `session` on this file (its handshake admitted); returns the
+    /// bitfield to send: the pieces held, or a plan's first offers.
+    pub(crate) fn open_session(&self, session: &mut ServerSession, now: Instant) -> Bitfield {
+        let geometry = self.meta.geometry();
+        match &self.plan {
+            Some(plan) => {
+                let view = lock(plan).open(now);
+                let told = view.told().clone();
+                session.accept_seeding(geometry, view);
+                told
+            }
+            None => {
+                session.accept(geometry);
+                self.bitfield()
+            }
+        }
     }
 
     /// The file's metadata.
@@ -112,6 +147,53 @@ impl ServedFile {
         }
         *announced = now;
     }
+}
+
+/// Handles one downloader message on `session`, which serves `served`
+/// once admitted; then [`offers`] says what else to send.
+pub(crate) fn session_message(
+    session: &mut ServerSession,
+    served: Option<&ServedFile>,
+    msg: &Message<'_>,
+    now: Instant,
+) -> Result<ServerAction, Refuse> {
+    let has = |p| served.is_some_and(|f| f.has(p));
+    match served.and_then(|f| f.plan.as_ref()) {
+        Some(plan) => session.on_message_at(msg, has, Some((&mut lock(plan), now))),
+        None => session.on_message(msg, has),
+    }
+}
+
+/// A request on `session`, which serves `served`, was answered (sent or
+/// cancelled); then [`offers`] says what else to send.
+pub(crate) fn session_served(
+    session: &mut ServerSession,
+    served: Option<&ServedFile>,
+    now: Instant,
+) {
+    match served.and_then(|f| f.plan.as_ref()) {
+        Some(plan) => session.served_at(Some((&mut lock(plan), now))),
+        None => session.served(),
+    }
+}
+
+/// `session`, which served `served`, ended.
+pub(crate) fn session_closed(session: &mut ServerSession, served: Option<&ServedFile>) {
+    if let Some(plan) = served.and_then(|f| f.plan.as_ref()) {
+        session.close_at(&mut lock(plan));
+    }
+}
+
+/// Appends a `have` for each piece `session` was offered since the last
+/// look.
+pub(crate) fn offers(session: &mut ServerSession, out: &mut Vec<u8>) {
+    for piece in session.take_offers() {
+        peer::encode(&Message::Have(piece), out);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Decides whether `user` with `ticket` may fetch the file `file_id`, on a

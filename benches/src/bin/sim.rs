@@ -32,6 +32,10 @@ struct Args {
     /// Where to write JSON and SVG.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Seeds show every piece to every downloader (no initial seeding:
+    /// how seeds behaved before it, for comparison).
+    #[arg(long)]
+    no_seeding_plan: bool,
 }
 
 /// xorshift for the scenario's own choices (join times, latencies).
@@ -110,6 +114,7 @@ fn scenario(name: &str, args: &Args) -> Result<Scenario> {
         hosts,
         seed: args.seed,
         limit: Duration::from_secs(24 * 3600),
+        seeding_plan: !args.no_seeding_plan,
     })
 }
 

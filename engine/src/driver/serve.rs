@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use crate::link::PeerStream;
 use crate::meta::Bitfield;
 use crate::peer::{self, ErrorCode, Message, PeerDecodeError, Refuse, ServerAction, ServerSession};
-use crate::share::{ConnCaps, TICK};
+use crate::share::{self, ConnCaps, TICK};
 
 pub use crate::share::{Admission, Opener, ServeTable, ServedFile, ServerLimits};
 pub use crate::uring::SendMethod;
@@ -264,11 +264,25 @@ fn serve_connection(
     tcp.set_read_timeout(Some(TICK))?;
     let mut stream = PeerStream::accept(tcp, table.security(), limits.handshake_timeout)
         .map_err(|e| ConnEnd::Refused(format!("secure handshake: {e}")))?;
+    let mut session = ServerSession::new(limits.max_outstanding);
+    let mut served: Option<Arc<ServedFile>> = None;
+    let end = serve_session(&mut stream, table, limits, stop, &mut session, &mut served);
+    share::session_closed(&mut session, served.as_deref());
+    end
+}
+
+/// The messages of one admitted (or to be admitted) session, until it ends.
+fn serve_session(
+    stream: &mut PeerStream,
+    table: &ServeTable,
+    limits: ServerLimits,
+    stop: &AtomicBool,
+    session: &mut ServerSession,
+    served: &mut Option<Arc<ServedFile>>,
+) -> Result<(), ConnEnd> {
     let holder = stream.remote_key();
     // Piece data for an encrypted link: read from the file, then sealed.
     let mut piece_buf = Vec::new();
-    let mut session = ServerSession::new(limits.max_outstanding);
-    let mut served: Option<Arc<ServedFile>> = None;
     let mut announced = Bitfield::new(0);
     let mut seen_version = 0;
     let mut buf = Vec::with_capacity(8192);
@@ -284,35 +298,39 @@ fn serve_connection(
                 Ok(x) => x,
                 Err(PeerDecodeError::NeedMore(_)) => break,
                 Err(e) => {
-                    let _ = send_error(&mut stream, ErrorCode::BadMessage, &e.to_string());
+                    let _ = send_error(stream, ErrorCode::BadMessage, &e.to_string());
                     return Err(ConnEnd::Refused(e.to_string()));
                 }
             };
             last_activity = Instant::now();
-            let has = |p| served.as_ref().is_some_and(|f| f.has(p));
-            match session.on_message(&msg, has) {
+            let answer = share::session_message(session, served.as_deref(), &msg, last_activity);
+            out.clear();
+            share::offers(session, &mut out);
+            if !out.is_empty() {
+                stream.send(&out)?;
+            }
+            match answer {
                 Ok(ServerAction::Admit { file_id, user, ticket }) => {
                     let file = match table.admit(&file_id, &user, &ticket, holder.as_ref()) {
                         Ok(file) => file,
                         Err(Refuse { code, text, .. }) => {
-                            let _ = send_error(&mut stream, code, &text);
+                            let _ = send_error(stream, code, &text);
                             return Err(ConnEnd::Refused(text));
                         }
                     };
-                    session.accept(file.meta().geometry());
                     seen_version = file.version();
-                    announced = file.bitfield();
+                    announced = file.open_session(session, last_activity);
                     out.clear();
                     peer::encode(&Message::Bitfield(announced.as_bytes()), &mut out);
                     stream.send(&out)?;
-                    served = Some(file);
+                    *served = Some(file);
                 }
                 Ok(ServerAction::Serve { piece, offset, file_offset, len }) => {
                     let file = served.as_ref().expect("a session serves only after admission");
                     if !limits.piece_delay.is_zero() {
                         thread::sleep(limits.piece_delay);
                     }
-                    match &mut stream {
+                    match &mut *stream {
                         PeerStream::Plain(tcp) => {
                             send_piece(tcp, file, piece, offset, file_offset, len)?;
                         }
@@ -328,11 +346,16 @@ fn serve_connection(
                             )?;
                         }
                     }
-                    session.served();
+                    share::session_served(session, Some(file), Instant::now());
+                    out.clear();
+                    share::offers(session, &mut out);
+                    if !out.is_empty() {
+                        stream.send(&out)?;
+                    }
                 }
                 Ok(ServerAction::Cancel { .. } | ServerAction::Nothing) => {}
                 Err(Refuse { code, text, fatal }) => {
-                    send_error(&mut stream, code, &text)?;
+                    send_error(stream, code, &text)?;
                     if fatal {
                         return Err(ConnEnd::Refused(text));
                     }
@@ -350,7 +373,7 @@ fn serve_connection(
         }
         let limit = if session.is_open() { limits.idle_timeout } else { limits.handshake_timeout };
         if last_activity.elapsed() > limit {
-            let _ = send_error(&mut stream, ErrorCode::Busy, "idle too long");
+            let _ = send_error(stream, ErrorCode::Busy, "idle too long");
             return Err(ConnEnd::Timeout);
         }
         let mut chunk = [0u8; 4096];

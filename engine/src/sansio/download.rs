@@ -41,9 +41,14 @@ use crate::picker::{PeerId, Picker};
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a connection and its handshake's answer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often to ask for peers while some are connected.
+/// How often to ask for peers while some are connected and the lists
+/// bring no new ones.
 pub const PEER_REFRESH: Duration = Duration::from_secs(2);
-/// How often to ask for peers while none is connected.
+/// How often to ask for peers while none is connected, or while each list
+/// brings new ones (a swarm forming: in a flash crowd the downloaders are
+/// listed once they verify a first piece, and every half second sooner
+/// they meet is a half second more of their uploads); the interval
+/// doubles up to [`PEER_REFRESH`] after a list with nobody new.
 pub const PEER_RETRY: Duration = Duration::from_millis(500);
 /// A download with no connected peer for this long fails.
 pub const NO_PEER_LIMIT: Duration = Duration::from_secs(60);
@@ -218,6 +223,9 @@ pub struct DownloadCore {
     /// `Some` once complete or failed.
     ended: bool,
     last_refresh: Option<Instant>,
+    /// How long after `last_refresh` to ask again while peers are
+    /// connected: [`PEER_RETRY`] up to [`PEER_REFRESH`].
+    refresh_every: Duration,
     last_peer_seen: Instant,
     last_sync: Instant,
     unsynced: bool,
@@ -264,6 +272,7 @@ impl DownloadCore {
             first_reported: have.count_ones() > 0,
             ended: false,
             last_refresh: None,
+            refresh_every: PEER_RETRY,
             last_peer_seen: now,
             last_sync: now,
             unsynced: false,
@@ -312,7 +321,7 @@ impl DownloadCore {
         let refresh = match self.last_refresh {
             None => self.last_peer_seen,
             Some(t) if self.peers.is_empty() => t + PEER_RETRY,
-            Some(t) => t + PEER_REFRESH,
+            Some(t) => t + self.refresh_every,
         };
         let mut next = refresh.min(self.last_sync + SYNC_EVERY);
         for p in self.peers.values() {
@@ -358,6 +367,8 @@ impl DownloadCore {
         }
         let room = self.timeouts.max_peers.saturating_sub(self.peers.len());
         fresh.truncate(room);
+        self.refresh_every =
+            if fresh.is_empty() { (self.refresh_every * 2).min(PEER_REFRESH) } else { PEER_RETRY };
         for addr in fresh {
             let id = self.next_id;
             self.next_id = self.next_id.wrapping_add(1);
@@ -404,6 +415,17 @@ impl DownloadCore {
             ticket: &self.ticket,
         };
         peer::encode(&hs, &mut p.out);
+        // What this node holds, for a seed that offers pieces by it
+        // (`crate::seeding`); later pieces follow as `have`s.
+        if self.picker.have_count() > 0 {
+            let mut held = Bitfield::new(self.meta.piece_hashes.len() as u32);
+            for i in 0..held.len() {
+                if self.picker.has(i) {
+                    held.set(i);
+                }
+            }
+            peer::encode(&Message::Bitfield(held.as_bytes()), &mut p.out);
+        }
         self.to_flush.push(peer);
         self.fill(peer, now);
         self.flush();
@@ -583,6 +605,19 @@ impl DownloadCore {
                 self.to_flush.push(loser);
             }
         }
+        // Every peer that does not show the piece hears of it: with the
+        // next requests to it, or now if it has none outstanding (a seed
+        // waiting to learn what to offer next).
+        for (&id, p) in &mut self.peers {
+            let shows = p.stage == Stage::Active && p.bits.get(piece);
+            if shows || matches!(p.stage, Stage::Connecting(_)) {
+                continue;
+            }
+            peer::encode(&Message::Have(piece), &mut p.out);
+            if p.outstanding.is_empty() {
+                self.to_flush.push(id);
+            }
+        }
         self.verified += len;
         self.unsynced = true;
         *self.contributions.entry(h.addr).or_insert(0) += len;
@@ -645,7 +680,7 @@ impl DownloadCore {
         let due = match self.last_refresh {
             None => true,
             Some(t) if self.peers.is_empty() => now.saturating_duration_since(t) >= PEER_RETRY,
-            Some(t) => now.saturating_duration_since(t) >= PEER_REFRESH,
+            Some(t) => now.saturating_duration_since(t) >= self.refresh_every,
         };
         if due {
             self.last_refresh = Some(now);
@@ -689,14 +724,14 @@ impl DownloadCore {
         };
         let piece_len = self.geometry.piece_len();
         let depth = p.flow.window(p.outstanding.len() as u64 * piece_len, now);
-        let before = p.out.len();
         while p.outstanding.len() < depth {
             let Some(i) = self.picker.pick(peer, bits) else { break };
             let len = self.geometry.len_of(i) as u32;
             peer::encode(&Message::Request { piece: i.get(), offset: 0, len }, &mut p.out);
             p.outstanding.push_back((i.get(), now));
         }
-        if p.out.len() > before {
+        // Requests, and `have`s waiting to go with them.
+        if !p.out.is_empty() {
             self.to_flush.push(peer);
         }
     }
@@ -1063,6 +1098,8 @@ mod tests {
                         self.at(t, Ev::Piece(peer, piece));
                     }
                     Message::Cancel { piece, .. } => self.cancels.push((s, piece)),
+                    // What the downloader holds: these servers show every piece.
+                    Message::Bitfield(_) | Message::Have(_) => {}
                     m => panic!("unexpected {m:?}"),
                 }
             }
@@ -1235,6 +1272,82 @@ mod tests {
             Sim::new(pieces, &Bitfield::full(pieces), vec![Server::new(1, 20, 100.0, t0)], t0);
         sim.run(Duration::from_secs(1));
         assert_eq!(sim.log, vec![Action::Complete]);
+    }
+
+    /// Frames of every `Send` to `peer` among `actions`.
+    fn sent_to(actions: &[Action], peer: PeerId) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        for a in actions {
+            if let Action::Send { peer: p, bytes } = a {
+                let mut b = &bytes[..];
+                while !b.is_empty() && *p == peer {
+                    let (_, used) = peer::decode(b).unwrap();
+                    frames.push(b[..used].to_vec());
+                    b = &b[used..];
+                }
+            }
+        }
+        frames
+    }
+
+    #[test]
+    fn the_downloader_tells_its_servers_what_it_holds() {
+        let t0 = Instant::now();
+        let mut held = Bitfield::new(8);
+        held.set(3);
+        let mut core =
+            DownloadCore::new(meta(8), "u".into(), vec![], None, &held, Timeouts::default(), 1, t0);
+        core.add_peers(&[addr(1), addr(2)], t0);
+        let mut actions: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        core.connected(0, t0);
+        core.connected(1, t0);
+        actions.extend(std::iter::from_fn(|| core.poll_action()));
+        // Handshake, then its bitfield, then the first window.
+        let frames = sent_to(&actions, 0);
+        let kinds: Vec<Message<'_>> = frames.iter().map(|f| peer::decode(f).unwrap().0).collect();
+        assert!(matches!(kinds[0], Message::Handshake { .. }));
+        assert_eq!(kinds[1], Message::Bitfield(held.as_bytes()));
+        assert!(kinds[2..].iter().all(|m| matches!(m, Message::Request { .. })));
+        // Peer 0 shows only piece 5, peer 1 everything; piece 5 arrives
+        // from peer 0 and verifies: peer 1, which shows it, hears nothing;
+        // peer 0 shows it too. Piece 6 from peer 1: peer 0 lacks it and
+        // hears of it.
+        let mut five = Bitfield::new(8);
+        five.set(5);
+        core.on_message(0, &Message::Bitfield(five.as_bytes()), t0);
+        core.on_message(1, &Message::Bitfield(Bitfield::full(8).as_bytes()), t0);
+        let _: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        let from = |core: &DownloadCore, piece| {
+            core.peers
+                .iter()
+                .find(|(_, p)| p.outstanding.iter().any(|(q, _)| *q == piece))
+                .map(|(id, _)| *id)
+        };
+        let mut written = Vec::new();
+        for piece in [5, 6, 7] {
+            let Some(peer) = from(&core, piece) else { continue };
+            written.push(piece);
+            assert_eq!(core.on_piece(peer, piece, 0, PIECE_LEN as usize, t0), PieceFate::Verify);
+            assert!(core.piece_hashed(piece, digest(piece)));
+            core.piece_written(piece, Ok(()), t0);
+        }
+        // Drain the other outstanding requests so everything is flushed.
+        core.tick(t0);
+        let later: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        let haves = |peer| -> Vec<u32> {
+            sent_to(&later, peer)
+                .iter()
+                .filter_map(|f| match peer::decode(f).unwrap().0 {
+                    Message::Have(i) => Some(i),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert!(!haves(1).contains(&5) && !haves(1).contains(&6), "peer 1 shows every piece");
+        assert!(!haves(0).contains(&5), "peer 0 shows piece 5");
+        let others: Vec<u32> = written.iter().copied().filter(|&p| p != 5).collect();
+        assert!(!others.is_empty());
+        assert_eq!(haves(0), others, "peer 0 lacks them");
     }
 
     #[test]

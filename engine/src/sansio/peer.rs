@@ -17,11 +17,19 @@
 //! A session: the downloader sends `handshake`; the server answers `bitfield`
 //! (or `error` and closes); then the downloader sends `request`s and the server
 //! answers each with `piece` (or a non-fatal `error` with code
-//! [`ErrorCode::NotAvailable`]), and sends `have` as it gains pieces.
+//! [`ErrorCode::NotAvailable`]), and sends `have` as it gains pieces. The
+//! downloader, in turn, tells the server what it holds: its `bitfield`
+//! right after the handshake (when it holds any piece) and a `have` for
+//! each piece it verifies. A server that seeds under a plan
+//! ([`crate::seeding`]) uses them to choose what to offer; any other
+//! checks and ignores them.
 
 use thiserror::Error;
 
+use std::time::Instant;
+
 use crate::meta::{Bitfield, Geometry, Sha1Digest, PIECE_LEN, SHA1_LEN};
+use crate::seeding::{SeedPlan, SeedView};
 use crate::wire::{self, DecodeError, HEADER_LEN};
 
 /// Protocol version sent in the handshake.
@@ -389,12 +397,30 @@ pub struct ServerSession {
     geometry: Option<Geometry>,
     outstanding: u32,
     max_outstanding: u32,
+    /// For a file served under a [`SeedPlan`]: what this downloader was
+    /// offered and is known to hold.
+    seeding: Option<SeedView>,
 }
 
 impl ServerSession {
     /// A session that allows up to `max_outstanding` unanswered requests.
     pub fn new(max_outstanding: u32) -> Self {
-        Self { geometry: None, outstanding: 0, max_outstanding }
+        Self { geometry: None, outstanding: 0, max_outstanding, seeding: None }
+    }
+
+    /// The driver admitted the downloader to a file it seeds under a plan
+    /// ([`crate::seeding`]): `view` is the plan's new session, whose
+    /// [`SeedView::told`] is the bitfield to send. Later messages go
+    /// through [`on_message_at`](Self::on_message_at) with the same plan.
+    pub fn accept_seeding(&mut self, geometry: Geometry, view: SeedView) {
+        self.geometry = Some(geometry);
+        self.seeding = Some(view);
+    }
+
+    /// Pieces offered since the last call (seeding sessions only): send a
+    /// `have` for each, in order.
+    pub fn take_offers(&mut self) -> Vec<u32> {
+        self.seeding.as_mut().map(SeedView::take_offers).unwrap_or_default()
     }
 
     /// Whether the handshake was accepted.
@@ -407,9 +433,27 @@ impl ServerSession {
         self.geometry = Some(geometry);
     }
 
+    /// The session ended: a plan it was opened under forgets its offers.
+    /// Any later call is a no-op.
+    pub fn close_at(&mut self, plan: &mut SeedPlan) {
+        if let Some(view) = self.seeding.take() {
+            plan.close(view);
+        }
+    }
+
     /// A request was answered (sent or refused).
     pub fn served(&mut self) {
+        self.served_at(None);
+    }
+
+    /// [`served`](Self::served) for a session accepted with
+    /// [`accept_seeding`](Self::accept_seeding): the plan learns that the
+    /// piece left, and may offer more (see [`take_offers`](Self::take_offers)).
+    pub fn served_at(&mut self, plan: Option<(&mut SeedPlan, Instant)>) {
         self.outstanding = self.outstanding.saturating_sub(1);
+        if let (Some(view), Some((plan, now))) = (&mut self.seeding, plan) {
+            plan.on_sent(view, now);
+        }
     }
 
     /// Handles one message from the downloader. `has(piece)` says whether
@@ -418,6 +462,20 @@ impl ServerSession {
         &mut self,
         msg: &Message<'_>,
         has: impl Fn(u32) -> bool,
+    ) -> Result<ServerAction, Refuse> {
+        self.on_message_at(msg, has, None)
+    }
+
+    /// [`on_message`](Self::on_message) for a session accepted with
+    /// [`accept_seeding`](Self::accept_seeding): `plan` is the file's
+    /// [`SeedPlan`] and the time now. Requests for pieces the plan does
+    /// not offer this downloader are answered `NotAvailable`; its
+    /// bitfield and `have`s tell the plan what it holds.
+    pub fn on_message_at(
+        &mut self,
+        msg: &Message<'_>,
+        has: impl Fn(u32) -> bool,
+        plan: Option<(&mut SeedPlan, Instant)>,
     ) -> Result<ServerAction, Refuse> {
         let Some(geometry) = self.geometry else {
             return match msg {
@@ -453,7 +511,12 @@ impl ServerSession {
                 if self.outstanding >= self.max_outstanding {
                     return Err(Refuse::fatal(ErrorCode::Busy, "too many outstanding requests"));
                 }
-                if !has(*piece) {
+                let offered = has(*piece)
+                    && match (&mut self.seeding, plan) {
+                        (Some(view), Some((plan, now))) => plan.on_request(view, *piece, now),
+                        _ => true,
+                    };
+                if !offered {
                     return Err(Refuse {
                         code: ErrorCode::NotAvailable,
                         text: format!("piece {piece} not available"),
@@ -467,9 +530,27 @@ impl ServerSession {
             Message::Cancel { piece, offset, .. } => {
                 Ok(ServerAction::Cancel { piece: *piece, offset: *offset })
             }
-            Message::Error { .. } | Message::Have(_) | Message::Bitfield(_) => {
+            // What the downloader holds: its bitfield after the handshake,
+            // a `have` per piece it verifies.
+            Message::Have(piece) => {
+                if geometry.piece(u64::from(*piece)).is_none() {
+                    return Err(Refuse::fatal(ErrorCode::OutOfRange, format!("have {piece}")));
+                }
+                if let (Some(view), Some((plan, now))) = (&mut self.seeding, plan) {
+                    plan.on_have(view, *piece, now);
+                }
                 Ok(ServerAction::Nothing)
             }
+            Message::Bitfield(bytes) => {
+                let Some(bits) = parse_bitfield(bytes, geometry.piece_count() as u32) else {
+                    return Err(Refuse::fatal(ErrorCode::BadMessage, "bad bitfield"));
+                };
+                if let (Some(view), Some((plan, now))) = (&mut self.seeding, plan) {
+                    plan.on_bitfield(view, &bits, now);
+                }
+                Ok(ServerAction::Nothing)
+            }
+            Message::Error { .. } => Ok(ServerAction::Nothing),
             Message::Handshake { .. } | Message::Piece { .. } => {
                 Err(Refuse::fatal(ErrorCode::BadMessage, "unexpected message"))
             }
@@ -597,6 +678,45 @@ mod tests {
         s.served();
         s.on_message(&req(0, 0, 5), |_| true).unwrap();
         assert!(s.on_message(&hs, |_| true).unwrap_err().fatal, "second handshake");
+    }
+
+    #[test]
+    fn server_session_checks_what_the_downloader_holds_and_follows_a_plan() {
+        use crate::seeding::SeedPlan;
+        let g = Geometry::new(4 * PIECE_LEN);
+        let t = Instant::now();
+        let mut s = ServerSession::new(8);
+        s.accept(g);
+        assert_eq!(s.on_message(&Message::Have(3), |_| true), Ok(ServerAction::Nothing));
+        assert_eq!(s.on_message(&Message::Bitfield(&[0xf0]), |_| true), Ok(ServerAction::Nothing));
+        assert_eq!(
+            s.on_message(&Message::Have(4), |_| true).unwrap_err().code,
+            ErrorCode::OutOfRange
+        );
+        let bad = s.on_message(&Message::Bitfield(&[0xf8]), |_| true).unwrap_err();
+        assert!(bad.fatal && bad.code == ErrorCode::BadMessage, "a spare bit set");
+        // Under a plan: a piece offered elsewhere is not available here.
+        let mut plan = SeedPlan::new(4, 1);
+        let _first = plan.open(t);
+        let mut a = ServerSession::new(8);
+        a.accept_seeding(g, plan.open(t));
+        let mut b = ServerSession::new(8);
+        let b_view = plan.open(t);
+        let b_offer = (0..4).find(|&i| b_view.told().get(i)).unwrap();
+        b.accept_seeding(g, b_view);
+        let req = Message::Request { piece: b_offer, offset: 0, len: 1 };
+        let na = a.on_message_at(&req, |_| true, Some((&mut plan, t))).unwrap_err();
+        assert_eq!((na.code, na.fatal), (ErrorCode::NotAvailable, false));
+        assert!(matches!(
+            b.on_message_at(&req, |_| true, Some((&mut plan, t))),
+            Ok(ServerAction::Serve { .. })
+        ));
+        // Asking took b's offer and raised its target to two; with the
+        // piece sent, both are new offers.
+        b.served_at(Some((&mut plan, t)));
+        assert_eq!(b.take_offers().len(), 2);
+        b.close_at(&mut plan);
+        b.close_at(&mut plan);
     }
 
     proptest! {

@@ -32,7 +32,7 @@ use crate::link::PeerSecurity;
 use crate::meta::Bitfield;
 use crate::peer::{self, ErrorCode, Message, PeerDecodeError, Refuse, ServerAction, ServerSession};
 use crate::secure::{is_plaintext_preface, Link, MAX_MESSAGE, PEER_PROLOGUE, RECORD_HEADER};
-use crate::share::{ServeTable, ServedFile, ServerLimits};
+use crate::share::{self, ServeTable, ServedFile, ServerLimits};
 
 /// Initial receive buffer: far more than any request; a handshake with the
 /// longest ticket fits too. It grows only for a frame that needs it.
@@ -272,18 +272,22 @@ impl Conn {
     }
 
     fn on_message(&mut self, msg: &Message<'_>, ctx: &mut Ctx<'_>) {
-        let served = &self.served;
-        let has = |p| served.as_ref().is_some_and(|f| f.has(p));
-        match self.session.on_message(msg, has) {
+        let answer =
+            share::session_message(&mut self.session, self.served.as_deref(), msg, ctx.now);
+        let mut offers = Vec::new();
+        share::offers(&mut self.session, &mut offers);
+        if !offers.is_empty() {
+            self.tx.push_bytes(offers);
+        }
+        match answer {
             Ok(ServerAction::Admit { file_id, user, ticket }) => {
                 let holder = self.link.as_ref().and_then(|l| l.remote_key());
                 let file = match ctx.table.admit(&file_id, &user, &ticket, holder.as_ref()) {
                     Ok(file) => file,
                     Err(Refuse { code, text, .. }) => return self.fail(code, &text, ctx),
                 };
-                self.session.accept(file.meta().geometry());
                 self.seen_version = file.version();
-                self.announced = file.bitfield();
+                self.announced = file.open_session(&mut self.session, ctx.now);
                 let mut out = Vec::new();
                 peer::encode(&Message::Bitfield(self.announced.as_bytes()), &mut out);
                 self.tx.push_bytes(out);
@@ -294,12 +298,23 @@ impl Conn {
             }
             Ok(ServerAction::Cancel { piece, offset }) => {
                 if self.tx.cancel(piece, offset) {
-                    self.session.served();
+                    self.served_one(ctx.now);
                 }
             }
             Ok(ServerAction::Nothing) => {}
             Err(Refuse { code, text, fatal: true }) => self.fail(code, &text, ctx),
             Err(Refuse { code, text, fatal: false }) => self.queue_error(code, &text, ctx),
+        }
+    }
+
+    /// A request was answered: the session (and its file's plan) learn
+    /// it, and any piece that offers goes out as a `have`.
+    fn served_one(&mut self, now: Instant) {
+        share::session_served(&mut self.session, self.served.as_deref(), now);
+        let mut offers = Vec::new();
+        share::offers(&mut self.session, &mut offers);
+        if !offers.is_empty() {
+            self.tx.push_bytes(offers);
         }
     }
 
@@ -344,6 +359,7 @@ impl Conn {
         }
         tracing::debug!(slot = self.key.slot, "piece connection closed: {why}");
         self.state = State::Closing;
+        share::session_closed(&mut self.session, self.served.as_deref());
         let _ = self.stream.shutdown(Shutdown::Both);
         if self.recv_armed {
             ctx.ring.cancel(Op::Recv.data(self.key));
@@ -388,7 +404,7 @@ impl Conn {
                     *until = ctx.now + LINGER;
                 }
                 if let Some(len) = piece_sent {
-                    self.session.served();
+                    self.served_one(ctx.now);
                     if let Some(f) = &self.served {
                         f.uploaded.fetch_add(u64::from(len), Ordering::Relaxed);
                     }

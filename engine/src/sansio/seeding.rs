@@ -1,0 +1,400 @@
+//! Initial seeding: which of its pieces a seed tells each downloader of.
+//! No I/O; `now` is passed in.
+//!
+//! In a flash crowd every downloader starts with the seed as the only
+//! source of every piece. Told of every piece, each picks at random, so the
+//! seed sends the same pieces to several downloaders (2–2.3 copies of the
+//! file for a crowd of 12, measured) before the crowd can trade them, and
+//! the last downloader finishes about when the seed's last copy does.
+//! BitTorrent's answer is super-seeding; this is the same idea for a
+//! protocol in which the downloader tells the server what it holds (its
+//! bitfield after the handshake, a `have` per piece it verifies):
+//!
+//! - A seed keeps, per file, how many downloaders it knows to hold or to
+//!   have been offered each piece ([`SeedPlan`]'s copies: offered, asked
+//!   for, or reported held; each session counts a piece once).
+//! - A session ([`SeedView`]) is told of only a few pieces at a time, the
+//!   least-copied ones it lacks, starting the scan at a random piece so
+//!   that sessions (and seeds in other processes) spread apart. The
+//!   bitfield a seed sends is those; each later offer is a `have`.
+//! - It keeps each session [`SeedView::target`] offers ahead: at least
+//!   [`MIN_OFFERS`], and twice the pieces the session asked for in the
+//!   last second — so a lone downloader on a long path is never capped
+//!   (offers per round trip ≥ its rate × round trip for round trips under
+//!   a second; it grows like a slow start), while a session that gets one
+//!   piece a second from a seed shared a hundred ways holds only a few.
+//! - A request for a piece the session was not offered is served if no
+//!   one holds or was offered that piece yet (a downloader's first window
+//!   goes out before it sees the bitfield), and answered `NotAvailable`
+//!   otherwise — "not offered", which the downloader reads exactly as the
+//!   bitfield said; a later `have` may offer it.
+//!
+//! Copies are never taken back (a session that ends leaves its offers
+//! counted): they only order the offers. The scan keeps a lower bound of
+//! the fewest copies, so a pick usually stops early.
+
+use std::time::{Duration, Instant};
+
+use crate::meta::Bitfield;
+
+/// The fewest offers a session is kept ahead.
+pub const MIN_OFFERS: u32 = 1;
+/// The interval over which a session's requests are counted.
+const RATE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One file's offers to all its sessions at a seed.
+#[derive(Debug, Clone)]
+pub struct SeedPlan {
+    /// Sessions that hold, asked for or were offered each piece.
+    copies: Vec<u32>,
+    /// No piece has fewer copies than this.
+    floor: u32,
+    /// Sessions open (opened and not yet closed).
+    live: u32,
+    rng: u64,
+}
+
+/// What one session was told and is known to hold.
+#[derive(Debug, Clone)]
+pub struct SeedView {
+    /// Pieces it was told of (the bitfield, then `have`s).
+    told: Bitfield,
+    /// Pieces it asked for or reported holding.
+    taken: Bitfield,
+    /// Told, not yet taken.
+    pending: u32,
+    /// Asked for and served, not yet sent.
+    queued: u32,
+    /// Where its scans start.
+    cursor: u32,
+    /// Requests served in this interval and the last.
+    asked: [u32; 2],
+    interval_start: Instant,
+    /// Offers made since the driver last looked.
+    fresh: Vec<u32>,
+}
+
+impl SeedView {
+    /// The pieces it was told of.
+    pub fn told(&self) -> &Bitfield {
+        &self.told
+    }
+
+    /// How many offers it is kept ahead at `now`.
+    pub fn target(&mut self, now: Instant) -> u32 {
+        self.roll(now);
+        MIN_OFFERS.max(self.asked[0].max(self.asked[1]) + 1)
+    }
+
+    /// Offers made since the last call, in order: one `have` each.
+    pub fn take_offers(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.fresh)
+    }
+
+    fn roll(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.interval_start);
+        if elapsed >= 2 * RATE_INTERVAL {
+            self.asked = [0, 0];
+            self.interval_start = now;
+        } else if elapsed >= RATE_INTERVAL {
+            self.asked = [0, self.asked[0]];
+            self.interval_start += RATE_INTERVAL;
+        }
+    }
+}
+
+impl SeedPlan {
+    /// A plan for a file of `pieces` pieces; `seed` drives where scans start.
+    pub fn new(pieces: u32, seed: u64) -> Self {
+        Self { copies: vec![0; pieces as usize], floor: 0, live: 0, rng: seed | 1 }
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// How many sessions hold, asked for or were offered `piece`.
+    pub fn copies(&self, piece: u32) -> u32 {
+        self.copies.get(piece as usize).copied().unwrap_or(0)
+    }
+
+    /// A new session: its first offers are in [`SeedView::told`] (the
+    /// bitfield to send).
+    pub fn open(&mut self, now: Instant) -> SeedView {
+        self.live += 1;
+        let n = self.copies.len() as u32;
+        let cursor = if n == 0 { 0 } else { (self.next_rand() % u64::from(n)) as u32 };
+        let mut v = SeedView {
+            told: Bitfield::new(n),
+            taken: Bitfield::new(n),
+            pending: 0,
+            queued: 0,
+            cursor,
+            asked: [0, 0],
+            interval_start: now,
+            fresh: Vec::new(),
+        };
+        self.top_up(&mut v, now);
+        v.fresh.clear();
+        v
+    }
+
+    /// The session asks for `piece` (in range). Whether to serve it: an
+    /// offered piece always, another only while no session holds or was
+    /// offered it.
+    pub fn on_request(&mut self, v: &mut SeedView, piece: u32, now: Instant) -> bool {
+        let offered = v.told.get(piece) || v.taken.get(piece);
+        let allowed = offered
+            || self.live <= 1
+            || (self.copies(piece) == 0 && v.pending + v.queued < v.target(now));
+        if allowed {
+            self.take(v, piece);
+            v.queued += 1;
+            if offered {
+                v.roll(now);
+                v.asked[0] += 1;
+            }
+        }
+        self.top_up(v, now);
+        allowed
+    }
+
+    /// A piece the session asked for (and [`on_request`](Self::on_request)
+    /// allowed) was sent, or its request cancelled or refused.
+    pub fn on_sent(&mut self, v: &mut SeedView, now: Instant) {
+        v.queued = v.queued.saturating_sub(1);
+        self.top_up(v, now);
+    }
+
+    /// The session ended: its offers not taken are no longer counted.
+    pub fn close(&mut self, v: SeedView) {
+        self.live = self.live.saturating_sub(1);
+        for i in 0..v.told.len() {
+            if v.told.get(i) && !v.taken.get(i) {
+                self.copies[i as usize] -= 1;
+            }
+        }
+        self.floor = self.floor.min(self.copies.iter().copied().min().unwrap_or(0));
+    }
+
+    /// The session reports holding `piece` (in range).
+    pub fn on_have(&mut self, v: &mut SeedView, piece: u32, now: Instant) {
+        self.take(v, piece);
+        self.top_up(v, now);
+    }
+
+    /// The session reports holding every piece set in `bits` (its length
+    /// checked by the caller).
+    pub fn on_bitfield(&mut self, v: &mut SeedView, bits: &Bitfield, now: Instant) {
+        for i in 0..bits.len().min(v.taken.len()) {
+            if bits.get(i) {
+                self.take(v, i);
+            }
+        }
+        self.top_up(v, now);
+    }
+
+    fn take(&mut self, v: &mut SeedView, piece: u32) {
+        if piece >= v.taken.len() || v.taken.get(piece) {
+            return;
+        }
+        v.taken.set(piece);
+        if v.told.get(piece) {
+            v.pending -= 1;
+        } else {
+            self.copies[piece as usize] += 1;
+        }
+    }
+
+    /// Offers least-copied pieces until the session is `target` ahead or
+    /// has been told of everything it lacks.
+    fn top_up(&mut self, v: &mut SeedView, now: Instant) {
+        // A session alone is told of everything: there is nobody to
+        // spread pieces among, and offers would only slow its start.
+        let target = if self.live <= 1 { u32::MAX } else { v.target(now) };
+        while v.pending + v.queued < target {
+            let Some(p) = self.least_copied(v) else { break };
+            v.told.set(p);
+            v.pending += 1;
+            self.copies[p as usize] += 1;
+            v.fresh.push(p);
+            v.cursor = if p + 1 == v.told.len() { 0 } else { p + 1 };
+        }
+    }
+
+    /// The first piece from the session's cursor with the fewest copies
+    /// among those it was not told of and does not hold.
+    fn least_copied(&mut self, v: &SeedView) -> Option<u32> {
+        let n = self.copies.len() as u32;
+        let mut best: Option<(u32, u32)> = None;
+        let mut lowest = u32::MAX;
+        for k in 0..n {
+            let i = (v.cursor + k) % n;
+            let c = self.copies[i as usize];
+            lowest = lowest.min(c);
+            if v.told.get(i) || v.taken.get(i) {
+                continue;
+            }
+            if best.is_none_or(|(_, b)| c < b) {
+                best = Some((i, c));
+                if c <= self.floor {
+                    return Some(i);
+                }
+            }
+        }
+        // A full scan: `lowest` is the fewest copies of any piece.
+        self.floor = lowest;
+        best.map(|(i, _)| i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn offered(v: &SeedView) -> Vec<u32> {
+        (0..v.told.len()).filter(|&i| v.told.get(i)).collect()
+    }
+
+    #[test]
+    fn a_lone_session_is_told_everything_and_a_crowd_distinct_pieces() {
+        let t = Instant::now();
+        let mut plan = SeedPlan::new(64, 7);
+        let alone = plan.open(t);
+        assert_eq!(alone.told().count_ones(), 64, "nobody to spread pieces among");
+        let crowd: Vec<SeedView> = (0..11).map(|_| plan.open(t)).collect();
+        let mut all: Vec<u32> = crowd.iter().flat_map(offered).collect();
+        assert_eq!(all.len(), 11 * MIN_OFFERS as usize);
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 11 * MIN_OFFERS as usize, "distinct pieces");
+        // The lone session's offers are released when it ends.
+        plan.close(alone);
+        assert_eq!((0..64).filter(|&i| plan.copies(i) == 1).count(), all.len());
+        assert_eq!((0..64).map(|i| plan.copies(i)).sum::<u32>(), all.len() as u32);
+    }
+
+    #[test]
+    fn a_request_for_a_piece_offered_elsewhere_is_not_available() {
+        let t = Instant::now();
+        let mut plan = SeedPlan::new(64, 1);
+        let _first = plan.open(t);
+        let mut a = plan.open(t);
+        let mut b = plan.open(t);
+        let (a1, b1) = (offered(&a)[0], offered(&b)[0]);
+        assert_ne!(a1, b1);
+        assert!(!plan.on_request(&mut b, a1, t), "offered to a, not to b");
+        assert!(plan.on_request(&mut a, a1, t));
+        assert!(plan.on_request(&mut b, b1, t));
+        // Asking again for a piece it asked for (a cancelled request) is fine.
+        assert!(plan.on_request(&mut a, a1, t));
+    }
+
+    #[test]
+    fn a_fast_session_is_offered_more_the_more_it_asks() {
+        let t = Instant::now();
+        let mut plan = SeedPlan::new(4096, 3);
+        let _other = plan.open(t);
+        let mut v = plan.open(t);
+        assert_eq!(v.pending, MIN_OFFERS);
+        for _ in 0..200 {
+            let next = offered(&v).into_iter().find(|&i| !v.taken.get(i)).unwrap();
+            assert!(plan.on_request(&mut v, next, t));
+            plan.on_sent(&mut v, t);
+        }
+        assert_eq!(v.target(t), 201);
+        assert_eq!(v.pending, 201);
+        // Pieces asked for and not yet sent count against the target.
+        let next = offered(&v).into_iter().find(|&i| !v.taken.get(i)).unwrap();
+        assert!(plan.on_request(&mut v, next, t));
+        assert_eq!(v.pending + v.queued, 202);
+        // A second later the count is the last interval's; two later, none.
+        assert_eq!(v.target(t + Duration::from_millis(1500)), 202);
+        assert_eq!(v.target(t + Duration::from_millis(2500)), MIN_OFFERS);
+    }
+
+    #[test]
+    fn pieces_held_are_never_offered_and_a_have_frees_the_offer() {
+        let t = Instant::now();
+        let mut plan = SeedPlan::new(16, 5);
+        let _other = plan.open(t);
+        let mut v = plan.open(t);
+        let mut held = Bitfield::new(16);
+        for i in 0..12 {
+            held.set(i);
+        }
+        plan.on_bitfield(&mut v, &held, t);
+        let _ = v.take_offers();
+        let open: Vec<u32> = offered(&v).into_iter().filter(|&i| !v.taken.get(i)).collect();
+        assert_eq!(open.len(), 1);
+        assert!(open[0] >= 12, "an offer it lacks");
+        // It got that piece elsewhere: the offer is freed for another.
+        plan.on_have(&mut v, open[0], t);
+        let next = v.take_offers();
+        assert_eq!(next.len(), 1);
+        assert!(next[0] >= 12 && next[0] != open[0]);
+    }
+
+    proptest! {
+        /// Whatever sessions say, the counts stay consistent: pending is
+        /// the offered pieces a session has not taken; copies count each
+        /// open session once per piece it was offered or took, and each
+        /// closed one per piece it took; a session is always offered up to
+        /// its target or all it lacks.
+        #[test]
+        fn counts_stay_consistent(
+            pieces in 1u32..80,
+            sessions in 1usize..6,
+            ops in proptest::collection::vec((0usize..6, 0u8..5, 0u32..80, 0u64..3000), 0..300),
+        ) {
+            let t0 = Instant::now();
+            let mut plan = SeedPlan::new(pieces, 9);
+            let mut views: Vec<SeedView> = (0..sessions).map(|_| plan.open(t0)).collect();
+            let mut kept = vec![0u32; pieces as usize];
+            let mut now = t0;
+            for (s, kind, piece, dt) in ops {
+                now += Duration::from_millis(dt);
+                let k = s % sessions;
+                let piece = piece % pieces;
+                let v = &mut views[k];
+                match kind {
+                    0 => { plan.on_request(v, piece, now); }
+                    1 => plan.on_have(v, piece, now),
+                    2 => {
+                        let mut b = Bitfield::new(pieces);
+                        b.set(piece);
+                        plan.on_bitfield(v, &b, now);
+                    }
+                    3 => plan.on_sent(v, now),
+                    _ => {
+                        let fresh = plan.open(now);
+                        let old = std::mem::replace(v, fresh);
+                        for i in 0..pieces {
+                            if old.taken.get(i) {
+                                kept[i as usize] += 1;
+                            }
+                        }
+                        plan.close(old);
+                    }
+                }
+                let _ = views[k].take_offers();
+            }
+            for i in 0..pieces {
+                let n = views.iter().filter(|v| v.told.get(i) || v.taken.get(i)).count() as u32;
+                prop_assert_eq!(plan.copies(i), n + kept[i as usize]);
+                prop_assert!(plan.floor <= plan.copies(i));
+            }
+            for v in &mut views {
+                let pending = (0..pieces).filter(|&i| v.told.get(i) && !v.taken.get(i)).count() as u32;
+                prop_assert_eq!(v.pending, pending);
+                let lacking = (0..pieces).filter(|&i| !v.told.get(i) && !v.taken.get(i)).count();
+                prop_assert!(lacking == 0 || v.pending + v.queued >= v.target(now));
+            }
+        }
+    }
+}
