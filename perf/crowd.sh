@@ -13,7 +13,8 @@
 # Usage: perf/crowd.sh [N]                     (default 12)
 # Environment: RATE (tbf rate, default 50mbit), SIZE (default 32MiB), RUNS
 # (default 1), PLAINTEXT=1 (every node with --plaintext), OUT (results
-# directory, default perf/results/<date>/crowd).
+# directory, default perf/results/<date>/crowd), KEEP=1 (keep the work
+# directory with every node's log; RUST_LOG is passed to the nodes).
 #
 # Needs root. Removes its namespaces, links and processes on exit, failure
 # or interruption.
@@ -44,7 +45,7 @@ cleanup() {
     ip link del "rb$$-$i" 2>/dev/null || true
   done
   ip link del "$BR" 2>/dev/null || true
-  rm -rf "$work"
+  if [ "${KEEP:-0}" = 1 ]; then echo "logs kept in $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

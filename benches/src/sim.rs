@@ -179,7 +179,7 @@ enum Ev {
 enum ToClient {
     Bitfield(Vec<u8>),
     Have(u32),
-    NotAvailable,
+    Reject(u32),
     Refused(String),
     Piece(u32),
     Closed,
@@ -647,10 +647,10 @@ impl<'a> Sim<'a> {
                         self.served(c);
                     }
                 }
-                Ok(ServerAction::Nothing) => {}
-                Err(r) if !r.fatal && r.code == ErrorCode::NotAvailable => {
-                    self.at(self.now + d, Ev::ToClient(c, ToClient::NotAvailable));
+                Ok(ServerAction::Reject { piece, .. }) => {
+                    self.at(self.now + d, Ev::ToClient(c, ToClient::Reject(piece)));
                 }
+                Ok(ServerAction::Nothing) => {}
                 Err(r) => {
                     self.at(self.now + d, Ev::ToClient(c, ToClient::Refused(r.text)));
                     self.close_conn(c, true);
@@ -675,8 +675,10 @@ impl<'a> Sim<'a> {
             ToClient::Have(i) => {
                 self.with_core(client, |core| core.on_message(peer, &Message::Have(i), now));
             }
-            ToClient::NotAvailable => {
-                let m = Message::Error { code: ErrorCode::NotAvailable, text: "not available" };
+            ToClient::Reject(piece) => {
+                let g = self.meta.geometry();
+                let len = g.piece(u64::from(piece)).map_or(0, |i| g.len_of(i)) as u32;
+                let m = Message::Reject { piece, offset: 0, len };
                 self.with_core(client, |core| core.on_message(peer, &m, now));
             }
             ToClient::Refused(text) => {

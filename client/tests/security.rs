@@ -50,7 +50,10 @@ fn knock_as(
     tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut s = BlockingSecureStream::connect(tcp, key, PEER_PROLOGUE, None).unwrap();
     let mut out = Vec::new();
-    peer::encode(&Message::Handshake { version: 1, file_id: id, user, ticket }, &mut out);
+    peer::encode(
+        &Message::Handshake { version: peer::VERSION, file_id: id, user, ticket },
+        &mut out,
+    );
     s.write_all(&out).unwrap();
     s.flush().unwrap();
     let mut h = [0u8; 8];
@@ -135,7 +138,7 @@ fn only_members_with_valid_tickets_get_pieces() {
     plain.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut out = Vec::new();
     peer::encode(
-        &Message::Handshake { version: 1, file_id: id, user: "bob", ticket: &ticket },
+        &Message::Handshake { version: peer::VERSION, file_id: id, user: "bob", ticket: &ticket },
         &mut out,
     );
     plain.write_all(&out).unwrap();

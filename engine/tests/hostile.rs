@@ -78,7 +78,7 @@ fn handshake(addr: SocketAddr, id: Sha1Digest) -> Peer {
     let mut s = connect(addr).unwrap();
     let mut out = Vec::new();
     peer::encode(
-        &Message::Handshake { version: 1, file_id: id, user: "u", ticket: b"t" },
+        &Message::Handshake { version: peer::VERSION, file_id: id, user: "u", ticket: b"t" },
         &mut out,
     );
     send(&mut s, &out).unwrap();
@@ -126,7 +126,7 @@ fn a_trickling_peer_does_not_keep_its_slot() {
     s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let mut hs = Vec::new();
     peer::encode(
-        &Message::Handshake { version: 1, file_id: meta.sha1, user: "u", ticket: b"" },
+        &Message::Handshake { version: peer::VERSION, file_id: meta.sha1, user: "u", ticket: b"" },
         &mut hs,
     );
     let start = Instant::now();
@@ -186,7 +186,7 @@ fn connections_per_ip_are_capped_on(backend: Backend) {
             let mut out = Vec::new();
             let file_id = meta.sha1;
             peer::encode(
-                &Message::Handshake { version: 1, file_id, user: "u", ticket: b"t" },
+                &Message::Handshake { version: peer::VERSION, file_id, user: "u", ticket: b"t" },
                 &mut out,
             );
             send(&mut d, &out).unwrap();

@@ -181,6 +181,7 @@ enum Got {
     Have(u32),
     Piece { piece: u32, offset: u32, data: Vec<u8> },
     Error(ErrorCode, String),
+    Reject(u32),
     Other(String),
 }
 
@@ -237,6 +238,7 @@ impl Client {
                             Got::Piece { piece, offset, data: data.to_vec() }
                         }
                         Message::Error { code, text } => Got::Error(code, text.to_owned()),
+                        Message::Reject { piece, .. } => Got::Reject(piece),
                         other => Got::Other(format!("{other:?}")),
                     };
                     self.buf.drain(..used);
@@ -357,8 +359,8 @@ fn uring_out_of_range_request_is_refused() {
     }
 }
 
-/// A partial seeder: `not available` is not fatal, answers come in request
-/// order, gained pieces are announced with `have`.
+/// A partial seeder: a piece it lacks is rejected (not fatal), answers come
+/// in request order, gained pieces are announced with `have`.
 #[test]
 fn partial_seeder_refuses_missing_pieces_in_order_and_announces_new_ones() {
     for backend in backends() {
@@ -379,7 +381,7 @@ fn partial_seeder_refuses_missing_pieces_in_order_and_announces_new_ones() {
         c.request(1, PIECE_LEN as u32);
         c.request(0, PIECE_LEN as u32);
         assert_eq!(c.recv(), Some(Got::Piece { piece: 0, offset: 0, data: piece0.clone() }));
-        assert!(matches!(c.recv(), Some(Got::Error(ErrorCode::NotAvailable, _))), "{backend:?}");
+        assert_eq!(c.recv(), Some(Got::Reject(1)), "{backend:?}");
         assert_eq!(c.recv(), Some(Got::Piece { piece: 0, offset: 0, data: piece0 }));
         served.add_piece(3);
         assert_eq!(c.recv(), Some(Got::Have(3)), "{backend:?}");

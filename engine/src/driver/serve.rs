@@ -353,6 +353,11 @@ fn serve_session(
                         stream.send(&out)?;
                     }
                 }
+                Ok(ServerAction::Reject { piece, offset, len }) => {
+                    out.clear();
+                    peer::encode(&Message::Reject { piece, offset, len }, &mut out);
+                    stream.send(&out)?;
+                }
                 Ok(ServerAction::Cancel { .. } | ServerAction::Nothing) => {}
                 Err(Refuse { code, text, fatal }) => {
                     send_error(stream, code, &text)?;

@@ -8,7 +8,7 @@
 //! - each peer's session: connecting → handshake sent → bitfield → active;
 //!   `have`s, requests in the order sent (the first window right behind the
 //!   handshake, one round trip before the bitfield), cancels,
-//!   `NotAvailable` answers;
+//!   `reject` answers;
 //! - each peer's request window ([`PeerFlow`]: its rate × round trip, no
 //!   global count), topped up after every event that could open it;
 //! - stall and handshake timeouts, bans of peers that sent a piece that
@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use crate::flow::PeerFlow;
 use crate::meta::{Bitfield, FileMeta, Geometry, Sha1Digest};
-use crate::peer::{self, ErrorCode, Message};
+use crate::peer::{self, Message};
 use crate::picker::{PeerId, Picker};
 
 /// How long a request may go unanswered before its peer counts as stalled.
@@ -458,6 +458,10 @@ impl DownloadCore {
         if let Message::Piece { piece, offset, data } = msg {
             return self.on_piece(peer, *piece, *offset, data.len(), now);
         }
+        if let Message::Reject { piece, .. } = msg {
+            self.on_reject(peer, *piece, now);
+            return PieceFate::Discard;
+        }
         let pieces = self.meta.piece_hashes.len() as u32;
         let Some(p) = self.peers.get_mut(&peer) else { return PieceFate::Discard };
         let refusal = match (p.stage, msg) {
@@ -474,21 +478,9 @@ impl DownloadCore {
                     None => Some("protocol: bad bitfield".to_owned()),
                 }
             }
-            (_, Message::Error { code, text })
-                if p.stage != Stage::Active || *code != ErrorCode::NotAvailable =>
-            {
-                Some(format!("peer refused: {text}"))
-            }
-            (Stage::Active, Message::Error { .. }) => {
-                // The oldest request is not available there after all.
-                if let Some((piece, _)) = p.outstanding.pop_front() {
-                    self.picker.unrequest(piece, peer);
-                    if p.bits.clear(piece) {
-                        self.picker.peer_lacks(piece);
-                    }
-                }
-                None
-            }
+            // A piece it will not send comes back as a `reject` naming the
+            // request; an error ends the session.
+            (_, Message::Error { text, .. }) => Some(format!("peer refused: {text}")),
             (Stage::Active, Message::Have(i)) if *i < pieces => {
                 if p.bits.set(*i) {
                     self.picker.peer_has(*i);
@@ -507,6 +499,27 @@ impl DownloadCore {
             }
         }
         PieceFate::Discard
+    }
+
+    /// `peer` will not send `piece`: it does not have it, or does not offer
+    /// it to this download. The request goes back to the picker; a piece
+    /// its bitfield or a `have` showed is no longer counted as its.
+    fn on_reject(&mut self, peer: PeerId, piece: u32, now: Instant) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        if p.stage != Stage::Active {
+            return self.close(peer, "protocol: reject before the bitfield".into());
+        }
+        if let Some(pos) = p.outstanding.iter().position(|(q, _)| *q == piece) {
+            p.outstanding.remove(pos);
+            self.picker.unrequest(piece, peer);
+            if p.bits.clear(piece) {
+                self.picker.peer_lacks(piece);
+            }
+        } else if !p.cancelled.remove(&piece) {
+            return self.close(peer, format!("protocol: reject of unrequested piece {piece}"));
+        }
+        self.fill(peer, now);
+        self.flush();
     }
 
     /// The header of a piece message from `peer`: `len` bytes of `piece`
@@ -605,12 +618,16 @@ impl DownloadCore {
                 self.to_flush.push(loser);
             }
         }
-        // Every peer that does not show the piece hears of it: with the
-        // next requests to it, or now if it has none outstanding (a seed
-        // waiting to learn what to offer next).
+        // Every peer that does not show every piece hears of it — one
+        // that shows it too: a seed that offered it and sees it taken
+        // elsewhere offers another (`crate::seeding`; unheard, the offer
+        // would stand, and with nothing asked of it the seed offers
+        // nothing more) — with the next requests to it, or now if it has
+        // none outstanding. A peer that shows every piece learns nothing
+        // from it.
         for (&id, p) in &mut self.peers {
-            let shows = p.stage == Stage::Active && p.bits.get(piece);
-            if shows || matches!(p.stage, Stage::Connecting(_)) {
+            let full = p.stage == Stage::Active && p.bits.is_complete();
+            if full || matches!(p.stage, Stage::Connecting(_)) {
                 continue;
             }
             peer::encode(&Message::Have(piece), &mut p.out);
@@ -710,7 +727,7 @@ impl DownloadCore {
     /// Before its bitfield arrives a peer is asked as if it had every
     /// piece: the requests go out right behind the handshake, so data flows
     /// one round trip sooner (a server admits, sends its bitfield, then
-    /// answers in order, a piece it lacks with a `NotAvailable` that frees
+    /// answers in order, a piece it lacks with a `reject` that frees
     /// the request). Only the initial window is asked that way.
     fn fill(&mut self, peer: PeerId, now: Instant) {
         let Some(p) = self.peers.get_mut(&peer) else { return };
@@ -725,7 +742,10 @@ impl DownloadCore {
         let piece_len = self.geometry.piece_len();
         let depth = p.flow.window(p.outstanding.len() as u64 * piece_len, now);
         while p.outstanding.len() < depth {
-            let Some(i) = self.picker.pick(peer, bits) else { break };
+            let Some(i) = self.picker.pick(peer, bits) else {
+                p.flow.app_limited();
+                break;
+            };
             let len = self.geometry.len_of(i) as u32;
             peer::encode(&Message::Request { piece: i.get(), offset: 0, len }, &mut p.out);
             p.outstanding.push_back((i.get(), now));
@@ -837,6 +857,7 @@ fn name(m: &Message<'_>) -> &'static str {
         Message::Request { .. } => "request",
         Message::Piece { .. } => "piece",
         Message::Cancel { .. } => "cancel",
+        Message::Reject { .. } => "reject",
         Message::Error { .. } => "error",
     }
 }
@@ -845,6 +866,7 @@ fn name(m: &Message<'_>) -> &'static str {
 mod tests {
     use super::*;
     use crate::meta::PIECE_LEN;
+    use crate::peer::ErrorCode;
     use proptest::prelude::*;
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
@@ -1308,10 +1330,8 @@ mod tests {
         assert!(matches!(kinds[0], Message::Handshake { .. }));
         assert_eq!(kinds[1], Message::Bitfield(held.as_bytes()));
         assert!(kinds[2..].iter().all(|m| matches!(m, Message::Request { .. })));
-        // Peer 0 shows only piece 5, peer 1 everything; piece 5 arrives
-        // from peer 0 and verifies: peer 1, which shows it, hears nothing;
-        // peer 0 shows it too. Piece 6 from peer 1: peer 0 lacks it and
-        // hears of it.
+        // Peer 0 shows only piece 5, peer 1 everything; pieces arrive from
+        // both and verify.
         let mut five = Bitfield::new(8);
         five.set(5);
         core.on_message(0, &Message::Bitfield(five.as_bytes()), t0);
@@ -1343,11 +1363,11 @@ mod tests {
                 })
                 .collect()
         };
-        assert!(!haves(1).contains(&5) && !haves(1).contains(&6), "peer 1 shows every piece");
-        assert!(!haves(0).contains(&5), "peer 0 shows piece 5");
-        let others: Vec<u32> = written.iter().copied().filter(|&p| p != 5).collect();
-        assert!(!others.is_empty());
-        assert_eq!(haves(0), others, "peer 0 lacks them");
+        assert!(haves(1).is_empty(), "peer 1 shows every piece");
+        // Peer 0 shows only some: it hears of every piece, those it shows
+        // too (it may have offered one that came from elsewhere).
+        assert!(written.len() >= 2);
+        assert_eq!(haves(0), written);
     }
 
     #[test]
@@ -1537,10 +1557,26 @@ mod tests {
     }
 
     #[test]
-    fn not_available_frees_the_oldest_request_and_forgets_the_piece() {
+    fn a_reject_names_its_request_whatever_the_order() {
+        let t0 = Instant::now();
+        let (mut core, asked) = one_active_peer(16, t0);
+        let len = PIECE_LEN as u32;
+        // Not the oldest: the others stay asked for, the oldest arrives.
+        core.on_message(0, &Message::Reject { piece: asked[3], offset: 0, len }, t0);
+        assert!(closes(&mut core).is_empty());
+        assert_eq!(core.on_piece(0, asked[0], 0, PIECE_LEN as usize, t0), PieceFate::Verify);
+        // A reject of nothing asked for is a protocol error.
+        let never = (0..16).find(|p| !asked.contains(p)).unwrap();
+        core.on_message(0, &Message::Reject { piece: never, offset: 0, len }, t0);
+        assert!(closes(&mut core)[0].1.contains("reject of unrequested piece"));
+    }
+
+    #[test]
+    fn a_reject_frees_its_request_and_forgets_the_piece() {
         let t0 = Instant::now();
         let (mut core, asked) = one_active_peer(8, t0);
-        core.on_message(0, &Message::Error { code: ErrorCode::NotAvailable, text: "" }, t0);
+        let len = PIECE_LEN as u32;
+        core.on_message(0, &Message::Reject { piece: asked[0], offset: 0, len }, t0);
         assert!(closes(&mut core).is_empty());
         // Not asked of that peer again: it said it lacks it.
         let t = t0 + Duration::from_millis(5);
@@ -1604,7 +1640,7 @@ mod tests {
         };
         assert!(matches!(peer::decode(bytes), Ok((Message::Handshake { .. }, _))));
         // The peer has only the even pieces: its answers to the odd ones
-        // are NotAvailable, in request order, right after its bitfield.
+        // are rejects, right after its bitfield.
         let mut bits = Bitfield::new(pieces);
         for i in (0..pieces).step_by(2) {
             bits.set(i);
@@ -1614,11 +1650,8 @@ mod tests {
         let mut refused = Vec::new();
         for &p in &asked {
             if p % 2 == 1 {
-                core.on_message(
-                    0,
-                    &Message::Error { code: ErrorCode::NotAvailable, text: "no" },
-                    t,
-                );
+                let len = PIECE_LEN as u32;
+                core.on_message(0, &Message::Reject { piece: p, offset: 0, len }, t);
                 refused.push(p);
             } else {
                 assert_eq!(core.on_piece(0, p, 0, PIECE_LEN as usize, t), PieceFate::Verify);

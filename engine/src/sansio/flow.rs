@@ -81,6 +81,10 @@ pub struct PeerFlow {
     full_bw: f64,
     /// The current sample interval: its start and bytes delivered since.
     interval: (Instant, u64),
+    /// Whether, during the current interval, the window was not filled for
+    /// want of pieces to ask this peer for: a rate that did not grow then
+    /// says nothing about the path.
+    app_limited: bool,
 }
 
 impl PeerFlow {
@@ -94,6 +98,7 @@ impl PeerFlow {
             bw: VecDeque::new(),
             full_bw: 0.0,
             interval: (now, 0),
+            app_limited: false,
         }
     }
 
@@ -127,16 +132,27 @@ impl PeerFlow {
             }
             self.bw.push_back(rate);
             self.interval = (now, 0);
-            self.end_of_round(rate);
+            let limited = std::mem::take(&mut self.app_limited);
+            self.end_of_round(rate, limited);
         }
     }
 
+    /// The window was not filled: the peer had no piece left to ask for
+    /// (it holds few, or a seed offers few at a time). Until the current
+    /// sample interval ends, a rate that does not grow does not count
+    /// toward leaving the startup (BBR's application-limited samples).
+    pub fn app_limited(&mut self) {
+        self.app_limited = true;
+    }
+
     /// One rate sample (about a round trip) ended.
-    fn end_of_round(&mut self, rate: f64) {
+    fn end_of_round(&mut self, rate: f64, app_limited: bool) {
         if let Phase::Startup { flat } = self.phase {
             if rate > self.full_bw * 1.25 {
                 self.full_bw = rate;
                 self.phase = Phase::Startup { flat: 0 };
+            } else if app_limited {
+                // Held back by the pieces on offer, not by the path.
             } else if flat + 1 >= 3 {
                 self.phase = Phase::Steady;
             } else {
@@ -267,6 +283,26 @@ mod tests {
                 assert!(flow.is_steady());
             }
         }
+    }
+
+    #[test]
+    fn rounds_limited_by_the_pieces_on_offer_do_not_end_the_startup() {
+        let t0 = Instant::now();
+        let mut flow = PeerFlow::new(PIECE, t0);
+        let mut now = t0;
+        // Ten rounds of 100 ms at the same rate, each app-limited.
+        for _ in 0..10 {
+            flow.app_limited();
+            now += Duration::from_millis(100);
+            flow.on_arrival(now - Duration::from_millis(100), PIECE, now);
+        }
+        assert!(!flow.is_steady(), "still probing for the path's rate");
+        // Three flat rounds that were not limited end it.
+        for _ in 0..3 {
+            now += Duration::from_millis(100);
+            flow.on_arrival(now - Duration::from_millis(100), PIECE, now);
+        }
+        assert!(flow.is_steady());
     }
 
     #[test]

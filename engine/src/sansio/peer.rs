@@ -13,11 +13,14 @@
 //! | 5 | piece | piece u32, offset u32, data |
 //! | 6 | cancel | piece u32, offset u32, len u32 |
 //! | 7 | error | code u32, UTF-8 text |
+//! | 8 | reject | piece u32, offset u32, len u32 |
 //!
 //! A session: the downloader sends `handshake`; the server answers `bitfield`
 //! (or `error` and closes); then the downloader sends `request`s and the server
-//! answers each with `piece` (or a non-fatal `error` with code
-//! [`ErrorCode::NotAvailable`]), and sends `have` as it gains pieces. The
+//! answers each with `piece` or, for a piece it does not have or does not
+//! offer, `reject` naming the request (so that answers to requests the
+//! downloader has cancelled can never be taken for another's), and sends
+//! `have` as it gains pieces. The
 //! downloader, in turn, tells the server what it holds: its `bitfield`
 //! right after the handshake (when it holds any piece) and a `have` for
 //! each piece it verifies. A server that seeds under a plan
@@ -32,8 +35,9 @@ use crate::meta::{Bitfield, Geometry, Sha1Digest, PIECE_LEN, SHA1_LEN};
 use crate::seeding::{SeedPlan, SeedView};
 use crate::wire::{self, DecodeError, HEADER_LEN};
 
-/// Protocol version sent in the handshake.
-pub const VERSION: u32 = 1;
+/// Protocol version sent in the handshake (2: `reject`, and the
+/// downloader's bitfield and `have`s).
+pub const VERSION: u32 = 2;
 /// Largest block a request may ask for: one whole piece.
 pub const MAX_BLOCK: u32 = PIECE_LEN as u32;
 /// Largest peer frame: a piece message carrying [`MAX_BLOCK`] bytes.
@@ -59,6 +63,8 @@ pub mod kind {
     pub const CANCEL: u32 = 6;
     /// error
     pub const ERROR: u32 = 7;
+    /// reject
+    pub const REJECT: u32 = 8;
 }
 
 /// Why a peer refuses or ends a session.
@@ -74,7 +80,10 @@ pub enum ErrorCode {
     BadTicket,
     /// The piece, offset or length is outside the file.
     OutOfRange,
-    /// This node does not have that piece (yet): ask elsewhere. Not fatal.
+    /// This node does not have that piece. Version 1 answered requests
+    /// with it (the downloader took it for its oldest request); version 2
+    /// answers with a `reject` naming the request, and an error with this
+    /// code, like any, ends the session.
     NotAvailable,
     /// Too many connections or outstanding requests.
     Busy,
@@ -157,6 +166,16 @@ pub enum Message<'a> {
         /// Bytes wanted.
         len: u32,
     },
+    /// The server will not send this request's bytes: it does not have
+    /// the piece, or does not offer it to this downloader. Not fatal.
+    Reject {
+        /// Piece index.
+        piece: u32,
+        /// Offset within the piece.
+        offset: u32,
+        /// Bytes asked for.
+        len: u32,
+    },
     /// A refusal or the reason for a disconnect.
     Error {
         /// What went wrong.
@@ -217,13 +236,17 @@ pub fn decode_payload(kind: u32, p: &[u8]) -> Result<Message<'_>, PeerDecodeErro
                 r.u32().filter(|_| r.0.is_empty()).ok_or(PeerDecodeError::Malformed("have"))?;
             Message::Have(piece)
         }
-        kind::REQUEST | kind::CANCEL => {
-            let name = if kind == kind::REQUEST { "request" } else { "cancel" };
+        kind::REQUEST | kind::CANCEL | kind::REJECT => {
+            let name = match kind {
+                kind::REQUEST => "request",
+                kind::CANCEL => "cancel",
+                _ => "reject",
+            };
             let (piece, offset, len) = r.three().ok_or(PeerDecodeError::Malformed(name))?;
-            if kind == kind::REQUEST {
-                Message::Request { piece, offset, len }
-            } else {
-                Message::Cancel { piece, offset, len }
+            match kind {
+                kind::REQUEST => Message::Request { piece, offset, len },
+                kind::CANCEL => Message::Cancel { piece, offset, len },
+                _ => Message::Reject { piece, offset, len },
             }
         }
         kind::PIECE => {
@@ -270,14 +293,16 @@ pub fn encode(msg: &Message<'_>, out: &mut Vec<u8>) {
             p.extend(piece.to_be_bytes());
             kind::HAVE
         }
-        Message::Request { piece, offset, len } | Message::Cancel { piece, offset, len } => {
+        Message::Request { piece, offset, len }
+        | Message::Cancel { piece, offset, len }
+        | Message::Reject { piece, offset, len } => {
             p.extend(piece.to_be_bytes());
             p.extend(offset.to_be_bytes());
             p.extend(len.to_be_bytes());
-            if matches!(msg, Message::Request { .. }) {
-                kind::REQUEST
-            } else {
-                kind::CANCEL
+            match msg {
+                Message::Request { .. } => kind::REQUEST,
+                Message::Cancel { .. } => kind::CANCEL,
+                _ => kind::REJECT,
             }
         }
         Message::Piece { piece, offset, data } => {
@@ -368,6 +393,16 @@ pub enum ServerAction {
         piece: u32,
         /// Offset within the piece.
         offset: u32,
+    },
+    /// Send a `reject` for this request, after what is queued: this node
+    /// does not have or does not offer the piece.
+    Reject {
+        /// Piece index.
+        piece: u32,
+        /// Offset within the piece.
+        offset: u32,
+        /// Bytes asked for.
+        len: u32,
     },
     /// Nothing to do.
     Nothing,
@@ -469,7 +504,7 @@ impl ServerSession {
     /// [`on_message`](Self::on_message) for a session accepted with
     /// [`accept_seeding`](Self::accept_seeding): `plan` is the file's
     /// [`SeedPlan`] and the time now. Requests for pieces the plan does
-    /// not offer this downloader are answered `NotAvailable`; its
+    /// not offer this downloader are answered with a `reject`; its
     /// bitfield and `have`s tell the plan what it holds.
     pub fn on_message_at(
         &mut self,
@@ -517,11 +552,7 @@ impl ServerSession {
                         _ => true,
                     };
                 if !offered {
-                    return Err(Refuse {
-                        code: ErrorCode::NotAvailable,
-                        text: format!("piece {piece} not available"),
-                        fatal: false,
-                    });
+                    return Ok(ServerAction::Reject { piece: *piece, offset: *offset, len: *len });
                 }
                 self.outstanding += 1;
                 let file_offset = geometry.range(index).start + u64::from(*offset);
@@ -551,7 +582,7 @@ impl ServerSession {
                 Ok(ServerAction::Nothing)
             }
             Message::Error { .. } => Ok(ServerAction::Nothing),
-            Message::Handshake { .. } | Message::Piece { .. } => {
+            Message::Handshake { .. } | Message::Piece { .. } | Message::Reject { .. } => {
                 Err(Refuse::fatal(ErrorCode::BadMessage, "unexpected message"))
             }
         }
@@ -623,6 +654,7 @@ mod tests {
         round_trip(Message::Request { piece: 1, offset: 2, len: 3 });
         round_trip(Message::Piece { piece: 9, offset: 0, data: b"bytes" });
         round_trip(Message::Cancel { piece: 1, offset: 0, len: 5 });
+        round_trip(Message::Reject { piece: 2, offset: 0, len: 7 });
         round_trip(Message::Error { code: ErrorCode::NotAvailable, text: "later" });
         round_trip(Message::Error { code: ErrorCode::Other(99), text: "" });
     }
@@ -654,11 +686,15 @@ mod tests {
             s.on_message(&req(0, 0, 1), |_| true).unwrap_err().fatal,
             "request before handshake"
         );
-        let hs =
-            Message::Handshake { version: 1, file_id: Sha1Digest([1; 20]), user: "u", ticket: b"" };
+        let hs = Message::Handshake {
+            version: VERSION,
+            file_id: Sha1Digest([1; 20]),
+            user: "u",
+            ticket: b"",
+        };
         assert!(matches!(s.on_message(&hs, |_| true), Ok(ServerAction::Admit { .. })));
         let old =
-            Message::Handshake { version: 0, file_id: Sha1Digest([1; 20]), user: "u", ticket: b"" };
+            Message::Handshake { version: 1, file_id: Sha1Digest([1; 20]), user: "u", ticket: b"" };
         assert_eq!(
             ServerSession::new(1).on_message(&old, |_| true).unwrap_err().code,
             ErrorCode::Version
@@ -671,8 +707,10 @@ mod tests {
         assert_eq!(s.on_message(&req(1, 0, 11), |_| true).unwrap_err().code, ErrorCode::OutOfRange);
         assert_eq!(s.on_message(&req(2, 0, 1), |_| true).unwrap_err().code, ErrorCode::OutOfRange);
         assert_eq!(s.on_message(&req(0, 0, 0), |_| true).unwrap_err().code, ErrorCode::OutOfRange);
-        let na = s.on_message(&req(0, 0, 5), |_| false).unwrap_err();
-        assert_eq!((na.code, na.fatal), (ErrorCode::NotAvailable, false));
+        assert_eq!(
+            s.on_message(&req(0, 0, 5), |_| false),
+            Ok(ServerAction::Reject { piece: 0, offset: 0, len: 5 })
+        );
         s.on_message(&req(0, 0, 5), |_| true).unwrap();
         assert_eq!(s.on_message(&req(0, 0, 5), |_| true).unwrap_err().code, ErrorCode::Busy);
         s.served();
@@ -705,8 +743,10 @@ mod tests {
         let b_offer = (0..4).find(|&i| b_view.told().get(i)).unwrap();
         b.accept_seeding(g, b_view);
         let req = Message::Request { piece: b_offer, offset: 0, len: 1 };
-        let na = a.on_message_at(&req, |_| true, Some((&mut plan, t))).unwrap_err();
-        assert_eq!((na.code, na.fatal), (ErrorCode::NotAvailable, false));
+        assert_eq!(
+            a.on_message_at(&req, |_| true, Some((&mut plan, t))),
+            Ok(ServerAction::Reject { piece: b_offer, offset: 0, len: 1 })
+        );
         assert!(matches!(
             b.on_message_at(&req, |_| true, Some((&mut plan, t))),
             Ok(ServerAction::Serve { .. })

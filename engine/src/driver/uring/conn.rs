@@ -301,6 +301,14 @@ impl Conn {
                     self.served_one(ctx.now);
                 }
             }
+            Ok(ServerAction::Reject { piece, offset, len }) => {
+                let mut out = Vec::new();
+                peer::encode(&Message::Reject { piece, offset, len }, &mut out);
+                self.tx.push_bytes(out);
+                if self.tx.queued_bytes() > MAX_QUEUED {
+                    self.close(ctx, "peer does not read its answers");
+                }
+            }
             Ok(ServerAction::Nothing) => {}
             Err(Refuse { code, text, fatal: true }) => self.fail(code, &text, ctx),
             Err(Refuse { code, text, fatal: false }) => self.queue_error(code, &text, ctx),
