@@ -436,7 +436,20 @@ impl<'a> Sim<'a> {
             Ev::Tick(h) => {
                 if self.hosts[h].online && self.hosts[h].core.is_some() {
                     let now = self.instant();
-                    self.with_core(h, |c| c.tick(now));
+                    // Bytes of a piece on the way from each peer sending
+                    // one (what a driver reports from its reads).
+                    let sending: Vec<PeerId> = self.hosts[h]
+                        .client_conns
+                        .iter()
+                        .filter(|(_, &c)| self.conns[c].flow.is_some())
+                        .map(|(&p, _)| p)
+                        .collect();
+                    self.with_core(h, |c| {
+                        for p in sending {
+                            c.on_bytes(p, now);
+                        }
+                        c.tick(now)
+                    });
                     if self.hosts[h].core.is_some() {
                         self.at(self.now + TICK.as_secs_f64(), Ev::Tick(h));
                     }

@@ -37,8 +37,14 @@ use crate::meta::{Bitfield, FileMeta, Geometry, Sha1Digest};
 use crate::peer::{self, Message};
 use crate::picker::{PeerId, Picker};
 
-/// How long a request may go unanswered before its peer counts as stalled.
+/// How long a request may go unanswered, with no byte from its peer
+/// either, before the peer counts as stalled. Counted from the last byte
+/// too: a seed whose upload is split among a thousand downloaders sends a
+/// 512 KiB piece in 42 s at 100 Mbit/s, and is slow, not stalled.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often a driver need report that bytes are arriving from a peer
+/// ([`DownloadCore::on_bytes`]) while no whole frame has.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How long a connection and its handshake's answer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often to ask for peers while some are connected and the lists
@@ -158,6 +164,8 @@ struct Peer {
     flow: PeerFlow,
     /// Frames queued for it during the current event.
     out: Vec<u8>,
+    /// When bytes from it last arrived (a frame, or a driver's report).
+    last_bytes: Instant,
 }
 
 impl Peer {
@@ -328,7 +336,7 @@ impl DownloadCore {
             let due = match p.stage {
                 Stage::Connecting(t) | Stage::Handshaking(t) => t + self.timeouts.connect,
                 Stage::Active => match p.outstanding.front() {
-                    Some((_, t)) => *t + self.timeouts.stall,
+                    Some((_, t)) => (*t).max(p.last_bytes) + self.timeouts.stall,
                     None => continue,
                 },
             };
@@ -382,6 +390,7 @@ impl DownloadCore {
                     cancelled: HashSet::new(),
                     flow: PeerFlow::new(self.geometry.piece_len(), now),
                     out: Vec::new(),
+                    last_bytes: now,
                 },
             );
             self.by_addr.insert(addr, id);
@@ -408,6 +417,7 @@ impl DownloadCore {
             return;
         }
         p.stage = Stage::Handshaking(now);
+        p.last_bytes = now;
         let hs = Message::Handshake {
             version: peer::VERSION,
             file_id: self.meta.sha1,
@@ -429,6 +439,15 @@ impl DownloadCore {
         self.to_flush.push(peer);
         self.fill(peer, now);
         self.flush();
+    }
+
+    /// Bytes from `peer` arrived that make no whole frame yet (part of a
+    /// piece): it is not stalled. Drivers report it at most every
+    /// [`PROGRESS_EVERY`].
+    pub fn on_bytes(&mut self, peer: PeerId, now: Instant) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_bytes = now;
+        }
     }
 
     /// The connection to `peer` failed or ended. Its requests go back to
@@ -464,6 +483,7 @@ impl DownloadCore {
         }
         let pieces = self.meta.piece_hashes.len() as u32;
         let Some(p) = self.peers.get_mut(&peer) else { return PieceFate::Discard };
+        p.last_bytes = now;
         let refusal = match (p.stage, msg) {
             (Stage::Handshaking(_), Message::Bitfield(b)) => {
                 match peer::parse_bitfield(b, pieces) {
@@ -534,6 +554,7 @@ impl DownloadCore {
         now: Instant,
     ) -> PieceFate {
         let Some(p) = self.peers.get_mut(&peer) else { return PieceFate::Discard };
+        p.last_bytes = now;
         if p.stage != Stage::Active {
             self.close(peer, "protocol: piece before the bitfield".into());
             return PieceFate::Discard;
@@ -661,10 +682,11 @@ impl DownloadCore {
                 Stage::Connecting(t) | Stage::Handshaking(t) => {
                     now.saturating_duration_since(t) > self.timeouts.connect
                 }
-                Stage::Active => p
-                    .outstanding
-                    .front()
-                    .is_some_and(|(_, t)| now.saturating_duration_since(*t) > self.timeouts.stall),
+                Stage::Active => {
+                    p.outstanding.front().is_some_and(|(_, t)| {
+                        now.saturating_duration_since(*t) > self.timeouts.stall
+                    }) && now.saturating_duration_since(p.last_bytes) > self.timeouts.stall
+                }
             };
             if late {
                 expired.push((id, p.stage));
@@ -1443,6 +1465,38 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_slow_peer_is_not_stalled_while_its_bytes_arrive() {
+        let t0 = Instant::now();
+        let (mut core, _) = one_active_peer(16, t0);
+        // A piece that takes 45 s (a seed shared a thousand ways): bytes
+        // keep coming, reported every second.
+        let mut now = t0;
+        for _ in 0..45 {
+            now += PROGRESS_EVERY;
+            core.on_bytes(0, now);
+            core.on_bytes(1, now);
+            core.tick(now);
+            assert!(closes(&mut core).is_empty(), "closed at {:?}", now - t0);
+        }
+        // Then peer 0 goes silent: stalled once the timeout has passed
+        // since its last byte, not before.
+        for _ in 0..25 {
+            now += PROGRESS_EVERY;
+            core.on_bytes(1, now);
+            core.tick(now);
+            let closed = closes(&mut core);
+            let silent = now - (t0 + 45 * PROGRESS_EVERY);
+            if silent <= STALL_TIMEOUT {
+                assert!(closed.is_empty(), "after {silent:?} of silence");
+            } else {
+                assert_eq!(closed, vec![(0, "stalled".to_owned())]);
+                return;
+            }
+        }
+        panic!("never closed");
     }
 
     type BadInput<'a> = dyn Fn(&mut DownloadCore, &[u32]) -> PieceFate + 'a;

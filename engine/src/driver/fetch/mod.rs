@@ -39,7 +39,7 @@ use crossbeam_channel::{Receiver, Sender};
 use sha1::{Digest, Sha1};
 
 pub use crate::download::STALL_TIMEOUT;
-use crate::download::{Action, DownloadCore, PieceFate, Timeouts, CONNECT_TIMEOUT};
+use crate::download::{Action, DownloadCore, PieceFate, Timeouts, CONNECT_TIMEOUT, PROGRESS_EVERY};
 use crate::hash::{sha1_of, HashPool};
 use crate::link::{PeerSecurity, PeerStream};
 use crate::meta::{Bitfield, FileMeta, Geometry, Sha1Digest};
@@ -668,6 +668,9 @@ fn run_peer(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr) -> Result<(), Pe
         .map_err(|e| PeerEnd::Protocol(format!("secure handshake: {e}")))?;
     shared.with_core(|c| c.connected(id, Instant::now()));
     let mut reader = FrameReader::default();
+    // Bytes of a frame read so far, and when the core last heard of them.
+    let mut seen = 0;
+    let mut reported = Instant::now();
     loop {
         if shared.stopping() {
             return Err(PeerEnd::Stopped);
@@ -686,7 +689,16 @@ fn run_peer(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr) -> Result<(), Pe
         // receives while the bytes are hot in cache; with fewer peers than
         // cores the workers hash, so the download still uses every core.
         let hash_here = shared.active.load(Ordering::Acquire) >= shared.cores;
-        let Some(msg) = reader.poll(&mut stream, &shared.buffers, hash_here)? else { continue };
+        let Some(msg) = reader.poll(&mut stream, &shared.buffers, hash_here)? else {
+            // Part of a frame: a slow peer is not a stalled one.
+            let got = reader.head_got + reader.body_got;
+            if got != seen && reported.elapsed() >= PROGRESS_EVERY {
+                reported = Instant::now();
+                shared.with_core(|c| c.on_bytes(id, reported));
+            }
+            seen = got;
+            continue;
+        };
         match msg {
             Incoming::Piece { piece, offset, buf, len, digest } => {
                 let submit = shared.with_core(|c| {

@@ -47,7 +47,7 @@ use crossbeam_channel::{Receiver, Sender};
 use io_uring::{opcode, types, IoUring};
 
 use super::{finish, lock, PeerList, PeerSource, Shared, Status, MAX_BUFFERS};
-use crate::download::{Action, DownloadCore, PieceFate};
+use crate::download::{Action, DownloadCore, PieceFate, PROGRESS_EVERY};
 use crate::hash::sha1_of;
 use crate::meta::Sha1Digest;
 use crate::peer::{kind, MAX_FRAME};
@@ -283,6 +283,8 @@ struct Conn {
     crx_len: usize,
     wire: Vec<u8>,
     opened: Vec<u8>,
+    /// When the core last heard that bytes arrived ([`PROGRESS_EVERY`]).
+    reported: Instant,
 }
 
 /// A piece being written.
@@ -644,6 +646,7 @@ impl Driver {
             crx_len: 0,
             wire: Vec::new(),
             opened: Vec::new(),
+            reported: Instant::now(),
         });
         let slot = place(&mut self.conns, &mut self.free, conn);
         if let Some(dl) = self.dls.get_mut(&id) {
@@ -800,6 +803,14 @@ impl Driver {
             return self.fail_conn(slot, &why);
         }
         let n = res as usize;
+        // Part of a frame, perhaps: a slow peer is not a stalled one.
+        let now = Instant::now();
+        if now.saturating_duration_since(c.reported) >= PROGRESS_EVERY {
+            c.reported = now;
+            let (id, peer) = (c.dl, c.peer);
+            self.core(id, |core, now| core.on_bytes(peer, now));
+        }
+        let Some(c) = self.conns[slot].as_mut() else { return };
         if c.link.is_some() {
             return self.on_records(slot, n);
         }
