@@ -623,25 +623,23 @@ impl<'a> Sim<'a> {
             let host = &mut self.hosts[server];
             let (have, corrupt) = (&host.have, host.spec.corrupt);
             let has = |p: u32| corrupt || have.get(p);
-            let session = &mut self.conns[c].session;
-            let answer = session.on_message_at(&msg, has, host.plan.as_mut().map(|p| (p, now)));
-            for piece in session.take_offers() {
-                self.at(self.now + d, Ev::ToClient(c, ToClient::Have(piece)));
-            }
+            let answer = self.conns[c].session.on_message_at(
+                &msg,
+                has,
+                host.plan.as_mut().map(|p| (p, now)),
+            );
+            self.send_offers(c);
             match answer {
                 Ok(ServerAction::Admit { .. }) => {
                     let geometry = self.meta.geometry();
+                    let host = &mut self.hosts[server];
                     let bits = if corrupt {
                         self.conns[c].session.accept(geometry);
                         Bitfield::full(self.meta.piece_hashes.len() as u32)
-                    } else if let Some(plan) = self.hosts[server].plan.as_mut() {
-                        let view = plan.open(now);
-                        let told = view.told().clone();
-                        self.conns[c].session.accept_seeding(geometry, view);
-                        told
                     } else {
-                        self.conns[c].session.accept(geometry);
-                        self.hosts[server].have.clone()
+                        let plan = host.plan.as_mut().map(|p| (p, now));
+                        let told = self.conns[c].session.accept_with(geometry, plan);
+                        told.unwrap_or_else(|| host.have.clone())
                     };
                     self.at(
                         self.now + d,
@@ -745,7 +743,13 @@ impl<'a> Sim<'a> {
         let server = self.conns[c].server;
         let plan = self.hosts[server].plan.as_mut().map(|p| (p, now));
         self.conns[c].session.served_at(plan);
-        let d = self.one_way(server, self.conns[c].client);
+        self.send_offers(c);
+    }
+
+    /// A `have` to connection `c`'s downloader for each piece its session
+    /// was offered since the last look.
+    fn send_offers(&mut self, c: usize) {
+        let d = self.one_way(self.conns[c].server, self.conns[c].client);
         for piece in self.conns[c].session.take_offers() {
             self.at(self.now + d, Ev::ToClient(c, ToClient::Have(piece)));
         }

@@ -78,19 +78,10 @@ impl ServedFile {
     /// Opens `session` on this file (its handshake admitted); returns the
     /// bitfield to send: the pieces held, or a plan's first offers.
     pub(crate) fn open_session(&self, session: &mut ServerSession, now: Instant) -> Bitfield {
-        let geometry = self.meta.geometry();
-        match &self.plan {
-            Some(plan) => {
-                let view = lock(plan).open(now);
-                let told = view.told().clone();
-                session.accept_seeding(geometry, view);
-                told
-            }
-            None => {
-                session.accept(geometry);
-                self.bitfield()
-            }
-        }
+        let mut plan = self.plan.as_ref().map(lock);
+        session
+            .accept_with(self.meta.geometry(), plan.as_deref_mut().map(|p| (p, now)))
+            .unwrap_or_else(|| self.bitfield())
     }
 
     /// The file's metadata.
@@ -150,31 +141,33 @@ impl ServedFile {
 }
 
 /// Handles one downloader message on `session`, which serves `served`
-/// once admitted; then [`offers`] says what else to send.
+/// once admitted; a `have` for each piece that offers is appended to
+/// `offers` (send it before acting on the answer).
 pub(crate) fn session_message(
     session: &mut ServerSession,
     served: Option<&ServedFile>,
     msg: &Message<'_>,
     now: Instant,
+    offers: &mut Vec<u8>,
 ) -> Result<ServerAction, Refuse> {
     let has = |p| served.is_some_and(|f| f.has(p));
-    match served.and_then(|f| f.plan.as_ref()) {
-        Some(plan) => session.on_message_at(msg, has, Some((&mut lock(plan), now))),
-        None => session.on_message(msg, has),
-    }
+    let mut plan = served.and_then(|f| f.plan.as_ref()).map(lock);
+    let answer = session.on_message_at(msg, has, plan.as_deref_mut().map(|p| (p, now)));
+    take_offers(session, offers);
+    answer
 }
 
 /// A request on `session`, which serves `served`, was answered (sent or
-/// cancelled); then [`offers`] says what else to send.
+/// cancelled); a `have` for each piece that offers is appended to `offers`.
 pub(crate) fn session_served(
     session: &mut ServerSession,
     served: Option<&ServedFile>,
     now: Instant,
+    offers: &mut Vec<u8>,
 ) {
-    match served.and_then(|f| f.plan.as_ref()) {
-        Some(plan) => session.served_at(Some((&mut lock(plan), now))),
-        None => session.served(),
-    }
+    let mut plan = served.and_then(|f| f.plan.as_ref()).map(lock);
+    session.served_at(plan.as_deref_mut().map(|p| (p, now)));
+    take_offers(session, offers);
 }
 
 /// `session`, which served `served`, ended.
@@ -186,7 +179,7 @@ pub(crate) fn session_closed(session: &mut ServerSession, served: Option<&Served
 
 /// Appends a `have` for each piece `session` was offered since the last
 /// look.
-pub(crate) fn offers(session: &mut ServerSession, out: &mut Vec<u8>) {
+fn take_offers(session: &mut ServerSession, out: &mut Vec<u8>) {
     for piece in session.take_offers() {
         peer::encode(&Message::Have(piece), out);
     }

@@ -303,9 +303,9 @@ fn serve_session(
                 }
             };
             last_activity = Instant::now();
-            let answer = share::session_message(session, served.as_deref(), &msg, last_activity);
             out.clear();
-            share::offers(session, &mut out);
+            let answer =
+                share::session_message(session, served.as_deref(), &msg, last_activity, &mut out);
             if !out.is_empty() {
                 stream.send(&out)?;
             }
@@ -346,9 +346,8 @@ fn serve_session(
                             )?;
                         }
                     }
-                    share::session_served(session, Some(file), Instant::now());
                     out.clear();
-                    share::offers(session, &mut out);
+                    share::session_served(session, Some(file), Instant::now(), &mut out);
                     if !out.is_empty() {
                         stream.send(&out)?;
                     }

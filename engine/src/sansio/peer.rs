@@ -452,6 +452,30 @@ impl ServerSession {
         self.seeding = Some(view);
     }
 
+    /// The driver admitted the downloader: under `plan` (a file it seeds,
+    /// and the time now) as [`accept_seeding`](Self::accept_seeding) does,
+    /// returning the bitfield to send (the plan's first offers); without,
+    /// as [`accept`](Self::accept) does, returning `None` (send the pieces
+    /// held).
+    pub fn accept_with(
+        &mut self,
+        geometry: Geometry,
+        plan: Option<(&mut SeedPlan, Instant)>,
+    ) -> Option<Bitfield> {
+        match plan {
+            Some((plan, now)) => {
+                let view = plan.open(now);
+                let told = view.told().clone();
+                self.accept_seeding(geometry, view);
+                Some(told)
+            }
+            None => {
+                self.accept(geometry);
+                None
+            }
+        }
+    }
+
     /// Pieces offered since the last call (seeding sessions only): send a
     /// `have` for each, in order.
     pub fn take_offers(&mut self) -> Vec<u32> {

@@ -272,10 +272,14 @@ impl Conn {
     }
 
     fn on_message(&mut self, msg: &Message<'_>, ctx: &mut Ctx<'_>) {
-        let answer =
-            share::session_message(&mut self.session, self.served.as_deref(), msg, ctx.now);
         let mut offers = Vec::new();
-        share::offers(&mut self.session, &mut offers);
+        let answer = share::session_message(
+            &mut self.session,
+            self.served.as_deref(),
+            msg,
+            ctx.now,
+            &mut offers,
+        );
         if !offers.is_empty() {
             self.tx.push_bytes(offers);
         }
@@ -318,9 +322,8 @@ impl Conn {
     /// A request was answered: the session (and its file's plan) learn
     /// it, and any piece that offers goes out as a `have`.
     fn served_one(&mut self, now: Instant) {
-        share::session_served(&mut self.session, self.served.as_deref(), now);
         let mut offers = Vec::new();
-        share::offers(&mut self.session, &mut offers);
+        share::session_served(&mut self.session, self.served.as_deref(), now, &mut offers);
         if !offers.is_empty() {
             self.tx.push_bytes(offers);
         }
