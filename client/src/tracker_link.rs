@@ -189,7 +189,7 @@ pub struct LinkPool {
 }
 
 /// Most idle links a pool keeps.
-const POOL_IDLE: usize = 8;
+const POOL_IDLE: usize = 32;
 
 impl LinkPool {
     /// An empty pool over `trackers`.
