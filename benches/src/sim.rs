@@ -549,7 +549,8 @@ impl<'a> Sim<'a> {
                     self.at(self.now + d, Ev::ToServer(c, bytes));
                 }
             }
-            Action::Close { peer, .. } => {
+            // One file per host: nothing takes a released link over.
+            Action::Close { peer, .. } | Action::Release { peer } => {
                 if let Some(c) = self.hosts[h].client_conns.remove(&peer) {
                     self.close_conn(c, false);
                 }

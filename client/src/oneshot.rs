@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use ringshare_engine::fetch::{Download, Status};
+use ringshare_engine::fetch::{Download, Status, LINKS_OPENED, LINKS_REUSED};
 use ringshare_engine::names;
 use ringshare_engine::proto::{FileEntry, Refusal};
 use ringshare_engine::serve::{Backend, ServerLimits};
@@ -279,6 +279,8 @@ impl BulkReport {
                 "mbps": mbps,
                 "files_done": self.done.len(),
                 "files_failed": self.failed.len(),
+                "peer_links_opened": LINKS_OPENED.load(std::sync::atomic::Ordering::Relaxed),
+                "peer_links_reused": LINKS_REUSED.load(std::sync::atomic::Ordering::Relaxed),
                 "files": files,
                 "failed": failed,
             });

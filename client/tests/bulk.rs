@@ -191,6 +191,15 @@ fn trees_are_shared_listed_and_fetched_by_name_prefix_and_glob() {
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
     assert_eq!(doc["files"].as_array().unwrap().len(), 5, "{doc}");
     assert_eq!(doc["bytes"], 1975001);
+    // One seeder, two files at a time: each later file's handshake goes on
+    // a link an earlier one completed on (io_uring driver: always; the
+    // threads driver when its thread let go of the link in time).
+    let (opened, reused) =
+        (doc["peer_links_opened"].as_u64().unwrap(), doc["peer_links_reused"].as_u64().unwrap());
+    assert_eq!(opened + reused, 5, "one link per file, opened or taken over: {doc}");
+    if text(&out.stderr).contains("backend (serving and fetching): uring") {
+        assert!(opened <= 2 && reused >= 3, "opened {opened}, reused {reused}");
+    }
     assert!(doc["files"]
         .as_array()
         .unwrap()

@@ -545,6 +545,8 @@ fn random_and_vanishing_peers(method: SendMethod) {
     wait_complete(&rx);
     d.wait();
     assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes, "{method:?}");
+    // The download's own link waits for another download: let it go.
+    ringshare_engine::fetch::close_parked_links(s.addr());
     // Every one of those connections gave its slot back.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -640,5 +642,194 @@ fn uring_cuts_off_a_peer_that_does_not_read() {
             assert!(started.elapsed() < Duration::from_secs(10), "{method:?}");
         }
         assert!(got < 64 * PIECE_LEN as usize, "{method:?}: cut off before all was sent");
+    }
+}
+
+/// A server of `files` (each whole), on `backend`.
+fn seeder_of(files: &[(std::path::PathBuf, FileMeta)], backend: Backend) -> PieceServer {
+    let table = ServeTable::new(Box::new(|_, _, _, _| true));
+    for (path, meta) in files {
+        table.insert(ServedFile::complete(meta.clone(), File::open(path).unwrap()));
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    PieceServer::start(listener, table, ServerLimits::default(), backend).unwrap()
+}
+
+/// `len` random bytes in `dir/name`, and their metadata.
+fn named_source(
+    dir: &Path,
+    name: &str,
+    len: usize,
+    seed: u64,
+) -> (Vec<u8>, std::path::PathBuf, FileMeta) {
+    let bytes = random_bytes(len, seed);
+    let path = dir.join(name);
+    fs::write(&path, &bytes).unwrap();
+    let meta = HashPool::new(1).hash_file(&path, name).unwrap();
+    (bytes, path, meta)
+}
+
+/// A downloader done with one file sends a handshake for another on the
+/// same link: what was asked of the first and is not being sent yet is
+/// dropped, a piece being sent finishes, and the second file is then
+/// served as on a fresh link (its bitfield, its geometry, its bytes).
+#[test]
+fn a_link_goes_on_to_another_file() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, a_path, a_meta) = named_source(dir.path(), "a", 3 * PIECE_LEN as usize, 1);
+        let (b, b_path, b_meta) = named_source(dir.path(), "b", 1000, 2);
+        let server = seeder_of(&[(a_path, a_meta.clone()), (b_path, b_meta.clone())], backend);
+        let mut c = Client::connect(server.addr());
+        c.handshake(a_meta.sha1);
+        assert_eq!(c.recv(), Some(Got::Bitfield(vec![0xe0])), "{backend:?}");
+        for p in 0..3 {
+            c.request(p, PIECE_LEN as u32);
+        }
+        c.handshake(b_meta.sha1);
+        c.request(0, 1000);
+        // Pieces of the first file, whole and in order (how many depends
+        // on how far the server got), then the second's bitfield.
+        let mut sent = 0u32;
+        loop {
+            match c.recv() {
+                Some(Got::Piece { piece, offset: 0, data }) => {
+                    assert_eq!(piece, sent, "{backend:?}");
+                    let at = piece as usize * PIECE_LEN as usize;
+                    assert!(data == a[at..at + PIECE_LEN as usize], "{backend:?}: piece {piece}");
+                    sent += 1;
+                }
+                Some(Got::Bitfield(bits)) => {
+                    assert_eq!(bits, vec![0x80], "{backend:?}");
+                    break;
+                }
+                other => panic!("{backend:?}: {other:?}"),
+            }
+        }
+        assert_eq!(c.recv(), Some(Got::Piece { piece: 0, offset: 0, data: b }), "{backend:?}");
+        // The session has the second file's geometry: one piece.
+        c.request(1, 1);
+        c.expect_error_and_close(ErrorCode::OutOfRange);
+    }
+}
+
+/// A fake piece server over the encrypted link that counts its
+/// connections and, before answering a second handshake on a link, sends
+/// frames of the file before (a piece of garbage, a `have`, a `reject`) —
+/// what a real server may still have on its way.
+fn stale_frames_server(files: Vec<(Vec<u8>, FileMeta)>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    let files = Arc::new(files);
+    std::thread::spawn(move || {
+        let keypair = Keypair::generate();
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            let (files, keypair) = (Arc::clone(&files), keypair.clone());
+            std::thread::spawn(move || {
+                let Ok(mut s) = BlockingSecureStream::accept(tcp, &keypair, PEER_PROLOGUE) else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut current: Option<usize> = None;
+                loop {
+                    let (reply, used) = match peer::decode(&buf) {
+                        Ok((msg, used)) => {
+                            let mut out = Vec::new();
+                            match msg {
+                                Message::Handshake { file_id, .. } => {
+                                    if current.is_some() {
+                                        let junk = [0xab; 1000];
+                                        let stale = [
+                                            Message::Piece { piece: 0, offset: 0, data: &junk },
+                                            Message::Have(0),
+                                            Message::Reject { piece: 0, offset: 0, len: 1 },
+                                        ];
+                                        for m in &stale {
+                                            peer::encode(m, &mut out);
+                                        }
+                                    }
+                                    current = files.iter().position(|(_, m)| m.sha1 == file_id);
+                                    let Some(i) = current else { return };
+                                    let n = files[i].1.piece_hashes.len() as u32;
+                                    let mut bits = Bitfield::new(n);
+                                    (0..n).for_each(|p| {
+                                        bits.set(p);
+                                    });
+                                    peer::encode(&Message::Bitfield(bits.as_bytes()), &mut out);
+                                }
+                                Message::Request { piece, offset, len } => {
+                                    let Some(i) = current else { return };
+                                    let at = piece as usize * PIECE_LEN as usize + offset as usize;
+                                    let data = &files[i].0[at..at + len as usize];
+                                    peer::encode(&Message::Piece { piece, offset, data }, &mut out);
+                                }
+                                _ => {}
+                            }
+                            (out, used)
+                        }
+                        Err(PeerDecodeError::NeedMore(_)) => {
+                            let mut chunk = [0u8; 65536];
+                            match s.read(&mut chunk) {
+                                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                                _ => return,
+                            }
+                            continue;
+                        }
+                        Err(_) => return,
+                    };
+                    buf.drain(..used);
+                    if s.write_all(&reply).and_then(|()| s.flush()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// Downloads one after another from the same node share one link: each
+/// later one's handshake goes on the link the one before completed on,
+/// and what the server sends before answering it (frames of the file
+/// before) is dropped, not taken for the new file's — on both drivers.
+#[test]
+fn a_completed_download_hands_its_link_to_the_next() {
+    for io in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = [2 * PIECE_LEN as usize + 1000, 700_000, 5000];
+        let files: Vec<(Vec<u8>, FileMeta)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                let (bytes, _, meta) =
+                    named_source(dir.path(), &format!("f{i}"), len, 10 + i as u64);
+                (bytes, meta)
+            })
+            .collect();
+        let (addr, accepted) = stale_frames_server(files.clone());
+        // One node: one key for every download (a link proved it).
+        let security = ringshare_engine::link::PeerSecurity::ephemeral();
+        for (i, (bytes, meta)) in files.iter().enumerate() {
+            let sub = dir.path().join(format!("d{i}"));
+            fs::create_dir(&sub).unwrap();
+            let opts = common::Opts { security: security.clone(), ..common::Opts::default() };
+            let (d, rx) = common::download_opts(&sub, meta, vec![addr], io, opts);
+            wait_complete(&rx);
+            // Its peer threads have ended (the threads driver parks a
+            // released link as its thread ends).
+            d.wait();
+            assert!(fs::read(sub.join("out.bin")).unwrap() == *bytes, "{io:?}: file {i} differs");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "{io:?}: one link carried every file");
+        // Another node's download (another key) does not take it over.
+        let sub = dir.path().join("other");
+        fs::create_dir(&sub).unwrap();
+        let (_d, rx) = download(&sub, &files[2].1, vec![addr], io);
+        wait_complete(&rx);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "{io:?}: another key, another link");
     }
 }

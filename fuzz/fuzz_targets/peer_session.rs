@@ -1,7 +1,8 @@
 //! The peer protocol as a piece server meets it: decode every message in
 //! the bytes and drive the server's session state machine with them — a
 //! plain session, or (first byte odd) one seeding under a plan with
-//! another session open, so that offers are rationed.
+//! another session open, so that offers are rationed. A handshake on an
+//! admitted session (the link going on to another file) is admitted again.
 #![no_main]
 use std::time::{Duration, Instant};
 

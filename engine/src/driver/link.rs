@@ -110,6 +110,14 @@ impl PeerStream {
         }
     }
 
+    /// How long a read waits.
+    pub(crate) fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
+        match self {
+            PeerStream::Plain(s) => s.set_read_timeout(Some(t)),
+            PeerStream::Secure(s) => s.get_ref().set_read_timeout(Some(t)),
+        }
+    }
+
     /// Writes all of `bytes` and sends them now.
     pub(crate) fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.write_all(bytes)?;

@@ -118,6 +118,14 @@ pub enum Action {
         /// Why (for the log).
         reason: String,
     },
+    /// The download is complete and done with this peer, which broke no
+    /// rule: the driver may keep the link open for another download of
+    /// the same node (its next handshake goes on the same link), else
+    /// closes it. The core has already forgotten the peer.
+    Release {
+        /// Which.
+        peer: PeerId,
+    },
     /// Ask the tracker for the file's peers; report
     /// [`DownloadCore::add_peers`] or [`DownloadCore::peers_unavailable`].
     WantPeers,
@@ -307,6 +315,15 @@ impl DownloadCore {
             pending_peers: self.peers.len() - self.active,
             in_hand: self.in_hand.len(),
         }
+    }
+
+    /// Whether the download still waits on `peer`: requests to it are
+    /// outstanding, or pieces are left that no data has come for yet.
+    /// (False: the peer will only be released or closed.)
+    pub fn awaits(&self, peer: PeerId) -> bool {
+        let pieces = self.meta.piece_hashes.len();
+        self.peers.get(&peer).is_some_and(|p| !p.outstanding.is_empty())
+            || (self.picker.have_count() as usize) + self.in_hand.len() < pieces
     }
 
     /// Bytes each peer contributed (verified pieces only).
@@ -852,7 +869,10 @@ impl DownloadCore {
             self.ended = true;
             let ids: Vec<PeerId> = self.peers.keys().copied().collect();
             for id in ids {
-                self.close(id, "download complete".into());
+                if let Some(p) = self.forget(id) {
+                    tracing::debug!(peer = id, addr = %p.addr, "download complete: peer released");
+                    self.actions.push_back(Action::Release { peer: id });
+                }
             }
             self.actions.push_back(Action::Complete);
         }
@@ -1106,7 +1126,9 @@ mod tests {
                         }
                     }
                     Action::Send { peer, bytes } => self.deliver(*peer, bytes),
-                    Action::Close { peer, .. } if self.conns.remove(peer).is_some() => {
+                    Action::Close { peer, .. } | Action::Release { peer }
+                        if self.conns.remove(peer).is_some() =>
+                    {
                         self.open -= 1;
                     }
                     _ => {}
@@ -1241,6 +1263,12 @@ mod tests {
         let mut sim = Sim::new(pieces, &Bitfield::new(pieces), vec![fast, slow], t0);
         sim.run(Duration::from_secs(60));
         assert!(sim.log.contains(&Action::Complete));
+        // Both peers are released (their links may carry another file),
+        // none is closed as if it had failed.
+        let released: Vec<&Action> =
+            sim.log.iter().filter(|a| matches!(a, Action::Release { .. })).collect();
+        assert_eq!(released.len(), 2, "{released:?}");
+        assert!(!sim.log.iter().any(|a| matches!(a, Action::Close { .. })));
         let dup: Vec<u32> = sim
             .requests
             .iter()

@@ -26,6 +26,18 @@
 //! each piece it verifies. A server that seeds under a plan
 //! ([`crate::seeding`]) uses them to choose what to offer; any other
 //! checks and ignores them.
+//!
+//! One link carries one file at a time, and may go on to another: a
+//! downloader done with a file sends a new `handshake` on the same link
+//! (a bulk fetch of many files from the same nodes pays for one
+//! connection and one Noise handshake per node, not per file). The
+//! server ends the first session there — requests of it not yet being
+//! answered are dropped, one being sent is finished — and answers the new
+//! handshake as on a fresh link (`bitfield`, or `error` and close). The
+//! downloader drops whatever arrives between its new handshake and that
+//! answer: it belongs to the file before. A node from before this
+//! answered a second handshake with an `error` and closed; the downloader
+//! then connects again.
 
 use thiserror::Error;
 
@@ -553,6 +565,18 @@ impl ServerSession {
             };
         };
         match msg {
+            // The downloader goes on to another file on this link: this
+            // session ends as if closed, and the handshake is answered as
+            // on a new link.
+            Message::Handshake { version, .. } if *version == VERSION => {
+                if let (Some(view), Some((plan, _))) = (self.seeding.take(), plan) {
+                    plan.close(view);
+                }
+                self.geometry = None;
+                self.seeding = None;
+                self.outstanding = 0;
+                self.on_message_at(msg, has, None)
+            }
             Message::Request { piece, offset, len } => {
                 let Some(index) = geometry.piece(u64::from(*piece)) else {
                     return Err(Refuse::fatal(ErrorCode::OutOfRange, format!("no piece {piece}")));
@@ -606,7 +630,11 @@ impl ServerSession {
                 Ok(ServerAction::Nothing)
             }
             Message::Error { .. } => Ok(ServerAction::Nothing),
-            Message::Handshake { .. } | Message::Piece { .. } | Message::Reject { .. } => {
+            Message::Handshake { version, .. } => Err(Refuse::fatal(
+                ErrorCode::Version,
+                format!("protocol version {version} not supported (this node speaks {VERSION})"),
+            )),
+            Message::Piece { .. } | Message::Reject { .. } => {
                 Err(Refuse::fatal(ErrorCode::BadMessage, "unexpected message"))
             }
         }
@@ -739,7 +767,49 @@ mod tests {
         assert_eq!(s.on_message(&req(0, 0, 5), |_| true).unwrap_err().code, ErrorCode::Busy);
         s.served();
         s.on_message(&req(0, 0, 5), |_| true).unwrap();
-        assert!(s.on_message(&hs, |_| true).unwrap_err().fatal, "second handshake");
+        // A second handshake goes on to another file: the session starts
+        // over (admission, then requests of the new file's geometry).
+        assert!(matches!(s.on_message(&hs, |_| true), Ok(ServerAction::Admit { .. })));
+        assert!(!s.is_open());
+        assert!(s.on_message(&req(0, 0, 1), |_| true).unwrap_err().fatal, "before admission");
+        s.accept(Geometry::new(10));
+        assert_eq!(s.on_message(&req(1, 0, 1), |_| true).unwrap_err().code, ErrorCode::OutOfRange);
+        for _ in 0..2 {
+            assert!(matches!(
+                s.on_message(&req(0, 0, 5), |_| true),
+                Ok(ServerAction::Serve { .. })
+            ));
+        }
+        assert_eq!(s.on_message(&old, |_| true).unwrap_err().code, ErrorCode::Version);
+    }
+
+    /// A session under a seeding plan that goes on to another file gives
+    /// its offers back to the plan, like a closed one.
+    #[test]
+    fn a_new_handshake_closes_the_seeding_session() {
+        use crate::seeding::SeedPlan;
+        let g = Geometry::new(4 * PIECE_LEN);
+        let t = Instant::now();
+        let mut plan = SeedPlan::new(4, 1);
+        let _first = plan.open(t);
+        let mut s = ServerSession::new(8);
+        let view = plan.open(t);
+        let offered = (0..4).find(|&i| view.told().get(i)).unwrap();
+        s.accept_seeding(g, view);
+        assert_eq!(plan.copies(offered), 1);
+        let hs = Message::Handshake {
+            version: VERSION,
+            file_id: Sha1Digest([2; 20]),
+            user: "u",
+            ticket: b"",
+        };
+        assert!(matches!(
+            s.on_message_at(&hs, |_| true, Some((&mut plan, t))),
+            Ok(ServerAction::Admit { .. })
+        ));
+        assert_eq!(plan.copies(offered), 0, "the offer no longer counts as on its way");
+        s.close_at(&mut plan);
+        assert_eq!(plan.copies(offered), 0);
     }
 
     #[test]

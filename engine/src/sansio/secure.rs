@@ -148,6 +148,7 @@ enum Phase {
 pub struct Link {
     phase: Phase,
     initiator: bool,
+    local: PublicKey,
     expect: Option<PublicKey>,
     remote: Option<PublicKey>,
     /// Plaintext handed to [`Link::send`] before the handshake ended.
@@ -202,6 +203,7 @@ impl Link {
         let mut link = Self {
             phase: Phase::Handshake(Box::new(hs)),
             initiator: true,
+            local: local.public(),
             expect,
             remote: None,
             pending: Vec::new(),
@@ -217,6 +219,7 @@ impl Link {
         Ok(Self {
             phase: Phase::Handshake(Box::new(hs)),
             initiator: false,
+            local: local.public(),
             expect: None,
             remote: None,
             pending: Vec::new(),
@@ -227,6 +230,11 @@ impl Link {
     /// True once the handshake has ended: records carry data both ways.
     pub fn is_ready(&self) -> bool {
         matches!(self.phase, Phase::Transport(_))
+    }
+
+    /// This end's key.
+    pub fn local_key(&self) -> PublicKey {
+        self.local
     }
 
     /// The key the other end proved (known to the initiator after the

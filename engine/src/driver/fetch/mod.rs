@@ -58,6 +58,20 @@ mod ring;
 pub const MAX_BUFFERS: usize = 24;
 /// How often peer threads wake from a blocking read.
 const TICK: Duration = Duration::from_millis(50);
+/// A peer thread's read timeout while nothing is asked of its peer: a
+/// completed download's threads see their release soon enough for the
+/// next download to take their links over.
+const IDLE_TICK: Duration = Duration::from_millis(2);
+/// How long a connection whose download completed stays open for another
+/// download of the process to the same node (the peer protocol's "another
+/// file on the same link") before it closes.
+pub const PARK_FOR: Duration = Duration::from_secs(10);
+
+/// Connections a download took over from a completed one, since the
+/// process started (for tests and figures).
+pub static LINKS_REUSED: AtomicU64 = AtomicU64::new(0);
+/// Connections downloads opened to peers, since the process started.
+pub static LINKS_OPENED: AtomicU64 = AtomicU64::new(0);
 /// How often the controller ticks the core when nothing wakes it.
 const CONTROL_TICK: Duration = Duration::from_millis(100);
 
@@ -217,6 +231,9 @@ struct Driven {
     out: HashMap<PeerId, Vec<u8>>,
     /// Peers the core closed (their threads end), with why.
     closing: HashMap<PeerId, String>,
+    /// Peers the core released: their threads park the link if they can
+    /// (see [`PARK_FOR`]), and end.
+    released: std::collections::HashSet<PeerId>,
     /// For the controller: peers to connect to, and what else to do.
     connect: Vec<(PeerId, SocketAddr)>,
     want_peers: bool,
@@ -237,6 +254,10 @@ impl Driven {
                 Action::Close { peer, reason } => {
                     self.out.remove(&peer);
                     self.closing.insert(peer, reason);
+                }
+                Action::Release { peer } => {
+                    self.out.remove(&peer);
+                    self.released.insert(peer);
                 }
                 Action::Connect { peer, addr } => {
                     self.connect.push((peer, addr));
@@ -318,6 +339,7 @@ impl Download {
             core,
             out: HashMap::new(),
             closing: HashMap::new(),
+            released: Default::default(),
             connect: Vec::new(),
             want_peers: false,
             sync: false,
@@ -647,6 +669,7 @@ fn peer_thread(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr) {
         let mut d = lock(&shared.driven);
         d.out.remove(&id);
         d.closing.remove(&id);
+        d.released.remove(&id);
     }
     match result {
         Ok(()) | Err(PeerEnd::Stopped) => shared.with_core(|c| c.closed(id, "stopped")),
@@ -659,31 +682,123 @@ fn peer_thread(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr) {
     }
 }
 
+/// A connection whose download completed, open for another download of
+/// the process to the same node for [`PARK_FOR`] (the threads driver's;
+/// the io_uring driver keeps its own).
+struct ParkedLink {
+    stream: PeerStream,
+    /// Our key on it (`None`: plaintext).
+    local: Option<PublicKey>,
+    since: Instant,
+}
+
+/// Closes every parked link to `addr` now (see [`PARK_FOR`]), in both
+/// drivers (the io_uring driver's a moment later, on its thread).
+pub fn close_parked_links(addr: SocketAddr) {
+    parked_links().remove(&addr);
+    if let Some(r) = ring::started() {
+        r.send(ring::Cmd::CloseParked(addr));
+    }
+}
+
+/// Most links parked per node. A peer thread sees its release only at its
+/// next read timeout, by when the next download may have connected anew:
+/// kept small so that parked links do not crowd a server's connections
+/// per address (32 by default).
+const PARKED_PER_NODE: usize = 8;
+
+fn parked_links() -> MutexGuard<'static, HashMap<SocketAddr, Vec<ParkedLink>>> {
+    static PARKED: std::sync::OnceLock<Mutex<HashMap<SocketAddr, Vec<ParkedLink>>>> =
+        std::sync::OnceLock::new();
+    let mut all = lock(PARKED.get_or_init(Default::default));
+    // Expired links close (dropped) whenever the table is looked at.
+    all.retain(|_, list| {
+        list.retain(|p| p.since.elapsed() < PARK_FOR);
+        !list.is_empty()
+    });
+    all
+}
+
+/// A parked link to `addr` this download can take over: the same key on
+/// our side and, when the download knows the server's key, the one the
+/// link authenticated.
+fn take_parked(shared: &Shared, addr: &SocketAddr) -> Option<PeerStream> {
+    let ours = (!shared.security.plaintext).then(|| shared.security.keypair.public());
+    let expect = shared.expected_key(addr);
+    let mut all = parked_links();
+    let list = all.get_mut(addr)?;
+    let i = list
+        .iter()
+        .position(|p| p.local == ours && expect.is_none_or(|k| p.stream.remote_key() == Some(k)))?;
+    let p = list.swap_remove(i);
+    if list.is_empty() {
+        all.remove(addr);
+    }
+    Some(p.stream)
+}
+
+fn park_link(shared: &Shared, addr: SocketAddr, stream: PeerStream) {
+    let local = (!shared.security.plaintext).then(|| shared.security.keypair.public());
+    let mut all = parked_links();
+    let list = all.entry(addr).or_default();
+    if list.len() < PARKED_PER_NODE {
+        list.push(ParkedLink { stream, local, since: Instant::now() });
+    }
+}
+
 fn run_peer(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr) -> Result<(), PeerEnd> {
-    let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-    tcp.set_nodelay(true)?;
-    tcp.set_read_timeout(Some(TICK))?;
-    let expect = shared.expected_key(&addr);
-    let mut stream = PeerStream::connect(tcp, &shared.security, expect, CONNECT_TIMEOUT)
-        .map_err(|e| PeerEnd::Protocol(format!("secure handshake: {e}")))?;
+    // A link another download completed on: frames of its file may still
+    // come, until the answer to our handshake (see `crate::peer`).
+    let (mut stream, mut stale) = match take_parked(shared, &addr) {
+        Some(s) => {
+            LINKS_REUSED.fetch_add(1, Ordering::Relaxed);
+            (s, true)
+        }
+        None => {
+            LINKS_OPENED.fetch_add(1, Ordering::Relaxed);
+            let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+            tcp.set_nodelay(true)?;
+            tcp.set_read_timeout(Some(TICK))?;
+            let expect = shared.expected_key(&addr);
+            let s = PeerStream::connect(tcp, &shared.security, expect, CONNECT_TIMEOUT)
+                .map_err(|e| PeerEnd::Protocol(format!("secure handshake: {e}")))?;
+            (s, false)
+        }
+    };
+    // The server answered our handshake (a bitfield or an error).
+    let mut answered = false;
     shared.with_core(|c| c.connected(id, Instant::now()));
     let mut reader = FrameReader::default();
+    let mut read_timeout = TICK;
     // Bytes of a frame read so far, and when the core last heard of them.
     let mut seen = 0;
     let mut reported = Instant::now();
     loop {
-        if shared.stopping() {
-            return Err(PeerEnd::Stopped);
-        }
-        let (out, closing) = {
+        let (out, closing, released) = {
             let mut d = lock(&shared.driven);
-            (d.out.remove(&id), d.closing.remove(&id))
+            (d.out.remove(&id), d.closing.remove(&id), d.released.remove(&id))
         };
+        // Before the stop flag: a completed download stops its peer
+        // threads right after releasing them.
+        if released {
+            if answered && reader.between_frames() {
+                park_link(shared, addr, stream);
+            }
+            return Err(PeerEnd::Closed("download complete".into()));
+        }
         if let Some(why) = closing {
             return Err(PeerEnd::Closed(why));
         }
+        if shared.stopping() {
+            return Err(PeerEnd::Stopped);
+        }
         if let Some(out) = out {
             stream.send(&out)?;
+        }
+        let want = if lock(&shared.driven).core.awaits(id) { TICK } else { IDLE_TICK };
+        if want != read_timeout {
+            stream.set_read_timeout(want)?;
+            read_timeout = want;
         }
         // With a core for every connected peer, each hashes what it
         // receives while the bytes are hot in cache; with fewer peers than
@@ -700,6 +815,8 @@ fn run_peer(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr) -> Result<(), Pe
             continue;
         };
         match msg {
+            Incoming::Piece { .. } if stale => {}
+            Incoming::Control(k, _) if stale && k != kind::BITFIELD && k != kind::ERROR => {}
             Incoming::Piece { piece, offset, buf, len, digest } => {
                 let submit = shared.with_core(|c| {
                     match c.on_piece(id, piece, offset, len, Instant::now()) {
@@ -717,6 +834,9 @@ fn run_peer(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr) -> Result<(), Pe
                 }
             }
             Incoming::Control(k, p) => {
+                if k == kind::BITFIELD || k == kind::ERROR {
+                    (stale, answered) = (false, true);
+                }
                 shared.with_core(|c| c.on_frame(id, k, &p, Instant::now()));
             }
         }
@@ -907,6 +1027,11 @@ impl FrameReader {
             self.reset();
             return Ok(Some(Incoming::Control(k, body)));
         }
+    }
+
+    /// No frame partly read: the next byte on the link starts one.
+    fn between_frames(&self) -> bool {
+        self.frame.is_none() && self.head_got == 0 && self.piece.is_none()
     }
 
     fn reset(&mut self) {

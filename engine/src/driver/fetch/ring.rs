@@ -17,6 +17,15 @@
 //!   [`DownloadCore::piece_written`];
 //! - **tick**: a `Timeout` op every [`TICK`] while downloads run.
 //!
+//! A connection whose download completed is kept open for [`PARK_FOR`]
+//! ("parked"), and a later download of the process that connects to the
+//! same node with the same keys takes it over: it sends its handshake on
+//! the open link (the peer protocol's "another file on the same link"),
+//! and the driver drops every frame until the server's answer to it (a
+//! bitfield or an error), since what comes before belongs to the file
+//! before. A bulk fetch of many small files from the same nodes so pays
+//! for one connection and one Noise handshake per node, not per file.
+//!
 //! Blocking work stays off the ring: a small control thread per download
 //! asks the tracker for peers, fsyncs the piece record, reports events and
 //! finishes the file, like the threads driver's controller but with no
@@ -46,7 +55,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use io_uring::{opcode, types, IoUring};
 
-use super::{finish, lock, PeerList, PeerSource, Shared, Status, MAX_BUFFERS};
+use super::{
+    finish, lock, PeerList, PeerSource, Shared, Status, LINKS_OPENED, LINKS_REUSED, MAX_BUFFERS,
+    PARK_FOR,
+};
 use crate::download::{Action, DownloadCore, PieceFate, PROGRESS_EVERY};
 use crate::hash::sha1_of;
 use crate::meta::Sha1Digest;
@@ -107,6 +119,8 @@ pub(super) enum Cmd {
     Hashed { dl: u64, piece: u32, buf: AlignedBuf, digest: Sha1Digest },
     /// Look at the downloads' stop flags now.
     Wake,
+    /// Close every parked connection to this address.
+    CloseParked(SocketAddr),
 }
 
 /// Messages to a download's control thread.
@@ -136,6 +150,11 @@ impl FetchRing {
 
 static RING: OnceLock<Result<FetchRing, String>> = OnceLock::new();
 static NEXT_DL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The process's download ring, if it was started.
+pub(super) fn started() -> Option<&'static FetchRing> {
+    RING.get().and_then(|r| r.as_ref().ok())
+}
 
 /// The process's download ring, started on first use.
 pub(super) fn ring() -> Result<&'static FetchRing, String> {
@@ -255,10 +274,21 @@ struct Body {
 
 /// One connection to a peer.
 struct Conn {
+    /// The download it carries (0: parked, none).
     dl: u64,
     peer: PeerId,
     gen: u32,
     fd: OwnedFd,
+    /// The peer's piece server.
+    to: SocketAddr,
+    /// The server answered the last handshake (a bitfield or an error
+    /// reached the core): nothing of a file before can arrive any more.
+    answered: bool,
+    /// Frames of a file before may still arrive: drop every frame until
+    /// the answer to the handshake sent since.
+    stale: bool,
+    /// Parked since (see the module's docs).
+    parked: Option<Instant>,
     /// The peer's address, for the `Connect` op.
     addr: Box<(libc::sockaddr_storage, libc::socklen_t)>,
     open: bool,
@@ -339,6 +369,8 @@ struct Driver {
     writes: Vec<Option<Box<Write>>>,
     free_writes: Vec<usize>,
     next_gen: u32,
+    /// Parked connections by their peer's address.
+    parked: HashMap<SocketAddr, Vec<usize>>,
 }
 
 impl Driver {
@@ -356,6 +388,7 @@ impl Driver {
             writes: Vec::new(),
             free_writes: Vec::new(),
             next_gen: 1,
+            parked: HashMap::new(),
         }
     }
 
@@ -485,6 +518,13 @@ impl Driver {
                 }
                 Cmd::Hashed { dl, piece, buf, digest } => self.on_hashed(dl, piece, buf, digest),
                 Cmd::Wake => {}
+                Cmd::CloseParked(addr) => {
+                    let slots: Vec<usize> =
+                        self.parked.get(&addr).into_iter().flatten().copied().collect();
+                    for slot in slots {
+                        self.close(slot);
+                    }
+                }
             }
         }
         self.check_stops();
@@ -497,7 +537,23 @@ impl Driver {
             self.feed_starved(id);
         }
         self.check_stops();
-        if !self.dls.is_empty() {
+        let now = Instant::now();
+        let expired: Vec<usize> = self
+            .parked
+            .values()
+            .flatten()
+            .copied()
+            .filter(|&s| {
+                self.conns[s]
+                    .as_ref()
+                    .and_then(|c| c.parked)
+                    .is_some_and(|t| now.saturating_duration_since(t) >= PARK_FOR)
+            })
+            .collect();
+        for slot in expired {
+            self.close(slot);
+        }
+        if !self.dls.is_empty() || !self.parked.is_empty() {
             self.arm_tick();
         }
     }
@@ -549,6 +605,11 @@ impl Driver {
                     self.close(slot);
                 }
             }
+            Action::Release { peer } => {
+                if let Some(slot) = dl.conns.remove(&peer) {
+                    self.park(slot);
+                }
+            }
             Action::Connect { peer, addr } => self.connect(id, peer, addr),
             Action::WantPeers => {
                 let _ = dl.ctl.send(Ctl::WantPeers);
@@ -597,7 +658,84 @@ impl Driver {
         }
     }
 
+    /// Keeps a connection open for another download if it can carry one:
+    /// open, its handshakes answered, no piece half received; else closes it.
+    fn park(&mut self, slot: usize) {
+        let Some(c) = self.conns[slot].as_mut() else { return };
+        let ready = c.link.as_ref().is_none_or(|l| l.is_ready());
+        if !(c.open && !c.closing && c.answered && ready && c.body.is_none() && !c.starved) {
+            return self.close(slot);
+        }
+        c.dl = 0;
+        c.peer = 0;
+        c.stale = true;
+        c.parked = Some(Instant::now());
+        self.parked.entry(c.to).or_default().push(slot);
+        // Frames of the file before are read and dropped meanwhile.
+        self.parse(slot);
+        self.arm_recv(slot);
+        self.arm_tick();
+    }
+
+    /// A parked connection to `addr` that download `id` can take over: the
+    /// same keys on our side and, when the download knows the server's
+    /// key, the one the link authenticated.
+    fn take_parked(&mut self, id: u64, addr: &SocketAddr) -> Option<usize> {
+        let dl = self.dls.get(&id)?;
+        let expect = dl.shared.expected_key(addr);
+        let ours = (!dl.shared.security.plaintext).then(|| dl.shared.security.keypair.public());
+        let list = self.parked.get_mut(addr)?;
+        let conns = &self.conns;
+        let i = list.iter().position(|&s| {
+            conns[s].as_ref().is_some_and(|c| {
+                !c.closing
+                    && match (&c.link, ours) {
+                        (None, None) => true,
+                        (Some(l), Some(ours)) => {
+                            l.local_key() == ours
+                                && expect.is_none_or(|k| l.remote_key() == Some(k))
+                        }
+                        _ => false,
+                    }
+            })
+        })?;
+        let slot = list.swap_remove(i);
+        if list.is_empty() {
+            self.parked.remove(addr);
+        }
+        Some(slot)
+    }
+
+    /// Forgets a parked connection (it closes or is taken over).
+    fn unpark(&mut self, slot: usize) {
+        let Some(c) = self.conns[slot].as_mut() else { return };
+        if c.parked.take().is_none() {
+            return;
+        }
+        if let Some(list) = self.parked.get_mut(&c.to) {
+            list.retain(|&s| s != slot);
+            if list.is_empty() {
+                self.parked.remove(&c.to);
+            }
+        }
+    }
+
     fn connect(&mut self, id: u64, peer: PeerId, addr: SocketAddr) {
+        if let Some(slot) = self.take_parked(id, &addr) {
+            let c = self.conns[slot].as_mut().expect("parked connections are live");
+            c.parked = None;
+            c.dl = id;
+            c.peer = peer;
+            c.answered = false;
+            c.reported = Instant::now();
+            if let Some(dl) = self.dls.get_mut(&id) {
+                dl.conns.insert(peer, slot);
+            }
+            LINKS_REUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.core(id, |core, now| core.connected(peer, now));
+            return self.start_send(slot);
+        }
+        LINKS_OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (storage, len) = sockaddr(&addr);
         let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
         // SAFETY: plain socket(2); the result is checked.
@@ -628,6 +766,10 @@ impl Driver {
             peer,
             gen,
             fd,
+            to: addr,
+            answered: false,
+            stale: false,
+            parked: None,
             addr: Box::new((storage, len)),
             open: false,
             rx: vec![0; RX_STAGE],
@@ -713,6 +855,7 @@ impl Driver {
     }
 
     fn close(&mut self, slot: usize) {
+        self.unpark(slot);
         let Some(c) = self.conns[slot].as_mut() else { return };
         if c.closing {
             return;
@@ -941,7 +1084,7 @@ impl Driver {
                 return self.fail_conn(slot, &format!("protocol: {e}"));
             }
             let len = len as usize;
-            if k == kind::PIECE {
+            if k == kind::PIECE && !c.stale {
                 if len < PIECE_HEAD {
                     return self.fail_conn(slot, "protocol: short piece message");
                 }
@@ -978,12 +1121,24 @@ impl Driver {
                     return;
                 }
                 let (id, peer) = (c.dl, c.peer);
-                let frame = c.rx[HEADER_LEN..len].to_vec();
+                let answer = k == kind::BITFIELD || k == kind::ERROR;
+                // A parked connection, or one taken over whose new
+                // handshake is not answered yet: the frame is of the file
+                // before.
+                let drop = c.stale && !(answer && id != 0);
+                let frame = if drop { Vec::new() } else { c.rx[HEADER_LEN..len].to_vec() };
                 c.rx.copy_within(len..c.rx_len, 0);
                 c.rx_len -= len;
                 if c.rx.len() > RX_STAGE && c.rx_len <= RX_STAGE {
                     c.rx.truncate(RX_STAGE);
                     c.rx.shrink_to_fit();
+                }
+                if drop {
+                    continue;
+                }
+                if answer {
+                    c.stale = false;
+                    c.answered = true;
                 }
                 self.core(id, |core, now| core.on_frame(peer, k, &frame, now));
             }

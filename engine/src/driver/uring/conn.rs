@@ -101,6 +101,9 @@ pub(crate) struct Conn {
     undecided: bool,
     /// Opened plaintext not yet decoded (encrypted links).
     plain: Vec<u8>,
+    /// A handshake for another file waits (unread, first in the buffer)
+    /// until what is being sent of the file before has gone.
+    paused: bool,
 }
 
 impl Conn {
@@ -129,6 +132,7 @@ impl Conn {
             undecided: link.is_none(),
             link,
             plain: Vec::new(),
+            paused: false,
         }
     }
 
@@ -220,15 +224,27 @@ impl Conn {
             if !reply.is_empty() {
                 self.tx.push_raw(reply);
             }
-            let plain = std::mem::take(&mut self.plain);
-            let pos = self.decode(&plain, ctx).0;
-            self.plain = plain;
-            self.plain.drain(..pos);
-            if self.state == State::Open {
+            self.decode_plain(ctx);
+            if self.state == State::Open && !self.paused {
                 self.arm_recv(ctx);
             }
             return self.kick(ctx);
         }
+        self.decode_rbuf(ctx);
+        self.kick(ctx);
+    }
+
+    /// Handles every complete message opened from an encrypted link.
+    fn decode_plain(&mut self, ctx: &mut Ctx<'_>) {
+        let plain = std::mem::take(&mut self.plain);
+        let pos = self.decode(&plain, ctx).0;
+        self.plain = plain;
+        self.plain.drain(..pos);
+    }
+
+    /// Handles every complete message received on a plaintext link, and
+    /// receives again unless paused.
+    fn decode_rbuf(&mut self, ctx: &mut Ctx<'_>) {
         // No op uses the buffer now: handle every complete message in it.
         let rbuf = std::mem::take(&mut self.rbuf);
         let (pos, need) = self.decode(&rbuf[..self.filled], ctx);
@@ -244,9 +260,40 @@ impl Conn {
             } else if self.filled == 0 && self.rbuf.len() > RECV_BUF {
                 self.rbuf = vec![0; RECV_BUF];
             }
-            self.arm_recv(ctx);
+            if !self.paused {
+                self.arm_recv(ctx);
+            }
+        }
+    }
+
+    /// What was being sent of the file before a new handshake has gone:
+    /// the handshake and what follows it are handled now.
+    fn resume(&mut self, ctx: &mut Ctx<'_>) {
+        self.paused = false;
+        if self.link.is_some() {
+            self.decode_plain(ctx);
+            if self.state == State::Open && !self.paused && !self.recv_armed {
+                self.arm_recv(ctx);
+            }
+        } else if !self.recv_armed {
+            self.decode_rbuf(ctx);
         }
         self.kick(ctx);
+    }
+
+    /// A handshake on an admitted session goes on to another file. Requests
+    /// of the file before not yet being answered are dropped (the
+    /// downloader is done with it); true when nothing of it is in flight
+    /// any more, so the handshake can be handled now.
+    fn ready_to_switch(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        for _ in 0..self.tx.drop_pieces() {
+            self.served_one(ctx.now);
+        }
+        if !self.tx.is_idle() {
+            return false;
+        }
+        self.tx.switch_file();
+        true
     }
 
     /// Handles every complete message at the start of `buf`; returns the
@@ -254,9 +301,16 @@ impl Conn {
     fn decode(&mut self, buf: &[u8], ctx: &mut Ctx<'_>) -> (usize, usize) {
         let mut pos = 0;
         let mut need = 0;
-        while self.state == State::Open {
+        while self.state == State::Open && !self.paused {
             match peer::decode(&buf[pos..]) {
                 Ok((msg, used)) => {
+                    if matches!(msg, Message::Handshake { .. })
+                        && self.session.is_open()
+                        && !self.ready_to_switch(ctx)
+                    {
+                        self.paused = true;
+                        break;
+                    }
                     pos += used;
                     self.last_activity = ctx.now;
                     self.on_message(&msg, ctx);
@@ -421,6 +475,9 @@ impl Conn {
                     }
                 }
                 self.kick(ctx);
+                if self.paused && self.state == State::Open && self.tx.is_idle() {
+                    self.resume(ctx);
+                }
             }
             Err(e) => self.close(ctx, &e),
         }

@@ -195,6 +195,23 @@ impl Tx {
         found.and_then(|i| self.queue.remove(i)).is_some()
     }
 
+    /// Drops every queued (not yet started) piece; returns how many.
+    pub(crate) fn drop_pieces(&mut self) -> usize {
+        let before = self.queue.len();
+        self.queue.retain(|i| !matches!(i, Item::Piece(_)));
+        before - self.queue.len()
+    }
+
+    /// The connection goes on to another file: forget the one mapped or
+    /// piped for the last. Only when idle (no op points into it).
+    pub(crate) fn switch_file(&mut self) {
+        debug_assert!(self.is_idle());
+        // A pipe serves any file; a map only its own.
+        if self.is_idle() && matches!(self.src, Some(Source::Map(_))) {
+            self.src = None;
+        }
+    }
+
     /// Control bytes waiting in the queue.
     pub(crate) fn queued_bytes(&self) -> usize {
         self.queued_bytes
