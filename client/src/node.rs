@@ -54,9 +54,17 @@ impl Drop for Session {
     }
 }
 
-/// What this node shares now (empty while logged out), shared with the
-/// download threads that add finished downloads to it.
-type Shares = Arc<Mutex<Vec<LocalShare>>>;
+/// What this node shares now (empty while logged out), by group and file
+/// name, shared with the download threads that add finished downloads to
+/// it (a bulk fetch adds thousands: finding one's place costs a log, not a
+/// scan of them all).
+type Shares = Arc<Mutex<ShareList>>;
+type ShareList = std::collections::BTreeMap<(String, String), LocalShare>;
+
+/// A share's place in the [`ShareList`].
+fn share_key(s: &LocalShare) -> (String, String) {
+    (s.group.clone(), s.meta.name.clone())
+}
 
 /// A client node.
 #[derive(Debug)]
@@ -144,7 +152,7 @@ impl Node {
             pool_links: LinkPool::new(trackers.clone()),
             trackers,
             session: None,
-            shares: Arc::new(Mutex::new(Vec::new())),
+            shares: Arc::new(Mutex::new(ShareList::new())),
             serve,
             server,
             downloads: Vec::new(),
@@ -358,7 +366,7 @@ impl Node {
         let count = resumed.len();
         // Compacted at each login: what resumed, nothing else.
         book.replace(&resumed).context("save the share record")?;
-        *self.shares_mut() = resumed;
+        *self.shares_mut() = resumed.into_iter().map(|s| (share_key(&s), s)).collect();
         let mut line = format!("logged in as {user}");
         if count > 0 || !dropped.is_empty() {
             line += &format!("; resumed sharing {count} file(s)");
@@ -501,7 +509,7 @@ impl Node {
                 pieces: share.meta.piece_hashes.len(),
                 sha1: share.meta.sha1,
             });
-            self.shares_mut().push(share);
+            self.shares_mut().insert(share_key(&share), share);
         }
         shared.sort_by(|a, b| a.name.cmp(&b.name));
         skipped.sort_by(|a, b| a.path.cmp(&b.path));
@@ -583,7 +591,7 @@ impl Node {
         Ok(())
     }
 
-    fn shares_mut(&self) -> MutexGuard<'_, Vec<LocalShare>> {
+    fn shares_mut(&self) -> MutexGuard<'_, ShareList> {
         lock(&self.shares)
     }
 
@@ -603,7 +611,7 @@ impl Node {
 
     /// Stops serving content nothing here shares or downloads any more.
     fn unserve(&self, id: &Sha1Digest) {
-        let shared = self.shares_mut().iter().any(|s| s.meta.sha1 == *id);
+        let shared = self.shares_mut().values().any(|s| s.meta.sha1 == *id);
         let downloading =
             self.downloads.iter().any(|d| d.is_running() && d.download.meta().sha1 == *id);
         if !shared && !downloading {
@@ -615,9 +623,10 @@ impl Node {
     fn drop_shares(&self, pred: impl Fn(&LocalShare) -> bool) -> Vec<LocalShare> {
         let gone: Vec<LocalShare> = {
             let mut shares = self.shares_mut();
-            let (gone, kept) = shares.drain(..).partition(|s| pred(s));
+            let (gone, kept): (ShareList, ShareList) =
+                std::mem::take(&mut *shares).into_iter().partition(|(_, s)| pred(s));
             *shares = kept;
-            gone
+            gone.into_values().collect()
         };
         for s in &gone {
             self.unserve(&s.meta.sha1);
@@ -859,16 +868,14 @@ impl Node {
                         // Served on demand from now on: the part file's
                         // descriptor closes with its last connection.
                         serve.insert_lazy(share.meta.sha1, opener(&share));
-                        let mut list = shares.lock().unwrap_or_else(|p| p.into_inner());
-                        list.retain(|s| {
-                            !(s.group == share.group && s.meta.name == share.meta.name)
-                        });
+                        // Durable (fdatasync) before it counts, outside
+                        // the lock other downloads' ends wait on.
                         if let Some(book) = &book {
                             if let Err(e) = book.put(&share) {
                                 tracing::warn!("save the share record: {e}");
                             }
                         }
-                        list.push(share);
+                        lock(&shares).insert(share_key(&share), share);
                     }
                     Err(e) => tracing::warn!("record {}: {e}", dest.display()),
                 }
@@ -977,7 +984,7 @@ async fn watch_shares(
         tokio::time::sleep(every).await;
         // Stat calls happen outside the lock: uploads and downloads add
         // shares meanwhile.
-        let current: Vec<LocalShare> = lock(&shares).clone();
+        let current: Vec<LocalShare> = lock(&shares).values().cloned().collect();
         let stale: Vec<(LocalShare, Staleness)> =
             current.into_iter().filter_map(|s| s.check().err().map(|why| (s, why))).collect();
         if stale.is_empty() {
@@ -985,9 +992,14 @@ async fn watch_shares(
         }
         {
             let mut list = lock(&shares);
-            list.retain(|s| !stale.iter().any(|(gone, _)| gone == s));
             for (gone, _) in &stale {
-                if !list.iter().any(|s| s.meta.sha1 == gone.meta.sha1) {
+                let key = share_key(gone);
+                if list.get(&key) == Some(gone) {
+                    list.remove(&key);
+                }
+            }
+            for (gone, _) in &stale {
+                if !list.values().any(|s| s.meta.sha1 == gone.meta.sha1) {
                     serve.remove(&gone.meta.sha1);
                 }
             }
@@ -1017,7 +1029,7 @@ async fn watch_shares(
     }
 }
 
-fn lock(shares: &Shares) -> MutexGuard<'_, Vec<LocalShare>> {
+fn lock(shares: &Shares) -> MutexGuard<'_, ShareList> {
     shares.lock().unwrap_or_else(|p| p.into_inner())
 }
 
