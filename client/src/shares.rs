@@ -104,9 +104,14 @@ fn key_of(s: &LocalShare) -> Key {
 #[derive(Debug, Default)]
 struct LogState {
     /// Open for appending once loaded (or first written).
-    file: Option<fs::File>,
+    file: Option<Arc<fs::File>>,
     records: u64,
     live: std::collections::HashSet<Key>,
+    /// Records appended, and how many of them are known durable: one
+    /// fdatasync makes every record written before it durable, so puts
+    /// that end together share one (group commit).
+    written: u64,
+    synced: u64,
 }
 
 /// The on-disk record of one user's shares at one node address. Clones
@@ -117,6 +122,8 @@ pub struct ShareBook {
     /// The record of an older version, read once and replaced.
     legacy: PathBuf,
     state: Arc<Mutex<LogState>>,
+    /// Held while one fdatasync runs for the puts waiting on it.
+    syncing: Arc<Mutex<()>>,
 }
 
 impl ShareBook {
@@ -125,7 +132,7 @@ impl ShareBook {
         // User ids are validated names (no separators); ':' is fine in file names.
         let log = state_dir.join(format!("{user}@{node_addr}.sharelog"));
         let legacy = state_dir.join(format!("{user}@{node_addr}.shares"));
-        Self { log, legacy, state: Arc::default() }
+        Self { log, legacy, state: Arc::default(), syncing: Arc::default() }
     }
 
     fn lock(&self) -> MutexGuard<'_, LogState> {
@@ -174,10 +181,35 @@ impl ShareBook {
     /// Records a share (replacing the one of the same group and name);
     /// durable when it returns.
     pub fn put(&self, share: &LocalShare) -> std::io::Result<()> {
+        let mine = {
+            let mut st = self.lock();
+            self.write(&mut st, &Entry::Put(share.clone()))?;
+            st.live.insert(key_of(share));
+            self.maybe_compact(&mut st)?;
+            st.written
+        };
+        self.sync_to(mine)
+    }
+
+    /// Makes every record up to the `mine`th durable: returns at once if a
+    /// sync since covered it, else syncs (for itself and whoever wrote
+    /// meanwhile) — downloads ending together share one fdatasync instead
+    /// of queueing one each behind the book's lock.
+    fn sync_to(&self, mine: u64) -> std::io::Result<()> {
+        let _one = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
+        let (file, upto) = {
+            let st = self.lock();
+            if st.synced >= mine {
+                return Ok(());
+            }
+            (st.file.clone(), st.written)
+        };
+        if let Some(f) = file {
+            f.sync_data()?;
+        }
         let mut st = self.lock();
-        self.append(&mut st, &Entry::Put(share.clone()))?;
-        st.live.insert(key_of(share));
-        self.maybe_compact(&mut st)
+        st.synced = st.synced.max(upto);
+        Ok(())
     }
 
     /// Records that the share of `group` and `name` is gone; durable when
@@ -188,9 +220,12 @@ impl ShareBook {
         if !st.live.contains(&key) {
             return Ok(());
         }
-        self.append(&mut st, &Entry::Remove { group: key.0.clone(), name: key.1.clone() })?;
+        self.write(&mut st, &Entry::Remove { group: key.0.clone(), name: key.1.clone() })?;
         st.live.remove(&key);
-        self.maybe_compact(&mut st)
+        self.maybe_compact(&mut st)?;
+        let mine = st.written;
+        drop(st);
+        self.sync_to(mine)
     }
 
     /// Replaces the whole record with `shares`, compacted (at login).
@@ -200,7 +235,8 @@ impl ShareBook {
         self.rewrite(&mut st, shares)
     }
 
-    fn append(&self, st: &mut LogState, entry: &Entry) -> std::io::Result<()> {
+    /// Appends a record (durable after [`sync_to`](Self::sync_to)).
+    fn write(&self, st: &mut LogState, entry: &Entry) -> std::io::Result<()> {
         if st.file.is_none() {
             let dir = self.log.parent().unwrap_or(Path::new("."));
             fs::create_dir_all(dir)?;
@@ -209,13 +245,13 @@ impl ShareBook {
             if created {
                 fs::File::open(dir)?.sync_all()?;
             }
-            st.file = Some(f);
+            st.file = Some(Arc::new(f));
         }
         let bytes = encode(entry)?;
-        let f = st.file.as_mut().expect("opened above");
-        f.write_all(&bytes)?;
-        f.sync_data()?;
+        let f = st.file.as_ref().expect("opened above");
+        (&**f).write_all(&bytes)?;
         st.records += 1;
+        st.written += 1;
         Ok(())
     }
 
@@ -236,8 +272,10 @@ impl ShareBook {
             bytes.extend(encode(&Entry::Put(s.clone()))?);
         }
         drop(write_atomically(&self.log, &bytes)?);
-        st.file = Some(fs::OpenOptions::new().append(true).open(&self.log)?);
+        st.file = Some(Arc::new(fs::OpenOptions::new().append(true).open(&self.log)?));
         st.records = shares.len() as u64;
+        // Written and synced whole: everything recorded so far is durable.
+        st.synced = st.written;
         Ok(())
     }
 }
@@ -340,6 +378,38 @@ mod tests {
             piece_hashes: vec![],
         };
         LocalShare::new(group.into(), path, meta).unwrap()
+    }
+
+    /// Puts from many threads at once (a bulk fetch's downloads ending
+    /// together share fdatasyncs) all land, through compactions too.
+    #[test]
+    fn concurrent_puts_all_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = ShareBook::new(dir.path(), "u", "127.0.0.1:1");
+        book.load();
+        let files: Vec<LocalShare> =
+            (0..8).map(|t| share(dir.path(), "g", &format!("t{t}"), 1 + t)).collect();
+        std::thread::scope(|s| {
+            for (t, f) in files.iter().enumerate() {
+                let book = book.clone();
+                s.spawn(move || {
+                    for i in 0..100 {
+                        let mut one = f.clone();
+                        one.meta.name = format!("t{t}-{i}");
+                        book.put(&one).unwrap();
+                        if i % 10 == 9 {
+                            book.remove("g", &format!("t{t}-{}", i - 1)).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        let again = ShareBook::new(dir.path(), "u", "127.0.0.1:1");
+        let (shares, warning) = again.load();
+        assert!(warning.is_none(), "{warning:?}");
+        assert_eq!(shares.len(), 8 * 90);
+        assert!(!shares.iter().any(|s| s.meta.name == "t3-8"));
+        assert!(shares.iter().any(|s| s.meta.name == "t3-9"));
     }
 
     #[test]
