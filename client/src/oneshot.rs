@@ -203,7 +203,8 @@ struct FileFigures {
     seconds: f64,
     /// Already at the destination, verified; nothing fetched.
     present: bool,
-    latency: Option<hdrhistogram::Histogram<u64>>,
+    /// Piece latency percentiles (µs); none when nothing was fetched.
+    latency: Vec<(&'static str, u64)>,
     peers: Vec<(std::net::SocketAddr, u64)>,
 }
 
@@ -211,6 +212,9 @@ struct FileFigures {
 #[derive(Debug, Default)]
 struct BulkReport {
     done: Vec<FileFigures>,
+    /// Every file's piece latencies, when `--hgrm` asks for them (a
+    /// histogram per file would cost ~0.2 MB each).
+    latency: Option<hdrhistogram::Histogram<u64>>,
     failed: Vec<(String, String)>,
     seconds: f64,
     /// Files not fetched because of Ctrl-C.
@@ -242,16 +246,8 @@ impl BulkReport {
                 .done
                 .iter()
                 .map(|f| {
-                    let latency: serde_json::Map<String, serde_json::Value> = f
-                        .latency
-                        .as_ref()
-                        .map(|h| {
-                            ringshare_engine::metrics::percentiles_us(h)
-                                .into_iter()
-                                .map(|(k, v)| (k.to_owned(), v.into()))
-                                .collect()
-                        })
-                        .unwrap_or_default();
+                    let latency: serde_json::Map<String, serde_json::Value> =
+                        f.latency.iter().map(|(k, v)| ((*k).to_owned(), (*v).into())).collect();
                     let peers: Vec<serde_json::Value> = f
                         .peers
                         .iter()
@@ -287,12 +283,8 @@ impl BulkReport {
             std::fs::write(p, serde_json::to_vec_pretty(&doc)?)
                 .with_context(|| format!("write {}", p.display()))?;
         }
-        if let Some(p) = &args.hgrm {
-            let mut all = ringshare_engine::metrics::Latency::new().snapshot();
-            for h in self.done.iter().filter_map(|f| f.latency.as_ref()) {
-                let _ = all.add(h);
-            }
-            std::fs::write(p, ringshare_engine::metrics::hgrm(&all))
+        if let (Some(p), Some(all)) = (&args.hgrm, &self.latency) {
+            std::fs::write(p, ringshare_engine::metrics::hgrm(all))
                 .with_context(|| format!("write {}", p.display()))?;
         }
         if self.interrupted > 0 {
@@ -341,7 +333,10 @@ async fn get_many(
     overall.set_style(style(
         "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
     ));
-    let mut report = BulkReport::default();
+    let mut report = BulkReport {
+        latency: args.hgrm.is_some().then(|| ringshare_engine::metrics::Latency::new().snapshot()),
+        ..BulkReport::default()
+    };
     let mut queue: std::collections::VecDeque<FileEntry> = files.into();
     let mut running: Vec<Running> = Vec::new();
     let mut finished_bytes = 0u64;
@@ -393,7 +388,7 @@ async fn get_many(
                         bytes: f.len,
                         seconds: 0.0,
                         present: true,
-                        latency: None,
+                        latency: Vec::new(),
                         peers: Vec::new(),
                     });
                 }
@@ -428,12 +423,16 @@ async fn get_many(
                     finished_bytes += r.entry.len;
                     let mut peers: Vec<_> = r.download.contributions().into_iter().collect();
                     peers.sort();
+                    let hist = r.download.latency().snapshot();
+                    if let Some(all) = report.latency.as_mut() {
+                        let _ = all.add(&hist);
+                    }
                     report.done.push(FileFigures {
                         name: r.entry.name,
                         bytes: r.entry.len,
                         seconds: r.started.elapsed().as_secs_f64(),
                         present: false,
-                        latency: Some(r.download.latency().snapshot()),
+                        latency: ringshare_engine::metrics::percentiles_us(&hist),
                         peers,
                     });
                 }
