@@ -342,12 +342,15 @@ struct Dl {
 }
 
 impl Dl {
-    fn take_buf(&mut self, len: usize) -> Option<AlignedBuf> {
+    /// A piece buffer of `len` bytes: one of the download's, else a new one
+    /// (from `spare`, the buffers of downloads that ended, when it has any)
+    /// while it has fewer than [`MAX_BUFFERS`].
+    fn take_buf(&mut self, len: usize, spare: &mut Vec<AlignedBuf>) -> Option<AlignedBuf> {
         let mut b = match self.bufs.pop() {
             Some(b) => b,
             None if self.made < MAX_BUFFERS => {
                 self.made += 1;
-                AlignedBuf::default()
+                spare.pop().unwrap_or_default()
             }
             None => return None,
         };
@@ -371,7 +374,14 @@ struct Driver {
     next_gen: u32,
     /// Parked connections by their peer's address.
     parked: HashMap<SocketAddr, Vec<usize>>,
+    /// Piece buffers of downloads that ended, for the next ones (a bulk
+    /// fetch of small files otherwise mapped, faulted in and unmapped a
+    /// fresh buffer per file); at most [`SPARE_BUFFERS`].
+    spare: Vec<AlignedBuf>,
 }
+
+/// Most piece buffers kept for later downloads (~16 MiB).
+const SPARE_BUFFERS: usize = 32;
 
 impl Driver {
     fn new(uring: IoUring, wake: File, cmds: Receiver<Cmd>) -> Self {
@@ -389,6 +399,7 @@ impl Driver {
             free_writes: Vec::new(),
             next_gen: 1,
             parked: HashMap::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -654,6 +665,8 @@ impl Driver {
             if !busy {
                 let dl = self.dls.remove(&id).expect("present above");
                 let _ = dl.ctl.send(Ctl::Released);
+                let room = SPARE_BUFFERS.saturating_sub(self.spare.len());
+                self.spare.extend(dl.bufs.into_iter().take(room));
             }
         }
     }
@@ -1095,7 +1108,9 @@ impl Driver {
                 let (piece, offset) = (word(HEADER_LEN), word(HEADER_LEN + 4));
                 let data_len = len - PIECE_HEAD;
                 let id = c.dl;
-                let Some(mut buf) = self.dls.get_mut(&id).and_then(|d| d.take_buf(data_len)) else {
+                let spare = &mut self.spare;
+                let Some(mut buf) = self.dls.get_mut(&id).and_then(|d| d.take_buf(data_len, spare))
+                else {
                     // No buffer free: stop receiving until one comes back.
                     c.starved = true;
                     return;
