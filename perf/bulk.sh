@@ -58,8 +58,12 @@ PY
 
 # kind run: share $W/kind/tree, fetch the group; prints one result line.
 one() {
-  local kind=$1 d=$W/run-$1
-  rm -rf "$d"; mkdir -p "$d"
+  # Each run keeps its copy until the script exits: on ext4 without a
+  # journal (this machine's root) every inode freed in the last minute is
+  # skipped, one by one, when a new file is created, so deleting the last
+  # run's 10,000 files made the next run's file creation the bottleneck.
+  local kind=$1 d=$W/run-$1-$RUN
+  mkdir -p "$d"
   local port=$((7600 + RANDOM % 1000))
   echo "127.0.0.1:$port" >"$d/ti.txt"; echo pw >"$d/pw"
   "$B/ringshare-tracker" "$d/ti.txt" 1 --data-dir "$d/td" >"$d/t.out" 2>"$d/t.log" </dev/null &
@@ -106,12 +110,11 @@ PY
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   pids=()
-  rm -rf "$d"
 }
 
 mkdir -p "$(dirname "$OUT")"
 : >"$OUT"
-for _ in $(seq "$RUNS"); do
+for RUN in $(seq "$RUNS"); do
   for kind in small large one; do
     one "$kind" | tee -a "$OUT"
   done
