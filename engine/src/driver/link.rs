@@ -110,6 +110,30 @@ impl PeerStream {
         }
     }
 
+    /// Whether the other end has closed (or reset) the connection, seen
+    /// without waiting or taking any byte.
+    pub(crate) fn peer_closed(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            PeerStream::Plain(s) => s.as_raw_fd(),
+            PeerStream::Secure(s) => s.get_ref().as_raw_fd(),
+        };
+        let mut byte = 0u8;
+        // SAFETY: recv writes at most one byte into `byte`, which lives
+        // across the call; MSG_PEEK leaves it in the socket.
+        let n = unsafe {
+            libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+        };
+        match n {
+            0 => true,
+            n if n > 0 => false,
+            _ => !matches!(
+                io::Error::last_os_error().raw_os_error(),
+                Some(libc::EAGAIN) | Some(libc::EINTR)
+            ),
+        }
+    }
+
     /// How long a read waits.
     pub(crate) fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
         match self {

@@ -166,7 +166,8 @@ pub struct FetchSpec {
     /// download) or a thread per peer. A ring that cannot start falls back
     /// to threads, with a warning.
     pub io: Backend,
-    /// The node's key and whether its links are plaintext (both drivers).
+    /// The node's key and whether its links are plaintext (both drivers);
+    /// by default a random key, the same for every spec of the process.
     pub security: PeerSecurity,
 }
 
@@ -186,7 +187,13 @@ impl FetchSpec {
             stall_timeout: STALL_TIMEOUT,
             max_peers: crate::download::MAX_PEERS,
             io: Backend::Threads,
-            security: PeerSecurity::ephemeral(),
+            // One random key for every spec that is not given the node's:
+            // a key pair per download cost an X25519 base-point multiply
+            // on the caller's thread for a key then replaced.
+            security: {
+                static DEFAULT: std::sync::OnceLock<PeerSecurity> = std::sync::OnceLock::new();
+                DEFAULT.get_or_init(PeerSecurity::ephemeral).clone()
+            },
         }
     }
 }
@@ -354,7 +361,7 @@ impl Download {
             driven: Mutex::new(driven),
             wake: Condvar::new(),
             pool,
-            cores: thread::available_parallelism().map_or(2, |n| n.get()),
+            cores: cores(),
             buffers: Arc::new(BufferPool::new(MAX_BUFFERS)),
             active: AtomicUsize::new(0),
             rate_bits: AtomicU64::new(0f64.to_bits()),
@@ -449,6 +456,13 @@ impl Download {
             let _ = h.join();
         }
     }
+}
+
+/// The cores this process may use, looked up once (it reads cgroup files:
+/// a download of a small file would pay for it each time).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -727,6 +741,8 @@ fn take_parked(shared: &Shared, addr: &SocketAddr) -> Option<PeerStream> {
     let expect = shared.expected_key(addr);
     let mut all = parked_links();
     let list = all.get_mut(addr)?;
+    // Nobody reads a parked link: one its server closed meanwhile goes.
+    list.retain(|p| !p.stream.peer_closed());
     let i = list
         .iter()
         .position(|p| p.local == ours && expect.is_none_or(|k| p.stream.remote_key() == Some(k)))?;
