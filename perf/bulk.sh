@@ -22,17 +22,8 @@ SAMPLE=${SAMPLE:-200}
 OUT=${OUT:-$ROOT/perf/results/$(date +%F)/bulk/loopback.txt}
 cargo build --release --locked -p ringshare -p ringshare-tracker --bin ringshare --bin ringshare-tracker
 B=$ROOT/target/release
-W=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  # Runs go through pipelines (subshells): their processes are found by
-  # the work directory on their command lines.
-  pkill -f -- "$W/" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
+# shellcheck source=perf/lib/loopback.sh
+. "$ROOT/perf/lib/loopback.sh"
 jobs=()
 [ -n "${JOBS:-}" ] && jobs=(--jobs "$JOBS")
 
@@ -64,21 +55,10 @@ one() {
   # run's 10,000 files made the next run's file creation the bottleneck.
   local kind=$1 d=$W/run-$1-$RUN
   mkdir -p "$d"
-  local port=$((7600 + RANDOM % 1000))
-  echo "127.0.0.1:$port" >"$d/ti.txt"; echo pw >"$d/pw"
-  "$B/ringshare-tracker" "$d/ti.txt" 1 --data-dir "$d/td" >"$d/t.out" 2>"$d/t.log" </dev/null &
-  pids+=($!)
-  for _ in $(seq 100); do grep -q key "$d/t.out" && break; sleep 0.05; done
-  shell() { printf '%s\n' "$@" | RINGSHARE_STATE_DIR="$d/shell" "$B/ringshare" 127.0.0.1:0 "$d/ti.txt" >/dev/null 2>>"$d/shell.log"; }
-  shell "create_user s pw" "login s pw" "create_group g"
-  shell "create_user l pw" "login l pw" "join_group g"
-  shell "login s pw" "accept_request g l"
+  lb_group "$d" "$B"
   local t0 t1
   t0=$(date +%s.%N)
-  RINGSHARE_STATE_DIR="$d/s" "$B/ringshare" share --trackers "$d/ti.txt" --user s \
-    --password-file "$d/pw" g "$W/$kind/tree" >"$d/s.out" 2>"$d/s.log" </dev/null &
-  pids+=($!)
-  for _ in $(seq 6000); do grep -q "seeding on" "$d/s.out" && break; sleep 0.05; done
+  lb_seed "$d" "$B" "$W/$kind/tree"
   t1=$(date +%s.%N)
   RINGSHARE_STATE_DIR="$d/l" "$B/ringshare" get --trackers "$d/ti.txt" --user l \
     --password-file "$d/pw" "${jobs[@]}" --quiet --stats "$d/stats.json" g "$d/dl" >/dev/null 2>"$d/get.log" ||
@@ -107,9 +87,7 @@ PY
     bytes=$(du -sb "$d/each" | cut -f1)
     python3 -c "print(f'small-one-process-each files $SAMPLE bytes $bytes get {$t3 - $t2:.2f} s {$bytes / ($t3 - $t2) / 1e6:.1f} MB/s {$SAMPLE / ($t3 - $t2):.0f} files/s')"
   fi
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  pids=()
+  lb_stop
 }
 
 mkdir -p "$(dirname "$OUT")"

@@ -23,15 +23,8 @@ B=$(cd "$2" && pwd)
 RUNS=${3:-3}
 FILES=${FILES:-6000}
 OUT=${OUT:-$ROOT/perf/results/$(date +%F)/bulk/ab.txt}
-W=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  pkill -f -- "$W/" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
+# shellcheck source=perf/lib/loopback.sh
+. "$ROOT/perf/lib/loopback.sh"
 jobs=()
 [ -n "${JOBS:-}" ] && jobs=(--jobs "$JOBS")
 io=()
@@ -53,19 +46,8 @@ sync
 one() {
   local label=$1 bin=$2 d=$W/run-$1-$3
   mkdir -p "$d"
-  local port=$((7600 + RANDOM % 1000))
-  echo "127.0.0.1:$port" >"$d/ti.txt"; echo pw >"$d/pw"
-  "$bin/ringshare-tracker" "$d/ti.txt" 1 --data-dir "$d/td" >"$d/t.out" 2>"$d/t.log" </dev/null &
-  pids+=($!)
-  for _ in $(seq 100); do grep -q key "$d/t.out" && break; sleep 0.05; done
-  shell() { printf '%s\n' "$@" | RINGSHARE_STATE_DIR="$d/shell" "$bin/ringshare" 127.0.0.1:0 "$d/ti.txt" >/dev/null 2>>"$d/shell.log"; }
-  shell "create_user s pw" "login s pw" "create_group g"
-  shell "create_user l pw" "login l pw" "join_group g"
-  shell "login s pw" "accept_request g l"
-  RINGSHARE_STATE_DIR="$d/s" "$bin/ringshare" share "${io[@]}" --trackers "$d/ti.txt" --user s \
-    --password-file "$d/pw" g "$W/tree" >"$d/s.out" 2>"$d/s.log" </dev/null &
-  pids+=($!)
-  for _ in $(seq 6000); do grep -q "seeding on" "$d/s.out" && break; sleep 0.05; done
+  lb_group "$d" "$bin"
+  lb_seed "$d" "$bin" "$W/tree" "${io[@]}"
   RINGSHARE_STATE_DIR="$d/l" "$bin/ringshare" get "${io[@]}" --trackers "$d/ti.txt" --user l \
     --password-file "$d/pw" "${jobs[@]}" --quiet --stats "$d/stats.json" g "$d/dl" >/dev/null 2>"$d/get.log" ||
     { echo "$label: get failed:"; tail -n 5 "$d/get.log"; exit 1; } >&2
@@ -78,9 +60,7 @@ links = f"links opened {s.get('peer_links_opened', '?')} reused {s.get('peer_lin
 print(f"{label} files {s['files_done']} get {s['seconds']:.2f} s {s['mbps']:.1f} MB/s "
       f"{s['files_done'] / s['seconds']:.0f} files/s {links}")
 PY
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  pids=()
+  lb_stop
 }
 
 mkdir -p "$(dirname "$OUT")"
