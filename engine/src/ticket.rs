@@ -60,7 +60,15 @@ pub enum TicketError {
 
 /// Signs `t` with the trackers' secret key.
 pub fn sign(secret: &[u8; 32], t: &Ticket) -> Vec<u8> {
-    let key = SigningKey::from_bytes(secret);
+    // A tracker signs with one key: expanding it (SHA-512 and a base-point
+    // multiply) once per thread instead of once per ticket.
+    thread_local! {
+        static KEY: std::cell::RefCell<Option<SigningKey>> = const { std::cell::RefCell::new(None) };
+    }
+    let key = KEY.with_borrow_mut(|k| match k {
+        Some(key) if key.to_bytes() == *secret => key.clone(),
+        _ => k.insert(SigningKey::from_bytes(secret)).clone(),
+    });
     let mut out = postcard::to_stdvec(t).unwrap_or_default();
     let sig = key.sign(&out);
     out.extend_from_slice(&sig.to_bytes());
@@ -87,7 +95,16 @@ pub fn verify(
         return Err(TicketError::Malformed);
     }
     let (body, sig) = bytes.split_at(bytes.len() - SIG_LEN);
-    let key = VerifyingKey::from_bytes(public).map_err(|_| TicketError::BadSignature)?;
+    // A piece server checks tickets of one tracker key: its point is
+    // decompressed once per thread instead of once per ticket.
+    thread_local! {
+        static KEY: std::cell::RefCell<Option<VerifyingKey>> = const { std::cell::RefCell::new(None) };
+    }
+    let key = KEY.with_borrow_mut(|k| match k {
+        Some(key) if key.as_bytes() == public => Ok(*key),
+        _ => VerifyingKey::from_bytes(public).map(|key| *k.insert(key)),
+    });
+    let key = key.map_err(|_| TicketError::BadSignature)?;
     let sig = Signature::from_bytes(sig.try_into().map_err(|_| TicketError::Malformed)?);
     key.verify(body, &sig).map_err(|_| TicketError::BadSignature)?;
     let t: Ticket = postcard::from_bytes(body).map_err(|_| TicketError::Malformed)?;
