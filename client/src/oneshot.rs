@@ -333,6 +333,9 @@ async fn get_many(
     overall.set_style(style(
         "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
     ));
+    // Parsed once: a template per file was a visible part of the loop's
+    // time with thousands of small files.
+    let file_style = style("  {msg} [{bar:20}] {bytes}/{total_bytes}");
     let mut report = BulkReport {
         latency: args.hgrm.is_some().then(|| ringshare_engine::metrics::Latency::new().snapshot()),
         ..BulkReport::default()
@@ -372,7 +375,7 @@ async fn get_many(
             match start_one(node, &args.group, &f, dest, &dest_s, info).await {
                 Ok(Some(download)) => {
                     let bar = multi.add(ProgressBar::new(f.len));
-                    bar.set_style(style("  {msg} [{bar:20}] {bytes}/{total_bytes}"));
+                    bar.set_style(file_style.clone());
                     bar.set_message(f.name.clone());
                     running.push(Running {
                         entry: f,
