@@ -98,6 +98,8 @@ pub struct Node {
     ended: Arc<tokio::sync::Notify>,
     /// Whether a completed download prints its line on stderr.
     announce: bool,
+    /// Whether downloads keep their links for the next ones.
+    park_links: bool,
 }
 
 /// The trackers' public ticket key, shared with the piece server.
@@ -169,6 +171,7 @@ impl Node {
             ticket_key,
             ended: Arc::new(tokio::sync::Notify::new()),
             announce: true,
+            park_links: false,
         })
     }
 
@@ -528,6 +531,13 @@ impl Node {
         self.announce = announce;
     }
 
+    /// Whether a completed download keeps its peer links open for the next
+    /// downloads to the same nodes (`FetchSpec::park_links`; default no: a
+    /// bulk `get`, whose next files come from the same nodes, says yes).
+    pub fn set_park_links(&mut self, park: bool) {
+        self.park_links = park;
+    }
+
     /// Whether a user is logged in here.
     pub fn logged_in(&self) -> bool {
         self.session.is_some()
@@ -753,6 +763,7 @@ impl Node {
         let mut spec = FetchSpec::new(meta.clone(), user, ticket, Some(self.listed_addr()));
         spec.io = self.io;
         spec.security = self.serve.security().clone();
+        spec.park_links = self.park_links;
         let source = self.peer_source(token, group.clone(), file.clone(), first);
         let events = self.download_events(token, group.clone(), dest_path.clone(), meta.clone());
         let download = Download::start(

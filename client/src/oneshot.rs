@@ -345,6 +345,8 @@ async fn get_many(
     let mut finished_bytes = 0u64;
     let ended = node.download_ended();
     node.set_announce(false);
+    // The next files come from the same nodes: their links carry them.
+    node.set_park_links(true);
     let dest_s = dest.to_str().ok_or_else(|| anyhow!("destination is not valid UTF-8"))?.to_owned();
     // The tracker's answers for the next files are asked for ahead, several
     // at once: on a path with delay, one `FileInfo` round trip per file in

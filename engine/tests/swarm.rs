@@ -816,7 +816,11 @@ fn a_completed_download_hands_its_link_to_the_next() {
         for (i, (bytes, meta)) in files.iter().enumerate() {
             let sub = dir.path().join(format!("d{i}"));
             fs::create_dir(&sub).unwrap();
-            let opts = common::Opts { security: security.clone(), ..common::Opts::default() };
+            let opts = common::Opts {
+                security: security.clone(),
+                park_links: true,
+                ..common::Opts::default()
+            };
             let (d, rx) = common::download_opts(&sub, meta, vec![addr], io, opts);
             wait_complete(&rx);
             // Its peer threads have ended (the threads driver parks a
@@ -831,5 +835,15 @@ fn a_completed_download_hands_its_link_to_the_next() {
         let (_d, rx) = download(&sub, &files[2].1, vec![addr], io);
         wait_complete(&rx);
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "{io:?}: another key, another link");
+        // A download not asked to park closes its link: the next connects.
+        for i in 0..2 {
+            let sub = dir.path().join(format!("unparked{i}"));
+            fs::create_dir(&sub).unwrap();
+            let opts = common::Opts { security: security.clone(), ..common::Opts::default() };
+            let (d, rx) = common::download_opts(&sub, &files[2].1, vec![addr], io, opts);
+            wait_complete(&rx);
+            d.wait();
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "{io:?}: the parked link, then one new");
     }
 }

@@ -72,6 +72,8 @@ pub struct Opts {
     pub keys: HashMap<SocketAddr, PublicKey>,
     /// The downloader's links.
     pub security: PeerSecurity,
+    /// Park its links when complete (`FetchSpec::park_links`).
+    pub park_links: bool,
 }
 
 impl Default for Opts {
@@ -81,6 +83,7 @@ impl Default for Opts {
             max_peers: ringshare_engine::download::MAX_PEERS,
             keys: HashMap::new(),
             security: PeerSecurity::ephemeral(),
+            park_links: false,
         }
     }
 }
@@ -93,7 +96,7 @@ pub fn download_opts(
     io: Backend,
     opts: Opts,
 ) -> (Arc<Download>, mpsc::Receiver<FetchEvent>) {
-    let Opts { stall, max_peers, keys, security } = opts;
+    let Opts { stall, max_peers, keys, security, park_links } = opts;
     let (part, have) = PartFile::open(&dir.join("out.bin"), meta).unwrap();
     let served = ServedFile::partial(meta.clone(), part.file().try_clone().unwrap(), have.clone());
     let (tx, rx) = mpsc::channel();
@@ -103,6 +106,7 @@ pub fn download_opts(
     spec.max_peers = max_peers;
     spec.io = io;
     spec.security = security;
+    spec.park_links = park_links;
     let d = Download::start(
         spec,
         part,

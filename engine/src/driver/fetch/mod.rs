@@ -169,6 +169,12 @@ pub struct FetchSpec {
     /// The node's key and whether its links are plaintext (both drivers);
     /// by default a random key, the same for every spec of the process.
     pub security: PeerSecurity,
+    /// When complete, park its links for another download of the process
+    /// ([`PARK_FOR`]) instead of closing them: for a bulk fetch, whose
+    /// next files come from the same nodes. Off by default: a parked link
+    /// holds one of the server's connections, and a lone download's
+    /// would hold it for nothing.
+    pub park_links: bool,
 }
 
 impl FetchSpec {
@@ -194,6 +200,7 @@ impl FetchSpec {
                 static DEFAULT: std::sync::OnceLock<PeerSecurity> = std::sync::OnceLock::new();
                 DEFAULT.get_or_init(PeerSecurity::ephemeral).clone()
             },
+            park_links: false,
         }
     }
 }
@@ -309,6 +316,8 @@ struct Shared {
     security: PeerSecurity,
     /// The key each listed server must prove (from the latest peer list).
     keys: Mutex<HashMap<SocketAddr, PublicKey>>,
+    /// [`FetchSpec::park_links`].
+    park_links: bool,
 }
 
 impl Download {
@@ -372,6 +381,7 @@ impl Download {
             uring: AtomicBool::new(false),
             security: spec.security,
             keys: Mutex::new(HashMap::new()),
+            park_links: spec.park_links,
         });
         let reported = have.count_ones() > 0;
         let source = match spec.io {
@@ -797,7 +807,7 @@ fn run_peer(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr) -> Result<(), Pe
         // Before the stop flag: a completed download stops its peer
         // threads right after releasing them.
         if released {
-            if answered && reader.between_frames() {
+            if shared.park_links && answered && reader.between_frames() {
                 park_link(shared, addr, stream);
             }
             return Err(PeerEnd::Closed("download complete".into()));
@@ -811,7 +821,8 @@ fn run_peer(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr) -> Result<(), Pe
         if let Some(out) = out {
             stream.send(&out)?;
         }
-        let want = if lock(&shared.driven).core.awaits(id) { TICK } else { IDLE_TICK };
+        let idle = shared.park_links && !lock(&shared.driven).core.awaits(id);
+        let want = if idle { IDLE_TICK } else { TICK };
         if want != read_timeout {
             stream.set_read_timeout(want)?;
             read_timeout = want;

@@ -18,7 +18,8 @@
 //! - **tick**: a `Timeout` op every [`TICK`] while downloads run.
 //!
 //! A connection whose download completed is kept open for [`PARK_FOR`]
-//! ("parked"), and a later download of the process that connects to the
+//! ("parked", when its download asked: [`super::FetchSpec::park_links`]),
+//! and a later download of the process that connects to the
 //! same node with the same keys takes it over: it sends its handshake on
 //! the open link (the peer protocol's "another file on the same link"),
 //! and the driver drops every frame until the server's answer to it (a
@@ -618,7 +619,11 @@ impl Driver {
             }
             Action::Release { peer } => {
                 if let Some(slot) = dl.conns.remove(&peer) {
-                    self.park(slot);
+                    if dl.shared.park_links {
+                        self.park(slot);
+                    } else {
+                        self.close(slot);
+                    }
                 }
             }
             Action::Connect { peer, addr } => self.connect(id, peer, addr),
