@@ -573,7 +573,6 @@ impl ServerSession {
                     plan.close(view);
                 }
                 self.geometry = None;
-                self.seeding = None;
                 self.outstanding = 0;
                 self.on_message_at(msg, has, None)
             }

@@ -491,6 +491,23 @@ impl Shared {
         lock(&self.keys).get(addr).copied()
     }
 
+    /// This download's key on its links (`None`: plaintext).
+    fn link_key(&self) -> Option<PublicKey> {
+        (!self.security.plaintext).then(|| self.security.keypair.public())
+    }
+
+    /// Whether a parked link to `addr`, opened with our key `local` to a
+    /// server that proved `remote`, may carry this download: the same key
+    /// on our side and, when the download knows the server's key, that one.
+    fn may_take(
+        &self,
+        addr: &SocketAddr,
+        local: Option<PublicKey>,
+        remote: Option<PublicKey>,
+    ) -> bool {
+        local == self.link_key() && self.expected_key(addr).is_none_or(|k| remote == Some(k))
+    }
+
     fn fail(&self, reason: String) {
         let mut st = lock(&self.status);
         if *st == Status::Running {
@@ -716,15 +733,6 @@ struct ParkedLink {
     since: Instant,
 }
 
-/// Closes every parked link to `addr` now (see [`PARK_FOR`]), in both
-/// drivers (the io_uring driver's a moment later, on its thread).
-pub fn close_parked_links(addr: SocketAddr) {
-    parked_links().remove(&addr);
-    if let Some(r) = ring::started() {
-        r.send(ring::Cmd::CloseParked(addr));
-    }
-}
-
 /// Most links parked per node. A peer thread sees its release only at its
 /// next read timeout, by when the next download may have connected anew:
 /// kept small so that parked links do not crowd a server's connections
@@ -747,15 +755,11 @@ fn parked_links() -> MutexGuard<'static, HashMap<SocketAddr, Vec<ParkedLink>>> {
 /// our side and, when the download knows the server's key, the one the
 /// link authenticated.
 fn take_parked(shared: &Shared, addr: &SocketAddr) -> Option<PeerStream> {
-    let ours = (!shared.security.plaintext).then(|| shared.security.keypair.public());
-    let expect = shared.expected_key(addr);
     let mut all = parked_links();
     let list = all.get_mut(addr)?;
     // Nobody reads a parked link: one its server closed meanwhile goes.
     list.retain(|p| !p.stream.peer_closed());
-    let i = list
-        .iter()
-        .position(|p| p.local == ours && expect.is_none_or(|k| p.stream.remote_key() == Some(k)))?;
+    let i = list.iter().position(|p| shared.may_take(addr, p.local, p.stream.remote_key()))?;
     let p = list.swap_remove(i);
     if list.is_empty() {
         all.remove(addr);
@@ -764,11 +768,10 @@ fn take_parked(shared: &Shared, addr: &SocketAddr) -> Option<PeerStream> {
 }
 
 fn park_link(shared: &Shared, addr: SocketAddr, stream: PeerStream) {
-    let local = (!shared.security.plaintext).then(|| shared.security.keypair.public());
     let mut all = parked_links();
     let list = all.entry(addr).or_default();
     if list.len() < PARKED_PER_NODE {
-        list.push(ParkedLink { stream, local, since: Instant::now() });
+        list.push(ParkedLink { stream, local: shared.link_key(), since: Instant::now() });
     }
 }
 

@@ -120,8 +120,6 @@ pub(super) enum Cmd {
     Hashed { dl: u64, piece: u32, buf: AlignedBuf, digest: Sha1Digest },
     /// Look at the downloads' stop flags now.
     Wake,
-    /// Close every parked connection to this address.
-    CloseParked(SocketAddr),
 }
 
 /// Messages to a download's control thread.
@@ -151,11 +149,6 @@ impl FetchRing {
 
 static RING: OnceLock<Result<FetchRing, String>> = OnceLock::new();
 static NEXT_DL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-/// The process's download ring, if it was started.
-pub(super) fn started() -> Option<&'static FetchRing> {
-    RING.get().and_then(|r| r.as_ref().ok())
-}
 
 /// The process's download ring, started on first use.
 pub(super) fn ring() -> Result<&'static FetchRing, String> {
@@ -530,13 +523,6 @@ impl Driver {
                 }
                 Cmd::Hashed { dl, piece, buf, digest } => self.on_hashed(dl, piece, buf, digest),
                 Cmd::Wake => {}
-                Cmd::CloseParked(addr) => {
-                    let slots: Vec<usize> =
-                        self.parked.get(&addr).into_iter().flatten().copied().collect();
-                    for slot in slots {
-                        self.close(slot);
-                    }
-                }
             }
         }
         self.check_stops();
@@ -699,22 +685,16 @@ impl Driver {
     /// same keys on our side and, when the download knows the server's
     /// key, the one the link authenticated.
     fn take_parked(&mut self, id: u64, addr: &SocketAddr) -> Option<usize> {
-        let dl = self.dls.get(&id)?;
-        let expect = dl.shared.expected_key(addr);
-        let ours = (!dl.shared.security.plaintext).then(|| dl.shared.security.keypair.public());
+        let shared = &self.dls.get(&id)?.shared;
         let list = self.parked.get_mut(addr)?;
         let conns = &self.conns;
         let i = list.iter().position(|&s| {
             conns[s].as_ref().is_some_and(|c| {
-                !c.closing
-                    && match (&c.link, ours) {
-                        (None, None) => true,
-                        (Some(l), Some(ours)) => {
-                            l.local_key() == ours
-                                && expect.is_none_or(|k| l.remote_key() == Some(k))
-                        }
-                        _ => false,
-                    }
+                let (local, remote) = match &c.link {
+                    Some(l) => (Some(l.local_key()), l.remote_key()),
+                    None => (None, None),
+                };
+                !c.closing && shared.may_take(addr, local, remote)
             })
         })?;
         let slot = list.swap_remove(i);
