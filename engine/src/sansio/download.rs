@@ -56,13 +56,23 @@ pub const PEER_REFRESH: Duration = Duration::from_secs(2);
 /// they meet is a half second more of their uploads); the interval
 /// doubles up to [`PEER_REFRESH`] after a list with nobody new.
 pub const PEER_RETRY: Duration = Duration::from_millis(500);
-/// A download with no connected peer for this long fails.
+/// A download with no peer that can serve it (none connected shows a
+/// piece still missing, none is sending one) for this long fails.
 pub const NO_PEER_LIMIT: Duration = Duration::from_secs(60);
 /// How often the record of verified pieces is made durable.
 pub const SYNC_EVERY: Duration = Duration::from_millis(500);
 /// How long a request may wait behind others in a peer's queue before it
 /// is asked elsewhere, when another peer has the piece.
 pub const REQUEST_PATIENCE: Duration = Duration::from_secs(4);
+/// How long a request must have waited in a peer's queue, behind the
+/// piece that peer is sending, before a peer with nothing else to send
+/// may take it over ([`DownloadCore`]'s stealing). Longer than a request
+/// waits at a peer that keeps up (its window is its rate × round trip),
+/// so a lone download on a long path never moves requests back and forth.
+pub const STEAL_AFTER: Duration = Duration::from_secs(1);
+/// How long after a look for a request to take over found none the next
+/// look waits.
+const STEAL_RETRY: Duration = Duration::from_millis(250);
 /// Most peers one download connects to at once (BitTorrent clients keep
 /// 50–80): a swarm of thousands would otherwise have every downloader
 /// connect to every other.
@@ -244,6 +254,9 @@ pub struct DownloadCore {
     refresh_every: Duration,
     last_peer_seen: Instant,
     last_sync: Instant,
+    /// No steal is looked for before this (a look that found none holds
+    /// the next off for [`STEAL_RETRY`]: an idle peer asks at every event).
+    steal_hold: Option<Instant>,
     unsynced: bool,
     last_error: String,
 }
@@ -291,6 +304,7 @@ impl DownloadCore {
             refresh_every: PEER_RETRY,
             last_peer_seen: now,
             last_sync: now,
+            steal_hold: None,
             unsynced: false,
             last_error: String::new(),
             meta,
@@ -509,7 +523,6 @@ impl DownloadCore {
                         p.stage = Stage::Active;
                         self.active += 1;
                         self.picker.add_peer(&p.bits);
-                        self.last_peer_seen = now;
                         None
                     }
                     None => Some("protocol: bad bitfield".to_owned()),
@@ -719,7 +732,14 @@ impl DownloadCore {
             .filter(|(_, p)| p.stage == Stage::Active)
             .map(|(&id, _)| id)
             .collect();
-        if !active.is_empty() {
+        // A peer counts while it can serve: it shows a piece still missing,
+        // or one is on its way. Peers that hold nothing new (other
+        // downloaders of a swarm whose sources left) keep no download
+        // waiting forever.
+        let serving = !self.in_hand.is_empty()
+            || self.peers.values().any(|p| !p.outstanding.is_empty() && p.stage == Stage::Active)
+            || self.picker.any_missing_available();
+        if serving {
             self.last_peer_seen = now;
         }
         // A peer that had to give requests back is not refilled in the same
@@ -742,7 +762,9 @@ impl DownloadCore {
             self.last_refresh = Some(now);
             self.actions.push_back(Action::WantPeers);
         }
-        if self.peers.is_empty()
+        let pending = self.peers.values().any(|p| p.stage != Stage::Active);
+        if !serving
+            && !pending
             && now.saturating_duration_since(self.last_peer_seen) > self.timeouts.no_peer
         {
             let why = if self.last_error.is_empty() {
@@ -770,29 +792,85 @@ impl DownloadCore {
     /// the request). Only the initial window is asked that way.
     fn fill(&mut self, peer: PeerId, now: Instant) {
         let Some(p) = self.peers.get_mut(&peer) else { return };
-        if self.ended {
+        if self.ended || matches!(p.stage, Stage::Connecting(_)) {
             return;
         }
-        let bits = match p.stage {
-            Stage::Active => &p.bits,
-            Stage::Handshaking(_) => &self.all,
-            Stage::Connecting(_) => return,
-        };
         let piece_len = self.geometry.piece_len();
         let depth = p.flow.window(p.outstanding.len() as u64 * piece_len, now);
-        while p.outstanding.len() < depth {
-            let Some(i) = self.picker.pick(peer, bits) else {
+        let mut room = depth.saturating_sub(p.outstanding.len());
+        let mut stole = false;
+        while room > 0 {
+            let Some(p) = self.peers.get_mut(&peer) else { return };
+            let active = p.stage == Stage::Active;
+            let bits = if active { &p.bits } else { &self.all };
+            if let Some(i) = self.picker.pick(peer, bits) {
+                let len = self.geometry.len_of(i) as u32;
+                peer::encode(&Message::Request { piece: i.get(), offset: 0, len }, &mut p.out);
+                p.outstanding.push_back((i.get(), now));
+                room -= 1;
+                continue;
+            }
+            // Nothing left that nobody asked for: take over the request
+            // that has waited longest in another peer's queue (once per
+            // call: enough to keep this peer busy; a pick follows it).
+            if !stole && active && self.steal(peer, now) {
+                stole = true;
+                continue;
+            }
+            if let Some(p) = self.peers.get_mut(&peer) {
                 p.flow.app_limited();
-                break;
-            };
-            let len = self.geometry.len_of(i) as u32;
-            peer::encode(&Message::Request { piece: i.get(), offset: 0, len }, &mut p.out);
-            p.outstanding.push_back((i.get(), now));
+            }
+            break;
         }
         // Requests, and `have`s waiting to go with them.
-        if !p.out.is_empty() {
+        if self.peers.get(&peer).is_some_and(|p| !p.out.is_empty()) {
             self.to_flush.push(peer);
         }
+    }
+
+    /// `thief` has an open window and nothing to ask for: among the
+    /// requests queued at other peers behind the piece each is sending,
+    /// for pieces `thief` has, the one queued deepest that has waited
+    /// [`STEAL_AFTER`] is cancelled there and goes back to the picker for
+    /// `thief` to pick. A busy peer (a seed or early downloader shared by
+    /// many) would otherwise hold a crowd's pieces in its queues while
+    /// peers that could send them now idle. Returns whether it took one.
+    fn steal(&mut self, thief: PeerId, now: Instant) -> bool {
+        if self.steal_hold.is_some_and(|t| now < t) {
+            return false;
+        }
+        let Some(t) = self.peers.get(&thief) else { return false };
+        let mut best: Option<(PeerId, usize, u32)> = None;
+        for (&id, p) in &self.peers {
+            if id == thief {
+                continue;
+            }
+            for (pos, &(piece, sent)) in p.outstanding.iter().enumerate().skip(1) {
+                if now.saturating_duration_since(sent) < STEAL_AFTER
+                    || !t.bits.get(piece)
+                    || !self.picker.is_missing(piece)
+                    || self.picker.is_requested_at(piece, thief)
+                {
+                    continue;
+                }
+                if best.is_none_or(|(_, d, _)| pos > d) {
+                    best = Some((id, pos, piece));
+                }
+            }
+        }
+        let Some((donor, pos, piece)) = best else {
+            self.steal_hold = Some(now + STEAL_RETRY);
+            return false;
+        };
+        let len = self.geometry.piece(u64::from(piece)).map_or(0, |i| self.geometry.len_of(i));
+        let Some(d) = self.peers.get_mut(&donor) else { return false };
+        d.outstanding.remove(pos);
+        d.cancel(piece, len);
+        self.picker.unrequest(piece, donor);
+        if !self.to_flush.contains(&donor) {
+            self.to_flush.push(donor);
+        }
+        true
     }
 
     /// Requests that have waited [`REQUEST_PATIENCE`] in a peer's queue
@@ -1826,6 +1904,114 @@ mod tests {
                 .filter(|a| matches!(a, Action::Send { bytes, .. } if peer::decode(bytes).is_ok_and(|(m, _)| matches!(m, Message::Cancel { .. }))))
                 .count();
         assert_eq!(cancels, 0, "nobody else has those pieces");
+    }
+
+    fn cancels_in(actions: &[Action], to: PeerId) -> Vec<u32> {
+        let mut v = Vec::new();
+        for bytes in sent_to(actions, to) {
+            let mut b = &bytes[..];
+            while let Ok((m, used)) = peer::decode(b) {
+                if let Message::Cancel { piece, .. } = m {
+                    v.push(piece);
+                }
+                b = &b[used..];
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn an_idle_peer_takes_over_the_request_queued_deepest_at_a_busy_one() {
+        let t0 = Instant::now();
+        let pieces = 12;
+        let mut core = fresh(pieces, 1, t0);
+        core.add_peers(&[addr(1), addr(2)], t0);
+        core.connected(0, t0);
+        core.on_message(0, &Message::Bitfield(Bitfield::full(pieces).as_bytes()), t0);
+        let queued = requests_in(&std::iter::from_fn(|| core.poll_action()).collect::<Vec<_>>(), 0);
+        assert_eq!(queued.len(), crate::flow::INITIAL_REQUESTS);
+        // Peer 1 holds nothing yet (a downloader listed as fetching): its
+        // answers to the requests that rode behind the handshake are rejects.
+        core.connected(1, t0);
+        core.on_message(1, &Message::Bitfield(Bitfield::new(pieces).as_bytes()), t0);
+        let first: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        for p in requests_in(&first, 1) {
+            let len = PIECE_LEN as u32;
+            core.on_message(1, &Message::Reject { piece: p, offset: 0, len }, t0);
+        }
+        while core.poll_action().is_some() {}
+        // It verifies the piece peer 0 is sending and the one queued last
+        // there; the others are still free to ask of peer 0 only.
+        let (head, deepest) = (queued[0], queued[queued.len() - 1]);
+        let t = t0 + Duration::from_millis(500);
+        core.on_message(1, &Message::Have(head), t);
+        core.on_message(1, &Message::Have(deepest), t);
+        let early: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        assert!(requests_in(&early, 1).is_empty(), "waited less than STEAL_AFTER: {early:?}");
+        assert!(cancels_in(&early, 0).is_empty());
+        let t = t0 + STEAL_AFTER + Duration::from_millis(100);
+        core.tick(t);
+        let sent: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        assert_eq!(cancels_in(&sent, 0), vec![deepest], "{sent:?}");
+        assert_eq!(requests_in(&sent, 1), vec![deepest]);
+        assert!(closes(&mut core).is_empty());
+        // The piece being sent is never taken, and a late copy of the
+        // stolen one from peer 0 is dropped quietly.
+        core.tick(t + Duration::from_secs(1));
+        let later: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        assert!(!cancels_in(&later, 0).contains(&head), "{later:?}");
+        assert_eq!(core.on_piece(0, deepest, 0, PIECE_LEN as usize, t), PieceFate::Discard);
+        assert_eq!(core.on_piece(1, deepest, 0, PIECE_LEN as usize, t), PieceFate::Verify);
+        assert!(closes(&mut core).is_empty());
+    }
+
+    #[test]
+    fn peers_with_nothing_missing_keep_no_download_waiting() {
+        let t0 = Instant::now();
+        let pieces = 4;
+        let mut core = fresh(pieces, 1, t0);
+        core.add_peers(&[addr(1)], t0);
+        core.connected(0, t0);
+        // Another downloader with nothing: connected, answering, useless.
+        core.on_message(0, &Message::Bitfield(Bitfield::new(pieces).as_bytes()), t0);
+        let asked = requests_in(&std::iter::from_fn(|| core.poll_action()).collect::<Vec<_>>(), 0);
+        for p in asked {
+            let len = PIECE_LEN as u32;
+            core.on_message(0, &Message::Reject { piece: p, offset: 0, len }, t0);
+        }
+        let mut now = t0;
+        let mut failed = None;
+        while now < t0 + NO_PEER_LIMIT + Duration::from_secs(2) && failed.is_none() {
+            core.tick(now);
+            while let Some(a) = core.poll_action() {
+                match a {
+                    Action::Failed(r) => failed = Some((now - t0, r)),
+                    Action::WantPeers | Action::Send { .. } | Action::Close { .. } => {}
+                    a => panic!("{a:?}"),
+                }
+            }
+            now += Duration::from_millis(250);
+        }
+        let (at, why) = failed.expect("failed");
+        assert!(at > NO_PEER_LIMIT && at < NO_PEER_LIMIT + Duration::from_secs(1), "{at:?}");
+        assert!(why.starts_with("no peer could serve the file for 60s"), "{why}");
+        // Had it shown a piece, the download would have waited for it.
+        let mut core = fresh(pieces, 1, t0);
+        core.add_peers(&[addr(1)], t0);
+        core.connected(0, t0);
+        let mut one = Bitfield::new(pieces);
+        one.set(2);
+        core.on_message(0, &Message::Bitfield(one.as_bytes()), t0);
+        while core.poll_action().is_some() {}
+        let mut now = t0;
+        while now < t0 + NO_PEER_LIMIT + Duration::from_secs(2) {
+            // A slow piece on its way: bytes keep coming.
+            core.on_bytes(0, now);
+            core.tick(now);
+            let acts: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+            assert!(!acts.iter().any(|a| matches!(a, Action::Failed(_))), "{acts:?}");
+            now += Duration::from_millis(500);
+        }
     }
 
     proptest! {

@@ -80,6 +80,22 @@ impl Picker {
         self.state.get(piece as usize) == Some(&PieceState::Have)
     }
 
+    /// Whether a piece is still wanted: not verified, and no copy of it
+    /// is being verified.
+    pub fn is_missing(&self, piece: u32) -> bool {
+        self.state.get(piece as usize) == Some(&PieceState::Missing)
+    }
+
+    /// Whether a connected peer has a piece that is still missing.
+    pub fn any_missing_available(&self) -> bool {
+        self.state.iter().zip(&self.availability).any(|(s, a)| *s == PieceState::Missing && *a > 0)
+    }
+
+    /// Whether `piece` is outstanding at `peer`.
+    pub fn is_requested_at(&self, piece: u32, peer: PeerId) -> bool {
+        self.requested.get(piece as usize).is_some_and(|r| r.contains(&peer))
+    }
+
     /// How many connected peers have a piece.
     pub fn availability(&self, piece: u32) -> u32 {
         self.availability.get(piece as usize).copied().unwrap_or(0)
