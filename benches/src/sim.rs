@@ -7,20 +7,25 @@
 //! - **time** is virtual (an event queue; `now` goes to the cores);
 //! - **network**: each host has an uplink and a downlink rate and a one-way
 //!   latency to the core of the network (the path between two hosts has
-//!   the sum of theirs each way). Piece data moves as fluid flows: a flow's
-//!   rate is the smaller of its sender's uplink divided among that
-//!   sender's active flows and its receiver's downlink divided among the
-//!   receiver's (an equal split at each end, not a full max-min solution:
-//!   capacity a flow cannot use at one end is not handed to the others).
-//!   Each connection sends one piece at a time, in request order, as one
+//!   the sum of theirs each way). Piece data moves as fluid flows. A
+//!   sender splits its uplink equally among its active flows; a receiver
+//!   water-fills its downlink among its incoming flows, each capped at
+//!   its sender's equal split, so downlink a flow cannot use (its sender
+//!   is shared by many) goes to the receiver's other flows, as TCP flows
+//!   sharing a bottleneck would take it. Not a full max-min solution:
+//!   uplink a flow cannot use (its receiver is the bottleneck) is not
+//!   handed to the sender's other flows (an equal split at both ends
+//!   before 2026-12-02: a receiver fed by one fast and several slow
+//!   senders took the fast one at the slow ones' rate). Each connection sends one piece at a time, in request order, as one
 //!   TCP stream does. Control frames (handshake, bitfield, have, request,
 //!   cancel, errors) take the path's latency and no bandwidth. Left out:
 //!   TCP's own dynamics (slow start, losses, queueing delay), connection
 //!   setup beyond one round trip, disks and CPU;
 //! - **tracker**: answers a download's `WantPeers` after the round trip to
 //!   it with every online host that shares the file (seeds and downloaders
-//!   with a verified piece), in random order, as the real tracker does;
-//!   a host that leaves stays listed for the peer TTL;
+//!   with a verified piece) and every downloader that asked for peers
+//!   within the tracker's fetcher TTL, in random order, as the real
+//!   tracker does; a host that leaves stays listed for the peer TTL;
 //! - **hashing**: instant; a corrupt host's pieces fail their digest.
 //!
 //! A seed gives the same run every time.
@@ -35,6 +40,7 @@ use ringshare_engine::meta::{Bitfield, FileMeta, Sha1Digest, PIECE_LEN};
 use ringshare_engine::peer::{self, ErrorCode, Message, ServerAction, ServerSession};
 use ringshare_engine::picker::PeerId;
 use ringshare_engine::seeding::SeedPlan;
+use ringshare_tracker::fetchers::FETCHER_TTL;
 
 /// How often each downloading host ticks its core.
 const TICK: Duration = Duration::from_millis(50);
@@ -95,6 +101,10 @@ pub struct Scenario {
     /// node holding a whole file does); false: every seed shows every
     /// piece to every downloader (before initial seeding, for comparison).
     pub seeding_plan: bool,
+    /// The tracker lists the downloaders that asked for peers within
+    /// [`FETCHER_TTL`] too, as the shipped tracker does; false: only hosts
+    /// holding a piece (before it did, for comparison).
+    pub list_fetchers: bool,
 }
 
 /// What a run produced.
@@ -206,6 +216,9 @@ struct Host {
     up_flows: usize,
     down_flows: usize,
     uploaded: u64,
+    /// When its download last asked the tracker for peers: it is listed
+    /// as fetching the file for [`FETCHER_TTL`] after.
+    asked_at: Option<f64>,
 }
 
 struct Conn {
@@ -314,6 +327,7 @@ impl<'a> Sim<'a> {
                 up_flows: 0,
                 down_flows: 0,
                 uploaded: 0,
+                asked_at: None,
             })
             .collect();
         let mut s = Self {
@@ -556,15 +570,20 @@ impl<'a> Sim<'a> {
                 }
             }
             Action::WantPeers => {
+                self.hosts[h].asked_at = Some(self.now);
                 let mut list: Vec<SocketAddr> = self
                     .hosts
                     .iter()
                     .enumerate()
                     .filter(|(i, o)| {
                         *i != h
-                            && o.have.count_ones() > 0
-                            && (o.online
-                                || o.left_at.is_some_and(|l| self.now - l < PEER_TTL.as_secs_f64()))
+                            && ((o.have.count_ones() > 0
+                                && (o.online
+                                    || o.left_at
+                                        .is_some_and(|l| self.now - l < PEER_TTL.as_secs_f64())))
+                                || (self.sc.list_fetchers
+                                    && o.asked_at
+                                        .is_some_and(|a| self.now - a < FETCHER_TTL.as_secs_f64())))
                     })
                     .map(|(i, _)| addr_of(i))
                     .collect();
@@ -789,37 +808,70 @@ impl<'a> Sim<'a> {
         self.reshare(s, r);
     }
 
-    /// Flow counts changed at `a` and `b`: every flow touching either gets
-    /// its new rate and completion time.
+    /// The flows host `h` sends (`up`) or receives.
+    fn flows_at(&self, h: usize, up: bool) -> Vec<usize> {
+        let host = &self.hosts[h];
+        let mut out: Vec<usize> = if up {
+            host.server_conns.iter().filter_map(|&c| self.conns[c].flow).collect()
+        } else {
+            host.client_conns.values().filter_map(|&c| self.conns[c].flow).collect()
+        };
+        out.sort_unstable();
+        out
+    }
+
+    /// Each flow host `h` receives, with its share of `h`'s downlink:
+    /// water-filled, each flow capped at an equal split of its sender's
+    /// uplink, so that downlink a flow cannot use (its sender is busy with
+    /// others) goes to the other flows.
+    fn fill(&self, h: usize) -> Vec<(usize, f64)> {
+        let mut caps: Vec<(f64, usize)> = self
+            .flows_at(h, false)
+            .into_iter()
+            .map(|f| {
+                let s = &self.hosts[self.conns[self.flows[f].conn].server];
+                (s.spec.up / s.up_flows.max(1) as f64, f)
+            })
+            .collect();
+        caps.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+        let mut left = self.hosts[h].spec.down;
+        let n = caps.len();
+        caps.iter()
+            .enumerate()
+            .map(|(i, &(cap, f))| {
+                let share = cap.min(left / (n - i) as f64);
+                left -= share;
+                (f, share)
+            })
+            .collect()
+    }
+
+    /// Flow counts changed at `a` and `b`: every flow whose rate may
+    /// depend on them gets its new rate and completion time. A flow's rate
+    /// is its share of its receiver's downlink ([`fill`](Self::fill)),
+    /// which never exceeds an equal split of its sender's uplink; so the
+    /// flows into `a` and `b`, and into every host `a` or `b` sends to,
+    /// are redone.
     fn reshare(&mut self, a: usize, b: usize) {
-        let mut touched: Vec<usize> = Vec::new();
+        let mut hosts: Vec<usize> = vec![a, b];
         for h in [a, b] {
-            for &c in &self.hosts[h].server_conns {
-                if let Some(f) = self.conns[c].flow {
-                    touched.push(f);
-                }
-            }
-            for &c in self.hosts[h].client_conns.values() {
-                if let Some(f) = self.conns[c].flow {
-                    touched.push(f);
-                }
+            for f in self.flows_at(h, true) {
+                hosts.push(self.conns[self.flows[f].conn].client);
             }
         }
-        touched.sort_unstable();
-        touched.dedup();
-        for f in touched {
-            self.settle(f);
-            let c = self.flows[f].conn;
-            let (s, r) = (self.conns[c].server, self.conns[c].client);
-            let up = self.hosts[s].spec.up / self.hosts[s].up_flows.max(1) as f64;
-            let down = self.hosts[r].spec.down / self.hosts[r].down_flows.max(1) as f64;
-            let fl = &mut self.flows[f];
-            fl.rate = up.min(down);
-            let done = self.now + fl.remaining / fl.rate.max(1.0);
-            if done < fl.scheduled - 1e-9 {
-                fl.scheduled = done;
-                let g = fl.gen;
-                self.at(done, Ev::FlowDone(f, g));
+        hosts.sort_unstable();
+        hosts.dedup();
+        for h in hosts {
+            for (f, rate) in self.fill(h) {
+                self.settle(f);
+                let fl = &mut self.flows[f];
+                fl.rate = rate;
+                let done = self.now + fl.remaining / fl.rate.max(1.0);
+                if done < fl.scheduled - 1e-9 {
+                    fl.scheduled = done;
+                    let g = fl.gen;
+                    self.at(done, Ev::FlowDone(f, g));
+                }
             }
         }
     }

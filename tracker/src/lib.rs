@@ -2,11 +2,13 @@
 //! peers that hold them. It never stores file data.
 //!
 //! - [`state`]: the deterministic state machine over [`state::Op`]s.
+//! - [`fetchers`]: which nodes are fetching each file (soft state).
 //! - [`service`]: requests in, state reads or ops out.
 //! - [`guard`]: attempt limits and the password-hashing budget.
 //! - [`server`]: the tokio TCP driver.
 
 pub mod durable;
+pub mod fetchers;
 pub mod guard;
 pub mod hlc;
 pub mod links;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use ringshare_engine::names::{self, NameKind, MAX_FILE_NAME_LEN, MAX_PASSWORD_LEN};
 use ringshare_engine::proto::{
-    encode_frame, Refusal, Request, Response, Token, MAX_PAGE, RESPONSE,
+    encode_frame, PeerInfo, Refusal, Request, Response, Token, MAX_PAGE, RESPONSE,
 };
 use tokio::sync::{broadcast, oneshot};
 
@@ -139,6 +139,9 @@ pub struct Tracker {
     /// login or heartbeat connection here, or by gossip): peer lists carry
     /// it. Lock order: `live` or `inner`, then this.
     node_keys: Mutex<HashMap<Token, [u8; 32]>>,
+    /// Soft state: the sessions fetching each file, listed as its peers
+    /// ([`crate::fetchers`]). Lock order: `inner`, then this.
+    fetchers: Mutex<crate::fetchers::Fetchers>,
     /// Moves whenever a session joins or leaves the live set (see
     /// [`Tracker::touch_all`]): part of the version of cached answers.
     live_epoch: std::sync::atomic::AtomicU64,
@@ -362,6 +365,7 @@ impl Tracker {
             inner: Mutex::new(inner),
             live: Mutex::new(HashMap::new()),
             node_keys: Mutex::new(HashMap::new()),
+            fetchers: Mutex::default(),
             live_epoch: std::sync::atomic::AtomicU64::new(0),
             feed,
             acked: Mutex::new(HashMap::new()),
@@ -690,19 +694,42 @@ impl Tracker {
                 name(NameKind::Group, &group)?;
                 name(NameKind::File, &file)?;
                 let live = self.live_set();
+                // The other nodes fetching the file are its peers too
+                // (`crate::fetchers`): known once this ask is allowed.
+                let mut fetching = Vec::new();
                 // Only the sharers' keys are looked up (no copy of the map per
                 // request). Lock order: `inner`, then `node_keys`; nothing
                 // takes `inner` while holding `node_keys`.
                 let inner = self.lock();
                 let keys = self.node_keys.lock().unwrap_or_else(|p| p.into_inner());
-                let (meta, peers) = inner.replica.state().file_info(
+                let (meta, mut peers) = inner.replica.state().file_info(
                     &user,
                     &group,
                     &file,
                     &|t| live.contains_key(t),
                     &|t| keys.get(t).copied(),
                 )?;
-                drop((keys, inner));
+                drop(keys);
+                {
+                    let mut f = self.fetchers.lock().unwrap_or_else(|p| p.into_inner());
+                    for t in f.touch(&group, &file, token, Instant::now()) {
+                        let Some(s) = inner.replica.state().session(&t) else { continue };
+                        if live.contains_key(&t) {
+                            fetching.push((t, s.user.clone(), s.peer_addr.clone()));
+                        }
+                    }
+                }
+                drop(inner);
+                if !fetching.is_empty() {
+                    let listed: std::collections::HashSet<(String, String)> =
+                        peers.iter().map(|p| (p.user.clone(), p.addr.clone())).collect();
+                    let keys = self.node_keys.lock().unwrap_or_else(|p| p.into_inner());
+                    for (t, user, addr) in fetching {
+                        if !listed.contains(&(user.clone(), addr.clone())) {
+                            peers.push(PeerInfo { user, addr, key: keys.get(&t).copied() });
+                        }
+                    }
+                }
                 let secret = *self
                     .lock()
                     .replica
@@ -1483,6 +1510,63 @@ mod tests {
         t.lock().replica.propose(Op::Login { user: "c".into(), token: c, peer_addr }, 1).unwrap();
         let r = t.handle(Request::ListFiles { token: c, group: "g".into() }).await;
         assert_eq!(r, Response::Refused(Refusal::NotMember("g".into())));
+    }
+
+    #[tokio::test]
+    async fn nodes_fetching_a_file_are_listed_as_its_peers() {
+        let t = Tracker::new();
+        t.ensure_ticket_key();
+        let (a, b, c, d) = (Token([1; 16]), Token([2; 16]), Token([3; 16]), Token([4; 16]));
+        {
+            let mut inner = t.lock();
+            let mut op = |op| inner.replica.propose(op, 1).unwrap();
+            for (user, token, port) in [("a", a, 1), ("b", b, 2), ("c", c, 3), ("d", d, 4)] {
+                op(Op::CreateUser { user: user.into(), password_hash: "x".into() });
+                let peer_addr = format!("127.0.0.1:{port}");
+                op(Op::Login { user: user.into(), token, peer_addr });
+            }
+            op(Op::CreateGroup { user: "a".into(), group: "g".into() });
+            for user in ["b", "c"] {
+                op(Op::JoinGroup { user: user.into(), group: "g".into() });
+                op(Op::AcceptRequest { owner: "a".into(), group: "g".into(), user: user.into() });
+            }
+            let meta = ringshare_engine::meta::FileMeta {
+                name: "f".into(),
+                len: 1,
+                sha1: ringshare_engine::meta::Sha1Digest([7; 20]),
+                piece_hashes: vec![ringshare_engine::meta::Sha1Digest([7; 20])],
+            };
+            op(Op::UploadFile {
+                user: "a".into(),
+                peer_addr: "127.0.0.1:1".into(),
+                group: "g".into(),
+                meta,
+            });
+        }
+        for token in [a, b, c, d] {
+            t.handle(Request::Heartbeat { token }).await;
+        }
+        let info = |token| Request::FileInfo { token, group: "g".into(), file: "f".into() };
+        let addrs = |r: Response| match r {
+            Response::FileInfo { peers, .. } => {
+                let mut a: Vec<String> = peers.into_iter().map(|p| p.addr).collect();
+                a.sort();
+                a
+            }
+            other => panic!("{other:?}"),
+        };
+        // b asks first: only the sharer is listed; c then sees b fetching
+        // too, and b, asking again, sees c (never itself).
+        assert_eq!(addrs(t.handle(info(b)).await), ["127.0.0.1:1"]);
+        assert_eq!(addrs(t.handle(info(c)).await), ["127.0.0.1:1", "127.0.0.1:2"]);
+        assert_eq!(addrs(t.handle(info(b)).await), ["127.0.0.1:1", "127.0.0.1:3"]);
+        // The sharer fetching its own file is listed once.
+        assert_eq!(addrs(t.handle(info(a)).await), ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
+        assert_eq!(addrs(t.handle(info(c)).await), ["127.0.0.1:1", "127.0.0.1:2"]);
+        // A non-member's ask is refused and lists it nowhere.
+        let r = t.handle(info(d)).await;
+        assert_eq!(r, Response::Refused(Refusal::NotMember("g".into())));
+        assert_eq!(addrs(t.handle(info(b)).await), ["127.0.0.1:1", "127.0.0.1:3"]);
     }
 
     #[tokio::test]

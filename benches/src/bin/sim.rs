@@ -36,6 +36,10 @@ struct Args {
     /// how seeds behaved before it, for comparison).
     #[arg(long)]
     no_seeding_plan: bool,
+    /// The tracker lists only hosts that hold a piece, not the downloaders
+    /// fetching the file (how it listed peers before, for comparison).
+    #[arg(long)]
+    sharers_only: bool,
 }
 
 /// xorshift for the scenario's own choices (join times, latencies).
@@ -115,6 +119,7 @@ fn scenario(name: &str, args: &Args) -> Result<Scenario> {
         seed: args.seed,
         limit: Duration::from_secs(24 * 3600),
         seeding_plan: !args.no_seeding_plan,
+        list_fetchers: !args.sharers_only,
     })
 }
 
