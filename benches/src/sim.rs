@@ -40,6 +40,7 @@ use ringshare_engine::meta::{Bitfield, FileMeta, Sha1Digest, PIECE_LEN};
 use ringshare_engine::peer::{self, ErrorCode, Message, ServerAction, ServerSession};
 use ringshare_engine::picker::PeerId;
 use ringshare_engine::seeding::SeedPlan;
+use ringshare_engine::slots::{SendSlots, SLOT_HOLD};
 use ringshare_tracker::fetchers::FETCHER_TTL;
 
 /// How often each downloading host ticks its core.
@@ -105,6 +106,9 @@ pub struct Scenario {
     /// [`FETCHER_TTL`] too, as the shipped tracker does; false: only hosts
     /// holding a piece (before it did, for comparison).
     pub list_fetchers: bool,
+    /// Upload slots per host ([`ringshare_engine::slots::SEND_SLOTS`], as the shipped piece servers
+    /// keep; 0: every connection sends at once, as before).
+    pub send_slots: usize,
 }
 
 /// What a run produced.
@@ -183,6 +187,8 @@ enum Ev {
     FlowDone(usize, u64),
     /// The tracker's answer reaches a downloader.
     Peers(usize, u64, Vec<SocketAddr>),
+    /// A host's upload slots may have been held past their time.
+    SlotCheck(usize),
 }
 
 #[derive(Debug)]
@@ -216,6 +222,8 @@ struct Host {
     up_flows: usize,
     down_flows: usize,
     uploaded: u64,
+    /// Its upload slots, as a node's piece server keeps them.
+    slots: SendSlots<usize>,
     /// When its download last asked the tracker for peers: it is listed
     /// as fetching the file for [`FETCHER_TTL`] after.
     asked_at: Option<f64>,
@@ -231,6 +239,8 @@ struct Conn {
     queue: VecDeque<u32>,
     flow: Option<usize>,
     open: bool,
+    /// Holds one of its server's upload slots.
+    holds: bool,
 }
 
 struct Flow {
@@ -327,6 +337,7 @@ impl<'a> Sim<'a> {
                 up_flows: 0,
                 down_flows: 0,
                 uploaded: 0,
+                slots: SendSlots::new(sc.send_slots),
                 asked_at: None,
             })
             .collect();
@@ -479,6 +490,12 @@ impl<'a> Sim<'a> {
             Ev::ToServer(c, bytes) => self.at_server(c, &bytes),
             Ev::ToClient(c, msg) => self.at_client(c, msg),
             Ev::FlowDone(f, version) => self.on_flow_done(f, version),
+            Ev::SlotCheck(h) => {
+                let now = self.instant();
+                for c in self.hosts[h].slots.expire(now) {
+                    self.use_slot(c);
+                }
+            }
         }
     }
 
@@ -552,6 +569,7 @@ impl<'a> Sim<'a> {
                     queue: VecDeque::new(),
                     flow: None,
                     open: true,
+                    holds: false,
                 });
                 self.hosts[h].client_conns.insert(peer, c);
                 let rtt = 2.0 * self.one_way(h, server.min(self.hosts.len() - 1));
@@ -775,8 +793,20 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// The server end sends the next queued piece of connection `c`.
+    /// The server end sends the next queued piece of connection `c`, once
+    /// it holds one of its server's upload slots.
     fn start_next(&mut self, c: usize) {
+        if self.conns[c].queue.is_empty() || self.conns[c].flow.is_some() {
+            return;
+        }
+        if !self.conns[c].holds {
+            let (s, now) = (self.conns[c].server, self.instant());
+            if !self.hosts[s].slots.acquire(c, now) {
+                return;
+            }
+            self.conns[c].holds = true;
+            self.at(self.now + SLOT_HOLD.as_secs_f64(), Ev::SlotCheck(s));
+        }
         let Some(piece) = self.conns[c].queue.pop_front() else { return };
         let g = self.meta.geometry();
         let len = g.len_of(g.piece(u64::from(piece)).expect("range-checked")) as f64;
@@ -915,9 +945,46 @@ impl<'a> Sim<'a> {
         self.served(c);
         let d = self.one_way(s, r);
         self.at(self.now + d, Ev::ToClient(c, ToClient::Piece(piece)));
+        // One piece per turn: the slot goes to the next in line, and this
+        // connection lines up again for its next piece.
+        self.give_back(c);
         self.start_next(c);
         if self.conns[c].flow.is_none() {
             self.reshare(s, r);
+        }
+    }
+
+    /// Connection `c` leaves its server's upload slots: a slot it holds
+    /// goes to the next connection in line with a piece to send.
+    fn give_back(&mut self, c: usize) {
+        let s = self.conns[c].server;
+        let Some(host) = self.hosts.get_mut(s) else { return };
+        if !std::mem::replace(&mut self.conns[c].holds, false) {
+            host.slots.forget(c);
+            return;
+        }
+        if let Some(n) = host.slots.release(c, self.t0 + Duration::from_secs_f64(self.now)) {
+            self.use_slot(n);
+        }
+    }
+
+    /// Connection `c` was handed an upload slot: it sends, or gives the
+    /// slot on at once if it has nothing to send.
+    fn use_slot(&mut self, c: usize) {
+        let mut next = Some(c);
+        while let Some(n) = next {
+            let s = self.conns[n].server;
+            let conn = &self.conns[n];
+            if conn.open && conn.flow.is_none() && !conn.queue.is_empty() {
+                self.conns[n].holds = true;
+                self.start_next(n);
+                self.at(self.now + SLOT_HOLD.as_secs_f64(), Ev::SlotCheck(s));
+                return;
+            }
+            // A sender whose slot expired is still busy: it keeps sending
+            // and holds nothing; the slot moves on.
+            let now = self.instant();
+            next = self.hosts[s].slots.release(n, now);
         }
     }
 
@@ -948,6 +1015,7 @@ impl<'a> Sim<'a> {
             self.end_flow(f);
             self.reshare(s, r);
         }
+        self.give_back(c);
         if let Some(h) = self.hosts.get_mut(s) {
             h.server_conns.retain(|x| *x != c);
         }

@@ -49,6 +49,7 @@ pub mod sansio {
     pub mod proto;
     pub mod secure;
     pub mod seeding;
+    pub mod slots;
     pub mod tracker_info;
     pub mod wire;
 }
@@ -64,7 +65,7 @@ pub mod driver {
 pub(crate) use driver::uring;
 pub use driver::{fetch, link, serve};
 pub use sansio::{
-    download, flow, meta, names, peer, picker, proto, secure, seeding, tracker_info, wire,
+    download, flow, meta, names, peer, picker, proto, secure, seeding, slots, tracker_info, wire,
 };
 
 pub mod control;

@@ -365,6 +365,9 @@ pub struct ServerLimits {
     /// Fault injection: a pause before each piece is sent (zero in normal
     /// use; tests and demos slow a seeder down with it).
     pub piece_delay: Duration,
+    /// Connections sending piece data at once, first come first served,
+    /// one piece per turn ([`crate::slots`]; 0: no limit).
+    pub send_slots: usize,
 }
 
 impl Default for ServerLimits {
@@ -376,6 +379,7 @@ impl Default for ServerLimits {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             piece_delay: Duration::ZERO,
+            send_slots: crate::slots::SEND_SLOTS,
         }
     }
 }

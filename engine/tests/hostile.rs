@@ -160,6 +160,53 @@ fn a_trickling_peer_does_not_keep_its_slot() {
 }
 
 #[test]
+fn a_peer_that_stops_reading_cannot_hold_the_upload_slots() {
+    for backend in backends() {
+        a_peer_that_stops_reading_cannot_hold_the_upload_slots_on(backend);
+    }
+}
+
+/// One upload slot; a downloader asks for every piece of a file larger
+/// than the socket buffers and stops reading, so its sends block in the
+/// slot. Another downloader still gets its piece: a slot held past
+/// `SLOT_HOLD` goes to the next in line.
+fn a_peer_that_stops_reading_cannot_hold_the_upload_slots_on(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let pieces = 48u32;
+    let (p, meta) = source(dir.path(), pieces as usize * PIECE_LEN as usize);
+    let limits = ServerLimits { send_slots: 1, ..ServerLimits::default() };
+    let srv = server_on(&p, &meta, limits, backend);
+    let request = |piece: u32| {
+        let mut out = Vec::new();
+        peer::encode(&Message::Request { piece, offset: 0, len: PIECE_LEN as u32 }, &mut out);
+        out
+    };
+    let mut hog = handshake(srv.addr(), meta.sha1);
+    assert_eq!(read_msg(&mut hog).unwrap().0, peer::kind::BITFIELD);
+    let all: Vec<u8> = (0..pieces).flat_map(request).collect();
+    send(&mut hog, &all).unwrap();
+    // The other downloader asks for a piece the seed offers it.
+    let mut other = handshake(srv.addr(), meta.sha1);
+    let (kind, bits) = read_msg(&mut other).unwrap();
+    assert_eq!(kind, peer::kind::BITFIELD);
+    let bits = peer::parse_bitfield(&bits, pieces).unwrap();
+    let offered = (0..pieces).find(|&i| bits.get(i)).expect("one piece offered");
+    send(&mut other, &request(offered)).unwrap();
+    loop {
+        let (kind, payload) = read_msg(&mut other).expect("its piece, not a timeout");
+        if kind == peer::kind::PIECE {
+            let Ok(Message::Piece { piece, data, .. }) = peer::decode_payload(kind, &payload)
+            else {
+                panic!("{backend:?}: a bad piece frame")
+            };
+            assert_eq!((piece, data.len()), (offered, PIECE_LEN as usize), "{backend:?}");
+            break;
+        }
+    }
+    drop(hog);
+}
+
+#[test]
 fn connections_per_ip_are_capped() {
     for backend in backends() {
         connections_per_ip_are_capped_on(backend);

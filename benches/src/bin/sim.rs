@@ -40,6 +40,10 @@ struct Args {
     /// fetching the file (how it listed peers before, for comparison).
     #[arg(long)]
     sharers_only: bool,
+    /// Upload slots per host (0: every connection sends at once, as
+    /// before upload slots).
+    #[arg(long, default_value_t = ringshare_engine::slots::SEND_SLOTS)]
+    send_slots: usize,
 }
 
 /// xorshift for the scenario's own choices (join times, latencies).
@@ -120,6 +124,7 @@ fn scenario(name: &str, args: &Args) -> Result<Scenario> {
         limit: Duration::from_secs(24 * 3600),
         seeding_plan: !args.no_seeding_plan,
         list_fetchers: !args.sharers_only,
+        send_slots: args.send_slots,
     })
 }
 

@@ -11,11 +11,12 @@
 //! requests per connection, handshake and idle timeouts; a peer that breaks
 //! the protocol gets an error frame and is disconnected, and only that peer.
 
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,7 @@ use crate::link::PeerStream;
 use crate::meta::Bitfield;
 use crate::peer::{self, ErrorCode, Message, PeerDecodeError, Refuse, ServerAction, ServerSession};
 use crate::share::{self, ConnCaps, TICK};
+use crate::slots::SendSlots;
 
 pub use crate::share::{Admission, Opener, ServeTable, ServedFile, ServerLimits};
 pub use crate::uring::SendMethod;
@@ -203,6 +205,57 @@ impl Drop for ConnSlot {
     }
 }
 
+/// The node's upload slots for the threads backend ([`crate::slots`]): a
+/// connection thread holds one while it sends a piece; one that waits
+/// sleeps on the condition variable until a release hands it the slot.
+struct SlotGate {
+    state: Mutex<(SendSlots<u64>, HashSet<u64>)>,
+    handed: Condvar,
+}
+
+impl SlotGate {
+    fn new(limit: usize) -> Self {
+        Self { state: Mutex::new((SendSlots::new(limit), HashSet::new())), handed: Condvar::new() }
+    }
+
+    /// Waits for a slot for connection `id`; `None` once the server stops.
+    /// Each waiter hands on, every tick, slots held past their time.
+    fn acquire<'a>(&'a self, id: u64, stop: &AtomicBool) -> Option<SlotHeld<'a>> {
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0.acquire(id, Instant::now()) {
+            return Some(SlotHeld(self, id));
+        }
+        loop {
+            let handed = g.0.expire(Instant::now());
+            if !handed.is_empty() {
+                g.1.extend(handed);
+                self.handed.notify_all();
+            }
+            if g.1.remove(&id) {
+                return Some(SlotHeld(self, id));
+            }
+            if stop.load(Ordering::Acquire) {
+                g.0.forget(id);
+                return None;
+            }
+            g = self.handed.wait_timeout(g, TICK).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+}
+
+/// A slot held by a connection, given back (and handed on) when dropped.
+struct SlotHeld<'a>(&'a SlotGate, u64);
+
+impl Drop for SlotHeld<'_> {
+    fn drop(&mut self) {
+        let mut g = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(next) = g.0.release(self.1, Instant::now()) {
+            g.1.insert(next);
+            self.0.handed.notify_all();
+        }
+    }
+}
+
 fn accept_loop(
     listener: &TcpListener,
     table: &Arc<ServeTable>,
@@ -210,6 +263,8 @@ fn accept_loop(
     stop: &Arc<AtomicBool>,
 ) {
     let caps = Arc::new(Mutex::new(ConnCaps::new(&limits)));
+    let gate = Arc::new(SlotGate::new(limits.send_slots));
+    let mut next_id = 0u64;
     while !stop.load(Ordering::Acquire) {
         let (mut stream, peer) = match listener.accept() {
             Ok(x) => x,
@@ -228,10 +283,12 @@ fn accept_loop(
         // Gives the connection's place back when dropped: when the thread
         // ends, and also when it cannot be started (the closure is dropped).
         let slot = ConnSlot { caps: Arc::clone(&caps), ip: peer.ip() };
-        let (table, stop) = (Arc::clone(table), Arc::clone(stop));
+        let (table, stop, gate) = (Arc::clone(table), Arc::clone(stop), Arc::clone(&gate));
+        next_id += 1;
+        let id = next_id;
         let spawned = thread::Builder::new().name("piece-conn".into()).spawn(move || {
             let _slot = slot;
-            if let Err(e) = serve_connection(stream, &table, limits, &stop) {
+            if let Err(e) = serve_connection(stream, &table, limits, &stop, (&gate, id)) {
                 tracing::debug!(%peer, "piece connection ended: {e}");
             }
         });
@@ -259,6 +316,7 @@ fn serve_connection(
     table: &ServeTable,
     limits: ServerLimits,
     stop: &AtomicBool,
+    slots: (&SlotGate, u64),
 ) -> Result<(), ConnEnd> {
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(TICK))?;
@@ -266,7 +324,7 @@ fn serve_connection(
         .map_err(|e| ConnEnd::Refused(format!("secure handshake: {e}")))?;
     let mut session = ServerSession::new(limits.max_outstanding);
     let mut served: Option<Arc<ServedFile>> = None;
-    let end = serve_session(&mut stream, table, limits, stop, &mut session, &mut served);
+    let end = serve_session(&mut stream, table, limits, stop, slots, &mut session, &mut served);
     share::session_closed(&mut session, served.as_deref());
     end
 }
@@ -277,6 +335,7 @@ fn serve_session(
     table: &ServeTable,
     limits: ServerLimits,
     stop: &AtomicBool,
+    (gate, id): (&SlotGate, u64),
     session: &mut ServerSession,
     served: &mut Option<Arc<ServedFile>>,
 ) -> Result<(), ConnEnd> {
@@ -327,6 +386,10 @@ fn serve_session(
                 }
                 Ok(ServerAction::Serve { piece, offset, file_offset, len }) => {
                     let file = served.as_ref().expect("a session serves only after admission");
+                    // Given back once the piece is out (or its send failed).
+                    let Some(_held) = gate.acquire(id, stop) else {
+                        return Err(ConnEnd::Stopped);
+                    };
                     if !limits.piece_delay.is_zero() {
                         thread::sleep(limits.piece_delay);
                     }

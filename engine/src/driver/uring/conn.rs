@@ -33,6 +33,7 @@ use crate::meta::Bitfield;
 use crate::peer::{self, ErrorCode, Message, PeerDecodeError, Refuse, ServerAction, ServerSession};
 use crate::secure::{is_plaintext_preface, Link, MAX_MESSAGE, PEER_PROLOGUE, RECORD_HEADER};
 use crate::share::{self, ServeTable, ServedFile, ServerLimits};
+use crate::slots::SendSlots;
 
 /// Initial receive buffer: far more than any request; a handshake with the
 /// longest ticket fits too. It grows only for a frame that needs it.
@@ -67,6 +68,19 @@ pub(crate) struct Ctx<'a> {
     /// `limits.piece_delay` as the ring wants it (boxed in the driver).
     pub(crate) delay: &'a types::Timespec,
     pub(crate) now: Instant,
+    /// The node's upload slots ([`crate::slots`]).
+    pub(crate) slots: &'a mut SendSlots<Key>,
+    /// Connections a released slot was handed to: the driver lets each
+    /// send ([`Conn::grant`]) once the current handler returns.
+    pub(crate) handed: &'a mut Vec<Key>,
+}
+
+/// Where a connection stands with the upload slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotUse {
+    Free,
+    Waiting,
+    Held,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +118,7 @@ pub(crate) struct Conn {
     /// A handshake for another file waits (unread, first in the buffer)
     /// until what is being sent of the file before has gone.
     paused: bool,
+    slot: SlotUse,
 }
 
 impl Conn {
@@ -133,6 +148,7 @@ impl Conn {
             link,
             plain: Vec::new(),
             paused: false,
+            slot: SlotUse::Free,
         }
     }
 
@@ -424,6 +440,7 @@ impl Conn {
         }
         tracing::debug!(slot = self.key.slot, "piece connection closed: {why}");
         self.state = State::Closing;
+        self.give_back_slot(ctx);
         share::session_closed(&mut self.session, self.served.as_deref());
         let _ = self.stream.shutdown(Shutdown::Both);
         if self.recv_armed {
@@ -440,6 +457,15 @@ impl Conn {
         if self.state == State::Closing {
             return;
         }
+        // A piece goes out only in an upload slot; until one is handed to
+        // this connection, what is queued behind the piece waits too.
+        if self.tx.next_is_piece() && self.slot != SlotUse::Held {
+            if self.slot == SlotUse::Waiting || !ctx.slots.acquire(self.key, ctx.now) {
+                self.slot = SlotUse::Waiting;
+                return;
+            }
+            self.slot = SlotUse::Held;
+        }
         let delay = (!ctx.limits.piece_delay.is_zero()).then_some(ctx.delay);
         let mut io = TxIo {
             ring: ctx.ring,
@@ -455,6 +481,10 @@ impl Conn {
             Ok(delayed) => self.delay_armed |= delayed,
             Err(e) => return self.close(ctx, &e),
         }
+        // Handed a slot for a piece since cancelled: it goes on.
+        if self.slot == SlotUse::Held && !self.tx.sending_piece() {
+            self.give_back_slot(ctx);
+        }
         if matches!(self.state, State::Draining { .. }) && self.tx.is_idle() {
             self.close(ctx, "refused");
         }
@@ -469,6 +499,8 @@ impl Conn {
                     *until = ctx.now + LINGER;
                 }
                 if let Some(len) = piece_sent {
+                    // One piece per turn: the next waits in line again.
+                    self.give_back_slot(ctx);
                     self.served_one(ctx.now);
                     if let Some(f) = &self.served {
                         f.uploaded.fetch_add(u64::from(len), Ordering::Relaxed);
@@ -480,6 +512,27 @@ impl Conn {
                 }
             }
             Err(e) => self.close(ctx, &e),
+        }
+    }
+
+    /// A released upload slot was handed to this connection: it sends its
+    /// piece, or gives the slot on at once if it has none any more.
+    pub(crate) fn grant(&mut self, ctx: &mut Ctx<'_>) {
+        self.slot = SlotUse::Held;
+        if self.state == State::Closing {
+            return self.give_back_slot(ctx);
+        }
+        self.last_activity = ctx.now;
+        self.kick(ctx);
+    }
+
+    /// Leaves the upload slots: a slot held goes to the connection that
+    /// waited longest; a place in line is given up.
+    fn give_back_slot(&mut self, ctx: &mut Ctx<'_>) {
+        match std::mem::replace(&mut self.slot, SlotUse::Free) {
+            SlotUse::Held => ctx.handed.extend(ctx.slots.release(self.key, ctx.now)),
+            SlotUse::Waiting => ctx.slots.forget(self.key),
+            SlotUse::Free => {}
         }
     }
 
@@ -507,7 +560,7 @@ impl Conn {
         } else {
             ctx.limits.handshake_timeout
         };
-        if ctx.now.duration_since(self.last_activity) > limit {
+        if ctx.now.duration_since(self.last_activity) > limit && self.slot != SlotUse::Waiting {
             if self.tx.is_idle() {
                 return self.fail(ErrorCode::Busy, "idle too long", ctx);
             }

@@ -50,6 +50,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
 use crate::peer::{self, ErrorCode, Message};
 use crate::share::{ConnCaps, ServeTable, ServerLimits, TICK};
+use crate::slots::SendSlots;
 use conn::{Conn, Ctx, Key};
 
 pub use tx::SendMethod;
@@ -319,6 +320,10 @@ struct Driver {
     tick_armed: bool,
     tick_cancelled: bool,
     stopping: Option<Instant>,
+    /// The node's upload slots ([`crate::slots`]).
+    slots: SendSlots<Key>,
+    /// Connections handed a slot, to let send ([`Driver::hand_out`]).
+    handed: Vec<Key>,
 }
 
 impl Driver {
@@ -364,6 +369,8 @@ impl Driver {
             tick_armed: false,
             tick_cancelled: false,
             stopping: None,
+            slots: SendSlots::new(limits.send_slots),
+            handed: Vec::new(),
         };
         match d.arm_driver_ops() {
             Ok(()) => Ok(d),
@@ -484,7 +491,7 @@ impl Driver {
             }
             Op::Cancel => {}
             _ => {
-                let Driver { ring, table, limits, method, delay, conns, .. } = self;
+                let Driver { ring, table, limits, method, delay, conns, slots, handed, .. } = self;
                 let Some(Some(c)) = conns.get_mut(key.slot as usize) else {
                     tracing::error!(?op, slot = key.slot, "piece server: CQE for an empty slot");
                     return;
@@ -493,12 +500,14 @@ impl Driver {
                     tracing::error!(?op, slot = key.slot, "piece server: CQE for a stale slot");
                     return;
                 }
+                let now = Instant::now();
                 let mut ctx =
-                    Ctx { ring, table, limits, method: *method, delay, now: Instant::now() };
+                    Ctx { ring, table, limits, method: *method, delay, now, slots, handed };
                 c.on_cqe(op, res, flags, last, &mut ctx);
                 if c.is_done() {
                     self.free_slot(key.slot);
                 }
+                self.hand_out();
             }
         }
     }
@@ -566,6 +575,8 @@ impl Driver {
             method: self.method,
             delay: &self.delay,
             now,
+            slots: &mut self.slots,
+            handed: &mut self.handed,
         };
         c.start(&mut ctx);
         self.live += 1;
@@ -578,6 +589,7 @@ impl Driver {
         if done {
             self.free_slot(slot);
         }
+        self.hand_out();
     }
 
     fn free_slot(&mut self, slot: u32) {
@@ -605,13 +617,37 @@ impl Driver {
                 self.accept_retry = true;
             }
         }
+        // Slots held past their time go on (`crate::slots::SLOT_HOLD`).
+        let expired = self.slots.expire(now);
+        self.handed.extend(expired);
         for slot in 0..self.conns.len() {
-            let Driver { ring, table, limits, method, delay, conns, .. } = self;
+            let Driver { ring, table, limits, method, delay, conns, slots, handed, .. } = self;
             let Some(c) = conns[slot].as_mut() else { continue };
-            let mut ctx = Ctx { ring, table, limits, method: *method, delay, now };
+            let mut ctx = Ctx { ring, table, limits, method: *method, delay, now, slots, handed };
             c.on_tick(&mut ctx);
             if c.is_done() {
                 self.free_slot(slot as u32);
+            }
+        }
+        self.hand_out();
+    }
+
+    /// Lets each connection handed a released upload slot send; a slot
+    /// handed to a connection gone since goes on to the next in line.
+    fn hand_out(&mut self) {
+        while let Some(key) = self.handed.pop() {
+            let Driver { ring, table, limits, method, delay, conns, slots, handed, .. } = self;
+            match conns.get_mut(key.slot as usize) {
+                Some(Some(c)) if c.key() == key => {
+                    let now = Instant::now();
+                    let mut ctx =
+                        Ctx { ring, table, limits, method: *method, delay, now, slots, handed };
+                    c.grant(&mut ctx);
+                    if c.is_done() {
+                        self.free_slot(key.slot);
+                    }
+                }
+                _ => handed.extend(slots.release(key, Instant::now())),
             }
         }
     }
@@ -626,14 +662,15 @@ impl Driver {
         }
         let now = Instant::now();
         for slot in 0..self.conns.len() {
-            let Driver { ring, table, limits, method, delay, conns, .. } = self;
+            let Driver { ring, table, limits, method, delay, conns, slots, handed, .. } = self;
             let Some(c) = conns[slot].as_mut() else { continue };
-            let mut ctx = Ctx { ring, table, limits, method: *method, delay, now };
+            let mut ctx = Ctx { ring, table, limits, method: *method, delay, now, slots, handed };
             c.close(&mut ctx, "server stopping");
             if c.is_done() {
                 self.free_slot(slot as u32);
             }
         }
+        self.hand_out();
     }
 }
 

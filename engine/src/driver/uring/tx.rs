@@ -217,6 +217,20 @@ impl Tx {
         self.queued_bytes
     }
 
+    /// The next step would start a piece (nothing is being sent and a
+    /// piece is first in line): it needs an upload slot.
+    pub(crate) fn next_is_piece(&self) -> bool {
+        self.active.is_none() && self.ops == 0 && matches!(self.queue.front(), Some(Item::Piece(_)))
+    }
+
+    /// A piece is being sent.
+    pub(crate) fn sending_piece(&self) -> bool {
+        matches!(
+            self.active,
+            Some(Active::Piece { .. } | Active::Sealed { piece_len: Some(_), .. })
+        )
+    }
+
     /// Nothing queued and nothing being sent.
     pub(crate) fn is_idle(&self) -> bool {
         self.active.is_none() && self.queue.is_empty() && self.ops == 0
