@@ -721,14 +721,21 @@ impl Tracker {
                 }
                 drop(inner);
                 if !fetching.is_empty() {
-                    let listed: std::collections::HashSet<(String, String)> =
-                        peers.iter().map(|p| (p.user.clone(), p.addr.clone())).collect();
                     let keys = self.node_keys.lock().unwrap_or_else(|p| p.into_inner());
-                    for (t, user, addr) in fetching {
-                        if !listed.contains(&(user.clone(), addr.clone())) {
-                            peers.push(PeerInfo { user, addr, key: keys.get(&t).copied() });
-                        }
-                    }
+                    let fresh: Vec<PeerInfo> = {
+                        let listed: std::collections::HashSet<(&str, &str)> =
+                            peers.iter().map(|p| (p.user.as_str(), p.addr.as_str())).collect();
+                        fetching
+                            .into_iter()
+                            .filter(|(_, u, a)| !listed.contains(&(u.as_str(), a.as_str())))
+                            .map(|(t, user, addr)| PeerInfo {
+                                user,
+                                addr,
+                                key: keys.get(&t).copied(),
+                            })
+                            .collect()
+                    };
+                    peers.extend(fresh);
                 }
                 let secret = *self
                     .lock()
