@@ -16,6 +16,8 @@
 //! - [`picker`]: rarest-first piece selection with an endgame.
 //! - [`flow`]: requests outstanding per peer, sized to bandwidth × delay.
 //! - [`download`]: the downloader: sessions, requests, endgame, bans, timeouts.
+//! - [`seeding`]: which pieces a seed offers each downloader of a crowd.
+//! - [`slots`]: how many connections of a node send piece data at once.
 //! - [`secure`]: encrypted, authenticated links (Noise XX) and their records.
 //!
 //! Drivers (`driver/`), each direction with an io_uring and a threads
