@@ -1443,6 +1443,37 @@ mod tests {
         assert!(matches!(r, Response::Refused(Refusal::Limit(_))), "{r:?}");
     }
 
+    /// Each (user, token, port) created and logged in at 127.0.0.1:port;
+    /// the first owns group `g`, `members` join it, and the first shares
+    /// file `f` from its address.
+    fn group_sharing_f(t: &Tracker, users: &[(&str, Token, u16)], members: &[&str]) {
+        let mut inner = t.lock();
+        let mut op = |op| inner.replica.propose(op, 1).unwrap();
+        for &(user, token, port) in users {
+            op(Op::CreateUser { user: user.into(), password_hash: "x".into() });
+            let peer_addr = format!("127.0.0.1:{port}");
+            op(Op::Login { user: user.into(), token, peer_addr });
+        }
+        let (owner, _, port) = users[0];
+        op(Op::CreateGroup { user: owner.into(), group: "g".into() });
+        for &user in members {
+            op(Op::JoinGroup { user: user.into(), group: "g".into() });
+            op(Op::AcceptRequest { owner: owner.into(), group: "g".into(), user: user.into() });
+        }
+        let meta = ringshare_engine::meta::FileMeta {
+            name: "f".into(),
+            len: 1,
+            sha1: ringshare_engine::meta::Sha1Digest([7; 20]),
+            piece_hashes: vec![ringshare_engine::meta::Sha1Digest([7; 20])],
+        };
+        op(Op::UploadFile {
+            user: owner.into(),
+            peer_addr: format!("127.0.0.1:{port}"),
+            group: "g".into(),
+            meta,
+        });
+    }
+
     #[tokio::test]
     async fn sharers_not_heard_from_within_the_ttl_are_not_counted() {
         let config = TrackerConfig { peer_ttl: Duration::from_millis(200), ..Default::default() };
@@ -1451,30 +1482,7 @@ mod tests {
         let t = Tracker::build(config, inner);
         t.ensure_ticket_key();
         let (a, b) = (Token([1; 16]), Token([2; 16]));
-        {
-            let mut inner = t.lock();
-            let mut op = |op| inner.replica.propose(op, 1).unwrap();
-            for (user, token, port) in [("a", a, 1), ("b", b, 2)] {
-                op(Op::CreateUser { user: user.into(), password_hash: "x".into() });
-                let peer_addr = format!("127.0.0.1:{port}");
-                op(Op::Login { user: user.into(), token, peer_addr });
-            }
-            op(Op::CreateGroup { user: "a".into(), group: "g".into() });
-            op(Op::JoinGroup { user: "b".into(), group: "g".into() });
-            op(Op::AcceptRequest { owner: "a".into(), group: "g".into(), user: "b".into() });
-            let meta = ringshare_engine::meta::FileMeta {
-                name: "f".into(),
-                len: 1,
-                sha1: ringshare_engine::meta::Sha1Digest([7; 20]),
-                piece_hashes: vec![ringshare_engine::meta::Sha1Digest([7; 20])],
-            };
-            op(Op::UploadFile {
-                user: "a".into(),
-                peer_addr: "127.0.0.1:1".into(),
-                group: "g".into(),
-                meta,
-            });
-        }
+        group_sharing_f(&t, &[("a", a, 1), ("b", b, 2)], &["b"]);
         let peers = |r: Response| match r {
             Response::Files(f) => f[0].peers,
             other => panic!("{other:?}"),
@@ -1524,32 +1532,8 @@ mod tests {
         let t = Tracker::new();
         t.ensure_ticket_key();
         let (a, b, c, d) = (Token([1; 16]), Token([2; 16]), Token([3; 16]), Token([4; 16]));
-        {
-            let mut inner = t.lock();
-            let mut op = |op| inner.replica.propose(op, 1).unwrap();
-            for (user, token, port) in [("a", a, 1), ("b", b, 2), ("c", c, 3), ("d", d, 4)] {
-                op(Op::CreateUser { user: user.into(), password_hash: "x".into() });
-                let peer_addr = format!("127.0.0.1:{port}");
-                op(Op::Login { user: user.into(), token, peer_addr });
-            }
-            op(Op::CreateGroup { user: "a".into(), group: "g".into() });
-            for user in ["b", "c"] {
-                op(Op::JoinGroup { user: user.into(), group: "g".into() });
-                op(Op::AcceptRequest { owner: "a".into(), group: "g".into(), user: user.into() });
-            }
-            let meta = ringshare_engine::meta::FileMeta {
-                name: "f".into(),
-                len: 1,
-                sha1: ringshare_engine::meta::Sha1Digest([7; 20]),
-                piece_hashes: vec![ringshare_engine::meta::Sha1Digest([7; 20])],
-            };
-            op(Op::UploadFile {
-                user: "a".into(),
-                peer_addr: "127.0.0.1:1".into(),
-                group: "g".into(),
-                meta,
-            });
-        }
+        let users = [("a", a, 1), ("b", b, 2), ("c", c, 3), ("d", d, 4)];
+        group_sharing_f(&t, &users, &["b", "c"]);
         for token in [a, b, c, d] {
             t.handle(Request::Heartbeat { token }).await;
         }
