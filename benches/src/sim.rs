@@ -801,13 +801,21 @@ impl<'a> Sim<'a> {
         }
         if !self.conns[c].holds {
             let (s, now) = (self.conns[c].server, self.instant());
-            if !self.hosts[s].slots.acquire(c, now) {
+            // A seed's slots go first to the pieces it sent least.
+            let rank = match (&self.hosts[s].plan, self.conns[c].queue.front()) {
+                (Some(plan), Some(&p)) => plan.sent(p),
+                _ => 0,
+            };
+            if !self.hosts[s].slots.acquire_ranked(c, rank, now) {
                 return;
             }
             self.conns[c].holds = true;
             self.at(self.now + SLOT_HOLD.as_secs_f64(), Ev::SlotCheck(s));
         }
         let Some(piece) = self.conns[c].queue.pop_front() else { return };
+        if let Some(plan) = self.hosts[self.conns[c].server].plan.as_mut() {
+            plan.note_sent(piece);
+        }
         let g = self.meta.geometry();
         let len = g.len_of(g.piece(u64::from(piece)).expect("range-checked")) as f64;
         let mut f = Flow {

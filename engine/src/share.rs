@@ -84,6 +84,20 @@ impl ServedFile {
             .unwrap_or_else(|| self.bitfield())
     }
 
+    /// The rank of a request for `piece` at the node's upload slots
+    /// ([`crate::slots`]): for a file seeded under a plan, how many times
+    /// the piece started going out ([`SeedPlan::sent`]); else 0.
+    pub(crate) fn send_rank(&self, piece: u32) -> u32 {
+        self.plan.as_ref().map_or(0, |p| lock(p).sent(piece))
+    }
+
+    /// `piece` starts going out to a downloader.
+    pub(crate) fn note_sent(&self, piece: u32) {
+        if let Some(p) = &self.plan {
+            lock(p).note_sent(piece);
+        }
+    }
+
     /// The file's metadata.
     pub fn meta(&self) -> &FileMeta {
         &self.meta

@@ -218,11 +218,12 @@ impl SlotGate {
         Self { state: Mutex::new((SendSlots::new(limit), HashSet::new())), handed: Condvar::new() }
     }
 
-    /// Waits for a slot for connection `id`; `None` once the server stops.
+    /// Waits for a slot for connection `id` (a piece of `rank`,
+    /// [`SendSlots::acquire_ranked`]); `None` once the server stops.
     /// Each waiter hands on, every tick, slots held past their time.
-    fn acquire<'a>(&'a self, id: u64, stop: &AtomicBool) -> Option<SlotHeld<'a>> {
+    fn acquire<'a>(&'a self, id: u64, rank: u32, stop: &AtomicBool) -> Option<SlotHeld<'a>> {
         let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if g.0.acquire(id, Instant::now()) {
+        if g.0.acquire_ranked(id, rank, Instant::now()) {
             return Some(SlotHeld(self, id));
         }
         loop {
@@ -387,9 +388,10 @@ fn serve_session(
                 Ok(ServerAction::Serve { piece, offset, file_offset, len }) => {
                     let file = served.as_ref().expect("a session serves only after admission");
                     // Given back once the piece is out (or its send failed).
-                    let Some(_held) = gate.acquire(id, stop) else {
+                    let Some(_held) = gate.acquire(id, file.send_rank(piece), stop) else {
                         return Err(ConnEnd::Stopped);
                     };
+                    file.note_sent(piece);
                     if !limits.piece_delay.is_zero() {
                         thread::sleep(limits.piece_delay);
                     }

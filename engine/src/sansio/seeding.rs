@@ -65,6 +65,8 @@ const RATE_INTERVAL: Duration = Duration::from_secs(1);
 pub struct SeedPlan {
     /// Sessions that hold, asked for or were offered each piece.
     copies: Vec<u32>,
+    /// Times each piece started going out ([`SeedPlan::note_sent`]).
+    sent: Vec<u32>,
     /// No piece has fewer copies than this.
     floor: u32,
     /// Sessions open (opened and not yet closed).
@@ -136,7 +138,13 @@ impl SeedView {
 impl SeedPlan {
     /// A plan for a file of `pieces` pieces; `seed` drives where scans start.
     pub fn new(pieces: u32, seed: u64) -> Self {
-        Self { copies: vec![0; pieces as usize], floor: 0, live: 0, rng: seed | 1 }
+        Self {
+            copies: vec![0; pieces as usize],
+            sent: vec![0; pieces as usize],
+            floor: 0,
+            live: 0,
+            rng: seed | 1,
+        }
     }
 
     fn next_rand(&mut self) -> u64 {
@@ -145,6 +153,23 @@ impl SeedPlan {
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;
         self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// `piece` starts going out to a downloader.
+    pub fn note_sent(&mut self, piece: u32) {
+        if let Some(n) = self.sent.get_mut(piece as usize) {
+            *n = n.saturating_add(1);
+        }
+    }
+
+    /// How many times `piece` started going out: the rank of a request
+    /// for it at the node's upload slots ([`crate::slots`]), so that, with
+    /// a crowd in line, first copies leave before second ones. (A piece
+    /// offered to many sessions at once waited in their queues behind
+    /// second copies of others: in the simulator's crowd of 100, pieces
+    /// nobody held yet 7 s in were queued for 8-9 sessions each.)
+    pub fn sent(&self, piece: u32) -> u32 {
+        self.sent.get(piece as usize).copied().unwrap_or(0)
     }
 
     /// How many sessions hold, asked for or were offered `piece`.

@@ -13,8 +13,12 @@
 //! sends as before.
 //!
 //! Grants, not polls: [`SendSlots::release`] hands a freed slot straight
-//! to the connection that waited longest, which then holds it (and gives
-//! it back at once if it no longer has a piece to send). A piece that
+//! to the connection that waited longest among those with the lowest
+//! rank, which then holds it (and gives it back at once if it no longer
+//! has a piece to send). A seed ranks a request by how often the piece
+//! already went out ([`crate::seeding::SeedPlan::sent`], fixed when the
+//! request lines up), so first copies leave first; a partial holder ranks
+//! all alike (first come first served). A piece that
 //! holds its slot longer than [`SLOT_HOLD`] (a slow or stuck receiver)
 //! keeps sending, but its slot goes on ([`SendSlots::expire`]): a peer
 //! that stops reading cannot hold the node's uploads hostage.
@@ -41,7 +45,9 @@ pub struct SendSlots<K> {
     limit: usize,
     /// Who holds a slot, since when.
     holders: Vec<(K, Instant)>,
-    waiting: VecDeque<K>,
+    /// In line, with their rank: a slot goes to the lowest rank, the
+    /// longest waiting among equals.
+    waiting: VecDeque<(K, u32)>,
 }
 
 impl<K: Copy + PartialEq> SendSlots<K> {
@@ -55,17 +61,25 @@ impl<K: Copy + PartialEq> SendSlots<K> {
     /// it on). False: it waits in line (once, however often it asks) until
     /// a slot is handed to it.
     pub fn acquire(&mut self, k: K, now: Instant) -> bool {
+        self.acquire_ranked(k, 0, now)
+    }
+
+    /// [`acquire`](Self::acquire) for a piece of rank `rank`: a freed slot
+    /// goes to the lowest rank waiting, first come first served among
+    /// equals. A seed ranks a piece by how many of its downloaders were
+    /// offered or hold it, so first copies leave before second ones.
+    pub fn acquire_ranked(&mut self, k: K, rank: u32, now: Instant) -> bool {
         if self.limit == 0 {
             return true;
         }
-        if self.waiting.contains(&k) {
+        if self.waiting.iter().any(|(x, _)| *x == k) {
             return false;
         }
         if self.holders.len() < self.limit && self.waiting.is_empty() {
             self.holders.push((k, now));
             return true;
         }
-        self.waiting.push_back(k);
+        self.waiting.push_back((k, rank));
         false
     }
 
@@ -97,14 +111,16 @@ impl<K: Copy + PartialEq> SendSlots<K> {
     }
 
     fn hand_on(&mut self, now: Instant) -> Option<K> {
-        let next = self.waiting.pop_front()?;
+        let best = self.waiting.iter().map(|(_, r)| *r).min()?;
+        let pos = self.waiting.iter().position(|(_, r)| *r == best)?;
+        let (next, _) = self.waiting.remove(pos)?;
         self.holders.push((next, now));
         Some(next)
     }
 
     /// `k` stops waiting (its connection ended).
     pub fn forget(&mut self, k: K) {
-        self.waiting.retain(|x| *x != k);
+        self.waiting.retain(|(x, _)| *x != k);
     }
 
     /// Slots held.
@@ -155,6 +171,20 @@ mod tests {
     }
 
     #[test]
+    fn the_lowest_rank_goes_first_then_the_longest_waiting() {
+        let t = Instant::now();
+        let mut s = SendSlots::new(1);
+        assert!(s.acquire_ranked(1, 5, t));
+        assert!(!s.acquire_ranked(2, 3, t));
+        assert!(!s.acquire_ranked(3, 1, t));
+        assert!(!s.acquire_ranked(4, 1, t));
+        assert_eq!(s.release(1, t), Some(3));
+        assert_eq!(s.release(3, t), Some(4));
+        assert_eq!(s.release(4, t), Some(2));
+        assert_eq!(s.release(2, t), None);
+    }
+
+    #[test]
     fn a_slot_held_too_long_goes_to_the_next_in_line() {
         let t = Instant::now();
         let mut s = SendSlots::new(1);
@@ -186,7 +216,9 @@ mod tests {
             for (op, k, ms) in ops {
                 now += Duration::from_millis(ms);
                 match op {
-                    0 if !holders.contains(&k) && s.acquire(k, now) => holders.push(k),
+                    0 if !holders.contains(&k) && s.acquire_ranked(k, (ms % 3) as u32, now) => {
+                        holders.push(k)
+                    }
                     1 => {
                         let held = holders.iter().position(|h| *h == k);
                         let next = s.release(k, now);

@@ -459,12 +459,19 @@ impl Conn {
         }
         // A piece goes out only in an upload slot; until one is handed to
         // this connection, what is queued behind the piece waits too.
-        if self.tx.next_is_piece() && self.slot != SlotUse::Held {
-            if self.slot == SlotUse::Waiting || !ctx.slots.acquire(self.key, ctx.now) {
+        // A seed ranks the piece by how often it went out (first copies
+        // first, `SeedPlan::sent`).
+        let next = self.tx.next_is_piece().then(|| self.tx.next_piece()).flatten();
+        if let (Some(piece), true) = (next, self.slot != SlotUse::Held) {
+            let rank = self.served.as_ref().map_or(0, |f| f.send_rank(piece));
+            if self.slot == SlotUse::Waiting || !ctx.slots.acquire_ranked(self.key, rank, ctx.now) {
                 self.slot = SlotUse::Waiting;
                 return;
             }
             self.slot = SlotUse::Held;
+        }
+        if let (Some(piece), Some(f)) = (next, &self.served) {
+            f.note_sent(piece);
         }
         let delay = (!ctx.limits.piece_delay.is_zero()).then_some(ctx.delay);
         let mut io = TxIo {

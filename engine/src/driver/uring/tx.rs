@@ -223,6 +223,14 @@ impl Tx {
         self.active.is_none() && self.ops == 0 && matches!(self.queue.front(), Some(Item::Piece(_)))
     }
 
+    /// The piece first in line, if a piece is.
+    pub(crate) fn next_piece(&self) -> Option<u32> {
+        match self.queue.front() {
+            Some(Item::Piece(j)) => Some(j.piece),
+            _ => None,
+        }
+    }
+
     /// A piece is being sent.
     pub(crate) fn sending_piece(&self) -> bool {
         matches!(
