@@ -797,18 +797,23 @@ impl DownloadCore {
         }
         let piece_len = self.geometry.piece_len();
         let depth = p.flow.window(p.outstanding.len() as u64 * piece_len, now);
-        let mut room = depth.saturating_sub(p.outstanding.len());
         let mut stole = false;
-        while room > 0 {
+        loop {
             let Some(p) = self.peers.get_mut(&peer) else { return };
             let active = p.stage == Stage::Active;
             let bits = if active { &p.bits } else { &self.all };
-            if let Some(i) = self.picker.pick(peer, bits) {
+            let mut starved = false;
+            while p.outstanding.len() < depth {
+                let Some(i) = self.picker.pick(peer, bits) else {
+                    starved = true;
+                    break;
+                };
                 let len = self.geometry.len_of(i) as u32;
                 peer::encode(&Message::Request { piece: i.get(), offset: 0, len }, &mut p.out);
                 p.outstanding.push_back((i.get(), now));
-                room -= 1;
-                continue;
+            }
+            if !starved {
+                break;
             }
             // Nothing left that nobody asked for: take over the request
             // that has waited longest in another peer's queue (once per
@@ -1763,7 +1768,12 @@ mod tests {
         assert!(!again.contains(&asked[0]), "{again:?}");
     }
 
-    fn requests_in(actions: &[Action], to: PeerId) -> Vec<u32> {
+    /// The pieces named by the frames sent to `to` that `named` picks out.
+    fn pieces_in(
+        actions: &[Action],
+        to: PeerId,
+        named: impl Fn(&Message<'_>) -> Option<u32>,
+    ) -> Vec<u32> {
         let mut v = Vec::new();
         for a in actions {
             if let Action::Send { peer, bytes } = a {
@@ -1772,14 +1782,26 @@ mod tests {
                 }
                 let mut b = &bytes[..];
                 while let Ok((m, used)) = peer::decode(b) {
-                    if let Message::Request { piece, .. } = m {
-                        v.push(piece);
-                    }
+                    v.extend(named(&m));
                     b = &b[used..];
                 }
             }
         }
         v
+    }
+
+    fn requests_in(actions: &[Action], to: PeerId) -> Vec<u32> {
+        pieces_in(actions, to, |m| match m {
+            Message::Request { piece, .. } => Some(*piece),
+            _ => None,
+        })
+    }
+
+    fn cancels_in(actions: &[Action], to: PeerId) -> Vec<u32> {
+        pieces_in(actions, to, |m| match m {
+            Message::Cancel { piece, .. } => Some(*piece),
+            _ => None,
+        })
     }
 
     #[test]
@@ -1873,18 +1895,7 @@ mod tests {
         let t = t0 + REQUEST_PATIENCE + Duration::from_millis(1);
         core.tick(t);
         let sent: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
-        let mut cancelled = Vec::new();
-        for a in &sent {
-            if let Action::Send { peer: 0, bytes } = a {
-                let mut b = &bytes[..];
-                while let Ok((m, used)) = peer::decode(b) {
-                    if let Message::Cancel { piece, .. } = m {
-                        cancelled.push(piece);
-                    }
-                    b = &b[used..];
-                }
-            }
-        }
+        let cancelled = cancels_in(&sent, 0);
         // All but the one it is sending, and asked of peer 1 or 0 again
         // as the picker sees fit; none is lost.
         assert_eq!(cancelled, asked[1..].to_vec(), "{sent:?}");
@@ -1904,20 +1915,6 @@ mod tests {
                 .filter(|a| matches!(a, Action::Send { bytes, .. } if peer::decode(bytes).is_ok_and(|(m, _)| matches!(m, Message::Cancel { .. }))))
                 .count();
         assert_eq!(cancels, 0, "nobody else has those pieces");
-    }
-
-    fn cancels_in(actions: &[Action], to: PeerId) -> Vec<u32> {
-        let mut v = Vec::new();
-        for bytes in sent_to(actions, to) {
-            let mut b = &bytes[..];
-            while let Ok((m, used)) = peer::decode(b) {
-                if let Message::Cancel { piece, .. } = m {
-                    v.push(piece);
-                }
-                b = &b[used..];
-            }
-        }
-        v
     }
 
     #[test]

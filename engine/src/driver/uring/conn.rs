@@ -461,7 +461,7 @@ impl Conn {
         // this connection, what is queued behind the piece waits too.
         // A seed ranks the piece by how often it went out (first copies
         // first, `SeedPlan::sent`).
-        let next = self.tx.next_is_piece().then(|| self.tx.next_piece()).flatten();
+        let next = self.tx.next_piece();
         if let (Some(piece), true) = (next, self.slot != SlotUse::Held) {
             let rank = self.served.as_ref().map_or(0, |f| f.send_rank(piece));
             if self.slot == SlotUse::Waiting || !ctx.slots.acquire_ranked(self.key, rank, ctx.now) {

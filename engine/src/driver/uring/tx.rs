@@ -217,16 +217,11 @@ impl Tx {
         self.queued_bytes
     }
 
-    /// The next step would start a piece (nothing is being sent and a
+    /// The piece the next step would start (nothing is being sent and a
     /// piece is first in line): it needs an upload slot.
-    pub(crate) fn next_is_piece(&self) -> bool {
-        self.active.is_none() && self.ops == 0 && matches!(self.queue.front(), Some(Item::Piece(_)))
-    }
-
-    /// The piece first in line, if a piece is.
     pub(crate) fn next_piece(&self) -> Option<u32> {
         match self.queue.front() {
-            Some(Item::Piece(j)) => Some(j.piece),
+            Some(Item::Piece(j)) if self.active.is_none() && self.ops == 0 => Some(j.piece),
             _ => None,
         }
     }
