@@ -44,7 +44,7 @@ use crate::picker::{PeerId, Picker};
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often a driver need report that bytes are arriving from a peer
 /// ([`DownloadCore::on_bytes`]) while no whole frame has.
-pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// How long a connection and its handshake's answer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often to ask for peers while some are connected and the lists
@@ -64,12 +64,15 @@ pub const SYNC_EVERY: Duration = Duration::from_millis(500);
 /// How long a request may wait behind others in a peer's queue before it
 /// is asked elsewhere, when another peer has the piece.
 pub const REQUEST_PATIENCE: Duration = Duration::from_secs(4);
-/// How long a request must have waited in a peer's queue, behind the
-/// piece that peer is sending, before a peer with nothing else to send
-/// may take it over ([`DownloadCore`]'s stealing). Longer than a request
-/// waits at a peer that keeps up (its window is its rate × round trip),
-/// so a lone download on a long path never moves requests back and forth.
-pub const STEAL_AFTER: Duration = Duration::from_secs(1);
+/// How long a request must have waited at a peer, beyond two of that
+/// peer's round trips ([`DownloadCore`]'s stealing), before a peer with
+/// nothing else to send may take it over: a request queued behind
+/// others since it was sent, or the first in line when nothing has
+/// arrived from that peer since it was sent or since its last bytes (a
+/// peer whose upload slots are all taken). Longer than a request waits
+/// at a peer that keeps up (its window is its rate × round trip), so a
+/// lone download on a long path never moves requests back and forth.
+pub const STEAL_AFTER: Duration = Duration::from_millis(250);
 /// How long after a look for a request to take over found none the next
 /// look waits.
 const STEAL_RETRY: Duration = Duration::from_millis(250);
@@ -184,6 +187,8 @@ struct Peer {
     out: Vec<u8>,
     /// When bytes from it last arrived (a frame, or a driver's report).
     last_bytes: Instant,
+    /// Its path's round trip: from the handshake to the bitfield.
+    path_rtt: Duration,
 }
 
 impl Peer {
@@ -422,6 +427,7 @@ impl DownloadCore {
                     flow: PeerFlow::new(self.geometry.piece_len(), now),
                     out: Vec::new(),
                     last_bytes: now,
+                    path_rtt: Duration::ZERO,
                 },
             );
             self.by_addr.insert(addr, id);
@@ -516,9 +522,10 @@ impl DownloadCore {
         let Some(p) = self.peers.get_mut(&peer) else { return PieceFate::Discard };
         p.last_bytes = now;
         let refusal = match (p.stage, msg) {
-            (Stage::Handshaking(_), Message::Bitfield(b)) => {
+            (Stage::Handshaking(since), Message::Bitfield(b)) => {
                 match peer::parse_bitfield(b, pieces) {
                     Some(bits) => {
+                        p.path_rtt = now.saturating_duration_since(since);
                         p.bits = bits;
                         p.stage = Stage::Active;
                         self.active += 1;
@@ -834,12 +841,17 @@ impl DownloadCore {
     }
 
     /// `thief` has an open window and nothing to ask for: among the
-    /// requests queued at other peers behind the piece each is sending,
-    /// for pieces `thief` has, the one queued deepest that has waited
-    /// [`STEAL_AFTER`] is cancelled there and goes back to the picker for
-    /// `thief` to pick. A busy peer (a seed or early downloader shared by
-    /// many) would otherwise hold a crowd's pieces in its queues while
-    /// peers that could send them now idle. Returns whether it took one.
+    /// requests at other peers for pieces `thief` has, the one queued
+    /// deepest that has waited [`STEAL_AFTER`] beyond two of its peer's
+    /// round trips is cancelled there and goes back to the picker for
+    /// `thief` to pick. The first in line at a peer counts as waiting only
+    /// while nothing arrives from that peer: it is waiting for one of the
+    /// peer's upload slots, not being sent. A busy peer (a seed or early
+    /// downloader shared by many) would otherwise hold a crowd's pieces in
+    /// its queues while peers that could send them now idle (in the
+    /// simulator's crowd of 100, a fifth of the downloaders uploaded almost
+    /// nothing 5 s in, every piece they held asked of others that had it
+    /// queued for seconds). Returns whether it took one.
     fn steal(&mut self, thief: PeerId, now: Instant) -> bool {
         if self.steal_hold.is_some_and(|t| now < t) {
             return false;
@@ -850,8 +862,10 @@ impl DownloadCore {
             if id == thief {
                 continue;
             }
-            for (pos, &(piece, sent)) in p.outstanding.iter().enumerate().skip(1) {
-                if now.saturating_duration_since(sent) < STEAL_AFTER
+            let patience = STEAL_AFTER + 2 * p.path_rtt;
+            for (pos, &(piece, sent)) in p.outstanding.iter().enumerate() {
+                let since = if pos == 0 { sent.max(p.last_bytes) } else { sent };
+                if now.saturating_duration_since(since) < patience
                     || !t.bits.get(piece)
                     || !self.picker.is_missing(piece)
                     || self.picker.is_requested_at(piece, thief)
@@ -1584,9 +1598,10 @@ mod tests {
         let (mut core, _) = one_active_peer(16, t0);
         // A piece that takes 45 s (a seed shared a thousand ways): bytes
         // keep coming, reported every second.
+        let step = Duration::from_secs(1);
         let mut now = t0;
         for _ in 0..45 {
-            now += PROGRESS_EVERY;
+            now += step;
             core.on_bytes(0, now);
             core.on_bytes(1, now);
             core.tick(now);
@@ -1595,11 +1610,11 @@ mod tests {
         // Then peer 0 goes silent: stalled once the timeout has passed
         // since its last byte, not before.
         for _ in 0..25 {
-            now += PROGRESS_EVERY;
+            now += step;
             core.on_bytes(1, now);
             core.tick(now);
             let closed = closes(&mut core);
-            let silent = now - (t0 + 45 * PROGRESS_EVERY);
+            let silent = now - (t0 + 45 * step);
             if silent <= STALL_TIMEOUT {
                 assert!(closed.is_empty(), "after {silent:?} of silence");
             } else {
@@ -1940,26 +1955,71 @@ mod tests {
         // It verifies the piece peer 0 is sending and the one queued last
         // there; the others are still free to ask of peer 0 only.
         let (head, deepest) = (queued[0], queued[queued.len() - 1]);
-        let t = t0 + Duration::from_millis(500);
+        let t = t0 + STEAL_AFTER / 2;
         core.on_message(1, &Message::Have(head), t);
         core.on_message(1, &Message::Have(deepest), t);
         let early: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
         assert!(requests_in(&early, 1).is_empty(), "waited less than STEAL_AFTER: {early:?}");
         assert!(cancels_in(&early, 0).is_empty());
         let t = t0 + STEAL_AFTER + Duration::from_millis(100);
+        core.on_bytes(0, t);
         core.tick(t);
         let sent: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
         assert_eq!(cancels_in(&sent, 0), vec![deepest], "{sent:?}");
         assert_eq!(requests_in(&sent, 1), vec![deepest]);
         assert!(closes(&mut core).is_empty());
-        // The piece being sent is never taken, and a late copy of the
-        // stolen one from peer 0 is dropped quietly.
-        core.tick(t + Duration::from_secs(1));
+        // The piece whose bytes are arriving is not taken, and a late copy
+        // of the stolen one from peer 0 is dropped quietly.
+        let t = t + Duration::from_secs(1);
+        core.on_bytes(0, t);
+        core.tick(t);
         let later: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
         assert!(!cancels_in(&later, 0).contains(&head), "{later:?}");
         assert_eq!(core.on_piece(0, deepest, 0, PIECE_LEN as usize, t), PieceFate::Discard);
         assert_eq!(core.on_piece(1, deepest, 0, PIECE_LEN as usize, t), PieceFate::Verify);
         assert!(closes(&mut core).is_empty());
+        // Nothing from peer 0 since (its upload slots all taken): the first
+        // in line is taken over too.
+        core.tick(t + STEAL_AFTER + Duration::from_millis(100));
+        let idle: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        assert_eq!(cancels_in(&idle, 0), vec![head], "{idle:?}");
+        assert_eq!(requests_in(&idle, 1), vec![head]);
+        assert!(closes(&mut core).is_empty());
+    }
+
+    #[test]
+    fn a_request_on_a_long_path_waits_its_round_trips_before_it_is_taken() {
+        let t0 = Instant::now();
+        let pieces = 12;
+        let rtt = Duration::from_millis(200);
+        let mut core = fresh(pieces, 1, t0);
+        core.add_peers(&[addr(1), addr(2)], t0);
+        core.connected(0, t0);
+        core.on_message(0, &Message::Bitfield(Bitfield::full(pieces).as_bytes()), t0 + rtt);
+        let queued = requests_in(&std::iter::from_fn(|| core.poll_action()).collect::<Vec<_>>(), 0);
+        core.connected(1, t0);
+        core.on_message(1, &Message::Bitfield(Bitfield::new(pieces).as_bytes()), t0 + rtt);
+        let first: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        for p in requests_in(&first, 1) {
+            let len = PIECE_LEN as u32;
+            core.on_message(1, &Message::Reject { piece: p, offset: 0, len }, t0 + rtt);
+        }
+        while core.poll_action().is_some() {}
+        let deepest = queued[queued.len() - 1];
+        core.on_message(1, &Message::Have(deepest), t0 + rtt);
+        // Asked at t0 with the handshake. Past STEAL_AFTER and a round
+        // trip, short of two: left where it is.
+        let t = t0 + STEAL_AFTER + 2 * rtt - Duration::from_millis(50);
+        core.on_bytes(0, t);
+        core.tick(t);
+        let early: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        assert!(cancels_in(&early, 0).is_empty(), "{early:?}");
+        // (A look that found none holds the next off for STEAL_RETRY.)
+        let t = t + STEAL_RETRY;
+        core.on_bytes(0, t);
+        core.tick(t);
+        let sent: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        assert_eq!(cancels_in(&sent, 0), vec![deepest], "{sent:?}");
     }
 
     #[test]
