@@ -109,6 +109,9 @@ pub struct Scenario {
     /// Upload slots per host ([`ringshare_engine::slots::SEND_SLOTS`], as the shipped piece servers
     /// keep; 0: every connection sends at once, as before).
     pub send_slots: usize,
+    /// A seed sends a connection's requests in the order asked (before it
+    /// sent the least-sent first, for comparison).
+    pub seed_in_order: bool,
 }
 
 /// What a run produced.
@@ -221,7 +224,8 @@ struct Host {
     done: bool,
     up_flows: usize,
     down_flows: usize,
-    uploaded: u64,
+    /// Bytes sent (fractions of a byte kept: a flow settles often).
+    uploaded: f64,
     /// Its upload slots, as a node's piece server keeps them.
     slots: SendSlots<usize>,
     /// When its download last asked the tracker for peers: it is listed
@@ -336,7 +340,7 @@ impl<'a> Sim<'a> {
                 done: spec.seed,
                 up_flows: 0,
                 down_flows: 0,
-                uploaded: 0,
+                uploaded: 0.0,
                 slots: SendSlots::new(sc.send_slots),
                 asked_at: None,
             })
@@ -799,13 +803,22 @@ impl<'a> Sim<'a> {
         if self.conns[c].queue.is_empty() || self.conns[c].flow.is_some() {
             return;
         }
+        // A seed sends, of the pieces a connection asked for, the one it
+        // sent least first, and its slots go first to those pieces.
+        let s = self.conns[c].server;
+        let mut rank = 0;
+        if let (Some(plan), false) = (&self.hosts[s].plan, self.sc.seed_in_order) {
+            let q = &mut self.conns[c].queue;
+            if let Some(i) = (0..q.len()).min_by_key(|&i| (plan.sent(q[i]), i)) {
+                rank = plan.sent(q[i]);
+                let p = q.remove(i).expect("in range");
+                q.push_front(p);
+            }
+        } else if let (Some(plan), Some(&p)) = (&self.hosts[s].plan, self.conns[c].queue.front()) {
+            rank = plan.sent(p);
+        }
         if !self.conns[c].holds {
-            let (s, now) = (self.conns[c].server, self.instant());
-            // A seed's slots go first to the pieces it sent least.
-            let rank = match (&self.hosts[s].plan, self.conns[c].queue.front()) {
-                (Some(plan), Some(&p)) => plan.sent(p),
-                _ => 0,
-            };
+            let now = self.instant();
             if !self.hosts[s].slots.acquire_ranked(c, rank, now) {
                 return;
             }
@@ -924,7 +937,7 @@ impl<'a> Sim<'a> {
         fl.since = now;
         let c = fl.conn;
         let (s, r) = (self.conns[c].server, self.conns[c].client);
-        self.hosts[s].uploaded += sent as u64;
+        self.hosts[s].uploaded += sent;
         spread(&mut self.upload_per_s, since, now, sent);
         if let Some(t) = self.traced.get_mut(&s) {
             spread(&mut t.up_per_s, since, now, sent);
@@ -1066,9 +1079,9 @@ impl<'a> Sim<'a> {
                 .hosts
                 .iter()
                 .filter(|h| h.spec.seed && !h.spec.corrupt)
-                .map(|h| h.uploaded)
+                .map(|h| h.uploaded.round() as u64)
                 .sum(),
-            total_uploaded: self.hosts.iter().map(|h| h.uploaded).sum(),
+            total_uploaded: self.hosts.iter().map(|h| h.uploaded.round() as u64).sum(),
             upload_per_s: self.upload_per_s.clone(),
             traced: {
                 let mut t: Vec<HostTrace> = self.traced.values().cloned().collect();

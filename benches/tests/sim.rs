@@ -21,6 +21,7 @@ fn crowd(n: usize, mbit: f64, file: u64, seed: u64) -> Scenario {
         seeding_plan: true,
         list_fetchers: true,
         send_slots: ringshare_engine::slots::SEND_SLOTS,
+        seed_in_order: false,
     }
 }
 
@@ -151,4 +152,22 @@ fn upload_slots_get_a_crowd_trading_sooner() {
     );
     assert!(last(&slots) < last(&all_at_once));
     assert!(first(&slots) < first(&all_at_once));
+}
+
+#[test]
+fn a_seed_that_sends_its_least_sent_piece_first_spreads_the_file_sooner() {
+    let sc = crowd(100, 100.0, 16 * MIB, 1);
+    let least = sim::run(&sc);
+    let in_order = sim::run(&Scenario { seed_in_order: true, ..sc });
+    assert_eq!((least.incomplete, in_order.incomplete), (0, 0));
+    let last = |r: &sim::Report| *r.completion_s.last().unwrap();
+    eprintln!(
+        "flash-100: last {:.2}s, seed {} MiB sending the least-sent first; {:.2}s, {} MiB in order",
+        last(&least),
+        least.seed_uploaded / MIB,
+        last(&in_order),
+        in_order.seed_uploaded / MIB
+    );
+    assert!(last(&least) < last(&in_order));
+    assert!(least.seed_uploaded < in_order.seed_uploaded);
 }

@@ -488,6 +488,11 @@ impl<S: io::Read + io::Write> BlockingSecureStream<S> {
     pub fn get_ref(&self) -> &S {
         &self.io
     }
+
+    /// Whether plaintext already opened waits to be read.
+    pub fn has_plaintext(&self) -> bool {
+        self.plain_at < self.plain.len()
+    }
 }
 
 impl<S: io::Read + io::Write> io::Read for BlockingSecureStream<S> {

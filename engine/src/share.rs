@@ -91,6 +91,14 @@ impl ServedFile {
         self.plan.as_ref().map_or(0, |p| lock(p).sent(piece))
     }
 
+    /// Of `pieces` (what a connection asked for), the first of those sent
+    /// least so far, and that count: a seed sends it next. `None` for a
+    /// file not seeded under a plan (its pieces go in the order asked).
+    pub(crate) fn least_sent(&self, pieces: impl Iterator<Item = u32>) -> Option<(u32, u32)> {
+        let plan = lock(self.plan.as_ref()?);
+        pieces.map(|p| (p, plan.sent(p))).min_by_key(|&(_, n)| n)
+    }
+
     /// `piece` starts going out to a downloader.
     pub(crate) fn note_sent(&self, piece: u32) {
         if let Some(p) = &self.plan {

@@ -564,6 +564,55 @@ fn random_and_vanishing_peers(method: SendMethod) {
     }
 }
 
+/// A seed sends first, of the pieces a downloader asked for, the one it
+/// sent least: second copies wait behind first ones.
+#[test]
+fn a_seed_sends_first_the_piece_it_sent_least() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, src, meta) = source(dir.path(), 4 * PIECE_LEN as usize, 19);
+        let s = seeder(&src, &meta, backend);
+        let full = Got::Bitfield(Bitfield::full(4).as_bytes().to_vec());
+        // Which piece arrived, and whether its data is that piece's.
+        let piece = |got: Option<Got>| match got {
+            Some(Got::Piece { piece, offset: 0, data }) => {
+                let at = piece as usize * PIECE_LEN as usize;
+                Some((piece, bytes.get(at..at + PIECE_LEN as usize) == Some(&data[..])))
+            }
+            _ => None,
+        };
+        // Piece 0 goes out once.
+        let mut a = Client::connect(s.addr());
+        a.handshake(meta.sha1);
+        assert_eq!(a.recv(), Some(full.clone()), "{backend:?}");
+        a.request(0, PIECE_LEN as u32);
+        assert_eq!(piece(a.recv()), Some((0, true)), "{backend:?}");
+        drop(a);
+        // Another downloader, alone at the seed once the first has gone
+        // (told of every piece), asks for 0 and 1 at once.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut b = loop {
+            let mut b = Client::connect(s.addr());
+            b.handshake(meta.sha1);
+            if b.recv() == Some(full.clone()) {
+                break b;
+            }
+            assert!(Instant::now() < deadline, "{backend:?}: the first session never ended");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut both = Vec::new();
+        for p in [0, 1] {
+            peer::encode(
+                &Message::Request { piece: p, offset: 0, len: PIECE_LEN as u32 },
+                &mut both,
+            );
+        }
+        b.send_bytes(&both).unwrap();
+        assert_eq!(piece(b.recv()), Some((1, true)), "{backend:?}: the first copy first");
+        assert_eq!(piece(b.recv()), Some((0, true)), "{backend:?}");
+    }
+}
+
 /// A downloader that stops sending (half-close) still gets every answer it
 /// asked for before, then the close.
 #[test]

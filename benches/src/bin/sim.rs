@@ -44,6 +44,10 @@ struct Args {
     /// before upload slots).
     #[arg(long, default_value_t = ringshare_engine::slots::SEND_SLOTS)]
     send_slots: usize,
+    /// Seeds send each connection's requests in the order asked (how they
+    /// did before sending the least-sent piece first, for comparison).
+    #[arg(long)]
+    seed_in_order: bool,
 }
 
 /// xorshift for the scenario's own choices (join times, latencies).
@@ -125,6 +129,7 @@ fn scenario(name: &str, args: &Args) -> Result<Scenario> {
         seeding_plan: !args.no_seeding_plan,
         list_fetchers: !args.sharers_only,
         send_slots: args.send_slots,
+        seed_in_order: args.seed_in_order,
     })
 }
 

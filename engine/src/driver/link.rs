@@ -113,6 +113,28 @@ impl PeerStream {
     /// Whether the other end has closed (or reset) the connection, seen
     /// without waiting or taking any byte.
     pub(crate) fn peer_closed(&self) -> bool {
+        match self.peek() {
+            0 => true,
+            n if n > 0 => false,
+            _ => !matches!(
+                io::Error::last_os_error().raw_os_error(),
+                Some(libc::EAGAIN) | Some(libc::EINTR)
+            ),
+        }
+    }
+
+    /// Whether a read would find something at once: plaintext opened and
+    /// not read, or bytes (or the end) in the socket.
+    pub(crate) fn readable_now(&self) -> bool {
+        match self {
+            PeerStream::Secure(s) if s.has_plaintext() => true,
+            _ => self.peek() >= 0,
+        }
+    }
+
+    /// `recv` of one byte with MSG_PEEK | MSG_DONTWAIT: 1, 0 at the end,
+    /// -1 with errno set.
+    fn peek(&self) -> isize {
         use std::os::fd::AsRawFd;
         let fd = match self {
             PeerStream::Plain(s) => s.as_raw_fd(),
@@ -121,16 +143,8 @@ impl PeerStream {
         let mut byte = 0u8;
         // SAFETY: recv writes at most one byte into `byte`, which lives
         // across the call; MSG_PEEK leaves it in the socket.
-        let n = unsafe {
+        unsafe {
             libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-        };
-        match n {
-            0 => true,
-            n if n > 0 => false,
-            _ => !matches!(
-                io::Error::last_os_error().raw_os_error(),
-                Some(libc::EAGAIN) | Some(libc::EINTR)
-            ),
         }
     }
 

@@ -11,7 +11,7 @@
 //! requests per connection, handshake and idle timeouts; a peer that breaks
 //! the protocol gets an error frame and is disconnected, and only that peer.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -348,11 +348,17 @@ fn serve_session(
     let mut buf = Vec::with_capacity(8192);
     let mut last_activity = Instant::now();
     let mut out = Vec::with_capacity(64);
+    // Pieces asked for and not yet sent (piece, offset, file offset, length).
+    let mut asked: VecDeque<(u32, u32, u64, u32)> = VecDeque::new();
+    // The downloader stopped sending (the answers it asked for still go).
+    let mut ended = false;
     loop {
         if stop.load(Ordering::Acquire) {
             return Err(ConnEnd::Stopped);
         }
-        // Handle every complete message in the buffer.
+        // Handle every complete message in the buffer; a message other
+        // than a request or a cancel waits until the pieces asked for
+        // before it are out (it may end the session).
         loop {
             let (msg, used) = match peer::decode(&buf) {
                 Ok(x) => x,
@@ -362,6 +368,10 @@ fn serve_session(
                     return Err(ConnEnd::Refused(e.to_string()));
                 }
             };
+            if !asked.is_empty() && !matches!(msg, Message::Request { .. } | Message::Cancel { .. })
+            {
+                break;
+            }
             last_activity = Instant::now();
             out.clear();
             let answer =
@@ -386,35 +396,16 @@ fn serve_session(
                     *served = Some(file);
                 }
                 Ok(ServerAction::Serve { piece, offset, file_offset, len }) => {
-                    let file = served.as_ref().expect("a session serves only after admission");
-                    // Given back once the piece is out (or its send failed).
-                    let Some(_held) = gate.acquire(id, file.send_rank(piece), stop) else {
-                        return Err(ConnEnd::Stopped);
-                    };
-                    file.note_sent(piece);
-                    if !limits.piece_delay.is_zero() {
-                        thread::sleep(limits.piece_delay);
-                    }
-                    match &mut *stream {
-                        PeerStream::Plain(tcp) => {
-                            send_piece(tcp, file, piece, offset, file_offset, len)?;
+                    asked.push_back((piece, offset, file_offset, len));
+                }
+                Ok(ServerAction::Cancel { piece, offset }) => {
+                    let at = asked.iter().position(|a| a.0 == piece && a.1 == offset);
+                    if at.and_then(|i| asked.remove(i)).is_some() {
+                        out.clear();
+                        share::session_served(session, served.as_deref(), Instant::now(), &mut out);
+                        if !out.is_empty() {
+                            stream.send(&out)?;
                         }
-                        secure => {
-                            seal_piece(
-                                secure,
-                                file,
-                                piece,
-                                offset,
-                                file_offset,
-                                len,
-                                &mut piece_buf,
-                            )?;
-                        }
-                    }
-                    out.clear();
-                    share::session_served(session, Some(file), Instant::now(), &mut out);
-                    if !out.is_empty() {
-                        stream.send(&out)?;
                     }
                 }
                 Ok(ServerAction::Reject { piece, offset, len }) => {
@@ -422,7 +413,7 @@ fn serve_session(
                     peer::encode(&Message::Reject { piece, offset, len }, &mut out);
                     stream.send(&out)?;
                 }
-                Ok(ServerAction::Cancel { .. } | ServerAction::Nothing) => {}
+                Ok(ServerAction::Nothing) => {}
                 Err(Refuse { code, text, fatal }) => {
                     send_error(stream, code, &text)?;
                     if fatal {
@@ -432,6 +423,43 @@ fn serve_session(
             }
             buf.drain(..used);
         }
+        // One piece asked for goes out, then what arrived meanwhile is
+        // read; the next waits in `asked`.
+        if !asked.is_empty() {
+            let file = served.as_ref().expect("a session serves only after admission");
+            // A seed sends first the piece it sent least (and ranks it by
+            // that at the upload slots), chosen again once a slot is its.
+            let least = |asked: &VecDeque<(u32, u32, u64, u32)>| {
+                file.least_sent(asked.iter().map(|a| a.0))
+                    .and_then(|(p, _)| asked.iter().position(|a| a.0 == p))
+                    .unwrap_or(0)
+            };
+            let rank = file.send_rank(asked[least(&asked)].0);
+            // Given back once the piece is out (or its send failed).
+            let Some(_held) = gate.acquire(id, rank, stop) else {
+                return Err(ConnEnd::Stopped);
+            };
+            let i = least(&asked);
+            let (piece, offset, file_offset, len) = asked.remove(i).expect("in range");
+            file.note_sent(piece);
+            if !limits.piece_delay.is_zero() {
+                thread::sleep(limits.piece_delay);
+            }
+            match &mut *stream {
+                PeerStream::Plain(tcp) => {
+                    send_piece(tcp, file, piece, offset, file_offset, len)?;
+                }
+                secure => {
+                    seal_piece(secure, file, piece, offset, file_offset, len, &mut piece_buf)?;
+                }
+            }
+            last_activity = Instant::now();
+            out.clear();
+            share::session_served(session, Some(file), last_activity, &mut out);
+            if !out.is_empty() {
+                stream.send(&out)?;
+            }
+        }
         // Tell the downloader about pieces verified since the last look.
         if let Some(file) = &served {
             out.clear();
@@ -440,6 +468,14 @@ fn serve_session(
                 stream.send(&out)?;
             }
         }
+        // With pieces still asked for, read only what is there already;
+        // a downloader that stopped sending still gets them.
+        if !asked.is_empty() && (ended || !stream.readable_now()) {
+            continue;
+        }
+        if ended {
+            return Ok(());
+        }
         let limit = if session.is_open() { limits.idle_timeout } else { limits.handshake_timeout };
         if last_activity.elapsed() > limit {
             let _ = send_error(stream, ErrorCode::Busy, "idle too long");
@@ -447,7 +483,7 @@ fn serve_session(
         }
         let mut chunk = [0u8; 4096];
         match stream.read(&mut chunk) {
-            Ok(0) => return Ok(()),
+            Ok(0) => ended = true,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

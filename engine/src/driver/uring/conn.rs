@@ -459,8 +459,15 @@ impl Conn {
         }
         // A piece goes out only in an upload slot; until one is handed to
         // this connection, what is queued behind the piece waits too.
-        // A seed ranks the piece by how often it went out (first copies
-        // first, `SeedPlan::sent`).
+        // A seed sends first, of the pieces asked for, the one it sent
+        // least, and ranks it by that (first copies first,
+        // `SeedPlan::sent`).
+        if self.slot != SlotUse::Waiting && self.tx.next_piece().is_some() {
+            let least = self.served.as_ref().and_then(|f| f.least_sent(self.tx.queued_pieces()));
+            if let Some((piece, _)) = least {
+                self.tx.send_next(piece);
+            }
+        }
         let next = self.tx.next_piece();
         if let (Some(piece), true) = (next, self.slot != SlotUse::Held) {
             let rank = self.served.as_ref().map_or(0, |f| f.send_rank(piece));

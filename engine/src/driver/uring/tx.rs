@@ -1,5 +1,6 @@
-//! A connection's send queue: control frames and pieces, sent strictly in
-//! the order queued, one step (a short chain of linked ops) at a time.
+//! A connection's send queue: control frames and pieces, sent in the order
+//! queued (but for a piece a seed moves ahead, [`Tx::send_next`]), one
+//! step (a short chain of linked ops) at a time.
 //!
 //! A piece is its 16-byte header (a plain Send with MSG_MORE, copied by the
 //! kernel) and its data, sent without a user-space copy by [`SendMethod`]:
@@ -193,6 +194,28 @@ impl Tx {
             .iter()
             .position(|i| matches!(i, Item::Piece(j) if j.piece == piece && j.offset == offset));
         found.and_then(|i| self.queue.remove(i)).is_some()
+    }
+
+    /// The pieces queued, in order (those behind bytes to go out unsealed
+    /// excepted).
+    pub(crate) fn queued_pieces(&self) -> impl Iterator<Item = u32> + '_ {
+        self.queue.iter().take_while(|i| !matches!(i, Item::Raw(_))).filter_map(|i| match i {
+            Item::Piece(j) => Some(j.piece),
+            _ => None,
+        })
+    }
+
+    /// The first queued job for `piece` goes next, ahead of the others
+    /// (a seed sends first the pieces it sent least). Only while a piece
+    /// is next anyway: nothing is being sent.
+    pub(crate) fn send_next(&mut self, piece: u32) {
+        if self.next_piece().is_none_or(|p| p == piece) {
+            return;
+        }
+        let found = self.queue.iter().position(|i| matches!(i, Item::Piece(j) if j.piece == piece));
+        if let Some(item) = found.and_then(|i| self.queue.remove(i)) {
+            self.queue.push_front(item);
+        }
     }
 
     /// Drops every queued (not yet started) piece; returns how many.
