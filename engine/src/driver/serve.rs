@@ -356,9 +356,9 @@ fn serve_session(
         if stop.load(Ordering::Acquire) {
             return Err(ConnEnd::Stopped);
         }
-        // Handle every complete message in the buffer; a message other
-        // than a request or a cancel waits until the pieces asked for
-        // before it are out (it may end the session).
+        // Handle every complete message in the buffer; a handshake (which
+        // ends the session, to go on to another file) waits until the
+        // pieces asked for before it are out.
         loop {
             let (msg, used) = match peer::decode(&buf) {
                 Ok(x) => x,
@@ -368,8 +368,7 @@ fn serve_session(
                     return Err(ConnEnd::Refused(e.to_string()));
                 }
             };
-            if !asked.is_empty() && !matches!(msg, Message::Request { .. } | Message::Cancel { .. })
-            {
+            if !asked.is_empty() && matches!(msg, Message::Handshake { .. }) {
                 break;
             }
             last_activity = Instant::now();
