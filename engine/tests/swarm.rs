@@ -613,6 +613,38 @@ fn a_seed_sends_first_the_piece_it_sent_least() {
     }
 }
 
+/// A cancel drops a request not yet being sent: the piece never comes,
+/// and what was asked after it does.
+#[test]
+fn a_cancelled_request_is_not_sent() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, src, meta) = source(dir.path(), 4 * PIECE_LEN as usize, 20);
+        let s = seeder(&src, &meta, backend);
+        let mut c = Client::connect(s.addr());
+        c.handshake(meta.sha1);
+        assert!(matches!(c.recv(), Some(Got::Bitfield(_))), "{backend:?}");
+        let len = PIECE_LEN as u32;
+        let mut out = Vec::new();
+        for piece in 0..3 {
+            peer::encode(&Message::Request { piece, offset: 0, len }, &mut out);
+        }
+        peer::encode(&Message::Cancel { piece: 2, offset: 0, len }, &mut out);
+        peer::encode(&Message::Request { piece: 3, offset: 0, len }, &mut out);
+        c.send_bytes(&out).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            match c.recv() {
+                Some(Got::Piece { piece, .. }) => got.push(piece),
+                Some(Got::Have(_)) => {}
+                other => panic!("{backend:?}: {other:?} after {got:?}"),
+            }
+        }
+        got.sort_unstable();
+        assert_eq!(got, vec![0, 1, 3], "{backend:?}");
+    }
+}
+
 /// A downloader that stops sending (half-close) still gets every answer it
 /// asked for before, then the close.
 #[test]
