@@ -84,19 +84,14 @@ impl ServedFile {
             .unwrap_or_else(|| self.bitfield())
     }
 
-    /// The rank of a request for `piece` at the node's upload slots
-    /// ([`crate::slots`]): for a file seeded under a plan, how many times
-    /// the piece started going out ([`SeedPlan::sent`]); else 0.
-    pub(crate) fn send_rank(&self, piece: u32) -> u32 {
-        self.plan.as_ref().map_or(0, |p| lock(p).sent(piece))
-    }
-
-    /// Of `pieces` (what a connection asked for), the first of those sent
-    /// least so far, and that count: a seed sends it next. `None` for a
-    /// file not seeded under a plan (its pieces go in the order asked).
-    pub(crate) fn least_sent(&self, pieces: impl Iterator<Item = u32>) -> Option<(u32, u32)> {
+    /// Of `pieces` (what a connection asked for, in order), the position
+    /// of the first of those sent least so far ([`SeedPlan::sent`]), and
+    /// that count: a seed sends it next, and its count is the connection's
+    /// rank at the upload slots ([`crate::slots`]). `None` for a file not
+    /// seeded under a plan (its pieces go in the order asked, rank 0).
+    pub(crate) fn least_sent(&self, pieces: impl Iterator<Item = u32>) -> Option<(usize, u32)> {
         let plan = lock(self.plan.as_ref()?);
-        pieces.map(|p| (p, plan.sent(p))).min_by_key(|&(_, n)| n)
+        pieces.map(|p| plan.sent(p)).enumerate().min_by_key(|&(_, n)| n)
     }
 
     /// `piece` starts going out to a downloader.

@@ -429,16 +429,13 @@ fn serve_session(
             // A seed sends first the piece it sent least (and ranks it by
             // that at the upload slots), chosen again once a slot is its.
             let least = |asked: &VecDeque<(u32, u32, u64, u32)>| {
-                file.least_sent(asked.iter().map(|a| a.0))
-                    .and_then(|(p, _)| asked.iter().position(|a| a.0 == p))
-                    .unwrap_or(0)
+                file.least_sent(asked.iter().map(|a| a.0)).unwrap_or((0, 0))
             };
-            let rank = file.send_rank(asked[least(&asked)].0);
             // Given back once the piece is out (or its send failed).
-            let Some(_held) = gate.acquire(id, rank, stop) else {
+            let Some(_held) = gate.acquire(id, least(&asked).1, stop) else {
                 return Err(ConnEnd::Stopped);
             };
-            let i = least(&asked);
+            let (i, _) = least(&asked);
             let (piece, offset, file_offset, len) = asked.remove(i).expect("in range");
             file.note_sent(piece);
             if !limits.piece_delay.is_zero() {

@@ -66,8 +66,9 @@ impl<K: Copy + PartialEq> SendSlots<K> {
 
     /// [`acquire`](Self::acquire) for a piece of rank `rank`: a freed slot
     /// goes to the lowest rank waiting, first come first served among
-    /// equals. A seed ranks a piece by how many of its downloaders were
-    /// offered or hold it, so first copies leave before second ones.
+    /// equals. A seed ranks a piece by how often it already went out
+    /// ([`crate::seeding::SeedPlan::sent`]), so first copies leave before
+    /// second ones.
     pub fn acquire_ranked(&mut self, k: K, rank: u32, now: Instant) -> bool {
         if self.limit == 0 {
             return true;

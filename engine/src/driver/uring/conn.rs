@@ -462,15 +462,16 @@ impl Conn {
         // A seed sends first, of the pieces asked for, the one it sent
         // least, and ranks it by that (first copies first,
         // `SeedPlan::sent`).
+        let mut rank = 0;
         if self.slot != SlotUse::Waiting && self.tx.next_piece().is_some() {
             let least = self.served.as_ref().and_then(|f| f.least_sent(self.tx.queued_pieces()));
-            if let Some((piece, _)) = least {
-                self.tx.send_next(piece);
+            if let Some((nth, sent)) = least {
+                self.tx.send_next(nth);
+                rank = sent;
             }
         }
         let next = self.tx.next_piece();
-        if let (Some(piece), true) = (next, self.slot != SlotUse::Held) {
-            let rank = self.served.as_ref().map_or(0, |f| f.send_rank(piece));
+        if next.is_some() && self.slot != SlotUse::Held {
             if self.slot == SlotUse::Waiting || !ctx.slots.acquire_ranked(self.key, rank, ctx.now) {
                 self.slot = SlotUse::Waiting;
                 return;

@@ -205,14 +205,20 @@ impl Tx {
         })
     }
 
-    /// The first queued job for `piece` goes next, ahead of the others
-    /// (a seed sends first the pieces it sent least). Only while a piece
-    /// is next anyway: nothing is being sent.
-    pub(crate) fn send_next(&mut self, piece: u32) {
-        if self.next_piece().is_none_or(|p| p == piece) {
+    /// The `nth` of [`queued_pieces`](Self::queued_pieces) goes next, ahead
+    /// of the others (a seed sends first the pieces it sent least). Only
+    /// while a piece is next anyway: nothing is being sent.
+    pub(crate) fn send_next(&mut self, nth: usize) {
+        if nth == 0 || self.next_piece().is_none() {
             return;
         }
-        let found = self.queue.iter().position(|i| matches!(i, Item::Piece(j) if j.piece == piece));
+        let found = self
+            .queue
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| matches!(i, Item::Piece(_)))
+            .nth(nth)
+            .map(|(at, _)| at);
         if let Some(item) = found.and_then(|i| self.queue.remove(i)) {
             self.queue.push_front(item);
         }
