@@ -2,11 +2,13 @@
 //!
 //! `<destination>.part` is preallocated to the file's length (fallocate, so a
 //! full disk shows up at the start, not mid-download) and written piece by
-//! piece at the pieces' offsets. Whole pieces are written with `O_DIRECT`
-//! where the filesystem allows it: the data goes from the piece buffer to
-//! the disk without a copy into the page cache (that copy cost more CPU
-//! than the SHA1 of the same bytes). The last piece, when not a multiple of
-//! [`DIRECT_ALIGN`], and filesystems without `O_DIRECT` use plain `pwrite`.
+//! piece at the pieces' offsets. Pieces are written with `O_DIRECT` where
+//! the filesystem allows it: the data goes from the piece buffer to the
+//! disk without a copy into the page cache (that copy cost more CPU than
+//! the SHA1 of the same bytes). Of a last piece that is not a multiple of
+//! [`DIRECT_ALIGN`] only the tail after its last whole block takes plain
+//! `pwrite` (a small file is all last piece), as does everything on
+//! filesystems without `O_DIRECT`.
 //!
 //! `<destination>.part.state` records the file's identity and which pieces
 //! are verified, so a restarted client resumes where it stopped. It is
@@ -219,44 +221,51 @@ impl PartFile {
     }
 
     /// Writes a piece's bytes at its offset. Safe to call from several threads.
-    /// Goes around the page cache (`O_DIRECT`) when `offset`, the length and
-    /// the buffer's address are multiples of [`DIRECT_ALIGN`] and the
-    /// filesystem allows it.
-    pub fn write_piece(&self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
-        let aligned = offset % DIRECT_ALIGN as u64 == 0
-            && data.len() % DIRECT_ALIGN == 0
-            && (data.as_ptr() as usize) % DIRECT_ALIGN == 0;
-        let works = &self.direct_works;
-        let direct = self.direct.as_ref().filter(|_| aligned && works.load(Ordering::Relaxed));
-        if let Some(direct) = direct {
-            match direct.write_all_at(data, offset) {
-                Ok(()) => return Ok(()),
+    /// Goes around the page cache (`O_DIRECT`) for the whole blocks of
+    /// `data` when `offset` and the buffer's address are multiples of
+    /// [`DIRECT_ALIGN`] and the filesystem allows it; a tail shorter than a
+    /// block goes through the page cache.
+    pub fn write_piece(&self, mut offset: u64, mut data: &[u8]) -> Result<(), StoreError> {
+        while !data.is_empty() {
+            let (_, direct, len) = self.write_target(offset, data);
+            let (chunk, rest) = data.split_at(len);
+            let file = match &self.direct {
+                Some(d) if direct => d,
+                _ => &self.file,
+            };
+            match file.write_all_at(chunk, offset) {
+                Ok(()) => {}
                 // Refused (an alignment the device wants larger, a
                 // filesystem that accepts the flag but not the writes):
                 // this piece and every later one go through the page cache.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    works.store(false, Ordering::Relaxed);
+                Err(e) if direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.refuse_direct();
+                    continue;
                 }
                 Err(e) => return Err(StoreError::io("write", &self.part)(e)),
             }
+            offset += len as u64;
+            data = rest;
         }
-        self.file.write_all_at(data, offset).map_err(StoreError::io("write", &self.part))
+        Ok(())
     }
 
-    /// Where a driver that writes by itself (io_uring) writes a piece at
-    /// `offset`: the `O_DIRECT` descriptor when [`PartFile::write_piece`]
-    /// would use it for these bytes, else the plain one; and whether it is
-    /// the direct one. A direct write refused with `EINVAL` is reported
-    /// with [`PartFile::refuse_direct`] and retried on the plain one.
-    pub fn write_target(&self, offset: u64, data: &[u8]) -> (RawFd, bool) {
+    /// How a driver that writes by itself (io_uring) writes `data` at
+    /// `offset`, as [`PartFile::write_piece`] would: the descriptor, whether
+    /// it is the `O_DIRECT` one, and how many of the bytes to write with it
+    /// (when direct, the whole blocks; the rest then takes a second write).
+    /// A direct write refused with `EINVAL` is reported with
+    /// [`PartFile::refuse_direct`] and retried on the plain one.
+    pub fn write_target(&self, offset: u64, data: &[u8]) -> (RawFd, bool, usize) {
+        let blocks = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
         let aligned = offset % DIRECT_ALIGN as u64 == 0
-            && data.len() % DIRECT_ALIGN == 0
+            && blocks > 0
             && (data.as_ptr() as usize) % DIRECT_ALIGN == 0;
         match self.direct.as_ref() {
             Some(d) if aligned && self.direct_works.load(Ordering::Relaxed) => {
-                (d.as_raw_fd(), true)
+                (d.as_raw_fd(), true, blocks)
             }
-            _ => (self.file.as_raw_fd(), false),
+            _ => (self.file.as_raw_fd(), false, data.len()),
         }
     }
 
@@ -514,6 +523,39 @@ mod tests {
             assert_eq!(b.as_mut_slice().as_ptr() as usize % DIRECT_ALIGN, 0);
             b.resize(len / 2);
             assert_eq!(b.as_slice().as_ptr() as usize % DIRECT_ALIGN, 0);
+        }
+    }
+
+    /// A last piece longer than a block is written in two parts, its whole
+    /// blocks direct and the rest through the page cache; the file is whole
+    /// and exact, whatever the tail (none, one byte, a block less one).
+    #[test]
+    fn a_short_last_piece_is_written_direct_up_to_its_last_whole_block() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, len) in [
+            3 * DIRECT_ALIGN + 100,
+            2 * DIRECT_ALIGN,
+            PIECE_LEN as usize + DIRECT_ALIGN + 1,
+            PIECE_LEN as usize + 2 * DIRECT_ALIGN - 1,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let sub = dir.path().join(format!("{i}"));
+            fs::create_dir(&sub).unwrap();
+            let (bytes, meta) = source(&sub, len);
+            let dest = sub.join("out");
+            let g = meta.geometry();
+            let (part, _) = PartFile::open(&dest, &meta).unwrap();
+            for p in g.pieces() {
+                let r = g.range(p);
+                let mut buf = AlignedBuf::new((r.end - r.start) as usize);
+                buf.as_mut_slice().copy_from_slice(&bytes[r.start as usize..r.end as usize]);
+                part.write_piece(r.start, buf.as_slice()).unwrap();
+                part.record(p.get()).unwrap();
+            }
+            part.finish().unwrap();
+            assert!(fs::read(&dest).unwrap() == bytes, "{len}: finished file differs");
         }
     }
 

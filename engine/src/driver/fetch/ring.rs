@@ -1195,9 +1195,9 @@ impl Driver {
         let Some(dl) = self.dls.get(&w.dl) else { return };
         let data = &w.buf.as_slice()[w.done..];
         let at = w.offset + w.done as u64;
-        let (fd, direct): (RawFd, bool) = dl.shared.part.write_target(at, data);
+        let (fd, direct, len): (RawFd, bool, usize) = dl.shared.part.write_target(at, data);
         w.direct = direct;
-        let e = opcode::Write::new(types::Fd(fd), data.as_ptr(), data.len() as u32)
+        let e = opcode::Write::new(types::Fd(fd), data.as_ptr(), len as u32)
             .offset(at)
             .build()
             .user_data(Op::Write.data(0, slot as u32));
