@@ -11,7 +11,9 @@
 # KiB, ~1.3 GB), LARGE (files of 50 MiB, default 20), ONE (MiB of the
 # single file, default 1024), JOBS (get --jobs, default: get's), SAMPLE
 # (files fetched one process each, default 200), OUT (results, default
-# perf/results/<date>/bulk/loopback.txt).
+# perf/results/<date>/bulk/loopback.txt), BIN (a directory holding the
+# ringshare and ringshare-tracker to measure, e.g. an older build's; default:
+# this tree's, built first).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${1:-3}
@@ -20,8 +22,12 @@ LARGE=${LARGE:-20}
 ONE=${ONE:-1024}
 SAMPLE=${SAMPLE:-200}
 OUT=${OUT:-$ROOT/perf/results/$(date +%F)/bulk/loopback.txt}
-cargo build --release --locked -p ringshare -p ringshare-tracker --bin ringshare --bin ringshare-tracker
-B=$ROOT/target/release
+if [ -n "${BIN:-}" ]; then
+  B=$(cd "$BIN" && pwd)
+else
+  cargo build --release --locked -p ringshare -p ringshare-tracker --bin ringshare --bin ringshare-tracker
+  B=$ROOT/target/release
+fi
 # shellcheck source=perf/lib/loopback.sh
 . "$ROOT/perf/lib/loopback.sh"
 jobs=()
