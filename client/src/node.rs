@@ -453,67 +453,76 @@ impl Node {
         // Registrations in flight by content: two files of a tree with the
         // same bytes are one served entry.
         let mut in_flight: HashMap<Sha1Digest, usize> = HashMap::new();
-        loop {
-            while asking.len() < REGISTER_AT_ONCE {
-                let Some((item, meta)) = hashed.next() else { break };
-                let meta = match meta {
-                    Ok(m) => m,
-                    Err(e) => {
+        // Recorded in the share book together at the end (one sync), also
+        // when the loop ends early: what the tracker took is on record.
+        let mut recorded: Vec<LocalShare> = Vec::new();
+        let outcome: Result<()> = async {
+            loop {
+                while asking.len() < REGISTER_AT_ONCE {
+                    let Some((item, meta)) = hashed.next() else { break };
+                    let meta = match meta {
+                        Ok(m) => m,
+                        Err(e) => {
+                            skipped.push(Skipped::new(&item.path, format!("{e:#}")));
+                            continue;
+                        }
+                    };
+                    let share = match LocalShare::new(group.to_owned(), item.path.clone(), meta) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            skipped.push(Skipped::new(&item.path, format!("inspect: {e}")));
+                            continue;
+                        }
+                    };
+                    if let Err(e) = self.serve_file(&share) {
                         skipped.push(Skipped::new(&item.path, format!("{e:#}")));
                         continue;
                     }
-                };
-                let share = match LocalShare::new(group.to_owned(), item.path.clone(), meta) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        skipped.push(Skipped::new(&item.path, format!("inspect: {e}")));
+                    *in_flight.entry(share.meta.sha1).or_default() += 1;
+                    let (calls, group) = (calls.clone(), group.to_owned());
+                    asking.spawn(async move {
+                        let req = Request::UploadFile { token, group, meta: share.meta.clone() };
+                        let answer = calls.call(&req).await;
+                        (item, share, answer)
+                    });
+                }
+                let Some(joined) = asking.join_next().await else { break };
+                let (item, share, answer) = joined.context("registration task")?;
+                let others = in_flight.get_mut(&share.meta.sha1).map_or(0, |n| {
+                    *n -= 1;
+                    *n
+                });
+                match answer? {
+                    Response::Done => {}
+                    Response::Refused(r) => {
+                        if others == 0 {
+                            self.unserve(&share.meta.sha1);
+                        }
+                        if r == Refusal::NotLoggedIn {
+                            self.pause_all("stopped: the session ended");
+                            bail!("{r}");
+                        }
+                        skipped.push(Skipped::new(&item.path, r.to_string()));
                         continue;
                     }
-                };
-                if let Err(e) = self.serve_file(&share) {
-                    skipped.push(Skipped::new(&item.path, format!("{e:#}")));
-                    continue;
+                    other => return Err(unexpected(other)),
                 }
-                *in_flight.entry(share.meta.sha1).or_default() += 1;
-                let (calls, group) = (calls.clone(), group.to_owned());
-                asking.spawn(async move {
-                    let req = Request::UploadFile { token, group, meta: share.meta.clone() };
-                    let answer = calls.call(&req).await;
-                    (item, share, answer)
+                recorded.push(share.clone());
+                shared.push(SharedLine {
+                    name: share.meta.name.clone(),
+                    len: share.meta.len,
+                    pieces: share.meta.piece_hashes.len(),
+                    sha1: share.meta.sha1,
                 });
+                self.shares_mut().insert(share_key(&share), share);
             }
-            let Some(joined) = asking.join_next().await else { break };
-            let (item, share, answer) = joined.context("registration task")?;
-            let others = in_flight.get_mut(&share.meta.sha1).map_or(0, |n| {
-                *n -= 1;
-                *n
-            });
-            match answer? {
-                Response::Done => {}
-                Response::Refused(r) => {
-                    if others == 0 {
-                        self.unserve(&share.meta.sha1);
-                    }
-                    if r == Refusal::NotLoggedIn {
-                        self.pause_all("stopped: the session ended");
-                        bail!("{r}");
-                    }
-                    skipped.push(Skipped::new(&item.path, r.to_string()));
-                    continue;
-                }
-                other => return Err(unexpected(other)),
-            }
-            if let Some(s) = &self.session {
-                s.book.put(&share).context("save the share record")?;
-            }
-            shared.push(SharedLine {
-                name: share.meta.name.clone(),
-                len: share.meta.len,
-                pieces: share.meta.piece_hashes.len(),
-                sha1: share.meta.sha1,
-            });
-            self.shares_mut().insert(share_key(&share), share);
+            Ok(())
         }
+        .await;
+        if let Some(s) = &self.session {
+            s.book.put_all(&recorded).context("save the share record")?;
+        }
+        outcome?;
         shared.sort_by(|a, b| a.name.cmp(&b.name));
         skipped.sort_by(|a, b| a.path.cmp(&b.path));
         let register_seconds = clock.elapsed().as_secs_f64();
