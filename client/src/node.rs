@@ -98,6 +98,9 @@ pub struct Node {
     ended: Arc<tokio::sync::Notify>,
     /// Whether a completed download prints its line on stderr.
     announce: bool,
+    /// Whether a completed download's share record waits for
+    /// [`Node::sync_share_book`] to be made durable.
+    defer_book_sync: bool,
     /// Whether downloads keep their links for the next ones.
     park_links: bool,
 }
@@ -171,6 +174,7 @@ impl Node {
             ticket_key,
             ended: Arc::new(tokio::sync::Notify::new()),
             announce: true,
+            defer_book_sync: false,
             park_links: false,
         })
     }
@@ -540,6 +544,22 @@ impl Node {
         self.announce = announce;
     }
 
+    /// Whether a completed download's share record is made durable at once
+    /// (default) or by the next [`Node::sync_share_book`]: a bulk `get`
+    /// syncs once when it ends instead of once per file (an fdatasync per
+    /// small file, most of them each on its own).
+    pub fn set_defer_book_sync(&mut self, defer: bool) {
+        self.defer_book_sync = defer;
+    }
+
+    /// Makes every share record written so far durable.
+    pub fn sync_share_book(&self) -> Result<()> {
+        if let Some(s) = &self.session {
+            s.book.sync().context("save the share record")?;
+        }
+        Ok(())
+    }
+
     /// Whether a completed download keeps its peer links open for the next
     /// downloads to the same nodes (`FetchSpec::park_links`; default no: a
     /// bulk `get`, whose next files come from the same nodes, says yes).
@@ -859,6 +879,7 @@ impl Node {
         let shares = Arc::clone(&self.shares);
         let book = self.session.as_ref().map(|s| s.book.clone());
         let (ended, announce) = (Arc::clone(&self.ended), self.announce);
+        let defer_sync = self.defer_book_sync;
         Box::new(move |event| match event {
             FetchEvent::FirstPiece => {
                 let req = Request::UploadFile { token, group: group.clone(), meta: meta.clone() };
@@ -891,7 +912,12 @@ impl Node {
                         // Durable (fdatasync) before it counts, outside
                         // the lock other downloads' ends wait on.
                         if let Some(book) = &book {
-                            if let Err(e) = book.put(&share) {
+                            let put = if defer_sync {
+                                book.put_unsynced(&share)
+                            } else {
+                                book.put(&share)
+                            };
+                            if let Err(e) = put {
                                 tracing::warn!("save the share record: {e}");
                             }
                         }

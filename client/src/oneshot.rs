@@ -345,6 +345,9 @@ async fn get_many(
     let mut finished_bytes = 0u64;
     let ended = node.download_ended();
     node.set_announce(false);
+    // The share records of the files fetched are made durable once, when
+    // the fetch ends (below), not once per file.
+    node.set_defer_book_sync(true);
     // The next files come from the same nodes: their links carry them.
     node.set_park_links(true);
     let dest_s = dest.to_str().ok_or_else(|| anyhow!("destination is not valid UTF-8"))?.to_owned();
@@ -468,6 +471,7 @@ async fn get_many(
         }
     }
     overall.finish_and_clear();
+    node.sync_share_book()?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -191,6 +191,21 @@ impl ShareBook {
         self.sync_to(mine)
     }
 
+    /// Records a share like [`put`](Self::put), durable only after the next
+    /// [`sync`](Self::sync) (or a put that syncs).
+    pub fn put_unsynced(&self, share: &LocalShare) -> std::io::Result<()> {
+        let mut st = self.lock();
+        self.write(&mut st, &Entry::Put(share.clone()))?;
+        st.live.insert(key_of(share));
+        self.maybe_compact(&mut st)
+    }
+
+    /// Makes every record written so far durable.
+    pub fn sync(&self) -> std::io::Result<()> {
+        let mine = self.lock().written;
+        self.sync_to(mine)
+    }
+
     /// Records several shares (each replacing the one of the same group
     /// and name); durable when it returns, with one sync for them all — a
     /// tree of thousands of files shared at once took an fdatasync per
@@ -462,7 +477,8 @@ mod tests {
 
     /// Shares put together replay like shares put one by one (a later one
     /// of the same name replaces an earlier one, removes still apply), with
-    /// one sync for the lot, and compaction keeps them.
+    /// one sync for the lot, and compaction keeps them; a share put without
+    /// a sync is on record once synced.
     #[test]
     fn shares_put_together_replay_like_shares_put_one_by_one() {
         let dir = tempfile::tempdir().unwrap();
@@ -485,18 +501,31 @@ mod tests {
             assert!(st.written > synced_before);
         }
         book.remove("g", "t/f7").unwrap();
+        // Put without a sync: on record once synced.
+        let late = share(dir.path(), "g", "late", 5);
+        book.put_unsynced(&late).unwrap();
+        {
+            let st = book.lock();
+            assert!(st.synced < st.written);
+        }
+        book.sync().unwrap();
+        {
+            let st = book.lock();
+            assert_eq!(st.synced, st.written);
+        }
         let (shares, warning) = ShareBook::new(dir.path(), "u", "127.0.0.1:1").load();
         assert_eq!(warning, None);
         let mut want: Vec<LocalShare> = vec![a2.clone()];
         want.extend(many.iter().filter(|s| s.meta.name != "t/f7").cloned());
+        want.push(late.clone());
         assert_eq!(shares, want);
         // Put again, twice over: compacted, nothing lost.
         book.put_all(&many).unwrap();
         book.put_all(&many).unwrap();
         let (shares, _) = ShareBook::new(dir.path(), "u", "127.0.0.1:1").load();
-        assert_eq!(shares.len(), 301);
+        assert_eq!(shares.len(), 302);
         let records = book.lock().records;
-        assert!(records <= 2 * 301 + COMPACT_SLACK + 301, "{records} records for 301 shares");
+        assert!(records <= 2 * 302 + COMPACT_SLACK + 301, "{records} records for 302 shares");
     }
 
     #[test]
