@@ -909,8 +909,9 @@ impl Node {
                         // Served on demand from now on: the part file's
                         // descriptor closes with its last connection.
                         serve.insert_lazy(share.meta.sha1, opener(&share));
-                        // Durable (fdatasync) before it counts, outside
-                        // the lock other downloads' ends wait on.
+                        // Durable (fdatasync) before it counts — or, in a
+                        // bulk get, when the get ends — outside the lock
+                        // other downloads' ends wait on.
                         if let Some(book) = &book {
                             let put = if defer_sync {
                                 book.put_unsynced(&share)

@@ -181,23 +181,14 @@ impl ShareBook {
     /// Records a share (replacing the one of the same group and name);
     /// durable when it returns.
     pub fn put(&self, share: &LocalShare) -> std::io::Result<()> {
-        let mine = {
-            let mut st = self.lock();
-            self.write(&mut st, &Entry::Put(share.clone()))?;
-            st.live.insert(key_of(share));
-            self.maybe_compact(&mut st)?;
-            st.written
-        };
+        let mine = self.append(share)?;
         self.sync_to(mine)
     }
 
     /// Records a share like [`put`](Self::put), durable only after the next
     /// [`sync`](Self::sync) (or a put that syncs).
     pub fn put_unsynced(&self, share: &LocalShare) -> std::io::Result<()> {
-        let mut st = self.lock();
-        self.write(&mut st, &Entry::Put(share.clone()))?;
-        st.live.insert(key_of(share));
-        self.maybe_compact(&mut st)
+        self.append(share).map(drop)
     }
 
     /// Makes every record written so far durable.
@@ -211,19 +202,21 @@ impl ShareBook {
     /// tree of thousands of files shared at once took an fdatasync per
     /// file, in turn, most of its registration time.
     pub fn put_all(&self, shares: &[LocalShare]) -> std::io::Result<()> {
-        if shares.is_empty() {
-            return Ok(());
+        let mut mine = None;
+        for share in shares {
+            mine = Some(self.append(share)?);
         }
-        let mine = {
-            let mut st = self.lock();
-            for share in shares {
-                self.write(&mut st, &Entry::Put(share.clone()))?;
-                st.live.insert(key_of(share));
-            }
-            self.maybe_compact(&mut st)?;
-            st.written
-        };
-        self.sync_to(mine)
+        mine.map_or(Ok(()), |m| self.sync_to(m))
+    }
+
+    /// Appends a put record (compacting when due); returns its number for
+    /// [`sync_to`](Self::sync_to).
+    fn append(&self, share: &LocalShare) -> std::io::Result<u64> {
+        let mut st = self.lock();
+        self.write(&mut st, &Entry::Put(share.clone()))?;
+        st.live.insert(key_of(share));
+        self.maybe_compact(&mut st)?;
+        Ok(st.written)
     }
 
     /// Makes every record up to the `mine`th durable: returns at once if a

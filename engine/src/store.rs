@@ -227,12 +227,8 @@ impl PartFile {
     /// block goes through the page cache.
     pub fn write_piece(&self, mut offset: u64, mut data: &[u8]) -> Result<(), StoreError> {
         while !data.is_empty() {
-            let (_, direct, len) = self.write_target(offset, data);
+            let (file, direct, len) = self.target(offset, data);
             let (chunk, rest) = data.split_at(len);
-            let file = match &self.direct {
-                Some(d) if direct => d,
-                _ => &self.file,
-            };
             match file.write_all_at(chunk, offset) {
                 Ok(()) => {}
                 // Refused (an alignment the device wants larger, a
@@ -257,15 +253,20 @@ impl PartFile {
     /// A direct write refused with `EINVAL` is reported with
     /// [`PartFile::refuse_direct`] and retried on the plain one.
     pub fn write_target(&self, offset: u64, data: &[u8]) -> (RawFd, bool, usize) {
+        let (file, direct, len) = self.target(offset, data);
+        (file.as_raw_fd(), direct, len)
+    }
+
+    /// The file to write `data` at `offset` with, whether it is the
+    /// `O_DIRECT` one, and how many of the bytes it takes.
+    fn target(&self, offset: u64, data: &[u8]) -> (&File, bool, usize) {
         let blocks = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
         let aligned = offset % DIRECT_ALIGN as u64 == 0
             && blocks > 0
             && (data.as_ptr() as usize) % DIRECT_ALIGN == 0;
         match self.direct.as_ref() {
-            Some(d) if aligned && self.direct_works.load(Ordering::Relaxed) => {
-                (d.as_raw_fd(), true, blocks)
-            }
-            _ => (self.file.as_raw_fd(), false, data.len()),
+            Some(d) if aligned && self.direct_works.load(Ordering::Relaxed) => (d, true, blocks),
+            _ => (&self.file, false, data.len()),
         }
     }
 
