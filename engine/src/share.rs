@@ -391,7 +391,7 @@ impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             max_connections: 256,
-            max_per_ip: 32,
+            max_per_ip: 128,
             max_outstanding: 64,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),

@@ -736,7 +736,7 @@ struct ParkedLink {
 /// Most links parked per node. A peer thread sees its release only at its
 /// next read timeout, by when the next download may have connected anew:
 /// kept small so that parked links do not crowd a server's connections
-/// per address (32 by default).
+/// per address (128 by default).
 const PARKED_PER_NODE: usize = 8;
 
 fn parked_links() -> MutexGuard<'static, HashMap<SocketAddr, Vec<ParkedLink>>> {
