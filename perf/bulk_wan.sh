@@ -8,7 +8,7 @@
 # Environment (all optional):
 #   SMALL  files of 4-256 KiB in the small tree            [2000]
 #   LARGE  files of 50 MiB in the large tree               [8]
-#   JOBS   --jobs values to run                            ["8 32"]
+#   JOBS   --jobs values to run; auto: get's own window  ["auto 16"]
 #   RATE   tbf rate of the link, each direction            [1gbit]
 #   OUT    results file        [perf/results/<date>/bulk/wan.txt]
 #
@@ -21,7 +21,7 @@ RTTS=("$@")
 [ ${#RTTS[@]} -gt 0 ] || RTTS=(50)
 SMALL=${SMALL:-2000}
 LARGE=${LARGE:-8}
-JOBS=${JOBS:-"8 32"}
+JOBS=${JOBS:-"auto 16"}
 RATE=${RATE:-1gbit}
 OUT=${OUT:-perf/results/$(date +%F)/bulk/wan.txt}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
@@ -85,9 +85,11 @@ for rtt in "${RTTS[@]}"; do
     for jobs in $JOBS; do
       dest=$work/dl
       rm -rf "$dest" "$work/state-leech"
+      jobarg=(--jobs "$jobs")
+      [ "$jobs" = auto ] && jobarg=()
       ip netns exec "$L" env RINGSHARE_STATE_DIR="$work/state-leech" "$BIN/ringshare" get \
         --trackers "$work/tracker_info.txt" --user leech --password-file "$work/pw" \
-        --listen "$LIP:7300" --jobs "$jobs" --quiet --stats "$work/stats.json" team "$kind" "$dest" \
+        --listen "$LIP:7300" "${jobarg[@]}" --quiet --stats "$work/stats.json" team "$kind" "$dest" \
         >"$work/get.out" 2>"$work/get.log" </dev/null ||
         { echo "get of $kind failed at RTT $rtt:" >&2; tail -5 "$work/get.log" >&2; exit 1; }
       diff -r -q "$work/$kind" "$dest/$kind" >/dev/null || { echo "$kind: the copy differs" >&2; exit 1; }
@@ -96,7 +98,8 @@ import json, sys
 kind, rtt, jobs, stats = sys.argv[1:]
 s = json.load(open(stats))
 print(f"{kind} RTT {rtt} ms jobs {jobs}: files {s['files_done']} bytes {s['bytes']} "
-      f"{s['seconds']:.2f} s {s['mbps']:.1f} MB/s {s['files_done'] / s['seconds']:.0f} files/s")
+      f"{s['seconds']:.2f} s {s['mbps']:.1f} MB/s {s['files_done'] / s['seconds']:.0f} files/s"
+      + (" window " + " ".join(f"{j['limit']}@{j['at_s']:.2f}s" for j in s.get('jobs', [])) if jobs == "auto" else ""))
 PY
     done
   done

@@ -5,6 +5,7 @@
 pub mod bulk;
 pub mod demo;
 pub mod downloads;
+pub mod jobs;
 pub mod node;
 pub mod oneshot;
 pub mod shares;

@@ -191,6 +191,8 @@ fn trees_are_shared_listed_and_fetched_by_name_prefix_and_glob() {
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
     assert_eq!(doc["files"].as_array().unwrap().len(), 5, "{doc}");
     assert_eq!(doc["bytes"], 1975001);
+    // `--jobs 2` fixes the number of files at once: one limit, from the start.
+    assert_eq!(doc["jobs"], serde_json::json!([{"at_s": 0.0, "limit": 2}]), "{doc}");
     // One seeder, two files at a time: each later file's handshake goes on
     // a link an earlier one completed on (io_uring driver: always; the
     // threads driver when its thread let go of the link in time).

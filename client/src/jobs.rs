@@ -1,0 +1,273 @@
+//! How many files a bulk `get` fetches at once (sans-IO: the caller says
+//! when a file ended and passes `now`; [`JobWindow::limit`] is the answer).
+//!
+//! A small file costs about one round trip on its link whatever its size,
+//! so the files a fetch keeps running have to cover the path's bandwidth ×
+//! delay: 16 at once fill a 1 Gbit/s path at 1 ms but a quarter of it at
+//! 50 ms and a twelfth at 200 ms, while on loopback or a near peer more
+//! files at once only add threads and connections. No fixed number suits
+//! both, so by default the window looks for it, as TCP's slow start and
+//! BBR's bandwidth probing do for bytes:
+//!
+//! - it measures in **rounds**: a round ends once at least as many files
+//!   as the limit have ended and [`MIN_ROUND`] has passed, and its rate is
+//!   the bytes of the files that ended in it over its length;
+//! - **growing**: while a round's rate is at least [`GAIN`] × the best so
+//!   far, the limit doubles (up to the maximum); the first round that
+//!   gains less puts the limit back where the best rate was, and the
+//!   window holds there. More files at once can also be slower (at 50 ms
+//!   and 128 files on the wide-area testbed, losses at the link's queue
+//!   and the retransmission timeouts of small transfers), which this
+//!   undoes the same way;
+//! - **holding**: every [`REPROBE_ROUNDS`] rounds it tries the next
+//!   doubling once more, kept only if that round gains [`GAIN`] × the
+//!   round before it (the path or the files may have changed).
+//!
+//! It never goes below its minimum (the fixed default before it adapted),
+//! so a fetch is never slower to start than before. `--jobs N` fixes the
+//! limit instead.
+
+use std::time::{Duration, Instant};
+
+/// A round lasts at least this long (a round of 16 small files on loopback
+/// is ~10 ms: too few bytes to tell rates apart).
+pub const MIN_ROUND: Duration = Duration::from_millis(200);
+/// A larger limit is kept only if its round's rate is this much better.
+pub const GAIN: f64 = 1.15;
+/// Rounds held before the next doubling is tried again.
+pub const REPROBE_ROUNDS: u32 = 8;
+/// The adaptive window's range by default: 16 was the fixed default; 128
+/// covers 1 Gbit/s at 100 ms with files of ~130 KiB, and a piece server
+/// admits at most 128 connections from one address (`ServerLimits`).
+pub const DEFAULT_MIN: usize = 16;
+/// See [`DEFAULT_MIN`].
+pub const DEFAULT_MAX: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// `--jobs N`: never changes.
+    Fixed,
+    /// Doubling while each round gains.
+    Grow { best: f64, best_limit: usize },
+    /// At the best limit found; `rounds` held so far.
+    Hold { rounds: u32 },
+    /// Trying `limit` after holding at `from` at the rate `reference`.
+    Probe { from: usize, reference: f64 },
+}
+
+/// The number of files a bulk fetch runs at once.
+#[derive(Debug, Clone)]
+pub struct JobWindow {
+    limit: usize,
+    min: usize,
+    max: usize,
+    phase: Phase,
+    round_start: Instant,
+    round_files: usize,
+    round_bytes: u64,
+    started: Instant,
+    changes: Vec<(Duration, usize)>,
+}
+
+impl JobWindow {
+    /// Always `n` (at least 1).
+    pub fn fixed(n: usize, now: Instant) -> Self {
+        let n = n.max(1);
+        Self::new(n, n, n, Phase::Fixed, now)
+    }
+
+    /// Adapts between `min` and `max` (at least 1, `max` at least `min`),
+    /// starting at `min`.
+    pub fn adaptive(min: usize, max: usize, now: Instant) -> Self {
+        let min = min.max(1);
+        let max = max.max(min);
+        Self::new(min, min, max, Phase::Grow { best: 0.0, best_limit: min }, now)
+    }
+
+    fn new(limit: usize, min: usize, max: usize, phase: Phase, now: Instant) -> Self {
+        Self {
+            limit,
+            min,
+            max,
+            phase,
+            round_start: now,
+            round_files: 0,
+            round_bytes: 0,
+            started: now,
+            changes: vec![(Duration::ZERO, limit)],
+        }
+    }
+
+    /// Files to keep running now.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Every limit taken, with the time since the window was made: for the
+    /// fetch's `--stats`.
+    pub fn changes(&self) -> &[(Duration, usize)] {
+        &self.changes
+    }
+
+    /// A file ended (complete, failed, or found already there) after
+    /// `bytes` were fetched for it.
+    pub fn on_file_done(&mut self, bytes: u64, now: Instant) {
+        if self.phase == Phase::Fixed {
+            return;
+        }
+        self.round_files += 1;
+        self.round_bytes += bytes;
+        let took = now.saturating_duration_since(self.round_start);
+        if self.round_files < self.limit || took < MIN_ROUND {
+            return;
+        }
+        let rate = self.round_bytes as f64 / took.as_secs_f64();
+        self.round_start = now;
+        self.round_files = 0;
+        self.round_bytes = 0;
+        let next = match self.phase {
+            Phase::Fixed => return,
+            Phase::Grow { best, .. } if rate >= GAIN * best => {
+                if self.limit < self.max {
+                    (self.grown(), Phase::Grow { best: rate, best_limit: self.limit })
+                } else {
+                    (self.limit, Phase::Hold { rounds: 0 })
+                }
+            }
+            Phase::Grow { best_limit, .. } => (best_limit, Phase::Hold { rounds: 0 }),
+            Phase::Hold { rounds } if rounds + 1 >= REPROBE_ROUNDS && self.limit < self.max => {
+                (self.grown(), Phase::Probe { from: self.limit, reference: rate })
+            }
+            Phase::Hold { rounds } => (self.limit, Phase::Hold { rounds: rounds + 1 }),
+            Phase::Probe { reference, .. } if rate >= GAIN * reference => {
+                if self.limit < self.max {
+                    (self.grown(), Phase::Grow { best: rate, best_limit: self.limit })
+                } else {
+                    (self.limit, Phase::Hold { rounds: 0 })
+                }
+            }
+            Phase::Probe { from, .. } => (from, Phase::Hold { rounds: 0 }),
+        };
+        self.phase = next.1;
+        if next.0 != self.limit {
+            self.limit = next.0.clamp(self.min, self.max);
+            self.changes.push((now.saturating_duration_since(self.started), self.limit));
+        }
+    }
+
+    fn grown(&self) -> usize {
+        (self.limit * 2).min(self.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A path as a fetch sees it: `rate(limit)` bytes/s with `limit` files
+    /// running. Runs the window for `secs` of files of `file` bytes each
+    /// ending at that rate, and returns it.
+    fn drive(mut w: JobWindow, file: u64, secs: f64, rate: impl Fn(usize) -> f64) -> JobWindow {
+        let t0 = Instant::now();
+        let mut t = 0.0;
+        while t < secs {
+            t += file as f64 / rate(w.limit());
+            w.on_file_done(file, t0 + Duration::from_secs_f64(t));
+        }
+        w
+    }
+
+    /// Round-trip bound: `limit` files per `rtt`, up to `link` bytes/s.
+    fn path(rtt: f64, link: f64, file: u64) -> impl Fn(usize) -> f64 {
+        move |limit| (limit as f64 * file as f64 / rtt).min(link)
+    }
+
+    #[test]
+    fn a_far_path_grows_the_window_until_the_link_is_full() {
+        // 1 Gbit/s at 50 ms, 128 KiB files: full at ~48 files at once.
+        let w = drive(
+            JobWindow::adaptive(16, 128, Instant::now()),
+            128 << 10,
+            30.0,
+            path(0.05, 125e6, 128 << 10),
+        );
+        assert_eq!(w.limit(), 64, "{:?}", w.changes());
+        // 200 ms: ~190 files would fill it; the maximum is the answer.
+        let w = drive(
+            JobWindow::adaptive(16, 128, Instant::now()),
+            128 << 10,
+            30.0,
+            path(0.2, 125e6, 128 << 10),
+        );
+        assert_eq!(w.limit(), 128, "{:?}", w.changes());
+    }
+
+    #[test]
+    fn a_near_path_stays_at_the_minimum() {
+        // Loopback: CPU-bound, the same rate at any limit.
+        let w = drive(JobWindow::adaptive(16, 128, Instant::now()), 128 << 10, 30.0, |_| 200e6);
+        assert_eq!(w.limit(), 16, "{:?}", w.changes());
+        // It tried once and came back, then tries again now and then.
+        let ups = w.changes().iter().filter(|(_, l)| *l == 32).count();
+        assert!(ups >= 2, "it re-probes: {:?}", w.changes());
+    }
+
+    #[test]
+    fn more_files_that_are_slower_are_undone() {
+        // Faster up to 64 at once, slower beyond (losses at the queue).
+        let rate = |l: usize| if l <= 64 { l as f64 * 1e6 } else { 30e6 };
+        let w = drive(JobWindow::adaptive(16, 128, Instant::now()), 128 << 10, 30.0, rate);
+        assert_eq!(w.limit(), 64, "{:?}", w.changes());
+    }
+
+    #[test]
+    fn the_window_follows_a_path_that_gets_farther() {
+        let t0 = Instant::now();
+        let mut w = JobWindow::adaptive(16, 128, t0);
+        let file = 128 << 10;
+        let near = path(0.001, 125e6, file);
+        let far = path(0.1, 125e6, file);
+        let mut t = 0.0;
+        while t < 60.0 {
+            let r = if t < 20.0 { near(w.limit()) } else { far(w.limit()) };
+            t += file as f64 / r;
+            w.on_file_done(file, t0 + Duration::from_secs_f64(t));
+        }
+        assert_eq!(w.limit(), 128, "{:?}", w.changes());
+    }
+
+    #[test]
+    fn a_fixed_window_never_moves() {
+        let w = drive(
+            JobWindow::fixed(7, Instant::now()),
+            128 << 10,
+            30.0,
+            path(0.2, 125e6, 128 << 10),
+        );
+        assert_eq!(w.limit(), 7);
+        assert_eq!(w.changes().len(), 1);
+        assert_eq!(JobWindow::fixed(0, Instant::now()).limit(), 1);
+    }
+
+    proptest! {
+        /// Whatever the files and the rates, the limit stays in its range
+        /// and every change is recorded.
+        #[test]
+        fn the_limit_stays_in_range(
+            min in 1usize..40,
+            extra in 0usize..200,
+            ends in proptest::collection::vec((0u64..1 << 22, 0u64..2_000_000), 0..600),
+        ) {
+            let t0 = Instant::now();
+            let mut w = JobWindow::adaptive(min, min + extra, t0);
+            let mut t = Duration::ZERO;
+            for (bytes, gap_us) in ends {
+                t += Duration::from_micros(gap_us);
+                w.on_file_done(bytes, t0 + t);
+                prop_assert!(w.limit() >= min && w.limit() <= min + extra);
+            }
+            prop_assert_eq!(w.changes().last().map(|c| c.1), Some(w.limit()));
+        }
+    }
+}
