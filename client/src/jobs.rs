@@ -19,9 +19,13 @@
 //!   and 128 files on the wide-area testbed, losses at the link's queue
 //!   and the retransmission timeouts of small transfers), which this
 //!   undoes the same way;
-//! - **holding**: every [`REPROBE_ROUNDS`] rounds it tries the next
-//!   doubling once more, kept only if that round gains [`GAIN`] × the
-//!   round before it (the path or the files may have changed).
+//! - **holding**: every [`REPROBE_ROUNDS`] rounds it probes, up and down
+//!   in turn (the path, the peers or the files may have changed): a
+//!   doubling is kept if its round gains [`GAIN`] × the round before it
+//!   (and doubling goes on), a halving if its round keeps [`KEEP_DOWN`]
+//!   of it (and the next probe halves again). So a window that a change
+//!   made too large (a seeder that refuses connections beyond its cap per
+//!   address, a path that got congested) comes down.
 //!
 //! It never goes below its minimum (the fixed default before it adapted),
 //! so a fetch is never slower to start than before. `--jobs N` fixes the
@@ -34,8 +38,11 @@ use std::time::{Duration, Instant};
 pub const MIN_ROUND: Duration = Duration::from_millis(200);
 /// A larger limit is kept only if its round's rate is this much better.
 pub const GAIN: f64 = 1.15;
-/// Rounds held before the next doubling is tried again.
+/// Rounds held before the next probe (up or down, in turn).
 pub const REPROBE_ROUNDS: u32 = 8;
+/// A smaller limit is kept if its round's rate is at least this share of
+/// the rate before: as fast with fewer files at once.
+pub const KEEP_DOWN: f64 = 0.95;
 /// The adaptive window's range by default: 16 was the fixed default; 128
 /// covers 1 Gbit/s at 100 ms with files of ~130 KiB, and a piece server
 /// admits at most 128 connections from one address (`ServerLimits`).
@@ -49,10 +56,12 @@ enum Phase {
     Fixed,
     /// Doubling while each round gains.
     Grow { best: f64, best_limit: usize },
-    /// At the best limit found; `rounds` held so far.
-    Hold { rounds: u32 },
-    /// Trying `limit` after holding at `from` at the rate `reference`.
-    Probe { from: usize, reference: f64 },
+    /// At the best limit found; `rounds` held so far; whether the next
+    /// probe goes up.
+    Hold { rounds: u32, up: bool },
+    /// Trying `limit` (above `from` if `up`, else below) after holding at
+    /// `from` at the rate `reference`.
+    Probe { from: usize, reference: f64, up: bool },
 }
 
 /// The number of files a bulk fetch runs at once.
@@ -127,26 +136,21 @@ impl JobWindow {
         self.round_bytes = 0;
         let next = match self.phase {
             Phase::Fixed => return,
-            Phase::Grow { best, .. } if rate >= GAIN * best => {
-                if self.limit < self.max {
-                    (self.grown(), Phase::Grow { best: rate, best_limit: self.limit })
-                } else {
-                    (self.limit, Phase::Hold { rounds: 0 })
-                }
+            Phase::Grow { best, .. } if rate >= GAIN * best => self.up_from(rate),
+            Phase::Grow { best_limit, .. } => (best_limit, Phase::Hold { rounds: 0, up: false }),
+            Phase::Hold { rounds, up } if rounds + 1 >= REPROBE_ROUNDS => {
+                let up = if up { self.limit < self.max } else { self.limit == self.min };
+                let to = if up { self.grown() } else { self.shrunk() };
+                (to, Phase::Probe { from: self.limit, reference: rate, up })
             }
-            Phase::Grow { best_limit, .. } => (best_limit, Phase::Hold { rounds: 0 }),
-            Phase::Hold { rounds } if rounds + 1 >= REPROBE_ROUNDS && self.limit < self.max => {
-                (self.grown(), Phase::Probe { from: self.limit, reference: rate })
+            Phase::Hold { rounds, up } => (self.limit, Phase::Hold { rounds: rounds + 1, up }),
+            Phase::Probe { reference, up: true, .. } if rate >= GAIN * reference => {
+                self.up_from(rate)
             }
-            Phase::Hold { rounds } => (self.limit, Phase::Hold { rounds: rounds + 1 }),
-            Phase::Probe { reference, .. } if rate >= GAIN * reference => {
-                if self.limit < self.max {
-                    (self.grown(), Phase::Grow { best: rate, best_limit: self.limit })
-                } else {
-                    (self.limit, Phase::Hold { rounds: 0 })
-                }
+            Phase::Probe { reference, up: false, .. } if rate >= KEEP_DOWN * reference => {
+                (self.limit, Phase::Hold { rounds: 0, up: false })
             }
-            Phase::Probe { from, .. } => (from, Phase::Hold { rounds: 0 }),
+            Phase::Probe { from, up, .. } => (from, Phase::Hold { rounds: 0, up: !up }),
         };
         self.phase = next.1;
         if next.0 != self.limit {
@@ -155,8 +159,21 @@ impl JobWindow {
         }
     }
 
+    /// A round at this limit gained: double again, or hold at the top.
+    fn up_from(&self, rate: f64) -> (usize, Phase) {
+        if self.limit < self.max {
+            (self.grown(), Phase::Grow { best: rate, best_limit: self.limit })
+        } else {
+            (self.limit, Phase::Hold { rounds: 0, up: false })
+        }
+    }
+
     fn grown(&self) -> usize {
         (self.limit * 2).min(self.max)
+    }
+
+    fn shrunk(&self) -> usize {
+        (self.limit / 2).max(self.min)
     }
 }
 
@@ -235,6 +252,27 @@ mod tests {
             w.on_file_done(file, t0 + Duration::from_secs_f64(t));
         }
         assert_eq!(w.limit(), 128, "{:?}", w.changes());
+    }
+
+    #[test]
+    fn a_window_grown_too_large_comes_back_down() {
+        // A far path, then its seeder starts refusing links beyond 32 from
+        // this address: every file over that waits out a peer retry.
+        let t0 = Instant::now();
+        let mut w = JobWindow::adaptive(16, 128, t0);
+        let file = 128 << 10;
+        let far = path(0.2, 125e6, file);
+        let capped = |l: usize| if l > 32 { 5e6 } else { far(l) };
+        let mut t = 0.0;
+        while t < 60.0 {
+            let r = if t < 15.0 { far(w.limit()) } else { capped(w.limit()) };
+            t += file as f64 / r;
+            w.on_file_done(file, t0 + Duration::from_secs_f64(t));
+            if (14.0..15.0).contains(&t) {
+                assert_eq!(w.limit(), 128, "{:?}", w.changes());
+            }
+        }
+        assert_eq!(w.limit(), 32, "{:?}", w.changes());
     }
 
     #[test]
