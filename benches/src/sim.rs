@@ -7,18 +7,22 @@
 //! - **time** is virtual (an event queue; `now` goes to the cores);
 //! - **network**: each host has an uplink and a downlink rate and a one-way
 //!   latency to the core of the network (the path between two hosts has
-//!   the sum of theirs each way). Piece data moves as fluid flows. A
-//!   sender splits its uplink equally among its active flows; a receiver
-//!   water-fills its downlink among its incoming flows, each capped at
-//!   its sender's equal split, so downlink a flow cannot use (its sender
-//!   is shared by many) goes to the receiver's other flows, as TCP flows
-//!   sharing a bottleneck would take it. Not a full max-min solution:
-//!   uplink a flow cannot use (its receiver is the bottleneck) is not
-//!   handed to the sender's other flows (an equal split at both ends
-//!   before 2026-12-02: a receiver fed by one fast and several slow
-//!   senders took the fast one at the slow ones' rate). Each connection sends one piece at a time, in request order, as one
-//!   TCP stream does. Control frames (handshake, bitfield, have, request,
-//!   cancel, errors) take the path's latency and no bandwidth. Left out:
+//!   the sum of theirs each way). Piece data moves as fluid flows,
+//!   shared max-min at both ends: a sender water-fills its uplink among
+//!   its flows, each capped at what its receiver would give it (its
+//!   downlink less what its other flows get, or its fair share if that
+//!   is more), so uplink a flow cannot use goes to the sender's other
+//!   flows; a receiver water-fills its downlink among its incoming flows,
+//!   each capped at its sender's share, so downlink a flow cannot use goes
+//!   to the receiver's other flows, as TCP flows sharing bottlenecks would
+//!   take it. Each end works from the other's figures of its last change
+//!   (recomputed for the hosts a flow starts or ends at and the receivers
+//!   they send to): a lag, never more than a link's capacity. Before
+//!   2026-12-02 (twelfth session) a sender split its uplink equally
+//!   (`--equal-split` keeps that for comparison). Each connection sends
+//!   one piece at a time, in request order, as one TCP stream does.
+//!   Control frames (handshake, bitfield, have, request, cancel, errors)
+//!   take the path's latency and no bandwidth. Left out:
 //!   TCP's own dynamics (slow start, losses, queueing delay), connection
 //!   setup beyond one round trip, disks and CPU;
 //! - **tracker**: answers a download's `WantPeers` after the round trip to
@@ -112,6 +116,11 @@ pub struct Scenario {
     /// A seed sends a connection's requests in the order asked (before it
     /// sent the least-sent first, for comparison).
     pub seed_in_order: bool,
+    /// A sender splits its uplink equally among its flows (the model
+    /// before 2026-12-02's twelfth session, for comparison): uplink a flow
+    /// cannot use because its receiver is the bottleneck is lost instead
+    /// of going to the sender's other flows.
+    pub equal_split: bool,
 }
 
 /// What a run produced.
@@ -224,6 +233,9 @@ struct Host {
     done: bool,
     up_flows: usize,
     down_flows: usize,
+    /// The rates of the flows it receives, summed (set at each fill, less
+    /// a flow's rate when it ends).
+    in_rate: f64,
     /// Bytes sent (fractions of a byte kept: a flow settles often).
     uploaded: f64,
     /// Its upload slots, as a node's piece server keeps them.
@@ -252,6 +264,9 @@ struct Flow {
     piece: u32,
     remaining: f64,
     rate: f64,
+    /// Its share of its sender's uplink ([`Sim::share`]): the most its
+    /// receiver may give it.
+    share: f64,
     since: f64,
     /// The slot's occupant: events of an earlier flow in it are stale.
     gen: u64,
@@ -340,6 +355,7 @@ impl<'a> Sim<'a> {
                 done: spec.seed,
                 up_flows: 0,
                 down_flows: 0,
+                in_rate: 0.0,
                 uploaded: 0.0,
                 slots: SendSlots::new(sc.send_slots),
                 asked_at: None,
@@ -836,6 +852,7 @@ impl<'a> Sim<'a> {
             piece,
             remaining: len,
             rate: 0.0,
+            share: 0.0,
             since: self.now,
             gen: 0,
             scheduled: f64::INFINITY,
@@ -872,29 +889,58 @@ impl<'a> Sim<'a> {
     }
 
     /// Each flow host `h` receives, with its share of `h`'s downlink:
-    /// water-filled, each flow capped at an equal split of its sender's
-    /// uplink, so that downlink a flow cannot use (its sender is busy with
-    /// others) goes to the other flows.
-    fn fill(&self, h: usize) -> Vec<(usize, f64)> {
+    /// water-filled, each flow capped at its share of its sender's uplink
+    /// ([`share`](Self::share)), so that downlink a flow cannot use (its
+    /// sender is busy with others) goes to the other flows. Notes their
+    /// sum for the senders' next shares.
+    fn fill(&mut self, h: usize) -> Vec<(usize, f64)> {
         let mut caps: Vec<(f64, usize)> = self
             .flows_at(h, false)
             .into_iter()
             .map(|f| {
-                let s = &self.hosts[self.conns[self.flows[f].conn].server];
-                (s.spec.up / s.up_flows.max(1) as f64, f)
+                let cap = if self.sc.equal_split {
+                    let s = &self.hosts[self.conns[self.flows[f].conn].server];
+                    s.spec.up / s.up_flows.max(1) as f64
+                } else {
+                    self.flows[f].share
+                };
+                (cap, f)
             })
             .collect();
         caps.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
-        let mut left = self.hosts[h].spec.down;
-        let n = caps.len();
-        caps.iter()
-            .enumerate()
-            .map(|(i, &(cap, f))| {
-                let share = cap.min(left / (n - i) as f64);
-                left -= share;
-                (f, share)
+        let (shares, _) = water_fill(self.hosts[h].spec.down, &caps);
+        self.hosts[h].in_rate = shares.iter().map(|s| s.1).sum();
+        shares
+    }
+
+    /// Host `h`'s uplink shared among the flows it sends: water-filled,
+    /// each flow capped at what its receiver would give it (its downlink
+    /// less what its other flows get now, or its fair share if more), and
+    /// what no receiver can take spread evenly on top. A flow's rate is capped
+    /// at its share ([`fill`](Self::fill)), so the rates out of a host
+    /// never sum past its uplink; the receivers' figures are those of
+    /// their last fill (a fluid model's lag, not a loss of capacity).
+    fn share(&mut self, h: usize) {
+        let mut caps: Vec<(f64, usize)> = self
+            .flows_at(h, true)
+            .into_iter()
+            .map(|f| {
+                let r = &self.hosts[self.conns[self.flows[f].conn].client];
+                let rate = self.flows[f].rate;
+                let others = (r.in_rate - rate).max(0.0);
+                let fair = r.spec.down / r.down_flows.max(1) as f64;
+                ((r.spec.down - others).max(fair), f)
             })
-            .collect()
+            .collect();
+        if caps.is_empty() {
+            return;
+        }
+        caps.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+        let (shares, spare) = water_fill(self.hosts[h].spec.up, &caps);
+        let extra = spare / shares.len() as f64;
+        for (f, share) in shares {
+            self.flows[f].share = share + extra;
+        }
     }
 
     /// Flow counts changed at `a` and `b`: every flow whose rate may
@@ -904,6 +950,10 @@ impl<'a> Sim<'a> {
     /// flows into `a` and `b`, and into every host `a` or `b` sends to,
     /// are redone.
     fn reshare(&mut self, a: usize, b: usize) {
+        if !self.sc.equal_split {
+            self.share(a);
+            self.share(b);
+        }
         let mut hosts: Vec<usize> = vec![a, b];
         for h in [a, b] {
             for f in self.flows_at(h, true) {
@@ -1017,6 +1067,7 @@ impl<'a> Sim<'a> {
         let (s, r) = (self.conns[c].server, self.conns[c].client);
         self.hosts[s].up_flows -= 1;
         self.hosts[r].down_flows -= 1;
+        self.hosts[r].in_rate = (self.hosts[r].in_rate - self.flows[f].rate).max(0.0);
     }
 
     /// Ends a connection; `tell_client`: the downloader learns it after
@@ -1097,6 +1148,23 @@ impl<'a> Sim<'a> {
 }
 
 /// Adds `bytes` sent evenly over `[from, to]` seconds to per-second totals.
+/// Max-min shares of `capacity` among flows with caps (sorted ascending):
+/// each flow's share and the capacity left over.
+fn water_fill(capacity: f64, caps: &[(f64, usize)]) -> (Vec<(usize, f64)>, f64) {
+    let mut left = capacity;
+    let n = caps.len();
+    let shares = caps
+        .iter()
+        .enumerate()
+        .map(|(i, &(cap, f))| {
+            let share = cap.min(left / (n - i) as f64);
+            left -= share;
+            (f, share)
+        })
+        .collect();
+    (shares, left.max(0.0))
+}
+
 fn spread(v: &mut Vec<u64>, from: f64, to: f64, bytes: f64) {
     if bytes <= 0.0 {
         return;

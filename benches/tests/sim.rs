@@ -22,6 +22,7 @@ fn crowd(n: usize, mbit: f64, file: u64, seed: u64) -> Scenario {
         list_fetchers: true,
         send_slots: ringshare_engine::slots::SEND_SLOTS,
         seed_in_order: false,
+        equal_split: false,
     }
 }
 
@@ -170,4 +171,34 @@ fn a_seed_that_sends_its_least_sent_piece_first_spreads_the_file_sooner() {
     );
     assert!(last(&least) < last(&in_order));
     assert!(least.seed_uploaded < in_order.seed_uploaded);
+}
+
+#[test]
+fn a_senders_uplink_that_one_receiver_cannot_take_goes_to_its_other_flows() {
+    // A seed at 100 Mbit/s, two downloaders that barely upload: one with a
+    // 10 Mbit/s downlink, one with 100. Shared max-min, the seed's uplink
+    // is full (10 + 90); split equally, the fast one got 50 and 40 went
+    // unused.
+    let slow = HostSpec { down: 10e6 / 8.0, up: 0.1e6 / 8.0, ..HostSpec::symmetric(10.0, 5) };
+    let fast = HostSpec { down: 100e6 / 8.0, up: 0.1e6 / 8.0, ..HostSpec::symmetric(100.0, 5) };
+    let sc = Scenario {
+        hosts: vec![HostSpec { seed: true, ..HostSpec::symmetric(100.0, 5) }, slow, fast],
+        // Every piece shown at once: the plan's offers of one or two at a
+        // time leave a round trip between pieces.
+        seeding_plan: false,
+        ..crowd(0, 100.0, 32 * MIB, 1)
+    };
+    // The seed's share of its uplink used in the run's second second.
+    let used = |r: &sim::Report| {
+        let seed = r.traced.iter().find(|t| t.role == "seed").expect("the seed is traced");
+        seed.up_per_s[1] as f64 / seed.up_capacity
+    };
+    let max_min = sim::run(&sc);
+    let equal = sim::run(&Scenario { equal_split: true, ..sc });
+    assert_eq!((max_min.incomplete, equal.incomplete), (0, 0));
+    let (a, b) = (used(&max_min), used(&equal));
+    eprintln!("seed uplink used: max-min {a:.2}, equal split {b:.2}");
+    assert!(a > 0.9, "max-min: {a}");
+    assert!(b < 0.7, "equal split: {b}");
+    assert!(max_min.completion_s[0] < equal.completion_s[0]);
 }

@@ -48,6 +48,10 @@ struct Args {
     /// did before sending the least-sent piece first, for comparison).
     #[arg(long)]
     seed_in_order: bool,
+    /// Each sender splits its uplink equally among its flows (the network
+    /// model before max-min shares at the senders, for comparison).
+    #[arg(long)]
+    equal_split: bool,
 }
 
 /// xorshift for the scenario's own choices (join times, latencies).
@@ -130,6 +134,7 @@ fn scenario(name: &str, args: &Args) -> Result<Scenario> {
         list_fetchers: !args.sharers_only,
         send_slots: args.send_slots,
         seed_in_order: args.seed_in_order,
+        equal_split: args.equal_split,
     })
 }
 
