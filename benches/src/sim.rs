@@ -44,6 +44,7 @@ use ringshare_engine::meta::{Bitfield, FileMeta, Sha1Digest, PIECE_LEN};
 use ringshare_engine::peer::{self, ErrorCode, Message, ServerAction, ServerSession};
 use ringshare_engine::picker::PeerId;
 use ringshare_engine::seeding::SeedPlan;
+use ringshare_engine::serve::MAX_DOWNLOADERS;
 use ringshare_engine::slots::{SendSlots, SLOT_HOLD};
 use ringshare_tracker::fetchers::FETCHER_TTL;
 
@@ -121,6 +122,9 @@ pub struct Scenario {
     /// cannot use because its receiver is the bottleneck is lost instead
     /// of going to the sender's other flows.
     pub equal_split: bool,
+    /// A host serves the file to any number of downloaders at once (before
+    /// [`MAX_DOWNLOADERS`], for comparison).
+    pub unlimited_downloaders: bool,
 }
 
 /// What a run produced.
@@ -688,6 +692,23 @@ impl<'a> Sim<'a> {
             );
             self.send_offers(c);
             match answer {
+                Ok(ServerAction::Admit { .. })
+                    if !self.sc.unlimited_downloaders
+                        && self.hosts[server]
+                            .server_conns
+                            .iter()
+                            .filter(|&&k| k != c && self.conns[k].session.is_open())
+                            .count()
+                            >= MAX_DOWNLOADERS =>
+                {
+                    // As a node's piece server refuses the next downloader
+                    // of a file it serves to its cap (`ServeTable::admit`).
+                    let text =
+                        format!("serving this file to {MAX_DOWNLOADERS} downloaders already");
+                    self.at(self.now + d, Ev::ToClient(c, ToClient::Refused(text)));
+                    self.close_conn(c, true);
+                    return;
+                }
                 Ok(ServerAction::Admit { .. }) => {
                     let geometry = self.meta.geometry();
                     let host = &mut self.hosts[server];

@@ -23,6 +23,7 @@ fn crowd(n: usize, mbit: f64, file: u64, seed: u64) -> Scenario {
         send_slots: ringshare_engine::slots::SEND_SLOTS,
         seed_in_order: false,
         equal_split: false,
+        unlimited_downloaders: false,
     }
 }
 
@@ -201,4 +202,13 @@ fn a_senders_uplink_that_one_receiver_cannot_take_goes_to_its_other_flows() {
     assert!(a > 0.9, "max-min: {a}");
     assert!(b < 0.7, "equal split: {b}");
     assert!(max_min.completion_s[0] < equal.completion_s[0]);
+}
+
+#[test]
+fn a_crowd_larger_than_a_hosts_downloader_cap_completes() {
+    // More downloaders than a host serves one file to at once: the seed
+    // refuses some at first, and they get the file from each other.
+    let n = ringshare_engine::serve::MAX_DOWNLOADERS + 24;
+    let r = sim::run(&crowd(n, 100.0, 4 * MIB, 1));
+    assert_eq!((r.incomplete, r.completion_s.len()), (0, n), "{r:?}");
 }

@@ -57,6 +57,7 @@ fn two_hundred_peers_in_one_download() {
         let limits = ServerLimits {
             piece_delay: Duration::from_millis(100),
             max_per_ip: 256,
+            max_downloaders: 256,
             ..ServerLimits::default()
         };
         let s = PieceServer::start(listener, table, limits, Backend::Uring)

@@ -513,3 +513,51 @@ fn plaintext_links_only_when_both_ends_ask() {
         assert_eq!(fs::read(again.join("out.bin")).unwrap(), fs::read(&p).unwrap(), "{io:?}");
     }
 }
+
+#[test]
+fn a_file_is_served_to_at_most_max_downloaders_at_once() {
+    for backend in backends() {
+        a_file_is_served_to_at_most_max_downloaders_at_once_on(backend);
+    }
+}
+
+fn a_file_is_served_to_at_most_max_downloaders_at_once_on(backend: Backend) {
+    use ringshare_engine::serve::MAX_DOWNLOADERS;
+    let dir = tempfile::tempdir().unwrap();
+    let (p, meta) = source(dir.path(), 1000);
+    let srv = server_on(&p, &meta, ServerLimits::default(), backend);
+    let mut open: Vec<Peer> = (0..MAX_DOWNLOADERS)
+        .map(|_| {
+            let mut s = handshake(srv.addr(), meta.sha1);
+            assert_eq!(read_msg(&mut s).unwrap().0, peer::kind::BITFIELD, "{backend:?}");
+            s
+        })
+        .collect();
+    // One more: refused as busy, and closed.
+    let mut extra = handshake(srv.addr(), meta.sha1);
+    assert_eq!(error_code(&mut extra), Some(ErrorCode::Busy), "{backend:?}");
+    // A downloader that goes on to the same file on its link counts once.
+    let mut out = Vec::new();
+    let hs =
+        Message::Handshake { version: peer::VERSION, file_id: meta.sha1, user: "u", ticket: b"t" };
+    peer::encode(&hs, &mut out);
+    send(&mut open[0], &out).unwrap();
+    assert_eq!(read_msg(&mut open[0]).unwrap().0, peer::kind::BITFIELD, "{backend:?}");
+    let mut extra = handshake(srv.addr(), meta.sha1);
+    assert_eq!(
+        error_code(&mut extra),
+        Some(ErrorCode::Busy),
+        "{backend:?}: re-handshake counted twice"
+    );
+    // A place comes back when a downloader leaves.
+    drop(open.pop());
+    let start = Instant::now();
+    loop {
+        let mut s = handshake(srv.addr(), meta.sha1);
+        if read_msg(&mut s).map(|m| m.0) == Some(peer::kind::BITFIELD) {
+            break;
+        }
+        assert!(start.elapsed() < GUARD, "{backend:?}: the place never came back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

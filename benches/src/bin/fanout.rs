@@ -126,7 +126,12 @@ fn serve(args: &Args) -> Result<()> {
     let listener = TcpListener::bind("0.0.0.0:0")?;
     let port = listener.local_addr()?.port();
     // Every connection comes from 127.0.0.1.
-    let limits = ServerLimits { max_per_ip: 4096, max_connections: 4096, ..Default::default() };
+    let limits = ServerLimits {
+        max_per_ip: 4096,
+        max_connections: 4096,
+        max_downloaders: 4096,
+        ..Default::default()
+    };
     let (backend, _) = Backend::choose(None);
     let _server = PieceServer::start(listener, table, limits, backend)?;
     println!("{port}");

@@ -52,6 +52,10 @@ struct Args {
     /// model before max-min shares at the senders, for comparison).
     #[arg(long)]
     equal_split: bool,
+    /// Hosts serve the file to any number of downloaders at once (before
+    /// the cap of 64, for comparison).
+    #[arg(long)]
+    unlimited_downloaders: bool,
 }
 
 /// xorshift for the scenario's own choices (join times, latencies).
@@ -135,6 +139,7 @@ fn scenario(name: &str, args: &Args) -> Result<Scenario> {
         send_slots: args.send_slots,
         seed_in_order: args.seed_in_order,
         equal_split: args.equal_split,
+        unlimited_downloaders: args.unlimited_downloaders,
     })
 }
 

@@ -26,7 +26,7 @@ use crate::peer::{self, ErrorCode, Message, PeerDecodeError, Refuse, ServerActio
 use crate::share::{self, ConnCaps, TICK};
 use crate::slots::SendSlots;
 
-pub use crate::share::{Admission, Opener, ServeTable, ServedFile, ServerLimits};
+pub use crate::share::{Admission, Opener, ServeTable, ServedFile, ServerLimits, MAX_DOWNLOADERS};
 pub use crate::uring::SendMethod;
 
 /// Which I/O driver serves pieces.
@@ -98,6 +98,7 @@ impl PieceServer {
         limits: ServerLimits,
         backend: Backend,
     ) -> io::Result<Self> {
+        table.set_max_downloaders(limits.max_downloaders);
         match backend {
             Backend::Threads => Self::start_threads(listener, table, limits),
             Backend::Uring => {
@@ -118,6 +119,7 @@ impl PieceServer {
         method: SendMethod,
     ) -> io::Result<Self> {
         let addr = listener.local_addr()?;
+        table.set_max_downloaders(limits.max_downloaders);
         let uring = crate::uring::UringServer::start_with(listener, table, limits, method)?;
         Ok(Self::uring(addr, uring))
     }
