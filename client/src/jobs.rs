@@ -182,17 +182,30 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// A path as a fetch sees it: `rate(limit)` bytes/s with `limit` files
-    /// running. Runs the window for `secs` of files of `file` bytes each
-    /// ending at that rate, and returns it.
-    fn drive(mut w: JobWindow, file: u64, secs: f64, rate: impl Fn(usize) -> f64) -> JobWindow {
+    /// A path as a fetch sees it: `rate(t, limit)` bytes/s at `t` seconds
+    /// with `limit` files running. Runs the window for `secs` of files of
+    /// `file` bytes each ending at that rate, and returns it with the
+    /// limits it held at each `t` (of file ends).
+    fn drive_in_time(
+        mut w: JobWindow,
+        file: u64,
+        secs: f64,
+        rate: impl Fn(f64, usize) -> f64,
+    ) -> (JobWindow, Vec<(f64, usize)>) {
         let t0 = Instant::now();
         let mut t = 0.0;
+        let mut held = Vec::new();
         while t < secs {
-            t += file as f64 / rate(w.limit());
+            t += file as f64 / rate(t, w.limit());
             w.on_file_done(file, t0 + Duration::from_secs_f64(t));
+            held.push((t, w.limit()));
         }
-        w
+        (w, held)
+    }
+
+    /// [`drive_in_time`] on a path that does not change.
+    fn drive(w: JobWindow, file: u64, secs: f64, rate: impl Fn(usize) -> f64) -> JobWindow {
+        drive_in_time(w, file, secs, |_, l| rate(l)).0
     }
 
     /// Round-trip bound: `limit` files per `rtt`, up to `link` bytes/s.
@@ -240,17 +253,16 @@ mod tests {
 
     #[test]
     fn the_window_follows_a_path_that_gets_farther() {
-        let t0 = Instant::now();
-        let mut w = JobWindow::adaptive(16, 128, t0);
         let file = 128 << 10;
-        let near = path(0.001, 125e6, file);
-        let far = path(0.1, 125e6, file);
-        let mut t = 0.0;
-        while t < 60.0 {
-            let r = if t < 20.0 { near(w.limit()) } else { far(w.limit()) };
-            t += file as f64 / r;
-            w.on_file_done(file, t0 + Duration::from_secs_f64(t));
-        }
+        let (near, far) = (path(0.001, 125e6, file), path(0.1, 125e6, file));
+        let (w, _) =
+            drive_in_time(JobWindow::adaptive(16, 128, Instant::now()), file, 60.0, |t, l| {
+                if t < 20.0 {
+                    near(l)
+                } else {
+                    far(l)
+                }
+            });
         assert_eq!(w.limit(), 128, "{:?}", w.changes());
     }
 
@@ -258,20 +270,19 @@ mod tests {
     fn a_window_grown_too_large_comes_back_down() {
         // A far path, then its seeder starts refusing links beyond 32 from
         // this address: every file over that waits out a peer retry.
-        let t0 = Instant::now();
-        let mut w = JobWindow::adaptive(16, 128, t0);
         let file = 128 << 10;
         let far = path(0.2, 125e6, file);
-        let capped = |l: usize| if l > 32 { 5e6 } else { far(l) };
-        let mut t = 0.0;
-        while t < 60.0 {
-            let r = if t < 15.0 { far(w.limit()) } else { capped(w.limit()) };
-            t += file as f64 / r;
-            w.on_file_done(file, t0 + Duration::from_secs_f64(t));
-            if (14.0..15.0).contains(&t) {
-                assert_eq!(w.limit(), 128, "{:?}", w.changes());
-            }
-        }
+        let (w, held) =
+            drive_in_time(JobWindow::adaptive(16, 128, Instant::now()), file, 60.0, |t, l| {
+                if t >= 15.0 && l > 32 {
+                    5e6
+                } else {
+                    far(l)
+                }
+            });
+        let before: Vec<usize> =
+            held.iter().filter(|(t, _)| (14.0..15.0).contains(t)).map(|h| h.1).collect();
+        assert!(!before.is_empty() && before.iter().all(|&l| l == 128), "{:?}", w.changes());
         assert_eq!(w.limit(), 32, "{:?}", w.changes());
     }
 
