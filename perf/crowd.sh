@@ -12,8 +12,13 @@
 #
 # Usage: perf/crowd.sh [N]                     (default 12)
 # Environment: RATE (tbf rate, default 50mbit), SIZE (default 32MiB), RUNS
-# (default 1), PLAINTEXT=1 (every node with --plaintext), OUT (results
-# directory, default perf/results/<date>/crowd), KEEP=1 (keep the work
+# (default 1), PLAINTEXT=1 (every node with --plaintext), TCP_CC (TCP
+# congestion control in every namespace, default: this machine's default,
+# written into the results: it moves the figures, see docs/PERFORMANCE.md
+# "Crowds: congestion control"), OUT (results
+# directory, default perf/results/<date>/crowd), BIN (a directory holding
+# the ringshare and ringshare-tracker to measure, e.g. an older build's;
+# default: this tree's, built first), KEEP=1 (keep the work
 # directory with every node's log; RUST_LOG is passed to the nodes).
 #
 # Needs root. Removes its namespaces, links and processes on exit, failure
@@ -29,9 +34,16 @@ flags=()
 [ "${PLAINTEXT:-0}" = 1 ] && flags=(--plaintext)
 [ "$(id -u)" = 0 ] || { echo "crowd.sh needs root (network namespaces)" >&2; exit 1; }
 command -v tc >/dev/null || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y iproute2 >/dev/null; }
-cargo build --release --locked -p ringshare -p ringshare-tracker --bin ringshare --bin ringshare-tracker
-B=$ROOT/target/release
+if [ -n "${BIN:-}" ]; then
+  B=$(cd "$BIN" && pwd)
+else
+  cargo build --release --locked -p ringshare -p ringshare-tracker --bin ringshare --bin ringshare-tracker
+  B=$ROOT/target/release
+fi
 
+TCPCC=${TCP_CC:-$(sysctl -n net.ipv4.tcp_congestion_control)}
+grep -qw "$TCPCC" /proc/sys/net/ipv4/tcp_available_congestion_control ||
+  { echo "congestion control $TCPCC not available: $(cat /proc/sys/net/ipv4/tcp_available_congestion_control)" >&2; exit 1; }
 P=rc-$$
 BR=rcbr-$$
 work=$(mktemp -d "${TMPDIR:-/tmp}/crowd_sh.XXXXXX")
@@ -60,6 +72,7 @@ for i in $(seq 0 "$N"); do
   ip link set "rb$$-$i" master "$BR"
   ip link set "rb$$-$i" up
   ip -n "$ns" link set lo up
+  ip netns exec "$ns" sysctl -qw net.ipv4.tcp_congestion_control="$TCPCC"
   ip -n "$ns" addr add "10.66.0.$((i + 1))/16" dev "rh$$-$i"
   ip -n "$ns" link set "rh$$-$i" up
   # Upload: the host's side; download: the bridge's side toward the host.
@@ -136,9 +149,9 @@ for run in $(seq "$RUNS"); do
   done
   for g in "${gets[@]}"; do wait "$g" || true; done
   up=$(( $(sent) - up0 ))
-  python3 - "$work" "$N" "$t0" "$LEN" "$RATE" "$run" "${PLAINTEXT:-0}" "$up" >>"$results" <<'EOF'
+  python3 - "$work" "$N" "$t0" "$LEN" "$RATE" "$run" "${PLAINTEXT:-0}" "$up" "$TCPCC" >>"$results" <<'EOF'
 import json, re, sys
-work, n, t0, length, rate, run, plain, up = sys.argv[1:]
+work, n, t0, length, rate, run, plain, up, cc = sys.argv[1:]
 n, t0, length = int(n), float(t0), int(length)
 m = re.fullmatch(r"(\d+)(k|m|g)bit", rate)
 bps = int(m.group(1)) * {"k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
@@ -149,7 +162,7 @@ for i in range(1, n + 1):
     (ends if code == "0" else failed).append((i, float(t) - t0))
 done = sorted(t for _, t in ends)
 print(json.dumps({"run": int(run), "downloaders": n, "rate": rate, "bytes": length,
-                  "plaintext": plain == "1", "bound_s": round(bound, 2),
+                  "plaintext": plain == "1", "congestion_control": cc, "bound_s": round(bound, 2),
                   "completion_s": [round(t, 2) for t in done],
                   "all_done_s": round(max(done), 2) if done and not failed else None,
                   "all_done_over_bound": round(max(done) / bound, 2) if done and not failed else None,
@@ -167,6 +180,6 @@ done
 mkdir -p "$OUT"
 suffix=
 if [ "${PLAINTEXT:-0}" = 1 ]; then suffix=-plaintext; fi
-name=crowd-1to$N-$RATE-$SIZE$suffix
+name=crowd-1to$N-$RATE-$SIZE-$TCPCC$suffix
 cp "$results" "$OUT/$name.jsonl"
 echo "results in $OUT/$name.jsonl"
