@@ -125,6 +125,9 @@ pub struct Scenario {
     /// A host serves the file to any number of downloaders at once (before
     /// [`MAX_DOWNLOADERS`], for comparison).
     pub unlimited_downloaders: bool,
+    /// Seeds offer and send second copies before every piece went out
+    /// once (before [`SeedPlan::withhold`], for comparison).
+    pub second_copies_early: bool,
 }
 
 /// What a run produced.
@@ -345,8 +348,14 @@ impl<'a> Sim<'a> {
             .enumerate()
             .map(|(i, spec)| Host {
                 have: if spec.seed { Bitfield::full(pieces) } else { Bitfield::new(pieces) },
-                plan: (spec.seed && !spec.corrupt && sc.seeding_plan)
-                    .then(|| SeedPlan::new(pieces, sc.seed.wrapping_add(i as u64))),
+                plan: (spec.seed && !spec.corrupt && sc.seeding_plan).then(|| {
+                    let plan = SeedPlan::new(pieces, sc.seed.wrapping_add(i as u64));
+                    if sc.second_copies_early {
+                        plan.send_second_copies_early()
+                    } else {
+                        plan
+                    }
+                }),
                 spec: spec.clone(),
                 online: false,
                 left_at: None,
@@ -834,26 +843,30 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// A seed sends, of the pieces a connection asked for, the one it sent
+    /// least first (moved to the front of `c`'s queue), and its slots go
+    /// first to those pieces: the rank to ask for a slot with.
+    fn least_sent_first(&mut self, c: usize) -> u32 {
+        let s = self.conns[c].server;
+        let Some(plan) = &self.hosts[s].plan else { return 0 };
+        let q = &mut self.conns[c].queue;
+        if self.sc.seed_in_order {
+            return q.front().map_or(0, |&p| plan.sent(p));
+        }
+        let Some(i) = (0..q.len()).min_by_key(|&i| (plan.sent(q[i]), i)) else { return 0 };
+        let p = q.remove(i).expect("in range");
+        q.push_front(p);
+        plan.sent(p)
+    }
+
     /// The server end sends the next queued piece of connection `c`, once
     /// it holds one of its server's upload slots.
     fn start_next(&mut self, c: usize) {
         if self.conns[c].queue.is_empty() || self.conns[c].flow.is_some() {
             return;
         }
-        // A seed sends, of the pieces a connection asked for, the one it
-        // sent least first, and its slots go first to those pieces.
         let s = self.conns[c].server;
-        let mut rank = 0;
-        if let (Some(plan), false) = (&self.hosts[s].plan, self.sc.seed_in_order) {
-            let q = &mut self.conns[c].queue;
-            if let Some(i) = (0..q.len()).min_by_key(|&i| (plan.sent(q[i]), i)) {
-                rank = plan.sent(q[i]);
-                let p = q.remove(i).expect("in range");
-                q.push_front(p);
-            }
-        } else if let (Some(plan), Some(&p)) = (&self.hosts[s].plan, self.conns[c].queue.front()) {
-            rank = plan.sent(p);
-        }
+        let rank = self.least_sent_first(c);
         if !self.conns[c].holds {
             let now = self.instant();
             if !self.hosts[s].slots.acquire_ranked(c, rank, now) {
@@ -862,8 +875,24 @@ impl<'a> Sim<'a> {
             self.conns[c].holds = true;
             self.at(self.now + SLOT_HOLD.as_secs_f64(), Ev::SlotCheck(s));
         }
-        let Some(piece) = self.conns[c].queue.pop_front() else { return };
-        if let Some(plan) = self.hosts[self.conns[c].server].plan.as_mut() {
+        // A seed serving a crowd its first copies keeps back a piece that
+        // went out since it was asked for (a `reject`), and sends the next.
+        let piece = loop {
+            let Some(piece) = self.conns[c].queue.pop_front() else {
+                self.give_back(c);
+                return;
+            };
+            let now = self.instant();
+            let plan = self.hosts[s].plan.as_mut().map(|p| (p, now));
+            if !self.conns[c].session.withhold_at(piece, plan) {
+                break piece;
+            }
+            let d = self.one_way(s, self.conns[c].client);
+            self.at(self.now + d, Ev::ToClient(c, ToClient::Reject(piece)));
+            self.send_offers(c);
+            self.least_sent_first(c);
+        };
+        if let Some(plan) = self.hosts[s].plan.as_mut() {
             plan.note_sent(piece);
         }
         let g = self.meta.geometry();

@@ -206,6 +206,27 @@ pub(crate) fn session_served(
     take_offers(session, offers);
 }
 
+/// The request for `len` bytes of `piece` from `offset` is next to go out
+/// of `session`, which serves `served`: true if the file's plan keeps it
+/// back ([`SeedPlan::withhold`]), in which case a `reject` for it and a
+/// `have` for each piece that offers are appended to `out`, and the
+/// request counts as answered.
+pub(crate) fn session_withholds(
+    session: &mut ServerSession,
+    served: Option<&ServedFile>,
+    (piece, offset, len): (u32, u32, u32),
+    now: Instant,
+    out: &mut Vec<u8>,
+) -> bool {
+    let Some(plan) = served.and_then(|f| f.plan.as_ref()) else { return false };
+    if !session.withhold_at(piece, Some((&mut lock(plan), now))) {
+        return false;
+    }
+    peer::encode(&Message::Reject { piece, offset, len }, out);
+    take_offers(session, out);
+    true
+}
+
 /// `session`, which served `served`, ended.
 pub(crate) fn session_closed(session: &mut ServerSession, served: Option<&ServedFile>) {
     if let (true, Some(f)) = (session.is_open(), served) {

@@ -613,6 +613,69 @@ fn a_seed_sends_first_the_piece_it_sent_least() {
     }
 }
 
+/// A seed serving a crowd its first copies keeps back a second copy while
+/// the downloader has not asked for every piece nobody has: the request
+/// is answered with a `reject` (whether it was already waiting when the
+/// piece went out elsewhere, or came after).
+#[test]
+fn a_seed_keeps_back_a_second_copy_while_pieces_nobody_has_remain() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, src, meta) = source(dir.path(), 4 * PIECE_LEN as usize, 23);
+        // One slot, and each piece held in it a while: b's first piece
+        // keeps a's request waiting for the slot.
+        let limits = ServerLimits {
+            send_slots: 1,
+            piece_delay: Duration::from_millis(300),
+            ..ServerLimits::default()
+        };
+        let s = seeder_with(&src, &meta, backend, limits);
+        // b opens alone (told of every piece); a joins, offered one.
+        let mut b = Client::connect(s.addr());
+        b.handshake(meta.sha1);
+        let full = Got::Bitfield(Bitfield::full(4).as_bytes().to_vec());
+        assert_eq!(b.recv(), Some(full), "{backend:?}");
+        let mut a = Client::connect(s.addr());
+        a.handshake(meta.sha1);
+        let Some(Got::Bitfield(bits)) = a.recv() else { panic!("{backend:?}: no bitfield") };
+        let told = Bitfield::from_bytes(&bits, 4).unwrap();
+        let a1 = (0..4).find(|&p| told.get(p)).expect("offered a piece");
+        let y = (0..4).find(|&p| p != a1).unwrap();
+        let len = PIECE_LEN as u32;
+        let mut out = Vec::new();
+        for p in [y, a1] {
+            peer::encode(&Message::Request { piece: p, offset: 0, len }, &mut out);
+        }
+        b.send_bytes(&out).unwrap();
+        a.request(a1, len);
+        let at = |p: u32| &bytes[p as usize * PIECE_LEN as usize..][..PIECE_LEN as usize];
+        loop {
+            match a.recv() {
+                Some(Got::Piece { piece, data, .. }) if piece == a1 => {
+                    assert_eq!(&data[..], at(a1), "{backend:?}");
+                    break;
+                }
+                Some(Got::Have(_)) => {}
+                other => panic!("{backend:?}: a got {other:?}"),
+            }
+        }
+        let (mut got_y, mut rejected) = (false, false);
+        while !(got_y && rejected) {
+            match b.recv() {
+                Some(Got::Piece { piece, data, .. }) if piece == y => {
+                    assert_eq!(&data[..], at(y), "{backend:?}");
+                    got_y = true;
+                }
+                Some(Got::Reject(p)) if p == a1 => rejected = true,
+                Some(Got::Have(_)) => {}
+                other => panic!(
+                    "{backend:?}: b got {other:?} (piece {y} {got_y}, reject of {a1} {rejected})"
+                ),
+            }
+        }
+    }
+}
+
 /// A cancel drops a request not yet being sent: the piece never comes,
 /// and what was asked after it does.
 #[test]

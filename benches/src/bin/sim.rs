@@ -56,6 +56,10 @@ struct Args {
     /// the cap of 64, for comparison).
     #[arg(long)]
     unlimited_downloaders: bool,
+    /// Seeds offer and send second copies before every piece went out
+    /// once (before they kept them back, for comparison).
+    #[arg(long)]
+    second_copies_early: bool,
 }
 
 /// xorshift for the scenario's own choices (join times, latencies).
@@ -140,6 +144,7 @@ fn scenario(name: &str, args: &Args) -> Result<Scenario> {
         seed_in_order: args.seed_in_order,
         equal_split: args.equal_split,
         unlimited_downloaders: args.unlimited_downloaders,
+        second_copies_early: args.second_copies_early,
     })
 }
 

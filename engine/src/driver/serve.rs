@@ -439,6 +439,19 @@ fn serve_session(
             };
             let (i, _) = least(&asked);
             let (piece, offset, file_offset, len) = asked.remove(i).expect("in range");
+            // A seed serving a crowd its first copies keeps back a piece
+            // that went out since it was asked for.
+            out.clear();
+            if share::session_withholds(
+                session,
+                Some(file),
+                (piece, offset, len),
+                Instant::now(),
+                &mut out,
+            ) {
+                stream.send(&out)?;
+                continue;
+            }
             file.note_sent(piece);
             if !limits.piece_delay.is_zero() {
                 thread::sleep(limits.piece_delay);

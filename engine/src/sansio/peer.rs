@@ -527,6 +527,20 @@ impl ServerSession {
         }
     }
 
+    /// The request for `piece` is next to go out of a session accepted
+    /// with [`accept_seeding`](Self::accept_seeding): true if the plan
+    /// keeps it back ([`SeedPlan::withhold`]) — answer it with a `reject`
+    /// instead (it counts as answered), then send the offers
+    /// ([`take_offers`](Self::take_offers)).
+    pub fn withhold_at(&mut self, piece: u32, plan: Option<(&mut SeedPlan, Instant)>) -> bool {
+        let (Some(view), Some((plan, now))) = (&mut self.seeding, plan) else { return false };
+        if !plan.withhold(view, piece, now) {
+            return false;
+        }
+        self.outstanding = self.outstanding.saturating_sub(1);
+        true
+    }
+
     /// Handles one message from the downloader. `has(piece)` says whether
     /// this node has a piece.
     pub fn on_message(

@@ -389,6 +389,21 @@ impl Conn {
         }
     }
 
+    /// The piece next in line is kept back ([`share::session_withholds`]):
+    /// it leaves the queue, a `reject` (and any offers) goes out instead.
+    fn withhold_next(&mut self, now: Instant) -> bool {
+        let Some(&PieceJob { piece, offset, len, .. }) = self.tx.next_job() else { return false };
+        let mut out = Vec::new();
+        let served = self.served.as_deref();
+        if !share::session_withholds(&mut self.session, served, (piece, offset, len), now, &mut out)
+        {
+            return false;
+        }
+        self.tx.cancel(piece, offset);
+        self.tx.push_bytes_first(out);
+        true
+    }
+
     /// A request was answered: the session (and its file's plan) learn
     /// it, and any piece that offers goes out as a `have`.
     fn served_one(&mut self, now: Instant) {
@@ -462,22 +477,33 @@ impl Conn {
         // A seed sends first, of the pieces asked for, the one it sent
         // least, and ranks it by that (first copies first,
         // `SeedPlan::sent`).
-        let mut rank = 0;
-        if self.slot != SlotUse::Waiting && self.tx.next_piece().is_some() {
-            let least = self.served.as_ref().and_then(|f| f.least_sent(self.tx.queued_pieces()));
-            if let Some((nth, sent)) = least {
-                self.tx.send_next(nth);
-                rank = sent;
+        let next = loop {
+            let mut rank = 0;
+            if self.slot != SlotUse::Waiting && self.tx.next_piece().is_some() {
+                let least =
+                    self.served.as_ref().and_then(|f| f.least_sent(self.tx.queued_pieces()));
+                if let Some((nth, sent)) = least {
+                    self.tx.send_next(nth);
+                    rank = sent;
+                }
             }
-        }
-        let next = self.tx.next_piece();
-        if next.is_some() && self.slot != SlotUse::Held {
-            if self.slot == SlotUse::Waiting || !ctx.slots.acquire_ranked(self.key, rank, ctx.now) {
-                self.slot = SlotUse::Waiting;
-                return;
+            let next = self.tx.next_piece();
+            if next.is_some() && self.slot != SlotUse::Held {
+                if self.slot == SlotUse::Waiting
+                    || !ctx.slots.acquire_ranked(self.key, rank, ctx.now)
+                {
+                    self.slot = SlotUse::Waiting;
+                    return;
+                }
+                self.slot = SlotUse::Held;
             }
-            self.slot = SlotUse::Held;
-        }
+            // A seed serving a crowd its first copies keeps back a piece
+            // that went out since it was asked for, and sends the next.
+            if next.is_some() && self.withhold_next(ctx.now) {
+                continue;
+            }
+            break next;
+        };
         if let (Some(piece), Some(f)) = (next, &self.served) {
             f.note_sent(piece);
         }

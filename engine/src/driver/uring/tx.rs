@@ -178,6 +178,19 @@ impl Tx {
         }
     }
 
+    /// Queues control frames ahead of everything queued (nothing may be
+    /// in flight): an answer that must not wait behind queued pieces.
+    pub(crate) fn push_bytes_first(&mut self, bytes: Vec<u8>) {
+        debug_assert!(self.active.is_none() && self.ops == 0);
+        self.queued_bytes += bytes.len();
+        match self.queue.front_mut() {
+            Some(Item::Bytes(b)) => {
+                b.splice(0..0, bytes);
+            }
+            _ => self.queue.push_front(Item::Bytes(bytes)),
+        }
+    }
+
     /// Queues bytes that go out unsealed (the handshake's messages).
     pub(crate) fn push_raw(&mut self, bytes: Vec<u8>) {
         self.queue.push_back(Item::Raw(bytes));
@@ -251,6 +264,14 @@ impl Tx {
     pub(crate) fn next_piece(&self) -> Option<u32> {
         match self.queue.front() {
             Some(Item::Piece(j)) if self.active.is_none() && self.ops == 0 => Some(j.piece),
+            _ => None,
+        }
+    }
+
+    /// The request [`next_piece`](Self::next_piece) would start.
+    pub(crate) fn next_job(&self) -> Option<&PieceJob> {
+        match self.queue.front() {
+            Some(Item::Piece(j)) if self.active.is_none() && self.ops == 0 => Some(j),
             _ => None,
         }
     }
