@@ -699,6 +699,11 @@ impl<'a> Sim<'a> {
                 has,
                 host.plan.as_mut().map(|p| (p, now)),
             );
+            // A reject goes out ahead of the offers made with it, as the
+            // piece servers send it (`share::session_message`).
+            if let Ok(ServerAction::Reject { piece, .. }) = answer {
+                self.at(self.now + d, Ev::ToClient(c, ToClient::Reject(piece)));
+            }
             self.send_offers(c);
             match answer {
                 Ok(ServerAction::Admit { .. })
@@ -746,10 +751,7 @@ impl<'a> Sim<'a> {
                         self.served(c);
                     }
                 }
-                Ok(ServerAction::Reject { piece, .. }) => {
-                    self.at(self.now + d, Ev::ToClient(c, ToClient::Reject(piece)));
-                }
-                Ok(ServerAction::Nothing) => {}
+                Ok(ServerAction::Reject { .. } | ServerAction::Nothing) => {}
                 Err(r) => {
                     self.at(self.now + d, Ev::ToClient(c, ToClient::Refused(r.text)));
                     self.close_conn(c, true);

@@ -174,7 +174,8 @@ impl ServedFile {
 
 /// Handles one downloader message on `session`, which serves `served`
 /// once admitted; a `have` for each piece that offers is appended to
-/// `offers` (send it before acting on the answer).
+/// `offers` (send it before acting on the answer). A `reject` answer is
+/// appended there too, ahead of those, and returned as `Nothing`.
 pub(crate) fn session_message(
     session: &mut ServerSession,
     served: Option<&ServedFile>,
@@ -189,6 +190,14 @@ pub(crate) fn session_message(
     let has = |p| served.is_some_and(|f| f.has(p));
     let mut plan = served.and_then(|f| f.plan.as_ref()).map(lock);
     let answer = session.on_message_at(msg, has, plan.as_deref_mut().map(|p| (p, now)));
+    // A `reject` goes out here, ahead of the offers made with it: one of
+    // them may be the same piece, which the downloader would otherwise
+    // take as offered and then, at the reject, as not.
+    if let Ok(ServerAction::Reject { piece, offset, len }) = answer {
+        peer::encode(&Message::Reject { piece, offset, len }, offers);
+        take_offers(session, offers);
+        return Ok(ServerAction::Nothing);
+    }
     take_offers(session, offers);
     answer
 }

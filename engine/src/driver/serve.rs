@@ -409,12 +409,8 @@ fn serve_session(
                         }
                     }
                 }
-                Ok(ServerAction::Reject { piece, offset, len }) => {
-                    out.clear();
-                    peer::encode(&Message::Reject { piece, offset, len }, &mut out);
-                    stream.send(&out)?;
-                }
-                Ok(ServerAction::Nothing) => {}
+                // A reject went out with the offers.
+                Ok(ServerAction::Reject { .. } | ServerAction::Nothing) => {}
                 Err(Refuse { code, text, fatal }) => {
                     send_error(stream, code, &text)?;
                     if fatal {
@@ -433,14 +429,29 @@ fn serve_session(
             let least = |asked: &VecDeque<(u32, u32, u64, u32)>| {
                 file.least_sent(asked.iter().map(|a| a.0)).unwrap_or((0, 0))
             };
+            // A seed serving a crowd its first copies keeps back a piece
+            // that went out since it was asked for: before waiting for a
+            // slot, and again once it holds one.
+            let (i, _) = least(&asked);
+            let (piece, offset, _, len) = asked[i];
+            out.clear();
+            if share::session_withholds(
+                session,
+                Some(file),
+                (piece, offset, len),
+                Instant::now(),
+                &mut out,
+            ) {
+                asked.remove(i);
+                stream.send(&out)?;
+                continue;
+            }
             // Given back once the piece is out (or its send failed).
             let Some(_held) = gate.acquire(id, least(&asked).1, stop) else {
                 return Err(ConnEnd::Stopped);
             };
             let (i, _) = least(&asked);
             let (piece, offset, file_offset, len) = asked.remove(i).expect("in range");
-            // A seed serving a crowd its first copies keeps back a piece
-            // that went out since it was asked for.
             out.clear();
             if share::session_withholds(
                 session,

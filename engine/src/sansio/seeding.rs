@@ -43,22 +43,23 @@
 //!   offered every such piece already.)
 //!
 //! - While a crowd is served its first copies (more than one session open
-//!   and some piece never sent), the seed offers pieces that never went
-//!   out before any that did, and keeps back a request for a piece that
-//!   went out since it was offered — at the request, or when its turn to
-//!   go out comes ([`SeedPlan::withhold`]) — while the session could ask
-//!   for a piece nobody has instead: it is answered with a `reject`, the
-//!   session forgets the piece as offered (a later `have` may offer it
-//!   again) and is offered a piece nobody has. A session is always kept
-//!   offers ahead as before, so none waits on the seed for nothing. The crowd
+//!   and some piece never sent), a session that has not asked for every
+//!   piece that never went out is offered only such pieces, and its
+//!   request for a piece that already went out is kept back —
+//!   at the request, before its turn at the upload slots and when its
+//!   turn comes ([`SeedPlan::withhold`]): it is answered with a `reject`
+//!   (sent ahead of any offer made with it), and the session forgets the
+//!   piece as offered (it is offered again once the session wants no
+//!   first copy). A session is always left something to ask for. The crowd
 //!   passes on what the seed sent once; the seed's upload goes to what it
 //!   alone holds. (Traced in the simulator's crowd of 12: 11 second copies
 //!   went out before the last first copy, which left at 6.9 s of a 5.4 s
 //!   bound: once every piece had been offered, offers went on to pieces
 //!   already sent while others still waited to go out.)
 //!
-//! Copies are never taken back (a session that ends leaves its offers
-//! counted): they only order the offers. The scan keeps a lower bound of
+//! Copies only order the offers. A session that ends takes back the
+//! offers it did not take up (what it took stays counted), and a piece
+//! kept back from a session is no longer counted for it. The scan keeps a lower bound of
 //! the fewest copies, so a pick usually stops early.
 
 use std::time::{Duration, Instant};
@@ -203,21 +204,15 @@ impl SeedPlan {
         self
     }
 
-    /// The session's request for `piece` is next to go out: true if the
-    /// seed keeps it back instead (answer it with a `reject`), because a
-    /// crowd is being served its first copies, this piece already went
-    /// out once, and the session has not asked for every piece that did
-    /// not — the crowd passes it on, and the seed's upload goes to a piece
-    /// nobody has. The session forgets the piece as offered (a later
-    /// `have` may offer it again) and is offered another.
+    /// The session's request for `piece` is next to go out (or is being
+    /// made): true if the seed keeps it back instead (answer it with a
+    /// `reject`), because a crowd is being served its first copies, this
+    /// piece already went out once, and the session has not asked for
+    /// every piece that did not — the crowd passes it on, and the seed's
+    /// upload goes to a piece nobody has. The session forgets the piece as
+    /// offered (a later `have` may offer it again) and is offered another.
     pub fn withhold(&mut self, v: &mut SeedView, piece: u32, now: Instant) -> bool {
-        if !self.first_copies() || self.sent(piece) == 0 || !v.taken.get(piece) {
-            return false;
-        }
-        // Only for a piece nobody has: a session that holds or asked for
-        // every piece that never went out gets what it asks for.
-        let unsent = self.sent.iter().enumerate();
-        if !unsent.into_iter().any(|(i, &n)| n == 0 && !v.taken.get(i as u32)) {
+        if self.sent(piece) == 0 || !v.taken.get(piece) || !self.wants_first_copy(v) {
             return false;
         }
         v.taken.clear(piece);
@@ -226,8 +221,19 @@ impl SeedPlan {
         let c = &mut self.copies[piece as usize];
         *c = c.saturating_sub(1);
         self.floor = self.floor.min(*c);
+        // It is not offered again while the session wants first copies
+        // (`least_copied`), so the downloader is not told it in turn.
         self.top_up(v, now);
         true
+    }
+
+    /// Whether a crowd is getting its first copies and `v` has not asked
+    /// for (nor holds) every piece that never went out: then it is offered
+    /// only such pieces, and a request of its for one that went out is
+    /// kept back.
+    fn wants_first_copy(&self, v: &SeedView) -> bool {
+        self.first_copies()
+            && self.sent.iter().enumerate().any(|(i, &n)| n == 0 && !v.taken.get(i as u32))
     }
 
     /// How many times `piece` started going out: the rank of a request
@@ -271,18 +277,19 @@ impl SeedPlan {
     /// The session asks for `piece` (in range). Whether to serve it:
     /// whether it was offered, and not [withheld](Self::withhold).
     pub fn on_request(&mut self, v: &mut SeedView, piece: u32, now: Instant) -> bool {
-        let offered = v.told.get(piece);
-        if offered {
-            self.take(v, piece);
-            v.queued += 1;
-            v.roll(now);
-            v.asked[0] += 1;
-            if self.withhold(v, piece, now) {
-                return false;
-            }
+        if !v.told.get(piece) {
+            self.top_up(v, now);
+            return false;
         }
+        self.take(v, piece);
+        v.queued += 1;
+        if self.withhold(v, piece, now) {
+            return false;
+        }
+        v.roll(now);
+        v.asked[0] += 1;
         self.top_up(v, now);
-        offered
+        true
     }
 
     /// A piece the session asked for (and [`on_request`](Self::on_request)
@@ -355,22 +362,21 @@ impl SeedPlan {
     /// among those it was not told of and does not hold.
     fn least_copied(&mut self, v: &SeedView) -> Option<u32> {
         let n = self.copies.len() as u32;
-        let first_copies = self.first_copies();
-        // While a crowd gets its first copies, a piece that went out comes
-        // after every piece that did not.
-        let mut best: Option<(u32, (bool, u32))> = None;
+        // While a crowd gets its first copies, a session that has not asked
+        // for every piece that never went out is offered only those.
+        let first_only = self.wants_first_copy(v);
+        let mut best: Option<(u32, u32)> = None;
         let mut lowest = u32::MAX;
         for k in 0..n {
             let i = (v.cursor + k) % n;
             let c = self.copies[i as usize];
             lowest = lowest.min(c);
-            if v.told.get(i) || v.taken.get(i) {
+            if v.told.get(i) || v.taken.get(i) || (first_only && self.sent[i as usize] > 0) {
                 continue;
             }
-            let key = (first_copies && self.sent[i as usize] > 0, c);
-            if best.is_none_or(|(_, b)| key < b) {
-                best = Some((i, key));
-                if key <= (false, self.floor) {
+            if best.is_none_or(|(_, b)| c < b) {
+                best = Some((i, c));
+                if c <= self.floor {
                     return Some(i);
                 }
             }
@@ -561,23 +567,34 @@ mod tests {
                     }
                 }
                 let _ = views[k].take_offers();
-            }
-            for i in 0..pieces {
-                let n = views
-                    .iter()
-                    .filter(|v| v.taken.get(i) || (v.told.get(i) && !v.told_all))
-                    .count() as u32;
-                prop_assert_eq!(plan.copies(i), n + kept[i as usize]);
-                prop_assert!(plan.floor <= plan.copies(i));
-            }
-            for v in &mut views {
-                let pending = (0..pieces).filter(|&i| v.told.get(i) && !v.taken.get(i)).count() as u32;
-                prop_assert_eq!(v.pending, pending);
-                let lacking = (0..pieces).filter(|&i| !v.told.get(i) && !v.taken.get(i)).count();
-                // Sessions are replaced, never only closed: the count of
-                // open ones is `sessions` throughout.
-                let alone = sessions == 1;
-                prop_assert!(lacking == 0 || v.pending + v.queued >= v.target(now, alone));
+                for i in 0..pieces {
+                    let n = views
+                        .iter()
+                        .filter(|v| v.taken.get(i) || (v.told.get(i) && !v.told_all))
+                        .count() as u32;
+                    prop_assert_eq!(plan.copies(i), n + kept[i as usize]);
+                    prop_assert!(plan.floor <= plan.copies(i));
+                }
+                for (j, v) in views.iter_mut().enumerate() {
+                    let pending = (0..pieces).filter(|&i| v.told.get(i) && !v.taken.get(i)).count() as u32;
+                    prop_assert_eq!(v.pending, pending);
+                    let lacking: Vec<u32> =
+                        (0..pieces).filter(|&i| !v.told.get(i) && !v.taken.get(i)).collect();
+                    // Never left with nothing to ask for while it lacks a piece.
+                    prop_assert!(lacking.is_empty() || v.pending + v.queued >= 1);
+                    // The session the step touched is offered up to its target
+                    // or all it may be offered: while it wants first copies,
+                    // only pieces that never went out.
+                    let first_only = plan.wants_first_copy(v);
+                    let offerable =
+                        lacking.iter().filter(|&&i| !first_only || plan.sent(i) == 0).count();
+                    // Sessions are replaced, never only closed: the count of
+                    // open ones is `sessions` throughout.
+                    let alone = sessions == 1;
+                    if j == k {
+                        prop_assert!(offerable == 0 || v.pending + v.queued >= v.target(now, alone));
+                    }
+                }
             }
         }
     }

@@ -352,6 +352,9 @@ impl Conn {
         );
         if !offers.is_empty() {
             self.tx.push_bytes(offers);
+            if self.tx.queued_bytes() > MAX_QUEUED {
+                return self.close(ctx, "peer does not read its answers");
+            }
         }
         match answer {
             Ok(ServerAction::Admit { file_id, user, ticket }) => {
@@ -375,15 +378,8 @@ impl Conn {
                     self.served_one(ctx.now);
                 }
             }
-            Ok(ServerAction::Reject { piece, offset, len }) => {
-                let mut out = Vec::new();
-                peer::encode(&Message::Reject { piece, offset, len }, &mut out);
-                self.tx.push_bytes(out);
-                if self.tx.queued_bytes() > MAX_QUEUED {
-                    self.close(ctx, "peer does not read its answers");
-                }
-            }
-            Ok(ServerAction::Nothing) => {}
+            // A reject went out with the offers.
+            Ok(ServerAction::Reject { .. } | ServerAction::Nothing) => {}
             Err(Refuse { code, text, fatal: true }) => self.fail(code, &text, ctx),
             Err(Refuse { code, text, fatal: false }) => self.queue_error(code, &text, ctx),
         }
@@ -487,6 +483,15 @@ impl Conn {
                     rank = sent;
                 }
             }
+            // A seed serving a crowd its first copies keeps back a piece
+            // that went out since it was asked for: before asking for a
+            // slot, and again once it holds one.
+            if self.slot == SlotUse::Free
+                && self.tx.next_piece().is_some()
+                && self.withhold_next(ctx.now)
+            {
+                continue;
+            }
             let next = self.tx.next_piece();
             if next.is_some() && self.slot != SlotUse::Held {
                 if self.slot == SlotUse::Waiting
@@ -497,8 +502,6 @@ impl Conn {
                 }
                 self.slot = SlotUse::Held;
             }
-            // A seed serving a crowd its first copies keeps back a piece
-            // that went out since it was asked for, and sends the next.
             if next.is_some() && self.withhold_next(ctx.now) {
                 continue;
             }
