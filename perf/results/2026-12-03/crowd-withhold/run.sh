@@ -4,9 +4,12 @@
 # directories holding ringshare and ringshare-tracker (before: the
 # commit before the change; after: with it), run alternately.
 # Output lines: "<build> <congestion control> <crowd JSON>". results.txt
-# holds three sessions of this script's kinds of runs as they were taken:
-# the loops below, then 3 more 1 -> 12 BBR pairs and 2 more 1 -> 6 pairs
-# (new first), then 3 more 1 -> 12 CUBIC pairs (new first).
+# holds the runs of three versions of the change as they were taken (new
+# first from the second session on): the first version (offers of
+# never-sent pieces only) — the loops below, then 3 more 1 -> 12 BBR and
+# 2 more 1 -> 6 pairs, then 3 1 -> 12 CUBIC pairs; the second (sent pieces
+# offered as a fallback) — 4 1 -> 12 and 3 1 -> 6 pairs; the shipped one —
+# 3 1 -> 12 and 3 1 -> 6 pairs.
 cd "$(dirname "$0")/../../../.."
 OUT=$(mktemp -d)
 one() {  # build cc args...
