@@ -432,37 +432,18 @@ fn serve_session(
             // A seed serving a crowd its first copies keeps back a piece
             // that went out since it was asked for: before waiting for a
             // slot, and again once it holds one.
-            let (i, _) = least(&asked);
-            let (piece, offset, _, len) = asked[i];
-            out.clear();
-            if share::session_withholds(
-                session,
-                Some(file),
-                (piece, offset, len),
-                Instant::now(),
-                &mut out,
-            ) {
-                asked.remove(i);
-                stream.send(&out)?;
+            if withhold_least(stream, session, file, &mut asked, &mut out)? {
                 continue;
             }
             // Given back once the piece is out (or its send failed).
             let Some(_held) = gate.acquire(id, least(&asked).1, stop) else {
                 return Err(ConnEnd::Stopped);
             };
-            let (i, _) = least(&asked);
-            let (piece, offset, file_offset, len) = asked.remove(i).expect("in range");
-            out.clear();
-            if share::session_withholds(
-                session,
-                Some(file),
-                (piece, offset, len),
-                Instant::now(),
-                &mut out,
-            ) {
-                stream.send(&out)?;
+            if withhold_least(stream, session, file, &mut asked, &mut out)? {
                 continue;
             }
+            let (i, _) = least(&asked);
+            let (piece, offset, file_offset, len) = asked.remove(i).expect("in range");
             file.note_sent(piece);
             if !limits.piece_delay.is_zero() {
                 thread::sleep(limits.piece_delay);
@@ -512,6 +493,27 @@ fn serve_session(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The piece `session` would send next of those `asked` (the least sent)
+/// is kept back if the file's plan says so ([`share::session_withholds`]):
+/// it leaves `asked`, and its `reject` and any offers go out. True if so.
+fn withhold_least(
+    stream: &mut PeerStream,
+    session: &mut ServerSession,
+    file: &ServedFile,
+    asked: &mut VecDeque<(u32, u32, u64, u32)>,
+    out: &mut Vec<u8>,
+) -> io::Result<bool> {
+    let Some((i, _)) = file.least_sent(asked.iter().map(|a| a.0)) else { return Ok(false) };
+    let (piece, offset, _, len) = asked[i];
+    out.clear();
+    if !share::session_withholds(session, Some(file), (piece, offset, len), Instant::now(), out) {
+        return Ok(false);
+    }
+    asked.remove(i);
+    stream.send(out)?;
+    Ok(true)
 }
 
 /// Sends a piece message on an encrypted link: the header sealed on its

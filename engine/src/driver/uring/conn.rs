@@ -485,8 +485,8 @@ impl Conn {
             }
             // A seed serving a crowd its first copies keeps back a piece
             // that went out since it was asked for: before asking for a
-            // slot, and again once it holds one.
-            if self.slot == SlotUse::Free
+            // slot, or once handed one after waiting (not while waiting).
+            if self.slot != SlotUse::Waiting
                 && self.tx.next_piece().is_some()
                 && self.withhold_next(ctx.now)
             {
@@ -501,9 +501,6 @@ impl Conn {
                     return;
                 }
                 self.slot = SlotUse::Held;
-            }
-            if next.is_some() && self.withhold_next(ctx.now) {
-                continue;
             }
             break next;
         };
