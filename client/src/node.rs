@@ -17,7 +17,7 @@ use ringshare_engine::names::{self, NameKind};
 use ringshare_engine::proto::{FileEntry, PeerInfo, Refusal, Request, Response, Token, MAX_PAGE};
 use ringshare_engine::secure::PublicKey;
 use ringshare_engine::serve::{Backend, PieceServer, ServeTable, ServedFile, ServerLimits};
-use ringshare_engine::store::PartFile;
+use ringshare_engine::store::{part_path, PartFile, Settler};
 use ringshare_engine::tracker_info::TrackerList;
 use tokio::runtime::Handle;
 
@@ -99,8 +99,10 @@ pub struct Node {
     /// Whether a completed download prints its line on stderr.
     announce: bool,
     /// Whether a completed download's share record waits for
-    /// [`Node::sync_share_book`] to be made durable.
+    /// [`Node::sync_deferred`] to be made durable.
     defer_book_sync: bool,
+    /// Settles completed downloads in batches (when deferring).
+    settler: Option<Arc<Settler>>,
     /// Whether downloads keep their links for the next ones.
     park_links: bool,
 }
@@ -175,6 +177,7 @@ impl Node {
             ended: Arc::new(tokio::sync::Notify::new()),
             announce: true,
             defer_book_sync: false,
+            settler: None,
             park_links: false,
         })
     }
@@ -544,20 +547,55 @@ impl Node {
         self.announce = announce;
     }
 
-    /// Whether a completed download's share record is made durable at once
-    /// (default) or by the next [`Node::sync_share_book`]: a bulk `get`
-    /// syncs once when it ends instead of once per file (an fdatasync per
-    /// small file, most of them each on its own).
-    pub fn set_defer_book_sync(&mut self, defer: bool) {
+    /// Whether a completed download is made durable at once (default) or
+    /// by the next [`Node::sync_deferred`]: a bulk `get` settles its files
+    /// in batches (`store::Settler`: one `syncfs` for many files instead
+    /// of two fsyncs each) and syncs their share records once, when it
+    /// ends (an fdatasync per small file, most of them each on its own).
+    pub fn set_defer_sync(&mut self, defer: bool) {
         self.defer_book_sync = defer;
+        self.settler = match (defer, self.settler.take()) {
+            (false, _) => None,
+            (true, Some(s)) => Some(s),
+            (true, None) => match Settler::new() {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    tracing::warn!("no settling thread ({e}); each file syncs on its own");
+                    None
+                }
+            },
+        };
     }
 
-    /// Makes every share record written so far durable.
-    pub fn sync_share_book(&self) -> Result<()> {
+    /// Makes every completed download and share record so far durable.
+    /// Returns the files that could not be moved into place (their data
+    /// stays in `.part`, for the next run to resume), and why; they are
+    /// shared no longer.
+    pub fn sync_deferred(&self) -> Result<Vec<(PathBuf, String)>> {
+        let failed = self.settler.as_ref().map(|s| s.flush()).unwrap_or_default();
+        if !failed.is_empty() {
+            let mut list = lock(&self.shares);
+            let gone: Vec<LocalShare> = list
+                .values()
+                .filter(|s| failed.iter().any(|(dest, _)| *dest == s.path))
+                .cloned()
+                .collect();
+            for share in &gone {
+                list.remove(&share_key(share));
+                if !list.values().any(|s| s.meta.sha1 == share.meta.sha1) {
+                    self.serve.remove(&share.meta.sha1);
+                }
+                if let Some(s) = &self.session {
+                    s.book
+                        .remove(&share.group, &share.meta.name)
+                        .context("save the share record")?;
+                }
+            }
+        }
         if let Some(s) = &self.session {
             s.book.sync().context("save the share record")?;
         }
-        Ok(())
+        Ok(failed)
     }
 
     /// Whether a completed download keeps its peer links open for the next
@@ -793,6 +831,7 @@ impl Node {
         spec.io = self.io;
         spec.security = self.serve.security().clone();
         spec.park_links = self.park_links;
+        spec.settle = self.settler.clone();
         let source = self.peer_source(token, group.clone(), file.clone(), first);
         let events = self.download_events(token, group.clone(), dest_path.clone(), meta.clone());
         let download = Download::start(
@@ -893,7 +932,9 @@ impl Node {
                 });
             }
             FetchEvent::Complete(peers) => {
-                match LocalShare::new(group.clone(), dest.clone(), meta.clone()) {
+                // Under a settler the file may still be `.part`.
+                let at = if dest.exists() { dest.clone() } else { part_path(&dest) };
+                match LocalShare::at(group.clone(), dest.clone(), &at, meta.clone()) {
                     Ok(share) => {
                         let fetched: u64 = peers.iter().map(|(_, b)| b).sum();
                         let from: Vec<String> =
@@ -1158,7 +1199,10 @@ impl TrackerCalls {
 fn opener(share: &LocalShare) -> Arc<ringshare_engine::serve::Opener> {
     let share = share.clone();
     Arc::new(move || {
-        let f = File::open(&share.path)?;
+        // A file a bulk get fetched is `.part` until it is settled.
+        let f = File::open(&share.path)
+            .or_else(|_| File::open(part_path(&share.path)))
+            .or_else(|_| File::open(&share.path))?;
         if !share.unchanged(&f.metadata()?) {
             return Err(std::io::Error::other(format!(
                 "{} changed since it was shared",

@@ -356,9 +356,10 @@ async fn get_many(
     let mut finished_bytes = 0u64;
     let ended = node.download_ended();
     node.set_announce(false);
-    // The share records of the files fetched are made durable once, when
-    // the fetch ends (below), not once per file.
-    node.set_defer_book_sync(true);
+    // The files fetched are made durable and moved into place in batches,
+    // and their share records once, when the fetch ends (below), not each
+    // file's on its own.
+    node.set_defer_sync(true);
     // The next files come from the same nodes: their links carry them.
     node.set_park_links(true);
     let dest_s = dest.to_str().ok_or_else(|| anyhow!("destination is not valid UTF-8"))?.to_owned();
@@ -487,7 +488,13 @@ async fn get_many(
         }
     }
     overall.finish_and_clear();
-    node.sync_share_book()?;
+    for (at, why) in node.sync_deferred()? {
+        let name = at
+            .strip_prefix(dest)
+            .map_or_else(|_| at.display().to_string(), |n| n.display().to_string());
+        report.done.retain(|f| f.name != name);
+        report.failed.push((name, why));
+    }
     report.seconds = started.elapsed().as_secs_f64();
     report.jobs = window.changes().iter().map(|&(at, n)| (at.as_secs_f64(), n)).collect();
     Ok(report)

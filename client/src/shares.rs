@@ -56,9 +56,25 @@ impl LocalShare {
         Ok(Self { group, path, meta, mtime_ns })
     }
 
-    /// Checks that the file is still there and unchanged.
+    /// Records a file that will be at `path` but is at `now` (a fetched
+    /// file still `.part` until it is settled: a move keeps its length and
+    /// modification time).
+    pub fn at(group: String, path: PathBuf, now: &Path, meta: FileMeta) -> std::io::Result<Self> {
+        let mtime_ns = mtime_ns(&fs::metadata(now)?)?;
+        Ok(Self { group, path, meta, mtime_ns })
+    }
+
+    /// Checks that the file is still there and unchanged (or, fetched and
+    /// not settled yet, still its unchanged `.part`).
     pub fn check(&self) -> Result<(), Staleness> {
-        let md = fs::metadata(&self.path).map_err(|e| Staleness::Missing(e.to_string()))?;
+        let md = fs::metadata(&self.path)
+            .or_else(|e| {
+                fs::metadata(ringshare_engine::store::part_path(&self.path))
+                    .ok()
+                    .filter(|md| self.unchanged(md))
+                    .ok_or(e)
+            })
+            .map_err(|e| Staleness::Missing(e.to_string()))?;
         if self.unchanged(&md) {
             Ok(())
         } else {
@@ -393,6 +409,31 @@ mod tests {
         fs::write(&path, b"hello, world").unwrap();
         assert_eq!(share.check(), Err(Staleness::Changed));
         fs::remove_file(&path).unwrap();
+        assert!(matches!(share.check(), Err(Staleness::Missing(_))));
+    }
+
+    /// A fetched file recorded while still `.part` (not settled yet)
+    /// checks as present there, and at its own path once moved; a changed
+    /// part file does not stand in for it.
+    #[test]
+    fn a_file_not_settled_yet_checks_as_its_part_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        let part = ringshare_engine::store::part_path(&path);
+        fs::write(&part, b"hello").unwrap();
+        let meta = FileMeta {
+            name: "f.bin".into(),
+            len: 5,
+            sha1: Sha1Digest([1; 20]),
+            piece_hashes: vec![],
+        };
+        let share = LocalShare::at("g".into(), path.clone(), &part, meta).unwrap();
+        assert_eq!(share.path, path);
+        share.check().unwrap();
+        fs::rename(&part, &path).unwrap();
+        share.check().unwrap();
+        fs::rename(&path, &part).unwrap();
+        fs::write(&part, b"HELLO, world").unwrap();
         assert!(matches!(share.check(), Err(Staleness::Missing(_))));
     }
 

@@ -19,6 +19,13 @@
 //! verified, the data is fsync'ed and `.part` becomes the destination —
 //! never replacing a file that appeared there meanwhile.
 //!
+//! A bulk fetch finishes its files through a [`Settler`] instead: each
+//! file's fsync, move into place and directory fsync (most of a small
+//! file's cost in a bulk fetch) become one `syncfs`, the renames and one
+//! more `syncfs` for every batch of files finished meanwhile. A file stays
+//! `.part` until its data is durable, so a power cut never leaves a torn
+//! file under its final name; [`Settler::flush`] waits for the moves.
+//!
 //! On resume, every piece the state claims is hashed again before it counts:
 //! a crash can leave the state ahead of the data that reached the disk.
 
@@ -119,6 +126,9 @@ pub struct PartFile {
     /// pieces go straight to `pwrite`.
     direct_works: std::sync::atomic::AtomicBool,
     meta: FileMeta,
+    /// The filesystem holding the part file (`st_dev`): a [`Settler`]
+    /// syncs each filesystem of a batch once.
+    dev: u64,
     /// The state file, open for in-place bit updates, with the pieces it
     /// records; `None` once the download finished.
     record: std::sync::Mutex<Option<StateRecord>>,
@@ -151,7 +161,8 @@ impl PartFile {
             .truncate(false)
             .open(&part)
             .map_err(StoreError::io("create", &part))?;
-        let current = file.metadata().map_err(StoreError::io("inspect", &part))?.len();
+        let md = file.metadata().map_err(StoreError::io("inspect", &part))?;
+        let (current, dev) = (md.len(), std::os::unix::fs::MetadataExt::dev(&md));
         let claimed = match read_state(&state, meta) {
             Some(bits) => bits,
             // A file of one piece keeps no state (see below): a part file
@@ -176,6 +187,7 @@ impl PartFile {
             direct_works: std::sync::atomic::AtomicBool::new(direct.is_some()),
             direct,
             meta: meta.clone(),
+            dev,
             record: std::sync::Mutex::new(None),
         };
         let have =
@@ -317,22 +329,7 @@ impl PartFile {
         let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
         *record = None;
         self.file.sync_all().map_err(StoreError::io("sync", &self.part))?;
-        let exists = |e: io::Error, what| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                StoreError::Exists(self.dest.display().to_string())
-            } else {
-                StoreError::io(what, &self.dest)(e)
-            }
-        };
-        match rename_noreplace(&self.part, &self.dest) {
-            Ok(()) => {}
-            // A filesystem without RENAME_NOREPLACE: link, then unlink.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
-                fs::hard_link(&self.part, &self.dest).map_err(|e| exists(e, "link"))?;
-                fs::remove_file(&self.part).map_err(StoreError::io("remove", &self.part))?;
-            }
-            Err(e) => return Err(exists(e, "rename")),
-        }
+        move_into_place(&self.part, &self.dest)?;
         if self.meta.piece_hashes.len() > 1 {
             let _ = fs::remove_file(&self.state);
         }
@@ -342,6 +339,22 @@ impl PartFile {
             }
         }
         Ok(())
+    }
+
+    /// Every piece is verified: like [`PartFile::finish`], but the data is
+    /// made durable and moved to the destination by `settler`, with the
+    /// other files of its batch. Until then the file stays `.part` (and a
+    /// multi-piece file keeps its state), so a crash before it is settled
+    /// leaves a download that resumes.
+    pub fn finish_later(&self, settler: &Settler) {
+        let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        *record = None;
+        settler.submit(Pending {
+            part: self.part.clone(),
+            dest: self.dest.clone(),
+            state: (self.meta.piece_hashes.len() > 1).then(|| self.state.clone()),
+            dev: self.dev,
+        });
     }
 
     /// Hashes every claimed piece again; keeps those that match.
@@ -363,6 +376,200 @@ impl PartFile {
         }
         ok
     }
+}
+
+/// Renames the finished `part` to `dest`, refusing to replace a file
+/// that appeared there.
+fn move_into_place(part: &Path, dest: &Path) -> Result<(), StoreError> {
+    let exists = |e: io::Error, what| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            StoreError::Exists(dest.display().to_string())
+        } else {
+            StoreError::io(what, dest)(e)
+        }
+    };
+    match rename_noreplace(part, dest) {
+        Ok(()) => Ok(()),
+        // A filesystem without RENAME_NOREPLACE: link, then unlink.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
+            fs::hard_link(part, dest).map_err(|e| exists(e, "link"))?;
+            fs::remove_file(part).map_err(StoreError::io("remove", part))
+        }
+        Err(e) => Err(exists(e, "rename")),
+    }
+}
+
+/// Where the part file of a download to `dest` is while it runs (and,
+/// under a [`Settler`], until it is settled).
+pub fn part_path(dest: &Path) -> PathBuf {
+    with_suffix(dest, ".part")
+}
+
+/// A finished part file waiting for its [`Settler`].
+#[derive(Debug)]
+struct Pending {
+    part: PathBuf,
+    dest: PathBuf,
+    /// The state file to remove once moved (multi-piece files).
+    state: Option<PathBuf>,
+    dev: u64,
+}
+
+/// Files finished meanwhile are settled together, at most this many.
+const SETTLE_BATCH: usize = 4096;
+/// How long a batch waits for more files after its first. Dropping the
+/// settler or [`Settler::flush`] does not wait for it.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Makes finished downloads durable and moves them into place in batches,
+/// on its own thread (see the module's introduction). Dropping it settles
+/// what was handed to it first.
+#[derive(Debug)]
+pub struct Settler {
+    tx: Option<crossbeam_channel::Sender<Pending>>,
+    shared: std::sync::Arc<SettleShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct SettleShared {
+    state: std::sync::Mutex<SettleState>,
+    settled: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SettleState {
+    submitted: u64,
+    settled: u64,
+    /// Destinations that could not be settled, and why, since the last
+    /// [`Settler::flush`].
+    failed: Vec<(PathBuf, String)>,
+}
+
+impl Settler {
+    /// Starts the settling thread.
+    pub fn new() -> io::Result<Self> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Pending>();
+        let shared = std::sync::Arc::new(SettleShared::default());
+        let sh = std::sync::Arc::clone(&shared);
+        let thread = std::thread::Builder::new().name("settle".into()).spawn(move || {
+            while let Ok(first) = rx.recv() {
+                // Files finish one by one: those finished shortly after the
+                // first share its two syncs (a batch of whatever had queued
+                // was ~3 files, and each sync costs about what it covers).
+                let until = std::time::Instant::now() + SETTLE_WAIT;
+                let mut batch = vec![first];
+                while batch.len() < SETTLE_BATCH {
+                    match rx.recv_deadline(until) {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                sh.done(batch.len(), settle(&batch));
+            }
+        })?;
+        Ok(Self { tx: Some(tx), shared, thread: Some(thread) })
+    }
+
+    fn submit(&self, p: Pending) {
+        self.shared.lock().submitted += 1;
+        if let Some(Err(e)) = self.tx.as_ref().map(|tx| tx.send(p)) {
+            // The thread is gone (it cannot be while `self` lives): settle
+            // here rather than lose the file.
+            let batch = [e.into_inner()];
+            self.shared.done(1, settle(&batch));
+        }
+    }
+
+    /// Waits until every file handed over so far is settled; returns the
+    /// destinations that could not be (their data stays in `.part`), with
+    /// the reason, since the last call.
+    pub fn flush(&self) -> Vec<(PathBuf, String)> {
+        let mut st = self.shared.lock();
+        while st.settled < st.submitted {
+            st = self.shared.settled.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        std::mem::take(&mut st.failed)
+    }
+}
+
+impl SettleShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SettleState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn done(&self, n: usize, failed: Vec<(PathBuf, String)>) {
+        let mut st = self.lock();
+        st.settled += n as u64;
+        st.failed.extend(failed);
+        self.settled.notify_all();
+    }
+}
+
+impl Drop for Settler {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `syncfs` on the filesystem holding `path`.
+fn sync_fs_of(path: &Path) -> io::Result<()> {
+    let f = File::open(path)?;
+    // SAFETY: syncfs takes a valid open descriptor (owned by `f` for the
+    // duration of the call) and no memory.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Settles a batch: one `syncfs` per filesystem makes the data durable,
+/// then each file is moved into place, then one more `syncfs` makes the
+/// moves durable. Returns the files that failed, and why.
+fn settle(batch: &[Pending]) -> Vec<(PathBuf, String)> {
+    let mut failed = Vec::new();
+    let mut devs: Vec<(u64, Result<(), String>)> = Vec::new();
+    for p in batch {
+        if !devs.iter().any(|(d, _)| *d == p.dev) {
+            let synced = sync_fs_of(&p.part).map_err(|e| format!("sync {}: {e}", p.part.display()));
+            devs.push((p.dev, synced));
+        }
+    }
+    let mut moved: Vec<&Pending> = Vec::with_capacity(batch.len());
+    for p in batch {
+        let synced = devs.iter().find(|(d, _)| *d == p.dev).map(|(_, r)| r);
+        if let Some(Err(e)) = synced {
+            failed.push((p.dest.clone(), e.clone()));
+            continue;
+        }
+        match move_into_place(&p.part, &p.dest) {
+            Ok(()) => {
+                if let Some(state) = &p.state {
+                    let _ = fs::remove_file(state);
+                }
+                moved.push(p);
+            }
+            Err(e) => failed.push((p.dest.clone(), e.to_string())),
+        }
+    }
+    let mut names_synced: Vec<u64> = Vec::new();
+    for p in &moved {
+        if names_synced.contains(&p.dev) {
+            continue;
+        }
+        names_synced.push(p.dev);
+        if let Err(e) = sync_fs_of(&p.dest) {
+            let why = format!("sync {}: {e}", p.dest.display());
+            failed.extend(
+                moved.iter().filter(|q| q.dev == p.dev).map(|q| (q.dest.clone(), why.clone())),
+            );
+        }
+    }
+    failed
 }
 
 /// Renames `from` to `to` unless `to` exists (`renameat2` with
@@ -604,6 +811,64 @@ mod tests {
         }
         part.finish().unwrap();
         assert!(fs::read(&dest).unwrap() == bytes, "finished file differs from the source");
+    }
+
+    /// Files finished through a settler are in place, whole, without part
+    /// or state files once it is flushed (or dropped); one whose
+    /// destination was taken meanwhile is reported and stays `.part`, and
+    /// a new `PartFile::open` finds it complete.
+    #[test]
+    fn a_settler_moves_finished_files_into_place_and_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let settler = Settler::new().unwrap();
+        let mut files = Vec::new();
+        for (i, len) in [100_000usize, 2 * PIECE_LEN as usize + 9, 1, 4096].into_iter().enumerate()
+        {
+            let sub = dir.path().join(format!("{i}"));
+            fs::create_dir(&sub).unwrap();
+            let (bytes, meta) = source(&sub, len);
+            let dest = sub.join("out");
+            let (part, _) = PartFile::open(&dest, &meta).unwrap();
+            let g = meta.geometry();
+            for p in g.pieces() {
+                let r = g.range(p);
+                part.write_piece(r.start, &bytes[r.start as usize..r.end as usize]).unwrap();
+                part.record(p.get()).unwrap();
+            }
+            files.push((part, dest, bytes, meta));
+        }
+        // The third file's destination is taken before it is settled.
+        fs::write(&files[2].1, b"someone else's").unwrap();
+        for (part, ..) in &files {
+            part.finish_later(&settler);
+        }
+        let failed = settler.flush();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].0, files[2].1);
+        assert!(failed[0].1.contains("exists"), "{}", failed[0].1);
+        for (i, (part, dest, bytes, meta)) in files.iter().enumerate() {
+            if i == 2 {
+                assert_eq!(fs::read(dest).unwrap(), b"someone else's");
+                assert_eq!(&fs::read(part.part_path()).unwrap(), bytes, "the part file stays");
+                fs::remove_file(dest).unwrap();
+                let (_, have) = PartFile::open(dest, meta).unwrap();
+                assert!(have.is_complete(), "the unsettled file resumes complete");
+                continue;
+            }
+            assert!(&fs::read(dest).unwrap() == bytes, "file {i} differs");
+            assert!(!part.part_path().exists(), "file {i} left its part file");
+            assert!(!with_suffix(dest, ".part.state").exists(), "file {i} left its state");
+        }
+        assert!(settler.flush().is_empty(), "failures are reported once");
+        // Dropping a settler settles what it was handed first.
+        let settler = Settler::new().unwrap();
+        let (bytes, meta) = source(dir.path(), 5000);
+        let dest = dir.path().join("last");
+        let (part, _) = PartFile::open(&dest, &meta).unwrap();
+        part.write_piece(0, &bytes).unwrap();
+        part.finish_later(&settler);
+        drop(settler);
+        assert_eq!(fs::read(&dest).unwrap(), bytes);
     }
 
     #[test]

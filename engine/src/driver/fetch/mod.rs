@@ -175,6 +175,10 @@ pub struct FetchSpec {
     /// holds one of the server's connections, and a lone download's
     /// would hold it for nothing.
     pub park_links: bool,
+    /// When complete, leave the fsync and the move into place to this
+    /// settler, which does them for many files at once (a bulk fetch);
+    /// by default each download does its own ([`PartFile::finish`]).
+    pub settle: Option<Arc<crate::store::Settler>>,
 }
 
 impl FetchSpec {
@@ -201,6 +205,7 @@ impl FetchSpec {
                 DEFAULT.get_or_init(PeerSecurity::ephemeral).clone()
             },
             park_links: false,
+            settle: None,
         }
     }
 }
@@ -318,6 +323,8 @@ struct Shared {
     keys: Mutex<HashMap<SocketAddr, PublicKey>>,
     /// [`FetchSpec::park_links`].
     park_links: bool,
+    /// [`FetchSpec::settle`].
+    settle: Option<Arc<crate::store::Settler>>,
 }
 
 impl Download {
@@ -382,6 +389,7 @@ impl Download {
             security: spec.security,
             keys: Mutex::new(HashMap::new()),
             park_links: spec.park_links,
+            settle: spec.settle,
         });
         let reported = have.count_ones() > 0;
         let source = match spec.io {
@@ -675,7 +683,14 @@ fn spawn_peers(
 }
 
 fn finish(shared: &Shared, reported: bool) {
-    match shared.part.finish() {
+    let finished = match &shared.settle {
+        Some(settler) => {
+            shared.part.finish_later(settler);
+            Ok(())
+        }
+        None => shared.part.finish(),
+    };
+    match finished {
         Ok(()) => {
             *lock(&shared.status) = Status::Complete;
             if !reported {
