@@ -53,6 +53,7 @@ use crate::store::{AlignedBuf, PartFile};
 use crate::wire::{self, HEADER_LEN};
 
 mod ring;
+mod workers;
 
 /// Piece buffers per download: the bound on its piece data in memory.
 pub const MAX_BUFFERS: usize = 24;
@@ -228,7 +229,7 @@ pub struct Progress {
 /// A running (or finished) download.
 pub struct Download {
     shared: Arc<Shared>,
-    controller: Mutex<Option<thread::JoinHandle<()>>>,
+    controller: Mutex<Option<workers::Done>>,
 }
 
 impl std::fmt::Debug for Download {
@@ -410,9 +411,7 @@ impl Download {
         };
         let controller = {
             let shared = Arc::clone(&shared);
-            thread::Builder::new()
-                .name("fetch-ctl".into())
-                .spawn(move || controller(&shared, source, reported))
+            workers::spawn("fetch-ctl", move || controller(&shared, source, reported))
                 .expect("spawn download controller")
         };
         Arc::new(Self { shared, controller: Mutex::new(Some(controller)) })
@@ -469,9 +468,9 @@ impl Download {
 
     /// Waits until the download completes, fails or is stopped.
     pub fn wait(&self) {
-        let handle = lock(&self.controller).take();
-        if let Some(h) = handle {
-            let _ = h.join();
+        let done = lock(&self.controller).take();
+        if let Some(d) = done {
+            d.wait();
         }
     }
 }

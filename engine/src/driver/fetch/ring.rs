@@ -198,7 +198,7 @@ pub(super) fn start(
     shared: &Arc<Shared>,
     source: Box<dyn PeerSource>,
     reported: bool,
-) -> Result<thread::JoinHandle<()>, (String, Box<dyn PeerSource>)> {
+) -> Result<super::workers::Done, (String, Box<dyn PeerSource>)> {
     let ring = match ring() {
         Ok(r) => r,
         Err(e) => return Err((e, source)),
@@ -206,10 +206,9 @@ pub(super) fn start(
     let id = NEXT_DL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
     let sh = Arc::clone(shared);
-    let handle = thread::Builder::new()
-        .name("fetch-ctl".into())
-        .spawn(move || control(&sh, id, source, &ctl_rx, reported))
-        .expect("spawn a download's control thread");
+    let handle =
+        super::workers::spawn("fetch-ctl", move || control(&sh, id, source, &ctl_rx, reported))
+            .expect("spawn a download's control thread");
     ring.send(Cmd::Add(id, Arc::clone(shared), ctl_tx));
     Ok(handle)
 }
