@@ -163,19 +163,22 @@ impl PartFile {
             .map_err(StoreError::io("create", &part))?;
         let md = file.metadata().map_err(StoreError::io("inspect", &part))?;
         let (current, dev) = (md.len(), std::os::unix::fs::MetadataExt::dev(&md));
-        let claimed = match read_state(&state, meta) {
-            Some(bits) => bits,
+        let claimed = if pieces == 1 {
             // A file of one piece keeps no state (see below): a part file
             // of the right length may hold it; hashing it again tells.
-            None if pieces == 1 && current == meta.len => {
-                let mut all = Bitfield::new(pieces);
+            let mut all = Bitfield::new(pieces);
+            if current == meta.len {
                 all.set(0);
-                all
             }
-            None => Bitfield::new(pieces),
+            all
+        } else {
+            read_state(&state, meta).unwrap_or_else(|| Bitfield::new(pieces))
         };
         if current != meta.len {
-            file.set_len(0).map_err(StoreError::io("truncate", &part))?;
+            // A new part file is empty already.
+            if current != 0 {
+                file.set_len(0).map_err(StoreError::io("truncate", &part))?;
+            }
             preallocate(&file, meta.len).map_err(StoreError::io("preallocate", &part))?;
         }
         let direct = OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(&part).ok();
