@@ -182,31 +182,43 @@ impl TrackerLink {
 /// when none is idle, and puts it back after. A tree of small files
 /// otherwise paid a Noise handshake (four X25519 operations on each side)
 /// for every file, twice.
+///
+/// At most [`POOL_LINKS`] calls run at once, and every link opened is kept:
+/// a pool that opened links without limit but kept only 32 idle opened
+/// (and so handshook, and dropped) one per four files of a bulk fetch,
+/// whose calls come in bursts of a hundred and more.
 #[derive(Debug, Clone)]
 pub struct LinkPool {
     trackers: Trackers,
     idle: Arc<std::sync::Mutex<Vec<TrackerLink>>>,
+    calls: Arc<tokio::sync::Semaphore>,
 }
 
-/// Most idle links a pool keeps.
-const POOL_IDLE: usize = 32;
+/// Most links a pool opens, and so calls at once: enough for a bulk
+/// fetch's tracker answers asked ahead (twice its largest window of
+/// files, `jobs::DEFAULT_MAX`) and its registrations, a quarter of what a
+/// tracker admits from one address (`MAX_PER_IP`).
+pub const POOL_LINKS: usize = 256;
 
 impl LinkPool {
     /// An empty pool over `trackers`.
     pub fn new(trackers: Trackers) -> Self {
-        Self { trackers, idle: Arc::default() }
+        Self {
+            trackers,
+            idle: Arc::default(),
+            calls: Arc::new(tokio::sync::Semaphore::new(POOL_LINKS)),
+        }
     }
 
     /// [`TrackerLink::call`] on a pooled link.
     pub async fn call(&self, req: &Request) -> Result<Response, LinkError> {
+        // The semaphore is never closed: a permit always comes.
+        let _permit = self.calls.acquire().await.ok();
         let taken = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut link = taken.unwrap_or_else(|| TrackerLink::new(self.trackers.clone()));
         let result = link.call(req).await;
         if result.is_ok() {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < POOL_IDLE {
-                idle.push(link);
-            }
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(link);
         }
         result
     }
