@@ -320,7 +320,8 @@ impl BulkReport {
 struct Running {
     entry: FileEntry,
     download: Arc<Download>,
-    bar: ProgressBar,
+    /// Its line in the progress view (none with `--quiet`).
+    bar: Option<ProgressBar>,
     started: std::time::Instant,
 }
 
@@ -394,9 +395,14 @@ async fn get_many(
             }
             match start_one(node, &args.group, &f, dest, &dest_s, info).await {
                 Ok(Some(download)) => {
-                    let bar = multi.add(ProgressBar::new(f.len));
-                    bar.set_style(file_style.clone());
-                    bar.set_message(f.name.clone());
+                    // No hidden bars with --quiet: a bar and its style per
+                    // file were a visible part of a small file's cost.
+                    let bar = (!args.quiet).then(|| {
+                        let bar = multi.add(ProgressBar::new(f.len));
+                        bar.set_style(file_style.clone());
+                        bar.set_message(f.name.clone());
+                        bar
+                    });
                     running.push(Running {
                         entry: f,
                         download,
@@ -431,15 +437,19 @@ async fn get_many(
         let mut i = 0;
         while i < running.len() {
             let p = running[i].download.progress();
-            running[i].bar.set_position(p.verified);
+            if let Some(bar) = &running[i].bar {
+                bar.set_position(p.verified);
+            }
             if p.status == Status::Running {
                 in_flight += p.verified;
                 i += 1;
                 continue;
             }
             let r = running.swap_remove(i);
-            r.bar.finish_and_clear();
-            multi.remove(&r.bar);
+            if let Some(bar) = &r.bar {
+                bar.finish_and_clear();
+                multi.remove(bar);
+            }
             node.forget_download(&r.download);
             let fetched = if p.status == Status::Complete { r.entry.len } else { 0 };
             window.on_file_done(fetched, std::time::Instant::now());
@@ -448,16 +458,20 @@ async fn get_many(
                     finished_bytes += r.entry.len;
                     let mut peers: Vec<_> = r.download.contributions().into_iter().collect();
                     peers.sort();
-                    let hist = r.download.latency().snapshot();
+                    let latency = r.download.latency();
                     if let Some(all) = report.latency.as_mut() {
-                        let _ = all.add(&hist);
+                        let _ = latency.add_to(all);
                     }
                     report.done.push(FileFigures {
                         name: r.entry.name,
                         bytes: r.entry.len,
                         seconds: r.started.elapsed().as_secs_f64(),
                         present: false,
-                        latency: ringshare_engine::metrics::percentiles_us(&hist),
+                        latency: if args.stats.is_some() {
+                            latency.percentiles_us()
+                        } else {
+                            Vec::new()
+                        },
                         peers,
                     });
                 }

@@ -38,10 +38,22 @@ impl Latency {
 
     /// A copy of the histogram.
     pub fn snapshot(&self) -> Histogram<u64> {
-        match self.hist.lock() {
-            Ok(h) => h.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.locked().clone()
+    }
+
+    /// [`percentiles_us`] of the samples so far, without copying them (a
+    /// bulk fetch asks once per file).
+    pub fn percentiles_us(&self) -> Vec<(&'static str, u64)> {
+        percentiles_us(&self.locked())
+    }
+
+    /// Adds the samples so far to `into`.
+    pub fn add_to(&self, into: &mut Histogram<u64>) -> Result<(), hdrhistogram::AdditionError> {
+        into.add(&*self.locked())
+    }
+
+    fn locked(&self) -> std::sync::MutexGuard<'_, Histogram<u64>> {
+        self.hist.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
