@@ -421,7 +421,7 @@ struct Pending {
 /// Files finished meanwhile are settled together, at most this many.
 const SETTLE_BATCH: usize = 4096;
 /// How long a batch waits for more files after its first. Dropping the
-/// settler or [`Settler::flush`] does not wait for it.
+/// settler or [`Settler::flush`] cuts the wait short.
 const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Makes finished downloads durable and moves them into place in batches,
@@ -429,9 +429,17 @@ const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 /// what was handed to it first.
 #[derive(Debug)]
 pub struct Settler {
-    tx: Option<crossbeam_channel::Sender<Pending>>,
+    tx: Option<crossbeam_channel::Sender<Settle>>,
     shared: std::sync::Arc<SettleShared>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the settling thread is told.
+#[derive(Debug)]
+enum Settle {
+    File(Pending),
+    /// Settle what has come without waiting for more.
+    Now,
 }
 
 #[derive(Debug, Default)]
@@ -452,11 +460,12 @@ struct SettleState {
 impl Settler {
     /// Starts the settling thread.
     pub fn new() -> io::Result<Self> {
-        let (tx, rx) = crossbeam_channel::unbounded::<Pending>();
+        let (tx, rx) = crossbeam_channel::unbounded::<Settle>();
         let shared = std::sync::Arc::new(SettleShared::default());
         let sh = std::sync::Arc::clone(&shared);
         let thread = std::thread::Builder::new().name("settle".into()).spawn(move || {
             while let Ok(first) = rx.recv() {
+                let Settle::File(first) = first else { continue };
                 // Files finish one by one: those finished shortly after the
                 // first share its two syncs (a batch of whatever had queued
                 // was ~3 files, and each sync costs about what it covers).
@@ -464,8 +473,8 @@ impl Settler {
                 let mut batch = vec![first];
                 while batch.len() < SETTLE_BATCH {
                     match rx.recv_deadline(until) {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
+                        Ok(Settle::File(p)) => batch.push(p),
+                        Ok(Settle::Now) | Err(_) => break,
                     }
                 }
                 sh.done(batch.len(), settle(&batch));
@@ -476,11 +485,12 @@ impl Settler {
 
     fn submit(&self, p: Pending) {
         self.shared.lock().submitted += 1;
-        if let Some(Err(e)) = self.tx.as_ref().map(|tx| tx.send(p)) {
+        if let Some(Err(e)) = self.tx.as_ref().map(|tx| tx.send(Settle::File(p))) {
             // The thread is gone (it cannot be while `self` lives): settle
             // here rather than lose the file.
-            let batch = [e.into_inner()];
-            self.shared.done(1, settle(&batch));
+            if let Settle::File(p) = e.into_inner() {
+                self.shared.done(1, settle(&[p]));
+            }
         }
     }
 
@@ -489,6 +499,11 @@ impl Settler {
     /// the reason, since the last call.
     pub fn flush(&self) -> Vec<(PathBuf, String)> {
         let mut st = self.shared.lock();
+        if st.settled < st.submitted {
+            if let Some(tx) = &self.tx {
+                let _ = tx.send(Settle::Now);
+            }
+        }
         while st.settled < st.submitted {
             st = self.shared.settled.wait(st).unwrap_or_else(|p| p.into_inner());
         }
