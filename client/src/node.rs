@@ -932,9 +932,13 @@ impl Node {
                 });
             }
             FetchEvent::Complete(peers) => {
-                // Under a settler the file may still be `.part`.
-                let at = if dest.exists() { dest.clone() } else { part_path(&dest) };
-                match LocalShare::at(group.clone(), dest.clone(), &at, meta.clone()) {
+                // Under a settler the file may still be `.part`, and be
+                // moved while it is looked at: the destination, the part
+                // file, then the destination again.
+                let part = part_path(&dest);
+                let record =
+                    |at: &Path| LocalShare::at(group.clone(), dest.clone(), at, meta.clone());
+                match record(&dest).or_else(|_| record(&part)).or_else(|_| record(&dest)) {
                     Ok(share) => {
                         let fetched: u64 = peers.iter().map(|(_, b)| b).sum();
                         let from: Vec<String> =

@@ -67,6 +67,8 @@ impl LocalShare {
     /// Checks that the file is still there and unchanged (or, fetched and
     /// not settled yet, still its unchanged `.part`).
     pub fn check(&self) -> Result<(), Staleness> {
+        // The part file may be moved in place while it is looked at: the
+        // path, the part file, then the path again.
         let md = fs::metadata(&self.path)
             .or_else(|e| {
                 fs::metadata(ringshare_engine::store::part_path(&self.path))
@@ -74,6 +76,7 @@ impl LocalShare {
                     .filter(|md| self.unchanged(md))
                     .ok_or(e)
             })
+            .or_else(|_| fs::metadata(&self.path))
             .map_err(|e| Staleness::Missing(e.to_string()))?;
         if self.unchanged(&md) {
             Ok(())
