@@ -19,7 +19,10 @@
 # directory, default perf/results/<date>/crowd), BIN (a directory holding
 # the ringshare and ringshare-tracker to measure, e.g. an older build's;
 # default: this tree's, built first), KEEP=1 (keep the work
-# directory with every node's log; RUST_LOG is passed to the nodes).
+# directory with every node's log; RUST_LOG is passed to the nodes),
+# LIBTORRENT=1 (after each ringshare run, the same crowd with libtorrent on
+# the same hosts: perf/libtorrent_crowd.py, every downloader told the
+# seeder and every other downloader; a line with "client": "libtorrent").
 #
 # Needs root. Removes its namespaces, links and processes on exit, failure
 # or interruption.
@@ -41,6 +44,9 @@ else
   B=$ROOT/target/release
 fi
 
+if [ "${LIBTORRENT:-0}" = 1 ] && ! /usr/bin/python3 -c 'import libtorrent' 2>/dev/null; then
+  apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-libtorrent >/dev/null
+fi
 TCPCC=${TCP_CC:-$(sysctl -n net.ipv4.tcp_congestion_control)}
 grep -qw "$TCPCC" /proc/sys/net/ipv4/tcp_available_congestion_control ||
   { echo "congestion control $TCPCC not available: $(cat /proc/sys/net/ipv4/tcp_available_congestion_control)" >&2; exit 1; }
@@ -94,6 +100,8 @@ with open(path, "wb") as f:
         n -= k
 EOF
 LEN=$(stat -c %s "$FILE")
+LT=$ROOT/perf/libtorrent_crowd.py
+[ "${LIBTORRENT:-0}" = 1 ] && /usr/bin/python3 "$LT" torrent "$FILE" "$work/crowd.torrent"
 echo pw >"$work/pw"
 printf '%s:7000\n' $SIP >"$work/tracker_info.txt"
 
@@ -161,7 +169,7 @@ for i in range(1, n + 1):
     code, t = open(f"{work}/end-{i}").read().split()
     (ends if code == "0" else failed).append((i, float(t) - t0))
 done = sorted(t for _, t in ends)
-print(json.dumps({"run": int(run), "downloaders": n, "rate": rate, "bytes": length,
+print(json.dumps({"client": "ringshare", "run": int(run), "downloaders": n, "rate": rate, "bytes": length,
                   "plaintext": plain == "1", "congestion_control": cc, "bound_s": round(bound, 2),
                   "completion_s": [round(t, 2) for t in done],
                   "all_done_s": round(max(done), 2) if done and not failed else None,
@@ -174,6 +182,61 @@ EOF
   echo "seeder interface sent $up bytes ($(python3 -c "print(round($up / $LEN, 2))") copies, TCP/IP overhead included)"
   kill "$seeder" 2>/dev/null || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+  [ "${LIBTORRENT:-0}" = 1 ] || continue
+  # The same crowd with libtorrent: the seeder on host 0, every downloader
+  # told every other host.
+  rm -rf "$work"/lt-*
+  mkdir -p "$work/lt-seed"
+  ln "$FILE" "$work/lt-seed/crowd.bin"
+  ip netns exec "$P-0" /usr/bin/python3 "$LT" seed "$work/crowd.torrent" "$work/lt-seed" $SIP \
+    >"$work/lt-seed.out" 2>"$work/lt-seed.log" </dev/null &
+  seeder=$!
+  pids+=($seeder)
+  for _ in $(seq 600); do grep -q READY "$work/lt-seed.out" && break; sleep 0.1; done
+  grep -q READY "$work/lt-seed.out" || { echo "the libtorrent seeder did not start" >&2; cat "$work/lt-seed.log" >&2; exit 1; }
+  everyone=("$SIP:6881")
+  for i in $(seq 1 "$N"); do everyone+=("10.66.0.$((i + 1)):6881"); done
+  up0=$(sent)
+  t0=$(date +%s.%N)
+  gets=()
+  for i in $(seq 1 "$N"); do
+    mkdir -p "$work/lt-$i"
+    (
+      code=0
+      ip netns exec "$P-$i" /usr/bin/python3 "$LT" leech "$work/crowd.torrent" "$work/lt-$i" \
+        "10.66.0.$((i + 1))" "${everyone[@]}" >"$work/lt-$i.out" 2>"$work/lt-$i.log" </dev/null || code=$?
+      echo "$code $(date +%s.%N)" >"$work/end-$i"
+      [ "$code" = 0 ] || { echo "libtorrent downloader $i failed:" >&2; tail -3 "$work/lt-$i.log" >&2; }
+    ) &
+    gets+=($!)
+  done
+  for g in "${gets[@]}"; do wait "$g" || true; done
+  up=$(( $(sent) - up0 ))
+  python3 - "$work" "$N" "$t0" "$LEN" "$RATE" "$run" "$up" "$TCPCC" >>"$results" <<'EOF2'
+import json, re, sys
+work, n, t0, length, rate, run, up, cc = sys.argv[1:]
+n, t0, length = int(n), float(t0), int(length)
+m = re.fullmatch(r"(\d+)(k|m|g)bit", rate)
+bps = int(m.group(1)) * {"k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
+bound = length * 8 / bps
+ends, failed = [], []
+for i in range(1, n + 1):
+    code, t = open(f"{work}/end-{i}").read().split()
+    (ends if code == "0" else failed).append((i, float(t) - t0))
+done = sorted(t for _, t in ends)
+print(json.dumps({"client": "libtorrent", "run": int(run), "downloaders": n, "rate": rate,
+                  "bytes": length, "congestion_control": cc, "bound_s": round(bound, 2),
+                  "completion_s": [round(t, 2) for t in done],
+                  "all_done_s": round(max(done), 2) if done and not failed else None,
+                  "all_done_over_bound": round(max(done) / bound, 2) if done and not failed else None,
+                  "failed": [i for i, _ in failed],
+                  "seeder_sent_bytes": int(up), "seeder_copies": round(int(up) / length, 2)}))
+EOF2
+  for i in $(seq 1 "$N"); do cmp -s "$FILE" "$work/lt-$i/crowd.bin" || echo "libtorrent downloader $i: copy differs or missing" >&2; done
+  tail -1 "$results"
+  kill "$seeder" 2>/dev/null || true
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
 done
