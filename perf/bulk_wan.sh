@@ -10,7 +10,13 @@
 #   LARGE  files of 50 MiB in the large tree               [8]
 #   JOBS   --jobs values to run; auto: get's own window  ["auto 16"]
 #   RATE   tbf rate of the link, each direction            [1gbit]
+#   BIN    a directory with the ringshare, ringshare-tracker and
+#          ringshare-relay to measure                [this tree's, built]
 #   OUT    results file        [perf/results/<date>/bulk/wan.txt]
+#   LIBTORRENT=1  also fetch each tree, at each RTT, as one multi-file
+#          torrent from a libtorrent seeder on the seed host, with libtorrent
+#          and with aria2c on the leech host (perf/libtorrent_tree.py; the
+#          same path through the relay)
 #
 # Needs root. Installs nftables when missing. Removes its namespaces, links
 # and processes on exit, failure or interruption.
@@ -25,13 +31,20 @@ JOBS=${JOBS:-"auto 16"}
 RATE=${RATE:-1gbit}
 OUT=${OUT:-perf/results/$(date +%F)/bulk/wan.txt}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-BIN=$CARGO_TARGET_DIR/release
+# BIN: a directory holding another build's ringshare, ringshare-tracker and
+# ringshare-relay to measure instead of this tree's.
+BUILD=1
+[ -n "${BIN:-}" ] && BUILD=0
+BIN=${BIN:-$CARGO_TARGET_DIR/release}
 
 [ "$(id -u)" -eq 0 ] || { echo "perf/bulk_wan.sh needs root (network namespaces)" >&2; exit 1; }
 if ! command -v nft >/dev/null; then
   apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y nftables >/dev/null
 fi
-cargo build --release --locked -p ringshare -p ringshare-tracker -p ringshare-benches \
+if [ "${LIBTORRENT:-0}" = 1 ] && ! /usr/bin/python3 -c 'import libtorrent' 2>/dev/null; then
+  apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-libtorrent >/dev/null
+fi
+[ "$BUILD" = 0 ] || cargo build --release --locked -p ringshare -p ringshare-tracker -p ringshare-benches \
   --bin ringshare --bin ringshare-tracker --bin ringshare-relay
 
 source perf/testbed_wan.sh
@@ -103,6 +116,16 @@ print(f"{kind} RTT {rtt} ms jobs {jobs}: files {s['files_done']} bytes {s['bytes
 PY
     done
   done
+  if [ "${LIBTORRENT:-0}" = 1 ]; then
+    for kind in small large; do
+      for leecher in libtorrent aria2c; do
+        line=$(ip netns exec "$L" env SEED_IP=$SIP LEECH_IP=$LIP SEED_PREFIX="ip netns exec $S" \
+          LEECHER=$leecher /usr/bin/python3 perf/libtorrent_tree.py "$work/$kind" 1 2>"$work/lt.log" | tail -2 | tr '\n' ' ') ||
+          { echo "$leecher on the $kind tree failed at RTT $rtt:" >&2; tail -5 "$work/lt.log" >&2; exit 1; }
+        echo "$kind RTT $rtt ms: $line" | tee -a "$OUT"
+      done
+    done
+  fi
   kill "$relay" 2>/dev/null || true
   wait "$relay" 2>/dev/null || true
 done

@@ -16,6 +16,11 @@ script runs on 127.0.0.1 (aria2c has no way to be told a peer), with DHT,
 local discovery and peer exchange off and no file preallocation; timed
 from aria2c's start to its exit (`--seed-time=0`: every piece verified).
 
+Off loopback (perf/bulk_wan.sh LIBTORRENT=1 runs it in the leech host's
+namespace): SEED_IP is the seeder's address and SEED_PREFIX the command that
+starts a process on its host (e.g. 'ip netns exec NS'); LEECH_IP the
+leecher's address. The HTTP tracker for aria2c then lists SEED_IP.
+
 Usage: [LEECHER=aria2c] /usr/bin/python3 perf/libtorrent_tree.py DIR [RUNS]
 Last line: 'libtorrent-tree: N files, B bytes: X MB/s, Y files/s (median of RUNS)'
 ('aria2c-tree: ...' with LEECHER=aria2c).
@@ -37,9 +42,13 @@ import libtorrent as lt
 PIECE = 512 * 1024
 
 
-def session(port, encryption=2):
+SEED_IP = os.environ.get("SEED_IP", "127.0.0.1")
+LEECH_IP = os.environ.get("LEECH_IP", "127.0.0.1")
+
+
+def session(port, encryption=2, ip="127.0.0.1"):
     return lt.session({
-        "listen_interfaces": "127.0.0.1:%d" % port,
+        "listen_interfaces": "%s:%d" % (ip, port),
         "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
         "allow_multiple_connections_per_ip": True,
         "enable_outgoing_utp": False, "enable_incoming_utp": False,
@@ -73,7 +82,7 @@ def wait(ses, h, pred, timeout):
 
 
 def seeder(torrent, save, port, encryption):
-    ses = session(port, encryption)
+    ses = session(port, encryption, SEED_IP)
     h, _ = add(ses, torrent, save)
     wait(ses, h, lambda st: st.is_seeding, 1800)
     print("READY", flush=True)
@@ -81,10 +90,10 @@ def seeder(torrent, save, port, encryption):
 
 
 def leecher(torrent, save, port, seed_port):
-    ses = session(port)
+    ses = session(port, 2, LEECH_IP)
     t0 = time.monotonic()
     h, ti = add(ses, torrent, save)
-    h.connect_peer(("127.0.0.1", seed_port))
+    h.connect_peer((SEED_IP, seed_port))
     wait(ses, h, lambda st: st.is_seeding and st.num_pieces == ti.num_pieces(), 1800)
     print(time.monotonic() - t0, flush=True)
     ses.remove_torrent(h)
@@ -94,7 +103,7 @@ def leecher(torrent, save, port, seed_port):
 def tracker(seed_port):
     """An HTTP tracker that answers every announce with the seeder alone
     (compact peer list): how aria2c learns of it. Returns its port."""
-    peers = bytes([127, 0, 0, 1]) + seed_port.to_bytes(2, "big")
+    peers = bytes(int(x) for x in SEED_IP.split(".")) + seed_port.to_bytes(2, "big")
     body = b"d8:intervali1800e5:peers6:" + peers + b"e"
 
     class Announce(http.server.BaseHTTPRequestHandler):
@@ -163,7 +172,7 @@ def main():
         # aria2c tries an encrypted (MSE) handshake first and retries
         # plain a second later if the seeder refuses it: the seeder
         # accepts it (the payload stays plain, aria2c's default).
-        seed = subprocess.Popen([sys.executable, __file__, "seed", torrent, os.path.dirname(src), "17881",
+        seed = subprocess.Popen(os.environ.get("SEED_PREFIX", "").split() + [sys.executable, __file__, "seed", torrent, os.path.dirname(src), "17881",
                                  "1" if use_aria2c else "2"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert seed.stdout.readline().strip() == "READY"
