@@ -87,8 +87,8 @@ pub struct GetArgs {
     #[arg(long)]
     pub quiet: bool,
     /// Files downloaded at once (the next ones' tracker answers are asked
-    /// for ahead). By default the number adapts to the path, from 16 up
-    /// to 128: each small file costs about one round trip, so far peers
+    /// for ahead). By default the number adapts to the path between 16
+    /// and 128, starting at 64: each small file costs about one round trip, so far peers
     /// want many at once (at 50 ms 16 fetch about 240 small files a
     /// second, 64 about 575), near ones gain nothing from more. `--jobs N`
     /// fixes it. A piece server serves at most 128 connections from one
@@ -372,7 +372,12 @@ async fn get_many(
         .context("install SIGINT handler")?;
     let mut window = match args.jobs {
         Some(n) => JobWindow::fixed(usize::from(n), started),
-        None => JobWindow::adaptive(jobs::DEFAULT_MIN, jobs::DEFAULT_MAX, started),
+        None => JobWindow::adaptive_from(
+            jobs::DEFAULT_MIN,
+            jobs::DEFAULT_START,
+            jobs::DEFAULT_MAX,
+            started,
+        ),
     };
     let mut ahead: std::collections::VecDeque<(
         FileEntry,
