@@ -14,7 +14,9 @@ use ringshare_engine::hash::HashPool;
 use ringshare_engine::link::PeerSecurity;
 use ringshare_engine::meta::{FileMeta, Sha1Digest};
 use ringshare_engine::names::{self, NameKind};
-use ringshare_engine::proto::{FileEntry, PeerInfo, Refusal, Request, Response, Token, MAX_PAGE};
+use ringshare_engine::proto::{
+    FileEntry, FileLookup, PeerInfo, Refusal, Request, Response, Token, MAX_PAGE,
+};
 use ringshare_engine::secure::PublicKey;
 use ringshare_engine::serve::{Backend, PieceServer, ServeTable, ServedFile, ServerLimits};
 use ringshare_engine::store::{part_path, PartFile, Settler};
@@ -1195,6 +1197,38 @@ impl TrackerCalls {
             Response::FileInfo { meta, peers, ticket } => Ok(FileInfo { meta, peers, ticket }),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The tracker's `FileInfo` for each of `files` of `group` (at most
+    /// [`ringshare_engine::ticket::MAX_FILES`]), in one request and under
+    /// one ticket: one answer per name, in order — fewer when the tracker
+    /// answered only the first ones (the rest are to be asked again).
+    pub async fn fetch_many(&self, group: &str, files: &[String]) -> Result<Vec<Result<FileInfo>>> {
+        let req = Request::FileInfos {
+            token: self.token,
+            group: group.to_owned(),
+            files: files.to_vec(),
+        };
+        let (found, ticket) = match self.links.call(&req).await? {
+            Response::FileInfos { files, ticket } => (files, ticket),
+            other => return Err(unexpected(other)),
+        };
+        if found.len() > files.len() {
+            bail!("the tracker answered for {} files, {} asked", found.len(), files.len());
+        }
+        Ok(found
+            .into_iter()
+            .zip(files)
+            .map(|(looked, asked)| match looked {
+                FileLookup::Found { meta, .. } if meta.name != *asked => {
+                    Err(anyhow!("the tracker answered for {} instead of {asked}", meta.name))
+                }
+                FileLookup::Found { meta, peers } => {
+                    Ok(FileInfo { meta, peers, ticket: ticket.clone() })
+                }
+                FileLookup::Refused(r) => Err(anyhow!("{r}")),
+            })
+            .collect())
     }
 }
 

@@ -26,7 +26,7 @@ use ringshare_engine::tracker_info::TrackerList;
 use std::io::Write;
 
 use crate::bulk;
-use crate::node::{FileInfo, Node};
+use crate::node::{FileInfo, Node, TrackerCalls};
 use crate::shell::Command;
 
 /// How a one-shot command's node logs in.
@@ -379,25 +379,23 @@ async fn get_many(
             started,
         ),
     };
+    // Asked for in batches (one request and one ticket for up to
+    // `ticket::MAX_FILES` files): refilled when under a window's worth.
     let mut ahead: std::collections::VecDeque<(
         FileEntry,
-        tokio::task::JoinHandle<Result<FileInfo>>,
+        tokio::sync::oneshot::Receiver<Result<FileInfo>>,
     )> = std::collections::VecDeque::new();
-    let ask = |f: FileEntry| {
-        let (fetch, group, name) = (fetcher.clone(), args.group.clone(), f.name.clone());
-        (f, tokio::spawn(async move { fetch.fetch(&group, &name).await }))
-    };
     loop {
-        while ahead.len() < 2 * window.limit() {
-            let Some(f) = queue.pop_front() else { break };
-            ahead.push_back(ask(f));
+        let (low, high) = (window.limit().max(BATCH / 2), (2 * window.limit()).max(BATCH));
+        if ahead.len() < low {
+            while ahead.len() < high && !queue.is_empty() {
+                let batch: Vec<FileEntry> = queue.drain(..BATCH.min(queue.len())).collect();
+                ahead.extend(ask_batch(&fetcher, &args.group, batch));
+            }
         }
         while running.len() < window.limit() {
             let Some((f, asked)) = ahead.pop_front() else { break };
-            let info = asked.await.unwrap_or_else(|e| Err(anyhow!("tracker request task: {e}")));
-            if let Some(next) = queue.pop_front() {
-                ahead.push_back(ask(next));
-            }
+            let info = asked.await.unwrap_or_else(|_| Err(anyhow!("tracker request task ended")));
             match start_one(node, &args.group, &f, dest, &dest_s, info).await {
                 Ok(Some(download)) => {
                     // No hidden bars with --quiet: a bar and its style per
@@ -523,6 +521,54 @@ async fn get_many(
 /// `None` when the same file is already there (verified by its SHA1); an
 /// error when a different one is (it is never overwritten) or the download
 /// cannot start.
+/// Files asked of the tracker in one `FileInfos`.
+const BATCH: usize = ringshare_engine::ticket::MAX_FILES;
+
+/// Asks the tracker for `files` of `group` in one request (again for those
+/// it did not answer): each file's answer arrives on its own channel.
+fn ask_batch(
+    fetcher: &TrackerCalls,
+    group: &str,
+    files: Vec<FileEntry>,
+) -> Vec<(FileEntry, tokio::sync::oneshot::Receiver<Result<FileInfo>>)> {
+    let mut names = Vec::with_capacity(files.len());
+    let mut senders = Vec::with_capacity(files.len());
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        names.push(f.name.clone());
+        senders.push(tx);
+        out.push((f, rx));
+    }
+    let (fetcher, group) = (fetcher.clone(), group.to_owned());
+    tokio::spawn(async move {
+        let mut senders = senders.into_iter();
+        let mut at = 0;
+        while at < names.len() {
+            match fetcher.fetch_many(&group, &names[at..]).await {
+                // An empty answer to a non-empty ask would never end.
+                Ok(answers) if !answers.is_empty() => {
+                    at += answers.len();
+                    for (answer, tx) in answers.into_iter().zip(senders.by_ref()) {
+                        let _ = tx.send(answer);
+                    }
+                }
+                Ok(_) => {
+                    let why = "the tracker answered for none of the files asked";
+                    senders.by_ref().for_each(|tx| drop(tx.send(Err(anyhow!(why)))));
+                    break;
+                }
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    senders.by_ref().for_each(|tx| drop(tx.send(Err(anyhow!("{why}")))));
+                    break;
+                }
+            }
+        }
+    });
+    out
+}
+
 async fn start_one(
     node: &mut Node,
     group: &str,

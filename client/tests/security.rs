@@ -113,7 +113,7 @@ fn only_members_with_valid_tickets_get_pieces() {
         &ringshare_engine::ticket::Ticket {
             user: "eve".into(),
             group: "g".into(),
-            file_id: id,
+            files: vec![id],
             expires_ms: u64::MAX,
             holder: Some(tc_key.public().0),
         },

@@ -1,6 +1,8 @@
-//! Tickets: the tracker's signed permission for one user to fetch one file.
+//! Tickets: the tracker's signed permission for one user to fetch some files.
 //!
-//! A ticket binds a user, a group, a file id (whole-file SHA1), an expiry and
+//! A ticket binds a user, a group, the ids (whole-file SHA1s) of the files it
+//! allows — one for a `FileInfo`, up to [`MAX_FILES`] for the files of one
+//! `FileInfos` — an expiry and
 //! the downloader's node key (the key its tracker connection proved), signed
 //! with the trackers' ed25519 key. A piece server admits it only on a link
 //! authenticated by that key: a ticket copied off a node is useless to
@@ -10,6 +12,11 @@
 //! no round trip to a tracker. Pure: the caller passes the time in.
 //!
 //! Wire form: postcard([`Ticket`]) followed by the 64-byte signature over it.
+//!
+//! A bulk fetch presents one ticket for many files, often to the same piece
+//! server: each thread remembers the tickets it verified (their exact bytes,
+//! under the key that verified them), so a ticket's signature is checked
+//! once, not once per file.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -20,6 +27,29 @@ use crate::meta::Sha1Digest;
 /// Bytes of an ed25519 signature.
 const SIG_LEN: usize = 64;
 
+/// Most files one ticket allows: 64 ids of 20 bytes keep a ticket near
+/// 1.5 KiB, far below the handshake's `MAX_TICKET`.
+pub const MAX_FILES: usize = 64;
+
+/// Verified tickets a thread remembers.
+const REMEMBERED: usize = 512;
+
+thread_local! {
+    /// The tickets this thread verified, by signature.
+    static VERIFIED: std::cell::RefCell<std::collections::HashMap<[u8; SIG_LEN], Verified>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// A ticket whose signature a thread verified.
+struct Verified {
+    /// The key that verified it.
+    public: [u8; 32],
+    /// Its signed bytes.
+    body: Box<[u8]>,
+    /// What they say.
+    ticket: Ticket,
+}
+
 /// What a ticket allows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
@@ -27,8 +57,8 @@ pub struct Ticket {
     pub user: String,
     /// The group the permission comes from.
     pub group: String,
-    /// The file.
-    pub file_id: Sha1Digest,
+    /// The files it allows (at most [`MAX_FILES`]).
+    pub files: Vec<Sha1Digest>,
     /// Until when (ms since the Unix epoch).
     pub expires_ms: u64,
     /// The downloader's node key (X25519 public key): only a link that
@@ -95,6 +125,50 @@ pub fn verify(
         return Err(TicketError::Malformed);
     }
     let (body, sig) = bytes.split_at(bytes.len() - SIG_LEN);
+    let sig_bytes: [u8; SIG_LEN] = sig.try_into().map_err(|_| TicketError::Malformed)?;
+    // The same bytes under the same key verify the same: checked once.
+    let known = VERIFIED.with_borrow(|v| {
+        v.get(&sig_bytes)
+            .filter(|e| e.public == *public && *e.body == *body)
+            .map(|e| e.ticket.clone())
+    });
+    let t = match known {
+        Some(t) => t,
+        None => {
+            let t = verify_signature(public, body, &sig_bytes)?;
+            VERIFIED.with_borrow_mut(|v| {
+                if v.len() >= REMEMBERED {
+                    v.retain(|_, e| e.ticket.expires_ms > now_ms);
+                    if v.len() >= REMEMBERED {
+                        v.clear();
+                    }
+                }
+                v.insert(
+                    sig_bytes,
+                    Verified { public: *public, body: body.into(), ticket: t.clone() },
+                );
+            });
+            t
+        }
+    };
+    if t.user != user || !t.files.contains(file_id) {
+        return Err(TicketError::Mismatch);
+    }
+    if holder.is_some_and(|h| t.holder != Some(*h)) {
+        return Err(TicketError::WrongHolder);
+    }
+    if now_ms >= t.expires_ms {
+        return Err(TicketError::Expired);
+    }
+    Ok(t)
+}
+
+/// Checks `sig` over `body` with `public` and decodes the ticket.
+fn verify_signature(
+    public: &[u8; 32],
+    body: &[u8],
+    sig: &[u8; SIG_LEN],
+) -> Result<Ticket, TicketError> {
     // A piece server checks tickets of one tracker key: its point is
     // decompressed once per thread instead of once per ticket.
     thread_local! {
@@ -105,17 +179,11 @@ pub fn verify(
         _ => VerifyingKey::from_bytes(public).map(|key| *k.insert(key)),
     });
     let key = key.map_err(|_| TicketError::BadSignature)?;
-    let sig = Signature::from_bytes(sig.try_into().map_err(|_| TicketError::Malformed)?);
+    let sig = Signature::from_bytes(sig);
     key.verify(body, &sig).map_err(|_| TicketError::BadSignature)?;
     let t: Ticket = postcard::from_bytes(body).map_err(|_| TicketError::Malformed)?;
-    if t.user != user || t.file_id != *file_id {
-        return Err(TicketError::Mismatch);
-    }
-    if holder.is_some_and(|h| t.holder != Some(*h)) {
-        return Err(TicketError::WrongHolder);
-    }
-    if now_ms >= t.expires_ms {
-        return Err(TicketError::Expired);
+    if t.files.len() > MAX_FILES {
+        return Err(TicketError::Malformed);
     }
     Ok(t)
 }
@@ -129,7 +197,7 @@ mod tests {
         Ticket {
             user: "bob".into(),
             group: "g".into(),
-            file_id: Sha1Digest([7; 20]),
+            files: vec![Sha1Digest([7; 20])],
             expires_ms: 1000,
             holder: Some([9; 32]),
         }
@@ -172,6 +240,69 @@ mod tests {
         assert_eq!(verify(&pk, &forged, "bob", &id, h, 1), Err(TicketError::BadSignature));
         assert_eq!(verify(&pk, b"short", "bob", &id, h, 1), Err(TicketError::Malformed));
         assert_eq!(verify(&pk, &[], "bob", &id, h, 1), Err(TicketError::Malformed));
+    }
+
+    #[test]
+    fn a_ticket_for_many_files_allows_each_of_them_only() {
+        let secret = [3u8; 32];
+        let pk = public_key(&secret);
+        let ids: Vec<Sha1Digest> = (0..MAX_FILES as u8).map(|i| Sha1Digest([i; 20])).collect();
+        let t = Ticket { files: ids.clone(), ..ticket() };
+        let bytes = sign(&secret, &t);
+        let h = Some(&[9u8; 32]);
+        // Checked twice each: the second time from what the thread remembers,
+        // with the same answers.
+        for _ in 0..2 {
+            for id in &ids {
+                assert_eq!(verify(&pk, &bytes, "bob", id, h, 999), Ok(t.clone()));
+            }
+            let other = Sha1Digest([200; 20]);
+            assert_eq!(verify(&pk, &bytes, "bob", &other, h, 999), Err(TicketError::Mismatch));
+            assert_eq!(verify(&pk, &bytes, "eve", &ids[0], h, 999), Err(TicketError::Mismatch));
+            assert_eq!(
+                verify(&pk, &bytes, "bob", &ids[0], Some(&[8; 32]), 999),
+                Err(TicketError::WrongHolder)
+            );
+            assert_eq!(verify(&pk, &bytes, "bob", &ids[0], h, 1000), Err(TicketError::Expired));
+            // Remembered under its key only.
+            assert_eq!(
+                verify(&public_key(&[4u8; 32]), &bytes, "bob", &ids[0], h, 999),
+                Err(TicketError::BadSignature)
+            );
+        }
+        // The signature of a remembered ticket over other bytes is no ticket.
+        let mut other = sign(&secret, &Ticket { user: "eve".into(), ..t.clone() });
+        let sig_at = other.len() - SIG_LEN;
+        other[sig_at..].copy_from_slice(&bytes[bytes.len() - SIG_LEN..]);
+        assert_eq!(verify(&pk, &other, "eve", &ids[0], h, 999), Err(TicketError::BadSignature));
+        // More files than a ticket may hold: refused even though signed.
+        let ids: Vec<Sha1Digest> = (0..=MAX_FILES as u8).map(|i| Sha1Digest([i; 20])).collect();
+        let big = sign(&secret, &Ticket { files: ids, ..ticket() });
+        assert_eq!(
+            verify(&pk, &big, "bob", &Sha1Digest([0; 20]), h, 999),
+            Err(TicketError::Malformed)
+        );
+    }
+
+    #[test]
+    fn many_tickets_are_remembered_within_a_bound() {
+        let secret = [3u8; 32];
+        let pk = public_key(&secret);
+        for i in 0..(3 * REMEMBERED as u64) {
+            let t = Ticket { expires_ms: 1000 + i, ..ticket() };
+            let bytes = sign(&secret, &t);
+            assert!(verify(&pk, &bytes, "bob", &Sha1Digest([7; 20]), None, 999).is_ok());
+        }
+        let held = std::thread::spawn(move || {
+            for i in 0..(3 * REMEMBERED as u64) {
+                let bytes = sign(&secret, &Ticket { expires_ms: 1000 + i, ..ticket() });
+                let _ = verify(&pk, &bytes, "bob", &Sha1Digest([7; 20]), None, 999);
+            }
+            VERIFIED.with_borrow(|v| v.len())
+        })
+        .join()
+        .unwrap();
+        assert!(held <= REMEMBERED, "{held} remembered");
     }
 
     proptest! {

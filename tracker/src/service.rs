@@ -19,8 +19,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use ringshare_engine::names::{self, NameKind, MAX_FILE_NAME_LEN, MAX_PASSWORD_LEN};
 use ringshare_engine::proto::{
-    encode_frame, PeerInfo, Refusal, Request, Response, Token, MAX_PAGE, RESPONSE,
+    encode_frame, FileLookup, PeerInfo, Refusal, Request, Response, Token, MAX_PAGE, RESPONSE,
 };
+use ringshare_engine::ticket;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::durable::{DataDir, DataDirError, Opened};
@@ -33,6 +34,10 @@ use crate::state::{Op, State};
 pub const MAX_PENDING_REQUESTS: usize = 1000;
 /// Most groups whose `ListFiles` answer is kept encoded.
 pub const FILES_CACHE_GROUPS: usize = 1024;
+
+/// About the most bytes one `FileInfos` answer holds (its files' metadata
+/// and peers): a quarter of `MAX_FRAME`.
+const FILE_INFOS_BYTES: usize = 4 << 20;
 
 /// An answer for the network driver: a message to encode, or a frame
 /// already encoded and shared between every client that asked.
@@ -694,68 +699,138 @@ impl Tracker {
                 name(NameKind::Group, &group)?;
                 name(NameKind::File, &file)?;
                 let live = self.live_set();
-                // The other nodes fetching the file are its peers too
-                // (`crate::fetchers`): known once this ask is allowed.
-                let mut fetching = Vec::new();
-                // Only the sharers' keys are looked up (no copy of the map per
-                // request). Lock order: `inner`, then `node_keys`; nothing
-                // takes `inner` while holding `node_keys`.
-                let inner = self.lock();
-                let keys = self.node_keys.lock().unwrap_or_else(|p| p.into_inner());
-                let (meta, mut peers) = inner.replica.state().file_info(
-                    &user,
-                    &group,
-                    &file,
-                    &|t| live.contains_key(t),
-                    &|t| keys.get(t).copied(),
-                )?;
-                drop(keys);
-                {
-                    let mut f = self.fetchers.lock().unwrap_or_else(|p| p.into_inner());
-                    for t in f.touch(&group, &file, token, Instant::now()) {
-                        let Some(s) = inner.replica.state().session(&t) else { continue };
-                        if live.contains_key(&t) {
-                            fetching.push((t, s.user.clone(), s.peer_addr.clone()));
-                        }
-                    }
-                }
-                drop(inner);
-                if !fetching.is_empty() {
-                    let keys = self.node_keys.lock().unwrap_or_else(|p| p.into_inner());
-                    let fresh: Vec<PeerInfo> = {
-                        let listed: std::collections::HashSet<(&str, &str)> =
-                            peers.iter().map(|p| (p.user.as_str(), p.addr.as_str())).collect();
-                        fetching
-                            .into_iter()
-                            .filter(|(_, u, a)| !listed.contains(&(u.as_str(), a.as_str())))
-                            .map(|(t, user, addr)| PeerInfo {
-                                user,
-                                addr,
-                                key: keys.get(&t).copied(),
-                            })
-                            .collect()
-                    };
-                    peers.extend(fresh);
-                }
-                let secret = *self
-                    .lock()
-                    .replica
-                    .state()
-                    .ticket_key()
-                    .ok_or_else(|| Refusal::Internal("no ticket key".into()))?;
-                let t = ringshare_engine::ticket::Ticket {
-                    user,
-                    group,
-                    file_id: meta.sha1,
-                    expires_ms: wall_ms() + self.config.ticket_ttl.as_millis() as u64,
-                    // Bound to the key this request's link proved: useless
-                    // to anyone without that node's private key.
-                    holder: key,
-                };
-                let ticket = ringshare_engine::ticket::sign(&secret, &t);
+                let (meta, peers) = self.look_up(token, &user, &group, &file, &live)?;
+                let ticket = self.ticket(user, group, vec![meta.sha1], key)?;
                 Ok(Response::FileInfo { meta, peers, ticket })
             }
+            Request::FileInfos { token, group, files } => {
+                let (user, _) = self.session(&token)?;
+                name(NameKind::Group, &group)?;
+                if files.len() > ticket::MAX_FILES {
+                    return Err(Refusal::BadRequest(format!(
+                        "{} files asked for at once, at most {} allowed",
+                        files.len(),
+                        ticket::MAX_FILES
+                    )));
+                }
+                self.lock().replica.state().require_member(&user, &group)?;
+                let live = self.live_set();
+                let mut found = Vec::new();
+                let mut answered = Vec::with_capacity(files.len());
+                let mut bytes = 0usize;
+                for file in &files {
+                    let looked = name(NameKind::File, file)
+                        .and_then(|()| self.look_up(token, &user, &group, file, &live));
+                    match looked {
+                        Ok((meta, peers)) => {
+                            // Roughly its encoded size: the answer stays far
+                            // below MAX_FRAME; what does not fit is asked
+                            // for again.
+                            let size = meta.name.len()
+                                + 20 * meta.piece_hashes.len()
+                                + peers
+                                    .iter()
+                                    .map(|p| p.user.len() + p.addr.len() + 40)
+                                    .sum::<usize>()
+                                + 64;
+                            if !answered.is_empty() && bytes + size > FILE_INFOS_BYTES {
+                                break;
+                            }
+                            bytes += size;
+                            found.push(meta.sha1);
+                            answered.push(FileLookup::Found { meta, peers });
+                        }
+                        Err(refusal) => answered.push(FileLookup::Refused(refusal)),
+                    }
+                }
+                let ticket = if found.is_empty() {
+                    Vec::new()
+                } else {
+                    self.ticket(user, group, found, key)?
+                };
+                Ok(Response::FileInfos { files: answered, ticket })
+            }
         }
+    }
+
+    /// The metadata and online peers of `file` in `group` for `user`, the
+    /// caller of session `token`, who from now on counts as one of the
+    /// file's fetchers.
+    fn look_up(
+        &self,
+        token: Token,
+        user: &str,
+        group: &str,
+        file: &str,
+        live: &HashMap<Token, Instant>,
+    ) -> Result<(ringshare_engine::meta::FileMeta, Vec<PeerInfo>), Refusal> {
+        // The other nodes fetching the file are its peers too
+        // (`crate::fetchers`): known once this ask is allowed.
+        let mut fetching = Vec::new();
+        // Only the sharers' keys are looked up (no copy of the map per
+        // request). Lock order: `inner`, then `node_keys`; nothing
+        // takes `inner` while holding `node_keys`.
+        let inner = self.lock();
+        let keys = self.node_keys.lock().unwrap_or_else(|p| p.into_inner());
+        let (meta, mut peers) = inner.replica.state().file_info(
+            user,
+            group,
+            file,
+            &|t| live.contains_key(t),
+            &|t| keys.get(t).copied(),
+        )?;
+        drop(keys);
+        {
+            let mut f = self.fetchers.lock().unwrap_or_else(|p| p.into_inner());
+            for t in f.touch(group, file, token, Instant::now()) {
+                let Some(s) = inner.replica.state().session(&t) else { continue };
+                if live.contains_key(&t) {
+                    fetching.push((t, s.user.clone(), s.peer_addr.clone()));
+                }
+            }
+        }
+        drop(inner);
+        if !fetching.is_empty() {
+            let keys = self.node_keys.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh: Vec<PeerInfo> = {
+                let listed: std::collections::HashSet<(&str, &str)> =
+                    peers.iter().map(|p| (p.user.as_str(), p.addr.as_str())).collect();
+                fetching
+                    .into_iter()
+                    .filter(|(_, u, a)| !listed.contains(&(u.as_str(), a.as_str())))
+                    .map(|(t, user, addr)| PeerInfo { user, addr, key: keys.get(&t).copied() })
+                    .collect()
+            };
+            peers.extend(fresh);
+        }
+        Ok((meta, peers))
+    }
+
+    /// A ticket for `user` to fetch `files` of `group`, bound to the node
+    /// key `key` its request's link proved.
+    fn ticket(
+        &self,
+        user: String,
+        group: String,
+        files: Vec<ringshare_engine::meta::Sha1Digest>,
+        key: Option<[u8; 32]>,
+    ) -> Result<Vec<u8>, Refusal> {
+        let secret = *self
+            .lock()
+            .replica
+            .state()
+            .ticket_key()
+            .ok_or_else(|| Refusal::Internal("no ticket key".into()))?;
+        let t = ticket::Ticket {
+            user,
+            group,
+            files,
+            expires_ms: wall_ms() + self.config.ticket_ttl.as_millis() as u64,
+            // Bound to the key this request's link proved: useless to
+            // anyone without that node's private key.
+            holder: key,
+        };
+        Ok(ticket::sign(&secret, &t))
     }
 
     /// Applies an op, logs it (fsync'ed with group commit) and hands it to
@@ -1558,6 +1633,55 @@ mod tests {
         let r = t.handle(info(d)).await;
         assert_eq!(r, Response::Refused(Refusal::NotMember("g".into())));
         assert_eq!(addrs(t.handle(info(b)).await), ["127.0.0.1:1", "127.0.0.1:3"]);
+    }
+
+    #[tokio::test]
+    async fn many_files_are_looked_up_at_once_under_one_ticket() {
+        let t = Tracker::new();
+        t.ensure_ticket_key();
+        let (a, b, d) = (Token([1; 16]), Token([2; 16]), Token([4; 16]));
+        group_sharing_f(&t, &[("a", a, 1), ("b", b, 2), ("d", d, 4)], &["b"]);
+        for token in [a, b, d] {
+            t.handle(Request::Heartbeat { token }).await;
+        }
+        let ask = |token, files: &[&str]| Request::FileInfos {
+            token,
+            group: "g".into(),
+            files: files.iter().map(|f| f.to_string()).collect(),
+        };
+        let Response::FileInfos { files, ticket } =
+            t.handle(ask(b, &["f", "nope", "../x", "f"])).await
+        else {
+            panic!("no answer")
+        };
+        assert_eq!(files.len(), 4);
+        let FileLookup::Found { meta, peers } = &files[0] else { panic!("{:?}", files[0]) };
+        assert_eq!(peers.iter().map(|p| p.addr.as_str()).collect::<Vec<_>>(), ["127.0.0.1:1"]);
+        assert_eq!(files[3], files[0]);
+        assert!(matches!(files[1], FileLookup::Refused(Refusal::NoSuchFile { .. })), "{files:?}");
+        assert!(matches!(files[2], FileLookup::Refused(Refusal::BadName(_))), "{files:?}");
+        // One ticket for the files found, in b's name.
+        let public = t.ticket_public().unwrap();
+        let ok = ticket::verify(&public, &ticket, "b", &meta.sha1, None, wall_ms()).unwrap();
+        assert_eq!(ok.files, [meta.sha1, meta.sha1]);
+        // b now counts as a fetcher of f: a later ask lists it.
+        let Response::FileInfo { peers, .. } =
+            t.handle(Request::FileInfo { token: a, group: "g".into(), file: "f".into() }).await
+        else {
+            panic!("no answer")
+        };
+        assert!(peers.iter().any(|p| p.addr == "127.0.0.1:2"), "{peers:?}");
+        // A non-member is refused as a whole; too many names at once too.
+        let r = t.handle(ask(d, &["f"])).await;
+        assert_eq!(r, Response::Refused(Refusal::NotMember("g".into())));
+        let many = vec!["f"; ticket::MAX_FILES + 1];
+        let r = t.handle(ask(b, &many)).await;
+        assert!(matches!(r, Response::Refused(Refusal::BadRequest(_))), "{r:?}");
+        // No file found: no ticket.
+        let Response::FileInfos { ticket, .. } = t.handle(ask(b, &["nope"])).await else {
+            panic!("no answer")
+        };
+        assert!(ticket.is_empty());
     }
 
     #[tokio::test]

@@ -170,6 +170,18 @@ pub enum Request {
     /// The whole replicated state (`ringshare-tracker --dump-state`), for
     /// checkers that compare trackers: served like [`Request::StateDigest`].
     StateImage,
+    /// What [`Request::FileInfo`] answers, for several files of a group at
+    /// once (at most [`crate::ticket::MAX_FILES`]), under one ticket: a bulk
+    /// fetch's tracker requests and ticket checks, one per batch instead of
+    /// one per file.
+    FileInfos {
+        /// The session.
+        token: Token,
+        /// The group.
+        group: String,
+        /// The file names.
+        files: Vec<String>,
+    },
 }
 
 /// Most entries in one [`Response::FilesPage`]: with names of up to 1 KiB,
@@ -258,6 +270,29 @@ pub enum Response {
         /// The state's canonical encoding (postcard), the bytes digested.
         state: Vec<u8>,
     },
+    /// The answer to [`Request::FileInfos`]: the first `files.len()` names
+    /// asked, in order (fewer than asked when the answer would grow too
+    /// large: the rest are asked for again).
+    FileInfos {
+        /// One per name.
+        files: Vec<FileLookup>,
+        /// The ticket for every file found, to present to their peers.
+        ticket: Vec<u8>,
+    },
+}
+
+/// One file of a [`Response::FileInfos`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileLookup {
+    /// What [`Response::FileInfo`] says of it, but the ticket.
+    Found {
+        /// The file's metadata.
+        meta: FileMeta,
+        /// Online peers that share it.
+        peers: Vec<PeerInfo>,
+    },
+    /// Not answered for this file (no such file, a bad name).
+    Refused(Refusal),
 }
 
 /// Why a tracker refused a request. The messages are what the shell prints
@@ -391,6 +426,26 @@ mod tests {
         assert_eq!(frame, expected);
     }
 
+    #[test]
+    fn golden_batched_file_info_bytes() {
+        let req = Request::FileInfos {
+            token: Token([1; 16]),
+            group: "g".into(),
+            files: vec!["a".into()],
+        };
+        let mut expected = vec![18]; // variant 18 = FileInfos
+        expected.extend([1; 16]);
+        expected.extend([1, b'g', 1, 1, b'a']);
+        assert_eq!(postcard::to_stdvec(&req).unwrap(), expected);
+        let resp = Response::FileInfos {
+            files: vec![FileLookup::Refused(Refusal::NotLoggedIn)],
+            ticket: vec![9],
+        };
+        // variant 10 = FileInfos; one lookup, variant 1 = Refused, variant
+        // 0 = NotLoggedIn; a ticket of one byte.
+        assert_eq!(postcard::to_stdvec(&resp).unwrap(), vec![10, 1, 1, 0, 1, 9]);
+    }
+
     fn arb_string() -> impl Strategy<Value = String> {
         "[a-z0-9_.-]{0,12}"
     }
@@ -418,6 +473,8 @@ mod tests {
             ),
             (token.clone(), arb_string(), arb_string())
                 .prop_map(|(token, group, user)| Request::AcceptRequest { token, group, user }),
+            (token.clone(), arb_string(), proptest::collection::vec(arb_string(), 0..4))
+                .prop_map(|(token, group, files)| Request::FileInfos { token, group, files }),
             (
                 token,
                 arb_string(),
