@@ -1189,16 +1189,6 @@ impl TrackerCalls {
         Ok(self.links.call(req).await?)
     }
 
-    /// The tracker's `FileInfo` for `file` of `group`.
-    pub async fn fetch(&self, group: &str, file: &str) -> Result<FileInfo> {
-        let req =
-            Request::FileInfo { token: self.token, group: group.to_owned(), file: file.to_owned() };
-        match self.links.call(&req).await? {
-            Response::FileInfo { meta, peers, ticket } => Ok(FileInfo { meta, peers, ticket }),
-            other => Err(unexpected(other)),
-        }
-    }
-
     /// The tracker's `FileInfo` for each of `files` of `group` (at most
     /// [`ringshare_engine::ticket::MAX_FILES`]), in one request and under
     /// one ticket: one answer per name, in order — fewer when the tracker

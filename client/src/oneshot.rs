@@ -545,25 +545,20 @@ fn ask_batch(
         let mut senders = senders.into_iter();
         let mut at = 0;
         while at < names.len() {
-            match fetcher.fetch_many(&group, &names[at..]).await {
+            let why = match fetcher.fetch_many(&group, &names[at..]).await {
                 // An empty answer to a non-empty ask would never end.
                 Ok(answers) if !answers.is_empty() => {
                     at += answers.len();
                     for (answer, tx) in answers.into_iter().zip(senders.by_ref()) {
                         let _ = tx.send(answer);
                     }
+                    continue;
                 }
-                Ok(_) => {
-                    let why = "the tracker answered for none of the files asked";
-                    senders.by_ref().for_each(|tx| drop(tx.send(Err(anyhow!(why)))));
-                    break;
-                }
-                Err(e) => {
-                    let why = format!("{e:#}");
-                    senders.by_ref().for_each(|tx| drop(tx.send(Err(anyhow!("{why}")))));
-                    break;
-                }
-            }
+                Ok(_) => "the tracker answered for none of the files asked".to_owned(),
+                Err(e) => format!("{e:#}"),
+            };
+            senders.for_each(|tx| drop(tx.send(Err(anyhow!("{why}")))));
+            break;
         }
     });
     out
