@@ -8,6 +8,7 @@ pub mod downloads;
 pub mod jobs;
 pub mod node;
 pub mod oneshot;
+pub mod registrar;
 pub mod shares;
 pub mod shell;
 pub mod tracker_link;

@@ -2,7 +2,7 @@
 //! node shares. [`Node::execute`] carries out one shell command and returns
 //! the lines to print, or the error to print after `error: `.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -24,6 +24,7 @@ use ringshare_engine::tracker_info::TrackerList;
 use tokio::runtime::Handle;
 
 use crate::downloads::{resolve_dest, DownloadEntry};
+use crate::registrar::{self, Registrar};
 use crate::shares::{LocalShare, ShareBook, Staleness};
 use crate::shell::{Command, HELP};
 use crate::tracker_link::{LinkPool, TrackerLink, Trackers};
@@ -96,6 +97,8 @@ pub struct Node {
     ticket_key: TicketKey,
     /// Links for background calls to the trackers.
     pool_links: LinkPool,
+    /// Registers downloads as sharers once they hold a verified piece.
+    registrar: Registrar,
     /// Told whenever a download completes or fails.
     ended: Arc<tokio::sync::Notify>,
     /// Whether a completed download prints its line on stderr.
@@ -154,11 +157,13 @@ impl Node {
         if let Some(note) = tcp_buffer_note() {
             eprintln!("ringshare: {note}");
         }
+        let pool_links = LinkPool::new(trackers.clone());
         Ok(Self {
             addr,
             advertise: None,
             link: TrackerLink::new(trackers.clone()),
-            pool_links: LinkPool::new(trackers.clone()),
+            registrar: Registrar::start(&Handle::current(), pool_links.clone()),
+            pool_links,
             trackers,
             session: None,
             shares: Arc::new(Mutex::new(ShareList::new())),
@@ -338,34 +343,40 @@ impl Node {
         let (recorded, warning) = book.load();
         let mut resumed = Vec::new();
         let mut dropped = Vec::new();
+        // Shares to stop, with why: changed, gone or refused.
+        let mut stale = Vec::new();
+        let mut by_group: BTreeMap<String, Vec<LocalShare>> = BTreeMap::new();
         for share in recorded {
-            let label = format!("{}/{}", share.group, share.meta.name);
-            let reason = match share.check() {
-                Ok(()) => {
-                    if let Err(e) = self.serve_file(&share) {
-                        dropped.push(format!("{label}: {e:#}"));
-                        continue;
-                    }
-                    let req = Request::UploadFile {
-                        token,
-                        group: share.group.clone(),
-                        meta: share.meta.clone(),
-                    };
-                    match self.call(req).await? {
-                        Response::Done | Response::Refused(Refusal::AlreadySharing { .. }) => {
-                            resumed.push(share);
-                            continue;
-                        }
-                        Response::Refused(r) => {
-                            self.unserve(&share.meta.sha1);
-                            r.to_string()
-                        }
-                        other => unexpected(other).to_string(),
-                    }
+            match share.check() {
+                Ok(()) => match self.serve_file(&share) {
+                    Ok(()) => by_group.entry(share.group.clone()).or_default().push(share),
+                    Err(e) => dropped.push(format!("{}/{}: {e:#}", share.group, share.meta.name)),
+                },
+                Err(Staleness::Changed) => stale.push((share, "changed since upload".to_owned())),
+                Err(Staleness::Missing(e)) => stale.push((share, format!("missing ({e})"))),
+            }
+        }
+        // Registered again in batches, a few at once.
+        let mut batches = by_group.into_iter().flat_map(|(group, shares)| {
+            registrar::batches(shares, |s| &s.meta).into_iter().map(move |b| (group.clone(), b))
+        });
+        let links = self.pool_links.clone();
+        let meta: fn(&LocalShare) -> &FileMeta = |s| &s.meta;
+        registrar::register_batches(&links, token, &mut batches, meta, |batch, answers| {
+            for (share, answer) in batch.into_iter().zip(answers) {
+                match answer {
+                    None | Some(Refusal::AlreadySharing { .. }) => resumed.push(share),
+                    Some(r) => stale.push((share, r.to_string())),
                 }
-                Err(Staleness::Changed) => "changed since upload".to_owned(),
-                Err(Staleness::Missing(e)) => format!("missing ({e})"),
-            };
+            }
+            Ok(())
+        })
+        .await?;
+        // The rest are no longer served (unless resumed with the same
+        // bytes under another name) and not listed.
+        *self.shares_mut() = resumed.iter().map(|s| (share_key(s), s.clone())).collect();
+        for (share, reason) in stale {
+            self.unserve(&share.meta.sha1);
             let stop = Request::StopShare {
                 token,
                 group: share.group.clone(),
@@ -373,12 +384,11 @@ impl Node {
             };
             // The tracker may not list it any more; either way it is not shared now.
             let _ = self.call(stop).await?;
-            dropped.push(format!("{label}: {reason}"));
+            dropped.push(format!("{}/{}: {reason}", share.group, share.meta.name));
         }
         let count = resumed.len();
         // Compacted at each login: what resumed, nothing else.
         book.replace(&resumed).context("save the share record")?;
-        *self.shares_mut() = resumed.into_iter().map(|s| (share_key(&s), s)).collect();
         let mut line = format!("logged in as {user}");
         if count > 0 || !dropped.is_empty() {
             line += &format!("; resumed sharing {count} file(s)");
@@ -452,61 +462,49 @@ impl Node {
             .context("hashing task")?;
         let hash_seconds = clock.elapsed().as_secs_f64();
         let clock = std::time::Instant::now();
-        // Registered several at once on the pooled links: one round trip
-        // per file in turn is a long wait with a distant tracker. Each file
-        // is served before the tracker lists it.
-        let calls = self.tracker_calls()?;
+        // Each file is served before the tracker lists it, then registered
+        // in batches (one request and one tracker log sync for up to
+        // MAX_UPLOADS files), a few batches at once on the pooled links: one
+        // round trip per file in turn is a long wait with a distant tracker.
+        let mut ready = Vec::new();
+        for (item, meta) in hashed {
+            let meta = match meta {
+                Ok(m) => m,
+                Err(e) => {
+                    skipped.push(Skipped::new(&item.path, format!("{e:#}")));
+                    continue;
+                }
+            };
+            let share = match LocalShare::new(group.to_owned(), item.path.clone(), meta) {
+                Ok(s) => s,
+                Err(e) => {
+                    skipped.push(Skipped::new(&item.path, format!("inspect: {e}")));
+                    continue;
+                }
+            };
+            if let Err(e) = self.serve_file(&share) {
+                skipped.push(Skipped::new(&item.path, format!("{e:#}")));
+                continue;
+            }
+            ready.push((item, share));
+        }
+        let links = self.pool_links.clone();
+        let mut batches = registrar::batches(ready, |(_, share)| &share.meta)
+            .into_iter()
+            .map(|batch| (group.to_owned(), batch));
         let mut shared = Vec::new();
-        let mut hashed = hashed.into_iter();
-        let mut asking = tokio::task::JoinSet::new();
-        // Registrations in flight by content: two files of a tree with the
-        // same bytes are one served entry.
-        let mut in_flight: HashMap<Sha1Digest, usize> = HashMap::new();
+        // Content the tracker refused: no longer served once every batch
+        // is answered, unless another file with the same bytes was taken.
+        let mut refused: Vec<Sha1Digest> = Vec::new();
         // Recorded in the share book together at the end (one sync), also
         // when the loop ends early: what the tracker took is on record.
         let mut recorded: Vec<LocalShare> = Vec::new();
-        let outcome: Result<()> = async {
-            loop {
-                while asking.len() < REGISTER_AT_ONCE {
-                    let Some((item, meta)) = hashed.next() else { break };
-                    let meta = match meta {
-                        Ok(m) => m,
-                        Err(e) => {
-                            skipped.push(Skipped::new(&item.path, format!("{e:#}")));
-                            continue;
-                        }
-                    };
-                    let share = match LocalShare::new(group.to_owned(), item.path.clone(), meta) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            skipped.push(Skipped::new(&item.path, format!("inspect: {e}")));
-                            continue;
-                        }
-                    };
-                    if let Err(e) = self.serve_file(&share) {
-                        skipped.push(Skipped::new(&item.path, format!("{e:#}")));
-                        continue;
-                    }
-                    *in_flight.entry(share.meta.sha1).or_default() += 1;
-                    let (calls, group) = (calls.clone(), group.to_owned());
-                    asking.spawn(async move {
-                        let req = Request::UploadFile { token, group, meta: share.meta.clone() };
-                        let answer = calls.call(&req).await;
-                        (item, share, answer)
-                    });
-                }
-                let Some(joined) = asking.join_next().await else { break };
-                let (item, share, answer) = joined.context("registration task")?;
-                let others = in_flight.get_mut(&share.meta.sha1).map_or(0, |n| {
-                    *n -= 1;
-                    *n
-                });
-                match answer? {
-                    Response::Done => {}
-                    Response::Refused(r) => {
-                        if others == 0 {
-                            self.unserve(&share.meta.sha1);
-                        }
+        let meta: fn(&(_, LocalShare)) -> &FileMeta = |(_, share)| &share.meta;
+        let outcome =
+            registrar::register_batches(&links, token, &mut batches, meta, |batch, answers| {
+                for ((item, share), answer) in batch.into_iter().zip(answers) {
+                    if let Some(r) = answer {
+                        refused.push(share.meta.sha1);
                         if r == Refusal::NotLoggedIn {
                             self.pause_all("stopped: the session ended");
                             bail!("{r}");
@@ -514,20 +512,23 @@ impl Node {
                         skipped.push(Skipped::new(&item.path, r.to_string()));
                         continue;
                     }
-                    other => return Err(unexpected(other)),
+                    recorded.push(share.clone());
+                    shared.push(SharedLine {
+                        name: share.meta.name.clone(),
+                        len: share.meta.len,
+                        pieces: share.meta.piece_hashes.len(),
+                        sha1: share.meta.sha1,
+                    });
+                    self.shares_mut().insert(share_key(&share), share);
                 }
-                recorded.push(share.clone());
-                shared.push(SharedLine {
-                    name: share.meta.name.clone(),
-                    len: share.meta.len,
-                    pieces: share.meta.piece_hashes.len(),
-                    sha1: share.meta.sha1,
-                });
-                self.shares_mut().insert(share_key(&share), share);
-            }
-            Ok(())
+                Ok(())
+            })
+            .await;
+        // Batches never sent (the loop ended early) are not shared either.
+        refused.extend(batches.flat_map(|(_, batch)| batch).map(|(_, share)| share.meta.sha1));
+        for id in &refused {
+            self.unserve(id);
         }
-        .await;
         if let Some(s) = &self.session {
             s.book.put_all(&recorded).context("save the share record")?;
         }
@@ -914,25 +915,14 @@ impl Node {
         dest: PathBuf,
         meta: FileMeta,
     ) -> Box<dyn Fn(FetchEvent) + Send + Sync> {
-        let rt = self.rt.clone();
-        let links = self.pool_links.clone();
+        let registrar = self.registrar.clone();
         let serve = Arc::clone(&self.serve);
         let shares = Arc::clone(&self.shares);
         let book = self.session.as_ref().map(|s| s.book.clone());
         let (ended, announce) = (Arc::clone(&self.ended), self.announce);
         let defer_sync = self.defer_book_sync;
         Box::new(move |event| match event {
-            FetchEvent::FirstPiece => {
-                let req = Request::UploadFile { token, group: group.clone(), meta: meta.clone() };
-                let links = links.clone();
-                rt.spawn(async move {
-                    match links.call(&req).await {
-                        Ok(Response::Done | Response::Refused(Refusal::AlreadySharing { .. })) => {}
-                        Ok(other) => tracing::warn!("register as a sharer: {other:?}"),
-                        Err(e) => tracing::warn!("register as a sharer: {e}"),
-                    }
-                });
-            }
+            FetchEvent::FirstPiece => registrar.register(token, group.clone(), meta.clone()),
             FetchEvent::Complete(peers) => {
                 // Under a settler the file may still be `.part`, and be
                 // moved while it is looked at: the destination, the part
@@ -1240,9 +1230,6 @@ fn opener(share: &LocalShare) -> Arc<ringshare_engine::serve::Opener> {
         Ok(ServedFile::complete(share.meta.clone(), f))
     })
 }
-
-/// Files a bulk share registers with the tracker at once.
-const REGISTER_AT_ONCE: usize = 16;
 
 /// A `list_files` line: `name  123 bytes  2 peers`.
 pub fn file_line(f: &FileEntry) -> String {

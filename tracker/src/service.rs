@@ -19,7 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use ringshare_engine::names::{self, NameKind, MAX_FILE_NAME_LEN, MAX_PASSWORD_LEN};
 use ringshare_engine::proto::{
-    encode_frame, FileLookup, PeerInfo, Refusal, Request, Response, Token, MAX_PAGE, RESPONSE,
+    encode_frame, FileLookup, PeerInfo, Refusal, Request, Response, Token, MAX_PAGE, MAX_UPLOADS,
+    RESPONSE,
 };
 use ringshare_engine::ticket;
 use tokio::sync::{broadcast, oneshot};
@@ -687,6 +688,42 @@ impl Tracker {
                 self.commit(Op::UploadFile { user, peer_addr, group, meta }).await?;
                 Ok(Response::Done)
             }
+            Request::UploadFiles { token, group, files } => {
+                let (user, peer_addr) = self.session(&token)?;
+                name(NameKind::Group, &group)?;
+                if files.len() > MAX_UPLOADS {
+                    return Err(Refusal::BadRequest(format!(
+                        "{} files registered at once, at most {MAX_UPLOADS} allowed",
+                        files.len()
+                    )));
+                }
+                // Each file is checked on its own: a bad one is refused in
+                // its place, the others are registered.
+                let mut answers: Vec<Option<Refusal>> = Vec::with_capacity(files.len());
+                let mut ops = Vec::with_capacity(files.len());
+                for meta in files {
+                    let checked = name(NameKind::File, &meta.name).and_then(|()| {
+                        meta.validate().map_err(|e| Refusal::BadRequest(e.to_string()))
+                    });
+                    match checked {
+                        Ok(()) => {
+                            ops.push(Op::UploadFile {
+                                user: user.clone(),
+                                peer_addr: peer_addr.clone(),
+                                group: group.clone(),
+                                meta,
+                            });
+                            answers.push(None);
+                        }
+                        Err(refusal) => answers.push(Some(refusal)),
+                    }
+                }
+                let mut committed = self.commit_all(ops).await?.into_iter();
+                for answer in answers.iter_mut().filter(|a| a.is_none()) {
+                    *answer = committed.next().and_then(Result::err);
+                }
+                Ok(Response::Uploads(answers))
+            }
             Request::StopShare { token, group, file } => {
                 let (user, peer_addr) = self.session(&token)?;
                 name(NameKind::Group, &group)?;
@@ -836,26 +873,46 @@ impl Tracker {
     /// Applies an op, logs it (fsync'ed with group commit) and hands it to
     /// the other trackers: the single path by which a client changes state.
     async fn commit(&self, op: Op) -> Result<(), Refusal> {
+        self.commit_all(vec![op]).await?.pop().unwrap_or(Ok(()))
+    }
+
+    /// [`Tracker::commit`] for several ops at once: each applied (or
+    /// refused, in its place) in order, then every one logged, awaited
+    /// together (one group-commit sync for the batch). Errs as a whole only
+    /// when no change may be made here now, or the log failed.
+    async fn commit_all(&self, ops: Vec<Op>) -> Result<Vec<Result<(), Refusal>>, Refusal> {
         self.not_waiting()?;
-        let (entry, durable, snapshot_due) = {
+        let mut results = Vec::with_capacity(ops.len());
+        let mut logging = Vec::new();
+        let snapshot_due = {
             let mut inner = self.lock();
-            let entry = inner.replica.propose(op, wall_ms())?;
-            let durable = inner.append(&entry);
-            (entry, durable, inner.since_snapshot >= self.config.snapshot_every)
-        };
-        if let Some(rx) = durable {
-            if let Err(why) = logged(rx).await {
-                // The op is in this replica but not on disk: stop rather
-                // than let it reach a client, a peer or a snapshot.
-                self.fail_stop(&why);
-                return Err(Refusal::Internal(format!("op log: {why}")));
+            for op in ops {
+                match inner.replica.propose(op, wall_ms()) {
+                    Ok(entry) => {
+                        let durable = inner.append(&entry);
+                        logging.push((entry, durable));
+                        results.push(Ok(()));
+                    }
+                    Err(refusal) => results.push(Err(refusal)),
+                }
             }
+            inner.since_snapshot >= self.config.snapshot_every
+        };
+        for (entry, durable) in logging {
+            if let Some(rx) = durable {
+                if let Err(why) = logged(rx).await {
+                    // The op is in this replica but not on disk: stop rather
+                    // than let it reach a client, a peer or a snapshot.
+                    self.fail_stop(&why);
+                    return Err(Refusal::Internal(format!("op log: {why}")));
+                }
+            }
+            self.durable().settle(entry, &self.feed);
         }
-        self.durable().settle(entry, &self.feed);
         if snapshot_due {
             self.maybe_snapshot();
         }
-        Ok(())
+        Ok(results)
     }
 
     /// Takes entries streamed from another tracker; returns once they are
@@ -1682,6 +1739,68 @@ mod tests {
             panic!("no answer")
         };
         assert!(ticket.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_files_are_registered_at_once_each_answered_in_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, _) = Tracker::open(TrackerConfig::default(), dir.path()).unwrap();
+        let (a, b) = (Token([1; 16]), Token([2; 16]));
+        let meta = |name: &str, fill: u8| ringshare_engine::meta::FileMeta {
+            name: name.into(),
+            len: 1,
+            sha1: ringshare_engine::meta::Sha1Digest([fill; 20]),
+            piece_hashes: vec![ringshare_engine::meta::Sha1Digest([fill; 20])],
+        };
+        // Set up through the log, so that a restart holds it all.
+        for (user, token, port) in [("a", a, 1), ("b", b, 2)] {
+            t.commit(Op::CreateUser { user: user.into(), password_hash: "x".into() })
+                .await
+                .unwrap();
+            let peer_addr = format!("127.0.0.1:{port}");
+            t.commit(Op::Login { user: user.into(), token, peer_addr }).await.unwrap();
+        }
+        t.commit(Op::CreateGroup { user: "a".into(), group: "g".into() }).await.unwrap();
+        let shared = Op::UploadFile {
+            user: "a".into(),
+            peer_addr: "127.0.0.1:1".into(),
+            group: "g".into(),
+            meta: meta("f", 7),
+        };
+        t.commit(shared).await.unwrap();
+        let mut inconsistent = meta("bad-meta", 3);
+        inconsistent.piece_hashes.clear();
+        let files = vec![
+            meta("x/one", 1),
+            meta("../up", 2),
+            meta("f", 7),
+            inconsistent,
+            meta("f", 8),
+            meta("two", 2),
+        ];
+        let up = |token, files| Request::UploadFiles { token, group: "g".into(), files };
+        let Response::Uploads(answers) = t.handle(up(a, files)).await else { panic!("no answer") };
+        assert_eq!(answers.len(), 6);
+        assert_eq!(answers[0], None);
+        assert!(matches!(answers[1], Some(Refusal::BadName(_))), "{answers:?}");
+        assert!(matches!(answers[2], Some(Refusal::AlreadySharing { .. })), "{answers:?}");
+        assert!(matches!(answers[3], Some(Refusal::BadRequest(_))), "{answers:?}");
+        assert!(matches!(answers[4], Some(Refusal::DifferentContent { .. })), "{answers:?}");
+        assert_eq!(answers[5], None);
+        // A non-member is refused file by file; too many files as a whole.
+        let Response::Uploads(answers) = t.handle(up(b, vec![meta("z", 9)])).await else {
+            panic!("no answer")
+        };
+        assert_eq!(answers, [Some(Refusal::NotMember("g".into()))]);
+        let many = vec![meta("m", 9); MAX_UPLOADS + 1];
+        let r = t.handle(up(a, many)).await;
+        assert!(matches!(r, Response::Refused(Refusal::BadRequest(_))), "{r:?}");
+        // Answered means on disk: a restart lists both.
+        drop(t);
+        let (t, _) = Tracker::open(TrackerConfig::default(), dir.path()).unwrap();
+        let state = t.snapshot();
+        let names: Vec<&String> = state.group("g").unwrap().files.keys().collect();
+        assert_eq!(names, ["f", "two", "x/one"]);
     }
 
     #[tokio::test]

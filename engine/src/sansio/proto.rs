@@ -182,7 +182,24 @@ pub enum Request {
         /// The file names.
         files: Vec<String>,
     },
+    /// What [`Request::UploadFile`] does, for several files of a group at
+    /// once (at most [`MAX_UPLOADS`]): a bulk share's, a bulk fetch's and a
+    /// login's registrations, one request and one log sync per batch
+    /// instead of one per file. Answered by [`Response::Uploads`].
+    UploadFiles {
+        /// The session.
+        token: Token,
+        /// The group.
+        group: String,
+        /// The files' metadata.
+        files: Vec<FileMeta>,
+    },
 }
+
+/// Most files in one [`Request::UploadFiles`]. Their piece hashes are
+/// bounded by [`MAX_FRAME`] as any request's are; senders also keep a
+/// batch's hashes to a few MiB, so that one slow batch holds little.
+pub const MAX_UPLOADS: usize = 64;
 
 /// Most entries in one [`Response::FilesPage`]: with names of up to 1 KiB,
 /// a page stays near 2 MiB, far below [`MAX_FRAME`].
@@ -279,6 +296,9 @@ pub enum Response {
         /// The ticket for every file found, to present to their peers.
         ticket: Vec<u8>,
     },
+    /// The answer to [`Request::UploadFiles`]: one per file, in order,
+    /// `None` where the file was registered, else why not.
+    Uploads(Vec<Option<Refusal>>),
 }
 
 /// One file of a [`Response::FileInfos`].
@@ -446,6 +466,29 @@ mod tests {
         assert_eq!(postcard::to_stdvec(&resp).unwrap(), vec![10, 1, 1, 0, 1, 9]);
     }
 
+    #[test]
+    fn golden_batched_upload_bytes() {
+        let meta = FileMeta {
+            name: "a".into(),
+            len: 1,
+            sha1: Sha1Digest([2; 20]),
+            piece_hashes: vec![Sha1Digest([3; 20])],
+        };
+        let req =
+            Request::UploadFiles { token: Token([1; 16]), group: "g".into(), files: vec![meta] };
+        let mut expected = vec![19]; // variant 19 = UploadFiles
+        expected.extend([1; 16]);
+        expected.extend([1, b'g', 1]); // the group; one file
+        expected.extend([1, b'a', 1]); // its name and length
+        expected.extend([2; 20]); // its sha1
+        expected.push(1); // one piece hash
+        expected.extend([3; 20]);
+        assert_eq!(postcard::to_stdvec(&req).unwrap(), expected);
+        let resp = Response::Uploads(vec![None, Some(Refusal::NotLoggedIn)]);
+        // variant 11 = Uploads; two answers: none, then some NotLoggedIn.
+        assert_eq!(postcard::to_stdvec(&resp).unwrap(), vec![11, 2, 0, 1, 0]);
+    }
+
     fn arb_string() -> impl Strategy<Value = String> {
         "[a-z0-9_.-]{0,12}"
     }
@@ -475,24 +518,22 @@ mod tests {
                 .prop_map(|(token, group, user)| Request::AcceptRequest { token, group, user }),
             (token.clone(), arb_string(), proptest::collection::vec(arb_string(), 0..4))
                 .prop_map(|(token, group, files)| Request::FileInfos { token, group, files }),
-            (
-                token,
-                arb_string(),
-                arb_string(),
-                any::<u64>(),
-                proptest::collection::vec(any::<[u8; 20]>(), 0..4)
-            )
-                .prop_map(|(token, group, name, len, hashes)| Request::UploadFile {
-                    token,
-                    group,
-                    meta: FileMeta {
-                        name,
-                        len,
-                        sha1: Sha1Digest([7; 20]),
-                        piece_hashes: hashes.into_iter().map(Sha1Digest).collect(),
-                    },
-                }),
+            (token.clone(), arb_string(), arb_meta())
+                .prop_map(|(token, group, meta)| Request::UploadFile { token, group, meta }),
+            (token, arb_string(), proptest::collection::vec(arb_meta(), 0..4))
+                .prop_map(|(token, group, files)| Request::UploadFiles { token, group, files }),
         ]
+    }
+
+    fn arb_meta() -> impl Strategy<Value = FileMeta> {
+        (arb_string(), any::<u64>(), proptest::collection::vec(any::<[u8; 20]>(), 0..4)).prop_map(
+            |(name, len, hashes)| FileMeta {
+                name,
+                len,
+                sha1: Sha1Digest([7; 20]),
+                piece_hashes: hashes.into_iter().map(Sha1Digest).collect(),
+            },
+        )
     }
 
     proptest! {

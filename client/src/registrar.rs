@@ -1,0 +1,198 @@
+//! Registering this node's files with the trackers many at a time
+//! (`UploadFiles`): a bulk share's files, the shares a login resumes, and
+//! the downloads that just verified their first piece, one request (and
+//! one tracker log sync) per batch of up to [`MAX_UPLOADS`] instead of one
+//! per file.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use ringshare_engine::meta::FileMeta;
+use ringshare_engine::proto::{Refusal, Request, Response, Token, MAX_UPLOADS};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::tracker_link::LinkPool;
+
+/// Most piece-hash bytes in one batch: a batch of large files is split well
+/// below the frame limit, so that one request stays quick to send and check.
+const BATCH_HASH_BYTES: usize = 4 << 20;
+
+/// Registration requests a [`Registrar`] keeps in flight at once.
+const CALLS_AT_ONCE: usize = 4;
+
+/// Registers `files` in `group` for session `token`, in one request (at
+/// most [`MAX_UPLOADS`] files): per file, in order, `None` when the
+/// tracker took it, else why not. A refusal of the whole request (the
+/// session ended) is every file's answer.
+pub async fn upload_files(
+    links: &LinkPool,
+    token: Token,
+    group: &str,
+    files: Vec<FileMeta>,
+) -> Result<Vec<Option<Refusal>>> {
+    let n = files.len();
+    let req = Request::UploadFiles { token, group: group.to_owned(), files };
+    match links.call(&req).await? {
+        Response::Uploads(answers) if answers.len() == n => Ok(answers),
+        Response::Uploads(answers) => {
+            bail!("the tracker answered for {} files, {n} registered", answers.len())
+        }
+        Response::Refused(r) => Ok(vec![Some(r); n]),
+        other => bail!("unexpected answer from the tracker: {other:?}"),
+    }
+}
+
+/// Splits `items` into batches one [`upload_files`] each: at most
+/// [`MAX_UPLOADS`] files and about [`BATCH_HASH_BYTES`] of piece hashes (a
+/// file larger than that is a batch of its own).
+pub fn batches<T>(items: Vec<T>, meta: impl Fn(&T) -> &FileMeta) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let size = hash_bytes(meta(&item));
+        match out.last_mut() {
+            Some(last) if last.len() < MAX_UPLOADS && bytes + size <= BATCH_HASH_BYTES => {
+                bytes += size;
+                last.push(item);
+            }
+            _ => {
+                bytes = size;
+                out.push(vec![item]);
+            }
+        }
+    }
+    out
+}
+
+/// Registers each batch of `batches` (its group, its files) with one
+/// [`upload_files`], [`CALLS_AT_ONCE`] of them at a time, handing every
+/// batch to `answered` with its answers as they come. Stops at the first
+/// error, its own or `answered`'s; batches not yet sent stay in `batches`.
+pub async fn register_batches<T, I>(
+    links: &LinkPool,
+    token: Token,
+    batches: &mut I,
+    meta: fn(&T) -> &FileMeta,
+    mut answered: impl FnMut(Vec<T>, Vec<Option<Refusal>>) -> Result<()>,
+) -> Result<()>
+where
+    T: Send + 'static,
+    I: Iterator<Item = (String, Vec<T>)>,
+{
+    let mut asking = tokio::task::JoinSet::new();
+    loop {
+        while asking.len() < CALLS_AT_ONCE {
+            let Some((group, batch)) = batches.next() else { break };
+            let links = links.clone();
+            asking.spawn(async move {
+                let metas = batch.iter().map(|item| meta(item).clone()).collect();
+                let answers = upload_files(&links, token, &group, metas).await;
+                (batch, answers)
+            });
+        }
+        let Some(joined) = asking.join_next().await else { return Ok(()) };
+        let (batch, answers) = joined?;
+        answered(batch, answers?)?;
+    }
+}
+
+fn hash_bytes(meta: &FileMeta) -> usize {
+    20 * meta.piece_hashes.len()
+}
+
+/// One file to register: for which session, in which group.
+type Pending = (Token, String, FileMeta);
+
+/// Registers files in the background as they are handed over, batching
+/// whatever queued while earlier requests were out: a bulk get's downloads
+/// each register once their first piece is verified, and thousands of
+/// small files do so within seconds. Cheap to clone; the task ends with
+/// the last clone.
+#[derive(Debug, Clone)]
+pub struct Registrar {
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+impl Registrar {
+    /// Starts the registering task on `rt`.
+    pub fn start(rt: &Handle, links: LinkPool) -> Self {
+        let (queue, rx) = mpsc::unbounded_channel();
+        rt.spawn(run(rx, links));
+        Self { queue }
+    }
+
+    /// Registers `meta` in `group` for session `token`, soon. Failures are
+    /// logged: a download goes on whether or not others learn of it.
+    pub fn register(&self, token: Token, group: String, meta: FileMeta) {
+        let _ = self.queue.send((token, group, meta));
+    }
+}
+
+async fn run(mut rx: mpsc::UnboundedReceiver<Pending>, links: LinkPool) {
+    let calls = Arc::new(Semaphore::new(CALLS_AT_ONCE));
+    while let Some(first) = rx.recv().await {
+        // While every call is out, more files queue: they go together.
+        let Ok(permit) = Arc::clone(&calls).acquire_owned().await else { return };
+        let mut bytes = hash_bytes(&first.2);
+        let mut taken = vec![first];
+        while taken.len() < MAX_UPLOADS && bytes < BATCH_HASH_BYTES {
+            let Ok(next) = rx.try_recv() else { break };
+            bytes += hash_bytes(&next.2);
+            taken.push(next);
+        }
+        let mut by_group: BTreeMap<(Token, String), Vec<FileMeta>> = BTreeMap::new();
+        for (token, group, meta) in taken {
+            by_group.entry((token, group)).or_default().push(meta);
+        }
+        let links = links.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            for ((token, group), files) in by_group {
+                let names: Vec<String> = files.iter().map(|m| m.name.clone()).collect();
+                match upload_files(&links, token, &group, files).await {
+                    Ok(answers) => {
+                        for (name, answer) in names.iter().zip(answers) {
+                            match answer {
+                                None | Some(Refusal::AlreadySharing { .. }) => {}
+                                Some(r) => {
+                                    tracing::warn!("register {group}/{name} as a sharer: {r}")
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!("register {} file(s) as a sharer: {e:#}", names.len()),
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringshare_engine::meta::Sha1Digest;
+
+    fn meta(pieces: usize) -> FileMeta {
+        FileMeta {
+            name: "f".into(),
+            len: 1,
+            sha1: Sha1Digest([0; 20]),
+            piece_hashes: vec![Sha1Digest([0; 20]); pieces],
+        }
+    }
+
+    #[test]
+    fn batches_hold_at_most_so_many_files_and_hash_bytes() {
+        let small: Vec<FileMeta> = (0..MAX_UPLOADS * 2 + 1).map(|_| meta(1)).collect();
+        let sizes: Vec<usize> = batches(small, |m| m).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [MAX_UPLOADS, MAX_UPLOADS, 1]);
+        // Half the byte bound each: two to a batch; one over it alone.
+        let half = BATCH_HASH_BYTES / 40;
+        let big = vec![meta(half), meta(half), meta(half), meta(3 * half), meta(1)];
+        let sizes: Vec<usize> = batches(big, |m| m).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [2, 1, 1, 1]);
+        assert!(batches(Vec::<FileMeta>::new(), |m| m).is_empty());
+    }
+}
