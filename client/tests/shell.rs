@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{free_port, random_file, NodeProc, TrackerProc};
+use common::{eventually, free_port, random_file, NodeProc, TrackerProc};
 
 /// A tracker and a scratch directory.
 fn setup() -> (tempfile::TempDir, TrackerProc, PathBuf) {
@@ -261,4 +261,77 @@ impl TapMkdir for PathBuf {
         std::fs::create_dir_all(&self).unwrap();
         self
     }
+}
+
+/// Registrations go to the tracker many files to a request: a directory of
+/// more files than one request takes, shared in one group, a few in
+/// another; a restart whose login resumes them all in both groups; and
+/// downloads that list their own node as a peer once they hold a piece.
+#[test]
+fn many_shares_resume_in_every_group_and_downloads_become_peers() {
+    let (dir, _t, info) = setup();
+    let state = dir.path().join("state-a");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut a = NodeProc::start_at(&listen, &info, &state);
+    a.ok("create_user alice pw");
+    a.ok("login alice pw");
+    let mut b = user(&dir, &info, "bob");
+    for g in ["g", "h"] {
+        a.ok(&format!("create_group {g}"));
+        b.ok(&format!("join_group {g}"));
+        a.ok(&format!("accept_request {g} bob"));
+    }
+    let (tree, other) = (dir.path().join("tree"), dir.path().join("other"));
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::create_dir(&other).unwrap();
+    for i in 0..70u64 {
+        random_file(&tree.join(format!("f{i:02}.bin")), 1000 + i as usize, i);
+    }
+    for i in 0..3u64 {
+        random_file(&other.join(format!("o{i}.bin")), 5000, 100 + i);
+    }
+    // 70 × 1000 bytes plus 0 + 1 + … + 69.
+    assert_eq!(
+        a.cmd(&format!("upload_file {} g", tree.display())),
+        ["shared 70 file(s) in g: 72415 bytes, 70 pieces"]
+    );
+    assert_eq!(
+        a.cmd(&format!("upload_file {} h", other.display())),
+        ["shared 3 file(s) in h: 15000 bytes, 3 pieces"]
+    );
+    let listed = |b: &mut NodeProc, g: &str, peers: &str| {
+        let lines = b.cmd(&format!("list_files {g}"));
+        !lines.is_empty() && lines.iter().all(|l| l.ends_with(peers))
+    };
+    assert!(listed(&mut b, "g", "  1 peer") && listed(&mut b, "h", "  1 peer"));
+
+    // A restart: the login registers all 73 again, in both groups.
+    a.kill();
+    let mut a = NodeProc::start_at(&listen, &info, &state);
+    assert_eq!(a.ok("login alice pw"), "logged in as alice; resumed sharing 73 file(s)");
+    assert_eq!(b.cmd("list_files g").len(), 70);
+    assert!(listed(&mut b, "g", "  1 peer") && listed(&mut b, "h", "  1 peer"));
+
+    // Bob's downloads each register his node as a sharer of their file.
+    let dl = dir.path().join("dl");
+    std::fs::create_dir(&dl).unwrap();
+    for f in ["tree/f00.bin", "tree/f42.bin", "tree/f69.bin"] {
+        b.ok(&format!("download_file g {f} {}", dl.display()));
+    }
+    b.ok(&format!("download_file h other/o1.bin {}", dl.display()));
+    b.wait_downloads(|l| l.len() == 4 && l.iter().all(|l| l.starts_with("[C]")));
+    assert_eq!(
+        std::fs::read(dl.join("tree/f42.bin")).unwrap(),
+        std::fs::read(tree.join("f42.bin")).unwrap()
+    );
+    eventually("bob listed as a peer of what he fetched", || {
+        let g = a.cmd("list_files g");
+        let h = a.cmd("list_files h");
+        let two = |lines: &[String], name: &str| {
+            lines.iter().any(|l| l.starts_with(&format!("{name}  ")) && l.ends_with("  2 peers"))
+        };
+        ["tree/f00.bin", "tree/f42.bin", "tree/f69.bin"].iter().all(|f| two(&g, f))
+            && two(&h, "other/o1.bin")
+            && g.iter().filter(|l| l.ends_with("  2 peers")).count() == 3
+    });
 }
