@@ -110,8 +110,12 @@ for rtt in "${RTTS[@]}"; do
 import json, sys
 kind, rtt, jobs, stats = sys.argv[1:]
 s = json.load(open(stats))
+# Each file's own time, its download's start to its end (a small file's
+# round trips and its share of the link).
+each = sorted(f["seconds"] for f in s.get("files", []) if f.get("seconds"))
+per = f" per file p50 {each[len(each) // 2]:.3f} s p90 {each[len(each) * 9 // 10]:.3f} s" if each else ""
 print(f"{kind} RTT {rtt} ms jobs {jobs}: files {s['files_done']} bytes {s['bytes']} "
-      f"{s['seconds']:.2f} s {s['mbps']:.1f} MB/s {s['files_done'] / s['seconds']:.0f} files/s"
+      f"{s['seconds']:.2f} s {s['mbps']:.1f} MB/s {s['files_done'] / s['seconds']:.0f} files/s{per}"
       + (" window " + " ".join(f"{j['limit']}@{j['at_s']:.2f}s" for j in s.get('jobs', [])) if jobs == "auto" else ""))
 PY
     done
