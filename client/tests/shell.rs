@@ -175,14 +175,22 @@ fn sharing_files_in_groups() {
     assert!(files.contains(&"two-pieces  1048576 bytes  1 peer".to_string()), "{files:?}");
 }
 
+/// Alice logged in on a node at a fixed address with its own state
+/// directory, so that a restart finds both again; with the address and
+/// the directory.
+fn alice_at_a_fixed_address(dir: &tempfile::TempDir, info: &Path) -> (NodeProc, String, PathBuf) {
+    let state = dir.path().join("state-a");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut a = NodeProc::start_at(&listen, info, &state);
+    a.ok("create_user alice pw");
+    a.ok("login alice pw");
+    (a, listen, state)
+}
+
 #[test]
 fn logout_pauses_sharing_and_login_resumes_it_across_restarts() {
     let (dir, _t, info) = setup();
-    let state = dir.path().join("state-a");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut a = NodeProc::start_at(&listen, &info, &state);
-    a.ok("create_user alice pw");
-    a.ok("login alice pw");
+    let (mut a, listen, state) = alice_at_a_fixed_address(&dir, &info);
     let mut b = user(&dir, &info, "bob");
     a.ok("create_group g");
     b.ok("join_group g");
@@ -270,11 +278,7 @@ impl TapMkdir for PathBuf {
 #[test]
 fn many_shares_resume_in_every_group_and_downloads_become_peers() {
     let (dir, _t, info) = setup();
-    let state = dir.path().join("state-a");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut a = NodeProc::start_at(&listen, &info, &state);
-    a.ok("create_user alice pw");
-    a.ok("login alice pw");
+    let (mut a, listen, state) = alice_at_a_fixed_address(&dir, &info);
     let mut b = user(&dir, &info, "bob");
     for g in ["g", "h"] {
         a.ok(&format!("create_group {g}"));
