@@ -363,7 +363,9 @@ impl Node {
         let links = self.pool_links.clone();
         let meta: fn(&LocalShare) -> &FileMeta = |s| &s.meta;
         registrar::register_batches(&links, token, &mut batches, meta, |batch, answers| {
-            for (share, answer) in batch.into_iter().zip(answers) {
+            // A failed request fails the login; the share record stays as it
+            // was, for the next one.
+            for (share, answer) in batch.into_iter().zip(answers?) {
                 match answer {
                     None | Some(Refusal::AlreadySharing { .. }) => resumed.push(share),
                     Some(r) => stale.push((share, r.to_string())),
@@ -502,6 +504,14 @@ impl Node {
         let meta: fn(&(_, LocalShare)) -> &FileMeta = |(_, share)| &share.meta;
         let outcome =
             registrar::register_batches(&links, token, &mut batches, meta, |batch, answers| {
+                let answers = match answers {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Not known to the tracker, as far as this node can tell.
+                        refused.extend(batch.iter().map(|(_, share)| share.meta.sha1));
+                        return Err(e);
+                    }
+                };
                 for ((item, share), answer) in batch.into_iter().zip(answers) {
                     if let Some(r) = answer {
                         refused.push(share.meta.sha1);

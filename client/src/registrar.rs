@@ -24,8 +24,10 @@ const CALLS_AT_ONCE: usize = 4;
 
 /// Registers `files` in `group` for session `token`, in one request (at
 /// most [`MAX_UPLOADS`] files): per file, in order, `None` when the
-/// tracker took it, else why not. A refusal of the whole request (the
-/// session ended) is every file's answer.
+/// tracker took it, else why not. An ended session is every file's
+/// answer; any other refusal of the whole request (a tracker catching up,
+/// failing, or too old to know the request) is an error: it says nothing
+/// about the files, so none of them may be dropped for it.
 pub async fn upload_files(
     links: &LinkPool,
     token: Token,
@@ -39,7 +41,8 @@ pub async fn upload_files(
         Response::Uploads(answers) => {
             bail!("the tracker answered for {} files, {n} registered", answers.len())
         }
-        Response::Refused(r) => Ok(vec![Some(r); n]),
+        Response::Refused(Refusal::NotLoggedIn) => Ok(vec![Some(Refusal::NotLoggedIn); n]),
+        Response::Refused(r) => bail!("the tracker refused the registrations: {r}"),
         other => bail!("unexpected answer from the tracker: {other:?}"),
     }
 }
@@ -68,22 +71,25 @@ pub fn batches<T>(items: Vec<T>, meta: impl Fn(&T) -> &FileMeta) -> Vec<Vec<T>> 
 
 /// Registers each batch of `batches` (its group, its files) with one
 /// [`upload_files`], [`CALLS_AT_ONCE`] of them at a time, handing every
-/// batch to `answered` with its answers as they come. Stops at the first
-/// error, its own or `answered`'s; batches not yet sent stay in `batches`.
+/// batch to `answered` with its answers (or why its request failed) as
+/// they come. After the first error, its own or `answered`'s, it sends no
+/// more batches but still hands over those already sent, then returns that
+/// error; batches not yet sent stay in `batches`.
 pub async fn register_batches<T, I>(
     links: &LinkPool,
     token: Token,
     batches: &mut I,
     meta: fn(&T) -> &FileMeta,
-    mut answered: impl FnMut(Vec<T>, Vec<Option<Refusal>>) -> Result<()>,
+    mut answered: impl FnMut(Vec<T>, Result<Vec<Option<Refusal>>>) -> Result<()>,
 ) -> Result<()>
 where
     T: Send + 'static,
     I: Iterator<Item = (String, Vec<T>)>,
 {
     let mut asking = tokio::task::JoinSet::new();
+    let mut failure = None;
     loop {
-        while asking.len() < CALLS_AT_ONCE {
+        while failure.is_none() && asking.len() < CALLS_AT_ONCE {
             let Some((group, batch)) = batches.next() else { break };
             let links = links.clone();
             asking.spawn(async move {
@@ -92,10 +98,16 @@ where
                 (batch, answers)
             });
         }
-        let Some(joined) = asking.join_next().await else { return Ok(()) };
-        let (batch, answers) = joined?;
-        answered(batch, answers?)?;
+        let Some(joined) = asking.join_next().await else { break };
+        let outcome = match joined {
+            Ok((batch, answers)) => answered(batch, answers),
+            Err(e) => Err(anyhow::Error::from(e).context("registration task")),
+        };
+        if let Err(e) = outcome {
+            failure.get_or_insert(e);
+        }
     }
+    failure.map_or(Ok(()), Err)
 }
 
 fn hash_bytes(meta: &FileMeta) -> usize {
@@ -132,14 +144,29 @@ impl Registrar {
 
 async fn run(mut rx: mpsc::UnboundedReceiver<Pending>, links: LinkPool) {
     let calls = Arc::new(Semaphore::new(CALLS_AT_ONCE));
-    while let Some(first) = rx.recv().await {
+    // A file that would have made the last batch too large: the next one's
+    // first.
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
         // While every call is out, more files queue: they go together.
         let Ok(permit) = Arc::clone(&calls).acquire_owned().await else { return };
         let mut bytes = hash_bytes(&first.2);
         let mut taken = vec![first];
-        while taken.len() < MAX_UPLOADS && bytes < BATCH_HASH_BYTES {
+        while taken.len() < MAX_UPLOADS {
             let Ok(next) = rx.try_recv() else { break };
-            bytes += hash_bytes(&next.2);
+            let size = hash_bytes(&next.2);
+            if bytes + size > BATCH_HASH_BYTES {
+                carried = Some(next);
+                break;
+            }
+            bytes += size;
             taken.push(next);
         }
         let mut by_group: BTreeMap<(Token, String), Vec<FileMeta>> = BTreeMap::new();
