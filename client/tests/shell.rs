@@ -309,11 +309,24 @@ fn many_shares_resume_in_every_group_and_downloads_become_peers() {
     };
     assert!(listed(&mut b, "g", "  1 peer") && listed(&mut b, "h", "  1 peer"));
 
-    // A restart: the login registers all 73 again, in both groups.
+    // A restart after a logout (nothing online), one file changed
+    // meanwhile: the login registers the other 72 again, in both groups
+    // (the share record is this address's, so the tracker still lists them
+    // under it: each answer is "already sharing", which counts as resumed),
+    // and stops sharing the changed one, which leaves the group.
+    a.ok("logout");
+    assert!(listed(&mut b, "g", "  0 peers"));
     a.kill();
+    random_file(&tree.join("f07.bin"), 2000, 999);
     let mut a = NodeProc::start_at(&listen, &info, &state);
-    assert_eq!(a.ok("login alice pw"), "logged in as alice; resumed sharing 73 file(s)");
-    assert_eq!(b.cmd("list_files g").len(), 70);
+    assert_eq!(
+        a.ok("login alice pw"),
+        "logged in as alice; resumed sharing 72 file(s); \
+         stopped sharing g/tree/f07.bin: changed since upload"
+    );
+    let g = b.cmd("list_files g");
+    assert_eq!(g.len(), 69, "{g:?}");
+    assert!(!g.iter().any(|l| l.starts_with("tree/f07.bin ")));
     assert!(listed(&mut b, "g", "  1 peer") && listed(&mut b, "h", "  1 peer"));
 
     // Bob's downloads each register his node as a sharer of their file.
