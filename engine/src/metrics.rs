@@ -83,14 +83,7 @@ impl Latency {
             let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
             equivalent().highest_equivalent(few[rank - 1])
         };
-        vec![
-            ("p50", at(0.50)),
-            ("p90", at(0.90)),
-            ("p99", at(0.99)),
-            ("p99.9", at(0.999)),
-            ("max", at(1.0)),
-            ("count", n as u64),
-        ]
+        report(at, at(1.0), n as u64)
     }
 
     /// Adds the samples so far to `into`.
@@ -159,15 +152,20 @@ pub fn percentiles_us(h: &Histogram<u64>) -> Vec<(&'static str, u64)> {
         // Every quantile is the one sample (a small file's one piece): no
         // walk over the buckets, four times per file of a bulk fetch.
         let v = h.max();
-        return vec![("p50", v), ("p90", v), ("p99", v), ("p99.9", v), ("max", v), ("count", 1)];
+        return report(|_| v, v, 1);
     }
+    report(|q| h.value_at_quantile(q), h.max(), h.len())
+}
+
+/// The percentiles reported, `at(q)` each, then the max and the count.
+fn report(at: impl Fn(f64) -> u64, max: u64, count: u64) -> Vec<(&'static str, u64)> {
     vec![
-        ("p50", h.value_at_quantile(0.50)),
-        ("p90", h.value_at_quantile(0.90)),
-        ("p99", h.value_at_quantile(0.99)),
-        ("p99.9", h.value_at_quantile(0.999)),
-        ("max", h.max()),
-        ("count", h.len()),
+        ("p50", at(0.50)),
+        ("p90", at(0.90)),
+        ("p99", at(0.99)),
+        ("p99.9", at(0.999)),
+        ("max", max),
+        ("count", count),
     ]
 }
 

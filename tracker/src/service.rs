@@ -683,8 +683,7 @@ impl Tracker {
             Request::UploadFile { token, group, meta } => {
                 let (user, peer_addr) = self.session(&token)?;
                 name(NameKind::Group, &group)?;
-                name(NameKind::File, &meta.name)?;
-                meta.validate().map_err(|e| Refusal::BadRequest(e.to_string()))?;
+                checked_meta(&meta)?;
                 self.commit(Op::UploadFile { user, peer_addr, group, meta }).await?;
                 Ok(Response::Done)
             }
@@ -702,10 +701,7 @@ impl Tracker {
                 let mut answers: Vec<Option<Refusal>> = Vec::with_capacity(files.len());
                 let mut ops = Vec::with_capacity(files.len());
                 for meta in files {
-                    let checked = name(NameKind::File, &meta.name).and_then(|()| {
-                        meta.validate().map_err(|e| Refusal::BadRequest(e.to_string()))
-                    });
-                    match checked {
+                    match checked_meta(&meta) {
                         Ok(()) => {
                             ops.push(Op::UploadFile {
                                 user: user.clone(),
@@ -1273,6 +1269,13 @@ fn password_ok(password: &str) -> Result<(), Refusal> {
         return Err(Refusal::BadRequest(format!("password must be 1 to {MAX_PASSWORD_LEN} bytes")));
     }
     Ok(())
+}
+
+/// A file's metadata as a client registers it: a valid name, and
+/// consistent in itself.
+fn checked_meta(meta: &ringshare_engine::meta::FileMeta) -> Result<(), Refusal> {
+    name(NameKind::File, &meta.name)?;
+    meta.validate().map_err(|e| Refusal::BadRequest(e.to_string()))
 }
 
 /// Waits for an append to the op log: why it failed, if it did.
