@@ -512,7 +512,19 @@ impl Node {
                         return Err(e);
                     }
                 };
-                for ((item, share), answer) in batch.into_iter().zip(answers) {
+                for ((item, share), mut answer) in batch.into_iter().zip(answers) {
+                    // The tracker already lists this node as sharing the
+                    // same content while the node's own record does not: a
+                    // request of this share that was answered but whose
+                    // answer was lost (the link retries it), or a record
+                    // lost since. The tracker lists it, so the node serves
+                    // and records it. (Shared before by this node, it stays
+                    // a skip that names the reason.)
+                    if matches!(answer, Some(Refusal::AlreadySharing { .. }))
+                        && !self.shares_mut().contains_key(&share_key(&share))
+                    {
+                        answer = None;
+                    }
                     if let Some(r) = answer {
                         refused.push(share.meta.sha1);
                         if r == Refusal::NotLoggedIn {

@@ -352,3 +352,53 @@ fn many_shares_resume_in_every_group_and_downloads_become_peers() {
             && g.iter().filter(|l| l.ends_with("  2 peers")).count() == 3
     });
 }
+
+#[test]
+fn a_share_the_tracker_already_lists_but_the_node_lost_is_served_again() {
+    let (dir, _t, info) = setup();
+    let (mut a, listen, state) = alice_at_a_fixed_address(&dir, &info);
+    let mut b = user(&dir, &info, "bob");
+    a.ok("create_group g");
+    b.ok("join_group g");
+    a.ok("accept_request g bob");
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    random_file(&tree.join("x.bin"), 3000, 1);
+    random_file(&tree.join("y.bin"), 700_000, 2);
+    let share = format!("upload_file {} g", tree.display());
+    assert_eq!(a.cmd(&share), ["shared 2 file(s) in g: 703000 bytes, 3 pieces"]);
+    // Shared again by the same node: each file is a skip that says why.
+    let t = tree.display();
+    assert_eq!(
+        a.cmd(&share),
+        [
+            format!("skipped {t}/x.bin: file tree/x.bin is already shared in group g by this node"),
+            format!("skipped {t}/y.bin: file tree/y.bin is already shared in group g by this node"),
+            "shared 0 file(s) in g: 0 bytes, 0 pieces; skipped 2".to_owned()
+        ]
+    );
+
+    // The node's record is lost while the tracker still lists the node
+    // under its address (what a registration whose answer was lost and
+    // which the link sent again also looks like): sharing the files again
+    // shares them, and the node serves them.
+    a.kill();
+    let records: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".sharelog"))
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    std::fs::remove_file(&records[0]).unwrap();
+    let mut a = NodeProc::start_at(&listen, &info, &state);
+    assert_eq!(a.ok("login alice pw"), "logged in as alice");
+    assert_eq!(a.cmd(&share), ["shared 2 file(s) in g: 703000 bytes, 3 pieces"]);
+    let dl = dir.path().join("dl");
+    std::fs::create_dir(&dl).unwrap();
+    b.ok(&format!("download_file g tree/y.bin {}", dl.display()));
+    b.wait_downloads(|l| l.len() == 1 && l[0].starts_with("[C]"));
+    assert_eq!(
+        std::fs::read(dl.join("tree/y.bin")).unwrap(),
+        std::fs::read(tree.join("y.bin")).unwrap()
+    );
+}
