@@ -5,7 +5,9 @@
 //! per file.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use ringshare_engine::meta::FileMeta;
@@ -114,6 +116,46 @@ fn hash_bytes(meta: &FileMeta) -> usize {
     20 * meta.piece_hashes.len()
 }
 
+/// A download's registration whose request failed (no tracker reachable,
+/// every one catching up) is sent again after each of these waits: 1, 2,
+/// 4, 8 and 16 s, then every [`RETRY_EVERY`], about ten minutes in all.
+/// The download goes on meanwhile; its file is worth listing once a
+/// tracker answers again.
+pub fn retry_delays() -> impl Iterator<Item = Duration> {
+    (0..5).map(|i| Duration::from_secs(1 << i)).chain(std::iter::repeat_n(RETRY_EVERY, 19))
+}
+
+/// See [`retry_delays`].
+const RETRY_EVERY: Duration = Duration::from_secs(30);
+
+/// Runs `call` until it succeeds, waiting with `sleep` for each of
+/// `delays` between failures; the last failure once they run out.
+pub async fn with_retries<T, C, CF, S, SF>(
+    mut call: C,
+    delays: impl IntoIterator<Item = Duration>,
+    mut sleep: S,
+) -> Result<T>
+where
+    C: FnMut() -> CF,
+    CF: Future<Output = Result<T>>,
+    S: FnMut(Duration) -> SF,
+    SF: Future<Output = ()>,
+{
+    let mut delays = delays.into_iter();
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) => match delays.next() {
+                Some(wait) => {
+                    tracing::debug!("registration failed, again in {wait:?}: {e:#}");
+                    sleep(wait).await;
+                }
+                None => return Err(e),
+            },
+        }
+    }
+}
+
 /// One file to register: for which session, in which group.
 type Pending = (Token, String, FileMeta);
 
@@ -175,10 +217,19 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Pending>, links: LinkPool) {
         }
         let links = links.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let mut permit = Some(permit);
             for ((token, group), files) in by_group {
                 let names: Vec<String> = files.iter().map(|m| m.name.clone()).collect();
-                match upload_files(&links, token, &group, files).await {
+                let call = || upload_files(&links, token, &group, files.clone());
+                // A failed request is sent again later, without holding one
+                // of the calls at once (the next batches go meanwhile). An
+                // answer lost after the tracker took the files makes the
+                // next one "already sharing": taken.
+                let sleep = |wait| {
+                    permit = None;
+                    tokio::time::sleep(wait)
+                };
+                match with_retries(call, retry_delays(), sleep).await {
                     Ok(answers) => {
                         for (name, answer) in names.iter().zip(answers) {
                             match answer {
@@ -208,6 +259,49 @@ mod tests {
             sha1: Sha1Digest([0; 20]),
             piece_hashes: vec![Sha1Digest([0; 20]); pieces],
         }
+    }
+
+    #[test]
+    fn failed_registrations_are_sent_again_for_about_ten_minutes() {
+        let waits: Vec<Duration> = retry_delays().collect();
+        assert_eq!(waits[..5], [1, 2, 4, 8, 16].map(Duration::from_secs));
+        let total: Duration = waits.iter().sum();
+        assert!(
+            total >= Duration::from_secs(590) && total <= Duration::from_secs(630),
+            "{total:?}"
+        );
+        assert!(waits.iter().all(|w| *w <= RETRY_EVERY));
+    }
+
+    #[tokio::test]
+    async fn a_call_is_sent_again_after_each_wait_until_it_succeeds() {
+        let calls = std::cell::Cell::new(0);
+        let slept = std::cell::RefCell::new(Vec::new());
+        let call = || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                if n < 3 {
+                    bail!("down ({n})")
+                } else {
+                    Ok(n)
+                }
+            }
+        };
+        let sleep = |d| {
+            slept.borrow_mut().push(d);
+            async {}
+        };
+        let delays = [1, 2, 3, 4].map(Duration::from_secs);
+        assert_eq!(with_retries(call, delays, sleep).await.unwrap(), 3);
+        assert_eq!(*slept.borrow(), [1, 2].map(Duration::from_secs));
+
+        // Failing every time: the last error, once every wait is spent.
+        calls.set(-10);
+        slept.borrow_mut().clear();
+        let e = with_retries(call, delays, sleep).await.unwrap_err();
+        assert_eq!(e.to_string(), "down (-5)");
+        assert_eq!(slept.borrow().len(), 4);
     }
 
     #[test]
