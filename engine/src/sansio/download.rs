@@ -695,6 +695,7 @@ impl DownloadCore {
         }
         self.verified += len;
         self.unsynced = true;
+        tracing::trace!(piece, addr = %h.addr, verified = self.verified, "piece verified");
         *self.contributions.entry(h.addr).or_insert(0) += len;
         if !std::mem::replace(&mut self.first_reported, true) {
             self.actions.push_back(Action::FirstPiece);
