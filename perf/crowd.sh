@@ -138,7 +138,11 @@ for run in $(seq "$RUNS"); do
   for _ in $(seq 600); do grep -q "seeding on" "$work/seed.out" && break; sleep 0.1; done
   grep -q "seeding on" "$work/seed.out" || { echo "the seeder did not start" >&2; cat "$work/seed.log" >&2; exit 1; }
   sent() { in_ns "$P-0" cat /proc/net/dev | awk -v d="rh$$-0:" '$1 == d {print $10}'; }
+  # The seeder's TCP segments sent and retransmitted (its namespace's
+  # counters): a tbf queue that overflows costs the seeder's link twice.
+  segs() { in_ns "$P-0" awk '$1 == "Tcp:" && $2 ~ /^[0-9]/ {print $12, $13}' /proc/net/snmp; }
   up0=$(sent)
+  seg0=$(segs)
   # Every downloader at once; each writes its own end time.
   t0=$(date +%s.%N)
   gets=()
@@ -157,8 +161,11 @@ for run in $(seq "$RUNS"); do
   done
   for g in "${gets[@]}"; do wait "$g" || true; done
   up=$(( $(sent) - up0 ))
+  read -r o1 r1 <<<"$(segs)"
+  read -r o0 r0 <<<"$seg0"
+  export SEGS_OUT=$((o1 - o0)) SEGS_RETRANS=$((r1 - r0))
   python3 - "$work" "$N" "$t0" "$LEN" "$RATE" "$run" "${PLAINTEXT:-0}" "$up" "$TCPCC" >>"$results" <<'EOF'
-import json, re, sys
+import json, os, re, sys
 work, n, t0, length, rate, run, plain, up, cc = sys.argv[1:]
 n, t0, length = int(n), float(t0), int(length)
 m = re.fullmatch(r"(\d+)(k|m|g)bit", rate)
@@ -175,7 +182,9 @@ print(json.dumps({"client": "ringshare", "run": int(run), "downloaders": n, "rat
                   "all_done_s": round(max(done), 2) if done and not failed else None,
                   "all_done_over_bound": round(max(done) / bound, 2) if done and not failed else None,
                   "failed": [i for i, _ in failed],
-                  "seeder_sent_bytes": int(up), "seeder_copies": round(int(up) / length, 2)}))
+                  "seeder_sent_bytes": int(up), "seeder_copies": round(int(up) / length, 2),
+                  "seeder_tcp_segments": int(os.environ["SEGS_OUT"]),
+                  "seeder_tcp_retransmitted": int(os.environ["SEGS_RETRANS"])}))
 EOF
   for i in $(seq 1 "$N"); do cmp -s "$FILE" "$work/dl-$i/crowd.bin" || echo "downloader $i: copy differs or missing" >&2; done
   tail -1 "$results"
@@ -199,6 +208,7 @@ EOF
   everyone=("$SIP:6881")
   for i in $(seq 1 "$N"); do everyone+=("10.66.0.$((i + 1)):6881"); done
   up0=$(sent)
+  seg0=$(segs)
   t0=$(date +%s.%N)
   gets=()
   for i in $(seq 1 "$N"); do
@@ -214,8 +224,11 @@ EOF
   done
   for g in "${gets[@]}"; do wait "$g" || true; done
   up=$(( $(sent) - up0 ))
+  read -r o1 r1 <<<"$(segs)"
+  read -r o0 r0 <<<"$seg0"
+  export SEGS_OUT=$((o1 - o0)) SEGS_RETRANS=$((r1 - r0))
   python3 - "$work" "$N" "$t0" "$LEN" "$RATE" "$run" "$up" "$TCPCC" >>"$results" <<'EOF2'
-import json, re, sys
+import json, os, re, sys
 work, n, t0, length, rate, run, up, cc = sys.argv[1:]
 n, t0, length = int(n), float(t0), int(length)
 m = re.fullmatch(r"(\d+)(k|m|g)bit", rate)
@@ -232,7 +245,9 @@ print(json.dumps({"client": "libtorrent", "run": int(run), "downloaders": n, "ra
                   "all_done_s": round(max(done), 2) if done and not failed else None,
                   "all_done_over_bound": round(max(done) / bound, 2) if done and not failed else None,
                   "failed": [i for i, _ in failed],
-                  "seeder_sent_bytes": int(up), "seeder_copies": round(int(up) / length, 2)}))
+                  "seeder_sent_bytes": int(up), "seeder_copies": round(int(up) / length, 2),
+                  "seeder_tcp_segments": int(os.environ["SEGS_OUT"]),
+                  "seeder_tcp_retransmitted": int(os.environ["SEGS_RETRANS"])}))
 EOF2
   for i in $(seq 1 "$N"); do cmp -s "$FILE" "$work/lt-$i/crowd.bin" || echo "libtorrent downloader $i: copy differs or missing" >&2; done
   tail -1 "$results"
