@@ -22,9 +22,11 @@
 //!   (`--equal-split` keeps that for comparison). Each connection sends
 //!   one piece at a time, in request order, as one TCP stream does.
 //!   Control frames (handshake, bitfield, have, request, cancel, errors)
-//!   take the path's latency and no bandwidth. Left out:
-//!   TCP's own dynamics (slow start, losses, queueing delay), connection
-//!   setup beyond one round trip, disks and CPU;
+//!   take the path's latency and no bandwidth. A link carries
+//!   [`TCP_PAYLOAD_SHARE`] of its rate as payload (the rest is every
+//!   segment's headers; `Scenario::payload_share`). Left out: TCP's own
+//!   dynamics (slow start, losses, queueing delay), acknowledgements,
+//!   connection setup beyond one round trip, disks and CPU;
 //! - **tracker**: answers a download's `WantPeers` after the round trip to
 //!   it with every online host that shares the file (seeds and downloaders
 //!   with a verified piece) and every downloader that asked for peers
@@ -128,7 +130,18 @@ pub struct Scenario {
     /// Seeds offer and send second copies before every piece went out
     /// once (before [`SeedPlan::withhold`], for comparison).
     pub second_copies_early: bool,
+    /// The share of a link's rate that carries TCP payload
+    /// ([`TCP_PAYLOAD_SHARE`]: a rate limiter such as `tbf` counts every
+    /// frame's headers too); 1.0 leaves headers out, as the model did
+    /// before 2026-12-04. The bounds stay the links' nominal rates.
+    pub payload_share: f64,
 }
+
+/// A full TCP segment's payload over its frame on the wire: 1448 bytes
+/// of data under 32 of TCP header (with timestamps), 20 of IPv4 and 14 of
+/// Ethernet, 1514 in all. The acknowledgements a downloader sends back
+/// also take a little of its uplink; left out.
+pub const TCP_PAYLOAD_SHARE: f64 = 1448.0 / 1514.0;
 
 /// What a run produced.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -356,7 +369,12 @@ impl<'a> Sim<'a> {
                         plan
                     }
                 }),
-                spec: spec.clone(),
+                // The model's flows carry payload: each link a little less.
+                spec: HostSpec {
+                    up: spec.up * sc.payload_share,
+                    down: spec.down * sc.payload_share,
+                    ..spec.clone()
+                },
                 online: false,
                 left_at: None,
                 core: None,

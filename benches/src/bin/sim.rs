@@ -60,6 +60,11 @@ struct Args {
     /// once (before they kept them back, for comparison).
     #[arg(long)]
     second_copies_early: bool,
+    /// The share of each link's rate that carries payload (default: a
+    /// full TCP segment's over its Ethernet frame; 1 leaves headers out,
+    /// as the model did before).
+    #[arg(long, default_value_t = sim::TCP_PAYLOAD_SHARE)]
+    payload_share: f64,
 }
 
 /// xorshift for the scenario's own choices (join times, latencies).
@@ -145,6 +150,7 @@ fn scenario(name: &str, args: &Args) -> Result<Scenario> {
         equal_split: args.equal_split,
         unlimited_downloaders: args.unlimited_downloaders,
         second_copies_early: args.second_copies_early,
+        payload_share: args.payload_share,
     })
 }
 
