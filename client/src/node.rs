@@ -1029,6 +1029,16 @@ fn is_self(addr: SocketAddr, listen: SocketAddr, listed: SocketAddr) -> bool {
         && std::net::UdpSocket::bind((addr.ip(), 0)).is_ok()
 }
 
+/// Whether a listed peer address can be a piece server at all: a tracker
+/// lists only addresses it checked, but an entry that is port 0, all
+/// zeros, multicast or broadcast (from a tracker that is buggy or not
+/// ours) would only cost a failed connect each, or reach this host.
+fn connectable(addr: SocketAddr) -> bool {
+    let ip = addr.ip();
+    let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !broadcast
+}
+
 /// A download's peers from a tracker's answer: each with the key its
 /// encrypted link must prove. A peer listed without a key (the tracker has
 /// not heard it yet) is left out, unless links are plaintext.
@@ -1041,7 +1051,7 @@ fn peer_list(
     let mut list = ringshare_engine::fetch::PeerList { ticket: Some(ticket), ..Default::default() };
     for p in peers {
         let Ok(addr) = p.addr.parse::<SocketAddr>() else { continue };
-        if !keep(addr) {
+        if !connectable(addr) || !keep(addr) {
             continue;
         }
         match p.key {
@@ -1328,5 +1338,39 @@ fn unexpected(resp: Response) -> anyhow::Error {
     match resp {
         Response::Refused(r) => anyhow!("{r}"),
         other => anyhow!("unexpected answer from the tracker: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(addr: &str) -> PeerInfo {
+        PeerInfo { user: "u".into(), addr: addr.into(), key: Some([1; 32]) }
+    }
+
+    #[test]
+    fn listed_peers_that_cannot_be_piece_servers_are_left_out() {
+        let peers: Vec<PeerInfo> = [
+            "10.0.0.1:7000",
+            "not an address",
+            "10.0.0.2:0",
+            "0.0.0.0:7000",
+            "[::]:7000",
+            "224.0.0.1:7000",
+            "[ff02::1]:7000",
+            "255.255.255.255:7000",
+            "10.0.0.3:7000",
+            "[2001:db8::1]:7000",
+        ]
+        .map(listed)
+        .into();
+        let list = peer_list(&peers, vec![], false, |a| a.port() == 7000);
+        let kept: Vec<String> = list.addrs.iter().map(ToString::to_string).collect();
+        assert_eq!(kept, ["10.0.0.1:7000", "10.0.0.3:7000", "[2001:db8::1]:7000"]);
+        // This node's own address, as `keep` says, is left out too.
+        let list = peer_list(&peers, vec![], false, |a| a.to_string() != "10.0.0.1:7000");
+        assert!(!list.addrs.iter().any(|a| a.to_string() == "10.0.0.1:7000"));
+        assert_eq!(list.keys.len(), list.addrs.len());
     }
 }
