@@ -16,6 +16,14 @@
 //! again) forgets all floors. So picks stay exactly rarest-first, and a whole
 //! file costs O(n log n) piece visits instead of O(n²) when every piece is
 //! equally available (several full seeders).
+//!
+//! The scan visits only candidates: the picker keeps the pieces missing and
+//! asked of nobody as a bitset laid out like a [`Bitfield`]'s bytes, and a
+//! pick masks it with the peer's bitfield 64 pieces at a time. A pick that
+//! finds nothing (a peer holding nothing this download lacks and nobody
+//! was asked for, the common case in a swarm) so costs n/64 word
+//! operations, not n piece visits: in the simulator's crowds of 100 with
+//! 512 pieces, such scans were half of the run's CPU.
 
 use crate::meta::{Bitfield, PieceIndex};
 
@@ -45,6 +53,70 @@ pub struct Picker {
     /// Per peer: no candidate it has is rarer than this (see the module
     /// documentation); absent means unknown.
     floors: std::collections::HashMap<PeerId, u32>,
+    /// Pieces missing and outstanding nowhere (a pick's candidates), in a
+    /// [`Bitfield`]'s byte layout: piece `i` is bit `0x80 >> (i % 8)` of
+    /// byte `i / 8`.
+    open: Vec<u8>,
+    /// Pieces set in `open`.
+    open_count: u32,
+    /// Pieces missing (the endgame's candidates), in the same layout.
+    missing: Vec<u8>,
+}
+
+/// Eight bytes of a bitset from byte `8 * w` on (zeros past its end), as a
+/// word whose highest bit is the first of them: bit `63 - j` is piece
+/// `64 * w + j`.
+fn word(bytes: &[u8], w: usize) -> u64 {
+    let at = 8 * w;
+    match bytes.get(at..at + 8) {
+        Some(b) => u64::from_be_bytes(b.try_into().expect("eight bytes")),
+        None => {
+            let mut b = [0u8; 8];
+            if let Some(rest) = bytes.get(at..) {
+                b[..rest.len()].copy_from_slice(rest);
+            }
+            u64::from_be_bytes(b)
+        }
+    }
+}
+
+fn put_bit(bytes: &mut [u8], i: usize, on: bool) {
+    let mask = 0x80u8 >> (i % 8);
+    if on {
+        bytes[i / 8] |= mask;
+    } else {
+        bytes[i / 8] &= !mask;
+    }
+}
+
+/// Calls `visit` with each piece set in `a & b` (bitsets of `n` pieces),
+/// in order from `start` round to `start - 1`, until it returns false.
+fn each_common(a: &[u8], b: &[u8], n: usize, start: usize, mut visit: impl FnMut(usize) -> bool) {
+    let words = n.div_ceil(64);
+    if words == 0 {
+        return;
+    }
+    let (sw, sb) = (start / 64, start % 64);
+    // The start word from `start` on, the words after it, round to the
+    // words before it, then the start word before `start`.
+    let head = u64::MAX >> sb;
+    for k in 0..=words {
+        let w = (sw + k) % words;
+        let mask = match k {
+            0 => head,
+            k if k == words => !head,
+            _ => u64::MAX,
+        };
+        let mut bits = word(a, w) & word(b, w) & mask;
+        while bits != 0 {
+            let j = bits.leading_zeros() as usize;
+            bits &= !(1u64 << (63 - j));
+            let i = 64 * w + j;
+            if i < n && !visit(i) {
+                return;
+            }
+        }
+    }
 }
 
 impl Picker {
@@ -55,6 +127,10 @@ impl Picker {
         let state = (0..have.len())
             .map(|i| if have.get(i) { PieceState::Have } else { PieceState::Missing })
             .collect();
+        let mut missing = vec![0u8; n.div_ceil(8)];
+        for i in 0..n {
+            put_bit(&mut missing, i, !have.get(i as u32));
+        }
         Self {
             state,
             availability: vec![0; n],
@@ -62,7 +138,27 @@ impl Picker {
             have: have.count_ones(),
             rng: seed | 1,
             floors: std::collections::HashMap::new(),
+            open: missing.clone(),
+            open_count: n as u32 - have.count_ones(),
+            missing,
         }
+    }
+
+    /// Brings piece `i`'s bits in `open` and `missing` up to its state and
+    /// requests.
+    fn refresh(&mut self, i: usize) {
+        let missing = self.state[i] == PieceState::Missing;
+        let open = missing && self.requested[i].is_empty();
+        let was = self.open[i / 8] & (0x80 >> (i % 8)) != 0;
+        if open != was {
+            put_bit(&mut self.open, i, open);
+            if open {
+                self.open_count += 1;
+            } else {
+                self.open_count -= 1;
+            }
+        }
+        put_bit(&mut self.missing, i, missing);
     }
 
     /// Whether every piece is verified.
@@ -134,7 +230,10 @@ impl Picker {
             if bits.get(i as u32) {
                 self.availability[i] = self.availability[i].saturating_sub(1);
             }
-            self.requested[i].retain(|p| *p != peer);
+            if !self.requested[i].is_empty() {
+                self.requested[i].retain(|p| *p != peer);
+                self.refresh(i);
+            }
         }
     }
 
@@ -150,40 +249,46 @@ impl Picker {
         let floor = self.floors.get(&peer).copied().unwrap_or(1).max(1);
         let mut best: Option<(usize, u32)> = None;
         let mut stopped = false;
-        let mut endgame: Option<(usize, usize)> = None;
-        for k in 0..n {
-            let i = (start + k) % n;
-            if self.state[i] != PieceState::Missing || !bits.get(i as u32) {
-                continue;
-            }
-            let reqs = &self.requested[i];
-            if reqs.is_empty() {
-                let a = self.availability[i];
-                if best.is_none_or(|(_, b)| a < b) {
-                    best = Some((i, a));
-                    if a <= floor {
-                        stopped = true;
-                        break;
-                    }
-                }
-            } else if best.is_none() && reqs.len() < MAX_DUPLICATES && !reqs.contains(&peer) {
-                // Scanning from a random start spreads duplicates too.
-                if endgame.is_none_or(|(_, d)| reqs.len() < d) {
-                    endgame = Some((i, reqs.len()));
+        let availability = &self.availability;
+        each_common(&self.open, bits.as_bytes(), n, start, |i| {
+            let a = availability[i];
+            if best.is_none_or(|(_, b)| a < b) {
+                best = Some((i, a));
+                if a <= floor {
+                    stopped = true;
+                    return false;
                 }
             }
-        }
+            true
+        });
         if let (Some((_, a)), false) = (best, stopped) {
             // A full scan: `a` is the rarest this peer can offer.
             self.floors.insert(peer, a);
         }
-        let i = match (best, endgame) {
-            (Some((i, _)), _) => i,
-            // Endgame only once no piece is left unrequested anywhere.
-            (None, Some((i, _))) if self.all_missing_requested() => i,
-            _ => return None,
+        let i = match best {
+            Some((i, _)) => i,
+            // Endgame only once no piece is left unrequested anywhere: the
+            // missing piece this peer has with the fewest requests (fewer
+            // than the most, none of them this peer's), first from `start`.
+            None if self.open_count == 0 => {
+                let mut endgame: Option<(usize, usize)> = None;
+                let requested = &self.requested;
+                each_common(&self.missing, bits.as_bytes(), n, start, |i| {
+                    let reqs = &requested[i];
+                    if reqs.len() < MAX_DUPLICATES
+                        && !reqs.contains(&peer)
+                        && endgame.is_none_or(|(_, d)| reqs.len() < d)
+                    {
+                        endgame = Some((i, reqs.len()));
+                    }
+                    true
+                });
+                endgame?.0
+            }
+            None => return None,
         };
         self.requested[i].push(peer);
+        self.refresh(i);
         Some(PieceIndex::from_picker(i as u32))
     }
 
@@ -191,6 +296,7 @@ impl Picker {
     pub fn unrequest(&mut self, piece: u32, peer: PeerId) {
         if let Some(r) = self.requested.get_mut(piece as usize) {
             r.retain(|p| *p != peer);
+            self.refresh(piece as usize);
             // It may be a candidate again.
             self.floors.clear();
         }
@@ -203,9 +309,11 @@ impl Picker {
         let Some(state) = self.state.get(i).copied() else { return false };
         self.requested[i].retain(|p| *p != peer);
         if state != PieceState::Missing {
+            self.refresh(i);
             return false;
         }
         self.state[i] = PieceState::Verifying;
+        self.refresh(i);
         true
     }
 
@@ -218,7 +326,9 @@ impl Picker {
         }
         self.state[i] = PieceState::Have;
         self.have += 1;
-        std::mem::take(&mut self.requested[i])
+        let losers = std::mem::take(&mut self.requested[i]);
+        self.refresh(i);
+        losers
     }
 
     /// `piece` failed its hash: it is missing again.
@@ -226,16 +336,10 @@ impl Picker {
         if let Some(s) = self.state.get_mut(piece as usize) {
             if *s == PieceState::Verifying {
                 *s = PieceState::Missing;
+                self.refresh(piece as usize);
                 self.floors.clear();
             }
         }
-    }
-
-    fn all_missing_requested(&self) -> bool {
-        self.state
-            .iter()
-            .zip(&self.requested)
-            .all(|(s, r)| *s != PieceState::Missing || !r.is_empty())
     }
 
     fn next_random(&mut self) -> u64 {
@@ -333,7 +437,144 @@ mod tests {
             .min()
     }
 
+    /// The pick as it was before the bitset scan: every piece visited from
+    /// the random start (for checking that `pick` chooses exactly the same).
+    fn reference_pick(p: &mut Picker, peer: PeerId, bits: &Bitfield) -> Option<u32> {
+        let n = p.state.len();
+        if n == 0 {
+            return None;
+        }
+        let start = (p.next_random() % n as u64) as usize;
+        let floor = p.floors.get(&peer).copied().unwrap_or(1).max(1);
+        let mut best: Option<(usize, u32)> = None;
+        let mut stopped = false;
+        let mut endgame: Option<(usize, usize)> = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if p.state[i] != PieceState::Missing || !bits.get(i as u32) {
+                continue;
+            }
+            let reqs = &p.requested[i];
+            if reqs.is_empty() {
+                let a = p.availability[i];
+                if best.is_none_or(|(_, b)| a < b) {
+                    best = Some((i, a));
+                    if a <= floor {
+                        stopped = true;
+                        break;
+                    }
+                }
+            } else if best.is_none()
+                && reqs.len() < MAX_DUPLICATES
+                && !reqs.contains(&peer)
+                && endgame.is_none_or(|(_, d)| reqs.len() < d)
+            {
+                endgame = Some((i, reqs.len()));
+            }
+        }
+        if let (Some((_, a)), false) = (best, stopped) {
+            p.floors.insert(peer, a);
+        }
+        let all_requested =
+            (0..n).all(|i| p.state[i] != PieceState::Missing || !p.requested[i].is_empty());
+        let i = match (best, endgame) {
+            (Some((i, _)), _) => i,
+            (None, Some((i, _))) if all_requested => i,
+            _ => return None,
+        };
+        p.requested[i].push(peer);
+        Some(i as u32)
+    }
+
     proptest! {
+        /// The bitset scan picks exactly what visiting every piece did
+        /// (the same piece, from the same random start, with the same
+        /// floors), over files of several words, through joins, leaves,
+        /// haves, unrequests, failures, verifications and the endgame.
+        #[test]
+        fn the_bitset_scan_picks_what_a_full_scan_did(
+            n in 1u32..300,
+            ops in proptest::collection::vec((0u8..8, 0u32..4, 0u32..300), 1..400),
+            seed: u64,
+        ) {
+            let mut p = Picker::new(&Bitfield::new(n), seed);
+            let mut fields: Vec<Option<Bitfield>> = vec![None; 4];
+            let mut in_flight: Vec<(u32, u32)> = Vec::new();
+            for (op, peer, x) in ops {
+                let piece = x % n;
+                match op {
+                    0 => {
+                        if let Some(b) = fields[peer as usize].take() {
+                            p.remove_peer(peer, &b);
+                            in_flight.retain(|(q, _)| *q != peer);
+                        }
+                        let mut b = Bitfield::new(n);
+                        for i in 0..n {
+                            if (i.wrapping_mul(x + 3) ^ peer) % 4 != 0 {
+                                b.set(i);
+                            }
+                        }
+                        p.add_peer(&b);
+                        fields[peer as usize] = Some(b);
+                    }
+                    1 => {
+                        if let Some(b) = fields[peer as usize].take() {
+                            p.remove_peer(peer, &b);
+                            in_flight.retain(|(q, _)| *q != peer);
+                        }
+                    }
+                    2 => {
+                        if let Some(b) = fields[peer as usize].as_mut() {
+                            if b.set(piece) {
+                                p.peer_has(piece);
+                            }
+                        }
+                    }
+                    3 => {
+                        if let Some(k) = in_flight.iter().position(|(q, _)| *q == peer) {
+                            let (q, i) = in_flight.remove(k);
+                            p.unrequest(i, q);
+                        }
+                    }
+                    4 | 5 => {
+                        if let Some(k) = in_flight.iter().position(|(q, _)| *q == peer) {
+                            let (q, i) = in_flight.remove(k);
+                            if p.received(i, q) {
+                                if op == 4 {
+                                    p.failed(i);
+                                } else {
+                                    for loser in p.verified(i) {
+                                        in_flight.retain(|f| *f != (loser, i));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    _ => {
+                        let Some(b) = fields[peer as usize].clone() else { continue };
+                        let mut reference = p.clone();
+                        let want = reference_pick(&mut reference, peer, &b);
+                        let got = p.pick(peer, &b).map(|i| i.get());
+                        prop_assert_eq!(got, want);
+                        if let Some(g) = got {
+                            in_flight.push((peer, g));
+                        }
+                    }
+                }
+                // The bitsets follow the states and requests.
+                for i in 0..n as usize {
+                    let missing = p.state[i] == PieceState::Missing;
+                    prop_assert_eq!(p.missing[i / 8] & (0x80 >> (i % 8)) != 0, missing);
+                    let open = missing && p.requested[i].is_empty();
+                    prop_assert_eq!(p.open[i / 8] & (0x80 >> (i % 8)) != 0, open);
+                }
+                let open = (0..n as usize)
+                    .filter(|&i| p.state[i] == PieceState::Missing && p.requested[i].is_empty())
+                    .count();
+                prop_assert_eq!(p.open_count as usize, open);
+            }
+        }
+
         /// Remembered floors never make a pick less rare than a full scan
         /// would: through any mix of joins, leaves, haves, lacks,
         /// unrequests, failures and verifications, every pick before the
