@@ -187,14 +187,19 @@ fn alice_at_a_fixed_address(dir: &tempfile::TempDir, info: &Path) -> (NodeProc, 
     (a, listen, state)
 }
 
+/// Group `g` owned by `owner`, with bob (`member`) accepted into it.
+fn owner_and_bob_in(owner: &mut NodeProc, member: &mut NodeProc, g: &str) {
+    owner.ok(&format!("create_group {g}"));
+    member.ok(&format!("join_group {g}"));
+    owner.ok(&format!("accept_request {g} bob"));
+}
+
 #[test]
 fn logout_pauses_sharing_and_login_resumes_it_across_restarts() {
     let (dir, _t, info) = setup();
     let (mut a, listen, state) = alice_at_a_fixed_address(&dir, &info);
     let mut b = user(&dir, &info, "bob");
-    a.ok("create_group g");
-    b.ok("join_group g");
-    a.ok("accept_request g bob");
+    owner_and_bob_in(&mut a, &mut b, "g");
     let keep = dir.path().join("keep.bin");
     let change = dir.path().join("change.bin");
     random_file(&keep, 700_000, 4);
@@ -281,9 +286,7 @@ fn many_shares_resume_in_every_group_and_downloads_become_peers() {
     let (mut a, listen, state) = alice_at_a_fixed_address(&dir, &info);
     let mut b = user(&dir, &info, "bob");
     for g in ["g", "h"] {
-        a.ok(&format!("create_group {g}"));
-        b.ok(&format!("join_group {g}"));
-        a.ok(&format!("accept_request {g} bob"));
+        owner_and_bob_in(&mut a, &mut b, g);
     }
     let (tree, other) = (dir.path().join("tree"), dir.path().join("other"));
     std::fs::create_dir(&tree).unwrap();
@@ -358,9 +361,7 @@ fn a_share_the_tracker_already_lists_but_the_node_lost_is_served_again() {
     let (dir, _t, info) = setup();
     let (mut a, listen, state) = alice_at_a_fixed_address(&dir, &info);
     let mut b = user(&dir, &info, "bob");
-    a.ok("create_group g");
-    b.ok("join_group g");
-    a.ok("accept_request g bob");
+    owner_and_bob_in(&mut a, &mut b, "g");
     let tree = dir.path().join("tree");
     std::fs::create_dir(&tree).unwrap();
     random_file(&tree.join("x.bin"), 3000, 1);
