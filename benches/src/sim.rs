@@ -185,6 +185,21 @@ pub struct Report {
     pub events: u64,
     /// See `events`.
     pub virtual_s: f64,
+    /// Every downloader's end, to tell which hosts trail a crowd.
+    pub downloader_ends: Vec<HostEnd>,
+}
+
+/// How one downloader ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostEnd {
+    /// Its index among the scenario's hosts.
+    pub host: usize,
+    /// Its one-way latency to the network's core, ms.
+    pub latency_ms: u64,
+    /// When it had the whole file (`None`: it never did).
+    pub done_s: Option<f64>,
+    /// Bytes it uploaded.
+    pub uploaded: u64,
 }
 
 /// One host's link use, per second of the run.
@@ -1213,6 +1228,18 @@ impl<'a> Sim<'a> {
             bad_pieces: self.bad_pieces,
             events: self.processed,
             virtual_s: self.now,
+            downloader_ends: self
+                .hosts
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| !h.spec.seed)
+                .map(|(i, h)| HostEnd {
+                    host: i,
+                    latency_ms: h.spec.latency.as_millis() as u64,
+                    done_s: h.done.then_some(h.finished_at),
+                    uploaded: h.uploaded.round() as u64,
+                })
+                .collect(),
         }
     }
 }
