@@ -135,6 +135,10 @@ pub struct Scenario {
     /// frame's headers too); 1.0 leaves headers out, as the model did
     /// before 2026-12-04. The bounds stay the links' nominal rates.
     pub payload_share: f64,
+    /// Peers a download connects to at once
+    /// ([`ringshare_engine::download::MAX_PEERS`], what a shipped download
+    /// does; other values for comparison).
+    pub max_peers: usize,
 }
 
 /// A full TCP segment's payload over its frame on the wire: 1448 bytes
@@ -198,6 +202,9 @@ pub struct HostEnd {
     pub latency_ms: u64,
     /// When it had the whole file (`None`: it never did).
     pub done_s: Option<f64>,
+    /// When it verified its first piece, seconds from its join (`None`:
+    /// never): until then it has nothing to upload.
+    pub first_piece_s: Option<f64>,
     /// Bytes it uploaded.
     pub uploaded: u64,
 }
@@ -278,6 +285,8 @@ struct Host {
     /// When its download last asked the tracker for peers: it is listed
     /// as fetching the file for [`FETCHER_TTL`] after.
     asked_at: Option<f64>,
+    /// When it verified its first piece.
+    first_piece_at: Option<f64>,
 }
 
 struct Conn {
@@ -405,6 +414,7 @@ impl<'a> Sim<'a> {
                 uploaded: 0.0,
                 slots: SendSlots::new(sc.send_slots),
                 asked_at: None,
+                first_piece_at: None,
             })
             .collect();
         let mut s = Self {
@@ -575,7 +585,7 @@ impl<'a> Sim<'a> {
             host.done = true;
             return;
         }
-        let timeouts = Timeouts::default();
+        let timeouts = Timeouts { max_peers: self.sc.max_peers, ..Timeouts::default() };
         let core = DownloadCore::new(
             self.meta.clone(),
             format!("u{h}"),
@@ -846,6 +856,7 @@ impl<'a> Sim<'a> {
                     return;
                 }
                 self.hosts[client].have.set(piece);
+                self.hosts[client].first_piece_at.get_or_insert(self.now);
                 self.with_core(client, |core| core.piece_written(piece, Ok(()), now));
                 // Every downloader this host serves hears of it.
                 let serving: Vec<usize> = self.hosts[client].server_conns.clone();
@@ -1237,6 +1248,7 @@ impl<'a> Sim<'a> {
                     host: i,
                     latency_ms: h.spec.latency.as_millis() as u64,
                     done_s: h.done.then_some(h.finished_at),
+                    first_piece_s: h.first_piece_at.map(|t| t - h.joined_at),
                     uploaded: h.uploaded.round() as u64,
                 })
                 .collect(),

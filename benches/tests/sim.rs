@@ -26,6 +26,7 @@ fn crowd(n: usize, mbit: f64, file: u64, seed: u64) -> Scenario {
         unlimited_downloaders: false,
         second_copies_early: false,
         payload_share: sim::TCP_PAYLOAD_SHARE,
+        max_peers: ringshare_engine::download::MAX_PEERS,
     }
 }
 
@@ -253,4 +254,22 @@ fn headers_take_their_share_of_every_link() {
     assert!((ratio - 1514.0 / 1448.0).abs() < 0.01, "{ratio}");
     // The bounds stay the nominal ones.
     assert_eq!(with.bound_down_s, without.bound_down_s);
+}
+
+#[test]
+fn each_downloader_s_first_piece_comes_before_its_end_and_fewer_peers_slow_a_crowd() {
+    let sc = crowd(30, 100.0, 16 * MIB, 1);
+    let r = sim::run(&sc);
+    assert_eq!(r.incomplete, 0, "{r:?}");
+    assert_eq!(r.downloader_ends.len(), 30);
+    for e in &r.downloader_ends {
+        let (first, done) = (e.first_piece_s.expect("a first piece"), e.done_s.expect("done"));
+        assert!(first > 0.0 && first < done, "host {}: first {first} s, done {done} s", e.host);
+    }
+    // A download that meets two peers at a time (the seed and one other,
+    // at first) learns of fewer holders: its crowd ends later.
+    let narrow = sim::run(&Scenario { max_peers: 2, ..sc });
+    assert_eq!(narrow.incomplete, 0, "{narrow:?}");
+    let last = |r: &sim::Report| *r.completion_s.last().unwrap();
+    assert!(last(&narrow) > last(&r), "{} s with 2 peers, {} s with 64", last(&narrow), last(&r));
 }

@@ -65,6 +65,10 @@ struct Args {
     /// as the model did before).
     #[arg(long, default_value_t = sim::TCP_PAYLOAD_SHARE)]
     payload_share: f64,
+    /// Peers each download connects to at once (default: what a shipped
+    /// download does).
+    #[arg(long, default_value_t = ringshare_engine::download::MAX_PEERS)]
+    max_peers: usize,
 }
 
 /// xorshift for the scenario's own choices (join times, latencies).
@@ -151,6 +155,7 @@ fn scenario(name: &str, args: &Args) -> Result<Scenario> {
         unlimited_downloaders: args.unlimited_downloaders,
         second_copies_early: args.second_copies_early,
         payload_share: args.payload_share,
+        max_peers: args.max_peers,
     })
 }
 
