@@ -24,6 +24,14 @@ const BATCH_HASH_BYTES: usize = 4 << 20;
 /// Registration requests a [`Registrar`] keeps in flight at once.
 const CALLS_AT_ONCE: usize = 4;
 
+/// How long a download's registration waits for others to go with it. A
+/// bulk get verifies a small file's piece every fraction of a millisecond
+/// on a near path, and a request to a near tracker comes back as fast: with
+/// nothing held back, nearly every file went in a request of its own (9,400
+/// requests for 10,000 files, each an op, a log append and a sync at the
+/// tracker). A file is worth listing a few milliseconds later just the same.
+const GATHER: Duration = Duration::from_millis(20);
+
 /// Registers `files` in `group` for session `token`, in one request (at
 /// most [`MAX_UPLOADS`] files): per file, in order, `None` when the
 /// tracker took it, else why not. An ended session is every file's
@@ -184,6 +192,34 @@ impl Registrar {
     }
 }
 
+/// The files that go with `first` in one batch: those handed over until
+/// `deadline` (at once if a full batch waits already), up to
+/// [`MAX_UPLOADS`] files and [`BATCH_HASH_BYTES`] of piece hashes; then the
+/// file that would have made the batch too large (the next batch's first),
+/// if one came. It sleeps once rather than waking for each file: a wake
+/// per file cost more than the requests it saved.
+async fn gather(
+    rx: &mut mpsc::UnboundedReceiver<Pending>,
+    first: Pending,
+    deadline: tokio::time::Instant,
+) -> (Vec<Pending>, Option<Pending>) {
+    if rx.len() + 1 < MAX_UPLOADS {
+        tokio::time::sleep_until(deadline).await;
+    }
+    let mut bytes = hash_bytes(&first.2);
+    let mut taken = vec![first];
+    while taken.len() < MAX_UPLOADS {
+        let Ok(next) = rx.try_recv() else { break };
+        let size = hash_bytes(&next.2);
+        if bytes + size > BATCH_HASH_BYTES {
+            return (taken, Some(next));
+        }
+        bytes += size;
+        taken.push(next);
+    }
+    (taken, None)
+}
+
 async fn run(mut rx: mpsc::UnboundedReceiver<Pending>, links: LinkPool) {
     let calls = Arc::new(Semaphore::new(CALLS_AT_ONCE));
     // A file that would have made the last batch too large: the next one's
@@ -197,20 +233,12 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Pending>, links: LinkPool) {
                 None => return,
             },
         };
-        // While every call is out, more files queue: they go together.
+        let deadline = tokio::time::Instant::now() + GATHER;
+        // While every call is out, more files queue: they go together, with
+        // those that come within GATHER of the first.
         let Ok(permit) = Arc::clone(&calls).acquire_owned().await else { return };
-        let mut bytes = hash_bytes(&first.2);
-        let mut taken = vec![first];
-        while taken.len() < MAX_UPLOADS {
-            let Ok(next) = rx.try_recv() else { break };
-            let size = hash_bytes(&next.2);
-            if bytes + size > BATCH_HASH_BYTES {
-                carried = Some(next);
-                break;
-            }
-            bytes += size;
-            taken.push(next);
-        }
+        let (taken, next) = gather(&mut rx, first, deadline).await;
+        carried = next;
         let mut by_group: BTreeMap<(Token, String), Vec<FileMeta>> = BTreeMap::new();
         for (token, group, meta) in taken {
             by_group.entry((token, group)).or_default().push(meta);
@@ -302,6 +330,57 @@ mod tests {
         let e = with_retries(call, delays, sleep).await.unwrap_err();
         assert_eq!(e.to_string(), "down (-5)");
         assert_eq!(slept.borrow().len(), 4);
+    }
+
+    fn pending(pieces: usize) -> Pending {
+        (Token([7; 16]), "g".into(), meta(pieces))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_registration_waits_briefly_for_others_to_go_with_it() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let start = tokio::time::Instant::now();
+        let deadline = start + GATHER;
+        // Two queued, two more handed over within the window, one after it.
+        tx.send(pending(1)).unwrap();
+        tx.send(pending(1)).unwrap();
+        let late = tx.clone();
+        tokio::spawn(async move {
+            for at in [GATHER / 4, GATHER / 2, GATHER * 2] {
+                tokio::time::sleep_until(start + at).await;
+                late.send(pending(1)).unwrap();
+            }
+        });
+        let (taken, carried) = gather(&mut rx, pending(1), deadline).await;
+        assert_eq!(taken.len(), 5);
+        assert!(carried.is_none());
+        assert_eq!(tokio::time::Instant::now(), deadline, "it waited out the window");
+        // The one after the window is the next batch's.
+        let next = rx.recv().await.unwrap();
+        assert_eq!(tokio::time::Instant::now(), start + GATHER * 2);
+        let (taken, _) = gather(&mut rx, next, tokio::time::Instant::now() + GATHER).await;
+        assert_eq!(taken.len(), 1);
+
+        // A full batch goes at once, without waiting out the window; a file
+        // over the byte bound is carried to the next batch.
+        for _ in 0..MAX_UPLOADS + 1 {
+            tx.send(pending(1)).unwrap();
+        }
+        let at = tokio::time::Instant::now();
+        let (taken, carried) = gather(&mut rx, pending(1), at + GATHER).await;
+        assert_eq!(taken.len(), MAX_UPLOADS);
+        assert!(carried.is_none());
+        assert_eq!(tokio::time::Instant::now(), at);
+        assert!(rx.try_recv().is_ok() && rx.try_recv().is_ok() && rx.try_recv().is_err());
+        tx.send(pending(BATCH_HASH_BYTES / 20)).unwrap();
+        let (taken, carried) = gather(&mut rx, pending(1), at + GATHER).await;
+        assert_eq!(taken.len(), 1);
+        assert_eq!(carried.map(|p| p.2.piece_hashes.len()), Some(BATCH_HASH_BYTES / 20));
+
+        // Every sender gone: the file it has goes alone.
+        drop(tx);
+        let (taken, carried) = gather(&mut rx, pending(1), at + GATHER).await;
+        assert_eq!((taken.len(), carried.is_none()), (1, true));
     }
 
     #[test]
