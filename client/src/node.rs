@@ -857,7 +857,8 @@ impl Node {
         spec.security = self.serve.security().clone();
         spec.park_links = self.park_links;
         spec.settle = self.settler.clone();
-        let source = self.peer_source(token, group.clone(), file.clone(), first);
+        spec.first_peers = Some(first);
+        let source = self.peer_source(token, group.clone(), file.clone());
         let events = self.download_events(token, group.clone(), dest_path.clone(), meta.clone());
         let download = Download::start(
             spec,
@@ -899,17 +900,12 @@ impl Node {
         token: Token,
         group: String,
         file: String,
-        first: ringshare_engine::fetch::PeerList,
     ) -> Box<dyn ringshare_engine::fetch::PeerSource> {
         let rt = self.rt.clone();
         let links = self.pool_links.clone();
         let (listen, listed) = (self.addr, self.listed_addr());
         let plaintext = self.serve.security().plaintext;
-        let mut first = Some(first);
         Box::new(move || {
-            if let Some(list) = first.take() {
-                return Ok(list);
-            }
             let req = Request::FileInfo { token, group: group.clone(), file: file.clone() };
             match rt.block_on(links.call(&req)) {
                 Ok(Response::FileInfo { peers, ticket, .. }) => {

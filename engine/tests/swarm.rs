@@ -107,6 +107,36 @@ fn three_seeders(backend: Backend) {
     assert!(d.latency().snapshot().len() >= meta.piece_hashes.len() as u64);
 }
 
+/// A download given its first peers (as a node's are, by the tracker's
+/// answer that brought the file) connects to them at once: it asks its
+/// source only when a list would be due again, on both drivers.
+#[test]
+fn a_download_given_its_first_peers_does_not_ask_for_them() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, src, meta) = source(dir.path(), 3 * PIECE_LEN as usize + 99, 5);
+        let s = seeder(&src, &meta, backend);
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let opts = common::Opts {
+            first: true,
+            asked: Some(Arc::clone(&asked)),
+            ..common::Opts::default()
+        };
+        let started = Instant::now();
+        let (d, rx) = common::download_opts(dir.path(), &meta, vec![s.addr()], backend, opts);
+        wait_complete(&rx);
+        d.wait();
+        assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes, "{backend:?}");
+        for at in asked.lock().unwrap().iter() {
+            assert!(
+                at.duration_since(started) >= ringshare_engine::download::PEER_RETRY,
+                "{backend:?}: asked {:?} after the start",
+                at.duration_since(started)
+            );
+        }
+    }
+}
+
 /// A corrupt seeder alone, then a good one. Alone, the corrupt seeder's
 /// pieces are hashed by the workers (fewer peers than cores on a machine
 /// with two or more), not by its peer thread: that path must catch the

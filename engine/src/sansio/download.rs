@@ -386,6 +386,17 @@ impl DownloadCore {
         self.ticket = ticket;
     }
 
+    /// Peers known before the download asked ([`Action::WantPeers`]):
+    /// [`add_peers`](Self::add_peers), counted as its first list, so that
+    /// it asks for more only when it would have asked again.
+    pub fn given_peers(&mut self, addrs: &[SocketAddr], now: Instant) {
+        if self.ended {
+            return;
+        }
+        self.last_refresh = Some(now);
+        self.add_peers(addrs, now);
+    }
+
     /// The tracker listed these peers: connect to new ones, in random
     /// order, up to [`Timeouts::max_peers`] at once.
     pub fn add_peers(&mut self, addrs: &[SocketAddr], now: Instant) {
@@ -1900,6 +1911,40 @@ mod tests {
             v
         };
         assert_ne!(picked(1), picked(2), "two downloaders pick different peers");
+    }
+
+    #[test]
+    fn peers_given_at_the_start_are_its_first_list() {
+        let t0 = Instant::now();
+        let wants = |core: &mut DownloadCore| {
+            std::iter::from_fn(|| core.poll_action()).fold((0, 0), |(w, c), a| match a {
+                Action::WantPeers => (w + 1, c),
+                Action::Connect { .. } => (w, c + 1),
+                _ => (w, c),
+            })
+        };
+        // Not given any: the first tick asks.
+        let mut asks = fresh(4, 1, t0);
+        asks.tick(t0);
+        assert_eq!(wants(&mut asks), (1, 0));
+        // Given two: it connects to them at once and asks the source only
+        // when a list would be due again.
+        let mut given = fresh(4, 1, t0);
+        given.given_peers(&[addr(1), addr(2)], t0);
+        given.tick(t0);
+        assert_eq!(wants(&mut given), (0, 2));
+        given.tick(t0 + PEER_RETRY - Duration::from_millis(1));
+        assert_eq!(wants(&mut given), (0, 0));
+        given.tick(t0 + PEER_RETRY);
+        assert_eq!(wants(&mut given), (1, 0));
+        // Given none (nobody online): asked again as soon as with none
+        // connected.
+        let mut empty = fresh(4, 1, t0);
+        empty.given_peers(&[], t0);
+        empty.tick(t0);
+        assert_eq!(wants(&mut empty), (0, 0));
+        empty.tick(t0 + PEER_RETRY);
+        assert_eq!(wants(&mut empty), (1, 0));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringshare_engine::fetch::{Download, FetchEvent, FetchSpec, PeerList};
 use ringshare_engine::hash::HashPool;
@@ -74,6 +74,10 @@ pub struct Opts {
     pub security: PeerSecurity,
     /// Park its links when complete (`FetchSpec::park_links`).
     pub park_links: bool,
+    /// The peers go in `FetchSpec::first_peers` too (known at the start).
+    pub first: bool,
+    /// When the download asked its peer source, each time.
+    pub asked: Option<Arc<Mutex<Vec<Instant>>>>,
 }
 
 impl Default for Opts {
@@ -84,6 +88,8 @@ impl Default for Opts {
             keys: HashMap::new(),
             security: PeerSecurity::ephemeral(),
             park_links: false,
+            first: false,
+            asked: None,
         }
     }
 }
@@ -96,7 +102,7 @@ pub fn download_opts(
     io: Backend,
     opts: Opts,
 ) -> (Arc<Download>, mpsc::Receiver<FetchEvent>) {
-    let Opts { stall, max_peers, keys, security, park_links } = opts;
+    let Opts { stall, max_peers, keys, security, park_links, first, asked } = opts;
     let (part, have) = PartFile::open(&dir.join("out.bin"), meta).unwrap();
     let served = ServedFile::partial(meta.clone(), part.file().try_clone().unwrap(), have.clone());
     let (tx, rx) = mpsc::channel();
@@ -107,6 +113,10 @@ pub fn download_opts(
     spec.io = io;
     spec.security = security;
     spec.park_links = park_links;
+    if first {
+        spec.first_peers =
+            Some(PeerList { addrs: peers.clone(), ticket: None, keys: keys.clone() });
+    }
     let d = Download::start(
         spec,
         part,
@@ -114,6 +124,9 @@ pub fn download_opts(
         served,
         Arc::new(HashPool::new(1)),
         Box::new(move || {
+            if let Some(asked) = &asked {
+                asked.lock().unwrap().push(Instant::now());
+            }
             Ok::<_, String>(PeerList { addrs: peers.clone(), ticket: None, keys: keys.clone() })
         }),
         Box::new(move |e| {

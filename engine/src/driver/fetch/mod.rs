@@ -180,6 +180,12 @@ pub struct FetchSpec {
     /// settler, which does them for many files at once (a bulk fetch);
     /// by default each download does its own ([`PartFile::finish`]).
     pub settle: Option<Arc<crate::store::Settler>>,
+    /// Peers known already (the tracker's answer that gave the file's
+    /// metadata): the download connects to them at once, and asks its
+    /// [`PeerSource`] only when it next wants more. Without, its first
+    /// want goes to the source (for a ring download: a hand-off to its
+    /// control thread and back, per file of a bulk fetch).
+    pub first_peers: Option<PeerList>,
 }
 
 impl FetchSpec {
@@ -207,6 +213,7 @@ impl FetchSpec {
             },
             park_links: false,
             settle: None,
+            first_peers: None,
         }
     }
 }
@@ -349,7 +356,8 @@ impl Download {
             max_peers: spec.max_peers,
             ..Timeouts::default()
         };
-        let core = DownloadCore::new(
+        let now = Instant::now();
+        let mut core = DownloadCore::new(
             spec.meta,
             spec.user,
             spec.ticket,
@@ -357,8 +365,16 @@ impl Download {
             &have,
             timeouts,
             seed,
-            Instant::now(),
+            now,
         );
+        let mut keys = HashMap::new();
+        if let Some(first) = spec.first_peers {
+            if let Some(t) = first.ticket {
+                core.set_ticket(t);
+            }
+            core.given_peers(&first.addrs, now);
+            keys = first.keys;
+        }
         let driven = Driven {
             core,
             out: HashMap::new(),
@@ -388,7 +404,7 @@ impl Download {
             events,
             uring: AtomicBool::new(false),
             security: spec.security,
-            keys: Mutex::new(HashMap::new()),
+            keys: Mutex::new(keys),
             park_links: spec.park_links,
             settle: spec.settle,
         });
