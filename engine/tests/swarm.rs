@@ -137,6 +137,54 @@ fn a_download_given_its_first_peers_does_not_ask_for_them() {
     }
 }
 
+/// Small files settled by a settler (a bulk fetch's) — on the io_uring
+/// driver, downloads whose control one thread does for all — complete,
+/// land in place once settled, and end (`wait`), also when stopped with
+/// no peer reachable; on both drivers.
+#[test]
+fn many_small_settled_downloads_complete_and_end() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, src, meta) = source(dir.path(), 70_000, 9);
+        let s = seeder(&src, &meta, backend);
+        let settler = Arc::new(ringshare_engine::store::Settler::new().unwrap());
+        let mut running = Vec::new();
+        for i in 0..24 {
+            let sub = dir.path().join(format!("d{i}"));
+            fs::create_dir(&sub).unwrap();
+            let opts = common::Opts {
+                settle: Some(Arc::clone(&settler)),
+                first: i % 2 == 0,
+                ..common::Opts::default()
+            };
+            running.push((
+                sub.clone(),
+                common::download_opts(&sub, &meta, vec![s.addr()], backend, opts),
+            ));
+        }
+        for (_, (d, rx)) in &running {
+            wait_complete(rx);
+            d.wait();
+            assert_eq!(d.progress().status, Status::Complete, "{backend:?}");
+        }
+        assert!(settler.flush().is_empty(), "{backend:?}: every file settled");
+        for (sub, _) in &running {
+            assert_eq!(fs::read(sub.join("out.bin")).unwrap(), bytes, "{backend:?}");
+        }
+        // Nobody listening: stopped, it ends all the same, its part kept.
+        let unreachable = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let sub = dir.path().join("stopped");
+        fs::create_dir(&sub).unwrap();
+        let opts = common::Opts { settle: Some(Arc::clone(&settler)), ..common::Opts::default() };
+        let (d, _rx) = common::download_opts(&sub, &meta, vec![unreachable], backend, opts);
+        d.stop();
+        d.wait();
+        assert_eq!(d.progress().status, Status::Running, "{backend:?}: stopped, not failed");
+        assert!(!sub.join("out.bin").exists());
+        assert!(sub.join("out.bin.part").exists(), "{backend:?}: the part stays for a resume");
+    }
+}
+
 /// A corrupt seeder alone, then a good one. Alone, the corrupt seeder's
 /// pieces are hashed by the workers (fewer peers than cores on a machine
 /// with two or more), not by its peer thread: that path must catch the

@@ -78,6 +78,8 @@ pub struct Opts {
     pub first: bool,
     /// When the download asked its peer source, each time.
     pub asked: Option<Arc<Mutex<Vec<Instant>>>>,
+    /// Leave its fsync and move into place to this settler.
+    pub settle: Option<Arc<ringshare_engine::store::Settler>>,
 }
 
 impl Default for Opts {
@@ -90,6 +92,7 @@ impl Default for Opts {
             park_links: false,
             first: false,
             asked: None,
+            settle: None,
         }
     }
 }
@@ -102,7 +105,7 @@ pub fn download_opts(
     io: Backend,
     opts: Opts,
 ) -> (Arc<Download>, mpsc::Receiver<FetchEvent>) {
-    let Opts { stall, max_peers, keys, security, park_links, first, asked } = opts;
+    let Opts { stall, max_peers, keys, security, park_links, first, asked, settle } = opts;
     let (part, have) = PartFile::open(&dir.join("out.bin"), meta).unwrap();
     let served = ServedFile::partial(meta.clone(), part.file().try_clone().unwrap(), have.clone());
     let (tx, rx) = mpsc::channel();
@@ -113,6 +116,7 @@ pub fn download_opts(
     spec.io = io;
     spec.security = security;
     spec.park_links = park_links;
+    spec.settle = settle;
     if first {
         spec.first_peers =
             Some(PeerList { addrs: peers.clone(), ticket: None, keys: keys.clone() });

@@ -139,7 +139,7 @@ pub(super) enum Ctl {
 /// bulk fetch's thousands of small downloads, their control threads spent
 /// more time yielding than working.)
 #[derive(Default)]
-struct CtlQueue {
+pub(super) struct CtlQueue {
     /// The messages, and whether the sender is gone.
     state: Mutex<(VecDeque<Ctl>, bool)>,
     ready: Condvar,
@@ -169,20 +169,206 @@ impl CtlQueue {
     }
 }
 
-/// The ring's end of a [`CtlQueue`]; dropping it tells the control thread.
-pub(super) struct CtlSender(Arc<CtlQueue>);
+/// The ring's end of a download's control: its own thread's
+/// [`CtlQueue`], or the light downloads' controller ([`Light`]). Dropping
+/// it tells the control thread.
+pub(super) enum CtlSender {
+    Own(Arc<CtlQueue>),
+    Light(u64),
+}
 
 impl CtlSender {
     fn send(&self, msg: Ctl) {
-        lock(&self.0.state).0.push_back(msg);
-        self.0.ready.notify_one();
+        match self {
+            Self::Own(q) => {
+                lock(&q.state).0.push_back(msg);
+                q.ready.notify_one();
+            }
+            Self::Light(id) => {
+                if let Ok(light) = light() {
+                    light.push(*id, LightMsg::Ctl(msg));
+                }
+            }
+        }
     }
 }
 
 impl Drop for CtlSender {
     fn drop(&mut self) {
-        lock(&self.0.state).1 = true;
-        self.0.ready.notify_one();
+        match self {
+            Self::Own(q) => {
+                lock(&q.state).1 = true;
+                q.ready.notify_one();
+            }
+            Self::Light(id) => {
+                if let Ok(light) = light() {
+                    light.push(*id, LightMsg::Closed);
+                }
+            }
+        }
+    }
+}
+
+/// The control work of light downloads — a file of one piece whose finish
+/// a [`crate::store::Settler`] does (a bulk fetch's small files) — done by
+/// one thread for all of them: such a download's control never blocks but
+/// to ask for more peers, which a worker does. A control thread per small
+/// file cost a job hand-off and two or three wake-ups per file, about a
+/// tenth of a bulk fetch's CPU. The ring queues their messages without a
+/// wake-up and wakes the controller once per turn of its loop
+/// ([`Light::flush`]).
+struct Light {
+    inbox: Mutex<Vec<(u64, LightMsg)>>,
+    /// Messages queued since the last wake-up.
+    unsignalled: std::sync::atomic::AtomicBool,
+    ready: Condvar,
+}
+
+enum LightMsg {
+    Start(Box<LightDl>),
+    Ctl(Ctl),
+    /// The ring let go of the download.
+    Closed,
+}
+
+/// What the controller keeps of a light download.
+struct LightDl {
+    shared: Arc<Shared>,
+    source: Arc<Mutex<Box<dyn PeerSource>>>,
+    reported: bool,
+    complete: bool,
+    rate: super::RateMeter,
+    done: super::workers::Done,
+}
+
+static LIGHT: OnceLock<Result<Arc<Light>, String>> = OnceLock::new();
+
+/// The light downloads' controller, started on first use.
+fn light() -> Result<&'static Arc<Light>, String> {
+    LIGHT
+        .get_or_init(|| {
+            let light = Arc::new(Light {
+                inbox: Mutex::new(Vec::new()),
+                unsignalled: std::sync::atomic::AtomicBool::new(false),
+                ready: Condvar::new(),
+            });
+            let l = Arc::clone(&light);
+            thread::Builder::new()
+                .name("fetch-light".into())
+                .spawn(move || l.run())
+                .map_err(|e| format!("spawn the light downloads' controller: {e}"))?;
+            Ok(light)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+impl Light {
+    /// Queues a message; the controller is woken at the ring's next
+    /// [`flush`](Self::flush).
+    fn push(&self, id: u64, msg: LightMsg) {
+        lock(&self.inbox).push((id, msg));
+        self.unsignalled.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Wakes the controller if anything was queued since the last call.
+    fn flush(&self) {
+        if self.unsignalled.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            let _guard = lock(&self.inbox);
+            self.ready.notify_one();
+        }
+    }
+
+    fn run(&self) {
+        let mut dls: HashMap<u64, LightDl> = HashMap::new();
+        let mut sampled = Instant::now();
+        loop {
+            let msgs = {
+                let mut inbox = lock(&self.inbox);
+                if inbox.is_empty() {
+                    inbox = self
+                        .ready
+                        .wait_timeout(inbox, Duration::from_millis(100))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                std::mem::take(&mut *inbox)
+            };
+            for (id, msg) in msgs {
+                // A panic in one download's events ends that download, not
+                // the controller.
+                let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    Self::handle(&mut dls, id, msg)
+                }));
+                if handled.is_err() {
+                    if let Some(dl) = dls.remove(&id) {
+                        dl.shared.fail("the download's control failed".into());
+                        dl.done.set();
+                    }
+                }
+            }
+            if sampled.elapsed() >= Duration::from_millis(100) {
+                sampled = Instant::now();
+                for dl in dls.values_mut() {
+                    dl.rate.sample(&dl.shared);
+                }
+            }
+        }
+    }
+
+    /// One message of download `id`: what [`control`] does, without blocking.
+    fn handle(dls: &mut HashMap<u64, LightDl>, id: u64, msg: LightMsg) {
+        let Ok(ring) = ring() else { return };
+        let msg = match msg {
+            LightMsg::Start(dl) => {
+                dls.insert(id, *dl);
+                return;
+            }
+            LightMsg::Ctl(msg) => Some(msg),
+            LightMsg::Closed => None,
+        };
+        let Some(dl) = dls.get_mut(&id) else { return };
+        match msg {
+            Some(Ctl::WantPeers) => {
+                // The tracker may take a while: on a worker.
+                let source = Arc::clone(&dl.source);
+                let asked = super::workers::spawn("fetch-peers", move || {
+                    let peers = lock(&source).peers();
+                    ring.send(Cmd::Peers(id, peers));
+                });
+                if asked.is_err() {
+                    ring.send(Cmd::Peers(
+                        id,
+                        Err(super::PeerError::Unavailable("no thread".into())),
+                    ));
+                }
+            }
+            Some(Ctl::Sync) => {
+                if let Err(e) = dl.shared.part.sync_state() {
+                    dl.shared.fail(e.to_string());
+                    ring.send(Cmd::Wake);
+                }
+            }
+            Some(Ctl::FirstPiece) => {
+                if !std::mem::replace(&mut dl.reported, true) {
+                    (dl.shared.events)(super::FetchEvent::FirstPiece);
+                }
+            }
+            Some(Ctl::Complete) => dl.complete = true,
+            Some(Ctl::Failed(reason)) => dl.shared.fail(reason),
+            Some(Ctl::Released) | None => {
+                let Some(dl) = dls.remove(&id) else { return };
+                if dl.complete {
+                    finish(&dl.shared, dl.reported);
+                } else if *lock(&dl.shared.status) == Status::Running {
+                    if let Err(e) = dl.shared.part.sync_state() {
+                        dl.shared.fail(e.to_string());
+                    }
+                }
+                dl.shared.rate_bits.store(0f64.to_bits(), std::sync::atomic::Ordering::Relaxed);
+                dl.done.set();
+            }
+        }
     }
 }
 
@@ -257,12 +443,30 @@ pub(super) fn start(
         Err(e) => return Err((e, source)),
     };
     let id = NEXT_DL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if shared.settle.is_some() && shared.meta.piece_hashes.len() <= 1 {
+        if let Ok(light) = light() {
+            let done = super::workers::Done::default();
+            let dl = LightDl {
+                shared: Arc::clone(shared),
+                source: Arc::new(Mutex::new(source)),
+                reported,
+                complete: false,
+                rate: super::RateMeter::default(),
+                done: done.clone(),
+            };
+            // Queued before the ring hears of the download: every message
+            // of the download comes after it.
+            light.push(id, LightMsg::Start(Box::new(dl)));
+            ring.send(Cmd::Add(id, Arc::clone(shared), CtlSender::Light(id)));
+            return Ok(done);
+        }
+    }
     let queue = Arc::new(CtlQueue::default());
     let (sh, rx) = (Arc::clone(shared), Arc::clone(&queue));
     let handle =
         super::workers::spawn("fetch-ctl", move || control(&sh, id, source, &rx, reported))
             .expect("spawn a download's control thread");
-    ring.send(Cmd::Add(id, Arc::clone(shared), CtlSender(queue)));
+    ring.send(Cmd::Add(id, Arc::clone(shared), CtlSender::Own(queue)));
     Ok(handle)
 }
 
@@ -471,6 +675,9 @@ impl Driver {
             for &(data, res) in &cqes {
                 self.ring.inflight = self.ring.inflight.saturating_sub(1);
                 self.dispatch(data, res);
+            }
+            if let Some(Ok(light)) = LIGHT.get() {
+                light.flush();
             }
         }
     }

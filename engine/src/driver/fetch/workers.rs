@@ -43,7 +43,9 @@ impl Done {
         }
     }
 
-    fn set(&self) {
+    /// Marks the job ended (for work done elsewhere than on a thread of
+    /// [`spawn`]'s, with a `Done` of its own).
+    pub(super) fn set(&self) {
         let (ended, cond) = &*self.0;
         *ended.lock().unwrap_or_else(|p| p.into_inner()) = true;
         cond.notify_all();
