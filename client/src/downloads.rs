@@ -25,7 +25,7 @@ pub struct DownloadEntry {
 impl DownloadEntry {
     /// Whether it is still fetching.
     pub fn is_running(&self) -> bool {
-        self.paused.is_none() && self.download.progress().status == Status::Running
+        self.paused.is_none() && self.download.status() == Status::Running
     }
 
     /// The `show_downloads` line.

@@ -439,12 +439,15 @@ async fn get_many(
         let mut in_flight = 0u64;
         let mut i = 0;
         while i < running.len() {
-            let p = running[i].download.progress();
-            if let Some(bar) = &running[i].bar {
-                bar.set_position(p.verified);
-            }
-            if p.status == Status::Running {
-                in_flight += p.verified;
+            let status = running[i].download.status();
+            if status == Status::Running {
+                // The bars' figures; with --quiet there are none, and the
+                // core's lock is left to the driver.
+                if let Some(bar) = &running[i].bar {
+                    let verified = running[i].download.progress().verified;
+                    bar.set_position(verified);
+                    in_flight += verified;
+                }
                 i += 1;
                 continue;
             }
@@ -454,9 +457,9 @@ async fn get_many(
                 multi.remove(bar);
             }
             node.forget_download(&r.download);
-            let fetched = if p.status == Status::Complete { r.entry.len } else { 0 };
+            let fetched = if status == Status::Complete { r.entry.len } else { 0 };
             window.on_file_done(fetched, std::time::Instant::now());
-            match p.status {
+            match status {
                 Status::Complete => {
                     finished_bytes += r.entry.len;
                     let mut peers: Vec<_> = r.download.contributions().into_iter().collect();

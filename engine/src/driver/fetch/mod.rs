@@ -451,6 +451,13 @@ impl Download {
         }
     }
 
+    /// Whether it runs, completed or failed: [`progress`](Self::progress)'s
+    /// status alone, without the core's lock (which the driver holds while
+    /// it works).
+    pub fn status(&self) -> Status {
+        lock(&self.shared.status).clone()
+    }
+
     /// Bytes each peer contributed (verified pieces only).
     pub fn contributions(&self) -> HashMap<SocketAddr, u64> {
         lock(&self.shared.driven).core.contributions().clone()
