@@ -241,6 +241,14 @@ struct LightDl {
     done: super::workers::Done,
 }
 
+/// A light download is over for `Download::wait` once its controller lets
+/// go of it, also when its control panicked midway.
+impl Drop for LightDl {
+    fn drop(&mut self) {
+        self.done.set();
+    }
+}
+
 static LIGHT: OnceLock<Result<Arc<Light>, String>> = OnceLock::new();
 
 /// The light downloads' controller, started on first use.
@@ -303,7 +311,6 @@ impl Light {
                 if handled.is_err() {
                     if let Some(dl) = dls.remove(&id) {
                         dl.shared.fail("the download's control failed".into());
-                        dl.done.set();
                     }
                 }
             }
@@ -366,7 +373,6 @@ impl Light {
                     }
                 }
                 dl.shared.rate_bits.store(0f64.to_bits(), std::sync::atomic::Ordering::Relaxed);
-                dl.done.set();
             }
         }
     }
