@@ -235,8 +235,7 @@ enum LightMsg {
 struct LightDl {
     shared: Arc<Shared>,
     source: Arc<Mutex<Box<dyn PeerSource>>>,
-    reported: bool,
-    complete: bool,
+    ctl: Control,
     rate: super::RateMeter,
     done: super::workers::Done,
 }
@@ -326,17 +325,21 @@ impl Light {
     /// One message of download `id`: what [`control`] does, without blocking.
     fn handle(dls: &mut HashMap<u64, LightDl>, id: u64, msg: LightMsg) {
         let Ok(ring) = ring() else { return };
-        let msg = match msg {
+        let step = match msg {
             LightMsg::Start(dl) => {
                 dls.insert(id, *dl);
                 return;
             }
-            LightMsg::Ctl(msg) => Some(msg),
-            LightMsg::Closed => None,
+            LightMsg::Ctl(msg) => match dls.get_mut(&id) {
+                Some(dl) => dl.ctl.on(&dl.shared, msg, ring),
+                None => return,
+            },
+            LightMsg::Closed => Step::Ended,
         };
-        let Some(dl) = dls.get_mut(&id) else { return };
-        match msg {
-            Some(Ctl::WantPeers) => {
+        match step {
+            Step::Done => {}
+            Step::WantPeers => {
+                let Some(dl) = dls.get(&id) else { return };
                 // The tracker may take a while: on a worker.
                 let source = Arc::clone(&dl.source);
                 let asked = super::workers::spawn("fetch-peers", move || {
@@ -350,29 +353,10 @@ impl Light {
                     ));
                 }
             }
-            Some(Ctl::Sync) => {
-                if let Err(e) = dl.shared.part.sync_state() {
-                    dl.shared.fail(e.to_string());
-                    ring.send(Cmd::Wake);
+            Step::Ended => {
+                if let Some(dl) = dls.remove(&id) {
+                    dl.ctl.end(&dl.shared);
                 }
-            }
-            Some(Ctl::FirstPiece) => {
-                if !std::mem::replace(&mut dl.reported, true) {
-                    (dl.shared.events)(super::FetchEvent::FirstPiece);
-                }
-            }
-            Some(Ctl::Complete) => dl.complete = true,
-            Some(Ctl::Failed(reason)) => dl.shared.fail(reason),
-            Some(Ctl::Released) | None => {
-                let Some(dl) = dls.remove(&id) else { return };
-                if dl.complete {
-                    finish(&dl.shared, dl.reported);
-                } else if *lock(&dl.shared.status) == Status::Running {
-                    if let Err(e) = dl.shared.part.sync_state() {
-                        dl.shared.fail(e.to_string());
-                    }
-                }
-                dl.shared.rate_bits.store(0f64.to_bits(), std::sync::atomic::Ordering::Relaxed);
             }
         }
     }
@@ -455,8 +439,7 @@ pub(super) fn start(
             let dl = LightDl {
                 shared: Arc::clone(shared),
                 source: Arc::new(Mutex::new(source)),
-                reported,
-                complete: false,
+                ctl: Control { reported, complete: false },
                 rate: super::RateMeter::default(),
                 done: done.clone(),
             };
@@ -482,42 +465,80 @@ fn control(
     id: u64,
     mut source: Box<dyn PeerSource>,
     rx: &CtlQueue,
-    mut reported: bool,
+    reported: bool,
 ) {
     let Ok(ring) = ring() else { return };
     let mut rate = super::RateMeter::default();
-    let mut complete = false;
+    let mut ctl = Control { reported, complete: false };
     loop {
         let msg = rx.recv_timeout(Duration::from_millis(100));
         rate.sample(shared);
         match msg {
-            Next::Msg(Ctl::WantPeers) => ring.send(Cmd::Peers(id, source.peers())),
-            Next::Msg(Ctl::Sync) => {
+            Next::Msg(msg) => match ctl.on(shared, msg, ring) {
+                Step::WantPeers => ring.send(Cmd::Peers(id, source.peers())),
+                Step::Ended => break,
+                Step::Done => {}
+            },
+            Next::Closed => break,
+            Next::Timeout => {}
+        }
+    }
+    ctl.end(shared);
+}
+
+/// A download's control, wherever it runs (its own thread, [`control`], or
+/// the light downloads' controller, [`Light`]).
+struct Control {
+    /// The first verified piece was reported (or there was one at the start).
+    reported: bool,
+    complete: bool,
+}
+
+/// What a message leaves to the one who runs the control.
+enum Step {
+    Done,
+    /// Ask the download's [`PeerSource`] (it may block) and send the answer
+    /// to the ring.
+    WantPeers,
+    /// The ring let go of the download: [`Control::end`].
+    Ended,
+}
+
+impl Control {
+    /// Does what `msg` asks that never blocks long.
+    fn on(&mut self, shared: &Shared, msg: Ctl, ring: &FetchRing) -> Step {
+        match msg {
+            Ctl::WantPeers => return Step::WantPeers,
+            Ctl::Sync => {
                 if let Err(e) = shared.part.sync_state() {
                     shared.fail(e.to_string());
                     ring.send(Cmd::Wake);
                 }
             }
-            Next::Msg(Ctl::FirstPiece) => {
-                if !std::mem::replace(&mut reported, true) {
+            Ctl::FirstPiece => {
+                if !std::mem::replace(&mut self.reported, true) {
                     (shared.events)(super::FetchEvent::FirstPiece);
                 }
             }
-            Next::Msg(Ctl::Complete) => complete = true,
-            Next::Msg(Ctl::Failed(reason)) => shared.fail(reason),
-            Next::Msg(Ctl::Released) | Next::Closed => break,
-            Next::Timeout => {}
+            Ctl::Complete => self.complete = true,
+            Ctl::Failed(reason) => shared.fail(reason),
+            Ctl::Released => return Step::Ended,
         }
+        Step::Done
     }
-    if complete {
-        finish(shared, reported);
-    } else if *lock(&shared.status) == Status::Running {
-        // Stopped by the user: keep what we have for the next start.
-        if let Err(e) = shared.part.sync_state() {
-            shared.fail(e.to_string());
+
+    /// The ring let go of the download: finish it if complete, else (stopped
+    /// by the user) keep what it has for the next start.
+    fn end(&self, shared: &Shared) {
+        if self.complete {
+            finish(shared, self.reported);
+        } else if *lock(&shared.status) == Status::Running {
+            if let Err(e) = shared.part.sync_state() {
+                shared.fail(e.to_string());
+            }
         }
+        shared.rate_bits.store(0f64.to_bits(), std::sync::atomic::Ordering::Relaxed);
     }
-    shared.rate_bits.store(0f64.to_bits(), std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Piece data being received straight into its buffer.
