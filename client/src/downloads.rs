@@ -57,14 +57,65 @@ pub fn format_line(group: &str, name: &str, p: &Progress) -> String {
     }
 }
 
+/// Something is already at a download's destination: a file is never
+/// overwritten.
+#[derive(Debug, thiserror::Error)]
+#[error("destination {} already exists", .0.display())]
+pub struct DestExists(pub PathBuf);
+
+impl DestExists {
+    /// Whether `e` says a download's destination is taken (this error, or
+    /// the part file's own check).
+    pub fn is(e: &anyhow::Error) -> bool {
+        e.downcast_ref::<Self>().is_some()
+            || matches!(
+                e.downcast_ref::<ringshare_engine::store::StoreError>(),
+                Some(ringshare_engine::store::StoreError::Exists(_))
+            )
+    }
+}
+
+/// Directories a bulk fetch has already found to be directories (not
+/// symbolic links, not files) or made itself: each is looked at once, not
+/// once for every file under it (three `statx` of a small file's five).
+/// A directory swapped for a symbolic link by someone else in the middle of
+/// the fetch is not seen; one swapped between a look and the file's
+/// creation never was. Off (every directory looked at each time) unless
+/// [`KnownDirs::remembering`].
+#[derive(Debug, Default)]
+pub struct KnownDirs(Option<std::collections::HashSet<PathBuf>>);
+
+impl KnownDirs {
+    /// Remembers the directories it is told about.
+    pub fn remembering() -> Self {
+        Self(Some(std::collections::HashSet::new()))
+    }
+
+    fn knows(&self, dir: &Path) -> bool {
+        self.0.as_ref().is_some_and(|s| s.contains(dir))
+    }
+
+    fn learn(&mut self, dir: &Path) {
+        if let Some(s) = self.0.as_mut() {
+            s.insert(dir.to_owned());
+        }
+    }
+}
+
 /// The path a download of `name` to `dest` writes: inside `dest` when it is
 /// a directory (a name with directories, `photos/a.jpg`, gets them made
 /// there, see [`path_in_dir`]), else `dest` itself, whose directory must
 /// exist.
 pub fn resolve_dest(dest: &str, name: &str) -> Result<PathBuf> {
+    resolve_dest_known(dest, name, &mut KnownDirs::default())
+}
+
+/// [`resolve_dest`], with the directories already looked at in `known`.
+pub fn resolve_dest_known(dest: &str, name: &str, known: &mut KnownDirs) -> Result<PathBuf> {
     let d = Path::new(dest);
-    if d.is_dir() {
-        return path_in_dir(d, name);
+    if known.knows(d) || d.is_dir() {
+        known.learn(d);
+        return path_in_known_dir(d, name, known);
     }
     let path = d.to_owned();
     let parent = match path.parent() {
@@ -75,7 +126,7 @@ pub fn resolve_dest(dest: &str, name: &str) -> Result<PathBuf> {
         bail!("destination directory {} does not exist", parent.display());
     }
     if path.exists() {
-        bail!("destination {} already exists", path.display());
+        return Err(DestExists(path).into());
     }
     Ok(path)
 }
@@ -86,6 +137,10 @@ pub fn resolve_dest(dest: &str, name: &str) -> Result<PathBuf> {
 /// directory is refused (the file would land outside `dir`), and so is an
 /// existing file at the path (a different file is never overwritten).
 pub fn path_in_dir(dir: &Path, name: &str) -> Result<PathBuf> {
+    path_in_known_dir(dir, name, &mut KnownDirs::default())
+}
+
+fn path_in_known_dir(dir: &Path, name: &str, known: &mut KnownDirs) -> Result<PathBuf> {
     ringshare_engine::names::validate(ringshare_engine::names::NameKind::File, name)?;
     let mut path = dir.to_owned();
     let mut parts = name.split('/').peekable();
@@ -93,6 +148,9 @@ pub fn path_in_dir(dir: &Path, name: &str) -> Result<PathBuf> {
         path.push(part);
         if parts.peek().is_none() {
             break;
+        }
+        if known.knows(&path) {
+            continue;
         }
         match std::fs::symlink_metadata(&path) {
             Ok(md) if md.is_dir() => {}
@@ -111,9 +169,10 @@ pub fn path_in_dir(dir: &Path, name: &str) -> Result<PathBuf> {
             }
             Err(e) => return Err(e).with_context(|| format!("inspect {}", path.display())),
         }
+        known.learn(&path);
     }
     if std::fs::symlink_metadata(&path).is_ok() {
-        bail!("destination {} already exists", path.display());
+        return Err(DestExists(path).into());
     }
     Ok(path)
 }
@@ -179,6 +238,38 @@ mod tests {
         for bad in ["../x", "/etc/passwd", "a/../../x", "a//b"] {
             assert!(path_in_dir(dir.path(), bad).is_err(), "{bad}");
         }
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_bulk_fetch_looks_at_each_directory_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let mut known = KnownDirs::remembering();
+        let p = resolve_dest_known(d, "a/b/x.bin", &mut known).unwrap();
+        assert_eq!(p, dir.path().join("a/b/x.bin"));
+        assert!(dir.path().join("a/b").is_dir());
+        // Known now: not looked at (nor made) again.
+        std::fs::remove_dir(dir.path().join("a/b")).unwrap();
+        let p = resolve_dest_known(d, "a/b/y.bin", &mut known).unwrap();
+        assert_eq!(p, dir.path().join("a/b/y.bin"));
+        assert!(!dir.path().join("a/b").exists());
+        // Not known: looked at as ever.
+        let mut fresh = KnownDirs::default();
+        resolve_dest_known(d, "a/b/y.bin", &mut fresh).unwrap();
+        assert!(dir.path().join("a/b").is_dir());
+        assert!(!fresh.knows(&dir.path().join("a/b")));
+        // What a first look refuses is refused, and not remembered; a
+        // file at the path itself is still seen.
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        for _ in 0..2 {
+            let e = resolve_dest_known(d, "link/x.bin", &mut known).unwrap_err().to_string();
+            assert!(e.contains("symbolic link"), "{e}");
+        }
+        std::fs::write(dir.path().join("a/b/z.bin"), b"z").unwrap();
+        let e = resolve_dest_known(d, "a/b/z.bin", &mut known).unwrap_err();
+        assert!(DestExists::is(&e), "{e}");
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 }

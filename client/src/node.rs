@@ -23,7 +23,7 @@ use ringshare_engine::store::{part_path, PartFile, Settler};
 use ringshare_engine::tracker_info::TrackerList;
 use tokio::runtime::Handle;
 
-use crate::downloads::{resolve_dest, DownloadEntry};
+use crate::downloads::{resolve_dest_known, DownloadEntry, KnownDirs};
 use crate::registrar::{self, Registrar};
 use crate::shares::{LocalShare, ShareBook, Staleness};
 use crate::shell::{Command, HELP};
@@ -110,6 +110,8 @@ pub struct Node {
     settler: Option<Arc<Settler>>,
     /// Whether downloads keep their links for the next ones.
     park_links: bool,
+    /// Destination directories already looked at (a bulk `get`'s).
+    known_dirs: KnownDirs,
 }
 
 /// The trackers' public ticket key, shared with the piece server.
@@ -186,6 +188,7 @@ impl Node {
             defer_book_sync: false,
             settler: None,
             park_links: false,
+            known_dirs: KnownDirs::default(),
         })
     }
 
@@ -630,6 +633,14 @@ impl Node {
         self.park_links = park;
     }
 
+    /// Whether a destination's directories, once looked at, are taken as
+    /// they were for the next downloads into them ([`KnownDirs`]; default
+    /// no: a bulk `get`, which puts thousands of files into a few
+    /// directories, says yes).
+    pub fn set_remember_dirs(&mut self, remember: bool) {
+        self.known_dirs = if remember { KnownDirs::remembering() } else { KnownDirs::default() };
+    }
+
     /// Whether a user is logged in here.
     pub fn logged_in(&self) -> bool {
         self.session.is_some()
@@ -837,7 +848,7 @@ impl Node {
             bail!("the tracker answered for {} instead of {file}", meta.name);
         }
         meta.validate().map_err(|e| anyhow!("bad metadata from the tracker: {e}"))?;
-        let dest_path = resolve_dest(&dest, &file)?;
+        let dest_path = resolve_dest_known(&dest, &file, &mut self.known_dirs)?;
         if self.downloads.iter().any(|d| d.is_running() && d.dest == dest_path) {
             bail!("already downloading into {}", dest_path.display());
         }
@@ -942,13 +953,14 @@ impl Node {
         Box::new(move |event| match event {
             FetchEvent::FirstPiece => registrar.register(token, group.clone(), meta.clone()),
             FetchEvent::Complete(peers) => {
-                // Under a settler the file may still be `.part`, and be
-                // moved while it is looked at: the destination, the part
-                // file, then the destination again.
+                // Under a settler the file is most often still `.part`, and
+                // may be moved while it is looked at: the part file, then
+                // the destination (a part file gone is one moved already:
+                // the move is atomic).
                 let part = part_path(&dest);
                 let record =
                     |at: &Path| LocalShare::at(group.clone(), dest.clone(), at, meta.clone());
-                match record(&dest).or_else(|_| record(&part)).or_else(|_| record(&dest)) {
+                match record(&part).or_else(|_| record(&dest)) {
                     Ok(share) => {
                         let fetched: u64 = peers.iter().map(|(_, b)| b).sum();
                         let from: Vec<String> =

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::downloads::DestExists;
 use crate::jobs::{self, JobWindow};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
@@ -363,6 +364,8 @@ async fn get_many(
     node.set_defer_sync(true);
     // The next files come from the same nodes: their links carry them.
     node.set_park_links(true);
+    // Its files go into a few directories: each is looked at once.
+    node.set_remember_dirs(true);
     let dest_s = dest.to_str().ok_or_else(|| anyhow!("destination is not valid UTF-8"))?.to_owned();
     // The tracker's answers for the next files are asked for ahead, several
     // at once: on a path with delay, one `FileInfo` round trip per file in
@@ -575,30 +578,36 @@ async fn start_one(
     dest_s: &str,
     info: Result<FileInfo>,
 ) -> Result<Option<Arc<Download>>> {
-    let at = dest.join(&f.name);
-    if let Ok(md) = std::fs::symlink_metadata(&at) {
-        let differs = || anyhow!("a different file is at {}; not overwritten", at.display());
-        if !md.is_file() || md.len() != f.len {
-            return Err(differs());
+    let info = info?;
+    let (sha1, len) = (info.meta.sha1, info.meta.len);
+    // The destination is looked at by the download's start: only a file
+    // already there (a fetch run again) costs a second look, here.
+    match node.download_with(group.to_owned(), f.name.clone(), dest_s.to_owned(), info) {
+        Ok(_) => {
+            let entry =
+                node.downloads().last().ok_or_else(|| anyhow!("the download did not start"))?;
+            Ok(Some(Arc::clone(&entry.download)))
         }
-        let meta = info?.meta;
-        if meta.name != f.name {
-            bail!("the tracker answered for {} instead of {}", meta.name, f.name);
+        Err(e) if DestExists::is(&e) => {
+            let at = dest.join(&f.name);
+            let differs = || anyhow!("a different file is at {}; not overwritten", at.display());
+            match std::fs::symlink_metadata(&at) {
+                Ok(md) if md.is_file() && md.len() == f.len => {}
+                _ => return Err(differs()),
+            }
+            let pool = node.hash_pool();
+            let (path, name) = (at.clone(), f.name.clone());
+            let local = tokio::task::spawn_blocking(move || pool.hash_file(&path, &name))
+                .await
+                .context("hashing task")??;
+            if local.sha1 == sha1 && local.len == len {
+                Ok(None)
+            } else {
+                Err(differs())
+            }
         }
-        let pool = node.hash_pool();
-        let (path, name) = (at.clone(), f.name.clone());
-        let local = tokio::task::spawn_blocking(move || pool.hash_file(&path, &name))
-            .await
-            .context("hashing task")??;
-        return if local.sha1 == meta.sha1 && local.len == meta.len {
-            Ok(None)
-        } else {
-            Err(differs())
-        };
+        Err(e) => Err(e),
     }
-    node.download_with(group.to_owned(), f.name.clone(), dest_s.to_owned(), info?)?;
-    let entry = node.downloads().last().ok_or_else(|| anyhow!("the download did not start"))?;
-    Ok(Some(Arc::clone(&entry.download)))
 }
 
 fn style(template: &str) -> ProgressStyle {

@@ -204,8 +204,12 @@ impl PartFile {
             // deleting a state file per file was most of a small file's cost
             // in a bulk fetch (each deleted inode is one more that ext4
             // without a journal skips, for a minute, when it allocates the
-            // next). A state file left by an earlier version goes.
-            let _ = fs::remove_file(&this.state);
+            // next). A state file left by an earlier version, beside the
+            // part file it preallocated, goes; a new part file has none
+            // (looking cost a missing name's lookup per file).
+            if current != 0 {
+                let _ = fs::remove_file(&this.state);
+            }
         }
         Ok((this, have))
     }
