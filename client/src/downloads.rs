@@ -107,15 +107,26 @@ impl KnownDirs {
 /// there, see [`path_in_dir`]), else `dest` itself, whose directory must
 /// exist.
 pub fn resolve_dest(dest: &str, name: &str) -> Result<PathBuf> {
-    resolve_dest_known(dest, name, &mut KnownDirs::default())
+    resolve(dest, name, &mut KnownDirs::default(), true)
 }
 
-/// [`resolve_dest`], with the directories already looked at in `known`.
+/// [`resolve_dest`] for a download about to create its part file, with the
+/// directories already looked at in `known`. The path itself is not looked
+/// at: the part file's creation (`PartFile::open`) refuses a path that is
+/// taken, with the same error ([`DestExists::is`]).
 pub fn resolve_dest_known(dest: &str, name: &str, known: &mut KnownDirs) -> Result<PathBuf> {
+    resolve(dest, name, known, false)
+}
+
+fn resolve(dest: &str, name: &str, known: &mut KnownDirs, look: bool) -> Result<PathBuf> {
     let d = Path::new(dest);
     if known.knows(d) || d.is_dir() {
         known.learn(d);
-        return path_in_known_dir(d, name, known);
+        let path = dirs_made_for(d, name, known)?;
+        if look && std::fs::symlink_metadata(&path).is_ok() {
+            return Err(DestExists(path).into());
+        }
+        return Ok(path);
     }
     let path = d.to_owned();
     let parent = match path.parent() {
@@ -125,7 +136,7 @@ pub fn resolve_dest_known(dest: &str, name: &str, known: &mut KnownDirs) -> Resu
     if !parent.is_dir() {
         bail!("destination directory {} does not exist", parent.display());
     }
-    if path.exists() {
+    if look && path.exists() {
         return Err(DestExists(path).into());
     }
     Ok(path)
@@ -137,10 +148,15 @@ pub fn resolve_dest_known(dest: &str, name: &str, known: &mut KnownDirs) -> Resu
 /// directory is refused (the file would land outside `dir`), and so is an
 /// existing file at the path (a different file is never overwritten).
 pub fn path_in_dir(dir: &Path, name: &str) -> Result<PathBuf> {
-    path_in_known_dir(dir, name, &mut KnownDirs::default())
+    let path = dirs_made_for(dir, name, &mut KnownDirs::default())?;
+    if std::fs::symlink_metadata(&path).is_ok() {
+        return Err(DestExists(path).into());
+    }
+    Ok(path)
 }
 
-fn path_in_known_dir(dir: &Path, name: &str, known: &mut KnownDirs) -> Result<PathBuf> {
+/// [`path_in_dir`] without looking at the path itself.
+fn dirs_made_for(dir: &Path, name: &str, known: &mut KnownDirs) -> Result<PathBuf> {
     ringshare_engine::names::validate(ringshare_engine::names::NameKind::File, name)?;
     let mut path = dir.to_owned();
     let mut parts = name.split('/').peekable();
@@ -170,9 +186,6 @@ fn path_in_known_dir(dir: &Path, name: &str, known: &mut KnownDirs) -> Result<Pa
             Err(e) => return Err(e).with_context(|| format!("inspect {}", path.display())),
         }
         known.learn(&path);
-    }
-    if std::fs::symlink_metadata(&path).is_ok() {
-        return Err(DestExists(path).into());
     }
     Ok(path)
 }
@@ -259,16 +272,18 @@ mod tests {
         resolve_dest_known(d, "a/b/y.bin", &mut fresh).unwrap();
         assert!(dir.path().join("a/b").is_dir());
         assert!(!fresh.knows(&dir.path().join("a/b")));
-        // What a first look refuses is refused, and not remembered; a
-        // file at the path itself is still seen.
+        // What a first look refuses is refused, and not remembered.
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
         for _ in 0..2 {
             let e = resolve_dest_known(d, "link/x.bin", &mut known).unwrap_err().to_string();
             assert!(e.contains("symbolic link"), "{e}");
         }
+        // A file at the path itself is left to the part file's creation
+        // to refuse (one look fewer); `resolve_dest` looks.
         std::fs::write(dir.path().join("a/b/z.bin"), b"z").unwrap();
-        let e = resolve_dest_known(d, "a/b/z.bin", &mut known).unwrap_err();
+        assert!(resolve_dest_known(d, "a/b/z.bin", &mut known).is_ok());
+        let e = resolve_dest(d, "a/b/z.bin").unwrap_err();
         assert!(DestExists::is(&e), "{e}");
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
