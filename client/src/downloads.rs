@@ -76,28 +76,51 @@ impl DestExists {
 }
 
 /// Directories a bulk fetch has already found to be directories (not
-/// symbolic links, not files) or made itself: each is looked at once, not
-/// once for every file under it (three `statx` of a small file's five).
-/// A directory swapped for a symbolic link by someone else in the middle of
-/// the fetch is not seen; one swapped between a look and the file's
-/// creation never was. Off (every directory looked at each time) unless
-/// [`KnownDirs::remembering`].
+/// symbolic links, not files) or made itself, so that each is looked at
+/// once rather than once for every file under it (three `statx` of a
+/// small file's five, most of them lookups of names not there yet).
+///
+/// Only a directory no other user can swap for a symbolic link is taken
+/// as it was: one whose parent this user owns and no group or other may
+/// write (a fetch's own `mkdir` under the usual umask makes such parents).
+/// Any other is looked at every time, as every directory is when off
+/// (the default; [`KnownDirs::remembering`] turns it on). A directory this
+/// user removes in the middle of the fetch is not made again: the files
+/// under it fail, and the same command run again fetches them.
 #[derive(Debug, Default)]
-pub struct KnownDirs(Option<std::collections::HashSet<PathBuf>>);
+pub struct KnownDirs(Option<std::collections::HashMap<PathBuf, bool>>);
 
 impl KnownDirs {
     /// Remembers the directories it is told about.
     pub fn remembering() -> Self {
-        Self(Some(std::collections::HashSet::new()))
+        Self(Some(std::collections::HashMap::new()))
     }
 
+    fn remembers(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Whether `dir` was found a directory and still must be one: its
+    /// parent was found to be only this user's to change.
     fn knows(&self, dir: &Path) -> bool {
-        self.0.as_ref().is_some_and(|s| s.contains(dir))
+        let Some(m) = &self.0 else { return false };
+        m.contains_key(dir) && dir.parent().is_some_and(|p| m.get(p) == Some(&true))
     }
 
-    fn learn(&mut self, dir: &Path) {
-        if let Some(s) = self.0.as_mut() {
-            s.insert(dir.to_owned());
+    /// Whether the destination `dest` itself was found a directory (a
+    /// symbolic link to one included: it is the user's own choice).
+    fn knows_dest(&self, dest: &Path) -> bool {
+        self.0.as_ref().is_some_and(|m| m.contains_key(dest))
+    }
+
+    /// Records directory `dir`, whose metadata is `md`: whether only this
+    /// user can change its entries.
+    fn learn(&mut self, dir: &Path, md: &std::fs::Metadata) {
+        use std::os::unix::fs::MetadataExt;
+        if let Some(m) = self.0.as_mut() {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let me = unsafe { libc::geteuid() };
+            m.insert(dir.to_owned(), md.uid() == me && md.mode() & 0o022 == 0);
         }
     }
 }
@@ -120,8 +143,15 @@ pub fn resolve_dest_known(dest: &str, name: &str, known: &mut KnownDirs) -> Resu
 
 fn resolve(dest: &str, name: &str, known: &mut KnownDirs, look: bool) -> Result<PathBuf> {
     let d = Path::new(dest);
-    if known.knows(d) || d.is_dir() {
-        known.learn(d);
+    let is_dir = known.knows_dest(d)
+        || match std::fs::metadata(d) {
+            Ok(md) if md.is_dir() => {
+                known.learn(d, &md);
+                true
+            }
+            _ => false,
+        };
+    if is_dir {
         let path = dirs_made_for(d, name, known)?;
         if look && std::fs::symlink_metadata(&path).is_ok() {
             return Err(DestExists(path).into());
@@ -169,7 +199,7 @@ fn dirs_made_for(dir: &Path, name: &str, known: &mut KnownDirs) -> Result<PathBu
             continue;
         }
         match std::fs::symlink_metadata(&path) {
-            Ok(md) if md.is_dir() => {}
+            Ok(md) if md.is_dir() => known.learn(&path, &md),
             Ok(md) if md.file_type().is_symlink() => {
                 bail!(
                     "{} is a symbolic link: {name} would be written outside {}",
@@ -182,10 +212,17 @@ fn dirs_made_for(dir: &Path, name: &str, known: &mut KnownDirs) -> Result<PathBu
                 std::fs::create_dir(&path)
                     .or_else(|e| if path.is_dir() { Ok(()) } else { Err(e) })
                     .with_context(|| format!("create directory {}", path.display()))?;
+                if known.remembers() {
+                    // Its mode is the umask's: looked at once, as made.
+                    if let Ok(md) = std::fs::symlink_metadata(&path) {
+                        if md.is_dir() {
+                            known.learn(&path, &md);
+                        }
+                    }
+                }
             }
             Err(e) => return Err(e).with_context(|| format!("inspect {}", path.display())),
         }
-        known.learn(&path);
     }
     Ok(path)
 }
@@ -255,36 +292,53 @@ mod tests {
     }
 
     #[test]
-    fn a_bulk_fetch_looks_at_each_directory_once() {
+    fn a_bulk_fetch_looks_once_at_directories_only_this_user_can_change() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
+        let at = |p: &str| dir.path().join(p);
+        let mode = |p: &str, m: u32| {
+            std::fs::set_permissions(at(p), std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        std::fs::create_dir_all(at("a/b")).unwrap();
+        std::fs::create_dir_all(at("open/c")).unwrap();
+        mode("a", 0o755);
+        mode("open", 0o777);
         let mut known = KnownDirs::remembering();
-        let p = resolve_dest_known(d, "a/b/x.bin", &mut known).unwrap();
-        assert_eq!(p, dir.path().join("a/b/x.bin"));
-        assert!(dir.path().join("a/b").is_dir());
-        // Known now: not looked at (nor made) again.
-        std::fs::remove_dir(dir.path().join("a/b")).unwrap();
-        let p = resolve_dest_known(d, "a/b/y.bin", &mut known).unwrap();
-        assert_eq!(p, dir.path().join("a/b/y.bin"));
-        assert!(!dir.path().join("a/b").exists());
-        // Not known: looked at as ever.
-        let mut fresh = KnownDirs::default();
-        resolve_dest_known(d, "a/b/y.bin", &mut fresh).unwrap();
-        assert!(dir.path().join("a/b").is_dir());
-        assert!(!fresh.knows(&dir.path().join("a/b")));
-        // What a first look refuses is refused, and not remembered.
+        for name in ["a/b/x.bin", "open/c/x.bin", "new/d/x.bin"] {
+            assert_eq!(resolve_dest_known(d, name, &mut known).unwrap(), at(name));
+        }
+        assert!(at("new/d").is_dir());
+        // `a/b` is in a directory only this user may change: not looked at
+        // again (removed, it is not made again).
+        std::fs::remove_dir(at("a/b")).unwrap();
+        assert_eq!(resolve_dest_known(d, "a/b/y.bin", &mut known).unwrap(), at("a/b/y.bin"));
+        assert!(!at("a/b").exists());
+        // `open/c` is in a directory others may write: looked at every
+        // time, so a symbolic link put in its place is refused.
         let outside = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        std::fs::remove_dir(at("open/c")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), at("open/c")).unwrap();
+        let e = resolve_dest_known(d, "open/c/y.bin", &mut known).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        // Off (the shell's downloads): every directory looked at each time.
+        let mut off = KnownDirs::default();
+        resolve_dest_known(d, "a/b/y.bin", &mut off).unwrap();
+        assert!(at("a/b").is_dir());
+        // What a first look refuses is refused again, not remembered.
+        std::os::unix::fs::symlink(outside.path(), at("link")).unwrap();
         for _ in 0..2 {
             let e = resolve_dest_known(d, "link/x.bin", &mut known).unwrap_err().to_string();
             assert!(e.contains("symbolic link"), "{e}");
         }
-        // A file at the path itself is left to the part file's creation
-        // to refuse (one look fewer); `resolve_dest` looks.
-        std::fs::write(dir.path().join("a/b/z.bin"), b"z").unwrap();
+        // A file, or a dangling link, at the path itself is left to the
+        // part file's creation to refuse (one look fewer); `resolve_dest`
+        // looks.
+        std::fs::write(at("a/b/z.bin"), b"z").unwrap();
         assert!(resolve_dest_known(d, "a/b/z.bin", &mut known).is_ok());
-        let e = resolve_dest(d, "a/b/z.bin").unwrap_err();
-        assert!(DestExists::is(&e), "{e}");
+        assert!(DestExists::is(&resolve_dest(d, "a/b/z.bin").unwrap_err()));
+        std::os::unix::fs::symlink(at("nowhere"), at("a/b/dangling.bin")).unwrap();
+        assert!(DestExists::is(&resolve_dest(d, "a/b/dangling.bin").unwrap_err()));
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 }

@@ -578,7 +578,17 @@ async fn start_one(
     dest_s: &str,
     info: Result<FileInfo>,
 ) -> Result<Option<Arc<Download>>> {
-    let info = info?;
+    let at = dest.join(&f.name);
+    let differs = || anyhow!("a different file is at {}; not overwritten", at.display());
+    let same_size =
+        || std::fs::symlink_metadata(&at).is_ok_and(|md| md.is_file() && md.len() == f.len);
+    let info = match info {
+        Ok(info) => info,
+        // Something else in the way is named as such, whatever the tracker
+        // answered (its lookup only on this path).
+        Err(_) if std::fs::symlink_metadata(&at).is_ok() && !same_size() => return Err(differs()),
+        Err(e) => return Err(e),
+    };
     let (sha1, len) = (info.meta.sha1, info.meta.len);
     // The destination is looked at by the download's start: only a file
     // already there (a fetch run again) costs a second look, here.
@@ -589,11 +599,8 @@ async fn start_one(
             Ok(Some(Arc::clone(&entry.download)))
         }
         Err(e) if DestExists::is(&e) => {
-            let at = dest.join(&f.name);
-            let differs = || anyhow!("a different file is at {}; not overwritten", at.display());
-            match std::fs::symlink_metadata(&at) {
-                Ok(md) if md.is_file() && md.len() == f.len => {}
-                _ => return Err(differs()),
+            if !same_size() {
+                return Err(differs());
             }
             let pool = node.hash_pool();
             let (path, name) = (at.clone(), f.name.clone());

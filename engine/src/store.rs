@@ -148,7 +148,9 @@ impl PartFile {
     /// Opens (resuming) or creates the part file for `meta` at `dest`.
     /// Returns it and the pieces already verified.
     pub fn open(dest: &Path, meta: &FileMeta) -> Result<(Self, Bitfield), StoreError> {
-        if dest.exists() {
+        // Anything at the path, a dangling symbolic link included: the
+        // final move would refuse it only once the download is whole.
+        if fs::symlink_metadata(dest).is_ok() {
             return Err(StoreError::Exists(dest.display().to_string()));
         }
         let part = with_suffix(dest, ".part");
@@ -693,6 +695,12 @@ mod tests {
         assert_eq!(fs::read(&dest).unwrap(), bytes);
         assert!(!part.part_path().exists());
         assert!(matches!(PartFile::open(&dest, &meta), Err(StoreError::Exists(_))));
+        // A dangling symbolic link is refused at the start too, not once
+        // the download is whole.
+        let dangling = dir.path().join("dangling.bin");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        assert!(matches!(PartFile::open(&dangling, &meta), Err(StoreError::Exists(_))));
+        assert!(!part_path(&dangling).exists());
     }
 
     /// A file of one piece writes no state file; resume hashes the part
