@@ -580,13 +580,14 @@ async fn start_one(
 ) -> Result<Option<Arc<Download>>> {
     let at = dest.join(&f.name);
     let differs = || anyhow!("a different file is at {}; not overwritten", at.display());
-    let same_size =
-        || std::fs::symlink_metadata(&at).is_ok_and(|md| md.is_file() && md.len() == f.len);
+    // Whether what is at the path is not a file of the expected size
+    // (`None`: nothing there).
+    let other = || std::fs::symlink_metadata(&at).ok().map(|md| !md.is_file() || md.len() != f.len);
     let info = match info {
         Ok(info) => info,
         // Something else in the way is named as such, whatever the tracker
         // answered (its lookup only on this path).
-        Err(_) if std::fs::symlink_metadata(&at).is_ok() && !same_size() => return Err(differs()),
+        Err(_) if other() == Some(true) => return Err(differs()),
         Err(e) => return Err(e),
     };
     let (sha1, len) = (info.meta.sha1, info.meta.len);
@@ -599,7 +600,7 @@ async fn start_one(
             Ok(Some(Arc::clone(&entry.download)))
         }
         Err(e) if DestExists::is(&e) => {
-            if !same_size() {
+            if other() != Some(false) {
                 return Err(differs());
             }
             let pool = node.hash_pool();

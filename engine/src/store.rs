@@ -205,8 +205,8 @@ impl PartFile {
             // nothing between "none" and "done" to record. Creating and then
             // deleting a state file per file was most of a small file's cost
             // in a bulk fetch (each deleted inode is one more that ext4
-            // without a journal skips, for a minute, when it allocates the
-            // next). A state file left by an earlier version, beside the
+            // without a journal skips, for one to six minutes, when it
+            // allocates the next). A state file left by an earlier version, beside the
             // part file it preallocated, goes; a new part file has none
             // (looking cost a missing name's lookup per file).
             if current != 0 {
