@@ -47,7 +47,7 @@ use ringshare_engine::peer::{self, ErrorCode, Message, ServerAction, ServerSessi
 use ringshare_engine::picker::PeerId;
 use ringshare_engine::seeding::SeedPlan;
 use ringshare_engine::serve::MAX_DOWNLOADERS;
-use ringshare_engine::slots::{SendSlots, SLOT_HOLD};
+use ringshare_engine::slots::{SendSlots, BUSY_AFTER, SLOT_HOLD};
 use ringshare_tracker::fetchers::FETCHER_TTL;
 
 /// How often each downloading host ticks its core.
@@ -119,6 +119,10 @@ pub struct Scenario {
     /// A seed sends a connection's requests in the order asked (before it
     /// sent the least-sent first, for comparison).
     pub seed_in_order: bool,
+    /// Requests that waited [`BUSY_AFTER`] for an upload slot are answered
+    /// with `busy`, as the shipped piece servers answer them; false: they
+    /// wait (before `busy`, for comparison).
+    pub busy_answers: bool,
     /// A sender splits its uplink equally among its flows (the model
     /// before 2026-12-02's twelfth session, for comparison): uplink a flow
     /// cannot use because its receiver is the bottleneck is lost instead
@@ -250,6 +254,7 @@ enum ToClient {
     Bitfield(Vec<u8>),
     Have(u32),
     Reject(u32),
+    Busy(u32),
     Refused(String),
     Piece(u32),
     Closed,
@@ -571,6 +576,14 @@ impl<'a> Sim<'a> {
                 for c in self.hosts[h].slots.expire(now) {
                     self.use_slot(c);
                 }
+                // Connections that waited too long in line: `busy`.
+                let (conns, on) = (&self.conns, self.sc.busy_answers);
+                let due = self.hosts[h]
+                    .slots
+                    .overdue(now, |c| on && conns[c].open && conns[c].session.takes_busy());
+                for c in due {
+                    self.bounce(c);
+                }
             }
         }
     }
@@ -825,6 +838,12 @@ impl<'a> Sim<'a> {
                 let m = Message::Reject { piece, offset: 0, len };
                 self.with_core(client, |core| core.on_message(peer, &m, now));
             }
+            ToClient::Busy(piece) => {
+                let g = self.meta.geometry();
+                let len = g.piece(u64::from(piece)).map_or(0, |i| g.len_of(i)) as u32;
+                let m = Message::Busy { piece, offset: 0, len };
+                self.with_core(client, |core| core.on_message(peer, &m, now));
+            }
             ToClient::Refused(text) => {
                 let m = Message::Error { code: ErrorCode::BadMessage, text: &text };
                 self.hosts[client].client_conns.remove(&peer);
@@ -916,6 +935,9 @@ impl<'a> Sim<'a> {
         if !self.conns[c].holds {
             let now = self.instant();
             if !self.hosts[s].slots.acquire_ranked(c, rank, now) {
+                if self.sc.busy_answers && self.conns[c].session.takes_busy() {
+                    self.at(self.now + BUSY_AFTER.as_secs_f64() + 1e-6, Ev::SlotCheck(s));
+                }
                 return;
             }
             self.conns[c].holds = true;
@@ -970,6 +992,21 @@ impl<'a> Sim<'a> {
         self.hosts[s].up_flows += 1;
         self.hosts[r].down_flows += 1;
         self.reshare(s, r);
+    }
+
+    /// Connection `c` waited [`BUSY_AFTER`] in line and left it
+    /// ([`SendSlots::overdue`]): each request queued is answered `busy`,
+    /// as the piece servers answer them (`share::session_busy`).
+    fn bounce(&mut self, c: usize) {
+        let (s, client) = (self.conns[c].server, self.conns[c].client);
+        let d = self.one_way(s, client);
+        let now = self.instant();
+        while let Some(piece) = self.conns[c].queue.pop_front() {
+            self.at(self.now + d, Ev::ToClient(c, ToClient::Busy(piece)));
+            let plan = self.hosts[s].plan.as_mut().map(|p| (p, now));
+            self.conns[c].session.served_at(plan);
+        }
+        self.send_offers(c);
     }
 
     /// The flows host `h` sends (`up`) or receives.

@@ -236,6 +236,25 @@ pub(crate) fn session_withholds(
     true
 }
 
+/// Requests on `session`, which serves `served`, waited too long for an
+/// upload slot ([`crate::slots::SendSlots::overdue`]): each is answered
+/// with a `busy` appended to `out`, counts as answered, and a `have` for
+/// each piece that offers follows.
+pub(crate) fn session_busy(
+    session: &mut ServerSession,
+    served: Option<&ServedFile>,
+    requests: impl IntoIterator<Item = (u32, u32, u32)>,
+    now: Instant,
+    out: &mut Vec<u8>,
+) {
+    let mut plan = served.and_then(|f| f.plan.as_ref()).map(lock);
+    for (piece, offset, len) in requests {
+        peer::encode(&Message::Busy { piece, offset, len }, out);
+        session.served_at(plan.as_deref_mut().map(|p| (p, now)));
+    }
+    take_offers(session, out);
+}
+
 /// `session`, which served `served`, ended.
 pub(crate) fn session_closed(session: &mut ServerSession, served: Option<&ServedFile>) {
     if let (true, Some(f)) = (session.is_open(), served) {

@@ -75,12 +75,14 @@ fn send(s: &mut Peer, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn handshake(addr: SocketAddr, id: Sha1Digest) -> Peer {
+    handshake_v(addr, id, peer::VERSION)
+}
+
+/// [`handshake`] of a downloader speaking protocol `version`.
+fn handshake_v(addr: SocketAddr, id: Sha1Digest, version: u32) -> Peer {
     let mut s = connect(addr).unwrap();
     let mut out = Vec::new();
-    peer::encode(
-        &Message::Handshake { version: peer::VERSION, file_id: id, user: "u", ticket: b"t" },
-        &mut out,
-    );
+    peer::encode(&Message::Handshake { version, file_id: id, user: "u", ticket: b"t" }, &mut out);
     send(&mut s, &out).unwrap();
     s
 }
@@ -169,8 +171,16 @@ fn a_peer_that_stops_reading_cannot_hold_the_upload_slots() {
 /// One upload slot; a downloader asks for every piece of a file larger
 /// than the socket buffers and stops reading, so its sends block in the
 /// slot. Another downloader still gets its piece: a slot held past
-/// `SLOT_HOLD` goes to the next in line.
+/// `SLOT_HOLD` goes to the next in line. One of the current version is
+/// told `busy` while it waits, and asks again (as a download asks
+/// another peer, or this one later); one of version 2 just waits.
 fn a_peer_that_stops_reading_cannot_hold_the_upload_slots_on(backend: Backend) {
+    for version in [peer::MIN_VERSION, peer::VERSION] {
+        a_peer_that_stops_reading_cannot_hold_the_upload_slots_with(backend, version);
+    }
+}
+
+fn a_peer_that_stops_reading_cannot_hold_the_upload_slots_with(backend: Backend, version: u32) {
     let dir = tempfile::tempdir().unwrap();
     let pieces = 48u32;
     let (p, meta) = source(dir.path(), pieces as usize * PIECE_LEN as usize);
@@ -186,7 +196,7 @@ fn a_peer_that_stops_reading_cannot_hold_the_upload_slots_on(backend: Backend) {
     let all: Vec<u8> = (0..pieces).flat_map(request).collect();
     send(&mut hog, &all).unwrap();
     // The other downloader asks for a piece the seed offers it.
-    let mut other = handshake(srv.addr(), meta.sha1);
+    let mut other = handshake_v(srv.addr(), meta.sha1, version);
     let (kind, bits) = read_msg(&mut other).unwrap();
     assert_eq!(kind, peer::kind::BITFIELD);
     let bits = peer::parse_bitfield(&bits, pieces).unwrap();
@@ -194,6 +204,14 @@ fn a_peer_that_stops_reading_cannot_hold_the_upload_slots_on(backend: Backend) {
     send(&mut other, &request(offered)).unwrap();
     loop {
         let (kind, payload) = read_msg(&mut other).expect("its piece, not a timeout");
+        if kind == peer::kind::BUSY {
+            assert!(version >= 3, "{backend:?}: busy to a downloader of version {version}");
+            let Ok(Message::Busy { piece, .. }) = peer::decode_payload(kind, &payload) else {
+                panic!("{backend:?}: a bad busy frame")
+            };
+            assert_eq!(piece, offered, "{backend:?}");
+            send(&mut other, &request(offered)).unwrap();
+        }
         if kind == peer::kind::PIECE {
             let Ok(Message::Piece { piece, data, .. }) = peer::decode_payload(kind, &payload)
             else {

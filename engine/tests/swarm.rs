@@ -260,6 +260,7 @@ enum Got {
     Piece { piece: u32, offset: u32, data: Vec<u8> },
     Error(ErrorCode, String),
     Reject(u32),
+    Busy(u32),
     Other(String),
 }
 
@@ -297,7 +298,12 @@ impl Client {
     }
 
     fn handshake(&mut self, file_id: Sha1Digest) {
-        self.send(&Message::Handshake { version: peer::VERSION, file_id, user: "u", ticket: b"" });
+        self.handshake_v(file_id, peer::VERSION);
+    }
+
+    /// The handshake of a downloader speaking protocol `version`.
+    fn handshake_v(&mut self, file_id: Sha1Digest, version: u32) {
+        self.send(&Message::Handshake { version, file_id, user: "u", ticket: b"" });
     }
 
     fn request(&mut self, piece: u32, len: u32) {
@@ -317,6 +323,7 @@ impl Client {
                         }
                         Message::Error { code, text } => Got::Error(code, text.to_owned()),
                         Message::Reject { piece, .. } => Got::Reject(piece),
+                        Message::Busy { piece, .. } => Got::Busy(piece),
                         other => Got::Other(format!("{other:?}")),
                     };
                     self.buf.drain(..used);
@@ -708,13 +715,15 @@ fn a_seed_keeps_back_a_second_copy_while_pieces_nobody_has_remain() {
             ..ServerLimits::default()
         };
         let s = seeder_with(&src, &meta, backend, limits);
-        // b opens alone (told of every piece); a joins, offered one.
+        // b opens alone (told of every piece); a joins, offered one. a
+        // speaks version 2, so that its wait for the slot (longer than
+        // `BUSY_AFTER`) is not answered `busy`.
         let mut b = Client::connect(s.addr());
         b.handshake(meta.sha1);
         let full = Got::Bitfield(Bitfield::full(4).as_bytes().to_vec());
         assert_eq!(b.recv(), Some(full), "{backend:?}");
         let mut a = Client::connect(s.addr());
-        a.handshake(meta.sha1);
+        a.handshake_v(meta.sha1, peer::MIN_VERSION);
         let Some(Got::Bitfield(bits)) = a.recv() else { panic!("{backend:?}: no bitfield") };
         let told = Bitfield::from_bytes(&bits, 4).unwrap();
         let a1 = (0..4).find(|&p| told.get(p)).expect("offered a piece");
@@ -749,6 +758,66 @@ fn a_seed_keeps_back_a_second_copy_while_pieces_nobody_has_remain() {
                 other => panic!(
                     "{backend:?}: b got {other:?} (piece {y} {got_y}, reject of {a1} {rejected})"
                 ),
+            }
+        }
+    }
+}
+
+/// A request that waited `BUSY_AFTER` for an upload slot is answered
+/// `busy` when its downloader speaks version 3; one of version 2 waits
+/// for its turn, as before.
+#[test]
+fn a_request_kept_waiting_for_a_slot_is_answered_busy() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, src, meta) = source(dir.path(), 4 * PIECE_LEN as usize, 29);
+        // One slot, each piece held in it 2 s: a slot held past
+        // `SLOT_HOLD` (1 s) goes on, long after a wait of `BUSY_AFTER`.
+        let limits = ServerLimits {
+            send_slots: 1,
+            piece_delay: Duration::from_secs(2),
+            ..ServerLimits::default()
+        };
+        let s = seeder_with(&src, &meta, backend, limits);
+        let len = PIECE_LEN as u32;
+        let mut b = Client::connect(s.addr());
+        b.handshake(meta.sha1);
+        assert!(matches!(b.recv(), Some(Got::Bitfield(_))), "{backend:?}");
+        let offered = |c: &mut Client| {
+            let Some(Got::Bitfield(bits)) = c.recv() else { panic!("{backend:?}: no bitfield") };
+            let told = Bitfield::from_bytes(&bits, 4).unwrap();
+            (0..4).find(|&p| told.get(p)).expect("offered a piece")
+        };
+        let mut new = Client::connect(s.addr());
+        new.handshake(meta.sha1);
+        let p_new = offered(&mut new);
+        let mut old = Client::connect(s.addr());
+        old.handshake_v(meta.sha1, peer::MIN_VERSION);
+        let p_old = offered(&mut old);
+        // b takes the slot; the others line up behind it.
+        let p_b = (0..4).find(|&p| p != p_new && p != p_old).unwrap();
+        b.request(p_b, len);
+        new.request(p_new, len);
+        old.request(p_old, len);
+        loop {
+            match new.recv() {
+                Some(Got::Busy(p)) => {
+                    assert_eq!(p, p_new, "{backend:?}");
+                    break;
+                }
+                Some(Got::Have(_)) => {}
+                other => panic!("{backend:?}: the newer downloader got {other:?}"),
+            }
+        }
+        let at = |p: u32| &bytes[p as usize * PIECE_LEN as usize..][..PIECE_LEN as usize];
+        loop {
+            match old.recv() {
+                Some(Got::Piece { piece, data, .. }) if piece == p_old => {
+                    assert_eq!(&data[..], at(p_old), "{backend:?}");
+                    break;
+                }
+                Some(Got::Have(_)) => {}
+                other => panic!("{backend:?}: the version 2 downloader got {other:?}"),
             }
         }
     }

@@ -48,6 +48,10 @@ struct Args {
     /// did before sending the least-sent piece first, for comparison).
     #[arg(long)]
     seed_in_order: bool,
+    /// Requests that waited for an upload slot are never answered `busy`
+    /// (how piece servers behaved before, for comparison).
+    #[arg(long)]
+    no_busy: bool,
     /// Each sender splits its uplink equally among its flows (the network
     /// model before max-min shares at the senders, for comparison).
     #[arg(long)]
@@ -151,6 +155,7 @@ fn scenario(name: &str, args: &Args) -> Result<Scenario> {
         list_fetchers: !args.sharers_only,
         send_slots: args.send_slots,
         seed_in_order: args.seed_in_order,
+        busy_answers: !args.no_busy,
         equal_split: args.equal_split,
         unlimited_downloaders: args.unlimited_downloaders,
         second_copies_early: args.second_copies_early,

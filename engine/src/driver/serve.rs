@@ -221,12 +221,20 @@ impl SlotGate {
     }
 
     /// Waits for a slot for connection `id` (a piece of `rank`,
-    /// [`SendSlots::acquire_ranked`]); `None` once the server stops.
-    /// Each waiter hands on, every tick, slots held past their time.
-    fn acquire<'a>(&'a self, id: u64, rank: u32, stop: &AtomicBool) -> Option<SlotHeld<'a>> {
+    /// [`SendSlots::acquire_ranked`]). Each waiter hands on, every tick,
+    /// slots held past their time. Gives up once the server stops, or, if
+    /// `may_answer` (its downloader understands `busy`), once it has
+    /// waited [`crate::slots::BUSY_AFTER`].
+    fn acquire<'a>(
+        &'a self,
+        id: u64,
+        rank: u32,
+        stop: &AtomicBool,
+        may_answer: bool,
+    ) -> Result<SlotHeld<'a>, NoSlot> {
         let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if g.0.acquire_ranked(id, rank, Instant::now()) {
-            return Some(SlotHeld(self, id));
+            return Ok(SlotHeld(self, id));
         }
         loop {
             let handed = g.0.expire(Instant::now());
@@ -235,15 +243,26 @@ impl SlotGate {
                 self.handed.notify_all();
             }
             if g.1.remove(&id) {
-                return Some(SlotHeld(self, id));
+                return Ok(SlotHeld(self, id));
             }
             if stop.load(Ordering::Acquire) {
                 g.0.forget(id);
-                return None;
+                return Err(NoSlot::Stopped);
+            }
+            if may_answer && !g.0.overdue(Instant::now(), |k| k == id).is_empty() {
+                return Err(NoSlot::Busy);
             }
             g = self.handed.wait_timeout(g, TICK).unwrap_or_else(|p| p.into_inner()).0;
         }
     }
+}
+
+/// Why [`SlotGate::acquire`] gave up.
+enum NoSlot {
+    /// The server stops.
+    Stopped,
+    /// It waited too long: answer the requests queued with `busy`.
+    Busy,
 }
 
 /// A slot held by a connection, given back (and handed on) when dropped.
@@ -436,8 +455,16 @@ fn serve_session(
                 continue;
             }
             // Given back once the piece is out (or its send failed).
-            let Some(_held) = gate.acquire(id, least(&asked).1, stop) else {
-                return Err(ConnEnd::Stopped);
+            let _held = match gate.acquire(id, least(&asked).1, stop, session.takes_busy()) {
+                Ok(held) => held,
+                Err(NoSlot::Stopped) => return Err(ConnEnd::Stopped),
+                Err(NoSlot::Busy) => {
+                    out.clear();
+                    let requests = asked.drain(..).map(|(p, o, _, l)| (p, o, l));
+                    share::session_busy(session, Some(file), requests, Instant::now(), &mut out);
+                    stream.send(&out)?;
+                    continue;
+                }
             };
             if withhold_least(stream, session, file, &mut asked, &mut out)? {
                 continue;

@@ -76,6 +76,10 @@ pub const STEAL_AFTER: Duration = Duration::from_millis(250);
 /// How long after a look for a request to take over found none the next
 /// look waits.
 const STEAL_RETRY: Duration = Duration::from_millis(250);
+/// How long a peer that answered a request with `busy` is not asked for
+/// that piece again (its upload slots were taken for
+/// [`crate::slots::BUSY_AFTER`]): the piece is asked of others meanwhile.
+pub const BUSY_SNOOZE: Duration = Duration::from_secs(2);
 /// Most peers one download connects to at once (BitTorrent clients keep
 /// 50–80): a swarm of thousands would otherwise have every downloader
 /// connect to every other.
@@ -189,6 +193,8 @@ struct Peer {
     last_bytes: Instant,
     /// Its path's round trip: from the handshake to the bitfield.
     path_rtt: Duration,
+    /// Pieces it answered with `busy`, left out of `bits` until then.
+    snoozed: Vec<(u32, Instant)>,
 }
 
 impl Peer {
@@ -439,6 +445,7 @@ impl DownloadCore {
                     out: Vec::new(),
                     last_bytes: now,
                     path_rtt: Duration::ZERO,
+                    snoozed: Vec::new(),
                 },
             );
             self.by_addr.insert(addr, id);
@@ -529,6 +536,10 @@ impl DownloadCore {
             self.on_reject(peer, *piece, now);
             return PieceFate::Discard;
         }
+        if let Message::Busy { piece, .. } = msg {
+            self.on_busy(peer, *piece, now);
+            return PieceFate::Discard;
+        }
         let pieces = self.meta.piece_hashes.len() as u32;
         let Some(p) = self.peers.get_mut(&peer) else { return PieceFate::Discard };
         p.last_bytes = now;
@@ -588,6 +599,50 @@ impl DownloadCore {
         }
         self.fill(peer, now);
         self.flush();
+    }
+
+    /// `peer` will not send `piece` soon: its upload slots are taken. The
+    /// request goes back to the picker, and the piece is not asked of
+    /// `peer` again for [`BUSY_SNOOZE`] (it still has it), so that peers
+    /// with time for it are asked first.
+    fn on_busy(&mut self, peer: PeerId, piece: u32, now: Instant) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        if p.stage != Stage::Active {
+            return self.close(peer, "protocol: busy before the bitfield".into());
+        }
+        if let Some(pos) = p.outstanding.iter().position(|(q, _)| *q == piece) {
+            p.outstanding.remove(pos);
+            self.picker.unrequest(piece, peer);
+            if p.bits.clear(piece) {
+                self.picker.peer_lacks(piece);
+                p.snoozed.push((piece, now + BUSY_SNOOZE));
+            }
+        } else if !p.cancelled.remove(&piece) {
+            return self.close(peer, format!("protocol: busy for unrequested piece {piece}"));
+        }
+        self.fill(peer, now);
+        self.flush();
+    }
+
+    /// Pieces snoozed at a peer ([`on_busy`](Self::on_busy)) whose time
+    /// is up count as its again.
+    fn wake_snoozed(&mut self, now: Instant) {
+        for p in self.peers.values_mut() {
+            if p.snoozed.is_empty() || p.stage != Stage::Active {
+                continue;
+            }
+            let picker = &mut self.picker;
+            let bits = &mut p.bits;
+            p.snoozed.retain(|&(piece, until)| {
+                if now < until {
+                    return true;
+                }
+                if bits.set(piece) {
+                    picker.peer_has(piece);
+                }
+                false
+            });
+        }
     }
 
     /// The header of a piece message from `peer`: `len` bytes of `piece`
@@ -745,6 +800,7 @@ impl DownloadCore {
             let why = if stage == Stage::Active { "stalled" } else { "timed out connecting" };
             self.close(id, why.into());
         }
+        self.wake_snoozed(now);
         let active: Vec<PeerId> = self
             .peers
             .iter()
@@ -1009,6 +1065,7 @@ fn name(m: &Message<'_>) -> &'static str {
         Message::Piece { .. } => "piece",
         Message::Cancel { .. } => "cancel",
         Message::Reject { .. } => "reject",
+        Message::Busy { .. } => "busy",
         Message::Error { .. } => "error",
     }
 }
@@ -1761,6 +1818,59 @@ mod tests {
         let never = (0..16).find(|p| !asked.contains(p)).unwrap();
         core.on_message(0, &Message::Reject { piece: never, offset: 0, len }, t0);
         assert!(closes(&mut core)[0].1.contains("reject of unrequested piece"));
+    }
+
+    #[test]
+    fn a_busy_piece_is_asked_elsewhere_and_of_its_peer_again_later() {
+        let t0 = Instant::now();
+        let pieces = 4;
+        let len = PIECE_LEN as u32;
+        let full = Bitfield::full(pieces);
+        let mut core = fresh(pieces, 1, t0);
+        core.add_peers(&[addr(1)], t0);
+        core.connected(0, t0);
+        core.on_message(0, &Message::Bitfield(full.as_bytes()), t0);
+        let sent: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        let asked = requests_in(&sent, 0);
+        assert_eq!(asked.len(), pieces as usize, "{sent:?}");
+        // Peer 0's slots are taken: the first piece comes back.
+        core.on_message(0, &Message::Busy { piece: asked[0], offset: 0, len }, t0);
+        let sent: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        assert!(requests_in(&sent, 0).is_empty(), "not asked of the busy peer again: {sent:?}");
+        assert!(!sent.iter().any(|a| matches!(a, Action::Close { .. })), "{sent:?}");
+        // Another peer (asked, behind its handshake, for what the first
+        // has not sent yet too): asked there.
+        core.add_peers(&[addr(2)], t0);
+        core.connected(1, t0);
+        core.on_message(1, &Message::Bitfield(full.as_bytes()), t0);
+        let sent: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        assert!(requests_in(&sent, 1).contains(&asked[0]), "{sent:?}");
+        // Peer 1 is busy too: nobody is asked until the first snooze ends,
+        // then peer 0 is asked again (it still has the piece).
+        let t1 = t0 + Duration::from_millis(300);
+        core.on_message(1, &Message::Busy { piece: asked[0], offset: 0, len }, t1);
+        let mut now = t1;
+        while now < t0 + BUSY_SNOOZE {
+            core.on_bytes(0, now);
+            core.tick(now);
+            let sent: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+            assert!(requests_in(&sent, 0).is_empty(), "{:?}: {sent:?}", now - t0);
+            assert!(requests_in(&sent, 1).is_empty(), "{:?}: {sent:?}", now - t0);
+            now += Duration::from_millis(100);
+        }
+        core.tick(t0 + BUSY_SNOOZE);
+        let sent: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        assert_eq!(requests_in(&sent, 0), vec![asked[0]], "{sent:?}");
+        assert_eq!(core.on_piece(0, asked[0], 0, len as usize, now), PieceFate::Verify);
+        // A busy for a piece not asked of it (any more), or before its
+        // bitfield, is a protocol error.
+        core.on_message(1, &Message::Busy { piece: asked[0], offset: 0, len }, now);
+        assert!(closes(&mut core)[0].1.contains("busy for unrequested piece"));
+        let mut core = fresh(pieces, 1, t0);
+        core.add_peers(&[addr(1)], t0);
+        core.connected(0, t0);
+        core.on_message(0, &Message::Busy { piece: 0, offset: 0, len }, t0);
+        assert!(closes(&mut core)[0].1.contains("busy before the bitfield"));
     }
 
     #[test]

@@ -14,13 +14,18 @@
 //! | 6 | cancel | piece u32, offset u32, len u32 |
 //! | 7 | error | code u32, UTF-8 text |
 //! | 8 | reject | piece u32, offset u32, len u32 |
+//! | 9 | busy | piece u32, offset u32, len u32 |
 //!
 //! A session: the downloader sends `handshake`; the server answers `bitfield`
 //! (or `error` and closes); then the downloader sends `request`s and the server
 //! answers each with `piece` or, for a piece it does not have or does not
 //! offer, `reject` naming the request (so that answers to requests the
 //! downloader has cancelled can never be taken for another's), and sends
-//! `have` as it gains pieces. The
+//! `have` as it gains pieces. A server whose upload slots
+//! ([`crate::slots`]) kept a request waiting longer than
+//! [`crate::slots::BUSY_AFTER`] answers it with `busy` (version 3): it
+//! still has the piece but will not send it soon, and the downloader asks
+//! another peer (and this one again later). The
 //! downloader, in turn, tells the server what it holds: its `bitfield`
 //! right after the handshake (when it holds any piece) and a `have` for
 //! each piece it verifies. A server that seeds under a plan
@@ -48,8 +53,11 @@ use crate::seeding::{SeedPlan, SeedView};
 use crate::wire::{self, DecodeError, HEADER_LEN};
 
 /// Protocol version sent in the handshake (2: `reject`, and the
-/// downloader's bitfield and `have`s).
-pub const VERSION: u32 = 2;
+/// downloader's bitfield and `have`s; 3: `busy`).
+pub const VERSION: u32 = 3;
+/// Oldest version a server still admits: a downloader of version 2 is
+/// served as before, without `busy` answers.
+pub const MIN_VERSION: u32 = 2;
 /// Largest block a request may ask for: one whole piece.
 pub const MAX_BLOCK: u32 = PIECE_LEN as u32;
 /// Largest peer frame: a piece message carrying [`MAX_BLOCK`] bytes.
@@ -77,6 +85,8 @@ pub mod kind {
     pub const ERROR: u32 = 7;
     /// reject
     pub const REJECT: u32 = 8;
+    /// busy
+    pub const BUSY: u32 = 9;
 }
 
 /// Why a peer refuses or ends a session.
@@ -188,6 +198,17 @@ pub enum Message<'a> {
         /// Bytes asked for.
         len: u32,
     },
+    /// The server will not send this request's bytes soon: its upload
+    /// slots are taken by others. It still has the piece; the downloader
+    /// asks elsewhere, and this peer again later. Not fatal.
+    Busy {
+        /// Piece index.
+        piece: u32,
+        /// Offset within the piece.
+        offset: u32,
+        /// Bytes asked for.
+        len: u32,
+    },
     /// A refusal or the reason for a disconnect.
     Error {
         /// What went wrong.
@@ -248,17 +269,19 @@ pub fn decode_payload(kind: u32, p: &[u8]) -> Result<Message<'_>, PeerDecodeErro
                 r.u32().filter(|_| r.0.is_empty()).ok_or(PeerDecodeError::Malformed("have"))?;
             Message::Have(piece)
         }
-        kind::REQUEST | kind::CANCEL | kind::REJECT => {
+        kind::REQUEST | kind::CANCEL | kind::REJECT | kind::BUSY => {
             let name = match kind {
                 kind::REQUEST => "request",
                 kind::CANCEL => "cancel",
-                _ => "reject",
+                kind::REJECT => "reject",
+                _ => "busy",
             };
             let (piece, offset, len) = r.three().ok_or(PeerDecodeError::Malformed(name))?;
             match kind {
                 kind::REQUEST => Message::Request { piece, offset, len },
                 kind::CANCEL => Message::Cancel { piece, offset, len },
-                _ => Message::Reject { piece, offset, len },
+                kind::REJECT => Message::Reject { piece, offset, len },
+                _ => Message::Busy { piece, offset, len },
             }
         }
         kind::PIECE => {
@@ -307,14 +330,16 @@ pub fn encode(msg: &Message<'_>, out: &mut Vec<u8>) {
         }
         Message::Request { piece, offset, len }
         | Message::Cancel { piece, offset, len }
-        | Message::Reject { piece, offset, len } => {
+        | Message::Reject { piece, offset, len }
+        | Message::Busy { piece, offset, len } => {
             p.extend(piece.to_be_bytes());
             p.extend(offset.to_be_bytes());
             p.extend(len.to_be_bytes());
             match msg {
                 Message::Request { .. } => kind::REQUEST,
                 Message::Cancel { .. } => kind::CANCEL,
-                _ => kind::REJECT,
+                Message::Reject { .. } => kind::REJECT,
+                _ => kind::BUSY,
             }
         }
         Message::Piece { piece, offset, data } => {
@@ -447,12 +472,21 @@ pub struct ServerSession {
     /// For a file served under a [`SeedPlan`]: what this downloader was
     /// offered and is known to hold.
     seeding: Option<SeedView>,
+    /// The downloader's protocol version (0 before its handshake).
+    version: u32,
 }
 
 impl ServerSession {
     /// A session that allows up to `max_outstanding` unanswered requests.
     pub fn new(max_outstanding: u32) -> Self {
-        Self { geometry: None, outstanding: 0, max_outstanding, seeding: None }
+        Self { geometry: None, outstanding: 0, max_outstanding, seeding: None, version: 0 }
+    }
+
+    /// Whether the downloader understands `busy` (version 3 on): only then
+    /// may a request that waited too long for an upload slot be answered
+    /// with one ([`busy`](Self::busy)); an older downloader waits.
+    pub fn takes_busy(&self) -> bool {
+        self.geometry.is_some() && self.version >= 3
     }
 
     /// The driver admitted the downloader to a file it seeds under a plan
@@ -564,17 +598,22 @@ impl ServerSession {
     ) -> Result<ServerAction, Refuse> {
         let Some(geometry) = self.geometry else {
             return match msg {
-                Message::Handshake { version, .. } if *version != VERSION => Err(Refuse::fatal(
-                    ErrorCode::Version,
-                    format!(
-                        "protocol version {version} not supported (this node speaks {VERSION})"
-                    ),
-                )),
-                Message::Handshake { file_id, user, ticket, .. } => Ok(ServerAction::Admit {
-                    file_id: *file_id,
-                    user: (*user).to_owned(),
-                    ticket: ticket.to_vec(),
-                }),
+                Message::Handshake { version, .. } if !(MIN_VERSION..=VERSION).contains(version) => {
+                    Err(Refuse::fatal(
+                        ErrorCode::Version,
+                        format!(
+                            "protocol version {version} not supported (this node speaks {MIN_VERSION} to {VERSION})"
+                        ),
+                    ))
+                }
+                Message::Handshake { version, file_id, user, ticket } => {
+                    self.version = *version;
+                    Ok(ServerAction::Admit {
+                        file_id: *file_id,
+                        user: (*user).to_owned(),
+                        ticket: ticket.to_vec(),
+                    })
+                }
                 _ => Err(Refuse::fatal(ErrorCode::BadMessage, "expected a handshake first")),
             };
         };
@@ -582,7 +621,7 @@ impl ServerSession {
             // The downloader goes on to another file on this link: this
             // session ends as if closed, and the handshake is answered as
             // on a new link.
-            Message::Handshake { version, .. } if *version == VERSION => {
+            Message::Handshake { version, .. } if (MIN_VERSION..=VERSION).contains(version) => {
                 if let (Some(view), Some((plan, _))) = (self.seeding.take(), plan) {
                     plan.close(view);
                 }
@@ -645,9 +684,11 @@ impl ServerSession {
             Message::Error { .. } => Ok(ServerAction::Nothing),
             Message::Handshake { version, .. } => Err(Refuse::fatal(
                 ErrorCode::Version,
-                format!("protocol version {version} not supported (this node speaks {VERSION})"),
+                format!(
+                    "protocol version {version} not supported (this node speaks {MIN_VERSION} to {VERSION})"
+                ),
             )),
-            Message::Piece { .. } | Message::Reject { .. } => {
+            Message::Piece { .. } | Message::Reject { .. } | Message::Busy { .. } => {
                 Err(Refuse::fatal(ErrorCode::BadMessage, "unexpected message"))
             }
         }
@@ -720,6 +761,7 @@ mod tests {
         round_trip(Message::Piece { piece: 9, offset: 0, data: b"bytes" });
         round_trip(Message::Cancel { piece: 1, offset: 0, len: 5 });
         round_trip(Message::Reject { piece: 2, offset: 0, len: 7 });
+        round_trip(Message::Busy { piece: 3, offset: 0, len: 9 });
         round_trip(Message::Error { code: ErrorCode::NotAvailable, text: "later" });
         round_trip(Message::Error { code: ErrorCode::Other(99), text: "" });
     }
@@ -794,6 +836,36 @@ mod tests {
             ));
         }
         assert_eq!(s.on_message(&old, |_| true).unwrap_err().code, ErrorCode::Version);
+    }
+
+    /// Versions 2 and 3 are admitted; only a downloader of version 3 may
+    /// be answered `busy`, and only once admitted.
+    #[test]
+    fn busy_answers_go_only_to_downloaders_that_understand_them() {
+        let hs = |version| Message::Handshake {
+            version,
+            file_id: Sha1Digest([1; 20]),
+            user: "u",
+            ticket: b"",
+        };
+        for (version, admitted, busy) in [(1, false, false), (2, true, false), (3, true, true)] {
+            let mut s = ServerSession::new(4);
+            let answer = s.on_message(&hs(version), |_| true);
+            assert_eq!(matches!(answer, Ok(ServerAction::Admit { .. })), admitted, "{version}");
+            assert!(!s.takes_busy(), "not before admission");
+            if admitted {
+                s.accept(Geometry::new(10));
+                assert_eq!(s.takes_busy(), busy, "{version}");
+            }
+        }
+        let refused = ServerSession::new(1).on_message(&hs(VERSION + 1), |_| true).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Version);
+        // A busy from a downloader is out of place.
+        let mut s = ServerSession::new(4);
+        s.on_message(&hs(VERSION), |_| true).unwrap();
+        s.accept(Geometry::new(10));
+        let busy = Message::Busy { piece: 0, offset: 0, len: 1 };
+        assert!(s.on_message(&busy, |_| true).unwrap_err().fatal);
     }
 
     /// A session under a seeding plan that goes on to another file gives

@@ -22,6 +22,16 @@
 //! holds its slot longer than [`SLOT_HOLD`] (a slow or stuck receiver)
 //! keeps sending, but its slot goes on ([`SendSlots::expire`]): a peer
 //! that stops reading cannot hold the node's uploads hostage.
+//!
+//! A connection that has waited [`BUSY_AFTER`] in line is told so: the
+//! driver takes it out of line ([`SendSlots::overdue`]) and answers its
+//! queued requests with `busy` ([`crate::peer::Message::Busy`]), and its
+//! downloader asks peers with time for it. A crowd's early holders are
+//! asked by everyone (they are listed first and hold what others lack);
+//! with first come first served and no answer, a request waited in their
+//! lines for seconds while other holders of the piece idled, and the
+//! downloaders that waited most were the early holders themselves, busy
+//! serving each other (simulator, docs/PERFORMANCE.md, "Busy answers").
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -39,15 +49,22 @@ pub const SEND_SLOTS: usize = 16;
 /// the others at most this long per piece.
 pub const SLOT_HOLD: Duration = Duration::from_secs(1);
 
+/// How long a connection may wait in line for a slot before its requests
+/// are answered with `busy`. Simulator, flash crowd of 100 at 256 MiB
+/// (docs/PERFORMANCE.md): no answer 1.48× the bound; 1 s 1.38×, 500 ms
+/// 1.34×, 250 ms 1.31×, 100 ms 1.28×. Each answer costs the downloader a
+/// round trip to ask elsewhere, so not shorter.
+pub const BUSY_AFTER: Duration = Duration::from_millis(250);
+
 /// The slots of one node (see the module docs); `K` names a connection.
 #[derive(Debug, Clone)]
 pub struct SendSlots<K> {
     limit: usize,
     /// Who holds a slot, since when.
     holders: Vec<(K, Instant)>,
-    /// In line, with their rank: a slot goes to the lowest rank, the
-    /// longest waiting among equals.
-    waiting: VecDeque<(K, u32)>,
+    /// In line, with their rank and since when: a slot goes to the lowest
+    /// rank, the longest waiting among equals.
+    waiting: VecDeque<(K, u32, Instant)>,
 }
 
 impl<K: Copy + PartialEq> SendSlots<K> {
@@ -73,14 +90,14 @@ impl<K: Copy + PartialEq> SendSlots<K> {
         if self.limit == 0 {
             return true;
         }
-        if self.waiting.iter().any(|(x, _)| *x == k) {
+        if self.waiting.iter().any(|(x, ..)| *x == k) {
             return false;
         }
         if self.holders.len() < self.limit && self.waiting.is_empty() {
             self.holders.push((k, now));
             return true;
         }
-        self.waiting.push_back((k, rank));
+        self.waiting.push_back((k, rank, now));
         false
     }
 
@@ -112,16 +129,39 @@ impl<K: Copy + PartialEq> SendSlots<K> {
     }
 
     fn hand_on(&mut self, now: Instant) -> Option<K> {
-        let best = self.waiting.iter().map(|(_, r)| *r).min()?;
-        let pos = self.waiting.iter().position(|(_, r)| *r == best)?;
-        let (next, _) = self.waiting.remove(pos)?;
+        let best = self.waiting.iter().map(|(_, r, _)| *r).min()?;
+        let pos = self.waiting.iter().position(|(_, r, _)| *r == best)?;
+        let (next, ..) = self.waiting.remove(pos)?;
         self.holders.push((next, now));
         Some(next)
     }
 
+    /// The connections that have waited [`BUSY_AFTER`] or longer, of those
+    /// `may_answer` accepts (their downloaders understand `busy`), leave
+    /// the line and are returned, longest waiting first: the driver
+    /// answers their queued requests with `busy`. One that asks for a slot
+    /// again lines up at the back.
+    pub fn overdue(&mut self, now: Instant, may_answer: impl Fn(K) -> bool) -> Vec<K> {
+        let mut out = Vec::new();
+        self.waiting.retain(|&(k, _, since)| {
+            let due = now.saturating_duration_since(since) >= BUSY_AFTER && may_answer(k);
+            if due {
+                out.push(k);
+            }
+            !due
+        });
+        out
+    }
+
+    /// When the next connection in line is due an answer
+    /// ([`overdue`](Self::overdue)), if one waits.
+    pub fn next_overdue(&self) -> Option<Instant> {
+        self.waiting.iter().map(|&(_, _, since)| since + BUSY_AFTER).min()
+    }
+
     /// `k` stops waiting (its connection ended).
     pub fn forget(&mut self, k: K) {
-        self.waiting.retain(|(x, _)| *x != k);
+        self.waiting.retain(|(x, ..)| *x != k);
     }
 
     /// Slots held.
@@ -202,12 +242,36 @@ mod tests {
         assert_eq!(s.busy(), 0);
     }
 
+    #[test]
+    fn a_connection_that_waited_too_long_leaves_the_line() {
+        let t = Instant::now();
+        let mut s = SendSlots::new(1);
+        assert!(s.acquire(1, t));
+        assert!(!s.acquire(2, t));
+        assert!(!s.acquire(3, t + BUSY_AFTER / 2));
+        assert!(!s.acquire(4, t + BUSY_AFTER / 2));
+        assert_eq!(s.next_overdue(), Some(t + BUSY_AFTER));
+        assert!(s.overdue(t + BUSY_AFTER / 2, |_| true).is_empty());
+        // 2 is due; 3 and 4 not yet.
+        assert_eq!(s.overdue(t + BUSY_AFTER, |_| true), vec![2]);
+        assert_eq!(s.waiting(), 2);
+        // Only those whose downloaders understand the answer leave.
+        assert_eq!(s.overdue(t + BUSY_AFTER * 2, |k| k == 4), vec![4]);
+        assert_eq!(s.waiting(), 1);
+        // 2 asks again: it lines up behind 3, with a new wait.
+        assert!(!s.acquire(2, t + BUSY_AFTER * 2));
+        assert_eq!(s.release(1, t + BUSY_AFTER * 2), Some(3));
+        assert_eq!(s.next_overdue(), Some(t + BUSY_AFTER * 3));
+        assert_eq!(s.release(3, t + BUSY_AFTER * 2), Some(2));
+        assert_eq!(s.next_overdue(), None);
+    }
+
     proptest! {
         /// Whatever connections do, at most `limit` hold a slot, nobody
         /// waits while a slot is free, and every waiter is served in turn.
         #[test]
         fn slots_are_never_overbooked_nor_left_idle(
-            ops in proptest::collection::vec((0u8..4, 0u8..6, 0u64..800), 0..200)
+            ops in proptest::collection::vec((0u8..5, 0u8..6, 0u64..800), 0..200)
         ) {
             let limit = 3;
             let t0 = Instant::now();
@@ -245,6 +309,15 @@ mod tests {
                             holders.push(n);
                         }
                         prop_assert_eq!(s.busy(), before);
+                    }
+                    4 => {
+                        let (busy, waiting) = (s.busy(), s.waiting());
+                        let gone = s.overdue(now, |x| x % 2 == k % 2);
+                        for g in &gone {
+                            prop_assert!(!holders.contains(g));
+                        }
+                        prop_assert_eq!(s.busy(), busy);
+                        prop_assert_eq!(s.waiting(), waiting - gone.len());
                     }
                     _ => {}
                 }

@@ -567,6 +567,29 @@ impl Conn {
         self.kick(ctx);
     }
 
+    /// Whether its downloader understands `busy`.
+    pub(crate) fn takes_busy(&self) -> bool {
+        self.state == State::Open && self.session.takes_busy()
+    }
+
+    /// It waited [`crate::slots::BUSY_AFTER`] in line for an upload slot
+    /// and left the line ([`SendSlots::overdue`]): the requests it queued
+    /// are answered with `busy`, and its downloader asks elsewhere.
+    pub(crate) fn bounce(&mut self, ctx: &mut Ctx<'_>) {
+        if self.slot != SlotUse::Waiting {
+            return;
+        }
+        self.slot = SlotUse::Free;
+        let requests: Vec<(u32, u32, u32)> =
+            self.tx.take_pieces().into_iter().map(|j| (j.piece, j.offset, j.len)).collect();
+        let mut out = Vec::new();
+        share::session_busy(&mut self.session, self.served.as_deref(), requests, ctx.now, &mut out);
+        if !out.is_empty() {
+            self.tx.push_bytes(out);
+        }
+        self.kick(ctx);
+    }
+
     /// Leaves the upload slots: a slot held goes to the connection that
     /// waited longest; a place in line is given up.
     fn give_back_slot(&mut self, ctx: &mut Ctx<'_>) {

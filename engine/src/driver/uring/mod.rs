@@ -620,6 +620,23 @@ impl Driver {
         // Slots held past their time go on (`crate::slots::SLOT_HOLD`).
         let expired = self.slots.expire(now);
         self.handed.extend(expired);
+        // Connections that waited too long in line are answered `busy`.
+        let conns = &self.conns;
+        let due = self.slots.overdue(now, |k| {
+            conns
+                .get(k.slot as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.key() == k && c.takes_busy())
+        });
+        for key in due {
+            let Driver { ring, table, limits, method, delay, conns, slots, handed, .. } = self;
+            let Some(c) = conns[key.slot as usize].as_mut() else { continue };
+            let mut ctx = Ctx { ring, table, limits, method: *method, delay, now, slots, handed };
+            c.bounce(&mut ctx);
+            if c.is_done() {
+                self.free_slot(key.slot);
+            }
+        }
         for slot in 0..self.conns.len() {
             let Driver { ring, table, limits, method, delay, conns, slots, handed, .. } = self;
             let Some(c) = conns[slot].as_mut() else { continue };

@@ -244,6 +244,20 @@ impl Tx {
         before - self.queue.len()
     }
 
+    /// Takes every queued (not yet started) piece out of the queue, in
+    /// order.
+    pub(crate) fn take_pieces(&mut self) -> Vec<PieceJob> {
+        let mut taken = Vec::new();
+        self.queue.retain(|i| match i {
+            Item::Piece(j) => {
+                taken.push(*j);
+                false
+            }
+            _ => true,
+        });
+        taken
+    }
+
     /// The connection goes on to another file: forget the one mapped or
     /// piped for the last. Only when idle (no op points into it).
     pub(crate) fn switch_file(&mut self) {
