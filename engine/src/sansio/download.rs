@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use crate::flow::PeerFlow;
 use crate::meta::{Bitfield, FileMeta, Geometry, Sha1Digest};
-use crate::peer::{self, Message};
+use crate::peer::{self, ErrorCode, Message};
 use crate::picker::{PeerId, Picker};
 
 /// How long a request may go unanswered, with no byte from its peer
@@ -243,6 +243,9 @@ pub struct DownloadCore {
     peers: BTreeMap<PeerId, Peer>,
     by_addr: HashMap<SocketAddr, PeerId>,
     banned: HashSet<SocketAddr>,
+    /// Peers that refused this node's protocol version: handshakes to
+    /// them say [`peer::MIN_VERSION`] (a node built before `busy`).
+    older: HashSet<SocketAddr>,
     next_id: PeerId,
     /// Peers in `peers` that are active.
     active: usize,
@@ -300,6 +303,7 @@ impl DownloadCore {
             peers: BTreeMap::new(),
             by_addr: HashMap::new(),
             banned: HashSet::new(),
+            older: HashSet::new(),
             next_id: 0,
             active: 0,
             all: Bitfield::full(have.len()),
@@ -473,8 +477,9 @@ impl DownloadCore {
         }
         p.stage = Stage::Handshaking(now);
         p.last_bytes = now;
+        let older = self.older.contains(&p.addr);
         let hs = Message::Handshake {
-            version: peer::VERSION,
+            version: if older { peer::MIN_VERSION } else { peer::VERSION },
             file_id: self.meta.sha1,
             user: &self.user,
             ticket: &self.ticket,
@@ -543,6 +548,18 @@ impl DownloadCore {
         let pieces = self.meta.piece_hashes.len() as u32;
         let Some(p) = self.peers.get_mut(&peer) else { return PieceFate::Discard };
         p.last_bytes = now;
+        // A node of version 2 refuses version 3's handshake: connect to it
+        // again, speaking its version (it never answers `busy`).
+        if let (Stage::Handshaking(_), Message::Error { code: ErrorCode::Version, text }) =
+            (p.stage, msg)
+        {
+            let addr = p.addr;
+            if self.older.insert(addr) {
+                self.close(peer, format!("peer refused: {text}"));
+                self.add_peers(&[addr], now);
+                return PieceFate::Discard;
+            }
+        }
         let refusal = match (p.stage, msg) {
             (Stage::Handshaking(since), Message::Bitfield(b)) => {
                 match peer::parse_bitfield(b, pieces) {
@@ -1074,7 +1091,6 @@ fn name(m: &Message<'_>) -> &'static str {
 mod tests {
     use super::*;
     use crate::meta::PIECE_LEN;
-    use crate::peer::ErrorCode;
     use proptest::prelude::*;
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
@@ -1818,6 +1834,49 @@ mod tests {
         let never = (0..16).find(|p| !asked.contains(p)).unwrap();
         core.on_message(0, &Message::Reject { piece: never, offset: 0, len }, t0);
         assert!(closes(&mut core)[0].1.contains("reject of unrequested piece"));
+    }
+
+    /// A node of version 2 refuses version 3's handshake; the download
+    /// connects to it again at once, speaking version 2, and only to it.
+    #[test]
+    fn a_node_of_the_older_version_is_asked_again_in_its_version() {
+        let t0 = Instant::now();
+        let mut core = fresh(4, 1, t0);
+        core.add_peers(&[addr(1), addr(2)], t0);
+        let versions = |core: &mut DownloadCore| -> Vec<(PeerId, u32)> {
+            let mut v = Vec::new();
+            while let Some(a) = core.poll_action() {
+                if let Action::Send { peer, bytes } = a {
+                    if let Ok((Message::Handshake { version, .. }, _)) = peer::decode(&bytes) {
+                        v.push((peer, version));
+                    }
+                }
+            }
+            v
+        };
+        core.connected(0, t0);
+        core.connected(1, t0);
+        assert_eq!(versions(&mut core), vec![(0, peer::VERSION), (1, peer::VERSION)]);
+        let refusal = Message::Error {
+            code: ErrorCode::Version,
+            text: "protocol version 3 not supported (this node speaks 2)",
+        };
+        core.on_message(0, &refusal, t0);
+        let actions: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        assert!(matches!(actions[0], Action::Close { peer: 0, .. }), "{actions:?}");
+        let again = actions.iter().find_map(|a| match a {
+            Action::Connect { peer, addr: a } => Some((*peer, *a)),
+            _ => None,
+        });
+        let (id, at) = again.expect("connects again");
+        assert_eq!(at, addr(1));
+        core.connected(id, t0);
+        assert_eq!(versions(&mut core), vec![(id, peer::MIN_VERSION)]);
+        // Refused again, in its own version: it is gone, not retried.
+        core.on_message(id, &refusal, t0);
+        let actions: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        assert!(actions.iter().any(|a| matches!(a, Action::Close { .. })), "{actions:?}");
+        assert!(!actions.iter().any(|a| matches!(a, Action::Connect { .. })), "{actions:?}");
     }
 
     #[test]
