@@ -51,9 +51,10 @@ pub const SLOT_HOLD: Duration = Duration::from_secs(1);
 
 /// How long a connection may wait in line for a slot before its requests
 /// are answered with `busy`. Simulator, flash crowd of 100 at 256 MiB
-/// (docs/PERFORMANCE.md): no answer 1.48× the bound; 1 s 1.38×, 500 ms
-/// 1.34×, 250 ms 1.31×, 100 ms 1.28×. Each answer costs the downloader a
-/// round trip to ask elsewhere, so not shorter.
+/// (docs/PERFORMANCE.md; a first version whose answer made the
+/// downloader forget the piece at that peer): no answer 1.48× the bound;
+/// 1 s 1.38×, 500 ms 1.34×, 250 ms 1.31×, 100 ms 1.28×. Each answer costs
+/// the downloader a round trip to ask elsewhere, so not shorter.
 pub const BUSY_AFTER: Duration = Duration::from_millis(250);
 
 /// The slots of one node (see the module docs); `K` names a connection.
