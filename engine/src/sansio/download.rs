@@ -537,12 +537,8 @@ impl DownloadCore {
         if let Message::Piece { piece, offset, data } = msg {
             return self.on_piece(peer, *piece, *offset, data.len(), now);
         }
-        if let Message::Reject { piece, .. } = msg {
-            self.on_reject(peer, *piece, now);
-            return PieceFate::Discard;
-        }
-        if let Message::Busy { piece, .. } = msg {
-            self.on_busy(peer, *piece, now);
+        if let Message::Reject { piece, .. } | Message::Busy { piece, .. } = msg {
+            self.on_refusal(peer, *piece, matches!(msg, Message::Busy { .. }), now);
             return PieceFate::Discard;
         }
         let pieces = self.meta.piece_hashes.len() as u32;
@@ -598,50 +594,34 @@ impl DownloadCore {
     }
 
     /// `peer` will not send `piece`: it does not have it, or does not offer
-    /// it to this download. The request goes back to the picker; a piece
-    /// its bitfield or a `have` showed is no longer counted as its.
-    fn on_reject(&mut self, peer: PeerId, piece: u32, now: Instant) {
-        let Some(p) = self.peers.get_mut(&peer) else { return };
-        if p.stage != Stage::Active {
-            return self.close(peer, "protocol: reject before the bitfield".into());
-        }
-        if let Some(pos) = p.outstanding.iter().position(|(q, _)| *q == piece) {
-            p.outstanding.remove(pos);
-            self.picker.unrequest(piece, peer);
-            if p.bits.clear(piece) {
-                self.picker.peer_lacks(piece);
-            }
-        } else if !p.cancelled.remove(&piece) {
-            return self.close(peer, format!("protocol: reject of unrequested piece {piece}"));
-        }
-        self.fill(peer, now);
-        self.flush();
-    }
-
-    /// `peer` will not send `piece` soon: its upload slots are taken. The
-    /// request goes back to the picker, and the piece is not asked of
-    /// `peer` again for [`BUSY_SNOOZE`] (it still has it), so that peers
+    /// it to this download (`reject`), or not soon, its upload slots being
+    /// taken (`busy`). The request goes back to the picker; a piece its
+    /// bitfield or a `have` showed is no longer counted as its — after a
+    /// `busy` only for [`BUSY_SNOOZE`] (it still has it), so that peers
     /// with time for it are asked first.
-    fn on_busy(&mut self, peer: PeerId, piece: u32, now: Instant) {
+    fn on_refusal(&mut self, peer: PeerId, piece: u32, busy: bool, now: Instant) {
+        let what = if busy { "busy" } else { "reject" };
         let Some(p) = self.peers.get_mut(&peer) else { return };
         if p.stage != Stage::Active {
-            return self.close(peer, "protocol: busy before the bitfield".into());
+            return self.close(peer, format!("protocol: {what} before the bitfield"));
         }
         if let Some(pos) = p.outstanding.iter().position(|(q, _)| *q == piece) {
             p.outstanding.remove(pos);
             self.picker.unrequest(piece, peer);
             if p.bits.clear(piece) {
                 self.picker.peer_lacks(piece);
-                p.snoozed.push((piece, now + BUSY_SNOOZE));
+                if busy {
+                    p.snoozed.push((piece, now + BUSY_SNOOZE));
+                }
             }
         } else if !p.cancelled.remove(&piece) {
-            return self.close(peer, format!("protocol: busy for unrequested piece {piece}"));
+            return self.close(peer, format!("protocol: {what} of unrequested piece {piece}"));
         }
         self.fill(peer, now);
         self.flush();
     }
 
-    /// Pieces snoozed at a peer ([`on_busy`](Self::on_busy)) whose time
+    /// Pieces snoozed at a peer ([`on_refusal`](Self::on_refusal)) whose time
     /// is up count as its again.
     fn wake_snoozed(&mut self, now: Instant) {
         for p in self.peers.values_mut() {
@@ -1924,7 +1904,7 @@ mod tests {
         // A busy for a piece not asked of it (any more), or before its
         // bitfield, is a protocol error.
         core.on_message(1, &Message::Busy { piece: asked[0], offset: 0, len }, now);
-        assert!(closes(&mut core)[0].1.contains("busy for unrequested piece"));
+        assert!(closes(&mut core)[0].1.contains("busy of unrequested piece"));
         let mut core = fresh(pieces, 1, t0);
         core.add_peers(&[addr(1)], t0);
         core.connected(0, t0);
