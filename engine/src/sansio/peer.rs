@@ -483,8 +483,9 @@ impl ServerSession {
     }
 
     /// Whether the downloader understands `busy` (version 3 on): only then
-    /// may a request that waited too long for an upload slot be answered
-    /// with one ([`busy`](Self::busy)); an older downloader waits.
+    /// may a request that waited too long for an upload slot
+    /// ([`crate::slots::SendSlots::overdue`]) be answered with one; an
+    /// older downloader waits.
     pub fn takes_busy(&self) -> bool {
         self.geometry.is_some() && self.version >= 3
     }
