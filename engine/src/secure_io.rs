@@ -449,7 +449,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecureStream<S> {
 }
 
 /// An encrypted, authenticated stream over a blocking `S` (a `TcpStream`),
-/// itself `Read + Write`. Writes are buffered until [`Write::flush`].
+/// itself `Read + Write`. Writes are buffered until [`std::io::Write::flush`].
 #[derive(Debug)]
 pub struct BlockingSecureStream<S> {
     io: S,

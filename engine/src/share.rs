@@ -1,7 +1,7 @@
 //! What a node shares and the rules every piece server driver applies the
 //! same way — the threads driver (`crate::serve`) and the io_uring driver
 //! (`crate::uring`) both build on this module and on
-//! [`ServerSession`](crate::peer::ServerSession), and neither on the other.
+//! [`ServerSession`], and neither on the other.
 //!
 //! - [`ServedFile`]: a file this node holds fully or partly: an open file
 //!   (the shared file, or a download's `.part`) and the bitfield of pieces
