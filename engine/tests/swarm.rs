@@ -715,11 +715,11 @@ fn a_seed_keeps_back_a_second_copy_while_pieces_nobody_has_remain() {
             ..ServerLimits::default()
         };
         let s = seeder_with(&src, &meta, backend, limits);
-        // b opens alone (told of every piece); a joins, offered one. a
-        // speaks version 2, so that its wait for the slot (longer than
-        // `BUSY_AFTER`) is not answered `busy`.
+        // b opens alone (told of every piece); a joins, offered one. Both
+        // speak version 2, so that a wait for the slot (longer than
+        // `BUSY_AFTER`) is not answered `busy`, whichever of them waits.
         let mut b = Client::connect(s.addr());
-        b.handshake(meta.sha1);
+        b.handshake_v(meta.sha1, peer::MIN_VERSION);
         let full = Got::Bitfield(Bitfield::full(4).as_bytes().to_vec());
         assert_eq!(b.recv(), Some(full), "{backend:?}");
         let mut a = Client::connect(s.addr());
