@@ -143,6 +143,10 @@ pub struct Scenario {
     /// ([`ringshare_engine::download::MAX_PEERS`], what a shipped download
     /// does; other values for comparison).
     pub max_peers: usize,
+    /// A downloader leaves once its file is complete, as `ringshare get`
+    /// does (it exits); false: it stays and serves what it holds, as a
+    /// node that keeps running (the shell, `share`) does.
+    pub leave_when_done: bool,
 }
 
 /// A full TCP segment's payload over its frame on the wire: 1448 bytes
@@ -711,6 +715,9 @@ impl<'a> Sim<'a> {
                 host.done = true;
                 host.finished_at = self.now - host.joined_at;
                 host.core = None;
+                if self.sc.leave_when_done {
+                    self.at(self.now, Ev::Leave(h));
+                }
             }
             Action::Failed(_) => {
                 self.hosts[h].core = None;

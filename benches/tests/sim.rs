@@ -28,6 +28,7 @@ fn crowd(n: usize, mbit: f64, file: u64, seed: u64) -> Scenario {
         second_copies_early: false,
         payload_share: sim::TCP_PAYLOAD_SHARE,
         max_peers: ringshare_engine::download::MAX_PEERS,
+        leave_when_done: false,
     }
 }
 
@@ -289,4 +290,32 @@ fn each_downloader_s_first_piece_comes_before_its_end_and_fewer_peers_slow_a_cro
     assert_eq!(narrow.incomplete, 0, "{narrow:?}");
     let last = |r: &sim::Report| *r.completion_s.last().unwrap();
     assert!(last(&narrow) > last(&r), "{} s with 2 peers, {} s with 64", last(&narrow), last(&r));
+}
+
+/// Downloaders that leave once done (as `ringshare get` exits) all still
+/// finish, and upload nothing after: from the second after its end, a
+/// traced downloader's uplink is idle. Staying, the fast ones (traced)
+/// serve the slow ones after they are done.
+#[test]
+fn downloaders_that_leave_when_done_upload_nothing_after() {
+    let mut base = crowd(10, 100.0, 16 * MIB, 3);
+    for h in &mut base.hosts[6..] {
+        h.down = 20e6 / 8.0;
+    }
+    let leave = sim::run(&Scenario { leave_when_done: true, ..base.clone() });
+    let stay = sim::run(&base);
+    assert_eq!((leave.incomplete, stay.incomplete), (0, 0));
+    let after_end = |r: &sim::Report| -> u64 {
+        r.traced
+            .iter()
+            .filter(|t| t.role == "downloader")
+            .map(|t| {
+                let end = r.downloader_ends.iter().find(|e| e.host == t.host).unwrap();
+                let from = end.done_s.unwrap().ceil() as usize + 1;
+                t.up_per_s.iter().skip(from).sum::<u64>()
+            })
+            .sum()
+    };
+    assert_eq!(after_end(&leave), 0, "{leave:?}");
+    assert!(after_end(&stay) > 0, "staying, the first ones serve the rest");
 }

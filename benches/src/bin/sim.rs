@@ -73,6 +73,14 @@ struct Args {
     /// download does).
     #[arg(long, default_value_t = ringshare_engine::download::MAX_PEERS)]
     max_peers: usize,
+    /// Downloaders leave once their file is complete, as `ringshare get`
+    /// does (default: they stay and serve).
+    #[arg(long)]
+    leave_when_done: bool,
+    /// One-way latency of every host in the flash crowds, ms (default: a
+    /// random 5-50 ms each, the seed 10 ms).
+    #[arg(long)]
+    latency_ms: Option<u64>,
 }
 
 /// xorshift for the scenario's own choices (join times, latencies).
@@ -102,9 +110,14 @@ fn scenario(name: &str, args: &Args) -> Result<Scenario> {
     match name {
         flash if flash.starts_with("flash-") => {
             let n: usize = flash["flash-".len()..].parse()?;
-            hosts.push(seed_host(args.mbit));
+            let mut seed = seed_host(args.mbit);
+            if let Some(ms) = args.latency_ms {
+                seed.latency = Duration::from_millis(ms);
+            }
+            hosts.push(seed);
             for _ in 0..n {
-                hosts.push(HostSpec::symmetric(args.mbit, lat(&mut rng)));
+                let ms = args.latency_ms.unwrap_or_else(|| lat(&mut rng));
+                hosts.push(HostSpec::symmetric(args.mbit, ms));
             }
         }
         "hetero" => {
@@ -161,6 +174,7 @@ fn scenario(name: &str, args: &Args) -> Result<Scenario> {
         second_copies_early: args.second_copies_early,
         payload_share: args.payload_share,
         max_peers: args.max_peers,
+        leave_when_done: args.leave_when_done,
     })
 }
 
