@@ -147,6 +147,11 @@ pub struct Scenario {
     /// does (it exits); false: it stays and serves what it holds, as a
     /// node that keeps running (the shell, `share`) does.
     pub leave_when_done: bool,
+    /// A seed defers a first copy to a downloader that was sent more than
+    /// its share of them ([`SeedPlan::defer`], answered `busy`), as the
+    /// shipped piece servers do (with `busy_answers`); false: it sends
+    /// it (before, for comparison).
+    pub defer_first_copies: bool,
 }
 
 /// A full TCP segment's payload over its frame on the wire: 1448 bytes
@@ -395,12 +400,14 @@ impl<'a> Sim<'a> {
             .map(|(i, spec)| Host {
                 have: if spec.seed { Bitfield::full(pieces) } else { Bitfield::new(pieces) },
                 plan: (spec.seed && !spec.corrupt && sc.seeding_plan).then(|| {
-                    let plan = SeedPlan::new(pieces, sc.seed.wrapping_add(i as u64));
+                    let mut plan = SeedPlan::new(pieces, sc.seed.wrapping_add(i as u64));
                     if sc.second_copies_early {
-                        plan.send_second_copies_early()
-                    } else {
-                        plan
+                        plan = plan.send_second_copies_early();
                     }
+                    if !sc.defer_first_copies {
+                        plan = plan.never_defer();
+                    }
+                    plan
                 }),
                 // The model's flows carry payload: each link a little less.
                 spec: HostSpec {
@@ -951,7 +958,9 @@ impl<'a> Sim<'a> {
             self.at(self.now + SLOT_HOLD.as_secs_f64(), Ev::SlotCheck(s));
         }
         // A seed serving a crowd its first copies keeps back a piece that
-        // went out since it was asked for (a `reject`), and sends the next.
+        // went out since it was asked for (a `reject`), defers a first
+        // copy to a downloader sent more than its share (a `busy`), and
+        // sends the next.
         let piece = loop {
             let Some(piece) = self.conns[c].queue.pop_front() else {
                 self.give_back(c);
@@ -959,16 +968,23 @@ impl<'a> Sim<'a> {
             };
             let now = self.instant();
             let plan = self.hosts[s].plan.as_mut().map(|p| (p, now));
-            if !self.conns[c].session.withhold_at(piece, plan) {
+            let answer = if self.conns[c].session.withhold_at(piece, plan) {
+                ToClient::Reject(piece)
+            } else if self.sc.busy_answers && {
+                let plan = self.hosts[s].plan.as_mut().map(|p| (p, now));
+                self.conns[c].session.defers_at(piece, plan)
+            } {
+                ToClient::Busy(piece)
+            } else {
                 break piece;
-            }
+            };
             let d = self.one_way(s, self.conns[c].client);
-            self.at(self.now + d, Ev::ToClient(c, ToClient::Reject(piece)));
+            self.at(self.now + d, Ev::ToClient(c, answer));
             self.send_offers(c);
             self.least_sent_first(c);
         };
         if let Some(plan) = self.hosts[s].plan.as_mut() {
-            plan.note_sent(piece);
+            self.conns[c].session.sending_at(piece, plan);
         }
         let g = self.meta.geometry();
         let len = g.len_of(g.piece(u64::from(piece)).expect("range-checked")) as f64;

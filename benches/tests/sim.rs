@@ -29,6 +29,7 @@ fn crowd(n: usize, mbit: f64, file: u64, seed: u64) -> Scenario {
         payload_share: sim::TCP_PAYLOAD_SHARE,
         max_peers: ringshare_engine::download::MAX_PEERS,
         leave_when_done: false,
+        defer_first_copies: true,
     }
 }
 

@@ -109,10 +109,10 @@ impl ServedFile {
         pieces.map(|p| plan.sent(p)).enumerate().min_by_key(|&(_, n)| n)
     }
 
-    /// `piece` starts going out to a downloader.
-    pub(crate) fn note_sent(&self, piece: u32) {
+    /// `piece` starts going out to the downloader of `session`.
+    pub(crate) fn note_sent(&self, session: &mut ServerSession, piece: u32) {
         if let Some(p) = &self.plan {
-            lock(p).note_sent(piece);
+            session.sending_at(piece, &mut lock(p));
         }
     }
 
@@ -217,7 +217,8 @@ pub(crate) fn session_served(
 
 /// The request for `len` bytes of `piece` from `offset` is next to go out
 /// of `session`, which serves `served`: true if the file's plan keeps it
-/// back ([`SeedPlan::withhold`]), in which case a `reject` for it and a
+/// back ([`SeedPlan::withhold`]) or defers it ([`SeedPlan::defer`]), in
+/// which case a `reject` (kept back) or a `busy` (deferred) for it and a
 /// `have` for each piece that offers are appended to `out`, and the
 /// request counts as answered.
 pub(crate) fn session_withholds(
@@ -228,10 +229,14 @@ pub(crate) fn session_withholds(
     out: &mut Vec<u8>,
 ) -> bool {
     let Some(plan) = served.and_then(|f| f.plan.as_ref()) else { return false };
-    if !session.withhold_at(piece, Some((&mut lock(plan), now))) {
+    let mut plan = lock(plan);
+    if session.withhold_at(piece, Some((&mut plan, now))) {
+        peer::encode(&Message::Reject { piece, offset, len }, out);
+    } else if session.defers_at(piece, Some((&mut plan, now))) {
+        peer::encode(&Message::Busy { piece, offset, len }, out);
+    } else {
         return false;
     }
-    peer::encode(&Message::Reject { piece, offset, len }, out);
     take_offers(session, out);
     true
 }

@@ -81,6 +81,10 @@ struct Args {
     /// random 5-50 ms each, the seed 10 ms).
     #[arg(long)]
     latency_ms: Option<u64>,
+    /// Seeds send a first copy to a downloader however many it was sent
+    /// (before they deferred those past its share, for comparison).
+    #[arg(long)]
+    no_defer: bool,
 }
 
 /// xorshift for the scenario's own choices (join times, latencies).
@@ -175,6 +179,7 @@ fn scenario(name: &str, args: &Args) -> Result<Scenario> {
         payload_share: args.payload_share,
         max_peers: args.max_peers,
         leave_when_done: args.leave_when_done,
+        defer_first_copies: !args.no_defer,
     })
 }
 

@@ -449,7 +449,8 @@ fn serve_session(
                 file.least_sent(asked.iter().map(|a| a.0)).unwrap_or((0, 0))
             };
             // A seed serving a crowd its first copies keeps back a piece
-            // that went out since it was asked for: before waiting for a
+            // that went out since it was asked for, and defers one to a
+            // downloader sent more than its share: before waiting for a
             // slot, and again once it holds one.
             if withhold_least(stream, session, file, &mut asked, &mut out)? {
                 continue;
@@ -471,7 +472,7 @@ fn serve_session(
             }
             let (i, _) = least(&asked);
             let (piece, offset, file_offset, len) = asked.remove(i).expect("in range");
-            file.note_sent(piece);
+            file.note_sent(session, piece);
             if !limits.piece_delay.is_zero() {
                 thread::sleep(limits.piece_delay);
             }
@@ -523,8 +524,9 @@ fn serve_session(
 }
 
 /// The piece `session` would send next of those `asked` (the least sent)
-/// is kept back if the file's plan says so ([`share::session_withholds`]):
-/// it leaves `asked`, and its `reject` and any offers go out. True if so.
+/// is kept back or deferred if the file's plan says so
+/// ([`share::session_withholds`]): it leaves `asked`, and its `reject` or
+/// `busy` and any offers go out. True if so.
 fn withhold_least(
     stream: &mut PeerStream,
     session: &mut ServerSession,

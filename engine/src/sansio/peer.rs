@@ -494,8 +494,9 @@ impl ServerSession {
     /// ([`crate::seeding`]): `view` is the plan's new session, whose
     /// [`SeedView::told`] is the bitfield to send. Later messages go
     /// through [`on_message_at`](Self::on_message_at) with the same plan.
-    pub fn accept_seeding(&mut self, geometry: Geometry, view: SeedView) {
+    pub fn accept_seeding(&mut self, geometry: Geometry, mut view: SeedView) {
         self.geometry = Some(geometry);
+        view.set_defers(self.version >= 3);
         self.seeding = Some(view);
     }
 
@@ -574,6 +575,30 @@ impl ServerSession {
         }
         self.outstanding = self.outstanding.saturating_sub(1);
         true
+    }
+
+    /// The request for `piece` is next to go out of a session accepted
+    /// with [`accept_seeding`](Self::accept_seeding), and not
+    /// [withheld](Self::withhold_at): true if the plan defers it
+    /// ([`SeedPlan::defer`]; only a downloader that
+    /// [takes `busy`](Self::takes_busy)) — answer it with a `busy` instead
+    /// (it counts as answered), then send the offers.
+    pub fn defers_at(&mut self, piece: u32, plan: Option<(&mut SeedPlan, Instant)>) -> bool {
+        let (Some(view), Some((plan, now))) = (&mut self.seeding, plan) else { return false };
+        if !plan.defer(view, piece, now) {
+            return false;
+        }
+        self.outstanding = self.outstanding.saturating_sub(1);
+        true
+    }
+
+    /// `piece` starts going out on this session, which serves a file
+    /// under `plan`: counted for the session if it accepted seeding.
+    pub fn sending_at(&mut self, piece: u32, plan: &mut SeedPlan) {
+        match &mut self.seeding {
+            Some(view) => plan.note_sent_to(view, piece),
+            None => plan.note_sent(piece),
+        }
     }
 
     /// Handles one message from the downloader. `has(piece)` says whether

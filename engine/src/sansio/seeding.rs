@@ -57,6 +57,24 @@
 //!   bound: once every piece had been offered, offers went on to pieces
 //!   already sent while others still waited to go out.)
 //!
+//! - While a crowd gets its first copies, a session that was sent
+//!   [`FIRSTS_AHEAD`] more of them than its share, or half as many again,
+//!   is deferred ([`SeedPlan::defer`]). Its share is the first copies
+//!   sent to the open sessions in proportion to the pieces each holds
+//!   (as far as the seed knows: sent them, or reported held): a fast
+//!   downloader beside a slow one takes most first copies but holds most
+//!   pieces too, and is not held to the slow one's pace; one that got
+//!   more of what it holds from the seed than the others did is. Only
+//!   while other sessions have requests waiting, so that the seed's
+//!   upload never idles for it. Its request next in line is answered
+//!   `busy` (only a downloader that reads `busy`; it asks again after
+//!   its snooze) and it is offered nothing more meanwhile. TCP does not
+//!   split a seed's upload evenly: on the namespace testbed the first
+//!   downloader to connect took 12 of 64 first copies while the others
+//!   took 4-5, then had to pass each on to eleven others from its own
+//!   uplink, while the seed sent it second copies; deferred, the counts
+//!   ran 4-8.
+//!
 //! Copies only order the offers. A session that ends takes back the
 //! offers it did not take up (what it took stays counted), and a piece
 //! kept back from a session is no longer counted for it. The scan keeps a lower bound of
@@ -75,6 +93,16 @@ pub const MIN_OFFERS: u32 = 1;
 pub const LONE_OFFERS: u32 = 16;
 /// The interval over which a session's requests are counted.
 const RATE_INTERVAL: Duration = Duration::from_secs(1);
+/// How many first copies a session may be sent beyond its share
+/// ([`SeedPlan::rich`]), or half its share if that is more, while a crowd
+/// gets them; past that its next one is [deferred](SeedPlan::defer).
+/// Namespace testbed, A-B-B-A against no deferring (a first version, its
+/// share the first copies over the sessions): with 2 alone, 1 → 12
+/// gained (median completion 8.8 → 8.2 s) but 1 → 6 at 100 Mbit/s lost
+/// 3 % (shares of about 21 first copies, TCP's uneven split deferred
+/// someone all the time, each for a 2 s snooze); with the half share,
+/// both gained or held (docs/PERFORMANCE.md, twenty-third session).
+pub const FIRSTS_AHEAD: u32 = 2;
 
 /// One file's offers to all its sessions at a seed.
 #[derive(Debug, Clone)]
@@ -88,10 +116,20 @@ pub struct SeedPlan {
     /// Whether second copies wait until every piece went out once
     /// ([`SeedPlan::withhold`]; on unless turned off for comparison).
     first_copies_first: bool,
+    /// Whether a session ahead of its share of first copies is deferred
+    /// ([`SeedPlan::defer`]; on unless turned off for comparison).
+    defers: bool,
     /// No piece has fewer copies than this.
     floor: u32,
     /// Sessions open (opened and not yet closed).
     live: u32,
+    /// First copies sent to the open sessions, and pieces they hold as
+    /// far as the seed knows (sent them, or reported held), in all.
+    live_firsts: u64,
+    /// See `live_firsts`.
+    live_held: u64,
+    /// Requests of the open sessions asked for and not yet answered.
+    live_queued: u64,
     rng: u64,
 }
 
@@ -117,6 +155,21 @@ pub struct SeedView {
     interval_start: Instant,
     /// Offers made since the driver last looked.
     fresh: Vec<u32>,
+    /// First copies sent to it: pieces that had never gone out.
+    firsts: u32,
+    /// Pieces it holds as far as the seed knows: sent to it (at the
+    /// start of the send), or reported held (`have`, bitfield).
+    held: Bitfield,
+    /// How many pieces `held` holds.
+    held_n: u32,
+    /// Its downloader reads `busy` answers: only then may a first copy be
+    /// [deferred](SeedPlan::defer).
+    defers: bool,
+    /// Pieces asked for and [deferred](SeedPlan::defer): its downloader
+    /// asks again after its snooze (or reports them held).
+    deferred: Bitfield,
+    /// How many pieces `deferred` holds.
+    deferred_n: u32,
 }
 
 impl SeedView {
@@ -144,6 +197,25 @@ impl SeedView {
         std::mem::take(&mut self.fresh)
     }
 
+    /// Its downloader reads `busy` answers (peer protocol version 3 on):
+    /// the plan may [defer](SeedPlan::defer) its first copies.
+    pub fn set_defers(&mut self, defers: bool) {
+        self.defers = defers;
+    }
+
+    /// First copies sent to it.
+    pub fn firsts(&self) -> u32 {
+        self.firsts
+    }
+
+    /// A deferred piece is asked for again or reported held.
+    fn undefer(&mut self, piece: u32) {
+        if self.deferred.get(piece) {
+            self.deferred.clear(piece);
+            self.deferred_n -= 1;
+        }
+    }
+
     fn roll(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.interval_start);
         if elapsed >= 2 * RATE_INTERVAL {
@@ -164,8 +236,12 @@ impl SeedPlan {
             sent: vec![0; pieces as usize],
             unsent: pieces,
             first_copies_first: true,
+            defers: true,
             floor: 0,
             live: 0,
+            live_firsts: 0,
+            live_held: 0,
+            live_queued: 0,
             rng: seed | 1,
         }
     }
@@ -178,7 +254,19 @@ impl SeedPlan {
         self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    /// `piece` starts going out to a downloader.
+    /// `piece` starts going out to the downloader of session `v`: counted
+    /// among its first copies if it never went out before.
+    pub fn note_sent_to(&mut self, v: &mut SeedView, piece: u32) {
+        if self.sent(piece) == 0 && (piece as usize) < self.sent.len() {
+            v.firsts += 1;
+            self.live_firsts += 1;
+        }
+        self.hold(v, piece);
+        self.note_sent(piece);
+    }
+
+    /// `piece` starts going out to a downloader (of a session the caller
+    /// does not name; [`note_sent_to`](Self::note_sent_to) when it does).
     pub fn note_sent(&mut self, piece: u32) {
         if let Some(n) = self.sent.get_mut(piece as usize) {
             if *n == 0 {
@@ -217,7 +305,7 @@ impl SeedPlan {
         }
         v.taken.clear(piece);
         v.told.clear(piece);
-        v.queued = v.queued.saturating_sub(1);
+        self.unqueue(v);
         let c = &mut self.copies[piece as usize];
         *c = c.saturating_sub(1);
         self.floor = self.floor.min(*c);
@@ -225,6 +313,68 @@ impl SeedPlan {
         // (`least_copied`), so the downloader is not told it in turn.
         self.top_up(v, now);
         true
+    }
+
+    /// Never defers a session (how seeds did before
+    /// [`defer`](Self::defer), for comparison in the simulator).
+    pub fn never_defer(mut self) -> Self {
+        self.defers = false;
+        self
+    }
+
+    /// The session's request for `piece` is next to go out and was not
+    /// [kept back](Self::withhold): true if the seed defers it instead
+    /// (answer it with `busy`), because a crowd is being served its first
+    /// copies and the session was sent more of them than its share allows
+    /// ([`rich`](Self::rich)). Its downloader asks again after its snooze
+    /// (`busy`); meanwhile the seed's upload goes to the others, and the
+    /// session is offered nothing more (the deferred piece counts as its
+    /// offer), so it spends its own upload passing on what it holds. A second copy is deferred too: a session that asked for
+    /// every piece that never went out (one that opened alone and asked
+    /// for them all) is not [kept back](Self::withhold) from them.
+    ///
+    /// (On the namespace testbed, TCP split the seed's upload unevenly:
+    /// the first downloader to connect took 12 of 64 first copies while
+    /// the others took 4-5, and pieces waited seconds in its uplink,
+    /// asked for by all eleven others at once, while the seed sent second
+    /// copies of them.)
+    pub fn defer(&mut self, v: &mut SeedView, piece: u32, now: Instant) -> bool {
+        if !v.taken.get(piece) || v.deferred.get(piece) || !self.rich(v) {
+            return false;
+        }
+        v.deferred.set(piece);
+        v.deferred_n += 1;
+        self.unqueue(v);
+        self.top_up(v, now);
+        true
+    }
+
+    /// Whether `v` takes `busy` answers, a crowd is getting its first
+    /// copies, other sessions have requests waiting (deferring `v` must
+    /// not leave the seed's upload idle), and `v` was sent
+    /// [`FIRSTS_AHEAD`] or more first copies beyond its share (or half
+    /// its share, if that is more). Its share is the first copies sent to
+    /// the open sessions in proportion to the pieces each holds as far as
+    /// the seed knows (sent them, or reported held; not merely asked for:
+    /// a downloader alone at the seed asks for a window of many), rounded
+    /// up. What a session holds shows what it can take in, so a
+    /// downloader faster than the others, taking more first copies but
+    /// holding more pieces too, is not held back (a share counted per
+    /// session held a fast downloader beside a slow one to the slow one's
+    /// pace, the seed's upload idle); one that got more of what it holds
+    /// from the seed than the others did is.
+    pub fn rich(&self, v: &SeedView) -> bool {
+        if !self.defers || !v.defers || !self.first_copies() {
+            return false;
+        }
+        // Only while others have requests waiting: deferring must not
+        // leave the seed's upload idle (nor stall a downloader beside
+        // sessions that ask for nothing, whatever they report holding).
+        if self.live_held == 0 || self.live_queued <= u64::from(v.queued) {
+            return false;
+        }
+        let share = (u64::from(v.held_n) * self.live_firsts).div_ceil(self.live_held);
+        u64::from(v.firsts) >= share + u64::from(FIRSTS_AHEAD).max(share / 2)
     }
 
     /// Whether a crowd is getting its first copies and `v` has not asked
@@ -268,6 +418,12 @@ impl SeedPlan {
             asked: [0, 0],
             interval_start: now,
             fresh: Vec::new(),
+            firsts: 0,
+            held: Bitfield::new(n),
+            held_n: 0,
+            defers: false,
+            deferred: Bitfield::new(n),
+            deferred_n: 0,
         };
         self.top_up(&mut v, now);
         v.fresh.clear();
@@ -281,8 +437,10 @@ impl SeedPlan {
             self.top_up(v, now);
             return false;
         }
+        v.undefer(piece);
         self.take(v, piece);
         v.queued += 1;
+        self.live_queued += 1;
         if self.withhold(v, piece, now) {
             return false;
         }
@@ -295,13 +453,24 @@ impl SeedPlan {
     /// A piece the session asked for (and [`on_request`](Self::on_request)
     /// allowed) was sent, or its request cancelled or refused.
     pub fn on_sent(&mut self, v: &mut SeedView, now: Instant) {
-        v.queued = v.queued.saturating_sub(1);
+        self.unqueue(v);
         self.top_up(v, now);
+    }
+
+    /// One of the session's requests was answered.
+    fn unqueue(&mut self, v: &mut SeedView) {
+        if v.queued > 0 {
+            v.queued -= 1;
+            self.live_queued -= 1;
+        }
     }
 
     /// The session ended: its offers not taken are no longer counted.
     pub fn close(&mut self, v: SeedView) {
         self.live = self.live.saturating_sub(1);
+        self.live_firsts -= u64::from(v.firsts);
+        self.live_held -= u64::from(v.held_n);
+        self.live_queued -= u64::from(v.queued);
         for i in 0..v.told.len() {
             if v.told.get(i) && !v.taken.get(i) && !v.told_all {
                 self.copies[i as usize] -= 1;
@@ -312,8 +481,18 @@ impl SeedPlan {
 
     /// The session reports holding `piece` (in range).
     pub fn on_have(&mut self, v: &mut SeedView, piece: u32, now: Instant) {
+        self.hold(v, piece);
         self.take(v, piece);
         self.top_up(v, now);
+    }
+
+    /// The session holds `piece` (sent it, or reported).
+    fn hold(&mut self, v: &mut SeedView, piece: u32) {
+        if piece < v.held.len() && !v.held.get(piece) {
+            v.held.set(piece);
+            v.held_n += 1;
+            self.live_held += 1;
+        }
     }
 
     /// The session reports holding every piece set in `bits` (its length
@@ -321,6 +500,7 @@ impl SeedPlan {
     pub fn on_bitfield(&mut self, v: &mut SeedView, bits: &Bitfield, now: Instant) {
         for i in 0..bits.len().min(v.taken.len()) {
             if bits.get(i) {
+                self.hold(v, i);
                 self.take(v, i);
             }
         }
@@ -328,7 +508,11 @@ impl SeedPlan {
     }
 
     fn take(&mut self, v: &mut SeedView, piece: u32) {
-        if piece >= v.taken.len() || v.taken.get(piece) {
+        if piece >= v.taken.len() {
+            return;
+        }
+        if v.taken.get(piece) {
+            v.undefer(piece);
             return;
         }
         v.taken.set(piece);
@@ -341,10 +525,11 @@ impl SeedPlan {
     }
 
     /// Offers least-copied pieces until the session is `target` ahead or
-    /// has been told of everything it lacks.
+    /// has been told of everything it lacks; a [rich](Self::rich) session
+    /// one ahead, its deferred pieces counted.
     fn top_up(&mut self, v: &mut SeedView, now: Instant) {
-        let target = v.target(now, self.live <= 1);
-        while v.pending + v.queued < target {
+        let target = if self.rich(v) { 1 } else { v.target(now, self.live <= 1) };
+        while v.pending + v.queued + v.deferred_n < target {
             let Some(p) = self.least_copied(v) else { break };
             v.told.set(p);
             v.pending += 1;
@@ -517,6 +702,130 @@ mod tests {
         assert!(next[0] >= 12 && next[0] != open[0]);
     }
 
+    #[test]
+    fn a_session_sent_more_than_its_share_of_first_copies_is_deferred() {
+        let t = Instant::now();
+        let mut plan = SeedPlan::new(64, 11);
+        // Alone, a takes four first copies: nobody to share them with.
+        let mut a = plan.open(t);
+        a.set_defers(true);
+        for p in 0..4 {
+            assert!(plan.on_request(&mut a, p, t));
+            assert!(!plan.defer(&mut a, p, t), "alone: never deferred");
+            plan.note_sent_to(&mut a, p);
+            plan.on_sent(&mut a, t);
+        }
+        assert_eq!(a.firsts(), 4);
+        // A crowd forms: b and c take a first copy each, and get a's four
+        // from a. Six first copies over fourteen pieces held: a, holding
+        // four (all first copies), has a share of two, and is two ahead.
+        let mut b = plan.open(t);
+        let mut c = plan.open(t);
+        b.set_defers(true);
+        for v in [&mut b, &mut c] {
+            let p = offered(v)[0];
+            assert!(plan.on_request(v, p, t));
+            plan.note_sent_to(v, p);
+            plan.on_sent(v, t);
+            for q in 0..4 {
+                plan.on_have(v, q, t);
+            }
+            assert!(!plan.rich(v), "one first copy of five pieces");
+        }
+        assert!(!plan.rich(&a), "nobody else waiting: the seed's upload would idle");
+        // b asks for its next: a is deferred while that waits.
+        let next = offered(&b).into_iter().find(|&i| !b.taken.get(i)).unwrap();
+        assert!(plan.on_request(&mut b, next, t));
+        assert!(plan.rich(&a));
+        let _ = a.take_offers();
+        let p = (4..64).find(|&i| !b.taken.get(i) && !c.taken.get(i)).unwrap();
+        assert!(plan.on_request(&mut a, p, t), "offered while alone");
+        assert!(plan.defer(&mut a, p, t), "a first copy: deferred");
+        assert!(!plan.defer(&mut a, p, t), "once");
+        assert_eq!((a.queued, a.deferred_n), (0, 1));
+        assert!(a.take_offers().is_empty(), "offered nothing more meanwhile");
+        // A second copy it asks for is kept back while it wants first
+        // copies (`withhold`, a `reject`): a lacks pieces nobody took.
+        assert!(!plan.on_request(&mut a, 0, t));
+        // b gets four more first copies: a's share grows to what it holds,
+        // and the piece it asks for again goes out.
+        for q in 40..44 {
+            plan.note_sent_to(&mut b, q);
+        }
+        assert!(!plan.rich(&a), "{} first copies", a.firsts());
+        assert!(plan.on_request(&mut a, p, t));
+        assert_eq!(a.deferred_n, 0);
+        assert!(!plan.defer(&mut a, p, t));
+        // A closed session leaves the sums.
+        plan.close(c);
+        assert_eq!(plan.live_firsts, u64::from(a.firsts() + b.firsts()));
+        assert_eq!(plan.live_held, u64::from(a.held_n + b.held_n));
+    }
+
+    /// A session that reports holding every piece and asks for nothing
+    /// (a peer resuming, or one lying) does not get a downloader beside it
+    /// deferred: nobody else waits for the seed's upload.
+    #[test]
+    fn a_downloader_beside_one_that_asks_for_nothing_is_not_deferred() {
+        let t = Instant::now();
+        let mut plan = SeedPlan::new(64, 3);
+        let mut n = plan.open(t);
+        n.set_defers(true);
+        let mut liar = plan.open(t);
+        liar.set_defers(true);
+        plan.on_bitfield(&mut liar, &Bitfield::full(64), t);
+        for _ in 0..40 {
+            let p = offered(&n).into_iter().find(|&i| !n.taken.get(i)).unwrap();
+            assert!(plan.on_request(&mut n, p, t));
+            assert!(!plan.defer(&mut n, p, t), "{} first copies", n.firsts());
+            plan.note_sent_to(&mut n, p);
+            plan.on_sent(&mut n, t);
+        }
+    }
+
+    /// A fast downloader and a slow one at a seed: the fast one takes
+    /// most first copies, but they are most of what it holds, as for the
+    /// slow one: neither is ahead of its share, and the seed's upload is
+    /// not held back to the slow one's pace.
+    #[test]
+    fn a_fast_downloader_beside_a_slow_one_is_not_deferred() {
+        let t = Instant::now();
+        let mut plan = SeedPlan::new(256, 5);
+        let mut fast = plan.open(t);
+        let mut slow = plan.open(t);
+        fast.set_defers(true);
+        slow.set_defers(true);
+        // Asks for its next offer (again, if the seed kept one back) and
+        // gets it, unless deferred.
+        let fetch = |plan: &mut SeedPlan, v: &mut SeedView| -> bool {
+            loop {
+                let p = offered(v).into_iter().find(|&i| !v.taken.get(i)).unwrap();
+                if plan.on_request(v, p, t) {
+                    if plan.defer(v, p, t) {
+                        return false;
+                    }
+                    plan.note_sent_to(v, p);
+                    plan.on_sent(v, t);
+                    return true;
+                }
+            }
+        };
+        for round in 0..20 {
+            // Ten pieces to the fast one for each to the slow one; the
+            // slow one gets one in four of the fast one's from it.
+            for _ in 0..10 {
+                assert!(fetch(&mut plan, &mut fast), "round {round}");
+            }
+            assert!(fetch(&mut plan, &mut slow));
+            if round % 4 == 3 {
+                let q = (0..256).find(|&i| fast.taken.get(i) && !slow.taken.get(i)).unwrap();
+                plan.on_have(&mut slow, q, t);
+            }
+        }
+        assert!(fast.firsts() > 150 && slow.firsts() < 25, "{} {}", fast.firsts(), slow.firsts());
+        assert_eq!(fast.deferred_n, 0);
+    }
+
     proptest! {
         /// Whatever sessions say, the counts stay consistent: pending is
         /// the offered pieces a session has not taken; copies count each
@@ -531,7 +840,13 @@ mod tests {
         ) {
             let t0 = Instant::now();
             let mut plan = SeedPlan::new(pieces, 9);
-            let mut views: Vec<SeedView> = (0..sessions).map(|_| plan.open(t0)).collect();
+            // Every other session's downloader reads `busy` answers.
+            let open = |plan: &mut SeedPlan, k: usize, now| {
+                let mut v = plan.open(now);
+                v.set_defers(k % 2 == 0);
+                v
+            };
+            let mut views: Vec<SeedView> = (0..sessions).map(|k| open(&mut plan, k, t0)).collect();
             let mut kept = vec![0u32; pieces as usize];
             let mut now = t0;
             for (s, kind, piece, dt) in ops {
@@ -549,9 +864,14 @@ mod tests {
                     }
                     3 => plan.on_sent(v, now),
                     // The piece next in line goes out, or is kept back.
+                    // The piece next in line goes out, or is kept back, or
+                    // deferred.
                     4 => {
-                        if v.taken.get(piece) && !plan.withhold(v, piece, now) {
-                            plan.note_sent(piece);
+                        if v.taken.get(piece)
+                            && !plan.withhold(v, piece, now)
+                            && !plan.defer(v, piece, now)
+                        {
+                            plan.note_sent_to(v, piece);
                             plan.on_sent(v, now);
                         }
                     }
@@ -563,7 +883,7 @@ mod tests {
                         }
                         let old = views.remove(k);
                         plan.close(old);
-                        views.insert(k, plan.open(now));
+                        views.insert(k, open(&mut plan, k, now));
                     }
                 }
                 let _ = views[k].take_offers();
@@ -575,13 +895,23 @@ mod tests {
                     prop_assert_eq!(plan.copies(i), n + kept[i as usize]);
                     prop_assert!(plan.floor <= plan.copies(i));
                 }
+                prop_assert_eq!(plan.live_firsts, views.iter().map(|v| u64::from(v.firsts)).sum::<u64>());
+                prop_assert_eq!(plan.live_held, views.iter().map(|v| u64::from(v.held_n)).sum::<u64>());
+                prop_assert_eq!(plan.live_queued, views.iter().map(|v| u64::from(v.queued)).sum::<u64>());
+                prop_assert!(views.iter().all(|v| v.held_n == v.held.count_ones()));
                 for (j, v) in views.iter_mut().enumerate() {
                     let pending = (0..pieces).filter(|&i| v.told.get(i) && !v.taken.get(i)).count() as u32;
                     prop_assert_eq!(v.pending, pending);
                     let lacking: Vec<u32> =
                         (0..pieces).filter(|&i| !v.told.get(i) && !v.taken.get(i)).collect();
                     // Never left with nothing to ask for while it lacks a piece.
-                    prop_assert!(lacking.is_empty() || v.pending + v.queued >= 1);
+                    // (A deferred piece it asks for again.)
+                    prop_assert!(lacking.is_empty() || v.pending + v.queued + v.deferred_n >= 1);
+                    let deferred = (0..pieces).filter(|&i| v.deferred.get(i)).count() as u32;
+                    prop_assert_eq!(v.deferred_n, deferred);
+                    // Only what it took.
+                    prop_assert!((0..pieces).all(|i| !v.deferred.get(i) || v.taken.get(i)));
+                    prop_assert!(v.defers || v.deferred_n == 0);
                     // The session the step touched is offered up to its target
                     // or all it may be offered: while it wants first copies,
                     // only pieces that never went out.
@@ -592,7 +922,8 @@ mod tests {
                     // open ones is `sessions` throughout.
                     let alone = sessions == 1;
                     if j == k {
-                        prop_assert!(offerable == 0 || v.pending + v.queued >= v.target(now, alone));
+                        let target = if plan.rich(v) { 1 } else { v.target(now, alone) };
+                        prop_assert!(offerable == 0 || v.pending + v.queued + v.deferred_n >= target);
                     }
                 }
             }

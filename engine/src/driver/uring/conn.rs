@@ -385,8 +385,9 @@ impl Conn {
         }
     }
 
-    /// The piece next in line is kept back ([`share::session_withholds`]):
-    /// it leaves the queue, a `reject` (and any offers) goes out instead.
+    /// The piece next in line is kept back or deferred
+    /// ([`share::session_withholds`]): it leaves the queue, a `reject` or
+    /// a `busy` (and any offers) goes out instead.
     fn withhold_next(&mut self, now: Instant) -> bool {
         let Some(&PieceJob { piece, offset, len, .. }) = self.tx.next_job() else { return false };
         let mut out = Vec::new();
@@ -484,7 +485,8 @@ impl Conn {
                 }
             }
             // A seed serving a crowd its first copies keeps back a piece
-            // that went out since it was asked for: before asking for a
+            // that went out since it was asked for, and defers one to a
+            // downloader sent more than its share: before asking for a
             // slot, or once handed one after waiting (not while waiting).
             if self.slot != SlotUse::Waiting
                 && self.tx.next_piece().is_some()
@@ -505,7 +507,7 @@ impl Conn {
             break next;
         };
         if let (Some(piece), Some(f)) = (next, &self.served) {
-            f.note_sent(piece);
+            f.note_sent(&mut self.session, piece);
         }
         let delay = (!ctx.limits.piece_delay.is_zero()).then_some(ctx.delay);
         let mut io = TxIo {
