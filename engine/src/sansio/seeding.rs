@@ -57,7 +57,9 @@
 //!   bound: once every piece had been offered, offers went on to pieces
 //!   already sent while others still waited to go out.)
 //!
-//! - While a crowd gets its first copies, a session that was sent
+//! - While a crowd of no more sessions than upload slots (where every
+//!   session sends at once and TCP splits the seed's uplink) gets its
+//!   first copies, a session that was sent
 //!   [`FIRSTS_AHEAD`] more of them than its share, or half as many again,
 //!   is deferred ([`SeedPlan::defer`]). Its share is the first copies
 //!   sent to the open sessions in proportion to the pieces each holds
@@ -83,6 +85,7 @@
 use std::time::{Duration, Instant};
 
 use crate::meta::Bitfield;
+use crate::slots::SEND_SLOTS;
 
 /// The fewest offers a session is kept ahead.
 pub const MIN_OFFERS: u32 = 1;
@@ -349,8 +352,9 @@ impl SeedPlan {
         true
     }
 
-    /// Whether `v` takes `busy` answers, a crowd is getting its first
-    /// copies, other sessions have requests waiting (deferring `v` must
+    /// Whether `v` takes `busy` answers, a crowd of no more sessions than
+    /// upload slots ([`SEND_SLOTS`]) is getting its first copies, other
+    /// sessions have requests waiting (deferring `v` must
     /// not leave the seed's upload idle), and `v` was sent
     /// [`FIRSTS_AHEAD`] or more first copies beyond its share (or half
     /// its share, if that is more). Its share is the first copies sent to
@@ -364,7 +368,11 @@ impl SeedPlan {
     /// pace, the seed's upload idle); one that got more of what it holds
     /// from the seed than the others did is.
     pub fn rich(&self, v: &SeedView) -> bool {
-        if !self.defers || !v.defers || !self.first_copies() {
+        // With more sessions than upload slots, the slots hand out the
+        // seed's turns (first copies first), not TCP: nothing to correct,
+        // and the simulator's crowd of 1000 at 256 MiB lost 3 % with it
+        // (1.52 -> 1.56x).
+        if !self.defers || !v.defers || !self.first_copies() || self.live as usize > SEND_SLOTS {
             return false;
         }
         // Only while others have requests waiting: deferring must not
@@ -736,6 +744,13 @@ mod tests {
         // b asks for its next: a is deferred while that waits.
         let next = offered(&b).into_iter().find(|&i| !b.taken.get(i)).unwrap();
         assert!(plan.on_request(&mut b, next, t));
+        assert!(plan.rich(&a));
+        // More sessions than upload slots: the slots hand out turns.
+        let crowd: Vec<SeedView> = (0..SEND_SLOTS - 2).map(|_| plan.open(t)).collect();
+        assert!(!plan.rich(&a), "{} sessions", plan.live);
+        for v in crowd {
+            plan.close(v);
+        }
         assert!(plan.rich(&a));
         let _ = a.take_offers();
         let p = (4..64).find(|&i| !b.taken.get(i) && !c.taken.get(i)).unwrap();
