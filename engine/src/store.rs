@@ -72,9 +72,16 @@ struct PartState {
 /// enough for every logical block size Linux supports below it).
 pub const DIRECT_ALIGN: usize = 4096;
 
+/// Bytes an [`AlignedBuf`] keeps past its end ([`AlignedBuf::with_tail_mut`]):
+/// room for a cipher opening a record in place, whose tag lands past the
+/// plaintext. A piece's last record then opens in the piece's own buffer
+/// rather than through a staging buffer and a second copy.
+pub const BUF_TAIL: usize = 64;
+
 /// A byte buffer whose data starts at a multiple of [`DIRECT_ALIGN`], so a
 /// whole piece in it can be written with `O_DIRECT` (safe code: a plain
-/// vector with room to slide the start to the next aligned address).
+/// vector with room to slide the start to the next aligned address, and
+/// [`BUF_TAIL`] bytes past the end).
 #[derive(Debug, Default)]
 pub struct AlignedBuf {
     raw: Vec<u8>,
@@ -93,8 +100,8 @@ impl AlignedBuf {
     /// Makes it `len` bytes long (contents unspecified), keeping the
     /// allocation when it is large enough.
     pub fn resize(&mut self, len: usize) {
-        if self.raw.len() < len + DIRECT_ALIGN {
-            self.raw = vec![0; len + DIRECT_ALIGN];
+        if self.raw.len() < len + DIRECT_ALIGN + BUF_TAIL {
+            self.raw = vec![0; len + DIRECT_ALIGN + BUF_TAIL];
         }
         let addr = self.raw.as_ptr() as usize;
         self.start = addr.next_multiple_of(DIRECT_ALIGN) - addr;
@@ -109,6 +116,14 @@ impl AlignedBuf {
     /// The bytes, writable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut self.raw[self.start..self.start + self.len]
+    }
+
+    /// The bytes and the [`BUF_TAIL`] bytes past them (scratch: what is
+    /// written there is not part of the buffer), writable. Shorter only for
+    /// a buffer never sized ([`Default`]).
+    pub fn with_tail_mut(&mut self) -> &mut [u8] {
+        let end = (self.start + self.len + BUF_TAIL).min(self.raw.len());
+        &mut self.raw[self.start..end]
     }
 }
 
@@ -761,6 +776,24 @@ mod tests {
             assert_eq!(b.as_mut_slice().as_ptr() as usize % DIRECT_ALIGN, 0);
             b.resize(len / 2);
             assert_eq!(b.as_slice().as_ptr() as usize % DIRECT_ALIGN, 0);
+        }
+    }
+
+    /// Every sized buffer has its tail past the end, however it was sized
+    /// before; what is written there does not show in the bytes.
+    #[test]
+    fn aligned_buffers_keep_a_tail_past_their_end() {
+        assert!(AlignedBuf::default().with_tail_mut().is_empty());
+        let mut b = AlignedBuf::default();
+        for len in [0, 1, 4095, 4096, 100_000, PIECE_LEN as usize, 7, PIECE_LEN as usize - 1] {
+            b.resize(len);
+            b.as_mut_slice().fill(1);
+            let tail = b.with_tail_mut();
+            assert_eq!(tail.len(), len + BUF_TAIL);
+            assert_eq!(tail.as_ptr() as usize % DIRECT_ALIGN, 0);
+            tail[len..].fill(2);
+            assert!(b.as_slice().iter().all(|&x| x == 1));
+            assert_eq!(b.as_slice().len(), len);
         }
     }
 

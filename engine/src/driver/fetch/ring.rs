@@ -1275,18 +1275,23 @@ impl Driver {
             let Some(rec) = record_at(&crx[used..*crx_len]) else { break };
             let rec_len = RECORD_HEADER + rec.len();
             let link = link.as_mut().expect("an encrypted connection");
-            // Opened in place in the piece's buffer when the record and its
-            // tag fit there (the tag's room is overwritten by what follows);
-            // a piece's last small record goes through the staging buffer.
+            // Opened in place in the piece's buffer when the record holds
+            // only piece data: its tag lands in what follows (overwritten
+            // by the next record) or, for the piece's last record, in the
+            // buffer's tail. A record that runs past the piece (a server
+            // that does not seal the piece apart) goes through the staging
+            // buffer.
             let direct = match body.as_mut() {
                 Some(b) if link.is_ready() && rec.len() >= TAG_LEN => {
                     let room = b.buf.as_slice().len() - b.got;
-                    (room >= rec.len()).then_some((b, rec.len() - TAG_LEN))
+                    let pt = rec.len() - TAG_LEN;
+                    let fits = b.got + rec.len() <= b.buf.with_tail_mut().len();
+                    (pt <= room && fits).then_some((b, pt))
                 }
                 _ => None,
             };
             if let Some((b, pt)) = direct {
-                let out = &mut b.buf.as_mut_slice()[b.got..b.got + rec.len()];
+                let out = &mut b.buf.with_tail_mut()[b.got..b.got + rec.len()];
                 if let Err(e) = link.open_into(rec, out) {
                     return self.fail_conn(slot, &format!("secure link: {e}"));
                 }
