@@ -602,6 +602,7 @@ impl DownloadCore {
     fn on_refusal(&mut self, peer: PeerId, piece: u32, busy: bool, now: Instant) {
         let what = if busy { "busy" } else { "reject" };
         let Some(p) = self.peers.get_mut(&peer) else { return };
+        tracing::trace!(piece, addr = %p.addr, answer = what, "request refused");
         if p.stage != Stage::Active {
             return self.close(peer, format!("protocol: {what} before the bitfield"));
         }
@@ -883,6 +884,7 @@ impl DownloadCore {
                 let len = self.geometry.len_of(i) as u32;
                 peer::encode(&Message::Request { piece: i.get(), offset: 0, len }, &mut p.out);
                 p.outstanding.push_back((i.get(), now));
+                tracing::trace!(piece = i.get(), addr = %p.addr, "piece requested");
             }
             if !starved {
                 break;
@@ -950,6 +952,7 @@ impl DownloadCore {
         let Some(d) = self.peers.get_mut(&donor) else { return false };
         d.outstanding.remove(pos);
         d.cancel(piece, len);
+        tracing::trace!(piece, addr = %d.addr, "request taken over");
         self.picker.unrequest(piece, donor);
         if !self.to_flush.contains(&donor) {
             self.to_flush.push(donor);
