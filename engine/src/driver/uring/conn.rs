@@ -508,6 +508,10 @@ impl Conn {
         };
         if let (Some(piece), Some(f)) = (next, &self.served) {
             f.note_sent(&mut self.session, piece);
+            if tracing::enabled!(tracing::Level::TRACE) {
+                let to = self.stream.peer_addr().ok();
+                tracing::trace!(piece, to = ?to, "piece sending");
+            }
         }
         let delay = (!ctx.limits.piece_delay.is_zero()).then_some(ctx.delay);
         let mut io = TxIo {
@@ -542,6 +546,10 @@ impl Conn {
                     *until = ctx.now + LINGER;
                 }
                 if let Some(len) = piece_sent {
+                    if tracing::enabled!(tracing::Level::TRACE) {
+                        let to = self.stream.peer_addr().ok();
+                        tracing::trace!(to = ?to, "piece sent");
+                    }
                     // One piece per turn: the next waits in line again.
                     self.give_back_slot(ctx);
                     self.served_one(ctx.now);
