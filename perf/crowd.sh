@@ -12,7 +12,8 @@
 #
 # Usage: perf/crowd.sh [N]                     (default 12)
 # Environment: RATE (tbf rate, default 50mbit), SIZE (default 32MiB), RUNS
-# (default 1), PLAINTEXT=1 (every node with --plaintext), TCP_CC (TCP
+# (default 1), PLAINTEXT=1 (every node with --plaintext), UPLOAD_RATE (every
+# node with --upload-rate UPLOAD_RATE, e.g. 47mbit for RATE=50mbit), TCP_CC (TCP
 # congestion control in every namespace, default: this machine's default,
 # written into the results: it moves the figures, see docs/PERFORMANCE.md
 # "Crowds: congestion control"), OUT (results
@@ -35,6 +36,7 @@ RUNS=${RUNS:-1}
 OUT=${OUT:-$ROOT/perf/results/$(date +%F)/crowd}
 flags=()
 [ "${PLAINTEXT:-0}" = 1 ] && flags=(--plaintext)
+[ -n "${UPLOAD_RATE:-}" ] && flags+=(--upload-rate "$UPLOAD_RATE")
 [ "$(id -u)" = 0 ] || { echo "crowd.sh needs root (network namespaces)" >&2; exit 1; }
 command -v tc >/dev/null || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y iproute2 >/dev/null; }
 if [ -n "${BIN:-}" ]; then
@@ -177,7 +179,8 @@ for i in range(1, n + 1):
     (ends if code == "0" else failed).append((i, float(t) - t0))
 done = sorted(t for _, t in ends)
 print(json.dumps({"client": "ringshare", "run": int(run), "downloaders": n, "rate": rate, "bytes": length,
-                  "plaintext": plain == "1", "congestion_control": cc, "bound_s": round(bound, 2),
+                  "plaintext": plain == "1", "congestion_control": cc,
+                  "upload_rate": os.environ.get("UPLOAD_RATE") or None, "bound_s": round(bound, 2),
                   "completion_s": [round(t, 2) for t in done],
                   "all_done_s": round(max(done), 2) if done and not failed else None,
                   "all_done_over_bound": round(max(done) / bound, 2) if done and not failed else None,

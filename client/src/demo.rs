@@ -84,7 +84,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             l,
             trackers.clone(),
             dir.join(format!("state-{name}")),
-            oneshot::limits(),
+            oneshot::limits(None),
             backend,
             args.plaintext,
         )

@@ -51,6 +51,12 @@ struct NodeArgs {
     /// without this flag refuses). Tracker links stay encrypted.
     #[arg(long)]
     plaintext: bool,
+    /// Upload at most this fast, e.g. 40mbit or 5MB (bytes per second):
+    /// each peer served is paced at its share. Set a little below your
+    /// uplink's rate, so that nothing queues there and every peer gets an
+    /// even share [default: no limit].
+    #[arg(long, value_name = "RATE")]
+    upload_rate: Option<ringshare_engine::slots::UploadRate>,
 }
 
 /// A line from standard input, with the channel to say it was handled.
@@ -106,8 +112,14 @@ async fn run(args: NodeArgs) -> Result<()> {
     let listener = oneshot::bind_piece_server(args.listen)?;
     let state_dir = args.state_dir.unwrap_or_else(oneshot::default_state_dir);
     let backend = oneshot::backend(args.io)?;
-    let mut node =
-        Node::new(listener, trackers, state_dir, oneshot::limits(), backend, args.plaintext)?;
+    let mut node = Node::new(
+        listener,
+        trackers,
+        state_dir,
+        oneshot::limits(args.upload_rate),
+        backend,
+        args.plaintext,
+    )?;
     if args.plaintext {
         eprintln!(
             "ringshare: peer links are PLAINTEXT (--plaintext): not encrypted, not authenticated"

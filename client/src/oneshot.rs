@@ -23,6 +23,7 @@ use ringshare_engine::fetch::{Download, Status, LINKS_OPENED, LINKS_REUSED};
 use ringshare_engine::names;
 use ringshare_engine::proto::{FileEntry, Refusal};
 use ringshare_engine::serve::{Backend, ServerLimits};
+use ringshare_engine::slots::UploadRate;
 use ringshare_engine::tracker_info::TrackerList;
 use std::io::Write;
 
@@ -60,6 +61,12 @@ pub struct NodeLogin {
     /// without this flag refuses). Tracker links stay encrypted.
     #[arg(long)]
     pub plaintext: bool,
+    /// Upload at most this fast, e.g. 40mbit or 5MB (bytes per second):
+    /// each peer served is paced at its share. Set a little below your
+    /// uplink's rate, so that nothing queues there and every peer gets an
+    /// even share [default: no limit].
+    #[arg(long, value_name = "RATE")]
+    pub upload_rate: Option<UploadRate>,
 }
 
 /// Download files and exit: 0 when every selected file is complete and
@@ -788,10 +795,11 @@ pub fn backend(flag: Option<Backend>) -> Result<Backend> {
     Ok(backend)
 }
 
-/// Piece server limits; `RINGSHARE_SERVE_DELAY_MS` slows every piece served
-/// (fault injection for tests and demos).
-pub fn limits() -> ServerLimits {
-    let mut limits = ServerLimits::default();
+/// Piece server limits, with the node's upload rate;
+/// `RINGSHARE_SERVE_DELAY_MS` slows every piece served (fault injection for
+/// tests and demos).
+pub fn limits(upload_rate: Option<UploadRate>) -> ServerLimits {
+    let mut limits = ServerLimits { upload_rate, ..ServerLimits::default() };
     if let Some(ms) = std::env::var("RINGSHARE_SERVE_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
         limits.piece_delay = Duration::from_millis(ms);
     }
@@ -828,7 +836,7 @@ async fn login_node(login: &NodeLogin) -> Result<Node> {
         listener,
         list,
         default_state_dir(),
-        limits(),
+        limits(login.upload_rate),
         backend(login.io)?,
         login.plaintext,
     )?;

@@ -55,8 +55,9 @@ fn share_then_get() {
     std::fs::write(&pw_b, "pw-b\n").unwrap();
 
     let state = dir.path().join("state-share");
+    // Paced: each downloader served at its share of the upload rate.
     let mut sharer = Command::new(bin("ringshare"))
-        .args(["share", "--trackers"])
+        .args(["share", "--upload-rate", "200mbit", "--trackers"])
         .arg(&info)
         .args(["--user", "alice", "--password-file"])
         .arg(&pw_a)
@@ -89,6 +90,22 @@ fn share_then_get() {
     let out = get("payload.bin", &dest);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&file).unwrap());
+
+    // A rate it cannot read: one error line naming it, nothing fetched.
+    let out = Command::new(bin("ringshare"))
+        .args(["get", "--upload-rate", "fast", "--trackers"])
+        .arg(&info)
+        .args(["--user", "bob", "--password-file"])
+        .arg(&pw_b)
+        .args(["g", "payload.bin"])
+        .arg(dir.path().join("never"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+    assert!(err.contains("upload rate \"fast\""), "{err}");
+    assert!(!dir.path().join("never").exists());
 
     let out = get("missing.bin", &dir.path().join("nothing"));
     assert!(!out.status.success());

@@ -482,6 +482,9 @@ pub struct ServerLimits {
     /// Connections sending piece data at once, first come first served,
     /// one piece per turn ([`crate::slots`]; 0: no limit).
     pub send_slots: usize,
+    /// The node's upload rate: each connection sending a piece is paced at
+    /// its share ([`crate::slots::UploadRate`]; `None`: TCP's own pace).
+    pub upload_rate: Option<crate::slots::UploadRate>,
 }
 
 impl Default for ServerLimits {
@@ -495,6 +498,7 @@ impl Default for ServerLimits {
             idle_timeout: Duration::from_secs(120),
             piece_delay: Duration::ZERO,
             send_slots: crate::slots::SEND_SLOTS,
+            upload_rate: None,
         }
     }
 }

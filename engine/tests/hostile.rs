@@ -579,3 +579,30 @@ fn a_file_is_served_to_at_most_max_downloaders_at_once_on(backend: Backend) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A server given an upload rate paces each piece at its share of it and
+/// still serves every piece whole, to several downloaders at once, on
+/// both backends. (How fast is measured in perf/crowd.sh, not here.)
+#[test]
+fn a_server_with_an_upload_rate_serves_every_piece() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, meta) = source(dir.path(), 6 * PIECE_LEN as usize + 1234);
+        let rate = "400mbit".parse().unwrap();
+        let limits = ServerLimits { upload_rate: Some(rate), ..ServerLimits::default() };
+        let srv = server_on(&p, &meta, limits, backend);
+        let subs: Vec<_> = (0..3)
+            .map(|i| {
+                let sub = dir.path().join(format!("d{i}"));
+                fs::create_dir(&sub).unwrap();
+                let (d, rx) = download(&sub, &meta, vec![srv.addr()], backend);
+                (sub, d, rx)
+            })
+            .collect();
+        for (sub, d, rx) in subs {
+            wait_complete(&rx);
+            d.wait();
+            assert!(fs::read(sub.join("out.bin")).unwrap() == fs::read(&p).unwrap(), "{backend:?}");
+        }
+    }
+}

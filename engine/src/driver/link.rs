@@ -51,7 +51,35 @@ pub(crate) enum PeerStream {
     Secure(Box<BlockingSecureStream<TcpStream>>),
 }
 
+/// Paces what `fd` sends at `bytes_per_s` (`SO_MAX_PACING_RATE`, which TCP
+/// honours by itself, with or without the `fq` qdisc).
+pub(crate) fn pace(fd: std::os::fd::RawFd, bytes_per_s: u64) {
+    // SAFETY: setsockopt reads the u64 for the length given; `fd` is the
+    // caller's open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MAX_PACING_RATE,
+            (&bytes_per_s as *const u64).cast(),
+            std::mem::size_of::<u64>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!("cannot pace a piece connection: {}", std::io::Error::last_os_error());
+    }
+}
+
 impl PeerStream {
+    /// The socket under the link.
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Self::Plain(tcp) => tcp.as_raw_fd(),
+            Self::Secure(s) => s.get_ref().as_raw_fd(),
+        }
+    }
+
     /// The downloader's end: the encrypted link to a server that must prove
     /// `expect` (any key when `None`), or plain TCP when asked for.
     pub(crate) fn connect(

@@ -257,6 +257,13 @@ impl SlotGate {
     }
 }
 
+impl SlotGate {
+    /// Slots held now.
+    fn busy(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0.busy()
+    }
+}
+
 /// Why [`SlotGate::acquire`] gave up.
 enum NoSlot {
     /// The server stops.
@@ -473,6 +480,9 @@ fn serve_session(
             let (i, _) = least(&asked);
             let (piece, offset, file_offset, len) = asked.remove(i).expect("in range");
             file.note_sent(session, piece);
+            if let Some(rate) = limits.upload_rate {
+                crate::link::pace(stream.raw_fd(), rate.share(gate.busy()));
+            }
             if !limits.piece_delay.is_zero() {
                 thread::sleep(limits.piece_delay);
             }

@@ -34,6 +34,7 @@
 //! serving each other (simulator, docs/PERFORMANCE.md, "Busy answers").
 
 use std::collections::VecDeque;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 /// Connections of one node that send piece data at once. Simulator
@@ -56,6 +57,70 @@ pub const SLOT_HOLD: Duration = Duration::from_secs(1);
 /// 1 s 1.38×, 500 ms 1.34×, 250 ms 1.31×, 100 ms 1.28×. Each answer costs
 /// the downloader a round trip to ask elsewhere, so not shorter.
 pub const BUSY_AFTER: Duration = Duration::from_millis(250);
+
+/// A node's upload rate, as its user gives it (`--upload-rate`): the
+/// piece servers pace each connection sending a piece at its share of it
+/// ([`UploadRate::share`], set as the socket's `SO_MAX_PACING_RATE` when
+/// the piece starts). Below the uplink's own rate, nothing queues at the
+/// uplink, and TCP no longer divides it: on the namespace testbed's crowd
+/// of 12 (BBR, a bridge with no delay and 50 ms queues), connections of
+/// one host ran with windows of 4 to 154 segments side by side, and the
+/// downloaders whose links came out worst finished last
+/// (docs/PERFORMANCE.md, twenty-fourth session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadRate(u64);
+
+impl UploadRate {
+    /// The least rate taken: 8 kbit/s.
+    pub const MIN_BYTES_PER_S: u64 = 1000;
+
+    /// The rate, bytes per second.
+    pub fn bytes_per_s(self) -> u64 {
+        self.0
+    }
+
+    /// Each connection's pace while `senders` send at once (the one asking
+    /// among them), bytes per second.
+    pub fn share(self, senders: usize) -> u64 {
+        (self.0 / senders.max(1) as u64).max(1)
+    }
+}
+
+impl FromStr for UploadRate {
+    type Err = String;
+
+    /// `40mbit`, `800kbit`, `1.5gbit`, `64000bit` (bits per second, powers
+    /// of 1000), `5MB`, `600kB`, `1GB` (bytes per second), or a plain number
+    /// of bytes per second; units in either case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            format!("upload rate {s:?}: expected a rate such as 40mbit, 800kbit or 5MB (bytes per second)")
+        };
+        let t = s.trim().to_ascii_lowercase();
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let value: f64 = num.parse().map_err(|_| bad())?;
+        let per_byte = match unit {
+            "" | "b" => 1.0,
+            "kb" => 1e3,
+            "mb" => 1e6,
+            "gb" => 1e9,
+            "bit" => 1.0 / 8.0,
+            "kbit" => 1e3 / 8.0,
+            "mbit" => 1e6 / 8.0,
+            "gbit" => 1e9 / 8.0,
+            _ => return Err(bad()),
+        };
+        let bytes = value * per_byte;
+        if !bytes.is_finite() || bytes < Self::MIN_BYTES_PER_S as f64 {
+            return Err(format!("upload rate {s:?}: at least 8kbit (1000 bytes per second)"));
+        }
+        if bytes >= u64::MAX as f64 {
+            return Err(bad());
+        }
+        Ok(Self(bytes as u64))
+    }
+}
 
 /// The slots of one node (see the module docs); `K` names a connection.
 #[derive(Debug, Clone)]
@@ -180,6 +245,37 @@ impl<K: Copy + PartialEq> SendSlots<K> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn upload_rates_read_in_bits_or_bytes() {
+        let r = |s: &str| s.parse::<UploadRate>().map(UploadRate::bytes_per_s);
+        assert_eq!(r("50mbit"), Ok(6_250_000));
+        assert_eq!(r("47Mbit"), Ok(5_875_000));
+        assert_eq!(r("1.5gbit"), Ok(187_500_000));
+        assert_eq!(r("800kbit"), Ok(100_000));
+        assert_eq!(r("64000bit"), Ok(8000));
+        assert_eq!(r("5MB"), Ok(5_000_000));
+        assert_eq!(r("600kB"), Ok(600_000));
+        assert_eq!(r(" 1GB "), Ok(1_000_000_000));
+        assert_eq!(r("12000"), Ok(12_000));
+        assert_eq!(r("8kbit"), Ok(1000));
+        for bad in
+            ["", "mbit", "abc", "-5mbit", "5 mbit", "5mbps", "1e9", "0", "7kbit", "0.5", "1..2MB"]
+        {
+            assert!(r(bad).is_err(), "{bad:?} was taken");
+        }
+        assert!(r("99999999999999999999999gbit").is_err());
+    }
+
+    #[test]
+    fn each_sender_is_paced_at_its_share() {
+        let rate: UploadRate = "48mbit".parse().unwrap();
+        assert_eq!(rate.share(1), 6_000_000);
+        assert_eq!(rate.share(0), 6_000_000, "the one asking counts");
+        assert_eq!(rate.share(16), 375_000);
+        let least: UploadRate = "8kbit".parse().unwrap();
+        assert_eq!(least.share(10_000), 1, "never a pace of zero (unlimited)");
+    }
 
     #[test]
     fn first_come_first_served_one_piece_per_turn() {

@@ -508,6 +508,9 @@ impl Conn {
         };
         if let (Some(piece), Some(f)) = (next, &self.served) {
             f.note_sent(&mut self.session, piece);
+            if let Some(rate) = ctx.limits.upload_rate {
+                crate::link::pace(self.stream.as_raw_fd(), rate.share(ctx.slots.busy()));
+            }
             if tracing::enabled!(tracing::Level::TRACE) {
                 let to = self.stream.peer_addr().ok();
                 tracing::trace!(piece, to = ?to, "piece sending");
