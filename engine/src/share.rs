@@ -483,7 +483,9 @@ pub struct ServerLimits {
     /// one piece per turn ([`crate::slots`]; 0: no limit).
     pub send_slots: usize,
     /// The node's upload rate: each connection sending a piece is paced at
-    /// its share ([`crate::slots::UploadRate`]; `None`: TCP's own pace).
+    /// its share of it, the rate over the upload slots held
+    /// ([`crate::slots::UploadRate`]; with no slot limit, each at the whole
+    /// rate; `None`: TCP's own pace).
     pub upload_rate: Option<crate::slots::UploadRate>,
 }
 
