@@ -938,6 +938,13 @@ impl<'a> Sim<'a> {
         plan.sent(p)
     }
 
+    /// Whether connection `c`'s server, a seed, defers `piece`
+    /// ([`ServerSession::defers_at`]).
+    fn defers(&mut self, c: usize, piece: u32, now: Instant) -> bool {
+        let plan = self.hosts[self.conns[c].server].plan.as_mut().map(|p| (p, now));
+        self.conns[c].session.defers_at(piece, plan)
+    }
+
     /// The server end sends the next queued piece of connection `c`, once
     /// it holds one of its server's upload slots.
     fn start_next(&mut self, c: usize) {
@@ -970,10 +977,7 @@ impl<'a> Sim<'a> {
             let plan = self.hosts[s].plan.as_mut().map(|p| (p, now));
             let answer = if self.conns[c].session.withhold_at(piece, plan) {
                 ToClient::Reject(piece)
-            } else if self.sc.busy_answers && {
-                let plan = self.hosts[s].plan.as_mut().map(|p| (p, now));
-                self.conns[c].session.defers_at(piece, plan)
-            } {
+            } else if self.sc.busy_answers && self.defers(c, piece, now) {
                 ToClient::Busy(piece)
             } else {
                 break piece;

@@ -220,6 +220,11 @@ impl SlotGate {
         Self { state: Mutex::new((SendSlots::new(limit), HashSet::new())), handed: Condvar::new() }
     }
 
+    /// Slots held now.
+    fn busy(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0.busy()
+    }
+
     /// Waits for a slot for connection `id` (a piece of `rank`,
     /// [`SendSlots::acquire_ranked`]). Each waiter hands on, every tick,
     /// slots held past their time. Gives up once the server stops, or, if
@@ -254,13 +259,6 @@ impl SlotGate {
             }
             g = self.handed.wait_timeout(g, TICK).unwrap_or_else(|p| p.into_inner()).0;
         }
-    }
-}
-
-impl SlotGate {
-    /// Slots held now.
-    fn busy(&self) -> usize {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).0.busy()
     }
 }
 
