@@ -1,7 +1,8 @@
 //! Where a download's pieces live until it completes.
 //!
 //! `<destination>.part` is preallocated to the file's length (fallocate, so a
-//! full disk shows up at the start, not mid-download) and written piece by
+//! full disk shows up at the start, not mid-download; a file of one piece is
+//! only sized, its one write following at once) and written piece by
 //! piece at the pieces' offsets. Pieces are written with `O_DIRECT` where
 //! the filesystem allows it: the data goes from the piece buffer to the
 //! disk without a copy into the page cache (that copy cost more CPU than
@@ -196,7 +197,14 @@ impl PartFile {
             if current != 0 {
                 file.set_len(0).map_err(StoreError::io("truncate", &part))?;
             }
-            preallocate(&file, meta.len).map_err(StoreError::io("preallocate", &part))?;
+            if pieces == 1 {
+                // Its one write comes next and allocates as it goes: an
+                // fallocate first was a twentieth of a bulk get's CPU on a
+                // tree of small files (7 % of its system time).
+                file.set_len(meta.len).map_err(StoreError::io("size", &part))?;
+            } else {
+                preallocate(&file, meta.len).map_err(StoreError::io("preallocate", &part))?;
+            }
         }
         let direct = OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(&part).ok();
         let mut this = Self {
@@ -731,6 +739,7 @@ mod tests {
             let (part, have) = PartFile::open(&dest, &meta).unwrap();
             assert_eq!(have.count_ones(), 0);
             assert!(!state.exists());
+            assert_eq!(fs::metadata(part.part_path()).unwrap().len(), meta.len, "sized");
             part.write_piece(0, &bytes).unwrap();
             part.record(0).unwrap();
             part.sync_state().unwrap();
