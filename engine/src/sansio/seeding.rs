@@ -537,10 +537,22 @@ impl SeedPlan {
     /// one ahead, its deferred pieces counted.
     fn top_up(&mut self, v: &mut SeedView, now: Instant) {
         let target = if self.rich(v) { 1 } else { v.target(now, self.live <= 1) };
-        while v.pending + v.queued + v.deferred_n < target {
+        if v.told_all && v.told.is_complete() {
+            // Nothing it was not told of (a scan per request otherwise).
+            return;
+        }
+        // A session told of every piece while alone counts only what this
+        // call offers as open offers: its downloader, shown every piece,
+        // reports no piece it fetches elsewhere (until a piece is kept back
+        // from it), so its untaken offers are not offers it may still take
+        // up, and counted they left no room to offer a kept-back piece
+        // again.
+        let mut open = if v.told_all { 0 } else { v.pending };
+        while open + v.queued + v.deferred_n < target {
             let Some(p) = self.least_copied(v) else { break };
             v.told.set(p);
             v.pending += 1;
+            open += 1;
             // A session told everything while alone counts a piece when it
             // takes it (told again what was kept back from it, likewise).
             if !v.told_all {
@@ -609,6 +621,44 @@ mod tests {
         plan.close(alone);
         assert_eq!(plan.copies(0) + plan.copies(1), 2);
         assert_eq!((0..64).map(|i| plan.copies(i)).sum::<u32>(), 2 + 11 * MIN_OFFERS);
+    }
+
+    /// A downloader that opened alone was told of every piece, so it tells
+    /// the seed nothing of what it fetches elsewhere (the seed shows it
+    /// every piece) until the seed keeps back a piece it asked for, which
+    /// had gone out already while a crowd got its first copies. Once the
+    /// crowd has every first copy, that piece is offered again. (Counted
+    /// as offers still open, the pieces it fetched elsewhere unreported
+    /// left no room for it: on the namespace testbed a downloader left
+    /// alone with the seed lacked four such pieces and failed after 60 s.)
+    #[test]
+    fn a_piece_kept_back_from_a_session_told_everything_is_offered_again() {
+        let t = Instant::now();
+        let mut plan = SeedPlan::new(4, 1);
+        let mut first = plan.open(t);
+        let mut crowd = plan.open(t);
+        let send_to_crowd = |plan: &mut SeedPlan, crowd: &mut SeedView| {
+            let p = *offered(crowd).iter().find(|&&p| !crowd.taken.get(p))?;
+            assert!(plan.on_request(crowd, p, t));
+            plan.note_sent_to(crowd, p);
+            plan.on_sent(crowd, t);
+            Some(p)
+        };
+        let early = send_to_crowd(&mut plan, &mut crowd).unwrap();
+        // Passed on to the first session, which does not report it.
+        send_to_crowd(&mut plan, &mut crowd).unwrap();
+        assert!(!plan.on_request(&mut first, early, t), "kept back: it went out already");
+        assert!(!first.told().get(early));
+        // The seed sends the crowd the other pieces; the first session gets
+        // them from it and reports them now.
+        let rest: Vec<u32> = std::iter::from_fn(|| send_to_crowd(&mut plan, &mut crowd)).collect();
+        assert_eq!(rest.len(), 2);
+        first.take_offers();
+        for p in rest {
+            plan.on_have(&mut first, p, t);
+        }
+        assert!(first.told().get(early), "offered again");
+        assert_eq!(first.take_offers(), vec![early]);
     }
 
     #[test]
