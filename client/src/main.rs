@@ -52,9 +52,9 @@ struct NodeArgs {
     #[arg(long)]
     plaintext: bool,
     /// Upload at most this fast, e.g. 40mbit or 5MB (bytes per second):
-    /// each peer served is paced at its share. Set a little below your
-    /// uplink's rate, so that nothing queues there and every peer gets an
-    /// even share [default: no limit].
+    /// each peer served is paced at its share, so every peer gets an even
+    /// share. Roughly your uplink's rate; a little below it, nothing queues
+    /// there either [default: no limit].
     #[arg(long, value_name = "RATE")]
     upload_rate: Option<ringshare_engine::slots::UploadRate>,
 }
