@@ -61,12 +61,14 @@ pub const BUSY_AFTER: Duration = Duration::from_millis(250);
 /// A node's upload rate, as its user gives it (`--upload-rate`): the
 /// piece servers pace each connection sending a piece at its share of it
 /// ([`UploadRate::share`], set as the socket's `SO_MAX_PACING_RATE` when
-/// the piece starts). Below the uplink's own rate, nothing queues at the
-/// uplink, and TCP no longer divides it: on the namespace testbed's crowd
-/// of 12 (BBR, a bridge with no delay and 50 ms queues), connections of
-/// one host ran with windows of 4 to 154 segments side by side, and the
-/// downloaders whose links came out worst finished last
-/// (docs/PERFORMANCE.md, twenty-fourth session).
+/// the piece starts). Each peer is then held to its share instead of what
+/// TCP gives it: on the namespace testbed's crowd of 12 (BBR, a bridge
+/// with no delay and 50 ms queues), connections of one host ran with
+/// windows of 4 to 154 segments side by side, and the downloaders whose
+/// links came out worst finished last (docs/PERFORMANCE.md, twenty-fourth
+/// session). A rate a tenth over the uplink's evens the shares as well as
+/// one under it (twenty-fifth session); under it, nothing queues at the
+/// uplink either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UploadRate(u64);
 
