@@ -149,6 +149,12 @@ pub struct SeedView {
     /// copies (only what it takes is), so a crowd that forms after it is
     /// offered pieces as if it had not been told.
     told_all: bool,
+    /// Told of every piece at some point, like a session `told_all`: its
+    /// downloader then sees this seed holding everything and reports no
+    /// piece it fetches elsewhere (`crate::download` sends a `have` only to
+    /// peers that do not show every piece), so offers it had not taken up
+    /// by then may never be.
+    shown_all: bool,
     /// Asked for and served, not yet sent.
     queued: u32,
     /// Where its scans start.
@@ -421,6 +427,7 @@ impl SeedPlan {
             taken: Bitfield::new(n),
             pending: if alone { n } else { 0 },
             told_all: alone,
+            shown_all: alone,
             queued: 0,
             cursor,
             asked: [0, 0],
@@ -537,17 +544,17 @@ impl SeedPlan {
     /// one ahead, its deferred pieces counted.
     fn top_up(&mut self, v: &mut SeedView, now: Instant) {
         let target = if self.rich(v) { 1 } else { v.target(now, self.live <= 1) };
-        if v.told_all && v.told.is_complete() {
+        if v.told.is_complete() {
             // Nothing it was not told of (a scan per request otherwise).
+            v.shown_all = true;
             return;
         }
-        // A session told of every piece while alone counts only what this
-        // call offers as open offers: its downloader, shown every piece,
-        // reports no piece it fetches elsewhere (until a piece is kept back
-        // from it), so its untaken offers are not offers it may still take
-        // up, and counted they left no room to offer a kept-back piece
-        // again.
-        let mut open = if v.told_all { 0 } else { v.pending };
+        // A session once told of every piece counts only what this call
+        // offers as open offers: its downloader, shown every piece, reports
+        // no piece it fetches elsewhere (until a piece is kept back from
+        // it), so its untaken offers are not offers it may still take up,
+        // and counted they left no room to offer a kept-back piece again.
+        let mut open = if v.shown_all { 0 } else { v.pending };
         while open + v.queued + v.deferred_n < target {
             let Some(p) = self.least_copied(v) else { break };
             v.told.set(p);
@@ -560,6 +567,9 @@ impl SeedPlan {
             }
             v.fresh.push(p);
             v.cursor = if p + 1 == v.told.len() { 0 } else { p + 1 };
+        }
+        if v.told.is_complete() {
+            v.shown_all = true;
         }
     }
 
@@ -659,6 +669,55 @@ mod tests {
         }
         assert!(first.told().get(early), "offered again");
         assert_eq!(first.take_offers(), vec![early]);
+    }
+
+    /// The same for a downloader that was not first at the seed but was
+    /// offered every piece in turn: from then on it too reports nothing it
+    /// fetches elsewhere, so an offer it never took stays open. Once the
+    /// crowd has every first copy, its request for the kept-back piece
+    /// (the downloader asks again when it has nothing else to ask for,
+    /// `crate::download::REJECT_RETRY`) has it offered again.
+    #[test]
+    fn a_piece_kept_back_from_a_session_offered_everything_is_offered_again() {
+        let t = Instant::now();
+        let mut plan = SeedPlan::new(4, 1);
+        let mut first = plan.open(t);
+        let mut x = plan.open(t);
+        assert!(!x.told_all);
+        let mut asked = Vec::new();
+        loop {
+            let untaken: Vec<u32> = offered(&x).into_iter().filter(|&p| !x.taken.get(p)).collect();
+            if x.told().is_complete() && untaken.len() == 1 {
+                break;
+            }
+            assert!(plan.on_request(&mut x, untaken[0], t));
+            asked.push(untaken[0]);
+        }
+        // The offer it never takes: it fetches that piece elsewhere, and
+        // tells the seed nothing (the seed shows every piece).
+        let unreported = *offered(&x).iter().find(|&&p| !x.taken.get(p)).unwrap();
+        let kept = asked[0];
+        for &p in &asked[1..] {
+            plan.note_sent_to(&mut x, p);
+            plan.on_sent(&mut x, t);
+        }
+        // Its request for `kept` is cancelled; the first session takes it.
+        plan.on_sent(&mut x, t);
+        assert!(plan.on_request(&mut first, kept, t));
+        plan.note_sent_to(&mut first, kept);
+        plan.on_sent(&mut first, t);
+        assert!(!plan.on_request(&mut x, kept, t), "kept back: it went out already");
+        assert!(!x.told().get(kept));
+        // The last first copy goes out.
+        assert!(plan.on_request(&mut first, unreported, t));
+        plan.note_sent_to(&mut first, unreported);
+        plan.on_sent(&mut first, t);
+        x.take_offers();
+        // Seconds later it asks again for the piece it still lacks.
+        let later = t + Duration::from_secs(3);
+        assert!(!plan.on_request(&mut x, kept, later), "not offered when asked");
+        assert_eq!(x.take_offers(), vec![kept], "offered now");
+        assert!(plan.on_request(&mut x, kept, later));
     }
 
     #[test]
