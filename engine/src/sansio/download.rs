@@ -80,6 +80,14 @@ const STEAL_RETRY: Duration = Duration::from_millis(250);
 /// that piece again (its upload slots were taken for
 /// [`crate::slots::BUSY_AFTER`]): the piece is asked of others meanwhile.
 pub const BUSY_SNOOZE: Duration = Duration::from_secs(2);
+/// How long a download with nothing to ask of anyone waits before it asks
+/// peers again for the pieces they answered with `reject`. A seed keeps a
+/// piece back while a crowd gets its first copies and offers it again
+/// later (`crate::seeding`), but only on a request or a `have` from the
+/// downloader: one left with nothing else to fetch sends neither. (The
+/// wait does not count as a peer serving: one that rejects every time
+/// still fails the download at [`NO_PEER_LIMIT`].)
+pub const REJECT_RETRY: Duration = Duration::from_secs(5);
 /// Most peers one download connects to at once (BitTorrent clients keep
 /// 50–80): a swarm of thousands would otherwise have every downloader
 /// connect to every other.
@@ -195,6 +203,9 @@ struct Peer {
     path_rtt: Duration,
     /// Pieces it answered with `busy`, left out of `bits` until then.
     snoozed: Vec<(u32, Instant)>,
+    /// Pieces it showed and answered with `reject`, left out of `bits`
+    /// until the download has nothing to ask of anyone ([`REJECT_RETRY`]).
+    rejected: Vec<u32>,
 }
 
 impl Peer {
@@ -267,6 +278,11 @@ pub struct DownloadCore {
     /// connected: [`PEER_RETRY`] up to [`PEER_REFRESH`].
     refresh_every: Duration,
     last_peer_seen: Instant,
+    /// When rejected pieces were last asked for again ([`REJECT_RETRY`]).
+    last_retry: Instant,
+    /// Pieces were asked for again and none has arrived since: requests
+    /// and pieces shown do not count as a peer serving meanwhile.
+    retrying: bool,
     last_sync: Instant,
     /// No steal is looked for before this (a look that found none holds
     /// the next off for [`STEAL_RETRY`]: an idle peer asks at every event).
@@ -318,6 +334,8 @@ impl DownloadCore {
             last_refresh: None,
             refresh_every: PEER_RETRY,
             last_peer_seen: now,
+            last_retry: now,
+            retrying: false,
             last_sync: now,
             steal_hold: None,
             unsynced: false,
@@ -450,6 +468,7 @@ impl DownloadCore {
                     last_bytes: now,
                     path_rtt: Duration::ZERO,
                     snoozed: Vec::new(),
+                    rejected: Vec::new(),
                 },
             );
             self.by_addr.insert(addr, id);
@@ -613,6 +632,8 @@ impl DownloadCore {
                 self.picker.peer_lacks(piece);
                 if busy {
                     p.snoozed.push((piece, now + BUSY_SNOOZE));
+                } else {
+                    p.rejected.push(piece);
                 }
             }
         } else if !p.cancelled.remove(&piece) {
@@ -620,6 +641,24 @@ impl DownloadCore {
         }
         self.fill(peer, now);
         self.flush();
+    }
+
+    /// Pieces still missing that an active peer rejected count as its
+    /// again ([`REJECT_RETRY`]); whether there were any.
+    fn show_rejected(&mut self) -> bool {
+        let mut any = false;
+        for p in self.peers.values_mut() {
+            if p.stage != Stage::Active {
+                continue;
+            }
+            for piece in p.rejected.drain(..) {
+                if self.picker.is_missing(piece) && p.bits.set(piece) {
+                    self.picker.peer_has(piece);
+                    any = true;
+                }
+            }
+        }
+        any
     }
 
     /// Pieces snoozed at a peer ([`on_refusal`](Self::on_refusal)) whose time
@@ -676,6 +715,7 @@ impl DownloadCore {
         p.flow.on_arrival(sent, len as u64, now);
         let addr = p.addr;
         let fate = if self.picker.received(piece, peer) {
+            self.retrying = false;
             self.in_hand.insert(piece, InHand { peer, addr, sent, hashed: false });
             PieceFate::Verify
         } else {
@@ -810,10 +850,20 @@ impl DownloadCore {
         // downloaders of a swarm whose sources left) keep no download
         // waiting forever.
         let serving = !self.in_hand.is_empty()
-            || self.peers.values().any(|p| !p.outstanding.is_empty() && p.stage == Stage::Active)
-            || self.picker.any_missing_available();
+            || (!self.retrying
+                && (self
+                    .peers
+                    .values()
+                    .any(|p| !p.outstanding.is_empty() && p.stage == Stage::Active)
+                    || self.picker.any_missing_available()));
         if serving {
             self.last_peer_seen = now;
+        } else if now.saturating_duration_since(self.last_peer_seen.max(self.last_retry))
+            >= REJECT_RETRY
+            && self.show_rejected()
+        {
+            self.last_retry = now;
+            self.retrying = true;
         }
         // A peer that had to give requests back is not refilled in the same
         // tick: the others get the first pick of what it gave back.
@@ -1945,6 +1995,93 @@ mod tests {
             })
             .collect();
         assert!(!again.contains(&asked[0]), "{again:?}");
+    }
+
+    /// A seed keeps back a piece while a crowd gets its first copies and
+    /// offers it again only when the downloader asks or reports: a
+    /// downloader with nothing else to fetch asks again for what it was
+    /// refused, after [`REJECT_RETRY`] — and one refused every time still
+    /// fails [`NO_PEER_LIMIT`] after it was last served.
+    #[test]
+    fn a_rejected_piece_is_asked_for_again_when_nothing_else_is_left() {
+        let t0 = Instant::now();
+        let pieces = 4;
+        let len = PIECE_LEN as u32;
+        let mut core = fresh(pieces, 1, t0);
+        core.add_peers(&[addr(1)], t0);
+        core.connected(0, t0);
+        core.on_message(0, &Message::Bitfield(Bitfield::full(pieces).as_bytes()), t0);
+        let asked = requests_in(&std::iter::from_fn(|| core.poll_action()).collect::<Vec<_>>(), 0);
+        assert_eq!(asked.len(), pieces as usize, "{asked:?}");
+        let kept = asked[0];
+        core.on_message(0, &Message::Reject { piece: kept, offset: 0, len }, t0);
+        for &p in &asked[1..] {
+            assert_eq!(core.on_piece(0, p, 0, PIECE_LEN as usize, t0), PieceFate::Verify);
+            assert!(core.piece_hashed(p, digest(p)));
+            core.piece_written(p, Ok(()), t0);
+        }
+        let served_last = t0;
+        let mut now = t0;
+        let mut retries = Vec::new();
+        let mut failed = None;
+        while failed.is_none() && now < t0 + NO_PEER_LIMIT + Duration::from_secs(10) {
+            now += Duration::from_millis(250);
+            core.tick(now);
+            let actions: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+            for a in &actions {
+                if let Action::Failed(why) = a {
+                    failed = Some((now, why.clone()));
+                }
+            }
+            for p in requests_in(&actions, 0) {
+                assert_eq!(p, kept);
+                retries.push(now);
+                // Refused again, every time.
+                core.on_message(0, &Message::Reject { piece: p, offset: 0, len }, now);
+            }
+        }
+        assert!(
+            retries.first().is_some_and(|&r| r >= t0 + REJECT_RETRY && r < t0 + REJECT_RETRY * 2),
+            "first asked again at {:?}",
+            retries.first().map(|r| *r - t0)
+        );
+        assert!(retries.len() >= 10, "asked again every {REJECT_RETRY:?}: {}", retries.len());
+        let (at, why) = failed.expect("failed");
+        assert!(why.starts_with("no peer could serve the file for 60s"), "{why}");
+        let waited = at - served_last;
+        assert!(
+            waited > NO_PEER_LIMIT && waited < NO_PEER_LIMIT + Duration::from_secs(1),
+            "{waited:?}"
+        );
+
+        // Offered again after a request: the piece is fetched.
+        let mut core = fresh(pieces, 1, t0);
+        core.add_peers(&[addr(1)], t0);
+        core.connected(0, t0);
+        core.on_message(0, &Message::Bitfield(Bitfield::full(pieces).as_bytes()), t0);
+        let asked = requests_in(&std::iter::from_fn(|| core.poll_action()).collect::<Vec<_>>(), 0);
+        let kept = asked[0];
+        core.on_message(0, &Message::Reject { piece: kept, offset: 0, len }, t0);
+        for &p in &asked[1..] {
+            assert_eq!(core.on_piece(0, p, 0, PIECE_LEN as usize, t0), PieceFate::Verify);
+            assert!(core.piece_hashed(p, digest(p)));
+            core.piece_written(p, Ok(()), t0);
+        }
+        while core.poll_action().is_some() {}
+        let later = t0 + REJECT_RETRY + Duration::from_millis(10);
+        core.tick(later);
+        let actions: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        assert_eq!(requests_in(&actions, 0), vec![kept]);
+        // The seed refuses it (it was not offered) and offers it.
+        core.on_message(0, &Message::Reject { piece: kept, offset: 0, len }, later);
+        core.on_message(0, &Message::Have(kept), later);
+        let actions: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        assert_eq!(requests_in(&actions, 0), vec![kept]);
+        assert_eq!(core.on_piece(0, kept, 0, PIECE_LEN as usize, later), PieceFate::Verify);
+        assert!(core.piece_hashed(kept, digest(kept)));
+        core.piece_written(kept, Ok(()), later);
+        let done = std::iter::from_fn(|| core.poll_action()).any(|a| matches!(a, Action::Complete));
+        assert!(done);
     }
 
     /// The pieces named by the frames sent to `to` that `named` picks out.
