@@ -932,12 +932,15 @@ fn submit_write(shared: &Arc<Shared>, piece: u32, buf: Pooled, len: usize, hash:
             .map_err(|e| e.to_string());
         drop(buf);
         let ok = result.is_ok();
-        let latency = sh.with_core(|c| c.piece_written(piece, result, Instant::now()));
+        // Recorded before the core's actions are applied (the last piece's
+        // completes the download, whose figures are then read).
+        sh.with_core(|c| {
+            if let Some(l) = c.piece_written(piece, result, Instant::now()) {
+                sh.latency.record(l);
+            }
+        });
         if ok {
             sh.served.add_piece(piece);
-        }
-        if let Some(l) = latency {
-            sh.latency.record(l);
         }
     });
 }

@@ -1533,12 +1533,16 @@ impl Driver {
         // Recorded at once (a killed process loses no verified piece).
         let result = result.and_then(|()| shared.part.record(piece).map_err(|e| e.to_string()));
         let ok = result.is_ok();
-        let latency = self.core(id, |c, now| c.piece_written(piece, result, now)).flatten();
+        // The sample is taken before the core's actions are applied: the
+        // last piece's completes the download, and its figures are read as
+        // soon as it is complete.
+        self.core(id, |c, now| {
+            if let Some(l) = c.piece_written(piece, result, now) {
+                shared.latency.record(l);
+            }
+        });
         if ok {
             shared.served.add_piece(piece);
-        }
-        if let Some(l) = latency {
-            shared.latency.record(l);
         }
         self.feed_starved(id);
         self.maybe_release(id);
