@@ -280,8 +280,9 @@ pub struct DownloadCore {
     last_peer_seen: Instant,
     /// When rejected pieces were last asked for again ([`REJECT_RETRY`]).
     last_retry: Instant,
-    /// Pieces were asked for again and none has arrived since: requests
-    /// and pieces shown do not count as a peer serving meanwhile.
+    /// Pieces were asked for again and neither a piece nor a new offer
+    /// (`have`) has come since: requests and pieces shown do not count as
+    /// a peer serving meanwhile.
     retrying: bool,
     last_sync: Instant,
     /// No steal is looked for before this (a look that found none holds
@@ -595,6 +596,9 @@ impl DownloadCore {
             (Stage::Active, Message::Have(i)) if *i < pieces => {
                 if p.bits.set(*i) {
                     self.picker.peer_has(*i);
+                    // An offer: a seed that answered a retry with one
+                    // serves it, however long its queue keeps the request.
+                    self.retrying = false;
                 }
                 None
             }
@@ -2077,9 +2081,23 @@ mod tests {
         core.on_message(0, &Message::Have(kept), later);
         let actions: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
         assert_eq!(requests_in(&actions, 0), vec![kept]);
-        assert_eq!(core.on_piece(0, kept, 0, PIECE_LEN as usize, later), PieceFate::Verify);
+        // Offered, the request counts as served however long it waits in
+        // the seed's queue (the seed heard from meanwhile): no failure 60 s
+        // after the last piece.
+        let mut now = later;
+        while now < t0 + NO_PEER_LIMIT + Duration::from_secs(10) {
+            now += Duration::from_millis(250);
+            if (now - later).as_millis() % 5000 == 0 {
+                core.on_message(0, &Message::Have(kept), now);
+            }
+            core.tick(now);
+            let failed = std::iter::from_fn(|| core.poll_action())
+                .any(|a| matches!(a, Action::Failed(_) | Action::Close { .. }));
+            assert!(!failed, "at {:?}", now - t0);
+        }
+        assert_eq!(core.on_piece(0, kept, 0, PIECE_LEN as usize, now), PieceFate::Verify);
         assert!(core.piece_hashed(kept, digest(kept)));
-        core.piece_written(kept, Ok(()), later);
+        core.piece_written(kept, Ok(()), now);
         let done = std::iter::from_fn(|| core.poll_action()).any(|a| matches!(a, Action::Complete));
         assert!(done);
     }
