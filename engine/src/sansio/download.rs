@@ -2009,21 +2009,27 @@ mod tests {
     #[test]
     fn a_rejected_piece_is_asked_for_again_when_nothing_else_is_left() {
         let t0 = Instant::now();
-        let pieces = 4;
         let len = PIECE_LEN as u32;
-        let mut core = fresh(pieces, 1, t0);
-        core.add_peers(&[addr(1)], t0);
-        core.connected(0, t0);
-        core.on_message(0, &Message::Bitfield(Bitfield::full(pieces).as_bytes()), t0);
-        let asked = requests_in(&std::iter::from_fn(|| core.poll_action()).collect::<Vec<_>>(), 0);
-        assert_eq!(asked.len(), pieces as usize, "{asked:?}");
-        let kept = asked[0];
-        core.on_message(0, &Message::Reject { piece: kept, offset: 0, len }, t0);
-        for &p in &asked[1..] {
-            assert_eq!(core.on_piece(0, p, 0, PIECE_LEN as usize, t0), PieceFate::Verify);
-            assert!(core.piece_hashed(p, digest(p)));
-            core.piece_written(p, Ok(()), t0);
-        }
+        // One seed showing 4 pieces sends 3 and rejects the first asked for.
+        let refused_one = || {
+            let pieces = 4;
+            let mut core = fresh(pieces, 1, t0);
+            core.add_peers(&[addr(1)], t0);
+            core.connected(0, t0);
+            core.on_message(0, &Message::Bitfield(Bitfield::full(pieces).as_bytes()), t0);
+            let asked =
+                requests_in(&std::iter::from_fn(|| core.poll_action()).collect::<Vec<_>>(), 0);
+            assert_eq!(asked.len(), pieces as usize, "{asked:?}");
+            let kept = asked[0];
+            core.on_message(0, &Message::Reject { piece: kept, offset: 0, len }, t0);
+            for &p in &asked[1..] {
+                assert_eq!(core.on_piece(0, p, 0, PIECE_LEN as usize, t0), PieceFate::Verify);
+                assert!(core.piece_hashed(p, digest(p)));
+                core.piece_written(p, Ok(()), t0);
+            }
+            (core, kept)
+        };
+        let (mut core, kept) = refused_one();
         let served_last = t0;
         let mut now = t0;
         let mut retries = Vec::new();
@@ -2059,18 +2065,7 @@ mod tests {
         );
 
         // Offered again after a request: the piece is fetched.
-        let mut core = fresh(pieces, 1, t0);
-        core.add_peers(&[addr(1)], t0);
-        core.connected(0, t0);
-        core.on_message(0, &Message::Bitfield(Bitfield::full(pieces).as_bytes()), t0);
-        let asked = requests_in(&std::iter::from_fn(|| core.poll_action()).collect::<Vec<_>>(), 0);
-        let kept = asked[0];
-        core.on_message(0, &Message::Reject { piece: kept, offset: 0, len }, t0);
-        for &p in &asked[1..] {
-            assert_eq!(core.on_piece(0, p, 0, PIECE_LEN as usize, t0), PieceFate::Verify);
-            assert!(core.piece_hashed(p, digest(p)));
-            core.piece_written(p, Ok(()), t0);
-        }
+        let (mut core, kept) = refused_one();
         while core.poll_action().is_some() {}
         let later = t0 + REJECT_RETRY + Duration::from_millis(10);
         core.tick(later);
