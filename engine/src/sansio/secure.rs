@@ -424,6 +424,12 @@ pub fn record_at(input: &[u8]) -> Option<&[u8]> {
     input.get(RECORD_HEADER..RECORD_HEADER + len)
 }
 
+/// Bytes [`Link::seal_at`] writes for `plain_len` bytes of plaintext: a
+/// record of at most [`MAX_PLAIN`] bytes, its length prefix and tag each.
+pub fn sealed_len(plain_len: usize) -> usize {
+    plain_len + plain_len.div_ceil(MAX_PLAIN) * (RECORD_HEADER + TAG_LEN)
+}
+
 fn push_record(out: &mut Vec<u8>, body: &[u8]) {
     let len = u16::try_from(body.len()).expect("a Noise message fits a record");
     out.extend_from_slice(&len.to_be_bytes());
@@ -452,6 +458,17 @@ mod tests {
         }
         assert!(plain.is_empty());
         (i, r, a, b)
+    }
+
+    /// `sealed_len` is what sealing writes, at every record boundary.
+    #[test]
+    fn sealed_len_is_what_sealing_writes() {
+        let (mut i, _r, _, _) = pair(None);
+        for n in [0, 1, 13, MAX_PLAIN - 1, MAX_PLAIN, MAX_PLAIN + 1, 3 * MAX_PLAIN, 524_288] {
+            let mut out = Vec::new();
+            let end = i.seal_at(&vec![7; n], &mut out, 5).unwrap();
+            assert_eq!(end - 5, sealed_len(n), "{n} bytes");
+        }
     }
 
     #[test]

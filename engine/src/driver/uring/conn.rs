@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{opcode, types};
 
-use super::tx::{PieceJob, Step, Tx, TxIo};
+use super::tx::{PieceJob, SealBufs, Step, Tx, TxIo};
 use super::{Op, Ring, SendMethod};
 use crate::link::PeerSecurity;
 use crate::meta::Bitfield;
@@ -73,6 +73,8 @@ pub(crate) struct Ctx<'a> {
     /// Connections a released slot was handed to: the driver lets each
     /// send ([`Conn::grant`]) once the current handler returns.
     pub(crate) handed: &'a mut Vec<Key>,
+    /// The driver's buffers for sealing ([`SealBufs`]).
+    pub(crate) bufs: &'a mut SealBufs,
 }
 
 /// Where a connection stands with the upload slots.
@@ -154,6 +156,11 @@ impl Conn {
 
     pub(crate) fn key(&self) -> Key {
         self.key
+    }
+
+    /// The send queue's spent sealed buffer (see [`Tx::take_spare`]).
+    pub(crate) fn take_spare(&mut self) -> Vec<u8> {
+        self.tx.take_spare()
     }
 
     /// Closed and owed no CQE: the slot can be freed.
@@ -526,6 +533,7 @@ impl Conn {
             delay,
             file: self.served.as_deref(),
             seal: self.link.as_deref_mut(),
+            bufs: ctx.bufs,
         };
         match self.tx.kick(&mut io) {
             Ok(delayed) => self.delay_armed |= delayed,

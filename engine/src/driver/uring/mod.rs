@@ -53,6 +53,7 @@ use crate::share::{ConnCaps, ServeTable, ServerLimits, TICK};
 use crate::slots::SendSlots;
 use conn::{Conn, Ctx, Key};
 
+use tx::SealBufs;
 pub use tx::SendMethod;
 
 /// How long a stop waits for the kernel to return every op before it gives
@@ -324,6 +325,8 @@ struct Driver {
     slots: SendSlots<Key>,
     /// Connections handed a slot, to let send ([`Driver::hand_out`]).
     handed: Vec<Key>,
+    /// Buffers for sealing, shared by the connections.
+    bufs: SealBufs,
 }
 
 impl Driver {
@@ -371,6 +374,7 @@ impl Driver {
             stopping: None,
             slots: SendSlots::new(limits.send_slots),
             handed: Vec::new(),
+            bufs: SealBufs::default(),
         };
         match d.arm_driver_ops() {
             Ok(()) => Ok(d),
@@ -491,7 +495,9 @@ impl Driver {
             }
             Op::Cancel => {}
             _ => {
-                let Driver { ring, table, limits, method, delay, conns, slots, handed, .. } = self;
+                let Driver {
+                    ring, table, limits, method, delay, conns, slots, handed, bufs, ..
+                } = self;
                 let Some(Some(c)) = conns.get_mut(key.slot as usize) else {
                     tracing::error!(?op, slot = key.slot, "piece server: CQE for an empty slot");
                     return;
@@ -502,7 +508,7 @@ impl Driver {
                 }
                 let now = Instant::now();
                 let mut ctx =
-                    Ctx { ring, table, limits, method: *method, delay, now, slots, handed };
+                    Ctx { ring, table, limits, method: *method, delay, now, slots, handed, bufs };
                 c.on_cqe(op, res, flags, last, &mut ctx);
                 if c.is_done() {
                     self.free_slot(key.slot);
@@ -577,6 +583,7 @@ impl Driver {
             now,
             slots: &mut self.slots,
             handed: &mut self.handed,
+            bufs: &mut self.bufs,
         };
         c.start(&mut ctx);
         self.live += 1;
@@ -593,8 +600,9 @@ impl Driver {
     }
 
     fn free_slot(&mut self, slot: u32) {
-        if let Some(c) = self.conns.get_mut(slot as usize).and_then(Option::take) {
+        if let Some(mut c) = self.conns.get_mut(slot as usize).and_then(Option::take) {
             debug_assert!(c.is_done());
+            self.bufs.give(c.take_spare());
             self.free.push(slot);
             self.live -= 1;
             if let Some(ip) = self.conn_ips.get_mut(slot as usize).and_then(Option::take) {
@@ -629,18 +637,22 @@ impl Driver {
                 .is_some_and(|c| c.key() == k && c.takes_busy())
         });
         for key in due {
-            let Driver { ring, table, limits, method, delay, conns, slots, handed, .. } = self;
+            let Driver { ring, table, limits, method, delay, conns, slots, handed, bufs, .. } =
+                self;
             let Some(c) = conns[key.slot as usize].as_mut() else { continue };
-            let mut ctx = Ctx { ring, table, limits, method: *method, delay, now, slots, handed };
+            let mut ctx =
+                Ctx { ring, table, limits, method: *method, delay, now, slots, handed, bufs };
             c.bounce(&mut ctx);
             if c.is_done() {
                 self.free_slot(key.slot);
             }
         }
         for slot in 0..self.conns.len() {
-            let Driver { ring, table, limits, method, delay, conns, slots, handed, .. } = self;
+            let Driver { ring, table, limits, method, delay, conns, slots, handed, bufs, .. } =
+                self;
             let Some(c) = conns[slot].as_mut() else { continue };
-            let mut ctx = Ctx { ring, table, limits, method: *method, delay, now, slots, handed };
+            let mut ctx =
+                Ctx { ring, table, limits, method: *method, delay, now, slots, handed, bufs };
             c.on_tick(&mut ctx);
             if c.is_done() {
                 self.free_slot(slot as u32);
@@ -653,12 +665,22 @@ impl Driver {
     /// handed to a connection gone since goes on to the next in line.
     fn hand_out(&mut self) {
         while let Some(key) = self.handed.pop() {
-            let Driver { ring, table, limits, method, delay, conns, slots, handed, .. } = self;
+            let Driver { ring, table, limits, method, delay, conns, slots, handed, bufs, .. } =
+                self;
             match conns.get_mut(key.slot as usize) {
                 Some(Some(c)) if c.key() == key => {
                     let now = Instant::now();
-                    let mut ctx =
-                        Ctx { ring, table, limits, method: *method, delay, now, slots, handed };
+                    let mut ctx = Ctx {
+                        ring,
+                        table,
+                        limits,
+                        method: *method,
+                        delay,
+                        now,
+                        slots,
+                        handed,
+                        bufs,
+                    };
                     c.grant(&mut ctx);
                     if c.is_done() {
                         self.free_slot(key.slot);
@@ -679,9 +701,11 @@ impl Driver {
         }
         let now = Instant::now();
         for slot in 0..self.conns.len() {
-            let Driver { ring, table, limits, method, delay, conns, slots, handed, .. } = self;
+            let Driver { ring, table, limits, method, delay, conns, slots, handed, bufs, .. } =
+                self;
             let Some(c) = conns[slot].as_mut() else { continue };
-            let mut ctx = Ctx { ring, table, limits, method: *method, delay, now, slots, handed };
+            let mut ctx =
+                Ctx { ring, table, limits, method: *method, delay, now, slots, handed, bufs };
             c.close(&mut ctx, "server stopping");
             if c.is_done() {
                 self.free_slot(slot as u32);

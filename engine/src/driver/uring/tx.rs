@@ -146,6 +146,40 @@ pub(crate) struct TxIo<'a> {
     pub(crate) file: Option<&'a ServedFile>,
     /// The encrypted link that seals what is sent (`None`: plaintext).
     pub(crate) seal: Option<&'a mut Link>,
+    /// The driver's buffers for sealing.
+    pub(crate) bufs: &'a mut SealBufs,
+}
+
+/// Buffers for sealing pieces, shared by the connections of one driver
+/// thread. Fresh memory costs a page fault and a cleared page per 4 KiB
+/// touched: with a buffer of each kind per connection, grown piece by
+/// piece (each growth copying what is overwritten anyway), a bulk fetch's
+/// 128 links had the seed clearing fresh pages in a seventh of its samples
+/// (docs/PERFORMANCE.md, twenty-eighth session).
+#[derive(Default)]
+pub(crate) struct SealBufs {
+    /// A piece's plaintext: read from the file and sealed within one call,
+    /// so one serves every connection.
+    plain: Vec<u8>,
+    /// Sealed buffers of connections gone, for the next ones.
+    free: Vec<Vec<u8>>,
+}
+
+impl SealBufs {
+    /// Buffers kept for connections to come.
+    const KEEP: usize = 32;
+
+    /// Keeps a closed connection's sealed buffer for the next one.
+    pub(crate) fn give(&mut self, buf: Vec<u8>) {
+        if buf.capacity() > 0 && self.free.len() < Self::KEEP {
+            self.free.push(buf);
+        }
+    }
+}
+
+/// Bytes a piece of `len` bytes takes sealed, its header's record included.
+fn sealed_piece_len(len: usize) -> usize {
+    crate::secure::sealed_len(PIECE_HEADER_LEN) + crate::secure::sealed_len(len)
 }
 
 /// A connection's send queue.
@@ -159,9 +193,8 @@ pub(crate) struct Tx {
     progress: bool,
     error: Option<String>,
     src: Option<Source>,
-    /// A piece's data before sealing, and a spent sealed buffer: kept at
-    /// their largest size for the next piece (overwritten, never zeroed).
-    plain: Vec<u8>,
+    /// A spent sealed buffer: kept at its largest size for the next piece
+    /// (overwritten, never zeroed).
     spare: Vec<u8>,
 }
 
@@ -266,6 +299,12 @@ impl Tx {
         if self.is_idle() && matches!(self.src, Some(Source::Map(_))) {
             self.src = None;
         }
+    }
+
+    /// The spent sealed buffer, for the driver to keep once the
+    /// connection is gone.
+    pub(crate) fn take_spare(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.spare)
     }
 
     /// Control bytes waiting in the queue.
@@ -465,6 +504,9 @@ impl Tx {
             return Err("nothing to send before the handshake ended".into());
         }
         let mut buf = std::mem::take(&mut self.spare);
+        if buf.capacity() == 0 {
+            buf = io.bufs.free.pop().unwrap_or_default();
+        }
         let err = |e: crate::secure::SecureError| e.to_string();
         let (len, piece_len, delayed) = match item {
             Item::Raw(_) => return Err("raw bytes are not sealed".into()),
@@ -478,19 +520,29 @@ impl Tx {
                 let mut header = Vec::with_capacity(PIECE_HEADER_LEN);
                 peer::encode_piece_header(job.piece, job.offset, job.len as usize, &mut header)
                     .ok_or("piece too large")?;
-                let at = link.seal_at(&header, &mut buf, 0).map_err(err)?;
                 let n = job.len as usize;
-                if self.plain.len() < n {
-                    self.plain.resize(n, 0);
+                // Sized at once for the largest piece: growing would copy
+                // (and fault in) bytes that are overwritten anyway.
+                let most = sealed_piece_len(n.max(PIECE_LEN as usize));
+                if buf.capacity() < sealed_piece_len(n) {
+                    buf = Vec::with_capacity(most);
                 }
-                file.file.read_exact_at(&mut self.plain[..n], job.file_offset).map_err(|e| {
+                let plain = &mut io.bufs.plain;
+                if plain.len() < n {
+                    if plain.capacity() < n {
+                        *plain = Vec::with_capacity(n.max(PIECE_LEN as usize));
+                    }
+                    plain.resize(n, 0);
+                }
+                let at = link.seal_at(&header, &mut buf, 0).map_err(err)?;
+                file.file.read_exact_at(&mut plain[..n], job.file_offset).map_err(|e| {
                     if e.kind() == std::io::ErrorKind::UnexpectedEof {
                         "the shared file is shorter than its metadata".to_owned()
                     } else {
                         format!("read the shared file: {e}")
                     }
                 })?;
-                let end = link.seal_at(&self.plain[..n], &mut buf, at).map_err(err)?;
+                let end = link.seal_at(&plain[..n], &mut buf, at).map_err(err)?;
                 (end, Some(job.len), io.delay.is_none())
             }
         };
