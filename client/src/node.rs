@@ -23,7 +23,7 @@ use ringshare_engine::store::{part_path, PartFile, Settler};
 use ringshare_engine::tracker_info::TrackerList;
 use tokio::runtime::Handle;
 
-use crate::downloads::{resolve_dest_known, DownloadEntry, KnownDirs};
+use crate::downloads::{dest_key, resolve_dest_known, DownloadEntry, KnownDirs};
 use crate::registrar::{self, Registrar};
 use crate::shares::{LocalShare, ShareBook, Staleness};
 use crate::shell::{Command, HELP};
@@ -849,7 +849,8 @@ impl Node {
         }
         meta.validate().map_err(|e| anyhow!("bad metadata from the tracker: {e}"))?;
         let dest_path = resolve_dest_known(&dest, &file, &mut self.known_dirs)?;
-        if self.downloads.iter().any(|d| d.is_running() && d.dest == dest_path) {
+        let key = dest_key(&dest_path);
+        if self.downloads.iter().any(|d| d.dest_key.as_os_str() == key && d.is_running()) {
             bail!("already downloading into {}", dest_path.display());
         }
         let (part, have) = PartFile::open(&dest_path, &meta)?;
@@ -886,6 +887,7 @@ impl Node {
             dest: dest_path.clone(),
             download,
             paused: None,
+            dest_key: key,
         });
         let pieces = meta.piece_hashes.len();
         let peers = peers
