@@ -26,6 +26,8 @@
 #              (plaintext: --plaintext on every seeder and the downloader;
 #              reported as program "ringshare-plaintext")
 #   OUT        results directory                           [perf/results/<date>]
+#   BIN        directory holding ringshare, ringshare-tracker and
+#              ringshare-relay (an A/B against a saved build)  [built here]
 #
 # Needs root. Installs nftables and python3-libtorrent with apt-get when they
 # are missing. Writes $OUT/wan/wan.json and $OUT/wan/wan.svg (MB/s against
@@ -45,7 +47,6 @@ MODES=${MODES:-encrypted}
 DATE=$(date +%F)
 OUT=${OUT:-perf/results/$DATE}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-BIN=$CARGO_TARGET_DIR/release
 ROOT=$PWD
 
 [ "$(id -u)" -eq 0 ] || { echo "perf/wan.sh needs root (network namespaces)" >&2; exit 1; }
@@ -58,8 +59,13 @@ fi
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >/dev/null
 fi
-cargo build --release --locked -p ringshare -p ringshare-tracker -p ringshare-benches \
-  --bin ringshare --bin ringshare-tracker --bin ringshare-relay
+if [ -n "${BIN:-}" ]; then
+  BIN=$(cd "$BIN" && pwd)
+else
+  cargo build --release --locked -p ringshare -p ringshare-tracker -p ringshare-benches \
+    --bin ringshare --bin ringshare-tracker --bin ringshare-relay
+  BIN=$CARGO_TARGET_DIR/release
+fi
 
 source perf/testbed_wan.sh
 
