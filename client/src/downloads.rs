@@ -27,7 +27,7 @@ pub struct DownloadEntry {
 /// `dest` spelled one way: two paths are the same path (`Path`'s `==`,
 /// component by component) exactly when their keys are the same bytes.
 /// Comparing keys is a `memcmp`; comparing paths parsed both again each
-/// time, a fortieth of a bulk get's CPU with 128 files running at once.
+/// time: 2.8 % of the getter's samples in a bulk get running 128 files.
 pub fn dest_key(dest: &Path) -> PathBuf {
     dest.components().collect()
 }
