@@ -182,6 +182,15 @@ fn sealed_piece_len(len: usize) -> usize {
     crate::secure::sealed_len(PIECE_HEADER_LEN) + crate::secure::sealed_len(len)
 }
 
+/// Makes `v` hold `need` bytes without growing: if it cannot, a fresh
+/// vector with room for `most` (a whole piece) replaces it. Growing would
+/// copy, and fault in, bytes that are overwritten anyway.
+fn room_for(v: &mut Vec<u8>, need: usize, most: usize) {
+    if v.capacity() < need {
+        *v = Vec::with_capacity(need.max(most));
+    }
+}
+
 /// A connection's send queue.
 #[derive(Default)]
 pub(crate) struct Tx {
@@ -521,17 +530,10 @@ impl Tx {
                 peer::encode_piece_header(job.piece, job.offset, job.len as usize, &mut header)
                     .ok_or("piece too large")?;
                 let n = job.len as usize;
-                // Sized at once for the largest piece: growing would copy
-                // (and fault in) bytes that are overwritten anyway.
-                let most = sealed_piece_len(n.max(PIECE_LEN as usize));
-                if buf.capacity() < sealed_piece_len(n) {
-                    buf = Vec::with_capacity(most);
-                }
+                room_for(&mut buf, sealed_piece_len(n), sealed_piece_len(PIECE_LEN as usize));
                 let plain = &mut io.bufs.plain;
+                room_for(plain, n, PIECE_LEN as usize);
                 if plain.len() < n {
-                    if plain.capacity() < n {
-                        *plain = Vec::with_capacity(n.max(PIECE_LEN as usize));
-                    }
                     plain.resize(n, 0);
                 }
                 let at = link.seal_at(&header, &mut buf, 0).map_err(err)?;
