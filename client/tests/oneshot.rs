@@ -120,3 +120,41 @@ fn share_then_get() {
     assert!(status.success());
     assert!(sharer.wait().unwrap().success(), "share exits cleanly on SIGTERM");
 }
+
+/// A missing file is one `error:` line that names the OS error once, from
+/// each binary (its message carries the OS error; a chain printed whole
+/// once said it again as the cause).
+#[test]
+fn a_missing_file_is_one_error_line_that_says_why_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-tracker-info.txt");
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "pw\n").unwrap();
+    let runs = [
+        Command::new(bin("ringshare"))
+            .args(["get", "--trackers"])
+            .arg(&missing)
+            .args(["--user", "bob", "--password-file"])
+            .arg(&pw)
+            .args(["g", "x"])
+            .arg(dir.path().join("out"))
+            .output()
+            .unwrap(),
+        Command::new(bin("ringshare"))
+            .args(["ls", "--trackers"])
+            .arg(dir.path())
+            .args(["--user", "bob", "--password-file"])
+            .arg(dir.path().join("no-such-password-file"))
+            .arg("g")
+            .output()
+            .unwrap(),
+        Command::new(bin("ringshare-tracker")).arg(&missing).arg("1").output().unwrap(),
+    ];
+    for out in runs {
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert_eq!(lines[0].matches("os error").count(), 1, "{err}");
+    }
+}

@@ -17,21 +17,41 @@ const FIRST_STEP: usize = 4096;
 /// Why a message could not be read or written.
 #[derive(Debug, Error)]
 pub enum FrameIoError {
-    /// The connection failed.
+    /// The connection failed. (The inner errors below are in the
+    /// messages, so none is also the source: a chain printed whole said
+    /// each twice.)
     #[error("connection: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// The peer closed the connection in the middle of a frame.
     #[error("connection closed mid-frame")]
     Truncated,
     /// The frame header is invalid (too long, too short).
     #[error("bad frame: {0}")]
-    Frame(#[from] DecodeError),
+    Frame(DecodeError),
     /// The frame is of an unexpected type.
     #[error("unexpected frame type {0}")]
     Kind(u32),
     /// The payload does not decode as the expected message.
     #[error("undecodable message: {0}")]
-    Payload(#[from] postcard::Error),
+    Payload(postcard::Error),
+}
+
+impl From<std::io::Error> for FrameIoError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<DecodeError> for FrameIoError {
+    fn from(e: DecodeError) -> Self {
+        Self::Frame(e)
+    }
+}
+
+impl From<postcard::Error> for FrameIoError {
+    fn from(e: postcard::Error) -> Self {
+        Self::Payload(e)
+    }
 }
 
 /// Reads one message of frame type `kind`; `Ok(None)` on a clean end of

@@ -6,22 +6,25 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// An I/O error, with what was being done and to which file.
+///
+/// Its message ends with the OS error's, which it therefore does not also
+/// give as its `source`: an error chain printed whole (`{:#}`, as every
+/// binary prints its `error:` line) said the OS error twice.
 #[derive(Debug, thiserror::Error)]
-#[error("{what} {path}: {source}")]
+#[error("{what} {path}: {os}")]
 pub struct PathIoError {
     /// What was being done.
     pub what: &'static str,
     /// The file.
     pub path: String,
     /// The OS error.
-    #[source]
-    pub source: io::Error,
+    pub os: io::Error,
 }
 
 impl PathIoError {
     /// For `map_err`: the error of doing `what` to `path`.
     pub fn at<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Self + 'a {
-        move |source| Self { what, path: path.display().to_string(), source }
+        move |os| Self { what, path: path.display().to_string(), os }
     }
 }
 
@@ -60,5 +63,7 @@ mod tests {
         assert!(!dir.path().join("record.tmp").exists());
         let err = PathIoError::at("write", &dest)(io::Error::other("boom"));
         assert_eq!(err.to_string(), format!("write {}: boom", dest.display()));
+        // Said once: the message carries the OS error, so no source repeats it.
+        assert!(std::error::Error::source(&err).is_none());
     }
 }

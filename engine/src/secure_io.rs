@@ -30,14 +30,15 @@ const KEY_FILE_HEAD: &str = "# ringshare private key (X25519). Keep it secret: m
 /// Why a key file cannot be used.
 #[derive(Debug, Error)]
 pub enum KeyFileError {
-    /// The file could not be read, created or written.
-    #[error("key file {path}: {source}")]
+    /// The file could not be read, created or written. (The OS error is
+    /// in the message, so it is not also the source: see
+    /// [`crate::fsio::PathIoError`].)
+    #[error("key file {path}: {os}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        os: io::Error,
     },
     /// Others may read the file.
     #[error(
@@ -63,7 +64,7 @@ pub enum KeyFileError {
 /// Loads the key pair at `path`, or creates it (mode 0600, fsync'ed, the
 /// directory too) if the file does not exist.
 pub fn load_or_create_key(path: &Path) -> Result<Keypair, KeyFileError> {
-    let io_err = |source| KeyFileError::Io { path: path.to_owned(), source };
+    let io_err = |os| KeyFileError::Io { path: path.to_owned(), os };
     match std::fs::metadata(path) {
         Ok(meta) => {
             let mode = meta.permissions().mode() & 0o777;
@@ -232,12 +233,19 @@ fn append_pin(file: &Path, addr: &str, key: PublicKey) -> io::Result<()> {
 /// Why an encrypted stream failed to open.
 #[derive(Debug, Error)]
 pub enum HandshakeError {
-    /// The connection failed or closed during the handshake.
+    /// The connection failed or closed during the handshake (the OS error
+    /// is in the message, not also the source).
     #[error("connection: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// The handshake itself failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Secure(#[from] SecureError),
+}
+
+impl From<io::Error> for HandshakeError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 /// An encrypted, authenticated stream over `S`.

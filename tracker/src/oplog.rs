@@ -102,14 +102,15 @@ pub fn decode_record(buf: &[u8]) -> Result<(u64, &[u8], usize), RecordError> {
 /// Why a log cannot be read.
 #[derive(Debug, Error)]
 pub enum LogError {
-    /// The file could not be read or repaired.
-    #[error("{path}: {source}")]
+    /// The file could not be read or repaired. (The OS error is in the
+    /// message, so it is not also the source: see
+    /// [`ringshare_engine::fsio::PathIoError`].)
+    #[error("{path}: {os}")]
     Io {
         /// The file.
         path: String,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        os: io::Error,
     },
     /// A record in the middle of the log is damaged.
     #[error("{path}: corrupt record at offset {offset} ({reason}); refusing to start rather than lose acknowledged ops")]
@@ -137,7 +138,7 @@ pub struct Recovered {
 /// Reads a log, truncating a torn tail; an absent file is an empty log.
 pub fn read_log(path: &Path) -> Result<Recovered, LogError> {
     let shown = path.display().to_string();
-    let io_err = |source| LogError::Io { path: shown.clone(), source };
+    let io_err = |os| LogError::Io { path: shown.clone(), os };
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),

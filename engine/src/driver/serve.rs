@@ -328,7 +328,7 @@ fn accept_loop(
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
 enum ConnEnd {
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     #[error("refused: {0}")]
     Refused(String),

@@ -20,14 +20,14 @@ use crate::secure::PublicKey;
 /// Why a tracker list is refused.
 #[derive(Debug, Error)]
 pub enum TrackerInfoError {
-    /// The file could not be read.
-    #[error("read {path}: {source}")]
+    /// The file could not be read. (The OS error is in the message, so it
+    /// is not also the source: see [`crate::fsio::PathIoError`].)
+    #[error("read {path}: {os}")]
     Read {
         /// The file.
         path: String,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        os: std::io::Error,
     },
     /// A line is not an address, an IP followed by a port line, or a comment.
     #[error("{path}:{line}: {reason}")]
@@ -59,7 +59,7 @@ impl TrackerList {
     pub fn load(path: &Path) -> Result<Self, TrackerInfoError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path)
-            .map_err(|source| TrackerInfoError::Read { path: shown.clone(), source })?;
+            .map_err(|os| TrackerInfoError::Read { path: shown.clone(), os })?;
         Self::parse(&text, &shown)
     }
 

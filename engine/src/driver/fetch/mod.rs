@@ -730,7 +730,7 @@ fn finish(shared: &Shared, reported: bool) {
 /// Why a peer's connection ended.
 #[derive(Debug, thiserror::Error)]
 enum PeerEnd {
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     #[error("protocol: {0}")]
     Protocol(String),
