@@ -63,15 +63,15 @@ struct NodeArgs {
 type LineMsg = (String, once::Sender<()>);
 
 fn main() {
+    let argv: Vec<OsString> = std::env::args_os().collect();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_level(&argv))),
         )
         .init();
     raise_open_files_limit();
-    let argv: Vec<OsString> = std::env::args_os().collect();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -90,6 +90,19 @@ fn main() {
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// What is logged unless `RUST_LOG` says otherwise: warnings, but for
+/// `get --quiet`, whose output is its summary alone (each failed file
+/// already has its `ringshare: failed NAME: reason` line there; a bulk get
+/// into a full disk also logged a warning per file).
+fn default_log_level(argv: &[OsString]) -> &'static str {
+    let get = argv.get(1).is_some_and(|a| a == "get");
+    if get && argv.iter().skip(2).take_while(|a| *a != "--").any(|a| a == "--quiet") {
+        "error"
+    } else {
+        "warn"
     }
 }
 
@@ -224,5 +237,25 @@ fn read_lines(interactive: bool, tx: mpsc::Sender<LineMsg>) {
         if !send(line) {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_get_logs_errors_only() {
+        let level = |args: &[&str]| {
+            let argv: Vec<OsString> = args.iter().map(OsString::from).collect();
+            default_log_level(&argv)
+        };
+        assert_eq!(level(&["ringshare", "get", "--quiet", "g", "dest"]), "error");
+        assert_eq!(level(&["ringshare", "get", "g", "f", "dest", "--quiet"]), "error");
+        assert_eq!(level(&["ringshare", "get", "g", "dest"]), "warn");
+        assert_eq!(level(&["ringshare", "get", "g", "--", "--quiet", "dest"]), "warn");
+        assert_eq!(level(&["ringshare", "share", "g", "--quiet"]), "warn");
+        assert_eq!(level(&["ringshare", "127.0.0.1:0", "ti.txt"]), "warn");
+        assert_eq!(level(&["ringshare"]), "warn");
     }
 }
