@@ -28,12 +28,8 @@ LARGE=${LARGE:-20}
 ONE=${ONE:-1024}
 SAMPLE=${SAMPLE:-200}
 OUT=${OUT:-$ROOT/perf/results/$(date +%F)/bulk/loopback.txt}
-if [ -n "${BIN:-}" ]; then
-  B=$(cd "$BIN" && pwd)
-else
-  cargo build --release --locked -p ringshare -p ringshare-tracker --bin ringshare --bin ringshare-tracker
-  B=$ROOT/target/release
-fi
+# shellcheck source=perf/lib/bin.sh
+. "$ROOT/perf/lib/bin.sh"
 # shellcheck source=perf/lib/loopback.sh
 . "$ROOT/perf/lib/loopback.sh"
 jobs=()

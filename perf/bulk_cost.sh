@@ -22,12 +22,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${1:-3}
 OUT=${OUT:-$ROOT/perf/results/$(date +%F)/bulk-cost/cost.txt}
-if [ -n "${BIN:-}" ]; then
-  B=$(cd "$BIN" && pwd)
-else
-  cargo build --release --locked -p ringshare -p ringshare-tracker --bin ringshare --bin ringshare-tracker
-  B=$ROOT/target/release
-fi
+# shellcheck source=perf/lib/bin.sh
+. "$ROOT/perf/lib/bin.sh"
 # shellcheck source=perf/lib/loopback.sh
 . "$ROOT/perf/lib/loopback.sh"
 read -r -a getargs <<<"${GETARGS:-}"

@@ -39,12 +39,8 @@ flags=()
 [ -n "${UPLOAD_RATE:-}" ] && flags+=(--upload-rate "$UPLOAD_RATE")
 [ "$(id -u)" = 0 ] || { echo "crowd.sh needs root (network namespaces)" >&2; exit 1; }
 command -v tc >/dev/null || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y iproute2 >/dev/null; }
-if [ -n "${BIN:-}" ]; then
-  B=$(cd "$BIN" && pwd)
-else
-  cargo build --release --locked -p ringshare -p ringshare-tracker --bin ringshare --bin ringshare-tracker
-  B=$ROOT/target/release
-fi
+# shellcheck source=perf/lib/bin.sh
+. "$ROOT/perf/lib/bin.sh"
 
 if [ "${LIBTORRENT:-0}" = 1 ] && ! /usr/bin/python3 -c 'import libtorrent' 2>/dev/null; then
   apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-libtorrent >/dev/null
