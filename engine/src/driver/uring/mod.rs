@@ -330,6 +330,14 @@ struct Driver {
 }
 
 impl Driver {
+    /// The connections and, beside them, what a connection's handler may
+    /// use of the driver ([`Ctx`]): split so that one can be borrowed with
+    /// the other.
+    fn split(&mut self, now: Instant) -> (&mut Vec<Option<Box<Conn>>>, Ctx<'_>) {
+        let Driver { ring, table, limits, method, delay, conns, slots, handed, bufs, .. } = self;
+        (conns, Ctx { ring, table, limits, method: *method, delay, now, slots, handed, bufs })
+    }
+
     fn new(
         listener: TcpListener,
         table: Arc<ServeTable>,
@@ -495,9 +503,7 @@ impl Driver {
             }
             Op::Cancel => {}
             _ => {
-                let Driver {
-                    ring, table, limits, method, delay, conns, slots, handed, bufs, ..
-                } = self;
+                let (conns, mut ctx) = self.split(Instant::now());
                 let Some(Some(c)) = conns.get_mut(key.slot as usize) else {
                     tracing::error!(?op, slot = key.slot, "piece server: CQE for an empty slot");
                     return;
@@ -506,9 +512,6 @@ impl Driver {
                     tracing::error!(?op, slot = key.slot, "piece server: CQE for a stale slot");
                     return;
                 }
-                let now = Instant::now();
-                let mut ctx =
-                    Ctx { ring, table, limits, method: *method, delay, now, slots, handed, bufs };
                 c.on_cqe(op, res, flags, last, &mut ctx);
                 if c.is_done() {
                     self.free_slot(key.slot);
@@ -574,18 +577,7 @@ impl Driver {
         self.next_gen = self.next_gen.wrapping_add(1).max(1);
         let now = Instant::now();
         let mut c = Box::new(Conn::new(stream, key, now, self.table.security()));
-        let mut ctx = Ctx {
-            ring: &mut self.ring,
-            table: &self.table,
-            limits: &self.limits,
-            method: self.method,
-            delay: &self.delay,
-            now,
-            slots: &mut self.slots,
-            handed: &mut self.handed,
-            bufs: &mut self.bufs,
-        };
-        c.start(&mut ctx);
+        c.start(&mut self.split(now).1);
         self.live += 1;
         if self.conn_ips.len() <= slot as usize {
             self.conn_ips.resize(slot as usize + 1, None);
@@ -637,22 +629,16 @@ impl Driver {
                 .is_some_and(|c| c.key() == k && c.takes_busy())
         });
         for key in due {
-            let Driver { ring, table, limits, method, delay, conns, slots, handed, bufs, .. } =
-                self;
+            let (conns, mut ctx) = self.split(now);
             let Some(c) = conns[key.slot as usize].as_mut() else { continue };
-            let mut ctx =
-                Ctx { ring, table, limits, method: *method, delay, now, slots, handed, bufs };
             c.bounce(&mut ctx);
             if c.is_done() {
                 self.free_slot(key.slot);
             }
         }
         for slot in 0..self.conns.len() {
-            let Driver { ring, table, limits, method, delay, conns, slots, handed, bufs, .. } =
-                self;
+            let (conns, mut ctx) = self.split(now);
             let Some(c) = conns[slot].as_mut() else { continue };
-            let mut ctx =
-                Ctx { ring, table, limits, method: *method, delay, now, slots, handed, bufs };
             c.on_tick(&mut ctx);
             if c.is_done() {
                 self.free_slot(slot as u32);
@@ -665,28 +651,15 @@ impl Driver {
     /// handed to a connection gone since goes on to the next in line.
     fn hand_out(&mut self) {
         while let Some(key) = self.handed.pop() {
-            let Driver { ring, table, limits, method, delay, conns, slots, handed, bufs, .. } =
-                self;
+            let (conns, mut ctx) = self.split(Instant::now());
             match conns.get_mut(key.slot as usize) {
                 Some(Some(c)) if c.key() == key => {
-                    let now = Instant::now();
-                    let mut ctx = Ctx {
-                        ring,
-                        table,
-                        limits,
-                        method: *method,
-                        delay,
-                        now,
-                        slots,
-                        handed,
-                        bufs,
-                    };
                     c.grant(&mut ctx);
                     if c.is_done() {
                         self.free_slot(key.slot);
                     }
                 }
-                _ => handed.extend(slots.release(key, Instant::now())),
+                _ => ctx.handed.extend(ctx.slots.release(key, ctx.now)),
             }
         }
     }
@@ -701,11 +674,8 @@ impl Driver {
         }
         let now = Instant::now();
         for slot in 0..self.conns.len() {
-            let Driver { ring, table, limits, method, delay, conns, slots, handed, bufs, .. } =
-                self;
+            let (conns, mut ctx) = self.split(now);
             let Some(c) = conns[slot].as_mut() else { continue };
-            let mut ctx =
-                Ctx { ring, table, limits, method: *method, delay, now, slots, handed, bufs };
             c.close(&mut ctx, "server stopping");
             if c.is_done() {
                 self.free_slot(slot as u32);
