@@ -850,7 +850,13 @@ impl Node {
         meta.validate().map_err(|e| anyhow!("bad metadata from the tracker: {e}"))?;
         let dest_path = resolve_dest_known(&dest, &file, &mut self.known_dirs)?;
         let key = dest_key(&dest_path);
-        if self.downloads.iter().any(|d| d.dest_key.as_os_str() == key && d.is_running()) {
+        // Bytes against bytes (an `OsStr` against a `PathBuf` compares as
+        // paths, parsing both into components, for every download held).
+        if self
+            .downloads
+            .iter()
+            .any(|d| d.dest_key.as_os_str() == key.as_os_str() && d.is_running())
+        {
             bail!("already downloading into {}", dest_path.display());
         }
         let (part, have) = PartFile::open(&dest_path, &meta)?;
@@ -964,10 +970,10 @@ impl Node {
                     |at: &Path| LocalShare::at(group.clone(), dest.clone(), at, meta.clone());
                 match record(&part).or_else(|_| record(&dest)) {
                     Ok(share) => {
-                        let fetched: u64 = peers.iter().map(|(_, b)| b).sum();
-                        let from: Vec<String> =
-                            peers.iter().map(|(a, b)| format!("{a}={b}")).collect();
                         if announce {
+                            let fetched: u64 = peers.iter().map(|(_, b)| b).sum();
+                            let from: Vec<String> =
+                                peers.iter().map(|(a, b)| format!("{a}={b}")).collect();
                             eprintln!(
                         "ringshare: downloaded [{group}] {} ({fetched} bytes fetched from {} peer(s): {})",
                         meta.name,

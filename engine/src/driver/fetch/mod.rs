@@ -350,7 +350,7 @@ impl Download {
         let meta = spec.meta.clone();
         let geometry = meta.geometry();
         let seed = u64::from_le_bytes(meta.sha1.0[..8].try_into().unwrap_or([7; 8]))
-            ^ std::process::id() as u64;
+            ^ u64::from(process_id());
         let timeouts = Timeouts {
             stall: spec.stall_timeout,
             max_peers: spec.max_peers,
@@ -500,6 +500,13 @@ impl Download {
 
 /// The cores this process may use, looked up once (it reads cgroup files:
 /// a download of a small file would pay for it each time).
+/// This process's id, asked of the kernel once (a `getpid` per download
+/// otherwise).
+fn process_id() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES.get_or_init(|| thread::available_parallelism().map_or(2, |n| n.get()))
