@@ -47,12 +47,18 @@ pub const REPROBE_ROUNDS: u32 = 8;
 /// A smaller limit is kept if its round's rate is at least this share of
 /// the rate before: as fast with fewer files at once.
 pub const KEEP_DOWN: f64 = 0.95;
-/// The adaptive window's range by default: 16 was the fixed default; 128
-/// covers 1 Gbit/s at 100 ms with files of ~130 KiB, and a piece server
-/// admits at most 128 connections from one address (`ServerLimits`).
+/// The adaptive window's range by default: 16 was the fixed default; 256
+/// covers 1 Gbit/s at 200 ms with files of ~130 KiB. A link carries two
+/// files at once (the next one's handshake and requests go behind the
+/// last one's, to a server of the pipelining protocol version), so 256
+/// files need 128 links, what a piece server admits from one address
+/// (`ServerLimits`).
 pub const DEFAULT_MIN: usize = 16;
 /// See [`DEFAULT_MIN`].
-pub const DEFAULT_MAX: usize = 128;
+pub const DEFAULT_MAX: usize = 256;
+/// The most by default where a link carries one file at a time (the
+/// threads download driver): a link per file.
+pub const ONE_PER_LINK_MAX: usize = 128;
 /// Where the adaptive window starts by default: each doubling costs a
 /// round and the files of the last limit to end (about two round trips on
 /// a far path), and on loopback the rate is the same at 16 or 64 (the

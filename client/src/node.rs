@@ -646,6 +646,11 @@ impl Node {
         self.session.is_some()
     }
 
+    /// The driver this node's downloads run on.
+    pub fn fetch_backend(&self) -> Backend {
+        self.io
+    }
+
     /// The pool that hashes uploads.
     pub fn hash_pool(&self) -> Arc<HashPool> {
         Arc::clone(&self.pool)

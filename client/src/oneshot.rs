@@ -97,11 +97,11 @@ pub struct GetArgs {
     pub quiet: bool,
     /// Files downloaded at once (the next ones' tracker answers are asked
     /// for ahead). By default the number adapts to the path between 16
-    /// and 128, starting at 64: each small file costs about one round trip, so far peers
+    /// and 256, starting at 64: each small file costs about one round trip, so far peers
     /// want many at once (at 50 ms 16 fetch about 240 small files a
     /// second, 64 about 575), near ones gain nothing from more. `--jobs N`
-    /// fixes it. A piece server serves at most 128 connections from one
-    /// address.
+    /// fixes it. A link to a node carries up to two files at once, and a
+    /// piece server serves at most 128 connections from one address.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: Option<u16>,
     /// The group sharing the files.
@@ -424,14 +424,15 @@ async fn get_many(
     let fetcher = node.tracker_calls()?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("install SIGINT handler")?;
+    // Two files to a link need the io_uring driver; the threads driver's
+    // links carry one, and a seeder admits 128 from one address.
+    let most = match node.fetch_backend() {
+        Backend::Uring => jobs::DEFAULT_MAX,
+        Backend::Threads => jobs::ONE_PER_LINK_MAX,
+    };
     let mut window = match args.jobs {
         Some(n) => JobWindow::fixed(usize::from(n), started),
-        None => JobWindow::adaptive_from(
-            jobs::DEFAULT_MIN,
-            jobs::DEFAULT_START,
-            jobs::DEFAULT_MAX,
-            started,
-        ),
+        None => JobWindow::adaptive_from(jobs::DEFAULT_MIN, jobs::DEFAULT_START, most, started),
     };
     // Asked for in batches (one request and one ticket for up to
     // `ticket::MAX_FILES` files): refilled when under a window's worth.

@@ -1076,47 +1076,55 @@ fn named_source(
     (bytes, path, meta)
 }
 
-/// A downloader done with one file sends a handshake for another on the
-/// same link: what was asked of the first and is not being sent yet is
-/// dropped, a piece being sent finishes, and the second file is then
+/// A downloader done with one file sends the next file's handshake on the
+/// same link. In the pipelining version every request taken before it is
+/// answered first; a version 3 downloader's requests not being sent yet
+/// are dropped (a piece being sent finishes). The second file is then
 /// served as on a fresh link (its bitfield, its geometry, its bytes).
 #[test]
 fn a_link_goes_on_to_another_file() {
     for backend in backends() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, a_path, a_meta) = named_source(dir.path(), "a", 3 * PIECE_LEN as usize, 1);
-        let (b, b_path, b_meta) = named_source(dir.path(), "b", 1000, 2);
-        let server = seeder_of(&[(a_path, a_meta.clone()), (b_path, b_meta.clone())], backend);
-        let mut c = Client::connect(server.addr());
-        c.handshake(a_meta.sha1);
-        assert_eq!(c.recv(), Some(Got::Bitfield(vec![0xe0])), "{backend:?}");
-        for p in 0..3 {
-            c.request(p, PIECE_LEN as u32);
-        }
-        c.handshake(b_meta.sha1);
-        c.request(0, 1000);
-        // Pieces of the first file, whole and in order (how many depends
-        // on how far the server got), then the second's bitfield.
-        let mut sent = 0u32;
-        loop {
-            match c.recv() {
-                Some(Got::Piece { piece, offset: 0, data }) => {
-                    assert_eq!(piece, sent, "{backend:?}");
-                    let at = piece as usize * PIECE_LEN as usize;
-                    assert!(data == a[at..at + PIECE_LEN as usize], "{backend:?}: piece {piece}");
-                    sent += 1;
-                }
-                Some(Got::Bitfield(bits)) => {
-                    assert_eq!(bits, vec![0x80], "{backend:?}");
-                    break;
-                }
-                other => panic!("{backend:?}: {other:?}"),
+        for version in [peer::VERSION, peer::PIPELINE_VERSION - 1] {
+            let dir = tempfile::tempdir().unwrap();
+            let (a, a_path, a_meta) = named_source(dir.path(), "a", 3 * PIECE_LEN as usize, 1);
+            let (b, b_path, b_meta) = named_source(dir.path(), "b", 1000, 2);
+            let server = seeder_of(&[(a_path, a_meta.clone()), (b_path, b_meta.clone())], backend);
+            let mut c = Client::connect(server.addr());
+            c.handshake_v(a_meta.sha1, version);
+            assert_eq!(c.recv(), Some(Got::Bitfield(vec![0xe0])), "{backend:?}");
+            for p in 0..3 {
+                c.request(p, PIECE_LEN as u32);
             }
+            c.handshake_v(b_meta.sha1, version);
+            c.request(0, 1000);
+            // Pieces of the first file, whole and in order, then the
+            // second's bitfield.
+            let mut sent = 0u32;
+            loop {
+                match c.recv() {
+                    Some(Got::Piece { piece, offset: 0, data }) => {
+                        assert_eq!(piece, sent, "{backend:?}");
+                        let at = piece as usize * PIECE_LEN as usize;
+                        let want = &a[at..at + PIECE_LEN as usize];
+                        assert!(data == want, "{backend:?}: piece {piece}");
+                        sent += 1;
+                    }
+                    Some(Got::Bitfield(bits)) => {
+                        assert_eq!(bits, vec![0x80], "{backend:?}");
+                        break;
+                    }
+                    other => panic!("{backend:?}: {other:?}"),
+                }
+            }
+            if version >= peer::PIPELINE_VERSION {
+                assert_eq!(sent, 3, "{backend:?}: every request answered before the switch");
+            }
+            let want = Some(Got::Piece { piece: 0, offset: 0, data: b.clone() });
+            assert_eq!(c.recv(), want, "{backend:?}");
+            // The session has the second file's geometry: one piece.
+            c.request(1, 1);
+            c.expect_error_and_close(ErrorCode::OutOfRange);
         }
-        assert_eq!(c.recv(), Some(Got::Piece { piece: 0, offset: 0, data: b }), "{backend:?}");
-        // The session has the second file's geometry: one piece.
-        c.request(1, 1);
-        c.expect_error_and_close(ErrorCode::OutOfRange);
     }
 }
 

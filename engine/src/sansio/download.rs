@@ -254,9 +254,10 @@ pub struct DownloadCore {
     peers: BTreeMap<PeerId, Peer>,
     by_addr: HashMap<SocketAddr, PeerId>,
     banned: HashSet<SocketAddr>,
-    /// Peers that refused this node's protocol version: handshakes to
-    /// them say [`peer::MIN_VERSION`] (a node built before `busy`).
-    older: HashSet<SocketAddr>,
+    /// Peers that refused a protocol version: the version handshakes to
+    /// them say now, one below the last refused (a node built before
+    /// `busy` speaks [`peer::MIN_VERSION`]).
+    older: HashMap<SocketAddr, u32>,
     next_id: PeerId,
     /// Peers in `peers` that are active.
     active: usize,
@@ -320,7 +321,7 @@ impl DownloadCore {
             peers: BTreeMap::new(),
             by_addr: HashMap::new(),
             banned: HashSet::new(),
-            older: HashSet::new(),
+            older: HashMap::new(),
             next_id: 0,
             active: 0,
             all: Bitfield::full(have.len()),
@@ -372,6 +373,26 @@ impl DownloadCore {
         let pieces = self.meta.piece_hashes.len();
         self.peers.get(&peer).is_some_and(|p| !p.outstanding.is_empty())
             || (self.picker.have_count() as usize) + self.in_hand.len() < pieces
+    }
+
+    /// The protocol version of the handshake sent to `peer`.
+    pub fn version_to(&self, peer: PeerId) -> Option<u32> {
+        let p = self.peers.get(&peer)?;
+        Some(self.older.get(&p.addr).copied().unwrap_or(peer::VERSION))
+    }
+
+    /// Whether the download will ask `peer` for nothing more: its
+    /// handshake went out, and every piece not verified or being verified
+    /// is asked of it (requests go ahead of the bitfield). A driver may
+    /// then send the next file's handshake on the link behind these
+    /// requests, to a server that answers them all first.
+    pub fn asks_nothing_more(&self, peer: PeerId) -> bool {
+        let Some(p) = self.peers.get(&peer) else { return false };
+        let pieces = self.meta.piece_hashes.len();
+        !matches!(p.stage, Stage::Connecting(_))
+            && !p.outstanding.is_empty()
+            && self.picker.have_count() as usize + self.in_hand.len() + p.outstanding.len()
+                >= pieces
     }
 
     /// Bytes each peer contributed (verified pieces only).
@@ -497,9 +518,8 @@ impl DownloadCore {
         }
         p.stage = Stage::Handshaking(now);
         p.last_bytes = now;
-        let older = self.older.contains(&p.addr);
         let hs = Message::Handshake {
-            version: if older { peer::MIN_VERSION } else { peer::VERSION },
+            version: self.older.get(&p.addr).copied().unwrap_or(peer::VERSION),
             file_id: self.meta.sha1,
             user: &self.user,
             ticket: &self.ticket,
@@ -564,13 +584,17 @@ impl DownloadCore {
         let pieces = self.meta.piece_hashes.len() as u32;
         let Some(p) = self.peers.get_mut(&peer) else { return PieceFate::Discard };
         p.last_bytes = now;
-        // A node of version 2 refuses version 3's handshake: connect to it
-        // again, speaking its version (it never answers `busy`).
+        // An older node refuses this version's handshake: connect to it
+        // again, speaking the version below (down to the oldest a server
+        // admits; version 2 never answers `busy`, version 3 drops the
+        // requests before a new handshake).
         if let (Stage::Handshaking(_), Message::Error { code: ErrorCode::Version, text }) =
             (p.stage, msg)
         {
             let addr = p.addr;
-            if self.older.insert(addr) {
+            let spoke = self.older.get(&addr).copied().unwrap_or(peer::VERSION);
+            if spoke > peer::MIN_VERSION {
+                self.older.insert(addr, spoke - 1);
                 self.close(peer, format!("peer refused: {text}"));
                 self.add_peers(&[addr], now);
                 return PieceFate::Discard;
@@ -1873,10 +1897,11 @@ mod tests {
         assert!(closes(&mut core)[0].1.contains("reject of unrequested piece"));
     }
 
-    /// A node of version 2 refuses version 3's handshake; the download
-    /// connects to it again at once, speaking version 2, and only to it.
+    /// An older node refuses this version's handshake; the download
+    /// connects to it again at once, speaking the version below, down to
+    /// the oldest, and only to it.
     #[test]
-    fn a_node_of_the_older_version_is_asked_again_in_its_version() {
+    fn a_node_of_an_older_version_is_asked_again_in_its_version() {
         let t0 = Instant::now();
         let mut core = fresh(4, 1, t0);
         core.add_peers(&[addr(1), addr(2)], t0);
@@ -1894,26 +1919,60 @@ mod tests {
         core.connected(0, t0);
         core.connected(1, t0);
         assert_eq!(versions(&mut core), vec![(0, peer::VERSION), (1, peer::VERSION)]);
+        assert_eq!(core.version_to(0), Some(peer::VERSION));
         let refusal = Message::Error {
             code: ErrorCode::Version,
-            text: "protocol version 3 not supported (this node speaks 2)",
+            text: "protocol version 4 not supported (this node speaks 2)",
         };
-        core.on_message(0, &refusal, t0);
-        let actions: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
-        assert!(matches!(actions[0], Action::Close { peer: 0, .. }), "{actions:?}");
-        let again = actions.iter().find_map(|a| match a {
-            Action::Connect { peer, addr: a } => Some((*peer, *a)),
-            _ => None,
-        });
-        let (id, at) = again.expect("connects again");
-        assert_eq!(at, addr(1));
-        core.connected(id, t0);
-        assert_eq!(versions(&mut core), vec![(id, peer::MIN_VERSION)]);
-        // Refused again, in its own version: it is gone, not retried.
+        let mut id = 0;
+        for speaks in (peer::MIN_VERSION..peer::VERSION).rev() {
+            core.on_message(id, &refusal, t0);
+            let actions: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+            assert!(matches!(actions[0], Action::Close { peer, .. } if peer == id), "{actions:?}");
+            let again = actions.iter().find_map(|a| match a {
+                Action::Connect { peer, addr: a } => Some((*peer, *a)),
+                _ => None,
+            });
+            let (next, at) = again.expect("connects again");
+            assert_eq!(at, addr(1));
+            id = next;
+            core.connected(id, t0);
+            assert_eq!(versions(&mut core), vec![(id, speaks)]);
+            assert_eq!(core.version_to(id), Some(speaks));
+        }
+        // Refused again in the oldest version: it is gone, not retried.
         core.on_message(id, &refusal, t0);
         let actions: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
         assert!(actions.iter().any(|a| matches!(a, Action::Close { .. })), "{actions:?}");
         assert!(!actions.iter().any(|a| matches!(a, Action::Connect { .. })), "{actions:?}");
+        // The other peer still speaks this version.
+        assert_eq!(core.version_to(1), Some(peer::VERSION));
+    }
+
+    /// Once every piece left is asked of a peer, the download asks it for
+    /// nothing more.
+    #[test]
+    fn a_peer_asked_for_every_piece_left_is_asked_nothing_more() {
+        let t0 = Instant::now();
+        for pieces in [1, 4] {
+            let mut core = fresh(pieces, 1, t0);
+            core.add_peers(&[addr(1)], t0);
+            let mut sent: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+            assert!(!core.asks_nothing_more(0), "not connected");
+            core.connected(0, t0);
+            sent.extend(std::iter::from_fn(|| core.poll_action()));
+            // Requests go ahead of the bitfield.
+            let ahead = requests_in(&sent, 0).len();
+            assert!(ahead >= 1);
+            assert_eq!(core.asks_nothing_more(0), ahead == pieces as usize, "{ahead} ahead");
+            core.on_message(0, &Message::Bitfield(Bitfield::full(pieces).as_bytes()), t0);
+            sent.extend(std::iter::from_fn(|| core.poll_action()));
+            let asked = requests_in(&sent, 0).len();
+            assert!(asked >= 1);
+            // Only once every piece is asked of it (one piece: at once).
+            assert_eq!(core.asks_nothing_more(0), asked == pieces as usize, "{asked} asked");
+            assert!(!core.asks_nothing_more(7), "an unknown peer");
+        }
     }
 
     #[test]

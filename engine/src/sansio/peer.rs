@@ -36,13 +36,17 @@
 //! downloader done with a file sends a new `handshake` on the same link
 //! (a bulk fetch of many files from the same nodes pays for one
 //! connection and one Noise handshake per node, not per file). The
-//! server ends the first session there — requests of it not yet being
-//! answered are dropped, one being sent is finished — and answers the new
-//! handshake as on a fresh link (`bitfield`, or `error` and close). The
-//! downloader drops whatever arrives between its new handshake and that
-//! answer: it belongs to the file before. A node from before this
-//! answered a second handshake with an `error` and closed; the downloader
-//! then connects again.
+//! server ends the first session there and answers the new handshake as
+//! on a fresh link (`bitfield`, or `error` and close). From version 4 it
+//! first answers every request of the session before (a version 3 server
+//! dropped those it had not started), so a downloader that has asked for
+//! everything it wants of a file may send the next file's handshake and
+//! requests right behind (pipelined: a far server then serves two files
+//! per round trip on one link): what arrives up to the answer to the new
+//! handshake is the file before's. A downloader that switches files only
+//! when done drops whatever arrives between its new handshake and that
+//! answer. A node from before this answered a second handshake with an
+//! `error` and closed; the downloader then connects again.
 
 use thiserror::Error;
 
@@ -53,8 +57,14 @@ use crate::seeding::{SeedPlan, SeedView};
 use crate::wire::{self, DecodeError, HEADER_LEN};
 
 /// Protocol version sent in the handshake (2: `reject`, and the
-/// downloader's bitfield and `have`s; 3: `busy`).
-pub const VERSION: u32 = 3;
+/// downloader's bitfield and `have`s; 3: `busy`; 4: every request taken
+/// before a new handshake on the link is answered, so a downloader may
+/// send the next file's handshake behind its last requests).
+pub const VERSION: u32 = 4;
+/// The first version whose server answers every request taken before a
+/// new handshake on the link (a version 3 server dropped the ones it had
+/// not started).
+pub const PIPELINE_VERSION: u32 = 4;
 /// Oldest version a server still admits: a downloader of version 2 is
 /// served as before, without `busy` answers.
 pub const MIN_VERSION: u32 = 2;
@@ -488,6 +498,14 @@ impl ServerSession {
     /// older downloader waits.
     pub fn takes_busy(&self) -> bool {
         self.geometry.is_some() && self.version >= 3
+    }
+
+    /// Whether every request taken before a new handshake on the link is
+    /// to be answered before the handshake is (the downloader's version is
+    /// [`PIPELINE_VERSION`] or later): else those not started yet are
+    /// dropped.
+    pub fn answers_all_before_switch(&self) -> bool {
+        self.version >= PIPELINE_VERSION
     }
 
     /// The driver admitted the downloader to a file it seeds under a plan

@@ -27,6 +27,20 @@
 //! before. A bulk fetch of many small files from the same nodes so pays
 //! for one connection and one Noise handshake per node, not per file.
 //!
+//! A link also carries a second download at once (pipelined): when its
+//! server answered a handshake of [`PIPELINE_VERSION`] (it answers every
+//! request taken before a new handshake) and its download asks it for
+//! nothing more ([`DownloadCore::asks_nothing_more`]: a small file's one
+//! request went out), a download that connects to the same node sends
+//! its handshake and requests right behind ([`Conn::next`]). Frames up to
+//! the server's next answer (a bitfield or an error) are the first
+//! download's; from that answer on, the second's, and the first lets go
+//! of the link. Should the first want to say more meanwhile, it does
+//! without the link (its requests are asked again elsewhere). A far
+//! server so serves two small files per round trip on one link: one file
+//! per link at a time had capped a bulk fetch at 128 files per round trip,
+//! the links a server admits from one address.
+//!
 //! Blocking work stays off the ring: a small control thread per download
 //! asks the tracker for peers, fsyncs the piece record, reports events and
 //! finishes the file, like the threads driver's controller but with no
@@ -63,7 +77,7 @@ use super::{
 use crate::download::{Action, DownloadCore, PieceFate, PROGRESS_EVERY};
 use crate::hash::sha1_of;
 use crate::meta::Sha1Digest;
-use crate::peer::{kind, MAX_FRAME};
+use crate::peer::{kind, MAX_FRAME, PIPELINE_VERSION};
 use crate::picker::PeerId;
 use crate::secure::{
     record_at, Link, PublicKey, MAX_MESSAGE, PEER_PROLOGUE, RECORD_HEADER, TAG_LEN,
@@ -564,6 +578,15 @@ struct Conn {
     /// Frames of a file before may still arrive: drop every frame until
     /// the answer to the handshake sent since.
     stale: bool,
+    /// A download whose handshake and requests went out behind the
+    /// current one's last requests (pipelined: the server answers those
+    /// first, see [`Conn::pipelines`]). It takes the link over when the
+    /// server's answer to its handshake comes, or when the current one
+    /// lets go of the link.
+    next: Option<(u64, PeerId)>,
+    /// The server answered a handshake of [`PIPELINE_VERSION`] or later on
+    /// this link: it answers every request before a new handshake.
+    pipelines: bool,
     /// Parked since (see the module's docs).
     parked: Option<Instant>,
     /// The peer's address, for the `Connect` op.
@@ -878,6 +901,12 @@ impl Driver {
         match action {
             Action::Send { peer, bytes } => {
                 if let Some(&slot) = dl.conns.get(&peer) {
+                    if self.conns[slot].as_ref().is_some_and(|c| c.dl == id && c.next.is_some()) {
+                        // The next file's handshake went out behind this
+                        // one's last requests: whatever this one says now
+                        // would reach the server in the next file's session.
+                        return self.leave_to_next(slot, "the link went on to the next file");
+                    }
                     if let Some(c) = self.conns[slot].as_mut() {
                         c.tx.extend_from_slice(&bytes);
                     }
@@ -891,6 +920,18 @@ impl Driver {
             }
             Action::Release { peer } => {
                 if let Some(slot) = dl.conns.remove(&peer) {
+                    let (current, next) = match self.conns[slot].as_ref() {
+                        Some(c) => (c.dl == id, c.next.is_some()),
+                        None => (false, false),
+                    };
+                    if current && next {
+                        return self.hand_to_next(slot);
+                    }
+                    if !current {
+                        // Done before its handshake was answered on a link
+                        // it shares: the link cannot carry that session.
+                        return self.close(slot);
+                    }
                     if dl.shared.park_links {
                         self.park(slot);
                     } else {
@@ -938,7 +979,11 @@ impl Driver {
     fn maybe_release(&mut self, id: u64) {
         let Some(dl) = self.dls.get(&id) else { return };
         if dl.ending && dl.conns.is_empty() && dl.away == 0 {
-            let busy = self.conns.iter().flatten().any(|c| c.dl == id);
+            let busy = self
+                .conns
+                .iter()
+                .flatten()
+                .any(|c| c.dl == id || c.next.is_some_and(|(n, _)| n == id));
             if !busy {
                 let dl = self.dls.remove(&id).expect("present above");
                 dl.ctl.send(Ctl::Released);
@@ -1004,6 +1049,72 @@ impl Driver {
         }
     }
 
+    /// A connection to `addr` busy with another download that asks it for
+    /// nothing more, on which download `id` can send its handshake and
+    /// requests now: the server answered a pipelining version's handshake
+    /// on it before, nothing is queued behind the current download yet,
+    /// and the keys are the ones `id` may use (as for a parked link).
+    fn take_pipelined(&self, id: u64, addr: &SocketAddr) -> Option<usize> {
+        let shared = &self.dls.get(&id)?.shared;
+        self.conns.iter().position(|c| {
+            let Some(c) = c.as_ref() else { return false };
+            let ready = c.link.as_ref().is_none_or(|l| l.is_ready());
+            let (local, remote) = match &c.link {
+                Some(l) => (Some(l.local_key()), l.remote_key()),
+                None => (None, None),
+            };
+            c.to == *addr
+                && c.open
+                && !c.closing
+                && c.pipelines
+                && c.next.is_none()
+                && c.dl != 0
+                && c.dl != id
+                && ready
+                && shared.may_take(addr, local, remote)
+                && self
+                    .dls
+                    .get(&c.dl)
+                    .is_some_and(|d| lock(&d.shared.driven).core.asks_nothing_more(c.peer))
+        })
+    }
+
+    /// The current download let go of the link (complete): the next one,
+    /// whose handshake went out behind it, takes it over. What arrives
+    /// until the answer to that handshake is the file before's.
+    fn hand_to_next(&mut self, slot: usize) {
+        self.switch_to_next(slot);
+        self.parse(slot);
+    }
+
+    fn switch_to_next(&mut self, slot: usize) {
+        let Some(c) = self.conns[slot].as_mut() else { return };
+        let Some((id, peer)) = c.next.take() else { return };
+        c.dl = id;
+        c.peer = peer;
+        c.answered = false;
+        c.stale = true;
+        c.reported = Instant::now();
+    }
+
+    /// The current download wants to say more on a link that went on to
+    /// the next file: it has to do without the link (what it asked is
+    /// asked again elsewhere), which the next one takes over. With a
+    /// piece of it half received the link closes (both download again).
+    fn leave_to_next(&mut self, slot: usize, why: &str) {
+        let Some(c) = self.conns[slot].as_ref() else { return };
+        let (id, peer) = (c.dl, c.peer);
+        if c.body.is_some() {
+            return self.fail_conn(slot, why);
+        }
+        if let Some(dl) = self.dls.get_mut(&id) {
+            dl.conns.remove(&peer);
+        }
+        self.switch_to_next(slot);
+        self.core(id, |core, _| core.closed(peer, why));
+        self.maybe_release(id);
+    }
+
     fn connect(&mut self, id: u64, peer: PeerId, addr: SocketAddr) {
         if let Some(slot) = self.take_parked(id, &addr) {
             let c = self.conns[slot].as_mut().expect("parked connections are live");
@@ -1012,6 +1123,18 @@ impl Driver {
             c.peer = peer;
             c.answered = false;
             c.reported = Instant::now();
+            if let Some(dl) = self.dls.get_mut(&id) {
+                dl.conns.insert(peer, slot);
+            }
+            LINKS_REUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.core(id, |core, now| core.connected(peer, now));
+            return self.start_send(slot);
+        }
+        if let Some(slot) = self.take_pipelined(id, &addr) {
+            // Behind the current download's last requests: the server
+            // answers them, then this handshake.
+            let c = self.conns[slot].as_mut().expect("a live connection");
+            c.next = Some((id, peer));
             if let Some(dl) = self.dls.get_mut(&id) {
                 dl.conns.insert(peer, slot);
             }
@@ -1053,6 +1176,8 @@ impl Driver {
             to: addr,
             answered: false,
             stale: false,
+            next: None,
+            pipelines: false,
             parked: None,
             addr: Box::new((storage, len)),
             open: false,
@@ -1145,6 +1270,9 @@ impl Driver {
             return;
         }
         c.closing = true;
+        // Downloads still on the link (the caller let go of its own): both
+        // when one was pipelined behind another.
+        let on_it = [Some((c.dl, c.peer)), c.next.take()];
         // SAFETY: shutdown(2) on a descriptor the connection owns; it ends
         // a pending receive and send.
         unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_RDWR) };
@@ -1158,6 +1286,15 @@ impl Driver {
             }
         }
         self.maybe_free(slot);
+        for (id, peer) in on_it.into_iter().flatten() {
+            let held = self.dls.get_mut(&id).is_some_and(|d| {
+                d.conns.get(&peer) == Some(&slot) && d.conns.remove(&peer).is_some()
+            });
+            if held {
+                self.core(id, |core, _| core.closed(peer, "the link closed"));
+                self.maybe_release(id);
+            }
+        }
     }
 
     fn maybe_free(&mut self, slot: usize) {
@@ -1411,12 +1548,15 @@ impl Driver {
                     }
                     return;
                 }
-                let (id, peer) = (c.dl, c.peer);
+                let gen = c.gen;
                 let answer = k == kind::BITFIELD || k == kind::ERROR;
+                // An answer after the current download's own: the next
+                // one's, whose handshake went out behind it.
+                let handoff = answer && c.answered && !c.stale && c.next.is_some();
                 // A parked connection, or one taken over whose new
                 // handshake is not answered yet: the frame is of the file
                 // before.
-                let drop = c.stale && !(answer && id != 0);
+                let drop = c.stale && !(answer && c.dl != 0);
                 let frame = if drop { Vec::new() } else { c.rx[HEADER_LEN..len].to_vec() };
                 c.rx.copy_within(len..c.rx_len, 0);
                 c.rx_len -= len;
@@ -1427,9 +1567,37 @@ impl Driver {
                 if drop {
                     continue;
                 }
+                if handoff {
+                    // Every request of the download before was answered
+                    // first: it is done with the link.
+                    let (before, its_peer) = (c.dl, c.peer);
+                    if let Some(dl) = self.dls.get_mut(&before) {
+                        dl.conns.remove(&its_peer);
+                    }
+                    self.switch_to_next(slot);
+                    let why = "the link went on to the next file";
+                    self.core(before, |core, _| core.closed(its_peer, why));
+                    self.maybe_release(before);
+                }
+                let Some(c) = self.conns[slot].as_mut().filter(|c| c.gen == gen) else {
+                    return;
+                };
+                if c.closing {
+                    return;
+                }
+                let (id, peer) = (c.dl, c.peer);
                 if answer {
                     c.stale = false;
                     c.answered = true;
+                }
+                if k == kind::BITFIELD {
+                    // The server admitted this handshake's version: from
+                    // the pipelining one on, it answers every request
+                    // before the next handshake.
+                    let v = self.core(id, |core, _| core.version_to(peer)).flatten();
+                    if let Some(c) = self.conns[slot].as_mut() {
+                        c.pipelines = v.is_some_and(|v| v >= PIPELINE_VERSION);
+                    }
                 }
                 self.core(id, |core, now| core.on_frame(peer, k, &frame, now));
             }

@@ -305,12 +305,16 @@ impl Conn {
     }
 
     /// A handshake on an admitted session goes on to another file. Requests
-    /// of the file before not yet being answered are dropped (the
-    /// downloader is done with it); true when nothing of it is in flight
-    /// any more, so the handshake can be handled now.
+    /// of the file before not yet being answered are answered first when
+    /// the downloader pipelines ([`ServerSession::answers_all_before_switch`]),
+    /// else dropped (it is done with the file); true when nothing of it
+    /// is queued or in flight any more, so the handshake can be handled
+    /// now.
     fn ready_to_switch(&mut self, ctx: &mut Ctx<'_>) -> bool {
-        for _ in 0..self.tx.drop_pieces() {
-            self.served_one(ctx.now);
+        if !self.session.answers_all_before_switch() {
+            for _ in 0..self.tx.drop_pieces() {
+                self.served_one(ctx.now);
+            }
         }
         if !self.tx.is_idle() {
             return false;
