@@ -435,13 +435,18 @@ async fn get_many(
         None => JobWindow::adaptive_from(jobs::DEFAULT_MIN, jobs::DEFAULT_START, most, started),
     };
     // Asked for in batches (one request and one ticket for up to
-    // `ticket::MAX_FILES` files): refilled when under a window's worth.
+    // `ticket::MAX_FILES` files): refilled when under two windows' worth.
     let mut ahead: std::collections::VecDeque<(
         FileEntry,
         tokio::sync::oneshot::Receiver<Result<FileInfo>>,
     )> = std::collections::VecDeque::new();
     loop {
-        let (low, high) = (window.limit().max(BATCH / 2), (2 * window.limit()).max(BATCH));
+        // Twice the window at least, four times at most: a doubling
+        // starts as many files at once, and their answers must be here
+        // already (at 200 ms, 128 → 256 waited on the tracker a round
+        // trip mid-round, and the larger window's round looked no faster).
+        let limit = window.limit();
+        let (low, high) = ((2 * limit).max(BATCH / 2), (4 * limit).max(BATCH));
         if ahead.len() < low {
             while ahead.len() < high && !queue.is_empty() {
                 let batch: Vec<FileEntry> = queue.drain(..BATCH.min(queue.len())).collect();
