@@ -24,7 +24,8 @@
 //!   and 128 files on the wide-area testbed, losses at the link's queue
 //!   and the retransmission timeouts of small transfers), which this
 //!   undoes the same way;
-//! - **holding**: every [`REPROBE_ROUNDS`] rounds it probes, up and down
+//! - **holding**: every [`REPROBE_ROUNDS`] rounds, and no sooner than
+//!   [`REPROBE_AFTER`], it probes, up and down
 //!   in turn (the path, the peers or the files may have changed): a
 //!   doubling is kept if its round gains [`GAIN`] × the round before it
 //!   (and doubling goes on), a halving if its round keeps [`KEEP_DOWN`]
@@ -44,6 +45,11 @@ pub const MIN_ROUND: Duration = Duration::from_millis(200);
 pub const GAIN: f64 = 1.15;
 /// Rounds held before the next probe (up or down, in turn).
 pub const REPROBE_ROUNDS: u32 = 8;
+/// And at least this long: a far path's rounds are short (about one
+/// round trip of files), and a probe down costs half the rate for a
+/// round and the files of the one before (at 200 ms, every 2.5 s half a
+/// second at 128 of 256).
+pub const REPROBE_AFTER: Duration = Duration::from_secs(5);
 /// A smaller limit is kept if its round's rate is at least this share of
 /// the rate before: as fast with fewer files at once.
 pub const KEEP_DOWN: f64 = 0.95;
@@ -97,6 +103,8 @@ pub struct JobWindow {
     /// counts files started under the smaller one and looks no better,
     /// and a smaller limit's looks as fast as the larger one it follows).
     skip: usize,
+    /// When the window last came to hold where it is.
+    held_since: Instant,
     started: Instant,
     changes: Vec<(Duration, usize)>,
 }
@@ -132,6 +140,7 @@ impl JobWindow {
             round_files: 0,
             round_bytes: 0,
             skip: 0,
+            held_since: now,
             started: now,
             changes: vec![(Duration::ZERO, limit)],
         }
@@ -175,7 +184,10 @@ impl JobWindow {
             Phase::Fixed => return,
             Phase::Grow { best, .. } if rate >= GAIN * best => self.up_from(rate),
             Phase::Grow { best_limit, .. } => (best_limit, Phase::Hold { rounds: 0, up: false }),
-            Phase::Hold { rounds, up } if rounds + 1 >= REPROBE_ROUNDS => {
+            Phase::Hold { rounds, up }
+                if rounds + 1 >= REPROBE_ROUNDS
+                    && now.saturating_duration_since(self.held_since) >= REPROBE_AFTER =>
+            {
                 let up = if up { self.limit < self.max } else { self.limit == self.min };
                 let to = if up { self.grown() } else { self.shrunk() };
                 (to, Phase::Probe { from: self.limit, reference: rate, up })
@@ -189,6 +201,9 @@ impl JobWindow {
             }
             Phase::Probe { from, up, .. } => (from, Phase::Hold { rounds: 0, up: !up }),
         };
+        if matches!(next.1, Phase::Hold { rounds: 0, .. }) {
+            self.held_since = now;
+        }
         self.phase = next.1;
         if next.0 != self.limit {
             // The files running now were started under the old limit.
@@ -370,10 +385,25 @@ mod tests {
     }
 
     #[test]
+    fn a_held_window_probes_no_more_often_than_its_floor() {
+        // 200 ms: rounds of ~0.2 s, so eight of them are under two seconds.
+        let (w, _) =
+            drive_files(JobWindow::adaptive(16, 128, Instant::now()), 128 << 10, 60.0, 0.2, 125e6);
+        let downs: Vec<Duration> = w
+            .changes()
+            .windows(2)
+            .filter(|p| p[1].1 < p[0].1 && p[0].1 == 128)
+            .map(|p| p[1].0)
+            .collect();
+        assert!(downs.len() >= 2, "it still probes: {:?}", w.changes());
+        assert!(downs.windows(2).all(|d| d[1] - d[0] >= REPROBE_AFTER), "{:?}", w.changes());
+    }
+
+    #[test]
     fn the_window_follows_a_path_that_gets_farther() {
         let file = 128 << 10;
         let (near, far) = (path(0.001, 125e6, file), path(0.1, 125e6, file));
-        let (w, _) =
+        let (w, held) =
             drive_in_time(JobWindow::adaptive(16, 128, Instant::now()), file, 60.0, |t, l| {
                 if t < 20.0 {
                     near(l)
@@ -381,7 +411,8 @@ mod tests {
                     far(l)
                 }
             });
-        assert_eq!(w.limit(), 128, "{:?}", w.changes());
+        // Held at the top once far, between its probes.
+        assert_eq!(most_held(&held, 25.0..60.0), 128, "{:?}", w.changes());
     }
 
     #[test]
