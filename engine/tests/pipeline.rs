@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{wait_complete, Opts};
+use common::{random_bytes, wait_complete, Opts};
 use ringshare_engine::fetch::{LINKS_OPENED, LINKS_REUSED};
 use ringshare_engine::hash::HashPool;
 use ringshare_engine::link::PeerSecurity;
@@ -19,18 +19,11 @@ use ringshare_engine::serve::{Backend, PieceServer, ServeTable, ServedFile, Serv
 
 /// `len` pseudo-random bytes in `dir/name`, and their metadata.
 fn source(dir: &Path, name: &str, len: usize, seed: u64) -> (Vec<u8>, FileMeta) {
-    let mut x = seed | 1;
-    let mut bytes = Vec::with_capacity(len + 8);
-    while bytes.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        bytes.extend_from_slice(&x.to_le_bytes());
-    }
-    bytes.truncate(len);
+    let bytes = random_bytes(len, seed);
     let path = dir.join(name);
     fs::write(&path, &bytes).unwrap();
-    (bytes.clone(), HashPool::new(1).hash_file(&path, name).unwrap())
+    let meta = HashPool::new(1).hash_file(&path, name).unwrap();
+    (bytes, meta)
 }
 
 /// Three small files from one node: the first parks its link, the second

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{backends, download, wait_complete};
+use common::{backends, download, random_bytes, wait_complete};
 use ringshare_engine::fetch::{Download, FetchSpec, PeerList, Status};
 use ringshare_engine::hash::HashPool;
 use ringshare_engine::meta::{Bitfield, FileMeta, Sha1Digest, PIECE_LEN};
@@ -24,19 +24,6 @@ use ringshare_engine::serve::{
     Backend, PieceServer, SendMethod, ServeTable, ServedFile, ServerLimits,
 };
 use ringshare_engine::store::PartFile;
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
 
 fn uring_available() -> bool {
     let (b, why) = Backend::choose(Some(Backend::Uring));

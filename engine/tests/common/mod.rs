@@ -16,6 +16,20 @@ use ringshare_engine::secure::PublicKey;
 use ringshare_engine::serve::{Backend, ServedFile};
 use ringshare_engine::store::PartFile;
 
+/// `len` pseudo-random bytes (xorshift from `seed`): the same every run.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
 /// The backends to test: io_uring where the kernel offers it, and threads.
 pub fn backends() -> Vec<Backend> {
     let mut v = Vec::new();
