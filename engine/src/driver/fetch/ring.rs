@@ -920,10 +920,16 @@ impl Driver {
             }
             Action::Release { peer } => {
                 if let Some(slot) = dl.conns.remove(&peer) {
-                    let (current, next) = match self.conns[slot].as_ref() {
-                        Some(c) => (c.dl == id, c.next.is_some()),
-                        None => (false, false),
+                    let (current, next, body) = match self.conns[slot].as_ref() {
+                        Some(c) => (c.dl == id, c.next.is_some(), c.body.is_some()),
+                        None => (false, false, false),
                     };
+                    if current && next && body {
+                        // A copy of a piece it no longer needs is half
+                        // received (it completed from another peer): its
+                        // bytes are not the next download's. Both let go.
+                        return self.close(slot);
+                    }
                     if current && next {
                         return self.hand_to_next(slot);
                     }
@@ -1079,9 +1085,10 @@ impl Driver {
         })
     }
 
-    /// The current download let go of the link (complete): the next one,
-    /// whose handshake went out behind it, takes it over. What arrives
-    /// until the answer to that handshake is the file before's.
+    /// The current download let go of the link (complete, no piece half
+    /// received): the next one, whose handshake went out behind it, takes
+    /// it over. What arrives until the answer to that handshake is the
+    /// file before's.
     fn hand_to_next(&mut self, slot: usize) {
         self.switch_to_next(slot);
         self.parse(slot);
