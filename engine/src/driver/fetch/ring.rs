@@ -920,14 +920,16 @@ impl Driver {
             }
             Action::Release { peer } => {
                 if let Some(slot) = dl.conns.remove(&peer) {
-                    let (current, next, body) = match self.conns[slot].as_ref() {
-                        Some(c) => (c.dl == id, c.next.is_some(), c.body.is_some()),
+                    let (current, next, clean) = match self.conns[slot].as_ref() {
+                        Some(c) => (c.dl == id, c.next.is_some(), c.answered && c.body.is_none()),
                         None => (false, false, false),
                     };
-                    if current && next && body {
-                        // A copy of a piece it no longer needs is half
-                        // received (it completed from another peer): its
-                        // bytes are not the next download's. Both let go.
+                    if current && next && !clean {
+                        // It completed from other peers before this link
+                        // answered it, or with a copy of a piece half
+                        // received here: what comes next on the link is
+                        // still its, and would pass for the next
+                        // download's answer or piece. Both let go.
                         return self.close(slot);
                     }
                     if current && next {
@@ -1085,10 +1087,10 @@ impl Driver {
         })
     }
 
-    /// The current download let go of the link (complete, no piece half
-    /// received): the next one, whose handshake went out behind it, takes
-    /// it over. What arrives until the answer to that handshake is the
-    /// file before's.
+    /// The current download let go of the link (complete, its answer in,
+    /// no piece half received): the next one, whose handshake went out
+    /// behind it, takes it over. What arrives until the answer to that
+    /// handshake is the file before's.
     fn hand_to_next(&mut self, slot: usize) {
         self.switch_to_next(slot);
         self.parse(slot);
@@ -1106,12 +1108,13 @@ impl Driver {
 
     /// The current download wants to say more on a link that went on to
     /// the next file: it has to do without the link (what it asked is
-    /// asked again elsewhere), which the next one takes over. With a
-    /// piece of it half received the link closes (both download again).
+    /// asked again elsewhere), which the next one takes over. Before the
+    /// link answered it, or with a piece of it half received, the link
+    /// closes (both download again): what comes next is still its.
     fn leave_to_next(&mut self, slot: usize, why: &str) {
         let Some(c) = self.conns[slot].as_ref() else { return };
         let (id, peer) = (c.dl, c.peer);
-        if c.body.is_some() {
+        if !c.answered || c.body.is_some() {
             return self.fail_conn(slot, why);
         }
         if let Some(dl) = self.dls.get_mut(&id) {
