@@ -1120,78 +1120,19 @@ fn a_link_goes_on_to_another_file() {
 /// frames of the file before (a piece of garbage, a `have`, a `reject`) —
 /// what a real server may still have on its way.
 fn stale_frames_server(files: Vec<(Vec<u8>, FileMeta)>) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
-    let files = Arc::new(files);
-    std::thread::spawn(move || {
-        let keypair = Keypair::generate();
-        for tcp in listener.incoming() {
-            let Ok(tcp) = tcp else { return };
-            count.fetch_add(1, Ordering::SeqCst);
-            let (files, keypair) = (Arc::clone(&files), keypair.clone());
-            std::thread::spawn(move || {
-                let Ok(mut s) = BlockingSecureStream::accept(tcp, &keypair, PEER_PROLOGUE) else {
-                    return;
-                };
-                let mut buf = Vec::new();
-                let mut current: Option<usize> = None;
-                loop {
-                    let (reply, used) = match peer::decode(&buf) {
-                        Ok((msg, used)) => {
-                            let mut out = Vec::new();
-                            match msg {
-                                Message::Handshake { file_id, .. } => {
-                                    if current.is_some() {
-                                        let junk = [0xab; 1000];
-                                        let stale = [
-                                            Message::Piece { piece: 0, offset: 0, data: &junk },
-                                            Message::Have(0),
-                                            Message::Reject { piece: 0, offset: 0, len: 1 },
-                                        ];
-                                        for m in &stale {
-                                            peer::encode(m, &mut out);
-                                        }
-                                    }
-                                    current = files.iter().position(|(_, m)| m.sha1 == file_id);
-                                    let Some(i) = current else { return };
-                                    let n = files[i].1.piece_hashes.len() as u32;
-                                    let mut bits = Bitfield::new(n);
-                                    (0..n).for_each(|p| {
-                                        bits.set(p);
-                                    });
-                                    peer::encode(&Message::Bitfield(bits.as_bytes()), &mut out);
-                                }
-                                Message::Request { piece, offset, len } => {
-                                    let Some(i) = current else { return };
-                                    let at = piece as usize * PIECE_LEN as usize + offset as usize;
-                                    let data = &files[i].0[at..at + len as usize];
-                                    peer::encode(&Message::Piece { piece, offset, data }, &mut out);
-                                }
-                                _ => {}
-                            }
-                            (out, used)
-                        }
-                        Err(PeerDecodeError::NeedMore(_)) => {
-                            let mut chunk = [0u8; 65536];
-                            match s.read(&mut chunk) {
-                                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                                _ => return,
-                            }
-                            continue;
-                        }
-                        Err(_) => return,
-                    };
-                    buf.drain(..used);
-                    if s.write_all(&reply).and_then(|()| s.flush()).is_err() {
-                        return;
-                    }
-                }
-            });
+    common::fake_server(files, |again, _, out| {
+        if again {
+            let junk = [0xab; 1000];
+            let stale = [
+                Message::Piece { piece: 0, offset: 0, data: &junk },
+                Message::Have(0),
+                Message::Reject { piece: 0, offset: 0, len: 1 },
+            ];
+            for m in &stale {
+                peer::encode(m, out);
+            }
         }
-    });
-    (addr, accepted)
+    })
 }
 
 /// Downloads one after another from the same node share one link: each

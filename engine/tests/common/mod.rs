@@ -3,16 +3,20 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ringshare_engine::fetch::{Download, FetchEvent, FetchSpec, PeerList};
 use ringshare_engine::hash::HashPool;
 use ringshare_engine::link::PeerSecurity;
-use ringshare_engine::meta::FileMeta;
-use ringshare_engine::secure::PublicKey;
+use ringshare_engine::meta::{Bitfield, FileMeta, PIECE_LEN};
+use ringshare_engine::peer::{self, Message, PeerDecodeError};
+use ringshare_engine::secure::{Keypair, PublicKey, PEER_PROLOGUE};
+use ringshare_engine::secure_io::BlockingSecureStream;
 use ringshare_engine::serve::{Backend, ServedFile};
 use ringshare_engine::store::PartFile;
 
@@ -165,4 +169,79 @@ pub fn wait_complete(rx: &mpsc::Receiver<FetchEvent>) {
             FetchEvent::FirstPiece => {}
         }
     }
+}
+
+/// A fake piece server over the encrypted link (whole files, every piece
+/// held) that counts its connections. Before it answers a handshake it
+/// calls `before_answer(again, file, out)` — `again` when the link
+/// carried a file before; frames put in `out` go out first, and the hook
+/// may block to hold the answer back.
+pub fn fake_server(
+    files: Vec<(Vec<u8>, FileMeta)>,
+    before_answer: impl Fn(bool, &FileMeta, &mut Vec<u8>) + Send + Sync + 'static,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    let files = Arc::new(files);
+    let hook = Arc::new(before_answer);
+    std::thread::spawn(move || {
+        let keypair = Keypair::generate();
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            let (files, keypair, hook) = (Arc::clone(&files), keypair.clone(), Arc::clone(&hook));
+            std::thread::spawn(move || {
+                let Ok(mut s) = BlockingSecureStream::accept(tcp, &keypair, PEER_PROLOGUE) else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut current: Option<usize> = None;
+                loop {
+                    let (reply, used) = match peer::decode(&buf) {
+                        Ok((msg, used)) => {
+                            let mut out = Vec::new();
+                            match msg {
+                                Message::Handshake { file_id, .. } => {
+                                    let again = current.is_some();
+                                    current = files.iter().position(|(_, m)| m.sha1 == file_id);
+                                    let Some(i) = current else { return };
+                                    hook(again, &files[i].1, &mut out);
+                                    let n = files[i].1.piece_hashes.len() as u32;
+                                    let mut bits = Bitfield::new(n);
+                                    (0..n).for_each(|p| {
+                                        bits.set(p);
+                                    });
+                                    peer::encode(&Message::Bitfield(bits.as_bytes()), &mut out);
+                                }
+                                Message::Request { piece, offset, len } => {
+                                    let Some(i) = current else { return };
+                                    let at = piece as usize * PIECE_LEN as usize + offset as usize;
+                                    let data = &files[i].0[at..at + len as usize];
+                                    peer::encode(&Message::Piece { piece, offset, data }, &mut out);
+                                }
+                                _ => {}
+                            }
+                            (out, used)
+                        }
+                        Err(PeerDecodeError::NeedMore(_)) => {
+                            let mut chunk = [0u8; 65536];
+                            match s.read(&mut chunk) {
+                                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                                _ => return,
+                            }
+                            continue;
+                        }
+                        Err(_) => return,
+                    };
+                    buf.drain(..used);
+                    if s.write_all(&reply).and_then(|()| s.flush()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
 }
