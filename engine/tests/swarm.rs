@@ -781,22 +781,33 @@ fn a_request_kept_waiting_for_a_slot_is_answered_busy() {
         let mut old = Client::connect(s.addr());
         old.handshake_v(meta.sha1, peer::MIN_VERSION);
         let p_old = offered(&mut old);
-        // b takes the slot; the others line up behind it.
+        // b should take the slot and the others line up behind it, but
+        // the server may read the three links in any order. Whichever
+        // takes the slot, a version 3 downloader is left waiting.
         let p_b = (0..4).find(|&p| p != p_new && p != p_old).unwrap();
         b.request(p_b, len);
         new.request(p_new, len);
         old.request(p_old, len);
-        loop {
-            match new.recv() {
+        let at = |p: u32| &bytes[p as usize * PIECE_LEN as usize..][..PIECE_LEN as usize];
+        // Reads `c` until it is told `busy` (true) or sent its piece.
+        let busy_or_piece = |c: &mut Client, want: u32, who: &str| loop {
+            match c.recv() {
                 Some(Got::Busy(p)) => {
-                    assert_eq!(p, p_new, "{backend:?}");
-                    break;
+                    assert_eq!(p, want, "{backend:?}: {who}");
+                    return true;
+                }
+                Some(Got::Piece { piece, data, .. }) if piece == want => {
+                    assert_eq!(&data[..], at(want), "{backend:?}: {who}");
+                    return false;
                 }
                 Some(Got::Have(_)) => {}
-                other => panic!("{backend:?}: the newer downloader got {other:?}"),
+                other => panic!("{backend:?}: {who} got {other:?}"),
             }
+        };
+        if !busy_or_piece(&mut new, p_new, "the newer downloader") {
+            // `new` took the slot first, so b waited behind it.
+            assert!(busy_or_piece(&mut b, p_b, "b"), "{backend:?}: b waited and was not told");
         }
-        let at = |p: u32| &bytes[p as usize * PIECE_LEN as usize..][..PIECE_LEN as usize];
         loop {
             match old.recv() {
                 Some(Got::Piece { piece, data, .. }) if piece == p_old => {
