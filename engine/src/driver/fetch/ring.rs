@@ -880,20 +880,26 @@ impl Driver {
 
     /// Runs `f` on a download's core, then carries out its actions.
     fn core<R>(&mut self, id: u64, f: impl FnOnce(&mut DownloadCore, Instant) -> R) -> Option<R> {
-        let dl = self.dls.get(&id)?;
-        let (r, actions) = {
-            let mut d = lock(&dl.shared.driven);
-            let r = f(&mut d.core, Instant::now());
-            let actions: Vec<Action> = std::iter::from_fn(|| d.core.poll_action()).collect();
-            dl.shared
-                .active
-                .store(d.core.stats().active_peers, std::sync::atomic::Ordering::Release);
-            (r, actions)
-        };
+        let (r, actions) = self.step(id, f)?;
         for a in actions {
             self.apply(id, a);
         }
         Some(r)
+    }
+
+    /// Runs `f` on download `id`'s core and takes the actions it led to,
+    /// for the caller to apply.
+    fn step<R>(
+        &self,
+        id: u64,
+        f: impl FnOnce(&mut DownloadCore, Instant) -> R,
+    ) -> Option<(R, Vec<Action>)> {
+        let dl = self.dls.get(&id)?;
+        let mut d = lock(&dl.shared.driven);
+        let r = f(&mut d.core, Instant::now());
+        let actions: Vec<Action> = std::iter::from_fn(|| d.core.poll_action()).collect();
+        dl.shared.active.store(d.core.stats().active_peers, std::sync::atomic::Ordering::Release);
+        Some((r, actions))
     }
 
     fn apply(&mut self, id: u64, action: Action) {
@@ -1113,10 +1119,17 @@ impl Driver {
     /// closes (both download again): what comes next is still its.
     fn leave_to_next(&mut self, slot: usize, why: &str) {
         let Some(c) = self.conns[slot].as_ref() else { return };
-        let (id, peer) = (c.dl, c.peer);
         if !c.answered || c.body.is_some() {
             return self.fail_conn(slot, why);
         }
+        self.pass_on(slot, why);
+    }
+
+    /// The link's current download is done with it (`why`): the next one,
+    /// whose handshake went out behind it, has it from now on.
+    fn pass_on(&mut self, slot: usize, why: &str) {
+        let Some(c) = self.conns[slot].as_ref() else { return };
+        let (id, peer) = (c.dl, c.peer);
         if let Some(dl) = self.dls.get_mut(&id) {
             dl.conns.remove(&peer);
         }
@@ -1580,14 +1593,7 @@ impl Driver {
                 if handoff {
                     // Every request of the download before was answered
                     // first: it is done with the link.
-                    let (before, its_peer) = (c.dl, c.peer);
-                    if let Some(dl) = self.dls.get_mut(&before) {
-                        dl.conns.remove(&its_peer);
-                    }
-                    self.switch_to_next(slot);
-                    let why = "the link went on to the next file";
-                    self.core(before, |core, _| core.closed(its_peer, why));
-                    self.maybe_release(before);
+                    self.pass_on(slot, "the link went on to the next file");
                 }
                 let Some(c) = self.conns[slot].as_mut().filter(|c| c.gen == gen) else {
                     return;
@@ -1600,16 +1606,27 @@ impl Driver {
                     c.stale = false;
                     c.answered = true;
                 }
-                if k == kind::BITFIELD {
+                let bitfield = k == kind::BITFIELD;
+                let (version, actions) = self
+                    .step(id, |core, now| {
+                        let v = if bitfield { core.version_to(peer) } else { None };
+                        core.on_frame(peer, k, &frame, now);
+                        v
+                    })
+                    .unwrap_or_default();
+                if bitfield {
                     // The server admitted this handshake's version: from
                     // the pipelining one on, it answers every request
-                    // before the next handshake.
-                    let v = self.core(id, |core, _| core.version_to(peer)).flatten();
+                    // before the next handshake. Set before the actions
+                    // run: one may hand the link on and parse the next
+                    // download's answer.
                     if let Some(c) = self.conns[slot].as_mut() {
-                        c.pipelines = v.is_some_and(|v| v >= PIPELINE_VERSION);
+                        c.pipelines = version.is_some_and(|v| v >= PIPELINE_VERSION);
                     }
                 }
-                self.core(id, |core, now| core.on_frame(peer, k, &frame, now));
+                for a in actions {
+                    self.apply(id, a);
+                }
             }
         }
     }
