@@ -137,14 +137,20 @@ fn a_link_not_yet_answered_is_not_handed_to_the_next() {
             }
         })
     };
-    // A serves file 1 at once.
-    let table = ServeTable::new(Box::new(|_, _, _, _| true));
-    table.insert(ServedFile::complete(
-        files[1].1.clone(),
-        File::open(dir.path().join("g1")).unwrap(),
-    ));
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = PieceServer::start(listener, table, ServerLimits::default(), Backend::Uring).unwrap();
+    // A serves file 1 once told: not before file 2 has gone behind file 1
+    // on B's link, or file 1 could complete first and leave it nothing to
+    // go behind.
+    let a_gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let (a, _) = {
+        let a_gate = Arc::clone(&a_gate);
+        common::fake_server(files.clone(), move |_, _, _| {
+            let (open, cv) = &*a_gate;
+            let mut g = open.lock().unwrap();
+            while !*g {
+                g = cv.wait(g).unwrap();
+            }
+        })
+    };
     let security = PeerSecurity::ephemeral();
     let start = |i: usize, peers: Vec<std::net::SocketAddr>| {
         let sub = dir.path().join(format!("e{i}"));
@@ -160,7 +166,7 @@ fn a_link_not_yet_answered_is_not_handed_to_the_next() {
     // asks A too; file 2 then goes behind it on B's link.
     let reused = || LINKS_REUSED.load(Ordering::SeqCst);
     let before = reused();
-    let (_d1, rx1) = start(1, vec![b, a.addr()]);
+    let (_d1, rx1) = start(1, vec![b, a]);
     let t0 = std::time::Instant::now();
     while reused() == before {
         assert!(t0.elapsed() < Duration::from_secs(60), "file 1 never took the parked link");
@@ -173,12 +179,13 @@ fn a_link_not_yet_answered_is_not_handed_to_the_next() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "file 2 went on the busy link");
     // File 1 comes from A; then B answers it, on the link file 2 waits on.
+    let open = |gate: &(Mutex<bool>, Condvar)| {
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+    };
+    open(&a_gate);
     wait_complete(&rx1);
-    {
-        let (open, cv) = &*gate;
-        *open.lock().unwrap() = true;
-        cv.notify_all();
-    }
+    open(&gate);
     wait_complete(&rx2);
     for (i, (bytes, _)) in files.iter().enumerate() {
         let got = fs::read(dir.path().join(format!("e{i}/out.bin"))).unwrap();
