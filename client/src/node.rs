@@ -1321,7 +1321,14 @@ impl Skipped {
 
 impl std::fmt::Display for Skipped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.reason)
+        // A control character in a name is shown escaped (`\u{1}`), not
+        // sent to the terminal.
+        let path = self.path.display().to_string();
+        if path.chars().any(char::is_control) {
+            write!(f, "{}: {}", path.escape_debug(), self.reason)
+        } else {
+            write!(f, "{path}: {}", self.reason)
+        }
     }
 }
 
@@ -1368,6 +1375,14 @@ mod tests {
 
     fn listed(addr: &str) -> PeerInfo {
         PeerInfo { user: "u".into(), addr: addr.into(), key: Some([1; 32]) }
+    }
+
+    #[test]
+    fn a_skipped_name_shows_its_control_characters_escaped() {
+        let s = Skipped::new(Path::new("tree/ctl\u{1}char.txt"), "bad name".into());
+        assert_eq!(s.to_string(), "tree/ctl\\u{1}char.txt: bad name");
+        let plain = Skipped::new(Path::new("tree/a b.txt"), "why".into());
+        assert_eq!(plain.to_string(), "tree/a b.txt: why");
     }
 
     #[test]

@@ -145,7 +145,17 @@ pub struct LsArgs {
 pub async fn get(mut args: GetArgs) -> Result<()> {
     let dest = args.files_and_dest.pop().ok_or_else(|| anyhow!("no destination given"))?;
     let patterns = std::mem::take(&mut args.files_and_dest);
-    let mut node = login_node(&args.node).await?;
+    // Where the figures go is checked before anything is fetched: a
+    // download is not to end in an error for want of a place to write them.
+    for path in [&args.stats, &args.hgrm].into_iter().flatten() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    let mut node = login_node(&args.node, !args.quiet).await?;
     let result = get_in(&mut node, &args, patterns, dest).await;
     let _ = run(&mut node, Command::Logout).await;
     node.shutdown();
@@ -173,21 +183,56 @@ async fn get_in(
             return get_one(node, args, name.clone(), dest).await;
         }
     }
+    if patterns.is_empty() {
+        refuse_dest_like_a_name(&dest, &args.group, &listed)?;
+    }
     let (files, missed) = selection.select(listed);
     let dest = PathBuf::from(dest);
+    if std::fs::metadata(&dest).is_ok_and(|m| !m.is_dir()) {
+        bail!("{} is not a directory", dest.display());
+    }
     std::fs::create_dir_all(&dest).with_context(|| format!("create {}", dest.display()))?;
     let mut report = get_many(node, args, files, &dest).await?;
     for m in missed {
         report.failed.push((m.clone(), format!("no file in {} matches {m}", args.group)));
+        report.lasting += 1;
     }
     report.finish(args, &dest)
+}
+
+/// A lone argument after the group is the destination, and the whole
+/// group is fetched into it. Refused when it is not there yet and reads as
+/// what was meant to be fetched (a pattern, or a file or directory of the
+/// group): DEST was most likely left out.
+fn refuse_dest_like_a_name(dest: &str, group: &str, listed: &[FileEntry]) -> Result<()> {
+    if std::fs::symlink_metadata(dest).is_ok() {
+        return Ok(());
+    }
+    if dest.trim_end_matches('/').is_empty() {
+        return Ok(());
+    }
+    let what = if bulk::is_glob(dest) {
+        "a pattern"
+    } else if listed.iter().any(|f| f.name == dest) {
+        "a file of the group"
+    } else if listed.iter().any(|f| names::under_dir(&f.name, dest)) {
+        "a directory of the group"
+    } else {
+        return Ok(());
+    };
+    bail!(
+        "{dest} is {what}, given as the destination: name the destination last \
+         (ringshare get {group} NAME... DEST); to fetch all of {group} into a new \
+         directory of that name, write ./{dest}"
+    )
 }
 
 async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) -> Result<()> {
     let cmd = Command::DownloadFile { group: args.group.clone(), file, dest };
     let started = std::time::Instant::now();
     let line = run(node, cmd).await?;
-    eprintln!("{line}");
+    // The shell's line points at its own `show_downloads`; not here.
+    eprintln!("{}", line.trim_end_matches("; see show_downloads"));
     let entry = node.downloads().last().ok_or_else(|| anyhow!("the download did not start"))?;
     let download = Arc::clone(&entry.download);
     let status = if args.quiet {
@@ -206,6 +251,19 @@ async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) ->
         Status::Running => bail!("download stopped before completing"),
     }
 }
+
+/// Something else is at a file's destination: it stays, and fetching again
+/// will not change that.
+#[derive(Debug)]
+struct NotOverwritten(String);
+
+impl std::fmt::Display for NotOverwritten {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotOverwritten {}
 
 /// How one file of a bulk `get` ended.
 #[derive(Debug)]
@@ -228,11 +286,16 @@ struct BulkReport {
     /// histogram per file would cost ~0.2 MB each).
     latency: Option<hdrhistogram::Histogram<u64>>,
     failed: Vec<(String, String)>,
+    /// Of `failed`, those that running the command again cannot mend (a
+    /// name that matched nothing, something else at the destination).
+    lasting: usize,
     seconds: f64,
     /// Files not fetched because of Ctrl-C.
     interrupted: usize,
     /// Files fetched at once: each limit taken, from when (seconds in).
     jobs: Vec<(f64, usize)>,
+    /// The I/O backend that fetched.
+    io: &'static str,
 }
 
 /// A bulk `get`'s `--stats` document, serialized as it is written (keys
@@ -246,6 +309,8 @@ struct BulkStats<'a> {
     files: Vec<FileStats<'a>>,
     files_done: usize,
     files_failed: usize,
+    /// The I/O backend that fetched (`uring` or `threads`).
+    io: &'static str,
     jobs: Vec<JobsFigures>,
     mbps: f64,
     peer_links_opened: u64,
@@ -311,6 +376,7 @@ impl BulkReport {
                 .collect(),
             files_done: self.done.len(),
             files_failed: self.failed.len(),
+            io: self.io,
             jobs: self.jobs.iter().map(|&(at_s, limit)| JobsFigures { at_s, limit }).collect(),
             mbps,
             peer_links_opened: LINKS_OPENED.load(std::sync::atomic::Ordering::Relaxed),
@@ -357,14 +423,16 @@ impl BulkReport {
             );
         }
         if self.failed.is_empty() {
-            Ok(())
-        } else {
-            let total = self.failed.len() + self.done.len();
+            return Ok(());
+        }
+        let total = self.failed.len() + self.done.len();
+        let failed = self.failed.len();
+        if self.lasting == failed {
             bail!(
-                "{} of {total} file(s) failed; run the same command again to resume",
-                self.failed.len()
+                "{failed} of {total} file(s) failed (see above; fetching again will not change it)"
             )
         }
+        bail!("{failed} of {total} file(s) failed; run the same command again to resume")
     }
 }
 
@@ -402,6 +470,7 @@ async fn get_many(
     let file_style = style("  {msg} [{bar:20}] {bytes}/{total_bytes}");
     let mut report = BulkReport {
         latency: args.hgrm.is_some().then(|| ringshare_engine::metrics::Latency::new().snapshot()),
+        io: node.fetch_backend().name(),
         ..BulkReport::default()
     };
     let mut queue: std::collections::VecDeque<FileEntry> = files.into();
@@ -488,6 +557,9 @@ async fn get_many(
                     let why = format!("{e:#}");
                     if !node.logged_in() || why == Refusal::NotLoggedIn.to_string() {
                         bail!("{why}");
+                    }
+                    if e.is::<NotOverwritten>() {
+                        report.lasting += 1;
                     }
                     report.failed.push((f.name, why));
                 }
@@ -636,7 +708,16 @@ async fn start_one(
     info: Result<FileInfo>,
 ) -> Result<Option<Arc<Download>>> {
     let at = dest.join(&f.name);
-    let differs = || anyhow!("a different file is at {}; not overwritten", at.display());
+    let differs = || {
+        let what = match std::fs::symlink_metadata(&at) {
+            Ok(md) if md.is_dir() => "a directory",
+            _ => "a different file",
+        };
+        anyhow::Error::new(NotOverwritten(format!(
+            "{what} is at {}; not overwritten",
+            at.display()
+        )))
+    };
     // Whether what is at the path is not a file of the expected size
     // (`None`: nothing there).
     let other = || std::fs::symlink_metadata(&at).ok().map(|md| !md.is_file() || md.len() != f.len);
@@ -683,7 +764,7 @@ fn style(template: &str) -> ProgressStyle {
 
 /// `ringshare share`.
 pub async fn share(args: ShareArgs) -> Result<()> {
-    let mut node = login_node(&args.node).await?;
+    let mut node = login_node(&args.node, true).await?;
     use tokio::signal::unix::{signal, SignalKind};
     // Handlers first: a signal right after the announcement stops cleanly.
     let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
@@ -726,7 +807,7 @@ pub async fn share(args: ShareArgs) -> Result<()> {
 
 /// `ringshare ls`.
 pub async fn ls(args: LsArgs) -> Result<()> {
-    let mut node = login_node(&args.node).await?;
+    let mut node = login_node(&args.node, false).await?;
     let result = node.list_group(&args.group, args.prefix.as_deref().unwrap_or("")).await;
     let _ = run(&mut node, Command::Logout).await;
     node.shutdown();
@@ -831,6 +912,12 @@ pub fn bind_piece_server(addr: SocketAddr) -> Result<std::net::TcpListener> {
 
 /// The I/O backend (piece server and downloads) to run, printing which and why.
 pub fn backend(flag: Option<Backend>) -> Result<Backend> {
+    choose_backend(flag, true)
+}
+
+/// [`backend`], saying which only when `say` (not for a listing, nor a
+/// `get --quiet`).
+fn choose_backend(flag: Option<Backend>, say: bool) -> Result<Backend> {
     let forced = match flag {
         Some(b) => Some(b),
         None => match std::env::var("RINGSHARE_IO") {
@@ -841,7 +928,9 @@ pub fn backend(flag: Option<Backend>) -> Result<Backend> {
         },
     };
     let (backend, why) = Backend::choose(forced);
-    eprintln!("ringshare: I/O backend (serving and fetching): {} ({why})", backend.name());
+    if say {
+        eprintln!("ringshare: I/O backend (serving and fetching): {} ({why})", backend.name());
+    }
     Ok(backend)
 }
 
@@ -871,7 +960,8 @@ pub fn default_state_dir() -> PathBuf {
     }
 }
 
-async fn login_node(login: &NodeLogin) -> Result<Node> {
+/// Starts a node and logs it in; `say` prints which I/O backend it runs.
+async fn login_node(login: &NodeLogin, say: bool) -> Result<Node> {
     let list = TrackerList::load(&login.trackers)?;
     let pw_file = &login.password_file;
     let password =
@@ -887,7 +977,7 @@ async fn login_node(login: &NodeLogin) -> Result<Node> {
         list,
         default_state_dir(),
         limits(login.upload_rate),
-        backend(login.io)?,
+        choose_backend(login.io, say)?,
         login.plaintext,
     )?;
     if login.plaintext {
