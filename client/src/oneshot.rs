@@ -270,6 +270,8 @@ impl std::error::Error for NotOverwritten {}
 struct FileFigures {
     name: String,
     bytes: u64,
+    /// Of `bytes`, those fetched by this run (a resumed file had the rest).
+    fetched: u64,
     seconds: f64,
     /// Already at the destination, verified; nothing fetched.
     present: bool,
@@ -292,6 +294,8 @@ struct BulkReport {
     seconds: f64,
     /// Files not fetched because of Ctrl-C.
     interrupted: usize,
+    /// Bytes verified of the files stopped by Ctrl-C.
+    partial: u64,
     /// Files fetched at once: each limit taken, from when (seconds in).
     jobs: Vec<(f64, usize)>,
     /// The I/O backend that fetched.
@@ -365,7 +369,7 @@ impl BulkReport {
                     bytes: f.bytes,
                     file: &f.name,
                     latency_us: f.latency.iter().copied().collect(),
-                    mbps: f.bytes as f64 / f.seconds.max(1e-9) / 1e6,
+                    mbps: f.fetched as f64 / f.seconds.max(1e-9) / 1e6,
                     peers: f
                         .peers
                         .iter()
@@ -392,7 +396,9 @@ impl BulkReport {
     /// Prints the summary (and each failure), writes the figures; an error
     /// unless every selected file is complete.
     fn finish(self, args: &GetArgs, dest: &Path) -> Result<()> {
-        let bytes: u64 = self.done.iter().filter(|f| !f.present).map(|f| f.bytes).sum();
+        // What this run fetched: not what a resumed file had already, and
+        // the verified pieces of files stopped by Ctrl-C too.
+        let bytes: u64 = self.done.iter().map(|f| f.fetched).sum::<u64>() + self.partial;
         let present = self.done.iter().filter(|f| f.present).count();
         let mbps = bytes as f64 / self.seconds.max(1e-9) / 1e6;
         let mut line = format!(
@@ -547,6 +553,7 @@ async fn get_many(
                     report.done.push(FileFigures {
                         name: f.name,
                         bytes: f.len,
+                        fetched: 0,
                         seconds: 0.0,
                         present: true,
                         latency: Vec::new(),
@@ -600,9 +607,11 @@ async fn get_many(
                     if let Some(all) = report.latency.as_mut() {
                         let _ = latency.add_to(all);
                     }
+                    let fetched = peers.iter().map(|(_, b)| b).sum();
                     report.done.push(FileFigures {
                         name: r.entry.name,
                         bytes: r.entry.len,
+                        fetched,
                         seconds: r.started.elapsed().as_secs_f64(),
                         present: false,
                         latency: if args.stats.is_some() {
@@ -631,7 +640,11 @@ async fn get_many(
                     for d in &stopped {
                         d.stop();
                     }
-                    let _ = tokio::task::spawn_blocking(move || stopped.iter().for_each(|d| d.wait())).await;
+                    let partial = tokio::task::spawn_blocking(move || {
+                        stopped.iter().for_each(|d| d.wait());
+                        stopped.iter().flat_map(|d| d.contributions().into_values()).sum::<u64>()
+                    });
+                    report.partial = partial.await.unwrap_or(0);
                     multi.clear().ok();
                     report.interrupted = running.len() + ahead.len() + queue.len();
                     break;

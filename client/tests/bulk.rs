@@ -420,7 +420,13 @@ fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
         c
     };
     let child = get().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    common::eventually("the first download to start", || dest.join("set/a.bin.part").exists());
+    // Stopped once the first file is in and a piece of the second is
+    // verified (its resume record ends with its bitfield).
+    common::eventually("the first file and a piece of the second", || {
+        dest.join("set/a.bin").exists()
+            && std::fs::read(dest.join("set/b.bin.part.state"))
+                .is_ok_and(|r| r.last().is_some_and(|&bits| bits != 0))
+    });
     // SAFETY: kill sends a signal to a child this test started.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let out = child.wait_with_output().unwrap();
@@ -432,9 +438,21 @@ fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
     );
     assert_eq!(err.lines().filter(|l| l.starts_with("error: ")).count(), 1, "{err}");
     assert!(!dest.join("set/c.bin").exists());
+    // "fetched N file(s), B bytes ...": B.
+    let fetched = |out: &Output| -> u64 {
+        let line = text(&out.stdout);
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == "bytes").expect("a summary line");
+        words[at - 1].trim_end_matches(',').parse().expect("a byte count")
+    };
+    let before = fetched(&out);
+    assert!(before > 2 * 1024 * 1024, "{}", text(&out.stdout));
 
     let out = get().output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // Each byte counted by the run that fetched it: the interrupted one
+    // counts its verified pieces, the resumed one not what it had already.
+    assert_eq!(before + fetched(&out), 3 * 2 * 1024 * 1024, "{}", text(&out.stdout));
     for name in ["a.bin", "b.bin", "c.bin"] {
         assert_eq!(
             std::fs::read(dest.join("set").join(name)).unwrap(),
