@@ -228,9 +228,13 @@ fn refuse_dest_like_a_name(dest: &str, group: &str, listed: &[FileEntry]) -> Res
 }
 
 async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) -> Result<()> {
-    let cmd = Command::DownloadFile { group: args.group.clone(), file, dest };
+    let cmd = Command::DownloadFile { group: args.group.clone(), file: file.clone(), dest };
     let started = std::time::Instant::now();
-    let line = run(node, cmd).await?;
+    let line = match run(node, cmd).await {
+        Ok(line) => line,
+        Err(e) if DestExists::is(&e) => return already_there(node, &args.group, &file, e).await,
+        Err(e) => return Err(e),
+    };
     // The shell's line points at its own `show_downloads`; not here.
     eprintln!("{}", line.trim_end_matches("; see show_downloads"));
     let entry = node.downloads().last().ok_or_else(|| anyhow!("the download did not start"))?;
@@ -264,6 +268,44 @@ impl std::fmt::Display for NotOverwritten {
 }
 
 impl std::error::Error for NotOverwritten {}
+
+/// The one-file form found something at the destination (`taken`): the
+/// same file (by its SHA1) is success, as in the bulk form (a fetch run
+/// again); anything else is the error, and stays untouched.
+async fn already_there(
+    node: &mut Node,
+    group: &str,
+    file: &str,
+    taken: anyhow::Error,
+) -> Result<()> {
+    let at = match (
+        taken.downcast_ref::<DestExists>(),
+        taken.downcast_ref::<ringshare_engine::store::StoreError>(),
+    ) {
+        (Some(DestExists(p)), _) => p.clone(),
+        (_, Some(ringshare_engine::store::StoreError::Exists(p))) => PathBuf::from(p),
+        _ => return Err(taken),
+    };
+    if !std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_file()) {
+        return Err(taken);
+    }
+    let answers = node.tracker_calls()?.fetch_many(group, &[file.to_owned()]).await?;
+    let Some(Ok(info)) = answers.into_iter().next() else { return Err(taken) };
+    if std::fs::metadata(&at).map(|m| m.len()).ok() != Some(info.meta.len) {
+        return Err(taken);
+    }
+    let pool = node.hash_pool();
+    let (path, name) = (at.clone(), file.to_owned());
+    let local = tokio::task::spawn_blocking(move || pool.hash_file(&path, &name))
+        .await
+        .context("hashing task")??;
+    if local.sha1 != info.meta.sha1 {
+        return Err(taken);
+    }
+    eprintln!("ringshare: {} is already there (same SHA1)", at.display());
+    println!("{}", at.display());
+    Ok(())
+}
 
 /// How one file of a bulk `get` ended.
 #[derive(Debug)]

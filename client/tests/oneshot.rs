@@ -112,9 +112,21 @@ fn share_then_get() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("error: no such file in group g: missing.bin"), "{err}");
 
+    // The same command again: the same file is already there, verified.
     let out = get("payload.bin", &dest);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("is already there (same SHA1)"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), dest.display().to_string());
+    // A different file there is never overwritten.
+    let other = dir.path().join("other.bin");
+    std::fs::write(&other, vec![7u8; 3 * 1024 * 1024 + 17]).unwrap();
+    let out = get("payload.bin", &other);
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "an existing destination is not overwritten");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+    assert_eq!(std::fs::read(&other).unwrap(), vec![7u8; 3 * 1024 * 1024 + 17]);
 
     let status = Command::new("kill").arg("-TERM").arg(sharer.id().to_string()).status().unwrap();
     assert!(status.success());
