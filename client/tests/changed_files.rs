@@ -53,6 +53,8 @@ fn a_shared_file_that_changes_is_withdrawn_and_the_node_goes_on() {
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("stopped sharing")).collect();
     assert_eq!(lines.len(), 1, "{log}");
     assert!(lines[0].contains("team/changing.bin") && lines[0].contains("changed on disk"));
+    // A log written to a file carries no terminal colour codes.
+    assert!(!log.contains('\x1b'), "{log:?}");
 
     // Everything else goes on: the steady file downloads from alice, and
     // the new content can be shared again.
