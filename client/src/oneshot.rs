@@ -20,6 +20,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ringshare_engine::fetch::{Download, Status, LINKS_OPENED, LINKS_REUSED};
+use ringshare_engine::meta::Sha1Digest;
 use ringshare_engine::names;
 use ringshare_engine::proto::{FileEntry, Refusal};
 use ringshare_engine::serve::{Backend, ServerLimits};
@@ -205,10 +206,7 @@ async fn get_in(
 /// what was meant to be fetched (a pattern, or a file or directory of the
 /// group): DEST was most likely left out.
 fn refuse_dest_like_a_name(dest: &str, group: &str, listed: &[FileEntry]) -> Result<()> {
-    if std::fs::symlink_metadata(dest).is_ok() {
-        return Ok(());
-    }
-    if dest.trim_end_matches('/').is_empty() {
+    if std::fs::symlink_metadata(dest).is_ok() || dest.trim_end_matches('/').is_empty() {
         return Ok(());
     }
     let what = if bulk::is_glob(dest) {
@@ -286,25 +284,28 @@ async fn already_there(
         (_, Some(ringshare_engine::store::StoreError::Exists(p))) => PathBuf::from(p),
         _ => return Err(taken),
     };
-    if !std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_file()) {
-        return Err(taken);
-    }
     let answers = node.tracker_calls()?.fetch_many(group, &[file.to_owned()]).await?;
     let Some(Ok(info)) = answers.into_iter().next() else { return Err(taken) };
-    if std::fs::metadata(&at).map(|m| m.len()).ok() != Some(info.meta.len) {
-        return Err(taken);
-    }
-    let pool = node.hash_pool();
-    let (path, name) = (at.clone(), file.to_owned());
-    let local = tokio::task::spawn_blocking(move || pool.hash_file(&path, &name))
-        .await
-        .context("hashing task")??;
-    if local.sha1 != info.meta.sha1 {
+    if !holds(node, &at, file, info.meta.sha1, info.meta.len).await? {
         return Err(taken);
     }
     eprintln!("ringshare: {} is already there (same SHA1)", at.display());
     println!("{}", at.display());
     Ok(())
+}
+
+/// Whether the regular file at `at` is the file `name` of this SHA1 and
+/// length (hashed on the node's pool when its length is right).
+async fn holds(node: &Node, at: &Path, name: &str, sha1: Sha1Digest, len: u64) -> Result<bool> {
+    if !std::fs::symlink_metadata(at).is_ok_and(|m| m.is_file() && m.len() == len) {
+        return Ok(false);
+    }
+    let pool = node.hash_pool();
+    let (path, name) = (at.to_owned(), name.to_owned());
+    let local = tokio::task::spawn_blocking(move || pool.hash_file(&path, &name))
+        .await
+        .context("hashing task")??;
+    Ok(local.sha1 == sha1 && local.len == len)
 }
 
 /// How one file of a bulk `get` ended.
@@ -793,15 +794,7 @@ async fn start_one(
             Ok(Some(Arc::clone(&entry.download)))
         }
         Err(e) if DestExists::is(&e) => {
-            if other() != Some(false) {
-                return Err(differs());
-            }
-            let pool = node.hash_pool();
-            let (path, name) = (at.clone(), f.name.clone());
-            let local = tokio::task::spawn_blocking(move || pool.hash_file(&path, &name))
-                .await
-                .context("hashing task")??;
-            if local.sha1 == sha1 && local.len == len {
+            if holds(node, &at, &f.name, sha1, len).await? {
                 Ok(None)
             } else {
                 Err(differs())

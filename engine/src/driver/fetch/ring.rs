@@ -617,6 +617,15 @@ struct Conn {
     reported: Instant,
 }
 
+impl Conn {
+    /// Whether nothing more of the current download can arrive on the link
+    /// (its handshake answered, no piece of it half received): only then
+    /// may the next download, queued behind it, take the link over.
+    fn done_with_current(&self) -> bool {
+        self.answered && self.body.is_none()
+    }
+}
+
 /// A piece being written.
 struct Write {
     dl: u64,
@@ -881,10 +890,14 @@ impl Driver {
     /// Runs `f` on a download's core, then carries out its actions.
     fn core<R>(&mut self, id: u64, f: impl FnOnce(&mut DownloadCore, Instant) -> R) -> Option<R> {
         let (r, actions) = self.step(id, f)?;
+        self.apply_all(id, actions);
+        Some(r)
+    }
+
+    fn apply_all(&mut self, id: u64, actions: Vec<Action>) {
         for a in actions {
             self.apply(id, a);
         }
-        Some(r)
     }
 
     /// Runs `f` on download `id`'s core and takes the actions it led to,
@@ -927,7 +940,7 @@ impl Driver {
             Action::Release { peer } => {
                 if let Some(slot) = dl.conns.remove(&peer) {
                     let (current, next, clean) = match self.conns[slot].as_ref() {
-                        Some(c) => (c.dl == id, c.next.is_some(), c.answered && c.body.is_none()),
+                        Some(c) => (c.dl == id, c.next.is_some(), c.done_with_current()),
                         None => (false, false, false),
                     };
                     if current && next && !clean {
@@ -1119,7 +1132,7 @@ impl Driver {
     /// closes (both download again): what comes next is still its.
     fn leave_to_next(&mut self, slot: usize, why: &str) {
         let Some(c) = self.conns[slot].as_ref() else { return };
-        if !c.answered || c.body.is_some() {
+        if !c.done_with_current() {
             return self.fail_conn(slot, why);
         }
         self.pass_on(slot, why);
@@ -1624,9 +1637,7 @@ impl Driver {
                         c.pipelines = version.is_some_and(|v| v >= PIPELINE_VERSION);
                     }
                 }
-                for a in actions {
-                    self.apply(id, a);
-                }
+                self.apply_all(id, actions);
             }
         }
     }
