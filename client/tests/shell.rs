@@ -237,6 +237,34 @@ fn logout_pauses_sharing_and_login_resumes_it_across_restarts() {
     assert_eq!(b.cmd("list_files g"), ["keep.bin  700000 bytes  1 peer"]);
 }
 
+/// A file whose only sharer logged out is listed with 0 peers; fetching it
+/// fails once the tracker has listed no sharer for `NO_SHARER_LIMIT`
+/// (10 s), not after the minute given to unreachable peers.
+#[test]
+fn a_file_nobody_shares_fails_with_that_reason() {
+    let (dir, _t, info) = setup();
+    let mut a = user(&dir, &info, "alice");
+    let mut b = user(&dir, &info, "bob");
+    a.ok("create_group g");
+    b.ok("join_group g");
+    a.ok("accept_request g bob");
+    let f = dir.path().join("f.bin");
+    random_file(&f, 700_000, 8);
+    a.ok(&format!("upload_file {} g", f.display()));
+    a.ok("logout");
+    assert_eq!(b.cmd("list_files g"), ["f.bin  700000 bytes  0 peers"]);
+    let into = dir.path().join("into");
+    std::fs::create_dir(&into).unwrap();
+    b.ok(&format!("download_file g f.bin {}", into.display()));
+    let lines = b.wait_downloads(|l| l.iter().all(|l| !l.starts_with("[D]")));
+    assert_eq!(lines, ["[F] [g] f.bin  no node shares the file (none listed for 10s)"]);
+    // Alice back: the same command fetches it.
+    a.ok("login alice pw-alice");
+    b.ok(&format!("download_file g f.bin {}", into.display()));
+    let lines = b.wait_downloads(|l| l.iter().all(|l| !l.starts_with("[D]")));
+    assert_eq!(lines.last().map(String::as_str), Some("[C] [g] f.bin"), "{lines:?}");
+}
+
 #[test]
 fn unreachable_tracker_is_a_clear_error_and_the_shell_survives() {
     let (dir, mut t, info) = setup();

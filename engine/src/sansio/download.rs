@@ -59,6 +59,13 @@ pub const PEER_RETRY: Duration = Duration::from_millis(500);
 /// A download with no peer that can serve it (none connected shows a
 /// piece still missing, none is sending one) for this long fails.
 pub const NO_PEER_LIMIT: Duration = Duration::from_secs(60);
+/// A download whose peer lists have named nobody but this node for this
+/// long, with no peer connected that can serve it, fails: no node shares
+/// the file (its sharers stopped or crashed; a node that restarts is
+/// listed again within seconds of its login). Shorter than
+/// [`NO_PEER_LIMIT`], which waits out peers that are listed but
+/// unreachable and trackers that do not answer.
+pub const NO_SHARER_LIMIT: Duration = Duration::from_secs(10);
 /// How often the record of verified pieces is made durable.
 pub const SYNC_EVERY: Duration = Duration::from_millis(500);
 /// How long a request may wait behind others in a peer's queue before it
@@ -102,6 +109,8 @@ pub struct Timeouts {
     pub connect: Duration,
     /// See [`NO_PEER_LIMIT`].
     pub no_peer: Duration,
+    /// See [`NO_SHARER_LIMIT`].
+    pub no_sharer: Duration,
     /// See [`MAX_PEERS`].
     pub max_peers: usize,
 }
@@ -112,6 +121,7 @@ impl Default for Timeouts {
             stall: STALL_TIMEOUT,
             connect: CONNECT_TIMEOUT,
             no_peer: NO_PEER_LIMIT,
+            no_sharer: NO_SHARER_LIMIT,
             max_peers: MAX_PEERS,
         }
     }
@@ -279,6 +289,9 @@ pub struct DownloadCore {
     /// connected: [`PEER_RETRY`] up to [`PEER_REFRESH`].
     refresh_every: Duration,
     last_peer_seen: Instant,
+    /// Since when every peer list has named nobody but this node (`None`
+    /// once a list names someone): [`NO_SHARER_LIMIT`].
+    unlisted_since: Option<Instant>,
     /// When rejected pieces were last asked for again ([`REJECT_RETRY`]).
     last_retry: Instant,
     /// Pieces were asked for again and neither a piece nor a new offer
@@ -336,6 +349,7 @@ impl DownloadCore {
             last_refresh: None,
             refresh_every: PEER_RETRY,
             last_peer_seen: now,
+            unlisted_since: None,
             last_retry: now,
             retrying: false,
             last_sync: now,
@@ -452,6 +466,11 @@ impl DownloadCore {
     pub fn add_peers(&mut self, addrs: &[SocketAddr], now: Instant) {
         if self.ended {
             return;
+        }
+        if addrs.iter().all(|a| Some(*a) == self.own_addr) {
+            self.unlisted_since.get_or_insert(now);
+        } else {
+            self.unlisted_since = None;
         }
         let mut fresh: Vec<SocketAddr> = addrs
             .iter()
@@ -914,6 +933,14 @@ impl DownloadCore {
             self.actions.push_back(Action::WantPeers);
         }
         let pending = self.peers.values().any(|p| p.stage != Stage::Active);
+        let unlisted = self.unlisted_since.filter(|&t| {
+            now.saturating_duration_since(t.max(self.last_peer_seen)) >= self.timeouts.no_sharer
+        });
+        if !serving && !pending && unlisted.is_some() {
+            let secs = self.timeouts.no_sharer.as_secs();
+            self.fail(format!("no node shares the file (none listed for {secs}s)"));
+            return;
+        }
         if !serving
             && !pending
             && now.saturating_duration_since(self.last_peer_seen) > self.timeouts.no_peer
@@ -1683,6 +1710,78 @@ mod tests {
         let (at, why) = failed.expect("failed");
         assert!(at > NO_PEER_LIMIT && at < NO_PEER_LIMIT + Duration::from_secs(1), "{at:?}");
         assert_eq!(why, "no peer could serve the file for 60s (tracker unreachable)");
+    }
+
+    /// Runs `core` from `t0` for `secs`, answering every `WantPeers` with
+    /// `list(now)`; when and why it failed, if it did.
+    fn run_listing(
+        core: &mut DownloadCore,
+        t0: Instant,
+        secs: u64,
+        list: impl Fn(Duration) -> Vec<SocketAddr>,
+    ) -> Option<(Duration, String)> {
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(secs) {
+            core.tick(now);
+            while let Some(a) = core.poll_action() {
+                match a {
+                    Action::WantPeers => core.add_peers(&list(now - t0), now),
+                    Action::Failed(r) => return Some((now - t0, r)),
+                    Action::Connect { peer, .. } => core.closed(peer, "refused"),
+                    a => panic!("{a:?}"),
+                }
+            }
+            now = core.next_deadline().max(now + Duration::from_millis(1));
+        }
+        None
+    }
+
+    #[test]
+    fn a_file_no_node_shares_fails_after_the_shorter_limit() {
+        let t0 = Instant::now();
+        // Lists that name nobody, or only this node.
+        let own = addr(9);
+        for listed in [vec![], vec![own]] {
+            let none = Bitfield::new(4);
+            let mut core = DownloadCore::new(
+                meta(4),
+                "u".into(),
+                vec![],
+                Some(own),
+                &none,
+                Timeouts::default(),
+                1,
+                t0,
+            );
+            let (at, why) = run_listing(&mut core, t0, 30, |_| listed.clone()).expect("failed");
+            assert!(
+                at >= NO_SHARER_LIMIT && at < NO_SHARER_LIMIT + Duration::from_secs(1),
+                "{at:?}"
+            );
+            assert_eq!(why, "no node shares the file (none listed for 10s)");
+        }
+        // A sharer listed again before the limit (a node restarting) starts
+        // the count over; listed but unreachable, it is waited for to the
+        // longer limit.
+        let mut core = fresh(4, 1, t0);
+        let back = Duration::from_secs(8);
+        let (at, why) =
+            run_listing(&mut core, t0, 90, |t| if t < back { vec![] } else { vec![addr(1)] })
+                .expect("failed");
+        assert!(at > NO_PEER_LIMIT, "{at:?}");
+        assert!(why.starts_with("no peer could serve the file for 60s"), "{why}");
+        // Listed, then gone for good (crashed, its listing expired): the
+        // shorter limit counts from the list that first named nobody.
+        let mut core = fresh(4, 1, t0);
+        let gone = Duration::from_secs(20);
+        let (at, why) =
+            run_listing(&mut core, t0, 90, |t| if t < gone { vec![addr(1)] } else { vec![] })
+                .expect("failed");
+        assert!(
+            at >= gone + NO_SHARER_LIMIT && at < gone + NO_SHARER_LIMIT + Duration::from_secs(3),
+            "{at:?}"
+        );
+        assert!(why.starts_with("no node shares the file"), "{why}");
     }
 
     #[test]
