@@ -141,6 +141,9 @@ async fn run(args: NodeArgs) -> Result<()> {
         );
     }
     node.set_advertise(args.advertise);
+    // A port the system picked (0) will not come back: what the node
+    // shares is withdrawn as it stops.
+    let picked = args.listen.port() == 0 && args.advertise.is_none();
     match args.advertise {
         Some(a) => eprintln!("ringshare node serving on {} (advertised as {a})", node.addr()),
         None => eprintln!("ringshare node serving on {}", node.addr()),
@@ -165,7 +168,7 @@ async fn run(args: NodeArgs) -> Result<()> {
             _ = sigint.recv() => {
                 let n = node.stop_downloads();
                 eprintln!("ringshare: interrupted; stopped {n} download(s) (download_file with the same destination resumes)");
-                node.shutdown();
+                leave(&mut node, picked).await;
                 std::process::exit(130);
             }
         };
@@ -201,8 +204,22 @@ async fn run(args: NodeArgs) -> Result<()> {
         eprintln!("ringshare: waiting for {waiting} download(s) to finish (Ctrl-C stops; download_file resumes)");
         node.finish_downloads().await;
     }
-    node.shutdown();
+    leave(&mut node, picked).await;
     Ok(())
+}
+
+/// The node stops: what it shares is withdrawn if its port was `picked`
+/// by the system (no later node has it), the session ends (the trackers
+/// stop listing the node at once, not a peer TTL later) and serving
+/// stops.
+async fn leave(node: &mut Node, picked: bool) {
+    if picked {
+        oneshot::withdraw_on_exit(node, true).await;
+    }
+    if node.logged_in() {
+        let _ = node.execute(ringshare::shell::Command::Logout).await;
+    }
+    node.shutdown();
 }
 
 /// Reads commands from standard input: with line editing and history on a

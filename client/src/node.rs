@@ -15,7 +15,7 @@ use ringshare_engine::link::PeerSecurity;
 use ringshare_engine::meta::{FileMeta, Sha1Digest};
 use ringshare_engine::names::{self, NameKind};
 use ringshare_engine::proto::{
-    FileEntry, FileLookup, PeerInfo, Refusal, Request, Response, Token, MAX_PAGE,
+    FileEntry, FileLookup, PeerInfo, Refusal, Request, Response, Token, MAX_PAGE, MAX_STOPS,
 };
 use ringshare_engine::secure::PublicKey;
 use ringshare_engine::serve::{Backend, PieceServer, ServeTable, ServedFile, ServerLimits};
@@ -37,6 +37,11 @@ pub enum Flow {
     /// Leave the shell.
     Quit,
 }
+
+/// How long [`Node::withdraw_all`] waits for registrations on their way.
+const WITHDRAW_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Withdrawal requests out at once.
+const WITHDRAW_CALLS: usize = 4;
 
 /// A logged-in user at this node.
 #[derive(Debug)]
@@ -414,7 +419,9 @@ impl Node {
         let md =
             std::fs::metadata(&p).map_err(|e| anyhow!("path not found: {} ({e})", p.display()))?;
         if md.is_dir() {
-            let report = self.share_paths(&[p], &group).await?;
+            let mut report = self.share_paths(&[p], &group).await?;
+            // The shell names each file it shared before as a skip.
+            report.already_as_skipped(&group);
             let mut lines =
                 report.skipped.iter().map(|s| format!("skipped {s}")).collect::<Vec<_>>();
             lines.push(report.summary(&group));
@@ -424,13 +431,13 @@ impl Node {
             bail!("not a regular file: {}", p.display());
         }
         let report = self.share_paths(&[p], &group).await?;
-        match (report.shared.first(), report.skipped.first()) {
-            (Some(s), _) => Ok(vec![format!(
-                "uploaded {} to {group}: {} bytes, {} pieces, sha1 {}",
-                s.name, s.len, s.pieces, s.sha1
-            )]),
-            (None, Some(why)) => Err(anyhow!("{}", why.reason)),
-            (None, None) => Err(anyhow!("nothing to upload")),
+        match (report.shared.first(), report.skipped.first(), report.already.first()) {
+            (Some(s), _, _) => Ok(vec![s.uploaded(&group)]),
+            (None, Some(why), _) => Err(anyhow!("{}", why.reason)),
+            (None, None, Some((_, s))) => {
+                Err(Refusal::AlreadySharing { group, file: s.name.clone() }.into())
+            }
+            (None, None, None) => Err(anyhow!("nothing to upload")),
         }
     }
 
@@ -497,7 +504,7 @@ impl Node {
         let mut batches = registrar::batches(ready, |(_, share)| &share.meta)
             .into_iter()
             .map(|batch| (group.to_owned(), batch));
-        let mut shared = Vec::new();
+        let (mut shared, mut already) = (Vec::new(), Vec::new());
         // Content the tracker refused: no longer served once every batch
         // is answered, unless another file with the same bytes was taken.
         let mut refused: Vec<Sha1Digest> = Vec::new();
@@ -523,10 +530,18 @@ impl Node {
                     // lost since. The tracker lists it, so the node serves
                     // and records it. (Shared before by this node, it stays
                     // a skip that names the reason.)
-                    if matches!(answer, Some(Refusal::AlreadySharing { .. }))
-                        && !self.shares_mut().contains_key(&share_key(&share))
-                    {
-                        answer = None;
+                    // The same file from the same path, shared before by
+                    // this node (resumed at login: `share` run again) is
+                    // shared still, and said to be.
+                    if matches!(answer, Some(Refusal::AlreadySharing { .. })) {
+                        match self.shares_mut().get(&share_key(&share)) {
+                            None => answer = None,
+                            Some(mine) if mine.meta == share.meta && mine.path == share.path => {
+                                already.push((item.path.clone(), SharedLine::of(&share.meta)));
+                                continue;
+                            }
+                            Some(_) => {}
+                        }
                     }
                     if let Some(r) = answer {
                         refused.push(share.meta.sha1);
@@ -538,12 +553,7 @@ impl Node {
                         continue;
                     }
                     recorded.push(share.clone());
-                    shared.push(SharedLine {
-                        name: share.meta.name.clone(),
-                        len: share.meta.len,
-                        pieces: share.meta.piece_hashes.len(),
-                        sha1: share.meta.sha1,
-                    });
+                    shared.push(SharedLine::of(&share.meta));
                     self.shares_mut().insert(share_key(&share), share);
                 }
                 Ok(())
@@ -559,9 +569,10 @@ impl Node {
         }
         outcome?;
         shared.sort_by(|a, b| a.name.cmp(&b.name));
+        already.sort_by(|a, b| a.1.name.cmp(&b.1.name));
         skipped.sort_by(|a, b| a.path.cmp(&b.path));
         let register_seconds = clock.elapsed().as_secs_f64();
-        Ok(ShareReport { shared, skipped, hash_seconds, register_seconds })
+        Ok(ShareReport { shared, already, skipped, hash_seconds, register_seconds })
     }
 
     /// Notified (one permit kept) each time a download completes or fails.
@@ -759,6 +770,57 @@ impl Node {
         self.shares_mut().clear();
         self.stop_running(why);
         self.serve.clear();
+    }
+
+    /// Withdraws every file this node shares or registered as it fetched
+    /// (one [`Request::StopShares`] per group and [`MAX_STOPS`] files, a
+    /// few at a time) and, when every one is answered, deletes its share
+    /// record. For a node on a port the system picked as it stops: no
+    /// later node will have that address, so its files would stay listed
+    /// with a sharer that cannot come back, and only that address may
+    /// stop sharing them. How many were withdrawn.
+    pub async fn withdraw_all(&mut self) -> Result<usize> {
+        let Some(s) = &self.session else { return Ok(0) };
+        let (token, book) = (s.token, s.book.clone());
+        // A download's registration still on its way would land after.
+        self.registrar.settled(WITHDRAW_WAIT).await;
+        let mut held = self.registrar.handed();
+        held.extend(self.shares_mut().keys().cloned());
+        held.extend(self.downloads.iter().map(|d| (d.group.clone(), d.name.clone())));
+        let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (group, name) in held {
+            by_group.entry(group).or_default().push(name);
+        }
+        let calls = Arc::new(tokio::sync::Semaphore::new(WITHDRAW_CALLS));
+        let mut sent = tokio::task::JoinSet::new();
+        for (group, names) in by_group {
+            for files in names.chunks(MAX_STOPS) {
+                let req =
+                    Request::StopShares { token, group: group.clone(), files: files.to_vec() };
+                let (links, calls) = (self.pool_links.clone(), Arc::clone(&calls));
+                sent.spawn(async move {
+                    let _one = calls.acquire_owned().await;
+                    links.call(&req).await
+                });
+            }
+        }
+        let (mut withdrawn, mut unanswered) = (0, None);
+        while let Some(answer) = sent.join_next().await {
+            match answer {
+                Ok(Ok(Response::Uploads(answers))) => {
+                    withdrawn += answers.iter().filter(|a| a.is_none()).count();
+                }
+                Ok(Ok(other)) => unanswered = Some(unexpected(other)),
+                Ok(Err(e)) => unanswered = Some(e.into()),
+                Err(e) => unanswered = Some(anyhow!("withdraw: {e}")),
+            }
+        }
+        self.drop_shares(|_| true);
+        if let Some(e) = unanswered {
+            return Err(e.context(format!("withdrew {withdrawn} file(s), not all")));
+        }
+        book.discard().context("delete the share record")?;
+        Ok(withdrawn)
     }
 
     /// Downloads still fetching.
@@ -1303,6 +1365,26 @@ pub struct SharedLine {
     pub sha1: Sha1Digest,
 }
 
+impl SharedLine {
+    /// `uploaded NAME to GROUP: B bytes, P pieces, sha1 …`.
+    pub fn uploaded(&self, group: &str) -> String {
+        format!(
+            "uploaded {} to {group}: {} bytes, {} pieces, sha1 {}",
+            self.name, self.len, self.pieces, self.sha1
+        )
+    }
+
+    /// The line of the file `meta` describes.
+    pub fn of(meta: &FileMeta) -> Self {
+        Self {
+            name: meta.name.clone(),
+            len: meta.len,
+            pieces: meta.piece_hashes.len(),
+            sha1: meta.sha1,
+        }
+    }
+}
+
 /// A path that was not shared, and why.
 #[derive(Debug, Clone)]
 pub struct Skipped {
@@ -1337,6 +1419,9 @@ impl std::fmt::Display for Skipped {
 pub struct ShareReport {
     /// Shared, in name order.
     pub shared: Vec<SharedLine>,
+    /// Shared already by this node from the same path (resumed at login),
+    /// in name order, with their paths.
+    pub already: Vec<(PathBuf, SharedLine)>,
     /// Skipped, each with its reason.
     pub skipped: Vec<Skipped>,
     /// Time spent hashing.
@@ -1346,6 +1431,15 @@ pub struct ShareReport {
 }
 
 impl ShareReport {
+    /// Files shared before by this node become skips that say so.
+    pub fn already_as_skipped(&mut self, group: &str) {
+        for (path, s) in self.already.drain(..) {
+            let why = Refusal::AlreadySharing { group: group.to_owned(), file: s.name };
+            self.skipped.push(Skipped::new(&path, why.to_string()));
+        }
+        self.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    }
+
     /// `shared 12 file(s) in g: 3456 bytes, 14 pieces; skipped 1`.
     pub fn summary(&self, group: &str) -> String {
         let bytes: u64 = self.shared.iter().map(|s| s.len).sum();
@@ -1354,6 +1448,9 @@ impl ShareReport {
             "shared {} file(s) in {group}: {bytes} bytes, {pieces} pieces",
             self.shared.len()
         );
+        if !self.already.is_empty() {
+            line += &format!("; {} already shared", self.already.len());
+        }
         if !self.skipped.is_empty() {
             line += &format!("; skipped {}", self.skipped.len());
         }

@@ -47,7 +47,11 @@ pub struct NodeLogin {
     pub password_file: PathBuf,
     /// Where this node serves pieces while it runs [default: 127.0.0.1:0
     /// when every tracker is on loopback, else 0.0.0.0:0 — the trackers
-    /// then list it under the address its login comes from].
+    /// then list it under the address its login comes from]. On a port
+    /// the system picks (0), the node withdraws what it shares as it
+    /// stops: no later node has that address. With a fixed port (or
+    /// --advertise) its files stay listed, and the next node there with
+    /// the same user and state directory resumes them.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// The address to give the trackers instead (a node behind NAT with a
@@ -158,9 +162,35 @@ pub async fn get(mut args: GetArgs) -> Result<()> {
     }
     let mut node = login_node(&args.node, !args.quiet).await?;
     let result = get_in(&mut node, &args, patterns, dest).await;
-    let _ = run(&mut node, Command::Logout).await;
-    node.shutdown();
+    leave(&mut node, &args.node, false).await;
     result
+}
+
+/// Logs the node out and stops it. A node on a port the system picked
+/// first withdraws every file it shares or registered (no later node will
+/// have its address); `say` tells how many.
+async fn leave(node: &mut Node, login: &NodeLogin, say: bool) {
+    if login.listen.is_none_or(|a| a.port() == 0) && login.advertise.is_none() {
+        withdraw_on_exit(node, say).await;
+    }
+    let _ = run(node, Command::Logout).await;
+    node.shutdown();
+}
+
+/// How long a stopping node gives [`Node::withdraw_all`].
+const WITHDRAW_LIMIT: Duration = Duration::from_secs(15);
+
+/// [`Node::withdraw_all`] for a node stopping on a port the system picked,
+/// for at most [`WITHDRAW_LIMIT`]; `say` tells how many on stderr.
+pub async fn withdraw_on_exit(node: &mut Node, say: bool) {
+    match tokio::time::timeout(WITHDRAW_LIMIT, node.withdraw_all()).await {
+        Ok(Ok(n)) if say && n > 0 => eprintln!(
+            "ringshare: withdrew {n} shared file(s): this run's port will not come back (a fixed --listen IP:PORT keeps them listed)"
+        ),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!("withdraw the shared files: {e:#}"),
+        Err(_) => tracing::warn!("withdraw the shared files: no answer within {WITHDRAW_LIMIT:?}"),
+    }
 }
 
 async fn get_in(
@@ -813,6 +843,13 @@ fn style(template: &str) -> ProgressStyle {
 /// `ringshare share`.
 pub async fn share(args: ShareArgs) -> Result<()> {
     let mut node = login_node(&args.node, true).await?;
+    let result = seed(&mut node, &args).await;
+    leave(&mut node, &args.node, result.is_ok()).await;
+    result
+}
+
+/// Shares `args.paths` and seeds them until SIGINT or SIGTERM.
+async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     // Handlers first: a signal right after the announcement stops cleanly.
     let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
@@ -821,16 +858,27 @@ pub async fn share(args: ShareArgs) -> Result<()> {
         [p] => std::fs::metadata(p).is_ok_and(|m| m.is_file()),
         _ => false,
     };
+    let group = &args.group;
     if single {
-        let path = args.paths[0].to_str().ok_or_else(|| anyhow!("path is not valid UTF-8"))?;
-        let cmd = Command::UploadFile { path: path.to_owned(), group: args.group.clone() };
-        println!("{}", run(&mut node, cmd).await?);
+        // Shared before from this node and resumed at login (the same
+        // command run again on a fixed --listen): seeded again, said so.
+        let report = node.share_paths(&args.paths, group).await?;
+        match (report.shared.first(), report.skipped.first(), report.already.first()) {
+            (Some(s), _, _) => println!("{}", s.uploaded(group)),
+            (None, Some(why), _) => bail!("{}", why.reason),
+            (None, None, Some((_, s))) => println!(
+                "{} is already shared in {group} by this node: {} bytes, {} pieces, sha1 {}",
+                s.name, s.len, s.pieces, s.sha1
+            ),
+            (None, None, None) => bail!("nothing to share"),
+        }
     } else {
         let report = node.share_paths(&args.paths, &args.group).await?;
         for s in &report.skipped {
             eprintln!("ringshare: skipped {s}");
         }
-        let bytes: u64 = report.shared.iter().map(|s| s.len).sum();
+        let bytes: u64 =
+            report.shared.iter().chain(report.already.iter().map(|(_, s)| s)).map(|s| s.len).sum();
         eprintln!(
             "ringshare: hashed {bytes} bytes in {:.2} s ({:.0} MB/s); registered {} file(s) in {:.2} s",
             report.hash_seconds,
@@ -839,7 +887,7 @@ pub async fn share(args: ShareArgs) -> Result<()> {
             report.register_seconds
         );
         println!("{}", report.summary(&args.group));
-        if report.shared.is_empty() {
+        if report.shared.is_empty() && report.already.is_empty() {
             bail!("nothing to share");
         }
     }
@@ -848,8 +896,6 @@ pub async fn share(args: ShareArgs) -> Result<()> {
         _ = int.recv() => {}
         _ = term.recv() => {}
     }
-    let _ = run(&mut node, Command::Logout).await;
-    node.shutdown();
     Ok(())
 }
 
@@ -857,8 +903,7 @@ pub async fn share(args: ShareArgs) -> Result<()> {
 pub async fn ls(args: LsArgs) -> Result<()> {
     let mut node = login_node(&args.node, false).await?;
     let result = node.list_group(&args.group, args.prefix.as_deref().unwrap_or("")).await;
-    let _ = run(&mut node, Command::Logout).await;
-    node.shutdown();
+    leave(&mut node, &args.node, false).await;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for f in result? {
         writeln!(out, "{}", crate::node::file_line(&f))?;

@@ -175,20 +175,67 @@ type Pending = (Token, String, FileMeta);
 #[derive(Debug, Clone)]
 pub struct Registrar {
     queue: mpsc::UnboundedSender<Pending>,
+    unanswered: Arc<Unanswered>,
+}
+
+/// Files handed over whose registration has not been answered (nor given
+/// up), and a wake-up for each answer; every file ever handed over.
+#[derive(Debug, Default)]
+struct Unanswered {
+    files: std::sync::atomic::AtomicUsize,
+    answered: tokio::sync::Notify,
+    handed: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+}
+
+impl Unanswered {
+    fn done(&self, n: usize) {
+        self.files.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+        self.answered.notify_waiters();
+    }
 }
 
 impl Registrar {
     /// Starts the registering task on `rt`.
     pub fn start(rt: &Handle, links: LinkPool) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        rt.spawn(run(rx, links));
-        Self { queue }
+        let unanswered = Arc::new(Unanswered::default());
+        rt.spawn(run(rx, links, Arc::clone(&unanswered)));
+        Self { queue, unanswered }
     }
 
     /// Registers `meta` in `group` for session `token`, soon. Failures are
     /// logged: a download goes on whether or not others learn of it.
     pub fn register(&self, token: Token, group: String, meta: FileMeta) {
-        let _ = self.queue.send((token, group, meta));
+        self.unanswered.files.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.unanswered
+            .handed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((group.clone(), meta.name.clone()));
+        if self.queue.send((token, group, meta)).is_err() {
+            self.unanswered.done(1);
+        }
+    }
+
+    /// Every file handed over so far (group, name).
+    pub fn handed(&self) -> std::collections::BTreeSet<(String, String)> {
+        self.unanswered.handed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits until every registration handed over has been answered, for
+    /// at most `within` (a tracker that does not answer is asked again for
+    /// minutes); whether they all were.
+    pub async fn settled(&self, within: Duration) -> bool {
+        let all = async {
+            loop {
+                let answered = self.unanswered.answered.notified();
+                if self.unanswered.files.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                    return;
+                }
+                answered.await;
+            }
+        };
+        tokio::time::timeout(within, all).await.is_ok()
     }
 }
 
@@ -220,7 +267,11 @@ async fn gather(
     (taken, None)
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Pending>, links: LinkPool) {
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    links: LinkPool,
+    unanswered: Arc<Unanswered>,
+) {
     let calls = Arc::new(Semaphore::new(CALLS_AT_ONCE));
     // A file that would have made the last batch too large: the next one's
     // first.
@@ -244,6 +295,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Pending>, links: LinkPool) {
             by_group.entry((token, group)).or_default().push(meta);
         }
         let links = links.clone();
+        let unanswered = Arc::clone(&unanswered);
         tokio::spawn(async move {
             let mut permit = Some(permit);
             for ((token, group), files) in by_group {
@@ -270,6 +322,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Pending>, links: LinkPool) {
                     }
                     Err(e) => tracing::warn!("register {} file(s) as a sharer: {e:#}", names.len()),
                 }
+                unanswered.done(names.len());
             }
         });
     }

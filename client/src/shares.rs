@@ -259,6 +259,22 @@ impl ShareBook {
         Ok(())
     }
 
+    /// Deletes the record: every share it held was withdrawn, and no later
+    /// node will have this address (a port the system picked).
+    pub fn discard(&self) -> std::io::Result<()> {
+        let mut st = self.lock();
+        st.file = None;
+        st.live.clear();
+        st.records = 0;
+        for path in [&self.log, &self.legacy] {
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Records that the share of `group` and `name` is gone; durable when
     /// it returns.
     pub fn remove(&self, group: &str, name: &str) -> std::io::Result<()> {

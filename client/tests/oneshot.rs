@@ -131,6 +131,80 @@ fn share_then_get() {
     let status = Command::new("kill").arg("-TERM").arg(sharer.id().to_string()).status().unwrap();
     assert!(status.success());
     assert!(sharer.wait().unwrap().success(), "share exits cleanly on SIGTERM");
+    // On a port the system picked, no later node can serve the file from
+    // that address: it was withdrawn (bob's get withdrew what it had
+    // registered as it fetched, too), and neither node left a share record.
+    assert!(owner.cmd("list_files g").is_empty());
+    for state in [state, dir.path().join("state-get")] {
+        let logs: Vec<_> = std::fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sharelog"))
+            .collect();
+        assert!(logs.is_empty(), "{logs:?} in {}", state.display());
+    }
+}
+
+/// A `share` on a fixed `--listen` port stops with its files still listed
+/// (0 peers); the same command run again seeds them again, resumed from its
+/// share record.
+#[test]
+fn share_on_a_fixed_port_keeps_its_files_listed_and_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let mut owner = NodeProc::start(&info, &dir.path().join("state-o"));
+    owner.ok("create_user alice pw-a");
+    owner.ok("login alice pw-a");
+    owner.ok("create_group g");
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    random_file(&tree.join("a.bin"), 600_000, 3);
+    random_file(&tree.join("b.bin"), 1_000, 4);
+    let pw = dir.path().join("pw-a");
+    std::fs::write(&pw, "pw-a\n").unwrap();
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let run = |expect: &str| {
+        let mut sharer = Command::new(bin("ringshare"))
+            .args(["share", "--listen", &listen, "--trackers"])
+            .arg(&info)
+            .args(["--user", "alice", "--password-file"])
+            .arg(&pw)
+            .arg("g")
+            .arg(&tree)
+            .env("RINGSHARE_STATE_DIR", dir.path().join("state-share"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(sharer.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        assert_eq!(first, expect);
+        let second = lines.next().unwrap().unwrap();
+        assert!(second.starts_with("seeding on"), "{second}");
+        sharer
+    };
+    let stop = |mut sharer: std::process::Child| {
+        let status =
+            Command::new("kill").arg("-INT").arg(sharer.id().to_string()).status().unwrap();
+        assert!(status.success());
+        assert!(sharer.wait().unwrap().success(), "share exits cleanly on SIGINT");
+    };
+    let sharer = run("shared 2 file(s) in g: 601000 bytes, 3 pieces");
+    assert_eq!(
+        owner.cmd("list_files g"),
+        ["tree/a.bin  600000 bytes  1 peer", "tree/b.bin  1000 bytes  1 peer"]
+    );
+    stop(sharer);
+    assert_eq!(
+        owner.cmd("list_files g"),
+        ["tree/a.bin  600000 bytes  0 peers", "tree/b.bin  1000 bytes  0 peers"]
+    );
+    let sharer = run("shared 0 file(s) in g: 0 bytes, 0 pieces; 2 already shared");
+    assert_eq!(
+        owner.cmd("list_files g"),
+        ["tree/a.bin  600000 bytes  1 peer", "tree/b.bin  1000 bytes  1 peer"]
+    );
+    stop(sharer);
 }
 
 /// A missing file is one `error:` line that names the OS error once, from

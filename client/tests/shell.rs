@@ -265,6 +265,39 @@ fn a_file_nobody_shares_fails_with_that_reason() {
     assert_eq!(lines.last().map(String::as_str), Some("[C] [g] f.bin"), "{lines:?}");
 }
 
+/// A node on a port the system picked withdraws its files as it quits (no
+/// later node has its address); one on a fixed address leaves them listed
+/// for its next login.
+#[test]
+fn quitting_withdraws_the_files_of_a_picked_port_only() {
+    let (dir, _t, info) = setup();
+    let (mut a, _, _) = alice_at_a_fixed_address(&dir, &info);
+    let mut b = user(&dir, &info, "bob");
+    owner_and_bob_in(&mut a, &mut b, "g");
+    let mut c = user(&dir, &info, "carol");
+    c.ok("join_group g");
+    a.ok("accept_request g carol");
+    let (kept, gone) = (dir.path().join("kept.bin"), dir.path().join("gone.bin"));
+    random_file(&kept, 5_000, 1);
+    random_file(&gone, 6_000, 2);
+    a.ok(&format!("upload_file {} g", kept.display()));
+    c.ok(&format!("upload_file {} g", gone.display()));
+    // Bob fetches carol's file: his node shares it too, from port 0.
+    let into = dir.path().join("into");
+    std::fs::create_dir(&into).unwrap();
+    b.ok(&format!("download_file g gone.bin {}", into.display()));
+    b.wait_downloads(|l| l == ["[C] [g] gone.bin"]);
+    eventually("bob listed as a sharer", || {
+        a.cmd("list_files g").contains(&"gone.bin  6000 bytes  2 peers".to_owned())
+    });
+    assert!(c.close().success());
+    assert!(b.close().success());
+    assert!(a.close().success());
+    let mut d = node(&dir, &info);
+    d.ok("login bob pw-bob");
+    assert_eq!(d.cmd("list_files g"), ["kept.bin  5000 bytes  0 peers"]);
+}
+
 #[test]
 fn unreachable_tracker_is_a_clear_error_and_the_shell_survives() {
     let (dir, mut t, info) = setup();

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use ringshare_engine::names::{self, NameKind, MAX_FILE_NAME_LEN, MAX_PASSWORD_LEN};
 use ringshare_engine::proto::{
-    encode_frame, FileLookup, PeerInfo, Refusal, Request, Response, Token, MAX_PAGE, MAX_UPLOADS,
-    RESPONSE,
+    encode_frame, FileLookup, PeerInfo, Refusal, Request, Response, Token, MAX_PAGE, MAX_STOPS,
+    MAX_UPLOADS, RESPONSE,
 };
 use ringshare_engine::ticket;
 use tokio::sync::{broadcast, oneshot};
@@ -708,6 +708,38 @@ impl Tracker {
                                 peer_addr: peer_addr.clone(),
                                 group: group.clone(),
                                 meta,
+                            });
+                            answers.push(None);
+                        }
+                        Err(refusal) => answers.push(Some(refusal)),
+                    }
+                }
+                let mut committed = self.commit_all(ops).await?.into_iter();
+                for answer in answers.iter_mut().filter(|a| a.is_none()) {
+                    *answer = committed.next().and_then(Result::err);
+                }
+                Ok(Response::Uploads(answers))
+            }
+            Request::StopShares { token, group, files } => {
+                let (user, peer_addr) = self.session(&token)?;
+                name(NameKind::Group, &group)?;
+                if files.len() > MAX_STOPS {
+                    return Err(Refusal::BadRequest(format!(
+                        "{} files withdrawn at once, at most {MAX_STOPS} allowed",
+                        files.len()
+                    )));
+                }
+                // As with UploadFiles: a bad name is refused in its place.
+                let mut answers: Vec<Option<Refusal>> = Vec::with_capacity(files.len());
+                let mut ops = Vec::with_capacity(files.len());
+                for file in files {
+                    match name(NameKind::File, &file) {
+                        Ok(()) => {
+                            ops.push(Op::StopShare {
+                                user: user.clone(),
+                                peer_addr: peer_addr.clone(),
+                                group: group.clone(),
+                                file,
                             });
                             answers.push(None);
                         }
@@ -1747,7 +1779,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn many_files_are_registered_at_once_each_answered_in_its_place() {
+    async fn many_files_are_registered_and_withdrawn_at_once_each_answered_in_its_place() {
         let dir = tempfile::tempdir().unwrap();
         let (t, _) = Tracker::open(TrackerConfig::default(), dir.path()).unwrap();
         let (a, b) = (Token([1; 16]), Token([2; 16]));
@@ -1800,12 +1832,35 @@ mod tests {
         let many = vec![meta("m", 9); MAX_UPLOADS + 1];
         let r = t.handle(up(a, many)).await;
         assert!(matches!(r, Response::Refused(Refusal::BadRequest(_))), "{r:?}");
-        // Answered means on disk: a restart lists both.
+        // Withdrawn many at once, each answered in its place.
+        let stop = |token, files: &[&str]| Request::StopShares {
+            token,
+            group: "g".into(),
+            files: files.iter().map(|f| f.to_string()).collect(),
+        };
+        let Response::Uploads(answers) =
+            t.handle(stop(a, &["x/one", "../up", "never", "two"])).await
+        else {
+            panic!("no answer")
+        };
+        assert_eq!(answers.len(), 4);
+        assert_eq!(answers[0], None);
+        assert!(matches!(answers[1], Some(Refusal::BadName(_))), "{answers:?}");
+        assert!(matches!(answers[2], Some(Refusal::NoSuchFile { .. })), "{answers:?}");
+        assert_eq!(answers[3], None);
+        let Response::Uploads(answers) = t.handle(stop(b, &["f"])).await else {
+            panic!("no answer")
+        };
+        assert_eq!(answers, [Some(Refusal::NotMember("g".into()))]);
+        let many = vec!["m"; MAX_STOPS + 1];
+        let r = t.handle(stop(a, &many)).await;
+        assert!(matches!(r, Response::Refused(Refusal::BadRequest(_))), "{r:?}");
+        // Answered means on disk: a restart lists the file left.
         drop(t);
         let (t, _) = Tracker::open(TrackerConfig::default(), dir.path()).unwrap();
         let state = t.snapshot();
         let names: Vec<&String> = state.group("g").unwrap().files.keys().collect();
-        assert_eq!(names, ["f", "two", "x/one"]);
+        assert_eq!(names, ["f"]);
     }
 
     #[tokio::test]

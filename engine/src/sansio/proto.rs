@@ -194,7 +194,24 @@ pub enum Request {
         /// The files' metadata.
         files: Vec<FileMeta>,
     },
+    /// What [`Request::StopShare`] does, for several files of a group at
+    /// once (at most [`MAX_STOPS`]): a node on a port that no later node
+    /// will have (a one-shot `get` or `share`) withdraws everything it
+    /// shares as it stops, in one request and one log sync per batch.
+    /// Answered by [`Response::Uploads`].
+    StopShares {
+        /// The session.
+        token: Token,
+        /// The group.
+        group: String,
+        /// The file names.
+        files: Vec<String>,
+    },
 }
+
+/// Most files in one [`Request::StopShares`]: names of up to 1 KiB keep it
+/// near 1 MiB, far below [`MAX_FRAME`].
+pub const MAX_STOPS: usize = 1024;
 
 /// Most files in one [`Request::UploadFiles`]. Their piece hashes are
 /// bounded by [`MAX_FRAME`] as any request's are; senders also keep a
@@ -296,8 +313,9 @@ pub enum Response {
         /// The ticket for every file found, to present to their peers.
         ticket: Vec<u8>,
     },
-    /// The answer to [`Request::UploadFiles`]: one per file, in order,
-    /// `None` where the file was registered, else why not.
+    /// The answer to [`Request::UploadFiles`] and [`Request::StopShares`]:
+    /// one per file, in order, `None` where the file was registered (or
+    /// withdrawn), else why not.
     Uploads(Vec<Option<Refusal>>),
 }
 
@@ -487,6 +505,15 @@ mod tests {
         let resp = Response::Uploads(vec![None, Some(Refusal::NotLoggedIn)]);
         // variant 11 = Uploads; two answers: none, then some NotLoggedIn.
         assert_eq!(postcard::to_stdvec(&resp).unwrap(), vec![11, 2, 0, 1, 0]);
+        let req = Request::StopShares {
+            token: Token([1; 16]),
+            group: "g".into(),
+            files: vec!["a".into(), "b".into()],
+        };
+        let mut expected = vec![20]; // variant 20 = StopShares
+        expected.extend([1; 16]);
+        expected.extend([1, b'g', 2, 1, b'a', 1, b'b']); // the group; two names
+        assert_eq!(postcard::to_stdvec(&req).unwrap(), expected);
     }
 
     fn arb_string() -> impl Strategy<Value = String> {
@@ -520,8 +547,10 @@ mod tests {
                 .prop_map(|(token, group, files)| Request::FileInfos { token, group, files }),
             (token.clone(), arb_string(), arb_meta())
                 .prop_map(|(token, group, meta)| Request::UploadFile { token, group, meta }),
-            (token, arb_string(), proptest::collection::vec(arb_meta(), 0..4))
+            (token.clone(), arb_string(), proptest::collection::vec(arb_meta(), 0..4))
                 .prop_map(|(token, group, files)| Request::UploadFiles { token, group, files }),
+            (token, arb_string(), proptest::collection::vec(arb_string(), 0..4))
+                .prop_map(|(token, group, files)| Request::StopShares { token, group, files }),
         ]
     }
 
