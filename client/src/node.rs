@@ -290,7 +290,9 @@ impl Node {
                 self.call_names(Request::ListGroups { token }).await
             }
             Command::ListFiles { group, prefix } => {
-                let files = self.list_group(&group, prefix.as_deref().unwrap_or("")).await?;
+                let prefix = prefix.unwrap_or_default();
+                let files = self.list_group(&group, &prefix).await?;
+                no_match(&files, &group, &prefix)?;
                 Ok(files.iter().map(file_line).collect())
             }
             Command::UploadFile { path, group } => self.upload(path, group).await,
@@ -1344,6 +1346,15 @@ fn opener(share: &LocalShare) -> Arc<ringshare_engine::serve::Opener> {
         }
         Ok(ServedFile::complete(share.meta.clone(), f))
     })
+}
+
+/// A prefix that matches no file is an error, as a path that is not there
+/// is to `ls` (an empty group lists nothing: there is nothing to match).
+pub fn no_match(files: &[FileEntry], group: &str, prefix: &str) -> Result<()> {
+    if files.is_empty() && !prefix.is_empty() {
+        bail!("no file in {group} starts with {prefix}");
+    }
+    Ok(())
 }
 
 /// A `list_files` line: `name  123 bytes  2 peers`.

@@ -902,10 +902,13 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
 /// `ringshare ls`.
 pub async fn ls(args: LsArgs) -> Result<()> {
     let mut node = login_node(&args.node, false).await?;
-    let result = node.list_group(&args.group, args.prefix.as_deref().unwrap_or("")).await;
+    let prefix = args.prefix.as_deref().unwrap_or("");
+    let result = node.list_group(&args.group, prefix).await;
     leave(&mut node, &args.node, false).await;
+    let files = result?;
+    crate::node::no_match(&files, &args.group, prefix)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for f in result? {
+    for f in files {
         writeln!(out, "{}", crate::node::file_line(&f))?;
     }
     out.flush()?;

@@ -168,7 +168,12 @@ fn trees_are_shared_listed_and_fetched_by_name_prefix_and_glob() {
     );
     assert_eq!(bob.cmd("list_files g photos/2026/").len(), 3);
     assert_eq!(bob.cmd("list_files g").len(), 5);
-    assert!(bob.cmd("list_files g nothing/").is_empty());
+    // A prefix that matches nothing says so, as `ls` of a missing path does.
+    bob.err("list_files g nothing/", "no file in g starts with nothing/");
+    let out = bob1.run("ls", &["g", "nothing/"]);
+    assert!(!out.status.success());
+    assert_eq!(text(&out.stderr).trim(), "error: no file in g starts with nothing/");
+    assert!(out.stdout.is_empty());
 
     // The whole group: every file at its path, byte for byte.
     let all = dir.path().join("all");
