@@ -547,6 +547,9 @@ async fn get_many(
     // Parsed once: a template per file was a visible part of the loop's
     // time with thousands of small files.
     let file_style = style("  {msg} [{bar:20}] {bytes}/{total_bytes}");
+    // A name longer than the line has room for loses its middle: a
+    // wrapped line pushes the view down the terminal at every redraw.
+    let name_room = term_columns().saturating_sub(FILE_LINE_REST).max(MIN_NAME);
     let mut report = BulkReport {
         latency: args.hgrm.is_some().then(|| ringshare_engine::metrics::Latency::new().snapshot()),
         io: node.fetch_backend().name(),
@@ -611,7 +614,7 @@ async fn get_many(
                     let bar = (!args.quiet).then(|| {
                         let bar = multi.add(ProgressBar::new(f.len));
                         bar.set_style(file_style.clone());
-                        bar.set_message(f.name.clone());
+                        bar.set_message(fit(&f.name, name_room));
                         bar
                     });
                     running.push(Running {
@@ -915,6 +918,42 @@ pub async fn ls(args: LsArgs) -> Result<()> {
     Ok(())
 }
 
+/// Columns a bulk get's file line takes beside the name (the bar, bytes of
+/// total bytes).
+const FILE_LINE_REST: usize = 50;
+/// Columns the one-file progress line takes beside the name (peers, bar,
+/// bytes, rate, ETA).
+const ONE_LINE_REST: usize = 90;
+/// A name is never cut shorter than this.
+const MIN_NAME: usize = 24;
+
+/// The width of the terminal on standard error (80 when it is not one).
+fn term_columns() -> usize {
+    let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into `size`.
+    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    if ok && size.ws_col > 0 {
+        usize::from(size.ws_col)
+    } else {
+        80
+    }
+}
+
+/// `name` in at most `max` characters: past that its middle gives way to
+/// `…`, keeping more of the end (the file) than of the start (where).
+fn fit(name: &str, max: usize) -> String {
+    let n = name.chars().count();
+    if n <= max || max < 3 {
+        return name.to_owned();
+    }
+    let head = (max - 1) / 3;
+    let tail = max - 1 - head;
+    let mut out: String = name.chars().take(head).collect();
+    out.push('…');
+    out.extend(name.chars().skip(n - tail));
+    out
+}
+
 /// Shows a download's progress until it ends; returns how it ended.
 pub async fn follow(download: &Arc<Download>, name: &str) -> Status {
     let total = download.progress().total;
@@ -926,6 +965,7 @@ pub async fn follow(download: &Arc<Download>, name: &str) -> Status {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
+    let name = fit(name, term_columns().saturating_sub(ONE_LINE_REST).max(MIN_NAME));
     loop {
         let p = download.progress();
         bar.set_position(p.verified);
@@ -1105,4 +1145,22 @@ async fn run(node: &mut Node, cmd: Command) -> Result<String> {
 
 fn entry_path(node: &Node) -> String {
     node.downloads().last().map(|d| d.dest.display().to_string()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_name_loses_its_middle_to_fit() {
+        assert_eq!(fit("photos/a.jpg", 24), "photos/a.jpg");
+        let long = format!("photos/2026/{}/holiday-in-the-mountains.jpg", "x".repeat(200));
+        let cut = fit(&long, 40);
+        assert_eq!(cut.chars().count(), 40);
+        assert_eq!(cut, "photos/2026/x…liday-in-the-mountains.jpg");
+        // Characters, not bytes: a multi-byte name is cut on its boundaries.
+        let wide = "é".repeat(100);
+        assert_eq!(fit(&wide, 10).chars().count(), 10);
+        assert_eq!(fit("abcdef", 2), "abcdef", "too narrow to cut");
+    }
 }
