@@ -207,6 +207,62 @@ fn share_on_a_fixed_port_keeps_its_files_listed_and_runs_again() {
     stop(sharer);
 }
 
+/// A file nobody shares: both forms of `get` fail once the trackers have
+/// listed no sharer for 10 s, each saying why once (the download's own
+/// warning said it a second time).
+#[test]
+fn a_file_nobody_shares_fails_saying_why_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let mut owner = NodeProc::start(&info, &dir.path().join("state-o"));
+    owner.ok("create_user alice pw-a");
+    owner.ok("login alice pw-a");
+    owner.ok("create_group g");
+    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
+    bob.ok("create_user bob pw-b");
+    bob.ok("login bob pw-b");
+    bob.ok("join_group g");
+    owner.ok("accept_request g bob");
+    let file = dir.path().join("f.bin");
+    random_file(&file, 1000, 2);
+    owner.ok(&format!("upload_file {} g", file.display()));
+    owner.ok("logout");
+    let pw_b = dir.path().join("pw-b");
+    std::fs::write(&pw_b, "pw-b\n").unwrap();
+    let get = |args: &[&str]| {
+        Command::new(bin("ringshare"))
+            .args(["get", "--trackers"])
+            .arg(&info)
+            .args(["--user", "bob", "--password-file"])
+            .arg(&pw_b)
+            .args(args)
+            .env("RINGSHARE_STATE_DIR", dir.path().join("state-get"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // One after the other: two downloaders of the file are listed to each
+    // other, and wait for the peer that may yet show a piece.
+    let (one, all) = (dir.path().join("one"), dir.path().join("all"));
+    for (args, line) in [
+        (
+            ["g", "f.bin", one.to_str().unwrap()].as_slice(),
+            "error: download failed: no node shares the file (none listed for 10s)",
+        ),
+        (
+            ["g", all.to_str().unwrap()].as_slice(),
+            "ringshare: failed f.bin: no node shares the file (none listed for 10s)",
+        ),
+    ] {
+        let out = get(args).wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.lines().any(|l| l == line), "{err}");
+        assert_eq!(err.matches("no node shares").count(), 1, "{err}");
+    }
+}
+
 /// A missing file is one `error:` line that names the OS error once, from
 /// each binary (its message carries the OS error; a chain printed whole
 /// once said it again as the cause).

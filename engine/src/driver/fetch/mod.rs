@@ -548,7 +548,10 @@ impl Shared {
     fn fail(&self, reason: String) {
         let mut st = lock(&self.status);
         if *st == Status::Running {
-            tracing::warn!(file = %self.meta.name, "download failed: {reason}");
+            // Logged for the record only: every caller tells its user
+            // itself (the shell's show_downloads, get's error or its
+            // `failed` line), and a warning here said it twice.
+            tracing::info!(file = %self.meta.name, "download failed: {reason}");
             *st = Status::Failed(reason.clone());
             drop(st);
             self.stop.store(true, Ordering::Release);
