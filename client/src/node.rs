@@ -956,6 +956,12 @@ impl Node {
             source,
             events,
         );
+        if resumed > 0 {
+            // It holds verified pieces from the start, and their first's
+            // event does not come again: a sharer now (an earlier run on
+            // another port withdrew its registration, or never made one).
+            self.registrar.register(token, group.clone(), meta.clone());
+        }
         self.downloads.push(DownloadEntry {
             group: group.clone(),
             name: file.clone(),

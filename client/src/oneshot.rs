@@ -256,6 +256,11 @@ fn refuse_dest_like_a_name(dest: &str, group: &str, listed: &[FileEntry]) -> Res
 }
 
 async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) -> Result<()> {
+    // Ctrl-C stops the download cleanly (what is verified stays for the
+    // next run) and the node leaves as after any end: it withdraws what it
+    // registered and logs out.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("install SIGINT handler")?;
     let cmd = Command::DownloadFile { group: args.group.clone(), file: file.clone(), dest };
     let started = std::time::Instant::now();
     let line = match run(node, cmd).await {
@@ -267,10 +272,21 @@ async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) ->
     eprintln!("{}", line.trim_end_matches("; see show_downloads"));
     let entry = node.downloads().last().ok_or_else(|| anyhow!("the download did not start"))?;
     let download = Arc::clone(&entry.download);
-    let status = if args.quiet {
-        wait_quietly(&download).await
-    } else {
-        follow(&download, &entry.name).await
+    let watch = async {
+        if args.quiet {
+            wait_quietly(&download).await
+        } else {
+            follow(&download, &entry.name).await
+        }
+    };
+    let status = tokio::select! {
+        status = watch => status,
+        _ = interrupt.recv() => {
+            download.stop();
+            let stopped = Arc::clone(&download);
+            let _ = tokio::task::spawn_blocking(move || stopped.wait()).await;
+            bail!("interrupted; run the same command again to resume");
+        }
     };
     let seconds = started.elapsed().as_secs_f64();
     match status {

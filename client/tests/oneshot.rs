@@ -263,6 +263,71 @@ fn a_file_nobody_shares_fails_saying_why_once() {
     }
 }
 
+/// An interrupted `get` (a port the system picked) withdraws its
+/// registration; the run that resumes it holds verified pieces from its
+/// start and is registered at once, at its own address, with no new piece.
+#[test]
+fn a_resumed_get_is_a_sharer_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    // Each piece served a second late: the first run is stopped between
+    // its first piece and its last.
+    let slow = [("RINGSHARE_SERVE_DELAY_MS", "1000")];
+    let mut owner = NodeProc::spawn("127.0.0.1:0", &info, &dir.path().join("state-o"), &slow, None);
+    owner.ok("create_user alice pw-a");
+    owner.ok("login alice pw-a");
+    owner.ok("create_group g");
+    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
+    bob.ok("create_user bob pw-b");
+    bob.ok("login bob pw-b");
+    bob.ok("join_group g");
+    owner.ok("accept_request g bob");
+    let file = dir.path().join("f.bin");
+    random_file(&file, 6 * 512 * 1024, 5);
+    owner.ok(&format!("upload_file {} g", file.display()));
+    let pw_b = dir.path().join("pw-b");
+    std::fs::write(&pw_b, "pw-b\n").unwrap();
+    let dest = dir.path().join("got.bin");
+    let get = || {
+        Command::new(bin("ringshare"))
+            .args(["get", "--trackers"])
+            .arg(&info)
+            .args(["--user", "bob", "--password-file"])
+            .arg(&pw_b)
+            .args(["g", "f.bin"])
+            .arg(&dest)
+            .env("RINGSHARE_STATE_DIR", dir.path().join("state-get"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let peers = |bob: &mut NodeProc, n: &str| {
+        bob.cmd("list_files g") == [format!("f.bin  3145728 bytes  {n}")]
+    };
+    let first = get();
+    // Registered once its first piece is verified.
+    common::eventually("the first run to be listed", || peers(&mut bob, "2 peers"));
+    Command::new("kill").arg("-INT").arg(first.id().to_string()).status().unwrap();
+    let out = first.wait_with_output().unwrap();
+    assert!(!out.status.success(), "interrupted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines().any(|l| l == "error: interrupted; run the same command again to resume"),
+        "{err}"
+    );
+    assert_eq!(bob.cmd("list_files g"), ["f.bin  3145728 bytes  1 peer"], "withdrawn");
+    // Alice gone: the run that resumes can fetch nothing more, yet holds
+    // pieces, and is listed from its start.
+    owner.ok("logout");
+    assert!(peers(&mut bob, "0 peers"));
+    let again = get();
+    common::eventually("the resumed run to be listed", || peers(&mut bob, "1 peer"));
+    let out = again.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no node shares the file"), "{err}");
+}
+
 /// A missing file is one `error:` line that names the OS error once, from
 /// each binary (its message carries the OS error; a chain printed whole
 /// once said it again as the cause).
