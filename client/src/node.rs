@@ -526,15 +526,13 @@ impl Node {
                 };
                 for ((item, share), mut answer) in batch.into_iter().zip(answers) {
                     // The tracker already lists this node as sharing the
-                    // same content while the node's own record does not: a
-                    // request of this share that was answered but whose
-                    // answer was lost (the link retries it), or a record
-                    // lost since. The tracker lists it, so the node serves
-                    // and records it. (Shared before by this node, it stays
-                    // a skip that names the reason.)
-                    // The same file from the same path, shared before by
-                    // this node (resumed at login: `share` run again) is
-                    // shared still, and said to be.
+                    // file. Not in the node's own record: a request of this
+                    // share that was answered but whose answer was lost
+                    // (the link retries it), or a record lost since; the
+                    // tracker lists it, so the node serves and records it.
+                    // In the record with the same content and path (resumed
+                    // at login: `share` run again): shared still, and said
+                    // to be. In the record otherwise: a skip that says why.
                     if matches!(answer, Some(Refusal::AlreadySharing { .. })) {
                         match self.shares_mut().get(&share_key(&share)) {
                             None => answer = None,
