@@ -153,6 +153,12 @@ pub fn resolve_dest_known(dest: &str, name: &str, known: &mut KnownDirs) -> Resu
 
 fn resolve(dest: &str, name: &str, known: &mut KnownDirs, look: bool) -> Result<PathBuf> {
     let d = Path::new(dest);
+    // A trailing `/` says a directory: made if missing (as a bulk get's
+    // DEST is), not taken for a file's path.
+    if dest.ends_with('/') && !d.exists() {
+        std::fs::create_dir_all(d)
+            .with_context(|| format!("create the destination directory {}", d.display()))?;
+    }
     let is_dir = known.knows_dest(d)
         || match std::fs::metadata(d) {
             Ok(md) if md.is_dir() => {
@@ -296,6 +302,10 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("does not exist"));
+        // A trailing `/`: a directory, made if missing.
+        let new_dir = format!("{d}/new/dir/");
+        assert_eq!(resolve_dest(&new_dir, "a.bin").unwrap(), dir.path().join("new/dir/a.bin"));
+        assert!(dir.path().join("new/dir").is_dir());
     }
 
     #[test]
