@@ -558,7 +558,7 @@ async fn get_many(
     }
     let overall = multi.add(ProgressBar::new(total_bytes));
     overall.set_style(style(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        "{msg} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
     ));
     // Parsed once: a template per file was a visible part of the loop's
     // time with thousands of small files.
@@ -937,11 +937,12 @@ pub async fn ls(args: LsArgs) -> Result<()> {
 /// Columns a bulk get's file line takes beside the name (the bar, bytes of
 /// total bytes).
 const FILE_LINE_REST: usize = 50;
-/// Columns the one-file progress line takes beside the name (peers, bar,
-/// bytes, rate, ETA).
-const ONE_LINE_REST: usize = 90;
+/// Columns the one-file progress line takes beside the name: its peer
+/// count, bytes of total bytes, rate and ETA (about 62), and at least 10
+/// of the bar, which takes whatever is left (`wide_bar`).
+const ONE_LINE_REST: usize = 72;
 /// A name is never cut shorter than this.
-const MIN_NAME: usize = 24;
+const MIN_NAME: usize = 12;
 
 /// The width of the terminal on standard error (80 when it is not one).
 fn term_columns() -> usize {
@@ -976,7 +977,7 @@ pub async fn follow(download: &Arc<Download>, name: &str) -> Status {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            "{msg} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
@@ -985,7 +986,8 @@ pub async fn follow(download: &Arc<Download>, name: &str) -> Status {
     loop {
         let p = download.progress();
         bar.set_position(p.verified);
-        bar.set_message(format!("{name} ({} peers)", p.peers));
+        let s = if p.peers == 1 { "" } else { "s" };
+        bar.set_message(format!("{name} ({} peer{s})", p.peers));
         if p.status != Status::Running {
             bar.finish();
             return p.status;
