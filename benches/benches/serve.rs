@@ -163,7 +163,12 @@ fn run_download(addr: SocketAddr, meta: &FileMeta, pool: &Arc<HashPool>) -> u64 
         served,
         Arc::clone(pool),
         Box::new(move || {
-            Ok::<_, String>(PeerList { addrs: vec![addr], ticket: None, keys: Default::default() })
+            Ok::<_, String>(PeerList {
+                addrs: vec![addr],
+                ticket: None,
+                keys: Default::default(),
+                left_out: 0,
+            })
         }),
         Box::new(move |e| {
             let _ = tx.lock().map(|t| t.send(e));

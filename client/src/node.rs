@@ -1139,8 +1139,15 @@ fn peer_list(
 ) -> ringshare_engine::fetch::PeerList {
     let mut list = ringshare_engine::fetch::PeerList { ticket: Some(ticket), ..Default::default() };
     for p in peers {
-        let Ok(addr) = p.addr.parse::<SocketAddr>() else { continue };
-        if !connectable(addr) || !keep(addr) {
+        let Ok(addr) = p.addr.parse::<SocketAddr>() else {
+            list.left_out += 1;
+            continue;
+        };
+        if !keep(addr) {
+            continue;
+        }
+        if !connectable(addr) {
+            list.left_out += 1;
             continue;
         }
         match p.key {
@@ -1148,7 +1155,10 @@ fn peer_list(
                 list.keys.insert(addr, PublicKey(k));
             }
             None if plaintext => {}
-            None => continue,
+            None => {
+                list.left_out += 1;
+                continue;
+            }
         }
         list.addrs.push(addr);
     }
@@ -1516,6 +1526,17 @@ mod tests {
         let list = peer_list(&peers, vec![], false, |a| a.port() == 7000);
         let kept: Vec<String> = list.addrs.iter().map(ToString::to_string).collect();
         assert_eq!(kept, ["10.0.0.1:7000", "10.0.0.3:7000", "[2001:db8::1]:7000"]);
+        // Counted as left out, not as nobody: what does not parse or cannot
+        // be connected to (six), not what `keep` refuses (this node).
+        assert_eq!(list.left_out, 6);
+        // A peer whose key the tracker does not know yet is left out too.
+        let mut keyless = listed("10.0.0.4:7000");
+        keyless.key = None;
+        let list = peer_list(&[keyless.clone()], vec![], false, |_| true);
+        assert!(list.addrs.is_empty());
+        assert_eq!(list.left_out, 1);
+        let list = peer_list(&[keyless], vec![], true, |_| true);
+        assert_eq!((list.addrs.len(), list.left_out), (1, 0), "plaintext takes it");
         // This node's own address, as `keep` says, is left out too.
         let list = peer_list(&peers, vec![], false, |a| a.to_string() != "10.0.0.1:7000");
         assert!(!list.addrs.iter().any(|a| a.to_string() == "10.0.0.1:7000"));

@@ -208,7 +208,12 @@ fn a_lone_corrupt_seeder_is_caught_and_a_later_good_one_finishes() {
                 // The first answer names only the corrupt seeder.
                 let first = asked.fetch_add(1, Ordering::SeqCst) == 0;
                 let addrs = if first { vec![bad_addr] } else { vec![bad_addr, good_addr] };
-                Ok::<_, String>(PeerList { addrs, ticket: None, keys: Default::default() })
+                Ok::<_, String>(PeerList {
+                    addrs,
+                    ticket: None,
+                    keys: Default::default(),
+                    left_out: 0,
+                })
             }),
             Box::new(move |e| {
                 let _ = tx.lock().unwrap().send(e);

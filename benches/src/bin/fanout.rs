@@ -80,6 +80,7 @@ fn main() -> Result<()> {
                 addrs: peers.clone(),
                 ticket: None,
                 keys: Default::default(),
+                left_out: 0,
             })
         }),
         Box::new(move |e| {

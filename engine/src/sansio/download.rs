@@ -517,9 +517,22 @@ impl DownloadCore {
         }
     }
 
+    /// The last list also named `n` other nodes left out of it (their keys
+    /// not yet known to the tracker, addresses this node cannot reach):
+    /// somebody shares the file, so [`NO_SHARER_LIMIT`] does not apply.
+    /// Call after [`add_peers`](Self::add_peers) with the same list.
+    pub fn also_listed(&mut self, n: usize) {
+        if n > 0 {
+            self.unlisted_since = None;
+        }
+    }
+
     /// Asking for peers failed; kept for the message if the download fails.
+    /// An empty list before says nothing once the tracker stops answering:
+    /// [`NO_PEER_LIMIT`] waits it out.
     pub fn peers_unavailable(&mut self, error: String) {
         self.last_error = error;
+        self.unlisted_since = None;
     }
 
     /// The file is gone for good (no longer in its group, access lost):
@@ -1782,6 +1795,32 @@ mod tests {
             "{at:?}"
         );
         assert!(why.starts_with("no node shares the file"), "{why}");
+        // Others listed but left out of the addresses (keys not known yet),
+        // or an empty list and then no answer: the longer limit.
+        let mut core = fresh(4, 1, t0);
+        let mut now = t0;
+        let mut failed = None;
+        while failed.is_none() && now < t0 + NO_PEER_LIMIT + Duration::from_secs(2) {
+            core.tick(now);
+            while let Some(a) = core.poll_action() {
+                match a {
+                    Action::WantPeers if now < t0 + Duration::from_secs(20) => {
+                        core.add_peers(&[], now);
+                        core.also_listed(2);
+                    }
+                    Action::WantPeers => {
+                        core.add_peers(&[], now);
+                        core.peers_unavailable("tracker unreachable".into());
+                    }
+                    Action::Failed(r) => failed = Some((now - t0, r)),
+                    a => panic!("{a:?}"),
+                }
+            }
+            now = core.next_deadline().max(now + Duration::from_millis(1));
+        }
+        let (at, why) = failed.expect("failed");
+        assert!(at > NO_PEER_LIMIT, "{at:?}");
+        assert!(why.starts_with("no peer could serve the file for 60s"), "{why}");
     }
 
     #[test]

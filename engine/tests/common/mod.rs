@@ -137,7 +137,7 @@ pub fn download_opts(
     spec.settle = settle;
     if first {
         spec.first_peers =
-            Some(PeerList { addrs: peers.clone(), ticket: None, keys: keys.clone() });
+            Some(PeerList { addrs: peers.clone(), ticket: None, keys: keys.clone(), left_out: 0 });
     }
     let d = Download::start(
         spec,
@@ -149,7 +149,12 @@ pub fn download_opts(
             if let Some(asked) = &asked {
                 asked.lock().unwrap().push(Instant::now());
             }
-            Ok::<_, String>(PeerList { addrs: peers.clone(), ticket: None, keys: keys.clone() })
+            Ok::<_, String>(PeerList {
+                addrs: peers.clone(),
+                ticket: None,
+                keys: keys.clone(),
+                left_out: 0,
+            })
         }),
         Box::new(move |e| {
             let _ = tx.lock().unwrap().send(e);

@@ -87,6 +87,10 @@ pub struct PeerList {
     /// (the tracker's peer list carries them); a server listed without one
     /// may prove any key.
     pub keys: HashMap<SocketAddr, PublicKey>,
+    /// Other nodes the tracker listed but left out of `addrs` (no key
+    /// known yet, an address this node cannot connect to): somebody shares
+    /// the file even when `addrs` is empty.
+    pub left_out: usize,
 }
 
 /// Why a [`PeerSource`] has no peers.
@@ -373,6 +377,7 @@ impl Download {
                 core.set_ticket(t);
             }
             core.given_peers(&first.addrs, now);
+            core.also_listed(first.left_out);
             keys = first.keys;
         }
         let driven = Driven {
@@ -666,6 +671,7 @@ fn controller(shared: &Arc<Shared>, mut source: Box<dyn PeerSource>, mut reporte
                         }
                         shared.learn_keys(list.keys);
                         d.core.add_peers(&list.addrs, Instant::now());
+                        d.core.also_listed(list.left_out);
                         d.route();
                         std::mem::take(&mut d.connect)
                     };

@@ -834,6 +834,7 @@ impl Driver {
                                 c.set_ticket(t);
                             }
                             c.add_peers(&list.addrs, now);
+                            c.also_listed(list.left_out);
                         }
                         Err(super::PeerError::Unavailable(e)) => c.peers_unavailable(e),
                         Err(super::PeerError::Gone(why)) => c.file_gone(why),
