@@ -142,8 +142,9 @@ async fn run(args: NodeArgs) -> Result<()> {
     }
     node.set_advertise(args.advertise);
     // A port the system picked (0) will not come back: what the node
-    // shares is withdrawn as it stops.
-    let picked = args.listen.port() == 0 && args.advertise.is_none();
+    // shares is withdrawn at logout and as it stops.
+    let picked = oneshot::picked(Some(args.listen), args.advertise);
+    node.set_picked(picked);
     match args.advertise {
         Some(a) => eprintln!("ringshare node serving on {} (advertised as {a})", node.addr()),
         None => eprintln!("ringshare node serving on {}", node.addr()),
@@ -156,8 +157,7 @@ async fn run(args: NodeArgs) -> Result<()> {
         .spawn(move || read_lines(interactive, tx))
         .context("start the input thread")?;
 
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("install SIGINT handler")?;
+    let mut stop = oneshot::StopSignals::new()?;
     let mut stdout = std::io::stdout();
     loop {
         let (line, done) = tokio::select! {
@@ -165,12 +165,7 @@ async fn run(args: NodeArgs) -> Result<()> {
                 Some(m) => m,
                 None => break,
             },
-            _ = sigint.recv() => {
-                let n = node.stop_downloads();
-                eprintln!("ringshare: interrupted; stopped {n} download(s) (download_file with the same destination resumes)");
-                leave(&mut node, picked).await;
-                std::process::exit(130);
-            }
+            why = stop.recv() => stopped(&mut node, picked, why).await,
         };
         let flow = match shell::parse(&line) {
             Ok(None) => Flow::Continue,
@@ -202,24 +197,28 @@ async fn run(args: NodeArgs) -> Result<()> {
     let waiting = node.running_downloads();
     if waiting > 0 {
         eprintln!("ringshare: waiting for {waiting} download(s) to finish (Ctrl-C stops; download_file resumes)");
-        node.finish_downloads().await;
+        tokio::select! {
+            _ = node.finish_downloads() => {}
+            why = stop.recv() => stopped(&mut node, picked, why).await,
+        }
     }
-    leave(&mut node, picked).await;
+    // The session ends too: the trackers stop listing the node at once,
+    // not a peer TTL later.
+    oneshot::leave(&mut node, picked, true).await?;
     Ok(())
 }
 
-/// The node stops: what it shares is withdrawn if its port was `picked`
-/// by the system (no later node has it), the session ends (the trackers
-/// stop listing the node at once, not a peer TTL later) and serving
-/// stops.
-async fn leave(node: &mut Node, picked: bool) {
-    if picked {
-        oneshot::withdraw_on_exit(node, true).await;
+/// A stop signal: running downloads stop (what they verified stays), the
+/// node leaves, the process exits.
+async fn stopped(node: &mut Node, picked: bool, why: &str) -> ! {
+    let n = node.stop_downloads();
+    eprintln!(
+        "ringshare: {why}; stopped {n} download(s) (download_file with the same destination resumes)"
+    );
+    if let Err(e) = oneshot::leave(node, picked, true).await {
+        eprintln!("error: {e:#}");
     }
-    if node.logged_in() {
-        let _ = node.execute(ringshare::shell::Command::Logout).await;
-    }
-    node.shutdown();
+    std::process::exit(130);
 }
 
 /// Reads commands from standard input: with line editing and history on a

@@ -117,6 +117,8 @@ pub struct Node {
     park_links: bool,
     /// Destination directories already looked at (a bulk `get`'s).
     known_dirs: KnownDirs,
+    /// Its address was picked by the system ([`Node::set_picked`]).
+    picked: bool,
 }
 
 /// The trackers' public ticket key, shared with the piece server.
@@ -194,6 +196,7 @@ impl Node {
             settler: None,
             park_links: false,
             known_dirs: KnownDirs::default(),
+            picked: false,
         })
     }
 
@@ -233,6 +236,15 @@ impl Node {
             Command::Logout => {
                 let s = self.session()?;
                 let (user, token) = (s.user.clone(), s.token);
+                if self.picked {
+                    // The next login may never come at this address: the
+                    // files leave the listing now, and the share record
+                    // stays for a login in this process to share them again.
+                    self.stop_running("stopped by logout; download_file again to resume");
+                    if let Err(e) = self.withdraw(false).await {
+                        tracing::warn!("withdraw the shared files at logout: {e:#}");
+                    }
+                }
                 // Sharing pauses whatever the tracker says: the node stops serving.
                 self.pause_all("stopped by logout; download_file again to resume");
                 // An unreachable tracker expires the session by itself.
@@ -780,10 +792,26 @@ impl Node {
     /// with a sharer that cannot come back, and only that address may
     /// stop sharing them. How many were withdrawn.
     pub async fn withdraw_all(&mut self) -> Result<usize> {
+        let withdrawn = self.withdraw(true).await;
+        // Every user's record at this address, logged out or not: no later
+        // node has it.
+        if let Err(e) = crate::shares::forget_address(&self.state_dir, &self.addr.to_string()) {
+            tracing::warn!("delete the share records of {}: {e}", self.addr);
+        }
+        withdrawn
+    }
+
+    /// [`Node::withdraw_all`] for the session, deleting its share record
+    /// when `forget` (else a later login here shares the files again).
+    async fn withdraw(&mut self, forget: bool) -> Result<usize> {
         let Some(s) = &self.session else { return Ok(0) };
         let (token, book) = (s.token, s.book.clone());
+        // Downloads stop first: none registers after the withdrawal.
+        self.stop_running("stopped: the node is leaving");
         // A download's registration still on its way would land after.
-        self.registrar.settled(WITHDRAW_WAIT).await;
+        if !self.registrar.settled(WITHDRAW_WAIT).await {
+            tracing::warn!("registrations still unanswered after {WITHDRAW_WAIT:?}");
+        }
         let mut held = self.registrar.handed();
         held.extend(self.shares_mut().keys().cloned());
         held.extend(self.downloads.iter().map(|d| (d.group.clone(), d.name.clone())));
@@ -819,8 +847,16 @@ impl Node {
         if let Some(e) = unanswered {
             return Err(e.context(format!("withdrew {withdrawn} file(s), not all")));
         }
-        book.discard().context("delete the share record")?;
+        if forget {
+            book.discard().context("delete the share record")?;
+        }
         Ok(withdrawn)
+    }
+
+    /// Whether the node's address was picked by the system for this run:
+    /// its files are withdrawn at logout and as it stops.
+    pub fn set_picked(&mut self, picked: bool) {
+        self.picked = picked;
     }
 
     /// Downloads still fetching.
@@ -828,17 +864,21 @@ impl Node {
         self.downloads.iter().filter(|d| d.is_running()).count()
     }
 
-    /// Waits for every running download to finish (quit, end of input).
-    pub async fn finish_downloads(&mut self) {
+    /// Waits for every running download to finish (quit, end of input);
+    /// holds no borrow of the node, so that a signal can stop them
+    /// meanwhile.
+    pub fn finish_downloads(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let running: Vec<Arc<Download>> = self
             .downloads
             .iter()
             .filter(|d| d.is_running())
             .map(|d| Arc::clone(&d.download))
             .collect();
-        if !running.is_empty() {
-            let _ =
-                tokio::task::spawn_blocking(move || running.iter().for_each(|d| d.wait())).await;
+        async move {
+            if !running.is_empty() {
+                let _ = tokio::task::spawn_blocking(move || running.iter().for_each(|d| d.wait()))
+                    .await;
+            }
         }
     }
 

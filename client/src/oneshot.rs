@@ -162,34 +162,97 @@ pub async fn get(mut args: GetArgs) -> Result<()> {
     }
     let mut node = login_node(&args.node, !args.quiet).await?;
     let result = get_in(&mut node, &args, patterns, dest).await;
-    leave(&mut node, &args.node, false).await;
+    let picked = picked(args.node.listen, args.node.advertise);
+    if let Err(e) = leave(&mut node, picked, false).await {
+        // What was fetched stays fetched: said, not the command's failure.
+        eprintln!("ringshare: {e:#}");
+    }
     result
 }
 
-/// Logs the node out and stops it. A node on a port the system picked
-/// first withdraws every file it shares or registered (no later node will
-/// have its address); `say` tells how many.
-async fn leave(node: &mut Node, login: &NodeLogin, say: bool) {
-    if login.listen.is_none_or(|a| a.port() == 0) && login.advertise.is_none() {
-        withdraw_on_exit(node, say).await;
-    }
-    let _ = run(node, Command::Logout).await;
-    node.shutdown();
+/// Whether a node's address was picked by the system for this run (port
+/// 0, nothing advertised instead): no later node will have it.
+pub fn picked(listen: Option<SocketAddr>, advertise: Option<SocketAddr>) -> bool {
+    listen.is_none_or(|a| a.port() == 0) && advertise.is_none()
 }
 
 /// How long a stopping node gives [`Node::withdraw_all`].
 const WITHDRAW_LIMIT: Duration = Duration::from_secs(15);
 
-/// [`Node::withdraw_all`] for a node stopping on a port the system picked,
-/// for at most [`WITHDRAW_LIMIT`]; `say` tells how many on stderr.
-pub async fn withdraw_on_exit(node: &mut Node, say: bool) {
-    match tokio::time::timeout(WITHDRAW_LIMIT, node.withdraw_all()).await {
-        Ok(Ok(n)) if say && n > 0 => eprintln!(
-            "ringshare: withdrew {n} shared file(s): this run's port will not come back (a fixed --listen IP:PORT keeps them listed)"
-        ),
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!("withdraw the shared files: {e:#}"),
-        Err(_) => tracing::warn!("withdraw the shared files: no answer within {WITHDRAW_LIMIT:?}"),
+/// The node stops: one on a port the system picked withdraws every file it
+/// shares or registered and forgets its records (`say` tells how many on
+/// stderr); then it logs out and stops serving. A second stop signal
+/// meanwhile ends the process at once. A failed withdrawal is the error.
+pub async fn leave(node: &mut Node, picked: bool, say: bool) -> Result<()> {
+    let work = async {
+        let withdrawn = if picked {
+            match tokio::time::timeout(WITHDRAW_LIMIT, node.withdraw_all()).await {
+                Ok(Ok(n)) => {
+                    if say && n > 0 {
+                        eprintln!(
+                            "ringshare: withdrew {n} shared file(s): this run's port will not come back (a fixed --listen IP:PORT keeps them listed)"
+                        );
+                    }
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(e.context("withdraw the shared files")),
+                Err(_) => {
+                    Err(anyhow!("withdraw the shared files: no answer within {WITHDRAW_LIMIT:?}"))
+                }
+            }
+        } else {
+            Ok(())
+        };
+        if node.logged_in() {
+            let _ = run(node, Command::Logout).await;
+        }
+        withdrawn
+    };
+    let result = match StopSignals::new() {
+        Ok(mut again) => tokio::select! {
+            r = work => r,
+            why = again.recv() => {
+                eprintln!("ringshare: {why} again; stopping without withdrawing or logging out");
+                std::process::exit(130);
+            }
+        },
+        Err(_) => work.await,
+    };
+    node.shutdown();
+    result
+}
+
+/// The signals that stop a node: SIGINT (Ctrl-C), SIGTERM, and SIGHUP (its
+/// terminal or ssh session closed).
+#[derive(Debug)]
+pub struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers (from now on these signals no longer kill the
+    /// process).
+    pub fn new() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let install = |kind: SignalKind, name: &str| {
+            signal(kind).with_context(|| format!("install {name} handler"))
+        };
+        Ok(Self {
+            int: install(SignalKind::interrupt(), "SIGINT")?,
+            term: install(SignalKind::terminate(), "SIGTERM")?,
+            hup: install(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+
+    /// Waits for the next one; its name.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "interrupted",
+            _ = self.term.recv() => "terminated",
+            _ = self.hup.recv() => "hung up",
+        }
     }
 }
 
@@ -259,8 +322,7 @@ async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) ->
     // Ctrl-C stops the download cleanly (what is verified stays for the
     // next run) and the node leaves as after any end: it withdraws what it
     // registered and logs out.
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("install SIGINT handler")?;
+    let mut interrupt = StopSignals::new()?;
     let cmd = Command::DownloadFile { group: args.group.clone(), file: file.clone(), dest };
     let started = std::time::Instant::now();
     let line = match run(node, cmd).await {
@@ -281,11 +343,10 @@ async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) ->
     };
     let status = tokio::select! {
         status = watch => status,
-        _ = interrupt.recv() => {
-            download.stop();
+        why = interrupt.recv() => {
             let stopped = Arc::clone(&download);
-            let _ = tokio::task::spawn_blocking(move || stopped.wait()).await;
-            bail!("interrupted; run the same command again to resume");
+            let _ = tokio::task::spawn_blocking(move || stopped.stop()).await;
+            bail!("{why}; run the same command again to resume");
         }
     };
     let seconds = started.elapsed().as_secs_f64();
@@ -589,8 +650,7 @@ async fn get_many(
     // at once: on a path with delay, one `FileInfo` round trip per file in
     // turn capped a bulk fetch at one file per RTT whatever --jobs said.
     let fetcher = node.tracker_calls()?;
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("install SIGINT handler")?;
+    let mut interrupt = StopSignals::new()?;
     // Two files to a link need the io_uring driver; the threads driver's
     // links carry one, and a seeder admits 128 from one address.
     let most = match node.fetch_backend() {
@@ -863,16 +923,15 @@ fn style(template: &str) -> ProgressStyle {
 pub async fn share(args: ShareArgs) -> Result<()> {
     let mut node = login_node(&args.node, true).await?;
     let result = seed(&mut node, &args).await;
-    leave(&mut node, &args.node, result.is_ok()).await;
-    result
+    let left =
+        leave(&mut node, picked(args.node.listen, args.node.advertise), result.is_ok()).await;
+    result.and(left)
 }
 
 /// Shares `args.paths` and seeds them until SIGINT or SIGTERM.
 async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
     // Handlers first: a signal right after the announcement stops cleanly.
-    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    let mut stop = StopSignals::new()?;
     let single = match args.paths.as_slice() {
         [p] => std::fs::metadata(p).is_ok_and(|m| m.is_file()),
         _ => false,
@@ -911,10 +970,7 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
         }
     }
     println!("seeding on {} until SIGINT or SIGTERM", node.addr());
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
+    stop.recv().await;
     Ok(())
 }
 
@@ -923,7 +979,7 @@ pub async fn ls(args: LsArgs) -> Result<()> {
     let mut node = login_node(&args.node, false).await?;
     let prefix = args.prefix.as_deref().unwrap_or("");
     let result = node.list_group(&args.group, prefix).await;
-    leave(&mut node, &args.node, false).await;
+    let _ = leave(&mut node, picked(args.node.listen, args.node.advertise), false).await;
     let files = result?;
     crate::node::no_match(&files, &args.group, prefix)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

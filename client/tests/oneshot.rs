@@ -214,7 +214,9 @@ fn share_on_a_fixed_port_keeps_its_files_listed_and_runs_again() {
 fn a_file_nobody_shares_fails_saying_why_once() {
     let dir = tempfile::tempdir().unwrap();
     let (_t, info) = TrackerProc::start(dir.path());
-    let mut owner = NodeProc::start(&info, &dir.path().join("state-o"));
+    // At a fixed address: its files stay listed while it is logged out.
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let mut owner = NodeProc::start_at(&listen, &info, &dir.path().join("state-o"));
     owner.ok("create_user alice pw-a");
     owner.ok("login alice pw-a");
     owner.ok("create_group g");
@@ -263,7 +265,7 @@ fn a_file_nobody_shares_fails_saying_why_once() {
     }
 }
 
-/// An interrupted `get` (a port the system picked) withdraws its
+/// A `get` stopped by a signal (a port the system picked) withdraws its
 /// registration; the run that resumes it holds verified pieces from its
 /// start and is registered at once, at its own address, with no new piece.
 #[test]
@@ -273,7 +275,9 @@ fn a_resumed_get_is_a_sharer_from_its_start() {
     // Each piece served a second late: the first run is stopped between
     // its first piece and its last.
     let slow = [("RINGSHARE_SERVE_DELAY_MS", "1000")];
-    let mut owner = NodeProc::spawn("127.0.0.1:0", &info, &dir.path().join("state-o"), &slow, None);
+    // At a fixed address: its file stays listed while it is logged out.
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let mut owner = NodeProc::spawn(&listen, &info, &dir.path().join("state-o"), &slow, None);
     owner.ok("create_user alice pw-a");
     owner.ok("login alice pw-a");
     owner.ok("create_group g");
@@ -283,7 +287,7 @@ fn a_resumed_get_is_a_sharer_from_its_start() {
     bob.ok("join_group g");
     owner.ok("accept_request g bob");
     let file = dir.path().join("f.bin");
-    random_file(&file, 6 * 512 * 1024, 5);
+    random_file(&file, 12 * 512 * 1024, 5);
     owner.ok(&format!("upload_file {} g", file.display()));
     let pw_b = dir.path().join("pw-b");
     std::fs::write(&pw_b, "pw-b\n").unwrap();
@@ -303,20 +307,21 @@ fn a_resumed_get_is_a_sharer_from_its_start() {
             .unwrap()
     };
     let peers = |bob: &mut NodeProc, n: &str| {
-        bob.cmd("list_files g") == [format!("f.bin  3145728 bytes  {n}")]
+        bob.cmd("list_files g") == [format!("f.bin  6291456 bytes  {n}")]
     };
     let first = get();
     // Registered once its first piece is verified.
     common::eventually("the first run to be listed", || peers(&mut bob, "2 peers"));
-    Command::new("kill").arg("-INT").arg(first.id().to_string()).status().unwrap();
+    // SIGTERM, as a service manager sends it, stops it as Ctrl-C does.
+    Command::new("kill").arg("-TERM").arg(first.id().to_string()).status().unwrap();
     let out = first.wait_with_output().unwrap();
     assert!(!out.status.success(), "interrupted");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.lines().any(|l| l == "error: interrupted; run the same command again to resume"),
+        err.lines().any(|l| l == "error: terminated; run the same command again to resume"),
         "{err}"
     );
-    assert_eq!(bob.cmd("list_files g"), ["f.bin  3145728 bytes  1 peer"], "withdrawn");
+    assert_eq!(bob.cmd("list_files g"), ["f.bin  6291456 bytes  1 peer"], "withdrawn");
     // Alice gone: the run that resumes can fetch nothing more, yet holds
     // pieces, and is listed from its start.
     owner.ok("logout");

@@ -243,11 +243,10 @@ fn logout_pauses_sharing_and_login_resumes_it_across_restarts() {
 #[test]
 fn a_file_nobody_shares_fails_with_that_reason() {
     let (dir, _t, info) = setup();
-    let mut a = user(&dir, &info, "alice");
+    // At a fixed address: its file stays listed while it is logged out.
+    let (mut a, _, _) = alice_at_a_fixed_address(&dir, &info);
     let mut b = user(&dir, &info, "bob");
-    a.ok("create_group g");
-    b.ok("join_group g");
-    a.ok("accept_request g bob");
+    owner_and_bob_in(&mut a, &mut b, "g");
     let f = dir.path().join("f.bin");
     random_file(&f, 700_000, 8);
     a.ok(&format!("upload_file {} g", f.display()));
@@ -259,7 +258,7 @@ fn a_file_nobody_shares_fails_with_that_reason() {
     let lines = b.wait_downloads(|l| l.iter().all(|l| !l.starts_with("[D]")));
     assert_eq!(lines, ["[F] [g] f.bin  no node shares the file (none listed for 10s)"]);
     // Alice back: the same command fetches it.
-    a.ok("login alice pw-alice");
+    a.ok("login alice pw");
     b.ok(&format!("download_file g f.bin {}", into.display()));
     let lines = b.wait_downloads(|l| l.iter().all(|l| !l.starts_with("[D]")));
     assert_eq!(lines.last().map(String::as_str), Some("[C] [g] f.bin"), "{lines:?}");
@@ -290,12 +289,33 @@ fn quitting_withdraws_the_files_of_a_picked_port_only() {
     eventually("bob listed as a sharer", || {
         a.cmd("list_files g").contains(&"gone.bin  6000 bytes  2 peers".to_owned())
     });
-    assert!(c.close().success());
+    // Carol logs out: her port may never log in again, so her share is
+    // withdrawn; logged in again, she shares it again from her record.
+    c.ok("logout");
+    assert_eq!(
+        a.cmd("list_files g"),
+        ["gone.bin  6000 bytes  1 peer", "kept.bin  5000 bytes  1 peer"]
+    );
+    assert_eq!(c.ok("login carol pw-carol"), "logged in as carol; resumed sharing 1 file(s)");
+    assert_eq!(
+        a.cmd("list_files g"),
+        ["gone.bin  6000 bytes  2 peers", "kept.bin  5000 bytes  1 peer"]
+    );
+    // Ended by SIGTERM or by end of input, the same.
+    assert!(!c.terminate().success(), "stopped by a signal");
     assert!(b.close().success());
     assert!(a.close().success());
     let mut d = node(&dir, &info);
     d.ok("login bob pw-bob");
     assert_eq!(d.cmd("list_files g"), ["kept.bin  5000 bytes  0 peers"]);
+    assert!(d.close().success());
+    // No port-0 node left a share record.
+    let records: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sharelog"))
+        .collect();
+    assert!(records.is_empty(), "{records:?}");
 }
 
 #[test]

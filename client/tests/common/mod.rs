@@ -244,6 +244,15 @@ impl NodeProc {
         self.child.wait().unwrap()
     }
 
+    /// Sends the node SIGTERM and waits for it to exit.
+    #[allow(dead_code)]
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        self.child.wait().unwrap()
+    }
+
     /// Kills the node with SIGKILL.
     pub fn kill(mut self) {
         let _ = self.child.kill();

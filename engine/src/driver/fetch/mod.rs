@@ -730,10 +730,13 @@ fn finish(shared: &Shared, reported: bool) {
     };
     match finished {
         Ok(()) => {
-            *lock(&shared.status) = Status::Complete;
+            // Registered before it shows complete: a node that sees it
+            // complete and leaves finds the registration handed over, to
+            // withdraw.
             if !reported {
                 (shared.events)(FetchEvent::FirstPiece);
             }
+            *lock(&shared.status) = Status::Complete;
             let mut peers: Vec<_> =
                 lock(&shared.driven).core.contributions().iter().map(|(a, b)| (*a, *b)).collect();
             peers.sort();
