@@ -145,6 +145,8 @@ async fn run(args: NodeArgs) -> Result<()> {
     // shares is withdrawn at logout and as it stops.
     let picked = oneshot::picked(Some(args.listen), args.advertise);
     node.set_picked(picked);
+    // Downloads run in the background: a failure is said when it happens.
+    node.set_announce_failures(true);
     match args.advertise {
         Some(a) => eprintln!("ringshare node serving on {} (advertised as {a})", node.addr()),
         None => eprintln!("ringshare node serving on {}", node.addr()),

@@ -119,6 +119,9 @@ pub struct Node {
     known_dirs: KnownDirs,
     /// Its address was picked by the system ([`Node::set_picked`]).
     picked: bool,
+    /// Whether a failed download prints its line on stderr (the shell's
+    /// downloads run in the background; `get` says why itself).
+    announce_failures: bool,
 }
 
 /// The trackers' public ticket key, shared with the piece server.
@@ -197,6 +200,7 @@ impl Node {
             park_links: false,
             known_dirs: KnownDirs::default(),
             picked: false,
+            announce_failures: false,
         })
     }
 
@@ -853,6 +857,12 @@ impl Node {
         Ok(withdrawn)
     }
 
+    /// Whether a failed download prints `ringshare: download failed [GROUP]
+    /// NAME: reason` on stderr (default no).
+    pub fn set_announce_failures(&mut self, announce: bool) {
+        self.announce_failures = announce;
+    }
+
     /// Whether the node's address was picked by the system for this run:
     /// its files are withdrawn at logout and as it stops.
     pub fn set_picked(&mut self, picked: bool) {
@@ -1070,6 +1080,7 @@ impl Node {
         let shares = Arc::clone(&self.shares);
         let book = self.session.as_ref().map(|s| s.book.clone());
         let (ended, announce) = (Arc::clone(&self.ended), self.announce);
+        let announce_failures = self.announce_failures;
         let defer_sync = self.defer_book_sync;
         Box::new(move |event| match event {
             FetchEvent::FirstPiece => registrar.register(token, group.clone(), meta.clone()),
@@ -1116,7 +1127,12 @@ impl Node {
                 }
                 ended.notify_one();
             }
-            FetchEvent::Failed(_) => ended.notify_one(),
+            FetchEvent::Failed(why) => {
+                if announce_failures {
+                    eprintln!("ringshare: download failed [{group}] {}: {why}", meta.name);
+                }
+                ended.notify_one()
+            }
         })
     }
 

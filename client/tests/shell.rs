@@ -245,7 +245,10 @@ fn a_file_nobody_shares_fails_with_that_reason() {
     let (dir, _t, info) = setup();
     // At a fixed address: its file stays listed while it is logged out.
     let (mut a, _, _) = alice_at_a_fixed_address(&dir, &info);
-    let mut b = user(&dir, &info, "bob");
+    let log = dir.path().join("bob.log");
+    let mut b = NodeProc::spawn("127.0.0.1:0", &info, &dir.path().join("state"), &[], Some(&log));
+    b.ok("create_user bob pw-bob");
+    b.ok("login bob pw-bob");
     owner_and_bob_in(&mut a, &mut b, "g");
     let f = dir.path().join("f.bin");
     random_file(&f, 700_000, 8);
@@ -257,6 +260,11 @@ fn a_file_nobody_shares_fails_with_that_reason() {
     b.ok(&format!("download_file g f.bin {}", into.display()));
     let lines = b.wait_downloads(|l| l.iter().all(|l| !l.starts_with("[D]")));
     assert_eq!(lines, ["[F] [g] f.bin  no node shares the file (none listed for 10s)"]);
+    // Said when it happens too: the download ran in the background.
+    let said = std::fs::read_to_string(&log).unwrap();
+    let line =
+        "ringshare: download failed [g] f.bin: no node shares the file (none listed for 10s)";
+    assert_eq!(said.lines().filter(|l| *l == line).count(), 1, "{said}");
     // Alice back: the same command fetches it.
     a.ok("login alice pw");
     b.ok(&format!("download_file g f.bin {}", into.display()));
