@@ -263,6 +263,9 @@ fn a_file_nobody_shares_fails_saying_why_once() {
         assert!(err.lines().any(|l| l == line), "{err}");
         assert_eq!(err.matches("no node shares").count(), 1, "{err}");
     }
+    // Nothing was verified: no part file is left for a resume to use.
+    assert!(!dir.path().join("one.part").exists());
+    assert!(!all.join("f.bin.part").exists());
 }
 
 /// A `get` stopped by a signal (a port the system picked) withdraws its
@@ -331,6 +334,9 @@ fn a_resumed_get_is_a_sharer_from_its_start() {
     let out = again.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no node shares the file"), "{err}");
+    // What it holds stays for the next run.
+    assert!(dir.path().join("got.bin.part").exists());
+    assert!(dir.path().join("got.bin.part.state").exists());
 }
 
 /// A missing file is one `error:` line that names the OS error once, from

@@ -342,6 +342,18 @@ impl PartFile {
             .map_err(StoreError::io("write", &self.state))
     }
 
+    /// Deletes the part file and its state: the download failed holding no
+    /// verified piece, so a resume has nothing to take from them (a
+    /// preallocated part file of a large file is as large as the file).
+    /// Nothing is recorded after.
+    pub fn discard(&self) {
+        let mut guard = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = None;
+        for path in [&self.part, &self.state] {
+            let _ = fs::remove_file(path);
+        }
+    }
+
     /// Makes the recorded pieces durable (fdatasync), if any changed.
     pub fn sync_state(&self) -> Result<(), StoreError> {
         let file = {

@@ -559,6 +559,12 @@ impl Shared {
             tracing::info!(file = %self.meta.name, "download failed: {reason}");
             *st = Status::Failed(reason.clone());
             drop(st);
+            // Nothing verified: nothing for a resume to take, and the part
+            // file goes. (Only when the core is free to ask; kept if not.)
+            let nothing = self.driven.try_lock().is_ok_and(|d| d.core.stats().verified == 0);
+            if nothing {
+                self.part.discard();
+            }
             self.stop.store(true, Ordering::Release);
             self.wake.notify_all();
             if self.uring.load(Ordering::Acquire) {
