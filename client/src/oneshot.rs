@@ -323,6 +323,8 @@ async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) ->
     // next run) and the node leaves as after any end: it withdraws what it
     // registered and logs out.
     let mut interrupt = StopSignals::new()?;
+    // Quiet: the path on stdout when it is done, and errors; nothing else.
+    node.set_announce(!args.quiet);
     let cmd = Command::DownloadFile { group: args.group.clone(), file: file.clone(), dest };
     let started = std::time::Instant::now();
     let line = match run(node, cmd).await {
@@ -331,7 +333,9 @@ async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) ->
         Err(e) => return Err(e),
     };
     // The shell's line points at its own `show_downloads`; not here.
-    eprintln!("{}", line.trim_end_matches("; see show_downloads"));
+    if !args.quiet {
+        eprintln!("{}", line.trim_end_matches("; see show_downloads"));
+    }
     let entry = node.downloads().last().ok_or_else(|| anyhow!("the download did not start"))?;
     let download = Arc::clone(&entry.download);
     let watch = async {
@@ -969,8 +973,16 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
             bail!("nothing to share");
         }
     }
-    println!("seeding on {} until SIGINT or SIGTERM", node.addr());
-    stop.recv().await;
+    // A signal that came while the files were hashed stops it here.
+    let early = tokio::select! {
+        biased;
+        _ = stop.recv() => true,
+        _ = std::future::ready(()) => false,
+    };
+    if !early {
+        println!("seeding on {} until SIGINT or SIGTERM", node.addr());
+        stop.recv().await;
+    }
     Ok(())
 }
 

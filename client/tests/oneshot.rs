@@ -112,6 +112,22 @@ fn share_then_get() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("error: no such file in group g: missing.bin"), "{err}");
 
+    // --quiet: the path on stdout, nothing on stderr.
+    let quiet = dir.path().join("quiet.bin");
+    let out = Command::new(bin("ringshare"))
+        .args(["get", "--quiet", "--trackers"])
+        .arg(&info)
+        .args(["--user", "bob", "--password-file"])
+        .arg(&pw_b)
+        .args(["g", "payload.bin"])
+        .arg(&quiet)
+        .env("RINGSHARE_STATE_DIR", dir.path().join("state-get"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), quiet.display().to_string());
+
     // The same command again: the same file is already there, verified.
     let out = get("payload.bin", &dest);
     let err = String::from_utf8_lossy(&out.stderr);
