@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::{bin, random_file, NodeProc, TrackerProc};
@@ -32,19 +33,43 @@ fn demo_moves_a_file_and_reports_figures() {
     assert!(!bad.status.success());
 }
 
-#[test]
-fn share_then_get() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_t, info) = TrackerProc::start(dir.path());
-    let mut owner = NodeProc::start(&info, &dir.path().join("state-o"));
+/// `ringshare SUB --trackers INFO --user USER --password-file PW` keeping
+/// its records in `state`; the caller adds the rest.
+fn one_shot(sub: &str, info: &Path, user: &str, pw: &Path, state: &Path) -> Command {
+    let mut cmd = Command::new(bin("ringshare"));
+    cmd.args([sub, "--trackers"])
+        .arg(info)
+        .args(["--user", user, "--password-file"])
+        .arg(pw)
+        .env("RINGSHARE_STATE_DIR", state);
+    cmd
+}
+
+/// Alice (owner of group `g`, her node serving on `listen` with `env`)
+/// and bob, a member, each in a shell logged in.
+fn alice_and_bob(
+    dir: &Path,
+    info: &Path,
+    listen: &str,
+    env: &[(&str, &str)],
+) -> (NodeProc, NodeProc) {
+    let mut owner = NodeProc::spawn(listen, info, &dir.join("state-o"), env, None);
     owner.ok("create_user alice pw-a");
     owner.ok("login alice pw-a");
     owner.ok("create_group g");
-    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
+    let mut bob = NodeProc::start(info, &dir.join("state-b"));
     bob.ok("create_user bob pw-b");
     bob.ok("login bob pw-b");
     bob.ok("join_group g");
     owner.ok("accept_request g bob");
+    (owner, bob)
+}
+
+#[test]
+fn share_then_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let (mut owner, mut bob) = alice_and_bob(dir.path(), &info, "127.0.0.1:0", &[]);
     bob.ok("logout");
 
     let file = dir.path().join("payload.bin");
@@ -75,14 +100,9 @@ fn share_then_get() {
     assert!(second.starts_with("seeding on"), "{second}");
 
     let get = |name: &str, dest: &std::path::Path| {
-        Command::new(bin("ringshare"))
-            .args(["get", "--trackers"])
-            .arg(&info)
-            .args(["--user", "bob", "--password-file"])
-            .arg(&pw_b)
+        one_shot("get", &info, "bob", &pw_b, &dir.path().join("state-get"))
             .args(["g", name])
             .arg(dest)
-            .env("RINGSHARE_STATE_DIR", dir.path().join("state-get"))
             .output()
             .unwrap()
     };
@@ -114,14 +134,9 @@ fn share_then_get() {
 
     // --quiet: the path on stdout, nothing on stderr.
     let quiet = dir.path().join("quiet.bin");
-    let out = Command::new(bin("ringshare"))
-        .args(["get", "--quiet", "--trackers"])
-        .arg(&info)
-        .args(["--user", "bob", "--password-file"])
-        .arg(&pw_b)
-        .args(["g", "payload.bin"])
+    let out = one_shot("get", &info, "bob", &pw_b, &dir.path().join("state-get"))
+        .args(["--quiet", "g", "payload.bin"])
         .arg(&quiet)
-        .env("RINGSHARE_STATE_DIR", dir.path().join("state-get"))
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -180,14 +195,9 @@ fn share_on_a_fixed_port_keeps_its_files_listed_and_runs_again() {
     std::fs::write(&pw, "pw-a\n").unwrap();
     let listen = format!("127.0.0.1:{}", common::free_port());
     let run = |expect: &str| {
-        let mut sharer = Command::new(bin("ringshare"))
-            .args(["share", "--listen", &listen, "--trackers"])
-            .arg(&info)
-            .args(["--user", "alice", "--password-file"])
-            .arg(&pw)
-            .arg("g")
+        let mut sharer = one_shot("share", &info, "alice", &pw, &dir.path().join("state-share"))
+            .args(["--listen", &listen, "g"])
             .arg(&tree)
-            .env("RINGSHARE_STATE_DIR", dir.path().join("state-share"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -232,15 +242,7 @@ fn a_file_nobody_shares_fails_saying_why_once() {
     let (_t, info) = TrackerProc::start(dir.path());
     // At a fixed address: its files stay listed while it is logged out.
     let listen = format!("127.0.0.1:{}", common::free_port());
-    let mut owner = NodeProc::start_at(&listen, &info, &dir.path().join("state-o"));
-    owner.ok("create_user alice pw-a");
-    owner.ok("login alice pw-a");
-    owner.ok("create_group g");
-    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
-    bob.ok("create_user bob pw-b");
-    bob.ok("login bob pw-b");
-    bob.ok("join_group g");
-    owner.ok("accept_request g bob");
+    let (mut owner, _bob) = alice_and_bob(dir.path(), &info, &listen, &[]);
     let file = dir.path().join("f.bin");
     random_file(&file, 1000, 2);
     owner.ok(&format!("upload_file {} g", file.display()));
@@ -248,13 +250,8 @@ fn a_file_nobody_shares_fails_saying_why_once() {
     let pw_b = dir.path().join("pw-b");
     std::fs::write(&pw_b, "pw-b\n").unwrap();
     let get = |args: &[&str]| {
-        Command::new(bin("ringshare"))
-            .args(["get", "--trackers"])
-            .arg(&info)
-            .args(["--user", "bob", "--password-file"])
-            .arg(&pw_b)
+        one_shot("get", &info, "bob", &pw_b, &dir.path().join("state-get"))
             .args(args)
-            .env("RINGSHARE_STATE_DIR", dir.path().join("state-get"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -296,15 +293,7 @@ fn a_resumed_get_is_a_sharer_from_its_start() {
     let slow = [("RINGSHARE_SERVE_DELAY_MS", "1000")];
     // At a fixed address: its file stays listed while it is logged out.
     let listen = format!("127.0.0.1:{}", common::free_port());
-    let mut owner = NodeProc::spawn(&listen, &info, &dir.path().join("state-o"), &slow, None);
-    owner.ok("create_user alice pw-a");
-    owner.ok("login alice pw-a");
-    owner.ok("create_group g");
-    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
-    bob.ok("create_user bob pw-b");
-    bob.ok("login bob pw-b");
-    bob.ok("join_group g");
-    owner.ok("accept_request g bob");
+    let (mut owner, mut bob) = alice_and_bob(dir.path(), &info, &listen, &slow);
     let file = dir.path().join("f.bin");
     random_file(&file, 12 * 512 * 1024, 5);
     owner.ok(&format!("upload_file {} g", file.display()));
@@ -312,14 +301,9 @@ fn a_resumed_get_is_a_sharer_from_its_start() {
     std::fs::write(&pw_b, "pw-b\n").unwrap();
     let dest = dir.path().join("got.bin");
     let get = || {
-        Command::new(bin("ringshare"))
-            .args(["get", "--trackers"])
-            .arg(&info)
-            .args(["--user", "bob", "--password-file"])
-            .arg(&pw_b)
+        one_shot("get", &info, "bob", &pw_b, &dir.path().join("state-get"))
             .args(["g", "f.bin"])
             .arg(&dest)
-            .env("RINGSHARE_STATE_DIR", dir.path().join("state-get"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

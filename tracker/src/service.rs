@@ -698,27 +698,16 @@ impl Tracker {
                 }
                 // Each file is checked on its own: a bad one is refused in
                 // its place, the others are registered.
-                let mut answers: Vec<Option<Refusal>> = Vec::with_capacity(files.len());
-                let mut ops = Vec::with_capacity(files.len());
-                for meta in files {
-                    match checked_meta(&meta) {
-                        Ok(()) => {
-                            ops.push(Op::UploadFile {
-                                user: user.clone(),
-                                peer_addr: peer_addr.clone(),
-                                group: group.clone(),
-                                meta,
-                            });
-                            answers.push(None);
-                        }
-                        Err(refusal) => answers.push(Some(refusal)),
-                    }
-                }
-                let mut committed = self.commit_all(ops).await?.into_iter();
-                for answer in answers.iter_mut().filter(|a| a.is_none()) {
-                    *answer = committed.next().and_then(Result::err);
-                }
-                Ok(Response::Uploads(answers))
+                self.commit_each(files, |meta| {
+                    checked_meta(&meta)?;
+                    Ok(Op::UploadFile {
+                        user: user.clone(),
+                        peer_addr: peer_addr.clone(),
+                        group: group.clone(),
+                        meta,
+                    })
+                })
+                .await
             }
             Request::StopShares { token, group, files } => {
                 let (user, peer_addr) = self.session(&token)?;
@@ -730,27 +719,16 @@ impl Tracker {
                     )));
                 }
                 // As with UploadFiles: a bad name is refused in its place.
-                let mut answers: Vec<Option<Refusal>> = Vec::with_capacity(files.len());
-                let mut ops = Vec::with_capacity(files.len());
-                for file in files {
-                    match name(NameKind::File, &file) {
-                        Ok(()) => {
-                            ops.push(Op::StopShare {
-                                user: user.clone(),
-                                peer_addr: peer_addr.clone(),
-                                group: group.clone(),
-                                file,
-                            });
-                            answers.push(None);
-                        }
-                        Err(refusal) => answers.push(Some(refusal)),
-                    }
-                }
-                let mut committed = self.commit_all(ops).await?.into_iter();
-                for answer in answers.iter_mut().filter(|a| a.is_none()) {
-                    *answer = committed.next().and_then(Result::err);
-                }
-                Ok(Response::Uploads(answers))
+                self.commit_each(files, |file| {
+                    name(NameKind::File, &file)?;
+                    Ok(Op::StopShare {
+                        user: user.clone(),
+                        peer_addr: peer_addr.clone(),
+                        group: group.clone(),
+                        file,
+                    })
+                })
+                .await
             }
             Request::StopShare { token, group, file } => {
                 let (user, peer_addr) = self.session(&token)?;
@@ -908,6 +886,32 @@ impl Tracker {
     /// refused, in its place) in order, then every one logged, awaited
     /// together (one group-commit sync for the batch). Errs as a whole only
     /// when no change may be made here now, or the log failed.
+    /// Commits the op `op` makes of each item (one log wait for them all),
+    /// answering each in its place ([`Response::Uploads`]): the refusal of
+    /// an item `op` refuses, else its op's outcome.
+    async fn commit_each<T>(
+        &self,
+        items: Vec<T>,
+        op: impl Fn(T) -> Result<Op, Refusal>,
+    ) -> Result<Response, Refusal> {
+        let mut answers: Vec<Option<Refusal>> = Vec::with_capacity(items.len());
+        let mut ops = Vec::with_capacity(items.len());
+        for item in items {
+            match op(item) {
+                Ok(o) => {
+                    ops.push(o);
+                    answers.push(None);
+                }
+                Err(refusal) => answers.push(Some(refusal)),
+            }
+        }
+        let mut committed = self.commit_all(ops).await?.into_iter();
+        for answer in answers.iter_mut().filter(|a| a.is_none()) {
+            *answer = committed.next().and_then(Result::err);
+        }
+        Ok(Response::Uploads(answers))
+    }
+
     async fn commit_all(&self, ops: Vec<Op>) -> Result<Vec<Result<(), Refusal>>, Refusal> {
         self.not_waiting()?;
         let mut results = Vec::with_capacity(ops.len());
