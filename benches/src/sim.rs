@@ -30,8 +30,8 @@
 //! - **tracker**: answers a download's `WantPeers` after the round trip to
 //!   it with every online host that shares the file (seeds and downloaders
 //!   with a verified piece) and every downloader that asked for peers
-//!   within the tracker's fetcher TTL, in random order, as the real
-//!   tracker does; a host that leaves stays listed for the peer TTL;
+//!   within the tracker's fetcher TTL (when some host shares it), in
+//!   random order, as the real tracker does; a host that leaves stays listed for the peer TTL;
 //! - **hashing**: instant; a corrupt host's pieces fail their digest.
 //!
 //! A seed gives the same run every time.
@@ -689,19 +689,24 @@ impl<'a> Sim<'a> {
             }
             Action::WantPeers => {
                 self.hosts[h].asked_at = Some(self.now);
+                let now = self.now;
+                let sharer = |o: &Host| {
+                    o.have.count_ones() > 0
+                        && (o.online || o.left_at.is_some_and(|l| now - l < PEER_TTL.as_secs_f64()))
+                };
+                // Fetchers only beside a sharer, as the tracker lists them.
+                let shared = self.hosts.iter().any(sharer);
                 let mut list: Vec<SocketAddr> = self
                     .hosts
                     .iter()
                     .enumerate()
                     .filter(|(i, o)| {
                         *i != h
-                            && ((o.have.count_ones() > 0
-                                && (o.online
-                                    || o.left_at
-                                        .is_some_and(|l| self.now - l < PEER_TTL.as_secs_f64())))
+                            && (sharer(o)
                                 || (self.sc.list_fetchers
+                                    && shared
                                     && o.asked_at
-                                        .is_some_and(|a| self.now - a < FETCHER_TTL.as_secs_f64())))
+                                        .is_some_and(|a| now - a < FETCHER_TTL.as_secs_f64())))
                     })
                     .map(|(i, _)| addr_of(i))
                     .collect();

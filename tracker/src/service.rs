@@ -833,7 +833,13 @@ impl Tracker {
             }
         }
         drop(inner);
-        if !fetching.is_empty() {
+        // Nodes fetching a file nobody shares hold nothing to trade (a node
+        // registers as a sharer from its first verified piece, or from the
+        // start of a resume): they are listed only beside a sharer, so that
+        // the downloaders of a file nobody shares each see an empty list
+        // and fail within the core's NO_SHARER_LIMIT, rather than wait a
+        // minute on one another.
+        if !fetching.is_empty() && !peers.is_empty() {
             let keys = self.node_keys.lock().unwrap_or_else(|p| p.into_inner());
             let fresh: Vec<PeerInfo> = {
                 let listed: std::collections::HashSet<(&str, &str)> =
@@ -1731,6 +1737,11 @@ mod tests {
         let r = t.handle(info(d)).await;
         assert_eq!(r, Response::Refused(Refusal::NotMember("g".into())));
         assert_eq!(addrs(t.handle(info(b)).await), ["127.0.0.1:1", "127.0.0.1:3"]);
+        // The sharer gone: the fetchers, holding nothing, are not listed to
+        // one another either.
+        t.handle(Request::Logout { token: a }).await;
+        assert!(addrs(t.handle(info(b)).await).is_empty());
+        assert!(addrs(t.handle(info(c)).await).is_empty());
     }
 
     #[tokio::test]
