@@ -290,6 +290,7 @@ async fn get_in(
     for m in missed {
         report.failed.push((m.clone(), format!("no file in {} matches {m}", args.group)));
         report.lasting += 1;
+        report.unmatched += 1;
     }
     report.finish(args, &dest)
 }
@@ -445,6 +446,8 @@ struct BulkReport {
     /// Of `failed`, those that running the command again cannot mend (a
     /// name that matched nothing, something else at the destination).
     lasting: usize,
+    /// Of `failed`, the names and patterns that matched no file.
+    unmatched: usize,
     seconds: f64,
     /// Files not fetched because of Ctrl-C.
     interrupted: usize,
@@ -585,14 +588,21 @@ impl BulkReport {
         if self.failed.is_empty() {
             return Ok(());
         }
-        let total = self.failed.len() + self.done.len();
-        let failed = self.failed.len();
-        if self.lasting == failed {
-            bail!(
-                "{failed} of {total} file(s) failed (see above; fetching again will not change it)"
-            )
+        // Files, and apart from them the names that matched none.
+        let files_failed = self.failed.len() - self.unmatched;
+        let total = files_failed + self.done.len();
+        let mut what = Vec::new();
+        if files_failed > 0 {
+            what.push(format!("{files_failed} of {total} file(s) failed"));
         }
-        bail!("{failed} of {total} file(s) failed; run the same command again to resume")
+        if self.unmatched > 0 {
+            what.push(format!("{} name(s) matched no file", self.unmatched));
+        }
+        let what = what.join(" and ");
+        if self.lasting == self.failed.len() {
+            bail!("{what} (see above; fetching again will not change it)")
+        }
+        bail!("{what}; run the same command again to resume")
     }
 }
 

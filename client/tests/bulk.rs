@@ -252,7 +252,9 @@ fn trees_are_shared_listed_and_fetched_by_name_prefix_and_glob() {
     assert!(err.contains("ringshare: failed photos/a.txt: a different file is at"), "{err}");
     // Neither failure is one that fetching again would mend.
     assert!(
-        err.contains("error: 2 of 3 file(s) failed (see above; fetching again will not change it)"),
+        err.contains(
+            "error: 1 of 2 file(s) failed and 1 name(s) matched no file (see above; fetching again will not change it)"
+        ),
         "{err}"
     );
     assert_eq!(std::fs::read(mixed.join("photos/a.txt")).unwrap(), vec![b'x'; 5_000]);
