@@ -119,6 +119,8 @@ pub struct Node {
     known_dirs: KnownDirs,
     /// Its address was picked by the system ([`Node::set_picked`]).
     picked: bool,
+    /// The users who logged in at this node since it started.
+    logged_in_here: std::collections::BTreeSet<String>,
     /// Whether a failed download prints its line on stderr (the shell's
     /// downloads run in the background; `get` says why itself).
     announce_failures: bool,
@@ -200,6 +202,7 @@ impl Node {
             park_links: false,
             known_dirs: KnownDirs::default(),
             picked: false,
+            logged_in_here: Default::default(),
             announce_failures: false,
         })
     }
@@ -347,6 +350,7 @@ impl Node {
             other => return Err(unexpected(other)),
         };
         set_key(&self.ticket_key, Some(key));
+        self.logged_in_here.insert(user.clone());
         let book = ShareBook::new(&self.state_dir, &user, &self.addr.to_string());
         let heartbeat = self.rt.spawn(heartbeat(
             self.trackers.clone(),
@@ -797,10 +801,14 @@ impl Node {
     /// stop sharing them. How many were withdrawn.
     pub async fn withdraw_all(&mut self) -> Result<usize> {
         let withdrawn = self.withdraw(true).await;
-        // Every user's record at this address, logged out or not: no later
-        // node has it.
-        if let Err(e) = crate::shares::forget_address(&self.state_dir, &self.addr.to_string()) {
-            tracing::warn!("delete the share records of {}: {e}", self.addr);
+        // The records of the users who logged in here and out again: no
+        // later node has this address. (Only theirs: another user's record
+        // at this address was written by a node before this one.)
+        let addr = self.addr.to_string();
+        for user in &self.logged_in_here {
+            if let Err(e) = ShareBook::new(&self.state_dir, user, &addr).discard() {
+                tracing::warn!("delete {user}'s share record at {addr}: {e}");
+            }
         }
         withdrawn
     }

@@ -133,30 +133,6 @@ struct LogState {
     synced: u64,
 }
 
-/// Deletes every user's share record for node address `node_addr` in
-/// `state_dir` (a node on a port the system picked, stopping: no later
-/// node will have that address).
-pub fn forget_address(state_dir: &Path, node_addr: &str) -> std::io::Result<()> {
-    let entries = match fs::read_dir(state_dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let ends = [format!("@{node_addr}.sharelog"), format!("@{node_addr}.shares")];
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if ends.iter().any(|e| name.ends_with(e.as_str())) {
-            match fs::remove_file(entry.path()) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The on-disk record of one user's shares at one node address. Clones
 /// share one log.
 #[derive(Debug, Clone)]
