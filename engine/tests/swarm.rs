@@ -158,7 +158,9 @@ fn many_small_settled_downloads_complete_and_end() {
         for (sub, _) in &running {
             assert_eq!(fs::read(sub.join("out.bin")).unwrap(), bytes, "{backend:?}");
         }
-        // Nobody listening: stopped, it ends all the same, its part kept.
+        // Nobody listening: stopped, it ends all the same; holding no
+        // verified piece, it leaves no part file (a resume has nothing to
+        // take from it).
         let unreachable = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let sub = dir.path().join("stopped");
         fs::create_dir(&sub).unwrap();
@@ -168,7 +170,8 @@ fn many_small_settled_downloads_complete_and_end() {
         d.wait();
         assert_eq!(d.progress().status, Status::Running, "{backend:?}: stopped, not failed");
         assert!(!sub.join("out.bin").exists());
-        assert!(sub.join("out.bin.part").exists(), "{backend:?}: the part stays for a resume");
+        assert!(!sub.join("out.bin.part").exists(), "{backend:?}: nothing kept");
+        assert!(!sub.join("out.bin.part.state").exists(), "{backend:?}: nothing kept");
     }
 }
 

@@ -550,6 +550,23 @@ impl Shared {
         local == self.link_key() && self.expected_key(addr).is_none_or(|k| remote == Some(k))
     }
 
+    /// Whether no piece is verified: a resume would have nothing to take
+    /// from the part file, which goes when the download fails or stops.
+    /// (Asked only when the core is free: kept if not.)
+    fn verified_nothing(&self) -> bool {
+        self.driven.try_lock().is_ok_and(|d| d.core.stats().verified == 0)
+    }
+
+    /// Stopped by the user: what is verified stays for the next start (the
+    /// part file, unless nothing is).
+    fn keep_for_resume(&self) {
+        if self.verified_nothing() {
+            self.part.discard();
+        } else if let Err(e) = self.part.sync_state() {
+            self.fail(e.to_string());
+        }
+    }
+
     fn fail(&self, reason: String) {
         let mut st = lock(&self.status);
         if *st == Status::Running {
@@ -559,10 +576,7 @@ impl Shared {
             tracing::info!(file = %self.meta.name, "download failed: {reason}");
             *st = Status::Failed(reason.clone());
             drop(st);
-            // Nothing verified: nothing for a resume to take, and the part
-            // file goes. (Only when the core is free to ask; kept if not.)
-            let nothing = self.driven.try_lock().is_ok_and(|d| d.core.stats().verified == 0);
-            if nothing {
+            if self.verified_nothing() {
                 self.part.discard();
             }
             self.stop.store(true, Ordering::Release);
@@ -699,10 +713,7 @@ fn controller(shared: &Arc<Shared>, mut source: Box<dyn PeerSource>, mut reporte
         let _ = h.join();
     }
     if *lock(&shared.status) == Status::Running {
-        // Stopped by the user: keep what we have for the next start.
-        if let Err(e) = shared.part.sync_state() {
-            shared.fail(e.to_string());
-        }
+        shared.keep_for_resume();
     }
     shared.rate_bits.store(0f64.to_bits(), Ordering::Relaxed);
 }

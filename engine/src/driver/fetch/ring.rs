@@ -547,9 +547,7 @@ impl Control {
         if self.complete {
             finish(shared, self.reported);
         } else if *lock(&shared.status) == Status::Running {
-            if let Err(e) = shared.part.sync_state() {
-                shared.fail(e.to_string());
-            }
+            shared.keep_for_resume();
         }
         shared.rate_bits.store(0f64.to_bits(), std::sync::atomic::Ordering::Relaxed);
     }
