@@ -220,7 +220,7 @@ async fn stopped(node: &mut Node, picked: bool, why: &str) -> ! {
     if let Err(e) = oneshot::leave(node, picked, true).await {
         eprintln!("error: {e:#}");
     }
-    std::process::exit(130);
+    std::process::exit(oneshot::StopSignals::exit_status(why));
 }
 
 /// Reads commands from standard input: with line editing and history on a

@@ -800,17 +800,24 @@ impl Node {
     /// with a sharer that cannot come back, and only that address may
     /// stop sharing them. How many were withdrawn.
     pub async fn withdraw_all(&mut self) -> Result<usize> {
-        let withdrawn = self.withdraw(true).await;
+        let addr = self.addr.to_string();
+        // Not withdrawn: the files stay listed under this address, and the
+        // records stay, the one way left to stop sharing them.
+        let withdrawn = self.withdraw(true).await.map_err(|e| {
+            anyhow!(
+                "{e:#}; the rest stay listed under {addr}: a node started with --listen {addr} \
+                 and this state directory can stop sharing them"
+            )
+        })?;
         // The records of the users who logged in here and out again: no
         // later node has this address. (Only theirs: another user's record
         // at this address was written by a node before this one.)
-        let addr = self.addr.to_string();
         for user in &self.logged_in_here {
             if let Err(e) = ShareBook::new(&self.state_dir, user, &addr).discard() {
                 tracing::warn!("delete {user}'s share record at {addr}: {e}");
             }
         }
-        withdrawn
+        Ok(withdrawn)
     }
 
     /// [`Node::withdraw_all`] for the session, deleting its share record
@@ -857,7 +864,7 @@ impl Node {
         }
         self.drop_shares(|_| true);
         if let Some(e) = unanswered {
-            return Err(e.context(format!("withdrew {withdrawn} file(s), not all")));
+            return Err(anyhow!("{e:#} (withdrew {withdrawn} file(s), not all)"));
         }
         if forget {
             book.discard().context("delete the share record")?;

@@ -254,6 +254,16 @@ impl StopSignals {
             _ = self.hup.recv() => "hung up",
         }
     }
+
+    /// The exit status of a process a signal named by [`recv`](Self::recv)
+    /// ended: 128 + its number, as a shell reports a process it killed.
+    pub fn exit_status(why: &str) -> i32 {
+        128 + match why {
+            "terminated" => libc::SIGTERM,
+            "hung up" => libc::SIGHUP,
+            _ => libc::SIGINT,
+        }
+    }
 }
 
 async fn get_in(
@@ -330,7 +340,9 @@ async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) ->
     let started = std::time::Instant::now();
     let line = match run(node, cmd).await {
         Ok(line) => line,
-        Err(e) if DestExists::is(&e) => return already_there(node, &args.group, &file, e).await,
+        Err(e) if DestExists::is(&e) => {
+            return already_there(node, &args.group, &file, e, args.quiet).await
+        }
         Err(e) => return Err(e),
     };
     // The shell's line points at its own `show_downloads`; not here.
@@ -387,6 +399,7 @@ async fn already_there(
     group: &str,
     file: &str,
     taken: anyhow::Error,
+    quiet: bool,
 ) -> Result<()> {
     let at = match (
         taken.downcast_ref::<DestExists>(),
@@ -401,7 +414,9 @@ async fn already_there(
     if !holds(node, &at, file, info.meta.sha1, info.meta.len).await? {
         return Err(taken);
     }
-    eprintln!("ringshare: {} is already there (same SHA1)", at.display());
+    if !quiet {
+        eprintln!("ringshare: {} is already there (same SHA1)", at.display());
+    }
     println!("{}", at.display());
     Ok(())
 }
@@ -942,7 +957,7 @@ pub async fn share(args: ShareArgs) -> Result<()> {
     result.and(left)
 }
 
-/// Shares `args.paths` and seeds them until SIGINT or SIGTERM.
+/// Shares `args.paths` and seeds them until SIGINT, SIGTERM or SIGHUP.
 async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
     // Handlers first: a signal right after the announcement stops cleanly.
     let mut stop = StopSignals::new()?;
@@ -990,7 +1005,7 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
         _ = std::future::ready(()) => false,
     };
     if !early {
-        println!("seeding on {} until SIGINT or SIGTERM", node.addr());
+        println!("seeding on {} until SIGINT, SIGTERM or SIGHUP", node.addr());
         stop.recv().await;
     }
     Ok(())

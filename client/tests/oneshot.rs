@@ -142,6 +142,15 @@ fn share_then_get() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), quiet.display().to_string());
+    // Run again, the file already there: the same, quietly.
+    let out = one_shot("get", &info, "bob", &pw_b, &dir.path().join("state-get"))
+        .args(["--quiet", "g", "payload.bin"])
+        .arg(&quiet)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), quiet.display().to_string());
 
     // The same command again: the same file is already there, verified.
     let out = get("payload.bin", &dest);
@@ -174,6 +183,45 @@ fn share_then_get() {
             .collect();
         assert!(logs.is_empty(), "{logs:?} in {}", state.display());
     }
+}
+
+/// A `share` on a picked port that cannot withdraw (the tracker gone) ends
+/// with one error line that says where the files stay listed and how to
+/// stop sharing them, and keeps its share record for that.
+#[test]
+fn a_withdrawal_that_fails_is_an_error_and_keeps_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut tracker, info) = TrackerProc::start(dir.path());
+    let (_owner, _bob) = alice_and_bob(dir.path(), &info, "127.0.0.1:0", &[]);
+    let file = dir.path().join("w.bin");
+    random_file(&file, 2000, 9);
+    let pw = dir.path().join("pw-a");
+    std::fs::write(&pw, "pw-a\n").unwrap();
+    let state = dir.path().join("state-share");
+    let mut sharer = one_shot("share", &info, "alice", &pw, &state)
+        .args(["g"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sharer.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("uploaded w.bin to g"));
+    assert!(lines.next().unwrap().unwrap().starts_with("seeding on"));
+    tracker.kill();
+    Command::new("kill").arg("-INT").arg(sharer.id().to_string()).status().unwrap();
+    let out = sharer.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].starts_with("error: withdraw the shared files: "), "{err}");
+    assert!(errors[0].contains("stay listed under 127.0.0.1:"), "{err}");
+    let records = std::fs::read_dir(&state)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".sharelog"))
+        .count();
+    assert_eq!(records, 1, "the record stays");
 }
 
 /// A `share` on a fixed `--listen` port stops with its files still listed

@@ -310,7 +310,7 @@ fn quitting_withdraws_the_files_of_a_picked_port_only() {
         ["gone.bin  6000 bytes  2 peers", "kept.bin  5000 bytes  1 peer"]
     );
     // Ended by SIGTERM or by end of input, the same.
-    assert!(!c.terminate().success(), "stopped by a signal");
+    assert_eq!(c.terminate().code(), Some(128 + 15), "stopped by SIGTERM");
     assert!(b.close().success());
     assert!(a.close().success());
     let mut d = node(&dir, &info);
