@@ -248,7 +248,7 @@ impl Node {
                     // files leave the listing now, and the share record
                     // stays for a login in this process to share them again.
                     self.stop_running("stopped by logout; download_file again to resume");
-                    if let Err(e) = self.withdraw(false).await {
+                    if let Err(e) = self.withdraw().await {
                         tracing::warn!("withdraw the shared files at logout: {e:#}");
                     }
                 }
@@ -453,13 +453,11 @@ impl Node {
             bail!("not a regular file: {}", p.display());
         }
         let report = self.share_paths(&[p], &group).await?;
-        match (report.shared.first(), report.skipped.first(), report.already.first()) {
-            (Some(s), _, _) => Ok(vec![s.uploaded(&group)]),
-            (None, Some(why), _) => Err(anyhow!("{}", why.reason)),
-            (None, None, Some((_, s))) => {
+        match report.one_file()? {
+            OneFile::Shared(s) => Ok(vec![s.uploaded(&group)]),
+            OneFile::Already(s) => {
                 Err(Refusal::AlreadySharing { group, file: s.name.clone() }.into())
             }
-            (None, None, None) => Err(anyhow!("nothing to upload")),
         }
     }
 
@@ -803,15 +801,16 @@ impl Node {
         let addr = self.addr.to_string();
         // Not withdrawn: the files stay listed under this address, and the
         // records stay, the one way left to stop sharing them.
-        let withdrawn = self.withdraw(true).await.map_err(|e| {
+        let withdrawn = self.withdraw().await.map_err(|e| {
             anyhow!(
                 "{e:#}; the rest stay listed under {addr}: a node started with --listen {addr} \
                  and this state directory can stop sharing them"
             )
         })?;
-        // The records of the users who logged in here and out again: no
-        // later node has this address. (Only theirs: another user's record
-        // at this address was written by a node before this one.)
+        // The records of the users who logged in here, the one logged in
+        // now among them: no later node has this address. (Only theirs:
+        // another user's record at this address was written by a node
+        // before this one.)
         for user in &self.logged_in_here {
             if let Err(e) = ShareBook::new(&self.state_dir, user, &addr).discard() {
                 tracing::warn!("delete {user}'s share record at {addr}: {e}");
@@ -820,11 +819,10 @@ impl Node {
         Ok(withdrawn)
     }
 
-    /// [`Node::withdraw_all`] for the session, deleting its share record
-    /// when `forget` (else a later login here shares the files again).
-    async fn withdraw(&mut self, forget: bool) -> Result<usize> {
-        let Some(s) = &self.session else { return Ok(0) };
-        let (token, book) = (s.token, s.book.clone());
+    /// [`Node::withdraw_all`] for the session, its share record kept (a
+    /// later login here shares the files again).
+    async fn withdraw(&mut self) -> Result<usize> {
+        let Some(token) = self.session.as_ref().map(|s| s.token) else { return Ok(0) };
         // Downloads stop first: none registers after the withdrawal.
         self.stop_running("stopped: the node is leaving");
         // A download's registration still on its way would land after.
@@ -865,9 +863,6 @@ impl Node {
         self.drop_shares(|_| true);
         if let Some(e) = unanswered {
             return Err(anyhow!("{e:#} (withdrew {withdrawn} file(s), not all)"));
-        }
-        if forget {
-            book.discard().context("delete the share record")?;
         }
         Ok(withdrawn)
     }
@@ -1526,7 +1521,27 @@ pub struct ShareReport {
     pub register_seconds: f64,
 }
 
+/// How [`Node::share_paths`] of one file went, when it was not skipped.
+#[derive(Debug)]
+pub enum OneFile<'a> {
+    /// Shared now.
+    Shared(&'a SharedLine),
+    /// Shared already by this node from the same path.
+    Already(&'a SharedLine),
+}
+
 impl ShareReport {
+    /// The one file of a report on one file; why it was skipped is the
+    /// error.
+    pub fn one_file(&self) -> Result<OneFile<'_>> {
+        match (self.shared.first(), self.skipped.first(), self.already.first()) {
+            (Some(s), _, _) => Ok(OneFile::Shared(s)),
+            (None, Some(why), _) => Err(anyhow!("{}", why.reason)),
+            (None, None, Some((_, s))) => Ok(OneFile::Already(s)),
+            (None, None, None) => Err(anyhow!("nothing to share")),
+        }
+    }
+
     /// Files shared before by this node become skips that say so.
     pub fn already_as_skipped(&mut self, group: &str) {
         for (path, s) in self.already.drain(..) {

@@ -30,7 +30,7 @@ use serde::Serialize;
 use std::io::Write;
 
 use crate::bulk;
-use crate::node::{FileInfo, Node, TrackerCalls};
+use crate::node::{FileInfo, Node, OneFile, TrackerCalls};
 use crate::shell::Command;
 
 /// How a one-shot command's node logs in.
@@ -970,14 +970,12 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
         // Shared before from this node and resumed at login (the same
         // command run again on a fixed --listen): seeded again, said so.
         let report = node.share_paths(&args.paths, group).await?;
-        match (report.shared.first(), report.skipped.first(), report.already.first()) {
-            (Some(s), _, _) => println!("{}", s.uploaded(group)),
-            (None, Some(why), _) => bail!("{}", why.reason),
-            (None, None, Some((_, s))) => println!(
+        match report.one_file()? {
+            OneFile::Shared(s) => println!("{}", s.uploaded(group)),
+            OneFile::Already(s) => println!(
                 "{} is already shared in {group} by this node: {} bytes, {} pieces, sha1 {}",
                 s.name, s.len, s.pieces, s.sha1
             ),
-            (None, None, None) => bail!("nothing to share"),
         }
     } else {
         let report = node.share_paths(&args.paths, &args.group).await?;

@@ -45,6 +45,17 @@ fn one_shot(sub: &str, info: &Path, user: &str, pw: &Path, state: &Path) -> Comm
     cmd
 }
 
+/// Starts `share`, waits for its line saying it seeds; the process and
+/// its first line (what it shared).
+fn seeding(share: &mut Command) -> (std::process::Child, String) {
+    let mut sharer = share.stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(sharer.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    assert!(second.starts_with("seeding on"), "{first}\n{second}");
+    (sharer, first)
+}
+
 /// Alice (owner of group `g`, her node serving on `listen` with `env`)
 /// and bob, a member, each in a shell logged in.
 fn alice_and_bob(
@@ -81,23 +92,13 @@ fn share_then_get() {
 
     let state = dir.path().join("state-share");
     // Paced: each downloader served at its share of the upload rate.
-    let mut sharer = Command::new(bin("ringshare"))
-        .args(["share", "--upload-rate", "200mbit", "--trackers"])
-        .arg(&info)
-        .args(["--user", "alice", "--password-file"])
-        .arg(&pw_a)
-        .arg("g")
-        .arg(&file)
-        .env("RINGSHARE_STATE_DIR", &state)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(sharer.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
+    let (mut sharer, first) = seeding(
+        one_shot("share", &info, "alice", &pw_a, &state)
+            .args(["--upload-rate", "200mbit", "g"])
+            .arg(&file)
+            .stderr(Stdio::null()),
+    );
     assert!(first.starts_with("uploaded payload.bin to g"), "{first}");
-    let second = lines.next().unwrap().unwrap();
-    assert!(second.starts_with("seeding on"), "{second}");
 
     let get = |name: &str, dest: &std::path::Path| {
         one_shot("get", &info, "bob", &pw_b, &dir.path().join("state-get"))
@@ -170,11 +171,7 @@ fn share_then_get() {
     // registered as it fetched, too), and neither node left a share record.
     assert!(owner.cmd("list_files g").is_empty());
     for state in [state, dir.path().join("state-get")] {
-        let logs: Vec<_> = std::fs::read_dir(&state)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".sharelog"))
-            .collect();
+        let logs = common::share_records(&state);
         assert!(logs.is_empty(), "{logs:?} in {}", state.display());
     }
 }
@@ -192,16 +189,10 @@ fn a_withdrawal_that_fails_is_an_error_and_keeps_the_record() {
     let pw = dir.path().join("pw-a");
     std::fs::write(&pw, "pw-a\n").unwrap();
     let state = dir.path().join("state-share");
-    let mut sharer = one_shot("share", &info, "alice", &pw, &state)
-        .args(["g"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(sharer.stdout.take().unwrap()).lines();
-    assert!(lines.next().unwrap().unwrap().starts_with("uploaded w.bin to g"));
-    assert!(lines.next().unwrap().unwrap().starts_with("seeding on"));
+    let (sharer, first) = seeding(
+        one_shot("share", &info, "alice", &pw, &state).arg("g").arg(&file).stderr(Stdio::piped()),
+    );
+    assert!(first.starts_with("uploaded w.bin to g"), "{first}");
     tracker.kill();
     Command::new("kill").arg("-INT").arg(sharer.id().to_string()).status().unwrap();
     let out = sharer.wait_with_output().unwrap();
@@ -211,11 +202,7 @@ fn a_withdrawal_that_fails_is_an_error_and_keeps_the_record() {
     assert_eq!(errors.len(), 1, "{err}");
     assert!(errors[0].starts_with("error: withdraw the shared files: "), "{err}");
     assert!(errors[0].contains("stay listed under 127.0.0.1:"), "{err}");
-    let records = std::fs::read_dir(&state)
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".sharelog"))
-        .count();
-    assert_eq!(records, 1, "the record stays");
+    assert_eq!(common::share_records(&state).len(), 1, "the record stays");
 }
 
 /// A `share` on a fixed `--listen` port stops with its files still listed
@@ -225,10 +212,7 @@ fn a_withdrawal_that_fails_is_an_error_and_keeps_the_record() {
 fn share_on_a_fixed_port_keeps_its_files_listed_and_runs_again() {
     let dir = tempfile::tempdir().unwrap();
     let (_t, info) = TrackerProc::start(dir.path());
-    let mut owner = NodeProc::start(&info, &dir.path().join("state-o"));
-    owner.ok("create_user alice pw-a");
-    owner.ok("login alice pw-a");
-    owner.ok("create_group g");
+    let (mut owner, _bob) = alice_and_bob(dir.path(), &info, "127.0.0.1:0", &[]);
     let tree = dir.path().join("tree");
     std::fs::create_dir(&tree).unwrap();
     random_file(&tree.join("a.bin"), 600_000, 3);
@@ -237,18 +221,13 @@ fn share_on_a_fixed_port_keeps_its_files_listed_and_runs_again() {
     std::fs::write(&pw, "pw-a\n").unwrap();
     let listen = format!("127.0.0.1:{}", common::free_port());
     let run = |expect: &str| {
-        let mut sharer = one_shot("share", &info, "alice", &pw, &dir.path().join("state-share"))
-            .args(["--listen", &listen, "g"])
-            .arg(&tree)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(sharer.stdout.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
+        let (sharer, first) = seeding(
+            one_shot("share", &info, "alice", &pw, &dir.path().join("state-share"))
+                .args(["--listen", &listen, "g"])
+                .arg(&tree)
+                .stderr(Stdio::null()),
+        );
         assert_eq!(first, expect);
-        let second = lines.next().unwrap().unwrap();
-        assert!(second.starts_with("seeding on"), "{second}");
         sharer
     };
     let stop = |mut sharer: std::process::Child| {

@@ -318,11 +318,7 @@ fn quitting_withdraws_the_files_of_a_picked_port_only() {
     assert_eq!(d.cmd("list_files g"), ["kept.bin  5000 bytes  0 peers"]);
     assert!(d.close().success());
     // No port-0 node left a share record.
-    let records: Vec<_> = std::fs::read_dir(dir.path().join("state"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".sharelog"))
-        .collect();
+    let records = common::share_records(&dir.path().join("state"));
     assert!(records.is_empty(), "{records:?}");
 }
 

@@ -267,6 +267,16 @@ impl Drop for NodeProc {
     }
 }
 
+/// The share records (`*.sharelog`) in a node's state directory.
+#[allow(dead_code)]
+pub fn share_records(state: &Path) -> Vec<String> {
+    std::fs::read_dir(state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sharelog"))
+        .collect()
+}
+
 /// A free loopback port (bound and released: a node restarted on it keeps
 /// its identity in the tests that need a fixed address).
 pub fn free_port() -> u16 {
