@@ -391,6 +391,19 @@ impl std::fmt::Display for NotOverwritten {
 
 impl std::error::Error for NotOverwritten {}
 
+/// Another download's part file is at a file's destination (`x.part`
+/// while `x` is fetched): tried again once the others are done.
+#[derive(Debug)]
+struct HeldByPart(String);
+
+impl std::fmt::Display for HeldByPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HeldByPart {}
+
 /// The one-file form found something at the destination (`taken`): the
 /// same file (by its SHA1) is success, as in the bulk form (a fetch run
 /// again); anything else is the error, and stays untouched.
@@ -696,6 +709,9 @@ async fn get_many(
         FileEntry,
         tokio::sync::oneshot::Receiver<Result<FileInfo>>,
     )> = std::collections::VecDeque::new();
+    // Files whose destination another download's part file held, and
+    // whether they have been tried again.
+    let (mut later, mut retried) = (Vec::new(), false);
     loop {
         // Twice the window at least, four times at most: a doubling
         // starts as many files at once, and their answers must be here
@@ -741,6 +757,7 @@ async fn get_many(
                         peers: Vec::new(),
                     });
                 }
+                Err(e) if e.is::<HeldByPart>() && !retried => later.push(f),
                 Err(e) => {
                     let why = format!("{e:#}");
                     if !node.logged_in() || why == Refusal::NotLoggedIn.to_string() {
@@ -754,7 +771,15 @@ async fn get_many(
             }
         }
         if running.is_empty() && ahead.is_empty() && queue.is_empty() {
-            break;
+            if later.is_empty() || retried {
+                break;
+            }
+            // The part files in their way were the other downloads', all
+            // done now: once settled, they are gone.
+            settle(node, dest, &mut report)?;
+            retried = true;
+            queue.extend(later.drain(..));
+            continue;
         }
         let mut in_flight = 0u64;
         let mut i = 0;
@@ -827,13 +852,22 @@ async fn get_many(
                     });
                     report.partial = partial.await.unwrap_or(0);
                     multi.clear().ok();
-                    report.interrupted = running.len() + ahead.len() + queue.len();
+                    report.interrupted = running.len() + ahead.len() + queue.len() + later.len();
                     break;
                 }
             }
         }
     }
     overall.finish_and_clear();
+    settle(node, dest, &mut report)?;
+    report.seconds = started.elapsed().as_secs_f64();
+    report.jobs = window.changes().iter().map(|&(at, n)| (at.as_secs_f64(), n)).collect();
+    Ok(report)
+}
+
+/// Makes the files fetched so far durable and moves them into place; one
+/// that could not be moved counts as failed.
+fn settle(node: &Node, dest: &Path, report: &mut BulkReport) -> Result<()> {
     for (at, why) in node.sync_deferred()? {
         let name = at
             .strip_prefix(dest)
@@ -841,9 +875,7 @@ async fn get_many(
         report.done.retain(|f| f.name != name);
         report.failed.push((name, why));
     }
-    report.seconds = started.elapsed().as_secs_f64();
-    report.jobs = window.changes().iter().map(|&(at, n)| (at.as_secs_f64(), n)).collect();
-    Ok(report)
+    Ok(())
 }
 
 /// Starts fetching `f` into `dest` with the tracker's answer `info`:
@@ -903,6 +935,15 @@ async fn start_one(
 ) -> Result<Option<Arc<Download>>> {
     let at = dest.join(&f.name);
     let differs = || {
+        // A download's part file (`x.part` while `x` is fetched, in this
+        // run or a stopped one): gone once that download is done.
+        if ringshare_engine::store::is_part_file(&at) {
+            return anyhow::Error::new(HeldByPart(format!(
+                "the part file of another download is at {}; run the same command again once \
+                 that download is done",
+                at.display()
+            )));
+        }
         let what = match std::fs::symlink_metadata(&at) {
             Ok(md) if md.is_dir() => "a directory",
             _ => "a different file",
@@ -938,7 +979,15 @@ async fn start_one(
                 Err(differs())
             }
         }
-        Err(e) => Err(e),
+        // Somebody's file where the part file would go stays, and so does
+        // the failure.
+        Err(e) => match e.downcast::<ringshare_engine::store::StoreError>() {
+            Ok(e @ ringshare_engine::store::StoreError::InTheWay(_)) => {
+                Err(anyhow::Error::new(NotOverwritten(e.to_string())))
+            }
+            Ok(e) => Err(e.into()),
+            Err(e) => Err(e),
+        },
     }
 }
 

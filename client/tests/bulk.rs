@@ -367,6 +367,77 @@ fn slow_group(
     (alice, bob, set)
 }
 
+/// Files named like part files (`x.part` beside `x`, `x.part.state`) are
+/// fetched like any other, and the user's own `w.part` where a download's
+/// part file would go is never overwritten nor deleted: its download fails,
+/// saying so, until it is moved away.
+#[test]
+fn files_named_like_part_files_are_fetched_and_none_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let mut owner = NodeProc::start(&info, &dir.path().join("state-o"));
+    owner.ok("create_user alice pw-a");
+    owner.ok("login alice pw-a");
+    owner.ok("create_group g");
+    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
+    bob.ok("create_user bob pw-b");
+    bob.ok("login bob pw-b");
+    bob.ok("join_group g");
+    owner.ok("accept_request g bob");
+    let src = dir.path().join("src");
+    let coll = src.join("coll");
+    std::fs::create_dir_all(&coll).unwrap();
+    for (i, (name, len)) in [
+        ("w", 4_000),
+        ("x", 70_000),
+        ("x.part", 5_000),
+        ("x.part.state", 3_000),
+        ("y", 1_300_000),
+        ("y.part", 10),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        random_file(&coll.join(name), len, 40 + i as u64);
+    }
+    let alice = Login::new(dir.path(), &info, "alice", "pw-a");
+    let (_sharer, _) = share(&alice, &[&coll], &dir.path().join("share.err"));
+    let dest = dir.path().join("dest");
+    std::fs::create_dir_all(dest.join("coll")).unwrap();
+    let mine = dest.join("coll/w.part");
+    std::fs::write(&mine, b"my notes").unwrap();
+    let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
+    let get = || bob1.command("get").args(["--quiet", "g"]).arg(&dest).output().unwrap();
+    // A file whose path a running download's part file holds (`x.part`
+    // while `x` is fetched) is fetched once that download is done.
+    let out = get();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "ringshare: failed coll/w: {} is in the way: it is not a ringshare part file, \
+             and is not overwritten",
+            mine.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("error: 1 of 6 file(s) failed (see above; fetching again will not change it)"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&mine).unwrap(), b"my notes");
+    let mut want = tree(&src);
+    want.retain(|(n, _)| n != "coll/w");
+    want.push(("coll/w.part".into(), b"my notes".to_vec()));
+    want.sort();
+    assert_eq!(tree(&dest), want);
+    // Moved away, it is fetched.
+    std::fs::remove_file(&mine).unwrap();
+    let out = get();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(tree(&dest), tree(&src));
+}
+
 #[test]
 fn a_group_that_changes_during_a_bulk_fetch_is_reported_not_fatal() {
     let dir = tempfile::tempdir().unwrap();

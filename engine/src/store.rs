@@ -50,6 +50,11 @@ pub enum StoreError {
     /// The destination already exists; it is never overwritten.
     #[error("destination {0} already exists")]
     Exists(String),
+    /// Something that is not a part file of this store's is where the
+    /// download's part file or state would go (the user's own file, or
+    /// another file of the group named so): it is never overwritten.
+    #[error("{0} is in the way: it is not a ringshare part file, and is not overwritten")]
+    InTheWay(String),
     /// A file operation failed.
     #[error(transparent)]
     Io(#[from] PathIoError),
@@ -172,13 +177,24 @@ impl PartFile {
         let part = with_suffix(dest, ".part");
         let state = with_suffix(dest, ".part.state");
         let pieces = meta.piece_hashes.len() as u32;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&part)
-            .map_err(StoreError::io("create", &part))?;
+        // What is at the part file's or the state's path may be somebody
+        // else's (the user's own `x.part`, or a file of the group named so):
+        // only a part file or state this store made is reused or replaced.
+        let state_at = if pieces > 1 { StateAt::read(&state, meta) } else { StateAt::Missing };
+        if state_at == StateAt::Foreign {
+            return Err(StoreError::InTheWay(state.display().to_string()));
+        }
+        let (file, made) = open_part(&part)?;
+        let ours = made || marked(&file).is_some() || matches!(state_at, StateAt::Ours(_));
+        if !ours {
+            return Err(StoreError::InTheWay(part.display().to_string()));
+        }
+        if marked(&file) != Some(meta.sha1) {
+            // Best effort: a filesystem without user attributes leaves a
+            // part file of one piece that a run after a crash cannot claim
+            // (it says so, and leaves it).
+            let _ = mark(&file, &meta.sha1);
+        }
         let md = file.metadata().map_err(StoreError::io("inspect", &part))?;
         let (current, dev) = (md.len(), std::os::unix::fs::MetadataExt::dev(&md));
         let claimed = if pieces == 1 {
@@ -190,7 +206,10 @@ impl PartFile {
             }
             all
         } else {
-            read_state(&state, meta).unwrap_or_else(|| Bitfield::new(pieces))
+            match &state_at {
+                StateAt::Ours(Some(have)) => have.clone(),
+                _ => Bitfield::new(pieces),
+            }
         };
         if current != meta.len {
             // A new part file is empty already.
@@ -229,12 +248,8 @@ impl PartFile {
             // deleting a state file per file was most of a small file's cost
             // in a bulk fetch (each deleted inode is one more that ext4
             // without a journal skips, for one to six minutes, when it
-            // allocates the next). A state file left by an earlier version, beside the
-            // part file it preallocated, goes; a new part file has none
-            // (looking cost a missing name's lookup per file).
-            if current != 0 {
-                let _ = fs::remove_file(&this.state);
-            }
+            // allocates the next). What is at the state's path is left
+            // alone: it may be a file of the group named `x.part.state`.
         }
         Ok((this, have))
     }
@@ -349,8 +364,10 @@ impl PartFile {
     pub fn discard(&self) {
         let mut guard = self.record.lock().unwrap_or_else(|p| p.into_inner());
         *guard = None;
-        for path in [&self.part, &self.state] {
-            let _ = fs::remove_file(path);
+        let _ = fs::remove_file(&self.part);
+        // A file of one piece has no state: what is at that path is not its.
+        if self.meta.piece_hashes.len() > 1 {
+            let _ = fs::remove_file(&self.state);
         }
     }
 
@@ -658,13 +675,119 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
-fn read_state(path: &Path, meta: &FileMeta) -> Option<Bitfield> {
-    let bytes = fs::read(path).ok()?;
-    let st: PartState = postcard::from_bytes(&bytes).ok()?;
-    if st.sha1 != meta.sha1 || st.len != meta.len {
-        return None;
+/// What is at a download's state path.
+#[derive(Debug, PartialEq, Eq)]
+enum StateAt {
+    /// Nothing.
+    Missing,
+    /// A state this store wrote: the pieces it records when it is this
+    /// file's (`None`: another file's, or an earlier version of this one).
+    Ours(Option<Bitfield>),
+    /// Something else, never replaced.
+    Foreign,
+}
+
+impl StateAt {
+    fn read(path: &Path, meta: &FileMeta) -> Self {
+        match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Self::Missing,
+            Ok(md) if md.is_file() && md.len() <= MAX_STATE_LEN => {}
+            _ => return Self::Foreign,
+        }
+        let Ok(bytes) = fs::read(path) else { return Self::Foreign };
+        // A state is exactly a record whose bitfield fits its length; other
+        // bytes that happen to decode are not taken for one.
+        let st = match postcard::take_from_bytes::<PartState>(&bytes) {
+            Ok((st, [])) => st,
+            _ => return Self::Foreign,
+        };
+        let Ok(pieces) = u32::try_from(st.len.div_ceil(crate::meta::PIECE_LEN)) else {
+            return Self::Foreign;
+        };
+        let Some(bits) = Bitfield::from_bytes(&st.bits, pieces) else { return Self::Foreign };
+        Self::Ours((st.sha1 == meta.sha1 && st.len == meta.len).then_some(bits))
     }
-    Bitfield::from_bytes(&st.bits, meta.piece_hashes.len() as u32)
+}
+
+/// Longest state file read: the bitfield of a file of 2^32 pieces.
+const MAX_STATE_LEN: u64 = (1 << 29) + 64;
+
+/// Opens the part file at `part`, creating it if nothing is there: the
+/// file, and whether it was made now. Only a regular file is opened, never
+/// through a symbolic link.
+fn open_part(part: &Path) -> Result<(File, bool), StoreError> {
+    let mut opts = OpenOptions::new();
+    opts.read(true).write(true).custom_flags(libc::O_NOFOLLOW);
+    match opts.clone().create_new(true).open(part) {
+        Ok(f) => return Ok((f, true)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(StoreError::io("create", part)(e)),
+    }
+    let in_the_way = || StoreError::InTheWay(part.display().to_string());
+    // A FIFO or a device is not opened (a FIFO would block); a symbolic
+    // link fails O_NOFOLLOW.
+    match fs::symlink_metadata(part) {
+        Ok(md) if md.is_file() => {}
+        _ => return Err(in_the_way()),
+    }
+    match opts.open(part) {
+        Ok(f) => Ok((f, false)),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(in_the_way()),
+        Err(e) => Err(StoreError::io("open", part)(e)),
+    }
+}
+
+/// The extended attribute that marks a part file as this store's, holding
+/// the SHA1 of the file it fetches.
+const PART_MARK: &std::ffi::CStr = c"user.ringshare.part";
+
+/// Marks `file` as a part file of the file `sha1`.
+fn mark(file: &File, sha1: &Sha1Digest) -> io::Result<()> {
+    // SAFETY: a valid descriptor owned by `file`, a NUL-terminated name and
+    // a 20-byte value that outlive the call.
+    let rc = unsafe {
+        libc::fsetxattr(file.as_raw_fd(), PART_MARK.as_ptr(), sha1.0.as_ptr().cast(), 20, 0)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The SHA1 `file` is marked with as a part file of this store's, if it is
+/// marked (any value marks it; one of the wrong length reads as zeros).
+fn marked(file: &File) -> Option<Sha1Digest> {
+    let mut value = [0u8; 20];
+    // SAFETY: a valid descriptor, a NUL-terminated name and a buffer of the
+    // length given, all outliving the call.
+    let n = unsafe {
+        libc::fgetxattr(file.as_raw_fd(), PART_MARK.as_ptr(), value.as_mut_ptr().cast(), 20)
+    };
+    match n {
+        20 => Some(Sha1Digest(value)),
+        n if n >= 0 => Some(Sha1Digest([0; 20])),
+        // ERANGE: longer than a SHA1, still the mark.
+        _ if io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE) => {
+            Some(Sha1Digest([0; 20]))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `path` is a part file this store made (a download of this or an
+/// earlier run, still going or stopped): such a file at a destination is
+/// not somebody's file, and goes once its download is done.
+pub fn is_part_file(path: &Path) -> bool {
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.is_file() => {}
+        _ => return false,
+    }
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .is_ok_and(|f| marked(&f).is_some())
 }
 
 /// Reserves `len` bytes for the file so that a full disk fails now.
@@ -774,6 +897,83 @@ mod tests {
         part.finish().unwrap();
         assert_eq!(fs::read(&dest).unwrap(), bytes);
         assert!(!part.part_path().exists() && !state.exists());
+    }
+
+    /// Somebody's file where a part file or its state would go (the user's
+    /// own `x.part`, a file of the group named so, a symbolic link) is
+    /// refused and left as it was, failure or not; a part file this store
+    /// made, in an earlier run or an earlier version, is taken up.
+    #[test]
+    fn what_is_not_a_part_file_is_never_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let (small_bytes, small) = source(dir.path(), 100_000);
+        let (big_bytes, big) = {
+            let d = dir.path().join("big");
+            fs::create_dir(&d).unwrap();
+            source(&d, 2 * PIECE_LEN as usize + 7)
+        };
+        let in_the_way =
+            |r: Result<(PartFile, Bitfield), StoreError>| matches!(r, Err(StoreError::InTheWay(_)));
+        for (i, meta) in [&small, &big].into_iter().enumerate() {
+            let dest = dir.path().join(format!("x{i}"));
+            let (part, state) = (with_suffix(&dest, ".part"), with_suffix(&dest, ".part.state"));
+            // A file at the part file's path.
+            fs::write(&part, b"my notes").unwrap();
+            assert!(in_the_way(PartFile::open(&dest, meta)), "{i}");
+            assert_eq!(fs::read(&part).unwrap(), b"my notes");
+            assert!(!is_part_file(&part) && !state.exists());
+            // A symbolic link there: neither it nor its target is touched.
+            fs::remove_file(&part).unwrap();
+            std::os::unix::fs::symlink("target", &part).unwrap();
+            fs::write(dir.path().join("target"), b"kept").unwrap();
+            assert!(in_the_way(PartFile::open(&dest, meta)), "{i}");
+            assert_eq!(fs::read(dir.path().join("target")).unwrap(), b"kept");
+            fs::remove_file(&part).unwrap();
+            // A file at the state's path: a file of many pieces refuses it;
+            // one of one piece leaves it, also when it fails.
+            fs::write(&state, b"my state of mind").unwrap();
+            if i == 1 {
+                assert!(in_the_way(PartFile::open(&dest, meta)));
+                assert!(!part.exists());
+            } else {
+                let (p, _) = PartFile::open(&dest, meta).unwrap();
+                p.discard();
+                assert!(!part.exists());
+            }
+            assert_eq!(fs::read(&state).unwrap(), b"my state of mind");
+            fs::remove_file(&state).unwrap();
+        }
+        // A part file a killed run left, its piece half written: taken up,
+        // where the filesystem keeps the mark.
+        let dest = dir.path().join("y");
+        let (p, _) = PartFile::open(&dest, &small).unwrap();
+        p.write_piece(0, &small_bytes[..4096]).unwrap();
+        let kept = marked(p.file()).is_some();
+        drop(p);
+        match PartFile::open(&dest, &small) {
+            Ok((p, have)) => {
+                assert!(kept && have.count_ones() == 0);
+                p.write_piece(0, &small_bytes).unwrap();
+                p.finish().unwrap();
+                assert_eq!(fs::read(&dest).unwrap(), small_bytes);
+            }
+            Err(e) => assert!(!kept && matches!(e, StoreError::InTheWay(_)), "{e}"),
+        }
+        // An earlier version's part file (no mark) beside its state resumes.
+        let dest = dir.path().join("z");
+        let part = with_suffix(&dest, ".part");
+        let (p, _) = PartFile::open(&dest, &big).unwrap();
+        p.write_piece(0, &big_bytes[..PIECE_LEN as usize]).unwrap();
+        p.record(0).unwrap();
+        p.sync_state().unwrap();
+        drop(p);
+        let mut data = fs::read(&part).unwrap();
+        fs::remove_file(&part).unwrap();
+        data.truncate(big.len as usize);
+        fs::write(&part, &data).unwrap();
+        let (_p, have) = PartFile::open(&dest, &big).unwrap();
+        assert_eq!(have.count_ones(), 1, "resumed from the state");
+        assert_eq!(is_part_file(&part), kept, "and marked, where marks are kept");
     }
 
     #[test]
