@@ -34,6 +34,10 @@ pub enum FrameIoError {
     /// The payload does not decode as the expected message.
     #[error("undecodable message: {0}")]
     Payload(postcard::Error),
+    /// Frames being read at this end already hold all the memory set
+    /// aside for them ([`FrameBudget`]).
+    #[error("busy: too many requests being received; try again")]
+    Busy,
 }
 
 impl From<std::io::Error> for FrameIoError {
@@ -73,9 +77,101 @@ pub fn decode_msg<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameIoError
     Ok(postcard::from_bytes(payload)?)
 }
 
+/// Memory shared by the frames being read on many connections at once
+/// (a tracker's clients): each payload's growth past its first
+/// [`FIRST_STEP`] bytes takes from it until the frame is dropped, and a
+/// frame that finds it spent fails with [`FrameIoError::Busy`]. Without it
+/// 8,192 connections, each sending most of a 16 MiB frame, could hold
+/// 128 GiB.
+#[derive(Debug, Clone)]
+pub struct FrameBudget(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl FrameBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> Self {
+        Self(std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(bytes)))
+    }
+
+    /// Bytes left.
+    pub fn left(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn take(&self, n: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(n)).is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// A frame's payload read under a [`FrameBudget`]; what it took goes back
+/// when it is dropped.
+#[derive(Debug)]
+pub struct BudgetedPayload {
+    payload: Vec<u8>,
+    taken: usize,
+    budget: FrameBudget,
+}
+
+impl std::ops::Deref for BudgetedPayload {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+impl Drop for BudgetedPayload {
+    fn drop(&mut self) {
+        self.budget.give(self.taken);
+    }
+}
+
+/// [`read_frame`] under `budget`.
+pub async fn read_frame_within<R>(
+    r: &mut R,
+    budget: &FrameBudget,
+) -> Result<Option<(u32, BudgetedPayload)>, FrameIoError>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut out = BudgetedPayload { payload: Vec::new(), taken: 0, budget: budget.clone() };
+    let grow = |out: &mut BudgetedPayload, to: usize| {
+        let more = to.saturating_sub(FIRST_STEP.max(out.taken + FIRST_STEP));
+        if more > 0 {
+            if !out.budget.take(more) {
+                return false;
+            }
+            out.taken += more;
+        }
+        true
+    };
+    let Some(k) = read_into(r, &mut out, |o| &mut o.payload, grow).await? else { return Ok(None) };
+    Ok(Some((k, out)))
+}
+
 /// Reads one frame of any type: `(type, payload)`; `Ok(None)` on a clean
 /// end of stream before the first byte of a frame.
 pub async fn read_frame<R>(r: &mut R) -> Result<Option<(u32, Vec<u8>)>, FrameIoError>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut payload = Vec::new();
+    let Some(k) = read_into(r, &mut payload, |p| p, |_, _| true).await? else { return Ok(None) };
+    Ok(Some((k, payload)))
+}
+
+/// Reads one frame into `into`'s payload buffer (`buf`), asking `grow`
+/// before the buffer grows to a new length; its type, or `None` at a clean
+/// end of stream.
+async fn read_into<R, T>(
+    r: &mut R,
+    into: &mut T,
+    buf: impl Fn(&mut T) -> &mut Vec<u8>,
+    grow: impl Fn(&mut T, usize) -> bool,
+) -> Result<Option<u32>, FrameIoError>
 where
     R: AsyncRead + Unpin,
 {
@@ -95,20 +191,27 @@ where
     // 16 MiB (1000 such connections took a tracker to 5.4 GiB).
     wire::check_len(len, MAX_FRAME)?;
     let want = len as usize - HEADER_LEN;
-    let mut payload = Vec::new();
-    while payload.len() < want {
-        // Doubling from 4 KiB: at most twice what arrived (plus 4 KiB) is
-        // allocated, and a large frame takes a dozen steps.
-        let at = payload.len();
-        let step = (want - at).min(at.max(FIRST_STEP));
-        payload.resize(at + step, 0);
-        let n = r.read(&mut payload[at..]).await?;
+    let mut filled = 0;
+    while filled < want {
+        if filled == buf(into).len() {
+            // Doubling from 4 KiB, each step zeroed once: at most twice
+            // what arrived (plus 4 KiB) is allocated, and a large frame
+            // takes a dozen steps.
+            let to = want.min((2 * filled).max(FIRST_STEP));
+            if !grow(into, to) {
+                return Err(FrameIoError::Busy);
+            }
+            let payload = buf(into);
+            payload.reserve_exact(to - filled);
+            payload.resize(to, 0);
+        }
+        let n = r.read(&mut buf(into)[filled..]).await?;
         if n == 0 {
             return Err(FrameIoError::Truncated);
         }
-        payload.truncate(at + n);
+        filled += n;
     }
-    Ok(Some((k, payload)))
+    Ok(Some(k))
 }
 
 /// Writes one message as a frame of type `kind` and flushes it.
@@ -177,6 +280,42 @@ mod tests {
         let (kind, got) = read_frame(&mut b).await.unwrap().unwrap();
         writer.await.unwrap();
         assert_eq!((kind, got), (7, payload));
+    }
+
+    /// Frames read under one budget hold what they grew past their first
+    /// 4 KiB until dropped; one that would take more than is left fails as
+    /// busy, and small frames need none of it.
+    #[tokio::test]
+    async fn frames_read_under_a_budget_share_it() {
+        let budget = FrameBudget::new(500_000);
+        let frame_of = |len: usize| {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut frame = Vec::new();
+            wire::encode(7, &payload, &mut frame);
+            (payload, frame)
+        };
+        let read = |frame: Vec<u8>| {
+            let budget = budget.clone();
+            async move {
+                let (mut a, mut b) = tokio::io::duplex(1 << 20);
+                tokio::io::AsyncWriteExt::write_all(&mut a, &frame).await.unwrap();
+                read_frame_within(&mut b, &budget).await
+            }
+        };
+        let (payload, frame) = frame_of(300_000);
+        let (kind, first) = read(frame.clone()).await.unwrap().unwrap();
+        assert_eq!((kind, &first[..]), (7, &payload[..]));
+        let held = 500_000 - budget.left();
+        assert!((300_000 - 4096..=2 * 300_000).contains(&held), "{held}");
+        // A second one does not fit beside it; a small one does.
+        assert!(matches!(read(frame.clone()).await, Err(FrameIoError::Busy)));
+        assert_eq!(500_000 - budget.left(), held, "a refused frame gives back what it took");
+        let (small, small_frame) = frame_of(4000);
+        assert_eq!(&read(small_frame).await.unwrap().unwrap().1[..], &small[..]);
+        drop(first);
+        assert_eq!(budget.left(), 500_000);
+        assert!(read(frame).await.unwrap().is_some());
+        assert_eq!(budget.left(), 500_000);
     }
 
     #[tokio::test]

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use ringshare_engine::control::{decode_msg, read_frame, write_msg, FrameIoError};
+use ringshare_engine::control::{
+    decode_msg, read_frame_within, write_msg, FrameBudget, FrameIoError,
+};
 use ringshare_engine::proto::{Refusal, Request, Response, REQUEST, RESPONSE};
 use ringshare_engine::secure::CONTROL_PROLOGUE;
 use ringshare_engine::secure_io::SecureStream;
@@ -24,6 +26,11 @@ use crate::sync::{self, SyncMsg, SYNC};
 pub const MAX_CONNECTIONS: usize = 8192;
 /// Most connections served at once from one IP address.
 pub const MAX_PER_IP: usize = 1024;
+/// Memory for the requests being received on every connection together
+/// (past each one's first 4 KiB): a request that finds it spent is refused
+/// as busy. Sixteen requests of the largest size at once; a flood of
+/// large frames cannot take more.
+pub const FRAME_BUDGET: usize = 256 << 20;
 /// The longest the encrypted link's handshake may take (or `--client-idle`
 /// if shorter): a connection that stops halfway gives its slot back.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -35,6 +42,7 @@ pub async fn serve(
     links: Arc<Links>,
 ) -> std::io::Result<()> {
     let counts: Arc<std::sync::Mutex<(usize, HashMap<IpAddr, usize>)>> = Arc::default();
+    let budget = FrameBudget::new(FRAME_BUDGET);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -64,8 +72,9 @@ pub async fn serve(
         let tracker = Arc::clone(&tracker);
         let counts = Arc::clone(&counts);
         let links = Arc::clone(&links);
+        let budget = budget.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, peer, tracker, &links).await {
+            if let Err(e) = connection(stream, peer, tracker, &links, &budget).await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
             let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
@@ -91,6 +100,7 @@ async fn connection(
     peer: SocketAddr,
     tracker: Arc<Tracker>,
     links: &Links,
+    budget: &FrameBudget,
 ) -> Result<(), FrameIoError> {
     stream.set_nodelay(true)?;
     tracing::debug!(%peer, "connected");
@@ -104,7 +114,7 @@ async fn connection(
         }
         Err(_) => return Ok(()),
     };
-    let Ok(first) = tokio::time::timeout(idle, read_frame(&mut stream)).await else {
+    let Ok(first) = tokio::time::timeout(idle, read_frame_within(&mut stream, budget)).await else {
         return Ok(());
     };
     if let Ok(Some((SYNC, payload))) = &first {
@@ -145,8 +155,12 @@ async fn connection(
             Ok(req) => req,
             Err(FrameIoError::Io(e)) => return Err(FrameIoError::Io(e)),
             Err(e) => {
-                // Garbage from the client: one error frame, then disconnect.
-                let refusal = Refusal::BadRequest(e.to_string());
+                // Garbage from the client, or more request data than the
+                // tracker takes in at once: one error frame, then disconnect.
+                let refusal = match e {
+                    FrameIoError::Busy => Refusal::Limit(e.to_string()),
+                    _ => Refusal::BadRequest(e.to_string()),
+                };
                 let _ = write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)).await;
                 return Err(e);
             }
@@ -160,7 +174,8 @@ async fn connection(
         }
         // A client that sends nothing (or trickles a frame) for this long
         // gives its connection up.
-        let Ok(next) = tokio::time::timeout(idle, read_frame(&mut stream)).await else {
+        let Ok(next) = tokio::time::timeout(idle, read_frame_within(&mut stream, budget)).await
+        else {
             return Ok(());
         };
         frame = next;

@@ -206,6 +206,77 @@ async fn a_login_flood_stays_within_the_hashing_budget() {
     assert!(matches!(r, Response::LoggedIn { .. }), "{r:?}");
 }
 
+/// Connections that each send half of a 16 MiB frame and hold it take no
+/// more than the tracker's frame budget: past it they are refused as busy
+/// and closed, and the tracker goes on serving (before, 150 such
+/// connections took it to 2.2 GB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_frames_on_many_connections_stay_within_the_frame_budget() {
+    use tokio::io::AsyncWriteExt;
+    let t = Tracker::start(&[]);
+    assert_eq!(call_from(t.addr, "127.0.0.1", &create("alice", "pw")).await, Response::Done);
+    let baseline = t.status_kib("VmRSS:");
+    const CONNECTIONS: usize = 60;
+    const SENT: usize = 8 << 20;
+    let mut held = Vec::new();
+    for i in 0..CONNECTIONS {
+        let addr = t.addr;
+        held.push(tokio::spawn(async move {
+            let mut s = connect(addr, &format!("127.0.0.{}", 1 + i % 4)).await;
+            let header = ringshare_engine::wire::header(
+                REQUEST,
+                ringshare_engine::proto::MAX_FRAME as usize - 8,
+            )
+            .unwrap();
+            let chunk = vec![0u8; 1 << 20];
+            let mut sent = s.write_all(&header).await.is_ok();
+            for _ in 0..SENT / chunk.len() {
+                sent = sent && s.write_all(&chunk).await.is_ok();
+            }
+            let _ = s.flush().await;
+            // Refused: an answer, then the end. Held: nothing comes.
+            let answer = tokio::time::timeout(
+                Duration::from_secs(2),
+                read_msg::<Response, _>(&mut s, RESPONSE),
+            )
+            .await;
+            (s, sent, answer.ok())
+        }));
+    }
+    let (mut refused, mut open) = (0, Vec::new());
+    for h in held {
+        let (s, _sent, answer) = h.await.unwrap();
+        match answer {
+            None => open.push(s),
+            Some(Ok(Some(Response::Refused(Refusal::Limit(text))))) => {
+                assert!(text.starts_with("busy"), "{text}");
+                refused += 1;
+            }
+            // Refused while its frame was still being sent: the link was
+            // closed under it.
+            Some(Err(_)) | Some(Ok(None)) => refused += 1,
+            Some(other) => panic!("unexpected answer {other:?}"),
+        }
+    }
+    let hwm = t.status_kib("VmHWM:");
+    eprintln!(
+        "large frames: {} held, {refused} refused; RSS {baseline} KiB before, VmHWM {hwm} KiB",
+        open.len()
+    );
+    assert!(refused > 0, "60 half-sent 16 MiB frames must not all fit in 256 MiB");
+    // Each held frame has taken its next step, 16 MiB: sixteen fit.
+    assert!(open.len() >= 8, "frames within the budget are read on: {}", open.len());
+    // The budget (256 MiB) over what the tracker held before, with room
+    // for the encrypted links' buffers; 60 × 8 MiB held would be 480 MiB.
+    assert!(hwm < baseline + 360 * 1024, "tracker peak RSS {hwm} KiB");
+    // Served meanwhile, and once the held frames' connections are gone.
+    let r = call_from(t.addr, "127.0.0.9", &login("alice", "pw")).await;
+    assert!(matches!(r, Response::LoggedIn { .. }), "{r:?}");
+    drop(open);
+    let r = call_from(t.addr, "127.0.0.9", &login("alice", "pw")).await;
+    assert!(matches!(r, Response::LoggedIn { .. }), "{r:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempt_limits_slow_guessing_and_reset() {
     let t = Tracker::start(&[
