@@ -124,6 +124,7 @@ fn raise_open_files_limit() {
 
 async fn run(args: NodeArgs) -> Result<()> {
     let trackers = TrackerList::load(&args.tracker_info)?;
+    trackers.check_ports(None)?;
     let listener = oneshot::bind_piece_server(args.listen)?;
     let state_dir = args.state_dir.unwrap_or_else(oneshot::default_state_dir);
     let backend = oneshot::backend(args.io)?;

@@ -1257,6 +1257,7 @@ pub fn default_state_dir() -> PathBuf {
 /// Starts a node and logs it in; `say` prints which I/O backend it runs.
 async fn login_node(login: &NodeLogin, say: bool) -> Result<Node> {
     let list = TrackerList::load(&login.trackers)?;
+    list.check_ports(None)?;
     let pw_file = &login.password_file;
     let password =
         std::fs::read_to_string(pw_file).with_context(|| format!("read {}", pw_file.display()))?;

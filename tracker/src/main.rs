@@ -151,6 +151,7 @@ async fn run(args: Args) -> Result<()> {
             list.addrs.len()
         );
     };
+    list.check_ports(Some(tracker_no))?;
     let me = u16::try_from(tracker_no).context("tracker number too large")?;
     let peers: Vec<(u16, std::net::SocketAddr)> = (1..=list.addrs.len())
         .filter(|n| *n != tracker_no)
@@ -190,6 +191,19 @@ async fn run(args: Args) -> Result<()> {
     };
     tracing::info!("recovered {} op(s) from {}{torn}", rec.replayed, data_dir.display());
     let links = Arc::new(Links::open(&data_dir, list.clone())?);
+    // Its own line's key is what every client and tracker will check: one
+    // that is not this tracker's would have all of them refuse it.
+    if let Some(listed) = list.key(tracker_no) {
+        let own = links.keypair().public();
+        if listed != own {
+            bail!(
+                "{} lists key {listed} for tracker {tracker_no}, but its key (in {}) is {own}: \
+                 every client would refuse it; put its key on its line, or restore its key file",
+                info.display(),
+                data_dir.display()
+            );
+        }
+    }
     ringshare_tracker::links::key_used(&data_dir);
     let tracker = Arc::new(tracker);
     // Signal handlers go in before the readiness line: a SIGTERM right after

@@ -78,6 +78,27 @@ fn bad_arguments_are_clear_errors() {
     let (status, err) = stderr_of(spawn(&dir.path().join("missing.txt"), "1"));
     assert!(!status.success());
     assert!(err.contains("missing.txt"), "{err}");
+
+    // A tracker listed twice would sync with itself; another tracker at
+    // port 0 cannot be reached; a key on its own line that is not its key
+    // would have every client refuse it.
+    for (text, says) in [
+        (
+            "127.0.0.1:7000\n127.0.0.1:7000\n",
+            "t.txt:2: 127.0.0.1:7000 is listed already, on line 1",
+        ),
+        (
+            "127.0.0.1:0\n127.0.0.2:0\n",
+            "t.txt:2: 127.0.0.2:0: port 0 is no port to reach a tracker at",
+        ),
+        (&format!("127.0.0.1:0 {}\n", "ab".repeat(32)), "lists key abab"),
+    ] {
+        std::fs::write(&info, text).unwrap();
+        let (status, err) = stderr_of(spawn(&info, "1"));
+        assert!(!status.success(), "{text}: {err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert!(errors.len() == 1 && errors[0].contains(says), "{text}: {err}");
+    }
 }
 
 #[test]

@@ -46,13 +46,26 @@ pub enum TrackerInfoError {
 
 /// The trackers listed in a `tracker_info.txt`, in order, each with the
 /// public key its line gives after the address, if any.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct TrackerList {
     /// The addresses.
     pub addrs: Vec<SocketAddr>,
     /// The key each line gives (same order), checked at every connection.
     pub keys: Vec<Option<PublicKey>>,
+    /// The file and the line each address ends on, for errors.
+    path: String,
+    lines: Vec<usize>,
 }
+
+/// Two lists are the same when they list the same trackers with the same
+/// keys, however their files are laid out.
+impl PartialEq for TrackerList {
+    fn eq(&self, other: &Self) -> bool {
+        self.addrs == other.addrs && self.keys == other.keys
+    }
+}
+
+impl Eq for TrackerList {}
 
 impl TrackerList {
     /// Reads and parses the file at `path`.
@@ -72,6 +85,8 @@ impl TrackerList {
         };
         let mut out = Vec::new();
         let mut keys = Vec::new();
+        // The line each address ends on, for the checks after.
+        let mut at = Vec::new();
         let key_of = |n: usize, word: Option<&&str>| match word {
             None => Ok(None),
             Some(w) => w.parse::<PublicKey>().map(Some).map_err(|e| bad(n, e)),
@@ -90,12 +105,16 @@ impl TrackerList {
                     (1 | 2, Some(Ok(port))) => {
                         out.push(SocketAddr::new(ip, port));
                         keys.push(key_of(n, words.get(1))?);
+                        at.push(n);
                         continue;
                     }
                     _ => {
                         return Err(bad(
                             ip_line,
-                            format!("IP {ip} is not followed by a port line (line {n}: {line:?})"),
+                            format!(
+                                "IP {ip} is not followed by a port line (line {n}: {})",
+                                excerpt(line)
+                            ),
                         ))
                     }
                 }
@@ -105,10 +124,11 @@ impl TrackerList {
                 ([_] | [_, _], Some(addr)) => {
                     out.push(addr);
                     keys.push(key_of(n, words.get(1))?);
+                    at.push(n);
                 }
                 ([one], None) => {
                     let ip = one.parse::<IpAddr>().map_err(|_| {
-                        bad(n, format!("{line:?} is not IP:PORT, IP PORT or an IP"))
+                        bad(n, format!("{} is not IP:PORT, IP PORT or an IP", excerpt(line)))
                     })?;
                     pending = Some((n, ip));
                 }
@@ -121,11 +141,16 @@ impl TrackerList {
                         .map_err(|_| bad(n, format!("{port:?} is not a port number")))?;
                     out.push(SocketAddr::new(ip, port));
                     keys.push(key_of(n, words.get(2))?);
+                    at.push(n);
                 }
                 _ => {
                     return Err(bad(
                         n,
-                        format!("{line:?} is not IP:PORT, IP PORT or an IP (each optionally followed by the tracker's key)"),
+                        format!(
+                            "{} is not IP:PORT, IP PORT or an IP (each optionally followed by \
+                             the tracker's key)",
+                            excerpt(line)
+                        ),
                     ))
                 }
             }
@@ -136,13 +161,38 @@ impl TrackerList {
         if out.is_empty() {
             return Err(TrackerInfoError::Empty(path.to_owned()));
         }
-        Ok(Self { addrs: out, keys })
+        // Each tracker once: a tracker listed twice would sync with itself
+        // forever.
+        for (i, addr) in out.iter().enumerate() {
+            if let Some(j) = out[..i].iter().position(|a| a == addr) {
+                return Err(bad(at[i], format!("{addr} is listed already, on line {}", at[j])));
+            }
+        }
+        Ok(Self { addrs: out, keys, path: path.to_owned(), lines: at })
+    }
+
+    /// Refuses a tracker at port 0 other than tracker number `except`
+    /// (1-based): a client or another tracker cannot reach it. (A tracker
+    /// started on its own port-0 line takes any free port and prints it,
+    /// for scripts.)
+    pub fn check_ports(&self, except: Option<usize>) -> Result<(), TrackerInfoError> {
+        for (i, addr) in self.addrs.iter().enumerate() {
+            if addr.port() == 0 && except != Some(i + 1) {
+                return Err(TrackerInfoError::BadLine {
+                    path: self.path.clone(),
+                    line: self.lines.get(i).copied().unwrap_or(i + 1),
+                    reason: format!("{addr}: port 0 is no port to reach a tracker at"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// A list of addresses with no keys (each is pinned on first use).
     pub fn new(addrs: Vec<SocketAddr>) -> Self {
         let keys = vec![None; addrs.len()];
-        Self { addrs, keys }
+        let lines = (1..=addrs.len()).collect();
+        Self { addrs, keys, path: "the tracker list".into(), lines }
     }
 
     /// The address of tracker `no` (1-based).
@@ -165,6 +215,14 @@ impl fmt::Display for TrackerList {
             }
         }
         Ok(())
+    }
+}
+
+/// A line as an error quotes it: at most 60 characters of it.
+fn excerpt(line: &str) -> String {
+    match line.char_indices().nth(60) {
+        Some((cut, _)) => format!("{:?}…", &line[..cut]),
+        None => format!("{line:?}"),
     }
 }
 
@@ -230,5 +288,18 @@ mod tests {
         assert!(e.to_string().contains("port"), "{e}");
         let e = TrackerList::parse("# nothing\n\n", "t").unwrap_err();
         assert!(matches!(e, TrackerInfoError::Empty(_)));
+        // The same tracker twice, in any layout, and port 0.
+        let e = TrackerList::parse("127.0.0.1:7000\n127.0.0.2 7000\n127.0.0.1\n7000\n", "t")
+            .unwrap_err();
+        assert_eq!(e.to_string(), "t:4: 127.0.0.1:7000 is listed already, on line 1");
+        let list = TrackerList::parse("127.0.0.1:7\n\n127.0.0.1:0\n", "t").unwrap();
+        let e = list.check_ports(None).unwrap_err();
+        assert_eq!(e.to_string(), "t:3: 127.0.0.1:0: port 0 is no port to reach a tracker at");
+        assert!(list.check_ports(Some(2)).is_ok(), "tracker 2 itself may take any port");
+        assert!(list.check_ports(Some(1)).is_err());
+        // A long line is quoted in part.
+        let long = "x".repeat(100_000);
+        let e = TrackerList::parse(&long, "t").unwrap_err().to_string();
+        assert!(e.len() < 200 && e.contains("xxx\"…"), "{e}");
     }
 }
