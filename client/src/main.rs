@@ -91,7 +91,8 @@ fn main() {
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        // Stopped by a signal: 128 + its number, as a shell reports it.
+        std::process::exit(e.downcast_ref::<oneshot::Stopped>().map_or(1, |s| s.status));
     }
 }
 

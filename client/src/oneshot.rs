@@ -213,7 +213,7 @@ pub async fn leave(node: &mut Node, picked: bool, say: bool) -> Result<()> {
             r = work => r,
             why = again.recv() => {
                 eprintln!("ringshare: {why} again; stopping without withdrawing or logging out");
-                std::process::exit(130);
+                std::process::exit(StopSignals::exit_status(why));
             }
         },
         Err(_) => work.await,
@@ -221,6 +221,34 @@ pub async fn leave(node: &mut Node, picked: bool, say: bool) -> Result<()> {
     node.shutdown();
     result
 }
+
+/// A command a signal stopped: its message, and the exit status a shell
+/// reports for a process the signal ended (128 + its number).
+#[derive(Debug)]
+pub struct Stopped {
+    /// The exit status.
+    pub status: i32,
+    message: String,
+}
+
+impl Stopped {
+    /// Stopped by the signal [`StopSignals::recv`] named `why`; `rest`
+    /// follows its name in the message.
+    pub fn error(why: &str, rest: &str) -> anyhow::Error {
+        anyhow::Error::new(Self {
+            status: StopSignals::exit_status(why),
+            message: format!("{why}{rest}"),
+        })
+    }
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 /// The signals that stop a node: SIGINT (Ctrl-C), SIGTERM, and SIGHUP (its
 /// terminal or ssh session closed).
@@ -363,7 +391,7 @@ async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) ->
         why = interrupt.recv() => {
             let stopped = Arc::clone(&download);
             let _ = tokio::task::spawn_blocking(move || stopped.stop()).await;
-            bail!("{why}; run the same command again to resume");
+            return Err(Stopped::error(why, "; run the same command again to resume"));
         }
     };
     let seconds = started.elapsed().as_secs_f64();
@@ -479,6 +507,8 @@ struct BulkReport {
     seconds: f64,
     /// Files not fetched because of Ctrl-C.
     interrupted: usize,
+    /// The signal that stopped the fetch, as [`StopSignals::recv`] names it.
+    stopped_by: Option<&'static str>,
     /// Bytes verified of the files stopped by Ctrl-C.
     partial: u64,
     /// Files fetched at once: each limit taken, from when (seconds in).
@@ -606,12 +636,15 @@ impl BulkReport {
             std::fs::write(p, ringshare_engine::metrics::hgrm(all))
                 .with_context(|| format!("write {}", p.display()))?;
         }
-        if self.interrupted > 0 {
-            bail!(
-                "interrupted: {} file(s) not fetched ({} failed); run the same command again to resume",
-                self.interrupted,
-                self.failed.len()
-            );
+        if let Some(why) = self.stopped_by.filter(|_| self.interrupted > 0) {
+            return Err(Stopped::error(
+                why,
+                &format!(
+                    ": {} file(s) not fetched ({} failed); run the same command again to resume",
+                    self.interrupted,
+                    self.failed.len()
+                ),
+            ));
         }
         if self.failed.is_empty() {
             return Ok(());
@@ -839,8 +872,9 @@ async fn get_many(
             // Woken as soon as one ends; else the bars refresh.
             tokio::select! {
                 _ = tokio::time::timeout(Duration::from_millis(200), ended.notified()) => {}
-                _ = interrupt.recv() => {
+                why = interrupt.recv() => {
                     // Ctrl-C: what is verified stays for the next run.
+                    report.stopped_by = Some(why);
                     let stopped: Vec<Arc<Download>> =
                         running.iter().map(|r| Arc::clone(&r.download)).collect();
                     for d in &stopped {

@@ -509,7 +509,7 @@ fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let out = child.wait_with_output().unwrap();
     let err = text(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    assert_eq!(out.status.code(), Some(130), "128 + SIGINT: {err}");
     assert!(
         err.contains("error: interrupted: ") && err.contains("run the same command again"),
         "{err}"
