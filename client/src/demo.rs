@@ -47,6 +47,76 @@ pub struct DemoArgs {
 
 pub use ringshare_engine::sample::parse_size;
 
+/// `ringshare demo`, until it ends or a signal stops it (its temporary
+/// directory is removed either way).
+pub async fn run_until_signal(args: DemoArgs) -> Result<()> {
+    let mut stop = oneshot::StopSignals::new()?;
+    tokio::select! {
+        r = run(args) => r,
+        why = stop.recv() => Err(oneshot::Stopped::error(why, "; the demo's files are removed")),
+    }
+}
+
+/// Bytes free to this user on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: statvfs is a plain C struct of integers, for which all
+    // zeroes is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a statvfs, both alive for the
+    // call, which only writes the latter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// The demo's file being written on a thread of its own. Dropped unfinished
+/// (a signal stopped the demo), it stops the thread and waits for it, so
+/// that nothing is written into the directory once it is removed.
+struct Writer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    done: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Writer {
+    fn start(path: &Path, size: u64) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (path, flag) = (path.to_owned(), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let seed = u64::from(std::process::id());
+            let r = ringshare_engine::sample::write_pseudo_random_until(&path, size, seed, &flag);
+            let _ = tx.send(());
+            r
+        });
+        Self { stop, thread: Some(thread), done: Some(rx) }
+    }
+
+    async fn finish(mut self) -> std::io::Result<()> {
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
+        }
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(std::io::Error::other("the writing thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// `ringshare demo`.
 pub async fn run(args: DemoArgs) -> Result<()> {
     let tmp = match &args.dir {
@@ -55,6 +125,21 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     .context("create a temporary directory")?;
     let dir = tmp.path();
+    // The file and its copy, with room to spare: refused now rather than
+    // the disk filled halfway.
+    let need = args.size.saturating_mul(2).saturating_add(64 << 20);
+    let free =
+        free_bytes(dir).with_context(|| format!("look at the space in {}", dir.display()))?;
+    if free < need {
+        bail!(
+            "a {} demo needs {} free in {} (the file and its copy), and {} is: pass a smaller \
+             --size or another --dir",
+            human(args.size),
+            human(need),
+            dir.display(),
+            human(free)
+        );
+    }
     println!(
         "ringshare demo: {} seeder(s), a {} file, in {}; peer links {}",
         args.seeders,
@@ -73,8 +158,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 
     let src = dir.join("demo.bin");
     let t = Instant::now();
-    ringshare_engine::sample::write_pseudo_random(&src, args.size, u64::from(std::process::id()))
-        .context("write the demo file")?;
+    // Off the runtime's thread, so that a signal meanwhile is heard.
+    Writer::start(&src, args.size).finish().await.context("write the demo file")?;
     println!("generated {} of random data in {:.2} s", human(args.size), t.elapsed().as_secs_f64());
 
     let backend = oneshot::backend(args.io)?;

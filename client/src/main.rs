@@ -83,7 +83,7 @@ fn main() {
     };
     let sub = argv.get(1).and_then(|a| a.to_str()).unwrap_or("");
     let result = match sub {
-        "demo" => rt.block_on(demo::run(demo::DemoArgs::parse_from(&argv[1..]))),
+        "demo" => rt.block_on(demo::run_until_signal(demo::DemoArgs::parse_from(&argv[1..]))),
         "get" => rt.block_on(oneshot::get(oneshot::GetArgs::parse_from(&argv[1..]))),
         "share" => rt.block_on(oneshot::share(oneshot::ShareArgs::parse_from(&argv[1..]))),
         "ls" => rt.block_on(oneshot::ls(oneshot::LsArgs::parse_from(&argv[1..]))),

@@ -31,6 +31,39 @@ fn demo_moves_a_file_and_reports_figures() {
 
     let bad = Command::new(bin("ringshare")).args(["demo", "--size", "lots"]).output().unwrap();
     assert!(!bad.status.success());
+    // More than the disk holds: refused before anything is written.
+    let big = Command::new(bin("ringshare"))
+        .args(["demo", "--size", "100000000GiB", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&big.stderr);
+    assert!(!big.status.success());
+    assert!(
+        stderr.lines().any(|l| l.starts_with("error: a ") && l.contains("free in")),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing left");
+    // Stopped while it makes its file: its directory goes, and the status
+    // says which signal.
+    let mut child = Command::new(bin("ringshare"))
+        .args(["demo", "--size", "4GiB", "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.starts_with("ringshare demo:"), "{first}");
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the demo cleans up");
 }
 
 /// `ringshare SUB --trackers INFO --user USER --password-file PW` keeping

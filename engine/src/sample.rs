@@ -8,11 +8,25 @@ use std::path::Path;
 
 /// Writes `len` pseudo-random bytes derived from `seed` to `path`.
 pub fn write_pseudo_random(path: &Path, len: u64, seed: u64) -> io::Result<()> {
+    write_pseudo_random_until(path, len, seed, &std::sync::atomic::AtomicBool::new(false))
+}
+
+/// [`write_pseudo_random`], given up (an `Interrupted` error) within a
+/// megabyte of `stop` being set.
+pub fn write_pseudo_random_until(
+    path: &Path,
+    len: u64,
+    seed: u64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> io::Result<()> {
     let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut chunk = vec![0u8; 1 << 20];
     let mut left = len;
     while left > 0 {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
         for w in chunk.chunks_exact_mut(8) {
             x ^= x << 13;
             x ^= x >> 7;
