@@ -43,7 +43,7 @@ struct NodeArgs {
     /// The address to give the trackers instead of LISTEN (a node behind
     /// NAT with a forwarded port: its public IP:PORT). A node listening on
     /// 0.0.0.0 is otherwise listed under the address its login comes from.
-    #[arg(long)]
+    #[arg(long, value_parser = oneshot::advertised)]
     advertise: Option<SocketAddr>,
     /// Peer links (downloads and serving) without encryption or
     /// authentication, for benchmarks and trusted networks only: serves
@@ -126,6 +126,7 @@ fn raise_open_files_limit() {
 async fn run(args: NodeArgs) -> Result<()> {
     let trackers = TrackerList::load(&args.tracker_info)?;
     trackers.check_ports(None)?;
+    oneshot::warn_if_unreachable(args.listen, args.advertise, &trackers);
     let listener = oneshot::bind_piece_server(args.listen)?;
     let state_dir = args.state_dir.unwrap_or_else(oneshot::default_state_dir);
     let backend = oneshot::backend(args.io)?;

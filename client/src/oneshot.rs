@@ -56,7 +56,7 @@ pub struct NodeLogin {
     pub listen: Option<SocketAddr>,
     /// The address to give the trackers instead (a node behind NAT with a
     /// forwarded port: its public IP:PORT).
-    #[arg(long)]
+    #[arg(long, value_parser = advertised)]
     pub advertise: Option<SocketAddr>,
     /// I/O (serving and fetching): uring or threads.
     #[arg(long)]
@@ -1288,6 +1288,29 @@ pub fn default_state_dir() -> PathBuf {
     }
 }
 
+/// Parses `--advertise`: an address other nodes can connect to (not
+/// 0.0.0.0, not port 0, not multicast).
+pub fn advertised(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if addr.ip().is_unspecified() || addr.ip().is_multicast() || addr.port() == 0 {
+        return Err(format!("{addr} is no address other nodes can connect to"));
+    }
+    Ok(addr)
+}
+
+/// Warns when the node would be listed under a loopback address while a
+/// tracker is elsewhere: nodes on other hosts could not fetch from it.
+pub fn warn_if_unreachable(listen: SocketAddr, advertise: Option<SocketAddr>, list: &TrackerList) {
+    let listed = advertise.unwrap_or(listen);
+    if listed.ip().is_loopback() && list.addrs.iter().any(|t| !t.ip().is_loopback()) {
+        eprintln!(
+            "ringshare: warning: this node is listed as {listed}, which only this host can \
+             reach, while a tracker is on another host: nodes elsewhere cannot fetch from it \
+             (listen on 0.0.0.0, or pass --advertise)"
+        );
+    }
+}
+
 /// Starts a node and logs it in; `say` prints which I/O backend it runs.
 async fn login_node(login: &NodeLogin, say: bool) -> Result<Node> {
     let list = TrackerList::load(&login.trackers)?;
@@ -1300,6 +1323,7 @@ async fn login_node(login: &NodeLogin, say: bool) -> Result<Node> {
         bail!("{} holds no password", pw_file.display());
     }
     let listen = login.listen.unwrap_or_else(|| default_listen(&list));
+    warn_if_unreachable(listen, login.advertise, &list);
     let listener = bind_piece_server(listen)?;
     let mut node = Node::new(
         listener,
@@ -1343,6 +1367,15 @@ fn entry_path(node: &Node) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_address_others_can_reach_is_advertised() {
+        assert_eq!(advertised("203.0.113.7:7101"), Ok("203.0.113.7:7101".parse().unwrap()));
+        assert_eq!(advertised("[2001:db8::1]:7101").unwrap().port(), 7101);
+        for bad in ["0.0.0.0:7101", "203.0.113.7:0", "224.0.0.1:7101", "[::]:7101", "x:1", ""] {
+            assert!(advertised(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_long_name_loses_its_middle_to_fit() {
