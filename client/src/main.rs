@@ -90,7 +90,7 @@ fn main() {
         _ => rt.block_on(run(NodeArgs::parse_from(&argv))),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", shell::one_line(&format!("{e:#}")));
         // Stopped by a signal: 128 + its number, as a shell reports it.
         std::process::exit(e.downcast_ref::<oneshot::Stopped>().map_or(1, |s| s.status));
     }
@@ -183,13 +183,13 @@ async fn run(args: NodeArgs) -> Result<()> {
                         }
                     }
                     Err(e) => {
-                        let _ = writeln!(stdout, "error: {e:#}");
+                        let _ = writeln!(stdout, "error: {}", shell::one_line(&format!("{e:#}")));
                     }
                 }
                 flow
             }
             Err(e) => {
-                let _ = writeln!(stdout, "error: {e}");
+                let _ = writeln!(stdout, "error: {}", shell::one_line(&e.to_string()));
                 Flow::Continue
             }
         };

@@ -88,6 +88,19 @@ pub const HELP: &[(&str, &str)] = &[
     ("quit", "leave the shell (also: exit)"),
 ];
 
+/// `text` as one line that shows what it holds: control characters
+/// (escape sequences, new lines — names and paths a user typed or a peer
+/// sent may hold them) are written as escapes, not sent to the terminal.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| if c.is_control() { c.escape_default().collect() } else { c.to_string() })
+        .collect::<String>()
+        .into()
+}
+
 /// Parses one line; `Ok(None)` for a blank line.
 pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
     let words: Vec<&str> = line.split_whitespace().collect();
@@ -138,6 +151,12 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_lines_show_control_characters_as_escapes() {
+        assert_eq!(one_line("no file in g"), "no file in g");
+        assert_eq!(one_line("starts with \x1b[31m\nx"), "starts with \\u{1b}[31m\\nx");
+    }
 
     #[test]
     fn parses_every_command() {
