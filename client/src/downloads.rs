@@ -180,6 +180,9 @@ fn resolve(dest: &str, name: &str, known: &mut KnownDirs, look: bool) -> Result<
         _ => PathBuf::from("."),
     };
     if !parent.is_dir() {
+        if std::fs::symlink_metadata(&parent).is_ok() {
+            bail!("destination directory {} is not a directory", parent.display());
+        }
         bail!("destination directory {} does not exist", parent.display());
     }
     if look && path.exists() {
@@ -302,6 +305,11 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("does not exist"));
+        let under_a_file = format!("{d}/a.bin/x");
+        assert!(resolve_dest(&under_a_file, "a.bin")
+            .unwrap_err()
+            .to_string()
+            .ends_with("a.bin is not a directory"));
         // A trailing `/`: a directory, made if missing.
         let new_dir = format!("{d}/new/dir/");
         assert_eq!(resolve_dest(&new_dir, "a.bin").unwrap(), dir.path().join("new/dir/a.bin"));
