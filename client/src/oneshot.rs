@@ -58,6 +58,11 @@ pub struct NodeLogin {
     /// forwarded port: its public IP:PORT).
     #[arg(long, value_parser = advertised)]
     pub advertise: Option<SocketAddr>,
+    /// Where the node remembers what it shares between runs [default:
+    /// $RINGSHARE_STATE_DIR, else $XDG_STATE_HOME/ringshare, else
+    /// ~/.local/state/ringshare].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
     /// I/O (serving and fetching): uring or threads.
     #[arg(long)]
     pub io: Option<Backend>,
@@ -1328,7 +1333,7 @@ async fn login_node(login: &NodeLogin, say: bool) -> Result<Node> {
     let mut node = Node::new(
         listener,
         list,
-        default_state_dir(),
+        login.state_dir.clone().unwrap_or_else(default_state_dir),
         limits(login.upload_rate),
         choose_backend(login.io, say)?,
         login.plaintext,

@@ -74,7 +74,8 @@ fn one_shot(sub: &str, info: &Path, user: &str, pw: &Path, state: &Path) -> Comm
         .arg(info)
         .args(["--user", user, "--password-file"])
         .arg(pw)
-        .env("RINGSHARE_STATE_DIR", state);
+        .arg("--state-dir")
+        .arg(state);
     cmd
 }
 
