@@ -988,12 +988,18 @@ impl Node {
         }
         let (part, have) = PartFile::open(&dest_path, &meta)?;
         let resumed = have.count_ones();
+        let f = part.file().try_clone().context("share the part file")?;
+        let served = ServedFile::partial(meta.clone(), f, have.clone());
+        // Served from its part file, unless the same content is served
+        // already (a download of it into another destination, a file of
+        // the group with the same bytes under another name, a share): this
+        // download then records its pieces apart. Recording them in the
+        // other's entry had the server announce them and read them from
+        // the other's part file, where they were not yet — corrupt pieces
+        // sent, and the node banned by its peers.
         if !self.serve.contains(&meta.sha1) {
-            let f = part.file().try_clone().context("share the part file")?;
-            self.serve.insert(ServedFile::partial(meta.clone(), f, have.clone()));
+            self.serve.insert(Arc::clone(&served));
         }
-        let served =
-            self.serve.get(&meta.sha1).ok_or_else(|| anyhow!("share table lost the file"))?;
         let (listen, listed) = (self.addr, self.listed_addr());
         let plaintext = self.serve.security().plaintext;
         let first = peer_list(&peers, ticket.clone(), plaintext, |a| !is_self(a, listen, listed));

@@ -438,6 +438,71 @@ fn files_named_like_part_files_are_fetched_and_none_is_lost() {
     assert_eq!(tree(&dest), tree(&src));
 }
 
+/// A node fetching the same bytes into two destinations at once serves
+/// each piece from a file that holds it: a third node fetching from it
+/// never gets a piece that fails its hash (it did, and banned the node,
+/// when the second download recorded its pieces in the first's entry).
+#[test]
+fn two_downloads_of_the_same_bytes_serve_only_what_they_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let mut owner = NodeProc::start(&info, &dir.path().join("state-o"));
+    owner.ok("create_user alice pw-a");
+    owner.ok("login alice pw-a");
+    owner.ok("create_group g");
+    let mut shell = |user: &str, log: Option<&Path>| {
+        let mut n = NodeProc::spawn(
+            "127.0.0.1:0",
+            &info,
+            &dir.path().join(format!("state-{user}")),
+            &[],
+            log,
+        );
+        n.ok(&format!("create_user {user} pw"));
+        n.ok(&format!("login {user} pw"));
+        n.ok("join_group g");
+        owner.ok(&format!("accept_request g {user}"));
+        n
+    };
+    let mut bob = shell("bob", None);
+    let carol_log = dir.path().join("carol.log");
+    let mut carol = shell("carol", Some(&carol_log));
+    let f = dir.path().join("f.bin");
+    random_file(&f, 10 << 20, 9);
+    // Alice serves slowly, so that bob's two downloads are still running
+    // when carol asks him for pieces.
+    let alice = Login::new(dir.path(), &info, "alice", "pw-a");
+    let mut c = alice.command("share");
+    c.args(["--upload-rate", "4MB", "g"]).arg(&f);
+    let mut sharer = Seeder(
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(dir.path().join("share.err")).unwrap()))
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(sharer.0.stdout.take().unwrap()).lines();
+    while !lines.next().expect("share ended").unwrap().starts_with("seeding on") {}
+    let (one, two) = (dir.path().join("one.bin"), dir.path().join("two.bin"));
+    bob.ok(&format!("download_file g f.bin {}", one.display()));
+    bob.ok(&format!("download_file g f.bin {}", two.display()));
+    // Once bob is a sharer (a verified piece), carol fetches from both.
+    common::eventually("bob to be listed", || {
+        owner.cmd("list_files g") == ["f.bin  10485760 bytes  2 peers"]
+    });
+    let three = dir.path().join("three.bin");
+    carol.ok(&format!("download_file g f.bin {}", three.display()));
+    for n in [&mut bob, &mut carol] {
+        let out = n.wait_downloads(|l| l.iter().all(|l| !l.starts_with("[D]")));
+        assert!(out.iter().all(|l| l.starts_with("[C]")), "{out:?}");
+    }
+    let want = std::fs::read(&f).unwrap();
+    for p in [&one, &two, &three] {
+        assert!(std::fs::read(p).unwrap() == want, "{}", p.display());
+    }
+    let said = std::fs::read_to_string(&carol_log).unwrap();
+    assert!(!said.contains("failed its hash"), "{said}");
+}
+
 #[test]
 fn a_group_that_changes_during_a_bulk_fetch_is_reported_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
