@@ -742,6 +742,19 @@ impl Node {
         lock(&self.shares)
     }
 
+    /// A file this node shares with the bytes of `meta` (same SHA1 and
+    /// length), unchanged since it was hashed, opened.
+    fn local_copy(&self, meta: &FileMeta) -> Option<File> {
+        let share = self
+            .shares_mut()
+            .values()
+            .find(|s| s.meta.sha1 == meta.sha1 && s.meta.len == meta.len)
+            .cloned()?;
+        share.check().ok()?;
+        let f = File::open(&share.path).or_else(|_| File::open(part_path(&share.path))).ok()?;
+        share.unchanged(&f.metadata().ok()?).then_some(f)
+    }
+
     /// Starts serving a shared file's pieces. It is opened now (so a file
     /// that cannot be read is refused here) and then only while downloaders
     /// fetch from it: a node sharing 100,000 files does not hold 100,000
@@ -986,7 +999,22 @@ impl Node {
         {
             bail!("already downloading into {}", dest_path.display());
         }
-        let (part, have) = PartFile::open(&dest_path, &meta)?;
+        let (part, mut have) = PartFile::open(&dest_path, &meta)?;
+        // (The serve table, keyed by content, answers first: a bulk get of
+        // distinct files scans no share list.)
+        if !have.is_complete() && self.serve.contains(&meta.sha1) {
+            // Bytes this node shares already (its own file, or a file of
+            // the group with the same content fetched before): copied, not
+            // fetched. Its only source would otherwise be itself, which a
+            // download never asks.
+            if let Some(local) = self.local_copy(&meta) {
+                match part.fill_from(&local) {
+                    Ok(filled) if filled.count_ones() > have.count_ones() => have = filled,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("copy the local copy of {}: {e}", meta.name),
+                }
+            }
+        }
         let resumed = have.count_ones();
         let f = part.file().try_clone().context("share the part file")?;
         let served = ServedFile::partial(meta.clone(), f, have.clone());

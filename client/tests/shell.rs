@@ -272,6 +272,26 @@ fn a_file_nobody_shares_fails_with_that_reason() {
     assert_eq!(lines.last().map(String::as_str), Some("[C] [g] f.bin"), "{lines:?}");
 }
 
+/// A file this node shares already is copied, not fetched: its only
+/// sharer is the node itself, which a download never asks (it failed,
+/// "no node shares the file"). One piece and many.
+#[test]
+fn downloading_what_this_node_shares_copies_it() {
+    let (dir, _t, info) = setup();
+    let mut a = user(&dir, &info, "alice");
+    a.ok("create_group g");
+    for (name, len) in [("small.bin", 70_000), ("big.bin", 1_300_000)] {
+        let f = dir.path().join(name);
+        random_file(&f, len, 11);
+        a.ok(&format!("upload_file {} g", f.display()));
+        let copy = dir.path().join(format!("copy-{name}"));
+        a.ok(&format!("download_file g {name} {}", copy.display()));
+        let out = a.wait_downloads(|l| l.iter().all(|l| !l.starts_with("[D]")));
+        assert_eq!(out.last().map(String::as_str), Some(&*format!("[C] [g] {name}")), "{out:?}");
+        assert!(std::fs::read(&copy).unwrap() == std::fs::read(&f).unwrap(), "{name}");
+    }
+}
+
 /// A node on a port the system picked withdraws its files as it quits (no
 /// later node has its address); one on a fixed address leaves them listed
 /// for its next login.

@@ -418,6 +418,33 @@ impl PartFile {
         });
     }
 
+    /// Fills the part file with the bytes of `from`, a file this node holds
+    /// that is believed to be the same (a share with this SHA1), and returns
+    /// the pieces that verify: a download of bytes the node has already
+    /// takes nothing from the network. A multi-piece file's state records
+    /// them.
+    pub fn fill_from(&self, from: &File) -> Result<Bitfield, StoreError> {
+        use std::io::{Read, Seek, Write};
+        let mut to = &self.file;
+        to.seek(io::SeekFrom::Start(0)).map_err(StoreError::io("seek", &self.part))?;
+        let copied = io::copy(&mut from.take(self.meta.len), &mut to)
+            .map_err(StoreError::io("copy into", &self.part))?;
+        to.flush().map_err(StoreError::io("copy into", &self.part))?;
+        let pieces = self.meta.piece_hashes.len() as u32;
+        if copied != self.meta.len {
+            return Ok(Bitfield::new(pieces));
+        }
+        let have = self.reverify(&Bitfield::full(pieces));
+        if pieces > 1 {
+            for p in 0..pieces {
+                if have.get(p) {
+                    self.record(p)?;
+                }
+            }
+        }
+        Ok(have)
+    }
+
     /// Hashes every claimed piece again; keeps those that match.
     fn reverify(&self, claimed: &Bitfield) -> Bitfield {
         let g = self.meta.geometry();
