@@ -260,11 +260,13 @@ fn a_file_nobody_shares_fails_with_that_reason() {
     b.ok(&format!("download_file g f.bin {}", into.display()));
     let lines = b.wait_downloads(|l| l.iter().all(|l| !l.starts_with("[D]")));
     assert_eq!(lines, ["[F] [g] f.bin  no node shares the file (none listed for 10s)"]);
-    // Said when it happens too: the download ran in the background.
-    let said = std::fs::read_to_string(&log).unwrap();
+    // Said when it happens too: the download ran in the background. (The
+    // line may follow the status `show_downloads` read.)
     let line =
         "ringshare: download failed [g] f.bin: no node shares the file (none listed for 10s)";
-    assert_eq!(said.lines().filter(|l| *l == line).count(), 1, "{said}");
+    let said = || std::fs::read_to_string(&log).unwrap();
+    eventually("the failure to be said", || said().contains(line));
+    assert_eq!(said().lines().filter(|l| *l == line).count(), 1, "{}", said());
     // Alice back: the same command fetches it.
     a.ok("login alice pw");
     b.ok(&format!("download_file g f.bin {}", into.display()));
