@@ -36,11 +36,32 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Replaces `dest` with `bytes` so that a crash leaves either the old or
-/// the new content: writes `<dest>.tmp`, fsyncs it, renames it over `dest`
-/// and fsyncs the directory. Returns the new file, open for writing.
+/// the new content: writes a new `<dest>.tmp…` (never an existing file
+/// there, never through a link), fsyncs it, renames it over `dest` and
+/// fsyncs the directory. Returns the new file, open for writing.
 pub fn write_atomically(dest: &Path, bytes: &[u8]) -> io::Result<File> {
-    let tmp = with_suffix(dest, ".tmp");
-    let mut f = File::create(&tmp)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut tmp = with_suffix(dest, ".tmp");
+    let mut tries = 0;
+    let mut f = loop {
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+        {
+            Ok(f) => break f,
+            // Somebody's file, a link, or a temporary a crash left: another
+            // name.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 100 => {
+                tries += 1;
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tmp = with_suffix(dest, &format!(".tmp.{}.{n}", std::process::id()));
+            }
+            Err(e) => return Err(e),
+        }
+    };
     f.write_all(bytes)?;
     f.sync_all()?;
     fs::rename(&tmp, dest)?;
@@ -61,6 +82,13 @@ mod tests {
         write_atomically(&dest, b"new content").unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"new content");
         assert!(!dir.path().join("record.tmp").exists());
+        // A file or a link already at the temporary's name is left alone.
+        fs::write(dir.path().join("record.tmp"), b"mine").unwrap();
+        std::os::unix::fs::symlink("target", dir.path().join("record.tmp.x")).unwrap();
+        write_atomically(&dest, b"newer").unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"newer");
+        assert_eq!(fs::read(dir.path().join("record.tmp")).unwrap(), b"mine");
+        assert!(!dir.path().join("target").exists());
         let err = PathIoError::at("write", &dest)(io::Error::other("boom"));
         assert_eq!(err.to_string(), format!("write {}: boom", dest.display()));
         // Said once: the message carries the OS error, so no source repeats it.
