@@ -38,6 +38,14 @@ pub enum FrameIoError {
     /// aside for them ([`FrameBudget`]).
     #[error("busy: too many requests being received; try again")]
     Busy,
+    /// The frame is longer than its kind of message may be.
+    #[error("a message of {len} bytes, longer than its kind takes ({limit})")]
+    TooLong {
+        /// Its length.
+        len: usize,
+        /// The most its kind takes.
+        limit: usize,
+    },
 }
 
 impl From<std::io::Error> for FrameIoError {

@@ -35,6 +35,26 @@ pub const FRAME_BUDGET: usize = 256 << 20;
 /// if shorter): a connection that stops halfway gives its slot back.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The longest request other than an upload's: a withdrawal of 1,024 names
+/// of up to 1 KiB is the largest, near 1 MiB. A frame of tiny items
+/// decodes into many times its size (a 16 MiB frame of empty names was
+/// 400 MiB of strings), so only the requests that carry file metadata
+/// (`UploadFile`, `UploadFiles`: piece hashes) may use a whole frame.
+pub const MAX_SMALL_REQUEST: usize = 2 << 20;
+
+/// Why a request frame is refused before it is decoded: too long for its
+/// kind (its variant, postcard's leading varint).
+fn oversized(payload: &[u8]) -> Option<FrameIoError> {
+    if payload.len() <= MAX_SMALL_REQUEST {
+        return None;
+    }
+    // Variants 11 and 19 (UploadFile, UploadFiles), each one byte.
+    match payload.first() {
+        Some(11 | 19) => None,
+        _ => Some(FrameIoError::TooLong { len: payload.len(), limit: MAX_SMALL_REQUEST }),
+    }
+}
+
 /// Accepts connections on `listener` forever, serving each on its own task.
 pub async fn serve(
     listener: TcpListener,
@@ -146,7 +166,10 @@ async fn connection(
     let mut frame = first;
     loop {
         let req = match frame {
-            Ok(Some((REQUEST, payload))) => decode_msg::<Request>(&payload),
+            Ok(Some((REQUEST, payload))) => match oversized(&payload) {
+                Some(why) => Err(why),
+                None => decode_msg::<Request>(&payload),
+            },
             Ok(Some((kind, _))) => Err(FrameIoError::Kind(kind)),
             Ok(None) => return Ok(()),
             Err(e) => Err(e),

@@ -275,6 +275,21 @@ async fn large_frames_on_many_connections_stay_within_the_frame_budget() {
     drop(open);
     let r = call_from(t.addr, "127.0.0.9", &login("alice", "pw")).await;
     assert!(matches!(r, Response::LoggedIn { .. }), "{r:?}");
+    // A request that is not an upload, over 2 MiB (3 MiB of empty names
+    // would decode into some 70 MiB of strings): refused undecoded.
+    let mut s = connect(t.addr, "127.0.0.9").await;
+    let mut payload = vec![18u8]; // FileInfos
+    payload.resize(3 << 20, 0);
+    let mut frame = Vec::new();
+    ringshare_engine::wire::encode(REQUEST, &payload, &mut frame);
+    s.write_all(&frame).await.unwrap();
+    s.flush().await.unwrap();
+    match read_msg::<Response, _>(&mut s, RESPONSE).await.unwrap() {
+        Some(Response::Refused(Refusal::BadRequest(why))) => {
+            assert!(why.contains("longer than its kind takes"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
