@@ -1008,10 +1008,14 @@ impl Node {
             // fetched. Its only source would otherwise be itself, which a
             // download never asks.
             if let Some(local) = self.local_copy(&meta) {
+                // What verifies after the copy is what the part file holds,
+                // fewer pieces than before included (a copy cut short).
                 match part.fill_from(&local) {
-                    Ok(filled) if filled.count_ones() > have.count_ones() => have = filled,
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("copy the local copy of {}: {e}", meta.name),
+                    Ok(filled) => have = filled,
+                    Err(e) => {
+                        tracing::warn!("copy the local copy of {}: {e}", meta.name);
+                        have = ringshare_engine::meta::Bitfield::new(have.len());
+                    }
                 }
             }
         }

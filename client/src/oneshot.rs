@@ -976,7 +976,8 @@ async fn start_one(
     let differs = || {
         // A download's part file (`x.part` while `x` is fetched, in this
         // run or a stopped one): gone once that download is done.
-        if ringshare_engine::store::is_part_file(&at) {
+        if ringshare_engine::store::is_part_file(&at) || ringshare_engine::store::is_part_state(&at)
+        {
             return anyhow::Error::new(HeldByPart(format!(
                 "the part file of another download is at {}; run the same command again once \
                  that download is done",
@@ -1297,7 +1298,8 @@ pub fn default_state_dir() -> PathBuf {
 /// 0.0.0.0, not port 0, not multicast).
 pub fn advertised(s: &str) -> Result<SocketAddr, String> {
     let addr: SocketAddr = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
-    if addr.ip().is_unspecified() || addr.ip().is_multicast() || addr.port() == 0 {
+    let broadcast = matches!(addr.ip(), std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    if addr.ip().is_unspecified() || addr.ip().is_multicast() || broadcast || addr.port() == 0 {
         return Err(format!("{addr} is no address other nodes can connect to"));
     }
     Ok(addr)
@@ -1377,7 +1379,15 @@ mod tests {
     fn only_an_address_others_can_reach_is_advertised() {
         assert_eq!(advertised("203.0.113.7:7101"), Ok("203.0.113.7:7101".parse().unwrap()));
         assert_eq!(advertised("[2001:db8::1]:7101").unwrap().port(), 7101);
-        for bad in ["0.0.0.0:7101", "203.0.113.7:0", "224.0.0.1:7101", "[::]:7101", "x:1", ""] {
+        for bad in [
+            "0.0.0.0:7101",
+            "203.0.113.7:0",
+            "224.0.0.1:7101",
+            "255.255.255.255:1",
+            "[::]:7101",
+            "x:1",
+            "",
+        ] {
             assert!(advertised(bad).is_err(), "{bad}");
         }
     }

@@ -367,7 +367,8 @@ fn slow_group(
     (alice, bob, set)
 }
 
-/// Files named like part files (`x.part` beside `x`, `x.part.state`) are
+/// Files named like part files (`x.part` beside `x`, `y.part.state`
+/// beside a multi-piece `y`) are
 /// fetched like any other, and the user's own `w.part` where a download's
 /// part file would go is never overwritten nor deleted: its download fails,
 /// saying so, until it is moved away.
@@ -394,6 +395,7 @@ fn files_named_like_part_files_are_fetched_and_none_is_lost() {
         ("x.part.state", 3_000),
         ("y", 1_300_000),
         ("y.part", 10),
+        ("y.part.state", 20),
     ]
     .into_iter()
     .enumerate()
@@ -422,7 +424,7 @@ fn files_named_like_part_files_are_fetched_and_none_is_lost() {
         "{err}"
     );
     assert!(
-        err.contains("error: 1 of 6 file(s) failed (see above; fetching again will not change it)"),
+        err.contains("error: 1 of 7 file(s) failed (see above; fetching again will not change it)"),
         "{err}"
     );
     assert_eq!(std::fs::read(&mine).unwrap(), b"my notes");

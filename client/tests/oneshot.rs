@@ -44,10 +44,11 @@ fn demo_moves_a_file_and_reports_figures() {
         "{stderr}"
     );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing left");
-    // Stopped while it makes its file: its directory goes, and the status
+    // Stopped while it makes its file (1 GiB: it needs 2.1 GiB free): its
+    // directory goes, and the status
     // says which signal.
     let mut child = Command::new(bin("ringshare"))
-        .args(["demo", "--size", "4GiB", "--dir"])
+        .args(["demo", "--size", "1GiB", "--dir"])
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

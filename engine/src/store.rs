@@ -185,11 +185,14 @@ impl PartFile {
             return Err(StoreError::InTheWay(state.display().to_string()));
         }
         let (file, made) = open_part(&part)?;
-        let ours = made || marked(&file).is_some() || matches!(state_at, StateAt::Ours(_));
+        // A mark is taken off as the file moves into place: a marked file
+        // is a part file still (of this file, or of an earlier version).
+        let mark_now = if made { None } else { marked(&file) };
+        let ours = made || mark_now.is_some() || matches!(state_at, StateAt::Ours(_));
         if !ours {
             return Err(StoreError::InTheWay(part.display().to_string()));
         }
-        if marked(&file) != Some(meta.sha1) {
+        if mark_now != Some(meta.sha1) {
             // Best effort: a filesystem without user attributes leaves a
             // part file of one piece that a run after a crash cannot claim
             // (it says so, and leaves it).
@@ -225,7 +228,11 @@ impl PartFile {
                 preallocate(&file, meta.len).map_err(StoreError::io("preallocate", &part))?;
             }
         }
-        let direct = OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(&part).ok();
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
+            .open(&part)
+            .ok();
         let mut this = Self {
             dest: dest.to_owned(),
             part,
@@ -389,8 +396,13 @@ impl PartFile {
         // No state write may land after the state file is removed.
         let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
         *record = None;
+        unmark(&self.file);
         self.file.sync_all().map_err(StoreError::io("sync", &self.part))?;
-        move_into_place(&self.part, &self.dest)?;
+        if let Err(e) = move_into_place(&self.part, &self.dest) {
+            // Still a part file, for the next run to take up.
+            let _ = mark(&self.file, &self.meta.sha1);
+            return Err(e);
+        }
         if self.meta.piece_hashes.len() > 1 {
             let _ = fs::remove_file(&self.state);
         }
@@ -411,6 +423,7 @@ impl PartFile {
         let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
         *record = None;
         settler.submit(Pending {
+            sha1: self.meta.sha1,
             part: self.part.clone(),
             dest: self.dest.clone(),
             state: (self.meta.piece_hashes.len() > 1).then(|| self.state.clone()),
@@ -426,14 +439,16 @@ impl PartFile {
     pub fn fill_from(&self, from: &File) -> Result<Bitfield, StoreError> {
         use std::io::{Read, Seek, Write};
         let mut to = &self.file;
-        to.seek(io::SeekFrom::Start(0)).map_err(StoreError::io("seek", &self.part))?;
-        let copied = io::copy(&mut from.take(self.meta.len), &mut to)
-            .map_err(StoreError::io("copy into", &self.part))?;
-        to.flush().map_err(StoreError::io("copy into", &self.part))?;
-        let pieces = self.meta.piece_hashes.len() as u32;
-        if copied != self.meta.len {
-            return Ok(Bitfield::new(pieces));
+        let copied = to
+            .seek(io::SeekFrom::Start(0))
+            .and_then(|_| io::copy(&mut from.take(self.meta.len), &mut to))
+            .and_then(|n| to.flush().map(|()| n));
+        if let Err(e) = &copied {
+            tracing::warn!("copy into {}: {e}", self.part.display());
         }
+        // Whatever the copy did (it may have stopped halfway over pieces
+        // verified before), what verifies now is what the file holds.
+        let pieces = self.meta.piece_hashes.len() as u32;
         let have = self.reverify(&Bitfield::full(pieces));
         if pieces > 1 {
             for p in 0..pieces {
@@ -496,6 +511,8 @@ pub fn part_path(dest: &Path) -> PathBuf {
 /// A finished part file waiting for its [`Settler`].
 #[derive(Debug)]
 struct Pending {
+    /// The file's SHA1: its part file's mark, put back if it cannot move.
+    sha1: Sha1Digest,
     part: PathBuf,
     dest: PathBuf,
     /// The state file to remove once moved (multi-piece files).
@@ -649,7 +666,16 @@ fn settle(batch: &[Pending]) -> Vec<(PathBuf, String)> {
             failed.push((p.dest.clone(), e.clone()));
             continue;
         }
-        match move_into_place(&p.part, &p.dest) {
+        // Whole and durable: no part file any more for a later download to
+        // take up (the mark stays until now, so that a bulk get waiting for
+        // this path knows it is one).
+        unmark_path(&p.part);
+        let into_place = move_into_place(&p.part, &p.dest);
+        if into_place.is_err() {
+            // Still a part file, for the next run to take up.
+            mark_path(&p.part, &p.sha1);
+        }
+        match into_place {
             Ok(()) => {
                 if let Some(state) = &p.state {
                     let _ = fs::remove_file(state);
@@ -721,7 +747,15 @@ impl StateAt {
             Ok(md) if md.is_file() && md.len() <= MAX_STATE_LEN => {}
             _ => return Self::Foreign,
         }
-        let Ok(bytes) = fs::read(path) else { return Self::Foreign };
+        let mut bytes = Vec::new();
+        let read = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .and_then(|f| io::Read::read_to_end(&mut io::Read::take(f, MAX_STATE_LEN), &mut bytes));
+        if read.is_err() {
+            return Self::Foreign;
+        }
         // A state is exactly a record whose bitfield fits its length; other
         // bytes that happen to decode are not taken for one.
         let st = match postcard::take_from_bytes::<PartState>(&bytes) {
@@ -736,8 +770,16 @@ impl StateAt {
     }
 }
 
-/// Longest state file read: the bitfield of a file of 2^32 pieces.
-const MAX_STATE_LEN: u64 = (1 << 29) + 64;
+/// Longest state file read: the bitfield of a file of 64 M pieces (32 TiB).
+const MAX_STATE_LEN: u64 = (1 << 23) + 64;
+
+/// Whether `path` holds a download state this store wrote (of any file):
+/// such a file at a destination goes once its download is done.
+pub fn is_part_state(path: &Path) -> bool {
+    let any =
+        FileMeta { name: String::new(), len: 0, sha1: Sha1Digest([0; 20]), piece_hashes: vec![] };
+    matches!(StateAt::read(path, &any), StateAt::Ours(_))
+}
 
 /// Opens the part file at `part`, creating it if nothing is there: the
 /// file, and whether it was made now. Only a regular file is opened, never
@@ -779,6 +821,35 @@ fn mark(file: &File, sha1: &Sha1Digest) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Takes the part-file mark off `file`: it is whole, no part file any more
+/// (a later download must not take it up).
+fn unmark(file: &File) {
+    // SAFETY: a valid descriptor owned by `file` and a NUL-terminated name,
+    // both alive for the call.
+    let _ = unsafe { libc::fremovexattr(file.as_raw_fd(), PART_MARK.as_ptr()) };
+}
+
+/// [`mark`] by path, not following a link.
+fn mark_path(path: &Path, sha1: &Sha1Digest) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
+        // SAFETY: NUL-terminated path and name and a 20-byte value, all
+        // alive for the call.
+        let _ = unsafe {
+            libc::lsetxattr(c.as_ptr(), PART_MARK.as_ptr(), sha1.0.as_ptr().cast(), 20, 0)
+        };
+    }
+}
+
+/// [`unmark`] by path, not following a link.
+fn unmark_path(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
+        // SAFETY: NUL-terminated path and name, both alive for the call.
+        let _ = unsafe { libc::lremovexattr(c.as_ptr(), PART_MARK.as_ptr()) };
     }
 }
 
@@ -985,6 +1056,26 @@ mod tests {
                 assert_eq!(fs::read(&dest).unwrap(), small_bytes);
             }
             Err(e) => assert!(!kept && matches!(e, StoreError::InTheWay(_)), "{e}"),
+        }
+        // A file fetched under a part file's name (`w.part`) is no part
+        // file once whole: the download of `w` refuses it, whether it was
+        // finished at once or by a settler.
+        for settled in [false, true] {
+            let w = dir.path().join(format!("w{settled}"));
+            let named = with_suffix(&w, ".part");
+            let (p, _) = PartFile::open(&named, &small).unwrap();
+            p.write_piece(0, &small_bytes).unwrap();
+            if settled {
+                let settler = Settler::new().unwrap();
+                p.finish_later(&settler);
+                assert!(settler.flush().is_empty());
+            } else {
+                p.finish().unwrap();
+            }
+            assert!(!is_part_file(&named));
+            assert!(in_the_way(PartFile::open(&w, &big)), "{settled}");
+            assert!(in_the_way(PartFile::open(&w, &small)), "{settled}");
+            assert_eq!(fs::read(&named).unwrap(), small_bytes);
         }
         // An earlier version's part file (no mark) beside its state resumes.
         let dest = dir.path().join("z");
