@@ -103,10 +103,10 @@ impl Drop for Seeder {
     }
 }
 
-#[test]
-fn trees_are_shared_listed_and_fetched_by_name_prefix_and_glob() {
+/// A tracker, and shells of alice (owner of group g) and bob (a member).
+fn alice_and_bob_in_g() -> (tempfile::TempDir, TrackerProc, PathBuf, NodeProc, NodeProc) {
     let dir = tempfile::tempdir().unwrap();
-    let (_t, info) = TrackerProc::start(dir.path());
+    let (t, info) = TrackerProc::start(dir.path());
     let mut owner = NodeProc::start(&info, &dir.path().join("state-o"));
     owner.ok("create_user alice pw-a");
     owner.ok("login alice pw-a");
@@ -116,6 +116,12 @@ fn trees_are_shared_listed_and_fetched_by_name_prefix_and_glob() {
     bob.ok("login bob pw-b");
     bob.ok("join_group g");
     owner.ok("accept_request g bob");
+    (dir, t, info, owner, bob)
+}
+
+#[test]
+fn trees_are_shared_listed_and_fetched_by_name_prefix_and_glob() {
+    let (dir, _t, info, _owner, mut bob) = alice_and_bob_in_g();
 
     // The tree: small files, a multi-piece file, a deep path, and what is
     // skipped: a name with a space, a link out of the tree, a FIFO.
@@ -374,17 +380,7 @@ fn slow_group(
 /// saying so, until it is moved away.
 #[test]
 fn files_named_like_part_files_are_fetched_and_none_is_lost() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_t, info) = TrackerProc::start(dir.path());
-    let mut owner = NodeProc::start(&info, &dir.path().join("state-o"));
-    owner.ok("create_user alice pw-a");
-    owner.ok("login alice pw-a");
-    owner.ok("create_group g");
-    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
-    bob.ok("create_user bob pw-b");
-    bob.ok("login bob pw-b");
-    bob.ok("join_group g");
-    owner.ok("accept_request g bob");
+    let (dir, _t, info, _owner, _bob) = alice_and_bob_in_g();
     let src = dir.path().join("src");
     let coll = src.join("coll");
     std::fs::create_dir_all(&coll).unwrap();
