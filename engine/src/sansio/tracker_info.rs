@@ -163,8 +163,12 @@ impl TrackerList {
         }
         // Each tracker once: a tracker listed twice would sync with itself
         // forever.
+        // (An IPv4-mapped IPv6 address is its IPv4 address.)
+        let same = |a: &SocketAddr, b: &SocketAddr| {
+            a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+        };
         for (i, addr) in out.iter().enumerate() {
-            if let Some(j) = out[..i].iter().position(|a| a == addr) {
+            if let Some(j) = out[..i].iter().position(|a| same(a, addr)) {
                 return Err(bad(at[i], format!("{addr} is listed already, on line {}", at[j])));
             }
         }
@@ -292,6 +296,8 @@ mod tests {
         let e = TrackerList::parse("127.0.0.1:7000\n127.0.0.2 7000\n127.0.0.1\n7000\n", "t")
             .unwrap_err();
         assert_eq!(e.to_string(), "t:4: 127.0.0.1:7000 is listed already, on line 1");
+        let e = TrackerList::parse("127.0.0.1:7000\n[::ffff:127.0.0.1]:7000\n", "t").unwrap_err();
+        assert!(e.to_string().ends_with("is listed already, on line 1"), "{e}");
         let list = TrackerList::parse("127.0.0.1:7\n\n127.0.0.1:0\n", "t").unwrap();
         let e = list.check_ports(None).unwrap_err();
         assert_eq!(e.to_string(), "t:3: 127.0.0.1:0: port 0 is no port to reach a tracker at");
