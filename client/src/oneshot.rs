@@ -750,6 +750,10 @@ async fn get_many(
     // Files whose destination another download's part file held, and
     // whether they have been tried again.
     let (mut later, mut retried) = (Vec::new(), false);
+    // A signal that came while the fetch waited on the tracker, and the
+    // file whose answer it was waiting for (not started, counted as not
+    // fetched).
+    let mut stop_asked: Option<&'static str> = None;
     loop {
         // Twice the window at least, four times at most: a doubling
         // starts as many files at once, and their answers must be here
@@ -765,7 +769,14 @@ async fn get_many(
         }
         while running.len() < window.limit() {
             let Some((f, asked)) = ahead.pop_front() else { break };
-            let info = asked.await.unwrap_or_else(|_| Err(anyhow!("tracker request task ended")));
+            // A tracker slow to answer must not hold a signal back.
+            let info = tokio::select! {
+                a = asked => a.unwrap_or_else(|_| Err(anyhow!("tracker request task ended"))),
+                why = interrupt.recv() => {
+                    stop_asked = Some(why);
+                    break;
+                }
+            };
             match start_one(node, &args.group, &f, dest, &dest_s, info).await {
                 Ok(Some(download)) => {
                     // No hidden bars with --quiet: a bar and its style per
@@ -808,7 +819,7 @@ async fn get_many(
                 }
             }
         }
-        if running.is_empty() && ahead.is_empty() && queue.is_empty() {
+        if stop_asked.is_none() && running.is_empty() && ahead.is_empty() && queue.is_empty() {
             if later.is_empty() || retried {
                 break;
             }
@@ -873,28 +884,35 @@ async fn get_many(
         let done = report.done.len();
         overall.set_position(finished_bytes + in_flight);
         overall.set_message(format!("{done}/{total_files} files"));
-        if !running.is_empty() {
+        let stop = match stop_asked {
+            Some(why) => Some(why),
             // Woken as soon as one ends; else the bars refresh.
-            tokio::select! {
-                _ = tokio::time::timeout(Duration::from_millis(200), ended.notified()) => {}
-                why = interrupt.recv() => {
-                    // Ctrl-C: what is verified stays for the next run.
-                    report.stopped_by = Some(why);
-                    let stopped: Vec<Arc<Download>> =
-                        running.iter().map(|r| Arc::clone(&r.download)).collect();
-                    for d in &stopped {
-                        d.stop();
-                    }
-                    let partial = tokio::task::spawn_blocking(move || {
-                        stopped.iter().for_each(|d| d.wait());
-                        stopped.iter().flat_map(|d| d.contributions().into_values()).sum::<u64>()
-                    });
-                    report.partial = partial.await.unwrap_or(0);
-                    multi.clear().ok();
-                    report.interrupted = running.len() + ahead.len() + queue.len() + later.len();
-                    break;
-                }
+            None if !running.is_empty() => tokio::select! {
+                _ = tokio::time::timeout(Duration::from_millis(200), ended.notified()) => None,
+                why = interrupt.recv() => Some(why),
+            },
+            None => None,
+        };
+        if let Some(why) = stop {
+            // Ctrl-C: what is verified stays for the next run.
+            report.stopped_by = Some(why);
+            let stopped: Vec<Arc<Download>> =
+                running.iter().map(|r| Arc::clone(&r.download)).collect();
+            for d in &stopped {
+                d.stop();
             }
+            let partial = tokio::task::spawn_blocking(move || {
+                stopped.iter().for_each(|d| d.wait());
+                stopped.iter().flat_map(|d| d.contributions().into_values()).sum::<u64>()
+            });
+            report.partial = partial.await.unwrap_or(0);
+            multi.clear().ok();
+            report.interrupted = running.len()
+                + ahead.len()
+                + queue.len()
+                + later.len()
+                + usize::from(stop_asked.is_some());
+            break;
         }
     }
     overall.finish_and_clear();
