@@ -411,31 +411,23 @@ async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) ->
     }
 }
 
-/// Something else is at a file's destination: it stays, and fetching again
-/// will not change that.
-#[derive(Debug)]
-struct NotOverwritten(String);
-
-impl std::fmt::Display for NotOverwritten {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Something at a file's destination that a fetch does not overwrite.
+#[derive(Debug, thiserror::Error)]
+enum Taken {
+    /// Somebody's file: it stays, and fetching again will not change that.
+    #[error("{0}")]
+    NotOverwritten(String),
+    /// Another download's part file or state (`x.part` while `x` is
+    /// fetched): tried again once the others are done.
+    #[error("{0}")]
+    HeldByPart(String),
 }
 
-impl std::error::Error for NotOverwritten {}
-
-/// Another download's part file is at a file's destination (`x.part`
-/// while `x` is fetched): tried again once the others are done.
-#[derive(Debug)]
-struct HeldByPart(String);
-
-impl std::fmt::Display for HeldByPart {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl Taken {
+    fn of(e: &anyhow::Error) -> Option<&Self> {
+        e.downcast_ref::<Self>()
     }
 }
-
-impl std::error::Error for HeldByPart {}
 
 /// The one-file form found something at the destination (`taken`): the
 /// same file (by its SHA1) is success, as in the bulk form (a fetch run
@@ -806,13 +798,15 @@ async fn get_many(
                         peers: Vec::new(),
                     });
                 }
-                Err(e) if e.is::<HeldByPart>() && !retried => later.push(f),
+                Err(e) if matches!(Taken::of(&e), Some(Taken::HeldByPart(_))) && !retried => {
+                    later.push(f)
+                }
                 Err(e) => {
                     let why = format!("{e:#}");
                     if !node.logged_in() || why == Refusal::NotLoggedIn.to_string() {
                         bail!("{why}");
                     }
-                    if e.is::<NotOverwritten>() {
+                    if matches!(Taken::of(&e), Some(Taken::NotOverwritten(_))) {
                         report.lasting += 1;
                     }
                     report.failed.push((f.name, why));
@@ -996,7 +990,7 @@ async fn start_one(
         // run or a stopped one): gone once that download is done.
         if ringshare_engine::store::is_part_file(&at) || ringshare_engine::store::is_part_state(&at)
         {
-            return anyhow::Error::new(HeldByPart(format!(
+            return anyhow::Error::new(Taken::HeldByPart(format!(
                 "the part file of another download is at {}; run the same command again once \
                  that download is done",
                 at.display()
@@ -1006,7 +1000,7 @@ async fn start_one(
             Ok(md) if md.is_dir() => "a directory",
             _ => "a different file",
         };
-        anyhow::Error::new(NotOverwritten(format!(
+        anyhow::Error::new(Taken::NotOverwritten(format!(
             "{what} is at {}; not overwritten",
             at.display()
         )))
@@ -1041,7 +1035,7 @@ async fn start_one(
         // the failure.
         Err(e) => match e.downcast::<ringshare_engine::store::StoreError>() {
             Ok(e @ ringshare_engine::store::StoreError::InTheWay(_)) => {
-                Err(anyhow::Error::new(NotOverwritten(e.to_string())))
+                Err(anyhow::Error::new(Taken::NotOverwritten(e.to_string())))
             }
             Ok(e) => Err(e.into()),
             Err(e) => Err(e),
