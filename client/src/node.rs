@@ -750,9 +750,7 @@ impl Node {
             .values()
             .find(|s| s.meta.sha1 == meta.sha1 && s.meta.len == meta.len)
             .cloned()?;
-        share.check().ok()?;
-        let f = File::open(&share.path).or_else(|_| File::open(part_path(&share.path))).ok()?;
-        share.unchanged(&f.metadata().ok()?).then_some(f)
+        open_unchanged(&share).ok()
     }
 
     /// Starts serving a shared file's pieces. It is opened now (so a file
@@ -1447,23 +1445,26 @@ impl TrackerCalls {
     }
 }
 
-/// Opens a shared file for serving, refusing one that is no longer the
-/// file that was hashed (length or modification time changed).
+/// A shared file's opener for serving ([`open_unchanged`]).
 fn opener(share: &LocalShare) -> Arc<ringshare_engine::serve::Opener> {
     let share = share.clone();
-    Arc::new(move || {
-        // A file a bulk get fetched is `.part` until it is settled.
-        let f = File::open(&share.path)
-            .or_else(|_| File::open(part_path(&share.path)))
-            .or_else(|_| File::open(&share.path))?;
-        if !share.unchanged(&f.metadata()?) {
-            return Err(std::io::Error::other(format!(
-                "{} changed since it was shared",
-                share.path.display()
-            )));
-        }
-        Ok(ServedFile::complete(share.meta.clone(), f))
-    })
+    Arc::new(move || Ok(ServedFile::complete(share.meta.clone(), open_unchanged(&share)?)))
+}
+
+/// Opens a shared file, refusing one that is no longer the file that was
+/// hashed (length or modification time changed).
+fn open_unchanged(share: &LocalShare) -> std::io::Result<File> {
+    // A file a bulk get fetched is `.part` until it is settled.
+    let f = File::open(&share.path)
+        .or_else(|_| File::open(part_path(&share.path)))
+        .or_else(|_| File::open(&share.path))?;
+    if !share.unchanged(&f.metadata()?) {
+        return Err(std::io::Error::other(format!(
+            "{} changed since it was shared",
+            share.path.display()
+        )));
+    }
+    Ok(f)
 }
 
 /// A prefix that matches no file is an error, as a path that is not there
