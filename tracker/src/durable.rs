@@ -1,13 +1,21 @@
 //! A tracker's data directory: the latest snapshot and the op logs after it.
 //!
 //! ```text
-//! <data-dir>/snapshot    postcard SnapshotFile { version, image, next_log }, replaced atomically
+//! <data-dir>/snapshot    "RSSNAP2\0", CRC32C of the rest, postcard SnapshotFile
+//!                        { version, image, next_log }; replaced atomically
 //! <data-dir>/log.<n>     op logs (see oplog.rs); those with n >= next_log are replayed
+//! <data-dir>/tracker     the tracker number the directory belongs to
+//! <data-dir>/lock        locked (flock) while a tracker uses the directory
 //! ```
 //!
-//! Start-up loads the snapshot (if any), replays every log numbered from the
-//! snapshot's `next_log` on (torn tails truncated, corruption refused), and
-//! appends to the newest log. [`DataDir::snapshot`] switches appends to a new
+//! Start-up takes the lock, loads the snapshot (if any), replays every log
+//! numbered from the snapshot's `next_log` on, and appends to the newest log.
+//! What it refuses rather than start with less than was acknowledged: a
+//! snapshot whose checksum fails, logs with a number missing among them (or
+//! logs with no snapshot before them), and a damaged record anywhere but at
+//! the end of the newest log or of the one before it (a crash while a
+//! snapshot switched logs tears that one; see [`DataDir::begin_snapshot`]).
+//! A torn tail in those two places is truncated. [`DataDir::snapshot`] switches appends to a new
 //! log, writes the snapshot (temporary file, fsync, rename, fsync the
 //! directory) and only then deletes the logs it covers: a crash at any point
 //! leaves a snapshot and logs that together hold every acknowledged op.
@@ -24,7 +32,18 @@ use ringshare_engine::fsio::{write_atomically, PathIoError};
 use crate::oplog::{read_log, LogError, OpLog};
 use crate::replica::{Replica, ReplicaImage};
 
-const SNAPSHOT_VERSION: u32 = 1;
+/// The snapshot format written: [`SNAPSHOT_MAGIC`], a checksum, the body.
+const SNAPSHOT_VERSION: u32 = 2;
+/// The first snapshot format: the postcard body alone, no checksum (read,
+/// never written).
+const SNAPSHOT_VERSION_UNCHECKED: u32 = 1;
+/// How a checksummed snapshot starts (a version 1 file starts with the
+/// byte 1, its version).
+const SNAPSHOT_MAGIC: &[u8; 8] = b"RSSNAP2\0";
+/// The file naming the tracker a directory belongs to.
+const NUMBER_FILE: &str = "tracker";
+/// The file locked while a tracker uses the directory.
+const LOCK_FILE: &str = "lock";
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotFile {
@@ -48,6 +67,31 @@ pub enum DataDirError {
         /// The file.
         path: String,
         /// Why.
+        reason: String,
+    },
+    /// Another process holds the directory.
+    #[error("{path} is in use by another tracker ({holder}); two trackers on one data directory would corrupt its logs")]
+    InUse {
+        /// The directory.
+        path: String,
+        /// What the lock file says of its holder.
+        holder: String,
+    },
+    /// The logs and the snapshot do not add up: some acknowledged ops are
+    /// missing.
+    #[error("{path}: {reason}; refusing to start rather than lose acknowledged ops")]
+    Incomplete {
+        /// The directory.
+        path: String,
+        /// What is missing.
+        reason: String,
+    },
+    /// A file of the directory holds nonsense.
+    #[error("{path}: {reason}")]
+    BadFile {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
         reason: String,
     },
     /// The directory belongs to another tracker number.
@@ -88,48 +132,48 @@ pub struct DataDir {
     path: PathBuf,
     /// The number of the log being appended to.
     current_log: u64,
+    /// Holds the directory's lock until the tracker is gone.
+    _lock: fs::File,
 }
 
 impl DataDir {
     /// Opens (creating) `path` for tracker `me` and recovers its state.
     pub fn open(path: &Path, me: u16) -> Result<Opened, DataDirError> {
         fs::create_dir_all(path).map_err(io_err("create", path))?;
+        let lock = lock_dir(path)?;
+        check_number(path, me)?;
+        let shown = || path.display().to_string();
         let snap_path = path.join("snapshot");
-        let (mut replica, next_log) = match fs::read(&snap_path) {
+        let (mut replica, next_log, snapshot) = match fs::read(&snap_path) {
             Ok(bytes) => {
-                let snap: SnapshotFile =
-                    postcard::from_bytes(&bytes).map_err(|e| DataDirError::Snapshot {
-                        path: snap_path.display().to_string(),
-                        reason: e.to_string(),
-                    })?;
-                if snap.version != SNAPSHOT_VERSION {
-                    return Err(DataDirError::Snapshot {
-                        path: snap_path.display().to_string(),
-                        reason: format!(
-                            "version {} (this tracker reads {SNAPSHOT_VERSION})",
-                            snap.version
-                        ),
-                    });
-                }
+                let snap = decode_snapshot(&bytes).map_err(|reason| DataDirError::Snapshot {
+                    path: snap_path.display().to_string(),
+                    reason,
+                })?;
                 if snap.image.me != me {
                     return Err(DataDirError::WrongTracker {
-                        path: path.display().to_string(),
+                        path: shown(),
                         found: snap.image.me,
                         expected: me,
                     });
                 }
-                (Replica::from_image(snap.image), snap.next_log)
+                (Replica::from_image(snap.image), snap.next_log, true)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (Replica::new(me), 1),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (Replica::new(me), 1, false),
             Err(e) => return Err(io_err("read", &snap_path)(e)),
         };
         let mut logs = log_numbers(path)?;
         logs.retain(|n| *n >= next_log);
+        check_sequence(&logs, next_log, snapshot)
+            .map_err(|reason| DataDirError::Incomplete { path: shown(), reason })?;
         let mut replayed = 0;
         let mut torn_bytes = 0;
         let mut last_seq = 0;
-        for n in &logs {
-            let rec = read_log(&path.join(format!("log.{n}")))?;
+        for (i, n) in logs.iter().enumerate() {
+            // Only the newest log, and the one a snapshot was switching away
+            // from, can end in a record a crash tore.
+            let may_tear = i + 2 >= logs.len();
+            let rec = read_log(&path.join(format!("log.{n}")), may_tear)?;
             torn_bytes += rec.torn_bytes;
             last_seq = rec.last_seq;
             for e in rec.entries {
@@ -145,10 +189,11 @@ impl DataDir {
         }
         let log_path = path.join(format!("log.{current_log}"));
         let log = OpLog::open(&log_path, last_seq).map_err(io_err("open", &log_path))?;
+        record_number(path, me)?;
         Ok(Opened {
             replica,
             log,
-            dir: DataDir { path: path.to_owned(), current_log },
+            dir: DataDir { path: path.to_owned(), current_log, _lock: lock },
             replayed,
             torn_bytes,
         })
@@ -209,7 +254,7 @@ impl PendingSnapshot {
         self.old.close(); // everything queued before the switch is on disk
         let snap =
             SnapshotFile { version: SNAPSHOT_VERSION, image: self.image, next_log: self.next };
-        let bytes = postcard::to_stdvec(&snap).map_err(|e| DataDirError::Snapshot {
+        let bytes = encode_snapshot(&snap).map_err(|e| DataDirError::Snapshot {
             path: self.path.display().to_string(),
             reason: e.to_string(),
         })?;
@@ -222,6 +267,144 @@ impl PendingSnapshot {
         }
         Ok(())
     }
+}
+
+/// A snapshot file's bytes: the magic, the CRC32C of the body, the body.
+fn encode_snapshot(snap: &SnapshotFile) -> Result<Vec<u8>, postcard::Error> {
+    let body = postcard::to_stdvec(snap)?;
+    let mut out = Vec::with_capacity(SNAPSHOT_MAGIC.len() + 4 + body.len());
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Reads a snapshot file: a checksummed one, or one of the first format.
+fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotFile, String> {
+    let (body, version) = match bytes.strip_prefix(SNAPSHOT_MAGIC.as_slice()) {
+        Some(rest) => {
+            let (crc, body) = rest.split_at_checked(4).ok_or("cut short")?;
+            let crc = u32::from_be_bytes(crc.try_into().map_err(|_| "cut short")?);
+            if crc32c::crc32c(body) != crc {
+                return Err("checksum mismatch: the file is damaged".into());
+            }
+            (body, SNAPSHOT_VERSION)
+        }
+        None => (bytes, SNAPSHOT_VERSION_UNCHECKED),
+    };
+    let (snap, rest): (SnapshotFile, _) =
+        postcard::take_from_bytes(body).map_err(|e| e.to_string())?;
+    if snap.version != version {
+        return Err(format!(
+            "version {} (this tracker reads {SNAPSHOT_VERSION_UNCHECKED} and {SNAPSHOT_VERSION})",
+            snap.version
+        ));
+    }
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after its end", rest.len()));
+    }
+    Ok(snap)
+}
+
+/// Checks that `logs` (sorted, those numbered `next_log` on) run from
+/// `next_log` with no number missing. A snapshot makes its `next_log`
+/// before it is written, and deletes older logs only once it is in place;
+/// without one, logs start at 1.
+fn check_sequence(logs: &[u64], next_log: u64, snapshot: bool) -> Result<(), String> {
+    let Some(&first) = logs.first() else {
+        return match snapshot {
+            true => Err(format!("log.{next_log}, which the snapshot is followed by, is missing")),
+            false => Ok(()),
+        };
+    };
+    if first != next_log {
+        return Err(match snapshot {
+            true => format!("log.{next_log}, which the snapshot is followed by, is missing"),
+            false => format!(
+                "log.{first} is the oldest log but there is no snapshot (log.1 to log.{} or the \
+                 snapshot before log.{first} is missing)",
+                first - 1
+            ),
+        });
+    }
+    if let Some(w) = logs.windows(2).find(|w| w[1] != w[0] + 1) {
+        return Err(format!("log.{} is missing between log.{} and log.{}", w[0] + 1, w[0], w[1]));
+    }
+    Ok(())
+}
+
+/// Locks the directory for this process (released when it exits, however
+/// it exits). The lock file names the holder, for the error of the next.
+fn lock_dir(path: &Path) -> Result<fs::File, DataDirError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let at = path.join(LOCK_FILE);
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&at)
+        .map_err(io_err("open", &at))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io_err("lock", &at)(e));
+        }
+        let mut holder = String::new();
+        let _ = f.take(64).read_to_string(&mut holder);
+        let holder = match holder.trim() {
+            "" => "its lock is held".to_owned(),
+            pid => format!("process {pid}"),
+        };
+        return Err(DataDirError::InUse { path: path.display().to_string(), holder });
+    }
+    let mine = format!("{}\n", std::process::id());
+    f.set_len(0)
+        .and_then(|()| f.rewind())
+        .and_then(|()| f.write_all(mine.as_bytes()))
+        .map_err(io_err("write", &at))?;
+    Ok(f)
+}
+
+/// Checks the tracker number the directory belongs to, if it names one:
+/// the same data under another number would stamp its ops as another
+/// tracker's.
+fn check_number(path: &Path, me: u16) -> Result<(), DataDirError> {
+    let at = path.join(NUMBER_FILE);
+    match fs::read_to_string(&at) {
+        Ok(text) => match text.trim().parse::<u16>() {
+            Ok(found) if found == me => Ok(()),
+            Ok(found) => Err(DataDirError::WrongTracker {
+                path: path.display().to_string(),
+                found,
+                expected: me,
+            }),
+            Err(_) => Err(DataDirError::BadFile {
+                path: at.display().to_string(),
+                reason: format!(
+                    "not a tracker number: {:?}",
+                    text.chars().take(40).collect::<String>()
+                ),
+            }),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("read", &at)(e)),
+    }
+}
+
+/// Records the tracker number of a directory that has none yet (once it
+/// was found to hold nothing of another number).
+fn record_number(path: &Path, me: u16) -> Result<(), DataDirError> {
+    let at = path.join(NUMBER_FILE);
+    if at.exists() {
+        return Ok(());
+    }
+    write_atomically(&at, format!("{me}\n").as_bytes()).map(drop).map_err(io_err("write", &at))
 }
 
 fn log_numbers(dir: &Path) -> Result<Vec<u64>, DataDirError> {
@@ -278,5 +461,137 @@ mod tests {
         assert_eq!(log_numbers(dir.path()).unwrap(), vec![2]);
         drop(o);
         assert!(matches!(DataDir::open(dir.path(), 2), Err(DataDirError::WrongTracker { .. })));
+    }
+
+    /// A snapshot that fails after the switch to a new log (its file could
+    /// not be written): the logs pile up, all of them needed.
+    fn failed_snapshot(o: &mut Opened) {
+        let (next, path) = o.dir.next_log();
+        let new_log = OpLog::open(&path, 0).unwrap();
+        drop(o.dir.begin_snapshot(&o.replica, &mut o.log, next, new_log));
+    }
+
+    fn open_err(dir: &Path) -> String {
+        DataDir::open(dir, 1).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn damage_that_would_lose_acknowledged_ops_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        {
+            let mut o = DataDir::open(d, 1).unwrap();
+            for i in 0..4 {
+                append(&mut o.replica, &o.log, user(i));
+                failed_snapshot(&mut o);
+            }
+            append(&mut o.replica, &o.log, user(4));
+        }
+        assert_eq!(log_numbers(d).unwrap(), vec![1, 2, 3, 4, 5]);
+        let o = DataDir::open(d, 1).unwrap();
+        assert_eq!(o.replayed, 5, "logs with no snapshot before them, from log.1");
+        drop(o);
+
+        // A record that does not check out at the end of log.1, which four
+        // logs follow: not a crash's tear. The file is left as it was.
+        let log1 = d.join("log.1");
+        let good = std::fs::read(&log1).unwrap();
+        let mut bad = good.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        std::fs::write(&log1, &bad).unwrap();
+        let err = open_err(d);
+        assert!(err.contains("log.1: corrupt record at offset 0"), "{err}");
+        assert_eq!(std::fs::read(&log1).unwrap(), bad);
+        std::fs::write(&log1, &good).unwrap();
+
+        // A log missing in the middle, and at the start.
+        let log3 = d.join("log.3");
+        std::fs::rename(&log3, d.join("away")).unwrap();
+        let err = open_err(d);
+        assert!(err.contains("log.3 is missing between log.2 and log.4"), "{err}");
+        std::fs::rename(d.join("away"), &log3).unwrap();
+        std::fs::rename(&log1, d.join("away")).unwrap();
+        let err = open_err(d);
+        assert!(err.contains("log.2 is the oldest log but there is no snapshot"), "{err}");
+        std::fs::rename(d.join("away"), &log1).unwrap();
+
+        // With a snapshot: its log missing; then its checksum failing.
+        let mut o = DataDir::open(d, 1).unwrap();
+        o.dir.snapshot(&o.replica, &mut o.log).unwrap();
+        append(&mut o.replica, &o.log, user(5));
+        drop(o);
+        assert_eq!(log_numbers(d).unwrap(), vec![6]);
+        std::fs::rename(d.join("log.6"), d.join("away")).unwrap();
+        let err = open_err(d);
+        assert!(err.contains("log.6, which the snapshot is followed by, is missing"), "{err}");
+        std::fs::rename(d.join("away"), d.join("log.6")).unwrap();
+        let snap = d.join("snapshot");
+        let good = std::fs::read(&snap).unwrap();
+        for at in [SNAPSHOT_MAGIC.len() + 4, good.len() / 2, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x10;
+            std::fs::write(&snap, &bad).unwrap();
+            let err = open_err(d);
+            assert!(err.contains("checksum mismatch"), "byte {at}: {err}");
+        }
+        std::fs::write(&snap, &good[..good.len() - 1]).unwrap();
+        assert!(open_err(d).contains("checksum mismatch"));
+        std::fs::write(&snap, &good).unwrap();
+        let o = DataDir::open(d, 1).unwrap();
+        for i in 0..6 {
+            assert!(o.replica.state().user_exists(&format!("u{i}")), "u{i}");
+        }
+    }
+
+    #[test]
+    fn a_snapshot_of_the_first_format_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut o = DataDir::open(d, 1).unwrap();
+        append(&mut o.replica, &o.log, user(0));
+        let old = SnapshotFile {
+            version: SNAPSHOT_VERSION_UNCHECKED,
+            image: o.replica.image(),
+            next_log: 1,
+        };
+        drop(o);
+        std::fs::write(d.join("snapshot"), postcard::to_stdvec(&old).unwrap()).unwrap();
+        std::fs::remove_file(d.join("log.1")).unwrap();
+        std::fs::write(d.join("log.1"), b"").unwrap();
+        let o = DataDir::open(d, 1).unwrap();
+        assert!(o.replica.state().user_exists("u0"));
+        drop(o);
+        // A version it does not know, checksummed or not, is refused.
+        let newer = SnapshotFile { version: 9, image: Replica::new(1).image(), next_log: 1 };
+        std::fs::write(d.join("snapshot"), postcard::to_stdvec(&newer).unwrap()).unwrap();
+        assert!(open_err(d).contains("version 9"), "{}", open_err(d));
+        std::fs::write(d.join("snapshot"), encode_snapshot(&newer).unwrap()).unwrap();
+        assert!(open_err(d).contains("version 9"), "{}", open_err(d));
+    }
+
+    #[test]
+    fn one_directory_serves_one_tracker_of_one_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let o = DataDir::open(d, 1).unwrap();
+        let err = open_err(d);
+        assert!(err.contains("is in use by another tracker"), "{err}");
+        assert!(err.contains(&format!("process {}", std::process::id())), "{err}");
+        drop(o);
+        // Its number is recorded; with no snapshot yet, only that tells.
+        let err = DataDir::open(d, 2).unwrap_err();
+        assert!(matches!(err, DataDirError::WrongTracker { found: 1, expected: 2, .. }), "{err}");
+        drop(DataDir::open(d, 1).unwrap());
+        std::fs::write(d.join(NUMBER_FILE), "x\n").unwrap();
+        assert!(open_err(d).contains("not a tracker number"));
+        // A directory of an earlier version, with no number file: the
+        // snapshot's number counts, and no file is written for a wrong one.
+        std::fs::remove_file(d.join(NUMBER_FILE)).unwrap();
+        let mut o = DataDir::open(d, 1).unwrap();
+        o.dir.snapshot(&o.replica, &mut o.log).unwrap();
+        drop(o);
+        std::fs::remove_file(d.join(NUMBER_FILE)).unwrap();
+        assert!(matches!(DataDir::open(d, 3), Err(DataDirError::WrongTracker { found: 1, .. })));
+        assert!(!d.join(NUMBER_FILE).exists());
     }
 }

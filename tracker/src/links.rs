@@ -58,6 +58,12 @@ impl Links {
         self.list.key(no).or_else(|| self.pins.get(&pin_name(no)))
     }
 
+    /// The key pinned for tracker `no` when it was first met (not the
+    /// listed one).
+    pub fn pinned(&self, no: u16) -> Option<PublicKey> {
+        self.pins.get(&pin_name(usize::from(no)))
+    }
+
     /// Checks the key tracker `no` proved, pinning it on first contact.
     pub fn check(&self, no: u16, got: PublicKey) -> Result<(), String> {
         let n = usize::from(no);

@@ -11,7 +11,6 @@ use ringshare_tracker::guard::LimitsConfig;
 use ringshare_tracker::links::Links;
 use ringshare_tracker::service::{default_hash_workers, Tracker, TrackerConfig};
 use ringshare_tracker::{server, sync};
-use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -184,12 +183,19 @@ async fn run(args: Args) -> Result<()> {
     };
     let (tracker, rec) = Tracker::open(config, &data_dir)
         .with_context(|| format!("open the data directory {}", data_dir.display()))?;
-    let torn = if rec.torn_bytes > 0 {
-        format!("; dropped a torn tail of {} bytes", rec.torn_bytes)
+    let torn = format!(
+        "; dropped a torn tail of {} bytes at the end of its newest log (a crash while \
+         writing, or damage there)",
+        rec.torn_bytes
+    );
+    if rec.torn_bytes > 0 {
+        // A crash mid-append tears the end of the log; so does damage there,
+        // which cannot be told apart: either way it was never acknowledged
+        // if it was a crash, and is worth a look if not.
+        tracing::warn!("recovered {} op(s) from {}{torn}", rec.replayed, data_dir.display());
     } else {
-        String::new()
-    };
-    tracing::info!("recovered {} op(s) from {}{torn}", rec.replayed, data_dir.display());
+        tracing::info!("recovered {} op(s) from {}", rec.replayed, data_dir.display());
+    }
     let links = Arc::new(Links::open(&data_dir, list.clone())?);
     // Its own line's key is what every client and tracker will check: one
     // that is not this tracker's would have all of them refuse it.
@@ -200,6 +206,19 @@ async fn run(args: Args) -> Result<()> {
                 "{} lists key {listed} for tracker {tracker_no}, but its key (in {}) is {own}: \
                  every client would refuse it; put its key on its line, or restore its key file",
                 info.display(),
+                data_dir.display()
+            );
+        }
+    }
+    // A directory that met tracker `me` as another key is not `me`'s (one
+    // moved from another tracker number, from a version that did not
+    // record its number).
+    if let Some(pinned) = links.pinned(me) {
+        let own = links.keypair().public();
+        if pinned != own {
+            bail!(
+                "{} knows tracker {tracker_no} by key {pinned}, yet holds key {own}: it is \
+                 another tracker's data directory",
                 data_dir.display()
             );
         }
@@ -229,7 +248,10 @@ async fn run(args: Args) -> Result<()> {
             bail!("op log failed ({why}); the tracker stopped so that nothing it did not make durable is acknowledged");
         }
     }
-    tracker.shutdown();
+    tracker.shutdown().context(
+        "write the snapshot at exit (nothing is lost: the op logs hold every change, and are \
+         replayed at the next start)",
+    )?;
     Ok(())
 }
 
@@ -299,15 +321,37 @@ fn follow_clock_offset(path: PathBuf) {
 }
 
 /// Resolves when a `quit` (or `exit`) line arrives on standard input. End of
-/// input does not stop the tracker: it may run with stdin closed.
+/// input does not stop the tracker: it may run with stdin closed. Read on a
+/// thread of its own, not the runtime's blocking pool: the runtime waits for
+/// that pool's reads when it shuts down, so an idle open stdin (a pipe a
+/// supervisor holds) kept a tracker told to stop running until it closed.
 async fn quit_on_stdin() {
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        match line.trim() {
-            "quit" | "exit" => return,
-            "" => {}
-            other => eprintln!("error: unknown command {other:?} (the tracker understands: quit)"),
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let reader = std::thread::Builder::new().name("stdin".into()).spawn(move || {
+        use std::io::BufRead;
+        let mut line = Vec::new();
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            line.clear();
+            match stdin.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            match String::from_utf8_lossy(&line).trim() {
+                "quit" | "exit" => {
+                    let _ = tx.send(());
+                    return;
+                }
+                "" => {}
+                other => {
+                    let other: String = other.chars().take(60).collect();
+                    eprintln!("error: unknown command {other:?} (the tracker understands: quit)");
+                }
+            }
         }
+    });
+    if reader.is_ok() && rx.await.is_ok() {
+        return;
     }
     std::future::pending::<()>().await
 }

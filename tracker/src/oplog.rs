@@ -135,8 +135,10 @@ pub struct Recovered {
     pub torn_bytes: u64,
 }
 
-/// Reads a log, truncating a torn tail; an absent file is an empty log.
-pub fn read_log(path: &Path) -> Result<Recovered, LogError> {
+/// Reads a log, truncating a torn tail if `may_tear` (the newest log, or
+/// the one before it); an absent file is an empty log. In an older log a
+/// torn tail is corruption: logs after it hold later ops.
+pub fn read_log(path: &Path, may_tear: bool) -> Result<Recovered, LogError> {
     let shown = path.display().to_string();
     let io_err = |os| LogError::Io { path: shown.clone(), os };
     let bytes = match std::fs::read(path) {
@@ -173,12 +175,12 @@ pub fn read_log(path: &Path) -> Result<Recovered, LogError> {
                         end >= rest.len() || rest[end..].iter().all(|b| *b == 0)
                     }
                 };
-                if !torn {
-                    return Err(LogError::Corrupt {
-                        path: shown,
-                        offset: off as u64,
-                        reason: e.to_string(),
-                    });
+                if !torn || !may_tear {
+                    let reason = match torn {
+                        true => format!("{e}, at the end of a log that newer logs follow"),
+                        false => e.to_string(),
+                    };
+                    return Err(LogError::Corrupt { path: shown, offset: off as u64, reason });
                 }
                 let f = OpenOptions::new().write(true).open(path).map_err(io_err)?;
                 f.set_len(off as u64).map_err(io_err)?;
@@ -348,7 +350,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("log");
         write_entries(&p, 50);
-        let r = read_log(&p).unwrap();
+        let r = read_log(&p, true).unwrap();
         assert_eq!(r.entries.len(), 50);
         assert_eq!(r.last_seq, 50);
         assert_eq!(r.entries[49], entry(50));
@@ -367,7 +369,7 @@ mod tests {
         encode_record(4, &postcard::to_stdvec(&entry(4)).unwrap(), &mut extra);
         bytes.extend(&extra[..extra.len() / 2]);
         std::fs::write(&p, &bytes).unwrap();
-        let r = read_log(&p).unwrap();
+        let r = read_log(&p, true).unwrap();
         assert_eq!(r.entries.len(), 3);
         assert!(r.torn_bytes > 0);
         assert_eq!(std::fs::metadata(&p).unwrap().len(), full, "truncated to the last good record");
@@ -375,7 +377,16 @@ mod tests {
         let mut bytes = std::fs::read(&p).unwrap();
         bytes.extend([0u8; 100]);
         std::fs::write(&p, &bytes).unwrap();
-        assert_eq!(read_log(&p).unwrap().entries.len(), 3);
+        assert_eq!(read_log(&p, true).unwrap().entries.len(), 3);
+        // The same tail in a log that newer logs follow: their ops came
+        // after it, so it is damage, not a crash's tear. Left as it is.
+        bytes.truncate(full as usize);
+        bytes.extend(&extra[..extra.len() / 2]);
+        std::fs::write(&p, &bytes).unwrap();
+        let err = read_log(&p, false).unwrap_err().to_string();
+        assert!(err.contains("at the end of a log that newer logs follow"), "{err}");
+        assert!(err.contains(&format!("corrupt record at offset {full}")), "{err}");
+        assert_eq!(std::fs::read(&p).unwrap(), bytes, "not truncated");
     }
 
     #[test]
@@ -387,7 +398,7 @@ mod tests {
         let second = decode_record(&bytes).unwrap().2;
         bytes[second + RECORD_HEADER + 1] ^= 0x01;
         std::fs::write(&p, &bytes).unwrap();
-        let err = read_log(&p).unwrap_err().to_string();
+        let err = read_log(&p, true).unwrap_err().to_string();
         assert!(err.contains(&format!("corrupt record at offset {second}")), "{err}");
         assert!(err.contains("log"), "{err}");
         // ... and the file was not touched.
@@ -397,7 +408,7 @@ mod tests {
         bytes2[second + RECORD_HEADER + 1] ^= 0x01;
         bytes2[second + 3] ^= 0x40;
         std::fs::write(&p, &bytes2).unwrap();
-        assert!(read_log(&p).unwrap_err().to_string().contains("bad record header"));
+        assert!(read_log(&p, true).unwrap_err().to_string().contains("bad record header"));
     }
 
     proptest! {

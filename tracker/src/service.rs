@@ -1042,7 +1042,9 @@ impl Tracker {
         let mut inner = self.lock();
         let ok = inner.replica.install(img);
         if ok {
-            inner.snapshot_now(None);
+            if let Err(e) = inner.snapshot_now(None) {
+                tracing::error!("snapshot: {e}");
+            }
             // Own entries in the image came back from a peer that holds
             // them: they may be offered in catch-up.
             let own = inner.replica.known().get(&self.config.me).copied().unwrap_or(0);
@@ -1165,18 +1167,19 @@ impl Tracker {
     }
 
     /// Writes a snapshot now (shutdown).
-    pub fn shutdown(&self) {
+    pub fn shutdown(&self) -> Result<(), DataDirError> {
         if self.failure().is_some() {
             // The replica holds an op that is not on disk: no snapshot.
-            return;
+            return Ok(());
         }
         let acked = self.acked_all();
         let _one = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
         let mut inner = self.lock();
-        inner.snapshot_now(acked.as_deref());
+        let written = inner.snapshot_now(acked.as_deref());
         if let Some(log) = inner.log.as_mut() {
             log.close();
         }
+        written
     }
 
     /// Takes a snapshot once enough entries were logged since the last. Only
@@ -1269,20 +1272,19 @@ impl Inner {
 
     /// Compacts what every peer holds (when all acknowledged something) and
     /// writes a snapshot.
-    fn snapshot_now(&mut self, acked: Option<&[Known]>) {
+    fn snapshot_now(&mut self, acked: Option<&[Known]>) -> Result<(), DataDirError> {
         if self.log.is_none() {
-            return;
+            return Ok(());
         }
         if let Some(acked) = acked {
             self.replica.compact(acked);
         }
         let Inner { replica, log, dir, since_snapshot } = self;
         if let (Some(dir), Some(log)) = (dir.as_mut(), log.as_mut()) {
-            match dir.snapshot(replica, log) {
-                Ok(()) => *since_snapshot = 0,
-                Err(e) => tracing::error!("snapshot: {e}"),
-            }
+            dir.snapshot(replica, log)?;
+            *since_snapshot = 0;
         }
+        Ok(())
     }
 }
 

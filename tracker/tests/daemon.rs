@@ -107,11 +107,60 @@ fn sigterm_stops_cleanly() {
     let info = dir.path().join("t.txt");
     std::fs::write(&info, "127.0.0.1:0\n").unwrap();
     let mut t = spawn(&info, "1");
-    ready(&mut t);
+    let addr = ready(&mut t);
+    // Standard input left open and idle (a supervisor's pipe), and a client
+    // connected: the tracker's read of stdin used to hold its exit until
+    // stdin closed.
+    let stdin = t.stdin.take();
+    let client = TcpStream::connect(addr).unwrap();
     let status = Command::new("kill").arg("-TERM").arg(t.id().to_string()).status().unwrap();
     assert!(status.success());
-    let (status, _) = stderr_of(t);
+    let status = t.wait().unwrap();
     assert!(status.success(), "SIGTERM exits with 0");
+    drop((stdin, client));
+}
+
+#[test]
+fn one_data_directory_takes_one_tracker() {
+    let dir = tempfile::tempdir().unwrap();
+    let info = dir.path().join("t.txt");
+    std::fs::write(&info, "127.0.0.1:0\n").unwrap();
+    let mut first = spawn(&info, "1");
+    let at = ready(&mut first);
+    // Tracker 2 never gets as far as its port.
+    let info = dir.path().join("t2.txt");
+    std::fs::write(&info, format!("{at}\n127.0.0.1:1\n")).unwrap();
+    let data = dir.path().join("tracker-1.data");
+    let second = Command::new(BIN)
+        .current_dir(dir.path())
+        .arg(&info)
+        .arg("2")
+        .arg("--data-dir")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("is in use by another tracker"), "{err}");
+    assert!(errors[0].contains(&format!("process {}", first.id())), "{err}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // Free again, but tracker 1's: its number is recorded.
+    let again = Command::new(BIN)
+        .current_dir(dir.path())
+        .arg(&info)
+        .arg("2")
+        .arg("--data-dir")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success());
+    assert!(err.contains("holds the data of tracker 1, not tracker 2"), "{err}");
 }
 
 #[test]
