@@ -140,7 +140,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             human(free)
         );
     }
-    println!(
+    crate::say!(
         "ringshare demo: {} seeder(s), a {} file, in {}; peer links {}",
         args.seeders,
         human(args.size),
@@ -160,7 +160,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let t = Instant::now();
     // Off the runtime's thread, so that a signal meanwhile is heard.
     Writer::start(&src, args.size).finish().await.context("write the demo file")?;
-    println!("generated {} of random data in {:.2} s", human(args.size), t.elapsed().as_secs_f64());
+    crate::say!(
+        "generated {} of random data in {:.2} s",
+        human(args.size),
+        t.elapsed().as_secs_f64()
+    );
 
     let backend = oneshot::backend(args.io)?;
     let new_node = |name: &str| -> Result<Node> {
@@ -190,7 +194,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         let t = Instant::now();
         let path = src.display().to_string();
         cmd(&mut n, Command::UploadFile { path, group: "demo".into() }).await?;
-        println!(
+        crate::say!(
             "{name} on {} hashed and shared it in {:.2} s",
             n.addr(),
             t.elapsed().as_secs_f64()
@@ -228,13 +232,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 
     let t = Instant::now();
     same_bytes(&src, &dest)?;
-    println!(
+    crate::say!(
         "verified: the copy is byte-for-byte identical ({:.2} s to compare)",
         t.elapsed().as_secs_f64()
     );
     let mbps = args.size as f64 / secs / 1e6;
-    println!("downloaded {} in {secs:.2} s: {mbps:.1} MB/s", human(args.size));
-    println!(
+    crate::say!("downloaded {} in {secs:.2} s: {mbps:.1} MB/s", human(args.size));
+    crate::say!(
         "CPU time during the download (every node, one process): user {:.2} s, sys {:.2} s",
         cpu1.0 - cpu0.0,
         cpu1.1 - cpu0.1
@@ -242,9 +246,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let mut peers: Vec<_> = download.contributions().into_iter().collect();
     peers.sort();
     for (addr, bytes) in peers {
-        println!("  from {addr}: {}", human(bytes));
+        crate::say!("  from {addr}: {}", human(bytes));
     }
-    println!(
+    crate::say!(
         "piece latency (request sent -> verified): {}",
         metrics::summary(&download.latency().snapshot())
     );

@@ -403,7 +403,7 @@ async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) ->
     match status {
         Status::Complete => {
             write_figures(&download, seconds, args.stats.as_deref(), args.hgrm.as_deref())?;
-            println!("{}", entry_path(node));
+            crate::say!("{}", entry_path(node));
             Ok(())
         }
         Status::Failed(why) => bail!("download failed: {why}"),
@@ -455,7 +455,7 @@ async fn already_there(
     if !quiet {
         eprintln!("ringshare: {} is already there (same SHA1)", at.display());
     }
-    println!("{}", at.display());
+    crate::say!("{}", at.display());
     Ok(())
 }
 
@@ -622,7 +622,7 @@ impl BulkReport {
         if present > 0 {
             line += &format!("; {present} already there");
         }
-        println!("{line}");
+        crate::say!("{line}");
         for (name, why) in &self.failed {
             eprintln!("ringshare: failed {name}: {why}");
         }
@@ -1072,10 +1072,13 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
         // command run again on a fixed --listen): seeded again, said so.
         let report = node.share_paths(&args.paths, group).await?;
         match report.one_file()? {
-            OneFile::Shared(s) => println!("{}", s.uploaded(group)),
-            OneFile::Already(s) => println!(
+            OneFile::Shared(s) => crate::say!("{}", s.uploaded(group)),
+            OneFile::Already(s) => crate::say!(
                 "{} is already shared in {group} by this node: {} bytes, {} pieces, sha1 {}",
-                s.name, s.len, s.pieces, s.sha1
+                s.name,
+                s.len,
+                s.pieces,
+                s.sha1
             ),
         }
     } else {
@@ -1092,7 +1095,7 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
             report.shared.len(),
             report.register_seconds
         );
-        println!("{}", report.summary(&args.group));
+        crate::say!("{}", report.summary(&args.group));
         if report.shared.is_empty() && report.already.is_empty() {
             bail!("nothing to share");
         }
@@ -1104,7 +1107,7 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
         _ = std::future::ready(()) => false,
     };
     if !early {
-        println!("seeding on {} until SIGINT, SIGTERM or SIGHUP", node.addr());
+        crate::say!("seeding on {} until SIGINT, SIGTERM or SIGHUP", node.addr());
         stop.recv().await;
     }
     Ok(())
@@ -1119,11 +1122,15 @@ pub async fn ls(args: LsArgs) -> Result<()> {
     let files = result?;
     crate::node::no_match(&files, &args.group, prefix)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for f in files {
-        writeln!(out, "{}", crate::node::file_line(&f))?;
+    let written = files
+        .iter()
+        .try_for_each(|f| writeln!(out, "{}", crate::node::file_line(f)))
+        .and_then(|()| out.flush());
+    match written {
+        // A reader that had enough (`| head`) is not a failure.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
-    out.flush()?;
-    Ok(())
 }
 
 /// Columns a bulk get's file line takes beside the name (the bar, bytes of

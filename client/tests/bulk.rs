@@ -602,3 +602,64 @@ fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
         );
     }
 }
+
+/// Runs `cmd` with its standard output a pipe nobody reads (`| true`).
+fn with_stdout_closed(cmd: &mut Command) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_closed_standard_output_is_not_a_failure() {
+    let (dir, _t, info, _owner, _bob) = alice_and_bob_in_g();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    random_file(&src.join("a.bin"), 700_000, 1);
+    random_file(&src.join("b.bin"), 3_000, 2);
+    let alice = Login::new(dir.path(), &info, "alice", "pw-a");
+    // A seeder whose output nobody reads goes on seeding (it panicked at
+    // its summary, its files still listed).
+    let mut seeder = Seeder(
+        alice
+            .command("share")
+            .arg("g")
+            .arg(&src)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    drop(seeder.0.stdout.take());
+    let bob = Login::new(dir.path(), &info, "bob", "pw-b");
+    common::eventually("both files listed", || {
+        let out = bob.run("ls", &["g"]);
+        text(&out.stdout).lines().count() == 2
+    });
+    assert!(seeder.0.try_wait().unwrap().is_none(), "the seeder still runs");
+
+    let out = with_stdout_closed(bob.command("ls").arg("g"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    // A whole prefix, and one file quietly (its destination the file).
+    for (args, fetched) in
+        [(&["g", "src/"][..], "d/src/a.bin"), (&["--quiet", "g", "src/a.bin"], "f")]
+    {
+        let at = dir.path().join(fetched.split('/').next().unwrap());
+        let out = with_stdout_closed(bob.command("get").args(args).arg(&at));
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        let got = std::fs::read(dir.path().join(fetched)).unwrap();
+        assert_eq!(got, std::fs::read(src.join("a.bin")).unwrap());
+    }
+    // The one-file form.
+    let dest = dir.path().join("one");
+    std::fs::create_dir_all(&dest).unwrap();
+    let out = with_stdout_closed(bob.command("get").args(["g", "src/b.bin"]).arg(&dest));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(dest.join("src/b.bin")).unwrap(),
+        std::fs::read(src.join("b.bin")).unwrap()
+    );
+}
