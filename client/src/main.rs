@@ -250,17 +250,51 @@ fn read_lines(interactive: bool, tx: mpsc::Sender<LineMsg>) {
                         }
                     }
                     Err(rustyline::error::ReadlineError::Interrupted) => continue,
+                    Err(rustyline::error::ReadlineError::Io(e))
+                        if e.kind() == std::io::ErrorKind::InvalidData =>
+                    {
+                        not_utf8(None);
+                        continue;
+                    }
                     Err(_) => return,
                 }
             }
         }
     }
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { return };
-        if !send(line) {
-            return;
+    let mut stdin = std::io::stdin().lock();
+    let mut bytes = Vec::new();
+    loop {
+        bytes.clear();
+        match stdin.read_until(b'\n', &mut bytes) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if bytes.ends_with(b"\n") {
+            bytes.pop();
+        }
+        if bytes.ends_with(b"\r") {
+            bytes.pop();
+        }
+        match String::from_utf8(std::mem::take(&mut bytes)) {
+            Ok(line) => {
+                if !send(line) {
+                    return;
+                }
+            }
+            // Refused, not read with replacement characters: a name or a
+            // path in it would be another name or path.
+            Err(e) => not_utf8(Some(e.utf8_error().valid_up_to())),
         }
     }
+}
+
+/// The one error line for an input line that is not UTF-8. The line before
+/// it is done with (each waits for its answer), so this prints in order.
+fn not_utf8(at: Option<usize>) {
+    let at = at.map(|n| format!(" (at byte {})", n + 1)).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "error: the line is not valid UTF-8{at}; ignored");
+    let _ = out.flush();
 }
 
 #[cfg(test)]

@@ -510,3 +510,38 @@ fn a_share_the_tracker_already_lists_but_the_node_lost_is_served_again() {
         std::fs::read(tree.join("y.bin")).unwrap()
     );
 }
+
+/// A line that is not UTF-8 gets one error line, and the shell reads on
+/// (it used to end, as at the end of input, dropping every later command).
+#[test]
+fn a_line_that_is_not_utf8_is_one_error_and_the_shell_goes_on() {
+    use std::io::Write;
+    let (dir, _t, info) = setup();
+    let mut child = std::process::Command::new(common::bin("ringshare"))
+        .arg("127.0.0.1:0")
+        .arg(&info)
+        .env("RINGSHARE_STATE_DIR", dir.path().join("state"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"list_groups\nlist_files \xe9t\xff\n\xff\ncreate_user al pw\n").unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "error: not logged in",
+            "error: the line is not valid UTF-8 (at byte 12); ignored",
+            "error: the line is not valid UTF-8 (at byte 1); ignored",
+            "user al created",
+        ],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+}
