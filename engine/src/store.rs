@@ -647,6 +647,24 @@ fn sync_fs_of(path: &Path) -> io::Result<()> {
     }
 }
 
+/// `syncfs` on the filesystem `dev` of `batch`, through the first of its
+/// files (or their directories) that can be opened: one part file gone
+/// (removed by hand, by another process) fails its own move only, not
+/// every file of the batch on that filesystem.
+fn sync_dev(batch: &[Pending], dev: u64) -> Result<(), String> {
+    let mut why = String::from("no file to sync through");
+    for p in batch.iter().filter(|p| p.dev == dev) {
+        let dir = p.part.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        for at in [p.part.as_path(), dir] {
+            match sync_fs_of(at) {
+                Ok(()) => return Ok(()),
+                Err(e) => why = format!("sync {}: {e}", at.display()),
+            }
+        }
+    }
+    Err(why)
+}
+
 /// Settles a batch: one `syncfs` per filesystem makes the data durable,
 /// then each file is moved into place, then one more `syncfs` makes the
 /// moves durable. Returns the files that failed, and why.
@@ -655,8 +673,7 @@ fn settle(batch: &[Pending]) -> Vec<(PathBuf, String)> {
     let mut devs: Vec<(u64, Result<(), String>)> = Vec::new();
     for p in batch {
         if !devs.iter().any(|(d, _)| *d == p.dev) {
-            let synced = sync_fs_of(&p.part).map_err(|e| format!("sync {}: {e}", p.part.display()));
-            devs.push((p.dev, synced));
+            devs.push((p.dev, sync_dev(batch, p.dev)));
         }
     }
     let mut moved: Vec<&Pending> = Vec::with_capacity(batch.len());
@@ -1239,16 +1256,26 @@ mod tests {
             }
             files.push((part, dest, bytes, meta));
         }
-        // The third file's destination is taken before it is settled.
+        // The third file's destination is taken before it is settled; the
+        // first's part file is removed (by hand, by another process): each
+        // fails alone (the first's used to fail every file of the batch, as
+        // the filesystem's sync was reached through it).
         fs::write(&files[2].1, b"someone else's").unwrap();
+        fs::remove_file(files[0].0.part_path()).unwrap();
         for (part, ..) in &files {
             part.finish_later(&settler);
         }
         let failed = settler.flush();
-        assert_eq!(failed.len(), 1, "{failed:?}");
-        assert_eq!(failed[0].0, files[2].1);
-        assert!(failed[0].1.contains("exists"), "{}", failed[0].1);
+        assert_eq!(failed.len(), 2, "{failed:?}");
+        assert_eq!(failed[0].0, files[0].1);
+        assert!(failed[0].1.contains("No such file"), "{}", failed[0].1);
+        assert_eq!(failed[1].0, files[2].1);
+        assert!(failed[1].1.contains("exists"), "{}", failed[1].1);
         for (i, (part, dest, bytes, meta)) in files.iter().enumerate() {
+            if i == 0 {
+                assert!(!dest.exists());
+                continue;
+            }
             if i == 2 {
                 assert_eq!(fs::read(dest).unwrap(), b"someone else's");
                 assert_eq!(&fs::read(part.part_path()).unwrap(), bytes, "the part file stays");
