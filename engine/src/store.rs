@@ -174,13 +174,23 @@ impl PartFile {
         if fs::symlink_metadata(dest).is_ok() {
             return Err(StoreError::Exists(dest.display().to_string()));
         }
-        let part = with_suffix(dest, ".part");
-        let state = with_suffix(dest, ".part.state");
+        let part = part_path(dest);
+        let state = state_path(dest);
         let pieces = meta.piece_hashes.len() as u32;
         // What is at the part file's or the state's path may be somebody
         // else's (the user's own `x.part`, or a file of the group named so):
         // only a part file or state this store made is reused or replaced.
-        let state_at = if pieces > 1 { StateAt::read(&state, meta) } else { StateAt::Missing };
+        let mut state_at = if pieces > 1 { StateAt::read(&state, meta)? } else { StateAt::Missing };
+        if state_at == StateAt::Damaged {
+            // Ours, damaged (a disk's fault, a hand's), if the part file
+            // beside it was this very download's: every piece is hashed
+            // again. Otherwise it is somebody's file that happens not to
+            // decode, and is left alone.
+            if marked_path(&part) != Some(meta.sha1) {
+                return Err(StoreError::InTheWay(state.display().to_string()));
+            }
+            tracing::warn!("{}: damaged; every piece is verified again", state.display());
+        }
         if state_at == StateAt::Foreign {
             return Err(StoreError::InTheWay(state.display().to_string()));
         }
@@ -188,7 +198,8 @@ impl PartFile {
         // A mark is taken off as the file moves into place: a marked file
         // is a part file still (of this file, or of an earlier version).
         let mark_now = if made { None } else { marked(&file) };
-        let ours = made || mark_now.is_some() || matches!(state_at, StateAt::Ours(_));
+        let ours =
+            made || mark_now.is_some() || matches!(state_at, StateAt::Ours(_) | StateAt::Damaged);
         if !ours {
             return Err(StoreError::InTheWay(part.display().to_string()));
         }
@@ -209,8 +220,9 @@ impl PartFile {
             }
             all
         } else {
-            match &state_at {
-                StateAt::Ours(Some(have)) => have.clone(),
+            match &mut state_at {
+                StateAt::Ours(Some(have)) => std::mem::replace(have, Bitfield::new(0)),
+                StateAt::Damaged => Bitfield::full(pieces),
                 _ => Bitfield::new(pieces),
             }
         };
@@ -503,10 +515,38 @@ fn move_into_place(part: &Path, dest: &Path) -> Result<(), StoreError> {
 }
 
 /// Where the part file of a download to `dest` is while it runs (and,
-/// under a [`Settler`], until it is settled).
+/// under a [`Settler`], until it is settled): `<name>.part`. A name too long
+/// for `<name>.part.state.tmp` to be a file name (255 bytes) is cut, and a
+/// hash of it added: `<its first 200 bytes>~<16 hex digits>.part`. (It
+/// used to fail with "File name too long", or with a false "in the way",
+/// for names of 241 to 255 bytes, which groups accept.)
 pub fn part_path(dest: &Path) -> PathBuf {
-    with_suffix(dest, ".part")
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let Some(name) = dest.file_name() else { return with_suffix(dest, ".part") };
+    let name = name.as_bytes();
+    if name.len() <= LONGEST_PLAIN_PART_NAME {
+        return with_suffix(dest, ".part");
+    }
+    let mut cut = CUT_NAME.min(name.len());
+    // At a character's start, when the name is UTF-8 (group names are).
+    while cut > 0 && (name[cut] & 0xC0) == 0x80 {
+        cut -= 1;
+    }
+    let mut short = name[..cut].to_vec();
+    short.extend_from_slice(format!("~{}.part", &sha1_of(name).to_hex()[..16]).as_bytes());
+    dest.with_file_name(std::ffi::OsString::from_vec(short))
 }
+
+/// Where a multi-piece download to `dest` records its verified pieces.
+fn state_path(dest: &Path) -> PathBuf {
+    with_suffix(&part_path(dest), ".state")
+}
+
+/// The longest name whose part file is `<name>.part`: 255 bytes less
+/// `.part.state` and the `.tmp` it is written through.
+const LONGEST_PLAIN_PART_NAME: usize = 255 - ".part.state".len() - ".tmp".len();
+/// How much of a longer name its part file keeps.
+const CUT_NAME: usize = 200;
 
 /// A finished part file waiting for its [`Settler`].
 #[derive(Debug)]
@@ -753,16 +793,23 @@ enum StateAt {
     /// A state this store wrote: the pieces it records when it is this
     /// file's (`None`: another file's, or an earlier version of this one).
     Ours(Option<Bitfield>),
+    /// A regular file that is not a state: ours if the part file beside
+    /// it is this download's (see [`PartFile::open`]), else somebody's.
+    Damaged,
     /// Something else, never replaced.
     Foreign,
 }
 
 impl StateAt {
-    fn read(path: &Path, meta: &FileMeta) -> Self {
+    /// What is at `path`. A path that cannot be looked at (no permission,
+    /// a name too long) is that error, not something in the way.
+    fn read(path: &Path, meta: &FileMeta) -> Result<Self, StoreError> {
         match fs::symlink_metadata(path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Self::Missing,
-            Ok(md) if md.is_file() && md.len() <= MAX_STATE_LEN => {}
-            _ => return Self::Foreign,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::Missing),
+            Err(e) => return Err(StoreError::io("inspect", path)(e)),
+            Ok(md) if !md.is_file() => return Ok(Self::Foreign),
+            Ok(md) if md.len() > MAX_STATE_LEN => return Ok(Self::Damaged),
+            Ok(_) => {}
         }
         let mut bytes = Vec::new();
         let read = OpenOptions::new()
@@ -770,20 +817,22 @@ impl StateAt {
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
             .and_then(|f| io::Read::read_to_end(&mut io::Read::take(f, MAX_STATE_LEN), &mut bytes));
-        if read.is_err() {
-            return Self::Foreign;
+        match read {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Self::Foreign),
+            Err(e) => return Err(StoreError::io("read", path)(e)),
         }
         // A state is exactly a record whose bitfield fits its length; other
         // bytes that happen to decode are not taken for one.
         let st = match postcard::take_from_bytes::<PartState>(&bytes) {
             Ok((st, [])) => st,
-            _ => return Self::Foreign,
+            _ => return Ok(Self::Damaged),
         };
         let Ok(pieces) = u32::try_from(st.len.div_ceil(crate::meta::PIECE_LEN)) else {
-            return Self::Foreign;
+            return Ok(Self::Damaged);
         };
-        let Some(bits) = Bitfield::from_bytes(&st.bits, pieces) else { return Self::Foreign };
-        Self::Ours((st.sha1 == meta.sha1 && st.len == meta.len).then_some(bits))
+        let Some(bits) = Bitfield::from_bytes(&st.bits, pieces) else { return Ok(Self::Damaged) };
+        Ok(Self::Ours((st.sha1 == meta.sha1 && st.len == meta.len).then_some(bits)))
     }
 }
 
@@ -795,7 +844,7 @@ const MAX_STATE_LEN: u64 = (1 << 23) + 64;
 pub fn is_part_state(path: &Path) -> bool {
     let any =
         FileMeta { name: String::new(), len: 0, sha1: Sha1Digest([0; 20]), piece_hashes: vec![] };
-    matches!(StateAt::read(path, &any), StateAt::Ours(_))
+    matches!(StateAt::read(path, &any), Ok(StateAt::Ours(_)))
 }
 
 /// Opens the part file at `part`, creating it if nothing is there: the
@@ -890,19 +939,25 @@ fn marked(file: &File) -> Option<Sha1Digest> {
     }
 }
 
-/// Whether `path` is a part file this store made (a download of this or an
-/// earlier run, still going or stopped): such a file at a destination is
-/// not somebody's file, and goes once its download is done.
-pub fn is_part_file(path: &Path) -> bool {
+/// [`marked`] by path: a regular file's mark, not through a link.
+fn marked_path(path: &Path) -> Option<Sha1Digest> {
     match fs::symlink_metadata(path) {
         Ok(md) if md.is_file() => {}
-        _ => return false,
+        _ => return None,
     }
     OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .is_ok_and(|f| marked(&f).is_some())
+        .ok()
+        .and_then(|f| marked(&f))
+}
+
+/// Whether `path` is a part file this store made (a download of this or an
+/// earlier run, still going or stopped): such a file at a destination is
+/// not somebody's file, and goes once its download is done.
+pub fn is_part_file(path: &Path) -> bool {
+    marked_path(path).is_some()
 }
 
 /// Reserves `len` bytes for the file so that a full disk fails now.
@@ -939,6 +994,87 @@ mod tests {
         fs::write(&p, &bytes).unwrap();
         let meta = HashPool::new(1).hash_file(&p, "f").unwrap();
         (bytes, meta)
+    }
+
+    /// Writes every piece of `bytes` into `part` and records it.
+    fn fill(part: &PartFile, bytes: &[u8], meta: &FileMeta) {
+        let g = meta.geometry();
+        for p in g.pieces() {
+            let r = g.range(p);
+            part.write_piece(r.start, &bytes[r.start as usize..r.end as usize]).unwrap();
+            part.record(p.get()).unwrap();
+        }
+    }
+
+    #[test]
+    fn names_up_to_255_bytes_are_fetched_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        for (len, name_len) in
+            [(600_000usize, 255usize), (600_000, 241), (5_000, 255), (5_000, 240)]
+        {
+            let (bytes, meta) = source(dir.path(), len);
+            // Multi-byte characters across the cut.
+            let name: String = "é".repeat(name_len / 2) + &"x".repeat(name_len % 2);
+            assert_eq!(name.len(), name_len);
+            let dest = dir.path().join(&name);
+            let part = part_path(&dest);
+            let part_name = part.file_name().unwrap().to_str().expect("cut at a character");
+            assert!(part_name.len() + ".state.tmp".len() <= 255, "{}", part_name.len());
+            if name_len <= LONGEST_PLAIN_PART_NAME {
+                assert_eq!(part, with_suffix(&dest, ".part"));
+            } else {
+                assert!(part_name.ends_with(".part") && part_name.contains('~'), "{part_name}");
+            }
+            let (pf, _) = PartFile::open(&dest, &meta).unwrap();
+            assert_eq!(pf.part_path(), part);
+            if len > PIECE_LEN as usize {
+                pf.write_piece(0, &bytes[..PIECE_LEN as usize]).unwrap();
+                pf.record(0).unwrap();
+            }
+            drop(pf);
+            // Resumed (a multi-piece file's state sits beside its part).
+            let (pf, have) = PartFile::open(&dest, &meta).unwrap();
+            assert_eq!(have.count_ones() > 0, len > PIECE_LEN as usize, "{len}");
+            fill(&pf, &bytes, &meta);
+            pf.finish().unwrap();
+            assert_eq!(fs::read(&dest).unwrap(), bytes);
+            assert!(!part.exists() && !state_path(&dest).exists());
+            fs::remove_file(&dest).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_damaged_state_beside_its_own_part_file_is_verified_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, meta) = source(dir.path(), 3 * PIECE_LEN as usize + 11);
+        let dest = dir.path().join("out");
+        let (pf, _) = PartFile::open(&dest, &meta).unwrap();
+        let g = meta.geometry();
+        for p in g.pieces().take(2) {
+            let r = g.range(p);
+            pf.write_piece(r.start, &bytes[r.start as usize..r.end as usize]).unwrap();
+            pf.record(p.get()).unwrap();
+        }
+        drop(pf);
+        let state = state_path(&dest);
+        for damage in [&b""[..], &[0xA5; 75][..]] {
+            fs::write(&state, damage).unwrap();
+            let (pf, have) = PartFile::open(&dest, &meta).unwrap();
+            assert_eq!(have.count_ones(), 2, "the two written pieces verify again");
+            drop(pf);
+        }
+        // Beside a part file that is not this download's (another file's
+        // mark), the same bytes are somebody's file: left alone.
+        let (_, other) = source(&dir.path().join(""), 100);
+        mark_path(&part_path(&dest), &other.sha1);
+        fs::write(&state, [0xA5; 75]).unwrap();
+        assert!(matches!(PartFile::open(&dest, &meta), Err(StoreError::InTheWay(_))));
+        assert_eq!(fs::read(&state).unwrap(), [0xA5; 75]);
+        // A path that cannot be looked at is that error, not "in the way".
+        let long = dir.path().join("d".repeat(300)).join("out");
+        let err = PartFile::open(&long, &meta).unwrap_err();
+        assert!(matches!(err, StoreError::Io(_)), "{err}");
+        assert!(err.to_string().contains("File name too long"), "{err}");
     }
 
     #[test]
