@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, Result};
@@ -142,8 +142,13 @@ fn link_target(root: &Path, link: &Path) -> Result<PathBuf, String> {
 /// Hashes every item, several files at once (one per core, each reading
 /// and hashing its own pieces, big files' pieces also on `pool`): a tree of
 /// small files keeps every core busy, not one per file in turn. Results in
-/// the items' order.
-pub fn hash_all(pool: &HashPool, items: Vec<Item>) -> Vec<(Item, Result<FileMeta, HashError>)> {
+/// the items' order. Once `stop` is set, what is not hashed yet is
+/// [`HashError::Stopped`].
+pub fn hash_all(
+    pool: &HashPool,
+    items: Vec<Item>,
+    stop: &AtomicBool,
+) -> Vec<(Item, Result<FileMeta, HashError>)> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(items.len());
     let next = AtomicUsize::new(0);
     let out: Mutex<Vec<Option<Result<FileMeta, HashError>>>> =
@@ -153,7 +158,7 @@ pub fn hash_all(pool: &HashPool, items: Vec<Item>) -> Vec<(Item, Result<FileMeta
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(item) = items.get(i) else { return };
-                let r = pool.hash_file(&item.path, &item.name);
+                let r = pool.hash_file_unless(&item.path, &item.name, stop);
                 out.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
             });
         }
@@ -392,11 +397,13 @@ mod tests {
             })
             .chain(std::iter::once(Item { path: dir.path().join("nope"), name: "d/nope".into() }))
             .collect();
-        let out = hash_all(&pool, items.clone());
+        let out = hash_all(&pool, items.clone(), &AtomicBool::new(false));
         assert_eq!(out.len(), 41);
         for (item, r) in &out[..40] {
             assert_eq!(r.as_ref().unwrap(), &pool.hash_file(&item.path, &item.name).unwrap());
         }
         assert!(out[40].1.is_err());
+        let out = hash_all(&pool, items.clone(), &AtomicBool::new(true));
+        assert!(out.iter().all(|(_, r)| matches!(r, Err(HashError::Stopped(_)))));
     }
 }

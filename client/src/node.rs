@@ -90,6 +90,8 @@ pub struct Node {
     /// Hashes uploads: one worker per core but one (the caller streams the
     /// whole-file SHA1).
     pool: Arc<HashPool>,
+    /// Set to stop a [`Node::share_paths`] while it hashes.
+    hash_stop: Arc<std::sync::atomic::AtomicBool>,
     /// Verifies (when the receiving peer thread did not) and writes
     /// downloaded pieces: two workers per core.
     verify_pool: Arc<HashPool>,
@@ -185,6 +187,7 @@ impl Node {
             server,
             downloads: Vec::new(),
             pool: Arc::new(HashPool::with_available_cores()),
+            hash_stop: Arc::default(),
             // Download workers hash (when a peer does not) and write with
             // O_DIRECT, which waits on the device, not the CPU: twice the
             // cores keeps every core hashing while others wait.
@@ -461,6 +464,12 @@ impl Node {
         }
     }
 
+    /// A flag that, once set, stops [`Node::share_paths`] while it hashes:
+    /// what is hashed is then not shared (a signal during a long hash).
+    pub fn hash_stop(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.hash_stop)
+    }
+
     /// Shares every file given and every regular file under every directory
     /// given (named by its path from the directory's own name on:
     /// `photos/2026/a.jpg`). Files are hashed several at once (one per
@@ -487,11 +496,17 @@ impl Node {
             tokio::task::spawn_blocking(move || crate::bulk::collect_files(&paths))
                 .await
                 .context("listing task")?;
-        let pool = Arc::clone(&self.pool);
+        let (pool, stop) = (Arc::clone(&self.pool), Arc::clone(&self.hash_stop));
         let clock = std::time::Instant::now();
-        let hashed = tokio::task::spawn_blocking(move || crate::bulk::hash_all(&pool, items))
-            .await
-            .context("hashing task")?;
+        let hashed =
+            tokio::task::spawn_blocking(move || crate::bulk::hash_all(&pool, items, &stop))
+                .await
+                .context("hashing task")?;
+        if self.hash_stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // Nothing is registered: the files hashed before the stop are
+            // no more shared than the rest.
+            bail!("stopped while hashing; nothing was shared");
+        }
         let hash_seconds = clock.elapsed().as_secs_f64();
         let clock = std::time::Instant::now();
         // Each file is served before the tracker lists it, then registered

@@ -1067,10 +1067,29 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
         _ => false,
     };
     let group = &args.group;
+    // A signal while the files are hashed stops the hashing, and nothing is
+    // shared (it used to be heeded only once every file was hashed and
+    // registered: minutes on a large tree).
+    let halt = node.hash_stop();
+    let report = {
+        let sharing = node.share_paths(&args.paths, group);
+        tokio::pin!(sharing);
+        tokio::select! {
+            r = &mut sharing => r?,
+            why = stop.recv() => {
+                halt.store(true, std::sync::atomic::Ordering::Relaxed);
+                // Registration has not begun, or it ends as it would.
+                let rest = match sharing.await {
+                    Ok(_) => " as the files were registered",
+                    Err(_) => "; nothing was shared",
+                };
+                return Err(Stopped::error(why, rest));
+            }
+        }
+    };
     if single {
         // Shared before from this node and resumed at login (the same
         // command run again on a fixed --listen): seeded again, said so.
-        let report = node.share_paths(&args.paths, group).await?;
         match report.one_file()? {
             OneFile::Shared(s) => crate::say!("{}", s.uploaded(group)),
             OneFile::Already(s) => crate::say!(
@@ -1082,7 +1101,6 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
             ),
         }
     } else {
-        let report = node.share_paths(&args.paths, &args.group).await?;
         for s in &report.skipped {
             eprintln!("ringshare: skipped {s}");
         }

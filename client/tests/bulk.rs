@@ -663,3 +663,43 @@ fn a_closed_standard_output_is_not_a_failure() {
         std::fs::read(src.join("b.bin")).unwrap()
     );
 }
+
+/// A signal while `share` hashes stops it there: nothing is registered, and
+/// the exit status says which signal (it used to be heeded only once every
+/// file was hashed and registered).
+#[test]
+fn a_signal_while_share_hashes_stops_it_and_shares_nothing() {
+    let (dir, _t, info, _owner, _bob) = alice_and_bob_in_g();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // Sparse: seconds to hash, nothing to write.
+    let big = src.join("big.bin");
+    std::fs::File::create(&big).unwrap().set_len(12 << 30).unwrap();
+    random_file(&src.join("small.bin"), 1000, 1);
+    let alice = Login::new(dir.path(), &info, "alice", "pw-a");
+    let child = alice
+        .command("share")
+        .arg("g")
+        .arg(&src)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Hashing has begun once the big file is open.
+    let fds = PathBuf::from(format!("/proc/{}/fd", child.id()));
+    common::eventually("the big file to be opened", || {
+        std::fs::read_dir(&fds)
+            .map(|d| d.flatten().any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == big)))
+            .unwrap_or(false)
+    });
+    // SAFETY: kill with a child's pid and a signal number.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("nothing was shared"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let bob = Login::new(dir.path(), &info, "bob", "pw-b");
+    let listed = bob.run("ls", &["g"]);
+    assert!(text(&listed.stdout).is_empty(), "{}", text(&listed.stdout));
+}

@@ -42,6 +42,9 @@ pub enum HashError {
     /// hashed.
     #[error("{0} changed while it was being hashed")]
     Changed(String),
+    /// Hashing was stopped (see [`HashPool::hash_file_unless`]).
+    #[error("stopped while hashing {0}")]
+    Stopped(String),
 }
 
 /// A fixed pool of hashing threads.
@@ -106,6 +109,18 @@ impl HashPool {
         self.hash_file_observed(path, name, &mut |_| {})
     }
 
+    /// [`HashPool::hash_file`], given up with [`HashError::Stopped`] once
+    /// `stop` is set (looked at before each piece: a large file does not
+    /// hold a Ctrl-C until it is read whole).
+    pub fn hash_file_unless(
+        &self,
+        path: &Path,
+        name: &str,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<FileMeta, HashError> {
+        self.hash(path, name, &mut |_| {}, stop)
+    }
+
     /// [`HashPool::hash_file`], calling `after_read(piece)` once each
     /// piece has been read and added to the whole-file SHA1, in order
     /// (tests change the file there).
@@ -115,9 +130,31 @@ impl HashPool {
         name: &str,
         after_read: &mut dyn FnMut(u32),
     ) -> Result<FileMeta, HashError> {
+        self.hash(path, name, after_read, &std::sync::atomic::AtomicBool::new(false))
+    }
+
+    fn hash(
+        &self,
+        path: &Path,
+        name: &str,
+        after_read: &mut dyn FnMut(u32),
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<FileMeta, HashError> {
+        use std::os::unix::fs::OpenOptionsExt;
         let shown = path.display().to_string();
+        let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
+        if stopped() {
+            return Err(HashError::Stopped(shown));
+        }
         let io_err = |what| PathIoError::at(what, path);
-        let file = File::open(path).map_err(io_err("open"))?;
+        // Not blocking: a FIFO put where a file was (after the tree was
+        // listed) is opened at once, and refused below, instead of waiting
+        // for a writer that may never come.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io_err("open"))?;
         let md = file.metadata().map_err(io_err("inspect"))?;
         if !md.is_file() {
             return Err(HashError::NotAFile(shown));
@@ -187,6 +224,10 @@ impl HashPool {
                     let _ = done.send((piece, read, buf));
                 });
                 next_read += 1;
+            }
+            if stopped() {
+                // Jobs under way finish into a channel nobody reads.
+                return Err(HashError::Stopped(shown));
             }
             // The piece `next_whole` is being read: a job holds it.
             let (piece, read, buf) = done_rx.recv().expect("a hashing worker died");
@@ -315,6 +356,48 @@ mod tests {
             })
             .unwrap_err();
         assert!(matches!(err, HashError::Changed(_)), "{err}");
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("f");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // (It blocked in open until something wrote to the FIFO.)
+        let err = HashPool::new(1).hash_file(&fifo, "f").unwrap_err();
+        assert!(matches!(err, HashError::NotAFile(_)), "{err}");
+    }
+
+    #[test]
+    fn hashing_stops_between_pieces_once_told() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        std::fs::write(&path, vec![7u8; 20 * PIECE_LEN as usize]).unwrap();
+        let pool = HashPool::new(2);
+        let stop = AtomicBool::new(false);
+        assert!(pool.hash_file_unless(&path, "b", &stop).is_ok());
+        // Told after the third piece: the rest is not read.
+        let mut read = 0;
+        let err = pool
+            .hash(
+                &path,
+                "b",
+                &mut |piece| {
+                    read = piece + 1;
+                    if piece == 2 {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                },
+                &stop,
+            )
+            .unwrap_err();
+        assert!(matches!(err, HashError::Stopped(_)), "{err}");
+        assert!(read < 20, "{read}");
+        let err = pool.hash_file_unless(&path, "b", &stop).unwrap_err();
+        assert!(matches!(err, HashError::Stopped(_)), "{err}");
     }
 
     #[test]
