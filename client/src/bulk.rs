@@ -253,12 +253,20 @@ impl Selection {
             return (listed, Vec::new());
         }
         let mut hit = vec![false; self.patterns.len()];
+        // A glob that is also the exact name of a listed file selects that
+        // file only: `names/[ab].txt`, as `ls` shows it, is that file.
+        let exact: Vec<bool> = self
+            .patterns
+            .iter()
+            .map(|(p, m)| matches!(m, Matcher::Glob(_)) && listed.iter().any(|f| f.name == *p))
+            .collect();
         let mut chosen: Vec<FileEntry> = Vec::new();
         for f in listed {
             let mut take = false;
-            for (i, (_, m)) in self.patterns.iter().enumerate() {
+            for (i, (p, m)) in self.patterns.iter().enumerate() {
                 let ok = match m {
                     Matcher::Name(n) => f.name == *n || names::under_dir(&f.name, n),
+                    Matcher::Glob(_) if exact[i] => f.name == *p,
                     Matcher::Glob(g) => g.is_match(&f.name),
                 };
                 if ok {
@@ -321,6 +329,20 @@ mod tests {
         assert_eq!(missed, ["nothing", "*.gif"]);
         assert!(Selection::new(&["../x".to_string()]).is_err());
         assert!(Selection::new(&["a[".to_string()]).is_err());
+    }
+
+    #[test]
+    fn a_listed_name_with_glob_characters_selects_itself() {
+        let listed: Vec<FileEntry> =
+            ["n/[ab].txt", "n/a.txt", "n/b.txt", "n/x?", "n/xy"].into_iter().map(entry).collect();
+        let sel = |p: &str| {
+            let s = Selection::new(&[p.to_string()]).unwrap();
+            names_of(&s.select(listed.clone()).0).iter().map(|s| s.to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(sel("n/[ab].txt"), ["n/[ab].txt"], "the name ls shows, not a glob");
+        assert_eq!(sel("n/x?"), ["n/x?"]);
+        assert_eq!(sel("n/[a].txt"), ["n/a.txt"], "no such name: a glob");
+        assert_eq!(sel("n/x*"), ["n/x?", "n/xy"]);
     }
 
     #[test]
