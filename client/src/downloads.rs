@@ -22,6 +22,9 @@ pub struct DownloadEntry {
     pub paused: Option<String>,
     /// `dest` spelled one way ([`dest_key`]).
     pub dest_key: PathBuf,
+    /// Set by a `stop_share` of its file while it runs: it finishes, but
+    /// is not registered, recorded or served as a share.
+    pub unshared: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// `dest` spelled one way: two paths are the same path (`Path`'s `==`,

@@ -38,7 +38,8 @@ pub enum Flow {
     Quit,
 }
 
-/// How long [`Node::withdraw_all`] waits for registrations on their way.
+/// How long [`Node::withdraw_all`], and a `stop_share` of a file being
+/// downloaded, wait for registrations on their way.
 const WITHDRAW_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Withdrawal requests out at once.
 const WITHDRAW_CALLS: usize = 4;
@@ -322,10 +323,36 @@ impl Node {
                 check_name(NameKind::Group, &group)?;
                 check_name(NameKind::File, &file)?;
                 let token = self.token()?;
+                // A download of it running here finishes, but is not
+                // shared: before, its end recorded the share again, and the
+                // next login shared it anew.
+                let mut downloading = false;
+                for d in &self.downloads {
+                    if d.group == group && d.name == file && d.is_running() {
+                        d.unshared.store(true, std::sync::atomic::Ordering::Release);
+                        downloading = true;
+                    }
+                }
+                if downloading {
+                    // Its first piece's registration, if it is on its way,
+                    // reaches the tracker before the stop does.
+                    self.registrar.settled(WITHDRAW_WAIT).await;
+                }
                 let req = Request::StopShare { token, group: group.clone(), file: file.clone() };
-                self.call_done(req).await?;
+                match self.call_done(req).await {
+                    Ok(()) => {}
+                    // Not registered yet (no piece verified): nothing to
+                    // withdraw at the tracker.
+                    Err(_) if downloading => {}
+                    Err(e) => return Err(e),
+                }
                 for s in self.drop_shares(|s| s.group == group && s.meta.name == file) {
                     self.book_remove(&s)?;
+                }
+                if downloading {
+                    return Ok(vec![format!(
+                        "stopped sharing {file} in {group} (its download goes on, and is not shared)"
+                    )]);
                 }
                 Ok(vec![format!("stopped sharing {file} in {group}")])
             }
@@ -1055,7 +1082,14 @@ impl Node {
         spec.settle = self.settler.clone();
         spec.first_peers = Some(first);
         let source = self.peer_source(token, group.clone(), file.clone());
-        let events = self.download_events(token, group.clone(), dest_path.clone(), meta.clone());
+        let unshared = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let events = self.download_events(
+            token,
+            group.clone(),
+            dest_path.clone(),
+            meta.clone(),
+            Arc::clone(&unshared),
+        );
         let download = Download::start(
             spec,
             part,
@@ -1078,6 +1112,7 @@ impl Node {
             download,
             paused: None,
             dest_key: key,
+            unshared,
         });
         let pieces = meta.piece_hashes.len();
         let peers = peers
@@ -1135,6 +1170,7 @@ impl Node {
         group: String,
         dest: PathBuf,
         meta: FileMeta,
+        unshared: Arc<std::sync::atomic::AtomicBool>,
     ) -> Box<dyn Fn(FetchEvent) + Send + Sync> {
         let registrar = self.registrar.clone();
         let serve = Arc::clone(&self.serve);
@@ -1143,8 +1179,18 @@ impl Node {
         let (ended, announce) = (Arc::clone(&self.ended), self.announce);
         let announce_failures = self.announce_failures;
         let defer_sync = self.defer_book_sync;
+        let unshared_now = move || unshared.load(std::sync::atomic::Ordering::Acquire);
         Box::new(move |event| match event {
+            FetchEvent::FirstPiece if unshared_now() => {}
             FetchEvent::FirstPiece => registrar.register(token, group.clone(), meta.clone()),
+            FetchEvent::Complete(_) if unshared_now() => {
+                // Fetched, not shared: served no more unless a share of
+                // the same bytes is.
+                if !lock(&shares).values().any(|s| s.meta.sha1 == meta.sha1) {
+                    serve.remove(&meta.sha1);
+                }
+                ended.notify_one();
+            }
             FetchEvent::Complete(peers) => {
                 // Under a settler the file is most often still `.part`, and
                 // may be moved while it is looked at: the part file, then

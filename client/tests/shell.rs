@@ -545,3 +545,39 @@ fn a_line_that_is_not_utf8_is_one_error_and_the_shell_goes_on() {
     );
     assert!(out.status.success());
 }
+
+/// A `stop_share` of a file this node is downloading: the download
+/// finishes, and the file is not shared — not then, and not at the next
+/// login (its end used to record the share, and the login shared it anew).
+#[test]
+fn stop_share_during_a_download_holds_after_it_ends_and_across_logins() {
+    let (dir, _t, info) = setup();
+    let mut a = NodeProc::spawn(
+        "127.0.0.1:0",
+        &info,
+        &dir.path().join("state-a"),
+        &[("RINGSHARE_SERVE_DELAY_MS", "300")],
+        None,
+    );
+    a.ok("create_user alice pw");
+    a.ok("login alice pw");
+    let mut b = user(&dir, &info, "bob");
+    owner_and_bob_in(&mut a, &mut b, "g");
+    let f = dir.path().join("f.bin");
+    random_file(&f, 3_000_000, 7);
+    a.ok(&format!("upload_file {} g", f.display()));
+    let dest = dir.path().join("got");
+    std::fs::create_dir_all(&dest).unwrap();
+    b.ok(&format!("download_file g f.bin {}", dest.display()));
+    assert_eq!(
+        b.ok("stop_share g f.bin"),
+        "stopped sharing f.bin in g (its download goes on, and is not shared)"
+    );
+    b.wait_downloads(|out| out.iter().any(|l| l.starts_with("[C] [g] f.bin")));
+    assert_eq!(std::fs::read(dest.join("f.bin")).unwrap(), std::fs::read(&f).unwrap());
+    assert_eq!(a.cmd("list_files g"), ["f.bin  3000000 bytes  1 peer"]);
+    b.ok("logout");
+    let login = b.ok("login bob pw-bob");
+    assert!(!login.contains("resumed sharing"), "{login}");
+    assert_eq!(a.cmd("list_files g"), ["f.bin  3000000 bytes  1 peer"]);
+}
