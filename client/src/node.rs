@@ -350,6 +350,10 @@ impl Node {
                     self.book_remove(&s)?;
                 }
                 if downloading {
+                    // Its record as an unfinished download goes too.
+                    if let Some(s) = &self.session {
+                        s.book.remove(&group, &file).context("save the share record")?;
+                    }
                     return Ok(vec![format!(
                         "stopped sharing {file} in {group} (its download goes on, and is not shared)"
                     )]);
@@ -414,6 +418,9 @@ impl Node {
                 },
                 Err(Staleness::Changed) => stale.push((share, "changed since upload".to_owned())),
                 Err(Staleness::Missing(e)) => stale.push((share, format!("missing ({e})"))),
+                Err(Staleness::Unfinished) => {
+                    stale.push((share, "a download that did not finish here".to_owned()))
+                }
             }
         }
         // Registered again in batches, a few at once.
@@ -1103,6 +1110,8 @@ impl Node {
             // It holds verified pieces from the start, and their first's
             // event does not come again: a sharer now (an earlier run on
             // another port withdrew its registration, or never made one).
+            let book = self.session.as_ref().map(|s| s.book.clone());
+            unfinished(&book, self.defer_book_sync, &group, &dest_path, &meta);
             self.registrar.register(token, group.clone(), meta.clone());
         }
         self.downloads.push(DownloadEntry {
@@ -1182,7 +1191,10 @@ impl Node {
         let unshared_now = move || unshared.load(std::sync::atomic::Ordering::Acquire);
         Box::new(move |event| match event {
             FetchEvent::FirstPiece if unshared_now() => {}
-            FetchEvent::FirstPiece => registrar.register(token, group.clone(), meta.clone()),
+            FetchEvent::FirstPiece => {
+                unfinished(&book, defer_sync, &group, &dest, &meta);
+                registrar.register(token, group.clone(), meta.clone())
+            }
             FetchEvent::Complete(_) if unshared_now() => {
                 // Fetched, not shared: served no more unless a share of
                 // the same bytes is.
@@ -1264,6 +1276,27 @@ impl Node {
             Response::Names(names) => Ok(names),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+/// Records in `book` that the download of `meta` to `dest` is registered as
+/// a sharer and not finished ([`LocalShare::unfinished`]). Only for a file
+/// of several pieces: one of one piece is finished by its first.
+fn unfinished(
+    book: &Option<ShareBook>,
+    defer_sync: bool,
+    group: &str,
+    dest: &Path,
+    meta: &FileMeta,
+) {
+    let Some(book) = book else { return };
+    if meta.piece_hashes.len() < 2 {
+        return;
+    }
+    let record = LocalShare::unfinished(group.to_owned(), dest.to_owned(), meta.clone());
+    let put = if defer_sync { book.put_unsynced(&record) } else { book.put(&record) };
+    if let Err(e) = put {
+        tracing::warn!("save the share record: {e}");
     }
 }
 
@@ -1391,6 +1424,7 @@ async fn watch_shares(
             let why = match why {
                 Staleness::Changed => "changed on disk".to_owned(),
                 Staleness::Missing(e) => format!("missing ({e})"),
+                Staleness::Unfinished => "a download that did not finish".to_owned(),
             };
             tracing::warn!(
                 "stopped sharing {}/{}: {} {why}",

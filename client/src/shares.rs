@@ -47,7 +47,14 @@ pub enum Staleness {
     Missing(String),
     /// Its length or modification time changed.
     Changed,
+    /// A download's record that did not become a share: registered at its
+    /// first piece, never finished here (see [`LocalShare::unfinished`]).
+    Unfinished,
 }
+
+/// The modification time of an [`LocalShare::unfinished`] record: none a
+/// file has.
+const UNFINISHED: u128 = u128::MAX;
 
 impl LocalShare {
     /// Records a freshly hashed file.
@@ -64,9 +71,21 @@ impl LocalShare {
         Ok(Self { group, path, meta, mtime_ns })
     }
 
+    /// The record of a download to `dest` registered as a sharer of its
+    /// verified pieces and not finished yet. Its finish replaces it with the
+    /// share; if it never finishes here (a crash, a logout), the next login
+    /// finds it and withdraws the registration, which the tracker would
+    /// otherwise list for good once this node is back at its address.
+    pub fn unfinished(group: String, dest: PathBuf, meta: FileMeta) -> Self {
+        Self { group, path: dest, meta, mtime_ns: UNFINISHED }
+    }
+
     /// Checks that the file is still there and unchanged (or, fetched and
     /// not settled yet, still its unchanged `.part`).
     pub fn check(&self) -> Result<(), Staleness> {
+        if self.mtime_ns == UNFINISHED {
+            return Err(Staleness::Unfinished);
+        }
         // The part file may be moved in place while it is looked at: the
         // path, the part file, then the path again.
         let md = fs::metadata(&self.path)

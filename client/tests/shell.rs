@@ -581,3 +581,54 @@ fn stop_share_during_a_download_holds_after_it_ends_and_across_logins() {
     assert!(!login.contains("resumed sharing"), "{login}");
     assert_eq!(a.cmd("list_files g"), ["f.bin  3000000 bytes  1 peer"]);
 }
+
+/// A node killed mid-download stays registered for the pieces it had; back
+/// at its address, its next login withdraws that registration (the tracker
+/// listed it for good: nobody could fetch from it, and the name could not
+/// be shared anew with other bytes).
+#[test]
+fn a_download_cut_short_by_a_crash_is_withdrawn_at_the_next_login() {
+    let (dir, _t, info) = setup();
+    let mut a = NodeProc::spawn(
+        "127.0.0.1:0",
+        &info,
+        &dir.path().join("state-a"),
+        &[("RINGSHARE_SERVE_DELAY_MS", "300")],
+        None,
+    );
+    a.ok("create_user alice pw");
+    a.ok("login alice pw");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let state = dir.path().join("state-b");
+    let mut b = NodeProc::start_at(&listen, &info, &state);
+    b.ok("create_user bob pw-bob");
+    b.ok("login bob pw-bob");
+    owner_and_bob_in(&mut a, &mut b, "g");
+    let f = dir.path().join("f.bin");
+    random_file(&f, 5_000_000, 8);
+    a.ok(&format!("upload_file {} g", f.display()));
+    let dest = dir.path().join("got");
+    std::fs::create_dir_all(&dest).unwrap();
+    b.ok(&format!("download_file g f.bin {}", dest.display()));
+    eventually("bob listed for his first piece", || {
+        a.cmd("list_files g") == ["f.bin  5000000 bytes  2 peers"]
+    });
+    b.kill();
+    a.ok("stop_share g f.bin");
+    let mut b = NodeProc::start_at(&listen, &info, &state);
+    let login = b.ok("login bob pw-bob");
+    assert!(
+        login.contains("stopped sharing g/f.bin: a download that did not finish here"),
+        "{login}"
+    );
+    assert!(a.cmd("list_files g").is_empty(), "nobody shares it now");
+    // The name is free for other bytes.
+    random_file(&f, 4_000, 9);
+    a.ok(&format!("upload_file {} g", f.display()));
+    // Fetched again, the download resumes and finishes: then it is a share
+    // that the next login resumes.
+    b.ok(&format!("download_file g f.bin {}", dir.path().join("again.bin").display()));
+    b.wait_downloads(|out| out.iter().any(|l| l.starts_with("[C]")));
+    b.ok("logout");
+    assert_eq!(b.ok("login bob pw-bob"), "logged in as bob; resumed sharing 1 file(s)");
+}
