@@ -220,9 +220,11 @@ impl SlotGate {
         Self { state: Mutex::new((SendSlots::new(limit), HashSet::new())), handed: Condvar::new() }
     }
 
-    /// Slots held now.
-    fn busy(&self) -> usize {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).0.busy()
+    /// Connection `id` starts a piece: the connections sending at once
+    /// ([`SendSlots::senders`]).
+    fn senders(&self, id: u64, rate: crate::slots::UploadRate, len: u32) -> usize {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.0.senders(id, Instant::now(), rate, len)
     }
 
     /// Waits for a slot for connection `id` (a piece of `rank`,
@@ -479,7 +481,7 @@ fn serve_session(
             let (piece, offset, file_offset, len) = asked.remove(i).expect("in range");
             file.note_sent(session, piece);
             if let Some(rate) = limits.upload_rate {
-                crate::link::pace(stream.raw_fd(), rate.share(gate.busy()));
+                crate::link::pace(stream.raw_fd(), rate.share(gate.senders(id, rate, len)));
             }
             if !limits.piece_delay.is_zero() {
                 thread::sleep(limits.piece_delay);

@@ -133,12 +133,32 @@ pub struct SendSlots<K> {
     /// In line, with their rank and since when: a slot goes to the lowest
     /// rank, the longest waiting among equals.
     waiting: VecDeque<(K, u32, Instant)>,
+    /// Each connection sending a piece at a paced rate, and when that
+    /// piece is sent at that pace ([`SendSlots::senders`]).
+    recent: Vec<(K, Instant)>,
 }
 
 impl<K: Copy + PartialEq> SendSlots<K> {
     /// `limit` slots (0: as many as asked for).
     pub fn new(limit: usize) -> Self {
-        Self { limit, holders: Vec::new(), waiting: VecDeque::new() }
+        Self { limit, holders: Vec::new(), waiting: VecDeque::new(), recent: Vec::new() }
+    }
+
+    /// `k` starts sending a piece of `len` bytes at `now`, the node's
+    /// upload held to `rate`: how many connections send at once, as the
+    /// rate is divided ([`UploadRate::share`]). `k` and those still sending
+    /// the piece they started, going by when it ends at their share of the
+    /// rate. Not the slots held at this instant: a connection lets go of its
+    /// slot once its piece is in the socket, long before it is sent at its
+    /// pace, so two connections sending pieces one after another each found
+    /// the other between two and went at the whole rate (two files fetched
+    /// from one node went at twice its `--upload-rate`).
+    pub fn senders(&mut self, k: K, now: Instant, rate: UploadRate, len: u32) -> usize {
+        self.recent.retain(|(x, end)| *x != k && *end > now);
+        let n = self.recent.len() + 1;
+        let secs = f64::from(len) * n as f64 / rate.bytes_per_s() as f64;
+        self.recent.push((k, now + Duration::from_secs_f64(secs.min(3600.0))));
+        n
     }
 
     /// `k` has a piece to send at `now`. True: it holds a slot until it
@@ -277,6 +297,51 @@ mod tests {
         assert_eq!(rate.share(16), 375_000);
         let least: UploadRate = "8kbit".parse().unwrap();
         assert_eq!(least.share(10_000), 1, "never a pace of zero (unlimited)");
+    }
+
+    #[test]
+    fn senders_are_those_still_sending_their_piece_at_their_pace() {
+        let t = Instant::now();
+        let ms = |n: u64| t + Duration::from_millis(n);
+        // 512 KiB pieces at 80 MB/s: 6.6 ms alone, 13.1 ms at half.
+        let rate: UploadRate = "80MB".parse().unwrap();
+        let piece = 512 * 1024;
+        let mut s = SendSlots::<u32>::new(16);
+        // Two connections each sending one piece after another (no slot is
+        // held between pieces): each piece finds the other still sending.
+        let at = |n: usize| Duration::from_secs_f64(f64::from(piece) * n as f64 / 80e6);
+        let mut next = [ms(0), ms(1)];
+        assert_eq!(s.senders(1, next[0], rate, piece), 1);
+        next[0] += at(1);
+        assert_eq!(s.senders(2, next[1], rate, piece), 2);
+        next[1] += at(2);
+        for _ in 0..100 {
+            let c = if next[0] <= next[1] { 0 } else { 1 };
+            assert_eq!(s.senders(c as u32 + 1, next[c], rate, piece), 2);
+            next[c] += at(2);
+        }
+        assert_eq!(s.busy(), 0, "no slot was held meanwhile");
+        // Connection 2 stops: once its last piece is out, 1 sends alone.
+        let end = next[1];
+        assert_eq!(s.senders(1, end - Duration::from_millis(1), rate, piece), 2);
+        assert_eq!(s.senders(1, end + Duration::from_millis(1), rate, piece), 1);
+        // A slow rate: ten connections, the last sending its piece for
+        // 8.4 s at a tenth of 5 Mbit/s; those still sending count.
+        let slow: UploadRate = "5mbit".parse().unwrap();
+        let mut s = SendSlots::<u32>::new(16);
+        for c in 0..10 {
+            assert_eq!(s.senders(c, ms(u64::from(c)), slow, piece), c as usize + 1);
+        }
+        assert_eq!(s.senders(0, ms(500), slow, piece), 10, "the first's piece at full pace ended");
+        assert_eq!(
+            s.senders(0, ms(5_000), slow, piece),
+            6,
+            "the five whose pieces are not out yet, and this one"
+        );
+        // A small piece ends soon.
+        let mut s = SendSlots::<u32>::new(16);
+        s.senders(1, ms(0), rate, 4096);
+        assert_eq!(s.senders(2, ms(1), rate, piece), 1);
     }
 
     #[test]

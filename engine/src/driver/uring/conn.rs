@@ -519,8 +519,9 @@ impl Conn {
         };
         if let (Some(piece), Some(f)) = (next, &self.served) {
             f.note_sent(&mut self.session, piece);
-            if let Some(rate) = ctx.limits.upload_rate {
-                crate::link::pace(self.stream.as_raw_fd(), rate.share(ctx.slots.busy()));
+            if let (Some(rate), Some(job)) = (ctx.limits.upload_rate, self.tx.next_job()) {
+                let senders = ctx.slots.senders(self.key, ctx.now, rate, job.len);
+                crate::link::pace(self.stream.as_raw_fd(), rate.share(senders));
             }
             if tracing::enabled!(tracing::Level::TRACE) {
                 let to = self.stream.peer_addr().ok();
