@@ -1114,6 +1114,9 @@ impl Node {
             unfinished(&book, self.defer_book_sync, &group, &dest_path, &meta);
             self.registrar.register(token, group.clone(), meta.clone());
         }
+        // This download takes the place of one into the same destination
+        // that stopped or failed: show_downloads had a line for each try.
+        self.downloads.retain(|d| d.dest_key.as_os_str() != key.as_os_str() || d.is_running());
         self.downloads.push(DownloadEntry {
             group: group.clone(),
             name: file.clone(),

@@ -632,3 +632,38 @@ fn a_download_cut_short_by_a_crash_is_withdrawn_at_the_next_login() {
     b.ok("logout");
     assert_eq!(b.ok("login bob pw-bob"), "logged in as bob; resumed sharing 1 file(s)");
 }
+
+/// A download run again into the same destination (after a logout stopped
+/// it) takes the place of its stopped line in `show_downloads`: one line
+/// per destination, not one per try.
+#[test]
+fn a_download_run_again_replaces_its_stopped_line() {
+    let (dir, _t, info) = setup();
+    let mut a = NodeProc::spawn(
+        "127.0.0.1:0",
+        &info,
+        &dir.path().join("state-a"),
+        &[("RINGSHARE_SERVE_DELAY_MS", "200")],
+        None,
+    );
+    a.ok("create_user alice pw");
+    a.ok("login alice pw");
+    let mut b = user(&dir, &info, "bob");
+    owner_and_bob_in(&mut a, &mut b, "g");
+    let f = dir.path().join("f.bin");
+    random_file(&f, 3_000_000, 10);
+    a.ok(&format!("upload_file {} g", f.display()));
+    let dest = dir.path().join("got.bin");
+    for _ in 0..3 {
+        b.ok(&format!("download_file g f.bin {}", dest.display()));
+        b.ok("logout");
+        b.ok("login bob pw-bob");
+    }
+    let lines = b.cmd("show_downloads");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("[F] [g] f.bin  stopped by logout"), "{lines:?}");
+    b.ok(&format!("download_file g f.bin {}", dest.display()));
+    let lines = b.wait_downloads(|out| out.iter().any(|l| l.starts_with("[C]")));
+    assert_eq!(lines, ["[C] [g] f.bin"]);
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&f).unwrap());
+}
