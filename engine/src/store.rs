@@ -227,17 +227,27 @@ impl PartFile {
             }
         };
         if current != meta.len {
-            // A new part file is empty already.
-            if current != 0 {
-                file.set_len(0).map_err(StoreError::io("truncate", &part))?;
-            }
-            if pieces == 1 {
-                // Its one write comes next and allocates as it goes: an
-                // fallocate first was a twentieth of a bulk get's CPU on a
-                // tree of small files (7 % of its system time).
-                file.set_len(meta.len).map_err(StoreError::io("size", &part))?;
-            } else {
-                preallocate(&file, meta.len).map_err(StoreError::io("preallocate", &part))?;
+            let sized = (|| {
+                // A new part file is empty already.
+                if current != 0 {
+                    file.set_len(0).map_err(StoreError::io("truncate", &part))?;
+                }
+                if pieces == 1 {
+                    // Its one write comes next and allocates as it goes: an
+                    // fallocate first was a twentieth of a bulk get's CPU on
+                    // a tree of small files (7 % of its system time).
+                    file.set_len(meta.len).map_err(StoreError::io("size", &part))
+                } else {
+                    preallocate(&file, meta.len).map_err(StoreError::io("preallocate", &part))
+                }
+            })();
+            if let Err(e) = sized {
+                // A part file made for nothing (a full disk): not left
+                // behind, empty, for the user to find.
+                if made {
+                    let _ = fs::remove_file(&part);
+                }
+                return Err(e);
             }
         }
         let direct = OpenOptions::new()
