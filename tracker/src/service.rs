@@ -684,6 +684,7 @@ impl Tracker {
                 let (user, peer_addr) = self.session(&token)?;
                 name(NameKind::Group, &group)?;
                 checked_meta(&meta)?;
+                self.no_clash(&group, &meta.name)?;
                 self.commit(Op::UploadFile { user, peer_addr, group, meta }).await?;
                 Ok(Response::Done)
             }
@@ -697,9 +698,17 @@ impl Tracker {
                     )));
                 }
                 // Each file is checked on its own: a bad one is refused in
-                // its place, the others are registered.
+                // its place, the others are registered. (Names clash with
+                // the group's and with those taken before in this batch.)
+                let batch = std::sync::Mutex::new(BTreeMap::<String, ()>::new());
                 self.commit_each(files, |meta| {
                     checked_meta(&meta)?;
+                    self.no_clash(&group, &meta.name)?;
+                    let mut batch = batch.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(other) = crate::state::name_clash(&batch, &meta.name) {
+                        return Err(clash(&group, &meta.name, other));
+                    }
+                    batch.insert(meta.name.clone(), ());
                     Ok(Op::UploadFile {
                         user: user.clone(),
                         peer_addr: peer_addr.clone(),
@@ -884,6 +893,17 @@ impl Tracker {
 
     /// Applies an op, logs it (fsync'ed with group commit) and hands it to
     /// the other trackers: the single path by which a client changes state.
+    /// Refuses a file that `group` cannot hold beside one it has (`a` and
+    /// `a/b`): checked here, when the request comes, not when the op is
+    /// applied, so that ops accepted before (or on the other side of a
+    /// partition) apply as they did.
+    fn no_clash(&self, group: &str, file: &str) -> Result<(), Refusal> {
+        match self.lock().replica.state().name_clash(group, file) {
+            Some(other) => Err(clash(group, file, other)),
+            None => Ok(()),
+        }
+    }
+
     async fn commit(&self, op: Op) -> Result<(), Refusal> {
         self.commit_all(vec![op]).await?.pop().unwrap_or(Ok(()))
     }
@@ -1306,6 +1326,14 @@ fn wall_ms() -> u64 {
 
 fn name(kind: NameKind, value: &str) -> Result<(), Refusal> {
     names::validate(kind, value).map_err(|e| Refusal::BadName(e.to_string()))
+}
+
+/// The refusal of `file`, which `group` cannot hold beside `other`.
+fn clash(group: &str, file: &str, other: &str) -> Refusal {
+    Refusal::BadName(format!(
+        "{file} cannot be shared in {group} beside {other}: one name cannot be both a file and \
+         a directory"
+    ))
 }
 
 fn password_ok(password: &str) -> Result<(), Refusal> {
@@ -1846,6 +1874,28 @@ mod tests {
             panic!("no answer")
         };
         assert_eq!(answers, [Some(Refusal::NotMember("g".into()))]);
+        // A name that is a directory of a file there, or a file's
+        // directory, is refused; in the group or earlier in the batch.
+        let clash = vec![
+            meta("x", 3),
+            meta("x/one/two", 3),
+            meta("f/g", 3),
+            meta("p", 3),
+            meta("p/q", 4),
+            meta("xy", 5),
+        ];
+        let Response::Uploads(answers) = t.handle(up(a, clash)).await else { panic!("no answer") };
+        let refused: Vec<bool> =
+            answers.iter().map(|a| matches!(a, Some(Refusal::BadName(_)))).collect();
+        assert_eq!(refused, [true, true, true, false, true, false], "{answers:?}");
+        let said = answers[0].as_ref().unwrap().to_string();
+        assert!(said.contains("x cannot be shared in g beside x/one"), "{said}");
+        let one = Request::UploadFile { token: a, group: "g".into(), meta: meta("two/x", 3) };
+        let r = t.handle(one).await;
+        assert!(matches!(r, Response::Refused(Refusal::BadName(_))), "{r:?}");
+        let files = vec!["p".to_string(), "xy".to_string()];
+        let r = t.handle(Request::StopShares { token: a, group: "g".into(), files }).await;
+        assert_eq!(r, Response::Uploads(vec![None, None]));
         let many = vec![meta("m", 9); MAX_UPLOADS + 1];
         let r = t.handle(up(a, many)).await;
         assert!(matches!(r, Response::Refused(Refusal::BadRequest(_))), "{r:?}");

@@ -169,6 +169,20 @@ pub struct Sharer {
     pub peer_addr: String,
 }
 
+/// Of the names in `files`, one that `name` cannot be beside: one named
+/// as a directory of it (`a` for `a/b`), or one under it as a directory
+/// (`a/b` for `a`). No destination can hold both.
+pub fn name_clash<'a, V>(files: &'a BTreeMap<String, V>, name: &str) -> Option<&'a str> {
+    let above = name
+        .match_indices('/')
+        .map(|(i, _)| &name[..i])
+        .find_map(|dir| files.get_key_value(dir).map(|(k, _)| k.as_str()));
+    above.or_else(|| {
+        let dir = format!("{name}/");
+        files.range(dir.clone()..).next().map(|(k, _)| k.as_str()).filter(|k| k.starts_with(&dir))
+    })
+}
+
 /// Live sessions by (user, peer address): at most one session per pair
 /// (a login replaces the pair's earlier session).
 struct Online<'a>(HashMap<(&'a str, &'a str), &'a Token>);
@@ -346,6 +360,12 @@ impl State {
     }
 
     /// A group by id.
+    /// A file of `group` that `name` cannot be shared beside (see
+    /// [`name_clash`]).
+    pub fn name_clash(&self, group: &str, name: &str) -> Option<&str> {
+        name_clash(&self.groups.get(group)?.files, name)
+    }
+
     pub fn group(&self, group: &str) -> Option<&Group> {
         self.groups.get(group)
     }
