@@ -20,7 +20,7 @@
 //! Conflicts resolve by the same rule everywhere: in stamp order, an op that
 //! the state at its place refuses changes nothing (see docs/DURABILITY.md).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ringshare_engine::proto::Refusal;
 use serde::{Deserialize, Serialize};
@@ -114,6 +114,12 @@ pub struct Replica {
     /// with [`Replica::receive_deferred`] and [`Replica::settle`] has not
     /// rebuilt it yet.
     stale: bool,
+    /// The stamp of each entry in `entries`, by origin and seq.
+    seqs: HashMap<(u16, u64), Stamp>,
+    /// Origins of which an entry came that this replica holds under the
+    /// same seq with another stamp ([`Replica::take_diverged`]), and those
+    /// reported already.
+    diverged: (Vec<(u16, u64)>, BTreeSet<u16>),
 }
 
 impl Replica {
@@ -139,6 +145,8 @@ impl Replica {
             base_known: img.base_known,
             entries: BTreeMap::new(),
             stale: false,
+            seqs: HashMap::new(),
+            diverged: (Vec::new(), BTreeSet::new()),
         };
         for e in img.entries {
             let _ = r.receive_deferred(e);
@@ -187,6 +195,7 @@ impl Replica {
         let seq = self.known.get(&self.me).copied().unwrap_or(0) + 1;
         self.known.insert(self.me, seq);
         let entry = Entry { stamp, origin_seq: seq, op };
+        self.seqs.insert((self.me, seq), stamp);
         self.entries.insert(stamp, entry.clone());
         Ok(entry)
     }
@@ -208,12 +217,22 @@ impl Replica {
         let origin = entry.stamp.origin;
         let have = self.known.get(&origin).copied().unwrap_or(0);
         if entry.origin_seq <= have {
+            // Held already, normally the same entry. Another one under
+            // that seq means two trackers numbered different ops alike
+            // (one put back from an older copy of its data): they take
+            // each other's for one they have, and differ for good.
+            if self.seqs.get(&(origin, entry.origin_seq)).is_some_and(|s| *s != entry.stamp)
+                && self.diverged.1.insert(origin)
+            {
+                self.diverged.0.push((origin, entry.origin_seq));
+            }
             return Ok(false);
         }
         if entry.origin_seq != have + 1 {
             return Err(ReceiveError::Gap { origin, have, got: entry.origin_seq });
         }
         self.known.insert(origin, entry.origin_seq);
+        self.seqs.insert((origin, entry.origin_seq), entry.stamp);
         self.hlc.observe(entry.stamp);
         let newest = self.entries.keys().next_back().is_none_or(|last| entry.stamp > *last);
         if newest && !self.stale {
@@ -224,6 +243,13 @@ impl Replica {
         }
         self.entries.insert(entry.stamp, entry);
         Ok(true)
+    }
+
+    /// Entries received since the last call that this replica held under
+    /// the same origin and seq with another stamp: (origin, seq), the
+    /// first of each origin only.
+    pub fn take_diverged(&mut self) -> Vec<(u16, u64)> {
+        std::mem::take(&mut self.diverged.0)
     }
 
     /// Brings the state up to date after [`Replica::receive_deferred`].
@@ -314,6 +340,7 @@ impl Replica {
             .collect();
         for s in stable {
             if let Some(e) = self.entries.remove(&s) {
+                self.seqs.remove(&(e.stamp.origin, e.origin_seq));
                 let _ = self.base.apply(&e.op);
                 let k = self.base_known.entry(e.stamp.origin).or_insert(0);
                 *k = (*k).max(e.origin_seq);
@@ -407,6 +434,32 @@ mod tests {
             r.receive(third_of_1),
             Err(ReceiveError::Gap { origin: 1, have: 1, got: 3 })
         ));
+    }
+
+    #[test]
+    fn an_op_numbered_like_another_is_reported_once_per_origin() {
+        let user = |n: &str| Op::CreateUser { user: n.into(), password_hash: "h".into() };
+        let mut t1 = Replica::new(1);
+        let mut t2 = Replica::new(2);
+        let bob = t1.propose(user("bob"), 1_000).unwrap();
+        let dan = t1.propose(user("dan"), 1_001).unwrap();
+        assert!(t2.receive(bob.clone()).unwrap());
+        assert!(!t2.receive(bob.clone()).unwrap(), "the same entry again: nothing to say");
+        assert!(t2.take_diverged().is_empty());
+        // Tracker 1 put back from a copy taken before bob: carol is its
+        // op 1 too.
+        let mut restored = Replica::new(1);
+        let carol = restored.propose(user("carol"), 2_000).unwrap();
+        assert_eq!(carol.origin_seq, bob.origin_seq);
+        assert!(!t2.receive(carol).unwrap(), "taken for one held");
+        assert_eq!(t2.take_diverged(), [(1, 1)]);
+        assert!(!restored.receive(bob).unwrap());
+        assert_eq!(restored.take_diverged(), [(1, 1)], "on both sides");
+        // More of the same origin: reported once.
+        assert!(t2.receive(dan).unwrap());
+        let erin = restored.propose(user("erin"), 2_001).unwrap();
+        assert!(!t2.receive(erin).unwrap());
+        assert!(t2.take_diverged().is_empty(), "reported once");
     }
 
     #[test]

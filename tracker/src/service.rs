@@ -1010,6 +1010,22 @@ impl Tracker {
             }
             // One rebuild for the batch, however many entries came late.
             inner.replica.settle();
+            for (origin, seq) in inner.replica.take_diverged() {
+                let whose = if origin == self.config.me {
+                    "this tracker's own".to_owned()
+                } else {
+                    format!("tracker {origin}'s")
+                };
+                tracing::error!(
+                    "a peer holds another op than this tracker as {whose} op {seq}: one of the \
+                     two numbered new ops after losing some it had acknowledged (a data \
+                     directory put back from an older copy, or a log that lost its end), and the \
+                     trackers will not converge; compare them with --digest, and rebuild the \
+                     wrong one: stopped, its data directory emptied but for tracker.key and \
+                     known_trackers, it takes what the others hold when started (what only it \
+                     held is lost; docs/DURABILITY.md)"
+                );
+            }
         }
         for rx in waits {
             if let Err(why) = logged(rx).await {
