@@ -558,13 +558,25 @@ impl Node {
             };
             let share = match LocalShare::new(group.to_owned(), item.path.clone(), meta) {
                 Ok(s) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    skipped.push(Skipped::new(&item.path, "gone once it was hashed".into()));
+                    continue;
+                }
                 Err(e) => {
                     skipped.push(Skipped::new(&item.path, format!("inspect: {e}")));
                     continue;
                 }
             };
             if let Err(e) = self.serve_file(&share) {
-                skipped.push(Skipped::new(&item.path, format!("{e:#}")));
+                // Opened again to be served: a file replaced or changed
+                // since its hash is not what was hashed.
+                let why = match open_unchanged(&share) {
+                    Err(_) if share.check() == Err(Staleness::Changed) => {
+                        "changed once it was hashed".to_owned()
+                    }
+                    _ => format!("{e:#}"),
+                };
+                skipped.push(Skipped::new(&item.path, why));
                 continue;
             }
             ready.push((item, share));
