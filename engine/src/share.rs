@@ -45,6 +45,9 @@ pub struct ServedFile {
     plan: Option<Mutex<SeedPlan>>,
     /// Sessions open on it now ([`MAX_DOWNLOADERS`]).
     downloaders: AtomicUsize,
+    /// No longer served ([`ServeTable::remove`]): sessions still open on
+    /// it answer every request with a `reject` from now on.
+    withdrawn: std::sync::atomic::AtomicBool,
 }
 
 /// Downloaders a node serves one file to at once; the next gets a `busy`
@@ -72,7 +75,13 @@ impl ServedFile {
             uploaded: AtomicU64::new(0),
             plan: Some(Mutex::new(SeedPlan::new(pieces, seed))),
             downloaders: AtomicUsize::new(0),
+            withdrawn: Default::default(),
         })
+    }
+
+    /// Marks it no longer served ([`ServeTable::remove`]).
+    fn withdraw(&self) {
+        self.withdrawn.store(true, Ordering::Relaxed);
     }
 
     /// A file held partly: `have` lists the verified pieces; every
@@ -86,6 +95,7 @@ impl ServedFile {
             uploaded: AtomicU64::new(0),
             plan: None,
             downloaders: AtomicUsize::new(0),
+            withdrawn: Default::default(),
         })
     }
 
@@ -220,7 +230,8 @@ pub(crate) fn session_served(
 /// back ([`SeedPlan::withhold`]) or defers it ([`SeedPlan::defer`]), in
 /// which case a `reject` (kept back) or a `busy` (deferred) for it and a
 /// `have` for each piece that offers are appended to `out`, and the
-/// request counts as answered.
+/// request counts as answered. A file no longer served
+/// ([`ServeTable::remove`]) keeps every request back.
 pub(crate) fn session_withholds(
     session: &mut ServerSession,
     served: Option<&ServedFile>,
@@ -228,6 +239,11 @@ pub(crate) fn session_withholds(
     now: Instant,
     out: &mut Vec<u8>,
 ) -> bool {
+    if served.is_some_and(|f| f.withdrawn.load(Ordering::Relaxed)) {
+        session.rejected();
+        peer::encode(&Message::Reject { piece, offset, len }, out);
+        return true;
+    }
     let Some(plan) = served.and_then(|f| f.plan.as_ref()) else { return false };
     let mut plan = lock(plan);
     if session.withhold_at(piece, Some((&mut plan, now))) {
@@ -360,20 +376,27 @@ impl ServeTable {
         }
     }
 
-    /// Stops serving a file.
+    /// Stops serving a file: no new session, and those open on it send
+    /// nothing more of it (their requests get a `reject`; the downloader
+    /// asks elsewhere). A user who stops sharing, leaves the group or logs
+    /// out stops uploading it, and a file changed on disk stops going out.
     pub fn remove(&self, id: &Sha1Digest) {
         if let Ok(mut m) = self.files.write() {
-            m.remove(id);
+            if let Some(f) = m.remove(id) {
+                f.withdraw();
+            }
         }
-        self.lazy_map().remove(id);
+        if let Some(f) = self.lazy_map().remove(id).and_then(|l| l.live.upgrade()) {
+            f.withdraw();
+        }
     }
 
-    /// Stops serving everything.
+    /// Stops serving everything, as [`ServeTable::remove`] does each file.
     pub fn clear(&self) {
         if let Ok(mut m) = self.files.write() {
-            m.clear();
+            m.drain().for_each(|(_, f)| f.withdraw());
         }
-        self.lazy_map().clear();
+        self.lazy_map().drain().filter_map(|(_, l)| l.live.upgrade()).for_each(|f| f.withdraw());
     }
 
     /// Whether a file with this id is served (without opening it).

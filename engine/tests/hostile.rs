@@ -622,3 +622,49 @@ fn a_server_with_an_upload_rate_serves_every_piece() {
         }
     }
 }
+
+/// A file no longer served (its user stopped sharing it, left its group or
+/// logged out; it changed on disk) sends nothing more on the sessions
+/// still open on it: each request from then on gets a `reject`, and the
+/// downloader asks elsewhere. (Uploads used to go on to the end.)
+#[test]
+fn a_file_withdrawn_mid_session_sends_no_more_of_it() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, meta) = source(dir.path(), 4 * PIECE_LEN as usize);
+        let table = ServeTable::new(Box::new(|_, _, _, _| true));
+        table.insert(ServedFile::complete(meta.clone(), File::open(&p).unwrap()));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let srv =
+            PieceServer::start(listener, Arc::clone(&table), ServerLimits::default(), backend)
+                .unwrap();
+        let mut s = handshake(srv.addr(), meta.sha1);
+        let (kind, bits) = read_msg(&mut s).unwrap();
+        assert_eq!(kind, peer::kind::BITFIELD, "{backend:?}");
+        // A piece the bitfield offers.
+        let piece = (0..4u32).find(|i| bits[(i / 8) as usize] & (0x80 >> (i % 8)) != 0).unwrap();
+        let ask = |s: &mut Peer| {
+            let mut out = Vec::new();
+            peer::encode(&Message::Request { piece, offset: 0, len: PIECE_LEN as u32 }, &mut out);
+            send(s, &out).unwrap();
+            // The answer, past any `have`.
+            loop {
+                let (k, p) = read_msg(s).unwrap();
+                if k != peer::kind::HAVE {
+                    return (k, p);
+                }
+            }
+        };
+        assert_eq!(ask(&mut s).0, peer::kind::PIECE, "{backend:?}");
+        table.remove(&meta.sha1);
+        let (k, p) = ask(&mut s);
+        assert_eq!(k, peer::kind::REJECT, "{backend:?}");
+        let Ok(Message::Reject { piece: got, .. }) = peer::decode_payload(k, &p) else {
+            panic!("{backend:?}: not a reject")
+        };
+        assert_eq!(got, piece);
+        // A new session is refused outright.
+        let mut late = handshake(srv.addr(), meta.sha1);
+        assert_eq!(error_code(&mut late), Some(ErrorCode::UnknownFile), "{backend:?}");
+    }
+}

@@ -581,6 +581,12 @@ impl ServerSession {
         }
     }
 
+    /// The next request to go out is answered with a `reject` whatever the
+    /// plan says (the file is no longer served): it counts as answered.
+    pub fn rejected(&mut self) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+    }
+
     /// The request for `piece` is next to go out of a session accepted
     /// with [`accept_seeding`](Self::accept_seeding): true if the plan
     /// keeps it back ([`SeedPlan::withhold`]) — answer it with a `reject`
