@@ -546,26 +546,42 @@ fn a_line_that_is_not_utf8_is_one_error_and_the_shell_goes_on() {
     assert!(out.status.success());
 }
 
+/// alice, whose node serves each piece `delay_ms` late, owning group `g`
+/// with bob in it, and sharing `f.bin` of `len` random bytes there.
+fn slow_alice_shares_f_with_bob(
+    dir: &tempfile::TempDir,
+    info: &Path,
+    delay_ms: &str,
+    len: usize,
+    bob_listen: &str,
+) -> (NodeProc, NodeProc, PathBuf) {
+    let mut a = NodeProc::spawn(
+        "127.0.0.1:0",
+        info,
+        &dir.path().join("state-a"),
+        &[("RINGSHARE_SERVE_DELAY_MS", delay_ms)],
+        None,
+    );
+    a.ok("create_user alice pw");
+    a.ok("login alice pw");
+    let mut b = NodeProc::start_at(bob_listen, info, &dir.path().join("state-b"));
+    b.ok("create_user bob pw-bob");
+    b.ok("login bob pw-bob");
+    owner_and_bob_in(&mut a, &mut b, "g");
+    let f = dir.path().join("f.bin");
+    random_file(&f, len, len as u64);
+    a.ok(&format!("upload_file {} g", f.display()));
+    (a, b, f)
+}
+
 /// A `stop_share` of a file this node is downloading: the download
 /// finishes, and the file is not shared — not then, and not at the next
 /// login (its end used to record the share, and the login shared it anew).
 #[test]
 fn stop_share_during_a_download_holds_after_it_ends_and_across_logins() {
     let (dir, _t, info) = setup();
-    let mut a = NodeProc::spawn(
-        "127.0.0.1:0",
-        &info,
-        &dir.path().join("state-a"),
-        &[("RINGSHARE_SERVE_DELAY_MS", "300")],
-        None,
-    );
-    a.ok("create_user alice pw");
-    a.ok("login alice pw");
-    let mut b = user(&dir, &info, "bob");
-    owner_and_bob_in(&mut a, &mut b, "g");
-    let f = dir.path().join("f.bin");
-    random_file(&f, 3_000_000, 7);
-    a.ok(&format!("upload_file {} g", f.display()));
+    let (mut a, mut b, f) =
+        slow_alice_shares_f_with_bob(&dir, &info, "300", 3_000_000, "127.0.0.1:0");
     let dest = dir.path().join("got");
     std::fs::create_dir_all(&dest).unwrap();
     b.ok(&format!("download_file g f.bin {}", dest.display()));
@@ -589,24 +605,9 @@ fn stop_share_during_a_download_holds_after_it_ends_and_across_logins() {
 #[test]
 fn a_download_cut_short_by_a_crash_is_withdrawn_at_the_next_login() {
     let (dir, _t, info) = setup();
-    let mut a = NodeProc::spawn(
-        "127.0.0.1:0",
-        &info,
-        &dir.path().join("state-a"),
-        &[("RINGSHARE_SERVE_DELAY_MS", "300")],
-        None,
-    );
-    a.ok("create_user alice pw");
-    a.ok("login alice pw");
     let listen = format!("127.0.0.1:{}", free_port());
     let state = dir.path().join("state-b");
-    let mut b = NodeProc::start_at(&listen, &info, &state);
-    b.ok("create_user bob pw-bob");
-    b.ok("login bob pw-bob");
-    owner_and_bob_in(&mut a, &mut b, "g");
-    let f = dir.path().join("f.bin");
-    random_file(&f, 5_000_000, 8);
-    a.ok(&format!("upload_file {} g", f.display()));
+    let (mut a, mut b, f) = slow_alice_shares_f_with_bob(&dir, &info, "300", 5_000_000, &listen);
     let dest = dir.path().join("got");
     std::fs::create_dir_all(&dest).unwrap();
     b.ok(&format!("download_file g f.bin {}", dest.display()));
@@ -639,20 +640,7 @@ fn a_download_cut_short_by_a_crash_is_withdrawn_at_the_next_login() {
 #[test]
 fn a_download_run_again_replaces_its_stopped_line() {
     let (dir, _t, info) = setup();
-    let mut a = NodeProc::spawn(
-        "127.0.0.1:0",
-        &info,
-        &dir.path().join("state-a"),
-        &[("RINGSHARE_SERVE_DELAY_MS", "200")],
-        None,
-    );
-    a.ok("create_user alice pw");
-    a.ok("login alice pw");
-    let mut b = user(&dir, &info, "bob");
-    owner_and_bob_in(&mut a, &mut b, "g");
-    let f = dir.path().join("f.bin");
-    random_file(&f, 3_000_000, 10);
-    a.ok(&format!("upload_file {} g", f.display()));
+    let (_a, mut b, f) = slow_alice_shares_f_with_bob(&dir, &info, "200", 3_000_000, "127.0.0.1:0");
     let dest = dir.path().join("got.bin");
     for _ in 0..3 {
         b.ok(&format!("download_file g f.bin {}", dest.display()));

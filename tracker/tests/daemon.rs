@@ -131,15 +131,18 @@ fn one_data_directory_takes_one_tracker() {
     let info = dir.path().join("t2.txt");
     std::fs::write(&info, format!("{at}\n127.0.0.1:1\n")).unwrap();
     let data = dir.path().join("tracker-1.data");
-    let second = Command::new(BIN)
-        .current_dir(dir.path())
-        .arg(&info)
-        .arg("2")
-        .arg("--data-dir")
-        .arg(&data)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let as_tracker_2 = || {
+        Command::new(BIN)
+            .current_dir(dir.path())
+            .arg(&info)
+            .arg("2")
+            .arg("--data-dir")
+            .arg(&data)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let second = as_tracker_2();
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success());
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
@@ -149,15 +152,7 @@ fn one_data_directory_takes_one_tracker() {
     first.kill().unwrap();
     first.wait().unwrap();
     // Free again, but tracker 1's: its number is recorded.
-    let again = Command::new(BIN)
-        .current_dir(dir.path())
-        .arg(&info)
-        .arg("2")
-        .arg("--data-dir")
-        .arg(&data)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let again = as_tracker_2();
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(!again.status.success());
     assert!(err.contains("holds the data of tracker 1, not tracker 2"), "{err}");
