@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ringshare_engine::control::{read_frame, read_msg, write_msg, FrameIoError};
-use ringshare_engine::proto::Token;
+use ringshare_engine::proto::{Response, Token};
 use ringshare_engine::secure::CONTROL_PROLOGUE;
 use ringshare_engine::secure_io::SecureStream;
 use serde::{Deserialize, Serialize};
@@ -237,8 +237,9 @@ fn img_known(img: &ReplicaImage) -> Known {
 /// Pulls from tracker `peer` at `addr` forever, reconnecting as needed.
 pub async fn pull_forever(tracker: Arc<Tracker>, links: Arc<Links>, peer: u16, addr: SocketAddr) {
     let mut logged_down = false;
+    let mut logged_refused = false;
     loop {
-        match pull_once(&tracker, &links, peer, addr).await {
+        match pull_once(&tracker, &links, peer, addr, &mut logged_refused).await {
             Ok(()) => tracing::info!(peer, "stream from tracker {peer} ended"),
             Err(e) => {
                 if !logged_down {
@@ -331,6 +332,7 @@ async fn pull_once(
     links: &Links,
     peer: u16,
     addr: SocketAddr,
+    logged_refused: &mut bool,
 ) -> Result<(), FrameIoError> {
     let connect = async {
         let tcp = TcpStream::connect(addr).await?;
@@ -352,6 +354,27 @@ async fn pull_once(
     loop {
         // Silence (no byte for PULL_SILENCE) fails the read: reconnect.
         let Some((kind, payload)) = read_frame(&mut s).await? else { return Ok(()) };
+        if kind == ringshare_engine::proto::RESPONSE {
+            // The peer refuses this tracker's pulls: it does not take this
+            // tracker for the one its list names here (another address or
+            // key). Said once, loudly: this tracker goes on taking changes
+            // that tracker will not see.
+            let why = match ringshare_engine::control::decode_msg::<Response>(&payload) {
+                Ok(Response::Refused(r)) => r.to_string(),
+                _ => "an answer that is not a sync stream".to_owned(),
+            };
+            if !std::mem::replace(logged_refused, true) {
+                tracing::error!(
+                    peer,
+                    "tracker {peer} at {addr} refuses this tracker's pulls ({why}): it does not \
+                     list this tracker at this address with this key, so the changes made here \
+                     do not reach it (or the trackers it feeds); give every tracker the same \
+                     tracker list, and each tracker its own data directory"
+                );
+            }
+            return Err(FrameIoError::Io(std::io::Error::other(format!("refused: {why}"))));
+        }
+        *logged_refused = false;
         if kind != SYNC {
             return Err(FrameIoError::Kind(kind));
         }

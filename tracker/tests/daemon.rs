@@ -2,7 +2,7 @@
 //! clean stops, and surviving garbage from clients.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 
 use ringshare_engine::proto::{self, Request, Response, REQUEST};
@@ -212,4 +212,46 @@ fn garbage_gets_an_error_frame_and_the_tracker_keeps_serving() {
     let (frame, _) = ringshare_engine::wire::decode(&buf[..n], proto::MAX_FRAME).unwrap();
     assert_eq!(postcard::from_bytes::<Response>(frame.payload).unwrap(), Response::Done);
     let _ = t.kill();
+}
+
+/// A tracker whose pulls a peer refuses (that peer's list gives another
+/// key for it) says so in one ERROR line: it goes on taking changes that
+/// the peer will not see. (It used to log "unreachable: unexpected frame
+/// type 2" at INFO.)
+#[test]
+fn a_tracker_whose_pulls_are_refused_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = || TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (p1, p2) = (port(), port());
+    // A key that is not tracker 1's.
+    let out = Command::new(BIN)
+        .arg("--print-key")
+        .arg("--data-dir")
+        .arg(dir.path().join("elsewhere"))
+        .output()
+        .unwrap();
+    let other = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let list1 = dir.path().join("t1.txt");
+    std::fs::write(&list1, format!("127.0.0.1:{p1}\n127.0.0.1:{p2}\n")).unwrap();
+    let list2 = dir.path().join("t2.txt");
+    std::fs::write(&list2, format!("127.0.0.1:{p1} {other}\n127.0.0.1:{p2}\n")).unwrap();
+    let mut two = spawn(&list2, "2");
+    ready(&mut two);
+    let mut one = spawn(&list1, "1");
+    ready(&mut one);
+    let err = BufReader::new(one.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let said = err.lines().map_while(Result::ok).find(|l| l.contains("refuses this tracker"));
+        let _ = tx.send(said);
+    });
+    // A hang guard, not a timing assertion: the first pull comes at once.
+    let said = rx.recv_timeout(std::time::Duration::from_secs(60));
+    for t in [&mut one, &mut two] {
+        t.kill().unwrap();
+        t.wait().unwrap();
+    }
+    let refused = said.ok().flatten().expect("no line about the refusal");
+    assert!(refused.contains("ERROR"), "{refused}");
+    assert!(refused.contains(&format!("tracker 2 at 127.0.0.1:{p2}")), "{refused}");
 }
