@@ -154,7 +154,13 @@ async fn connection(
             return Ok(());
         }
         if let Err(why) = verdict {
-            tracing::warn!(%peer, "refused a sync pull: {why}");
+            // A misconfigured tracker asks again every 300 ms: said once a
+            // minute per address and reason, not three times a second.
+            if first_in_a_while(peer.ip(), &why) {
+                tracing::warn!(%peer, "refused a sync pull: {why} (said once a minute)");
+            } else {
+                tracing::debug!(%peer, "refused a sync pull: {why}");
+            }
             let refusal = Refusal::BadRequest("sync is for the listed trackers only".into());
             let _ = write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)).await;
             return Ok(());
@@ -202,5 +208,57 @@ async fn connection(
             return Ok(());
         };
         frame = next;
+    }
+}
+
+/// Whether a refused pull from `ip` for `why` was not logged in the last
+/// minute (and is to be now).
+fn first_in_a_while(ip: std::net::IpAddr, why: &str) -> bool {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    static LAST: Mutex<Option<HashMap<(std::net::IpAddr, String), Instant>>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let map = last.get_or_insert_with(HashMap::new);
+    let now = Instant::now();
+    let fresh = |at: &Instant| now.duration_since(*at) < Duration::from_secs(60);
+    if let Some(at) = map.get(&(ip, why.to_owned())) {
+        if fresh(at) {
+            return false;
+        }
+    }
+    // Bounded: past 1024 remembered refusals the stale ones go, and a
+    // flood of refusals from many addresses is logged at debug only.
+    if map.len() >= 1024 {
+        map.retain(|_, at| fresh(at));
+        if map.len() >= 1024 {
+            return false;
+        }
+    }
+    match map.entry((ip, why.to_owned())) {
+        std::collections::hash_map::Entry::Occupied(mut o) => {
+            o.insert(now);
+            true
+        }
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(now);
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_pull_is_logged_once_a_minute_per_address_and_reason() {
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) =
+            ([10, 200, 0, 1].into(), [10, 200, 0, 2].into());
+        assert!(first_in_a_while(a, "not listed"));
+        assert!(!first_in_a_while(a, "not listed"), "again within the minute");
+        assert!(first_in_a_while(a, "wrong key"), "another reason");
+        assert!(first_in_a_while(b, "not listed"), "another address");
+        assert!(!first_in_a_while(b, "not listed"));
     }
 }
