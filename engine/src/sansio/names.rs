@@ -73,7 +73,7 @@ pub enum NameError {
     BadPath(String),
     /// The name holds whitespace, a control character or a path separator,
     /// or is `.` or `..`.
-    #[error("{kind} {name:?} may not contain whitespace, control characters or {seps}, nor be '.' or '..'", kind = .0.as_str(), name = .1, seps = if *.0 == NameKind::File { "'\\'" } else { "'/' '\\'" })]
+    #[error("{kind} {name:?} may not contain whitespace, control or invisible characters or {seps}, nor be '.' or '..'", kind = .0.as_str(), name = .1, seps = if *.0 == NameKind::File { "'\\'" } else { "'/' '\\'" })]
     BadChar(NameKind, String),
 }
 
@@ -85,7 +85,7 @@ pub fn validate(kind: NameKind, name: &str) -> Result<(), NameError> {
     if name.len() > kind.max_len() {
         return Err(NameError::TooLong(kind));
     }
-    let bad = |c: char| c.is_whitespace() || c.is_control() || c == '\\';
+    let bad = |c: char| c.is_whitespace() || c.is_control() || c == '\\' || invisible(c);
     if name.chars().any(bad) || (kind != NameKind::File && name.contains('/')) {
         return Err(NameError::BadChar(kind, name.to_owned()));
     }
@@ -102,6 +102,25 @@ pub fn validate(kind: NameKind, name: &str) -> Result<(), NameError> {
         }
     }
     Ok(())
+}
+
+/// Characters that show nothing, or turn the text around them, where a
+/// name is displayed (Unicode format characters: bidirectional controls,
+/// zero-width ones, the byte-order mark, soft hyphen): `report\u{202E}fdp.exe`
+/// would list as `reportexe.pdf`, and `a\u{200B}b` as `ab`. A name shown by
+/// `ls` is the name that is fetched.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 /// Whether `name` is a file name's prefix that names a directory of it
@@ -131,7 +150,20 @@ mod tests {
             validate(NameKind::Group, &"a".repeat(65)),
             Err(NameError::TooLong(NameKind::Group))
         );
-        for n in ["a b", "a\\b", "..", ".", "tab\there", "nl\n", "\u{7f}", "d/a b"] {
+        for n in [
+            "a b",
+            "a\\b",
+            "..",
+            ".",
+            "tab\there",
+            "nl\n",
+            "\u{7f}",
+            "d/a b",
+            "report\u{202E}fdp.exe",
+            "a\u{200B}b",
+            "\u{FEFF}x",
+            "d/\u{2066}x",
+        ] {
             assert!(matches!(validate(NameKind::File, n), Err(NameError::BadChar(..))), "{n:?}");
         }
         for n in ["a/b", "a/../b"] {
