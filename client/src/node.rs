@@ -568,12 +568,10 @@ impl Node {
                 }
             };
             if let Err(e) = self.serve_file(&share) {
-                // Opened again to be served: a file replaced or changed
-                // since its hash is not what was hashed.
-                let why = match open_unchanged(&share) {
-                    Err(_) if share.check() == Err(Staleness::Changed) => {
-                        "changed once it was hashed".to_owned()
-                    }
+                // Opened to be served, it was not what was hashed: replaced
+                // or changed since.
+                let why = match share.check() {
+                    Err(Staleness::Changed) => "changed once it was hashed".to_owned(),
                     _ => format!("{e:#}"),
                 };
                 skipped.push(Skipped::new(&item.path, why));

@@ -183,16 +183,17 @@ async fn run(args: Args) -> Result<()> {
     };
     let (tracker, rec) = Tracker::open(config, &data_dir)
         .with_context(|| format!("open the data directory {}", data_dir.display()))?;
-    let torn = format!(
-        "; dropped a torn tail of {} bytes at the end of its newest log (a crash while \
-         writing, or damage there)",
-        rec.torn_bytes
-    );
     if rec.torn_bytes > 0 {
         // A crash mid-append tears the end of the log; so does damage there,
         // which cannot be told apart: either way it was never acknowledged
         // if it was a crash, and is worth a look if not.
-        tracing::warn!("recovered {} op(s) from {}{torn}", rec.replayed, data_dir.display());
+        tracing::warn!(
+            "recovered {} op(s) from {}; dropped a torn tail of {} bytes at the end of its \
+             newest log (a crash while writing, or damage there)",
+            rec.replayed,
+            data_dir.display(),
+            rec.torn_bytes
+        );
     } else {
         tracing::info!("recovered {} op(s) from {}", rec.replayed, data_dir.display());
     }

@@ -222,10 +222,9 @@ fn first_in_a_while(ip: std::net::IpAddr, why: &str) -> bool {
     let map = last.get_or_insert_with(HashMap::new);
     let now = Instant::now();
     let fresh = |at: &Instant| now.duration_since(*at) < Duration::from_secs(60);
-    if let Some(at) = map.get(&(ip, why.to_owned())) {
-        if fresh(at) {
-            return false;
-        }
+    let key = (ip, why.to_owned());
+    if map.get(&key).is_some_and(fresh) {
+        return false;
     }
     // Bounded: past 1024 remembered refusals the stale ones go, and a
     // flood of refusals from many addresses is logged at debug only.
@@ -235,16 +234,8 @@ fn first_in_a_while(ip: std::net::IpAddr, why: &str) -> bool {
             return false;
         }
     }
-    match map.entry((ip, why.to_owned())) {
-        std::collections::hash_map::Entry::Occupied(mut o) => {
-            o.insert(now);
-            true
-        }
-        std::collections::hash_map::Entry::Vacant(v) => {
-            v.insert(now);
-            true
-        }
-    }
+    map.insert(key, now);
+    true
 }
 
 #[cfg(test)]

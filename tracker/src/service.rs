@@ -891,8 +891,6 @@ impl Tracker {
         Ok(ticket::sign(&secret, &t))
     }
 
-    /// Applies an op, logs it (fsync'ed with group commit) and hands it to
-    /// the other trackers: the single path by which a client changes state.
     /// Refuses a file that `group` cannot hold beside one it has (`a` and
     /// `a/b`): checked here, when the request comes, not when the op is
     /// applied, so that ops accepted before (or on the other side of a
@@ -904,6 +902,8 @@ impl Tracker {
         }
     }
 
+    /// Applies an op, logs it (fsync'ed with group commit) and hands it to
+    /// the other trackers: the single path by which a client changes state.
     async fn commit(&self, op: Op) -> Result<(), Refusal> {
         self.commit_all(vec![op]).await?.pop().unwrap_or(Ok(()))
     }

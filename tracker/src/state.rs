@@ -359,13 +359,13 @@ impl State {
         self.users.contains_key(user)
     }
 
-    /// A group by id.
     /// A file of `group` that `name` cannot be shared beside (see
     /// [`name_clash`]).
     pub fn name_clash(&self, group: &str, name: &str) -> Option<&str> {
         name_clash(&self.groups.get(group)?.files, name)
     }
 
+    /// A group by id.
     pub fn group(&self, group: &str) -> Option<&Group> {
         self.groups.get(group)
     }
