@@ -520,18 +520,32 @@ struct BulkReport {
 /// second after the fetch.
 #[derive(Serialize)]
 struct BulkStats<'a> {
+    /// Bytes this run fetched (the summary line's figure).
     bytes: u64,
+    /// Of them, the verified pieces of files a signal stopped.
+    bytes_partial: u64,
+    /// Each failed file and each name that matched none, with the reason.
     failed: Vec<FailedFigures<'a>>,
+    /// A record per file complete and verified.
     files: Vec<FileStats<'a>>,
     files_done: usize,
+    /// Files that failed (not the names that matched none).
     files_failed: usize,
+    /// Files not finished because a signal stopped the fetch.
+    files_interrupted: usize,
     /// The I/O backend that fetched (`uring` or `threads`).
     io: &'static str,
     jobs: Vec<JobsFigures>,
+    /// `bytes` over `seconds`, in MB/s.
     mbps: f64,
+    /// Names given that matched no file of the group.
+    names_unmatched: usize,
     peer_links_opened: u64,
     peer_links_reused: u64,
     seconds: f64,
+    /// What stopped the fetch, if a signal did: `interrupted` (SIGINT),
+    /// `terminated` (SIGTERM) or `hung up` (SIGHUP).
+    stopped_by: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -548,10 +562,15 @@ struct JobsFigures {
 
 #[derive(Serialize)]
 struct FileStats<'a> {
+    /// Found complete at the destination (checked by SHA1, not fetched).
     already_present: bool,
+    /// The file's size.
     bytes: u64,
+    /// Bytes this run fetched of it (less than `bytes` when it resumed).
+    fetched: u64,
     file: &'a str,
     latency_us: std::collections::BTreeMap<&'static str, u64>,
+    /// `fetched` over `seconds`, in MB/s.
     mbps: f64,
     peers: Vec<PeerFigures>,
     seconds: f64,
@@ -579,6 +598,7 @@ impl BulkReport {
                 .map(|f| FileStats {
                     already_present: f.present,
                     bytes: f.bytes,
+                    fetched: f.fetched,
                     file: &f.name,
                     latency_us: f.latency.iter().copied().collect(),
                     mbps: f.fetched as f64 / f.seconds.max(1e-9) / 1e6,
@@ -590,14 +610,18 @@ impl BulkReport {
                     seconds: f.seconds,
                 })
                 .collect(),
+            bytes_partial: self.partial,
             files_done: self.done.len(),
-            files_failed: self.failed.len(),
+            files_failed: self.failed.len() - self.unmatched,
+            files_interrupted: self.interrupted,
             io: self.io,
             jobs: self.jobs.iter().map(|&(at_s, limit)| JobsFigures { at_s, limit }).collect(),
             mbps,
+            names_unmatched: self.unmatched,
             peer_links_opened: LINKS_OPENED.load(std::sync::atomic::Ordering::Relaxed),
             peer_links_reused: LINKS_REUSED.load(std::sync::atomic::Ordering::Relaxed),
             seconds: self.seconds,
+            stopped_by: self.stopped_by,
         };
         let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
         serde_json::to_writer_pretty(&mut out, &doc)?;

@@ -245,9 +245,19 @@ fn trees_are_shared_listed_and_fetched_by_name_prefix_and_glob() {
     let mixed = dir.path().join("mixed");
     std::fs::create_dir_all(mixed.join("photos")).unwrap();
     std::fs::write(mixed.join("photos/a.txt"), vec![b'x'; 5_000]).unwrap();
+    let figures = dir.path().join("mixed.json");
     let out = bob1.run(
         "get",
-        &["--quiet", "g", "nothing-here", "photos/*.txt", "extra.bin", mixed.to_str().unwrap()],
+        &[
+            "--quiet",
+            "--stats",
+            figures.to_str().unwrap(),
+            "g",
+            "nothing-here",
+            "photos/*.txt",
+            "extra.bin",
+            mixed.to_str().unwrap(),
+        ],
     );
     assert!(!out.status.success());
     let err = text(&out.stderr);
@@ -263,6 +273,16 @@ fn trees_are_shared_listed_and_fetched_by_name_prefix_and_glob() {
         ),
         "{err}"
     );
+    // The figures count files and unmatched names apart, as the line does.
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&figures).unwrap()).unwrap();
+    assert_eq!(doc["files_done"], 1, "{doc}");
+    assert_eq!(doc["files_failed"], 1, "{doc}");
+    assert_eq!(doc["names_unmatched"], 1, "{doc}");
+    assert_eq!(doc["failed"].as_array().unwrap().len(), 2, "{doc}");
+    assert_eq!(doc["stopped_by"], serde_json::Value::Null, "{doc}");
+    let extra_len = std::fs::metadata(&extra).unwrap().len();
+    assert_eq!(doc["files"][0]["bytes"], extra_len, "{doc}");
+    assert_eq!(doc["files"][0]["fetched"], extra_len, "{doc}");
     assert_eq!(std::fs::read(mixed.join("photos/a.txt")).unwrap(), vec![b'x'; 5_000]);
     assert_eq!(std::fs::read(mixed.join("extra.bin")).unwrap(), std::fs::read(&extra).unwrap());
     // A directory in the way is called one.
@@ -560,7 +580,14 @@ fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
         c.args(["--quiet", "--jobs", "1", "g", "set"]).arg(&dest);
         c
     };
-    let child = get().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let figures = dir.path().join("stopped.json");
+    let child = get()
+        .arg("--stats")
+        .arg(&figures)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     // Stopped once the first file is in and a piece of the second is
     // verified (its resume record ends with its bitfield).
     common::eventually("the first file and a piece of the second", || {
@@ -588,6 +615,13 @@ fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
     };
     let before = fetched(&out);
     assert!(before > 2 * 1024 * 1024, "{}", text(&out.stdout));
+    // The figures say what stopped it and what it left.
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&figures).unwrap()).unwrap();
+    assert_eq!(doc["stopped_by"], "interrupted", "{doc}");
+    assert_eq!(doc["files_done"], 1, "{doc}");
+    assert_eq!(doc["files_interrupted"], 2, "{doc}");
+    assert_eq!(doc["bytes"], before, "{doc}");
+    assert!(doc["bytes_partial"].as_u64() > Some(0), "{doc}");
 
     let out = get().output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
