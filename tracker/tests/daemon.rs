@@ -9,17 +9,52 @@ use ringshare_engine::proto::{self, Request, Response, REQUEST};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringshare-tracker");
 
-fn spawn(info: &std::path::Path, no: &str) -> Child {
+/// A tracker a test started: killed and reaped when dropped, so that a
+/// test failing midway leaves no tracker running.
+struct Daemon(Option<Child>);
+
+impl Daemon {
+    /// The process, no longer killed on drop (the test waits for it).
+    fn into_child(mut self) -> Child {
+        self.0.take().expect("a daemon's child is taken once")
+    }
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("a daemon's child is taken once")
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("a daemon's child is taken once")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(info: &std::path::Path, no: &str) -> Daemon {
     // Run in the list's directory: the default data directory lands there.
-    Command::new(BIN)
-        .current_dir(info.parent().unwrap())
-        .arg(info)
-        .arg(no)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    Daemon(Some(
+        Command::new(BIN)
+            .current_dir(info.parent().unwrap())
+            .arg(info)
+            .arg(no)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ))
 }
 
 /// Waits for the readiness line and returns the bound address.
@@ -30,8 +65,8 @@ fn ready(child: &mut Child) -> SocketAddr {
     line.trim().rsplit(' ').next().unwrap().parse().unwrap()
 }
 
-fn stderr_of(child: Child) -> (std::process::ExitStatus, String) {
-    let out = child.wait_with_output().unwrap();
+fn stderr_of(child: Daemon) -> (std::process::ExitStatus, String) {
+    let out = child.into_child().wait_with_output().unwrap();
     (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
