@@ -32,13 +32,17 @@ pub struct Item {
 /// inside a tree are followed only to regular files inside the same tree;
 /// a link to a directory is not followed (no cycles, no escape). Whatever
 /// cannot be shared — not UTF-8, a name the rules refuse, a special file, a
-/// name given twice, a directory that cannot be read — is skipped with its
-/// reason.
+/// name given twice (also as two spellings of one name in Unicode), a
+/// directory that cannot be read — is skipped with its reason. Names are
+/// shared in Unicode normal form C.
 pub fn collect_files(paths: &[PathBuf]) -> (Vec<Item>, Vec<Skipped>) {
     let mut items = Vec::new();
     let mut skipped = Vec::new();
     let mut names = BTreeSet::new();
-    let mut add = |items: &mut Vec<Item>, skipped: &mut Vec<Skipped>, item: Item| {
+    let mut add = |items: &mut Vec<Item>, skipped: &mut Vec<Skipped>, mut item: Item| {
+        // Shared under its composed spelling, whatever the file system's:
+        // groups take new names in normal form C only.
+        item.name = names::nfc(&item.name);
         if let Err(e) = names::validate(NameKind::File, &item.name) {
             skipped.push(Skipped::new(&item.path, e.to_string()));
         } else if !names.insert(item.name.clone()) {
@@ -405,6 +409,22 @@ mod tests {
         assert!(why("dangling").contains("leads nowhere"));
         assert!(why("missing").contains("not found"));
         assert_eq!(skipped.len(), 5, "{skipped:?}");
+    }
+
+    #[test]
+    fn names_are_shared_composed_and_two_spellings_of_one_are_one_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cafe\u{301}");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("re\u{301}sume\u{301}.txt"), b"d").unwrap();
+        std::fs::write(root.join("r\u{e9}sum\u{e9}.txt"), b"c").unwrap();
+        let (items, skipped) = collect_files(std::slice::from_ref(&root));
+        let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["caf\u{e9}/r\u{e9}sum\u{e9}.txt"]);
+        // The file is read under its own spelling.
+        assert!(items[0].path.exists());
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert!(skipped[0].reason.contains("given twice"), "{skipped:?}");
     }
 
     #[test]

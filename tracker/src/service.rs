@@ -551,7 +551,7 @@ impl Tracker {
     ) -> Result<Response, Refusal> {
         match req {
             Request::CreateUser { user, password } => {
-                name(NameKind::User, &user)?;
+                new_name(NameKind::User, &user)?;
                 password_ok(&password)?;
                 if self.lock().replica.state().user_exists(&user) {
                     return Err(Refusal::UserExists(user));
@@ -617,7 +617,7 @@ impl Tracker {
             }
             Request::CreateGroup { token, group } => {
                 let (user, _) = self.session(&token)?;
-                name(NameKind::Group, &group)?;
+                new_name(NameKind::Group, &group)?;
                 self.commit(Op::CreateGroup { user, group }).await?;
                 Ok(Response::Done)
             }
@@ -684,7 +684,7 @@ impl Tracker {
                 let (user, peer_addr) = self.session(&token)?;
                 name(NameKind::Group, &group)?;
                 checked_meta(&meta)?;
-                self.no_clash(&group, &meta.name)?;
+                self.may_add(&group, &meta.name)?;
                 self.commit(Op::UploadFile { user, peer_addr, group, meta }).await?;
                 Ok(Response::Done)
             }
@@ -703,7 +703,7 @@ impl Tracker {
                 let batch = std::sync::Mutex::new(BTreeMap::<String, ()>::new());
                 self.commit_each(files, |meta| {
                     checked_meta(&meta)?;
-                    self.no_clash(&group, &meta.name)?;
+                    self.may_add(&group, &meta.name)?;
                     let mut batch = batch.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(other) = crate::state::name_clash(&batch, &meta.name) {
                         return Err(clash(&group, &meta.name, other));
@@ -891,12 +891,20 @@ impl Tracker {
         Ok(ticket::sign(&secret, &t))
     }
 
-    /// Refuses a file that `group` cannot hold beside one it has (`a` and
-    /// `a/b`): checked here, when the request comes, not when the op is
-    /// applied, so that ops accepted before (or on the other side of a
-    /// partition) apply as they did.
-    fn no_clash(&self, group: &str, file: &str) -> Result<(), Refusal> {
-        match self.lock().replica.state().name_clash(group, file) {
+    /// Refuses a file that `group` cannot take: a new name not in Unicode
+    /// normal form C (a look-alike of another spelling), or one it cannot
+    /// hold beside one it has (`a` and `a/b`). A name it holds already (one
+    /// more sharer) passes. Checked here, when the request comes, not when
+    /// the op is applied, so that ops accepted before (or on the other side
+    /// of a partition) apply as they did.
+    fn may_add(&self, group: &str, file: &str) -> Result<(), Refusal> {
+        let inner = self.lock();
+        let state = inner.replica.state();
+        if state.has_file(group, file) {
+            return Ok(());
+        }
+        new_name(NameKind::File, file)?;
+        match state.name_clash(group, file) {
             Some(other) => Err(clash(group, file, other)),
             None => Ok(()),
         }
@@ -1342,6 +1350,11 @@ fn wall_ms() -> u64 {
 
 fn name(kind: NameKind, value: &str) -> Result<(), Refusal> {
     names::validate(kind, value).map_err(|e| Refusal::BadName(e.to_string()))
+}
+
+/// [`name`] for a name to be created: also in Unicode normal form C.
+fn new_name(kind: NameKind, value: &str) -> Result<(), Refusal> {
+    names::validate_new(kind, value).map_err(|e| Refusal::BadName(e.to_string()))
 }
 
 /// The refusal of `file`, which `group` cannot hold beside `other`.
@@ -1906,6 +1919,31 @@ mod tests {
         assert_eq!(refused, [true, true, true, false, true, false], "{answers:?}");
         let said = answers[0].as_ref().unwrap().to_string();
         assert!(said.contains("x cannot be shared in g beside x/one"), "{said}");
+        // A new name must be in Unicode normal form C; a name the group
+        // took before that rule (an op of an older tracker) is still one.
+        let older = Op::UploadFile {
+            user: "a".into(),
+            peer_addr: "127.0.0.1:1".into(),
+            group: "g".into(),
+            meta: meta("old-cafe\u{301}", 6),
+        };
+        t.commit(older).await.unwrap();
+        let forms = vec![meta("cafe\u{301}", 6), meta("caf\u{e9}", 6), meta("old-cafe\u{301}", 6)];
+        let Response::Uploads(answers) = t.handle(up(a, forms)).await else { panic!("no answer") };
+        assert!(
+            matches!(&answers[0], Some(Refusal::BadName(why)) if why.contains("NFC")),
+            "{answers:?}"
+        );
+        assert_eq!(answers[1], None);
+        assert!(matches!(answers[2], Some(Refusal::AlreadySharing { .. })), "{answers:?}");
+        let r = t.handle(Request::CreateGroup { token: a, group: "ge\u{301}".into() }).await;
+        assert!(matches!(r, Response::Refused(Refusal::BadName(_))), "{r:?}");
+        let user = Request::CreateUser { user: "zoe\u{308}".into(), password: "pw".into() };
+        let r = t.handle(user).await;
+        assert!(matches!(r, Response::Refused(Refusal::BadName(_))), "{r:?}");
+        let files = vec!["caf\u{e9}".to_string(), "old-cafe\u{301}".to_string()];
+        let r = t.handle(Request::StopShares { token: a, group: "g".into(), files }).await;
+        assert_eq!(r, Response::Uploads(vec![None, None]));
         let one = Request::UploadFile { token: a, group: "g".into(), meta: meta("two/x", 3) };
         let r = t.handle(one).await;
         assert!(matches!(r, Response::Refused(Refusal::BadName(_))), "{r:?}");

@@ -365,6 +365,11 @@ impl State {
         name_clash(&self.groups.get(group)?.files, name)
     }
 
+    /// Whether `group` holds a file named exactly `name`.
+    pub fn has_file(&self, group: &str, name: &str) -> bool {
+        self.groups.get(group).is_some_and(|g| g.files.contains_key(name))
+    }
+
     /// A group by id.
     pub fn group(&self, group: &str) -> Option<&Group> {
         self.groups.get(group)

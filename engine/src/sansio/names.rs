@@ -75,6 +75,11 @@ pub enum NameError {
     /// or is `.` or `..`.
     #[error("{kind} {name:?} may not contain whitespace, control or invisible characters or {seps}, nor be '.' or '..'", kind = .0.as_str(), name = .1, seps = if *.0 == NameKind::File { "'\\'" } else { "'/' '\\'" })]
     BadChar(NameKind, String),
+    /// A new name is not in Unicode normalization form C: `cafe\u{301}`
+    /// (an `e` and a combining accent) looks like `caf\u{e9}` (one
+    /// character) and is another name.
+    #[error("{kind} {name:?} is not in Unicode normal form C (NFC); write it as {nfc:?}", kind = .0.as_str(), name = .1, nfc = nfc(.1))]
+    NotNfc(NameKind, String),
 }
 
 /// Checks `name` against the rules for `kind`.
@@ -102,6 +107,30 @@ pub fn validate(kind: NameKind, name: &str) -> Result<(), NameError> {
         }
     }
     Ok(())
+}
+
+/// Checks a name that is to be created — a user, a group, a file added to
+/// a group — against the rules for `kind` and for look-alikes: it must also
+/// be in Unicode normalization form C, so that two names that look the
+/// same are the same bytes. ([`validate`] alone is for names that exist:
+/// a file shared under another form before this rule is still fetched.)
+pub fn validate_new(kind: NameKind, name: &str) -> Result<(), NameError> {
+    validate(kind, name)?;
+    if !unicode_normalization::is_nfc(name) {
+        return Err(NameError::NotNfc(kind, name.to_owned()));
+    }
+    Ok(())
+}
+
+/// `name` in Unicode normalization form C (composed): how a name taken
+/// from a file system that decomposes (`cafe\u{301}`) is shared.
+pub fn nfc(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization as _;
+    if unicode_normalization::is_nfc(name) {
+        name.to_owned()
+    } else {
+        name.nfc().collect()
+    }
 }
 
 /// Characters that show nothing, or turn the text around them, where a
@@ -134,6 +163,24 @@ pub fn under_dir(name: &str, dir: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_names_are_in_normal_form_c() {
+        let composed = "caf\u{e9}/r\u{e9}sum\u{e9}.pdf";
+        let decomposed = "cafe\u{301}/re\u{301}sume\u{301}.pdf";
+        validate_new(NameKind::File, composed).unwrap();
+        validate_new(NameKind::Group, "caf\u{e9}").unwrap();
+        // An existing name in another form is still a valid name.
+        validate(NameKind::File, decomposed).unwrap();
+        let e = validate_new(NameKind::File, decomposed).unwrap_err();
+        assert_eq!(e, NameError::NotNfc(NameKind::File, decomposed.into()));
+        assert!(e.to_string().contains(&format!("write it as {composed:?}")), "{e}");
+        assert!(validate_new(NameKind::User, "Ame\u{301}lie").is_err());
+        assert_eq!(nfc(decomposed), composed);
+        assert_eq!(nfc(composed), composed);
+        // Hangul jamo compose too.
+        assert_eq!(nfc("\u{1100}\u{1161}"), "\u{AC00}");
+    }
 
     #[test]
     fn accepts_ordinary_names() {
