@@ -433,6 +433,8 @@ impl<'a> Trackers<'a> {
             .arg((k + 1).to_string())
             .arg("--dump-state")
             .arg(path)
+            .arg("--data-dir")
+            .arg(self.data(k))
             .output()
             .context("run ringshare-tracker --dump-state")?;
         if !out.status.success() {

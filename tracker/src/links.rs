@@ -64,6 +64,17 @@ impl Links {
         self.pins.get(&pin_name(usize::from(no)))
     }
 
+    /// Whether `key` is this tracker's own or one another tracker of the
+    /// list must prove (listed or pinned): what the whole state image is
+    /// served to (`--dump-state` proves the key in a tracker's data
+    /// directory).
+    pub fn is_tracker_key(&self, key: PublicKey) -> bool {
+        key == self.me.public()
+            || (1..=self.list.addrs.len())
+                .filter_map(|n| u16::try_from(n).ok())
+                .any(|n| self.expected(n) == Some(key))
+    }
+
     /// Checks the key tracker `no` proved, pinning it on first contact.
     pub fn check(&self, no: u16, got: PublicKey) -> Result<(), String> {
         let n = usize::from(no);

@@ -47,6 +47,9 @@ struct Args {
     digest: bool,
     /// Like --digest, and write the state itself (postcard) to PATH; prints
     /// `DIGEST ops=N known=ORIGIN:COUNT,...`. For checkers (the nemesis).
+    /// The state holds password hashes, session tokens and the ticket key,
+    /// so it is served only to a link proving a tracker's key: the one in
+    /// --data-dir (default ./tracker-<NO>.data).
     #[arg(long, value_name = "PATH")]
     dump_state: Option<PathBuf>,
     /// Tests only: read a signed number of milliseconds from PATH now and
@@ -137,7 +140,24 @@ async fn run(args: Args) -> Result<()> {
         return print_digest(&list, tracker_no).await;
     }
     if let Some(path) = &args.dump_state {
-        return dump_state(&list, tracker_no, path).await;
+        // The state is served only to a link proving a tracker's key: the
+        // one in the data directory of the tracker asked (or of another
+        // tracker of the list).
+        let dir = args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("tracker-{tracker_no}.data")));
+        let key_file = dir.join(ringshare_tracker::links::KEY_FILE);
+        if !key_file.exists() {
+            bail!(
+                "--dump-state proves a tracker's key, and {} does not exist: run it where the \
+                 tracker's data directory is, or give --data-dir",
+                key_file.display()
+            );
+        }
+        let me = ringshare_engine::secure_io::load_or_create_key(&key_file)
+            .with_context(|| format!("read {}", key_file.display()))?;
+        return dump_state(&list, tracker_no, path, me).await;
     }
     if let Some(path) = args.test_clock_offset_file.clone() {
         follow_clock_offset(path);
@@ -258,7 +278,12 @@ async fn run(args: Args) -> Result<()> {
 
 /// One admin request to tracker `no` of `list` over the encrypted link (the
 /// key its line gives is checked).
-async fn ask_admin(list: &TrackerList, no: usize, req: Request) -> Result<Response> {
+async fn ask_admin(
+    list: &TrackerList,
+    no: usize,
+    req: Request,
+    me: Option<ringshare_engine::secure::Keypair>,
+) -> Result<Response> {
     use ringshare_engine::control::{read_msg, write_msg};
     use ringshare_engine::proto::{REQUEST, RESPONSE};
     use ringshare_engine::secure::{Keypair, CONTROL_PROLOGUE};
@@ -266,7 +291,7 @@ async fn ask_admin(list: &TrackerList, no: usize, req: Request) -> Result<Respon
     let addr = list.get(no).with_context(|| format!("no tracker number {no} in the list"))?;
     let ask = async {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
-        let me = Keypair::generate();
+        let me = me.unwrap_or_else(Keypair::generate);
         let mut s = SecureStream::connect(tcp, &me, CONTROL_PROLOGUE, list.key(no)).await?;
         write_msg(&mut s, REQUEST, &req).await?;
         anyhow::Ok(read_msg::<Response, _>(&mut s, RESPONSE).await?)
@@ -284,7 +309,7 @@ async fn ask_admin(list: &TrackerList, no: usize, req: Request) -> Result<Respon
 
 /// `--digest`: asks tracker `no` of `list` for its state digest.
 async fn print_digest(list: &TrackerList, no: usize) -> Result<()> {
-    match ask_admin(list, no, Request::StateDigest).await? {
+    match ask_admin(list, no, Request::StateDigest, None).await? {
         Response::StateDigest { digest, ops } => {
             println!("{} ops={ops}", hex::encode(digest));
             Ok(())
@@ -295,8 +320,13 @@ async fn print_digest(list: &TrackerList, no: usize) -> Result<()> {
 
 /// `--dump-state PATH`: asks tracker `no` of `list` for its state and writes
 /// it to `path`.
-async fn dump_state(list: &TrackerList, no: usize, path: &std::path::Path) -> Result<()> {
-    match ask_admin(list, no, Request::StateImage).await? {
+async fn dump_state(
+    list: &TrackerList,
+    no: usize,
+    path: &std::path::Path,
+    me: ringshare_engine::secure::Keypair,
+) -> Result<()> {
+    match ask_admin(list, no, Request::StateImage, Some(me)).await? {
         Response::StateImage { digest, known, state } => {
             std::fs::write(path, &state).with_context(|| format!("write {}", path.display()))?;
             let ops: u64 = known.iter().map(|(_, n)| n).sum();

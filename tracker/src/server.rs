@@ -167,7 +167,8 @@ async fn connection(
         }
         return sync::serve_pull(stream, tracker, hello).await;
     }
-    let node_key = stream.remote_key().0;
+    let remote = stream.remote_key();
+    let node_key = remote.0;
     let mut stream = BufReader::with_capacity(16 * 1024, stream);
     let mut frame = first;
     loop {
@@ -194,6 +195,19 @@ async fn connection(
                 return Err(e);
             }
         };
+        if matches!(req, Request::StateImage) && !links.is_tracker_key(remote) {
+            // The whole state holds password hashes, live session tokens
+            // and the ticket key: for a tracker's own key only, whatever
+            // the address (any process on this host is on loopback).
+            let refusal = Refusal::BadRequest(
+                "the state image is served only over a link that proves a tracker's key \
+                 (ringshare-tracker TRACKER_INFO N --dump-state PATH, run with that tracker's \
+                 --data-dir)"
+                    .into(),
+            );
+            write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)).await?;
+            return Ok(());
+        }
         match tracker.reply(req, peer.ip(), Some(node_key)).await {
             Reply::Msg(resp) => write_msg(&mut stream, RESPONSE, &resp).await?,
             Reply::Frame(frame) => {

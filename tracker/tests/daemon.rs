@@ -290,3 +290,53 @@ fn a_tracker_whose_pulls_are_refused_says_so() {
     assert!(refused.contains("ERROR"), "{refused}");
     assert!(refused.contains(&format!("tracker 2 at 127.0.0.1:{p2}")), "{refused}");
 }
+
+/// The whole state (password hashes, session tokens, the ticket key) goes
+/// only to a link proving a tracker's key: not to any process on the host
+/// (it was served to anyone on loopback). `--dump-state` proves the key in
+/// the tracker's data directory.
+#[test]
+fn the_state_image_is_for_a_trackers_own_key_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let info = dir.path().join("t.txt");
+    std::fs::write(&info, "127.0.0.1:0\n").unwrap();
+    let mut t = spawn(&info, "1");
+    let addr = ready(&mut t);
+    // Another client of this host, with a key of its own.
+    let tcp = TcpStream::connect(addr).unwrap();
+    let stranger = ringshare_engine::secure::Keypair::generate();
+    let prologue = ringshare_engine::secure::CONTROL_PROLOGUE;
+    let mut s =
+        ringshare_engine::secure_io::BlockingSecureStream::connect(tcp, &stranger, prologue, None)
+            .unwrap();
+    s.write_all(&proto::encode_frame(REQUEST, &Request::StateImage).unwrap()).unwrap();
+    s.flush().unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    let (frame, _) = ringshare_engine::wire::decode(&reply, proto::MAX_FRAME).unwrap();
+    let resp: Response = postcard::from_bytes(frame.payload).unwrap();
+    assert!(
+        matches!(&resp, Response::Refused(r) if r.to_string().contains("proves a tracker's key")),
+        "{resp:?}"
+    );
+    // The digest (a hash and a count) is still served to this host.
+    let list = dir.path().join("asked.txt");
+    std::fs::write(&list, format!("{addr}\n")).unwrap();
+    let admin = |args: &[&str], cwd: &std::path::Path| {
+        Command::new(BIN).current_dir(cwd).arg(&list).arg("1").args(args).output().unwrap()
+    };
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = admin(&["--digest"], elsewhere.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // --dump-state without the tracker's key at hand: refused before asking.
+    let dump = dir.path().join("state.bin");
+    let out = admin(&["--dump-state", dump.to_str().unwrap()], elsewhere.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.starts_with("error: --dump-state proves a tracker's key"), "{err}");
+    assert!(!dump.exists());
+    // With its data directory (the default one, where it runs): served.
+    let out = admin(&["--dump-state", dump.to_str().unwrap()], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::metadata(&dump).unwrap().len() > 0);
+}
