@@ -2,7 +2,7 @@
 //! node shares. [`Node::execute`] carries out one shell command and returns
 //! the lines to print, or the error to print after `error: `.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -103,6 +103,8 @@ pub struct Node {
     /// The trackers' public ticket key while logged in: the piece server
     /// admits only downloaders with tickets it signed.
     ticket_key: TicketKey,
+    /// The groups each served file is served in ([`ServedGroups`]).
+    served_groups: ServedGroups,
     /// Links for background calls to the trackers.
     pool_links: LinkPool,
     /// Registers downloads as sharers once they hold a verified piece.
@@ -129,8 +131,23 @@ pub struct Node {
     announce_failures: bool,
 }
 
+/// Admits no ticket for `id` any more (it is served no more).
+fn forget_groups(groups: &ServedGroups, id: &Sha1Digest) {
+    if let Ok(mut g) = groups.write() {
+        g.remove(id);
+    }
+}
+
 /// The trackers' public ticket key, shared with the piece server.
 type TicketKey = Arc<std::sync::RwLock<Option<[u8; 32]>>>;
+
+/// The groups each file is served in here, by file id. A ticket is for a
+/// file in a group; the piece server admits it only for a group this node
+/// shares or fetches the file in. (Anyone can make a group and register a
+/// file's SHA1 in it: the tracker then signs a ticket for that SHA1, and
+/// without this check any node holding those bytes for another group
+/// served them.)
+type ServedGroups = Arc<std::sync::RwLock<HashMap<Sha1Digest, BTreeSet<String>>>>;
 
 impl Node {
     /// A node serving pieces on `listener`, talking to `trackers`, keeping
@@ -147,7 +164,8 @@ impl Node {
         let trackers = Trackers::open(trackers, &state_dir)?;
         let security = PeerSecurity { keypair: trackers.keypair_arc(), plaintext };
         let ticket_key: TicketKey = Arc::new(std::sync::RwLock::new(None));
-        let key = Arc::clone(&ticket_key);
+        let served_groups: ServedGroups = Arc::default();
+        let (key, groups) = (Arc::clone(&ticket_key), Arc::clone(&served_groups));
         let admit =
             Box::new(move |file_id: &_, user: &str, ticket: &[u8], holder: Option<&PublicKey>| {
                 let Ok(guard) = key.read() else { return false };
@@ -161,7 +179,22 @@ impl Node {
                     holder,
                     wall_ms(),
                 ) {
-                    Ok(_) => true,
+                    Ok(t) => {
+                        // Refused alike whether or not this node holds the
+                        // file: no answer tells a stranger what it holds.
+                        let ok = groups
+                            .read()
+                            .is_ok_and(|g| g.get(file_id).is_some_and(|g| g.contains(&t.group)));
+                        if !ok {
+                            tracing::info!(
+                                user,
+                                group = t.group,
+                                "refused a downloader: a ticket for a group this file is not \
+                                 shared in here"
+                            );
+                        }
+                        ok
+                    }
                     Err(e) => {
                         tracing::info!(user, "refused a downloader: {e}");
                         false
@@ -199,6 +232,7 @@ impl Node {
             state_dir,
             rt: Handle::current(),
             ticket_key,
+            served_groups,
             ended: Arc::new(tokio::sync::Notify::new()),
             announce: true,
             defer_book_sync: false,
@@ -397,7 +431,7 @@ impl Node {
             token,
             every,
             Arc::clone(&self.shares),
-            Arc::clone(&self.serve),
+            (Arc::clone(&self.serve), Arc::clone(&self.served_groups)),
             book.clone(),
         ));
         self.session =
@@ -700,6 +734,7 @@ impl Node {
                 list.remove(&share_key(share));
                 if !list.values().any(|s| s.meta.sha1 == share.meta.sha1) {
                     self.serve.remove(&share.meta.sha1);
+                    forget_groups(&self.served_groups, &share.meta.sha1);
                 }
                 if let Some(s) = &self.session {
                     s.book
@@ -817,22 +852,43 @@ impl Node {
     /// fetch from it: a node sharing 100,000 files does not hold 100,000
     /// descriptors.
     fn serve_file(&self, share: &LocalShare) -> Result<()> {
-        if self.serve.contains(&share.meta.sha1) {
-            return Ok(());
+        if !self.serve.contains(&share.meta.sha1) {
+            let open = opener(share);
+            open().with_context(|| format!("open {}", share.path.display()))?;
+            self.serve.insert_lazy(share.meta.sha1, open);
         }
-        let open = opener(share);
-        open().with_context(|| format!("open {}", share.path.display()))?;
-        self.serve.insert_lazy(share.meta.sha1, open);
+        self.serve_in(share.meta.sha1, &share.group);
         Ok(())
     }
 
-    /// Stops serving content nothing here shares or downloads any more.
+    /// Admits tickets for `id` from `group` too.
+    fn serve_in(&self, id: Sha1Digest, group: &str) {
+        if let Ok(mut g) = self.served_groups.write() {
+            g.entry(id).or_default().insert(group.to_owned());
+        }
+    }
+
+    /// Stops serving content nothing here shares or downloads any more, and
+    /// admits tickets for it only from the groups that still share or
+    /// fetch it here.
     fn unserve(&self, id: &Sha1Digest) {
-        let shared = self.shares_mut().values().any(|s| s.meta.sha1 == *id);
-        let downloading =
-            self.downloads.iter().any(|d| d.is_running() && d.download.meta().sha1 == *id);
-        if !shared && !downloading {
+        let mut groups: BTreeSet<String> = self
+            .shares_mut()
+            .values()
+            .filter(|s| s.meta.sha1 == *id)
+            .map(|s| s.group.clone())
+            .collect();
+        groups.extend(
+            self.downloads
+                .iter()
+                .filter(|d| d.is_running() && d.download.meta().sha1 == *id)
+                .map(|d| d.group.clone()),
+        );
+        if groups.is_empty() {
             self.serve.remove(id);
+            forget_groups(&self.served_groups, id);
+        } else if let Ok(mut g) = self.served_groups.write() {
+            g.insert(*id, groups);
         }
     }
 
@@ -858,6 +914,9 @@ impl Node {
         self.shares_mut().clear();
         self.stop_running(why);
         self.serve.clear();
+        if let Ok(mut g) = self.served_groups.write() {
+            g.clear();
+        }
     }
 
     /// Withdraws every file this node shares or registered as it fetched
@@ -1089,6 +1148,7 @@ impl Node {
         if !self.serve.contains(&meta.sha1) {
             self.serve.insert(Arc::clone(&served));
         }
+        self.serve_in(meta.sha1, &group);
         let (listen, listed) = (self.addr, self.listed_addr());
         let plaintext = self.serve.security().plaintext;
         let first = peer_list(&peers, ticket.clone(), plaintext, |a| !is_self(a, listen, listed));
@@ -1196,6 +1256,7 @@ impl Node {
     ) -> Box<dyn Fn(FetchEvent) + Send + Sync> {
         let registrar = self.registrar.clone();
         let serve = Arc::clone(&self.serve);
+        let served_groups = Arc::clone(&self.served_groups);
         let shares = Arc::clone(&self.shares);
         let book = self.session.as_ref().map(|s| s.book.clone());
         let (ended, announce) = (Arc::clone(&self.ended), self.announce);
@@ -1213,6 +1274,7 @@ impl Node {
                 // the same bytes is.
                 if !lock(&shares).values().any(|s| s.meta.sha1 == meta.sha1) {
                     serve.remove(&meta.sha1);
+                    forget_groups(&served_groups, &meta.sha1);
                 }
                 ended.notify_one();
             }
@@ -1399,7 +1461,7 @@ async fn watch_shares(
     token: Token,
     every_ms: u32,
     shares: Shares,
-    serve: Arc<ServeTable>,
+    (serve, served_groups): (Arc<ServeTable>, ServedGroups),
     book: ShareBook,
 ) {
     let mut link = TrackerLink::new(trackers);
@@ -1425,6 +1487,7 @@ async fn watch_shares(
             for (gone, _) in &stale {
                 if !list.values().any(|s| s.meta.sha1 == gone.meta.sha1) {
                     serve.remove(&gone.meta.sha1);
+                    forget_groups(&served_groups, &gone.meta.sha1);
                 }
             }
             for (gone, _) in &stale {

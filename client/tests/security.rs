@@ -119,6 +119,34 @@ fn only_members_with_valid_tickets_get_pieces() {
         },
     );
     assert_eq!(knock(seeder, id, "eve", &forged), Err(ErrorCode::BadTicket));
+    // Nor is a group of one's own: eve registers the hash there (the
+    // tracker cannot check bytes it never sees) and gets a ticket signed
+    // for it, for a group alice does not share the file in. Refused alike
+    // for a hash alice does not hold: the answer tells eve nothing.
+    assert_eq!(
+        tc.call(&Request::CreateGroup { token: eve, group: "own".into() }).unwrap(),
+        Response::Done
+    );
+    let mut ticket_in_own = |name: &str, sha1: Sha1Digest| {
+        let meta = ringshare_engine::meta::FileMeta {
+            name: name.into(),
+            len: 1,
+            sha1,
+            piece_hashes: vec![Sha1Digest([0; 20])],
+        };
+        let up = Request::UploadFile { token: eve, group: "own".into(), meta };
+        assert_eq!(tc.call(&up).unwrap(), Response::Done);
+        let ask = Request::FileInfo { token: eve, group: "own".into(), file: name.into() };
+        let Response::FileInfo { ticket, .. } = tc.call(&ask).unwrap() else {
+            panic!("no ticket in eve's own group")
+        };
+        ticket
+    };
+    let own = ticket_in_own("copy.bin", id);
+    assert_eq!(knock(seeder, id, "eve", &own), Err(ErrorCode::BadTicket));
+    let other = Sha1Digest([0x5a; 20]);
+    let own = ticket_in_own("other.bin", other);
+    assert_eq!(knock(seeder, other, "eve", &own), Err(ErrorCode::BadTicket));
 
     // A member's ticket works, for that member only.
     let Response::FileInfo { ticket, .. } = tc

@@ -460,15 +460,17 @@ impl ServeTable {
             text: "file not shared here".into(),
             fatal: true,
         };
-        if !self.contains(id) {
-            return Err(unknown());
-        }
+        // The ticket first: a refusal says nothing of what this node holds
+        // to one without a ticket for it.
         if !(self.admit)(id, user, ticket, holder) {
             return Err(Refuse {
                 code: ErrorCode::BadTicket,
                 text: "ticket refused".into(),
                 fatal: true,
             });
+        }
+        if !self.contains(id) {
+            return Err(unknown());
         }
         // Opened (if on demand) only for an admitted downloader.
         let file = self.get(id).ok_or_else(unknown)?;
