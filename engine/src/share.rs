@@ -45,6 +45,8 @@ pub struct ServedFile {
     plan: Option<Mutex<SeedPlan>>,
     /// Sessions open on it now ([`MAX_DOWNLOADERS`]).
     downloaders: AtomicUsize,
+    /// Of them, each user's ([`MAX_SESSIONS_PER_USER`]).
+    users: Mutex<HashMap<Box<str>, usize>>,
     /// No longer served ([`ServeTable::remove`]): sessions still open on
     /// it answer every request with a `reject` from now on.
     withdrawn: std::sync::atomic::AtomicBool,
@@ -59,6 +61,13 @@ pub struct ServedFile {
 /// ([`crate::download::MAX_PEERS`], 64): at 64 a crowd of 100 was 3-4 %
 /// slower; at 96 it is unchanged and a crowd of 1000 gains as much.
 pub const MAX_DOWNLOADERS: usize = 96;
+
+/// Sessions of one file a node serves to one user at once. A download
+/// opens one per seeder (two for a moment when it reconnects, a few when
+/// the user fetches it into several places); without a cap one member
+/// held all [`MAX_DOWNLOADERS`] with one ticket, idle, and every other
+/// downloader of the file was refused for as long.
+pub const MAX_SESSIONS_PER_USER: usize = 8;
 
 impl ServedFile {
     /// A file held whole, seeded under a plan ([`crate::seeding`]).
@@ -75,6 +84,7 @@ impl ServedFile {
             uploaded: AtomicU64::new(0),
             plan: Some(Mutex::new(SeedPlan::new(pieces, seed))),
             downloaders: AtomicUsize::new(0),
+            users: Mutex::default(),
             withdrawn: Default::default(),
         })
     }
@@ -95,18 +105,43 @@ impl ServedFile {
             uploaded: AtomicU64::new(0),
             plan: None,
             downloaders: AtomicUsize::new(0),
+            users: Mutex::default(),
             withdrawn: Default::default(),
         })
     }
 
     /// Opens `session` on this file (its handshake admitted); returns the
     /// bitfield to send: the pieces held, or a plan's first offers.
-    pub(crate) fn open_session(&self, session: &mut ServerSession, now: Instant) -> Bitfield {
+    pub(crate) fn open_session(
+        &self,
+        session: &mut ServerSession,
+        user: &str,
+        now: Instant,
+    ) -> Bitfield {
         self.downloaders.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.users).entry(user.into()).or_default() += 1;
+        session.set_user(user);
         let mut plan = self.plan.as_ref().map(lock);
         session
             .accept_with(self.meta.geometry(), plan.as_deref_mut().map(|p| (p, now)))
             .unwrap_or_else(|| self.bitfield())
+    }
+
+    /// `session`, open on this file, ends (or goes on to another file).
+    fn leave(&self, session: &ServerSession) {
+        self.downloaders.fetch_sub(1, Ordering::Relaxed);
+        let mut users = lock(&self.users);
+        if let Some(n) = session.user().and_then(|u| users.get_mut(u)) {
+            *n -= 1;
+            if *n == 0 {
+                users.remove(session.user().unwrap_or_default());
+            }
+        }
+    }
+
+    /// Sessions of this file open for `user` now.
+    fn sessions_of(&self, user: &str) -> usize {
+        lock(&self.users).get(user).copied().unwrap_or(0)
     }
 
     /// Of `pieces` (what a connection asked for, in order), the position
@@ -195,7 +230,7 @@ pub(crate) fn session_message(
 ) -> Result<ServerAction, Refuse> {
     if let (Message::Handshake { .. }, true, Some(f)) = (msg, session.is_open(), served) {
         // On to another file: this one's session ends here.
-        f.downloaders.fetch_sub(1, Ordering::Relaxed);
+        f.leave(session);
     }
     let has = |p| served.is_some_and(|f| f.has(p));
     let mut plan = served.and_then(|f| f.plan.as_ref()).map(lock);
@@ -279,7 +314,7 @@ pub(crate) fn session_busy(
 /// `session`, which served `served`, ended.
 pub(crate) fn session_closed(session: &mut ServerSession, served: Option<&ServedFile>) {
     if let (true, Some(f)) = (session.is_open(), served) {
-        f.downloaders.fetch_sub(1, Ordering::Relaxed);
+        f.leave(session);
     }
     if let Some(plan) = served.and_then(|f| f.plan.as_ref()) {
         session.close_at(&mut lock(plan));
@@ -482,6 +517,15 @@ impl ServeTable {
                 fatal: true,
             });
         }
+        if file.sessions_of(user) >= MAX_SESSIONS_PER_USER {
+            return Err(Refuse {
+                code: ErrorCode::Busy,
+                text: format!(
+                    "serving this file to {MAX_SESSIONS_PER_USER} sessions of {user} already"
+                ),
+                fatal: true,
+            });
+        }
         Ok(file)
     }
 }
@@ -610,6 +654,50 @@ mod tests {
         }
         assert_eq!(caps.live(), 0);
         assert!(caps.per_ip.is_empty(), "no entry kept for a gone address");
+    }
+
+    #[test]
+    fn one_user_holds_a_few_sessions_of_a_file_not_all() {
+        let meta = FileMeta {
+            name: "f".into(),
+            len: 1,
+            sha1: Sha1Digest([6; 20]),
+            piece_hashes: vec![Sha1Digest([6; 20])],
+        };
+        let table = ServeTable::new(Box::new(|_: &_, _: &str, _: &[u8], _| true));
+        table.insert(ServedFile::complete(meta.clone(), tempfile::tempfile().unwrap()));
+        let now = Instant::now();
+        let mut held = Vec::new();
+        for _ in 0..MAX_SESSIONS_PER_USER {
+            let f = table.admit(&meta.sha1, "mallory", b"t", None).unwrap();
+            let mut s = ServerSession::new(8);
+            f.open_session(&mut s, "mallory", now);
+            held.push((f, s));
+        }
+        let e = table.admit(&meta.sha1, "mallory", b"t", None).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Busy);
+        assert!(e.text.contains("sessions of mallory"), "{}", e.text);
+        // Everyone else is still served.
+        table.admit(&meta.sha1, "bob", b"t", None).unwrap();
+        // One of them ends (and one goes on to another file): places again.
+        let (f, mut s) = held.pop().unwrap();
+        session_closed(&mut s, Some(&f));
+        table.admit(&meta.sha1, "mallory", b"t", None).unwrap();
+        assert_eq!(f.sessions_of("mallory"), MAX_SESSIONS_PER_USER - 1);
+        let (f, mut s) = held.pop().unwrap();
+        let mut out = Vec::new();
+        let other = Message::Handshake {
+            version: crate::peer::VERSION,
+            file_id: Sha1Digest([7; 20]),
+            user: "mallory",
+            ticket: b"t",
+        };
+        let _ = session_message(&mut s, Some(&f), &other, now, &mut out);
+        assert_eq!(f.sessions_of("mallory"), MAX_SESSIONS_PER_USER - 2);
+        for (f, mut s) in held {
+            session_closed(&mut s, Some(&f));
+        }
+        assert!(lock(&f.users).is_empty(), "no entry kept for a user with no session");
     }
 
     #[test]

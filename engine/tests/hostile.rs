@@ -80,9 +80,14 @@ fn handshake(addr: SocketAddr, id: Sha1Digest) -> Peer {
 
 /// [`handshake`] of a downloader speaking protocol `version`.
 fn handshake_v(addr: SocketAddr, id: Sha1Digest, version: u32) -> Peer {
+    handshake_as(addr, id, version, "u")
+}
+
+/// [`handshake_v`] in the name of `user`.
+fn handshake_as(addr: SocketAddr, id: Sha1Digest, version: u32, user: &str) -> Peer {
     let mut s = connect(addr).unwrap();
     let mut out = Vec::new();
-    peer::encode(&Message::Handshake { version, file_id: id, user: "u", ticket: b"t" }, &mut out);
+    peer::encode(&Message::Handshake { version, file_id: id, user, ticket: b"t" }, &mut out);
     send(&mut s, &out).unwrap();
     s
 }
@@ -560,9 +565,10 @@ fn a_file_is_served_to_at_most_max_downloaders_at_once_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let (p, meta) = source(dir.path(), 1000);
     let srv = server_on(&p, &meta, ServerLimits::default(), backend);
+    // Each its own user: one user is served a few sessions only.
     let mut open: Vec<Peer> = (0..MAX_DOWNLOADERS)
-        .map(|_| {
-            let mut s = handshake(srv.addr(), meta.sha1);
+        .map(|i| {
+            let mut s = handshake_as(srv.addr(), meta.sha1, peer::VERSION, &format!("d{i}"));
             assert_eq!(read_msg(&mut s).unwrap().0, peer::kind::BITFIELD, "{backend:?}");
             s
         })
@@ -573,7 +579,7 @@ fn a_file_is_served_to_at_most_max_downloaders_at_once_on(backend: Backend) {
     // A downloader that goes on to the same file on its link counts once.
     let mut out = Vec::new();
     let hs =
-        Message::Handshake { version: peer::VERSION, file_id: meta.sha1, user: "u", ticket: b"t" };
+        Message::Handshake { version: peer::VERSION, file_id: meta.sha1, user: "d0", ticket: b"t" };
     peer::encode(&hs, &mut out);
     send(&mut open[0], &out).unwrap();
     assert_eq!(read_msg(&mut open[0]).unwrap().0, peer::kind::BITFIELD, "{backend:?}");
@@ -593,6 +599,30 @@ fn a_file_is_served_to_at_most_max_downloaders_at_once_on(backend: Backend) {
         }
         assert!(start.elapsed() < GUARD, "{backend:?}: the place never came back");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One user with a valid ticket holds a few sessions of a file, not every
+/// place: the next is `busy`, and other users are still served.
+#[test]
+fn one_user_is_served_a_few_sessions_of_a_file_not_all() {
+    use ringshare_engine::serve::MAX_SESSIONS_PER_USER;
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, meta) = source(dir.path(), 1000);
+        let srv = server_on(&p, &meta, ServerLimits::default(), backend);
+        let held: Vec<Peer> = (0..MAX_SESSIONS_PER_USER)
+            .map(|_| {
+                let mut s = handshake_as(srv.addr(), meta.sha1, peer::VERSION, "mallory");
+                assert_eq!(read_msg(&mut s).unwrap().0, peer::kind::BITFIELD, "{backend:?}");
+                s
+            })
+            .collect();
+        let mut extra = handshake_as(srv.addr(), meta.sha1, peer::VERSION, "mallory");
+        assert_eq!(error_code(&mut extra), Some(ErrorCode::Busy), "{backend:?}");
+        let mut other = handshake_as(srv.addr(), meta.sha1, peer::VERSION, "bob");
+        assert_eq!(read_msg(&mut other).unwrap().0, peer::kind::BITFIELD, "{backend:?}");
+        drop(held);
     }
 }
 

@@ -26,7 +26,9 @@ use crate::peer::{self, ErrorCode, Message, PeerDecodeError, Refuse, ServerActio
 use crate::share::{self, ConnCaps, TICK};
 use crate::slots::SendSlots;
 
-pub use crate::share::{Admission, Opener, ServeTable, ServedFile, ServerLimits, MAX_DOWNLOADERS};
+pub use crate::share::{
+    Admission, Opener, ServeTable, ServedFile, ServerLimits, MAX_DOWNLOADERS, MAX_SESSIONS_PER_USER,
+};
 pub use crate::uring::SendMethod;
 
 /// Which I/O driver serves pieces.
@@ -416,7 +418,7 @@ fn serve_session(
                         }
                     };
                     seen_version = file.version();
-                    announced = file.open_session(session, last_activity);
+                    announced = file.open_session(session, &user, last_activity);
                     out.clear();
                     peer::encode(&Message::Bitfield(announced.as_bytes()), &mut out);
                     stream.send(&out)?;

@@ -484,12 +484,32 @@ pub struct ServerSession {
     seeding: Option<SeedView>,
     /// The downloader's protocol version (0 before its handshake).
     version: u32,
+    /// The user its ticket names, once admitted (the server counts each
+    /// user's sessions of a file).
+    user: Option<Box<str>>,
 }
 
 impl ServerSession {
     /// A session that allows up to `max_outstanding` unanswered requests.
     pub fn new(max_outstanding: u32) -> Self {
-        Self { geometry: None, outstanding: 0, max_outstanding, seeding: None, version: 0 }
+        Self {
+            geometry: None,
+            outstanding: 0,
+            max_outstanding,
+            seeding: None,
+            version: 0,
+            user: None,
+        }
+    }
+
+    /// The user admitted on this session (its last handshake's).
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Records the user admitted on this session.
+    pub fn set_user(&mut self, user: &str) {
+        self.user = Some(user.into());
     }
 
     /// Whether the downloader understands `busy` (version 3 on): only then

@@ -375,7 +375,7 @@ impl Conn {
                     Err(Refuse { code, text, .. }) => return self.fail(code, &text, ctx),
                 };
                 self.seen_version = file.version();
-                self.announced = file.open_session(&mut self.session, ctx.now);
+                self.announced = file.open_session(&mut self.session, &user, ctx.now);
                 let mut out = Vec::new();
                 peer::encode(&Message::Bitfield(self.announced.as_bytes()), &mut out);
                 self.tx.push_bytes(out);
