@@ -80,6 +80,10 @@ pub enum NameError {
     /// character) and is another name.
     #[error("{kind} {name:?} is not in Unicode normal form C (NFC); write it as {nfc:?}", kind = .0.as_str(), name = .1, nfc = nfc(.1))]
     NotNfc(NameKind, String),
+    /// A new name holds a character that reads as `/`, `\\` or `.`
+    /// (`a\u{FF0F}b`, a fullwidth solidus, reads as the path `a/b`).
+    #[error("{kind} {name:?} holds a character that reads as '/', '\\' or '.'", kind = .0.as_str(), name = .1)]
+    LooksLikePath(NameKind, String),
 }
 
 /// Checks `name` against the rules for `kind`.
@@ -119,6 +123,9 @@ pub fn validate_new(kind: NameKind, name: &str) -> Result<(), NameError> {
     if !unicode_normalization::is_nfc(name) {
         return Err(NameError::NotNfc(kind, name.to_owned()));
     }
+    if reads_as_another_path(name) {
+        return Err(NameError::LooksLikePath(kind, name.to_owned()));
+    }
     Ok(())
 }
 
@@ -134,22 +141,50 @@ pub fn nfc(name: &str) -> String {
 }
 
 /// Characters that show nothing, or turn the text around them, where a
-/// name is displayed (Unicode format characters: bidirectional controls,
-/// zero-width ones, the byte-order mark, soft hyphen): `report\u{202E}fdp.exe`
-/// would list as `reportexe.pdf`, and `a\u{200B}b` as `ab`. A name shown by
-/// `ls` is the name that is fetched.
+/// name is displayed: Unicode's default-ignorable code points (format
+/// characters such as bidirectional controls, zero-width ones and the
+/// byte-order mark; soft hyphen; variation selectors; tags; the Hangul
+/// fillers) and the blank braille pattern. `report\u{202E}fdp.exe` would
+/// list as `reportexe.pdf`, `a\u{200B}b` and `a\u{E0041}` as `ab` and
+/// `a`, and `g\u{3164}` as `g`. A name shown by `ls` is the name that is
+/// fetched.
 fn invisible(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'
+            | '\u{034F}'
             | '\u{061C}'
-            | '\u{180E}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
             | '\u{200B}'..='\u{200F}'
             | '\u{202A}'..='\u{202E}'
             | '\u{2060}'..='\u{206F}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
             | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFFB}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
     )
+}
+
+/// Whether `name` reads as another path: its compatibility form (NFKC)
+/// has a `/` or `\\` it does not, or a `.` or `..` component —
+/// `a\u{FF0F}b` (a fullwidth solidus) reads as `a/b`, `\u{FF0E}\u{FF0E}/x`
+/// as `../x`, `\u{2025}` (two dot leader) as `..`.
+fn reads_as_another_path(name: &str) -> bool {
+    use unicode_normalization::UnicodeNormalization as _;
+    if name.is_ascii() {
+        return false;
+    }
+    let k: String = name.nfkc().collect();
+    k.matches('/').count() != name.matches('/').count()
+        || k.contains('\\')
+        || k.split('/').any(|c| c == "." || c == "..")
 }
 
 /// Whether `name` is a file name's prefix that names a directory of it
@@ -180,6 +215,37 @@ mod tests {
         assert_eq!(nfc(composed), composed);
         // Hangul jamo compose too.
         assert_eq!(nfc("\u{1100}\u{1161}"), "\u{AC00}");
+    }
+
+    #[test]
+    fn invisible_and_path_like_characters_are_refused() {
+        // Shown as nothing, or as blank: tags, fillers, variation
+        // selectors, the combining grapheme joiner, the blank braille cell.
+        for n in [
+            "a\u{E0041}",
+            "g\u{3164}",
+            "g\u{115F}",
+            "g\u{FFA0}",
+            "a\u{FE0F}",
+            "a\u{034F}b",
+            "a\u{2800}",
+            "a\u{180B}",
+            "a\u{1D173}",
+        ] {
+            assert!(matches!(validate(NameKind::Group, n), Err(NameError::BadChar(..))), "{n:?}");
+            assert!(matches!(validate(NameKind::File, n), Err(NameError::BadChar(..))), "{n:?}");
+        }
+        // Read as a path that it is not: refused when new.
+        for n in ["a\u{FF0F}b", "\u{FF0E}\u{FF0E}/x", "a/\u{2025}/b", "a\u{FF3C}b", "\u{FF0E}"] {
+            validate(NameKind::File, n).unwrap();
+            let e = validate_new(NameKind::File, n).unwrap_err();
+            assert_eq!(e, NameError::LooksLikePath(NameKind::File, n.into()), "{n:?}");
+        }
+        assert!(validate_new(NameKind::Group, "g\u{FF0F}h").is_err());
+        // Ordinary non-ASCII names are not.
+        for n in ["caf\u{e9}/\u{65e5}\u{672c}.txt", "\u{00bd}-size.png", "x\u{2024}y"] {
+            validate_new(NameKind::File, n).unwrap();
+        }
     }
 
     #[test]
