@@ -253,6 +253,13 @@ async fn run(args: Args) -> Result<()> {
     let listener =
         TcpListener::bind(addr).await.with_context(|| format!("bind tracker to {addr}"))?;
     let local = listener.local_addr().context("read the bound address")?;
+    // Changes wait (briefly) until each peer is reached once: a data
+    // directory put back from an older copy takes its own later ops back
+    // before numbering new ones.
+    tracker.await_first_contact(
+        peers.iter().map(|(n, _)| *n).collect(),
+        ringshare_tracker::service::FIRST_CONTACT,
+    );
     for (n, peer_addr) in peers {
         tokio::spawn(sync::pull_forever(Arc::clone(&tracker), Arc::clone(&links), n, peer_addr));
     }

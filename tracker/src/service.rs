@@ -173,7 +173,20 @@ pub struct Tracker {
     /// Peers to hear from before taking changes (see
     /// [`TrackerConfig::has_run_before`]); empty in normal running.
     waiting_for: Mutex<BTreeSet<u16>>,
+    /// Peers not yet reached since start-up (caught up with, or found
+    /// unreachable), and until when changes wait for them
+    /// ([`Tracker::await_first_contact`]).
+    first_contact: (tokio::sync::watch::Sender<BTreeSet<u16>>, std::sync::OnceLock<Instant>),
+    /// Whether a change was made here since start-up: one of this
+    /// tracker's own ops coming back from a peer after that means two ops
+    /// under one number.
+    made_own: std::sync::atomic::AtomicBool,
 }
+
+/// How long a tracker's first changes wait for its peers to be reached
+/// ([`Tracker::await_first_contact`]): a peer that is down fails its
+/// connection at once (or within the pull's 2 s connect timeout).
+pub const FIRST_CONTACT: Duration = Duration::from_secs(5);
 
 /// A tracker's own entries on disk, released to the feed in seq order:
 /// every one up to `prefix` is on disk and has gone to the feed; those in
@@ -275,10 +288,43 @@ impl Tracker {
         self.waiting_for.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Changes made here wait until each of `peers` has been reached once
+    /// (its catch-up received, or its address found unreachable), for
+    /// `within` at most. A tracker whose data directory was put back from
+    /// an older copy (or whose newest log lost its end) would otherwise
+    /// number its next op as one of its own that a peer already holds: the
+    /// two trackers would then differ for good. Reached first, the peer
+    /// sends those ops back and the next one follows them. A tracker whose
+    /// peers are down still serves alone, after their first failed
+    /// connection.
+    pub fn await_first_contact(&self, peers: BTreeSet<u16>, within: Duration) {
+        let _ = self.first_contact.1.set(Instant::now() + within);
+        self.first_contact.0.send_replace(peers);
+    }
+
+    /// Tracker `peer` was reached (caught up with) or found unreachable:
+    /// changes need not wait for it ([`Tracker::await_first_contact`]).
+    pub fn contacted(&self, peer: u16) {
+        self.first_contact.0.send_if_modified(|waiting| waiting.remove(&peer));
+    }
+
+    /// Waits until every peer was reached once since start-up, or the time
+    /// [`Tracker::await_first_contact`] gave has passed.
+    async fn first_contact_made(&self) {
+        if self.first_contact.0.borrow().is_empty() {
+            return;
+        }
+        let Some(until) = self.first_contact.1.get() else { return };
+        let mut rx = self.first_contact.0.subscribe();
+        let until = tokio::time::Instant::from_std(*until);
+        let _ = tokio::time::timeout_at(until, rx.wait_for(BTreeSet::is_empty)).await;
+    }
+
     /// Tracker `peer` has sent this one everything it held when this one
     /// last connected (its catch-up is followed by the first `Alive`).
     /// Once every peer has, a tracker that lost its data takes changes again.
     pub fn heard_from(&self, peer: u16) {
+        self.contacted(peer);
         let done = {
             let mut waiting = self.waiting_for();
             waiting.remove(&peer) && waiting.is_empty()
@@ -367,6 +413,8 @@ impl Tracker {
             failed: tokio::sync::watch::Sender::new(None),
             durable_own: Arc::default(),
             waiting_for: Mutex::default(),
+            first_contact: (tokio::sync::watch::Sender::new(BTreeSet::new()), Default::default()),
+            made_own: Default::default(),
             config,
             inner: Mutex::new(inner),
             live: Mutex::new(HashMap::new()),
@@ -948,6 +996,7 @@ impl Tracker {
 
     async fn commit_all(&self, ops: Vec<Op>) -> Result<Vec<Result<(), Refusal>>, Refusal> {
         self.not_waiting()?;
+        self.first_contact_made().await;
         let mut results = Vec::with_capacity(ops.len());
         let mut logging = Vec::new();
         let snapshot_due = {
@@ -955,6 +1004,7 @@ impl Tracker {
             for op in ops {
                 match inner.replica.propose(op, wall_ms()) {
                     Ok(entry) => {
+                        self.made_own.store(true, std::sync::atomic::Ordering::Relaxed);
                         let durable = inner.append(&entry);
                         logging.push((entry, durable));
                         results.push(Ok(()));
@@ -1055,8 +1105,16 @@ impl Tracker {
             // This tracker's own ops, lost with its data and sent back by a
             // peer: on disk here now, and may be offered in catch-up again.
             let mut durable = self.durable();
-            for e in fresh.iter().filter(|e| e.stamp.origin == self.config.me) {
-                durable.raise_to(e.origin_seq, &self.feed);
+            let own: Vec<u64> = fresh
+                .iter()
+                .filter(|e| e.stamp.origin == self.config.me)
+                .map(|e| e.origin_seq)
+                .collect();
+            for &seq in &own {
+                durable.raise_to(seq, &self.feed);
+            }
+            if let (Some(first), Some(last)) = (own.first(), own.last()) {
+                self.took_back_own(*first, *last);
             }
         }
         for e in fresh {
@@ -1064,6 +1122,29 @@ impl Tracker {
         }
         self.maybe_snapshot();
         gap.map_or(Ok(()), Err)
+    }
+
+    /// Says that ops `first..=last` of this tracker's own came back from a
+    /// peer: its data directory had lost them. Harmless if it made no op
+    /// since it started (they are taken back, and its next op follows
+    /// them); if it did, those were numbered as ops the peer held.
+    fn took_back_own(&self, first: u64, last: u64) {
+        if self.made_own.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!(
+                "a peer holds ops {first}..={last} of this tracker's own, which it numbered \
+                 again after start-up (its data directory was put back from an older copy, or \
+                 its log lost its end, while no peer could be reached): the trackers will not \
+                 converge; compare them with --digest, and rebuild this one: stopped, its data \
+                 directory emptied but for tracker.key and known_trackers, it takes what the \
+                 others hold when started (docs/DURABILITY.md)"
+            );
+        } else {
+            tracing::warn!(
+                "took back ops {first}..={last} of this tracker's own from a peer: its data \
+                 directory had lost them (put back from an older copy, or a log that lost its \
+                 end); its next op follows them"
+            );
+        }
     }
 
     /// Replaces the state with another tracker's image when it holds
@@ -1608,6 +1689,49 @@ mod tests {
         assert_eq!(t.known().get(&1), Some(&5), "the next op follows the lost ones");
         // Its own ops that came back are on disk here: catch-up offers them.
         assert_eq!(t.catch_up(&Known::new()).unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn changes_wait_for_the_first_contact_and_follow_own_ops_a_peer_sent_back() {
+        let op = |user: &str| Op::CreateUser { user: user.into(), password_hash: "x".into() };
+        let dir = tempfile::tempdir().unwrap();
+        let peer_addrs = vec![(2, "127.0.0.1:9".parse().unwrap())];
+        let config = TrackerConfig { peer_addrs: peer_addrs.clone(), ..Default::default() };
+        let (t, _) = Tracker::open(config, dir.path()).unwrap();
+        // Tracker 1 went on to make two more ops, which tracker 2 holds;
+        // then its data directory was put back to this older copy.
+        let mut later = Replica::from_image(t.lock().replica.image());
+        let made: Vec<Entry> =
+            ["a", "b"].iter().map(|u| later.propose(op(u), wall_ms()).unwrap()).collect();
+        let own = t.known().get(&1).copied().unwrap_or(0);
+        let t = Arc::new(t);
+        t.await_first_contact([2].into(), Duration::from_secs(600));
+        let t2 = Arc::clone(&t);
+        let write = tokio::spawn(async move { t2.commit(op("c")).await });
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!write.is_finished(), "a change waits until tracker 2 is reached");
+        // Tracker 2's catch-up sends the two back, then its first Alive.
+        t.receive_remote(made).await.unwrap();
+        t.heard_from(2);
+        write.await.unwrap().unwrap();
+        assert_eq!(t.known().get(&1), Some(&(own + 3)), "the new op follows the two taken back");
+        let st = t.snapshot();
+        assert!(st.user_exists("a") && st.user_exists("b") && st.user_exists("c"));
+
+        // Peers that cannot be reached do not hold changes for long: one
+        // failed connection each, or the time given.
+        let dir = tempfile::tempdir().unwrap();
+        let config = TrackerConfig { peer_addrs, ..Default::default() };
+        let (t, _) = Tracker::open(config, dir.path()).unwrap();
+        t.await_first_contact([2].into(), Duration::from_secs(600));
+        t.contacted(2);
+        t.commit(op("d")).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (t, _) = Tracker::open(TrackerConfig::default(), dir.path()).unwrap();
+        t.await_first_contact([2, 3].into(), Duration::ZERO);
+        t.commit(op("e")).await.unwrap();
     }
 
     #[tokio::test]

@@ -112,6 +112,32 @@ where
     };
     tracing::info!(peer = from, "tracker {from} pulls from us");
     tracker.set_acked(from, known.clone());
+    // A tracker holds every op of its own it ever acknowledged. One that
+    // holds fewer than its peer lost some (a data directory put back from
+    // an older copy, a log that lost its end); one that holds more of this
+    // tracker's own than this one did so itself.
+    let ours = tracker.known();
+    let theirs_own = known.get(&from).copied().unwrap_or(0);
+    let held_of_theirs = ours.get(&from).copied().unwrap_or(0);
+    if theirs_own < held_of_theirs {
+        tracing::warn!(
+            peer = from,
+            "tracker {from} holds {theirs_own} op(s) of its own and this one {held_of_theirs}: \
+             its data directory lost some (put back from an older copy, or a log that lost its \
+             end); they are sent back to it"
+        );
+    }
+    let me = tracker.config().me;
+    let (mine, theirs_of_mine) =
+        (ours.get(&me).copied().unwrap_or(0), known.get(&me).copied().unwrap_or(0));
+    if theirs_of_mine > mine {
+        tracing::warn!(
+            peer = from,
+            "tracker {from} holds {theirs_of_mine} op(s) of this tracker's own, this one only \
+             {mine}: this data directory lost some (put back from an older copy, or a log that \
+             lost its end); this tracker takes them back on its pull from it"
+        );
+    }
     let (mut rd, mut wr) = tokio::io::split(stream);
     // Subscribe before computing the catch-up: nothing falls between.
     let mut feed = tracker.subscribe();
@@ -242,6 +268,9 @@ pub async fn pull_forever(tracker: Arc<Tracker>, links: Arc<Links>, peer: u16, a
         match pull_once(&tracker, &links, peer, addr, &mut logged_refused).await {
             Ok(()) => tracing::info!(peer, "stream from tracker {peer} ended"),
             Err(e) => {
+                // Reached, or not reachable now: this tracker's changes
+                // need not wait for it.
+                tracker.contacted(peer);
                 if !logged_down {
                     tracing::info!(peer, "tracker {peer} at {addr} unreachable: {e}");
                     logged_down = true;
