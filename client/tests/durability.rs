@@ -325,19 +325,43 @@ fn a_client_whose_tracker_dies_mid_download_finishes_through_the_other() {
 
 #[test]
 fn a_peer_that_vanishes_drops_out_of_peer_lists() {
-    let c = Cluster::new(1, &["--peer-ttl", "2"]);
-    let mut owner = c.node(&c.info, "owner");
+    vanishing_peer(1);
+}
+
+/// With two trackers too: the sharer's heartbeats go to one, the lists
+/// come from the other. (Each passed the other's sessions back in its
+/// gossip, stamped alive again every second: a node killed without
+/// logging out stayed listed for good.)
+#[test]
+fn a_peer_that_vanishes_drops_out_of_both_trackers_peer_lists() {
+    vanishing_peer(2);
+}
+
+fn vanishing_peer(trackers: usize) {
+    let c = Cluster::new(trackers, &["--peer-ttl", "2"]);
+    let (to_owner, to_sharer) = (c.pinned(trackers), c.pinned(1));
+    let mut owner = c.node(&to_owner, "owner");
     owner.ok("create_user owner pw");
     owner.ok("login owner pw");
     owner.ok("create_group g");
-    let mut sharer = c.node(&c.info, "sharer");
+    let mut sharer = c.node(&to_sharer, "sharer");
     sharer.ok("create_user sharer pw");
     sharer.ok("login sharer pw");
-    sharer.ok("join_group g");
-    owner.ok("accept_request g sharer");
+    // (With two trackers, each change reaches the other a moment later.)
+    let done = |out: Vec<String>| !out.iter().any(|l| l.starts_with("error:"));
+    eventually("the group reaches the sharer's tracker", || done(sharer.cmd("join_group g")));
+    eventually("the request reaches the owner's tracker", || {
+        done(owner.cmd("accept_request g sharer"))
+    });
+    eventually("the accept reaches the sharer's tracker", || {
+        sharer.cmd("list_files g").iter().all(|l| !l.starts_with("error:"))
+    });
     let f = c.dir.path().join("v.bin");
     random_file(&f, 1000, 9);
     sharer.ok(&format!("upload_file {} g", f.display()));
+    eventually("the file reaches the owner's tracker", || {
+        owner.cmd("list_files g") == ["v.bin  1000 bytes  1 peer"]
+    });
     // Heartbeats keep it listed past the TTL.
     std::thread::sleep(std::time::Duration::from_millis(3000));
     assert_eq!(owner.cmd("list_files g"), ["v.bin  1000 bytes  1 peer"]);
@@ -345,6 +369,12 @@ fn a_peer_that_vanishes_drops_out_of_peer_lists() {
     eventually("the vanished peer expires", || {
         owner.cmd("list_files g") == ["v.bin  1000 bytes  0 peers"]
     });
+    if trackers > 1 {
+        // And at the tracker it heard from.
+        let mut at_first = c.node(&to_sharer, "owner-at-1");
+        at_first.ok("login owner pw");
+        assert_eq!(at_first.cmd("list_files g"), ["v.bin  1000 bytes  0 peers"]);
+    }
 }
 
 #[test]

@@ -141,6 +141,12 @@ pub struct Tracker {
     /// Soft state: when each session was last heard from (here or, by gossip,
     /// at another tracker).
     live: Mutex<HashMap<Token, Instant>>,
+    /// Soft state: the sessions heard from here, by their own requests, in
+    /// the last [`GOSSIP_WINDOW`]: what the `Alive` gossip passes on. Not
+    /// what gossip brought: two trackers that passed on each other's
+    /// sessions stamped them alive again every second, and a node killed
+    /// without logging out stayed listed for good.
+    heard_here: Mutex<HashMap<Token, Instant>>,
     /// Soft state: the node key each session's links prove (learnt from its
     /// login or heartbeat connection here, or by gossip): peer lists carry
     /// it. Lock order: `live` or `inner`, then this.
@@ -182,6 +188,11 @@ pub struct Tracker {
     /// under one number.
     made_own: std::sync::atomic::AtomicBool,
 }
+
+/// A session heard from here is passed on in the `Alive` gossip (sent every
+/// second) for this long after: a few chances to arrive, and a peer's
+/// stamp of it at most this late.
+pub const GOSSIP_WINDOW: Duration = Duration::from_secs(3);
 
 /// How long a tracker's first changes wait for its peers to be reached
 /// ([`Tracker::await_first_contact`]): a peer that is down fails its
@@ -418,6 +429,7 @@ impl Tracker {
             config,
             inner: Mutex::new(inner),
             live: Mutex::new(HashMap::new()),
+            heard_here: Mutex::default(),
             node_keys: Mutex::new(HashMap::new()),
             fetchers: Mutex::default(),
             live_epoch: std::sync::atomic::AtomicU64::new(0),
@@ -635,7 +647,7 @@ impl Tracker {
                 OsRng.fill_bytes(&mut raw);
                 let token = Token(raw);
                 self.commit(Op::Login { user, token, peer_addr }).await?;
-                self.touch_all(&[token]);
+                self.touch_here(token);
                 if let Some(k) = key {
                     self.learn_keys(&[(token, k)]);
                 }
@@ -1233,6 +1245,21 @@ impl Tracker {
         }
     }
 
+    /// Session `token` was heard from here, by its own request: alive, and
+    /// passed on to the other trackers for a while ([`GOSSIP_WINDOW`]).
+    fn touch_here(&self, token: Token) {
+        self.touch_all(&[token]);
+        self.heard_here.lock().unwrap_or_else(|p| p.into_inner()).insert(token, Instant::now());
+    }
+
+    /// The sessions heard from here, by their own requests, within
+    /// [`GOSSIP_WINDOW`] before `now`: what the `Alive` gossip carries.
+    pub fn heard_here_lately(&self, now: Instant) -> Vec<Token> {
+        let mut heard = self.heard_here.lock().unwrap_or_else(|p| p.into_inner());
+        heard.retain(|_, at| now.saturating_duration_since(*at) < GOSSIP_WINDOW);
+        heard.keys().copied().collect()
+    }
+
     /// Learns the node keys of sessions (from their own links, or gossip).
     /// The first key heard for a session stays: a token used from another
     /// node does not move its peers' connections there.
@@ -1364,7 +1391,7 @@ impl Tracker {
             inner.replica.state().session(token).map(|s| (s.user.clone(), s.peer_addr.clone()))
         };
         let found = found.ok_or(Refusal::NotLoggedIn)?;
-        self.touch_all(&[*token]);
+        self.touch_here(*token);
         Ok(found)
     }
 
@@ -1832,6 +1859,39 @@ mod tests {
             group: "g".into(),
             meta,
         });
+    }
+
+    #[tokio::test]
+    async fn gossip_passes_on_sessions_heard_here_lately_not_what_gossip_brought() {
+        let t = Tracker::new();
+        let c = |r: Request| {
+            let t = &t;
+            async move { t.handle(r).await }
+        };
+        assert_eq!(
+            c(Request::CreateUser { user: "u".into(), password: "pw".into() }).await,
+            Response::Done
+        );
+        let login = Request::Login {
+            user: "u".into(),
+            password: "pw".into(),
+            peer_addr: "127.0.0.1:7".into(),
+        };
+        let Response::LoggedIn { token, .. } = c(login).await else { panic!("no login") };
+        let now = Instant::now();
+        assert_eq!(t.heard_here_lately(now), [token], "its own login is heard here");
+        // A session another tracker heard from is alive here, but not
+        // passed on: two trackers passing each other's sessions on kept
+        // a dead node alive for good.
+        let elsewhere = Token([9; 16]);
+        t.touch_all(&[elsewhere]);
+        assert!(t.live_tokens().contains(&elsewhere));
+        assert!(!t.heard_here_lately(now).contains(&elsewhere));
+        // Passed on for a few seconds after it was last heard, then not.
+        assert!(t.heard_here_lately(now + GOSSIP_WINDOW).is_empty());
+        let r = c(Request::Heartbeat { token }).await;
+        assert!(matches!(r, Response::Alive { .. }), "{r:?}");
+        assert_eq!(t.heard_here_lately(Instant::now()), [token], "a heartbeat is heard here");
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 //! (`Hello { from, known }`), the other side answers with every entry it
 //! lacks (or its whole image when the entries were compacted away), then
 //! streams each new entry as it is accepted or received, and every second
-//! the sessions it heard from (`Alive`). The dialer logs what it receives
+//! the sessions it heard from itself in the last few seconds (`Alive`). The dialer logs what it receives
 //! (fsync) and acknowledges it (`Ack { known }`); acknowledgements let the
 //! sender compact. Since both sides dial, data flows both ways, and a
 //! tracker that was down catches up from what it acknowledged as soon as it
@@ -92,7 +92,8 @@ pub enum SyncMsg {
         /// What it holds.
         known: Known,
     },
-    /// Sessions heard from recently at the sender.
+    /// Sessions heard from at the sender itself (their own requests, not
+    /// gossip) in the last few seconds ([`crate::service::GOSSIP_WINDOW`]).
     Alive(Vec<Token>),
     /// The node keys of the sender's live sessions (peer lists carry them).
     Keys(Vec<(Token, [u8; 32])>),
@@ -213,7 +214,8 @@ where
                         write_msg(&mut wr, SYNC, &SyncMsg::Entries(chunk.to_vec())).await?;
                     }
                 }
-                write_msg(&mut wr, SYNC, &SyncMsg::Alive(tracker.live_tokens())).await?;
+                let alive = tracker.heard_here_lately(std::time::Instant::now());
+                write_msg(&mut wr, SYNC, &SyncMsg::Alive(alive)).await?;
                 write_msg(&mut wr, SYNC, &SyncMsg::Keys(tracker.live_keys())).await?;
             }
         }
