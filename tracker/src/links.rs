@@ -5,8 +5,9 @@
 //! directory (`tracker.key`, created on first start with mode 0600). A
 //! tracker it pulls from must prove the key its line in `tracker_info.txt`
 //! gives; a line without a key is pinned on first use in the data
-//! directory's `known_trackers`. A tracker pulling from this one is checked
-//! the same way, by the tracker number its hello names.
+//! directory's `known_trackers`. A tracker pulling from this one must prove
+//! the listed key, or the key pinned when this one reached it: an inbound
+//! link pins nothing.
 
 use std::path::Path;
 
@@ -73,6 +74,23 @@ impl Links {
             || (1..=self.list.addrs.len())
                 .filter_map(|n| u16::try_from(n).ok())
                 .any(|n| self.expected(n) == Some(key))
+    }
+
+    /// Checks the key a link claiming to be tracker `no` proved when it
+    /// dialled this one: the listed key, else the one pinned when this
+    /// tracker reached `no` at its listed address. Never pins: anything
+    /// that can send from a listed tracker's address (any process on its
+    /// host) would otherwise become that tracker by dialling first, and be
+    /// served the whole state.
+    pub fn check_inbound(&self, no: u16, got: PublicKey) -> Result<(), String> {
+        match self.expected(no) {
+            Some(k) if k == got => Ok(()),
+            Some(k) => Err(format!("tracker {no} proved key {got}, not its key {k}")),
+            None => Err(format!(
+                "tracker {no} has not been reached from here yet: its key is pinned when this \
+                 tracker reaches it at its listed address (or give its key in the tracker list)"
+            )),
+        }
     }
 
     /// Checks the key tracker `no` proved, pinning it on first contact.

@@ -144,7 +144,7 @@ async fn connection(
         // what this tracker thinks a peer holds.
         let verdict = match &hello {
             SyncMsg::Hello { from, .. } if tracker.is_listed_peer(*from, peer.ip()) => {
-                links.check(*from, stream.remote_key())
+                links.check_inbound(*from, stream.remote_key())
             }
             _ => Err("not a listed tracker's address".to_owned()),
         };

@@ -402,15 +402,29 @@ async fn sync_pulls_only_from_a_listed_trackers_address() {
     for (from, who) in [("127.0.0.1", 7), ("127.0.0.2", 2)] {
         refused(first_frame(from, who, Keypair::generate()).await);
     }
-    // Tracker 2 from its address is served (the catch-up, a sync frame),
-    // and its key is pinned on this first contact.
-    let two = Keypair::generate();
-    let (kind, _) = first_frame("127.0.0.1", 2, two.clone()).await;
-    assert_eq!(kind, 3);
-    // From then on, tracker 2's address with another key is refused.
+    // Tracker 2's number from its address, while tracker 1 has not reached
+    // tracker 2 (not running, no key listed): refused, and nothing pinned.
+    // Any process on tracker 2's host could otherwise become tracker 2 by
+    // dialling first, and read the whole state.
     refused(first_frame("127.0.0.1", 2, Keypair::generate()).await);
-    let (kind, _) = first_frame("127.0.0.1", 2, two).await;
+    let dir = t._dir.as_ref().unwrap().path().join("data");
+    let pins = std::fs::read_to_string(dir.join("known_trackers")).unwrap_or_default();
+    assert!(!pins.contains("tracker-2"), "{pins}");
+    drop(t);
+    // With tracker 2's key in the list: served (the catch-up, a sync
+    // frame) to that key only.
+    let two = Keypair::generate();
+    let t = Tracker::start_listed(&format!("127.0.0.1:0\n{free} {}\n", two.public()), &[]);
+    let addr = t.addr;
+    let first_frame = |who: u16, key: Keypair| async move {
+        let mut s = connect_as(addr, "127.0.0.1", &key).await;
+        s.write_all(&sync_hello(who)).await.unwrap();
+        s.flush().await.unwrap();
+        ringshare_engine::control::read_frame(&mut s).await.unwrap().expect("an answer")
+    };
+    let (kind, _) = first_frame(2, two.clone()).await;
     assert_eq!(kind, 3);
+    refused(first_frame(2, Keypair::generate()).await);
     drop(t);
 }
 
