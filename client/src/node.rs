@@ -1146,9 +1146,16 @@ impl Node {
         // the other's part file, where they were not yet — corrupt pieces
         // sent, and the node banned by its peers.
         if !self.serve.contains(&meta.sha1) {
+            // Its own part file: served to the group it is fetched in.
             self.serve.insert(Arc::clone(&served));
+            self.serve_in(meta.sha1, &group);
         }
-        self.serve_in(meta.sha1, &group);
+        // Else the bytes served under this SHA1 are another's (a share in
+        // another group, another download), and this download's metadata
+        // is only a claim until its pieces verify: its group is admitted
+        // when it completes. (Admitted at once, a made-up entry with a
+        // secret file's SHA1 in a group of one's own opened that file to
+        // the group as soon as a member started fetching the entry.)
         let (listen, listed) = (self.addr, self.listed_addr());
         let plaintext = self.serve.security().plaintext;
         let first = peer_list(&peers, ticket.clone(), plaintext, |a| !is_self(a, listen, listed));
@@ -1300,8 +1307,12 @@ impl Node {
                     );
                         }
                         // Served on demand from now on: the part file's
-                        // descriptor closes with its last connection.
+                        // descriptor closes with its last connection. Its
+                        // pieces all verified: its group is admitted.
                         serve.insert_lazy(share.meta.sha1, opener(&share));
+                        if let Ok(mut g) = served_groups.write() {
+                            g.entry(share.meta.sha1).or_default().insert(share.group.clone());
+                        }
                         // Durable (fdatasync) before it counts — or, in a
                         // bulk get, when the get ends — outside the lock
                         // other downloads' ends wait on.
@@ -1488,6 +1499,15 @@ async fn watch_shares(
                 if !list.values().any(|s| s.meta.sha1 == gone.meta.sha1) {
                     serve.remove(&gone.meta.sha1);
                     forget_groups(&served_groups, &gone.meta.sha1);
+                } else if let Ok(mut g) = served_groups.write() {
+                    // Still shared in other groups: not in this one (unless
+                    // a share of it there is left).
+                    let left_in_group = list
+                        .values()
+                        .any(|s| s.meta.sha1 == gone.meta.sha1 && s.group == gone.group);
+                    if let (false, Some(set)) = (left_in_group, g.get_mut(&gone.meta.sha1)) {
+                        set.remove(&gone.group);
+                    }
                 }
             }
             for (gone, _) in &stale {

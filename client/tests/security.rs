@@ -142,11 +142,21 @@ fn only_members_with_valid_tickets_get_pieces() {
         };
         ticket
     };
-    let own = ticket_in_own("copy.bin", id);
-    assert_eq!(knock(seeder, id, "eve", &own), Err(ErrorCode::BadTicket));
+    let copy = ticket_in_own("copy.bin", id);
+    assert_eq!(knock(seeder, id, "eve", &copy), Err(ErrorCode::BadTicket));
     let other = Sha1Digest([0x5a; 20]);
     let own = ticket_in_own("other.bin", other);
     assert_eq!(knock(seeder, other, "eve", &own), Err(ErrorCode::BadTicket));
+    // Nor once alice, a member of eve's group too, starts fetching eve's
+    // entry there: until its pieces verify, it is only a claim, and the
+    // bytes alice serves under that hash are her secret file's.
+    alice.ok("join_group own");
+    let accept = Request::AcceptRequest { token: eve, group: "own".into(), user: "alice".into() };
+    assert_eq!(tc.call(&accept).unwrap(), Response::Done);
+    let bait = dir.path().join("bait");
+    std::fs::create_dir(&bait).unwrap();
+    alice.ok(&format!("download_file own copy.bin {}/", bait.display()));
+    assert_eq!(knock(seeder, id, "eve", &copy), Err(ErrorCode::BadTicket));
 
     // A member's ticket works, for that member only.
     let Response::FileInfo { ticket, .. } = tc
