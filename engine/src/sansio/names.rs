@@ -175,11 +175,31 @@ fn invisible(c: char) -> bool {
 /// Whether `name` reads as another path: its compatibility form (NFKC)
 /// has a `/` or `\\` it does not, or a `.` or `..` component —
 /// `a\u{FF0F}b` (a fullwidth solidus) reads as `a/b`, `\u{FF0E}\u{FF0E}/x`
-/// as `../x`, `\u{2025}` (two dot leader) as `..`.
+/// as `../x`, `\u{2025}` (two dot leader) as `..` — or it holds one of the
+/// slashes NFKC keeps (`a\u{2044}b`, a fraction slash). Letters of other
+/// scripts that look like Latin ones (a Cyrillic `а`) are not caught.
 fn reads_as_another_path(name: &str) -> bool {
     use unicode_normalization::UnicodeNormalization as _;
     if name.is_ascii() {
         return false;
+    }
+    // Slashes that compatibility forms keep as they are.
+    let slash_like = |c: char| {
+        matches!(
+            c,
+            '\u{2044}' // fraction slash
+                | '\u{2215}' // division slash
+                | '\u{2216}' // set minus
+                | '\u{2571}'..='\u{2572}' // box drawing diagonals
+                | '\u{27CB}' // mathematical rising diagonal
+                | '\u{27CD}' // mathematical falling diagonal
+                | '\u{29F5}' // reverse solidus operator
+                | '\u{29F8}'..='\u{29F9}' // big solidus, big reverse solidus
+                | '\u{3033}'..='\u{3035}' // vertical kana repeat marks
+        )
+    };
+    if name.chars().any(slash_like) {
+        return true;
     }
     let k: String = name.nfkc().collect();
     k.matches('/').count() != name.matches('/').count()
@@ -236,7 +256,16 @@ mod tests {
             assert!(matches!(validate(NameKind::File, n), Err(NameError::BadChar(..))), "{n:?}");
         }
         // Read as a path that it is not: refused when new.
-        for n in ["a\u{FF0F}b", "\u{FF0E}\u{FF0E}/x", "a/\u{2025}/b", "a\u{FF3C}b", "\u{FF0E}"] {
+        for n in [
+            "a\u{FF0F}b",
+            "\u{FF0E}\u{FF0E}/x",
+            "a/\u{2025}/b",
+            "a\u{FF3C}b",
+            "\u{FF0E}",
+            "a\u{2044}b.bin",
+            "a\u{2215}b.bin",
+            "x\u{29F8}y.bin",
+        ] {
             validate(NameKind::File, n).unwrap();
             let e = validate_new(NameKind::File, n).unwrap_err();
             assert_eq!(e, NameError::LooksLikePath(NameKind::File, n.into()), "{n:?}");
