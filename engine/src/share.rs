@@ -47,6 +47,9 @@ pub struct ServedFile {
     downloaders: AtomicUsize,
     /// Of them, each user's ([`MAX_SESSIONS_PER_USER`]).
     users: Mutex<HashMap<Box<str>, usize>>,
+    /// Each user's sessions of every file of the table serving it
+    /// ([`MAX_USER_SESSIONS`]), set when the table takes it.
+    table_users: std::sync::OnceLock<UserSessions>,
     /// No longer served ([`ServeTable::remove`]): sessions still open on
     /// it answer every request with a `reject` from now on.
     withdrawn: std::sync::atomic::AtomicBool,
@@ -69,6 +72,16 @@ pub const MAX_DOWNLOADERS: usize = 96;
 /// downloader of the file was refused for as long.
 pub const MAX_SESSIONS_PER_USER: usize = 8;
 
+/// Sessions of all its files a node serves to one user at once: half its
+/// connections ([`ServerLimits::max_connections`]' default), what a bulk
+/// get from one address can hold (128 links per address). With a cap per
+/// file only, one member's ticket for 32 files opened 8 sessions of each
+/// from two addresses, and every other downloader found the node full.
+pub const MAX_USER_SESSIONS: usize = 128;
+
+/// Sessions per user across a table's files.
+type UserSessions = Arc<Mutex<HashMap<Box<str>, usize>>>;
+
 impl ServedFile {
     /// A file held whole, seeded under a plan ([`crate::seeding`]).
     pub fn complete(meta: FileMeta, file: File) -> Arc<Self> {
@@ -85,6 +98,7 @@ impl ServedFile {
             plan: Some(Mutex::new(SeedPlan::new(pieces, seed))),
             downloaders: AtomicUsize::new(0),
             users: Mutex::default(),
+            table_users: Default::default(),
             withdrawn: Default::default(),
         })
     }
@@ -106,6 +120,7 @@ impl ServedFile {
             plan: None,
             downloaders: AtomicUsize::new(0),
             users: Mutex::default(),
+            table_users: Default::default(),
             withdrawn: Default::default(),
         })
     }
@@ -120,6 +135,9 @@ impl ServedFile {
     ) -> Bitfield {
         self.downloaders.fetch_add(1, Ordering::Relaxed);
         *lock(&self.users).entry(user.into()).or_default() += 1;
+        if let Some(all) = self.table_users.get() {
+            *lock(all).entry(user.into()).or_default() += 1;
+        }
         session.set_user(user);
         let mut plan = self.plan.as_ref().map(lock);
         session
@@ -130,12 +148,18 @@ impl ServedFile {
     /// `session`, open on this file, ends (or goes on to another file).
     fn leave(&self, session: &ServerSession) {
         self.downloaders.fetch_sub(1, Ordering::Relaxed);
-        let mut users = lock(&self.users);
-        if let Some(n) = session.user().and_then(|u| users.get_mut(u)) {
-            *n -= 1;
-            if *n == 0 {
-                users.remove(session.user().unwrap_or_default());
+        let Some(user) = session.user() else { return };
+        let less = |users: &mut HashMap<Box<str>, usize>| {
+            if let Some(n) = users.get_mut(user) {
+                *n -= 1;
+                if *n == 0 {
+                    users.remove(user);
+                }
             }
+        };
+        less(&mut lock(&self.users));
+        if let Some(all) = self.table_users.get() {
+            less(&mut lock(all));
         }
     }
 
@@ -356,6 +380,8 @@ pub struct ServeTable {
     lazy: std::sync::Mutex<HashMap<Sha1Digest, Lazy>>,
     admit: Box<Admission>,
     security: PeerSecurity,
+    /// Each user's sessions of all the files here ([`MAX_USER_SESSIONS`]).
+    users: UserSessions,
     /// [`ServerLimits::max_downloaders`] of the server serving it.
     max_downloaders: AtomicUsize,
 }
@@ -383,6 +409,7 @@ impl ServeTable {
             lazy: std::sync::Mutex::new(HashMap::new()),
             admit,
             security,
+            users: UserSessions::default(),
             max_downloaders: AtomicUsize::new(MAX_DOWNLOADERS),
         })
     }
@@ -394,6 +421,7 @@ impl ServeTable {
 
     /// Serves a file (replacing an earlier entry for the same content).
     pub fn insert(&self, file: Arc<ServedFile>) {
+        let _ = file.table_users.set(Arc::clone(&self.users));
         if let Ok(mut m) = self.files.write() {
             m.insert(file.meta.sha1, file);
         }
@@ -466,6 +494,7 @@ impl ServeTable {
         if let Some(f) = entry.live.upgrade() {
             return Some(f);
         }
+        let _ = file.table_users.set(Arc::clone(&self.users));
         entry.live = Arc::downgrade(&file);
         Some(file)
     }
@@ -514,6 +543,14 @@ impl ServeTable {
             return Err(Refuse {
                 code: ErrorCode::Busy,
                 text: format!("serving this file to {most} downloaders already"),
+                fatal: true,
+            });
+        }
+        let all = lock(&self.users).get(user).copied().unwrap_or(0);
+        if all >= MAX_USER_SESSIONS {
+            return Err(Refuse {
+                code: ErrorCode::Busy,
+                text: format!("serving {MAX_USER_SESSIONS} sessions to {user} already"),
                 fatal: true,
             });
         }
@@ -698,6 +735,45 @@ mod tests {
             session_closed(&mut s, Some(&f));
         }
         assert!(lock(&f.users).is_empty(), "no entry kept for a user with no session");
+    }
+
+    #[test]
+    fn one_user_holds_at_most_half_a_nodes_sessions_across_files() {
+        let table = ServeTable::new(Box::new(|_: &_, _: &str, _: &[u8], _| true));
+        let files: Vec<FileMeta> = (0..=MAX_USER_SESSIONS / MAX_SESSIONS_PER_USER)
+            .map(|i| {
+                let id = Sha1Digest([i as u8 + 10; 20]);
+                let meta =
+                    FileMeta { name: format!("f{i}"), len: 1, sha1: id, piece_hashes: vec![id] };
+                table.insert(ServedFile::complete(meta.clone(), tempfile::tempfile().unwrap()));
+                meta
+            })
+            .collect();
+        let now = Instant::now();
+        let mut held = Vec::new();
+        'fill: for meta in &files {
+            for _ in 0..MAX_SESSIONS_PER_USER {
+                if held.len() == MAX_USER_SESSIONS {
+                    break 'fill;
+                }
+                let f = table.admit(&meta.sha1, "mallory", b"t", None).unwrap();
+                let mut s = ServerSession::new(8);
+                f.open_session(&mut s, "mallory", now);
+                held.push((f, s));
+            }
+        }
+        let last = files.last().unwrap();
+        let e = table.admit(&last.sha1, "mallory", b"t", None).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Busy);
+        assert!(e.text.contains("sessions to mallory"), "{}", e.text);
+        table.admit(&last.sha1, "bob", b"t", None).unwrap();
+        let (f, mut s) = held.pop().unwrap();
+        session_closed(&mut s, Some(&f));
+        table.admit(&last.sha1, "mallory", b"t", None).unwrap();
+        for (f, mut s) in held {
+            session_closed(&mut s, Some(&f));
+        }
+        assert!(lock(&table.users).is_empty(), "no entry kept for a user with no session");
     }
 
     #[test]
