@@ -131,6 +131,14 @@ pub struct Node {
     announce_failures: bool,
 }
 
+/// Whether a file shared here has `meta`'s SHA1 but other pieces.
+fn claims_anothers_sha1(shares: &Shares, meta: &FileMeta) -> bool {
+    lock(shares).values().any(|s| {
+        s.meta.sha1 == meta.sha1
+            && (s.meta.len != meta.len || s.meta.piece_hashes != meta.piece_hashes)
+    })
+}
+
 /// Admits no ticket for `id` any more (it is served no more).
 fn forget_groups(groups: &ServedGroups, id: &Sha1Digest) {
     if let Ok(mut g) = groups.write() {
@@ -1145,7 +1153,8 @@ impl Node {
         // other's entry had the server announce them and read them from
         // the other's part file, where they were not yet — corrupt pieces
         // sent, and the node banned by its peers.
-        if !self.serve.contains(&meta.sha1) {
+        let own = !self.serve.contains(&meta.sha1);
+        if own {
             // Its own part file: served to the group it is fetched in.
             self.serve.insert(Arc::clone(&served));
             self.serve_in(meta.sha1, &group);
@@ -1172,7 +1181,7 @@ impl Node {
             group.clone(),
             dest_path.clone(),
             meta.clone(),
-            Arc::clone(&unshared),
+            (Arc::clone(&unshared), own),
         );
         let download = Download::start(
             spec,
@@ -1259,7 +1268,7 @@ impl Node {
         group: String,
         dest: PathBuf,
         meta: FileMeta,
-        unshared: Arc<std::sync::atomic::AtomicBool>,
+        (unshared, own): (Arc<std::sync::atomic::AtomicBool>, bool),
     ) -> Box<dyn Fn(FetchEvent) + Send + Sync> {
         let registrar = self.registrar.clone();
         let serve = Arc::clone(&self.serve);
@@ -1283,6 +1292,19 @@ impl Node {
                     serve.remove(&meta.sha1);
                     forget_groups(&served_groups, &meta.sha1);
                 }
+                ended.notify_one();
+            }
+            FetchEvent::Complete(_) if !own && claims_anothers_sha1(&shares, &meta) => {
+                // Its pieces verified against its own metadata, whose SHA1
+                // is that of another file shared here with other pieces: a
+                // made-up entry (the tracker never sees bytes). Served
+                // under that SHA1, it would replace the real file's bytes
+                // and get this node banned by the real file's downloaders.
+                tracing::warn!(
+                    group,
+                    file = meta.name,
+                    "fetched, not shared: its SHA1 is another file's shared here"
+                );
                 ended.notify_one();
             }
             FetchEvent::Complete(peers) => {
@@ -1857,5 +1879,29 @@ mod tests {
         let list = peer_list(&peers, vec![], false, |a| a.to_string() != "10.0.0.1:7000");
         assert!(!list.addrs.iter().any(|a| a.to_string() == "10.0.0.1:7000"));
         assert_eq!(list.keys.len(), list.addrs.len());
+    }
+
+    #[test]
+    fn a_download_claiming_a_shared_files_sha1_with_other_pieces_is_caught() {
+        let id = Sha1Digest([3; 20]);
+        let real = FileMeta { name: "secret.bin".into(), len: 2, sha1: id, piece_hashes: vec![id] };
+        let share = LocalShare {
+            group: "private".into(),
+            path: "/data/secret.bin".into(),
+            meta: real.clone(),
+            mtime_ns: 1,
+        };
+        let shares: Shares = Arc::new(Mutex::new(ShareList::new()));
+        lock(&shares).insert(share_key(&share), share);
+        // The same file under another name elsewhere: not a claim.
+        let renamed = FileMeta { name: "copy.bin".into(), ..real.clone() };
+        assert!(!claims_anothers_sha1(&shares, &renamed));
+        // Its SHA1 with other pieces, or another length: a made-up entry.
+        let other = Sha1Digest([4; 20]);
+        let fake = FileMeta { piece_hashes: vec![other], ..renamed.clone() };
+        assert!(claims_anothers_sha1(&shares, &fake));
+        assert!(claims_anothers_sha1(&shares, &FileMeta { len: 1, ..renamed }));
+        // A SHA1 nothing here has: nothing to claim.
+        assert!(!claims_anothers_sha1(&shares, &FileMeta { sha1: other, ..fake }));
     }
 }
