@@ -1504,8 +1504,38 @@ async fn watch_shares(
         // Stat calls happen outside the lock: uploads and downloads add
         // shares meanwhile.
         let current: Vec<LocalShare> = lock(&shares).values().cloned().collect();
-        let stale: Vec<(LocalShare, Staleness)> =
-            current.into_iter().filter_map(|s| s.check().err().map(|why| (s, why))).collect();
+        let mut stale: Vec<(LocalShare, String)> = Vec::new();
+        for s in &current {
+            let why = match s.check() {
+                Ok(()) => continue,
+                Err(Staleness::Changed) => "changed on disk".to_owned(),
+                Err(Staleness::Missing(e)) => format!("missing ({e})"),
+                Err(Staleness::Unfinished) => "a download that did not finish".to_owned(),
+            };
+            stale.push((s.clone(), format!("{} {why}", s.path.display())));
+        }
+        // Groups this user left from another session (or that are gone):
+        // the tracker lists none of its files here any more, and their
+        // tickets are admitted no more.
+        let groups: BTreeSet<&str> = current.iter().map(|s| s.group.as_str()).collect();
+        for group in groups {
+            let probe = Request::ListFilesPage {
+                token,
+                group: group.to_owned(),
+                prefix: String::new(),
+                after: String::new(),
+                limit: 1,
+            };
+            if let Ok(Response::Refused(Refusal::NotMember(_) | Refusal::NoSuchGroup(_))) =
+                link.call(&probe).await
+            {
+                let left = current.iter().filter(|s| s.group == group);
+                let fresh: Vec<LocalShare> =
+                    left.filter(|s| !stale.iter().any(|(g, _)| g == *s)).cloned().collect();
+                let why = format!("no longer a member of {group}");
+                stale.extend(fresh.into_iter().map(|s| (s, why.clone())));
+            }
+        }
         if stale.is_empty() {
             continue;
         }
@@ -1539,17 +1569,7 @@ async fn watch_shares(
             }
         }
         for (gone, why) in stale {
-            let why = match why {
-                Staleness::Changed => "changed on disk".to_owned(),
-                Staleness::Missing(e) => format!("missing ({e})"),
-                Staleness::Unfinished => "a download that did not finish".to_owned(),
-            };
-            tracing::warn!(
-                "stopped sharing {}/{}: {} {why}",
-                gone.group,
-                gone.meta.name,
-                gone.path.display()
-            );
+            tracing::warn!("stopped sharing {}/{}: {why}", gone.group, gone.meta.name);
             let req = Request::StopShare { token, group: gone.group, file: gone.meta.name };
             if let Err(e) = link.call(&req).await {
                 // The tracker drops it from peer lists with the session anyway.

@@ -290,3 +290,54 @@ fn sigint_during_a_download_keeps_its_progress_for_the_next_start() {
     d.wait_downloads(|l| l.first().is_some_and(|l| l.starts_with("[C]")));
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&f).unwrap());
 }
+
+/// A group the user leaves from another session stops being served by the
+/// node within a heartbeat or so: a ticket for it, even one issued before,
+/// is refused, and the node says why. (It was served until the node's next
+/// login; an outsider who then made a group of that name and registered
+/// the hash was admitted.)
+#[test]
+fn a_group_left_from_another_session_is_served_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let boot = dir.path().join("boot.txt");
+    std::fs::write(&boot, "127.0.0.1:0\n").unwrap();
+    let t = TrackerProc::start_with(&boot, 1, &dir.path().join("data"), &["--peer-ttl", "3"]);
+    let info = dir.path().join("info.txt");
+    std::fs::write(&info, format!("{}\n", t.addr)).unwrap();
+    let mut alice = node(dir.path(), &info, "alice", "127.0.0.1:0", &[]);
+    alice.ok("create_user alice pw");
+    alice.ok("login alice pw");
+    alice.ok("create_group g");
+    let f = dir.path().join("x.bin");
+    random_file(&f, 300_000, 4);
+    let line = alice.ok(&format!("upload_file {} g", f.display()));
+    let sha1 = line.rsplit(' ').next().unwrap();
+    let id = Sha1Digest(hex::decode(sha1).unwrap().try_into().unwrap());
+    let seeder = addr_of(dir.path(), "alice");
+    // bob, a member, holds a ticket.
+    let key = Keypair::generate();
+    let mut tc = RawClient::connect_as(t.addr, &key).unwrap();
+    let bob = raw_login(&mut tc, "bob");
+    let join = Request::JoinGroup { token: bob, group: "g".into() };
+    assert_eq!(tc.call(&join).unwrap(), Response::Done);
+    alice.ok("accept_request g bob");
+    let ask = Request::FileInfo { token: bob, group: "g".into(), file: "x.bin".into() };
+    let Response::FileInfo { ticket, .. } = tc.call(&ask).unwrap() else { panic!("no ticket") };
+    assert_eq!(knock_as(&key, seeder, id, "bob", &ticket), Ok(()));
+    // alice leaves g from another session (another node's address).
+    let login = Request::Login {
+        user: "alice".into(),
+        password: "pw".into(),
+        peer_addr: "127.0.0.1:9".into(),
+    };
+    let Response::LoggedIn { token: other, .. } = tc.call(&login).unwrap() else {
+        panic!("no second session")
+    };
+    let leave = Request::LeaveGroup { token: other, group: "g".into() };
+    assert_eq!(tc.call(&leave).unwrap(), Response::Done);
+    eventually("alice's node stops serving g", || {
+        knock_as(&key, seeder, id, "bob", &ticket) == Err(ErrorCode::BadTicket)
+    });
+    let log = std::fs::read_to_string(dir.path().join("alice.stderr")).unwrap();
+    assert!(log.contains("stopped sharing g/x.bin: no longer a member of g"), "{log}");
+}
