@@ -144,7 +144,14 @@ async fn connection(
         // what this tracker thinks a peer holds.
         let verdict = match &hello {
             SyncMsg::Hello { from, .. } if tracker.is_listed_peer(*from, peer.ip()) => {
-                links.check_inbound(*from, stream.remote_key())
+                let listed = tracker.config().peer_addrs.iter().find(|(n, _)| n == from);
+                match (links.expected(*from), listed) {
+                    // Not met yet: the tracker at its listed address says.
+                    (None, Some((_, at))) => {
+                        sync::check_unmet(links, *from, *at, stream.remote_key()).await
+                    }
+                    _ => links.check_inbound(*from, stream.remote_key()),
+                }
             }
             _ => Err("not a listed tracker's address".to_owned()),
         };

@@ -358,13 +358,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Silence<S> {
     }
 }
 
-async fn pull_once(
-    tracker: &Tracker,
+/// An encrypted link to tracker `peer` at `addr`, its key as yet unchecked
+/// against the list and pins (2 s at most).
+async fn dial(
     links: &Links,
     peer: u16,
     addr: SocketAddr,
-    logged_refused: &mut bool,
-) -> Result<(), FrameIoError> {
+) -> Result<SecureStream<Silence<TcpStream>>, FrameIoError> {
     let connect = async {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
@@ -374,9 +374,43 @@ async fn pull_once(
             .await
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     };
-    let mut s = tokio::time::timeout(Duration::from_secs(2), connect)
+    tokio::time::timeout(Duration::from_secs(2), connect)
         .await
-        .map_err(|_| FrameIoError::Io(std::io::ErrorKind::TimedOut.into()))??;
+        .map_err(|_| FrameIoError::Io(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(FrameIoError::Io)
+}
+
+/// Checks a link claiming to be tracker `peer` that proved `got`, when no
+/// key is listed or pinned for it yet: this tracker dials `peer`'s listed
+/// address itself, and the claim holds if what answers there proves the
+/// same key (which is then pinned, as this tracker's own pull would). A
+/// process that merely sends from that address is not `peer`.
+pub async fn check_unmet(
+    links: &Links,
+    peer: u16,
+    addr: SocketAddr,
+    got: ringshare_engine::secure::PublicKey,
+) -> Result<(), String> {
+    let s = dial(links, peer, addr)
+        .await
+        .map_err(|e| format!("tracker {peer} at its listed address {addr}: {e}"))?;
+    let there = s.remote_key();
+    if there != got {
+        return Err(format!(
+            "tracker {peer} at its listed address {addr} proves key {there}, not {got}"
+        ));
+    }
+    links.check(peer, there)
+}
+
+async fn pull_once(
+    tracker: &Tracker,
+    links: &Links,
+    peer: u16,
+    addr: SocketAddr,
+    logged_refused: &mut bool,
+) -> Result<(), FrameIoError> {
+    let mut s = dial(links, peer, addr).await?;
     if let Err(why) = links.check(peer, s.remote_key()) {
         return Err(FrameIoError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, why)));
     }
