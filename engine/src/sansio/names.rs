@@ -196,6 +196,18 @@ fn reads_as_another_path(name: &str) -> bool {
                 | '\u{29F5}' // reverse solidus operator
                 | '\u{29F8}'..='\u{29F9}' // big solidus, big reverse solidus
                 | '\u{3033}'..='\u{3035}' // vertical kana repeat marks
+                | '\u{0337}'..='\u{0338}' // combining solidus overlays
+                | '\u{1735}' // Philippine single punctuation
+                | '\u{2041}' // caret insertion point
+                | '\u{20E5}' // combining reverse solidus overlay
+                | '\u{2CC6}' // Coptic capital old Coptic esh
+                | '\u{2E0D}' // right raised omission bracket
+                | '\u{2E4A}' // dotted solidus
+                | '\u{2E53}' // medieval exclamation mark
+                | '\u{2F03}' // Kangxi radical slash
+                | '\u{31D3}' // CJK stroke sp
+                | '\u{4E3F}' // CJK ideograph, a slash stroke
+                | '\u{1D23A}' // Greek instrumental notation symbol-47
         )
     };
     if name.chars().any(slash_like) {
@@ -265,12 +277,19 @@ mod tests {
             "a\u{2044}b.bin",
             "a\u{2215}b.bin",
             "x\u{29F8}y.bin",
+            "a\u{1735}b",
+            "a\u{0338}b",
+            "a\u{4E3F}b",
         ] {
             validate(NameKind::File, n).unwrap();
             let e = validate_new(NameKind::File, n).unwrap_err();
             assert_eq!(e, NameError::LooksLikePath(NameKind::File, n.into()), "{n:?}");
         }
         assert!(validate_new(NameKind::Group, "g\u{FF0F}h").is_err());
+        for n in ["\u{FF0E}\u{FF0E}", "\u{2025}", "\u{2024}\u{2024}", "\u{FE52}\u{FE52}"] {
+            assert!(validate_new(NameKind::Group, n).is_err(), "{n:?}");
+            assert!(validate_new(NameKind::User, n).is_err(), "{n:?}");
+        }
         // Ordinary non-ASCII names are not.
         for n in ["caf\u{e9}/\u{65e5}\u{672c}.txt", "\u{00bd}-size.png", "x\u{2024}y"] {
             validate_new(NameKind::File, n).unwrap();
