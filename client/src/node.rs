@@ -139,6 +139,26 @@ fn claims_anothers_sha1(shares: &Shares, meta: &FileMeta) -> bool {
     })
 }
 
+/// Admits tickets for `id` from `group` too.
+fn admit_group(groups: &ServedGroups, id: Sha1Digest, group: &str) {
+    if let Ok(mut g) = groups.write() {
+        g.entry(id).or_default().insert(group.to_owned());
+    }
+}
+
+/// A request only a member of `group` gets an answer to (one file of it):
+/// asked before hashing a share and, each heartbeat period, for the groups
+/// this node shares in.
+fn membership_probe(token: Token, group: &str) -> Request {
+    Request::ListFilesPage {
+        token,
+        group: group.to_owned(),
+        prefix: String::new(),
+        after: String::new(),
+        limit: 1,
+    }
+}
+
 /// Admits no ticket for `id` any more (it is served no more).
 fn forget_groups(groups: &ServedGroups, id: &Sha1Digest) {
     if let Ok(mut g) = groups.write() {
@@ -556,13 +576,7 @@ impl Node {
         check_name(NameKind::Group, group)?;
         let token = self.token()?;
         // Membership is checked before the (possibly long) hashing.
-        let probe = Request::ListFilesPage {
-            token,
-            group: group.to_owned(),
-            prefix: String::new(),
-            after: String::new(),
-            limit: 1,
-        };
+        let probe = membership_probe(token, group);
         match self.call(probe).await? {
             Response::FilesPage { .. } => {}
             other => return Err(unexpected(other)),
@@ -871,9 +885,7 @@ impl Node {
 
     /// Admits tickets for `id` from `group` too.
     fn serve_in(&self, id: Sha1Digest, group: &str) {
-        if let Ok(mut g) = self.served_groups.write() {
-            g.entry(id).or_default().insert(group.to_owned());
-        }
+        admit_group(&self.served_groups, id, group);
     }
 
     /// Stops serving content nothing here shares or downloads any more, and
@@ -1332,9 +1344,7 @@ impl Node {
                         // descriptor closes with its last connection. Its
                         // pieces all verified: its group is admitted.
                         serve.insert_lazy(share.meta.sha1, opener(&share));
-                        if let Ok(mut g) = served_groups.write() {
-                            g.entry(share.meta.sha1).or_default().insert(share.group.clone());
-                        }
+                        admit_group(&served_groups, share.meta.sha1, &share.group);
                         // Durable (fdatasync) before it counts — or, in a
                         // bulk get, when the get ends — outside the lock
                         // other downloads' ends wait on.
@@ -1519,13 +1529,7 @@ async fn watch_shares(
         // tickets are admitted no more.
         let groups: BTreeSet<&str> = current.iter().map(|s| s.group.as_str()).collect();
         for group in groups {
-            let probe = Request::ListFilesPage {
-                token,
-                group: group.to_owned(),
-                prefix: String::new(),
-                after: String::new(),
-                limit: 1,
-            };
+            let probe = membership_probe(token, group);
             if let Ok(Response::Refused(Refusal::NotMember(_) | Refusal::NoSuchGroup(_))) =
                 link.call(&probe).await
             {
