@@ -1,5 +1,6 @@
 //! The shell's command language: one command per line, words separated by
-//! whitespace. Parsing is pure; [`crate::node`] carries commands out.
+//! whitespace ([`words`] says how a word holds a space). Parsing is pure;
+//! [`crate::node`] carries commands out.
 
 use std::fmt;
 
@@ -49,6 +50,8 @@ pub enum ParseError {
     Unknown(String),
     /// The command takes a different number of arguments.
     Arity { usage: &'static str, got: usize },
+    /// A word opened with a quote that the line does not close.
+    Unclosed(char),
 }
 
 impl fmt::Display for ParseError {
@@ -57,6 +60,9 @@ impl fmt::Display for ParseError {
             ParseError::Unknown(w) => write!(f, "unknown command: {w} (type help for the list)"),
             ParseError::Arity { usage, got } => {
                 write!(f, "wrong number of arguments ({got}): usage: {usage}")
+            }
+            ParseError::Unclosed(q) => {
+                write!(f, "unclosed {q}: a word that starts with {q} ends at the next {q}")
             }
         }
     }
@@ -101,10 +107,48 @@ pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
+/// Splits a line into words at whitespace. A path may hold spaces: a word
+/// that starts with `"` or `'` runs to the next same quote, spaces
+/// included (`"/home/me/My Documents/a.pdf"`; what follows the closing
+/// quote up to the next whitespace belongs to the word too), and `\`
+/// before a whitespace character makes it part of the word
+/// (`My\ Documents`). Nothing else is special: a quote inside a word
+/// (`it's`) and a backslash before anything but whitespace are themselves,
+/// so every line that split into the right words before still does.
+pub fn words(line: &str) -> Result<Vec<String>, ParseError> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let Some(&first) = chars.peek() else { return Ok(out) };
+        let mut word = String::new();
+        if first == '"' || first == '\'' {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some(c) if c == first => break,
+                    Some(c) => word.push(c),
+                    None => return Err(ParseError::Unclosed(first)),
+                }
+            }
+        }
+        while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+            match chars.peek() {
+                Some(&next) if c == '\\' && next.is_whitespace() => {
+                    word.push(next);
+                    chars.next();
+                }
+                _ => word.push(c),
+            }
+        }
+        out.push(word);
+    }
+}
+
 /// Parses one line; `Ok(None)` for a blank line.
 pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let Some((&cmd, args)) = words.split_first() else {
+    let words = words(line)?;
+    let Some((cmd, args)) = words.split_first() else {
         return Ok(None);
     };
     let usage = |name: &str| {
@@ -118,7 +162,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         }
     };
     let a = |i: usize| args[i].to_owned();
-    let command = match cmd {
+    let command = match cmd.as_str() {
         "create_user" => arity(2).map(|()| Command::CreateUser { user: a(0), password: a(1) }),
         "login" => arity(2).map(|()| Command::Login { user: a(0), password: a(1) }),
         "create_group" => arity(1).map(|()| Command::CreateGroup { group: a(0) }),
@@ -184,6 +228,38 @@ mod tests {
             assert_eq!(parse(line), Ok(Some(want)), "{line}");
         }
         assert_eq!(parse("   "), Ok(None));
+    }
+
+    #[test]
+    fn a_quoted_or_escaped_word_holds_spaces() {
+        let w = |line: &str| words(line).unwrap();
+        assert_eq!(
+            w(r#"upload_file "/home/me/My Docs/a.pdf" g"#),
+            ["upload_file", "/home/me/My Docs/a.pdf", "g"]
+        );
+        assert_eq!(w("upload_file '/tmp/a b' g"), ["upload_file", "/tmp/a b", "g"]);
+        assert_eq!(
+            w(r"download_file g f /tmp/My\ Downloads/"),
+            ["download_file", "g", "f", "/tmp/My Downloads/"]
+        );
+        // What follows a closing quote belongs to the word.
+        assert_eq!(w(r#"x "/tmp/a b"/c.txt"#), ["x", "/tmp/a b/c.txt"]);
+        // The other quote inside quotes, and empty quotes.
+        assert_eq!(w(r#"x "it's" ''"#), ["x", "it's", ""]);
+        // Quotes and backslashes inside a word are themselves: passwords
+        // and paths that parsed before parse the same.
+        assert_eq!(w(r#"login bob it's"#), ["login", "bob", "it's"]);
+        assert_eq!(w(r#"login bob pa"ss\w\"#), ["login", "bob", r#"pa"ss\w\"#]);
+        assert_eq!(w("  a\tb  "), ["a", "b"]);
+        assert_eq!(words(r#"upload_file "/tmp/a b g"#), Err(ParseError::Unclosed('"')));
+        assert_eq!(
+            parse("upload_file 'x").unwrap_err().to_string(),
+            "unclosed ': a word that starts with ' ends at the next '"
+        );
+        assert_eq!(
+            parse(r#"upload_file "/tmp/My Docs" g"#),
+            Ok(Some(Command::UploadFile { path: "/tmp/My Docs".into(), group: "g".into() }))
+        );
     }
 
     #[test]

@@ -294,6 +294,29 @@ fn downloading_what_this_node_shares_copies_it() {
     }
 }
 
+/// Paths with spaces, quoted or escaped: a file shared from one directory
+/// and fetched into another; a quote left open is one error line.
+#[test]
+fn paths_with_spaces_are_quoted_or_escaped() {
+    let (dir, _t, info) = setup();
+    let mut a = user(&dir, &info, "alice");
+    a.ok("create_group g");
+    let docs = dir.path().join("My Documents");
+    std::fs::create_dir(&docs).unwrap();
+    let f = docs.join("report.bin");
+    random_file(&f, 700_000, 5);
+    a.ok(&format!("upload_file \"{}\" g", f.display()));
+    let into = dir.path().join("My Downloads");
+    std::fs::create_dir(&into).unwrap();
+    let escaped = into.display().to_string().replace(' ', "\\ ");
+    a.ok(&format!("download_file g report.bin {escaped}/"));
+    let out = a.wait_downloads(|l| l.iter().all(|l| !l.starts_with("[D]")));
+    assert_eq!(out.last().map(String::as_str), Some("[C] [g] report.bin"), "{out:?}");
+    assert!(std::fs::read(into.join("report.bin")).unwrap() == std::fs::read(&f).unwrap());
+    a.err(&format!("upload_file '{} g", f.display()), "unclosed '");
+    a.ok("list_groups");
+}
+
 /// A node on a port the system picked withdraws its files as it quits (no
 /// later node has its address); one on a fixed address leaves them listed
 /// for its next login.
