@@ -1188,12 +1188,22 @@ impl Node {
         spec.first_peers = Some(first);
         let source = self.peer_source(token, group.clone(), file.clone());
         let unshared = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // A download that failed here before, into this destination or
+        // another, left a record for the share watcher to withdraw its
+        // registration with: this one registers anew.
+        {
+            let mut list = lock(&self.shares);
+            let key = (group.clone(), file.clone());
+            if list.get(&key).is_some_and(LocalShare::is_unfinished) {
+                list.remove(&key);
+            }
+        }
         let events = self.download_events(
             token,
             group.clone(),
             dest_path.clone(),
             meta.clone(),
-            (Arc::clone(&unshared), own),
+            (Arc::clone(&unshared), own, resumed > 0),
         );
         let download = Download::start(
             spec,
@@ -1280,8 +1290,9 @@ impl Node {
         group: String,
         dest: PathBuf,
         meta: FileMeta,
-        (unshared, own): (Arc<std::sync::atomic::AtomicBool>, bool),
+        (unshared, own, registered): (Arc<std::sync::atomic::AtomicBool>, bool, bool),
     ) -> Box<dyn Fn(FetchEvent) + Send + Sync> {
+        use std::sync::atomic::{AtomicBool, Ordering};
         let registrar = self.registrar.clone();
         let serve = Arc::clone(&self.serve);
         let served_groups = Arc::clone(&self.served_groups);
@@ -1290,11 +1301,15 @@ impl Node {
         let (ended, announce) = (Arc::clone(&self.ended), self.announce);
         let announce_failures = self.announce_failures;
         let defer_sync = self.defer_book_sync;
-        let unshared_now = move || unshared.load(std::sync::atomic::Ordering::Acquire);
+        let unshared_now = move || unshared.load(Ordering::Acquire);
+        // Listed as a sharer of its verified pieces (at its start, resumed,
+        // or at its first piece).
+        let registered = AtomicBool::new(registered);
         Box::new(move |event| match event {
             FetchEvent::FirstPiece if unshared_now() => {}
             FetchEvent::FirstPiece => {
                 unfinished(&book, defer_sync, &group, &dest, &meta);
+                registered.store(true, Ordering::Release);
                 registrar.register(token, group.clone(), meta.clone())
             }
             FetchEvent::Complete(_) if unshared_now() => {
@@ -1367,6 +1382,16 @@ impl Node {
             FetchEvent::Failed(why) => {
                 if announce_failures {
                     eprintln!("ringshare: download failed [{group}] {}: {why}", meta.name);
+                }
+                if own && registered.load(Ordering::Acquire) && !unshared_now() {
+                    // Listed as a sharer, it will get no further: left
+                    // listed, others were told of a peer that cannot finish
+                    // them (their downloads waited 60 s on it rather than
+                    // failing in 10 with none listed). The share watcher
+                    // withdraws it, as a login does after a crash; fetching
+                    // it again registers anew.
+                    let record = LocalShare::unfinished(group.clone(), dest.clone(), meta.clone());
+                    lock(&shares).entry(share_key(&record)).or_insert(record);
                 }
                 ended.notify_one()
             }
@@ -1545,12 +1570,17 @@ async fn watch_shares(
         }
         {
             let mut list = lock(&shares);
-            for (gone, _) in &stale {
+            // Only what is still as it was looked at: a share put in its
+            // place meanwhile (uploaded again, fetched again) stays, and
+            // stays listed.
+            stale.retain(|(gone, _)| {
                 let key = share_key(gone);
-                if list.get(&key) == Some(gone) {
+                let same = list.get(&key) == Some(gone);
+                if same {
                     list.remove(&key);
                 }
-            }
+                same
+            });
             for (gone, _) in &stale {
                 if !list.values().any(|s| s.meta.sha1 == gone.meta.sha1) {
                     serve.remove(&gone.meta.sha1);

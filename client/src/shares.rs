@@ -80,10 +80,15 @@ impl LocalShare {
         Self { group, path: dest, meta, mtime_ns: UNFINISHED }
     }
 
+    /// Whether this is an [`LocalShare::unfinished`] record.
+    pub fn is_unfinished(&self) -> bool {
+        self.mtime_ns == UNFINISHED
+    }
+
     /// Checks that the file is still there and unchanged (or, fetched and
     /// not settled yet, still its unchanged `.part`).
     pub fn check(&self) -> Result<(), Staleness> {
-        if self.mtime_ns == UNFINISHED {
+        if self.is_unfinished() {
             return Err(Staleness::Unfinished);
         }
         // The part file may be moved in place while it is looked at: the

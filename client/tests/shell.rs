@@ -657,6 +657,37 @@ fn a_download_cut_short_by_a_crash_is_withdrawn_at_the_next_login() {
     assert_eq!(b.ok("login bob pw-bob"), "logged in as bob; resumed sharing 1 file(s)");
 }
 
+/// A download that fails holding some pieces (its only sharer stopped)
+/// leaves the listing: the tracker listed it from its first piece, and
+/// left there it would be one peer for a file nobody can finish (a later
+/// download waited 60 s on it rather than failing in 10 with none listed).
+/// Fetched again, it is listed again.
+#[test]
+fn a_download_that_fails_is_withdrawn_from_the_listing() {
+    let (dir, _t, info) = setup();
+    let (mut a, mut b, f) =
+        slow_alice_shares_f_with_bob(&dir, &info, "300", 5_000_000, "127.0.0.1:0");
+    let dest = dir.path().join("got");
+    std::fs::create_dir_all(&dest).unwrap();
+    b.ok(&format!("download_file g f.bin {}", dest.display()));
+    eventually("bob listed for his first piece", || {
+        a.cmd("list_files g") == ["f.bin  5000000 bytes  2 peers"]
+    });
+    a.ok("stop_share g f.bin");
+    let out = b.wait_downloads(|l| l.iter().any(|l| l.starts_with("[F]")));
+    assert!(out[0].starts_with("[F] [g] f.bin  no node shares the file"), "{out:?}");
+    eventually("the failed download withdrawn", || a.cmd("list_files g").is_empty());
+    // Shared again, the download resumes, is listed, and finishes.
+    a.ok(&format!("upload_file {} g", f.display()));
+    b.ok(&format!("download_file g f.bin {}", dest.display()));
+    let out = b.wait_downloads(|l| l.iter().any(|l| l.starts_with("[C]")));
+    assert_eq!(out, ["[C] [g] f.bin"]);
+    assert_eq!(std::fs::read(dest.join("f.bin")).unwrap(), std::fs::read(&f).unwrap());
+    eventually("listed as a sharer once done", || {
+        a.cmd("list_files g") == ["f.bin  5000000 bytes  2 peers"]
+    });
+}
+
 /// A download run again into the same destination (after a logout stopped
 /// it) takes the place of its stopped line in `show_downloads`: one line
 /// per destination, not one per try.
