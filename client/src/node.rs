@@ -1878,7 +1878,8 @@ impl ShareReport {
 /// A refusal becomes its own message; any other mismatch is a protocol error.
 fn unexpected(resp: Response) -> anyhow::Error {
     match resp {
-        Response::Refused(r) => anyhow!("{r}"),
+        // Typed, for callers that tell a passing failure from a lasting one.
+        Response::Refused(r) => anyhow::Error::new(r),
         other => anyhow!("unexpected answer from the tracker: {other:?}"),
     }
 }

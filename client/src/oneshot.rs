@@ -980,8 +980,20 @@ fn ask_batch(
     tokio::spawn(async move {
         let mut senders = senders.into_iter();
         let mut at = 0;
+        let mut waits = lookup_retry_delays();
         while at < names.len() {
             let why = match fetcher.fetch_many(&group, &names[at..]).await {
+                // No tracker reachable, or one that failed to answer (a
+                // restart): asked again rather than failing every file
+                // asked, for about as long as a download waits for a peer.
+                Err(e) if transient(&e) => match waits.next() {
+                    Some(wait) => {
+                        tracing::debug!("file lookup failed, again in {wait:?}: {e:#}");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    None => format!("{e:#}"),
+                },
                 // An empty answer to a non-empty ask would never end.
                 Ok(answers) if !answers.is_empty() => {
                     at += answers.len();
@@ -998,6 +1010,26 @@ fn ask_batch(
         }
     });
     out
+}
+
+/// The waits between tries of a file lookup that found no tracker: a
+/// quarter of a second, doubling to 8 s, then every 8 s; a minute and more
+/// in all.
+fn lookup_retry_delays() -> impl Iterator<Item = Duration> {
+    (0..6)
+        .map(|i| Duration::from_millis(250 << i))
+        .chain(std::iter::repeat_n(Duration::from_secs(8), 6))
+}
+
+/// Whether a tracker call's failure may pass: no tracker reached, or one
+/// that failed to carry the request out or is catching up.
+fn transient(e: &anyhow::Error) -> bool {
+    use ringshare_engine::proto::Refusal;
+    e.downcast_ref::<crate::tracker_link::LinkError>().is_some()
+        || matches!(
+            e.downcast_ref::<Refusal>(),
+            Some(Refusal::Internal(_) | Refusal::CatchingUp(_))
+        )
 }
 
 async fn start_one(

@@ -568,6 +568,51 @@ fn a_group_that_changes_during_a_bulk_fetch_is_reported_not_fatal() {
     assert_eq!(names, ["set/a.bin", "set/b.bin"]);
 }
 
+/// The tracker gone for a moment (killed, then started again on its data)
+/// while a bulk get still has files to look up: the lookups are asked
+/// again until it answers, and every file arrives. They used to fail at
+/// once (`tracker unreachable: … Connection refused`), two thirds of a
+/// tree for a one-second restart.
+#[test]
+fn a_bulk_fetch_rides_out_a_tracker_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut tracker, info) = TrackerProc::start(dir.path());
+    let (mut alice, _bob, set) = slow_group(dir.path(), &info, "20", 1000);
+    let many = dir.path().join("many");
+    std::fs::create_dir(&many).unwrap();
+    // More than one lookup asks for (64 files), each served 20 ms late.
+    for i in 0..300 {
+        random_file(&many.join(format!("m{i:03}.bin")), 100, 100 + i);
+    }
+    let shared = alice.ok(&format!("upload_file {} g", many.display()));
+    assert!(shared.starts_with("shared 300 file(s)"), "{shared}");
+    let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
+    let dest = dir.path().join("dest");
+    let get = bob1
+        .command("get")
+        .args(["--quiet", "--jobs", "1", "g"])
+        .arg(&dest)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let fetched = || {
+        let names = std::fs::read_dir(dest.join("many")).into_iter().flatten().flatten();
+        names.filter(|e| e.file_name().to_string_lossy().ends_with(".bin")).count()
+    };
+    common::eventually("a few files fetched", || fetched() >= 10);
+    tracker.kill();
+    // The outage (not a wait for readiness).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let _tracker = TrackerProc::start_with(&info, 1, &dir.path().join("tracker-data"), &[]);
+    let out = get.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(text(&out.stdout).starts_with("fetched 303 file(s)"), "{}", text(&out.stdout));
+    assert_eq!(tree(&dest.join("set")), tree(&set));
+    assert_eq!(tree(&dest.join("many")), tree(&many));
+}
+
 #[test]
 fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
     let dir = tempfile::tempdir().unwrap();
