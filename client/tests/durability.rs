@@ -441,3 +441,34 @@ fn quit_writes_a_snapshot_that_restarts_cleanly() {
         Response::Names(vec!["kept".into()])
     );
 }
+
+/// A second tracker added to one that ran alone (its ops all folded into
+/// its snapshot, so a newcomer gets an image): the newcomer takes the whole
+/// state, without waiting for a write. Its first image, made before the
+/// lone tracker held the newcomer's own first op, does not cover it and is
+/// refused; the newcomer used to wait for entries that never came, serve
+/// an empty state and take writes that the merge later lost.
+#[test]
+fn a_tracker_added_beside_one_that_ran_alone_takes_its_state() {
+    let mut c = Cluster::new(1, &[]);
+    let mut conn = RawClient::connect(c.addrs[0]).unwrap();
+    let token = raw_login(&mut conn, "u");
+    conn.call(&Request::CreateGroup { token, group: "kept".into() }).unwrap();
+    let mut t = c.trackers[0].take().unwrap();
+    use std::io::Write;
+    writeln!(t.stdin.as_mut().unwrap(), "quit").unwrap();
+    assert!(t.child.wait().unwrap().success());
+    // Grown to two trackers: the same list, one more line.
+    c.addrs.push(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+    c.trackers.push(None);
+    let text: String = c.addrs.iter().map(|a| format!("{a}\n")).collect();
+    std::fs::write(&c.info, text).unwrap();
+    c.start(1);
+    c.start(2);
+    eventually("the new tracker holds the state", || c.digest(1) == c.digest(2));
+    let mut conn = RawClient::connect(c.addrs[1]).unwrap();
+    assert_eq!(
+        conn.call(&Request::ListGroups { token }).unwrap(),
+        Response::Names(vec!["kept".into()])
+    );
+}

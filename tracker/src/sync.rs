@@ -460,9 +460,22 @@ async fn pull_once(
             SyncMsg::Image(img) => {
                 match tracker.install(*img) {
                     Ok(true) => {}
-                    Ok(false) => tracing::warn!(
-                        "a peer's image does not cover this tracker's ops; waiting for entries"
-                    ),
+                    Ok(false) => {
+                        // Made before the peer held this tracker's own ops
+                        // (a fresh tracker beside one that ran alone and
+                        // compacted everything): the stream goes on from
+                        // the image as if it were taken, and the entries it
+                        // holds would never come. Asked again, the peer
+                        // sends one that does cover them, once its own
+                        // pull from here has brought them.
+                        tracing::warn!(
+                            peer,
+                            "tracker {peer}'s image does not cover this tracker's ops; asking \
+                             again"
+                        );
+                        tokio::time::sleep(FUTURE_RETRY).await;
+                        return Ok(());
+                    }
                     Err(e) => {
                         // Refused until the clocks agree: ask again later.
                         tracing::warn!("{e}; reconnecting");
