@@ -5,6 +5,10 @@
 //! data and is still catching up (it did nothing with the request), it
 //! moves on through the list (wrapping around) and retries the request
 //! once on each tracker before giving up with [`LinkError::Unreachable`].
+//! A tracker that let a request or a connection time out (hung, or cut off
+//! without a reset) is tried last by every link of the node for
+//! [`SILENT_FOR`]: one link's timeout is not paid again by each of the
+//! others (a bulk fetch holds dozens).
 //!
 //! Every connection is encrypted and authenticated (Noise XX,
 //! `ringshare_engine::secure`): the tracker must prove the key its line in
@@ -14,7 +18,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringshare_engine::control::{read_msg, write_msg, FrameIoError};
 use ringshare_engine::proto::{Refusal, Request, Response, REQUEST, RESPONSE};
@@ -36,6 +40,8 @@ pub struct Trackers {
     pub list: TrackerList,
     me: Arc<Keypair>,
     pins: Arc<Pins>,
+    /// Until when each tracker is tried last (it let a request time out).
+    silent: Arc<std::sync::Mutex<Vec<Option<Instant>>>>,
 }
 
 impl Trackers {
@@ -44,7 +50,42 @@ impl Trackers {
     pub fn open(list: TrackerList, state_dir: &Path) -> anyhow::Result<Self> {
         let me = load_or_create_key(&state_dir.join(KEY_FILE))?;
         let pins = Pins::load(&state_dir.join(PINS_FILE)).map_err(anyhow::Error::msg)?;
-        Ok(Self { list, me: Arc::new(me), pins: Arc::new(pins) })
+        let silent = Arc::new(std::sync::Mutex::new(vec![None; list.addrs.len()]));
+        Ok(Self { list, me: Arc::new(me), pins: Arc::new(pins), silent })
+    }
+
+    fn silent_until(&self) -> std::sync::MutexGuard<'_, Vec<Option<Instant>>> {
+        self.silent.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tracker `i` let a request or a connection time out.
+    fn mark_silent(&self, i: usize) {
+        if let Some(t) = self.silent_until().get_mut(i) {
+            *t = Some(Instant::now() + SILENT_FOR);
+        }
+    }
+
+    /// Tracker `i` answered.
+    fn mark_answering(&self, i: usize) {
+        if let Some(t) = self.silent_until().get_mut(i) {
+            *t = None;
+        }
+    }
+
+    /// Whether tracker `i` timed out within the last [`SILENT_FOR`].
+    fn is_silent(&self, i: usize) -> bool {
+        let now = Instant::now();
+        self.silent_until().get(i).copied().flatten().is_some_and(|until| now < until)
+    }
+
+    /// The trackers in the order to try them from `first`, wrapping
+    /// around: those that answered lately first, the silent ones last.
+    fn order_from(&self, first: usize) -> Vec<usize> {
+        let n = self.list.addrs.len();
+        let (mut ok, mut silent): (Vec<usize>, Vec<usize>) =
+            (0..n).map(|k| (first + k) % n).partition(|&i| !self.is_silent(i));
+        ok.append(&mut silent);
+        ok
     }
 
     /// This node's key pair.
@@ -97,8 +138,15 @@ impl Trackers {
 
 /// How long a connection attempt to one tracker may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long one request may wait for its response.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one request may wait for its response. A tracker answers in
+/// milliseconds; the longest legitimate waits are a login queued behind a
+/// few dozen password hashes (a second or two) and a write held until a
+/// restarted tracker has heard from its peers (5 s at most). 30 s made a
+/// hung tracker (stopped, or cut off with no reset) freeze a shell command
+/// for 33 s and a finished download's registration for as long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a tracker that timed out is tried last (see the module docs).
+const SILENT_FOR: Duration = Duration::from_secs(30);
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +175,15 @@ impl TrackerLink {
     pub async fn call(&mut self, req: &Request) -> Result<Response, LinkError> {
         let n = self.trackers.list.addrs.len();
         let mut failures = Vec::new();
+        // A kept connection to a tracker that another link found silent is
+        // left for one that answers, if any does.
+        if self.stream.is_some() && self.trackers.is_silent(self.current) {
+            let first = self.trackers.order_from(self.current)[0];
+            if first != self.current {
+                self.stream = None;
+                self.current = first;
+            }
+        }
         // A kept connection may have gone stale (the tracker restarted): on
         // failure, the current tracker is tried again on a fresh connection.
         if let Some(stream) = self.stream.as_mut() {
@@ -138,16 +195,17 @@ impl TrackerLink {
                 }
                 Ok(Ok(resp)) => return Ok(resp),
                 Ok(Err(e)) => failures.push(format!("{addr}: {e}")),
-                Err(_) => failures.push(format!("{addr}: no answer in {REQUEST_TIMEOUT:?}")),
+                Err(_) => {
+                    self.trackers.mark_silent(self.current);
+                    failures.push(format!("{addr}: no answer in {REQUEST_TIMEOUT:?}"));
+                }
             }
             self.stream = None;
         }
-        for attempt in 0..n {
-            if attempt > 0 {
-                self.current = (self.current + 1) % n;
-            }
-            let addr = self.trackers.list.addrs[self.current];
-            let connect = self.trackers.connect(self.current);
+        for i in self.trackers.order_from(self.current) {
+            self.current = i;
+            let addr = self.trackers.list.addrs[i];
+            let connect = self.trackers.connect(i);
             let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -155,6 +213,7 @@ impl TrackerLink {
                     continue;
                 }
                 Err(_) => {
+                    self.trackers.mark_silent(i);
                     failures.push(format!("{addr}: connect timed out"));
                     continue;
                 }
@@ -166,11 +225,15 @@ impl TrackerLink {
                     failures.push(format!("{addr}: {why}"));
                 }
                 Ok(Ok(resp)) => {
+                    self.trackers.mark_answering(i);
                     self.stream = Some(stream);
                     return Ok(resp);
                 }
                 Ok(Err(e)) => failures.push(format!("{addr}: {e}")),
-                Err(_) => failures.push(format!("{addr}: no answer in {REQUEST_TIMEOUT:?}")),
+                Err(_) => {
+                    self.trackers.mark_silent(i);
+                    failures.push(format!("{addr}: no answer in {REQUEST_TIMEOUT:?}"));
+                }
             }
         }
         Err(LinkError::Unreachable(failures.join("; ")))
@@ -230,4 +293,36 @@ async fn exchange(
 ) -> Result<Response, FrameIoError> {
     write_msg(stream, REQUEST, req).await?;
     read_msg::<Response, _>(stream, RESPONSE).await?.ok_or(FrameIoError::Truncated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tracker_that_timed_out_is_tried_last_by_every_link_for_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "127.0.0.1:7001\n127.0.0.1:7002\n127.0.0.1:7003\n";
+        let list = TrackerList::parse(text, "tracker_info.txt").unwrap();
+        let trackers = Trackers::open(list, dir.path()).unwrap();
+        let other = trackers.clone();
+        assert_eq!(trackers.order_from(0), [0, 1, 2]);
+        assert_eq!(trackers.order_from(2), [2, 0, 1]);
+        trackers.mark_silent(0);
+        // Seen by the node's other links (clones share it).
+        assert_eq!(other.order_from(0), [1, 2, 0]);
+        assert_eq!(other.order_from(2), [2, 1, 0]);
+        trackers.mark_silent(2);
+        assert_eq!(other.order_from(0), [1, 0, 2]);
+        // Every one silent: all are still tried, in turn.
+        trackers.mark_silent(1);
+        assert_eq!(other.order_from(1), [1, 2, 0]);
+        // One that answers again is tried in its turn.
+        other.mark_answering(0);
+        assert_eq!(trackers.order_from(2), [0, 2, 1]);
+        // And the mark wears off.
+        let past = Instant::now() - Duration::from_secs(1);
+        trackers.silent_until().iter_mut().for_each(|t| *t = Some(past));
+        assert_eq!(trackers.order_from(1), [1, 2, 0]);
+    }
 }
