@@ -96,16 +96,27 @@ pub const HELP: &[(&str, &str)] = &[
 
 /// `text` as one line that shows what it holds: control characters
 /// (escape sequences, new lines — names and paths a user typed or a peer
-/// sent may hold them) are written as escapes, not sent to the terminal.
+/// sent may hold them) and bidirectional controls (which reorder what
+/// follows them on the terminal: `foo<U+202E>bar` would read `foorab`) are
+/// written as escapes, not sent to the terminal.
 pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(escaped) {
         return text.into();
     }
     text.chars()
-        .map(|c| if c.is_control() { c.escape_default().collect() } else { c.to_string() })
+        .map(|c| if escaped(c) { c.escape_default().collect() } else { c.to_string() })
         .collect::<String>()
         .into()
 }
+
+/// Whether [`one_line`] writes `c` as an escape.
+fn escaped(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Most characters of an unknown command word an error repeats.
+const SHOWN_WORD: usize = 40;
 
 /// Splits a line into words at whitespace. A path may hold spaces: a word
 /// that starts with `"` or `'` runs to the next same quote, spaces
@@ -152,6 +163,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         return Ok(None);
     };
     let usage = |name: &str| {
+        let name = if name == "exit" { "quit" } else { name };
         HELP.iter().map(|(u, _)| *u).find(|u| u.split(' ').next() == Some(name)).unwrap_or("")
     };
     let arity = |n: usize| {
@@ -187,7 +199,11 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         "logout" => arity(0).map(|()| Command::Logout),
         "help" => Ok(Command::Help),
         "quit" | "exit" => arity(0).map(|()| Command::Quit),
-        other => Err(ParseError::Unknown(other.to_owned())),
+        other => Err(ParseError::Unknown(match other.char_indices().nth(SHOWN_WORD) {
+            // A 20 MB line was a 20 MB error line.
+            Some((cut, _)) => format!("{}…", &other[..cut]),
+            None => other.to_owned(),
+        })),
     }?;
     Ok(Some(command))
 }
@@ -200,6 +216,19 @@ mod tests {
     fn error_lines_show_control_characters_as_escapes() {
         assert_eq!(one_line("no file in g"), "no file in g");
         assert_eq!(one_line("starts with \x1b[31m\nx"), "starts with \\u{1b}[31m\\nx");
+        assert_eq!(one_line("foo\u{202e}bar \u{2067}x"), "foo\\u{202e}bar \\u{2067}x");
+        assert_eq!(one_line("café ok"), "café ok");
+    }
+
+    #[test]
+    fn an_unknown_word_is_shown_cut_short_and_exit_has_its_usage() {
+        let long = "a".repeat(100_000);
+        let e = parse(&long).unwrap_err().to_string();
+        assert_eq!(e, format!("unknown command: {}… (type help for the list)", "a".repeat(40)));
+        assert_eq!(
+            parse("exit x").unwrap_err().to_string(),
+            "wrong number of arguments (1): usage: quit"
+        );
     }
 
     #[test]
