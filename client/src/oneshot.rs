@@ -399,7 +399,10 @@ async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) ->
             return Err(Stopped::error(why, "; run the same command again to resume"));
         }
     };
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = download
+        .ended_at()
+        .map_or_else(|| started.elapsed(), |e| e.saturating_duration_since(started))
+        .as_secs_f64();
     match status {
         Status::Complete => {
             write_figures(&download, seconds, args.stats.as_deref(), args.hgrm.as_deref())?;
@@ -885,7 +888,14 @@ async fn get_many(
                         name: r.entry.name,
                         bytes: r.entry.len,
                         fetched,
-                        seconds: r.started.elapsed().as_secs_f64(),
+                        seconds: r
+                            .download
+                            .ended_at()
+                            .map_or_else(
+                                || r.started.elapsed(),
+                                |e| e.saturating_duration_since(r.started),
+                            )
+                            .as_secs_f64(),
                         present: false,
                         latency: if args.stats.is_some() {
                             latency.percentiles_us()

@@ -40,7 +40,8 @@ pub fn write_pseudo_random_until(
     out.flush()
 }
 
-/// Parses `1GiB`, `256MiB`, `64KiB`, `10GB`, `5MB`, `5M`, or plain bytes.
+/// Parses `1GiB`, `256MiB`, `64KiB`, `2TiB`, `10GB`, `5MB`, `1TB`, `5M`, or
+/// plain bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -51,9 +52,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "k" | "kib" => 1 << 10,
         "m" | "mib" => 1 << 20,
         "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
         "kb" => 1_000,
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
         other => return Err(format!("unknown size unit {other:?} in {s:?}")),
     };
     n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
@@ -74,5 +77,18 @@ mod tests {
         assert_eq!(x, std::fs::read(&b).unwrap());
         write_pseudo_random(&b, 10, 2).unwrap();
         assert_ne!(&x[..10], &std::fs::read(&b).unwrap()[..]);
+    }
+
+    #[test]
+    fn sizes_in_binary_and_decimal_units() {
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("256mib"), Ok(256 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("2TiB"), Ok(2 << 40));
+        assert_eq!(parse_size("5MB"), Ok(5_000_000));
+        assert_eq!(parse_size("1TB"), Ok(1_000_000_000_000));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("1PiB").unwrap_err().contains("unknown size unit"));
+        assert!(parse_size("99999999TiB").unwrap_err().contains("too large"));
     }
 }

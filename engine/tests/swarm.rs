@@ -84,10 +84,15 @@ fn three_seeders(backend: Backend) {
     let s1 = seeder(&src, &meta, backend);
     let s2 = seeder(&src, &meta, backend);
     let s3 = seeder(&bad_path, &meta, backend);
+    let started = std::time::Instant::now();
     let (d, rx) = download(dir.path(), &meta, vec![s3.addr(), s1.addr(), s2.addr()], backend);
+    assert!(d.ended_at().is_none_or(|e| e >= started));
     wait_complete(&rx);
     d.wait();
     assert_eq!(d.progress().status, Status::Complete);
+    // When it ended, as it ended: the time its followers report.
+    let ended = d.ended_at().expect("a completed download says when");
+    assert!(ended >= started && ended <= std::time::Instant::now());
     assert_eq!(fs::read(dir.path().join("out.bin")).unwrap(), bytes);
     let contrib = d.contributions();
     assert!(!contrib.contains_key(&s3.addr()), "the corrupt seeder contributed nothing verified");

@@ -326,6 +326,8 @@ struct Shared {
     rate_bits: AtomicU64,
     stop: AtomicBool,
     status: Mutex<Status>,
+    /// When it completed or failed.
+    ended: std::sync::OnceLock<Instant>,
     latency: Latency,
     events: Box<dyn Fn(FetchEvent) + Send + Sync>,
     /// Driven by the download ring (else by threads).
@@ -405,6 +407,7 @@ impl Download {
             rate_bits: AtomicU64::new(0f64.to_bits()),
             stop: AtomicBool::new(false),
             status: Mutex::new(Status::Running),
+            ended: std::sync::OnceLock::new(),
             latency: Latency::new(),
             events,
             uring: AtomicBool::new(false),
@@ -461,6 +464,13 @@ impl Download {
     /// it works).
     pub fn status(&self) -> Status {
         lock(&self.shared.status).clone()
+    }
+
+    /// When it completed (its file in place, or handed to the settler) or
+    /// failed; `None` while it runs or once stopped. Its time taken, to
+    /// the microsecond, whatever its follower's polling period.
+    pub fn ended_at(&self) -> Option<Instant> {
+        self.shared.ended.get().copied()
     }
 
     /// Bytes each peer contributed (verified pieces only).
@@ -575,6 +585,7 @@ impl Shared {
             // `failed` line), and a warning here said it twice.
             tracing::info!(file = %self.meta.name, "download failed: {reason}");
             *st = Status::Failed(reason.clone());
+            let _ = self.ended.set(Instant::now());
             drop(st);
             if self.verified_nothing() {
                 self.part.discard();
@@ -753,6 +764,7 @@ fn finish(shared: &Shared, reported: bool) {
             if !reported {
                 (shared.events)(FetchEvent::FirstPiece);
             }
+            let _ = shared.ended.set(Instant::now());
             *lock(&shared.status) = Status::Complete;
             let mut peers: Vec<_> =
                 lock(&shared.driven).core.contributions().iter().map(|(a, b)| (*a, *b)).collect();
