@@ -176,7 +176,8 @@ fn invisible(c: char) -> bool {
 /// has a `/` or `\\` it does not, or a `.` or `..` component —
 /// `a\u{FF0F}b` (a fullwidth solidus) reads as `a/b`, `\u{FF0E}\u{FF0E}/x`
 /// as `../x`, `\u{2025}` (two dot leader) as `..` — or it holds one of the
-/// slashes NFKC keeps (`a\u{2044}b`, a fraction slash). Letters of other
+/// slashes NFKC keeps (`a\u{2044}b`, a fraction slash), or a character
+/// that reads as one or two dots anywhere (`x\u{FF0E}y` reads as `x.y`). Letters of other
 /// scripts that look like Latin ones (a Cyrillic `а`) are not caught.
 fn reads_as_another_path(name: &str) -> bool {
     use unicode_normalization::UnicodeNormalization as _;
@@ -210,7 +211,16 @@ fn reads_as_another_path(name: &str) -> bool {
                 | '\u{1D23A}' // Greek instrumental notation symbol-47
         )
     };
-    if name.chars().any(slash_like) {
+    // A dot that is not one (`x\u{FF0E}y` beside `x.y`, `a\u{2025}b`): a
+    // character whose compatibility form is one or two full stops. An
+    // ellipsis (three) is common in titles and is let through.
+    let dot_like = |c: char| {
+        c != '.' && {
+            let k: String = std::iter::once(c).nfkc().collect();
+            matches!(k.as_str(), "." | "..")
+        }
+    };
+    if name.chars().any(|c| slash_like(c) || dot_like(c)) {
         return true;
     }
     let k: String = name.nfkc().collect();
@@ -290,9 +300,16 @@ mod tests {
             assert!(validate_new(NameKind::Group, n).is_err(), "{n:?}");
             assert!(validate_new(NameKind::User, n).is_err(), "{n:?}");
         }
-        // Ordinary non-ASCII names are not.
-        for n in ["caf\u{e9}/\u{65e5}\u{672c}.txt", "\u{00bd}-size.png", "x\u{2024}y"] {
-            validate_new(NameKind::File, n).unwrap();
+        // A dot look-alike anywhere: `x\u{FF0E}y` would list beside `x.y`.
+        for n in ["x\u{FF0E}y", "u\u{2025}v", "a\u{2024}b", "x\u{FE52}y", "d/e\u{FF0E}txt"] {
+            validate(NameKind::File, n).unwrap();
+            assert!(validate_new(NameKind::File, n).is_err(), "{n:?}");
+            assert!(validate_new(NameKind::Group, &n.replace('/', "")).is_err(), "{n:?}");
+        }
+        // Ordinary non-ASCII names are not, an ellipsis included.
+        for n in ["caf\u{e9}/\u{65e5}\u{672c}.txt", "\u{00bd}-size.png", "Wait\u{2026} what.mp3"] {
+            let n = n.replace(' ', "_");
+            validate_new(NameKind::File, &n).unwrap();
         }
     }
 
