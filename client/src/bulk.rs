@@ -196,15 +196,18 @@ enum Matcher {
 /// those matched by a name, a directory prefix or a glob.
 #[derive(Debug)]
 pub struct Selection {
-    patterns: Vec<(String, Matcher)>,
+    /// Each pattern as given, and how it matches: as given, and in Unicode
+    /// normal form C when that differs (a name typed or pasted from a file
+    /// system that decomposes, `cafe\u{301}`, finds `caf\u{e9}`, the form
+    /// names are shared in).
+    patterns: Vec<(String, Vec<(String, Matcher)>)>,
 }
 
 impl Selection {
     /// Parses the patterns; a malformed glob is an error naming it.
     pub fn new(patterns: &[String]) -> Result<Self> {
-        let mut out = Vec::new();
-        for p in patterns {
-            let m = if is_glob(p) {
+        let matcher = |p: &str| -> Result<Matcher> {
+            Ok(if is_glob(p) {
                 let glob = GlobBuilder::new(p)
                     .literal_separator(true)
                     .backslash_escape(true)
@@ -215,8 +218,16 @@ impl Selection {
                 let name = p.trim_end_matches('/');
                 names::validate(NameKind::File, name).map_err(|e| anyhow!("{e}"))?;
                 Matcher::Name(name.to_owned())
-            };
-            out.push((p.clone(), m));
+            })
+        };
+        let mut out = Vec::new();
+        for p in patterns {
+            let mut forms = vec![(p.clone(), matcher(p)?)];
+            let composed = names::nfc(p);
+            if composed != *p {
+                forms.push((composed.clone(), matcher(&composed)?));
+            }
+            out.push((p.clone(), forms));
         }
         Ok(Self { patterns: out })
     }
@@ -230,6 +241,7 @@ impl Selection {
         let mut prefixes: Vec<String> = self
             .patterns
             .iter()
+            .flat_map(|(_, forms)| forms)
             .map(|(p, m)| match m {
                 Matcher::Name(n) => n.clone(),
                 Matcher::Glob(_) => {
@@ -259,20 +271,27 @@ impl Selection {
         let mut hit = vec![false; self.patterns.len()];
         // A glob that is also the exact name of a listed file selects that
         // file only: `names/[ab].txt`, as `ls` shows it, is that file.
-        let exact: Vec<bool> = self
+        let exact: Vec<Vec<bool>> = self
             .patterns
             .iter()
-            .map(|(p, m)| matches!(m, Matcher::Glob(_)) && listed.iter().any(|f| f.name == *p))
+            .map(|(_, forms)| {
+                forms
+                    .iter()
+                    .map(|(p, m)| {
+                        matches!(m, Matcher::Glob(_)) && listed.iter().any(|f| f.name == *p)
+                    })
+                    .collect()
+            })
             .collect();
         let mut chosen: Vec<FileEntry> = Vec::new();
         for f in listed {
             let mut take = false;
-            for (i, (p, m)) in self.patterns.iter().enumerate() {
-                let ok = match m {
+            for (i, (_, forms)) in self.patterns.iter().enumerate() {
+                let ok = forms.iter().enumerate().any(|(j, (p, m))| match m {
                     Matcher::Name(n) => f.name == *n || names::under_dir(&f.name, n),
-                    Matcher::Glob(_) if exact[i] => f.name == *p,
+                    Matcher::Glob(_) if exact[i][j] => f.name == *p,
                     Matcher::Glob(g) => g.is_match(&f.name),
-                };
+                });
                 if ok {
                     hit[i] = true;
                     take = true;
@@ -347,6 +366,26 @@ mod tests {
         assert_eq!(sel("n/x?"), ["n/x?"]);
         assert_eq!(sel("n/[a].txt"), ["n/a.txt"], "no such name: a glob");
         assert_eq!(sel("n/x*"), ["n/x?", "n/xy"]);
+    }
+
+    #[test]
+    fn a_decomposed_name_or_pattern_finds_the_composed_name() {
+        let listed: Vec<FileEntry> = ["tree/caf\u{e9}.txt", "tree/na\u{ef}ve/a.txt", "tree/x.txt"]
+            .into_iter()
+            .map(entry)
+            .collect();
+        let sel = |p: &str| {
+            let s = Selection::new(&[p.to_string()]).unwrap();
+            let (chosen, missed) = s.select(listed.clone());
+            assert!(missed.is_empty(), "{p:?}");
+            let prefixes = s.list_prefixes();
+            assert!(chosen.iter().all(|f| prefixes.iter().any(|x| f.name.starts_with(x.as_str()))));
+            names_of(&chosen).iter().map(|s| s.to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(sel("tree/cafe\u{301}.txt"), ["tree/caf\u{e9}.txt"]);
+        assert_eq!(sel("tree/nai\u{308}ve"), ["tree/na\u{ef}ve/a.txt"]);
+        assert_eq!(sel("tree/cafe\u{301}*"), ["tree/caf\u{e9}.txt"]);
+        assert_eq!(sel("tree/caf\u{e9}.txt"), ["tree/caf\u{e9}.txt"]);
     }
 
     #[test]

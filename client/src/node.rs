@@ -804,6 +804,17 @@ impl Node {
     /// Every file of `group` whose name starts with `prefix`, in name
     /// order, fetched a page at a time.
     pub async fn list_group(&mut self, group: &str, prefix: &str) -> Result<Vec<FileEntry>> {
+        let files = self.list_pages(group, prefix).await?;
+        // Typed or pasted from a file system that decomposes (`cafe\u{301}`):
+        // names are shared composed.
+        let composed = ringshare_engine::names::nfc(prefix);
+        if files.is_empty() && composed != prefix {
+            return self.list_pages(group, &composed).await;
+        }
+        Ok(files)
+    }
+
+    async fn list_pages(&mut self, group: &str, prefix: &str) -> Result<Vec<FileEntry>> {
         check_name(NameKind::Group, group)?;
         let token = self.token()?;
         let mut files: Vec<FileEntry> = Vec::new();

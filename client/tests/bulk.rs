@@ -568,6 +568,29 @@ fn a_group_that_changes_during_a_bulk_fetch_is_reported_not_fatal() {
     assert_eq!(names, ["set/a.bin", "set/b.bin"]);
 }
 
+/// A name typed or pasted in decomposed form (`cafe` and a combining
+/// accent, as some file systems spell it) lists and fetches the file shared
+/// under the composed name.
+#[test]
+fn a_decomposed_name_lists_and_fetches_the_composed_one() {
+    let (dir, _t, info, mut alice, _bob) = alice_and_bob_in_g();
+    let src = dir.path().join("caf\u{e9}.txt");
+    random_file(&src, 5000, 8);
+    alice.ok(&format!("upload_file {} g", src.display()));
+    let bob = Login::new(dir.path(), &info, "bob", "pw-b");
+    let out = bob.run("ls", &["g", "cafe\u{301}"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).lines().collect::<Vec<_>>(),
+        ["caf\u{e9}.txt  5000 bytes  1 peer"]
+    );
+    let dest = dir.path().join("dest");
+    let out = bob
+        .run("get", &["--quiet", "g", "cafe\u{301}.txt", "cafe\u{301}*", dest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(dest.join("caf\u{e9}.txt")).unwrap(), std::fs::read(&src).unwrap());
+}
+
 /// The tracker gone for a moment (killed, then started again on its data)
 /// while a bulk get still has files to look up: the lookups are asked
 /// again until it answers, and every file arrives. They used to fail at
