@@ -67,7 +67,17 @@ pub fn collect_files(paths: &[PathBuf]) -> (Vec<Item>, Vec<Skipped>) {
                 continue;
             }
         };
-        let Some(base) = root.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+        // Named as given: a link to a directory (`photos -> /mnt/p2026`)
+        // shares its files as `photos/…`, not under the target's name.
+        // (`.` and `..` give no name of their own: the directory's.)
+        let Some(own) = arg.file_name().or_else(|| root.file_name()) else {
+            skipped.push(Skipped::new(
+                arg,
+                "has no name to share its files under (give a directory below it)".into(),
+            ));
+            continue;
+        };
+        let Some(base) = own.to_str().map(str::to_owned) else {
             skipped.push(Skipped::new(arg, "its name is not valid UTF-8".into()));
             continue;
         };
@@ -403,6 +413,31 @@ mod tests {
         );
         assert_eq!(prefixes(&["photos", "photos/2026/*.jpg"]), ["photos"]);
         assert_eq!(prefixes(&["*.txt", "photos"]), [""]);
+    }
+
+    #[test]
+    fn a_tree_given_through_a_link_is_named_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("p2026");
+        std::fs::create_dir_all(real.join("sub")).unwrap();
+        std::fs::write(real.join("sub/a.jpg"), b"a").unwrap();
+        std::fs::write(dir.path().join("real.txt"), b"t").unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("photos")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real.txt"), dir.path().join("notes")).unwrap();
+        let given = [dir.path().join("photos"), dir.path().join("notes")];
+        let (items, skipped) = collect_files(&given);
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["photos/sub/a.jpg", "notes"]);
+        // The root has no name to put its files under.
+        let (items, skipped) = collect_files(&[PathBuf::from("/")]);
+        assert!(items.is_empty());
+        assert!(
+            skipped[0]
+                .to_string()
+                .ends_with("has no name to share its files under (give a directory below it)"),
+            "{skipped:?}"
+        );
     }
 
     #[test]

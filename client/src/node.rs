@@ -540,7 +540,10 @@ impl Node {
         let md =
             std::fs::metadata(&p).map_err(|e| anyhow!("path not found: {} ({e})", p.display()))?;
         if md.is_dir() {
-            let mut report = self.share_paths(&[p], &group).await?;
+            let mut report = self.share_paths(std::slice::from_ref(&p), &group).await?;
+            if report.shared.is_empty() && report.already.is_empty() && report.skipped.is_empty() {
+                bail!("nothing to share: {} holds no regular file", p.display());
+            }
             // The shell names each file it shared before as a skip.
             report.already_as_skipped(&group);
             let mut lines =

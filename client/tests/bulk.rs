@@ -591,6 +591,19 @@ fn a_decomposed_name_lists_and_fetches_the_composed_one() {
     assert_eq!(std::fs::read(dest.join("caf\u{e9}.txt")).unwrap(), std::fs::read(&src).unwrap());
 }
 
+/// What cannot be shared says so in one `error:` line: an empty directory,
+/// and a pseudo-file whose length (0) is not what it reads (it was shared
+/// as an empty file).
+#[test]
+fn an_empty_directory_and_a_pseudo_file_are_one_error_line_each() {
+    let (dir, _t, _info, mut alice, _bob) = alice_and_bob_in_g();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    alice.err(&format!("upload_file {} g", empty.display()), "nothing to share");
+    alice.err("upload_file /proc/self/status g", "pseudo-file");
+    assert!(alice.cmd("list_files g").is_empty());
+}
+
 /// The tracker gone for a moment (killed, then started again on its data)
 /// while a bulk get still has files to look up: the lookups are asked
 /// again until it answers, and every file arrives. They used to fail at

@@ -42,6 +42,11 @@ pub enum HashError {
     /// hashed.
     #[error("{0} changed while it was being hashed")]
     Changed(String),
+    /// The file reads other than its length says, unchanged meanwhile: a
+    /// pseudo-file (`/proc/cpuinfo` has length 0 and reads 2 KB), whose
+    /// bytes would not be what its metadata promised.
+    #[error("{0} does not read as long as its file system says (a pseudo-file, such as those under /proc or /sys)")]
+    NotTrueLength(String),
     /// Hashing was stopped (see [`HashPool::hash_file_unless`]).
     #[error("stopped while hashing {0}")]
     Stopped(String),
@@ -170,6 +175,19 @@ impl HashPool {
             }
             Ok(())
         };
+        if len == 0 {
+            // An empty file reads nothing; a pseudo-file of length 0 reads
+            // its text (or fails: /proc/self/mem).
+            let mut one = [0u8; 1];
+            match file.read_at(&mut one, 0) {
+                Ok(0) => {}
+                Ok(_) => {
+                    unchanged(&file)?;
+                    return Err(HashError::NotTrueLength(shown));
+                }
+                Err(e) => return Err(io_err("read")(e).into()),
+            }
+        }
         let geometry = Geometry::new(len);
         let count = geometry.piece_count() as usize;
         advise_sequential(&file);
@@ -181,7 +199,9 @@ impl HashPool {
             match file.read_exact_at(&mut buf, 0) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    return Err(HashError::Changed(shown));
+                    // Shorter than it says: cut meanwhile, or a pseudo-file.
+                    unchanged(&file)?;
+                    return Err(HashError::NotTrueLength(shown));
                 }
                 Err(e) => return Err(io_err("read")(e).into()),
             }
@@ -411,5 +431,22 @@ mod tests {
     fn missing_file_names_the_path() {
         let err = HashPool::new(1).hash_file(Path::new("/nonexistent/zz"), "z").unwrap_err();
         assert!(err.to_string().contains("/nonexistent/zz"), "{err}");
+    }
+
+    #[test]
+    fn a_pseudo_file_is_refused_and_an_empty_file_is_not() {
+        let pool = HashPool::new(1);
+        // Length 0, reads text.
+        let err = pool.hash_file(Path::new("/proc/self/status"), "status").unwrap_err();
+        assert!(matches!(err, HashError::NotTrueLength(_)), "{err}");
+        assert!(err.to_string().contains("pseudo-file"), "{err}");
+        // Length 0, cannot be read at offset 0.
+        let err = pool.hash_file(Path::new("/proc/self/mem"), "mem").unwrap_err();
+        assert!(matches!(err, HashError::Io(_)), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        let meta = pool.hash_file(&empty, "empty").unwrap();
+        assert_eq!((meta.len, meta.piece_hashes.len()), (0, 0));
     }
 }
