@@ -420,7 +420,7 @@ impl PartFile {
         *record = None;
         unmark(&self.file);
         self.file.sync_all().map_err(StoreError::io("sync", &self.part))?;
-        if let Err(e) = move_into_place(&self.part, &self.dest) {
+        if let Err(e) = move_into_place(&self.part, &self.dest, (self.meta.len, self.meta.sha1)) {
             // Still a part file, for the next run to take up.
             let _ = mark(&self.file, &self.meta.sha1);
             return Err(e);
@@ -446,6 +446,7 @@ impl PartFile {
         *record = None;
         settler.submit(Pending {
             sha1: self.meta.sha1,
+            len: self.meta.len,
             part: self.part.clone(),
             dest: self.dest.clone(),
             state: (self.meta.piece_hashes.len() > 1).then(|| self.state.clone()),
@@ -505,7 +506,17 @@ impl PartFile {
 
 /// Renames the finished `part` to `dest`, refusing to replace a file
 /// that appeared there.
-fn move_into_place(part: &Path, dest: &Path) -> Result<(), StoreError> {
+///
+/// A part file gone, with the file (`len` bytes of SHA1 `sha1`) at `dest`,
+/// is a move done already: another download into the same place (another
+/// `get` into the same directory) shared this part file and moved it
+/// first. Both then succeed; the second used to fail ("rename: No such
+/// file or directory") with the file whole in place.
+fn move_into_place(
+    part: &Path,
+    dest: &Path,
+    (len, sha1): (u64, Sha1Digest),
+) -> Result<(), StoreError> {
     let exists = |e: io::Error, what| {
         if e.kind() == io::ErrorKind::AlreadyExists {
             StoreError::Exists(dest.display().to_string())
@@ -515,6 +526,7 @@ fn move_into_place(part: &Path, dest: &Path) -> Result<(), StoreError> {
     };
     match rename_noreplace(part, dest) {
         Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && holds(dest, len, &sha1) => Ok(()),
         // A filesystem without RENAME_NOREPLACE: link, then unlink.
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
             fs::hard_link(part, dest).map_err(|e| exists(e, "link"))?;
@@ -522,6 +534,31 @@ fn move_into_place(part: &Path, dest: &Path) -> Result<(), StoreError> {
         }
         Err(e) => Err(exists(e, "rename")),
     }
+}
+
+/// Whether `path` is a regular file of `len` bytes whose SHA1 is `sha1`
+/// (read whole: asked only when a move found its part file gone).
+fn holds(path: &Path, len: u64, sha1: &Sha1Digest) -> bool {
+    use sha1::{Digest, Sha1};
+    let Ok(mut f) =
+        OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)
+    else {
+        return false;
+    };
+    if !f.metadata().is_ok_and(|m| m.is_file() && m.len() == len) {
+        return false;
+    }
+    let mut h = Sha1::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match io::Read::read(&mut f, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    Sha1Digest(h.finalize().into()) == *sha1
 }
 
 /// Where the part file of a download to `dest` is while it runs (and,
@@ -563,6 +600,8 @@ const CUT_NAME: usize = 200;
 struct Pending {
     /// The file's SHA1: its part file's mark, put back if it cannot move.
     sha1: Sha1Digest,
+    /// The file's length.
+    len: u64,
     part: PathBuf,
     dest: PathBuf,
     /// The state file to remove once moved (multi-piece files).
@@ -737,7 +776,7 @@ fn settle(batch: &[Pending]) -> Vec<(PathBuf, String)> {
         // take up (the mark stays until now, so that a bulk get waiting for
         // this path knows it is one).
         unmark_path(&p.part);
-        let into_place = move_into_place(&p.part, &p.dest);
+        let into_place = move_into_place(&p.part, &p.dest, (p.len, p.sha1));
         if into_place.is_err() {
             // Still a part file, for the next run to take up.
             mark_path(&p.part, &p.sha1);
@@ -1051,6 +1090,43 @@ mod tests {
             assert!(!part.exists() && !state_path(&dest).exists());
             fs::remove_file(&dest).unwrap();
         }
+    }
+
+    #[test]
+    fn two_downloads_into_one_place_both_finish_when_the_first_moved_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for (len, settled) in
+            [(3 * PIECE_LEN as usize + 11, false), (70_000, false), (70_000, true)]
+        {
+            let (bytes, meta) = source(dir.path(), len);
+            let dest = dir.path().join(format!("out-{len}-{settled}"));
+            // Two `get`s into one directory share the part file.
+            let (first, _) = PartFile::open(&dest, &meta).unwrap();
+            let (second, _) = PartFile::open(&dest, &meta).unwrap();
+            fill(&first, &bytes, &meta);
+            fill(&second, &bytes, &meta);
+            first.finish().unwrap();
+            if settled {
+                let settler = Settler::new().unwrap();
+                second.finish_later(&settler);
+                assert!(settler.flush().is_empty());
+            } else {
+                second.finish().unwrap();
+            }
+            assert_eq!(fs::read(&dest).unwrap(), bytes);
+        }
+        // Other bytes in place: the part file gone is a failure still.
+        let (bytes, meta) = source(dir.path(), 5000);
+        let dest = dir.path().join("other");
+        let (first, _) = PartFile::open(&dest, &meta).unwrap();
+        let (second, _) = PartFile::open(&dest, &meta).unwrap();
+        fill(&first, &bytes, &meta);
+        first.finish().unwrap();
+        fs::remove_file(&dest).unwrap();
+        fs::write(&dest, b"someone else's").unwrap();
+        let err = second.finish().unwrap_err();
+        assert!(err.to_string().contains("No such file"), "{err}");
+        assert_eq!(fs::read(&dest).unwrap(), b"someone else's");
     }
 
     #[test]
