@@ -362,7 +362,40 @@ fn refuse_dest_like_a_name(dest: &str, group: &str, listed: &[FileEntry]) -> Res
     )
 }
 
+/// How a one-file `get` ended, for its `--stats` document.
+enum OneEnd {
+    /// Fetched (its own figures), in this many seconds.
+    Fetched(Arc<Download>, f64),
+    /// The same file was at the destination already.
+    Present,
+    /// Stopped by a signal, with the bytes it had verified.
+    Stopped(&'static str, u64),
+}
+
 async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) -> Result<()> {
+    let mut end = None;
+    let result = get_one_ending(node, args, &file, dest, &mut end).await;
+    // Written however it ended: an empty file was left when it did not
+    // complete (the path is made at the start, to check it).
+    if let Some(p) = &args.stats {
+        write_one_stats(p, &file, end.as_ref(), result.as_ref().err())
+            .with_context(|| format!("write {}", p.display()))?;
+    }
+    if let (Some(OneEnd::Fetched(download, _)), Some(p)) = (&end, &args.hgrm) {
+        std::fs::write(p, ringshare_engine::metrics::hgrm(&download.latency().snapshot()))
+            .with_context(|| format!("write {}", p.display()))?;
+    }
+    result
+}
+
+async fn get_one_ending(
+    node: &mut Node,
+    args: &GetArgs,
+    file: &str,
+    dest: String,
+    end: &mut Option<OneEnd>,
+) -> Result<()> {
+    let file = file.to_owned();
     // Ctrl-C stops the download cleanly (what is verified stays for the
     // next run) and the node leaves as after any end: it withdraws what it
     // registered and logs out.
@@ -374,7 +407,9 @@ async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) ->
     let line = match run(node, cmd).await {
         Ok(line) => line,
         Err(e) if DestExists::is(&e) => {
-            return already_there(node, &args.group, &file, e, args.quiet).await
+            already_there(node, &args.group, &file, e, args.quiet).await?;
+            *end = Some(OneEnd::Present);
+            return Ok(());
         }
         Err(e) => return Err(e),
     };
@@ -396,6 +431,8 @@ async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) ->
         why = interrupt.recv() => {
             let stopped = Arc::clone(&download);
             let _ = tokio::task::spawn_blocking(move || stopped.stop()).await;
+            let partial = download.contributions().into_values().sum();
+            *end = Some(OneEnd::Stopped(why, partial));
             return Err(Stopped::error(why, "; run the same command again to resume"));
         }
     };
@@ -405,7 +442,7 @@ async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) ->
         .as_secs_f64();
     match status {
         Status::Complete => {
-            write_figures(&download, seconds, args.stats.as_deref(), args.hgrm.as_deref())?;
+            *end = Some(OneEnd::Fetched(Arc::clone(&download), seconds));
             crate::say!("{}", entry_path(node));
             Ok(())
         }
@@ -1289,18 +1326,44 @@ async fn wait_quietly(download: &Arc<Download>) -> Status {
     }
 }
 
-/// Writes a finished download's figures (JSON) and latency histogram (.hgrm).
-fn write_figures(
-    download: &Download,
-    seconds: f64,
-    stats: Option<&Path>,
-    hgrm: Option<&Path>,
+/// The one-file form's `--stats` document: the file's own figures when it
+/// was fetched (`file`, `bytes` — its size —, `seconds`, `mbps`,
+/// `latency_us`, `peers`), and whatever happened the bulk form's counts
+/// (`files_done`, `files_failed`, `failed` with the reason,
+/// `names_unmatched`, `files_interrupted`, `bytes_partial`, `stopped_by`,
+/// `already_present`).
+fn write_one_stats(
+    path: &Path,
+    name: &str,
+    end: Option<&OneEnd>,
+    error: Option<&anyhow::Error>,
 ) -> Result<()> {
-    let hist = download.latency().snapshot();
-    if let Some(p) = stats {
+    let unmatched = error.is_some_and(|e| {
+        e.chain().any(|c| matches!(c.downcast_ref::<Refusal>(), Some(Refusal::NoSuchFile { .. })))
+    });
+    let stopped_by = match end {
+        Some(OneEnd::Stopped(why, _)) => Some(*why),
+        _ => None,
+    };
+    let failed: Vec<serde_json::Value> = match (error, stopped_by) {
+        (Some(e), None) => vec![serde_json::json!({"file": name, "reason": format!("{e:#}")})],
+        _ => Vec::new(),
+    };
+    let mut doc = serde_json::json!({
+        "file": name,
+        "files_done": usize::from(matches!(end, Some(OneEnd::Fetched(..) | OneEnd::Present))),
+        "files_failed": usize::from(!failed.is_empty() && !unmatched),
+        "failed": failed,
+        "names_unmatched": usize::from(unmatched),
+        "files_interrupted": usize::from(stopped_by.is_some()),
+        "bytes_partial": match end { Some(OneEnd::Stopped(_, b)) => *b, _ => 0 },
+        "stopped_by": stopped_by,
+        "already_present": matches!(end, Some(OneEnd::Present)),
+    });
+    if let Some(OneEnd::Fetched(download, seconds)) = end {
         let bytes = download.meta().len;
         let latency: serde_json::Map<String, serde_json::Value> =
-            ringshare_engine::metrics::percentiles_us(&hist)
+            ringshare_engine::metrics::percentiles_us(&download.latency().snapshot())
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.into()))
                 .collect();
@@ -1310,21 +1373,18 @@ fn write_figures(
             .into_iter()
             .map(|(a, b)| serde_json::json!({"addr": a.to_string(), "bytes": b}))
             .collect();
-        let doc = serde_json::json!({
-            "file": download.meta().name,
+        let figures = serde_json::json!({
             "bytes": bytes,
             "seconds": seconds,
             "mbps": bytes as f64 / seconds / 1e6,
             "latency_us": latency,
             "peers": peers,
         });
-        std::fs::write(p, serde_json::to_vec_pretty(&doc)?)
-            .with_context(|| format!("write {}", p.display()))?;
+        if let (Some(d), serde_json::Value::Object(f)) = (doc.as_object_mut(), figures) {
+            d.extend(f);
+        }
     }
-    if let Some(p) = hgrm {
-        std::fs::write(p, ringshare_engine::metrics::hgrm(&hist))
-            .with_context(|| format!("write {}", p.display()))?;
-    }
+    std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
     Ok(())
 }
 

@@ -198,6 +198,38 @@ fn share_then_get() {
     assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
     assert_eq!(std::fs::read(&other).unwrap(), vec![7u8; 3 * 1024 * 1024 + 17]);
 
+    // --stats is written however the one-file form ends (it was left
+    // empty but for a completed download).
+    let stats = dir.path().join("stats.json");
+    let with_stats = |name: &str, dest: &std::path::Path| {
+        let _ = std::fs::remove_file(&stats);
+        let out = one_shot("get", &info, "bob", &pw_b, &dir.path().join("state-get"))
+            .args(["--quiet", "--stats"])
+            .arg(&stats)
+            .args(["g", name])
+            .arg(dest)
+            .output()
+            .unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&stats).unwrap()).expect("a JSON document");
+        (out.status.success(), doc)
+    };
+    let fresh = dir.path().join("fresh.bin");
+    let (ok, doc) = with_stats("payload.bin", &fresh);
+    assert!(ok, "{doc}");
+    assert_eq!(
+        (doc["files_done"].as_u64(), doc["bytes"].as_u64()),
+        (Some(1), Some(3 * 1024 * 1024 + 17))
+    );
+    assert!(doc["mbps"].as_f64().unwrap() > 0.0 && doc["failed"].as_array().unwrap().is_empty());
+    let (ok, doc) = with_stats("payload.bin", &fresh);
+    assert!(ok && doc["already_present"] == true && doc["files_done"] == 1, "{doc}");
+    let (ok, doc) = with_stats("payload.bin", &other);
+    assert!(!ok && doc["files_failed"] == 1 && doc["files_done"] == 0, "{doc}");
+    assert!(doc["failed"][0]["reason"].as_str().unwrap().contains("already exists"), "{doc}");
+    let (ok, doc) = with_stats("missing.bin", &dir.path().join("nothing"));
+    assert!(!ok && doc["names_unmatched"] == 1 && doc["files_failed"] == 0, "{doc}");
+
     let status = Command::new("kill").arg("-TERM").arg(sharer.id().to_string()).status().unwrap();
     assert!(status.success());
     assert!(sharer.wait().unwrap().success(), "share exits cleanly on SIGTERM");
