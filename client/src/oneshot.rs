@@ -332,7 +332,6 @@ async fn get_in(
     let mut report = get_many(node, args, files, &dest).await?;
     for m in missed {
         report.failed.push((m.clone(), format!("no file in {} matches {m}", args.group)));
-        report.lasting += 1;
         report.unmatched += 1;
     }
     report.finish(args, &dest)
@@ -536,9 +535,9 @@ struct BulkReport {
     /// histogram per file would cost ~0.2 MB each).
     latency: Option<hdrhistogram::Histogram<u64>>,
     failed: Vec<(String, String)>,
-    /// Of `failed`, those that running the command again cannot mend (a
-    /// name that matched nothing, something else at the destination).
-    lasting: usize,
+    /// Of `failed`, the files whose download found something of somebody
+    /// else's where it would write (its part file's path included).
+    not_overwritten: std::collections::HashSet<String>,
     /// Of `failed`, the names and patterns that matched no file.
     unmatched: usize,
     seconds: f64,
@@ -701,9 +700,9 @@ impl BulkReport {
             return Err(Stopped::error(
                 why,
                 &format!(
-                    ": {} file(s) not fetched ({} failed); run the same command again to resume",
+                    ": {} file(s) not fetched{}; run the same command again to resume",
                     self.interrupted,
-                    self.failed.len()
+                    self.failures_in_brackets()
                 ),
             ));
         }
@@ -721,11 +720,59 @@ impl BulkReport {
             what.push(format!("{} name(s) matched no file", self.unmatched));
         }
         let what = what.join(" and ");
-        if self.lasting == self.failed.len() {
+        // Failures that running the command again cannot mend: a name that
+        // matched nothing, and something at a file's path that is not
+        // overwritten (another file, whether there before or made during
+        // the run; a link or a file where a directory goes).
+        let file_failures = &self.failed[..files_failed];
+        let lasting = self.unmatched
+            + file_failures
+                .iter()
+                .filter(|(name, _)| {
+                    self.not_overwritten.contains(name) || something_in_the_way(dest, name)
+                })
+                .count();
+        if lasting == self.failed.len() {
             bail!("{what} (see above; fetching again will not change it)")
         }
         bail!("{what}; run the same command again to resume")
     }
+}
+
+impl BulkReport {
+    /// ` (2 failed, 1 name(s) matched no file)`, or nothing.
+    fn failures_in_brackets(&self) -> String {
+        let files_failed = self.failed.len() - self.unmatched;
+        let mut parts = Vec::new();
+        if files_failed > 0 {
+            parts.push(format!("{files_failed} failed"));
+        }
+        if self.unmatched > 0 {
+            parts.push(format!("{} name(s) matched no file", self.unmatched));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join(", "))
+        }
+    }
+}
+
+/// Whether something a fetch does not replace is at file `name`'s path
+/// under `dest`: anything at the path itself (the fetch failed, so it is
+/// not the file), or a link or a non-directory where one of its
+/// directories goes.
+fn something_in_the_way(dest: &Path, name: &str) -> bool {
+    let mut at = dest.to_owned();
+    let parts: Vec<&str> = name.split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        let Ok(md) = std::fs::symlink_metadata(&at) else { return false };
+        if i + 1 == parts.len() || !md.is_dir() {
+            return true;
+        }
+    }
+    false
 }
 
 /// A file of a bulk `get` being fetched.
@@ -871,7 +918,7 @@ async fn get_many(
                         bail!("{why}");
                     }
                     if matches!(Taken::of(&e), Some(Taken::NotOverwritten(_))) {
-                        report.lasting += 1;
+                        report.not_overwritten.insert(f.name.clone());
                     }
                     report.failed.push((f.name, why));
                 }
@@ -1537,6 +1584,19 @@ fn entry_path(node: &Node) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interrupted_fetch_counts_unmatched_names_apart_from_failed_files() {
+        let mut r = BulkReport::default();
+        assert_eq!(r.failures_in_brackets(), "");
+        r.failed.push(("a".into(), "why".into()));
+        assert_eq!(r.failures_in_brackets(), " (1 failed)");
+        r.failed.push(("nomatch".into(), "no file in g matches nomatch".into()));
+        r.unmatched = 1;
+        assert_eq!(r.failures_in_brackets(), " (1 failed, 1 name(s) matched no file)");
+        r.failed.remove(0);
+        assert_eq!(r.failures_in_brackets(), " (1 name(s) matched no file)");
+    }
 
     #[test]
     fn only_an_address_others_can_reach_is_advertised() {

@@ -604,6 +604,43 @@ fn an_empty_directory_and_a_pseudo_file_are_one_error_line_each() {
     assert!(alice.cmd("list_files g").is_empty());
 }
 
+/// A file or a link where one of a file's directories goes fails that
+/// file, and the closing line says fetching again will not change it (it
+/// said to run the command again to resume).
+#[test]
+fn a_file_where_a_directory_goes_is_a_failure_a_rerun_cannot_mend() {
+    let (dir, _t, info, mut alice, _bob) = alice_and_bob_in_g();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    random_file(&tree.join("sub/a.bin"), 3000, 1);
+    random_file(&tree.join("b.bin"), 3000, 2);
+    alice.ok(&format!("upload_file {} g", tree.display()));
+    let bob = Login::new(dir.path(), &info, "bob", "pw-b");
+    for (case, make) in [("file", 0), ("link", 1)] {
+        let dest = dir.path().join(format!("dest-{case}"));
+        std::fs::create_dir_all(dest.join("tree")).unwrap();
+        if make == 0 {
+            std::fs::write(dest.join("tree/sub"), b"mine").unwrap();
+        } else {
+            std::os::unix::fs::symlink(dir.path(), dest.join("tree/sub")).unwrap();
+        }
+        let out = bob.run("get", &["--quiet", "g", dest.to_str().unwrap()]);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("ringshare: failed tree/sub/a.bin: "), "{case}: {err}");
+        assert!(
+            err.contains(
+                "error: 1 of 2 file(s) failed (see above; fetching again will not change it)"
+            ),
+            "{case}: {err}"
+        );
+        assert_eq!(
+            std::fs::read(dest.join("tree/b.bin")).unwrap(),
+            std::fs::read(tree.join("b.bin")).unwrap()
+        );
+    }
+}
+
 /// The tracker gone for a moment (killed, then started again on its data)
 /// while a bulk get still has files to look up: the lookups are asked
 /// again until it answers, and every file arrives. They used to fail at
