@@ -157,16 +157,25 @@ pub async fn get(mut args: GetArgs) -> Result<()> {
     let patterns = std::mem::take(&mut args.files_and_dest);
     // Where the figures go is checked before anything is fetched: a
     // download is not to end in an error for want of a place to write them.
+    let mut made = Vec::new();
     for path in [&args.stats, &args.hgrm].into_iter().flatten() {
+        let new = std::fs::symlink_metadata(path).is_err();
         std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)
             .with_context(|| format!("write {}", path.display()))?;
+        if new {
+            made.push(path.clone());
+        }
     }
     let mut node = login_node(&args.node, !args.quiet).await?;
     let result = get_in(&mut node, &args, patterns, dest).await;
+    if result.as_ref().is_err_and(|e| e.is::<FiguresInTheWay>()) {
+        // Made empty to check the path, at a file's: not left there.
+        made.iter().for_each(|p| drop(std::fs::remove_file(p)));
+    }
     let picked = picked(args.node.listen, args.node.advertise);
     if let Err(e) = leave(&mut node, picked, false).await {
         // What was fetched stays fetched: said, not the command's failure.
@@ -317,6 +326,13 @@ async fn get_in(
             && (!listed.iter().any(|f| names::under_dir(&f.name, name))
                 || listed.iter().any(|f| f.name == *name))
         {
+            let into = Path::new(&dest);
+            let at = if dest.ends_with('/') || into.is_dir() {
+                into.join(name)
+            } else {
+                into.to_owned()
+            };
+            figures_not_at(args, &at, name)?;
             return get_one(node, args, name.clone(), dest).await;
         }
     }
@@ -325,6 +341,9 @@ async fn get_in(
     }
     let (files, missed) = selection.select(listed);
     let dest = PathBuf::from(dest);
+    for f in &files {
+        figures_not_at(args, &dest.join(&f.name), &f.name)?;
+    }
     if std::fs::metadata(&dest).is_ok_and(|m| !m.is_dir()) {
         bail!("{} is not a directory", dest.display());
     }
@@ -335,6 +354,33 @@ async fn get_in(
         report.unmatched += 1;
     }
     report.finish(args, &dest)
+}
+
+/// `--stats` or `--hgrm` given the path a selected file is fetched to.
+#[derive(Debug, thiserror::Error)]
+#[error("{option} {path} is where {name} is fetched to: give the figures another path")]
+struct FiguresInTheWay {
+    option: &'static str,
+    path: String,
+    name: String,
+}
+
+/// Refuses a figures file at `at`, where file `name` is to be fetched (it
+/// was written over a file already there, or made the download fail).
+fn figures_not_at(args: &GetArgs, at: &Path, name: &str) -> Result<()> {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let at = absolute(at);
+    for (option, path) in [("--stats", &args.stats), ("--hgrm", &args.hgrm)] {
+        if let Some(p) = path.as_deref().filter(|p| absolute(p) == at) {
+            return Err(FiguresInTheWay {
+                option,
+                path: p.display().to_string(),
+                name: name.to_owned(),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// A lone argument after the group is the destination, and the whole

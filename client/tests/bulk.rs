@@ -641,6 +641,39 @@ fn a_file_where_a_directory_goes_is_a_failure_a_rerun_cannot_mend() {
     }
 }
 
+/// `--stats` given the path a selected file is fetched to is refused before
+/// anything is fetched: the file already there stays (the figures were
+/// written over it), and no empty file is left where one would go.
+#[test]
+fn figures_are_not_written_where_a_file_is_fetched() {
+    let (dir, _t, info, mut alice, _bob) = alice_and_bob_in_g();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    random_file(&tree.join("a.bin"), 3000, 1);
+    alice.ok(&format!("upload_file {} g", tree.display()));
+    let bob = Login::new(dir.path(), &info, "bob", "pw-b");
+    let dest = dir.path().join("dest");
+    std::fs::create_dir_all(dest.join("tree")).unwrap();
+    let there = dest.join("tree/a.bin");
+    std::fs::copy(tree.join("a.bin"), &there).unwrap();
+    let stats = there.to_str().unwrap();
+    let out = bob.run("get", &["--quiet", "--stats", stats, "g", "tree", dest.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("error: --stats {stats} is where tree/a.bin is fetched to")),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&there).unwrap(), std::fs::read(tree.join("a.bin")).unwrap());
+    // The one-file form, into a file path that is not there yet.
+    let one = dir.path().join("one.bin");
+    let one_s = one.to_str().unwrap();
+    let out = bob.run("get", &["--quiet", "--stats", one_s, "g", "tree/a.bin", one_s]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("is where tree/a.bin is fetched to"), "{err}");
+    assert!(!one.exists(), "no empty file left where the file goes");
+}
+
 /// The tracker gone for a moment (killed, then started again on its data)
 /// while a bulk get still has files to look up: the lookups are asked
 /// again until it answers, and every file arrives. They used to fail at
