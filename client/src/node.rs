@@ -339,7 +339,16 @@ impl Node {
             Command::LeaveGroup { group } => {
                 check_name(NameKind::Group, &group)?;
                 let token = self.token()?;
+                // Not a member, the leave withdraws a pending request to
+                // join (the tracker answers alike): said so, not "left".
+                let member = !matches!(
+                    self.call(membership_probe(token, &group)).await?,
+                    Response::Refused(Refusal::NotMember(_))
+                );
                 self.call_done(Request::LeaveGroup { token, group: group.clone() }).await?;
+                if !member {
+                    return Ok(vec![format!("withdrew the request to join {group}")]);
+                }
                 let gone = self.drop_shares(|s| s.group == group);
                 let stopped = gone.len();
                 for s in &gone {
@@ -1152,6 +1161,7 @@ impl Node {
         let (part, mut have) = PartFile::open(&dest_path, &meta)?;
         // (The serve table, keyed by content, answers first: a bulk get of
         // distinct files scans no share list.)
+        let before_copy = have.count_ones();
         if !have.is_complete() && self.serve.contains(&meta.sha1) {
             // Bytes this node shares already (its own file, or a file of
             // the group with the same content fetched before): copied, not
@@ -1254,7 +1264,12 @@ impl Node {
             .filter_map(|p| p.addr.parse::<SocketAddr>().ok())
             .filter(|a| !is_self(*a, listen, listed))
             .count();
-        let from = if resumed > 0 {
+        let copied = resumed.saturating_sub(before_copy);
+        let from = if copied > 0 {
+            // Not a resume: bytes this node holds already, under another
+            // name or in another group.
+            format!("{copied}/{pieces} pieces copied from this node's own copy")
+        } else if resumed > 0 {
             format!("resuming at {resumed}/{pieces} pieces")
         } else {
             format!("{pieces} pieces")
@@ -1362,12 +1377,16 @@ impl Node {
                             let fetched: u64 = peers.iter().map(|(_, b)| b).sum();
                             let from: Vec<String> =
                                 peers.iter().map(|(a, b)| format!("{a}={b}")).collect();
-                            eprintln!(
-                        "ringshare: downloaded [{group}] {} ({fetched} bytes fetched from {} peer(s): {})",
-                        meta.name,
-                        peers.len(),
-                        from.join(" ")
-                    );
+                            let how = if peers.is_empty() {
+                                "nothing fetched: this node held it".to_owned()
+                            } else {
+                                format!(
+                                    "{fetched} bytes fetched from {} peer(s): {}",
+                                    peers.len(),
+                                    from.join(" ")
+                                )
+                            };
+                            eprintln!("ringshare: downloaded [{group}] {} ({how})", meta.name);
                         }
                         // Served on demand from now on: the part file's
                         // descriptor closes with its last connection. Its

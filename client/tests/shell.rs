@@ -99,6 +99,11 @@ fn group_membership_lifecycle() {
     // A user may leave and ask to join again.
     a.ok("join_group g1");
     assert_eq!(b.cmd("list_requests g1"), ["alice"]);
+    // Leaving a group only asked to join withdraws the request, and says so.
+    assert_eq!(a.ok("leave_group g1"), "withdrew the request to join g1");
+    assert!(b.cmd("list_requests g1").is_empty());
+    a.err("leave_group g1", "not a member of group g1");
+    a.ok("join_group g1");
     b.ok("accept_request g1 alice");
     a.cmd("list_files g1");
     // The last member leaving deletes the group.
@@ -287,7 +292,9 @@ fn downloading_what_this_node_shares_copies_it() {
         random_file(&f, len, 11);
         a.ok(&format!("upload_file {} g", f.display()));
         let copy = dir.path().join(format!("copy-{name}"));
-        a.ok(&format!("download_file g {name} {}", copy.display()));
+        let line = a.ok(&format!("download_file g {name} {}", copy.display()));
+        // Not a resume: the node's own bytes.
+        assert!(line.contains("pieces copied from this node's own copy"), "{line}");
         let out = a.wait_downloads(|l| l.iter().all(|l| !l.starts_with("[D]")));
         assert_eq!(out.last().map(String::as_str), Some(&*format!("[C] [g] {name}")), "{out:?}");
         assert!(std::fs::read(&copy).unwrap() == std::fs::read(&f).unwrap(), "{name}");
