@@ -973,9 +973,16 @@ impl Node {
         let addr = self.addr.to_string();
         // Not withdrawn: the files stay listed under this address, and the
         // records stay, the one way left to stop sharing them.
+        // On every interface, the trackers list the node under the address
+        // its login came from (not `0.0.0.0`), with this port.
+        let listed = if self.advertise.is_some() || !self.addr.ip().is_unspecified() {
+            self.listed_addr().to_string()
+        } else {
+            format!("port {} of the address the trackers see this host at", self.addr.port())
+        };
         let withdrawn = self.withdraw().await.map_err(|e| {
             anyhow!(
-                "{e:#}; the rest stay listed under {addr}: a node started with --listen {addr} \
+                "{e:#}; the rest stay listed under {listed}: a node started with --listen {addr} \
                  and this state directory can stop sharing them"
             )
         })?;

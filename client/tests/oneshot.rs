@@ -256,11 +256,26 @@ fn a_withdrawal_that_fails_is_an_error_and_keeps_the_record() {
     let pw = dir.path().join("pw-a");
     std::fs::write(&pw, "pw-a\n").unwrap();
     let state = dir.path().join("state-share");
+    // Listening on every interface: listed under the address its login
+    // came from, which the message cannot name (it named 0.0.0.0).
+    let every = dir.path().join("state-every");
+    let (on_every, _) = seeding(
+        one_shot("share", &info, "alice", &pw, &every)
+            .args(["--listen", "0.0.0.0:0", "g"])
+            .arg(&file)
+            .stderr(Stdio::piped()),
+    );
     let (sharer, first) = seeding(
         one_shot("share", &info, "alice", &pw, &state).arg("g").arg(&file).stderr(Stdio::piped()),
     );
     assert!(first.starts_with("uploaded w.bin to g"), "{first}");
     tracker.kill();
+    Command::new("kill").arg("-INT").arg(on_every.id().to_string()).status().unwrap();
+    let out = on_every.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stay listed under port "), "{err}");
+    assert!(err.contains("of the address the trackers see this host at"), "{err}");
+    assert!(!err.contains("listed under 0.0.0.0"), "{err}");
     Command::new("kill").arg("-INT").arg(sharer.id().to_string()).status().unwrap();
     let out = sharer.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
