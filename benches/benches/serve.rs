@@ -168,6 +168,7 @@ fn run_download(addr: SocketAddr, meta: &FileMeta, pool: &Arc<HashPool>) -> u64 
                 ticket: None,
                 keys: Default::default(),
                 left_out: 0,
+                own: 0,
             })
         }),
         Box::new(move |e| {

@@ -1523,6 +1523,7 @@ fn peer_list(
             continue;
         };
         if !keep(addr) {
+            list.own += 1;
             continue;
         }
         if !connectable(addr) {
@@ -1962,6 +1963,9 @@ mod tests {
         // Counted as left out, not as nobody: what does not parse or cannot
         // be connected to (six), not what `keep` refuses (this node).
         assert_eq!(list.left_out, 6);
+        // What `keep` refuses is counted as this node's own: 10.0.0.2:0 is
+        // refused before it could count as left out.
+        assert_eq!(list.own, 1);
         // A peer whose key the tracker does not know yet is left out too.
         let mut keyless = listed("10.0.0.4:7000");
         keyless.key = None;

@@ -221,6 +221,7 @@ fn a_lone_corrupt_seeder_is_caught_and_a_later_good_one_finishes() {
                     ticket: None,
                     keys: Default::default(),
                     left_out: 0,
+                    own: 0,
                 })
             }),
             Box::new(move |e| {

@@ -81,6 +81,7 @@ fn main() -> Result<()> {
                 ticket: None,
                 keys: Default::default(),
                 left_out: 0,
+                own: 0,
             })
         }),
         Box::new(move |e| {

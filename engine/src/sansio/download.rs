@@ -292,6 +292,8 @@ pub struct DownloadCore {
     /// Since when every peer list has named nobody but this node (`None`
     /// once a list names someone): [`NO_SHARER_LIMIT`].
     unlisted_since: Option<Instant>,
+    /// The last peer list named this node's own address ([`DownloadCore::listed_itself`]).
+    listed_itself: bool,
     /// When rejected pieces were last asked for again ([`REJECT_RETRY`]).
     last_retry: Instant,
     /// Pieces were asked for again and neither a piece nor a new offer
@@ -350,6 +352,7 @@ impl DownloadCore {
             refresh_every: PEER_RETRY,
             last_peer_seen: now,
             unlisted_since: None,
+            listed_itself: false,
             last_retry: now,
             retrying: false,
             last_sync: now,
@@ -525,6 +528,13 @@ impl DownloadCore {
         if n > 0 {
             self.unlisted_since = None;
         }
+    }
+
+    /// Whether the last list named this node's own address (left out of
+    /// the list given): if nobody else is listed, the failure says so
+    /// rather than that nobody shares the file.
+    pub fn listed_itself(&mut self, yes: bool) {
+        self.listed_itself = yes;
     }
 
     /// Asking for peers failed; kept for the message if the download fails.
@@ -951,7 +961,14 @@ impl DownloadCore {
         });
         if !serving && !pending && unlisted.is_some() {
             let secs = self.timeouts.no_sharer.as_secs();
-            self.fail(format!("no node shares the file (none listed for {secs}s)"));
+            self.fail(if self.listed_itself {
+                format!(
+                    "no other node shares the file (only this node's own address is listed, \
+                     for {secs}s)"
+                )
+            } else {
+                format!("no node shares the file (none listed for {secs}s)")
+            });
             return;
         }
         if !serving
@@ -1773,6 +1790,15 @@ mod tests {
             );
             assert_eq!(why, "no node shares the file (none listed for 10s)");
         }
+        // Lists whose only sharer the driver left out as this node's own
+        // address (any of its addresses, on a node on every interface).
+        let mut core = fresh(4, 1, t0);
+        core.listed_itself(true);
+        let (_, why) = run_listing(&mut core, t0, 30, |_| vec![]).expect("failed");
+        assert_eq!(
+            why,
+            "no other node shares the file (only this node's own address is listed, for 10s)"
+        );
         // A sharer listed again before the limit (a node restarting) starts
         // the count over; listed but unreachable, it is waited for to the
         // longer limit.

@@ -136,8 +136,13 @@ pub fn download_opts(
     spec.park_links = park_links;
     spec.settle = settle;
     if first {
-        spec.first_peers =
-            Some(PeerList { addrs: peers.clone(), ticket: None, keys: keys.clone(), left_out: 0 });
+        spec.first_peers = Some(PeerList {
+            addrs: peers.clone(),
+            ticket: None,
+            keys: keys.clone(),
+            left_out: 0,
+            own: 0,
+        });
     }
     let d = Download::start(
         spec,
@@ -154,6 +159,7 @@ pub fn download_opts(
                 ticket: None,
                 keys: keys.clone(),
                 left_out: 0,
+                own: 0,
             })
         }),
         Box::new(move |e| {

@@ -91,6 +91,9 @@ pub struct PeerList {
     /// known yet, an address this node cannot connect to): somebody shares
     /// the file even when `addrs` is empty.
     pub left_out: usize,
+    /// Listed addresses that are this node's own (left out: a download
+    /// never asks itself), for the message when nobody else is listed.
+    pub own: usize,
 }
 
 /// Why a [`PeerSource`] has no peers.
@@ -380,6 +383,7 @@ impl Download {
             }
             core.given_peers(&first.addrs, now);
             core.also_listed(first.left_out);
+            core.listed_itself(first.own > 0);
             keys = first.keys;
         }
         let driven = Driven {
@@ -703,6 +707,7 @@ fn controller(shared: &Arc<Shared>, mut source: Box<dyn PeerSource>, mut reporte
                         shared.learn_keys(list.keys);
                         d.core.add_peers(&list.addrs, Instant::now());
                         d.core.also_listed(list.left_out);
+                        d.core.listed_itself(list.own > 0);
                         d.route();
                         std::mem::take(&mut d.connect)
                     };

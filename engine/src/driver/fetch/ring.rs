@@ -833,6 +833,7 @@ impl Driver {
                             }
                             c.add_peers(&list.addrs, now);
                             c.also_listed(list.left_out);
+                            c.listed_itself(list.own > 0);
                         }
                         Err(super::PeerError::Unavailable(e)) => c.peers_unavailable(e),
                         Err(super::PeerError::Gone(why)) => c.file_gone(why),
