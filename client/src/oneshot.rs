@@ -1564,6 +1564,16 @@ pub fn advertised(s: &str) -> Result<SocketAddr, String> {
 /// Warns when the node would be listed under a loopback address while a
 /// tracker is elsewhere: nodes on other hosts could not fetch from it.
 pub fn warn_if_unreachable(listen: SocketAddr, advertise: Option<SocketAddr>, list: &TrackerList) {
+    if let Some(a) = advertise.filter(|_| listen.port() == 0) {
+        // A forward to a port not known until the node starts cannot be
+        // set up ahead; and an advertised address counts as a fixed one,
+        // so the files stay listed under it after the node stops.
+        eprintln!(
+            "ringshare: warning: --advertise {a} with a port the system picks for this node: a \
+             port forward cannot be set up to it ahead, and the files stay listed under {a} \
+             after it stops (give --listen IP:PORT with the port the forward targets)"
+        );
+    }
     let listed = advertise.unwrap_or(listen);
     if listed.ip().is_loopback() && list.addrs.iter().any(|t| !t.ip().is_loopback()) {
         eprintln!(

@@ -475,3 +475,26 @@ fn a_missing_file_is_one_error_line_that_says_why_once() {
         assert_eq!(lines[0].matches("os error").count(), 1, "{err}");
     }
 }
+
+/// `--advertise` with a port the system picks for the node: warned about
+/// (no forward can be set up to it ahead, and its files stay listed).
+#[test]
+fn advertise_without_a_fixed_port_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let (_owner, _bob) = alice_and_bob(dir.path(), &info, "127.0.0.1:0", &[]);
+    let pw = dir.path().join("pw-b");
+    std::fs::write(&pw, "pw-b\n").unwrap();
+    let warning = "with a port the system picks for this node";
+    let ls = |listen: &str| {
+        let out = one_shot("ls", &info, "bob", &pw, &dir.path().join("state-ls"))
+            .args(["--listen", listen, "--advertise", "127.0.0.1:17001", "g"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).contains(warning)
+    };
+    assert!(ls("127.0.0.1:0"));
+    let fixed = format!("127.0.0.1:{}", common::free_port());
+    assert!(!ls(&fixed));
+}
