@@ -3,7 +3,6 @@
 //! and which of a group's files a `get` of names, directory prefixes and
 //! globs selects.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -38,18 +37,42 @@ pub struct Item {
 pub fn collect_files(paths: &[PathBuf]) -> (Vec<Item>, Vec<Skipped>) {
     let mut items = Vec::new();
     let mut skipped = Vec::new();
-    let mut names = BTreeSet::new();
+    // Each name taken: its item's index, and whether it was spelled so.
+    let mut names: std::collections::HashMap<String, (usize, bool)> = Default::default();
     let mut add = |items: &mut Vec<Item>, skipped: &mut Vec<Skipped>, mut item: Item| {
         // Shared under its composed spelling, whatever the file system's:
         // groups take new names in normal form C only.
-        item.name = names::nfc(&item.name);
+        let composed = names::nfc(&item.name);
+        let spelled_so = composed == item.name;
+        item.name = composed;
         if let Err(e) = names::validate(NameKind::File, &item.name) {
             skipped.push(Skipped::new(&item.path, e.to_string()));
-        } else if !names.insert(item.name.clone()) {
-            skipped
-                .push(Skipped::new(&item.path, format!("the name {} is given twice", item.name)));
-        } else {
-            items.push(item);
+            return;
+        }
+        match names.get_mut(&item.name) {
+            None => {
+                names.insert(item.name.clone(), (items.len(), spelled_so));
+                items.push(item);
+            }
+            Some((at, taken_spelled_so)) => {
+                // Two spellings of one name: the one spelled as it is
+                // shared is shared (`get` of that name gives its bytes).
+                let twice = |shared: &Item| {
+                    format!("the name {} is given twice: {} is shared under it", shared.name, {
+                        let p = shared.path.display().to_string();
+                        names::escaped_marks(&p).into_owned()
+                    })
+                };
+                if spelled_so && !*taken_spelled_so {
+                    *taken_spelled_so = true;
+                    let other = std::mem::replace(&mut items[*at], item);
+                    let why = twice(&items[*at]);
+                    skipped.push(Skipped::new(&other.path, why));
+                } else {
+                    let why = twice(&items[*at]);
+                    skipped.push(Skipped::new(&item.path, why));
+                }
+            }
         }
     };
     for arg in paths {
@@ -499,6 +522,23 @@ mod tests {
         assert!(items[0].path.exists());
         assert_eq!(skipped.len(), 1, "{skipped:?}");
         assert!(skipped[0].reason.contains("given twice"), "{skipped:?}");
+        // Beside a file spelled as the name is shared, the other spelling
+        // is the one skipped, whichever comes first; the line tells the two
+        // apart.
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(tree.join("cafe\u{301}.txt"), b"decomposed").unwrap();
+        std::fs::write(tree.join("caf\u{e9}.txt"), b"composed").unwrap();
+        let (items, skipped) = collect_files(std::slice::from_ref(&tree));
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].name, "tree/caf\u{e9}.txt");
+        assert_eq!(std::fs::read(&items[0].path).unwrap(), b"composed");
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        let line = skipped[0].to_string();
+        assert!(
+            line.contains("tree/cafe\\u{301}.txt: the name tree/caf\u{e9}.txt is given twice"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -1842,8 +1842,10 @@ impl Skipped {
 impl std::fmt::Display for Skipped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // A control character in a name is shown escaped (`\u{1}`), not
-        // sent to the terminal.
-        let path = self.path.display().to_string();
+        // sent to the terminal; a combining mark too (`cafe\u{301}`), or two
+        // spellings of one name would read the same.
+        let shown = self.path.display().to_string();
+        let path = ringshare_engine::names::escaped_marks(&shown);
         if path.chars().any(char::is_control) {
             write!(f, "{}: {}", path.escape_debug(), self.reason)
         } else {

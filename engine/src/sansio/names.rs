@@ -140,6 +140,19 @@ pub fn nfc(name: &str) -> String {
     }
 }
 
+/// `text` with its combining marks written as escapes (`cafe\u{301}`): two
+/// spellings of one name, shown side by side, otherwise look the same.
+pub fn escaped_marks(text: &str) -> std::borrow::Cow<'_, str> {
+    use unicode_normalization::char::is_combining_mark;
+    if !text.chars().any(is_combining_mark) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| if is_combining_mark(c) { c.escape_unicode().collect() } else { c.to_string() })
+        .collect::<String>()
+        .into()
+}
+
 /// Characters that show nothing, or turn the text around them, where a
 /// name is displayed: Unicode's default-ignorable code points (format
 /// characters such as bidirectional controls, zero-width ones and the
