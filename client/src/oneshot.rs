@@ -786,6 +786,31 @@ impl BulkReport {
 }
 
 impl BulkReport {
+    /// Records `r`, complete and verified, with its figures (its piece
+    /// latencies when `with_latency`).
+    fn completed(&mut self, r: Running, with_latency: bool) {
+        let mut peers: Vec<_> = r.download.contributions().into_iter().collect();
+        peers.sort();
+        let latency = r.download.latency();
+        if let Some(all) = self.latency.as_mut() {
+            let _ = latency.add_to(all);
+        }
+        let fetched = peers.iter().map(|(_, b)| b).sum();
+        let seconds = r
+            .download
+            .ended_at()
+            .map_or_else(|| r.started.elapsed(), |e| e.saturating_duration_since(r.started));
+        self.done.push(FileFigures {
+            name: r.entry.name,
+            bytes: r.entry.len,
+            fetched,
+            seconds: seconds.as_secs_f64(),
+            present: false,
+            latency: if with_latency { latency.percentiles_us() } else { Vec::new() },
+            peers,
+        });
+    }
+
     /// ` (2 failed, 1 name(s) matched no file)`, or nothing.
     fn failures_in_brackets(&self) -> String {
         let files_failed = self.failed.len() - self.unmatched;
@@ -1007,33 +1032,7 @@ async fn get_many(
             match status {
                 Status::Complete => {
                     finished_bytes += r.entry.len;
-                    let mut peers: Vec<_> = r.download.contributions().into_iter().collect();
-                    peers.sort();
-                    let latency = r.download.latency();
-                    if let Some(all) = report.latency.as_mut() {
-                        let _ = latency.add_to(all);
-                    }
-                    let fetched = peers.iter().map(|(_, b)| b).sum();
-                    report.done.push(FileFigures {
-                        name: r.entry.name,
-                        bytes: r.entry.len,
-                        fetched,
-                        seconds: r
-                            .download
-                            .ended_at()
-                            .map_or_else(
-                                || r.started.elapsed(),
-                                |e| e.saturating_duration_since(r.started),
-                            )
-                            .as_secs_f64(),
-                        present: false,
-                        latency: if args.stats.is_some() {
-                            latency.percentiles_us()
-                        } else {
-                            Vec::new()
-                        },
-                        peers,
-                    });
+                    report.completed(r, args.stats.is_some());
                 }
                 Status::Failed(why) => report.failed.push((r.entry.name, why)),
                 Status::Running => {}
@@ -1059,11 +1058,19 @@ async fn get_many(
             for d in &stopped {
                 d.stop();
             }
-            let partial = tokio::task::spawn_blocking(move || {
-                stopped.iter().for_each(|d| d.wait());
-                stopped.iter().flat_map(|d| d.contributions().into_values()).sum::<u64>()
-            });
-            report.partial = partial.await.unwrap_or(0);
+            let _ =
+                tokio::task::spawn_blocking(move || stopped.iter().for_each(|d| d.wait())).await;
+            // One that completed since the last look is done, not stopped
+            // (it was counted interrupted, its bytes partial).
+            let (done, stopped): (Vec<Running>, Vec<Running>) =
+                running.drain(..).partition(|r| r.download.status() == Status::Complete);
+            for r in done {
+                node.forget_download(&r.download);
+                report.completed(r, args.stats.is_some());
+            }
+            report.partial =
+                stopped.iter().flat_map(|r| r.download.contributions().into_values()).sum();
+            running = stopped;
             multi.clear().ok();
             report.interrupted = running.len()
                 + ahead.len()
