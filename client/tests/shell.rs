@@ -682,7 +682,10 @@ fn a_download_that_fails_is_withdrawn_from_the_listing() {
     });
     a.ok("stop_share g f.bin");
     let out = b.wait_downloads(|l| l.iter().any(|l| l.starts_with("[F]")));
-    assert!(out[0].starts_with("[F] [g] f.bin  no node shares the file"), "{out:?}");
+    assert!(
+        out[0].starts_with("[F] [g] f.bin  no other node shares the file (only this node"),
+        "{out:?}"
+    );
     eventually("the failed download withdrawn", || a.cmd("list_files g").is_empty());
     // Shared again, the download resumes, is listed, and finishes.
     a.ok(&format!("upload_file {} g", f.display()));
