@@ -1545,20 +1545,48 @@ fn peer_list(
     list
 }
 
+/// Tells the trackers every `every_ms` that the session is alive, from
+/// its login on. The connection is kept between heartbeats and watched: when the tracker
+/// ends it (it stopped, or restarted and so forgot which sessions are alive
+/// and the keys they proved), the next heartbeat goes at once, and while no
+/// tracker answers it is tried again after [`HEARTBEAT_RETRY`], doubling up
+/// to the period. A restarted tracker, which knows no node's key until it
+/// hears from the node, used to leave this node out of its peer lists until
+/// the period was out (ten seconds by default).
 async fn heartbeat(trackers: Trackers, token: Token, every_ms: u32, key: TicketKey) {
     let mut link = TrackerLink::new(trackers);
     let every = std::time::Duration::from_millis(u64::from(every_ms.max(100)));
+    // The first goes at once: it opens the connection that is watched.
+    let mut wait = std::time::Duration::ZERO;
+    let mut misses = 0u32;
     loop {
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            // (After a pause: a tracker that answers and then hangs up
+            // at once is not asked in a tight loop.)
+            () = link.closed() => tokio::time::sleep(HEARTBEAT_RETRY).await,
+        }
         match link.call(&Request::Heartbeat { token }).await {
             Ok(Response::Refused(Refusal::NotLoggedIn)) => return,
-            Ok(Response::Alive { ticket_key }) => set_key(&key, Some(ticket_key)),
-            Ok(_) => {}
-            // No tracker reachable now: keep trying.
-            Err(e) => tracing::debug!("heartbeat: {e}"),
+            Ok(resp) => {
+                if let Response::Alive { ticket_key } = resp {
+                    set_key(&key, Some(ticket_key));
+                }
+                wait = every;
+                misses = 0;
+            }
+            // No tracker reachable now: keep trying, sooner at first.
+            Err(e) => {
+                tracing::debug!("heartbeat: {e}");
+                wait = HEARTBEAT_RETRY.saturating_mul(1 << misses.min(16)).min(every);
+                misses += 1;
+            }
         }
     }
 }
+
+/// The first wait before a heartbeat that found no tracker is tried again.
+const HEARTBEAT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Every `every_ms` (the heartbeat's period), checks that each shared file
 /// still has the length and modification time it was hashed with; one that

@@ -238,6 +238,21 @@ impl TrackerLink {
         }
         Err(LinkError::Unreachable(failures.join("; ")))
     }
+
+    /// Resolves when the kept connection ends: the tracker closed it (it
+    /// stopped or restarted), it broke, or it sent something unasked (a
+    /// tracker only answers). The connection is dropped then, so that the
+    /// next call opens a new one. Never resolves while none is kept.
+    pub async fn closed(&mut self) {
+        let Some(stream) = self.stream.as_ref() else {
+            return std::future::pending().await;
+        };
+        let mut byte = [0u8; 1];
+        // Whatever `peek` returns (end of stream, an error, a byte), the
+        // connection is of no more use for requests.
+        let _ = stream.get_ref().peek(&mut byte).await;
+        self.stream = None;
+    }
 }
 
 /// Tracker links kept open for a node's background calls (downloads' peer

@@ -377,6 +377,48 @@ fn vanishing_peer(trackers: usize) {
     }
 }
 
+/// A tracker restarted knows the key no sharer's node proved until it hears
+/// from it again, and lists no node without one. A sharer's node sees its
+/// connection close and heartbeats again at once (then retries, sooner at
+/// first, until the tracker is back): a download finds it long before the
+/// next period's heartbeat.
+/// Here the period is a minute (`--peer-ttl` 600 s, a third of it capped at
+/// 60 s); the node used to be missing from peer lists for all of it.
+#[test]
+fn a_restarted_tracker_hears_from_its_sharers_at_once() {
+    let mut c = Cluster::new(1, &["--peer-ttl", "600"]);
+    let info = c.info.clone();
+    let mut owner = c.node(&info, "owner");
+    owner.ok("create_user owner pw");
+    owner.ok("login owner pw");
+    owner.ok("create_group g");
+    let mut sharer = c.node(&info, "sharer");
+    sharer.ok("create_user sharer pw");
+    sharer.ok("login sharer pw");
+    sharer.ok("join_group g");
+    owner.ok("accept_request g sharer");
+    let f = c.dir.path().join("r.bin");
+    random_file(&f, 1000, 11);
+    sharer.ok(&format!("upload_file {} g", f.display()));
+    assert_eq!(owner.cmd("list_files g"), ["r.bin  1000 bytes  1 peer"]);
+    c.kill(1);
+    c.start(1);
+    let out = c.dir.path().join("out.bin");
+    owner.ok(&format!("download_file g r.bin {}", out.display()));
+    // Far less than the minute the next heartbeat would have taken.
+    let start = std::time::Instant::now();
+    let mut seen = Vec::new();
+    while start.elapsed() < std::time::Duration::from_secs(30) {
+        seen = owner.cmd("show_downloads");
+        if seen.first().is_some_and(|l| l.starts_with("[C]")) {
+            assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&f).unwrap());
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("not fetched from the sharer within 30 s of the restart: {seen:?}");
+}
+
 #[test]
 fn a_damaged_log_stops_start_up_and_a_torn_tail_is_recovered() {
     let mut c = Cluster::new(1, &[]);
