@@ -194,10 +194,14 @@ impl PartFile {
         if state_at == StateAt::Foreign {
             return Err(StoreError::InTheWay(state.display().to_string()));
         }
-        let (file, made) = open_part(&part)?;
+        let (file, made, made_marked) = open_part(&part, &meta.sha1)?;
         // A mark is taken off as the file moves into place: a marked file
         // is a part file still (of this file, or of an earlier version).
-        let mark_now = if made { None } else { marked(&file) };
+        let mark_now = match (made, made_marked) {
+            (true, true) => Some(meta.sha1),
+            (true, false) => None,
+            (false, _) => marked(&file),
+        };
         let ours =
             made || mark_now.is_some() || matches!(state_at, StateAt::Ours(_) | StateAt::Damaged);
         if !ours {
@@ -896,14 +900,22 @@ pub fn is_part_state(path: &Path) -> bool {
     matches!(StateAt::read(path, &any), Ok(StateAt::Ours(_)))
 }
 
-/// Opens the part file at `part`, creating it if nothing is there: the
-/// file, and whether it was made now. Only a regular file is opened, never
-/// through a symbolic link.
-fn open_part(part: &Path) -> Result<(File, bool), StoreError> {
+/// Opens the part file at `part`, creating it if nothing is there,
+/// already marked as a part file of `sha1` where the filesystem allows
+/// ([`create_marked`]): the file, whether it was made now, and whether it
+/// was made marked. Only a regular file is opened, never through a
+/// symbolic link.
+fn open_part(part: &Path, sha1: &Sha1Digest) -> Result<(File, bool, bool), StoreError> {
     let mut opts = OpenOptions::new();
     opts.read(true).write(true).custom_flags(libc::O_NOFOLLOW);
+    match create_marked(part, sha1) {
+        Ok(Some(f)) => return Ok((f, true, true)),
+        Ok(None) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(StoreError::io("create", part)(e)),
+    }
     match opts.clone().create_new(true).open(part) {
-        Ok(f) => return Ok((f, true)),
+        Ok(f) => return Ok((f, true, false)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(StoreError::io("create", part)(e)),
     }
@@ -915,9 +927,65 @@ fn open_part(part: &Path) -> Result<(File, bool), StoreError> {
         _ => return Err(in_the_way()),
     }
     match opts.open(part) {
-        Ok(f) => Ok((f, false)),
+        Ok(f) => Ok((f, false, false)),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(in_the_way()),
         Err(e) => Err(StoreError::io("open", part)(e)),
+    }
+}
+
+/// Makes the part file at `part` with its mark already on it: an unnamed
+/// file in the destination's directory (`O_TMPFILE`) is marked and then
+/// linked at `part`, failing with `AlreadyExists` if something is there.
+/// A part file made and then marked, as before, was left unmarked by a
+/// crash between the two (a `kill -9` of a bulk get, two runs in four): no
+/// run after could tell it from somebody's file, and each refused it.
+/// `Ok(None)` where the filesystem or the system offers no way (no
+/// `O_TMPFILE`, no user attributes, no `/proc`): the caller makes it
+/// unmarked, as before.
+fn create_marked(part: &Path, sha1: &Sha1Digest) -> io::Result<Option<File>> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = match part.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let file = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o666)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+    {
+        Ok(f) => f,
+        // A directory that is not there (or not one) is the same error by
+        // either way of making the file; anything else (EOPNOTSUPP, EISDIR
+        // or EINVAL where O_TMPFILE is not known) falls back.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(e),
+        Err(_) => return Ok(None),
+    };
+    if mark(&file, sha1).is_err() {
+        return Ok(None);
+    }
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(io::Error::other)?;
+    let to = std::ffi::CString::new(part.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: two NUL-terminated paths alive for the call.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        return Ok(Some(file));
+    }
+    let e = io::Error::last_os_error();
+    match e.kind() {
+        io::ErrorKind::AlreadyExists => Err(e),
+        // No /proc, or a filesystem that will not link: made as before.
+        _ => Ok(None),
     }
 }
 
@@ -1053,6 +1121,38 @@ mod tests {
             part.write_piece(r.start, &bytes[r.start as usize..r.end as usize]).unwrap();
             part.record(p.get()).unwrap();
         }
+    }
+
+    /// A part file is marked before it has a name: what a crash leaves
+    /// right after its creation (empty, nothing else beside it) is this
+    /// store's, and the next run takes it up. (Made and then marked, a
+    /// `kill -9` between the two left an unmarked file every later run
+    /// refused as somebody's.)
+    #[test]
+    fn a_part_file_has_its_mark_from_its_first_moment() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [5_000usize, 3 * PIECE_LEN as usize + 7] {
+            let (bytes, meta) = source(dir.path(), len);
+            let dest = dir.path().join(format!("d{len}"));
+            let part = part_path(&dest);
+            // Where the crash would come: just made.
+            drop(create_marked(&part, &meta.sha1).unwrap().expect("O_TMPFILE and xattrs here"));
+            assert_eq!(fs::metadata(&part).unwrap().len(), 0);
+            assert_eq!(marked_path(&part), Some(meta.sha1));
+            // Something at the name already: never replaced.
+            let e = create_marked(&part, &meta.sha1).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+            let (pf, have) = PartFile::open(&dest, &meta).unwrap();
+            assert_eq!(have.count_ones(), 0);
+            fill(&pf, &bytes, &meta);
+            pf.finish().unwrap();
+            assert_eq!(fs::read(&dest).unwrap(), bytes);
+        }
+        // And a part file made by open is marked too.
+        let (_, meta) = source(dir.path(), 7_000);
+        let dest = dir.path().join("fresh");
+        let (pf, _) = PartFile::open(&dest, &meta).unwrap();
+        assert_eq!(marked_path(pf.part_path()), Some(meta.sha1));
     }
 
     #[test]
