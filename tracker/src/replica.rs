@@ -252,6 +252,31 @@ impl Replica {
         std::mem::take(&mut self.diverged.0)
     }
 
+    /// The stamp of the newest entry held of each origin, where it is
+    /// still held apart from the base: (origin, seq, stamp). A peer that
+    /// holds another entry under one of these numbers diverged from this
+    /// replica ([`Replica::check_tips`]), though both hold as many.
+    pub fn tips(&self) -> Vec<(u16, u64, Stamp)> {
+        self.known
+            .iter()
+            .filter_map(|(&o, &seq)| self.seqs.get(&(o, seq)).map(|&st| (o, seq, st)))
+            .collect()
+    }
+
+    /// Checks a peer's [`Replica::tips`] against the entries held here
+    /// under the same numbers: one held with another stamp is reported by
+    /// [`Replica::take_diverged`] (the first of each origin only). An
+    /// entry compacted here is not checked.
+    pub fn check_tips(&mut self, tips: &[(u16, u64, Stamp)]) {
+        for &(origin, seq, stamp) in tips {
+            if self.seqs.get(&(origin, seq)).is_some_and(|s| *s != stamp)
+                && self.diverged.1.insert(origin)
+            {
+                self.diverged.0.push((origin, seq));
+            }
+        }
+    }
+
     /// Brings the state up to date after [`Replica::receive_deferred`].
     pub fn settle(&mut self) {
         if self.stale {
@@ -460,6 +485,36 @@ mod tests {
         let erin = restored.propose(user("erin"), 2_001).unwrap();
         assert!(!t2.receive(erin).unwrap());
         assert!(t2.take_diverged().is_empty(), "reported once");
+    }
+
+    /// Two replicas holding as many of tracker 1's ops, but different ones
+    /// (tracker 1 put back from an older copy while tracker 2 was down):
+    /// no entry passes between them, so only their tips tell.
+    #[test]
+    fn tips_tell_two_replicas_that_hold_as_many_different_ops() {
+        let user = |n: &str| Op::CreateUser { user: n.into(), password_hash: "h".into() };
+        let mut t1 = Replica::new(1);
+        let mut t2 = Replica::new(2);
+        let bob = t1.propose(user("bob"), 1_000).unwrap();
+        assert!(t2.receive(bob.clone()).unwrap());
+        // The same holdings: nothing to say, either way.
+        t2.check_tips(&t1.tips());
+        t1.check_tips(&t2.tips());
+        assert!(t2.take_diverged().is_empty() && t1.take_diverged().is_empty());
+        // Restored from a copy taken before bob: carol is its op 1.
+        let mut restored = Replica::new(1);
+        restored.propose(user("carol"), 2_000).unwrap();
+        assert_eq!(restored.known(), t2.known());
+        t2.check_tips(&restored.tips());
+        assert_eq!(t2.take_diverged(), [(1, 1)]);
+        restored.check_tips(&t2.tips());
+        assert_eq!(restored.take_diverged(), [(1, 1)], "on both sides");
+        t2.check_tips(&restored.tips());
+        assert!(t2.take_diverged().is_empty(), "reported once");
+        // What a peer does not hold yet is not a divergence.
+        let mut t3 = Replica::new(3);
+        t3.check_tips(&t1.tips());
+        assert!(t3.take_diverged().is_empty());
     }
 
     #[test]

@@ -1080,22 +1080,7 @@ impl Tracker {
             }
             // One rebuild for the batch, however many entries came late.
             inner.replica.settle();
-            for (origin, seq) in inner.replica.take_diverged() {
-                let whose = if origin == self.config.me {
-                    "this tracker's own".to_owned()
-                } else {
-                    format!("tracker {origin}'s")
-                };
-                tracing::error!(
-                    "a peer holds another op than this tracker as {whose} op {seq}: one of the \
-                     two numbered new ops after losing some it had acknowledged (a data \
-                     directory put back from an older copy, or a log that lost its end), and the \
-                     trackers will not converge; compare them with --digest, and rebuild the \
-                     wrong one: stopped, its data directory emptied but for tracker.key and \
-                     known_trackers, it takes what the others hold when started (what only it \
-                     held is lost; docs/DURABILITY.md)"
-                );
-            }
+            self.report_diverged(inner.replica.take_diverged());
         }
         for rx in waits {
             if let Err(why) = logged(rx).await {
@@ -1188,6 +1173,48 @@ impl Tracker {
             self.durable().raise_to(own, &self.feed);
         }
         Ok(ok)
+    }
+
+    /// Logs, once per origin, that a peer holds another op than this
+    /// tracker under the same number: `(origin, seq)` pairs from
+    /// [`crate::replica::Replica::take_diverged`].
+    fn report_diverged(&self, diverged: Vec<(u16, u64)>) {
+        for (origin, seq) in diverged {
+            let whose = if origin == self.config.me {
+                "this tracker's own".to_owned()
+            } else {
+                format!("tracker {origin}'s")
+            };
+            tracing::error!(
+                "a peer holds another op than this tracker as {whose} op {seq}: one of the \
+                 two numbered new ops after losing some it had acknowledged (a data \
+                 directory put back from an older copy, or a log that lost its end), and the \
+                 trackers will not converge; compare them with --digest, and rebuild the \
+                 wrong one: stopped, its data directory emptied but for tracker.key and \
+                 known_trackers, it takes what the others hold when started (what only it \
+                 held is lost; docs/DURABILITY.md)"
+            );
+        }
+    }
+
+    /// Checks a pulling peer's newest entries per origin against this
+    /// tracker's (`SyncMsg::Tips`): two trackers that each hold as many ops
+    /// of an origin, but different ones, diverged (one was put back from an
+    /// older copy of its data while the other was down, and numbered new
+    /// ops as the lost ones), and no entry would ever pass between them to
+    /// show it. Logged as [`Tracker::receive_remote`] logs an entry that
+    /// shows it.
+    pub fn check_tips(&self, tips: &[(u16, u64, crate::hlc::Stamp)]) {
+        let mut inner = self.lock();
+        inner.replica.check_tips(tips);
+        let diverged = inner.replica.take_diverged();
+        drop(inner);
+        self.report_diverged(diverged);
+    }
+
+    /// This tracker's newest entry per origin, for a pull's `Tips`.
+    pub fn tips(&self) -> Vec<(u16, u64, crate::hlc::Stamp)> {
+        self.lock().replica.tips()
     }
 
     /// What this tracker holds, per origin.

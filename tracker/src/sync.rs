@@ -99,6 +99,9 @@ pub enum SyncMsg {
     Alive(Vec<Token>),
     /// The node keys of the sender's live sessions (peer lists carry them).
     Keys(Vec<(Token, [u8; 32])>),
+    /// The dialer's newest entry of each origin, (origin, seq, stamp),
+    /// right after its `Hello`: the server checks them against its own.
+    Tips(Vec<(u16, u64, crate::hlc::Stamp)>),
 }
 
 /// Serves a pull from another tracker whose first message was `hello`.
@@ -170,6 +173,7 @@ where
                     Ok(Some(SyncMsg::Ack { known })) => tracker.set_acked(from, known),
                     Ok(Some(SyncMsg::Alive(tokens))) => tracker.touch_all(&tokens),
                     Ok(Some(SyncMsg::Keys(keys))) => tracker.learn_keys(&keys),
+                    Ok(Some(SyncMsg::Tips(tips))) => tracker.check_tips(&tips),
                     _ => return,
                 }
             }
@@ -463,6 +467,7 @@ async fn pull_once(
     }
     let hello = SyncMsg::Hello { from: tracker.config().me, known: tracker.known() };
     write_msg(&mut s, SYNC, &hello).await?;
+    write_msg(&mut s, SYNC, &SyncMsg::Tips(tracker.tips())).await?;
     // Frames are read on their own task, ahead of what is applied (a read
     // must not be cancelled halfway through a frame): the entries of every
     // frame already read when one is applied go to the log with it, one
@@ -557,7 +562,9 @@ async fn pull_once(
                 tracker.heard_from(peer);
             }
             SyncMsg::Keys(keys) => tracker.learn_keys(&keys),
-            SyncMsg::Hello { .. } | SyncMsg::Ack { .. } => return Err(FrameIoError::Kind(SYNC)),
+            SyncMsg::Hello { .. } | SyncMsg::Ack { .. } | SyncMsg::Tips(_) => {
+                return Err(FrameIoError::Kind(SYNC))
+            }
         }
     }
 }
