@@ -2,7 +2,7 @@
 //! node shares. [`Node::execute`] carries out one shell command and returns
 //! the lines to print, or the error to print after `error: `.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -1603,20 +1603,60 @@ async fn watch_shares(
 ) {
     let mut link = TrackerLink::new(trackers);
     let every = std::time::Duration::from_millis(u64::from(every_ms.max(100)));
+    // Each shared file's change time and inode as last seen here. A file
+    // rewritten with its length and modification time put back (`rsync
+    // -t`, `cp -p`, `touch -r`) or replaced by such a copy keeps the two
+    // the share records, but not these: it is read again, and withdrawn if
+    // its SHA1 is not the one shared. (It was served on, every piece of it
+    // refused by the downloaders, and its user told nothing.)
+    // (Keyed by a hash of the path: a node may share a million files.)
+    let mut seen: HashMap<u64, crate::shares::ChangeMark> = HashMap::new();
+    let key_of = |p: &Path| {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(p)
+    };
     loop {
         tokio::time::sleep(every).await;
         // Stat calls happen outside the lock: uploads and downloads add
         // shares meanwhile.
         let current: Vec<LocalShare> = lock(&shares).values().cloned().collect();
         let mut stale: Vec<(LocalShare, String)> = Vec::new();
+        let mut touched = Vec::new();
         for s in &current {
-            let why = match s.check() {
-                Ok(()) => continue,
+            let why = match s.check_at() {
+                Ok(Some(md)) => {
+                    let now = crate::shares::change_mark(&md);
+                    let was = seen.insert(key_of(&s.path), now).or(s.changed);
+                    if was.is_some_and(|was| was != now) {
+                        touched.push(s.clone());
+                    }
+                    continue;
+                }
+                Ok(None) => continue,
                 Err(Staleness::Changed) => "changed on disk".to_owned(),
                 Err(Staleness::Missing(e)) => format!("missing ({e})"),
                 Err(Staleness::Unfinished) => "a download that did not finish".to_owned(),
             };
             stale.push((s.clone(), format!("{} {why}", s.path.display())));
+        }
+        if seen.len() > current.len() {
+            let live: HashSet<u64> = current.iter().map(|s| key_of(&s.path)).collect();
+            seen.retain(|k, _| live.contains(k));
+        }
+        for s in touched {
+            let (path, len, sha1) = (s.path.clone(), s.meta.len, s.meta.sha1);
+            let same = tokio::task::spawn_blocking(move || {
+                ringshare_engine::store::holds(&path, len, &sha1)
+            })
+            .await
+            .unwrap_or(true);
+            if !same {
+                let why = format!(
+                    "{} changed on disk (its content; its length and modification time were                      kept)",
+                    s.path.display()
+                );
+                stale.push((s, why));
+            }
         }
         // Groups this user left from another session (or that are gone):
         // the tracker lists none of its files here any more, and their
@@ -2019,6 +2059,7 @@ mod tests {
             path: "/data/secret.bin".into(),
             meta: real.clone(),
             mtime_ns: 1,
+            changed: None,
         };
         let shares: Shares = Arc::new(Mutex::new(ShareList::new()));
         lock(&shares).insert(share_key(&share), share);

@@ -28,7 +28,7 @@ use ringshare_engine::meta::FileMeta;
 use serde::{Deserialize, Serialize};
 
 /// A file this node shares in a group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LocalShare {
     /// The group it is shared in.
     pub group: String,
@@ -38,7 +38,31 @@ pub struct LocalShare {
     pub meta: FileMeta,
     /// Modification time (ns since the epoch) when it was hashed.
     pub mtime_ns: u128,
+    /// The file's change time (s, ns) and inode when it was hashed in this
+    /// process: a change that kept its length and modification time moves
+    /// them (see `node::watch_shares`). Not recorded on disk, and not
+    /// compared: the same share read back from the record is equal.
+    #[serde(skip)]
+    pub changed: Option<ChangeMark>,
 }
+
+/// A file's change time (s, ns) and inode.
+pub type ChangeMark = (i64, i64, u64);
+
+/// The change time and inode of `md`.
+pub fn change_mark(md: &fs::Metadata) -> ChangeMark {
+    use std::os::unix::fs::MetadataExt;
+    (md.ctime(), md.ctime_nsec(), md.ino())
+}
+
+impl PartialEq for LocalShare {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.group, &self.path, &self.meta, self.mtime_ns)
+            == (&other.group, &other.path, &other.meta, other.mtime_ns)
+    }
+}
+
+impl Eq for LocalShare {}
 
 /// Why a recorded share can no longer be served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,8 +83,9 @@ const UNFINISHED: u128 = u128::MAX;
 impl LocalShare {
     /// Records a freshly hashed file.
     pub fn new(group: String, path: PathBuf, meta: FileMeta) -> std::io::Result<Self> {
-        let mtime_ns = mtime_ns(&fs::metadata(&path)?)?;
-        Ok(Self { group, path, meta, mtime_ns })
+        let md = fs::metadata(&path)?;
+        let mtime_ns = mtime_ns(&md)?;
+        Ok(Self { group, path, meta, mtime_ns, changed: Some(change_mark(&md)) })
     }
 
     /// Records a file that will be at `path` but is at `now` (a fetched
@@ -68,7 +93,8 @@ impl LocalShare {
     /// modification time).
     pub fn at(group: String, path: PathBuf, now: &Path, meta: FileMeta) -> std::io::Result<Self> {
         let mtime_ns = mtime_ns(&fs::metadata(now)?)?;
-        Ok(Self { group, path, meta, mtime_ns })
+        // (Its change time moves as it is put in place: taken there.)
+        Ok(Self { group, path, meta, mtime_ns, changed: None })
     }
 
     /// The record of a download to `dest` registered as a sharer of its
@@ -77,7 +103,7 @@ impl LocalShare {
     /// finds it and withdraws the registration, which the tracker would
     /// otherwise list for good once this node is back at its address.
     pub fn unfinished(group: String, dest: PathBuf, meta: FileMeta) -> Self {
-        Self { group, path: dest, meta, mtime_ns: UNFINISHED }
+        Self { group, path: dest, meta, mtime_ns: UNFINISHED, changed: None }
     }
 
     /// Whether this is an [`LocalShare::unfinished`] record.
@@ -88,22 +114,31 @@ impl LocalShare {
     /// Checks that the file is still there and unchanged (or, fetched and
     /// not settled yet, still its unchanged `.part`).
     pub fn check(&self) -> Result<(), Staleness> {
+        self.check_at().map(|_| ())
+    }
+
+    /// [`LocalShare::check`], with what was looked at: the file's metadata
+    /// when it is at its path, `None` when it is its `.part` still.
+    pub fn check_at(&self) -> Result<Option<fs::Metadata>, Staleness> {
         if self.is_unfinished() {
             return Err(Staleness::Unfinished);
         }
         // The part file may be moved in place while it is looked at: the
         // path, the part file, then the path again.
-        let md = fs::metadata(&self.path)
+        let at_path = |md: fs::Metadata| (Some(md.clone()), md);
+        let (placed, md) = fs::metadata(&self.path)
+            .map(at_path)
             .or_else(|e| {
                 fs::metadata(ringshare_engine::store::part_path(&self.path))
                     .ok()
                     .filter(|md| self.unchanged(md))
+                    .map(|md| (None, md))
                     .ok_or(e)
             })
-            .or_else(|_| fs::metadata(&self.path))
+            .or_else(|_| fs::metadata(&self.path).map(at_path))
             .map_err(|e| Staleness::Missing(e.to_string()))?;
         if self.unchanged(&md) {
-            Ok(())
+            Ok(placed)
         } else {
             Err(Staleness::Changed)
         }

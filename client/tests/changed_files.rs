@@ -67,3 +67,56 @@ fn a_shared_file_that_changes_is_withdrawn_and_the_node_goes_on() {
     assert_eq!(bob.cmd("list_files team").len(), 2);
     drop(t);
 }
+
+/// A file rewritten with its length and modification time put back
+/// (`rsync -t`, `cp -p`, `touch -r`) is withdrawn too: its change time
+/// moved, so it is read again and its SHA1 is no longer the one shared.
+/// One whose change time moved with its content kept (a `chmod`) stays.
+/// (It used to be served on, every piece refused by the downloaders, its
+/// user told nothing.)
+#[test]
+fn a_file_rewritten_with_its_modification_time_put_back_is_withdrawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let boot = dir.path().join("boot.txt");
+    std::fs::write(&boot, "127.0.0.1:0\n").unwrap();
+    // The watch runs every second (a third of the TTL).
+    let t = TrackerProc::start_with(&boot, 1, &dir.path().join("tdata"), &["--peer-ttl", "3"]);
+    let info = dir.path().join("tracker_info.txt");
+    std::fs::write(&info, format!("{}\n", t.addr)).unwrap();
+    let mut alice = NodeProc::spawn(
+        "127.0.0.1:0",
+        &info,
+        &dir.path().join("state-alice"),
+        &[],
+        Some(&dir.path().join("alice.stderr")),
+    );
+    alice.ok("create_user alice pw");
+    alice.ok("login alice pw");
+    alice.ok("create_group team");
+    let sneaky = dir.path().join("sneaky.bin");
+    let chmodded = dir.path().join("chmodded.bin");
+    random_file(&sneaky, 3 << 19, 3);
+    random_file(&chmodded, 1 << 19, 4);
+    alice.ok(&format!("upload_file {} team", sneaky.display()));
+    alice.ok(&format!("upload_file {} team", chmodded.display()));
+
+    // 1 KiB rewritten in place, the modification time put back.
+    let f = std::fs::OpenOptions::new().write(true).open(&sneaky).unwrap();
+    let mtime = f.metadata().unwrap().modified().unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0x5a; 1024], 100 * 1024).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    assert_eq!(std::fs::metadata(&sneaky).unwrap().modified().unwrap(), mtime);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&chmodded, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    eventually("the rewritten file leaves list_files", || {
+        let files = alice.cmd("list_files team");
+        files.len() == 1 && files[0].starts_with("chmodded.bin")
+    });
+    let log = std::fs::read_to_string(dir.path().join("alice.stderr")).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("stopped sharing")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("team/sneaky.bin") && lines[0].contains("changed on disk"), "{log}");
+    drop(t);
+}

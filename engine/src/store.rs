@@ -541,8 +541,10 @@ fn move_into_place(
 }
 
 /// Whether `path` is a regular file of `len` bytes whose SHA1 is `sha1`
-/// (read whole: asked only when a move found its part file gone).
-fn holds(path: &Path, len: u64, sha1: &Sha1Digest) -> bool {
+/// (read whole: asked only when a move found its part file gone, or when
+/// a shared file's change time moved with its length and modification
+/// time kept).
+pub fn holds(path: &Path, len: u64, sha1: &Sha1Digest) -> bool {
     use sha1::{Digest, Sha1};
     let Ok(mut f) =
         OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)
