@@ -1444,6 +1444,20 @@ impl Node {
             // The tracker no longer knows the session: stop acting logged in.
             self.pause_all("stopped: the session ended");
         }
+        if let Response::Refused(
+            r @ (Refusal::UserExists(_) | Refusal::GroupExists(_) | Refusal::AlreadyMember(_)),
+        ) = &resp
+        {
+            if self.link.resent() {
+                // A first try reached a tracker that went down before
+                // answering, and the next one already holds it: most
+                // likely this very command's doing, not somebody else's.
+                bail!(
+                    "{r} (perhaps by this very command: a tracker took it and went down before \
+                     answering, and the next one was asked again)"
+                );
+            }
+        }
         Ok(resp)
     }
 

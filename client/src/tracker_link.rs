@@ -162,12 +162,23 @@ pub struct TrackerLink {
     trackers: Trackers,
     current: usize,
     stream: Option<SecureStream<TcpStream>>,
+    /// The last call's answer came after an earlier try of it was sent and
+    /// lost its answer (the connection broke, or the tracker fell silent):
+    /// that try may have been carried out.
+    resent: bool,
 }
 
 impl TrackerLink {
     /// A link over the given trackers; nothing is connected yet.
     pub fn new(trackers: Trackers) -> Self {
-        Self { trackers, current: 0, stream: None }
+        Self { trackers, current: 0, stream: None, resent: false }
+    }
+
+    /// Whether the last call's answer came from a second try, after a first
+    /// one that was sent and got no answer: a refusal such as "already
+    /// exists" may then be the first try's doing.
+    pub fn resent(&self) -> bool {
+        self.resent
     }
 
     /// Sends a request and waits for its response, failing over between
@@ -175,6 +186,8 @@ impl TrackerLink {
     pub async fn call(&mut self, req: &Request) -> Result<Response, LinkError> {
         let n = self.trackers.list.addrs.len();
         let mut failures = Vec::new();
+        // A try that was sent and lost its answer.
+        let mut unanswered = false;
         // A kept connection to a tracker that another link found silent is
         // left for one that answers, if any does.
         if self.stream.is_some() && self.trackers.is_silent(self.current) {
@@ -193,9 +206,16 @@ impl TrackerLink {
                     failures.push(format!("{addr}: {why}"));
                     self.current = (self.current + 1) % n;
                 }
-                Ok(Ok(resp)) => return Ok(resp),
-                Ok(Err(e)) => failures.push(format!("{addr}: {e}")),
+                Ok(Ok(resp)) => {
+                    self.resent = false;
+                    return Ok(resp);
+                }
+                Ok(Err(e)) => {
+                    unanswered = true;
+                    failures.push(format!("{addr}: {e}"));
+                }
                 Err(_) => {
+                    unanswered = true;
                     self.trackers.mark_silent(self.current);
                     failures.push(format!("{addr}: no answer in {REQUEST_TIMEOUT:?}"));
                 }
@@ -227,16 +247,29 @@ impl TrackerLink {
                 Ok(Ok(resp)) => {
                     self.trackers.mark_answering(i);
                     self.stream = Some(stream);
+                    self.resent = unanswered;
                     return Ok(resp);
                 }
-                Ok(Err(e)) => failures.push(format!("{addr}: {e}")),
+                Ok(Err(e)) => {
+                    unanswered = true;
+                    failures.push(format!("{addr}: {e}"));
+                }
                 Err(_) => {
+                    unanswered = true;
                     self.trackers.mark_silent(i);
                     failures.push(format!("{addr}: no answer in {REQUEST_TIMEOUT:?}"));
                 }
             }
         }
-        Err(LinkError::Unreachable(failures.join("; ")))
+        self.resent = false;
+        let mut why = failures.join("; ");
+        if unanswered {
+            why.push_str(
+                "; the request was sent and its answer lost, so it may have been carried out: \
+                 look before repeating it",
+            );
+        }
+        Err(LinkError::Unreachable(why))
     }
 
     /// Resolves when the kept connection ends: the tracker closed it (it
