@@ -369,6 +369,10 @@ pub type Opener = dyn Fn() -> std::io::Result<Arc<ServedFile>> + Send + Sync;
 struct Lazy {
     open: Arc<Opener>,
     live: std::sync::Weak<ServedFile>,
+    /// Why it could not be opened, once logged: each downloader's
+    /// handshake tries again, and a file changed on disk is refused until
+    /// it is withdrawn (one line, not one per handshake).
+    failed: bool,
 }
 
 /// Everything this node serves, by file id (whole-file SHA1).
@@ -433,7 +437,7 @@ impl ServeTable {
     /// for the same id (a finished download becomes an on-demand one;
     /// connections serving the old entry keep it until they end).
     pub fn insert_lazy(&self, id: Sha1Digest, open: Arc<Opener>) {
-        self.lazy_map().insert(id, Lazy { open, live: std::sync::Weak::new() });
+        self.lazy_map().insert(id, Lazy { open, live: std::sync::Weak::new(), failed: false });
         if let Ok(mut m) = self.files.write() {
             m.remove(&id);
         }
@@ -482,15 +486,21 @@ impl ServeTable {
             Arc::clone(&entry.open)
         };
         // Opened outside the lock: a slow disk delays only this admission.
-        let file = match open() {
+        let opened = open();
+        let mut lazy = self.lazy_map();
+        let file = match opened {
             Ok(f) => f,
             Err(e) => {
-                tracing::warn!(file = %id, "cannot serve: {e}");
+                if lazy.get_mut(id).is_some_and(|l| !std::mem::replace(&mut l.failed, true)) {
+                    tracing::warn!(file = %id, "cannot serve: {e}");
+                } else {
+                    tracing::debug!(file = %id, "cannot serve: {e}");
+                }
                 return None;
             }
         };
-        let mut lazy = self.lazy_map();
         let entry = lazy.get_mut(id)?;
+        entry.failed = false;
         if let Some(f) = entry.live.upgrade() {
             return Some(f);
         }
@@ -816,6 +826,12 @@ mod tests {
         assert!(table.get(&meta.sha1).is_none(), "a file that cannot be opened is not served");
         let e = table.admit(&meta.sha1, "u", b"ok", None).unwrap_err();
         assert_eq!(e.code, ErrorCode::UnknownFile);
+        // Said once, not at each downloader's try (a black-box run saw 14
+        // lines for one truncated file); said again after it opened.
+        assert!(table.lazy_map()[&meta.sha1].failed, "the failure is remembered, so logged once");
+        fail.store(false, Ordering::Relaxed);
+        drop(table.get(&meta.sha1).unwrap());
+        assert!(!table.lazy_map()[&meta.sha1].failed);
         table.remove(&meta.sha1);
         assert!(!table.contains(&meta.sha1));
     }
