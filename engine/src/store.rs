@@ -227,6 +227,11 @@ impl PartFile {
             match &mut state_at {
                 StateAt::Ours(Some(have)) => std::mem::replace(have, Bitfield::new(0)),
                 StateAt::Damaged => Bitfield::full(pieces),
+                // A state that names another file beside a part file marked
+                // with this one: its header was damaged into another file's
+                // (a black-box run overwrote bytes 3-11, and 90 MB of good
+                // pieces were fetched again). Every piece is hashed again.
+                StateAt::Ours(None) if mark_now == Some(meta.sha1) => Bitfield::full(pieces),
                 _ => Bitfield::new(pieces),
             }
         };
@@ -1251,6 +1256,14 @@ mod tests {
             assert_eq!(have.count_ones(), 2, "the two written pieces verify again");
             drop(pf);
         }
+        // Its header damaged into another file's SHA1 (bytes 3-11), the
+        // record still decoding: the same.
+        let mut good = fs::read(&state).unwrap();
+        good[3..12].copy_from_slice(b"garbage!!");
+        fs::write(&state, &good).unwrap();
+        let (pf, have) = PartFile::open(&dest, &meta).unwrap();
+        assert_eq!(have.count_ones(), 2, "the two written pieces verify again");
+        drop(pf);
         // Beside a part file that is not this download's (another file's
         // mark), the same bytes are somebody's file: left alone.
         let (_, other) = source(&dir.path().join(""), 100);
