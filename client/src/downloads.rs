@@ -155,6 +155,9 @@ pub fn resolve_dest_known(dest: &str, name: &str, known: &mut KnownDirs) -> Resu
 }
 
 fn resolve(dest: &str, name: &str, known: &mut KnownDirs, look: bool) -> Result<PathBuf> {
+    // An empty word (`''` in the shell) names no place: it was taken for a
+    // file named "" in the working directory, whose final move failed.
+    anyhow::ensure!(!dest.is_empty(), "the destination path is empty");
     let d = Path::new(dest);
     // A trailing `/` says a directory: made if missing (as a bulk get's
     // DEST is), not taken for a file's path.
@@ -303,6 +306,8 @@ mod tests {
         assert_eq!(resolve_dest(&explicit, "a.bin").unwrap(), dir.path().join("renamed.bin"));
         std::fs::write(dir.path().join("a.bin"), b"x").unwrap();
         assert!(resolve_dest(d, "a.bin").unwrap_err().to_string().contains("already exists"));
+        let empty = resolve_dest("", "a.bin").unwrap_err().to_string();
+        assert_eq!(empty, "the destination path is empty");
         let missing = format!("{d}/no/such/dir/x");
         assert!(resolve_dest(&missing, "a.bin")
             .unwrap_err()

@@ -1121,7 +1121,19 @@ impl Node {
         check_name(NameKind::File, &file)?;
         let token = self.token()?;
         let req = Request::FileInfo { token, group: group.clone(), file: file.clone() };
-        let info = match self.call(req).await? {
+        let mut resp = self.call(req).await?;
+        let mut file = file;
+        // Typed or pasted from a file system that decomposes (`cafe\u{301}`):
+        // names are shared composed.
+        let composed = ringshare_engine::names::nfc(&file);
+        if matches!(resp, Response::Refused(Refusal::NoSuchFile { .. })) && composed != file {
+            let req = Request::FileInfo { token, group: group.clone(), file: composed.clone() };
+            let again = self.call(req).await?;
+            if matches!(again, Response::FileInfo { .. }) {
+                (resp, file) = (again, composed);
+            }
+        }
+        let info = match resp {
             Response::FileInfo { meta, peers, ticket } => FileInfo { meta, peers, ticket },
             other => return Err(unexpected(other)),
         };

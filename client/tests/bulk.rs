@@ -589,6 +589,11 @@ fn a_decomposed_name_lists_and_fetches_the_composed_one() {
         .run("get", &["--quiet", "g", "cafe\u{301}.txt", "cafe\u{301}*", dest.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(std::fs::read(dest.join("caf\u{e9}.txt")).unwrap(), std::fs::read(&src).unwrap());
+    // The one-file form too (it looked the name up as typed only).
+    let one = dir.path().join("one.txt");
+    let out = bob.run("get", &["--quiet", "g", "cafe\u{301}.txt", one.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&one).unwrap(), std::fs::read(&src).unwrap());
 }
 
 /// What cannot be shared says so in one `error:` line: an empty directory,

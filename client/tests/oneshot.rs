@@ -221,6 +221,7 @@ fn share_then_get() {
         (doc["files_done"].as_u64(), doc["bytes"].as_u64()),
         (Some(1), Some(3 * 1024 * 1024 + 17))
     );
+    assert_eq!(doc["fetched"], doc["bytes"], "all of it fetched by this run: {doc}");
     assert!(doc["mbps"].as_f64().unwrap() > 0.0 && doc["failed"].as_array().unwrap().is_empty());
     let (ok, doc) = with_stats("payload.bin", &fresh);
     assert!(ok && doc["already_present"] == true && doc["files_done"] == 1, "{doc}");
