@@ -1678,7 +1678,8 @@ async fn watch_shares(
             .unwrap_or(true);
             if !same {
                 let why = format!(
-                    "{} changed on disk (its content; its length and modification time were                      kept)",
+                    "{} changed on disk (its content; its length and modification time were \
+                     kept)",
                     s.path.display()
                 );
                 stale.push((s, why));
