@@ -3,29 +3,38 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
+
 use common::{eventually, random_file, NodeProc, TrackerProc};
+
+/// A tracker whose nodes heartbeat, and so watch their shares, every
+/// second (a third of a 3 s peer TTL), and its tracker_info.txt.
+fn fast_watch(dir: &Path) -> (TrackerProc, PathBuf) {
+    let boot = dir.join("boot.txt");
+    std::fs::write(&boot, "127.0.0.1:0\n").unwrap();
+    let t = TrackerProc::start_with(&boot, 1, &dir.join("tdata"), &["--peer-ttl", "3"]);
+    let info = dir.join("tracker_info.txt");
+    std::fs::write(&info, format!("{}\n", t.addr)).unwrap();
+    (t, info)
+}
+
+/// A node logging to `<name>.stderr` in `dir`.
+fn node(dir: &Path, info: &Path, name: &str) -> NodeProc {
+    NodeProc::spawn(
+        "127.0.0.1:0",
+        info,
+        &dir.join(format!("state-{name}")),
+        &[],
+        Some(&dir.join(format!("{name}.stderr"))),
+    )
+}
 
 #[test]
 fn a_shared_file_that_changes_is_withdrawn_and_the_node_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    // A short peer TTL makes the heartbeat (TTL / 3) and the watch 1 s.
-    let boot = dir.path().join("boot.txt");
-    std::fs::write(&boot, "127.0.0.1:0\n").unwrap();
-    let t = TrackerProc::start_with(&boot, 1, &dir.path().join("tdata"), &["--peer-ttl", "3"]);
-    let info = dir.path().join("tracker_info.txt");
-    std::fs::write(&info, format!("{}\n", t.addr)).unwrap();
-
-    let node = |name: &str| {
-        NodeProc::spawn(
-            "127.0.0.1:0",
-            &info,
-            &dir.path().join(format!("state-{name}")),
-            &[],
-            Some(&dir.path().join(format!("{name}.stderr"))),
-        )
-    };
-    let mut alice = node("alice");
-    let mut bob = node("bob");
+    let (t, info) = fast_watch(dir.path());
+    let mut alice = node(dir.path(), &info, "alice");
+    let mut bob = node(dir.path(), &info, "bob");
     alice.ok("create_user alice pw");
     alice.ok("login alice pw");
     alice.ok("create_group team");
@@ -77,19 +86,8 @@ fn a_shared_file_that_changes_is_withdrawn_and_the_node_goes_on() {
 #[test]
 fn a_file_rewritten_with_its_modification_time_put_back_is_withdrawn() {
     let dir = tempfile::tempdir().unwrap();
-    let boot = dir.path().join("boot.txt");
-    std::fs::write(&boot, "127.0.0.1:0\n").unwrap();
-    // The watch runs every second (a third of the TTL).
-    let t = TrackerProc::start_with(&boot, 1, &dir.path().join("tdata"), &["--peer-ttl", "3"]);
-    let info = dir.path().join("tracker_info.txt");
-    std::fs::write(&info, format!("{}\n", t.addr)).unwrap();
-    let mut alice = NodeProc::spawn(
-        "127.0.0.1:0",
-        &info,
-        &dir.path().join("state-alice"),
-        &[],
-        Some(&dir.path().join("alice.stderr")),
-    );
+    let (t, info) = fast_watch(dir.path());
+    let mut alice = node(dir.path(), &info, "alice");
     alice.ok("create_user alice pw");
     alice.ok("login alice pw");
     alice.ok("create_group team");
