@@ -1572,11 +1572,11 @@ fn peer_list(
 }
 
 /// Tells the trackers every `every_ms` that the session is alive, from
-/// its login on. The connection is kept between heartbeats and watched: when the tracker
-/// ends it (it stopped, or restarted and so forgot which sessions are alive
-/// and the keys they proved), the next heartbeat goes at once, and while no
-/// tracker answers it is tried again after [`HEARTBEAT_RETRY`], doubling up
-/// to the period. A restarted tracker, which knows no node's key until it
+/// its login on. The connection is kept between heartbeats and watched:
+/// when the tracker ends it (it stopped, or restarted and so forgot the
+/// keys the nodes proved), the next heartbeat goes at once, and while no
+/// tracker answers it is tried again after [`HEARTBEAT_RETRY`], doubling
+/// up to the period. A restarted tracker, which knows no node's key until it
 /// hears from the node, used to leave this node out of its peer lists until
 /// the period was out (ten seconds by default).
 async fn heartbeat(trackers: Trackers, token: Token, every_ms: u32, key: TicketKey) {

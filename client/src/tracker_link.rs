@@ -197,6 +197,18 @@ impl TrackerLink {
                 self.current = first;
             }
         }
+        // One the tracker closed while it was idle (it stopped or
+        // restarted) is dropped before it is used: a request sent on it
+        // would fail as one whose answer was lost, though no tracker saw it.
+        if let Some(stream) = self.stream.as_ref() {
+            let mut byte = [0u8; 1];
+            match stream.get_ref().try_read(&mut byte) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // Ended, broken, or something unasked (a tracker only
+                // answers).
+                _ => self.stream = None,
+            }
+        }
         // A kept connection may have gone stale (the tracker restarted): on
         // failure, the current tracker is tried again on a fresh connection.
         if let Some(stream) = self.stream.as_mut() {

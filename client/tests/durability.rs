@@ -558,7 +558,7 @@ fn answer_eater(to: std::net::SocketAddr) -> std::net::SocketAddr {
 /// black-box run saw it twice in 17,000 writes with trackers killed).
 #[test]
 fn a_refusal_after_a_lost_answer_says_it_may_be_the_commands_own_doing() {
-    let c = Cluster::new(1, &[]);
+    let mut c = Cluster::new(1, &[]);
     let relay = answer_eater(c.addrs[0]);
     // The client asks through the relay first, then the tracker itself.
     let info = c.dir.path().join("relay-first.txt");
@@ -568,6 +568,12 @@ fn a_refusal_after_a_lost_answer_says_it_may_be_the_commands_own_doing() {
     // It was made: the password works.
     a.ok("login alice pw");
     // A plain refusal says nothing more.
+    let plain = a.err("create_user alice pw", "already exists");
+    assert_eq!(plain, "error: user alice already exists");
+    // Nor after a restart of the tracker: the link it closed is not
+    // taken for one that lost an answer.
+    c.kill(1);
+    c.start(1);
     let plain = a.err("create_user alice pw", "already exists");
     assert_eq!(plain, "error: user alice already exists");
 }
