@@ -125,20 +125,20 @@ impl LocalShare {
         }
         // The part file may be moved in place while it is looked at: the
         // path, the part file, then the path again.
-        let at_path = |md: fs::Metadata| (Some(md.clone()), md);
+        let at_path = |md: fs::Metadata| (true, md);
         let (placed, md) = fs::metadata(&self.path)
             .map(at_path)
             .or_else(|e| {
                 fs::metadata(ringshare_engine::store::part_path(&self.path))
                     .ok()
                     .filter(|md| self.unchanged(md))
-                    .map(|md| (None, md))
+                    .map(|md| (false, md))
                     .ok_or(e)
             })
             .or_else(|_| fs::metadata(&self.path).map(at_path))
             .map_err(|e| Staleness::Missing(e.to_string()))?;
         if self.unchanged(&md) {
-            Ok(placed)
+            Ok(placed.then_some(md))
         } else {
             Err(Staleness::Changed)
         }

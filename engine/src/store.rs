@@ -955,20 +955,15 @@ fn create_marked(part: &Path, sha1: &Sha1Digest) -> io::Result<Option<File>> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let file = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .mode(0o666)
-        .custom_flags(libc::O_TMPFILE)
-        .open(dir)
-    {
-        Ok(f) => f,
-        // A directory that is not there (or not one) is the same error by
-        // either way of making the file; anything else (EOPNOTSUPP, EISDIR
-        // or EINVAL where O_TMPFILE is not known) falls back.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(e),
-        Err(_) => return Ok(None),
-    };
+    let file =
+        match OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE).open(dir) {
+            Ok(f) => f,
+            // A directory that is not there (or not one) is the same error by
+            // either way of making the file; anything else (EOPNOTSUPP, EISDIR
+            // or EINVAL where O_TMPFILE is not known) falls back.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(e),
+            Err(_) => return Ok(None),
+        };
     if mark(&file, sha1).is_err() {
         return Ok(None);
     }
