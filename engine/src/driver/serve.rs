@@ -209,6 +209,20 @@ impl Drop for ConnSlot {
     }
 }
 
+/// Sleeps until `at`, or ends the connection once the server stops.
+fn sleep_until(at: Instant, stop: &AtomicBool) -> Result<(), ConnEnd> {
+    loop {
+        let left = at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        if stop.load(Ordering::Acquire) {
+            return Err(ConnEnd::Stopped);
+        }
+        thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
 /// The node's upload slots for the threads backend ([`crate::slots`]): a
 /// connection thread holds one while it sends a piece; one that waits
 /// sleeps on the condition variable until a release hands it the slot.
@@ -222,11 +236,12 @@ impl SlotGate {
         Self { state: Mutex::new((SendSlots::new(limit), HashSet::new())), handed: Condvar::new() }
     }
 
-    /// Connection `id` starts a piece: the connections sending at once
-    /// ([`SendSlots::senders`]).
-    fn senders(&self, id: u64, rate: crate::slots::UploadRate, len: u32) -> usize {
+    /// Connection `id` starts a piece: when it may ([`SendSlots::start_at`])
+    /// and the connections sending at once then ([`SendSlots::senders`]).
+    fn start(&self, id: u64, rate: crate::slots::UploadRate, len: u32) -> (Instant, usize) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.0.senders(id, Instant::now(), rate, len)
+        let start = st.0.start_at(Instant::now(), rate, len);
+        (start, st.0.senders(id, start, rate, len))
     }
 
     /// Waits for a slot for connection `id` (a piece of `rank`,
@@ -482,12 +497,13 @@ fn serve_session(
             let (i, _) = least(&asked);
             let (piece, offset, file_offset, len) = asked.remove(i).expect("in range");
             file.note_sent(session, piece);
+            let mut start = Instant::now();
             if let Some(rate) = limits.upload_rate {
-                crate::link::pace(stream.raw_fd(), rate.share(gate.senders(id, rate, len)));
+                let senders;
+                (start, senders) = gate.start(id, rate, len);
+                crate::link::pace(stream.raw_fd(), rate.share(senders));
             }
-            if !limits.piece_delay.is_zero() {
-                thread::sleep(limits.piece_delay);
-            }
+            sleep_until(start + limits.piece_delay, stop)?;
             match &mut *stream {
                 PeerStream::Plain(tcp) => {
                     send_piece(tcp, file, piece, offset, file_offset, len)?;

@@ -58,10 +58,18 @@ pub const SLOT_HOLD: Duration = Duration::from_secs(1);
 /// the downloader a round trip to ask elsewhere, so not shorter.
 pub const BUSY_AFTER: Duration = Duration::from_millis(250);
 
+/// How far the pieces a node has started may run ahead of its upload rate
+/// ([`SendSlots::start_at`]): a piece that would start further ahead waits.
+/// The node sends at most its rate × (time + this) plus one piece.
+pub const RATE_AHEAD: Duration = Duration::from_millis(250);
+
 /// A node's upload rate, as its user gives it (`--upload-rate`): the
 /// piece servers pace each connection sending a piece at its share of it
 /// ([`UploadRate::share`], set as the socket's `SO_MAX_PACING_RATE` when
-/// the piece starts). Each peer is then held to its share instead of what
+/// the piece starts), and start no piece ahead of the rate
+/// ([`SendSlots::start_at`]): pacing alone spaces a socket's next piece,
+/// not its first segment, so many connections sending small pieces one
+/// after another went at up to twice the rate. Each peer is then held to its share instead of what
 /// TCP gives it: on the namespace testbed's crowd of 12 (BBR, a bridge
 /// with no delay and 50 ms queues), connections of one host ran with
 /// windows of 4 to 154 segments side by side, and the downloaders whose
@@ -136,12 +144,21 @@ pub struct SendSlots<K> {
     /// Each connection sending a piece at a paced rate, and when that
     /// piece is sent at that pace ([`SendSlots::senders`]).
     recent: Vec<(K, Instant)>,
+    /// When the piece data started so far is out at the node's upload
+    /// rate ([`SendSlots::start_at`]).
+    paid_until: Option<Instant>,
 }
 
 impl<K: Copy + PartialEq> SendSlots<K> {
     /// `limit` slots (0: as many as asked for).
     pub fn new(limit: usize) -> Self {
-        Self { limit, holders: Vec::new(), waiting: VecDeque::new(), recent: Vec::new() }
+        Self {
+            limit,
+            holders: Vec::new(),
+            waiting: VecDeque::new(),
+            recent: Vec::new(),
+            paid_until: None,
+        }
     }
 
     /// `k` starts sending a piece of `len` bytes at `now`, the node's
@@ -159,6 +176,20 @@ impl<K: Copy + PartialEq> SendSlots<K> {
         let secs = f64::from(len) * n as f64 / rate.bytes_per_s() as f64;
         self.recent.push((k, now + Duration::from_secs_f64(secs.min(3600.0))));
         n
+    }
+
+    /// When a piece of `len` bytes ready at `now` may start, the node's
+    /// upload held to `rate`: at once while the pieces started before it
+    /// would be out at that rate within [`RATE_AHEAD`], else as much
+    /// earlier than when they would. Its bytes are counted from then on,
+    /// so call it once per piece, as it is about to go. Pieces get their
+    /// start times in the order they ask, whichever connection sends them.
+    pub fn start_at(&mut self, now: Instant, rate: UploadRate, len: u32) -> Instant {
+        let due = self.paid_until.map_or(now, |t| t.max(now));
+        let start = due.checked_sub(RATE_AHEAD).map_or(now, |t| t.max(now));
+        let secs = f64::from(len) / rate.bytes_per_s() as f64;
+        self.paid_until = Some(due + Duration::from_secs_f64(secs.min(3600.0)));
+        start
     }
 
     /// `k` has a piece to send at `now`. True: it holds a slot until it
@@ -428,6 +459,67 @@ mod tests {
         assert_eq!(s.next_overdue(), Some(t + BUSY_AFTER * 3));
         assert_eq!(s.release(3, t + BUSY_AFTER * 2), Some(2));
         assert_eq!(s.next_overdue(), None);
+    }
+
+    #[test]
+    fn pieces_start_no_further_ahead_of_the_rate_than_allowed() {
+        let t = Instant::now();
+        let ms = |n: u64| t + Duration::from_millis(n);
+        let rate: UploadRate = "2MB".parse().unwrap();
+        let mut s = SendSlots::<u32>::new(16);
+        // 20 KB pieces are 10 ms each at 2 MB/s: 26 start at once (the
+        // 26th when the 25 before it would be out in 250 ms), then one
+        // every 10 ms, whoever asks.
+        for _ in 0..26 {
+            assert_eq!(s.start_at(t, rate, 20_000), t);
+        }
+        for n in 1..=10 {
+            assert_eq!(s.start_at(t, rate, 20_000), ms(10 * n));
+        }
+        // Asked later than its turn, a piece starts when asked.
+        assert_eq!(s.start_at(ms(150), rate, 20_000), ms(150));
+        // After a pause the node may run ahead again by as much, no more.
+        let later = ms(10_000);
+        for _ in 0..26 {
+            assert_eq!(s.start_at(later, rate, 20_000), later);
+        }
+        assert_eq!(s.start_at(later, rate, 20_000), later + Duration::from_millis(10));
+        // A piece at 2 MB/s of 512 KiB is 262 ms: the next one waits.
+        let mut s = SendSlots::<u32>::new(16);
+        assert_eq!(s.start_at(t, rate, 512 * 1024), t);
+        let next = s.start_at(t, rate, 512 * 1024);
+        assert!(next > ms(12) && next < ms(13), "{next:?}");
+    }
+
+    proptest! {
+        /// Whatever the pieces and whenever they ask, the data started up
+        /// to each piece's start is within the rate over the time since the
+        /// first, plus [`RATE_AHEAD`]; no piece starts before it asks, and
+        /// none waits while the node is not ahead.
+        #[test]
+        fn started_data_keeps_to_the_rate(
+            rate in 1_000u64..200_000_000,
+            steps in proptest::collection::vec((0u64..50_000, 1u32..=512 * 1024), 1..300),
+        ) {
+            let rate = UploadRate(rate);
+            let t0 = Instant::now();
+            let mut s = SendSlots::<u32>::new(16);
+            let (mut now, mut sent, mut last_start) = (t0, 0u64, t0);
+            for (gap_us, len) in steps {
+                now = now.max(last_start) + Duration::from_micros(gap_us);
+                let behind = s.paid_until.is_none_or(|p| p <= now + RATE_AHEAD);
+                let start = s.start_at(now, rate, len);
+                prop_assert!(start >= now);
+                prop_assert!(start >= last_start);
+                if behind {
+                    prop_assert_eq!(start, now);
+                }
+                let allowed = (start - t0 + RATE_AHEAD).as_secs_f64() * rate.bytes_per_s() as f64;
+                prop_assert!(sent as f64 <= allowed + 1.0, "{} started by {:?}", sent, start - t0);
+                sent += u64::from(len);
+                last_start = start;
+            }
+        }
     }
 
     proptest! {

@@ -65,8 +65,6 @@ pub(crate) struct Ctx<'a> {
     pub(crate) table: &'a ServeTable,
     pub(crate) limits: &'a ServerLimits,
     pub(crate) method: SendMethod,
-    /// `limits.piece_delay` as the ring wants it (boxed in the driver).
-    pub(crate) delay: &'a types::Timespec,
     pub(crate) now: Instant,
     /// The node's upload slots ([`crate::slots`]).
     pub(crate) slots: &'a mut SendSlots<Key>,
@@ -109,6 +107,10 @@ pub(crate) struct Conn {
     filled: usize,
     recv_armed: bool,
     delay_armed: bool,
+    /// The pause before the piece being started ([`Self::kick`]): the
+    /// upload rate's wait plus `limits.piece_delay`. Read by the kernel
+    /// when the timeout is submitted; not changed while one is armed.
+    pause: types::Timespec,
     last_activity: Instant,
     tx: Tx,
     /// The encrypted link (`None`: plaintext, or not decided yet).
@@ -144,6 +146,7 @@ impl Conn {
             filled: 0,
             recv_armed: false,
             delay_armed: false,
+            pause: types::Timespec::new(),
             last_activity: now,
             tx: Tx::default(),
             undecided: link.is_none(),
@@ -517,18 +520,25 @@ impl Conn {
             }
             break next;
         };
+        let mut pause = ctx.limits.piece_delay;
         if let (Some(piece), Some(f)) = (next, &self.served) {
             f.note_sent(&mut self.session, piece);
             if let (Some(rate), Some(job)) = (ctx.limits.upload_rate, self.tx.next_job()) {
-                let senders = ctx.slots.senders(self.key, ctx.now, rate, job.len);
+                let start = ctx.slots.start_at(ctx.now, rate, job.len);
+                let senders = ctx.slots.senders(self.key, start, rate, job.len);
                 crate::link::pace(self.stream.as_raw_fd(), rate.share(senders));
+                pause += start - ctx.now;
             }
             if tracing::enabled!(tracing::Level::TRACE) {
                 let to = self.stream.peer_addr().ok();
                 tracing::trace!(piece, to = ?to, "piece sending");
             }
         }
-        let delay = (!ctx.limits.piece_delay.is_zero()).then_some(ctx.delay);
+        // Read only if a piece starts now (its timeout, when submitted).
+        if next.is_some() {
+            self.pause = types::Timespec::from(pause);
+        }
+        let delay = (next.is_some() && !pause.is_zero()).then_some(&self.pause);
         let mut io = TxIo {
             ring: ctx.ring,
             inflight: &mut self.inflight,

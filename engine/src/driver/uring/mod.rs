@@ -303,7 +303,6 @@ struct Driver {
     /// The pending wake Read's buffer.
     wake_buf: Box<u64>,
     tick: Box<types::Timespec>,
-    delay: Box<types::Timespec>,
     table: Arc<ServeTable>,
     limits: ServerLimits,
     method: SendMethod,
@@ -334,8 +333,8 @@ impl Driver {
     /// use of the driver ([`Ctx`]): split so that one can be borrowed with
     /// the other.
     fn split(&mut self, now: Instant) -> (&mut Vec<Option<Box<Conn>>>, Ctx<'_>) {
-        let Driver { ring, table, limits, method, delay, conns, slots, handed, bufs, .. } = self;
-        (conns, Ctx { ring, table, limits, method: *method, delay, now, slots, handed, bufs })
+        let Driver { ring, table, limits, method, conns, slots, handed, bufs, .. } = self;
+        (conns, Ctx { ring, table, limits, method: *method, now, slots, handed, bufs })
     }
 
     fn new(
@@ -364,7 +363,6 @@ impl Driver {
             wake,
             wake_buf: Box::new(0),
             tick: Box::new(types::Timespec::from(TICK)),
-            delay: Box::new(types::Timespec::from(limits.piece_delay)),
             table,
             limits,
             method,
@@ -479,7 +477,6 @@ impl Driver {
         std::mem::forget(std::mem::take(&mut self.conns));
         std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
         std::mem::forget(std::mem::replace(&mut self.tick, Box::new(types::Timespec::new())));
-        std::mem::forget(std::mem::replace(&mut self.delay, Box::new(types::Timespec::new())));
     }
 
     fn dispatch(&mut self, data: u64, res: i32, flags: u32) {

@@ -140,7 +140,8 @@ pub(crate) struct TxIo<'a> {
     pub(crate) sock: RawFd,
     pub(crate) key: Key,
     pub(crate) method: SendMethod,
-    /// The pause before each piece, if any.
+    /// The pause before the piece this kick starts, if any (the
+    /// connection's, [`super::conn`]).
     pub(crate) delay: Option<&'a types::Timespec>,
     /// The admitted file (pieces are queued only after admission).
     pub(crate) file: Option<&'a ServedFile>,
@@ -493,7 +494,7 @@ impl Tx {
         // SAFETY: the entries point into `self.active` (a Vec's heap buffer
         // or the header array inside the boxed connection), the mmap or pipe
         // in `self.src`, the served file held by the connection, and the
-        // driver's boxed delay timespec. None is moved, changed or dropped
+        // connection's pause timespec. None is moved, changed or dropped
         // while `self.ops > 0`, `src` lives as long as the connection, and the
         // connection is freed only when it is owed no CQE (notifications
         // included).
