@@ -503,7 +503,8 @@ enum Taken {
     #[error("{0}")]
     NotOverwritten(String),
     /// Another download's part file or state (`x.part` while `x` is
-    /// fetched): tried again once the others are done.
+    /// fetched), or a part file another download is writing now: tried
+    /// again once the others are done.
     #[error("{0}")]
     HeldByPart(String),
 }
@@ -584,6 +585,9 @@ struct BulkReport {
     /// Of `failed`, the files whose download found something of somebody
     /// else's where it would write (its part file's path included).
     not_overwritten: std::collections::HashSet<String>,
+    /// Of `failed`, the files another download was fetching (or whose
+    /// part file was in the way) when this one tried, twice.
+    held: std::collections::HashSet<String>,
     /// Of `failed`, the names and patterns that matched no file.
     unmatched: usize,
     seconds: f64,
@@ -769,13 +773,16 @@ impl BulkReport {
         // Failures that running the command again cannot mend: a name that
         // matched nothing, and something at a file's path that is not
         // overwritten (another file, whether there before or made during
-        // the run; a link or a file where a directory goes).
+        // the run; a link or a file where a directory goes). A file that
+        // another download was fetching is not one of them, even if it is
+        // there now: that download put it there.
         let file_failures = &self.failed[..files_failed];
         let lasting = self.unmatched
             + file_failures
                 .iter()
                 .filter(|(name, _)| {
-                    self.not_overwritten.contains(name) || something_in_the_way(dest, name)
+                    !self.held.contains(name)
+                        && (self.not_overwritten.contains(name) || something_in_the_way(dest, name))
                 })
                 .count();
         if lasting == self.failed.len() {
@@ -988,8 +995,14 @@ async fn get_many(
                     if !node.logged_in() || why == Refusal::NotLoggedIn.to_string() {
                         bail!("{why}");
                     }
-                    if matches!(Taken::of(&e), Some(Taken::NotOverwritten(_))) {
-                        report.not_overwritten.insert(f.name.clone());
+                    match Taken::of(&e) {
+                        Some(Taken::NotOverwritten(_)) => {
+                            report.not_overwritten.insert(f.name.clone());
+                        }
+                        Some(Taken::HeldByPart(_)) => {
+                            report.held.insert(f.name.clone());
+                        }
+                        None => {}
                     }
                     report.failed.push((f.name, why));
                 }
@@ -1239,6 +1252,11 @@ async fn start_one(
         Err(e) => match e.downcast::<ringshare_engine::store::StoreError>() {
             Ok(e @ ringshare_engine::store::StoreError::InTheWay(_)) => {
                 Err(anyhow::Error::new(Taken::NotOverwritten(e.to_string())))
+            }
+            // Another download (another `get`, a shell) is fetching it now:
+            // tried again once this run's others are done.
+            Ok(e @ ringshare_engine::store::StoreError::Busy(_)) => {
+                Err(anyhow::Error::new(Taken::HeldByPart(e.to_string())))
             }
             Ok(e) => Err(e.into()),
             Err(e) => Err(e),

@@ -793,6 +793,72 @@ fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
     }
 }
 
+/// Two `get`s into one destination at once: a file the first is
+/// fetching is not written by the second (its part file is locked); the
+/// one-file form says so at once, a bulk fetch tries it again after its
+/// other files and, if it is still being fetched, says so and that running
+/// it again will resume. Neither leaves a part file behind nor fails a
+/// file as "already exists"; the same command run again has everything.
+#[test]
+fn two_gets_into_one_destination_at_once_never_share_a_part_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let (_alice, _bob, set) = slow_group(dir.path(), &info, "300", 2 * 1024 * 1024);
+    let dest = dir.path().join("dest");
+    let get = |n: u32, what: &[&str]| {
+        let login = Login {
+            state: dir.path().join(format!("state-bob-get{n}")),
+            ..Login::new(dir.path(), &info, "bob", "pw-b")
+        };
+        let mut c = login.command("get");
+        c.arg("--quiet").args(what);
+        c
+    };
+    let dest_s = dest.to_str().unwrap();
+    let whole = ["--jobs", "1", "g", "set", dest_s];
+    let first = get(1, &whole).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // The first is fetching a.bin: a piece of it is verified.
+    let a = dest.join("set/a.bin");
+    common::eventually("a piece of a.bin", || {
+        std::fs::read(dest.join("set/a.bin.part.state"))
+            .is_ok_and(|r| r.last().is_some_and(|&bits| bits != 0))
+    });
+    let one = get(2, &["g", "set/a.bin", a.to_str().unwrap()]).output().unwrap();
+    assert_eq!(one.status.code(), Some(1));
+    assert_eq!(
+        text(&one.stderr),
+        format!(
+            "error: {} is being fetched by another download now (its part file is in use)\n",
+            a.display()
+        )
+    );
+    let second = get(3, &whole).output().unwrap();
+    let first = first.wait_with_output().unwrap();
+    for (out, which) in [(&first, "first"), (&second, "second")] {
+        let err = text(&out.stderr);
+        if out.status.success() {
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(1), "{which}: {err}");
+        for l in err.lines().filter(|l| l.starts_with("ringshare: failed")) {
+            assert!(
+                l.ends_with("is being fetched by another download now (its part file is in use)"),
+                "{which}: {err}"
+            );
+        }
+        assert!(err.ends_with("; run the same command again to resume\n"), "{which}: {err}");
+        assert!(!err.contains("already exists"), "{which}: {err}");
+    }
+    let again = get(4, &whole).output().unwrap();
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let got = tree(&dest);
+    let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["set/a.bin", "set/b.bin", "set/c.bin"], "no part file left");
+    for (name, bytes) in got {
+        assert!(bytes == std::fs::read(set.join(&name[4..])).unwrap(), "{name}");
+    }
+}
+
 /// Runs `cmd` with its standard output a pipe nobody reads (`| true`).
 fn with_stdout_closed(cmd: &mut Command) -> Output {
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();

@@ -55,6 +55,10 @@ pub enum StoreError {
     /// another file of the group named so): it is never overwritten.
     #[error("{0} is in the way: it is not a ringshare part file, and is not overwritten")]
     InTheWay(String),
+    /// Another download (of this process or another) is fetching into
+    /// the same destination now: it holds the part file's lock.
+    #[error("{0} is being fetched by another download now (its part file is in use)")]
+    Busy(String),
     /// A file operation failed.
     #[error(transparent)]
     Io(#[from] PathIoError),
@@ -195,6 +199,18 @@ impl PartFile {
             return Err(StoreError::InTheWay(state.display().to_string()));
         }
         let (file, made, made_marked) = open_part(&part, &meta.sha1)?;
+        if !lock(&file) {
+            return Err(StoreError::Busy(dest.display().to_string()));
+        }
+        // Another download may have moved this file into place between the
+        // look above and taking the lock: its part file was gone, so this
+        // one made a new one, which it takes away again.
+        if fs::symlink_metadata(dest).is_ok() {
+            if made {
+                let _ = fs::remove_file(&part);
+            }
+            return Err(StoreError::Exists(dest.display().to_string()));
+        }
         // A mark is taken off as the file moves into place: a marked file
         // is a part file still (of this file, or of an earlier version).
         let mark_now = match (made, made_marked) {
@@ -407,6 +423,15 @@ impl PartFile {
         if self.meta.piece_hashes.len() > 1 {
             let _ = fs::remove_file(&self.state);
         }
+        self.release();
+    }
+
+    /// Lets go of the part file's lock ([`lock`]): the download is over
+    /// (failed, or stopped by its user), though this `PartFile` may live
+    /// on with it (a shell lists its downloads), and a later download of
+    /// the same destination takes the part file up.
+    pub fn release(&self) {
+        unlock(&self.file);
     }
 
     /// Makes the recorded pieces durable (fdatasync), if any changed.
@@ -428,8 +453,12 @@ impl PartFile {
         let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
         *record = None;
         unmark(&self.file);
-        self.file.sync_all().map_err(StoreError::io("sync", &self.part))?;
-        if let Err(e) = move_into_place(&self.part, &self.dest, (self.meta.len, self.meta.sha1)) {
+        let moved =
+            self.file.sync_all().map_err(StoreError::io("sync", &self.part)).and_then(|()| {
+                move_into_place(&self.part, &self.dest, (self.meta.len, self.meta.sha1))
+            });
+        self.release();
+        if let Err(e) = moved {
             // Still a part file, for the next run to take up.
             let _ = mark(&self.file, &self.meta.sha1);
             return Err(e);
@@ -454,6 +483,8 @@ impl PartFile {
         let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
         *record = None;
         settler.submit(Pending {
+            // The part file stays locked until it is moved (or left).
+            lock: self.file.try_clone().ok(),
             sha1: self.meta.sha1,
             len: self.meta.len,
             part: self.part.clone(),
@@ -609,6 +640,9 @@ const CUT_NAME: usize = 200;
 /// A finished part file waiting for its [`Settler`].
 #[derive(Debug)]
 struct Pending {
+    /// The part file, open: its lock ([`lock`]) is let go of once it has
+    /// moved, or failed to.
+    lock: Option<File>,
     /// The file's SHA1: its part file's mark, put back if it cannot move.
     sha1: Sha1Digest,
     /// The file's length.
@@ -792,6 +826,9 @@ fn settle(batch: &[Pending]) -> Vec<(PathBuf, String)> {
             // Still a part file, for the next run to take up.
             mark_path(&p.part, &p.sha1);
         }
+        if let Some(f) = &p.lock {
+            unlock(f);
+        }
         match into_place {
             Ok(()) => {
                 if let Some(state) = &p.state {
@@ -967,6 +1004,8 @@ fn create_marked(part: &Path, sha1: &Sha1Digest) -> io::Result<Option<File>> {
     if mark(&file, sha1).is_err() {
         return Ok(None);
     }
+    // Locked before anyone can see it.
+    lock(&file);
     let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
         .map_err(io::Error::other)?;
     let to = std::ffi::CString::new(part.as_os_str().as_bytes()).map_err(io::Error::other)?;
@@ -989,6 +1028,27 @@ fn create_marked(part: &Path, sha1: &Sha1Digest) -> io::Result<Option<File>> {
         // No /proc, or a filesystem that will not link: made as before.
         _ => Ok(None),
     }
+}
+
+/// Takes the part file's lock (`flock`, exclusive, not waiting): false
+/// if another download holds it. A download holds its part file's lock
+/// until the file is moved into place or the download ends (the kernel
+/// lets go of it when the process does, a crash included), so that two
+/// downloads into one destination at once (two `get`s, or a shell and a
+/// `get`) never write one part file: the second is told at once instead of
+/// failing later at the final move, or leaving a second part file beside
+/// the finished one. A filesystem without locks locks nothing (true).
+fn lock(file: &File) -> bool {
+    // SAFETY: a valid descriptor owned by `file`.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EWOULDBLOCK)
+}
+
+/// Lets go of a part file's lock ([`lock`]), held through any descriptor
+/// of the same open file.
+fn unlock(file: &File) {
+    // SAFETY: a valid descriptor owned by `file`.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
 }
 
 /// The extended attribute that marks a part file as this store's, holding
@@ -1194,41 +1254,58 @@ mod tests {
         }
     }
 
+    /// Two downloads into one place at once (two `get`s, a shell and a
+    /// `get`): the second is refused while the first holds the part file,
+    /// finds the file in place once the first moved it (at once or through
+    /// a settler), and takes the part file up once the first failed or was
+    /// stopped.
     #[test]
-    fn two_downloads_into_one_place_both_finish_when_the_first_moved_the_file() {
+    fn a_second_download_into_one_place_waits_for_the_first() {
         let dir = tempfile::tempdir().unwrap();
         for (len, settled) in
             [(3 * PIECE_LEN as usize + 11, false), (70_000, false), (70_000, true)]
         {
             let (bytes, meta) = source(dir.path(), len);
             let dest = dir.path().join(format!("out-{len}-{settled}"));
-            // Two `get`s into one directory share the part file.
             let (first, _) = PartFile::open(&dest, &meta).unwrap();
-            let (second, _) = PartFile::open(&dest, &meta).unwrap();
+            let busy = |r: Result<(PartFile, Bitfield), StoreError>| match r {
+                Err(StoreError::Busy(at)) => assert_eq!(at, dest.display().to_string()),
+                other => panic!("{:?}", other.map(|(_, have)| have)),
+            };
+            busy(PartFile::open(&dest, &meta));
             fill(&first, &bytes, &meta);
-            fill(&second, &bytes, &meta);
-            first.finish().unwrap();
             if settled {
                 let settler = Settler::new().unwrap();
-                second.finish_later(&settler);
+                first.finish_later(&settler);
+                // Still a part file until it is settled, and still locked.
+                if part_path(&dest).exists() {
+                    busy(PartFile::open(&dest, &meta));
+                }
                 assert!(settler.flush().is_empty());
             } else {
-                second.finish().unwrap();
+                first.finish().unwrap();
             }
             assert_eq!(fs::read(&dest).unwrap(), bytes);
+            assert!(matches!(PartFile::open(&dest, &meta), Err(StoreError::Exists(_))));
+            assert!(!part_path(&dest).exists());
         }
-        // Other bytes in place: the part file gone is a failure still.
-        let (bytes, meta) = source(dir.path(), 5000);
-        let dest = dir.path().join("other");
+        // Failed or stopped: the part file is free, the first still alive.
+        let (bytes, meta) = source(dir.path(), 3 * PIECE_LEN as usize);
+        let dest = dir.path().join("resumed");
         let (first, _) = PartFile::open(&dest, &meta).unwrap();
-        let (second, _) = PartFile::open(&dest, &meta).unwrap();
-        fill(&first, &bytes, &meta);
-        first.finish().unwrap();
-        fs::remove_file(&dest).unwrap();
-        fs::write(&dest, b"someone else's").unwrap();
-        let err = second.finish().unwrap_err();
-        assert!(err.to_string().contains("No such file"), "{err}");
-        assert_eq!(fs::read(&dest).unwrap(), b"someone else's");
+        let g = meta.geometry();
+        let p0 = g.range(g.piece(0).unwrap());
+        first.write_piece(p0.start, &bytes[p0.start as usize..p0.end as usize]).unwrap();
+        first.record(0).unwrap();
+        first.sync_state().unwrap();
+        first.release();
+        let (second, have) = PartFile::open(&dest, &meta).unwrap();
+        assert_eq!(have.count_ones(), 1, "resumed");
+        assert!(matches!(PartFile::open(&dest, &meta), Err(StoreError::Busy(_))));
+        drop(first);
+        fill(&second, &bytes, &meta);
+        second.finish().unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), bytes);
     }
 
     #[test]
@@ -1292,6 +1369,15 @@ mod tests {
         }
         let (part, have) = PartFile::open(&dest, &meta).unwrap();
         assert!(have.get(0) && !have.get(1) && !have.get(2), "{have:?}");
+        // While one download has it, another of the same destination (of
+        // this process or another) is refused and changes nothing.
+        assert!(matches!(PartFile::open(&dest, &meta), Err(StoreError::Busy(_))));
+        let one = dir.path().join("one");
+        let (_, single) = source(dir.path(), 1000);
+        let (first, _) = PartFile::open(&one, &single).unwrap();
+        assert!(matches!(PartFile::open(&one, &single), Err(StoreError::Busy(_))));
+        drop(first);
+        drop(PartFile::open(&one, &single).expect("free once the first is gone"));
         for p in [1u32, 2] {
             let r = g.range(g.piece(p as u64).unwrap());
             part.write_piece(r.start, &bytes[r.start as usize..r.end as usize]).unwrap();
@@ -1450,6 +1536,7 @@ mod tests {
         let dest = dir.path().join("out");
         let (part, _) = PartFile::open(&dest, &meta).unwrap();
         part.record(0).unwrap();
+        part.release();
         let mut other = meta.clone();
         other.sha1 = Sha1Digest([9; 20]);
         let (_, have) = PartFile::open(&dest, &other).unwrap();

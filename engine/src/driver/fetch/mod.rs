@@ -579,6 +579,7 @@ impl Shared {
         } else if let Err(e) = self.part.sync_state() {
             self.fail(e.to_string());
         }
+        self.part.release();
     }
 
     fn fail(&self, reason: String) {
@@ -594,6 +595,7 @@ impl Shared {
             if self.verified_nothing() {
                 self.part.discard();
             }
+            self.part.release();
             self.stop.store(true, Ordering::Release);
             self.wake.notify_all();
             if self.uring.load(Ordering::Acquire) {
