@@ -433,11 +433,12 @@ fn a_resumed_get_is_a_sharer_from_its_start() {
     common::eventually("the resumed run to be listed", || peers(&mut bob, "1 peer"));
     let out = again.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    // Its own address the one listed: it says so.
+    // Its own address the one listed: it says so, and how much it holds.
     assert!(
-        err.contains("no other node shares the file (only this node's own address is listed"),
+        err.contains("no other node shares the file (for 10s the only node listed was this one, which holds "),
         "{err}"
     );
+    assert!(err.contains(" of its 12 pieces)"), "{err}");
     // What it holds stays for the next run.
     assert!(dir.path().join("got.bin.part").exists());
     assert!(dir.path().join("got.bin.part.state").exists());

@@ -962,9 +962,13 @@ impl DownloadCore {
         if !serving && !pending && unlisted.is_some() {
             let secs = self.timeouts.no_sharer.as_secs();
             self.fail(if self.listed_itself {
+                // Listed as a sharer of what it holds, not as a holder of the
+                // file: said with how much that is.
                 format!(
-                    "no other node shares the file (only this node's own address is listed, \
-                     for {secs}s)"
+                    "no other node shares the file (for {secs}s the only node listed was this \
+                     one, which holds {} of its {} pieces)",
+                    self.picker.have_count(),
+                    self.geometry.piece_count()
                 )
             } else {
                 format!("no node shares the file (none listed for {secs}s)")
@@ -1797,7 +1801,8 @@ mod tests {
         let (_, why) = run_listing(&mut core, t0, 30, |_| vec![]).expect("failed");
         assert_eq!(
             why,
-            "no other node shares the file (only this node's own address is listed, for 10s)"
+            "no other node shares the file (for 10s the only node listed was this one, which \
+             holds 0 of its 4 pieces)"
         );
         // A sharer listed again before the limit (a node restarting) starts
         // the count over; listed but unreachable, it is waited for to the
