@@ -413,8 +413,20 @@ enum OneEnd {
     Fetched(Arc<Download>, f64),
     /// The same file was at the destination already.
     Present,
-    /// Stopped by a signal, with the bytes it had verified.
-    Stopped(&'static str, u64),
+    /// Stopped by a signal after this many seconds.
+    Stopped(&'static str, Arc<Download>, f64),
+    /// Started, and failed after this many seconds.
+    Failed(Arc<Download>, f64),
+}
+
+impl OneEnd {
+    /// The download and its seconds, if one ran.
+    fn ran(&self) -> Option<(&Arc<Download>, f64)> {
+        match self {
+            Self::Fetched(d, s) | Self::Stopped(_, d, s) | Self::Failed(d, s) => Some((d, *s)),
+            Self::Present => None,
+        }
+    }
 }
 
 async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) -> Result<()> {
@@ -476,8 +488,8 @@ async fn get_one_ending(
         why = interrupt.recv() => {
             let stopped = Arc::clone(&download);
             let _ = tokio::task::spawn_blocking(move || stopped.stop()).await;
-            let partial = download.contributions().into_values().sum();
-            *end = Some(OneEnd::Stopped(why, partial));
+            let seconds = started.elapsed().as_secs_f64();
+            *end = Some(OneEnd::Stopped(why, Arc::clone(&download), seconds));
             return Err(Stopped::error(why, "; run the same command again to resume"));
         }
     };
@@ -491,7 +503,10 @@ async fn get_one_ending(
             crate::say!("{}", entry_path(node));
             Ok(())
         }
-        Status::Failed(why) => bail!("download failed: {why}"),
+        Status::Failed(why) => {
+            *end = Some(OneEnd::Failed(Arc::clone(&download), seconds));
+            bail!("download failed: {why}")
+        }
         Status::Running => bail!("download stopped before completing"),
     }
 }
@@ -1444,8 +1459,9 @@ async fn wait_quietly(download: &Arc<Download>) -> Status {
     }
 }
 
-/// The one-file form's `--stats` document: the file's own figures when it
-/// was fetched (`file`, `bytes` — its size —, `seconds`, `mbps`,
+/// The one-file form's `--stats` document: the file's own figures when a
+/// download ran, whether it completed, was stopped or failed (`file`,
+/// `bytes` — its size —, `fetched` by this run, `seconds`, `mbps`,
 /// `latency_us`, `peers`), and whatever happened the bulk form's counts
 /// (`files_done`, `files_failed`, `failed` with the reason,
 /// `names_unmatched`, `files_interrupted`, `bytes_partial`, `stopped_by`,
@@ -1460,9 +1476,12 @@ fn write_one_stats(
         e.chain().any(|c| matches!(c.downcast_ref::<Refusal>(), Some(Refusal::NoSuchFile { .. })))
     });
     let stopped_by = match end {
-        Some(OneEnd::Stopped(why, _)) => Some(*why),
+        Some(OneEnd::Stopped(why, ..)) => Some(*why),
         _ => None,
     };
+    // What this run fetched (a resumed file's verified pieces from before
+    // are not counted).
+    let fetched_by = |d: &Download| -> u64 { d.contributions().into_values().sum() };
     let failed: Vec<serde_json::Value> = match (error, stopped_by) {
         (Some(e), None) => vec![serde_json::json!({"file": name, "reason": format!("{e:#}")})],
         _ => Vec::new(),
@@ -1474,11 +1493,14 @@ fn write_one_stats(
         "failed": failed,
         "names_unmatched": usize::from(unmatched),
         "files_interrupted": usize::from(stopped_by.is_some()),
-        "bytes_partial": match end { Some(OneEnd::Stopped(_, b)) => *b, _ => 0 },
+        "bytes_partial": match end {
+            Some(OneEnd::Stopped(_, d, _) | OneEnd::Failed(d, _)) => fetched_by(d),
+            _ => 0,
+        },
         "stopped_by": stopped_by,
         "already_present": matches!(end, Some(OneEnd::Present)),
     });
-    if let Some(OneEnd::Fetched(download, seconds)) = end {
+    if let Some((download, seconds)) = end.and_then(OneEnd::ran) {
         let bytes = download.meta().len;
         let latency: serde_json::Map<String, serde_json::Value> =
             ringshare_engine::metrics::percentiles_us(&download.latency().snapshot())

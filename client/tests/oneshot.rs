@@ -400,8 +400,11 @@ fn a_resumed_get_is_a_sharer_from_its_start() {
     let pw_b = dir.path().join("pw-b");
     std::fs::write(&pw_b, "pw-b\n").unwrap();
     let dest = dir.path().join("got.bin");
-    let get = || {
+    let stats = |n: u32| dir.path().join(format!("stats-{n}.json"));
+    let get = |n: u32| {
         one_shot("get", &info, "bob", &pw_b, &dir.path().join("state-get"))
+            .arg("--stats")
+            .arg(stats(n))
             .args(["g", "f.bin"])
             .arg(&dest)
             .stdout(Stdio::null())
@@ -412,7 +415,7 @@ fn a_resumed_get_is_a_sharer_from_its_start() {
     let peers = |bob: &mut NodeProc, n: &str| {
         bob.cmd("list_files g") == [format!("f.bin  6291456 bytes  {n}")]
     };
-    let first = get();
+    let first = get(1);
     // Registered once its first piece is verified.
     common::eventually("the first run to be listed", || peers(&mut bob, "2 peers"));
     // SIGTERM, as a service manager sends it, stops it as Ctrl-C does.
@@ -425,11 +428,24 @@ fn a_resumed_get_is_a_sharer_from_its_start() {
         "{err}"
     );
     assert_eq!(bob.cmd("list_files g"), ["f.bin  6291456 bytes  1 peer"], "withdrawn");
+    // Its figures say what it fetched before it was stopped.
+    let doc = |n: u32| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(stats(n)).unwrap()).unwrap()
+    };
+    let first = doc(1);
+    assert_eq!(first["stopped_by"], "terminated", "{first}");
+    assert_eq!(first["files_interrupted"], 1, "{first}");
+    assert_eq!(first["bytes"], 6291456, "{first}");
+    let fetched = first["fetched"].as_u64().expect("fetched");
+    assert!(fetched > 0 && fetched < 6291456, "{first}");
+    assert_eq!(first["bytes_partial"], fetched, "{first}");
+    assert!(first["seconds"].as_f64() > Some(0.0), "{first}");
+    assert_eq!(first["peers"][0]["bytes"], fetched, "{first}");
     // Alice gone: the run that resumes can fetch nothing more, yet holds
     // pieces, and is listed from its start.
     owner.ok("logout");
     assert!(peers(&mut bob, "0 peers"));
-    let again = get();
+    let again = get(2);
     common::eventually("the resumed run to be listed", || peers(&mut bob, "1 peer"));
     let out = again.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -439,6 +455,11 @@ fn a_resumed_get_is_a_sharer_from_its_start() {
         "{err}"
     );
     assert!(err.contains(" of its 12 pieces)"), "{err}");
+    // Failed, its figures too: nothing fetched by this run.
+    let second = doc(2);
+    assert_eq!(second["files_failed"], 1, "{second}");
+    assert_eq!((second["bytes"].as_u64(), second["fetched"].as_u64()), (Some(6291456), Some(0)));
+    assert!(second["failed"][0]["reason"].as_str().unwrap().contains("no other node"), "{second}");
     // What it holds stays for the next run.
     assert!(dir.path().join("got.bin.part").exists());
     assert!(dir.path().join("got.bin.part.state").exists());
