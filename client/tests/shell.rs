@@ -683,7 +683,10 @@ fn a_download_that_fails_is_withdrawn_from_the_listing() {
     a.ok("stop_share g f.bin");
     let out = b.wait_downloads(|l| l.iter().any(|l| l.starts_with("[F]")));
     assert!(
-        out[0].starts_with("[F] [g] f.bin  no other node shares the file (only this node"),
+        out[0].starts_with(
+            "[F] [g] f.bin  no other node shares the file (for 10s the only node listed was \
+             this one, which holds "
+        ),
         "{out:?}"
     );
     eventually("the failed download withdrawn", || a.cmd("list_files g").is_empty());
