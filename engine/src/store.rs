@@ -199,7 +199,8 @@ impl PartFile {
             return Err(StoreError::InTheWay(state.display().to_string()));
         }
         let (file, made, made_marked) = open_part(&part, &meta.sha1)?;
-        if !lock(&file) {
+        // One made marked is locked already (`create_marked`).
+        if !made_marked && !lock(&file) {
             return Err(StoreError::Busy(dest.display().to_string()));
         }
         // Another download may have moved this file into place between the
