@@ -436,7 +436,19 @@ impl Node {
                 self.token()?;
                 Ok(self.downloads.iter().map(DownloadEntry::line).collect())
             }
-            Command::Help => Ok(HELP.iter().map(|(u, what)| format!("{u:<56} {what}")).collect()),
+            Command::Help(None) => {
+                Ok(HELP.iter().map(|(u, what)| format!("{u:<56} {what}")).collect())
+            }
+            Command::Help(Some(name)) => {
+                let name = if name == "exit" { "quit" } else { name.as_str() };
+                match HELP.iter().find(|(u, _)| u.split(' ').next() == Some(name)) {
+                    Some((u, what)) => Ok(vec![format!("{u:<56} {what}")]),
+                    None => Err(anyhow!(
+                        "no command {} (type help for the list)",
+                        crate::shell::one_line(name)
+                    )),
+                }
+            }
             Command::Quit => Ok(Vec::new()),
         }
     }
@@ -1291,7 +1303,7 @@ impl Node {
         } else if resumed > 0 {
             format!("resuming at {resumed}/{pieces} pieces")
         } else {
-            format!("{pieces} pieces")
+            pieces_word(pieces)
         };
         Ok(vec![format!(
             "downloading {file} from {group} to {} ({from}, {peers} peer(s)); see show_downloads",
@@ -1885,6 +1897,15 @@ pub fn file_line(f: &FileEntry) -> String {
     format!("{}  {} bytes  {} peer{s}", f.name, f.len, f.peers)
 }
 
+/// `1 piece`, `N pieces`.
+pub fn pieces_word(n: usize) -> String {
+    if n == 1 {
+        "1 piece".to_owned()
+    } else {
+        format!("{n} pieces")
+    }
+}
+
 /// A file shared by [`Node::share_paths`].
 #[derive(Debug, Clone)]
 pub struct SharedLine {
@@ -1902,8 +1923,11 @@ impl SharedLine {
     /// `uploaded NAME to GROUP: B bytes, P pieces, sha1 …`.
     pub fn uploaded(&self, group: &str) -> String {
         format!(
-            "uploaded {} to {group}: {} bytes, {} pieces, sha1 {}",
-            self.name, self.len, self.pieces, self.sha1
+            "uploaded {} to {group}: {} bytes, {}, sha1 {}",
+            self.name,
+            self.len,
+            pieces_word(self.pieces),
+            self.sha1
         )
     }
 
@@ -2000,8 +2024,9 @@ impl ShareReport {
         let bytes: u64 = self.shared.iter().map(|s| s.len).sum();
         let pieces: usize = self.shared.iter().map(|s| s.pieces).sum();
         let mut line = format!(
-            "shared {} file(s) in {group}: {bytes} bytes, {pieces} pieces",
-            self.shared.len()
+            "shared {} file(s) in {group}: {bytes} bytes, {}",
+            self.shared.len(),
+            pieces_word(pieces)
         );
         if !self.already.is_empty() {
             line += &format!("; {} already shared", self.already.len());

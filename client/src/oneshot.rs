@@ -1329,10 +1329,10 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
         match report.one_file()? {
             OneFile::Shared(s) => crate::say!("{}", s.uploaded(group)),
             OneFile::Already(s) => crate::say!(
-                "{} is already shared in {group} by this node: {} bytes, {} pieces, sha1 {}",
+                "{} is already shared in {group} by this node: {} bytes, {}, sha1 {}",
                 s.name,
                 s.len,
-                s.pieces,
+                crate::node::pieces_word(s.pieces),
                 s.sha1
             ),
         }

@@ -37,8 +37,8 @@ pub enum Command {
     StopShare { group: String, file: String },
     /// `logout`
     Logout,
-    /// `help`
-    Help,
+    /// `help [command]`: every command, or one command's usage.
+    Help(Option<String>),
     /// `quit` or `exit`
     Quit,
 }
@@ -91,6 +91,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("show_downloads", "progress of downloads"),
     ("stop_share <group_id> <file_name>", "stop sharing a file"),
     ("logout", "log out; sharing pauses until the next login"),
+    ("help [command]", "this list, or one command's usage"),
     ("quit", "leave the shell (also: exit)"),
 ];
 
@@ -197,7 +198,11 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         "show_downloads" => arity(0).map(|()| Command::ShowDownloads),
         "stop_share" => arity(2).map(|()| Command::StopShare { group: a(0), file: a(1) }),
         "logout" => arity(0).map(|()| Command::Logout),
-        "help" => Ok(Command::Help),
+        "help" => match args {
+            [] => Ok(Command::Help(None)),
+            [name] => Ok(Command::Help(Some(name.to_owned()))),
+            _ => Err(ParseError::Arity { usage: usage(cmd), got: args.len() }),
+        },
         "quit" | "exit" => arity(0).map(|()| Command::Quit),
         other => Err(ParseError::Unknown(match other.char_indices().nth(SHOWN_WORD) {
             // A 20 MB line was a 20 MB error line.
@@ -303,6 +308,9 @@ mod tests {
         assert!(parse("list_files").is_err());
         assert!(parse("list_files g p extra").is_err());
         assert!(parse("download_file g f").unwrap_err().to_string().contains("<destination_path>"));
+        assert_eq!(parse("help").unwrap(), Some(Command::Help(None)));
+        assert_eq!(parse("help login").unwrap(), Some(Command::Help(Some("login".into()))));
+        assert!(parse("help login logout").is_err());
     }
 
     #[test]

@@ -53,6 +53,11 @@ fn accounts_and_sessions() {
     // The same user may log in again after logging out.
     a.ok("login alice pw1");
     assert!(a.cmd("help").len() >= 15);
+    let one = a.ok("help download_file");
+    assert!(one.starts_with("download_file <group_id> <file_name> <destination_path> "), "{one}");
+    assert!(a.ok("help exit").starts_with("quit "));
+    a.err("help frobnicate", "no command frobnicate (type help for the list)");
+    a.err("help login now", "wrong number of arguments (2): usage: help [command]");
     assert!(a.close().success(), "EOF on stdin ends the shell cleanly");
 }
 
@@ -152,7 +157,8 @@ fn sharing_files_in_groups() {
     b.ok("stop_share g1 data.bin");
     b.err(&format!("upload_file {} g1", other.display()), "a different file named data.bin");
     // ... but the same name in another group is another entry.
-    a.ok(&format!("upload_file {} g2", other.display()));
+    let one = a.ok(&format!("upload_file {} g2", other.display()));
+    assert!(one.starts_with("uploaded data.bin to g2: 1000 bytes, 1 piece, sha1 "), "{one}");
     assert_eq!(a.cmd("list_files g2"), ["data.bin  1000 bytes  1 peer"]);
     assert_eq!(a.cmd("list_files g1"), ["data.bin  1300000 bytes  1 peer"]);
 
