@@ -946,6 +946,9 @@ async fn get_many(
     // Files whose destination another download's part file held, and
     // whether they have been tried again.
     let (mut later, mut retried) = (Vec::new(), false);
+    // Files still held once tried again: another process's download is
+    // fetching them. Waited for while it gets on (see `Others`).
+    let mut others = Others::default();
     // A signal that came while the fetch waited on the tracker, and the
     // file whose answer it was waiting for (not started, counted as not
     // fetched).
@@ -1015,6 +1018,9 @@ async fn get_many(
                             report.not_overwritten.insert(f.name.clone());
                         }
                         Some(Taken::HeldByPart(_)) => {
+                            if others.wait_for(&f, dest, &why) {
+                                continue;
+                            }
                             report.held.insert(f.name.clone());
                         }
                         None => {}
@@ -1024,14 +1030,53 @@ async fn get_many(
             }
         }
         if stop_asked.is_none() && running.is_empty() && ahead.is_empty() && queue.is_empty() {
-            if later.is_empty() || retried {
+            if !later.is_empty() && !retried {
+                // The part files in their way were the other downloads',
+                // all done now: once settled, they are gone.
+                settle(node, dest, &mut report)?;
+                retried = true;
+                queue.extend(later.drain(..));
+                continue;
+            }
+            if others.files.is_empty() {
                 break;
             }
-            // The part files in their way were the other downloads', all
-            // done now: once settled, they are gone.
-            settle(node, dest, &mut report)?;
-            retried = true;
-            queue.extend(later.drain(..));
+            let n = others.files.len();
+            overall.set_message(format!(
+                "{}/{total_files} files; waiting for {n} that another download is fetching",
+                report.done.len()
+            ));
+            if !args.quiet && !others.said {
+                others.said = true;
+                multi.suspend(|| {
+                    crate::say!(
+                        "waiting for {n} file(s) that another download is fetching into {} (for \
+                         as long as it gets on)",
+                        dest.display()
+                    )
+                });
+            }
+            tokio::select! {
+                freed = others.freed(dest) => match freed {
+                    Some(files) => queue.extend(files),
+                    // Nothing changed for a while: that download is stuck,
+                    // or stopped without letting go (a shell keeps a
+                    // failed download's part file): this run ends.
+                    None => {
+                        for (f, why) in others.files.drain(..) {
+                            report.held.insert(f.name.clone());
+                            report.failed.push((f.name, why));
+                        }
+                        break;
+                    }
+                },
+                why = interrupt.recv() => {
+                    report.stopped_by = Some(why);
+                    report.interrupted = others.files.len();
+                    multi.clear().ok();
+                    break;
+                }
+            }
             continue;
         }
         let mut in_flight = 0u64;
@@ -1115,6 +1160,89 @@ async fn get_many(
     Ok(report)
 }
 
+/// Files of a bulk `get` that another process's download is fetching into
+/// the same place (its part file's lock, [`ringshare_engine::store::part_held`]),
+/// waited for while that download gets on: each is fetched again once its
+/// part file is let go of (most often it is then there, whole, and counts
+/// as done), and the wait ends when none of their part files has changed
+/// for [`Others::STUCK_AFTER`].
+struct Others {
+    files: Vec<(FileEntry, String)>,
+    /// The part files as last seen, and when one last changed.
+    seen: std::collections::HashMap<String, (u64, u64, i64, i64)>,
+    changed: Option<std::time::Instant>,
+    /// The line saying so was written.
+    said: bool,
+    /// [`Others::STUCK_AFTER`] (shorter in tests).
+    stuck_after: Duration,
+}
+
+impl Default for Others {
+    fn default() -> Self {
+        Self {
+            files: Vec::new(),
+            seen: Default::default(),
+            changed: None,
+            said: false,
+            stuck_after: Self::STUCK_AFTER,
+        }
+    }
+}
+
+impl Others {
+    /// Without a change in any part file waited for this long, the others'
+    /// downloads are taken to be stuck.
+    const STUCK_AFTER: Duration = Duration::from_secs(30);
+    /// How often the part files are looked at.
+    const LOOK_EVERY: Duration = Duration::from_millis(250);
+
+    /// Waits for `f` if another download holds its part file now; false
+    /// if none does (the file then fails as it did).
+    fn wait_for(&mut self, f: &FileEntry, dest: &Path, why: &str) -> bool {
+        let Some(seen) = ringshare_engine::store::part_held(&dest.join(&f.name)) else {
+            return false;
+        };
+        self.seen.insert(f.name.clone(), seen);
+        self.changed.get_or_insert_with(std::time::Instant::now);
+        self.files.push((f.clone(), why.to_owned()));
+        true
+    }
+
+    /// The files whose part file was let go of, once one is; `None` once
+    /// no part file has changed for [`Others::STUCK_AFTER`].
+    async fn freed(&mut self, dest: &Path) -> Option<Vec<FileEntry>> {
+        loop {
+            tokio::time::sleep(Self::LOOK_EVERY).await;
+            let now = std::time::Instant::now();
+            let mut freed = Vec::new();
+            let mut i = 0;
+            while i < self.files.len() {
+                let name = &self.files[i].0.name;
+                match ringshare_engine::store::part_held(&dest.join(name)) {
+                    None => {
+                        self.seen.remove(name);
+                        freed.push(self.files.swap_remove(i).0);
+                        continue;
+                    }
+                    Some(seen) => {
+                        if self.seen.insert(name.clone(), seen) != Some(seen) {
+                            self.changed = Some(now);
+                        }
+                    }
+                }
+                i += 1;
+            }
+            if !freed.is_empty() {
+                self.changed = Some(now);
+                return Some(freed);
+            }
+            if self.changed.is_some_and(|at| now.duration_since(at) >= self.stuck_after) {
+                return None;
+            }
+        }
+    }
+}
+
 /// Makes the files fetched so far durable and moves them into place; one
 /// that could not be moved counts as failed.
 fn settle(node: &Node, dest: &Path, report: &mut BulkReport) -> Result<()> {
@@ -1128,10 +1256,6 @@ fn settle(node: &Node, dest: &Path, report: &mut BulkReport) -> Result<()> {
     Ok(())
 }
 
-/// Starts fetching `f` into `dest` with the tracker's answer `info`:
-/// `None` when the same file is already there (verified by its SHA1); an
-/// error when a different one is (it is never overwritten) or the download
-/// cannot start.
 /// Files asked of the tracker in one `FileInfos`.
 const BATCH: usize = ringshare_engine::ticket::MAX_FILES;
 
@@ -1207,6 +1331,10 @@ fn transient(e: &anyhow::Error) -> bool {
         )
 }
 
+/// Starts fetching `f` into `dest` with the tracker's answer `info`:
+/// `None` when the same file is already there (verified by its SHA1); an
+/// error when a different one is (it is never overwritten) or the download
+/// cannot start.
 async fn start_one(
     node: &mut Node,
     group: &str,
@@ -1703,6 +1831,60 @@ mod tests {
         assert_eq!(r.failures_in_brackets(), " (1 failed, 1 name(s) matched no file)");
         r.failed.remove(0);
         assert_eq!(r.failures_in_brackets(), " (1 name(s) matched no file)");
+    }
+
+    /// A file whose part file another download holds is waited for while
+    /// that part file changes, handed back once it is let go of, and given
+    /// up once it has not changed for a while.
+    #[tokio::test]
+    async fn files_another_download_holds_are_waited_for_while_it_gets_on() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let entry = |name: &str| FileEntry { name: name.into(), len: 10, peers: 1 };
+        let part = |name: &str| ringshare_engine::store::part_path(&dir.path().join(name));
+        let held = |name: &str| {
+            let f = std::fs::File::create(part(name)).unwrap();
+            // SAFETY: a valid descriptor owned by `f`.
+            assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+            f
+        };
+        let mut others = Others { stuck_after: Duration::from_millis(2000), ..Others::default() };
+        // No part file, or one nobody holds: not waited for.
+        assert!(!others.wait_for(&entry("none.bin"), dir.path(), "why"));
+        std::fs::write(part("free.bin"), b"x").unwrap();
+        assert!(!others.wait_for(&entry("free.bin"), dir.path(), "why"));
+        let a = held("a.bin");
+        let b = held("b.bin");
+        assert!(others.wait_for(&entry("a.bin"), dir.path(), "a is busy"));
+        assert!(others.wait_for(&entry("b.bin"), dir.path(), "b is busy"));
+        // a is let go of: handed back; b still waited for.
+        drop(a);
+        let freed = others.freed(dir.path()).await.unwrap();
+        assert_eq!(freed.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["a.bin"]);
+        assert_eq!(others.files.len(), 1);
+        // b's download gets on (its part file grows) for longer than the
+        // limit: still waited for.
+        let started = std::time::Instant::now();
+        let writer = {
+            let path = part("b.bin");
+            tokio::spawn(async move {
+                for i in 0..12u8 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let mut bytes = std::fs::read(&path).unwrap();
+                    bytes.push(i);
+                    std::fs::write(&path, bytes).unwrap();
+                }
+            })
+        };
+        // Then it stops changing: given up, its reason kept.
+        assert!(others.freed(dir.path()).await.is_none());
+        writer.await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(2400 + 2000));
+        assert_eq!(
+            others.files.iter().map(|(f, why)| (f.name.as_str(), why.as_str())).collect::<Vec<_>>(),
+            [("b.bin", "b is busy")]
+        );
+        drop(b);
     }
 
     #[test]

@@ -796,9 +796,10 @@ fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
 /// Two `get`s into one destination at once: a file the first is
 /// fetching is not written by the second (its part file is locked); the
 /// one-file form says so at once, a bulk fetch tries it again after its
-/// other files and, if it is still being fetched, says so and that running
-/// it again will resume. Neither leaves a part file behind nor fails a
-/// file as "already exists"; the same command run again has everything.
+/// other files and, if it is still being fetched, waits for it (saying
+/// so) while the other download gets on. Both end complete; neither
+/// leaves a part file behind, and the same command run again has
+/// everything.
 #[test]
 fn two_gets_into_one_destination_at_once_never_share_a_part_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -811,7 +812,7 @@ fn two_gets_into_one_destination_at_once_never_share_a_part_file() {
             ..Login::new(dir.path(), &info, "bob", "pw-b")
         };
         let mut c = login.command("get");
-        c.arg("--quiet").args(what);
+        c.args(what);
         c
     };
     let dest_s = dest.to_str().unwrap();
@@ -823,7 +824,7 @@ fn two_gets_into_one_destination_at_once_never_share_a_part_file() {
         std::fs::read(dest.join("set/a.bin.part.state"))
             .is_ok_and(|r| r.last().is_some_and(|&bits| bits != 0))
     });
-    let one = get(2, &["g", "set/a.bin", a.to_str().unwrap()]).output().unwrap();
+    let one = get(2, &["--quiet", "g", "set/a.bin", a.to_str().unwrap()]).output().unwrap();
     assert_eq!(one.status.code(), Some(1));
     assert_eq!(
         text(&one.stderr),
@@ -832,23 +833,34 @@ fn two_gets_into_one_destination_at_once_never_share_a_part_file() {
             a.display()
         )
     );
+    // A second whole get waits for the files the first is fetching (and
+    // the first for those the second got to first): both end complete.
     let second = get(3, &whole).output().unwrap();
     let first = first.wait_with_output().unwrap();
+    let mut waited = 0;
     for (out, which) in [(&first, "first"), (&second, "second")] {
-        let err = text(&out.stderr);
-        if out.status.success() {
-            continue;
-        }
-        assert_eq!(out.status.code(), Some(1), "{which}: {err}");
-        for l in err.lines().filter(|l| l.starts_with("ringshare: failed")) {
-            assert!(
-                l.ends_with("is being fetched by another download now (its part file is in use)"),
-                "{which}: {err}"
+        assert!(out.status.success(), "{which}: {}", text(&out.stderr));
+        let said = text(&out.stdout);
+        for l in said.lines().filter(|l| l.starts_with("waiting for")) {
+            assert_eq!(
+                l,
+                format!(
+                    "waiting for 1 file(s) that another download is fetching into {dest_s} (for \
+                     as long as it gets on)"
+                ),
+                "{which}"
             );
+            waited += 1;
         }
-        assert!(err.ends_with("; run the same command again to resume\n"), "{which}: {err}");
-        assert!(!err.contains("already exists"), "{which}: {err}");
+        // Every file fetched by this one or found there, done by the other.
+        let summary = said.lines().find(|l| l.starts_with("fetched ")).unwrap_or_default();
+        let n = |word: &str| -> usize {
+            let at = summary.find(word).map_or(0, |i| i + word.len());
+            summary[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap_or(0)
+        };
+        assert_eq!(n("fetched ") + n("; "), 3, "{which}: {said}");
     }
+    assert!(waited >= 1, "neither waited for the other");
     let again = get(4, &whole).output().unwrap();
     assert!(again.status.success(), "{}", text(&again.stderr));
     let got = tree(&dest);

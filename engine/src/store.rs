@@ -1045,6 +1045,34 @@ fn lock(file: &File) -> bool {
     rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EWOULDBLOCK)
 }
 
+/// Whether another download (of any process) holds the part file of a
+/// download to `dest` now ([`lock`]: the reason a download into the same
+/// place is refused with [`StoreError::Busy`]); if it does, what its part
+/// file looks like (length, blocks, modification time), which changes as
+/// that download writes. `None`: no part file there, or nobody holds it.
+///
+/// Looking takes the lock for a moment (shared, not waiting): a download
+/// starting into that place in that moment is refused as busy.
+pub fn part_held(dest: &Path) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(part_path(dest))
+        .ok()?;
+    let md = file.metadata().ok()?;
+    if !md.is_file() {
+        return None;
+    }
+    // SAFETY: a valid descriptor owned by `file`.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    if rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EWOULDBLOCK) {
+        // Free (closing the file lets go of the shared lock).
+        return None;
+    }
+    Some((md.len(), md.blocks(), md.mtime(), md.mtime_nsec()))
+}
+
 /// Lets go of a part file's lock ([`lock`]), held through any descriptor
 /// of the same open file.
 fn unlock(file: &File) {
