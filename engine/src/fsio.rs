@@ -38,7 +38,9 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 /// Replaces `dest` with `bytes` so that a crash leaves either the old or
 /// the new content: writes a new `<dest>.tmp…` (never an existing file
 /// there, never through a link), fsyncs it, renames it over `dest` and
-/// fsyncs the directory. Returns the new file, open for writing.
+/// fsyncs the directory. The file is its owner's to read only (mode 0600:
+/// records of what a node shares, a tracker's state). Returns the new
+/// file, open for writing.
 pub fn write_atomically(dest: &Path, bytes: &[u8]) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -48,6 +50,7 @@ pub fn write_atomically(dest: &Path, bytes: &[u8]) -> io::Result<File> {
         match fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
         {

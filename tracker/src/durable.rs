@@ -139,7 +139,7 @@ pub struct DataDir {
 impl DataDir {
     /// Opens (creating) `path` for tracker `me` and recovers its state.
     pub fn open(path: &Path, me: u16) -> Result<Opened, DataDirError> {
-        fs::create_dir_all(path).map_err(io_err("create", path))?;
+        private_dir(path).map_err(io_err("create", path))?;
         let lock = lock_dir(path)?;
         check_number(path, me)?;
         let shown = || path.display().to_string();
@@ -333,6 +333,20 @@ fn check_sequence(logs: &[u64], next_log: u64, snapshot: bool) -> Result<(), Str
     Ok(())
 }
 
+/// Makes `path` (and its missing parents) a directory only its owner may
+/// read: it holds the users' password hashes, their sessions and the
+/// ticket key (in the snapshot and the logs). One made by an earlier
+/// version, readable by others, is closed to them.
+pub fn private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;
+    let md = fs::metadata(path)?;
+    if md.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// Locks the directory for this process (released when it exits, however
 /// it exits). The lock file names the holder, for the error of the next.
 fn lock_dir(path: &Path) -> Result<fs::File, DataDirError> {
@@ -461,6 +475,34 @@ mod tests {
         assert_eq!(log_numbers(dir.path()).unwrap(), vec![2]);
         drop(o);
         assert!(matches!(DataDir::open(dir.path(), 2), Err(DataDirError::WrongTracker { .. })));
+    }
+
+    /// Password hashes, sessions and the ticket key are in the snapshot
+    /// and the logs: the directory and every file in it are the owner's
+    /// only, a directory an earlier version made readable included.
+    #[test]
+    fn the_data_directory_is_its_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let at = dir.path().join("new/data");
+        let mut o = DataDir::open(&at, 1).unwrap();
+        assert_eq!(mode(&at), 0o700);
+        append(&mut o.replica, &o.log, user(1));
+        o.dir.snapshot(&o.replica, &mut o.log).unwrap();
+        append(&mut o.replica, &o.log, user(2));
+        drop(o);
+        let old = dir.path().join("old");
+        fs::create_dir(&old).unwrap();
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o755)).unwrap();
+        drop(DataDir::open(&old, 1).unwrap());
+        assert_eq!(mode(&old), 0o700);
+        let files: Vec<_> = fs::read_dir(&at).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(files.iter().any(|f| f.ends_with("snapshot")), "{files:?}");
+        assert!(files.iter().any(|f| f.ends_with("log.2")), "{files:?}");
+        for f in files {
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
     }
 
     /// A snapshot that fails after the switch to a new log (its file could

@@ -31,7 +31,7 @@ pub struct Links {
 impl Links {
     /// The links of a tracker keeping its data in `data_dir`.
     pub fn open(data_dir: &Path, list: TrackerList) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir)?;
+        crate::durable::private_dir(data_dir)?;
         let me = load_or_create_key(&data_dir.join(KEY_FILE))?;
         let pins = Pins::load(&data_dir.join(PINS_FILE)).map_err(anyhow::Error::msg)?;
         Ok(Self { me, list, pins })

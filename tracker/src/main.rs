@@ -335,7 +335,21 @@ async fn dump_state(
 ) -> Result<()> {
     match ask_admin(list, no, Request::StateImage, Some(me)).await? {
         Response::StateImage { digest, known, state } => {
-            std::fs::write(path, &state).with_context(|| format!("write {}", path.display()))?;
+            // The state holds password hashes, sessions and the ticket key:
+            // written for its owner's eyes only.
+            let write = || -> std::io::Result<()> {
+                use std::io::Write;
+                use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(path)?;
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                f.write_all(&state)
+            };
+            write().with_context(|| format!("write {}", path.display()))?;
             let ops: u64 = known.iter().map(|(_, n)| n).sum();
             let known: Vec<String> = known.iter().map(|(o, n)| format!("{o}:{n}")).collect();
             println!("{} ops={ops} known={}", hex::encode(digest), known.join(","));

@@ -23,6 +23,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -216,7 +217,8 @@ pub struct OpLog {
 impl OpLog {
     /// Opens `path` for appending after record `last_seq` (see [`read_log`]).
     pub fn open(path: &Path, last_seq: u64) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        // Readable by the tracker's user only: ops carry password hashes.
+        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
         if let Some(dir) = path.parent() {
             File::open(dir)?.sync_all()?;
         }

@@ -339,4 +339,7 @@ fn the_state_image_is_for_a_trackers_own_key_only() {
     let out = admin(&["--dump-state", dump.to_str().unwrap()], dir.path());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(std::fs::metadata(&dump).unwrap().len() > 0);
+    // It holds password hashes and sessions: its owner's to read only.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&dump).unwrap().permissions().mode() & 0o777, 0o600);
 }
