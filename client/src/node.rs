@@ -1274,7 +1274,7 @@ impl Node {
             // event does not come again: a sharer now (an earlier run on
             // another port withdrew its registration, or never made one).
             let book = self.session.as_ref().map(|s| s.book.clone());
-            unfinished(&book, self.defer_book_sync, &group, &dest_path, &meta);
+            unfinished(&book, &self.shares, self.defer_book_sync, &group, &dest_path, &meta);
             self.registrar.register(token, group.clone(), meta.clone());
         }
         // This download takes the place of one into the same destination
@@ -1368,7 +1368,7 @@ impl Node {
         Box::new(move |event| match event {
             FetchEvent::FirstPiece if unshared_now() => {}
             FetchEvent::FirstPiece => {
-                unfinished(&book, defer_sync, &group, &dest, &meta);
+                unfinished(&book, &shares, defer_sync, &group, &dest, &meta);
                 registered.store(true, Ordering::Release);
                 registrar.register(token, group.clone(), meta.clone())
             }
@@ -1503,8 +1503,15 @@ impl Node {
 /// Records in `book` that the download of `meta` to `dest` is registered as
 /// a sharer and not finished ([`LocalShare::unfinished`]). Only for a file
 /// of several pieces: one of one piece is finished by its first.
+///
+/// Not when this node shares the file already from a whole copy (the same
+/// file fetched again into another place): the record holds one place per
+/// file, and that copy's stays. A download stopped here is then not taken
+/// for the share at the next login, which stopped sharing the file
+/// although the node held it whole.
 fn unfinished(
     book: &Option<ShareBook>,
+    shares: &Arc<Mutex<ShareList>>,
     defer_sync: bool,
     group: &str,
     dest: &Path,
@@ -1512,6 +1519,10 @@ fn unfinished(
 ) {
     let Some(book) = book else { return };
     if meta.piece_hashes.len() < 2 {
+        return;
+    }
+    let key = (group.to_owned(), meta.name.clone());
+    if lock(shares).get(&key).is_some_and(|s| !s.is_unfinished() && s.meta.sha1 == meta.sha1) {
         return;
     }
     let record = LocalShare::unfinished(group.to_owned(), dest.to_owned(), meta.clone());
@@ -2053,6 +2064,41 @@ mod tests {
 
     fn listed(addr: &str) -> PeerInfo {
         PeerInfo { user: "u".into(), addr: addr.into(), key: Some([1; 32]) }
+    }
+
+    /// A file fetched again into another place while this node shares it
+    /// whole: the share record keeps the whole copy, so that the next login
+    /// shares it again whatever became of the second download. With no
+    /// whole copy shared, the download's record is made.
+    #[test]
+    fn a_download_of_a_file_shared_whole_here_leaves_its_record_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = dir.path().join("whole.bin");
+        std::fs::write(&whole, vec![7u8; 1000]).unwrap();
+        let meta = FileMeta {
+            name: "big.bin".into(),
+            len: 1000,
+            sha1: Sha1Digest([1; 20]),
+            piece_hashes: vec![Sha1Digest([2; 20]), Sha1Digest([3; 20])],
+        };
+        let book = Some(ShareBook::new(dir.path(), "b", "127.0.0.1:1"));
+        let shares: Arc<Mutex<ShareList>> = Arc::default();
+        let again = dir.path().join("again/big.bin");
+        // Nothing shared: the download is recorded, unfinished.
+        unfinished(&book, &shares, false, "g", &again, &meta);
+        let (recorded, _) = book.as_ref().unwrap().load();
+        assert_eq!(recorded.len(), 1);
+        assert!(recorded[0].is_unfinished() && recorded[0].path == again);
+        // Shared whole from `whole`: that record stays.
+        let share = LocalShare::new("g".into(), whole.clone(), meta.clone()).unwrap();
+        book.as_ref().unwrap().put(&share).unwrap();
+        lock(&shares).insert(share_key(&share), share);
+        unfinished(&book, &shares, false, "g", &again, &meta);
+        let (recorded, _) = book.as_ref().unwrap().load();
+        assert_eq!(recorded.len(), 1);
+        assert!(!recorded[0].is_unfinished());
+        assert_eq!(recorded[0].path, whole);
+        assert_eq!(recorded[0].check(), Ok(()));
     }
 
     #[test]
