@@ -130,6 +130,7 @@ async fn run(args: NodeArgs) -> Result<()> {
     let listener = oneshot::bind_piece_server(args.listen)?;
     let state_dir = args.state_dir.unwrap_or_else(oneshot::default_state_dir);
     let backend = oneshot::backend(args.io)?;
+    ringshare::node::say_tcp_buffer_note();
     let mut node = Node::new(
         listener,
         trackers,

@@ -232,9 +232,6 @@ impl Node {
         let serve = ServeTable::secured(admit, security);
         let server = PieceServer::start(listener, Arc::clone(&serve), limits, backend)
             .context("start the piece server")?;
-        if let Some(note) = tcp_buffer_note() {
-            eprintln!("ringshare: {note}");
-        }
         let pool_links = LinkPool::new(trackers.clone());
         Ok(Self {
             addr,
@@ -1776,6 +1773,15 @@ fn lock(shares: &Shares) -> MutexGuard<'_, ShareList> {
     shares.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Prints [`tcp_buffer_note`]'s line, if any, on standard error (a shell,
+/// `share`, `get` without `--quiet`; not `ls`, nor the demo's nodes, all on
+/// loopback).
+pub fn say_tcp_buffer_note() {
+    if let Some(note) = tcp_buffer_note() {
+        eprintln!("ringshare: {note}");
+    }
+}
+
 /// The receive buffer the kernel's autotuning may grow one TCP connection
 /// to (`net.ipv4.tcp_rmem`, its third field) caps that connection at about
 /// that many bytes per round trip. Below 32 MiB (100 MB/s at 300 ms) a
@@ -1783,15 +1789,37 @@ fn lock(shares: &Shares) -> MutexGuard<'_, ShareList> {
 fn tcp_buffer_note() -> Option<String> {
     let text = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rmem").ok()?;
     let max: u64 = text.split_whitespace().nth(2)?.parse().ok()?;
-    (max < 32 << 20).then(|| {
-        let mib = max as f64 / (1 << 20) as f64;
-        format!(
-            "net.ipv4.tcp_rmem allows {mib:.0} MiB per connection: about {:.0} MB/s from a peer \
-             100 ms away, {:.0} MB/s at 200 ms; for distant peers raise it (README, Tuning)",
-            max as f64 / 0.1 / 1e6,
-            max as f64 / 0.2 / 1e6
-        )
-    })
+    (max < 32 << 20).then(|| tcp_buffer_line(max))
+}
+
+/// [`tcp_buffer_note`]'s line for a limit of `max` bytes: never rounded up
+/// to the 32 MiB it falls short of, nor down to 0.
+fn tcp_buffer_line(max: u64) -> String {
+    let size = if max >= 1 << 20 {
+        // Tenths of a MiB, rounded down.
+        let tenths = max * 10 / (1 << 20);
+        if tenths % 10 == 0 {
+            format!("{} MiB", tenths / 10)
+        } else {
+            format!("{}.{} MiB", tenths / 10, tenths % 10)
+        }
+    } else {
+        format!("{} KiB", max / 1024)
+    };
+    let rate = |secs: f64| {
+        let mbps = max as f64 / secs / 1e6;
+        match mbps {
+            r if r < 1.0 => format!("{r:.2}"),
+            r if r < 10.0 => format!("{r:.1}"),
+            r => format!("{r:.0}"),
+        }
+    };
+    format!(
+        "net.ipv4.tcp_rmem allows {size} per connection: about {} MB/s from a peer 100 ms away, \
+         {} MB/s at 200 ms; for distant peers raise it (README, Tuning)",
+        rate(0.1),
+        rate(0.2)
+    )
 }
 
 fn set_key(key: &TicketKey, value: Option<[u8; 32]>) {
@@ -2099,6 +2127,20 @@ mod tests {
         assert!(!recorded[0].is_unfinished());
         assert_eq!(recorded[0].path, whole);
         assert_eq!(recorded[0].check(), Ok(()));
+    }
+
+    #[test]
+    fn the_tcp_buffer_line_says_the_limit_as_it_is() {
+        let line = |max| tcp_buffer_line(max);
+        assert_eq!(
+            line(6 << 20),
+            "net.ipv4.tcp_rmem allows 6 MiB per connection: about 63 MB/s from a peer 100 ms \
+             away, 31 MB/s at 200 ms; for distant peers raise it (README, Tuning)"
+        );
+        assert!(line((32 << 20) - 1).starts_with("net.ipv4.tcp_rmem allows 31.9 MiB "));
+        assert!(line(4096).contains("allows 4 KiB per connection: about 0.04 MB/s from a peer"));
+        assert!(line(4096).contains(", 0.02 MB/s at 200 ms"));
+        assert!(line(300_000).contains("about 3.0 MB/s"), "{}", line(300_000));
     }
 
     #[test]

@@ -1777,12 +1777,16 @@ async fn login_node(login: &NodeLogin, say: bool) -> Result<Node> {
     let listen = login.listen.unwrap_or_else(|| default_listen(&list));
     warn_if_unreachable(listen, login.advertise, &list);
     let listener = bind_piece_server(listen)?;
+    let backend = choose_backend(login.io, say)?;
+    if say {
+        crate::node::say_tcp_buffer_note();
+    }
     let mut node = Node::new(
         listener,
         list,
         login.state_dir.clone().unwrap_or_else(default_state_dir),
         limits(login.upload_rate),
-        choose_backend(login.io, say)?,
+        backend,
         login.plaintext,
     )?;
     if login.plaintext {
