@@ -321,8 +321,10 @@ async fn get_in(
     }
     if let [name] = patterns.as_slice() {
         // One name: that file, as always, unless it names only a directory
-        // (the listing above, under the name, tells).
+        // (the listing above, under the name, tells; so does a name that
+        // ends with `/`, whether or not anything is under it).
         if !bulk::is_glob(name)
+            && !name.ends_with('/')
             && (!listed.iter().any(|f| names::under_dir(&f.name, name))
                 || listed.iter().any(|f| f.name == *name))
         {
@@ -347,7 +349,10 @@ async fn get_in(
     if std::fs::metadata(&dest).is_ok_and(|m| !m.is_dir()) {
         bail!("{} is not a directory", dest.display());
     }
-    std::fs::create_dir_all(&dest).with_context(|| format!("create {}", dest.display()))?;
+    // Nothing selected: no directory made for it.
+    if !files.is_empty() {
+        std::fs::create_dir_all(&dest).with_context(|| format!("create {}", dest.display()))?;
+    }
     let mut report = get_many(node, args, files, &dest).await?;
     for m in missed {
         report.failed.push((m.clone(), format!("no file in {} matches {m}", args.group)));

@@ -180,6 +180,17 @@ fn trees_are_shared_listed_and_fetched_by_name_prefix_and_glob() {
     assert!(!out.status.success());
     assert_eq!(text(&out.stderr).trim(), "error: no file in g starts with nothing/");
     assert!(out.stdout.is_empty());
+    // So does `get` of it alone (a name ending with `/` is a directory's),
+    // and it makes no directory for nothing.
+    let none = dir.path().join("none");
+    let out = bob1.run("get", &["--quiet", "g", "nothing/", none.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("ringshare: failed nothing/: no file in g matches nothing/\n"),
+        "{err}"
+    );
+    assert!(!none.exists());
 
     // The whole group: every file at its path, byte for byte.
     let all = dir.path().join("all");
