@@ -50,6 +50,8 @@ struct Session {
     user: String,
     token: Token,
     book: ShareBook,
+    /// What its heartbeat found last.
+    health: Arc<TrackerHealth>,
     /// Keeps the session alive at the trackers while logged in.
     heartbeat: tokio::task::JoinHandle<()>,
     /// Withdraws shared files that change on disk.
@@ -61,6 +63,29 @@ impl Drop for Session {
         self.heartbeat.abort();
         self.watcher.abort();
     }
+}
+
+/// What a session's heartbeat found last: whether the trackers answer, and
+/// whether they still know the session.
+#[derive(Debug, Default)]
+struct TrackerHealth {
+    /// Since when no tracker has answered, and the last error.
+    failing: Mutex<Option<(std::time::Instant, String)>>,
+    /// A tracker answered that it does not know the session.
+    ended: std::sync::atomic::AtomicBool,
+}
+
+/// How the trackers stand with a logged-in node ([`Node::tracker_news`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackerNews {
+    /// Not logged in.
+    LoggedOut,
+    /// The last heartbeat was answered.
+    Answering,
+    /// No tracker has answered heartbeats for this long; the last error.
+    Silent(std::time::Duration, String),
+    /// The trackers no longer know the session: the node is not listed.
+    SessionEnded,
 }
 
 /// What this node shares now (empty while logged out), by group and file
@@ -466,11 +491,13 @@ impl Node {
         set_key(&self.ticket_key, Some(key));
         self.logged_in_here.insert(user.clone());
         let book = ShareBook::new(&self.state_dir, &user, &self.addr.to_string());
+        let health = Arc::new(TrackerHealth::default());
         let heartbeat = self.rt.spawn(heartbeat(
             self.trackers.clone(),
             token,
             every,
             Arc::clone(&self.ticket_key),
+            Arc::clone(&health),
         ));
         let watcher = self.rt.spawn(watch_shares(
             self.trackers.clone(),
@@ -480,8 +507,14 @@ impl Node {
             (Arc::clone(&self.serve), Arc::clone(&self.served_groups)),
             book.clone(),
         ));
-        self.session =
-            Some(Session { user: user.clone(), token, book: book.clone(), heartbeat, watcher });
+        self.session = Some(Session {
+            user: user.clone(),
+            token,
+            book: book.clone(),
+            health,
+            heartbeat,
+            watcher,
+        });
 
         // Resume sharing what this user shared from this node before.
         let (recorded, warning) = book.load();
@@ -810,6 +843,19 @@ impl Node {
     /// Whether a user is logged in here.
     pub fn logged_in(&self) -> bool {
         self.session.is_some()
+    }
+
+    /// How the trackers stand with this node's session, as its heartbeat
+    /// found them last.
+    pub fn tracker_news(&self) -> TrackerNews {
+        let Some(s) = &self.session else { return TrackerNews::LoggedOut };
+        if s.health.ended.load(std::sync::atomic::Ordering::Acquire) {
+            return TrackerNews::SessionEnded;
+        }
+        match &*s.health.failing.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((since, why)) => TrackerNews::Silent(since.elapsed(), why.clone()),
+            None => TrackerNews::Answering,
+        }
     }
 
     /// The driver this node's downloads run on.
@@ -1599,7 +1645,13 @@ fn peer_list(
 /// up to the period. A restarted tracker, which knows no node's key until it
 /// hears from the node, used to leave this node out of its peer lists until
 /// the period was out (ten seconds by default).
-async fn heartbeat(trackers: Trackers, token: Token, every_ms: u32, key: TicketKey) {
+async fn heartbeat(
+    trackers: Trackers,
+    token: Token,
+    every_ms: u32,
+    key: TicketKey,
+    health: Arc<TrackerHealth>,
+) {
     let mut link = TrackerLink::new(trackers);
     let every = std::time::Duration::from_millis(u64::from(every_ms.max(100)));
     // The first goes at once: it opens the connection that is watched.
@@ -1612,18 +1664,25 @@ async fn heartbeat(trackers: Trackers, token: Token, every_ms: u32, key: TicketK
             // at once is not asked in a tight loop.)
             () = link.closed() => tokio::time::sleep(HEARTBEAT_RETRY).await,
         }
+        let failing = || health.failing.lock().unwrap_or_else(|p| p.into_inner());
         match link.call(&Request::Heartbeat { token }).await {
-            Ok(Response::Refused(Refusal::NotLoggedIn)) => return,
+            Ok(Response::Refused(Refusal::NotLoggedIn)) => {
+                health.ended.store(true, std::sync::atomic::Ordering::Release);
+                return;
+            }
             Ok(resp) => {
                 if let Response::Alive { ticket_key } = resp {
                     set_key(&key, Some(ticket_key));
                 }
+                *failing() = None;
                 wait = every;
                 misses = 0;
             }
             // No tracker reachable now: keep trying, sooner at first.
             Err(e) => {
                 tracing::debug!("heartbeat: {e}");
+                let why = format!("{e:#}");
+                failing().get_or_insert_with(|| (std::time::Instant::now(), String::new())).1 = why;
                 wait = HEARTBEAT_RETRY.saturating_mul(1 << misses.min(16)).min(every);
                 misses += 1;
             }

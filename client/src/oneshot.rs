@@ -30,7 +30,7 @@ use serde::Serialize;
 use std::io::Write;
 
 use crate::bulk;
-use crate::node::{FileInfo, Node, OneFile, TrackerCalls};
+use crate::node::{FileInfo, Node, OneFile, TrackerCalls, TrackerNews};
 use crate::shell::Command;
 
 /// How a one-shot command's node logs in.
@@ -1495,9 +1495,46 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
     };
     if !early {
         crate::say!("seeding on {} until SIGINT, SIGTERM or SIGHUP", node.addr());
-        stop.recv().await;
+        watch_trackers(node, &mut stop).await?;
     }
     Ok(())
+}
+
+/// How long a seeder's heartbeats go unanswered before it says so.
+const SILENT_TRACKERS_AFTER: Duration = Duration::from_secs(5);
+
+/// Seeds until a signal, saying on standard error when no tracker has
+/// answered the node's heartbeats for [`SILENT_TRACKERS_AFTER`] (its files
+/// leave the peer lists meanwhile) and when one answers again; an error
+/// once the trackers no longer know its session (nobody is told of it any
+/// more, so it would seed for nobody).
+async fn watch_trackers(node: &Node, stop: &mut StopSignals) -> Result<()> {
+    let mut said_silent = false;
+    loop {
+        tokio::select! {
+            _ = stop.recv() => return Ok(()),
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        match node.tracker_news() {
+            TrackerNews::Silent(for_, why) if for_ >= SILENT_TRACKERS_AFTER && !said_silent => {
+                said_silent = true;
+                eprintln!(
+                    "ringshare: no tracker has answered for {}s ({why}): this node's files are \
+                     not listed while none does; trying on",
+                    for_.as_secs()
+                );
+            }
+            TrackerNews::Answering if said_silent => {
+                said_silent = false;
+                eprintln!("ringshare: a tracker answers again: the files are listed again");
+            }
+            TrackerNews::SessionEnded | TrackerNews::LoggedOut => bail!(
+                "the trackers no longer know this node's session (a tracker that lost its \
+                 data?): its files are not listed; run share again"
+            ),
+            _ => {}
+        }
+    }
 }
 
 /// `ringshare ls`.

@@ -111,6 +111,71 @@ fn alice_and_bob(
     (owner, bob)
 }
 
+/// Waits for a line of `lines` that starts with `start`; the line.
+fn line_starting(lines: &std::sync::mpsc::Receiver<String>, start: &str) -> String {
+    loop {
+        match lines.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(l) if l.starts_with(start) => return l,
+            Ok(_) => {}
+            Err(e) => panic!("no line starting {start:?}: {e}"),
+        }
+    }
+}
+
+/// A seeder says so when no tracker answers its heartbeats and again when
+/// one does (a tracker killed and started again with its data); and it
+/// ends with an error once the trackers no longer know its session (the
+/// tracker's data put back from before its login): it would seed for
+/// nobody, silently.
+#[test]
+fn a_seeder_says_when_the_trackers_go_silent_and_forget_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut t, info) = TrackerProc::start(dir.path());
+    let (_owner, _bob) = alice_and_bob(dir.path(), &info, "127.0.0.1:0", &[]);
+    let data = dir.path().join("tracker-data");
+    let before = dir.path().join("tracker-data-before");
+    std::fs::create_dir(&before).unwrap();
+    for e in std::fs::read_dir(&data).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "lock" {
+            std::fs::copy(e.path(), before.join(e.file_name())).unwrap();
+        }
+    }
+    let file = dir.path().join("payload.bin");
+    random_file(&file, 700_000, 5);
+    let pw_a = dir.path().join("pw-a");
+    std::fs::write(&pw_a, "pw-a\n").unwrap();
+    let (mut sharer, _) = seeding(
+        one_shot("share", &info, "alice", &pw_a, &dir.path().join("state-share"))
+            .arg("g")
+            .arg(&file)
+            .stderr(Stdio::piped()),
+    );
+    let err = common::line_reader(sharer.stderr.take().unwrap());
+    t.kill();
+    let silent = line_starting(&err, "ringshare: no tracker has answered for ");
+    assert!(
+        silent.ends_with(": this node's files are not listed while none does; trying on"),
+        "{silent}"
+    );
+    let mut t = TrackerProc::start_with(&info, 1, &data, &[]);
+    assert_eq!(
+        line_starting(&err, "ringshare: a tracker answers"),
+        "ringshare: a tracker answers again: the files are listed again"
+    );
+    // Its data from before the seeder's login: the session is unknown.
+    t.kill();
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::rename(&before, &data).unwrap();
+    let _t = TrackerProc::start_with(&info, 1, &data, &[]);
+    assert_eq!(
+        line_starting(&err, "error:"),
+        "error: the trackers no longer know this node's session (a tracker that lost its data?): \
+         its files are not listed; run share again"
+    );
+    assert_eq!(sharer.wait().unwrap().code(), Some(1));
+}
+
 #[test]
 fn share_then_get() {
     let dir = tempfile::tempdir().unwrap();

@@ -30,7 +30,7 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Lines of a child's output, read on a thread.
-fn line_reader(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+pub fn line_reader(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines() {
