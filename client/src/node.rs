@@ -1451,7 +1451,9 @@ impl Node {
                             let fetched: u64 = peers.iter().map(|(_, b)| b).sum();
                             let from: Vec<String> =
                                 peers.iter().map(|(a, b)| format!("{a}={b}")).collect();
-                            let how = if peers.is_empty() {
+                            let how = if meta.len == 0 {
+                                "an empty file: nothing to fetch".to_owned()
+                            } else if peers.is_empty() {
                                 "nothing fetched: this node held it".to_owned()
                             } else {
                                 format!(
