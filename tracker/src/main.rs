@@ -124,6 +124,18 @@ async fn main() {
 
 async fn run(args: Args) -> Result<()> {
     if args.print_key {
+        // Given a list and a number, they must name a tracker: a key made
+        // for a number the list does not have is one no tracker starts with.
+        if let (Some(info), Some(no)) = (&args.tracker_info, args.tracker_no) {
+            let list = TrackerList::load(info)?;
+            if list.get(no).is_none() {
+                bail!(
+                    "tracker number {no} is not in {} (it lists {} tracker(s), numbered from 1)",
+                    info.display(),
+                    list.addrs.len()
+                );
+            }
+        }
         let data_dir = match (&args.data_dir, args.tracker_no) {
             (Some(d), _) => d.clone(),
             (None, Some(no)) => PathBuf::from(format!("tracker-{no}.data")),

@@ -249,6 +249,42 @@ fn garbage_gets_an_error_frame_and_the_tracker_keeps_serving() {
     let _ = t.kill();
 }
 
+/// `--print-key` with a list and a number prints the key of that tracker
+/// of the list; a number the list does not have, or a list that cannot be
+/// read, is an error, and no data directory is made for it.
+#[test]
+fn print_key_takes_only_a_tracker_of_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("t.txt");
+    std::fs::write(&list, "127.0.0.1:7000\n").unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BIN).args(args).arg("--print-key").current_dir(dir.path()).output().unwrap()
+    };
+    let out = run(&["t.txt", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim().len(), 64);
+    assert!(dir.path().join("tracker-1.data/tracker.key").exists());
+    for (args, why) in [
+        (
+            ["t.txt", "3"],
+            "error: tracker number 3 is not in t.txt (it lists 1 tracker(s), numbered from 1)",
+        ),
+        (
+            ["t.txt", "0"],
+            "error: tracker number 0 is not in t.txt (it lists 1 tracker(s), numbered from 1)",
+        ),
+        (["none.txt", "1"], "error: "),
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.starts_with(why) && err.lines().count() == 1, "{args:?}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+    assert!(!dir.path().join("tracker-3.data").exists());
+    assert!(!dir.path().join("tracker-0.data").exists());
+}
+
 /// A tracker whose pulls a peer refuses (that peer's list gives another
 /// key for it) says so in one ERROR line: it goes on taking changes that
 /// the peer will not see. (It used to log "unreachable: unexpected frame
