@@ -135,7 +135,32 @@ on_every_backend!(
     a_killed_seeder_and_a_corrupt_seeder_cost_time_not_correctness,
     a_killed_downloader_resumes_without_refetching_verified_pieces,
     edge_sizes_concurrent_downloads_and_error_paths,
+    a_download_goes_on_from_a_seed_that_logged_out_and_in_again,
 );
+
+/// A seed that logs out mid-download and in again: its uploads pause and
+/// the download running from it goes on from it once it is back. (Its
+/// links to the seed were kept, every request on them kept back: the
+/// download never asked the seed again, and failed after 60 s.)
+fn a_download_goes_on_from_a_seed_that_logged_out_and_in_again(io: &'static str) {
+    let s = Swarm::new(io);
+    let src = s.path("paused.bin");
+    random_file(&src, 12 * MIB, 17);
+    let mut seed = s.user("seed", 200);
+    seed.ok("create_group g");
+    seed.ok(&format!("upload_file {} g", src.display()));
+    let mut d = s.user("down", 0);
+    join(&mut seed, &mut d, "g", "down");
+    let out = s.path("got.bin");
+    d.ok(&format!("download_file g paused.bin {}", out.display()));
+    d.wait_downloads(|l| percent(l) >= 20);
+    assert!(seed.ok("logout").starts_with("logged out seed"));
+    assert!(!complete(&d.cmd("show_downloads")), "paused, not done");
+    assert_eq!(seed.ok("login seed pw"), "logged in as seed; resumed sharing 1 file(s)");
+    let end = d.wait_downloads(|l| complete(l) || l.iter().any(|x| x.starts_with("[F]")));
+    assert!(complete(&end), "{end:?}");
+    same_bytes(&src, &out);
+}
 
 fn three_seeders_one_downloader_and_a_second_downloader_fetching_from_the_first(io: &'static str) {
     let s = Swarm::new(io);

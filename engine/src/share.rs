@@ -51,7 +51,8 @@ pub struct ServedFile {
     /// ([`MAX_USER_SESSIONS`]), set when the table takes it.
     table_users: std::sync::OnceLock<UserSessions>,
     /// No longer served ([`ServeTable::remove`]): sessions still open on
-    /// it answer every request with a `reject` from now on.
+    /// it answer every request with a `reject` from now on, and end at
+    /// their driver's next tick ([`ServedFile::is_withdrawn`]).
     withdrawn: std::sync::atomic::AtomicBool,
 }
 
@@ -106,6 +107,16 @@ impl ServedFile {
     /// Marks it no longer served ([`ServeTable::remove`]).
     fn withdraw(&self) {
         self.withdrawn.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it is no longer served ([`ServeTable::remove`]): a session
+    /// serving it is closed with [`WITHDRAWN`] at the driver's next tick.
+    /// (Its requests were kept back instead, and the link kept: a node that
+    /// logged out and in again serves the file anew, from another
+    /// `ServedFile`, and the downloaders on such a link, told every piece
+    /// was kept back, never asked it again and failed after 60 s.)
+    pub(crate) fn is_withdrawn(&self) -> bool {
+        self.withdrawn.load(Ordering::Relaxed)
     }
 
     /// A file held partly: `have` lists the verified pieces; every
@@ -290,7 +301,8 @@ pub(crate) fn session_served(
 /// which case a `reject` (kept back) or a `busy` (deferred) for it and a
 /// `have` for each piece that offers are appended to `out`, and the
 /// request counts as answered. A file no longer served
-/// ([`ServeTable::remove`]) keeps every request back.
+/// ([`ServeTable::remove`]) keeps every request back until its session
+/// ends.
 pub(crate) fn session_withholds(
     session: &mut ServerSession,
     served: Option<&ServedFile>,
@@ -623,6 +635,11 @@ impl Default for ServerLimits {
 
 /// How often a connection wakes to push `have`s and check for a stop.
 pub const TICK: Duration = Duration::from_millis(100);
+
+/// The error a session of a file no longer served ends with
+/// ([`ServedFile::is_withdrawn`]): its downloader goes to other peers, and
+/// comes back once the node is listed again.
+pub(crate) const WITHDRAWN: &str = "the file is no longer shared here";
 
 /// The connection caps of one piece server: how many connections it serves
 /// at once, in all and from one address. No I/O: the driver asks

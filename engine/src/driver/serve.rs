@@ -519,6 +519,10 @@ fn serve_session(
                 stream.send(&out)?;
             }
         }
+        if served.as_ref().is_some_and(|f| f.is_withdrawn()) {
+            let _ = send_error(stream, ErrorCode::UnknownFile, share::WITHDRAWN);
+            return Err(ConnEnd::Refused(share::WITHDRAWN.into()));
+        }
         // Tell the downloader about pieces verified since the last look.
         if let Some(file) = &served {
             out.clear();

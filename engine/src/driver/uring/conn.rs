@@ -648,6 +648,9 @@ impl Conn {
             }
             State::Open => {}
         }
+        if self.served.as_ref().is_some_and(|f| f.is_withdrawn()) {
+            return self.fail(ErrorCode::UnknownFile, crate::share::WITHDRAWN, ctx);
+        }
         if let Some(file) = &self.served {
             let mut out = Vec::new();
             file.haves_since(&mut self.announced, &mut self.seen_version, &mut out);
