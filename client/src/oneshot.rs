@@ -509,7 +509,16 @@ async fn get_one_ending(
             Ok(())
         }
         Status::Failed(why) => {
+            // What it verified stays in the part file for the next run.
+            let kept = download.progress().verified;
             *end = Some(OneEnd::Failed(Arc::clone(&download), seconds));
+            if kept > 0 {
+                bail!(
+                    "download failed: {why}; the {kept} of {} bytes verified are kept: run the \
+                     same command again to resume",
+                    download.meta().len
+                )
+            }
             bail!("download failed: {why}")
         }
         Status::Running => bail!("download stopped before completing"),

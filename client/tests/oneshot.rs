@@ -519,7 +519,12 @@ fn a_resumed_get_is_a_sharer_from_its_start() {
         err.contains("no other node shares the file (for 10s the only node listed was this one, which holds "),
         "{err}"
     );
-    assert!(err.contains(" of its 12 pieces)"), "{err}");
+    assert!(err.contains(" of its 12 pieces); the "), "{err}");
+    // And that what it holds is kept, for the same command to resume.
+    assert!(
+        err.contains(" of 6291456 bytes verified are kept: run the same command again to resume\n"),
+        "{err}"
+    );
     // Failed, its figures too: nothing fetched by this run.
     let second = doc(2);
     assert_eq!(second["files_failed"], 1, "{second}");

@@ -982,7 +982,7 @@ impl DownloadCore {
             let why = if self.last_error.is_empty() {
                 String::new()
             } else {
-                format!(" ({})", self.last_error)
+                format!(" (last error: {})", self.last_error)
             };
             let secs = self.timeouts.no_peer.as_secs();
             self.fail(format!("no peer could serve the file for {secs}s{why}"));
@@ -1743,7 +1743,7 @@ mod tests {
         }
         let (at, why) = failed.expect("failed");
         assert!(at > NO_PEER_LIMIT && at < NO_PEER_LIMIT + Duration::from_secs(1), "{at:?}");
-        assert_eq!(why, "no peer could serve the file for 60s (tracker unreachable)");
+        assert_eq!(why, "no peer could serve the file for 60s (last error: tracker unreachable)");
     }
 
     /// Runs `core` from `t0` for `secs`, answering every `WantPeers` with
