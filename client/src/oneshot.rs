@@ -465,15 +465,39 @@ async fn get_one_ending(
     // Quiet: the path on stdout when it is done, and errors; nothing else.
     node.set_announce(!args.quiet);
     let cmd = Command::DownloadFile { group: args.group.clone(), file: file.clone(), dest };
-    let started = std::time::Instant::now();
-    let line = match run(node, cmd).await {
-        Ok(line) => line,
-        Err(e) if DestExists::is(&e) => {
-            already_there(node, &args.group, &file, e, args.quiet).await?;
-            *end = Some(OneEnd::Present);
-            return Ok(());
+    let mut started = std::time::Instant::now();
+    let mut said = false;
+    let line = loop {
+        match run(node, cmd.clone()).await {
+            Ok(line) => break line,
+            Err(e) if DestExists::is(&e) => {
+                already_there(node, &args.group, &file, e, args.quiet).await?;
+                *end = Some(OneEnd::Present);
+                return Ok(());
+            }
+            // Another process's download is fetching it into the same
+            // place: waited for while it gets on, then taken up (most
+            // often it is then there, whole).
+            Err(e) => match e.downcast_ref::<ringshare_engine::store::StoreError>() {
+                Some(ringshare_engine::store::StoreError::Busy(at)) => {
+                    let at = PathBuf::from(at);
+                    if !args.quiet && !said {
+                        said = true;
+                        eprintln!(
+                            "ringshare: {} is being fetched by another download now; waiting for \
+                             as long as it gets on",
+                            at.display()
+                        );
+                    }
+                    tokio::select! {
+                        freed = let_go_of(&at) => if !freed { return Err(e) },
+                        why = interrupt.recv() => return Err(Stopped::error(why, "")),
+                    }
+                    started = std::time::Instant::now();
+                }
+                _ => return Err(e),
+            },
         }
-        Err(e) => return Err(e),
     };
     // The shell's line points at its own `show_downloads`; not here.
     if !args.quiet {
@@ -1172,6 +1196,27 @@ async fn get_many(
     report.seconds = started.elapsed().as_secs_f64();
     report.jobs = window.changes().iter().map(|&(at, n)| (at.as_secs_f64(), n)).collect();
     Ok(report)
+}
+
+/// Waits until the part file of a download to `dest` that another process
+/// holds is let go of (true), or has not changed for
+/// [`Others::STUCK_AFTER`] (false): the one-file form's [`Others`].
+async fn let_go_of(dest: &Path) -> bool {
+    let mut seen = ringshare_engine::store::part_held(dest);
+    let mut changed = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Others::LOOK_EVERY).await;
+        let now_seen = ringshare_engine::store::part_held(dest);
+        if now_seen.is_none() {
+            return true;
+        }
+        if now_seen != seen {
+            seen = now_seen;
+            changed = std::time::Instant::now();
+        } else if changed.elapsed() >= Others::STUCK_AFTER {
+            return false;
+        }
+    }
 }
 
 /// Files of a bulk `get` that another process's download is fetching into
