@@ -597,7 +597,19 @@ impl DownloadCore {
     pub fn closed(&mut self, peer: PeerId, reason: &str) {
         if let Some(p) = self.forget(peer) {
             tracing::debug!(peer, addr = %p.addr, "peer closed: {reason}");
-            self.last_error = format!("{}: {reason}", p.addr);
+            // Closed with the handshake sent and no answer, not even an
+            // error: most often a node without `--plaintext` meeting a
+            // `--plaintext` downloader (it can tell it nothing it could
+            // read).
+            self.last_error = if matches!(p.stage, Stage::Handshaking(_)) {
+                format!(
+                    "{}: {reason} before answering the handshake (a node without \
+                     --plaintext closes a --plaintext downloader's links)",
+                    p.addr
+                )
+            } else {
+                format!("{}: {reason}", p.addr)
+            };
         }
     }
 
@@ -1744,6 +1756,41 @@ mod tests {
         let (at, why) = failed.expect("failed");
         assert!(at > NO_PEER_LIMIT && at < NO_PEER_LIMIT + Duration::from_secs(1), "{at:?}");
         assert_eq!(why, "no peer could serve the file for 60s (last error: tracker unreachable)");
+    }
+
+    /// A peer that closes the link with the handshake unanswered (no
+    /// frame at all) is named as such in the failure: what a `--plaintext`
+    /// downloader meets at an encrypted node.
+    #[test]
+    fn a_link_closed_before_the_handshake_is_answered_is_said_so() {
+        let t0 = Instant::now();
+        let mut core = fresh(4, 1, t0);
+        let mut now = t0;
+        let mut failed = None;
+        while now < t0 + NO_PEER_LIMIT + Duration::from_secs(2) && failed.is_none() {
+            core.tick(now);
+            while let Some(a) = core.poll_action() {
+                match a {
+                    Action::WantPeers => core.add_peers(&[addr(1)], now),
+                    Action::Connect { peer, .. } => {
+                        core.connected(peer, now);
+                        core.closed(peer, "connection closed");
+                    }
+                    Action::Failed(r) => failed = Some(r),
+                    _ => {}
+                }
+            }
+            now = core.next_deadline().max(now + Duration::from_millis(1));
+        }
+        let why = failed.expect("failed");
+        assert!(
+            why.ends_with(&format!(
+                "(last error: {}: connection closed before answering the handshake (a node \
+                 without --plaintext closes a --plaintext downloader's links))",
+                addr(1)
+            )),
+            "{why}"
+        );
     }
 
     /// Runs `core` from `t0` for `secs`, answering every `WantPeers` with
