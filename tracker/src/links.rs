@@ -85,7 +85,15 @@ impl Links {
     pub fn check_inbound(&self, no: u16, got: PublicKey) -> Result<(), String> {
         match self.expected(no) {
             Some(k) if k == got => Ok(()),
-            Some(k) => Err(format!("tracker {no} proved key {got}, not its key {k}")),
+            Some(k) if self.list.key(usize::from(no)).is_some() => Err(format!(
+                "tracker {no} proved key {got}, not the key {k} the tracker list gives for it"
+            )),
+            Some(k) => Err(format!(
+                "tracker {no} proved key {got}, not its key {k} pinned in this tracker's \
+                 {PINS_FILE}: if tracker {no} has a new key (a new data directory), give that \
+                 key on its line of the tracker list, or delete its line from {PINS_FILE} and \
+                 restart this tracker"
+            )),
             None => Err(format!(
                 "tracker {no} has not been reached from here yet: its key is pinned when this \
                  tracker reaches it at its listed address (or give its key in the tracker list)"
@@ -163,6 +171,17 @@ mod tests {
         assert!(links.check(3, three).is_ok());
         assert_eq!(links.expected(3), Some(three));
         assert!(links.check(3, other).unwrap_err().contains(PINS_FILE));
+        // A pull from a tracker with another key says which key it was
+        // held to, and how to mend it.
+        assert!(links
+            .check_inbound(2, other)
+            .unwrap_err()
+            .ends_with("the tracker list gives for it"));
+        let why = links.check_inbound(3, other).unwrap_err();
+        assert!(why.contains(&format!("not its key {three} pinned in this tracker's {PINS_FILE}")));
+        assert!(
+            why.ends_with(&format!("delete its line from {PINS_FILE} and restart this tracker"))
+        );
         // The pin and the tracker's own key survive a restart.
         let me = links.keypair().public();
         let again = Links::open(dir.path(), list).unwrap();

@@ -441,7 +441,10 @@ fn sync_msg(
                 peer,
                 "tracker {peer} at {addr} refuses this tracker's pulls ({why}): it does not \
                  list this tracker at this address with this key, so the changes made here \
-                 do not reach it (or the trackers it feeds); give every tracker the same \
+                 do not reach it (or the trackers it feeds); if this tracker's key is new (a \
+                 new data directory), that tracker holds the old one: give the new key \
+                 (--print-key) on this tracker's line of its list, or delete this tracker's \
+                 line from its known_trackers and restart it; else give every tracker the same \
                  tracker list, and each tracker its own data directory"
             );
         }
