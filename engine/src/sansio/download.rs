@@ -983,7 +983,17 @@ impl DownloadCore {
                     self.geometry.piece_count()
                 )
             } else {
-                format!("no node shares the file (none listed for {secs}s)")
+                // A node listed before may have failed in a way worth
+                // naming (another key than the one listed: an impostor at
+                // a sharer's address).
+                if self.last_error.is_empty() {
+                    format!("no node shares the file (none listed for {secs}s)")
+                } else {
+                    format!(
+                        "no node shares the file (none listed for {secs}s; last error: {})",
+                        self.last_error
+                    )
+                }
             });
             return;
         }
@@ -1872,7 +1882,14 @@ mod tests {
             at >= gone + NO_SHARER_LIMIT && at < gone + NO_SHARER_LIMIT + Duration::from_secs(3),
             "{at:?}"
         );
-        assert!(why.starts_with("no node shares the file"), "{why}");
+        // What went wrong with the node listed before is named.
+        assert_eq!(
+            why,
+            format!(
+                "no node shares the file (none listed for 10s; last error: {}: refused)",
+                addr(1)
+            )
+        );
         // Others listed but left out of the addresses (keys not known yet),
         // or an empty list and then no answer: the longer limit.
         let mut core = fresh(4, 1, t0);
