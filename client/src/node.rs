@@ -69,7 +69,9 @@ impl Drop for Session {
 /// whether they still know the session.
 #[derive(Debug, Default)]
 struct TrackerHealth {
-    /// Since when no tracker has answered, and the last error.
+    /// Since when a heartbeat has waited for an answer (the first of those
+    /// not answered since the last answer), and the last error (empty
+    /// while the first still waits: a tracker that hangs).
     failing: Mutex<Option<(std::time::Instant, String)>>,
     /// A tracker answered that it does not know the session.
     ended: std::sync::atomic::AtomicBool,
@@ -853,7 +855,10 @@ impl Node {
             return TrackerNews::SessionEnded;
         }
         match &*s.health.failing.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some((since, why)) => TrackerNews::Silent(since.elapsed(), why.clone()),
+            Some((since, why)) => {
+                let why = if why.is_empty() { "no answer yet".to_owned() } else { why.clone() };
+                TrackerNews::Silent(since.elapsed(), why)
+            }
             None => TrackerNews::Answering,
         }
     }
@@ -1667,6 +1672,10 @@ async fn heartbeat(
             () = link.closed() => tokio::time::sleep(HEARTBEAT_RETRY).await,
         }
         let failing = || health.failing.lock().unwrap_or_else(|p| p.into_inner());
+        // Silent from the moment a heartbeat goes unanswered, not from
+        // when it fails: a tracker that hangs fails a call only at the
+        // link's timeout, several of them in turn.
+        failing().get_or_insert_with(|| (std::time::Instant::now(), String::new()));
         match link.call(&Request::Heartbeat { token }).await {
             Ok(Response::Refused(Refusal::NotLoggedIn)) => {
                 health.ended.store(true, std::sync::atomic::Ordering::Release);
@@ -1684,7 +1693,9 @@ async fn heartbeat(
             Err(e) => {
                 tracing::debug!("heartbeat: {e}");
                 let why = format!("{e:#}");
-                failing().get_or_insert_with(|| (std::time::Instant::now(), String::new())).1 = why;
+                if let Some((_, last)) = failing().as_mut() {
+                    *last = why;
+                }
                 wait = HEARTBEAT_RETRY.saturating_mul(1 << misses.min(16)).min(every);
                 misses += 1;
             }

@@ -163,6 +163,19 @@ fn a_seeder_says_when_the_trackers_go_silent_and_forget_it() {
         line_starting(&err, "ringshare: a tracker answers"),
         "ringshare: a tracker answers again: the files are listed again"
     );
+    // A tracker that hangs: said from the heartbeat it does not answer
+    // (a call fails only at the link's timeout, 10 s).
+    let signal = |sig: &str| {
+        Command::new("kill").args([sig, &t.child.id().to_string()]).status().unwrap();
+    };
+    signal("-STOP");
+    assert_eq!(
+        line_starting(&err, "ringshare: no tracker has answered for "),
+        "ringshare: no tracker has answered for 5s (no answer yet): this node's files are not \
+         listed while none does; trying on"
+    );
+    signal("-CONT");
+    line_starting(&err, "ringshare: a tracker answers again");
     // Its data from before the seeder's login: the session is unknown.
     t.kill();
     std::fs::remove_dir_all(&data).unwrap();
