@@ -336,13 +336,22 @@ fn check_sequence(logs: &[u64], next_log: u64, snapshot: bool) -> Result<(), Str
 /// Makes `path` (and its missing parents) a directory only its owner may
 /// read: it holds the users' password hashes, their sessions and the
 /// ticket key (in the snapshot and the logs). One made by an earlier
-/// version, readable by others, is closed to them.
+/// version, readable by others, is closed to them, and so are the files in
+/// it (0600).
 pub fn private_dir(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;
     let md = fs::metadata(path)?;
     if md.permissions().mode() & 0o077 != 0 {
         fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    }
+    for entry in fs::read_dir(path)? {
+        let entry = entry?;
+        // Not through a link: only this directory's own files.
+        let md = entry.metadata()?;
+        if md.is_file() && md.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o600))?;
+        }
     }
     Ok(())
 }
@@ -496,7 +505,16 @@ mod tests {
         fs::create_dir(&old).unwrap();
         fs::set_permissions(&old, fs::Permissions::from_mode(0o755)).unwrap();
         drop(DataDir::open(&old, 1).unwrap());
+        for f in fs::read_dir(&old).unwrap() {
+            fs::set_permissions(f.unwrap().path(), fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o755)).unwrap();
+        drop(DataDir::open(&old, 1).unwrap());
         assert_eq!(mode(&old), 0o700);
+        for f in fs::read_dir(&old).unwrap() {
+            let f = f.unwrap().path();
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
         let files: Vec<_> = fs::read_dir(&at).unwrap().map(|e| e.unwrap().path()).collect();
         assert!(files.iter().any(|f| f.ends_with("snapshot")), "{files:?}");
         assert!(files.iter().any(|f| f.ends_with("log.2")), "{files:?}");

@@ -124,11 +124,14 @@ fn pin_name(no: usize) -> String {
 pub fn print_key(data_dir: &Path) -> Result<PublicKey, KeyFileError> {
     let path = data_dir.join(KEY_FILE);
     let new = !path.exists();
+    // Its owner's only, as the tracker makes it ([`crate::durable::private_dir`];
+    // an error there shows again as the key is written).
+    let _ = crate::durable::private_dir(data_dir);
     let key = load_or_create_key(&path)?.public();
     if new {
         // The tracker has not run yet: its first start is not a restart
         // after losing its data (see [`has_run_before`]).
-        let _ = std::fs::write(data_dir.join(UNUSED_KEY_MARKER), b"");
+        let _ = ringshare_engine::fsio::write_atomically(&data_dir.join(UNUSED_KEY_MARKER), b"");
     }
     Ok(key)
 }

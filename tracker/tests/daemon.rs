@@ -264,6 +264,17 @@ fn print_key_takes_only_a_tracker_of_the_list() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim().len(), 64);
     assert!(dir.path().join("tracker-1.data/tracker.key").exists());
+    // Made its owner's only, as a tracker makes its data directory.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let data = dir.path().join("tracker-1.data");
+        assert_eq!(mode(&data), 0o700);
+        for f in std::fs::read_dir(&data).unwrap() {
+            let f = f.unwrap().path();
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
+    }
     for (args, why) in [
         (
             ["t.txt", "3"],
