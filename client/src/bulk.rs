@@ -221,6 +221,9 @@ pub fn is_glob(pattern: &str) -> bool {
 enum Matcher {
     /// A file of that name, or every file under that directory prefix.
     Name(String),
+    /// Every file under that directory prefix only (a name given with a
+    /// trailing `/`: `photos/`), not a file of that name.
+    Dir(String),
     /// Names the glob matches (`*` stays within a component, `**` crosses).
     Glob(GlobMatcher),
 }
@@ -250,7 +253,11 @@ impl Selection {
             } else {
                 let name = p.trim_end_matches('/');
                 names::validate(NameKind::File, name).map_err(|e| anyhow!("{e}"))?;
-                Matcher::Name(name.to_owned())
+                if name.len() < p.len() {
+                    Matcher::Dir(name.to_owned())
+                } else {
+                    Matcher::Name(name.to_owned())
+                }
             })
         };
         let mut out = Vec::new();
@@ -277,6 +284,7 @@ impl Selection {
             .flat_map(|(_, forms)| forms)
             .map(|(p, m)| match m {
                 Matcher::Name(n) => n.clone(),
+                Matcher::Dir(n) => format!("{n}/"),
                 Matcher::Glob(_) => {
                     // The literal start of the glob, up to its last '/'.
                     let lit = &p[..p.find(['*', '?', '[', '{', '\\']).unwrap_or(p.len())];
@@ -322,6 +330,7 @@ impl Selection {
             for (i, (_, forms)) in self.patterns.iter().enumerate() {
                 let ok = forms.iter().enumerate().any(|(j, (p, m))| match m {
                     Matcher::Name(n) => f.name == *n || names::under_dir(&f.name, n),
+                    Matcher::Dir(n) => names::under_dir(&f.name, n),
                     Matcher::Glob(_) if exact[i][j] => f.name == *p,
                     Matcher::Glob(g) => g.is_match(&f.name),
                 });
@@ -377,6 +386,11 @@ mod tests {
         assert_eq!(sel(&["a.txt"]).0, ["a.txt"]);
         assert_eq!(sel(&["photos"]).0, ["photos/2026/a.jpg", "photos/2026/b.png", "photos/x.jpg"]);
         assert_eq!(sel(&["photos/"]).0.len(), 3);
+        // With a trailing `/` a name is a directory's only: not the file.
+        let (files, missed) = sel(&["a.txt/", "photos/x.jpg/"]);
+        assert!(files.is_empty(), "{files:?}");
+        assert_eq!(missed, ["a.txt/", "photos/x.jpg/"]);
+        assert_eq!(sel(&["photos/2026/"]).0, ["photos/2026/a.jpg", "photos/2026/b.png"]);
         assert_eq!(sel(&["photos/**/*.jpg"]).0, ["photos/2026/a.jpg", "photos/x.jpg"]);
         assert_eq!(sel(&["photos/*.jpg"]).0, ["photos/x.jpg"]);
         assert_eq!(sel(&["*.txt", "a.txt"]).0, ["a.txt"], "each file once");
