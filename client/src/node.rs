@@ -467,6 +467,9 @@ impl Node {
                 let name = if name == "exit" { "quit" } else { name.as_str() };
                 match HELP.iter().find(|(u, _)| u.split(' ').next() == Some(name)) {
                     Some((u, what)) => Ok(vec![format!("{u:<56} {what}")]),
+                    None if name.is_empty() => {
+                        Err(anyhow!("no command \"\" (type help for the list)"))
+                    }
                     None => Err(anyhow!(
                         "no command {} (type help for the list)",
                         crate::shell::one_line(name)

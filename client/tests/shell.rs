@@ -57,6 +57,7 @@ fn accounts_and_sessions() {
     assert!(one.starts_with("download_file <group_id> <file_name> <destination_path> "), "{one}");
     assert!(a.ok("help exit").starts_with("quit "));
     a.err("help frobnicate", "no command frobnicate (type help for the list)");
+    a.err("help ''", "no command \"\" (type help for the list)");
     a.err("help login now", "wrong number of arguments (2): usage: help [command]");
     assert!(a.close().success(), "EOF on stdin ends the shell cleanly");
 }
