@@ -337,7 +337,9 @@ fn check_sequence(logs: &[u64], next_log: u64, snapshot: bool) -> Result<(), Str
 /// read: it holds the users' password hashes, their sessions and the
 /// ticket key (in the snapshot and the logs). One made by an earlier
 /// version, readable by others, is closed to them, and so are the files in
-/// it (0600).
+/// it (0600) but the key: a key file others could read may be theirs
+/// already, and the tracker refuses to start with it (`chmod 600` it, or
+/// make a new key).
 pub fn private_dir(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;
@@ -349,6 +351,9 @@ pub fn private_dir(path: &Path) -> io::Result<()> {
         let entry = entry?;
         // Not through a link: only this directory's own files.
         let md = entry.metadata()?;
+        if entry.file_name() == crate::links::KEY_FILE {
+            continue;
+        }
         if md.is_file() && md.permissions().mode() & 0o077 != 0 {
             fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o600))?;
         }
