@@ -366,7 +366,11 @@ async fn attempt_limits_slow_guessing_and_reset() {
     }
     let r = call_from(a, "127.0.0.7", &create("u3", "pw")).await;
     let text = limit_text(&r);
-    assert_eq!(text, "too many new accounts from 127.0.0.7; retry in 20 s");
+    assert!(text.starts_with("too many new accounts from 127.0.0.7; retry in "), "{text}");
+    // The wait counts from the first of the three, whose creations take
+    // their time (each hashes a password; seconds on a loaded machine in a
+    // debug build): up to 20 s, not exactly.
+    assert!((1..=20).contains(&retry_secs(text)), "{text}");
     assert_eq!(call_from(a, "127.0.0.8", &create("u3", "pw")).await, Response::Done);
 }
 
