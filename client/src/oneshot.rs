@@ -1200,23 +1200,15 @@ async fn get_many(
 
 /// Waits until the part file of a download to `dest` that another process
 /// holds is let go of (true), or has not changed for
-/// [`Others::STUCK_AFTER`] (false): the one-file form's [`Others`].
+/// [`Others::STUCK_AFTER`] (false): the one-file form of [`Others`], whose
+/// names are joined to a directory (an empty one here: `dest` itself).
 async fn let_go_of(dest: &Path) -> bool {
-    let mut seen = ringshare_engine::store::part_held(dest);
-    let mut changed = std::time::Instant::now();
-    loop {
-        tokio::time::sleep(Others::LOOK_EVERY).await;
-        let now_seen = ringshare_engine::store::part_held(dest);
-        if now_seen.is_none() {
-            return true;
-        }
-        if now_seen != seen {
-            seen = now_seen;
-            changed = std::time::Instant::now();
-        } else if changed.elapsed() >= Others::STUCK_AFTER {
-            return false;
-        }
+    let entry = FileEntry { name: dest.to_string_lossy().into_owned(), len: 0, peers: 0 };
+    let mut one = Others::default();
+    if !one.wait_for(&entry, Path::new(""), "") {
+        return true;
     }
+    one.freed(Path::new("")).await.is_some()
 }
 
 /// Files of a bulk `get` that another process's download is fetching into
