@@ -21,6 +21,10 @@
 # the ringshare and ringshare-tracker to measure, e.g. an older build's;
 # default: this tree's, built first), KEEP=1 (keep the work
 # directory with every node's log; RUST_LOG is passed to the nodes),
+# SEED_FOR (every downloader with --seed-for SEED_FOR, e.g. 60s: it goes on
+# serving once complete, as BitTorrent peers seed; a downloader's
+# completion is then when it wrote its --stats, and the run stops them all
+# once every one is complete or has failed),
 # LIBTORRENT=1 (after each ringshare run, the same crowd with libtorrent on
 # the same hosts: perf/libtorrent_crowd.py, every downloader told the
 # seeder and every other downloader; a line with "client": "libtorrent").
@@ -37,6 +41,8 @@ OUT=${OUT:-$ROOT/perf/results/$(date +%F)/crowd}
 flags=()
 [ "${PLAINTEXT:-0}" = 1 ] && flags=(--plaintext)
 [ -n "${UPLOAD_RATE:-}" ] && flags+=(--upload-rate "$UPLOAD_RATE")
+getflags=()
+[ -n "${SEED_FOR:-}" ] && getflags=(--seed-for "$SEED_FOR")
 [ "$(id -u)" = 0 ] || { echo "crowd.sh needs root (network namespaces)" >&2; exit 1; }
 command -v tc >/dev/null || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y iproute2 >/dev/null; }
 # shellcheck source=perf/lib/bin.sh
@@ -150,13 +156,28 @@ for run in $(seq "$RUNS"); do
       code=0
       in_ns "$P-$i" env RINGSHARE_STATE_DIR="$work/state-d$i" "$B/ringshare" get \
         --trackers "$work/tracker_info.txt" --user "d$i" --password-file "$work/pw" \
-        --listen "10.66.0.$((i + 1)):7300" "${flags[@]}" --quiet --stats "$work/stats-$i.json" \
+        --listen "10.66.0.$((i + 1)):7300" "${flags[@]}" "${getflags[@]}" --quiet --stats "$work/stats-$i.json" \
         crowd crowd.bin "$work/dl-$i" >/dev/null 2>"$work/get-$i.log" </dev/null || code=$?
       echo "$code $(date +%s.%N)" >"$work/end-$i"
       [ "$code" = 0 ] || { echo "downloader $i failed:" >&2; tail -3 "$work/get-$i.log" >&2; }
     ) &
     gets+=($!)
   done
+  if [ -n "${SEED_FOR:-}" ]; then
+    # Seeding downloaders run on: each is done when its figures are
+    # written (or it ended, failing); then every one is stopped.
+    while :; do
+      left=0
+      for i in $(seq 1 "$N"); do
+        [ -s "$work/stats-$i.json" ] || [ -e "$work/end-$i" ] || left=$((left + 1))
+      done
+      [ "$left" = 0 ] && break
+      sleep 0.05
+    done
+    for i in $(seq 1 "$N"); do
+      for p in $(ip netns pids "$P-$i" 2>/dev/null); do kill -TERM "$p" 2>/dev/null || true; done
+    done
+  fi
   for g in "${gets[@]}"; do wait "$g" || true; done
   up=$(( $(sent) - up0 ))
   read -r o1 r1 <<<"$(segs)"
@@ -170,13 +191,19 @@ m = re.fullmatch(r"(\d+)(k|m|g)bit", rate)
 bps = int(m.group(1)) * {"k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
 bound = length * 8 / bps
 ends, failed = [], []
+seeding = bool(os.environ.get("SEED_FOR"))
 for i in range(1, n + 1):
     code, t = open(f"{work}/end-{i}").read().split()
-    (ends if code == "0" else failed).append((i, float(t) - t0))
+    t = float(t)
+    if seeding and code == "0":
+        # Stopped by a signal while it seeded: complete when it wrote its figures.
+        t = os.stat(f"{work}/stats-{i}.json").st_mtime
+    (ends if code == "0" else failed).append((i, t - t0))
 done = sorted(t for _, t in ends)
 print(json.dumps({"client": "ringshare", "run": int(run), "downloaders": n, "rate": rate, "bytes": length,
                   "plaintext": plain == "1", "congestion_control": cc,
-                  "upload_rate": os.environ.get("UPLOAD_RATE") or None, "bound_s": round(bound, 2),
+                  "upload_rate": os.environ.get("UPLOAD_RATE") or None,
+                  "seed_for": os.environ.get("SEED_FOR") or None, "bound_s": round(bound, 2),
                   "completion_s": [round(t, 2) for t in done],
                   "all_done_s": round(max(done), 2) if done and not failed else None,
                   "all_done_over_bound": round(max(done) / bound, 2) if done and not failed else None,

@@ -114,6 +114,13 @@ pub struct GetArgs {
     /// piece server serves at most 128 connections from one address.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: Option<u16>,
+    /// Once every selected file is complete, go on sharing what this run
+    /// fetched for this long (`90`, `30s`, `10m`, `2h`) before leaving, as
+    /// a BitTorrent client seeds: peers still fetching the same files take
+    /// pieces from this node too. SIGINT, SIGTERM or SIGHUP end it sooner,
+    /// with exit status 0 [default: leave at once].
+    #[arg(long, value_name = "DURATION", value_parser = seed_duration)]
+    pub seed_for: Option<Duration>,
     /// The group sharing the files.
     pub group: String,
     /// The files (names, directory prefixes or globs; none: every file of
@@ -171,7 +178,15 @@ pub async fn get(mut args: GetArgs) -> Result<()> {
         }
     }
     let mut node = login_node(&args.node, !args.quiet).await?;
-    let result = get_in(&mut node, &args, patterns, dest).await;
+    let mut result = get_in(&mut node, &args, patterns, dest).await.map(|fetched| {
+        // How many files this run fetched (and so serves): seeded on
+        // with `--seed-for`.
+        (fetched, args.seed_for)
+    });
+    if let Ok((fetched, Some(time))) = result {
+        result = seed_after(&node, &args, fetched, time).await.map(|()| (fetched, None));
+    }
+    let result = result.map(drop);
     if result.as_ref().is_err_and(|e| e.is::<FiguresInTheWay>()) {
         // Made empty to check the path, at a file's: not left there.
         made.iter().for_each(|p| drop(std::fs::remove_file(p)));
@@ -182,6 +197,69 @@ pub async fn get(mut args: GetArgs) -> Result<()> {
         eprintln!("ringshare: {e:#}");
     }
     result
+}
+
+/// `--seed-for`'s duration: seconds, or a number with `s`, `m` or `h`.
+fn seed_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => s.split_at(at),
+        None => (s, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("expected a duration such as 90, 30s, 10m or 2h, not {s:?}")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| n <= 366 * 24 * 3600)
+        .map(Duration::from_secs)
+        .ok_or_else(|| {
+            format!("expected a duration such as 90, 30s, 10m or 2h (at most a year), not {s:?}")
+        })
+}
+
+/// `get --seed-for`: the node, every selected file complete, goes on
+/// serving what it fetched for `time` or until a signal, then leaves as
+/// any `get` does. The files are complete whatever happens meanwhile: a
+/// tracker that stops listing the node is said, not the command's failure.
+async fn seed_after(node: &Node, args: &GetArgs, fetched: usize, time: Duration) -> Result<()> {
+    if fetched == 0 || time.is_zero() {
+        if !args.quiet && fetched == 0 {
+            eprintln!("ringshare: nothing was fetched by this run, so there is nothing to seed");
+        }
+        return Ok(());
+    }
+    let mut stop = StopSignals::new()?;
+    if !args.quiet {
+        eprintln!(
+            "ringshare: seeding {fetched} fetched file(s) to {} for {} (SIGINT, SIGTERM or \
+             SIGHUP ends it sooner)",
+            args.group,
+            humane_duration(time)
+        );
+    }
+    tokio::select! {
+        () = tokio::time::sleep(time) => {}
+        r = watch_trackers(node, &mut stop) => {
+            if let Err(e) = r {
+                eprintln!("ringshare: stopped seeding: {e:#}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A duration as `--seed-for` takes it.
+fn humane_duration(d: Duration) -> String {
+    match d.as_secs() {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// Whether a node's address was picked by the system for this run (port
@@ -313,7 +391,7 @@ async fn get_in(
     args: &GetArgs,
     patterns: Vec<String>,
     dest: String,
-) -> Result<()> {
+) -> Result<usize> {
     let selection = bulk::Selection::new(&patterns)?;
     let mut listed = Vec::new();
     for prefix in selection.list_prefixes() {
@@ -434,7 +512,8 @@ impl OneEnd {
     }
 }
 
-async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) -> Result<()> {
+/// Fetches one file; 1 if this run fetched it, 0 if it was there already.
+async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) -> Result<usize> {
     let mut end = None;
     let result = get_one_ending(node, args, &file, dest, &mut end).await;
     // Written however it ended: an empty file was left when it did not
@@ -447,7 +526,7 @@ async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) ->
         std::fs::write(p, ringshare_engine::metrics::hgrm(&download.latency().snapshot()))
             .with_context(|| format!("write {}", p.display()))?;
     }
-    result
+    result.map(|()| usize::from(matches!(end, Some(OneEnd::Fetched(..)))))
 }
 
 async fn get_one_ending(
@@ -772,8 +851,9 @@ impl BulkReport {
     }
 
     /// Prints the summary (and each failure), writes the figures; an error
-    /// unless every selected file is complete.
-    fn finish(self, args: &GetArgs, dest: &Path) -> Result<()> {
+    /// unless every selected file is complete, else how many this run
+    /// fetched (not those already there).
+    fn finish(self, args: &GetArgs, dest: &Path) -> Result<usize> {
         // What this run fetched: not what a resumed file had already, and
         // the verified pieces of files stopped by Ctrl-C too.
         let bytes: u64 = self.done.iter().map(|f| f.fetched).sum::<u64>() + self.partial;
@@ -810,7 +890,7 @@ impl BulkReport {
             ));
         }
         if self.failed.is_empty() {
-            return Ok(());
+            return Ok(self.done.len() - present);
         }
         // Files, and apart from them the names that matched none.
         let files_failed = self.failed.len() - self.unmatched;
@@ -1911,6 +1991,21 @@ fn entry_path(node: &Node) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seed_durations_read_as_written_and_say_so_back() {
+        let secs = |s: &str| seed_duration(s).map(|d| d.as_secs());
+        assert_eq!(secs("90"), Ok(90));
+        assert_eq!(secs("30s"), Ok(30));
+        assert_eq!(secs("10m"), Ok(600));
+        assert_eq!(secs("2h"), Ok(7200));
+        for bad in ["", "s", "5x", "-3", "1.5m", "10 m", "9999999h", "18446744073709551615m"] {
+            assert!(seed_duration(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(humane_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(humane_duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(humane_duration(Duration::from_secs(90)), "90s");
+    }
 
     #[test]
     fn an_interrupted_fetch_counts_unmatched_names_apart_from_failed_files() {

@@ -322,6 +322,81 @@ fn share_then_get() {
     }
 }
 
+/// `get --seed-for`: once its files are complete the node goes on serving
+/// them (here to a third node, the first seeder gone), says so, and a
+/// signal ends it with exit status 0; a duration it cannot read is one
+/// error line before anything is fetched.
+#[test]
+fn a_get_that_seeds_on_serves_the_next_downloader() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let (mut owner, mut bob) = alice_and_bob(dir.path(), &info, "127.0.0.1:0", &[]);
+    bob.ok("logout");
+    let mut carol = NodeProc::start(&info, &dir.path().join("state-c"));
+    carol.ok("create_user carol pw-c");
+    carol.ok("login carol pw-c");
+    carol.ok("join_group g");
+    owner.ok("accept_request g carol");
+    carol.ok("logout");
+    let file = dir.path().join("payload.bin");
+    random_file(&file, 2 * 1024 * 1024 + 5, 8);
+    let pw = |user: &str| {
+        let p = dir.path().join(format!("pw-{user}"));
+        std::fs::write(&p, format!("pw-{user}\n")).unwrap();
+        p
+    };
+    let (pw_a, pw_b, pw_c) = (pw("a"), pw("b"), pw("c"));
+    let (mut sharer, _) = seeding(
+        one_shot("share", &info, "alice", &pw_a, &dir.path().join("state-share"))
+            .arg("g")
+            .arg(&file)
+            .stderr(Stdio::null()),
+    );
+
+    let out = one_shot("get", &info, "bob", &pw_b, &dir.path().join("state-get"))
+        .args(["--seed-for", "5x", "g", "payload.bin"])
+        .arg(dir.path().join("never"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+    assert!(err.contains("expected a duration such as 90, 30s, 10m or 2h"), "{err}");
+    assert!(!dir.path().join("never").exists());
+
+    // The bulk form (a glob), seeding on.
+    let got = dir.path().join("got");
+    let mut seeder = one_shot("get", &info, "bob", &pw_b, &dir.path().join("state-get"))
+        .args(["--seed-for", "10m", "g", "*.bin"])
+        .arg(&got)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = common::line_reader(seeder.stderr.take().unwrap());
+    assert_eq!(
+        line_starting(&err, "ringshare: seeding"),
+        "ringshare: seeding 1 fetched file(s) to g for 10m (SIGINT, SIGTERM or SIGHUP ends it \
+         sooner)"
+    );
+    assert_eq!(std::fs::read(got.join("payload.bin")).unwrap(), std::fs::read(&file).unwrap());
+    // The first seeder leaves (withdrawing its file): bob's node is left.
+    Command::new("kill").arg("-TERM").arg(sharer.id().to_string()).status().unwrap();
+    assert!(sharer.wait().unwrap().success());
+    let dest = dir.path().join("carol.bin");
+    let out = one_shot("get", &info, "carol", &pw_c, &dir.path().join("state-carol"))
+        .args(["--quiet", "g", "payload.bin"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&file).unwrap());
+    Command::new("kill").arg("-TERM").arg(seeder.id().to_string()).status().unwrap();
+    assert_eq!(seeder.wait().unwrap().code(), Some(0), "a signal ends the seeding, not the get");
+    // It withdrew as it left: the file has no sharer now.
+    assert!(owner.cmd("list_files g").is_empty());
+}
+
 /// A `share` on a picked port that cannot withdraw (the tracker gone) ends
 /// with one error line that says where the files stay listed and how to
 /// stop sharing them, and keeps its share record for that.
