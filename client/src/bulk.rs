@@ -252,7 +252,14 @@ impl Selection {
                 Matcher::Glob(glob.compile_matcher())
             } else {
                 let name = p.trim_end_matches('/');
-                names::validate(NameKind::File, name).map_err(|e| anyhow!("{e}"))?;
+                names::validate(NameKind::File, name).map_err(|e| {
+                    // Named as given (`/photos/`, not the `/photos` checked).
+                    let e = match name.len() < p.len() {
+                        true => names::validate(NameKind::File, p).err().unwrap_or(e),
+                        false => e,
+                    };
+                    anyhow!("{e}")
+                })?;
                 if name.len() < p.len() {
                     Matcher::Dir(name.to_owned())
                 } else {
@@ -399,6 +406,9 @@ mod tests {
         assert_eq!(missed, ["nothing", "*.gif"]);
         assert!(Selection::new(&["../x".to_string()]).is_err());
         assert!(Selection::new(&["a[".to_string()]).is_err());
+        // A bad directory is named as given, its trailing `/` kept.
+        let e = Selection::new(&["/photos/".to_string()]).err().unwrap().to_string();
+        assert!(e.contains("\"/photos/\""), "{e}");
     }
 
     #[test]

@@ -126,7 +126,9 @@ impl FromStr for UploadRate {
             return Err(format!("upload rate {s:?}: at least 8kbit (1000 bytes per second)"));
         }
         if bytes >= u64::MAX as f64 {
-            return Err(bad());
+            return Err(format!(
+                "upload rate {s:?} is too large (leave --upload-rate out for none)"
+            ));
         }
         Ok(Self(bytes as u64))
     }
@@ -317,7 +319,8 @@ mod tests {
         {
             assert!(r(bad).is_err(), "{bad:?} was taken");
         }
-        assert!(r("99999999999999999999999gbit").is_err());
+        let big = r("99999999999999999999999gbit").unwrap_err();
+        assert!(big.contains("is too large"), "{big}");
     }
 
     #[test]
