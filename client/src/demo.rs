@@ -222,7 +222,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         Command::DownloadFile { group: "demo".into(), file: "demo.bin".into(), dest: dest_s },
     )
     .await?;
-    let download = Arc::clone(&down.downloads()[0].download);
+    let download = down.downloads()[0].download().cloned().context("the demo's download")?;
     let status = oneshot::follow(&download, "demo.bin").await;
     // When it ended, not when the bar's poll (every 100 ms) saw it: the
     // figure of a small size was a multiple of a tenth of a second.

@@ -16,8 +16,8 @@ pub struct DownloadEntry {
     pub name: String,
     /// Where it goes.
     pub dest: PathBuf,
-    /// The running download.
-    pub download: Arc<Download>,
+    /// The download, or how it ended once let go of.
+    pub fetch: Fetch,
     /// Why it was stopped by this node (logout), if it was.
     pub paused: Option<String>,
     /// `dest` spelled one way ([`dest_key`]).
@@ -35,15 +35,51 @@ pub fn dest_key(dest: &Path) -> PathBuf {
     dest.components().collect()
 }
 
+/// A download as an entry holds it.
+#[derive(Debug)]
+pub enum Fetch {
+    /// Running, or ended and not let go of yet.
+    Held(Arc<Download>),
+    /// Ended and let go of ([`DownloadEntry::let_go_if_ended`]): where it
+    /// stood at its end. Its part file's descriptors are closed.
+    Ended(Progress),
+}
+
 impl DownloadEntry {
+    /// The download, unless it ended and was let go of.
+    pub fn download(&self) -> Option<&Arc<Download>> {
+        match &self.fetch {
+            Fetch::Held(d) => Some(d),
+            Fetch::Ended(_) => None,
+        }
+    }
+
     /// Whether it is still fetching.
     pub fn is_running(&self) -> bool {
-        self.paused.is_none() && self.download.status() == Status::Running
+        self.paused.is_none() && self.download().is_some_and(|d| d.status() == Status::Running)
+    }
+
+    /// Lets go of the download once it has ended (complete, failed, or
+    /// paused by this node), keeping where it stood for `show_downloads`.
+    /// An ended download held three descriptors of its file (the part
+    /// file, its `O_DIRECT` twin, what served it while it ran) for as long
+    /// as the shell listed it: a shell ran out of descriptors after a few
+    /// hundred downloads, and a file deleted after its download, or no
+    /// longer shared, kept its disk space.
+    pub fn let_go_if_ended(&mut self) {
+        if let Fetch::Held(d) = &self.fetch {
+            if !self.is_running() {
+                self.fetch = Fetch::Ended(d.progress());
+            }
+        }
     }
 
     /// The `show_downloads` line.
     pub fn line(&self) -> String {
-        let p = self.download.progress();
+        let p = match &self.fetch {
+            Fetch::Held(d) => d.progress(),
+            Fetch::Ended(p) => p.clone(),
+        };
         match &self.paused {
             Some(why) => format!("[F] [{}] {}  {why}", self.group, self.name),
             None => format_line(&self.group, &self.name, &p),

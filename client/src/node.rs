@@ -23,7 +23,7 @@ use ringshare_engine::store::{part_path, PartFile, Settler};
 use ringshare_engine::tracker_info::TrackerList;
 use tokio::runtime::Handle;
 
-use crate::downloads::{dest_key, resolve_dest_known, DownloadEntry, KnownDirs};
+use crate::downloads::{dest_key, resolve_dest_known, DownloadEntry, Fetch, KnownDirs};
 use crate::registrar::{self, Registrar};
 use crate::shares::{LocalShare, ShareBook, Staleness};
 use crate::shell::{Command, HELP};
@@ -318,6 +318,8 @@ impl Node {
 
     /// Carries out one command: the lines to print, or an error.
     pub async fn execute(&mut self, cmd: Command) -> (Flow, Result<Vec<String>>) {
+        // Downloads that ended since the last command close their files.
+        self.downloads.iter_mut().for_each(DownloadEntry::let_go_if_ended);
         let flow = if cmd == Command::Quit { Flow::Quit } else { Flow::Continue };
         (flow, self.run(cmd).await)
     }
@@ -987,7 +989,7 @@ impl Node {
         groups.extend(
             self.downloads
                 .iter()
-                .filter(|d| d.is_running() && d.download.meta().sha1 == *id)
+                .filter(|d| d.is_running() && d.download().is_some_and(|x| x.meta().sha1 == *id))
                 .map(|d| d.group.clone()),
         );
         if groups.is_empty() {
@@ -1134,7 +1136,7 @@ impl Node {
             .downloads
             .iter()
             .filter(|d| d.is_running())
-            .map(|d| Arc::clone(&d.download))
+            .filter_map(|d| d.download().cloned())
             .collect();
         async move {
             if !running.is_empty() {
@@ -1153,7 +1155,7 @@ impl Node {
     fn stop_running(&mut self, why: &str) -> usize {
         let mut n = 0;
         for d in self.downloads.iter_mut().filter(|d| d.is_running()) {
-            d.download.stop();
+            d.download().inspect(|x| x.stop());
             d.paused = Some(why.to_owned());
             n += 1;
         }
@@ -1171,7 +1173,8 @@ impl Node {
     /// its own. A node fetching thousands of files would otherwise keep three
     /// descriptors per file.
     pub fn forget_download(&mut self, download: &Arc<Download>) {
-        self.downloads.retain(|d| !Arc::ptr_eq(&d.download, download) || d.is_running());
+        self.downloads
+            .retain(|d| !d.download().is_some_and(|x| Arc::ptr_eq(x, download)) || d.is_running());
     }
 
     /// The downloads started here, for the demo and the one-shot commands.
@@ -1335,7 +1338,7 @@ impl Node {
             group: group.clone(),
             name: file.clone(),
             dest: dest_path.clone(),
-            download,
+            fetch: Fetch::Held(download),
             paused: None,
             dest_key: key,
             unshared,

@@ -583,7 +583,10 @@ async fn get_one_ending(
         eprintln!("{}", line.trim_end_matches("; see show_downloads"));
     }
     let entry = node.downloads().last().ok_or_else(|| anyhow!("the download did not start"))?;
-    let download = Arc::clone(&entry.download);
+    let download = entry
+        .download()
+        .cloned()
+        .ok_or_else(|| anyhow!("the download ended before it was looked at"))?;
     let watch = async {
         if args.quiet {
             wait_quietly(&download).await
@@ -1512,7 +1515,12 @@ async fn start_one(
         Ok(_) => {
             let entry =
                 node.downloads().last().ok_or_else(|| anyhow!("the download did not start"))?;
-            Ok(Some(Arc::clone(&entry.download)))
+            Ok(Some(
+                entry
+                    .download()
+                    .cloned()
+                    .ok_or_else(|| anyhow!("the download ended before it was looked at"))?,
+            ))
         }
         Err(e) if DestExists::is(&e) => {
             if holds(node, &at, &f.name, sha1, len).await? {

@@ -729,3 +729,53 @@ fn a_download_run_again_replaces_its_stopped_line() {
     assert_eq!(lines, ["[C] [g] f.bin"]);
     assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&f).unwrap());
 }
+
+/// A download that ended keeps none of its file's descriptors open: a
+/// shell held three per finished download for as long as it ran (it ran
+/// out of descriptors after a few hundred, and a deleted download kept
+/// its disk space). What it fetched is still served (opened on demand),
+/// and `show_downloads` still lists it.
+#[test]
+fn an_ended_download_keeps_no_descriptor_of_its_file() {
+    let (dir, _t, info) = setup();
+    let (mut a, _, _) = alice_at_a_fixed_address(&dir, &info);
+    let mut b = user(&dir, &info, "bob");
+    owner_and_bob_in(&mut a, &mut b, "g");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    // Several pieces (a state file, direct writes) and one piece.
+    random_file(&src.join("big.bin"), 3 * 512 * 1024 + 99, 1);
+    random_file(&src.join("small.bin"), 4000, 2);
+    a.ok(&format!("upload_file {} g", src.join("big.bin").display()));
+    a.ok(&format!("upload_file {} g", src.join("small.bin").display()));
+    let dl = dir.path().join("dl");
+    std::fs::create_dir(&dl).unwrap();
+    for f in ["big.bin", "small.bin"] {
+        b.ok(&format!("download_file g {f} {}", dl.display()));
+    }
+    b.wait_downloads(|l| l.len() == 2 && l.iter().all(|l| l.starts_with("[C]")));
+    // The next command lets go of what ended before it.
+    assert_eq!(b.cmd("show_downloads"), ["[C] [g] big.bin", "[C] [g] small.bin"]);
+    let open: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{}/fd", b.child.id()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .filter(|p| p.starts_with(&dl))
+        .collect();
+    assert!(open.is_empty(), "descriptors of ended downloads: {open:?}");
+    // Bob still serves both: carol fetches them with alice gone.
+    a.ok("logout");
+    let mut c = user(&dir, &info, "carol");
+    c.ok("join_group g");
+    a.ok("login alice pw");
+    a.ok("accept_request g carol");
+    a.ok("logout");
+    let got = dir.path().join("got");
+    std::fs::create_dir(&got).unwrap();
+    for f in ["big.bin", "small.bin"] {
+        c.ok(&format!("download_file g {f} {}", got.display()));
+    }
+    c.wait_downloads(|l| l.len() == 2 && l.iter().all(|l| l.starts_with("[C]")));
+    for f in ["big.bin", "small.bin"] {
+        assert_eq!(std::fs::read(got.join(f)).unwrap(), std::fs::read(src.join(f)).unwrap());
+    }
+}
