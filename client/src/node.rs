@@ -346,9 +346,16 @@ impl Node {
                 }
                 // Sharing pauses whatever the tracker says: the node stops serving.
                 self.pause_all("stopped by logout; download_file again to resume");
-                // An unreachable tracker expires the session by itself.
-                let _ = self.call_done(Request::Logout { token }).await;
-                Ok(vec![format!("logged out {user}; sharing paused")])
+                // An unreachable tracker expires the session by itself:
+                // logged out here all the same, and said so.
+                match self.call_done(Request::Logout { token }).await {
+                    Ok(()) => Ok(vec![format!("logged out {user}; sharing paused")]),
+                    Err(e) => Ok(vec![format!(
+                        "logged out {user}; sharing paused (no tracker took the logout: {}; they \
+                         end the session when its heartbeats stop)",
+                        crate::shell::one_line(&format!("{e:#}"))
+                    )]),
+                }
             }
             Command::CreateGroup { group } => {
                 check_name(NameKind::Group, &group)?;

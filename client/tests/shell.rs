@@ -386,10 +386,23 @@ fn unreachable_tracker_is_a_clear_error_and_the_shell_survives() {
     let (dir, mut t, info) = setup();
     let mut a = node(&dir, &info);
     a.ok("create_user alice pw");
+    let mut b = node(&dir, &info);
+    b.ok("create_user bob pw");
+    b.ok("login bob pw");
     t.kill();
     a.err("login alice pw", "tracker unreachable");
     a.err("create_user bob pw", "tracker unreachable");
     a.err("bogus", "unknown command");
+    // A logout no tracker takes still logs out here, and says so.
+    let out = b.ok("logout");
+    assert!(
+        out.starts_with(
+            "logged out bob; sharing paused (no tracker took the logout: tracker unreachable"
+        ),
+        "{out}"
+    );
+    assert!(out.ends_with("they end the session when its heartbeats stop)"), "{out}");
+    b.err("list_groups", "not logged in");
 }
 
 #[test]
