@@ -609,6 +609,18 @@ impl Node {
             if report.shared.is_empty() && report.already.is_empty() && report.skipped.is_empty() {
                 bail!("nothing to share: {} holds no regular file", p.display());
             }
+            if report.shared.is_empty() && report.already.is_empty() {
+                // Every file skipped: a failure, one line.
+                match report.skipped.as_slice() {
+                    [one] => bail!("nothing shared: skipped {one}"),
+                    [first, ..] => bail!(
+                        "nothing shared: all {} file(s) under {} skipped (the first: {first})",
+                        report.skipped.len(),
+                        p.display()
+                    ),
+                    [] => {}
+                }
+            }
             // The shell names each file it shared before as a skip.
             report.already_as_skipped(&group);
             let mut lines =

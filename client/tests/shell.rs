@@ -137,6 +137,20 @@ fn sharing_files_in_groups() {
     a.err("upload_file /definitely/not/here g1", "path not found: /definitely/not/here");
     a.err("upload_file /dev/null g1", "not a regular file");
     a.err("upload_file onlyonearg", "wrong number of arguments");
+    // A directory whose every file is skipped is a failure: one line.
+    let specials = dir.path().join("specials");
+    std::fs::create_dir(&specials).unwrap();
+    a.err(&format!("upload_file {} g1", specials.display()), "nothing to share");
+    for fifo in ["p1", "p2"] {
+        let at = std::ffi::CString::new(specials.join(fifo).into_os_string().into_encoded_bytes());
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(at.unwrap().as_ptr(), 0o600) }, 0);
+    }
+    a.err(
+        &format!("upload_file {} g1", specials.display()),
+        &format!("nothing shared: all 2 file(s) under {} skipped (the first: ", specials.display()),
+    );
+    a.err("upload_file / g1", "nothing shared: skipped /: has no name to share its files under");
     let line = a.ok(&up);
     assert!(line.starts_with("uploaded data.bin to g1: 1300000 bytes, 3 pieces, sha1 "), "{line}");
     a.err(&up, "already shared in group g1");
