@@ -328,6 +328,7 @@ impl Node {
         match cmd {
             Command::CreateUser { user, password } => {
                 check_name(NameKind::User, &user)?;
+                check_password(&password)?;
                 self.call_done(Request::CreateUser { user: user.clone(), password }).await?;
                 Ok(vec![format!("user {user} created")])
             }
@@ -494,6 +495,7 @@ impl Node {
             bail!("already logged in as {} (logout first)", s.user);
         }
         check_name(NameKind::User, &user)?;
+        check_password(&password)?;
         let peer_addr = self.listed_addr().to_string();
         let req = Request::Login { user: user.clone(), password, peer_addr };
         let (token, every, key) = match self.call(req).await? {
@@ -1780,7 +1782,7 @@ async fn watch_shares(
                 Err(Staleness::Missing(e)) => format!("missing ({e})"),
                 Err(Staleness::Unfinished) => "a download that did not finish".to_owned(),
             };
-            stale.push((s.clone(), format!("{} {why}", s.path.display())));
+            stale.push((s.clone(), format!("{}: {why}", s.path.display())));
         }
         if seen.len() > current.len() {
             let live: HashSet<u64> = current.iter().map(|s| key_of(&s.path)).collect();
@@ -1795,7 +1797,7 @@ async fn watch_shares(
             .unwrap_or(true);
             if !same {
                 let why = format!(
-                    "{} changed on disk (its content; its length and modification time were \
+                    "{}: changed on disk (its content; its length and modification time were \
                      kept)",
                     s.path.display()
                 );
@@ -1934,6 +1936,18 @@ fn wall_ms() -> u64 {
 
 fn check_name(kind: NameKind, value: &str) -> Result<()> {
     names::validate(kind, value).map_err(|e| anyhow!("{e}"))
+}
+
+/// The tracker's rule for a password, checked here first: said plainly,
+/// not as the tracker's "bad request".
+fn check_password(password: &str) -> Result<()> {
+    let max = names::MAX_PASSWORD_LEN;
+    anyhow::ensure!(
+        !password.is_empty() && password.len() <= max,
+        "a password must be 1 to {max} bytes (this one is {})",
+        password.len()
+    );
+    Ok(())
 }
 
 /// The tracker's answer for a download: the file's metadata, its online

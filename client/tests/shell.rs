@@ -41,6 +41,8 @@ fn accounts_and_sessions() {
     a.err("create_user alice other", "user alice already exists");
     a.err("create_user bad/name pw", "user id");
     a.err("create_user", "wrong number of arguments");
+    a.err("create_user bob ''", "a password must be 1 to 256 bytes (this one is 0)");
+    a.err(&format!("login alice {}", "p".repeat(257)), "a password must be 1 to 256 bytes");
     a.err("login alice wrong", "wrong user id or password");
     a.err("login nobody pw", "wrong user id or password");
     assert_eq!(a.ok("login alice pw1"), "logged in as alice");
