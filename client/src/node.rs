@@ -604,8 +604,11 @@ impl Node {
     /// directory: every file under it (see [`Node::share_paths`]).
     async fn upload(&mut self, path: String, group: String) -> Result<Vec<String>> {
         let p = PathBuf::from(&path);
-        let md =
-            std::fs::metadata(&p).map_err(|e| anyhow!("path not found: {} ({e})", p.display()))?;
+        let md = std::fs::metadata(&p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => anyhow!("path not found: {} ({e})", p.display()),
+            // `file.txt/`, a directory it may not search, a loop of links.
+            _ => anyhow!("cannot read {}: {e}", p.display()),
+        })?;
         if md.is_dir() {
             let mut report = self.share_paths(std::slice::from_ref(&p), &group).await?;
             if report.shared.is_empty() && report.already.is_empty() && report.skipped.is_empty() {
@@ -1218,6 +1221,26 @@ impl Node {
             let again = self.call(req).await?;
             if matches!(again, Response::FileInfo { .. }) {
                 (resp, file) = (again, composed);
+            }
+        }
+        if matches!(resp, Response::Refused(Refusal::NoSuchFile { .. })) {
+            // A directory's name: said so, with a file under it.
+            let req = Request::ListFilesPage {
+                token,
+                group: group.clone(),
+                prefix: format!("{file}/"),
+                after: String::new(),
+                limit: 1,
+            };
+            if let Ok(Response::FilesPage { files, .. }) = self.call(req).await {
+                if let Some(f) = files.first().filter(|f| f.name.starts_with(&format!("{file}/"))) {
+                    bail!(
+                        "no such file in group {group}: {file} is a directory there \
+                         (download_file takes a file's name, such as {}; `ringshare get` \
+                         fetches whole directories)",
+                        f.name
+                    );
+                }
             }
         }
         let info = match resp {

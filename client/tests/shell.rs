@@ -138,6 +138,7 @@ fn sharing_files_in_groups() {
     a.err(&format!("upload_file {} nope", f.display()), "no such group: nope");
     a.err("upload_file /definitely/not/here g1", "path not found: /definitely/not/here");
     a.err("upload_file /dev/null g1", "not a regular file");
+    a.err(&format!("upload_file {}/ g1", f.display()), "cannot read ");
     a.err("upload_file onlyonearg", "wrong number of arguments");
     // A directory whose every file is skipped is a failure: one line.
     let specials = dir.path().join("specials");
@@ -512,6 +513,13 @@ fn many_shares_resume_in_every_group_and_downloads_become_peers() {
         b.ok(&format!("download_file g {f} {}", dl.display()));
     }
     b.ok(&format!("download_file h other/o1.bin {}", dl.display()));
+    // A directory's name is no file's, and is said to be a directory.
+    b.err(
+        &format!("download_file g tree {}", dl.display()),
+        "no such file in group g: tree is a directory there (download_file takes a file's name, \
+         such as tree/f",
+    );
+    b.err(&format!("download_file g tre {}", dl.display()), "no such file in group g: tre");
     b.wait_downloads(|l| l.len() == 4 && l.iter().all(|l| l.starts_with("[C]")));
     assert_eq!(
         std::fs::read(dl.join("tree/f42.bin")).unwrap(),
