@@ -1357,6 +1357,7 @@ impl Node {
             dest_path.clone(),
             meta.clone(),
             (Arc::clone(&unshared), own, resumed > 0),
+            Arc::downgrade(&served),
         );
         let download = Download::start(
             spec,
@@ -1449,6 +1450,7 @@ impl Node {
         dest: PathBuf,
         meta: FileMeta,
         (unshared, own, registered): (Arc<std::sync::atomic::AtomicBool>, bool, bool),
+        served: std::sync::Weak<ServedFile>,
     ) -> Box<dyn Fn(FetchEvent) + Send + Sync> {
         use std::sync::atomic::{AtomicBool, Ordering};
         let registrar = self.registrar.clone();
@@ -1556,6 +1558,15 @@ impl Node {
                     // it again registers anew.
                     let record = LocalShare::unfinished(group.clone(), dest.clone(), meta.clone());
                     lock(&shares).entry(share_key(&record)).or_insert(record);
+                } else if own && !registered.load(Ordering::Acquire) {
+                    // Never listed (nothing verified, most often, and its
+                    // part file gone): nobody will ask for it, and its
+                    // entry held the part file's descriptor — and its disk
+                    // space — until the process ended (a bulk get whose
+                    // files nobody served held one per failed file).
+                    if served.upgrade().is_some_and(|f| serve.remove_this(&f)) {
+                        forget_groups(&served_groups, &meta.sha1);
+                    }
                 }
                 ended.notify_one()
             }

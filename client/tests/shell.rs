@@ -296,6 +296,10 @@ fn a_file_nobody_shares_fails_with_that_reason() {
     let said = || std::fs::read_to_string(&log).unwrap();
     eventually("the failure to be said", || said().contains(line));
     assert_eq!(said().lines().filter(|l| *l == line).count(), 1, "{}", said());
+    // Nothing of it is held open (its part file, removed, kept its space
+    // for as long as the node ran).
+    b.cmd("show_downloads");
+    assert!(fds_under(&b, &into).is_empty(), "{:?}", fds_under(&b, &into));
     // Alice back: the same command fetches it.
     a.ok("login alice pw");
     b.ok(&format!("download_file g f.bin {}", into.display()));
@@ -767,6 +771,15 @@ fn a_download_run_again_replaces_its_stopped_line() {
     assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&f).unwrap());
 }
 
+/// What node `n` holds open under `dir`.
+fn fds_under(n: &NodeProc, dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(format!("/proc/{}/fd", n.child.id()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
 /// A download that ended keeps none of its file's descriptors open: a
 /// shell held three per finished download for as long as it ran (it ran
 /// out of descriptors after a few hundred, and a deleted download kept
@@ -793,11 +806,7 @@ fn an_ended_download_keeps_no_descriptor_of_its_file() {
     b.wait_downloads(|l| l.len() == 2 && l.iter().all(|l| l.starts_with("[C]")));
     // The next command lets go of what ended before it.
     assert_eq!(b.cmd("show_downloads"), ["[C] [g] big.bin", "[C] [g] small.bin"]);
-    let open: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{}/fd", b.child.id()))
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
-        .filter(|p| p.starts_with(&dl))
-        .collect();
+    let open = fds_under(&b, &dl);
     assert!(open.is_empty(), "descriptors of ended downloads: {open:?}");
     // Bob still serves both: carol fetches them with alice gone.
     a.ok("logout");

@@ -470,6 +470,19 @@ impl ServeTable {
         }
     }
 
+    /// Stops serving `file` if it is still the entry open for its content
+    /// (not one that took its place meanwhile); whether it was.
+    pub fn remove_this(&self, file: &Arc<ServedFile>) -> bool {
+        let Ok(mut m) = self.files.write() else { return false };
+        if !m.get(&file.meta.sha1).is_some_and(|f| Arc::ptr_eq(f, file)) {
+            return false;
+        }
+        m.remove(&file.meta.sha1);
+        drop(m);
+        file.withdraw();
+        true
+    }
+
     /// Stops serving everything, as [`ServeTable::remove`] does each file.
     pub fn clear(&self) {
         if let Ok(mut m) = self.files.write() {
