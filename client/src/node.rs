@@ -1256,6 +1256,16 @@ impl Node {
         Ok(TrackerCalls { links: self.pool_links.clone(), token: self.token()? })
     }
 
+    /// How many nodes other than this one the answer lists as sharing.
+    pub fn listed_others(&self, info: &FileInfo) -> usize {
+        let (listen, listed) = (self.addr, self.listed_addr());
+        info.peers
+            .iter()
+            .filter_map(|p| p.addr.parse::<SocketAddr>().ok())
+            .filter(|a| !is_self(*a, listen, listed))
+            .count()
+    }
+
     /// `download_file` with the tracker's answer already in hand.
     pub fn download_with(
         &mut self,

@@ -717,6 +717,14 @@ struct BulkReport {
     /// histogram per file would cost ~0.2 MB each).
     latency: Option<hdrhistogram::Histogram<u64>>,
     failed: Vec<(String, String)>,
+    /// How many of `failed` have had their line printed (as they failed,
+    /// rather than all at the end: a fetch whose sharers left was silent
+    /// for minutes).
+    said: usize,
+    /// A file of this fetch failed because no node was listed for it:
+    /// others listed with nobody fail at once rather than each waiting
+    /// for one as long.
+    unlisted: bool,
     /// Of `failed`, the files whose download found something of somebody
     /// else's where it would write (its part file's path included).
     not_overwritten: std::collections::HashSet<String>,
@@ -856,7 +864,7 @@ impl BulkReport {
     /// Prints the summary (and each failure), writes the figures; an error
     /// unless every selected file is complete, else how many this run
     /// fetched (not those already there).
-    fn finish(self, args: &GetArgs, dest: &Path) -> Result<usize> {
+    fn finish(mut self, args: &GetArgs, dest: &Path) -> Result<usize> {
         // What this run fetched: not what a resumed file had already, and
         // the verified pieces of files stopped by Ctrl-C too.
         let bytes: u64 = self.done.iter().map(|f| f.fetched).sum::<u64>() + self.partial;
@@ -872,9 +880,7 @@ impl BulkReport {
             line += &format!("; {present} already there");
         }
         crate::say!("{line}");
-        for (name, why) in &self.failed {
-            eprintln!("ringshare: failed {name}: {why}");
-        }
+        self.say_failures(None);
         if let Some(p) = &args.stats {
             self.write_stats(p, bytes, mbps).with_context(|| format!("write {}", p.display()))?;
         }
@@ -952,6 +958,25 @@ impl BulkReport {
             latency: if with_latency { latency.percentiles_us() } else { Vec::new() },
             peers,
         });
+    }
+
+    /// Prints the `ringshare: failed NAME: reason` lines not printed yet
+    /// (above the progress view, if one is given).
+    fn say_failures(&mut self, view: Option<&MultiProgress>) {
+        let new = &self.failed[self.said.min(self.failed.len())..];
+        if new.is_empty() {
+            return;
+        }
+        let say = || {
+            for (name, why) in new {
+                eprintln!("ringshare: failed {name}: {why}");
+            }
+        };
+        match view {
+            Some(m) => m.suspend(say),
+            None => say(),
+        }
+        self.said = self.failed.len();
     }
 
     /// ` (2 failed, 1 name(s) matched no file)`, or nothing.
@@ -1097,6 +1122,13 @@ async fn get_many(
                     break;
                 }
             };
+            // Nobody listed, after another file waited for somebody in vain.
+            let info = match info {
+                Ok(i) if report.unlisted && node.listed_others(&i) == 0 && !started_here(dest, &f) => {
+                    Err(anyhow!("{NONE_LISTED} (none listed; another file of this fetch waited 10s for one)"))
+                }
+                other => other,
+            };
             match start_one(node, &args.group, &f, dest, &dest_s, info).await {
                 Ok(Some(download)) => {
                     // No hidden bars with --quiet: a bar and its style per
@@ -1228,10 +1260,14 @@ async fn get_many(
                     finished_bytes += r.entry.len;
                     report.completed(r, args.stats.is_some());
                 }
-                Status::Failed(why) => report.failed.push((r.entry.name, why)),
+                Status::Failed(why) => {
+                    report.unlisted |= why.starts_with(NONE_LISTED);
+                    report.failed.push((r.entry.name, why))
+                }
                 Status::Running => {}
             }
         }
+        report.say_failures(Some(&multi));
         let done = report.done.len();
         overall.set_position(finished_bytes + in_flight);
         overall.set_message(format!("{done}/{total_files} files"));
@@ -1388,6 +1424,17 @@ fn settle(node: &Node, dest: &Path, report: &mut BulkReport) -> Result<()> {
         report.failed.push((name, why));
     }
     Ok(())
+}
+
+/// How a download that found no node listed for its file fails.
+const NONE_LISTED: &str = "no node shares the file";
+
+/// Whether file `f` has something at its path under `dest` already (the
+/// file, or a part file to resume): started on as usual.
+fn started_here(dest: &Path, f: &FileEntry) -> bool {
+    let at = dest.join(&f.name);
+    std::fs::symlink_metadata(&at).is_ok()
+        || std::fs::symlink_metadata(ringshare_engine::store::part_path(&at)).is_ok()
 }
 
 /// Files asked of the tracker in one `FileInfos`.

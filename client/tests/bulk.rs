@@ -987,3 +987,45 @@ fn a_signal_while_share_hashes_stops_it_and_shares_nothing() {
     let listed = bob.run("ls", &["g"]);
     assert!(text(&listed.stdout).is_empty(), "{}", text(&listed.stdout));
 }
+
+/// Files nobody serves (their sharer logged out, listed with no peer): the
+/// first waits for a node as a lone download does, and fails; the others,
+/// listed with nobody too, fail at once rather than each waiting as long
+/// (a whole group whose sharer left took minutes, silent). Each failure is
+/// said as it happens.
+#[test]
+fn files_nobody_serves_fail_at_once_after_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let mut alice = NodeProc::start_at(&listen, &info, &dir.path().join("state-o"));
+    alice.ok("create_user alice pw-a");
+    alice.ok("login alice pw-a");
+    alice.ok("create_group g");
+    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
+    bob.ok("create_user bob pw-b");
+    bob.ok("login bob pw-b");
+    bob.ok("join_group g");
+    alice.ok("accept_request g bob");
+    let set = dir.path().join("set");
+    std::fs::create_dir(&set).unwrap();
+    for (i, name) in ["a.bin", "b.bin", "c.bin", "d.bin"].into_iter().enumerate() {
+        random_file(&set.join(name), 2000 + i, i as u64);
+    }
+    alice.ok(&format!("upload_file {} g", set.display()));
+    // At a fixed address its files stay listed while it is away.
+    alice.ok("logout");
+    let bob = Login::new(dir.path(), &info, "bob", "pw-b");
+    let dest = dir.path().join("dest");
+    let out = bob.run("get", &["--quiet", "--jobs", "1", "g", "set/", dest.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let failed: Vec<&str> = err.lines().filter(|l| l.starts_with("ringshare: failed ")).collect();
+    assert_eq!(failed.len(), 4, "{err}");
+    let waited = "no node shares the file (none listed for 10s)";
+    let at_once =
+        "no node shares the file (none listed; another file of this fetch waited 10s for one)";
+    assert_eq!(failed.iter().filter(|l| l.ends_with(waited)).count(), 1, "{err}");
+    assert_eq!(failed.iter().filter(|l| l.ends_with(at_once)).count(), 3, "{err}");
+    assert!(err.contains("error: 4 of 4 file(s) failed"), "{err}");
+}
