@@ -167,11 +167,17 @@ pub async fn get(mut args: GetArgs) -> Result<()> {
     let mut made = Vec::new();
     for path in [&args.stats, &args.hgrm].into_iter().flatten() {
         let new = std::fs::symlink_metadata(path).is_err();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
+        let open =
+            || std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path);
+        open()
+            .or_else(|e| match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                // In a directory not there yet (DEST's own, which the
+                // fetch would make): made, as DEST is.
+                Some(dir) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(dir).and_then(|()| open())
+                }
+                _ => Err(e),
+            })
             .with_context(|| format!("write {}", path.display()))?;
         if new {
             made.push(path.clone());
@@ -439,13 +445,16 @@ async fn get_in(
     report.finish(args, &dest)
 }
 
-/// `--stats` or `--hgrm` given the path a selected file is fetched to.
+/// `--stats` or `--hgrm` given the path a selected file is fetched to,
+/// or one of its directories.
 #[derive(Debug, thiserror::Error)]
-#[error("{option} {path} is where {name} is fetched to: give the figures another path")]
+#[error("{option} {path} is where {name}{what}: give the figures another path")]
 struct FiguresInTheWay {
     option: &'static str,
     path: String,
     name: String,
+    /// " is fetched to", or " goes" after "a directory of".
+    what: &'static str,
 }
 
 /// Refuses a figures file at `at`, where file `name` is to be fetched (it
@@ -454,14 +463,17 @@ fn figures_not_at(args: &GetArgs, at: &Path, name: &str) -> Result<()> {
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
     let at = absolute(at);
     for (option, path) in [("--stats", &args.stats), ("--hgrm", &args.hgrm)] {
-        if let Some(p) = path.as_deref().filter(|p| absolute(p) == at) {
-            return Err(FiguresInTheWay {
-                option,
-                path: p.display().to_string(),
-                name: name.to_owned(),
-            }
-            .into());
-        }
+        let Some(p) = path.as_deref() else { continue };
+        let (name, what) = if absolute(p) == at {
+            (name.to_owned(), " is fetched to")
+        } else if at.starts_with(absolute(p)) {
+            // The file's own directory, or one above it: written first,
+            // the figures made every file under it fail.
+            (format!("a directory of {name}"), " goes")
+        } else {
+            continue;
+        };
+        return Err(FiguresInTheWay { option, path: p.display().to_string(), name, what }.into());
     }
     Ok(())
 }

@@ -681,6 +681,33 @@ fn figures_are_not_written_where_a_file_is_fetched() {
         "{err}"
     );
     assert_eq!(std::fs::read(&there).unwrap(), std::fs::read(tree.join("a.bin")).unwrap());
+    // Nor where a directory of one goes (written first, it made every
+    // file under it fail), in a DEST not there yet.
+    let dest2 = dir.path().join("dest2");
+    let stats2 = dest2.join("tree");
+    let stats2 = stats2.to_str().unwrap();
+    let out = bob.run("get", &["--quiet", "--stats", stats2, "g", "tree", dest2.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("error: --stats {stats2} is where a directory of tree/a.bin goes")),
+        "{err}"
+    );
+    assert!(!Path::new(stats2).exists(), "the figures' empty file is not left");
+    // Figures inside a DEST the fetch makes are written there.
+    let dest3 = dir.path().join("dest3");
+    let stats3 = dest3.join("stats.json");
+    let out = bob.run(
+        "get",
+        &["--quiet", "--stats", stats3.to_str().unwrap(), "g", "tree", dest3.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats3).unwrap()).unwrap();
+    assert_eq!(doc["files_done"], 1, "{doc}");
+    assert_eq!(
+        std::fs::read(dest3.join("tree/a.bin")).unwrap(),
+        std::fs::read(tree.join("a.bin")).unwrap()
+    );
     // The one-file form, into a file path that is not there yet.
     let one = dir.path().join("one.bin");
     let one_s = one.to_str().unwrap();
