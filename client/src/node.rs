@@ -611,20 +611,9 @@ impl Node {
         })?;
         if md.is_dir() {
             let mut report = self.share_paths(std::slice::from_ref(&p), &group).await?;
-            if report.shared.is_empty() && report.already.is_empty() && report.skipped.is_empty() {
-                bail!("nothing to share: {} holds no regular file", p.display());
-            }
-            if report.shared.is_empty() && report.already.is_empty() {
-                // Every file skipped: a failure, one line.
-                match report.skipped.as_slice() {
-                    [one] => bail!("nothing shared: skipped {one}"),
-                    [first, ..] => bail!(
-                        "nothing shared: all {} file(s) under {} skipped (the first: {first})",
-                        report.skipped.len(),
-                        p.display()
-                    ),
-                    [] => {}
-                }
+            // Every file skipped, or none there: a failure, one line.
+            if let Some(why) = report.nothing_shared(&p.display().to_string()) {
+                bail!("{why}");
             }
             // The shell names each file it shared before as a skip.
             report.already_as_skipped(&group);
@@ -2202,6 +2191,22 @@ impl ShareReport {
             (None, None, Some((_, s))) => Ok(OneFile::Already(s)),
             (None, None, None) => Err(anyhow!("nothing to share")),
         }
+    }
+
+    /// Why nothing was shared, if nothing was (nor shared before): every
+    /// file skipped (the first's reason), or none found under `from`.
+    pub fn nothing_shared(&self, from: &str) -> Option<String> {
+        if !self.shared.is_empty() || !self.already.is_empty() {
+            return None;
+        }
+        Some(match self.skipped.as_slice() {
+            [] => format!("nothing to share: {from} holds no regular file"),
+            [one] => format!("nothing shared: skipped {one}"),
+            [first, ..] => format!(
+                "nothing shared: all {} file(s) under {from} skipped (the first: {first})",
+                self.skipped.len()
+            ),
+        })
     }
 
     /// Files shared before by this node become skips that say so.

@@ -1666,6 +1666,15 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
         for s in &report.skipped {
             eprintln!("ringshare: skipped {s}");
         }
+        // Every file skipped, or none there: the error alone, as the
+        // shell's `upload_file` says it.
+        let from = match args.paths.as_slice() {
+            [one] => one.display().to_string(),
+            _ => "the paths given".to_owned(),
+        };
+        if let Some(why) = report.nothing_shared(&from) {
+            bail!("{why}");
+        }
         let bytes: u64 =
             report.shared.iter().chain(report.already.iter().map(|(_, s)| s)).map(|s| s.len).sum();
         eprintln!(
@@ -1676,9 +1685,6 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
             report.register_seconds
         );
         crate::say!("{}", report.summary(&args.group));
-        if report.shared.is_empty() && report.already.is_empty() {
-            bail!("nothing to share");
-        }
     }
     // A signal that came while the files were hashed stops it here.
     let early = tokio::select! {

@@ -612,12 +612,27 @@ fn a_decomposed_name_lists_and_fetches_the_composed_one() {
 /// as an empty file).
 #[test]
 fn an_empty_directory_and_a_pseudo_file_are_one_error_line_each() {
-    let (dir, _t, _info, mut alice, _bob) = alice_and_bob_in_g();
+    let (dir, _t, info, mut alice, _bob) = alice_and_bob_in_g();
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     alice.err(&format!("upload_file {} g", empty.display()), "nothing to share");
     alice.err("upload_file /proc/self/status g", "pseudo-file");
     assert!(alice.cmd("list_files g").is_empty());
+    // `share` says it as the shell does: no summary line, the error.
+    let alice1 = Login::new(dir.path(), &info, "alice", "pw-a");
+    let gone = dir.path().join("gone");
+    let out = alice1.run("share", &["g", gone.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(text(&out.stdout), "", "{err}");
+    assert!(err.contains(&format!("error: nothing shared: skipped {}: ", gone.display())), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+    let out = alice1.run("share", &["g", empty.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("error: nothing to share: ") && err.contains("holds no regular file"),
+        "{err}"
+    );
 }
 
 /// A file or a link where one of a file's directories goes fails that
