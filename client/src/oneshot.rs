@@ -171,9 +171,10 @@ pub async fn get(mut args: GetArgs) -> Result<()> {
             || std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path);
         open()
             .or_else(|e| match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                // In a directory not there yet (DEST's own, which the
-                // fetch would make): made, as DEST is.
-                Some(dir) if e.kind() == std::io::ErrorKind::NotFound => {
+                // In DEST, or under it, not there yet: made, as the fetch
+                // would make DEST. (Anywhere else a missing directory is
+                // an error before anything is fetched.)
+                Some(dir) if e.kind() == std::io::ErrorKind::NotFound && within(dir, &dest) => {
                     std::fs::create_dir_all(dir).and_then(|()| open())
                 }
                 _ => Err(e),
@@ -203,6 +204,13 @@ pub async fn get(mut args: GetArgs) -> Result<()> {
         eprintln!("ringshare: {e:#}");
     }
     result
+}
+
+/// Whether `path` is `dir` or under it, both made absolute (not
+/// resolved: a missing directory has nothing to resolve).
+fn within(path: &Path, dir: &str) -> bool {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    absolute(path).starts_with(absolute(Path::new(dir)))
 }
 
 /// `--seed-for`'s duration: seconds, or a number with `s`, `m` or `h`.
@@ -1213,10 +1221,11 @@ async fn get_many(
             ));
             if !args.quiet && !others.said {
                 others.said = true;
+                // A status line: on standard error, as the others are.
                 multi.suspend(|| {
-                    crate::say!(
-                        "waiting for {n} file(s) that another download is fetching into {} (for \
-                         as long as it gets on)",
+                    eprintln!(
+                        "ringshare: waiting for {n} file(s) that another download is fetching \
+                         into {} (for as long as it gets on)",
                         dest.display()
                     )
                 });
@@ -1693,7 +1702,13 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
         _ = std::future::ready(()) => false,
     };
     if !early {
-        crate::say!("seeding on {} until SIGINT, SIGTERM or SIGHUP", node.addr());
+        match args.node.advertise {
+            Some(a) => crate::say!(
+                "seeding on {} (listed as {a}) until SIGINT, SIGTERM or SIGHUP",
+                node.addr()
+            ),
+            None => crate::say!("seeding on {} until SIGINT, SIGTERM or SIGHUP", node.addr()),
+        }
         watch_trackers(node, &mut stop).await?;
     }
     Ok(())

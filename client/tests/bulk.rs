@@ -899,11 +899,11 @@ fn two_gets_into_one_destination_at_once_never_share_a_part_file() {
     for (out, which) in [(&first, "first"), (&second, "second")] {
         assert!(out.status.success(), "{which}: {}", text(&out.stderr));
         let said = text(&out.stdout);
-        for l in said.lines().filter(|l| l.starts_with("waiting for")) {
+        for l in text(&out.stderr).lines().filter(|l| l.starts_with("ringshare: waiting for")) {
             assert_eq!(
                 l,
                 format!(
-                    "waiting for 1 file(s) that another download is fetching into {dest_s} (for \
+                    "ringshare: waiting for 1 file(s) that another download is fetching into {dest_s} (for \
                      as long as it gets on)"
                 ),
                 "{which}"

@@ -195,6 +195,11 @@ fn a_download_across_hosts_and_through_a_forwarded_port() {
         assert!(first.starts_with("uploaded data.bin to g"), "{user}: {first:?}");
         let second = lines.next().and_then(Result::ok).unwrap_or_default();
         assert!(second.starts_with("seeding on"), "{user}: {second:?}");
+        // Where it is listed, when that is not where it listens.
+        if let Some(i) = extra.iter().position(|a| *a == "--advertise") {
+            let listed = format!("(listed as {})", extra[i + 1]);
+            assert!(second.contains(&listed), "{user}: {second:?}");
+        }
         child
     };
     // alice gives no address: the tracker is not on loopback, so she
