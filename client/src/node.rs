@@ -539,8 +539,20 @@ impl Node {
         // Shares to stop, with why: changed, gone or refused.
         let mut stale = Vec::new();
         let mut by_group: BTreeMap<String, Vec<LocalShare>> = BTreeMap::new();
-        for share in recorded {
-            match share.check() {
+        for mut share in recorded {
+            let mut check = share.check();
+            if check == Err(Staleness::Changed) {
+                // Touched, or saved again with the same length: read again,
+                // and shared on (recorded with its new time) if its bytes
+                // are the same.
+                if let Some(again) = same_bytes_again(&share).await {
+                    if let Err(e) = book.put(&again) {
+                        tracing::warn!("save the share record: {e}");
+                    }
+                    (share, check) = (again, Ok(()));
+                }
+            }
+            match check {
                 Ok(()) => match self.serve_file(&share) {
                     Ok(()) => by_group.entry(share.group.clone()).or_default().push(share),
                     Err(e) => dropped.push(format!("{}/{}: {e:#}", share.group, share.meta.name)),
@@ -1800,6 +1812,9 @@ async fn watch_shares(
         let current: Vec<LocalShare> = lock(&shares).values().cloned().collect();
         let mut stale: Vec<(LocalShare, String)> = Vec::new();
         let mut touched = Vec::new();
+        // Same length, another modification time (`touch`, a save of the
+        // same bytes): read again; withdrawn only if the bytes changed.
+        let mut retimed = Vec::new();
         for s in &current {
             let why = match s.check_at() {
                 Ok(Some(md)) => {
@@ -1811,11 +1826,39 @@ async fn watch_shares(
                     continue;
                 }
                 Ok(None) => continue,
+                Err(Staleness::Changed)
+                    if std::fs::metadata(&s.path).is_ok_and(|md| md.len() == s.meta.len) =>
+                {
+                    retimed.push(s.clone());
+                    continue;
+                }
                 Err(Staleness::Changed) => "changed on disk".to_owned(),
                 Err(Staleness::Missing(e)) => format!("missing ({e})"),
                 Err(Staleness::Unfinished) => "a download that did not finish".to_owned(),
             };
             stale.push((s.clone(), format!("{}: {why}", s.path.display())));
+        }
+        for s in retimed {
+            let Some(again) = same_bytes_again(&s).await else {
+                stale.push((s.clone(), format!("{}: changed on disk", s.path.display())));
+                continue;
+            };
+            // The same bytes: shared on, recorded with the new time (unless
+            // the record was replaced meanwhile).
+            let key = share_key(&s);
+            let kept = {
+                let mut list = lock(&shares);
+                let kept = list.get(&key) == Some(&s);
+                if kept {
+                    list.insert(key, again.clone());
+                }
+                kept
+            };
+            if kept {
+                if let Err(e) = book.put(&again) {
+                    tracing::warn!("save the share record: {e}");
+                }
+            }
         }
         if seen.len() > current.len() {
             let live: HashSet<u64> = current.iter().map(|s| key_of(&s.path)).collect();
@@ -1969,6 +2012,22 @@ fn wall_ms() -> u64 {
 
 fn check_name(kind: NameKind, value: &str) -> Result<()> {
     names::validate(kind, value).map_err(|e| anyhow!("{e}"))
+}
+
+/// `share` read again when its file has the length it was shared with but
+/// another modification time (`touch`, the same bytes saved again): its
+/// record with the new time if its bytes are the same, else `None`.
+async fn same_bytes_again(share: &LocalShare) -> Option<LocalShare> {
+    let (path, len, sha1) = (share.path.clone(), share.meta.len, share.meta.sha1);
+    if !std::fs::metadata(&path).is_ok_and(|md| md.is_file() && md.len() == len) {
+        return None;
+    }
+    let same =
+        tokio::task::spawn_blocking(move || ringshare_engine::store::holds(&path, len, &sha1))
+            .await
+            .unwrap_or(false);
+    same.then(|| LocalShare::new(share.group.clone(), share.path.clone(), share.meta.clone()).ok())
+        .flatten()
 }
 
 /// The tracker's rule for a password, checked here first: said plainly,

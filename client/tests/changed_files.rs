@@ -119,3 +119,47 @@ fn a_file_rewritten_with_its_modification_time_put_back_is_withdrawn() {
     assert!(lines[0].contains("team/sneaky.bin") && lines[0].contains(why), "{log}");
     drop(t);
 }
+
+/// A file touched (a new modification time, the same bytes) is read
+/// again and shared on, while it runs and at the next login; one saved
+/// with other bytes of the same length is withdrawn. (A touch withdrew the
+/// file: only its length and modification time were looked at.)
+#[test]
+fn a_touched_file_is_shared_on_and_one_saved_with_other_bytes_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, info) = fast_watch(dir.path());
+    let mut alice = node(dir.path(), &info, "alice");
+    alice.ok("create_user alice pw");
+    alice.ok("login alice pw");
+    alice.ok("create_group team");
+    let touched = dir.path().join("touched.bin");
+    let resaved = dir.path().join("resaved.bin");
+    random_file(&touched, 3 << 19, 5);
+    random_file(&resaved, 1 << 19, 6);
+    alice.ok(&format!("upload_file {} team", touched.display()));
+    alice.ok(&format!("upload_file {} team", resaved.display()));
+    let later = |p: &Path, secs: u64| {
+        let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+        let t = f.metadata().unwrap().modified().unwrap() + std::time::Duration::from_secs(secs);
+        f.set_modified(t).unwrap();
+    };
+    later(&touched, 10);
+    let f = std::fs::OpenOptions::new().write(true).open(&resaved).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0x5a; 1024], 1000).unwrap();
+    drop(f);
+    later(&resaved, 10);
+    eventually("the resaved file leaves list_files", || {
+        let files = alice.cmd("list_files team");
+        files.len() == 1 && files[0].starts_with("touched.bin")
+    });
+    let log = std::fs::read_to_string(dir.path().join("alice.stderr")).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("stopped sharing")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("team/resaved.bin") && lines[0].contains("changed on disk"), "{log}");
+    // Touched while the node was away: the login reads it again.
+    alice.ok("logout");
+    later(&touched, 20);
+    assert_eq!(alice.ok("login alice pw"), "logged in as alice; resumed sharing 1 file(s)");
+    assert_eq!(alice.cmd("list_files team"), [format!("touched.bin  {} bytes  1 peer", 3 << 19)]);
+    drop(t);
+}
