@@ -1143,10 +1143,13 @@ async fn get_many(
                 }
             };
             // Nobody listed, after another file waited for somebody in vain.
+            let nobody = |i: &FileInfo| {
+                report.unlisted && node.listed_others(i) == 0 && !started_here(dest, &f)
+            };
             let info = match info {
-                Ok(i) if report.unlisted && node.listed_others(&i) == 0 && !started_here(dest, &f) => {
-                    Err(anyhow!("{NONE_LISTED} (none listed; another file of this fetch waited 10s for one)"))
-                }
+                Ok(i) if nobody(&i) => Err(anyhow!(
+                    "{NONE_LISTED} (none listed; another file of this fetch waited 10s for one)"
+                )),
                 other => other,
             };
             match start_one(node, &args.group, &f, dest, &dest_s, info).await {
