@@ -29,6 +29,33 @@ fn node(dir: &Path, info: &Path, name: &str) -> NodeProc {
     )
 }
 
+/// Alice's node (logging to `alice.stderr`), owner of group `team`,
+/// sharing two new files named `names` in `dir`: 1.5 MiB and 512 KiB of
+/// random bytes (seeds `seed` and `seed + 1`).
+fn alice_sharing_two(
+    dir: &Path,
+    info: &Path,
+    names: [&str; 2],
+    seed: u64,
+) -> (NodeProc, [PathBuf; 2]) {
+    let mut alice = node(dir, info, "alice");
+    alice.ok("create_user alice pw");
+    alice.ok("login alice pw");
+    alice.ok("create_group team");
+    let files = names.map(|n| dir.join(n));
+    for (i, (f, len)) in files.iter().zip([3 << 19, 1 << 19]).enumerate() {
+        random_file(f, len, seed + i as u64);
+        alice.ok(&format!("upload_file {} team", f.display()));
+    }
+    (alice, files)
+}
+
+/// The `stopped sharing` lines of node `name`'s log.
+fn stopped_lines(dir: &Path, name: &str) -> Vec<String> {
+    let log = std::fs::read_to_string(dir.join(format!("{name}.stderr"))).unwrap();
+    log.lines().filter(|l| l.contains("stopped sharing")).map(str::to_owned).collect()
+}
+
 #[test]
 fn a_shared_file_that_changes_is_withdrawn_and_the_node_goes_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,16 +114,8 @@ fn a_shared_file_that_changes_is_withdrawn_and_the_node_goes_on() {
 fn a_file_rewritten_with_its_modification_time_put_back_is_withdrawn() {
     let dir = tempfile::tempdir().unwrap();
     let (t, info) = fast_watch(dir.path());
-    let mut alice = node(dir.path(), &info, "alice");
-    alice.ok("create_user alice pw");
-    alice.ok("login alice pw");
-    alice.ok("create_group team");
-    let sneaky = dir.path().join("sneaky.bin");
-    let chmodded = dir.path().join("chmodded.bin");
-    random_file(&sneaky, 3 << 19, 3);
-    random_file(&chmodded, 1 << 19, 4);
-    alice.ok(&format!("upload_file {} team", sneaky.display()));
-    alice.ok(&format!("upload_file {} team", chmodded.display()));
+    let (mut alice, [sneaky, chmodded]) =
+        alice_sharing_two(dir.path(), &info, ["sneaky.bin", "chmodded.bin"], 3);
 
     // 1 KiB rewritten in place, the modification time put back.
     let f = std::fs::OpenOptions::new().write(true).open(&sneaky).unwrap();
@@ -112,11 +131,10 @@ fn a_file_rewritten_with_its_modification_time_put_back_is_withdrawn() {
         let files = alice.cmd("list_files team");
         files.len() == 1 && files[0].starts_with("chmodded.bin")
     });
-    let log = std::fs::read_to_string(dir.path().join("alice.stderr")).unwrap();
-    let lines: Vec<&str> = log.lines().filter(|l| l.contains("stopped sharing")).collect();
-    assert_eq!(lines.len(), 1, "{log}");
+    let lines = stopped_lines(dir.path(), "alice");
+    assert_eq!(lines.len(), 1, "{lines:?}");
     let why = "changed on disk (its content; its length and modification time were kept)";
-    assert!(lines[0].contains("team/sneaky.bin") && lines[0].contains(why), "{log}");
+    assert!(lines[0].contains("team/sneaky.bin") && lines[0].contains(why), "{lines:?}");
     drop(t);
 }
 
@@ -128,16 +146,8 @@ fn a_file_rewritten_with_its_modification_time_put_back_is_withdrawn() {
 fn a_touched_file_is_shared_on_and_one_saved_with_other_bytes_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let (t, info) = fast_watch(dir.path());
-    let mut alice = node(dir.path(), &info, "alice");
-    alice.ok("create_user alice pw");
-    alice.ok("login alice pw");
-    alice.ok("create_group team");
-    let touched = dir.path().join("touched.bin");
-    let resaved = dir.path().join("resaved.bin");
-    random_file(&touched, 3 << 19, 5);
-    random_file(&resaved, 1 << 19, 6);
-    alice.ok(&format!("upload_file {} team", touched.display()));
-    alice.ok(&format!("upload_file {} team", resaved.display()));
+    let (mut alice, [touched, resaved]) =
+        alice_sharing_two(dir.path(), &info, ["touched.bin", "resaved.bin"], 5);
     let later = |p: &Path, secs: u64| {
         let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
         let t = f.metadata().unwrap().modified().unwrap() + std::time::Duration::from_secs(secs);
@@ -152,10 +162,9 @@ fn a_touched_file_is_shared_on_and_one_saved_with_other_bytes_is_not() {
         let files = alice.cmd("list_files team");
         files.len() == 1 && files[0].starts_with("touched.bin")
     });
-    let log = std::fs::read_to_string(dir.path().join("alice.stderr")).unwrap();
-    let lines: Vec<&str> = log.lines().filter(|l| l.contains("stopped sharing")).collect();
-    assert_eq!(lines.len(), 1, "{log}");
-    assert!(lines[0].contains("team/resaved.bin") && lines[0].contains("changed on disk"), "{log}");
+    let lines = stopped_lines(dir.path(), "alice");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("team/resaved.bin") && lines[0].contains("changed on disk"));
     // Touched while the node was away: the login reads it again.
     alice.ok("logout");
     later(&touched, 20);
