@@ -691,7 +691,13 @@ async fn already_there(
     let answers = node.tracker_calls()?.fetch_many(group, &[file.to_owned()]).await?;
     let Some(Ok(info)) = answers.into_iter().next() else { return Err(taken) };
     if !holds(node, &at, file, info.meta.sha1, info.meta.len).await? {
-        return Err(taken);
+        // Said what it is: not the file (a directory, another file).
+        let what = match std::fs::symlink_metadata(&at) {
+            Ok(md) if md.is_dir() => "a directory",
+            Ok(md) if md.is_symlink() => "a symbolic link",
+            _ => "not this file: it is never overwritten",
+        };
+        return Err(anyhow!("destination {} already exists ({what})", at.display()));
     }
     if !quiet {
         eprintln!("ringshare: {} is already there (same SHA1)", at.display());

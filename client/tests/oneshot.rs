@@ -272,7 +272,13 @@ fn share_then_get() {
     let out = get("payload.bin", &other);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "an existing destination is not overwritten");
-    assert!(err.contains("already exists"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: destination {} already exists (not this file: it is never overwritten)",
+            other.display()
+        )),
+        "{err}"
+    );
     assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
     assert_eq!(std::fs::read(&other).unwrap(), vec![7u8; 3 * 1024 * 1024 + 17]);
 
