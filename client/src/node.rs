@@ -1320,7 +1320,17 @@ impl Node {
             }
         }
         let resumed = have.count_ones();
-        let f = part.file().try_clone().context("share the part file")?;
+        let f = match part.file().try_clone() {
+            Ok(f) => f,
+            Err(e) => {
+                // Out of descriptors, most often: nothing verified is left
+                // behind (a part file with nothing in it was left).
+                if resumed == 0 {
+                    part.discard();
+                }
+                return Err(anyhow::Error::new(e).context("share the part file"));
+            }
+        };
         let served = ServedFile::partial(meta.clone(), f, have.clone());
         // Served from its part file, unless the same content is served
         // already (a download of it into another destination, a file of

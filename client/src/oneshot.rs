@@ -1105,9 +1105,21 @@ async fn get_many(
         Backend::Uring => jobs::DEFAULT_MAX,
         Backend::Threads => jobs::ONE_PER_LINK_MAX,
     };
+    // A running file holds about five descriptors (its part file twice,
+    // its state, what serves it, a link's share), and a finished one its
+    // part file until it is settled (`Settler`): under a low limit on
+    // open files (`prlimit --nofile=150`) the default window is kept to
+    // what fits, or every file failed "Too many open files".
+    let room = open_files_limit().saturating_sub(64) / 6;
+    let most = most.min(room).max(1);
     let mut window = match args.jobs {
         Some(n) => JobWindow::fixed(usize::from(n), started),
-        None => JobWindow::adaptive_from(jobs::DEFAULT_MIN, jobs::DEFAULT_START, most, started),
+        None => JobWindow::adaptive_from(
+            jobs::DEFAULT_MIN.min(most),
+            jobs::DEFAULT_START,
+            most,
+            started,
+        ),
     };
     // Asked for in batches (one request and one ticket for up to
     // `ticket::MAX_FILES` files): refilled when under two windows' worth.
@@ -1456,6 +1468,17 @@ fn settle(node: &Node, dest: &Path, report: &mut BulkReport) -> Result<()> {
     Ok(())
 }
 
+/// The soft limit on this process's open files (the node raises it to the
+/// hard one at start).
+fn open_files_limit() -> usize {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes only `lim`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return usize::MAX;
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+}
+
 /// How a download that found no node listed for its file fails.
 const NONE_LISTED: &str = "no node shares the file";
 
@@ -1681,16 +1704,19 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
             ),
         }
     } else {
-        for s in &report.skipped {
-            eprintln!("ringshare: skipped {s}");
-        }
         // Every file skipped, or none there: the error alone, as the
-        // shell's `upload_file` says it.
+        // shell's `upload_file` says it (a lone skip's reason is in it).
         let from = match args.paths.as_slice() {
             [one] => one.display().to_string(),
             _ => "the paths given".to_owned(),
         };
-        if let Some(why) = report.nothing_shared(&from) {
+        let nothing = report.nothing_shared(&from);
+        if nothing.is_none() || report.skipped.len() > 1 {
+            for s in &report.skipped {
+                eprintln!("ringshare: skipped {s}");
+            }
+        }
+        if let Some(why) = nothing {
             bail!("{why}");
         }
         let bytes: u64 =

@@ -669,6 +669,12 @@ pub struct Settler {
     tx: Option<crossbeam_channel::Sender<Settle>>,
     shared: std::sync::Arc<SettleShared>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Files handed over and not settled yet, at most: each holds its part
+    /// file open until it is moved, and under a low limit on open files
+    /// (`prlimit --nofile=150`) the queue behind a batch's syncs took every
+    /// descriptor left (a bulk get of small files failed "Too many open
+    /// files"). A hand-over waits for room; with the usual limits, never.
+    most_unsettled: u64,
 }
 
 /// What the settling thread is told.
@@ -717,11 +723,21 @@ impl Settler {
                 sh.done(batch.len(), settle(&batch));
             }
         })?;
-        Ok(Self { tx: Some(tx), shared, thread: Some(thread) })
+        let most_unsettled = (open_files_limit().saturating_sub(64) / 4).max(8);
+        Ok(Self { tx: Some(tx), shared, thread: Some(thread), most_unsettled })
     }
 
     fn submit(&self, p: Pending) {
-        self.shared.lock().submitted += 1;
+        {
+            let mut st = self.shared.lock();
+            while st.submitted - st.settled >= self.most_unsettled {
+                if let Some(tx) = &self.tx {
+                    let _ = tx.send(Settle::Now);
+                }
+                st = self.shared.settled.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            st.submitted += 1;
+        }
         if let Some(Err(e)) = self.tx.as_ref().map(|tx| tx.send(Settle::File(p))) {
             // The thread is gone (it cannot be while `self` lives): settle
             // here rather than lose the file.
@@ -768,6 +784,16 @@ impl Drop for Settler {
             let _ = t.join();
         }
     }
+}
+
+/// The soft limit on this process's open files.
+fn open_files_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes only `lim`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return u64::MAX;
+    }
+    lim.rlim_cur
 }
 
 /// `syncfs` on the filesystem holding `path`.
