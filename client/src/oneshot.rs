@@ -1110,7 +1110,9 @@ async fn get_many(
     // part file until it is settled (`Settler`): under a low limit on
     // open files (`prlimit --nofile=150`) the default window is kept to
     // what fits, or every file failed "Too many open files".
-    let room = open_files_limit().saturating_sub(64) / 6;
+    // (The node raises the soft limit to the hard one at start.)
+    let limit = ringshare_engine::store::open_files_limit();
+    let room = usize::try_from(limit.saturating_sub(64) / 6).unwrap_or(usize::MAX);
     let most = most.min(room).max(1);
     let mut window = match args.jobs {
         Some(n) => JobWindow::fixed(usize::from(n), started),
@@ -1466,17 +1468,6 @@ fn settle(node: &Node, dest: &Path, report: &mut BulkReport) -> Result<()> {
         report.failed.push((name, why));
     }
     Ok(())
-}
-
-/// The soft limit on this process's open files (the node raises it to the
-/// hard one at start).
-fn open_files_limit() -> usize {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes only `lim`.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return usize::MAX;
-    }
-    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
 }
 
 /// How a download that found no node listed for its file fails.

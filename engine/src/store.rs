@@ -786,8 +786,8 @@ impl Drop for Settler {
     }
 }
 
-/// The soft limit on this process's open files.
-fn open_files_limit() -> u64 {
+/// The soft limit on this process's open files (`u64::MAX` if unknown).
+pub fn open_files_limit() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes only `lim`.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
