@@ -1279,6 +1279,7 @@ impl Node {
         check_name(NameKind::File, &file)?;
         let token = self.token()?;
         let user = self.session()?.user.clone();
+        let others = self.listed_others(&info);
         let FileInfo { meta, peers, ticket } = info;
         // The name came over the network: it must be a plain file name before
         // it becomes part of a path.
@@ -1410,11 +1411,6 @@ impl Node {
             unshared,
         });
         let pieces = meta.piece_hashes.len();
-        let peers = peers
-            .iter()
-            .filter_map(|p| p.addr.parse::<SocketAddr>().ok())
-            .filter(|a| !is_self(*a, listen, listed))
-            .count();
         let copied = resumed.saturating_sub(before_copy);
         let from = if copied > 0 {
             // Not a resume: bytes this node holds already, under another
@@ -1426,7 +1422,7 @@ impl Node {
             pieces_word(pieces)
         };
         Ok(vec![format!(
-            "downloading {file} from {group} to {} ({from}, {peers} peer(s)); see show_downloads",
+            "downloading {file} from {group} to {} ({from}, {others} peer(s)); see show_downloads",
             dest_path.display()
         )])
     }
@@ -1836,13 +1832,11 @@ async fn watch_shares(
                     continue;
                 }
                 Ok(None) => continue,
-                Err(Staleness::Changed)
-                    if std::fs::metadata(&s.path).is_ok_and(|md| md.len() == s.meta.len) =>
-                {
+                Err(Staleness::Changed) => {
+                    // Withdrawn below unless only its time moved.
                     retimed.push(s.clone());
                     continue;
                 }
-                Err(Staleness::Changed) => "changed on disk".to_owned(),
                 Err(Staleness::Missing(e)) => format!("missing ({e})"),
                 Err(Staleness::Unfinished) => "a download that did not finish".to_owned(),
             };

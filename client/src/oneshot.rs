@@ -19,6 +19,7 @@ use crate::jobs::{self, JobWindow};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ringshare_engine::download::{NONE_LISTED, NO_SHARER_LIMIT};
 use ringshare_engine::fetch::{Download, Status, LINKS_OPENED, LINKS_REUSED};
 use ringshare_engine::meta::Sha1Digest;
 use ringshare_engine::names;
@@ -185,13 +186,12 @@ pub async fn get(mut args: GetArgs) -> Result<()> {
         }
     }
     let mut node = login_node(&args.node, !args.quiet).await?;
-    let mut result = get_in(&mut node, &args, patterns, dest).await.map(|fetched| {
-        // How many files this run fetched (and so serves): seeded on
-        // with `--seed-for`.
-        (fetched, args.seed_for)
-    });
-    if let Ok((fetched, Some(time))) = result {
-        result = seed_after(&node, &args, fetched, time).await.map(|()| (fetched, None));
+    // How many files this run fetched (and so serves): seeded on with
+    // `--seed-for`.
+    let mut result = get_in(&mut node, &args, patterns, dest).await;
+    if let (Ok(fetched), Some(time)) = (&result, args.seed_for) {
+        let fetched = *fetched;
+        result = seed_after(&node, &args, fetched, time).await.map(|()| fetched);
     }
     let result = result.map(drop);
     if result.as_ref().is_err_and(|e| e.is::<FiguresInTheWay>()) {
@@ -209,8 +209,13 @@ pub async fn get(mut args: GetArgs) -> Result<()> {
 /// Whether `path` is `dir` or under it, both made absolute (not
 /// resolved: a missing directory has nothing to resolve).
 fn within(path: &Path, dir: &str) -> bool {
-    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
     absolute(path).starts_with(absolute(Path::new(dir)))
+}
+
+/// `p` made absolute as written (`..` and links left as they are), or as
+/// it is if the working directory cannot be had.
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
 }
 
 /// `--seed-for`'s duration: seconds, or a number with `s`, `m` or `h`.
@@ -468,7 +473,6 @@ struct FiguresInTheWay {
 /// Refuses a figures file at `at`, where file `name` is to be fetched (it
 /// was written over a file already there, or made the download fail).
 fn figures_not_at(args: &GetArgs, at: &Path, name: &str) -> Result<()> {
-    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
     let at = absolute(at);
     for (option, path) in [("--stats", &args.stats), ("--hgrm", &args.hgrm)] {
         let Some(p) = path.as_deref() else { continue };
@@ -1168,7 +1172,8 @@ async fn get_many(
             };
             let info = match info {
                 Ok(i) if nobody(&i) => Err(anyhow!(
-                    "{NONE_LISTED} (none listed; another file of this fetch waited 10s for one)"
+                    "{NONE_LISTED} (none listed; another file of this fetch waited {}s for one)",
+                    NO_SHARER_LIMIT.as_secs()
                 )),
                 other => other,
             };
@@ -1469,9 +1474,6 @@ fn settle(node: &Node, dest: &Path, report: &mut BulkReport) -> Result<()> {
     }
     Ok(())
 }
-
-/// How a download that found no node listed for its file fails.
-const NONE_LISTED: &str = "no node shares the file";
 
 /// Whether file `f` has something at its path under `dest` already (the
 /// file, or a part file to resume): started on as usual.

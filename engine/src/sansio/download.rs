@@ -66,6 +66,9 @@ pub const NO_PEER_LIMIT: Duration = Duration::from_secs(60);
 /// [`NO_PEER_LIMIT`], which waits out peers that are listed but
 /// unreachable and trackers that do not answer.
 pub const NO_SHARER_LIMIT: Duration = Duration::from_secs(10);
+/// How a download that found no node listed for [`NO_SHARER_LIMIT`] fails
+/// (the start of its reason; a bulk get looks for it).
+pub const NONE_LISTED: &str = "no node shares the file";
 /// How often the record of verified pieces is made durable.
 pub const SYNC_EVERY: Duration = Duration::from_millis(500);
 /// How long a request may wait behind others in a peer's queue before it
@@ -987,10 +990,10 @@ impl DownloadCore {
                 // naming (another key than the one listed: an impostor at
                 // a sharer's address).
                 if self.last_error.is_empty() {
-                    format!("no node shares the file (none listed for {secs}s)")
+                    format!("{NONE_LISTED} (none listed for {secs}s)")
                 } else {
                     format!(
-                        "no node shares the file (none listed for {secs}s; last error: {})",
+                        "{NONE_LISTED} (none listed for {secs}s; last error: {})",
                         self.last_error
                     )
                 }
