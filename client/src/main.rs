@@ -83,17 +83,47 @@ fn main() {
     };
     let sub = argv.get(1).and_then(|a| a.to_str()).unwrap_or("");
     let result = match sub {
-        "demo" => rt.block_on(demo::run_until_signal(demo::DemoArgs::parse_from(&argv[1..]))),
-        "get" => rt.block_on(oneshot::get(oneshot::GetArgs::parse_from(&argv[1..]))),
-        "share" => rt.block_on(oneshot::share(oneshot::ShareArgs::parse_from(&argv[1..]))),
-        "ls" => rt.block_on(oneshot::ls(oneshot::LsArgs::parse_from(&argv[1..]))),
-        _ => rt.block_on(run(NodeArgs::parse_from(&argv))),
+        "demo" => rt.block_on(demo::run_until_signal(args(&argv[1..], "ringshare demo"))),
+        "get" => rt.block_on(oneshot::get(args(&argv[1..], "ringshare get"))),
+        "share" => rt.block_on(oneshot::share(args(&argv[1..], "ringshare share"))),
+        "ls" => rt.block_on(oneshot::ls(args(&argv[1..], "ringshare ls"))),
+        _ => rt.block_on(run(args(&argv, "ringshare"))),
     };
     if let Err(e) = result {
         eprintln!("error: {}", shell::one_line(&format!("{e:#}")));
         // Stopped by a signal: 128 + its number, as a shell reports it.
         std::process::exit(e.downcast_ref::<oneshot::Stopped>().map_or(1, |s| s.status));
     }
+}
+
+/// The arguments of `command` (`argv` from its name on), or exit: help
+/// and version are printed as clap prints them; a usage error is one
+/// `error:` line (status 2, clap's), as every other failure is.
+fn args<T: Parser>(argv: &[OsString], command: &str) -> T {
+    T::try_parse_from(argv).unwrap_or_else(|e| {
+        use clap::error::ErrorKind;
+        if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+            e.exit();
+        }
+        let first = argv.get(1).and_then(|a| a.to_str()).unwrap_or("");
+        let line = if command == "ringshare"
+            && e.kind() == ErrorKind::ValueValidation
+            && !first.starts_with('-')
+            && first.parse::<SocketAddr>().is_err()
+        {
+            // `ringshare gte …`, `ringshare 127.0.0.1 …`: clap's "invalid
+            // value for '<LISTEN>'" did not say what the first word may be.
+            format!(
+                "error: '{}' is neither IP:PORT (where the node serves) nor one of demo, get, \
+                 share, ls (see 'ringshare --help')",
+                shell::one_line(first)
+            )
+        } else {
+            ringshare_engine::usage::one_line(&e.render().to_string(), &format!("{command} --help"))
+        };
+        eprintln!("{line}");
+        std::process::exit(2)
+    })
 }
 
 /// What is logged unless `RUST_LOG` says otherwise: warnings, but for

@@ -667,6 +667,33 @@ fn a_missing_file_is_one_error_line_that_says_why_once() {
     }
 }
 
+/// A command line clap refuses (an unknown option, missing arguments, a
+/// bad value, a mistyped form) is one `error:` line and status 2, as any
+/// other failure is one line: clap's paragraph (tip, usage, pointer to
+/// `--help`) is folded into it. Help still prints whole.
+#[test]
+fn a_bad_command_line_is_one_error_line() {
+    let runs: [(&str, &[&str], &str); 6] = [
+        ("ringshare", &["get", "--quite", "g", "d"], "similar argument exists: '--quiet'"),
+        ("ringshare", &["get"], "--trackers <TRACKERS>, --user <USER>"),
+        ("ringshare", &["get", "--jobs", "0", "g", "d"], "'0' for '--jobs <JOBS>'"),
+        ("ringshare", &["gte", "g"], "'gte' is neither IP:PORT"),
+        ("ringshare", &[], "<LISTEN>, <TRACKER_INFO>"),
+        ("ringshare-tracker", &["info.txt", "one"], "invalid value 'one'"),
+    ];
+    for (program, args, says) in runs {
+        let out = Command::new(bin(program)).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{program} {args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{program} {args:?}: {err}");
+        assert!(err.starts_with("error: ") && err.contains(says), "{program} {args:?}: {err}");
+        assert!(err.contains("--help')"), "{program} {args:?}: {err}");
+    }
+    let help = Command::new(bin("ringshare")).args(["get", "--help"]).output().unwrap();
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--seed-for"));
+}
+
 /// `--advertise` with a port the system picks for the node: warned about
 /// (no forward can be set up to it ahead, and its files stay listed).
 #[test]

@@ -39,6 +39,7 @@
 //! - [`metrics`]: latency histograms.
 //! - [`sample`]: pseudo-random sample files.
 //! - [`ticket`]: signed permissions to fetch a file.
+//! - [`usage`]: command-line usage errors on one line.
 
 /// Protocol logic with no I/O.
 pub mod sansio {
@@ -79,3 +80,4 @@ pub mod secure_io;
 pub mod share;
 pub mod store;
 pub mod ticket;
+pub mod usage;

@@ -116,7 +116,17 @@ async fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    if let Err(e) = run(Args::parse()).await {
+    let args = Args::try_parse().unwrap_or_else(|e| {
+        use clap::error::ErrorKind;
+        if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+            e.exit();
+        }
+        // One `error:` line, as every other failure is.
+        let help = "ringshare-tracker --help";
+        eprintln!("{}", ringshare_engine::usage::one_line(&e.render().to_string(), help));
+        std::process::exit(2)
+    });
+    if let Err(e) = run(args).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
