@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use ringshare::node::{Flow, Node};
+use ringshare::node::{Flow, Node, TrackerNews};
 use ringshare::{demo, oneshot, shell};
 use ringshare_engine::serve::Backend;
 use ringshare_engine::tracker_info::TrackerList;
@@ -195,6 +195,10 @@ async fn run(args: NodeArgs) -> Result<()> {
 
     let mut stop = oneshot::StopSignals::new()?;
     let mut stdout = std::io::stdout();
+    // The session ending under the node (the trackers no longer know it)
+    // is said when it happens, not at the next command's `not logged in`.
+    let mut watch = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut said_ended = false;
     loop {
         let (line, done) = tokio::select! {
             msg = rx.recv() => match msg {
@@ -202,6 +206,17 @@ async fn run(args: NodeArgs) -> Result<()> {
                 None => break,
             },
             why = stop.recv() => stopped(&mut node, picked, why).await,
+            _ = watch.tick() => {
+                let ended = node.tracker_news() == TrackerNews::SessionEnded;
+                if ended && !said_ended {
+                    eprintln!(
+                        "ringshare: {}; its files are not listed until you log in again",
+                        node.session_ended_why()
+                    );
+                }
+                said_ended = ended;
+                continue;
+            }
         };
         let flow = match shell::parse(&line) {
             Ok(None) => Flow::Continue,

@@ -492,7 +492,12 @@ impl Node {
 
     async fn login(&mut self, user: String, password: String) -> Result<Vec<String>> {
         if let Some(s) = &self.session {
-            bail!("already logged in as {} (logout first)", s.user);
+            if !s.health.ended.load(std::sync::atomic::Ordering::Acquire) {
+                bail!("already logged in as {} (logout first)", s.user);
+            }
+            // The trackers forgot that session (said when it happened): a
+            // login starts anew.
+            self.pause_all("stopped: the session ended");
         }
         check_name(NameKind::User, &user)?;
         check_password(&password)?;
@@ -891,6 +896,21 @@ impl Node {
             }
             None => TrackerNews::Answering,
         }
+    }
+
+    /// What the trackers' forgetting this node's session
+    /// ([`TrackerNews::SessionEnded`]) most likely means, to say so. (A
+    /// node of another key is refused at a running node's address; one of
+    /// the same state directory, so the same key, takes its place as a
+    /// restarted node would.)
+    pub fn session_ended_why(&self) -> String {
+        let user = self.session.as_ref().map_or("this user", |s| s.user.as_str());
+        format!(
+            "the trackers no longer know this node's session: another node logged in as {user} \
+             at this node's address {} (one run from the same state directory), or a tracker \
+             lost its data",
+            self.listed_addr()
+        )
     }
 
     /// The driver this node's downloads run on.

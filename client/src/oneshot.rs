@@ -56,7 +56,9 @@ pub struct NodeLogin {
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// The address to give the trackers instead (a node behind NAT with a
-    /// forwarded port: its public IP:PORT).
+    /// forwarded port: its public IP:PORT). One node per address and user:
+    /// the trackers refuse a second while the first runs (`ls`, which
+    /// serves nothing, logs in at its own address instead).
     #[arg(long, value_parser = advertised)]
     pub advertise: Option<SocketAddr>,
     /// Where the node remembers what it shares between runs [default:
@@ -1770,17 +1772,20 @@ async fn watch_trackers(node: &Node, stop: &mut StopSignals) -> Result<()> {
                 said_silent = false;
                 eprintln!("ringshare: a tracker answers again: the files are listed again");
             }
-            TrackerNews::SessionEnded | TrackerNews::LoggedOut => bail!(
-                "the trackers no longer know this node's session (a tracker that lost its \
-                 data?): its files are not listed; run share again"
-            ),
+            TrackerNews::SessionEnded | TrackerNews::LoggedOut => {
+                bail!("{}: its files are not listed; run share again", node.session_ended_why())
+            }
             _ => {}
         }
     }
 }
 
 /// `ringshare ls`.
-pub async fn ls(args: LsArgs) -> Result<()> {
+pub async fn ls(mut args: LsArgs) -> Result<()> {
+    // A listing serves nothing: it logs in at its own address, never at an
+    // advertised one, where it would take the place of the node serving
+    // there (the same user's `share`, given the same flags).
+    args.node.advertise = None;
     let mut node = login_node(&args.node, false).await?;
     let prefix = args.prefix.as_deref().unwrap_or("");
     let result = node.list_group(&args.group, prefix).await;

@@ -667,6 +667,76 @@ fn a_missing_file_is_one_error_line_that_says_why_once() {
     }
 }
 
+/// One node per user and address: a second node (another state
+/// directory, so another node key) given a running node's address with
+/// `--advertise` is refused with one line instead of logging that node
+/// out; `ls` with the same flags logs in at its own address; a node of the
+/// same state directory (a restart, as the tracker sees it) takes the
+/// place, and the node it displaced says so at once and can log in again.
+#[test]
+fn a_second_node_at_a_running_node_s_address_does_not_log_it_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let boot = dir.path().join("boot.txt");
+    std::fs::write(&boot, "127.0.0.1:0\n").unwrap();
+    // Heartbeats every second (a third of the TTL).
+    let t = TrackerProc::start_with(&boot, 1, &dir.path().join("tdata"), &["--peer-ttl", "3"]);
+    let info = dir.path().join("tracker_info.txt");
+    std::fs::write(&info, format!("{}\n", t.addr)).unwrap();
+    let port = common::free_port();
+    let at = format!("127.0.0.1:{port}");
+    let (state_a, shell_err) = (dir.path().join("state-a"), dir.path().join("a.stderr"));
+    let mut a = NodeProc::spawn(&at, &info, &state_a, &[], Some(&shell_err));
+    a.ok("create_user al pw");
+    a.ok("login al pw");
+    a.ok("create_group g");
+    let file = dir.path().join("f.bin");
+    random_file(&file, 70_000, 3);
+    a.ok(&format!("upload_file {} g", file.display()));
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "pw\n").unwrap();
+    let other = |sub: &str, state: &Path| {
+        let mut c = one_shot(sub, &info, "al", &pw, state);
+        c.args(["--listen", "127.0.0.1:0", "--advertise", &at]);
+        c
+    };
+    let state_b = dir.path().join("state-b");
+    let out = other("share", &state_b).arg("g").arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains(&format!("another node is logged in as al at {at}")), "{err}");
+    let out = other("ls", &state_b).arg("g").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("f.bin"));
+    // The shell is still logged in, its file still listed by it.
+    let line = a.ok("list_files g");
+    assert!(line.contains("1 peer"), "{line}");
+    // Its own state directory: taken for a restart of that node.
+    let out = other("ls", &state_a).arg("g").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    a.ok("list_groups");
+    let mut sharer = other("share", &state_a)
+        .arg("g")
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    common::eventually("the shell to say its session ended", || {
+        std::fs::read_to_string(&shell_err).unwrap().contains(
+            "the trackers no longer know this node's session: another node logged in as al",
+        )
+    });
+    let said = std::fs::read_to_string(&shell_err).unwrap();
+    assert_eq!(said.matches("no longer know").count(), 1, "{said}");
+    sharer.kill().unwrap();
+    sharer.wait().unwrap();
+    a.err("list_groups", "not logged in");
+    a.ok("login al pw");
+    a.ok("list_groups");
+}
+
 /// A command line clap refuses (an unknown option, missing arguments, a
 /// bad value, a mistyped form) is one `error:` line and status 2, as any
 /// other failure is one line: clap's paragraph (tip, usage, pointer to

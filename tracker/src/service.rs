@@ -656,6 +656,9 @@ impl Tracker {
                 if !verified {
                     return Err(Refusal::BadCredentials);
                 }
+                if let Some(k) = key {
+                    self.address_free(&user, &peer_addr, &k)?;
+                }
                 let mut raw = [0u8; 16];
                 OsRng.fill_bytes(&mut raw);
                 let token = Token(raw);
@@ -1313,6 +1316,35 @@ impl Tracker {
                 );
             }
         }
+    }
+
+    /// Refuses a login of `user` at `peer_addr` over a link proving node
+    /// key `key` while another node (another key) is logged in there and
+    /// still heard from: the login would replace its session, and that node
+    /// would find itself logged out (a second node given the same
+    /// `--advertise` address, a `get` or an `ls` among them). A node that
+    /// comes back (its own key: a restart, a login after a logout) and a
+    /// node whose key is not known here replace it as before; a node gone
+    /// without a logout stops counting once silent for the peer TTL.
+    fn address_free(&self, user: &str, peer_addr: &str, key: &[u8; 32]) -> Result<(), Refusal> {
+        let there = self.lock().replica.state().sessions_at(user, peer_addr);
+        if there.is_empty() {
+            return Ok(());
+        }
+        let live = self.live_set();
+        let keys = self.node_keys.lock().unwrap_or_else(|p| p.into_inner());
+        let other =
+            there.iter().any(|t| live.contains_key(t) && keys.get(t).is_some_and(|k| k != key));
+        if !other {
+            return Ok(());
+        }
+        Err(Refusal::AddressInUse(format!(
+            "another node is logged in as {user} at {peer_addr} and still running (it has another \
+             node key): a login here would log it out; give this node its own address (--listen, \
+             --advertise) or stop that one (a node gone without logging out stops counting {}s \
+             after its last heartbeat)",
+            self.config.peer_ttl.as_secs()
+        )))
     }
 
     /// The node keys of the live sessions, for gossip.
@@ -2206,6 +2238,52 @@ mod tests {
         let state = t.snapshot();
         let names: Vec<&String> = state.group("g").unwrap().files.keys().collect();
         assert_eq!(names, ["f"]);
+    }
+
+    /// A second node (another key) logging in as the same user at the
+    /// address of a node still heard from is refused, not let log it out;
+    /// the same node coming back, a node of unknown key and a login once
+    /// the first logged out replace or take the place as before.
+    #[tokio::test]
+    async fn a_login_at_a_running_node_s_address_with_another_key_is_refused() {
+        let t = Tracker::new();
+        t.handle(Request::CreateUser { user: "al".into(), password: "pw".into() }).await;
+        let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let login = |addr: &str, key: Option<[u8; 32]>| {
+            let req =
+                Request::Login { user: "al".into(), password: "pw".into(), peer_addr: addr.into() };
+            let t = &t;
+            async move {
+                match t.reply(req, local, key).await {
+                    Reply::Msg(resp) => resp,
+                    Reply::Frame(frame) => decode_frame(&frame).unwrap_or_else(Response::Refused),
+                }
+            }
+        };
+        let token = |r: Response| match r {
+            Response::LoggedIn { token, .. } => token,
+            other => panic!("{other:?}"),
+        };
+        let first = token(login("127.0.0.1:4000", Some([1; 32])).await);
+        match login("127.0.0.1:4000", Some([2; 32])).await {
+            Response::Refused(Refusal::AddressInUse(why)) => {
+                assert!(why.contains("al at 127.0.0.1:4000"), "{why}");
+                assert!(why.contains("--advertise"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(t.snapshot().session(&first).is_some(), "the running node's session stays");
+        // Another address, or another user's node: no matter.
+        token(login("127.0.0.1:4001", Some([2; 32])).await);
+        // The same node again (a restart within the TTL) replaces its session.
+        let again = token(login("127.0.0.1:4000", Some([1; 32])).await);
+        assert!(t.snapshot().session(&first).is_none());
+        // A link proving no key: as before.
+        let unknown = token(login("127.0.0.1:4000", None).await);
+        assert!(t.snapshot().session(&again).is_none());
+        // Once the node there logged out, another takes the address.
+        assert_eq!(t.handle(Request::Logout { token: unknown }).await, Response::Done);
+        token(login("127.0.0.1:4000", Some([2; 32])).await);
     }
 
     #[tokio::test]

@@ -349,6 +349,16 @@ impl State {
         self.sessions.get(token)
     }
 
+    /// The sessions of `user` at node address `peer_addr` (at most one,
+    /// as a login replaces the pair's earlier session).
+    pub fn sessions_at(&self, user: &str, peer_addr: &str) -> Vec<Token> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.user == user && s.peer_addr == peer_addr)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
     /// The stored password hash of a user.
     pub fn password_hash(&self, user: &str) -> Option<&str> {
         self.users.get(user).map(|u| u.password_hash.as_str())

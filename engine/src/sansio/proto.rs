@@ -420,6 +420,11 @@ pub enum Refusal {
     /// takes no changes yet (reads still work).
     #[error("{0}")]
     CatchingUp(String),
+    /// Another node, with another node key, is logged in as the user at
+    /// the address a login names, and is still heard from: the login would
+    /// end its session (a login replaces the pair's earlier session).
+    #[error("{0}")]
+    AddressInUse(String),
 }
 
 /// Encodes a message as one complete frame of type `kind`.
