@@ -39,7 +39,7 @@ struct Args {
     #[arg(long)]
     print_key: bool,
     /// Ask the running tracker TRACKER_NO of TRACKER_INFO for the digest of
-    /// its replicated state, print `DIGEST ops=N` and exit: trackers that
+    /// its replicated state, print `DIGEST ops=N` (the digest in hex) and exit: trackers that
     /// hold the same ops print the same line. Over the encrypted link (the
     /// key its line gives is checked); served to this host and the listed
     /// trackers only.
