@@ -136,37 +136,65 @@ impl DestExists {
 /// (the default; [`KnownDirs::remembering`] turns it on). A directory this
 /// user removes in the middle of the fetch is not made again: the files
 /// under it fail, and the same command run again fetches them.
+///
+/// Remembering, it also keeps the directories it made, for
+/// [`KnownDirs::remove_empty_made`].
 #[derive(Debug, Default)]
-pub struct KnownDirs(Option<std::collections::HashMap<PathBuf, bool>>);
+pub struct KnownDirs {
+    seen: Option<std::collections::HashMap<PathBuf, bool>>,
+    made: Vec<PathBuf>,
+}
 
 impl KnownDirs {
     /// Remembers the directories it is told about.
     pub fn remembering() -> Self {
-        Self(Some(std::collections::HashMap::new()))
+        Self { seen: Some(std::collections::HashMap::new()), made: Vec::new() }
     }
 
-    fn remembers(&self) -> bool {
-        self.0.is_some()
+    pub fn remembers(&self) -> bool {
+        self.seen.is_some()
+    }
+
+    /// Records `dir`, just made for a download (when remembering).
+    fn made(&mut self, dir: &Path) {
+        if self.remembers() {
+            self.made.push(dir.to_owned());
+        }
+    }
+
+    /// Removes the directories it made that are empty now, deepest first,
+    /// and forgets them: a fetch that failed (its part files removed) or
+    /// was refused leaves no empty directories behind. One holding
+    /// anything (a fetched file, a part file to resume, the user's own) is
+    /// left alone: `rmdir` removes only an empty one.
+    pub fn remove_empty_made(&mut self) {
+        for dir in std::mem::take(&mut self.made).iter().rev() {
+            if std::fs::remove_dir(dir).is_ok() {
+                if let Some(m) = self.seen.as_mut() {
+                    m.remove(dir);
+                }
+            }
+        }
     }
 
     /// Whether `dir` was found a directory and still must be one: its
     /// parent was found to be only this user's to change.
     fn knows(&self, dir: &Path) -> bool {
-        let Some(m) = &self.0 else { return false };
+        let Some(m) = &self.seen else { return false };
         m.contains_key(dir) && dir.parent().is_some_and(|p| m.get(p) == Some(&true))
     }
 
     /// Whether the destination `dest` itself was found a directory (a
     /// symbolic link to one included: it is the user's own choice).
     fn knows_dest(&self, dest: &Path) -> bool {
-        self.0.as_ref().is_some_and(|m| m.contains_key(dest))
+        self.seen.as_ref().is_some_and(|m| m.contains_key(dest))
     }
 
     /// Records directory `dir`, whose metadata is `md`: whether only this
     /// user can change its entries.
     fn learn(&mut self, dir: &Path, md: &std::fs::Metadata) {
         use std::os::unix::fs::MetadataExt;
-        if let Some(m) = self.0.as_mut() {
+        if let Some(m) = self.seen.as_mut() {
             // SAFETY: geteuid has no preconditions and cannot fail.
             let me = unsafe { libc::geteuid() };
             m.insert(dir.to_owned(), md.uid() == me && md.mode() & 0o022 == 0);
@@ -200,6 +228,7 @@ fn resolve(dest: &str, name: &str, known: &mut KnownDirs, look: bool) -> Result<
     if dest.ends_with('/') && !d.exists() {
         std::fs::create_dir_all(d)
             .with_context(|| format!("create the destination directory {}", d.display()))?;
+        known.made(d);
     }
     let is_dir = known.knows_dest(d)
         || match std::fs::metadata(d) {
@@ -270,9 +299,14 @@ fn dirs_made_for(dir: &Path, name: &str, known: &mut KnownDirs) -> Result<PathBu
             }
             Ok(_) => bail!("{} is not a directory: cannot write {name} under it", path.display()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&path)
-                    .or_else(|e| if path.is_dir() { Ok(()) } else { Err(e) })
-                    .with_context(|| format!("create directory {}", path.display()))?;
+                match std::fs::create_dir(&path) {
+                    Ok(()) => known.made(&path),
+                    Err(_) if path.is_dir() => {}
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("create directory {}", path.display()))
+                    }
+                }
                 if known.remembers() {
                     // Its mode is the umask's: looked at once, as made.
                     if let Ok(md) = std::fs::symlink_metadata(&path) {

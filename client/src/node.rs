@@ -874,7 +874,17 @@ impl Node {
     /// no: a bulk `get`, which puts thousands of files into a few
     /// directories, says yes).
     pub fn set_remember_dirs(&mut self, remember: bool) {
-        self.known_dirs = if remember { KnownDirs::remembering() } else { KnownDirs::default() };
+        if remember != self.known_dirs.remembers() {
+            self.known_dirs =
+                if remember { KnownDirs::remembering() } else { KnownDirs::default() };
+        }
+    }
+
+    /// Removes the directories this node's downloads made that are empty
+    /// now (remembering directories: [`Node::set_remember_dirs`]): a
+    /// one-shot `get` that failed leaves none behind.
+    pub fn remove_empty_dirs_made(&mut self) {
+        self.known_dirs.remove_empty_made();
     }
 
     /// Whether a user is logged in here.

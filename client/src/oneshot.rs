@@ -178,6 +178,14 @@ pub async fn get(mut args: GetArgs) -> Result<()> {
                 // would make DEST. (Anywhere else a missing directory is
                 // an error before anything is fetched.)
                 Some(dir) if e.kind() == std::io::ErrorKind::NotFound && within(dir, &dest) => {
+                    // The directories made too.
+                    made.extend(
+                        dir.ancestors()
+                            .take_while(|d| {
+                                !d.as_os_str().is_empty() && std::fs::symlink_metadata(d).is_err()
+                            })
+                            .map(Path::to_path_buf),
+                    );
                     std::fs::create_dir_all(dir).and_then(|()| open())
                 }
                 _ => Err(e),
@@ -197,8 +205,12 @@ pub async fn get(mut args: GetArgs) -> Result<()> {
     }
     let result = result.map(drop);
     if result.as_ref().is_err_and(|e| e.is::<FiguresInTheWay>()) {
-        // Made empty to check the path, at a file's: not left there.
-        made.iter().for_each(|p| drop(std::fs::remove_file(p)));
+        // Made empty to check the path, at a file's: not left there, nor
+        // the directories made for them (the deepest first).
+        made.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for p in &made {
+            let _ = std::fs::remove_file(p).or_else(|_| std::fs::remove_dir(p));
+        }
     }
     let picked = picked(args.node.listen, args.node.advertise);
     if let Err(e) = leave(&mut node, picked, false).await {
@@ -414,6 +426,9 @@ async fn get_in(
     dest: String,
 ) -> Result<usize> {
     let selection = bulk::Selection::new(&patterns)?;
+    // Directories made for files that then fail are removed as the fetch
+    // ends (below): a failed run leaves no empty ones.
+    node.set_remember_dirs(true);
     let mut listed = Vec::new();
     for prefix in selection.list_prefixes() {
         listed.extend(node.list_group(&args.group, &prefix).await?);
@@ -434,7 +449,9 @@ async fn get_in(
                 into.to_owned()
             };
             figures_not_at(args, &at, name)?;
-            return get_one(node, args, name.clone(), dest).await;
+            let result = get_one(node, args, name.clone(), dest).await;
+            node.remove_empty_dirs_made();
+            return result;
         }
     }
     if patterns.is_empty() {
@@ -449,10 +466,17 @@ async fn get_in(
         bail!("{} is not a directory", dest.display());
     }
     // Nothing selected: no directory made for it.
+    let dest_made = !files.is_empty() && std::fs::symlink_metadata(&dest).is_err();
     if !files.is_empty() {
         std::fs::create_dir_all(&dest).with_context(|| format!("create {}", dest.display()))?;
     }
-    let mut report = get_many(node, args, files, &dest).await?;
+    let report = get_many(node, args, files, &dest).await;
+    node.remove_empty_dirs_made();
+    if dest_made {
+        // Only if empty: nothing was fetched into it, nor left to resume.
+        let _ = std::fs::remove_dir(&dest);
+    }
+    let mut report = report?;
     for m in missed {
         report.failed.push((m.clone(), format!("no file in {} matches {m}", args.group)));
         report.unmatched += 1;

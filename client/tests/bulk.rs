@@ -710,6 +710,7 @@ fn figures_are_not_written_where_a_file_is_fetched() {
         "{err}"
     );
     assert!(!Path::new(stats2).exists(), "the figures' empty file is not left");
+    assert!(!dest2.exists(), "nor the directory made for it");
     // Figures inside a DEST the fetch makes are written there.
     let dest3 = dir.path().join("dest3");
     let stats3 = dest3.join("stats.json");

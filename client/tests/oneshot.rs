@@ -509,6 +509,10 @@ fn a_file_nobody_shares_fails_saying_why_once() {
     let file = dir.path().join("f.bin");
     random_file(&file, 1000, 2);
     owner.ok(&format!("upload_file {} g", file.display()));
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    random_file(&tree.join("sub/deep.bin"), 1000, 3);
+    owner.ok(&format!("upload_file {} g", tree.display()));
     owner.ok("logout");
     let pw_b = dir.path().join("pw-b");
     std::fs::write(&pw_b, "pw-b\n").unwrap();
@@ -524,20 +528,31 @@ fn a_file_nobody_shares_fails_saying_why_once() {
     // one another (they hold nothing), so neither waits on the other.
     let (one, all) = (dir.path().join("one"), dir.path().join("all"));
     let one_run = get(&["g", "f.bin", one.to_str().unwrap()], "state-one");
-    let all_run = get(&["g", all.to_str().unwrap()], "state-all");
-    for (run, line) in [
-        (one_run, "error: download failed: no node shares the file (none listed for 10s)"),
-        (all_run, "ringshare: failed f.bin: no node shares the file (none listed for 10s)"),
+    let all_run = get(&["g", "f.bin", "tree/", all.to_str().unwrap()], "state-all");
+    // Into directories made for them: none is left behind, empty.
+    let (deep, under) = (dir.path().join("deep"), dir.path().join("under"));
+    let deep_run = get(&["g", "tree/sub/deep.bin", &format!("{}/", deep.display())], "state-d");
+    let under_run = get(&["g", "tree/", under.to_str().unwrap()], "state-u");
+    for (run, line, files) in [
+        (one_run, "error: download failed: no node shares the file (none listed for 10s)", 1),
+        (all_run, "ringshare: failed f.bin: no node shares the file (none listed for 10s)", 2),
+        (deep_run, "error: download failed: no node shares the file (none listed for 10s)", 1),
+        (
+            under_run,
+            "ringshare: failed tree/sub/deep.bin: no node shares the file (none listed for 10s)",
+            1,
+        ),
     ] {
         let out = run.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{err}");
         assert!(err.lines().any(|l| l == line), "{err}");
-        assert_eq!(err.matches("no node shares").count(), 1, "{err}");
+        assert_eq!(err.matches("no node shares").count(), files, "{err}");
     }
     // Nothing was verified: no part file is left for a resume to use.
     assert!(!dir.path().join("one.part").exists());
     assert!(!all.join("f.bin.part").exists());
+    assert!(!deep.exists() && !under.exists() && !all.exists());
 }
 
 /// A `get` stopped by a signal (a port the system picked) withdraws its
