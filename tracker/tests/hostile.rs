@@ -111,8 +111,17 @@ async fn call_from(to: SocketAddr, from: &str, req: &Request) -> Response {
     call(&mut connect(to, from).await, req).await
 }
 
+/// A login as a node at an address of its own: each connection here
+/// proves a new node key, and the tracker refuses a second node at the
+/// address of one still running.
 fn login(user: &str, password: &str) -> Request {
-    Request::Login { user: user.into(), password: password.into(), peer_addr: "127.0.0.1:9".into() }
+    static PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(9);
+    let port = PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Request::Login {
+        user: user.into(),
+        password: password.into(),
+        peer_addr: format!("127.0.0.1:{port}"),
+    }
 }
 
 fn create(user: &str, password: &str) -> Request {
