@@ -533,6 +533,13 @@ fn refuse_dest_like_a_name(dest: &str, group: &str, listed: &[FileEntry]) -> Res
     } else {
         return Ok(());
     };
+    if what == "a pattern" {
+        // `./photos/*` would make a directory named `*`: no such advice.
+        bail!(
+            "{dest} is {what}, given as the destination: name the destination last \
+             (ringshare get {group} '{dest}' DEST)"
+        )
+    }
     bail!(
         "{dest} is {what}, given as the destination: name the destination last \
          (ringshare get {group} NAME... DEST); to fetch all of {group} into a new \

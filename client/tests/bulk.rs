@@ -311,6 +311,11 @@ fn trees_are_shared_listed_and_fetched_by_name_prefix_and_glob() {
     let err = text(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("error: photos/**/*.jpg is a pattern, given as the destination"), "{err}");
+    // No advice to write `./photos/**/*.jpg`, a directory named `*.jpg`.
+    assert!(
+        err.contains("(ringshare get g 'photos/**/*.jpg' DEST)") && !err.contains("./"),
+        "{err}"
+    );
     assert_eq!(err.lines().filter(|l| l.starts_with("error: ")).count(), 1, "{err}");
     assert!(!Path::new("photos").exists());
     // A destination that is a file; a --stats path that cannot be written:
