@@ -1587,7 +1587,7 @@ fn transient(e: &anyhow::Error) -> bool {
     e.downcast_ref::<crate::tracker_link::LinkError>().is_some()
         || matches!(
             e.downcast_ref::<Refusal>(),
-            Some(Refusal::Internal(_) | Refusal::CatchingUp(_))
+            Some(Refusal::Internal(_) | Refusal::CatchingUp(_) | Refusal::Stopping(_))
         )
 }
 

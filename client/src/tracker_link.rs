@@ -214,7 +214,7 @@ impl TrackerLink {
         if let Some(stream) = self.stream.as_mut() {
             let addr = self.trackers.list.addrs[self.current];
             match tokio::time::timeout(REQUEST_TIMEOUT, exchange(stream, req)).await {
-                Ok(Ok(Response::Refused(Refusal::CatchingUp(why)))) => {
+                Ok(Ok(Response::Refused(Refusal::CatchingUp(why) | Refusal::Stopping(why)))) => {
                     failures.push(format!("{addr}: {why}"));
                     self.current = (self.current + 1) % n;
                 }
@@ -253,7 +253,7 @@ impl TrackerLink {
             match tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut stream, req)).await {
                 // A tracker that lost its data and is catching up did
                 // nothing with the request: the next one is asked.
-                Ok(Ok(Response::Refused(Refusal::CatchingUp(why)))) => {
+                Ok(Ok(Response::Refused(Refusal::CatchingUp(why) | Refusal::Stopping(why)))) => {
                     failures.push(format!("{addr}: {why}"));
                 }
                 Ok(Ok(resp)) => {

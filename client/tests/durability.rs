@@ -6,11 +6,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::{eventually, free_port, random_file, raw_login, NodeProc, RawClient, TrackerProc};
-use ringshare_engine::proto::{Request, Response};
+use ringshare_engine::proto::{Refusal, Request, Response};
 
 /// Trackers on reserved ports, listed in one tracker_info.txt.
 struct Cluster {
@@ -482,6 +482,82 @@ fn quit_writes_a_snapshot_that_restarts_cleanly() {
         conn.call(&Request::ListGroups { token }).unwrap(),
         Response::Names(vec!["kept".into()])
     );
+}
+
+/// A tracker stopped cleanly (`quit`; SIGTERM and SIGINT take the same
+/// path) in the middle of a client's writes: every write is answered, by
+/// it or by the other tracker. Its log used to close under requests still
+/// coming in, which failed with `tracker failure: op log: op log closed`
+/// instead of going to the other tracker (found by a black-box run).
+#[test]
+fn a_tracker_stopped_mid_burst_sends_the_writes_on_to_the_other() {
+    let mut c = Cluster::new(2, &[]);
+    let mut node = c.node(&c.info, "writer");
+    node.ok("create_user w pw");
+    node.ok("login w pw");
+    let acked = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut wrong = Vec::new();
+            for i in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let out = node.cmd(&format!("create_group g{i}"));
+                if out != [format!("group g{i} created; you are its owner")] {
+                    wrong.push(out);
+                }
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+            wrong
+        })
+    };
+    // Writers straight to the tracker that stops, as fast as it answers:
+    // done, or sent on (`Stopping`), or cut off as it exits; never failed.
+    let addr = c.addrs[0];
+    let token = raw_login(&mut RawClient::connect(addr).unwrap(), "raw");
+    let raw: Vec<_> = (0..3)
+        .map(|w| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let (mut done, mut failed) = (0, Vec::new());
+                let Ok(mut conn) = RawClient::connect(addr) else { return (done, failed) };
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let group = format!("r{w}-{i}");
+                    match conn.call(&Request::CreateGroup { token, group }) {
+                        Ok(Response::Done) => done += 1,
+                        Ok(Response::Refused(Refusal::Stopping(_))) | Err(_) => break,
+                        Ok(other) => failed.push(other),
+                    }
+                }
+                (done, failed)
+            })
+        })
+        .collect();
+    eventually("100 writes answered", || acked.load(Ordering::Relaxed) >= 100);
+    let mut t = c.trackers[0].take().unwrap();
+    use std::io::Write;
+    writeln!(t.stdin.as_mut().unwrap(), "quit").unwrap();
+    assert!(t.child.wait().unwrap().success());
+    let at_quit = acked.load(Ordering::Relaxed);
+    eventually("100 more writes answered", || acked.load(Ordering::Relaxed) >= at_quit + 100);
+    stop.store(true, Ordering::Relaxed);
+    let wrong = writer.join().unwrap();
+    assert!(
+        wrong.is_empty(),
+        "{} writes not done: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(3)]
+    );
+    for w in raw {
+        let (done, failed) = w.join().unwrap();
+        assert!(done > 0 && failed.is_empty(), "{done} done; failed: {failed:?}");
+    }
 }
 
 /// A second tracker added to one that ran alone (its ops all folded into

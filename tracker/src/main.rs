@@ -298,7 +298,12 @@ async fn run(args: Args) -> Result<()> {
             bail!("op log failed ({why}); the tracker stopped so that nothing it did not make durable is acknowledged");
         }
     }
-    tracker.shutdown().context(
+    // Changes stop (a client is sent to another tracker), the snapshot is
+    // written and the log closed; the requests whose ops it holds get
+    // their answers before the process exits.
+    let written = tracker.shutdown();
+    tracker.drain(std::time::Duration::from_secs(2)).await;
+    written.context(
         "write the snapshot at exit (nothing is lost: the op logs hold every change, and are \
          replayed at the next start)",
     )?;

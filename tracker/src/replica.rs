@@ -74,6 +74,10 @@ pub enum ReceiveError {
     /// may be acknowledged (the tracker stops).
     #[error("op log failed: {0}")]
     NotDurable(String),
+    /// This tracker is stopping: it takes nothing more (the peer sends it
+    /// again once it is back).
+    #[error("this tracker is stopping")]
+    Stopping,
 }
 
 /// The persisted form of a replica: everything but the derived state.

@@ -215,11 +215,14 @@ async fn connection(
             write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)).await?;
             return Ok(());
         }
-        match tracker.reply(req, peer.ip(), Some(node_key)).await {
-            Reply::Msg(resp) => write_msg(&mut stream, RESPONSE, &resp).await?,
-            Reply::Frame(frame) => {
-                stream.write_all(&frame).await?;
-                stream.flush().await?;
+        {
+            let _answering = tracker.answering();
+            match tracker.reply(req, peer.ip(), Some(node_key)).await {
+                Reply::Msg(resp) => write_msg(&mut stream, RESPONSE, &resp).await?,
+                Reply::Frame(frame) => {
+                    stream.write_all(&frame).await?;
+                    stream.flush().await?;
+                }
             }
         }
         // A client that sends nothing (or trickles a frame) for this long

@@ -134,6 +134,16 @@ struct Inner {
     since_snapshot: usize,
 }
 
+/// A request being answered ([`Tracker::answering`]).
+#[derive(Debug)]
+pub struct Answering<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// A tracker: the replicated state, its log, and the request handler.
 pub struct Tracker {
     config: TrackerConfig,
@@ -151,6 +161,13 @@ pub struct Tracker {
     /// login or heartbeat connection here, or by gossip): peer lists carry
     /// it. Lock order: `live` or `inner`, then this.
     node_keys: Mutex<HashMap<Token, [u8; 32]>>,
+    /// Set (under `inner`'s lock) as [`Tracker::shutdown`] starts: no op is
+    /// appended after, so none meets the closed log; clients are sent to
+    /// another tracker ([`Refusal::Stopping`]).
+    stopping: std::sync::atomic::AtomicBool,
+    /// Requests being answered now ([`Tracker::answering`]): a stopping
+    /// tracker lets them finish before it exits.
+    in_flight: std::sync::atomic::AtomicUsize,
     /// Soft state: the sessions fetching each file, listed as its peers
     /// ([`crate::fetchers`]). Lock order: `inner`, then this.
     fetchers: Mutex<crate::fetchers::Fetchers>,
@@ -444,6 +461,8 @@ impl Tracker {
             live: Mutex::new(HashMap::new()),
             heard_here: Mutex::default(),
             node_keys: Mutex::new(HashMap::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             fetchers: Mutex::default(),
             live_epoch: std::sync::atomic::AtomicU64::new(0),
             feed,
@@ -1029,6 +1048,12 @@ impl Tracker {
         let mut logging = Vec::new();
         let snapshot_due = {
             let mut inner = self.lock();
+            if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Refusal::Stopping(format!(
+                    "tracker {} is stopping and takes no more changes; ask another",
+                    self.config.me
+                )));
+            }
             for op in ops {
                 match inner.replica.propose(op, wall_ms()) {
                     Ok(entry) => {
@@ -1067,6 +1092,9 @@ impl Tracker {
         let mut gap = None;
         {
             let mut inner = self.lock();
+            if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(ReceiveError::Stopping);
+            }
             let bound_ms = self.config.max_clock_skew.as_millis() as u64;
             let now = wall_ms();
             for e in entries {
@@ -1390,6 +1418,27 @@ impl Tracker {
         live
     }
 
+    /// Counts a request as being answered until the guard drops (after its
+    /// answer is written).
+    pub fn answering(&self) -> Answering<'_> {
+        self.in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Answering(&self.in_flight)
+    }
+
+    /// After [`Tracker::shutdown`]: waits, at most `limit`, until no
+    /// request is being answered, so that those whose ops went into the
+    /// log before it closed get their answers (a client not answered would
+    /// ask the next tracker again, and be told that its own change already
+    /// exists).
+    pub async fn drain(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        while self.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0
+            && Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Writes a snapshot now (shutdown).
     pub fn shutdown(&self) -> Result<(), DataDirError> {
         if self.failure().is_some() {
@@ -1399,6 +1448,9 @@ impl Tracker {
         let acked = self.acked_all();
         let _one = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
         let mut inner = self.lock();
+        // Ops appended before this are in the log's queue, written before
+        // it closes; none is appended after.
+        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
         let written = inner.snapshot_now(acked.as_deref());
         if let Some(log) = inner.log.as_mut() {
             log.close();

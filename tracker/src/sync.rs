@@ -520,6 +520,9 @@ async fn pull_once(
                     }
                 }
                 if let Err(gap) = tracker.receive_remote(entries).await {
+                    if matches!(gap, crate::replica::ReceiveError::Stopping) {
+                        return Ok(());
+                    }
                     // Resynchronise from what we hold; an entry from the
                     // future stays refused until the clocks agree: ask
                     // again in a while, not at once.

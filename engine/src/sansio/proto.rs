@@ -425,6 +425,10 @@ pub enum Refusal {
     /// end its session (a login replaces the pair's earlier session).
     #[error("{0}")]
     AddressInUse(String),
+    /// The tracker is stopping (SIGTERM, SIGINT, `quit`): it did nothing
+    /// with the request, which the client asks of the next tracker.
+    #[error("{0}")]
+    Stopping(String),
 }
 
 /// Encodes a message as one complete frame of type `kind`.
