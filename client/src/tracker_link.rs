@@ -275,7 +275,7 @@ impl TrackerLink {
         }
         self.resent = false;
         let mut why = failures.join("; ");
-        if unanswered {
+        if unanswered && !req.only_reads() {
             why.push_str(
                 "; the request was sent and its answer lost, so it may have been carried out: \
                  look before repeating it",

@@ -225,19 +225,26 @@ async fn run(args: Args) -> Result<()> {
     };
     let (tracker, rec) = Tracker::open(config, &data_dir)
         .with_context(|| format!("open the data directory {}", data_dir.display()))?;
+    // Every op held, its snapshot's and its logs' (after a clean stop the
+    // logs hold none: "recovered 0 op(s)" read as data lost).
+    let held: u64 = tracker.known().values().sum();
     if rec.torn_bytes > 0 {
         // A crash mid-append tears the end of the log; so does damage there,
         // which cannot be told apart: either way it was never acknowledged
         // if it was a crash, and is worth a look if not.
         tracing::warn!(
-            "recovered {} op(s) from {}; dropped a torn tail of {} bytes at the end of its \
-             newest log (a crash while writing, or damage there)",
-            rec.replayed,
+            "recovered {held} op(s) from {} ({} replayed from its logs); dropped a torn tail \
+             of {} bytes at the end of its newest log (a crash while writing, or damage there)",
             data_dir.display(),
+            rec.replayed,
             rec.torn_bytes
         );
     } else {
-        tracing::info!("recovered {} op(s) from {}", rec.replayed, data_dir.display());
+        tracing::info!(
+            "recovered {held} op(s) from {} ({} replayed from its logs)",
+            data_dir.display(),
+            rec.replayed
+        );
     }
     let links = Arc::new(Links::open(&data_dir, list.clone())?);
     // Its own line's key is what every client and tracker will check: one

@@ -209,6 +209,26 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Whether carrying it out changes nothing a client can see (a lookup,
+    /// a listing, a heartbeat): one whose answer was lost was harmless to
+    /// send, and is harmless to send again.
+    pub fn only_reads(&self) -> bool {
+        matches!(
+            self,
+            Self::ListRequests { .. }
+                | Self::ListGroups { .. }
+                | Self::ListFiles { .. }
+                | Self::ListFilesPage { .. }
+                | Self::FileInfo { .. }
+                | Self::FileInfos { .. }
+                | Self::Heartbeat { .. }
+                | Self::StateDigest
+                | Self::StateImage
+        )
+    }
+}
+
 /// Most files in one [`Request::StopShares`]: names of up to 1 KiB keep it
 /// near 1 MiB, far below [`MAX_FRAME`].
 pub const MAX_STOPS: usize = 1024;
@@ -445,6 +465,19 @@ mod tests {
     use crate::meta::Sha1Digest;
     use crate::wire;
     use proptest::prelude::*;
+
+    /// A lost answer to a lookup is harmless; to a change, it may have
+    /// been carried out (the client says so only then).
+    #[test]
+    fn lookups_only_read() {
+        let token = Token([1; 16]);
+        assert!(Request::ListGroups { token }.only_reads());
+        assert!(Request::Heartbeat { token }.only_reads());
+        assert!(Request::FileInfo { token, group: "g".into(), file: "f".into() }.only_reads());
+        assert!(!Request::CreateGroup { token, group: "g".into() }.only_reads());
+        assert!(!Request::Logout { token }.only_reads());
+        assert!(!Request::CreateUser { user: "u".into(), password: "p".into() }.only_reads());
+    }
 
     #[test]
     fn golden_request_bytes() {
