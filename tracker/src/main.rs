@@ -193,6 +193,11 @@ async fn run(args: Args) -> Result<()> {
         );
     };
     list.check_ports(Some(tracker_no))?;
+    // Bound before the data directory is opened: a port in use fails the
+    // start before anything (a new key, a first log) is written there.
+    let bound = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .with_context(|| format!("bind tracker to {addr}"))?;
     let me = u16::try_from(tracker_no).context("tracker number too large")?;
     let peers: Vec<(u16, std::net::SocketAddr)> = (1..=list.addrs.len())
         .filter(|n| *n != tracker_no)
@@ -279,8 +284,7 @@ async fn run(args: Args) -> Result<()> {
     // it must stop the tracker cleanly, not kill it.
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    let listener =
-        TcpListener::bind(addr).await.with_context(|| format!("bind tracker to {addr}"))?;
+    let listener = TcpListener::from_std(bound).context("listen for clients")?;
     let local = listener.local_addr().context("read the bound address")?;
     // Changes wait (briefly) until each peer is reached once: a data
     // directory put back from an older copy takes its own later ops back
