@@ -263,9 +263,14 @@ async fn run(args: NodeArgs) -> Result<()> {
 /// node leaves, the process exits.
 async fn stopped(node: &mut Node, picked: bool, why: &str) -> ! {
     let n = node.stop_downloads();
-    eprintln!(
-        "ringshare: {why}; stopped {n} download(s) (download_file with the same destination resumes)"
-    );
+    if n == 0 {
+        eprintln!("ringshare: {why}");
+    } else {
+        eprintln!(
+            "ringshare: {why}; stopped {n} download(s) (download_file with the same destination \
+             resumes)"
+        );
+    }
     if let Err(e) = oneshot::leave(node, picked, true).await {
         eprintln!("error: {e:#}");
     }

@@ -1561,7 +1561,8 @@ impl Node {
                                 "nothing fetched: this node held it".to_owned()
                             } else {
                                 format!(
-                                    "{fetched} bytes fetched from {} peer(s): {}",
+                                    "{fetched} byte{} fetched from {} peer(s): {}",
+                                    if fetched == 1 { "" } else { "s" },
                                     peers.len(),
                                     from.join(" ")
                                 )

@@ -933,9 +933,13 @@ impl BulkReport {
         let bytes: u64 = self.done.iter().map(|f| f.fetched).sum::<u64>() + self.partial;
         let present = self.done.iter().filter(|f| f.present).count();
         let mbps = bytes as f64 / self.seconds.max(1e-9) / 1e6;
+        // Under a second, to the hundredth: "in 0.0 s (101.9 MB/s)" read as
+        // a rate out of nothing.
+        let precision = if self.seconds < 1.0 { 2 } else { 1 };
         let mut line = format!(
-            "fetched {} file(s), {bytes} bytes in {:.1} s ({mbps:.1} MB/s) into {}",
+            "fetched {} file(s), {bytes} bytes in {:.*} s ({mbps:.1} MB/s) into {}",
             self.done.len() - present,
+            precision,
             self.seconds,
             dest.display()
         );
