@@ -277,7 +277,7 @@ async fn seed_after(node: &Node, args: &GetArgs, fetched: usize, time: Duration)
     }
     tokio::select! {
         () = tokio::time::sleep(time) => {}
-        r = watch_trackers(node, &mut stop) => {
+        r = watch_trackers(node, &mut stop, "the files fetched stay") => {
             if let Err(e) = r {
                 eprintln!("ringshare: stopped seeding: {e:#}");
             }
@@ -1774,7 +1774,7 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
             ),
             None => crate::say!("seeding on {} until SIGINT, SIGTERM or SIGHUP", node.addr()),
         }
-        watch_trackers(node, &mut stop).await?;
+        watch_trackers(node, &mut stop, "run share again").await?;
     }
     Ok(())
 }
@@ -1786,8 +1786,9 @@ const SILENT_TRACKERS_AFTER: Duration = Duration::from_secs(5);
 /// answered the node's heartbeats for [`SILENT_TRACKERS_AFTER`] (its files
 /// leave the peer lists meanwhile) and when one answers again; an error
 /// once the trackers no longer know its session (nobody is told of it any
-/// more, so it would seed for nobody).
-async fn watch_trackers(node: &Node, stop: &mut StopSignals) -> Result<()> {
+/// more, so it would seed for nobody), ending with `then` (what comes of
+/// it: `share` is to be run again; a `get --seed-for` keeps its files).
+async fn watch_trackers(node: &Node, stop: &mut StopSignals, then: &str) -> Result<()> {
     let mut said_silent = false;
     loop {
         tokio::select! {
@@ -1808,7 +1809,7 @@ async fn watch_trackers(node: &Node, stop: &mut StopSignals) -> Result<()> {
                 eprintln!("ringshare: a tracker answers again: the files are listed again");
             }
             TrackerNews::SessionEnded | TrackerNews::LoggedOut => {
-                bail!("{}: its files are not listed; run share again", node.session_ended_why())
+                bail!("{}: its files are not listed; {then}", node.session_ended_why())
             }
             _ => {}
         }
