@@ -100,26 +100,38 @@ impl FromStr for UploadRate {
     type Err = String;
 
     /// `40mbit`, `800kbit`, `1.5gbit`, `64000bit` (bits per second, powers
-    /// of 1000), `5MB`, `600kB`, `1GB` (bytes per second), or a plain number
-    /// of bytes per second; units in either case.
+    /// of 1000; `bit` in either case), `5MB`, `600kB`, `1GB`, `5000B`
+    /// (bytes per second: a capital `B`), or a plain number of bytes per
+    /// second. A small `b` (`5mb`, `5Mb`) is refused: written so, it means
+    /// bits as often as bytes, eight times apart.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || {
             format!("upload rate {s:?}: expected a rate such as 40mbit, 800kbit or 5MB (bytes per second)")
         };
-        let t = s.trim().to_ascii_lowercase();
+        let t = s.trim();
         let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let value: f64 = num.parse().map_err(|_| bad())?;
         let per_byte = match unit {
-            "" | "b" => 1.0,
-            "kb" => 1e3,
-            "mb" => 1e6,
-            "gb" => 1e9,
-            "bit" => 1.0 / 8.0,
-            "kbit" => 1e3 / 8.0,
-            "mbit" => 1e6 / 8.0,
-            "gbit" => 1e9 / 8.0,
-            _ => return Err(bad()),
+            "" | "B" => 1.0,
+            "kB" | "KB" => 1e3,
+            "MB" => 1e6,
+            "GB" => 1e9,
+            u => match u.to_ascii_lowercase().as_str() {
+                "bit" => 1.0 / 8.0,
+                "kbit" => 1e3 / 8.0,
+                "mbit" => 1e6 / 8.0,
+                "gbit" => 1e9 / 8.0,
+                "b" | "kb" | "mb" | "gb" => {
+                    let big = u[..u.len() - 1].to_ascii_uppercase().replace('K', "k");
+                    let small = u[..u.len() - 1].to_ascii_lowercase();
+                    return Err(format!(
+                        "upload rate {s:?}: write {num}{big}B for bytes per second or \
+                         {num}{small}bit for bits per second"
+                    ));
+                }
+                _ => return Err(bad()),
+            },
         };
         let bytes = value * per_byte;
         if !bytes.is_finite() || bytes < Self::MIN_BYTES_PER_S as f64 {
@@ -314,10 +326,20 @@ mod tests {
         assert_eq!(r(" 1GB "), Ok(1_000_000_000));
         assert_eq!(r("12000"), Ok(12_000));
         assert_eq!(r("8kbit"), Ok(1000));
+        assert_eq!(r("2KB"), Ok(2000));
+        assert_eq!(r("5000B"), Ok(5000));
         for bad in
             ["", "mbit", "abc", "-5mbit", "5 mbit", "5mbps", "1e9", "0", "7kbit", "0.5", "1..2MB"]
         {
             assert!(r(bad).is_err(), "{bad:?} was taken");
+        }
+        // A small b is bits as often as bytes: refused, saying both.
+        assert_eq!(
+            r("5mb").unwrap_err(),
+            "upload rate \"5mb\": write 5MB for bytes per second or 5mbit for bits per second"
+        );
+        for ambiguous in ["5Mb", "600kb", "1gb", "9000b"] {
+            assert!(r(ambiguous).unwrap_err().contains("bits per second"), "{ambiguous}");
         }
         let big = r("99999999999999999999999gbit").unwrap_err();
         assert!(big.contains("is too large"), "{big}");
