@@ -162,6 +162,22 @@ impl KnownDirs {
         }
     }
 
+    /// `create_dir_all(dir)`, recording each directory it makes (when
+    /// remembering).
+    pub fn make_all(&mut self, dir: &Path) -> std::io::Result<()> {
+        let missing: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && std::fs::symlink_metadata(d).is_err())
+            .map(Path::to_path_buf)
+            .collect();
+        std::fs::create_dir_all(dir)?;
+        // Shallowest first, as made: removed in the reverse order.
+        for d in missing.iter().rev() {
+            self.made(d);
+        }
+        Ok(())
+    }
+
     /// Removes the directories it made that are empty now, deepest first,
     /// and forgets them: a fetch that failed (its part files removed) or
     /// was refused leaves no empty directories behind. One holding
@@ -226,9 +242,9 @@ fn resolve(dest: &str, name: &str, known: &mut KnownDirs, look: bool) -> Result<
     // A trailing `/` says a directory: made if missing (as a bulk get's
     // DEST is), not taken for a file's path.
     if dest.ends_with('/') && !d.exists() {
-        std::fs::create_dir_all(d)
+        known
+            .make_all(d)
             .with_context(|| format!("create the destination directory {}", d.display()))?;
-        known.made(d);
     }
     let is_dir = known.knows_dest(d)
         || match std::fs::metadata(d) {

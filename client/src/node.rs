@@ -887,6 +887,13 @@ impl Node {
         self.known_dirs.remove_empty_made();
     }
 
+    /// Makes directory `dir` and those above it that are missing, as
+    /// this node's downloads make theirs: remembered for
+    /// [`Node::remove_empty_dirs_made`].
+    pub fn make_dirs(&mut self, dir: &Path) -> std::io::Result<()> {
+        self.known_dirs.make_all(dir)
+    }
+
     /// Whether a user is logged in here.
     pub fn logged_in(&self) -> bool {
         self.session.is_some()

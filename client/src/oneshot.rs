@@ -465,17 +465,13 @@ async fn get_in(
     if std::fs::metadata(&dest).is_ok_and(|m| !m.is_dir()) {
         bail!("{} is not a directory", dest.display());
     }
-    // Nothing selected: no directory made for it.
-    let dest_made = !files.is_empty() && std::fs::symlink_metadata(&dest).is_err();
+    // Nothing selected: no directory made for it. (Made, it is removed
+    // again below if it ends empty: nothing fetched, nothing to resume.)
     if !files.is_empty() {
-        std::fs::create_dir_all(&dest).with_context(|| format!("create {}", dest.display()))?;
+        node.make_dirs(&dest).with_context(|| format!("create {}", dest.display()))?;
     }
     let report = get_many(node, args, files, &dest).await;
     node.remove_empty_dirs_made();
-    if dest_made {
-        // Only if empty: nothing was fetched into it, nor left to resume.
-        let _ = std::fs::remove_dir(&dest);
-    }
     let mut report = report?;
     for m in missed {
         report.failed.push((m.clone(), format!("no file in {} matches {m}", args.group)));

@@ -533,8 +533,9 @@ fn a_file_nobody_shares_fails_saying_why_once() {
     let all_run = get(&["g", "f.bin", "tree/", all.to_str().unwrap()], "state-all");
     // Into directories made for them: none is left behind, empty.
     let (deep, under) = (dir.path().join("deep"), dir.path().join("under"));
-    let deep_run = get(&["g", "tree/sub/deep.bin", &format!("{}/", deep.display())], "state-d");
-    let under_run = get(&["g", "tree/", under.to_str().unwrap()], "state-u");
+    // (Directories above DEST made too: made for it as well.)
+    let deep_run = get(&["g", "tree/sub/deep.bin", &format!("{}/x/", deep.display())], "state-d");
+    let under_run = get(&["g", "tree/", under.join("p/q").to_str().unwrap()], "state-u");
     for (run, line, files) in [
         (one_run, "error: download failed: no node shares the file (none listed for 10s)", 1),
         (all_run, "ringshare: failed f.bin: no node shares the file (none listed for 10s)", 2),
