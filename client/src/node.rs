@@ -922,11 +922,18 @@ impl Node {
     /// restarted node would.)
     pub fn session_ended_why(&self) -> String {
         let user = self.session.as_ref().map_or("this user", |s| s.user.as_str());
+        let listed = self.listed_addr();
+        // Listening on every interface, the node is listed under the
+        // address its login came from, which it does not know.
+        let at = if listed.ip().is_unspecified() {
+            format!("port {}", listed.port())
+        } else {
+            listed.to_string()
+        };
         format!(
             "the trackers no longer know this node's session: another node logged in as {user} \
-             at this node's address {} (one run from the same state directory), or a tracker \
-             lost its data",
-            self.listed_addr()
+             at this node's address, {at} (one run from the same state directory, or one \
+             whose login came at the same moment), or a tracker lost its data"
         )
     }
 

@@ -656,6 +656,19 @@ async fn get_one_ending(
             *end = Some(OneEnd::Stopped(why, Arc::clone(&download), seconds));
             return Err(Stopped::error(why, "; run the same command again to resume"));
         }
+        // Displaced (another node took this one's place at the trackers):
+        // no ticket comes any more, and it would fail a minute later for
+        // want of one.
+        why = session_lost(node) => {
+            let stopped = Arc::clone(&download);
+            let _ = tokio::task::spawn_blocking(move || stopped.stop()).await;
+            *end = Some(OneEnd::Failed(Arc::clone(&download), started.elapsed().as_secs_f64()));
+            bail!(
+                "download stopped: {why}; the {} bytes verified are kept: run the same command \
+                 again to resume",
+                download.progress().verified
+            )
+        }
     };
     let seconds = download
         .ended_at()
@@ -1773,6 +1786,17 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
         watch_trackers(node, &mut stop, "run share again").await?;
     }
     Ok(())
+}
+
+/// Resolves, with why, once the trackers no longer know `node`'s session
+/// (its heartbeat found it so).
+async fn session_lost(node: &Node) -> String {
+    loop {
+        if node.tracker_news() == TrackerNews::SessionEnded {
+            return node.session_ended_why();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// How long a seeder's heartbeats go unanswered before it says so.

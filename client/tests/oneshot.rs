@@ -755,6 +755,68 @@ fn a_second_node_at_a_running_node_s_address_does_not_log_it_out() {
     a.ok("list_groups");
 }
 
+/// A one-file get whose place another node of its state directory took
+/// (so the trackers forgot its session) stops at once saying why, instead
+/// of failing a minute later for want of a ticket ("no peer could serve
+/// the file for 60s (last error: not logged in)").
+#[test]
+fn a_displaced_get_stops_at_once_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let boot = dir.path().join("boot.txt");
+    std::fs::write(&boot, "127.0.0.1:0\n").unwrap();
+    let t = TrackerProc::start_with(&boot, 1, &dir.path().join("tdata"), &["--peer-ttl", "3"]);
+    let info = dir.path().join("tracker_info.txt");
+    std::fs::write(&info, format!("{}\n", t.addr)).unwrap();
+    let mut a = NodeProc::start(&info, &dir.path().join("state-a"));
+    a.ok("create_user al pw");
+    a.ok("login al pw");
+    a.ok("create_group g");
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "pw\n").unwrap();
+    // A seeder that takes a minute per piece: the get is still running.
+    let big = dir.path().join("big.bin");
+    random_file(&big, 1_200_000, 5);
+    let (mut seeder, _) = seeding(
+        one_shot("share", &info, "al", &pw, &dir.path().join("state-s"))
+            .env("RINGSHARE_SERVE_DELAY_MS", "60000")
+            .arg("g")
+            .arg(&big),
+    );
+    let state_g = dir.path().join("state-g");
+    let at = format!("127.0.0.1:{}", common::free_port());
+    let mut get = one_shot("get", &info, "al", &pw, &state_g)
+        .args(["--listen", &at, "g", "big.bin"])
+        .arg(dir.path().join("out.bin"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = common::line_reader(get.stderr.take().unwrap());
+    line_starting(&err, "downloading big.bin");
+    // The same state directory (its key) at the get's address.
+    let small = dir.path().join("small.bin");
+    random_file(&small, 1000, 6);
+    let mut displacer = one_shot("share", &info, "al", &pw, &state_g)
+        .args(["--listen", "127.0.0.1:0", "--advertise", &at, "g"])
+        .arg(&small)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let said = line_starting(&err, "error:");
+    assert!(
+        said.starts_with(
+            "error: download stopped: the trackers no longer know this node's session"
+        ),
+        "{said}"
+    );
+    assert_eq!(get.wait().unwrap().code(), Some(1));
+    displacer.kill().unwrap();
+    displacer.wait().unwrap();
+    seeder.kill().unwrap();
+    seeder.wait().unwrap();
+}
+
 /// A command line clap refuses (an unknown option, missing arguments, a
 /// bad value, a mistyped form) is one `error:` line and status 2, as any
 /// other failure is one line: clap's paragraph (tip, usage, pointer to

@@ -168,6 +168,12 @@ pub struct Tracker {
     /// Requests being answered now ([`Tracker::answering`]): a stopping
     /// tracker lets them finish before it exits.
     in_flight: std::sync::atomic::AtomicUsize,
+    /// Held from a login's look at its address to its session being live
+    /// with its key: two logins at one address at once here are taken one
+    /// after the other, so the second sees the first ([`Tracker::address_free`]).
+    /// (Two at once at two trackers cannot be told apart: the later one
+    /// replaces the other.)
+    logins: tokio::sync::Mutex<()>,
     /// Soft state: the sessions fetching each file, listed as its peers
     /// ([`crate::fetchers`]). Lock order: `inner`, then this.
     fetchers: Mutex<crate::fetchers::Fetchers>,
@@ -463,6 +469,7 @@ impl Tracker {
             node_keys: Mutex::new(HashMap::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
+            logins: tokio::sync::Mutex::new(()),
             fetchers: Mutex::default(),
             live_epoch: std::sync::atomic::AtomicU64::new(0),
             feed,
@@ -675,6 +682,7 @@ impl Tracker {
                 if !verified {
                     return Err(Refusal::BadCredentials);
                 }
+                let one_at_a_time = self.logins.lock().await;
                 if let Some(k) = key {
                     self.address_free(&user, &peer_addr, &k)?;
                 }
@@ -686,6 +694,7 @@ impl Tracker {
                 if let Some(k) = key {
                     self.learn_keys(&[(token, k)]);
                 }
+                drop(one_at_a_time);
                 let heartbeat_ms = (self.config.peer_ttl.as_millis() / 3).clamp(100, 60_000) as u32;
                 Ok(Response::LoggedIn { token, heartbeat_ms, ticket_key: self.ticket_public()? })
             }
@@ -2296,9 +2305,14 @@ mod tests {
     /// address of a node still heard from is refused, not let log it out;
     /// the same node coming back, a node of unknown key and a login once
     /// the first logged out replace or take the place as before.
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_login_at_a_running_node_s_address_with_another_key_is_refused() {
-        let t = Tracker::new();
+        // With an op log (a commit waits for its fsync) and two hashing
+        // workers: two logins at once are checked and committed side by
+        // side, as a tracker's are.
+        let dir = tempfile::tempdir().unwrap();
+        let config = TrackerConfig { hash_workers: 2, ..TrackerConfig::default() };
+        let (t, _) = Tracker::open(config, dir.path()).unwrap();
         t.handle(Request::CreateUser { user: "al".into(), password: "pw".into() }).await;
         let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let login = |addr: &str, key: Option<[u8; 32]>| {
@@ -2336,6 +2350,15 @@ mod tests {
         // Once the node there logged out, another takes the address.
         assert_eq!(t.handle(Request::Logout { token: unknown }).await, Response::Done);
         token(login("127.0.0.1:4000", Some([2; 32])).await);
+        // Two at once at a new address: one gets in, the other is refused
+        // (a black-box run had both get in, the later logging out the other).
+        let (x, y) = tokio::join!(
+            login("127.0.0.1:4002", Some([3; 32])),
+            login("127.0.0.1:4002", Some([4; 32]))
+        );
+        let refused = |r: &Response| matches!(r, Response::Refused(Refusal::AddressInUse(_)));
+        let logged = |r: &Response| matches!(r, Response::LoggedIn { .. });
+        assert!(logged(&x) && refused(&y) || refused(&x) && logged(&y), "{x:?} {y:?}");
     }
 
     #[tokio::test]
