@@ -808,8 +808,11 @@ struct BulkReport {
     seconds: f64,
     /// Files not fetched because of Ctrl-C.
     interrupted: usize,
-    /// The signal that stopped the fetch, as [`StopSignals::recv`] names it.
+    /// The signal that stopped the fetch, as [`StopSignals::recv`] names it,
+    /// or [`SESSION_ENDED`].
     stopped_by: Option<&'static str>,
+    /// Why the trackers forgot the session, when that stopped the fetch.
+    lost: Option<String>,
     /// Bytes verified of the files stopped by Ctrl-C.
     partial: u64,
     /// Files fetched at once: each limit taken, from when (seconds in).
@@ -963,6 +966,13 @@ impl BulkReport {
         if let (Some(p), Some(all)) = (&args.hgrm, &self.latency) {
             std::fs::write(p, ringshare_engine::metrics::hgrm(all))
                 .with_context(|| format!("write {}", p.display()))?;
+        }
+        if let Some(lost) = self.lost.take().filter(|_| self.interrupted > 0) {
+            bail!(
+                "{lost}: {} file(s) not fetched{}; run the same command again to resume",
+                self.interrupted,
+                self.failures_in_brackets()
+            );
         }
         if let Some(why) = self.stopped_by.filter(|_| self.interrupted > 0) {
             return Err(Stopped::error(
@@ -1366,7 +1376,7 @@ async fn get_many(
         let done = report.done.len();
         overall.set_position(finished_bytes + in_flight);
         overall.set_message(format!("{done}/{total_files} files"));
-        let stop = match stop_asked {
+        let mut stop = match stop_asked {
             Some(why) => Some(why),
             // Woken as soon as one ends; else the bars refresh.
             None if !running.is_empty() => tokio::select! {
@@ -1375,6 +1385,13 @@ async fn get_many(
             },
             None => None,
         };
+        if stop.is_none() && node.tracker_news() == TrackerNews::SessionEnded {
+            // Displaced: no ticket comes any more, and every file would
+            // fail a minute later for want of one. Stopped as by a signal
+            // (what is verified stays), and said why.
+            report.lost = Some(node.session_ended_why());
+            stop = Some(SESSION_ENDED);
+        }
         if let Some(why) = stop {
             // Ctrl-C: what is verified stays for the next run.
             report.stopped_by = Some(why);
@@ -1787,6 +1804,10 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// How a bulk get's `--stats` names a fetch stopped because the trackers
+/// forgot its session (`stopped_by`).
+const SESSION_ENDED: &str = "session ended";
 
 /// Resolves, with why, once the trackers no longer know `node`'s session
 /// (its heartbeat found it so).

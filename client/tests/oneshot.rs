@@ -813,6 +813,36 @@ fn a_displaced_get_stops_at_once_saying_why() {
     assert_eq!(get.wait().unwrap().code(), Some(1));
     displacer.kill().unwrap();
     displacer.wait().unwrap();
+    // A bulk get the same: stopped as by a signal, what it verified kept.
+    let state_h = dir.path().join("state-h");
+    let at = format!("127.0.0.1:{}", common::free_port());
+    let into = dir.path().join("bulk");
+    let get = one_shot("get", &info, "al", &pw, &state_h)
+        .args(["--quiet", "--listen", &at, "g", "big.bin", "small.bin"])
+        .arg(&into)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::eventually("the bulk get to start", || into.join("big.bin.part").exists());
+    let mut displacer = one_shot("share", &info, "al", &pw, &state_h)
+        .args(["--listen", "127.0.0.1:0", "--advertise", &at, "g"])
+        .arg(&small)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = get.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
+    assert!(
+        line.starts_with("error: the trackers no longer know this node's session")
+            && line.contains("file(s) not fetched; run the same command again to resume"),
+        "{err}"
+    );
+    displacer.kill().unwrap();
+    displacer.wait().unwrap();
     seeder.kill().unwrap();
     seeder.wait().unwrap();
 }
