@@ -10,12 +10,7 @@ use common::{eventually, random_file, NodeProc, TrackerProc};
 /// A tracker whose nodes heartbeat, and so watch their shares, every
 /// second (a third of a 3 s peer TTL), and its tracker_info.txt.
 fn fast_watch(dir: &Path) -> (TrackerProc, PathBuf) {
-    let boot = dir.join("boot.txt");
-    std::fs::write(&boot, "127.0.0.1:0\n").unwrap();
-    let t = TrackerProc::start_with(&boot, 1, &dir.join("tdata"), &["--peer-ttl", "3"]);
-    let info = dir.join("tracker_info.txt");
-    std::fs::write(&info, format!("{}\n", t.addr)).unwrap();
-    (t, info)
+    TrackerProc::start_with_ttl(dir, 3)
 }
 
 /// A node logging to `<name>.stderr` in `dir`.

@@ -694,12 +694,8 @@ fn a_missing_file_is_one_error_line_that_says_why_once() {
 #[test]
 fn a_second_node_at_a_running_node_s_address_does_not_log_it_out() {
     let dir = tempfile::tempdir().unwrap();
-    let boot = dir.path().join("boot.txt");
-    std::fs::write(&boot, "127.0.0.1:0\n").unwrap();
     // Heartbeats every second (a third of the TTL).
-    let t = TrackerProc::start_with(&boot, 1, &dir.path().join("tdata"), &["--peer-ttl", "3"]);
-    let info = dir.path().join("tracker_info.txt");
-    std::fs::write(&info, format!("{}\n", t.addr)).unwrap();
+    let (_t, info) = TrackerProc::start_with_ttl(dir.path(), 3);
     let port = common::free_port();
     let at = format!("127.0.0.1:{port}");
     let (state_a, shell_err) = (dir.path().join("state-a"), dir.path().join("a.stderr"));
@@ -762,11 +758,7 @@ fn a_second_node_at_a_running_node_s_address_does_not_log_it_out() {
 #[test]
 fn a_displaced_get_stops_at_once_saying_why() {
     let dir = tempfile::tempdir().unwrap();
-    let boot = dir.path().join("boot.txt");
-    std::fs::write(&boot, "127.0.0.1:0\n").unwrap();
-    let t = TrackerProc::start_with(&boot, 1, &dir.path().join("tdata"), &["--peer-ttl", "3"]);
-    let info = dir.path().join("tracker_info.txt");
-    std::fs::write(&info, format!("{}\n", t.addr)).unwrap();
+    let (_t, info) = TrackerProc::start_with_ttl(dir.path(), 3);
     let mut a = NodeProc::start(&info, &dir.path().join("state-a"));
     a.ok("create_user al pw");
     a.ok("login al pw");

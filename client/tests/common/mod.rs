@@ -113,6 +113,17 @@ impl TrackerProc {
         (t, info)
     }
 
+    /// [`TrackerProc::start`] with a peer TTL of `ttl` seconds: its nodes
+    /// heartbeat (and watch their shares) every third of it.
+    pub fn start_with_ttl(dir: &Path, ttl: u32) -> (Self, PathBuf) {
+        let boot = dir.join("boot.txt");
+        std::fs::write(&boot, "127.0.0.1:0\n").unwrap();
+        let t = Self::start_with(&boot, 1, &dir.join("tdata"), &["--peer-ttl", &ttl.to_string()]);
+        let info = dir.join("tracker_info.txt");
+        std::fs::write(&info, format!("{}\n", t.addr)).unwrap();
+        (t, info)
+    }
+
     /// Stops the tracker with SIGKILL.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
