@@ -788,13 +788,16 @@ fn a_displaced_get_stops_at_once_saying_why() {
     // The same state directory (its key) at the get's address.
     let small = dir.path().join("small.bin");
     random_file(&small, 1000, 6);
-    let mut displacer = one_shot("share", &info, "al", &pw, &state_g)
-        .args(["--listen", "127.0.0.1:0", "--advertise", &at, "g"])
-        .arg(&small)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let displace = |state: &Path, at: &str| {
+        one_shot("share", &info, "al", &pw, state)
+            .args(["--listen", "127.0.0.1:0", "--advertise", at, "g"])
+            .arg(&small)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut displacer = displace(&state_g, &at);
     let said = line_starting(&err, "error:");
     assert!(
         said.starts_with(
@@ -817,13 +820,7 @@ fn a_displaced_get_stops_at_once_saying_why() {
         .spawn()
         .unwrap();
     common::eventually("the bulk get to start", || into.join("big.bin.part").exists());
-    let mut displacer = one_shot("share", &info, "al", &pw, &state_h)
-        .args(["--listen", "127.0.0.1:0", "--advertise", &at, "g"])
-        .arg(&small)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut displacer = displace(&state_h, &at);
     let out = get.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
