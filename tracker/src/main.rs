@@ -62,47 +62,57 @@ struct Args {
     data_dir: Option<PathBuf>,
     /// Seconds after which a client that stopped sending heartbeats drops
     /// out of peer lists.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     peer_ttl: u64,
     /// Write a snapshot (and start a new log) after this many ops.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
     snapshot_every: usize,
     /// Seconds a download ticket stays valid (downloads refresh theirs).
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     ticket_ttl: u64,
     /// Seconds after which a client connection that sends nothing (or
     /// trickles a request) is closed.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     client_idle: u64,
     /// Threads computing argon2id for logins and new accounts (each holds
     /// 19 MiB while it works) [default: one per core].
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     hash_workers: Option<usize>,
     /// Password checks that may wait for a hashing thread; beyond that a
     /// login or create_user is refused with "tracker busy, try again".
     #[arg(long, default_value_t = 32)]
     hash_queue: usize,
     /// Failed logins one address (an IPv6 /64) may make back to back.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     login_burst: u32,
     /// After its burst, an address may fail one login per this many seconds.
     #[arg(long, default_value_t = 6.0)]
     login_refill_secs: f64,
     /// Failed logins for one user before its logins back off (1 s, 2 s,
     /// 4 s, …) for addresses it has not logged in from before.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     user_free_failures: u32,
     /// The longest a user's backoff grows, in seconds.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     user_max_backoff: u64,
     /// Accounts one address (an IPv6 /64) may create per minute.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     signups_per_minute: u32,
     /// Entries from another tracker stamped more than this many seconds
     /// ahead of this tracker's clock are refused (and logged) until the
     /// clocks agree within it.
     #[arg(long, default_value_t = 300)]
     max_clock_skew: u64,
+}
+
+/// A count that must be at least one (`--snapshot-every`,
+/// `--hash-workers`): 0 was taken silently as 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("0 is not in 1..".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[tokio::main]
