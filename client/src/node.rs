@@ -1711,6 +1711,10 @@ fn unfinished(
 /// listening on every interface, and listed under the address its login
 /// came from — its port on one of this host's addresses.
 fn is_self(addr: SocketAddr, listen: SocketAddr, listed: SocketAddr) -> bool {
+    // One spelling per address, as the trackers list them
+    // (`[::ffff:10.0.0.1]:7` is `10.0.0.1:7`).
+    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    let (addr, listen, listed) = (canonical(addr), canonical(listen), canonical(listed));
     if addr == listed || addr == listen {
         return true;
     }
@@ -2360,6 +2364,17 @@ mod tests {
 
     fn listed(addr: &str) -> PeerInfo {
         PeerInfo { user: "u".into(), addr: addr.into(), key: Some([1; 32]) }
+    }
+
+    /// A node given `--advertise [::ffff:10.0.0.1]:7` is listed as
+    /// `10.0.0.1:7`, and still knows itself in a peer list.
+    #[test]
+    fn a_node_knows_itself_in_either_spelling() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let listen = a("127.0.0.1:9");
+        assert!(is_self(a("10.0.0.1:7"), listen, a("[::ffff:10.0.0.1]:7")));
+        assert!(is_self(a("[::ffff:10.0.0.1]:7"), listen, a("10.0.0.1:7")));
+        assert!(!is_self(a("10.0.0.2:7"), listen, a("[::ffff:10.0.0.1]:7")));
     }
 
     /// A file fetched again into another place while this node shares it

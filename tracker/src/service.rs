@@ -1692,6 +1692,9 @@ fn listed_address(given: &str, from: IpAddr) -> Result<String, Refusal> {
     if addr.ip().is_unspecified() {
         addr.set_ip(from.to_canonical());
     }
+    // One spelling per address: `[::ffff:10.9.9.9]:5` is `10.9.9.9:5` (it
+    // was another address to the one-node-per-address rule).
+    addr.set_ip(addr.ip().to_canonical());
     Ok(addr.to_string())
 }
 
@@ -1708,6 +1711,7 @@ mod tests {
         assert_eq!(listed_address("0.0.0.0:5", mapped), Ok("10.9.9.9:5".into()));
         // An address given (--advertise, or a node on one interface) stands.
         assert_eq!(listed_address("203.0.113.7:6881", from), Ok("203.0.113.7:6881".into()));
+        assert_eq!(listed_address("[::ffff:203.0.113.7]:7", from), Ok("203.0.113.7:7".into()));
         assert!(listed_address("0.0.0.0:0", from).is_err());
         assert!(listed_address("nonsense", from).is_err());
     }
