@@ -165,11 +165,7 @@ impl KnownDirs {
     /// `create_dir_all(dir)`, recording each directory it makes (when
     /// remembering).
     pub fn make_all(&mut self, dir: &Path) -> std::io::Result<()> {
-        let missing: Vec<PathBuf> = dir
-            .ancestors()
-            .take_while(|d| !d.as_os_str().is_empty() && std::fs::symlink_metadata(d).is_err())
-            .map(Path::to_path_buf)
-            .collect();
+        let missing = missing_dirs(dir);
         std::fs::create_dir_all(dir)?;
         // Shallowest first, as made: removed in the reverse order.
         for d in missing.iter().rev() {
@@ -216,6 +212,15 @@ impl KnownDirs {
             m.insert(dir.to_owned(), md.uid() == me && md.mode() & 0o022 == 0);
         }
     }
+}
+
+/// `dir` and the directories above it that are not there, deepest first:
+/// what `create_dir_all(dir)` would make.
+pub fn missing_dirs(dir: &Path) -> Vec<PathBuf> {
+    dir.ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && std::fs::symlink_metadata(d).is_err())
+        .map(Path::to_path_buf)
+        .collect()
 }
 
 /// The path a download of `name` to `dest` writes: inside `dest` when it is

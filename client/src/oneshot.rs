@@ -179,13 +179,7 @@ pub async fn get(mut args: GetArgs) -> Result<()> {
                 // an error before anything is fetched.)
                 Some(dir) if e.kind() == std::io::ErrorKind::NotFound && within(dir, &dest) => {
                     // The directories made too.
-                    made.extend(
-                        dir.ancestors()
-                            .take_while(|d| {
-                                !d.as_os_str().is_empty() && std::fs::symlink_metadata(d).is_err()
-                            })
-                            .map(Path::to_path_buf),
-                    );
+                    made.extend(crate::downloads::missing_dirs(dir));
                     std::fs::create_dir_all(dir).and_then(|()| open())
                 }
                 _ => Err(e),
@@ -199,6 +193,7 @@ pub async fn get(mut args: GetArgs) -> Result<()> {
     // How many files this run fetched (and so serves): seeded on with
     // `--seed-for`.
     let mut result = get_in(&mut node, &args, patterns, dest).await;
+    node.remove_empty_dirs_made();
     if let (Ok(fetched), Some(time)) = (&result, args.seed_for) {
         let fetched = *fetched;
         result = seed_after(&node, &args, fetched, time).await.map(|()| fetched);
@@ -427,7 +422,7 @@ async fn get_in(
 ) -> Result<usize> {
     let selection = bulk::Selection::new(&patterns)?;
     // Directories made for files that then fail are removed as the fetch
-    // ends (below): a failed run leaves no empty ones.
+    // ends (`get`): a failed run leaves no empty ones.
     node.set_remember_dirs(true);
     let mut listed = Vec::new();
     for prefix in selection.list_prefixes() {
@@ -449,9 +444,7 @@ async fn get_in(
                 into.to_owned()
             };
             figures_not_at(args, &at, name)?;
-            let result = get_one(node, args, name.clone(), dest).await;
-            node.remove_empty_dirs_made();
-            return result;
+            return get_one(node, args, name.clone(), dest).await;
         }
     }
     if patterns.is_empty() {
@@ -466,13 +459,11 @@ async fn get_in(
         bail!("{} is not a directory", dest.display());
     }
     // Nothing selected: no directory made for it. (Made, it is removed
-    // again below if it ends empty: nothing fetched, nothing to resume.)
+    // again as the get ends if empty: nothing fetched, nothing to resume.)
     if !files.is_empty() {
         node.make_dirs(&dest).with_context(|| format!("create {}", dest.display()))?;
     }
-    let report = get_many(node, args, files, &dest).await;
-    node.remove_empty_dirs_made();
-    let mut report = report?;
+    let mut report = get_many(node, args, files, &dest).await?;
     for m in missed {
         report.failed.push((m.clone(), format!("no file in {} matches {m}", args.group)));
         report.unmatched += 1;
