@@ -203,6 +203,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
 
     let mut down = new_node("downloader")?;
+    // Its completion line follows the progress bar (below), not the fetch.
+    down.set_announce(false);
     cmd(&mut down, Command::CreateUser { user: "downloader".into(), password: "demo".into() })
         .await?;
     cmd(&mut down, Command::Login { user: "downloader".into(), password: "demo".into() }).await?;
@@ -234,6 +236,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     if let Status::Failed(why) = status {
         bail!("the download failed: {why}");
     }
+    let mut peers: Vec<_> = download.contributions().into_iter().collect();
+    peers.sort();
+    eprintln!("{}", crate::node::downloaded_line("demo", "demo.bin", args.size, &peers));
 
     let t = Instant::now();
     same_bytes(&src, &dest)?;

@@ -158,6 +158,27 @@ pub struct Node {
     announce_failures: bool,
 }
 
+/// The line a completed download is announced with: `ringshare:
+/// downloaded [GROUP] NAME (…)`, saying how many bytes came from which
+/// peers (`ADDR=BYTES` each, sorted), or why nothing was fetched.
+pub fn downloaded_line(group: &str, name: &str, len: u64, peers: &[(SocketAddr, u64)]) -> String {
+    let fetched: u64 = peers.iter().map(|(_, b)| b).sum();
+    let how = if len == 0 {
+        "an empty file: nothing to fetch".to_owned()
+    } else if peers.is_empty() {
+        "nothing fetched: this node held it".to_owned()
+    } else {
+        let from: Vec<String> = peers.iter().map(|(a, b)| format!("{a}={b}")).collect();
+        format!(
+            "{fetched} byte{} fetched from {} peer(s): {}",
+            if fetched == 1 { "" } else { "s" },
+            peers.len(),
+            from.join(" ")
+        )
+    };
+    format!("ringshare: downloaded [{group}] {name} ({how})")
+}
+
 /// Whether a file shared here has `meta`'s SHA1 but other pieces.
 fn claims_anothers_sha1(shares: &Shares, meta: &FileMeta) -> bool {
     lock(shares).values().any(|s| {
@@ -1566,22 +1587,7 @@ impl Node {
                 match record(&part).or_else(|_| record(&dest)) {
                     Ok(share) => {
                         if announce {
-                            let fetched: u64 = peers.iter().map(|(_, b)| b).sum();
-                            let from: Vec<String> =
-                                peers.iter().map(|(a, b)| format!("{a}={b}")).collect();
-                            let how = if meta.len == 0 {
-                                "an empty file: nothing to fetch".to_owned()
-                            } else if peers.is_empty() {
-                                "nothing fetched: this node held it".to_owned()
-                            } else {
-                                format!(
-                                    "{fetched} byte{} fetched from {} peer(s): {}",
-                                    if fetched == 1 { "" } else { "s" },
-                                    peers.len(),
-                                    from.join(" ")
-                                )
-                            };
-                            eprintln!("ringshare: downloaded [{group}] {} ({how})", meta.name);
+                            eprintln!("{}", downloaded_line(&group, &meta.name, meta.len, &peers));
                         }
                         // Served on demand from now on: the part file's
                         // descriptor closes with its last connection. Its

@@ -586,7 +586,10 @@ async fn get_one_ending(
     // registered and logs out.
     let mut interrupt = StopSignals::new()?;
     // Quiet: the path on stdout when it is done, and errors; nothing else.
-    node.set_announce(!args.quiet);
+    // Otherwise the completion line is printed here, once the progress
+    // bar is gone: the node's own, printed from the fetch as the file
+    // completed, was glued to the bar on a terminal.
+    node.set_announce(false);
     let cmd = Command::DownloadFile { group: args.group.clone(), file: file.clone(), dest };
     let mut started = std::time::Instant::now();
     let mut said = false;
@@ -668,6 +671,15 @@ async fn get_one_ending(
     match status {
         Status::Complete => {
             *end = Some(OneEnd::Fetched(Arc::clone(&download), seconds));
+            if !args.quiet {
+                let mut peers: Vec<_> = download.contributions().into_iter().collect();
+                peers.sort();
+                let len = download.progress().total;
+                eprintln!(
+                    "{}",
+                    crate::node::downloaded_line(&args.group, &entry.name, len, &peers)
+                );
+            }
             crate::say!("{}", entry_path(node));
             Ok(())
         }
@@ -1923,11 +1935,14 @@ pub async fn follow(download: &Arc<Download>, name: &str) -> Status {
     let name = fit(name, term_columns().saturating_sub(ONE_LINE_REST).max(MIN_NAME));
     loop {
         let p = download.progress();
-        bar.set_position(p.verified);
+        // The message first: the position draws the bar, which showed once
+        // without its name.
         let s = if p.peers == 1 { "" } else { "s" };
         bar.set_message(format!("{name} ({} peer{s})", p.peers));
+        bar.set_position(p.verified);
         if p.status != Status::Running {
-            bar.finish();
+            // Cleared: the line that says how it ended follows on its own.
+            bar.finish_and_clear();
             return p.status;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
