@@ -842,7 +842,7 @@ fn a_displaced_get_stops_at_once_saying_why() {
 /// `--help`) is folded into it. Help still prints whole.
 #[test]
 fn a_bad_command_line_is_one_error_line() {
-    let runs: [(&str, &[&str], &str); 7] = [
+    let runs: [(&str, &[&str], &str); 8] = [
         ("ringshare", &["get", "--quite", "g", "d"], "similar argument exists: '--quiet'"),
         ("ringshare", &["get"], "--trackers <TRACKERS>, --user <USER>"),
         ("ringshare", &["get", "--jobs", "0", "g", "d"], "'0' for '--jobs <JOBS>'"),
@@ -850,6 +850,11 @@ fn a_bad_command_line_is_one_error_line() {
         ("ringshare", &[], "<LISTEN>, <TRACKER_INFO>"),
         ("ringshare-tracker", &["info.txt", "one"], "invalid value 'one'"),
         ("ringshare-tracker", &["info.txt", "1", "--peer-ttl", "0"], "'0' for '--peer-ttl"),
+        (
+            "ringshare-tracker",
+            &["info.txt", "1", "--digest", "--dump-state", "s"],
+            "'--digest' cannot be used with '--dump-state <PATH>'",
+        ),
     ];
     for (program, args, says) in runs {
         let out = Command::new(bin(program)).args(args).output().unwrap();

@@ -43,14 +43,14 @@ struct Args {
     /// hold the same ops print the same line. Over the encrypted link (the
     /// key its line gives is checked); served to this host and the listed
     /// trackers only.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["dump_state", "print_key"])]
     digest: bool,
     /// Like --digest, and write the state itself (postcard) to PATH; prints
     /// `DIGEST ops=N known=ORIGIN:COUNT,...`. For checkers (the nemesis).
     /// The state holds password hashes, session tokens and the ticket key,
     /// so it is served only to a link proving a tracker's key: the one in
     /// --data-dir (default ./tracker-<NO>.data).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "print_key")]
     dump_state: Option<PathBuf>,
     /// Tests only: read a signed number of milliseconds from PATH now and
     /// every 100 ms and add it to this tracker's wall clock (fault injection
