@@ -221,9 +221,16 @@ async fn run(args: NodeArgs) -> Result<()> {
         let flow = match shell::parse(&line) {
             Ok(None) => Flow::Continue,
             Ok(Some(cmd)) => {
+                // On a terminal, a listing of nothing says so.
+                let empty = if interactive { shell::nothing_listed(&cmd) } else { None };
                 let (flow, result) = node.execute(cmd).await;
                 match result {
                     Ok(lines) => {
+                        if lines.is_empty() {
+                            if let Some(said) = empty {
+                                let _ = writeln!(stdout, "{}", shell::one_line(&said));
+                            }
+                        }
                         for l in lines {
                             let _ = writeln!(stdout, "{l}");
                         }

@@ -116,6 +116,22 @@ fn escaped(c: char) -> bool {
         || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// What a listing command that listed nothing says on a terminal (a user
+/// typing it got no answer at all); scripts reading from a pipe get the
+/// empty list, as before.
+pub fn nothing_listed(cmd: &Command) -> Option<String> {
+    Some(match cmd {
+        Command::ListGroups => "(no groups)".to_owned(),
+        Command::ListRequests { group } => format!("(no pending requests to join {group})"),
+        Command::ListFiles { group, prefix: None } => format!("(no files in {group})"),
+        Command::ListFiles { group, prefix: Some(p) } => {
+            format!("(no files in {group} whose names start with {p})")
+        }
+        Command::ShowDownloads => "(no downloads)".to_owned(),
+        _ => return None,
+    })
+}
+
 /// Most characters of an unknown command word an error repeats.
 const SHOWN_WORD: usize = 40;
 
@@ -262,6 +278,21 @@ mod tests {
             assert_eq!(parse(line), Ok(Some(want)), "{line}");
         }
         assert_eq!(parse("   "), Ok(None));
+    }
+
+    #[test]
+    fn an_empty_listing_is_named_only_for_listings() {
+        let said = |line: &str| nothing_listed(&parse(line).unwrap().unwrap());
+        assert_eq!(said("list_files g").as_deref(), Some("(no files in g)"));
+        assert_eq!(
+            said("list_files g a/").as_deref(),
+            Some("(no files in g whose names start with a/)")
+        );
+        assert_eq!(said("list_requests g").as_deref(), Some("(no pending requests to join g)"));
+        assert_eq!(said("list_groups").as_deref(), Some("(no groups)"));
+        assert_eq!(said("show_downloads").as_deref(), Some("(no downloads)"));
+        assert_eq!(said("logout"), None);
+        assert_eq!(said("accept_request g u"), None);
     }
 
     #[test]
