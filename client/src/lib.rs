@@ -13,6 +13,32 @@ macro_rules! say {
     }};
 }
 
+/// Where [`notice`] prints, when not on standard error.
+type NoticePrinter = Box<dyn FnMut(&str) -> bool + Send>;
+
+static NOTICE_PRINTER: std::sync::Mutex<Option<NoticePrinter>> = std::sync::Mutex::new(None);
+
+/// Prints a line that comes at any moment, not as a command's answer (a
+/// background download done or failed, the session ended): on standard
+/// error, or through the printer [`set_notice_printer`] installed — the
+/// interactive shell's, which prints it above the prompt and the line
+/// being typed instead of across them.
+pub fn notice(line: &str) {
+    let mut printer = NOTICE_PRINTER.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(print) = printer.as_mut() {
+        if print(line) {
+            return;
+        }
+    }
+    eprintln!("{line}");
+}
+
+/// Sends [`notice`]'s lines to `print` (which says whether it printed the
+/// line; if not, it goes to standard error).
+pub fn set_notice_printer(print: NoticePrinter) {
+    *NOTICE_PRINTER.lock().unwrap_or_else(|p| p.into_inner()) = Some(print);
+}
+
 pub mod bulk;
 pub mod demo;
 pub mod downloads;

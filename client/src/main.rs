@@ -209,10 +209,10 @@ async fn run(args: NodeArgs) -> Result<()> {
             _ = watch.tick() => {
                 let ended = node.tracker_news() == TrackerNews::SessionEnded;
                 if ended && !said_ended {
-                    eprintln!(
+                    ringshare::notice(&format!(
                         "ringshare: {}; its files are not listed until you log in again",
                         node.session_ended_why()
-                    );
+                    ));
                 }
                 said_ended = ended;
                 continue;
@@ -297,6 +297,17 @@ fn read_lines(interactive: bool, tx: mpsc::Sender<LineMsg>) {
     };
     if interactive {
         if let Ok(mut editor) = rustyline::DefaultEditor::new() {
+            // Lines that come while a command is typed (a download done)
+            // are printed above the prompt, not across it — where they go
+            // to the terminal anyway (standard error is one too).
+            if std::io::stderr().is_terminal() {
+                if let Ok(mut printer) = editor.create_external_printer() {
+                    use rustyline::ExternalPrinter as _;
+                    ringshare::set_notice_printer(Box::new(move |line| {
+                        printer.print(format!("{line}\n")).is_ok()
+                    }));
+                }
+            }
             loop {
                 match editor.readline("ringshare> ") {
                     Ok(line) => {

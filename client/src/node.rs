@@ -1587,7 +1587,7 @@ impl Node {
                 match record(&part).or_else(|_| record(&dest)) {
                     Ok(share) => {
                         if announce {
-                            eprintln!("{}", downloaded_line(&group, &meta.name, meta.len, &peers));
+                            crate::notice(&downloaded_line(&group, &meta.name, meta.len, &peers));
                         }
                         // Served on demand from now on: the part file's
                         // descriptor closes with its last connection. Its
@@ -1615,7 +1615,10 @@ impl Node {
             }
             FetchEvent::Failed(why) => {
                 if announce_failures {
-                    eprintln!("ringshare: download failed [{group}] {}: {why}", meta.name);
+                    crate::notice(&format!(
+                        "ringshare: download failed [{group}] {}: {why}",
+                        meta.name
+                    ));
                 }
                 if own && registered.load(Ordering::Acquire) && !unshared_now() {
                     // Listed as a sharer, it will get no further: left
