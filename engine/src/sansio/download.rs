@@ -309,6 +309,13 @@ pub struct DownloadCore {
     steal_hold: Option<Instant>,
     unsynced: bool,
     last_error: String,
+    /// This download's links are plaintext ([`DownloadCore::plaintext_links`]).
+    plaintext: bool,
+    /// Peers that closed a plaintext link at its handshake without a word:
+    /// nodes that serve encrypted links only.
+    refused_plaintext: HashSet<SocketAddr>,
+    /// The other nodes the last peer list named.
+    last_listed: Vec<SocketAddr>,
 }
 
 impl DownloadCore {
@@ -362,6 +369,9 @@ impl DownloadCore {
             steal_hold: None,
             unsynced: false,
             last_error: String::new(),
+            plaintext: false,
+            refused_plaintext: HashSet::new(),
+            last_listed: Vec::new(),
             meta,
         }
     }
@@ -451,6 +461,14 @@ impl DownloadCore {
         next
     }
 
+    /// This download's links are plaintext (`--plaintext`): a node that
+    /// closes one at its handshake without a word serves encrypted links
+    /// only, and once every node listed has, the download fails at once
+    /// saying so, rather than after [`NO_PEER_LIMIT`].
+    pub fn plaintext_links(&mut self) {
+        self.plaintext = true;
+    }
+
     /// A newer ticket from the tracker, shown to peers connected from now on.
     pub fn set_ticket(&mut self, ticket: Vec<u8>) {
         self.ticket = ticket;
@@ -478,6 +496,7 @@ impl DownloadCore {
         } else {
             self.unlisted_since = None;
         }
+        self.last_listed = addrs.iter().copied().filter(|a| Some(*a) != self.own_addr).collect();
         let mut fresh: Vec<SocketAddr> = addrs
             .iter()
             .copied()
@@ -604,6 +623,9 @@ impl DownloadCore {
             // error: most often a node without `--plaintext` meeting a
             // `--plaintext` downloader (it can tell it nothing it could
             // read).
+            if self.plaintext && matches!(p.stage, Stage::Handshaking(_)) {
+                self.refused_plaintext.insert(p.addr);
+            }
             self.last_error = if matches!(p.stage, Stage::Handshaking(_)) {
                 format!(
                     "{}: {reason} before answering the handshake (a node without \
@@ -661,6 +683,7 @@ impl DownloadCore {
             (Stage::Handshaking(since), Message::Bitfield(b)) => {
                 match peer::parse_bitfield(b, pieces) {
                     Some(bits) => {
+                        self.refused_plaintext.remove(&p.addr);
                         p.path_rtt = now.saturating_duration_since(since);
                         p.bits = bits;
                         p.stage = Stage::Active;
@@ -998,6 +1021,19 @@ impl DownloadCore {
                     )
                 }
             });
+            return;
+        }
+        if !serving
+            && !pending
+            && !self.last_listed.is_empty()
+            && self.last_listed.iter().all(|a| self.refused_plaintext.contains(a))
+        {
+            let n = self.last_listed.len();
+            self.fail(format!(
+                "every node listed as sharing the file ({n}) closed the link at its handshake: \
+                 nodes whose links are encrypted do not serve a --plaintext download; run it \
+                 without --plaintext"
+            ));
             return;
         }
         if !serving
@@ -1804,6 +1840,48 @@ mod tests {
             )),
             "{why}"
         );
+    }
+
+    /// A `--plaintext` download fails at once, saying why, once every node
+    /// listed has closed its link at the handshake without a word (nodes
+    /// whose links are encrypted): not after [`NO_PEER_LIMIT`]. One node
+    /// that answers keeps it going.
+    #[test]
+    fn a_plaintext_download_that_every_node_refuses_fails_at_once() {
+        let run = |answering: Option<SocketAddr>| {
+            let t0 = Instant::now();
+            let mut core = fresh(4, 1, t0);
+            core.plaintext_links();
+            let mut now = t0;
+            while now < t0 + Duration::from_secs(5) {
+                core.tick(now);
+                while let Some(a) = core.poll_action() {
+                    match a {
+                        Action::WantPeers => core.add_peers(&[addr(1), addr(2)], now),
+                        Action::Connect { peer, addr: at } => {
+                            core.connected(peer, now);
+                            if Some(at) == answering {
+                                let bits = Bitfield::full(4);
+                                core.on_message(peer, &Message::Bitfield(bits.as_bytes()), now);
+                            } else {
+                                core.closed(peer, "connection closed");
+                            }
+                        }
+                        Action::Failed(r) => return Some((now - t0, r)),
+                        _ => {}
+                    }
+                }
+                now = core
+                    .next_deadline()
+                    .clamp(now + Duration::from_millis(1), now + Duration::from_millis(100));
+            }
+            None
+        };
+        let (after, why) = run(None).expect("failed");
+        assert!(after < Duration::from_secs(1), "{after:?}");
+        assert!(why.starts_with("every node listed as sharing the file (2) closed"), "{why}");
+        assert!(why.ends_with("run it without --plaintext"), "{why}");
+        assert_eq!(run(Some(addr(2))), None, "one node serves it");
     }
 
     /// Runs `core` from `t0` for `secs`, answering every `WantPeers` with

@@ -376,6 +376,9 @@ impl Download {
             seed,
             now,
         );
+        if spec.security.plaintext {
+            core.plaintext_links();
+        }
         let mut keys = HashMap::new();
         if let Some(first) = spec.first_peers {
             if let Some(t) = first.ticket {
