@@ -649,12 +649,13 @@ impl Node {
         })?;
         if md.is_dir() {
             let mut report = self.share_paths(std::slice::from_ref(&p), &group).await?;
+            // The shell names each file it shared before as a skip (as it
+            // refuses one such file given alone).
+            report.already_as_skipped(&group);
             // Every file skipped, or none there: a failure, one line.
             if let Some(why) = report.nothing_shared(&p.display().to_string()) {
                 bail!("{why}");
             }
-            // The shell names each file it shared before as a skip.
-            report.already_as_skipped(&group);
             let mut lines =
                 report.skipped.iter().map(|s| format!("skipped {s}")).collect::<Vec<_>>();
             lines.push(report.summary(&group));

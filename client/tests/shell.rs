@@ -553,14 +553,23 @@ fn a_share_the_tracker_already_lists_but_the_node_lost_is_served_again() {
     random_file(&tree.join("y.bin"), 700_000, 2);
     let share = format!("upload_file {} g", tree.display());
     assert_eq!(a.cmd(&share), ["shared 2 file(s) in g: 703000 bytes, 3 pieces"]);
-    // Shared again by the same node: each file is a skip that says why.
+    // Shared again by the same node: each file is a skip that says why,
+    // and with nothing shared that is one error line, as for one file.
     let t = tree.display();
+    a.err(
+        &share,
+        &format!(
+            "nothing shared: all 2 file(s) under {t} skipped (the first: {t}/x.bin: file \
+             tree/x.bin is already shared in group g by this node)"
+        ),
+    );
+    random_file(&tree.join("z.bin"), 5000, 3);
     assert_eq!(
         a.cmd(&share),
         [
             format!("skipped {t}/x.bin: file tree/x.bin is already shared in group g by this node"),
             format!("skipped {t}/y.bin: file tree/y.bin is already shared in group g by this node"),
-            "shared 0 file(s) in g: 0 bytes, 0 pieces; skipped 2".to_owned()
+            "shared 1 file(s) in g: 5000 bytes, 1 piece; skipped 2".to_owned()
         ]
     );
 
@@ -578,7 +587,7 @@ fn a_share_the_tracker_already_lists_but_the_node_lost_is_served_again() {
     std::fs::remove_file(&records[0]).unwrap();
     let mut a = NodeProc::start_at(&listen, &info, &state);
     assert_eq!(a.ok("login alice pw"), "logged in as alice");
-    assert_eq!(a.cmd(&share), ["shared 2 file(s) in g: 703000 bytes, 3 pieces"]);
+    assert_eq!(a.cmd(&share), ["shared 3 file(s) in g: 708000 bytes, 4 pieces"]);
     let dl = dir.path().join("dl");
     std::fs::create_dir(&dl).unwrap();
     b.ok(&format!("download_file g tree/y.bin {}", dl.display()));
