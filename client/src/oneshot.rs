@@ -1650,6 +1650,8 @@ async fn start_one(
         }
         let what = match std::fs::symlink_metadata(&at) {
             Ok(md) if md.is_dir() => "a directory",
+            Ok(md) if md.is_symlink() => "a symbolic link",
+            Ok(md) if !md.is_file() => "something other than a regular file",
             _ => "a different file",
         };
         anyhow::Error::new(Taken::NotOverwritten(format!(

@@ -304,6 +304,19 @@ fn trees_are_shared_listed_and_fetched_by_name_prefix_and_glob() {
     let err = text(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("ringshare: failed extra.bin: a directory is at"), "{err}");
+    // A symbolic link is called one, dangling or not, and stays as it was.
+    let linked = dir.path().join("linked");
+    std::fs::create_dir_all(linked.join("photos")).unwrap();
+    std::os::unix::fs::symlink(&extra, linked.join("extra.bin")).unwrap();
+    std::os::unix::fs::symlink("nowhere", linked.join("photos/a.txt")).unwrap();
+    let out =
+        bob1.run("get", &["--quiet", "g", "extra.bin", "photos/a.txt", linked.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    for name in ["extra.bin", "photos/a.txt"] {
+        assert!(err.contains(&format!("ringshare: failed {name}: a symbolic link is at")), "{err}");
+    }
+    assert_eq!(std::fs::read_link(linked.join("photos/a.txt")).unwrap(), Path::new("nowhere"));
 
     // DEST left out: a lone pattern after the group would have been taken
     // for the destination of the whole group. Refused, nothing made.
