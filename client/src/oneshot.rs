@@ -186,7 +186,9 @@ pub async fn get(mut args: GetArgs) -> Result<()> {
             })
             .with_context(|| format!("write {}", path.display()))?;
         if new {
-            made.push(path.clone());
+            // Written whole at the end (`write_figures`): none is left
+            // empty by a run killed before then.
+            let _ = std::fs::remove_file(path);
         }
     }
     let mut node = login_node(&args.node, !args.quiet).await?;
@@ -200,11 +202,11 @@ pub async fn get(mut args: GetArgs) -> Result<()> {
     }
     let result = result.map(drop);
     if result.as_ref().is_err_and(|e| e.is::<FiguresInTheWay>()) {
-        // Made empty to check the path, at a file's: not left there, nor
-        // the directories made for them (the deepest first).
+        // Made to check the figures' path, at a file's: the directories
+        // made for them are not left there (the deepest first).
         made.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         for p in &made {
-            let _ = std::fs::remove_file(p).or_else(|_| std::fs::remove_dir(p));
+            let _ = std::fs::remove_dir(p);
         }
     }
     let picked = picked(args.node.listen, args.node.advertise);
@@ -560,15 +562,17 @@ impl OneEnd {
 async fn get_one(node: &mut Node, args: &GetArgs, file: String, dest: String) -> Result<usize> {
     let mut end = None;
     let result = get_one_ending(node, args, &file, dest, &mut end).await;
-    // Written however it ended: an empty file was left when it did not
-    // complete (the path is made at the start, to check it).
+    // Written however it ended.
     if let Some(p) = &args.stats {
         write_one_stats(p, &file, end.as_ref(), result.as_ref().err())
             .with_context(|| format!("write {}", p.display()))?;
     }
     if let (Some(OneEnd::Fetched(download, _)), Some(p)) = (&end, &args.hgrm) {
-        std::fs::write(p, ringshare_engine::metrics::hgrm(&download.latency().snapshot()))
-            .with_context(|| format!("write {}", p.display()))?;
+        write_figures(
+            p,
+            ringshare_engine::metrics::hgrm(&download.latency().snapshot()).as_bytes(),
+        )
+        .with_context(|| format!("write {}", p.display()))?;
     }
     result.map(|()| usize::from(matches!(end, Some(OneEnd::Fetched(..)))))
 }
@@ -933,9 +937,7 @@ impl BulkReport {
             seconds: self.seconds,
             stopped_by: self.stopped_by,
         };
-        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-        serde_json::to_writer_pretty(&mut out, &doc)?;
-        out.flush()?;
+        write_figures(path, &serde_json::to_vec_pretty(&doc)?)?;
         Ok(())
     }
 
@@ -967,7 +969,7 @@ impl BulkReport {
             self.write_stats(p, bytes, mbps).with_context(|| format!("write {}", p.display()))?;
         }
         if let (Some(p), Some(all)) = (&args.hgrm, &self.latency) {
-            std::fs::write(p, ringshare_engine::metrics::hgrm(all))
+            write_figures(p, ringshare_engine::metrics::hgrm(all).as_bytes())
                 .with_context(|| format!("write {}", p.display()))?;
         }
         if let Some(lost) = self.lost.take().filter(|_| self.interrupted > 0) {
@@ -2030,8 +2032,28 @@ fn write_one_stats(
             d.extend(f);
         }
     }
-    std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
+    write_figures(path, &serde_json::to_vec_pretty(&doc)?)?;
     Ok(())
+}
+
+/// Writes a figures file (`--stats`, `--hgrm`) whole or not at all: into
+/// a new file beside it, then moved over it (a regular file or none). A run killed while writing
+/// leaves the last run's figures (or none), never half a document.
+fn write_figures(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    // A link, a device (`/dev/stdout`), a FIFO: written through, as given.
+    if std::fs::symlink_metadata(path).is_ok_and(|md| !md.is_file()) {
+        return std::fs::write(path, bytes);
+    }
+    let name = path.file_name().ok_or_else(|| std::io::Error::other("not a file name"))?;
+    let mut temp = std::ffi::OsString::from(".");
+    temp.push(name);
+    temp.push(format!(".{}.tmp", std::process::id()));
+    let temp = path.with_file_name(temp);
+    let written = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
 }
 
 /// Binds the piece server's address. A node restarted right after a crash

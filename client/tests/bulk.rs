@@ -824,11 +824,20 @@ fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
             && std::fs::read(dest.join("set/b.bin.part.state"))
                 .is_ok_and(|r| r.last().is_some_and(|&bits| bits != 0))
     });
+    // The figures are written whole as it ends: a run killed before
+    // leaves none (it left an empty file), nor a half-written one.
+    assert!(!figures.exists());
     // SAFETY: kill sends a signal to a child this test started.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let out = child.wait_with_output().unwrap();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "128 + SIGINT: {err}");
+    let beside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("stopped.json") && n != "stopped.json")
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
     assert!(
         err.contains("error: interrupted: ") && err.contains("run the same command again"),
         "{err}"
