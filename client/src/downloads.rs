@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use ringshare_engine::fetch::{Download, Progress, Status};
+use ringshare_engine::store::DestDir;
 
 /// One download started from this node.
 #[derive(Debug)]
@@ -143,12 +144,26 @@ impl DestExists {
 pub struct KnownDirs {
     seen: Option<std::collections::HashMap<PathBuf, bool>>,
     made: Vec<PathBuf>,
+    /// Each directory's real path when first asked ([`KnownDirs::real`]).
+    real: std::collections::HashMap<PathBuf, PathBuf>,
+    /// Directories held open for the downloads into them
+    /// ([`KnownDirs::dest_dir`]), when remembering.
+    open: std::collections::HashMap<PathBuf, Arc<DestDir>>,
 }
+
+/// Most directories a remembering [`KnownDirs`] holds open (fewer under a
+/// low limit on open files: an eighth of it).
+const MOST_OPEN_DIRS: u64 = 512;
 
 impl KnownDirs {
     /// Remembers the directories it is told about.
     pub fn remembering() -> Self {
-        Self { seen: Some(std::collections::HashMap::new()), made: Vec::new() }
+        Self {
+            seen: Some(std::collections::HashMap::new()),
+            made: Vec::new(),
+            real: std::collections::HashMap::new(),
+            open: std::collections::HashMap::new(),
+        }
     }
 
     pub fn remembers(&self) -> bool {
@@ -180,6 +195,7 @@ impl KnownDirs {
     /// anything (a fetched file, a part file to resume, the user's own) is
     /// left alone: `rmdir` removes only an empty one.
     pub fn remove_empty_made(&mut self) {
+        self.open.clear();
         for dir in std::mem::take(&mut self.made).iter().rev() {
             if std::fs::remove_dir(dir).is_ok() {
                 if let Some(m) = self.seen.as_mut() {
@@ -187,6 +203,61 @@ impl KnownDirs {
                 }
             }
         }
+    }
+
+    /// The real path (no symbolic link in it) of the directory `path` is
+    /// in, as it was when first asked (remembered when remembering): where
+    /// a download to `path` must make its files ([`PartFile::open_in`]),
+    /// whatever replaces a directory on the path meanwhile. `None` if it
+    /// cannot be had (then nothing is checked).
+    ///
+    /// [`PartFile::open_in`]: ringshare_engine::store::PartFile::open_in
+    pub fn real(&mut self, path: &Path) -> Option<PathBuf> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if let Some(r) = self.real.get(dir) {
+            return Some(r.clone());
+        }
+        // Under a directory looked at before, where it was then (a
+        // directory of a file's name is never a link: `dirs_made_for`).
+        let under = dir.parent().and_then(|p| self.real.get(p)).zip(dir.file_name());
+        let r = match under {
+            Some((parent, name)) => parent.join(name),
+            None => std::fs::canonicalize(dir).ok()?,
+        };
+        if self.remembers() {
+            self.real.insert(dir.to_owned(), r.clone());
+        }
+        Some(r)
+    }
+
+    /// The directory a download to `path` makes its files in, held open
+    /// ([`DestDir`]): the one whose real path [`KnownDirs::real`] gave, or
+    /// [`StoreError::Moved`] when a directory on the path has been
+    /// replaced since (by a symbolic link to elsewhere). Remembering, each
+    /// is opened once for the files in it.
+    ///
+    /// [`StoreError::Moved`]: ringshare_engine::store::StoreError::Moved
+    pub fn dest_dir(
+        &mut self,
+        path: &Path,
+    ) -> Result<Arc<DestDir>, ringshare_engine::store::StoreError> {
+        let dir = path.parent().unwrap_or(Path::new(""));
+        if let Some(d) = self.open.get(dir) {
+            return Ok(Arc::clone(d));
+        }
+        let within = self.real(path);
+        let d = Arc::new(DestDir::of(path, within.as_deref())?);
+        if self.remembers() {
+            let most = MOST_OPEN_DIRS.min(ringshare_engine::store::open_files_limit() / 8);
+            if self.open.len() as u64 >= most {
+                self.open.clear();
+            }
+            self.open.insert(dir.to_owned(), Arc::clone(&d));
+        }
+        Ok(d)
     }
 
     /// Whether `dir` was found a directory and still must be one: its

@@ -1365,7 +1365,10 @@ impl Node {
         {
             bail!("already downloading into {}", dest_path.display());
         }
-        let (part, mut have) = PartFile::open(&dest_path, &meta)?;
+        // Made where the destination was looked at, not through a
+        // directory replaced since by a link to elsewhere.
+        let dir = self.known_dirs.dest_dir(&dest_path)?;
+        let (part, mut have) = PartFile::open_at(&dest_path, &meta, dir)?;
         // (The serve table, keyed by content, answers first: a bulk get of
         // distinct files scans no share list.)
         let before_copy = have.count_ones();

@@ -875,6 +875,45 @@ fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
     }
 }
 
+/// A directory the fetch made, replaced mid-fetch by a symbolic link to
+/// elsewhere: no file goes there. The fetch goes on in the directory it
+/// made (held open: moved away, it is the same directory); the place the
+/// link leads to gets nothing. (A directory first looked at after the
+/// swap, under the replaced one, is refused: `PartFile::open_at`'s test.)
+#[test]
+fn a_directory_replaced_by_a_link_mid_fetch_sends_nothing_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let (_alice, _bob, set) = slow_group(dir.path(), &info, "300", 2 * 1024 * 1024);
+    let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
+    let dest = dir.path().join("dest");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let child = bob1
+        .command("get")
+        .args(["--quiet", "--jobs", "1", "g", "set"])
+        .arg(&dest)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::eventually("the first file", || dest.join("set/a.bin").exists());
+    std::fs::rename(dest.join("set"), dest.join("moved")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dest.join("set")).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let leaked: Vec<_> = std::fs::read_dir(&elsewhere).unwrap().collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
+    for name in ["a.bin", "b.bin", "c.bin"] {
+        assert_eq!(
+            std::fs::read(dest.join("moved").join(name)).unwrap(),
+            std::fs::read(set.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+}
+
 /// Two `get`s into one destination at once: a file the first is
 /// fetching is not written by the second (its part file is locked); the
 /// one-file form waits for it, and a bulk fetch tries it again after its

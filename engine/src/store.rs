@@ -59,6 +59,21 @@ pub enum StoreError {
     /// the same destination now: it holds the part file's lock.
     #[error("{0} is being fetched by another download now (its part file is in use)")]
     Busy(String),
+    /// The destination's directory is not where the download looked: a
+    /// directory on its path was replaced (by a symbolic link to
+    /// elsewhere, most often) since. Nothing is made there.
+    #[error(
+        "{dest} would be written in {now}, not in {was}: a directory on its path was replaced \
+         (by a symbolic link?); not written outside {was}"
+    )]
+    Moved {
+        /// The destination, as given.
+        dest: String,
+        /// Where its directory leads now.
+        now: String,
+        /// Where it was.
+        was: String,
+    },
     /// A file operation failed.
     #[error(transparent)]
     Io(#[from] PathIoError),
@@ -137,12 +152,89 @@ impl AlignedBuf {
     }
 }
 
+/// A download's directory, held open (`O_PATH`) from the part file's
+/// creation to its move into place: every name the download makes, opens
+/// or moves there is looked up from the open directory
+/// (`/proc/self/fd/N/NAME`), not through the path again, so a directory
+/// on the path replaced meanwhile (by a symbolic link to elsewhere) cannot
+/// send the download's files out of it.
+///
+/// A bulk fetch opens each directory once and hands it to the downloads
+/// of every file in it ([`PartFile::open_at`]): one open directory is the
+/// same directory whatever happens to its path later.
+#[derive(Debug)]
+pub struct DestDir {
+    _fd: Option<std::os::fd::OwnedFd>,
+    /// `/proc/self/fd/N`, or the path as given where `/proc` is missing.
+    via: PathBuf,
+}
+
+impl DestDir {
+    /// Opens the directory `dest` is in; when `within` is given, it must
+    /// be that real path (the one looked at when the destination was
+    /// chosen), else [`StoreError::Moved`].
+    pub fn of(dest: &Path, within: Option<&Path>) -> Result<Self, StoreError> {
+        let dir = match dest.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        Self::open(dir, dest, within)
+    }
+
+    /// Opens directory `dir` (of destination `dest`, for messages).
+    fn open(dir: &Path, dest: &Path, within: Option<&Path>) -> Result<Self, StoreError> {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|e| {
+            StoreError::io("open", dir)(io::Error::new(io::ErrorKind::InvalidInput, e))
+        })?;
+        // SAFETY: a NUL-terminated path alive for the call.
+        let fd =
+            unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(StoreError::io("open", dir)(io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` was just opened and is owned by nobody else.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let via = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        match fs::read_link(&via) {
+            Ok(now) => {
+                if let Some(was) = within.filter(|w| *w != now) {
+                    return Err(StoreError::Moved {
+                        dest: dest.display().to_string(),
+                        now: now.display().to_string(),
+                        was: was.display().to_string(),
+                    });
+                }
+                Ok(Self { _fd: Some(fd), via })
+            }
+            // No /proc: by path, as given.
+            Err(_) => Ok(Self { _fd: None, via: dir.to_owned() }),
+        }
+    }
+
+    /// `name` in this directory.
+    fn at(&self, path: &Path) -> PathBuf {
+        match path.file_name() {
+            Some(name) => self.via.join(name),
+            None => path.to_owned(),
+        }
+    }
+}
+
 /// A download's `.part` file and its persisted bitfield.
 #[derive(Debug)]
 pub struct PartFile {
     dest: PathBuf,
     part: PathBuf,
     state: PathBuf,
+    /// The destination's directory, held open ([`DestDir`]), and the three
+    /// paths above through it: what the download's file operations use
+    /// (the paths above are what messages and callers see).
+    dir: std::sync::Arc<DestDir>,
+    dest_at: PathBuf,
+    part_at: PathBuf,
+    state_at: PathBuf,
     file: File,
     /// The same file opened with `O_DIRECT`, when the filesystem allows it.
     direct: Option<File>,
@@ -173,24 +265,41 @@ impl PartFile {
     /// Opens (resuming) or creates the part file for `meta` at `dest`.
     /// Returns it and the pieces already verified.
     pub fn open(dest: &Path, meta: &FileMeta) -> Result<(Self, Bitfield), StoreError> {
-        // Anything at the path, a dangling symbolic link included: the
-        // final move would refuse it only once the download is whole.
-        if fs::symlink_metadata(dest).is_ok() {
-            return Err(StoreError::Exists(dest.display().to_string()));
-        }
+        Self::open_at(dest, meta, std::sync::Arc::new(DestDir::of(dest, None)?))
+    }
+
+    /// [`PartFile::open`] in `dir`, the directory of `dest` held open
+    /// ([`DestDir::of`]): from here to the move into place the download's
+    /// files are made, opened and moved through it, not through the path
+    /// again.
+    pub fn open_at(
+        dest: &Path,
+        meta: &FileMeta,
+        dir: std::sync::Arc<DestDir>,
+    ) -> Result<(Self, Bitfield), StoreError> {
         let part = part_path(dest);
         let state = state_path(dest);
+        let (dest_at, part_at, state_at_path) = (dir.at(dest), dir.at(&part), dir.at(&state));
+        // Anything at the path, a dangling symbolic link included: the
+        // final move would refuse it only once the download is whole.
+        if fs::symlink_metadata(&dest_at).is_ok() {
+            return Err(StoreError::Exists(dest.display().to_string()));
+        }
         let pieces = meta.piece_hashes.len() as u32;
         // What is at the part file's or the state's path may be somebody
         // else's (the user's own `x.part`, or a file of the group named so):
         // only a part file or state this store made is reused or replaced.
-        let mut state_at = if pieces > 1 { StateAt::read(&state, meta)? } else { StateAt::Missing };
+        let mut state_at = if pieces > 1 {
+            StateAt::read(&state_at_path, &state, meta)?
+        } else {
+            StateAt::Missing
+        };
         if state_at == StateAt::Damaged {
             // Ours, damaged (a disk's fault, a hand's), if the part file
             // beside it was this very download's: every piece is hashed
             // again. Otherwise it is somebody's file that happens not to
             // decode, and is left alone.
-            if marked_path(&part) != Some(meta.sha1) {
+            if marked_path(&part_at) != Some(meta.sha1) {
                 return Err(StoreError::InTheWay(state.display().to_string()));
             }
             tracing::warn!("{}: damaged; every piece is verified again", state.display());
@@ -198,7 +307,7 @@ impl PartFile {
         if state_at == StateAt::Foreign {
             return Err(StoreError::InTheWay(state.display().to_string()));
         }
-        let (file, made, made_marked) = open_part(&part, &meta.sha1)?;
+        let (file, made, made_marked) = open_part(&part_at, &part, &meta.sha1)?;
         // One made marked is locked already (`create_marked`).
         if !made_marked && !lock(&file) {
             return Err(StoreError::Busy(dest.display().to_string()));
@@ -206,9 +315,9 @@ impl PartFile {
         // Another download may have moved this file into place between the
         // look above and taking the lock: its part file was gone, so this
         // one made a new one, which it takes away again.
-        if fs::symlink_metadata(dest).is_ok() {
+        if fs::symlink_metadata(&dest_at).is_ok() {
             if made {
-                let _ = fs::remove_file(&part);
+                let _ = fs::remove_file(&part_at);
             }
             return Err(StoreError::Exists(dest.display().to_string()));
         }
@@ -271,7 +380,7 @@ impl PartFile {
                 // A part file made for nothing (a full disk): not left
                 // behind, empty, for the user to find.
                 if made {
-                    let _ = fs::remove_file(&part);
+                    let _ = fs::remove_file(&part_at);
                 }
                 return Err(e);
             }
@@ -279,12 +388,16 @@ impl PartFile {
         let direct = OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
-            .open(&part)
+            .open(&part_at)
             .ok();
         let mut this = Self {
             dest: dest.to_owned(),
             part,
             state,
+            dir,
+            dest_at,
+            part_at,
+            state_at: state_at_path,
             file,
             direct_works: std::sync::atomic::AtomicBool::new(direct.is_some()),
             direct,
@@ -319,8 +432,8 @@ impl PartFile {
         // postcard writes a byte vector as its length and then its bytes:
         // the bitfield is the file's tail.
         let bits_at = (bytes.len() - have.as_bytes().len()) as u64;
-        let file =
-            write_atomically(&self.state, &bytes).map_err(StoreError::io("write", &self.state))?;
+        let file = write_atomically(&self.state_at, &bytes)
+            .map_err(StoreError::io("write", &self.state))?;
         Ok(StateRecord { file, bits_at, have: have.clone(), unsynced: false })
     }
 
@@ -419,10 +532,10 @@ impl PartFile {
     pub fn discard(&self) {
         let mut guard = self.record.lock().unwrap_or_else(|p| p.into_inner());
         *guard = None;
-        let _ = fs::remove_file(&self.part);
+        let _ = fs::remove_file(&self.part_at);
         // A file of one piece has no state: what is at that path is not its.
         if self.meta.piece_hashes.len() > 1 {
-            let _ = fs::remove_file(&self.state);
+            let _ = fs::remove_file(&self.state_at);
         }
         self.release();
     }
@@ -456,7 +569,11 @@ impl PartFile {
         unmark(&self.file);
         let moved =
             self.file.sync_all().map_err(StoreError::io("sync", &self.part)).and_then(|()| {
-                move_into_place(&self.part, &self.dest, (self.meta.len, self.meta.sha1))
+                move_into_place(
+                    (&self.part_at, &self.dest_at),
+                    &self.dest,
+                    (self.meta.len, self.meta.sha1),
+                )
             });
         self.release();
         if let Err(e) = moved {
@@ -465,12 +582,10 @@ impl PartFile {
             return Err(e);
         }
         if self.meta.piece_hashes.len() > 1 {
-            let _ = fs::remove_file(&self.state);
+            let _ = fs::remove_file(&self.state_at);
         }
-        if let Some(dir) = self.dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
+        if let Ok(d) = File::open(&self.dir.via) {
+            let _ = d.sync_all();
         }
         Ok(())
     }
@@ -488,10 +603,12 @@ impl PartFile {
             lock: self.file.try_clone().ok(),
             sha1: self.meta.sha1,
             len: self.meta.len,
-            part: self.part.clone(),
-            dest: self.dest.clone(),
-            state: (self.meta.piece_hashes.len() > 1).then(|| self.state.clone()),
+            part: self.part_at.clone(),
+            dest: self.dest_at.clone(),
+            shown: self.dest.clone(),
+            state: (self.meta.piece_hashes.len() > 1).then(|| self.state_at.clone()),
             dev: self.dev,
+            _dir: std::sync::Arc::clone(&self.dir),
         });
     }
 
@@ -554,15 +671,15 @@ impl PartFile {
 /// first. Both then succeed; the second used to fail ("rename: No such
 /// file or directory") with the file whole in place.
 fn move_into_place(
-    part: &Path,
-    dest: &Path,
+    (part, dest): (&Path, &Path),
+    shown: &Path,
     (len, sha1): (u64, Sha1Digest),
 ) -> Result<(), StoreError> {
     let exists = |e: io::Error, what| {
         if e.kind() == io::ErrorKind::AlreadyExists {
-            StoreError::Exists(dest.display().to_string())
+            StoreError::Exists(shown.display().to_string())
         } else {
-            StoreError::io(what, dest)(e)
+            StoreError::io(what, shown)(e)
         }
     };
     match rename_noreplace(part, dest) {
@@ -571,7 +688,7 @@ fn move_into_place(
         // A filesystem without RENAME_NOREPLACE: link, then unlink.
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
             fs::hard_link(part, dest).map_err(|e| exists(e, "link"))?;
-            fs::remove_file(part).map_err(StoreError::io("remove", part))
+            fs::remove_file(part).map_err(StoreError::io("remove", &part_path(shown)))
         }
         Err(e) => Err(exists(e, "rename")),
     }
@@ -648,11 +765,17 @@ struct Pending {
     sha1: Sha1Digest,
     /// The file's length.
     len: u64,
+    /// The part file and the destination through the directory held
+    /// open ([`DestDir`]), and the destination as given (for messages and
+    /// the failures returned).
     part: PathBuf,
     dest: PathBuf,
+    shown: PathBuf,
     /// The state file to remove once moved (multi-piece files).
     state: Option<PathBuf>,
     dev: u64,
+    /// Held open until the file is settled.
+    _dir: std::sync::Arc<DestDir>,
 }
 
 /// Files finished meanwhile are settled together, at most this many.
@@ -680,7 +803,7 @@ pub struct Settler {
 /// What the settling thread is told.
 #[derive(Debug)]
 enum Settle {
-    File(Pending),
+    File(Box<Pending>),
     /// Settle what has come without waiting for more.
     Now,
 }
@@ -713,10 +836,10 @@ impl Settler {
                 // first share its two syncs (a batch of whatever had queued
                 // was ~3 files, and each sync costs about what it covers).
                 let until = std::time::Instant::now() + SETTLE_WAIT;
-                let mut batch = vec![first];
+                let mut batch = vec![*first];
                 while batch.len() < SETTLE_BATCH {
                     match rx.recv_deadline(until) {
-                        Ok(Settle::File(p)) => batch.push(p),
+                        Ok(Settle::File(p)) => batch.push(*p),
                         Ok(Settle::Now) | Err(_) => break,
                     }
                 }
@@ -738,11 +861,11 @@ impl Settler {
             }
             st.submitted += 1;
         }
-        if let Some(Err(e)) = self.tx.as_ref().map(|tx| tx.send(Settle::File(p))) {
+        if let Some(Err(e)) = self.tx.as_ref().map(|tx| tx.send(Settle::File(Box::new(p)))) {
             // The thread is gone (it cannot be while `self` lives): settle
             // here rather than lose the file.
             if let Settle::File(p) = e.into_inner() {
-                self.shared.done(1, settle(&[p]));
+                self.shared.done(1, settle(&[*p]));
             }
         }
     }
@@ -819,7 +942,7 @@ fn sync_dev(batch: &[Pending], dev: u64) -> Result<(), String> {
         for at in [p.part.as_path(), dir] {
             match sync_fs_of(at) {
                 Ok(()) => return Ok(()),
-                Err(e) => why = format!("sync {}: {e}", at.display()),
+                Err(e) => why = format!("sync {}: {e}", part_path(&p.shown).display()),
             }
         }
     }
@@ -841,14 +964,14 @@ fn settle(batch: &[Pending]) -> Vec<(PathBuf, String)> {
     for p in batch {
         let synced = devs.iter().find(|(d, _)| *d == p.dev).map(|(_, r)| r);
         if let Some(Err(e)) = synced {
-            failed.push((p.dest.clone(), e.clone()));
+            failed.push((p.shown.clone(), e.clone()));
             continue;
         }
         // Whole and durable: no part file any more for a later download to
         // take up (the mark stays until now, so that a bulk get waiting for
         // this path knows it is one).
         unmark_path(&p.part);
-        let into_place = move_into_place(&p.part, &p.dest, (p.len, p.sha1));
+        let into_place = move_into_place((&p.part, &p.dest), &p.shown, (p.len, p.sha1));
         if into_place.is_err() {
             // Still a part file, for the next run to take up.
             mark_path(&p.part, &p.sha1);
@@ -863,7 +986,7 @@ fn settle(batch: &[Pending]) -> Vec<(PathBuf, String)> {
                 }
                 moved.push(p);
             }
-            Err(e) => failed.push((p.dest.clone(), e.to_string())),
+            Err(e) => failed.push((p.shown.clone(), e.to_string())),
         }
     }
     let mut names_synced: Vec<u64> = Vec::new();
@@ -873,9 +996,9 @@ fn settle(batch: &[Pending]) -> Vec<(PathBuf, String)> {
         }
         names_synced.push(p.dev);
         if let Err(e) = sync_fs_of(&p.dest) {
-            let why = format!("sync {}: {e}", p.dest.display());
+            let why = format!("sync {}: {e}", p.shown.display());
             failed.extend(
-                moved.iter().filter(|q| q.dev == p.dev).map(|q| (q.dest.clone(), why.clone())),
+                moved.iter().filter(|q| q.dev == p.dev).map(|q| (q.shown.clone(), why.clone())),
             );
         }
     }
@@ -925,12 +1048,13 @@ enum StateAt {
 }
 
 impl StateAt {
-    /// What is at `path`. A path that cannot be looked at (no permission,
-    /// a name too long) is that error, not something in the way.
-    fn read(path: &Path, meta: &FileMeta) -> Result<Self, StoreError> {
+    /// What is at `path` (`shown`: the path for messages). A path that
+    /// cannot be looked at (no permission, a name too long) is that error,
+    /// not something in the way.
+    fn read(path: &Path, shown: &Path, meta: &FileMeta) -> Result<Self, StoreError> {
         match fs::symlink_metadata(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::Missing),
-            Err(e) => return Err(StoreError::io("inspect", path)(e)),
+            Err(e) => return Err(StoreError::io("inspect", shown)(e)),
             Ok(md) if !md.is_file() => return Ok(Self::Foreign),
             Ok(md) if md.len() > MAX_STATE_LEN => return Ok(Self::Damaged),
             Ok(_) => {}
@@ -944,7 +1068,7 @@ impl StateAt {
         match read {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Self::Foreign),
-            Err(e) => return Err(StoreError::io("read", path)(e)),
+            Err(e) => return Err(StoreError::io("read", shown)(e)),
         }
         // A state is exactly a record whose bitfield fits its length; other
         // bytes that happen to decode are not taken for one.
@@ -968,7 +1092,7 @@ const MAX_STATE_LEN: u64 = (1 << 23) + 64;
 pub fn is_part_state(path: &Path) -> bool {
     let any =
         FileMeta { name: String::new(), len: 0, sha1: Sha1Digest([0; 20]), piece_hashes: vec![] };
-    matches!(StateAt::read(path, &any), Ok(StateAt::Ours(_)))
+    matches!(StateAt::read(path, path, &any), Ok(StateAt::Ours(_)))
 }
 
 /// Opens the part file at `part`, creating it if nothing is there,
@@ -976,21 +1100,25 @@ pub fn is_part_state(path: &Path) -> bool {
 /// ([`create_marked`]): the file, whether it was made now, and whether it
 /// was made marked. Only a regular file is opened, never through a
 /// symbolic link.
-fn open_part(part: &Path, sha1: &Sha1Digest) -> Result<(File, bool, bool), StoreError> {
+fn open_part(
+    part: &Path,
+    shown: &Path,
+    sha1: &Sha1Digest,
+) -> Result<(File, bool, bool), StoreError> {
     let mut opts = OpenOptions::new();
     opts.read(true).write(true).custom_flags(libc::O_NOFOLLOW);
     match create_marked(part, sha1) {
         Ok(Some(f)) => return Ok((f, true, true)),
         Ok(None) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(StoreError::io("create", part)(e)),
+        Err(e) => return Err(StoreError::io("create", shown)(e)),
     }
     match opts.clone().create_new(true).open(part) {
         Ok(f) => return Ok((f, true, false)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(StoreError::io("create", part)(e)),
+        Err(e) => return Err(StoreError::io("create", shown)(e)),
     }
-    let in_the_way = || StoreError::InTheWay(part.display().to_string());
+    let in_the_way = || StoreError::InTheWay(shown.display().to_string());
     // A FIFO or a device is not opened (a FIFO would block); a symbolic
     // link fails O_NOFOLLOW.
     match fs::symlink_metadata(part) {
@@ -1000,7 +1128,7 @@ fn open_part(part: &Path, sha1: &Sha1Digest) -> Result<(File, bool, bool), Store
     match opts.open(part) {
         Ok(f) => Ok((f, false, false)),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(in_the_way()),
-        Err(e) => Err(StoreError::io("open", part)(e)),
+        Err(e) => Err(StoreError::io("open", shown)(e)),
     }
 }
 
@@ -1221,6 +1349,36 @@ mod tests {
     use super::*;
     use crate::hash::HashPool;
     use crate::meta::PIECE_LEN;
+
+    /// A destination whose directory is not the real path it was looked
+    /// at is refused before anything is made; one held open goes on in
+    /// the directory it holds, however its path changes: the file lands
+    /// there (moved away), not where the path leads now.
+    #[test]
+    fn a_download_is_made_in_the_directory_looked_at_and_nowhere_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (bytes, meta) = source(tmp.path(), 3000);
+        let (real, elsewhere) = (tmp.path().join("real"), tmp.path().join("elsewhere"));
+        fs::create_dir(&real).unwrap();
+        fs::create_dir(&elsewhere).unwrap();
+        let was = fs::canonicalize(&real).unwrap();
+        let dest = real.join("f");
+        let dir = std::sync::Arc::new(DestDir::of(&dest, Some(&was)).unwrap());
+        // The directory is replaced by a link to elsewhere.
+        fs::rename(&real, tmp.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &real).unwrap();
+        match DestDir::of(&dest, Some(&was)) {
+            Err(StoreError::Moved { now, .. }) => {
+                assert_eq!(Path::new(&now), fs::canonicalize(&elsewhere).unwrap())
+            }
+            other => panic!("{other:?}"),
+        }
+        let (part, _) = PartFile::open_at(&dest, &meta, dir).unwrap();
+        part.write_piece(0, &bytes).unwrap();
+        part.finish().unwrap();
+        assert_eq!(fs::read(tmp.path().join("moved/f")).unwrap(), bytes);
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
 
     fn source(dir: &Path, len: usize) -> (Vec<u8>, FileMeta) {
         let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
