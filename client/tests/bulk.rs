@@ -1141,7 +1141,8 @@ fn files_nobody_serves_fail_at_once_after_the_first() {
 }
 
 /// A bulk get under a low limit on open files (150, hard) keeps to as
-/// many files at once as fit: every file of a 300-file tree arrives. (Its
+/// many files at once as fit: every file of a 300-file tree in 60
+/// directories arrives (more directories than it holds open). (Its
 /// window of 64 files at about four descriptors each failed them all, "Too
 /// many open files", and left part files behind.)
 #[test]
@@ -1151,7 +1152,9 @@ fn a_bulk_get_under_a_low_open_files_limit_fetches_everything() {
     let src = dir.path().join("many");
     std::fs::create_dir(&src).unwrap();
     for i in 0..300u64 {
-        random_file(&src.join(format!("f{i:03}.bin")), 1000 + i as usize, i);
+        let d = src.join(format!("d{:02}", i % 60));
+        std::fs::create_dir_all(&d).unwrap();
+        random_file(&d.join(format!("f{i:03}.bin")), 1000 + i as usize, i);
     }
     let alice = Login::new(dir.path(), &info, "alice", "pw-a");
     let (_sharer, _) = share(&alice, &[&src], &dir.path().join("share.err"));
