@@ -236,9 +236,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     if let Status::Failed(why) = status {
         bail!("the download failed: {why}");
     }
-    let mut peers: Vec<_> = download.contributions().into_iter().collect();
-    peers.sort();
-    eprintln!("{}", crate::node::downloaded_line("demo", "demo.bin", args.size, &peers));
+    eprintln!("{}", crate::node::completed_line("demo", "demo.bin", &download));
 
     let t = Instant::now();
     same_bytes(&src, &dest)?;

@@ -179,6 +179,14 @@ pub fn downloaded_line(group: &str, name: &str, len: u64, peers: &[(SocketAddr, 
     format!("ringshare: downloaded [{group}] {name} ({how})")
 }
 
+/// [`downloaded_line`] of a completed `download` of `name` in `group`,
+/// printed by who follows it with a progress bar once the bar is gone.
+pub fn completed_line(group: &str, name: &str, download: &Download) -> String {
+    let mut peers: Vec<_> = download.contributions().into_iter().collect();
+    peers.sort();
+    downloaded_line(group, name, download.progress().total, &peers)
+}
+
 /// Whether a file shared here has `meta`'s SHA1 but other pieces.
 fn claims_anothers_sha1(shares: &Shares, meta: &FileMeta) -> bool {
     lock(shares).values().any(|s| {

@@ -676,13 +676,7 @@ async fn get_one_ending(
         Status::Complete => {
             *end = Some(OneEnd::Fetched(Arc::clone(&download), seconds));
             if !args.quiet {
-                let mut peers: Vec<_> = download.contributions().into_iter().collect();
-                peers.sort();
-                let len = download.progress().total;
-                eprintln!(
-                    "{}",
-                    crate::node::downloaded_line(&args.group, &entry.name, len, &peers)
-                );
+                eprintln!("{}", crate::node::completed_line(&args.group, &entry.name, &download));
             }
             crate::say!("{}", entry_path(node));
             Ok(())
