@@ -207,11 +207,11 @@ impl KnownDirs {
 
     /// The real path (no symbolic link in it) of the directory `path` is
     /// in, as it was when first asked (remembered when remembering): where
-    /// a download to `path` must make its files ([`PartFile::open_in`]),
+    /// a download to `path` must make its files ([`PartFile::open_at`]),
     /// whatever replaces a directory on the path meanwhile. `None` if it
     /// cannot be had (then nothing is checked).
     ///
-    /// [`PartFile::open_in`]: ringshare_engine::store::PartFile::open_in
+    /// [`PartFile::open_at`]: ringshare_engine::store::PartFile::open_at
     pub fn real(&mut self, path: &Path) -> Option<PathBuf> {
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
