@@ -144,10 +144,11 @@ impl DestExists {
 pub struct KnownDirs {
     seen: Option<std::collections::HashMap<PathBuf, bool>>,
     made: Vec<PathBuf>,
-    /// Each directory's real path when first asked ([`KnownDirs::real`]).
-    real: std::collections::HashMap<PathBuf, PathBuf>,
-    /// Directories held open for the downloads into them
-    /// ([`KnownDirs::dest_dir`]), when remembering.
+    /// The destinations given (directories named by the user: opened by
+    /// path, links followed), and those held open.
+    roots: std::collections::HashMap<PathBuf, Option<Arc<DestDir>>>,
+    /// Directories under a destination held open for the downloads into
+    /// them ([`KnownDirs::dir`]), when remembering.
     open: std::collections::HashMap<PathBuf, Arc<DestDir>>,
 }
 
@@ -161,7 +162,7 @@ impl KnownDirs {
         Self {
             seen: Some(std::collections::HashMap::new()),
             made: Vec::new(),
-            real: std::collections::HashMap::new(),
+            roots: std::collections::HashMap::new(),
             open: std::collections::HashMap::new(),
         }
     }
@@ -195,69 +196,69 @@ impl KnownDirs {
     /// anything (a fetched file, a part file to resume, the user's own) is
     /// left alone: `rmdir` removes only an empty one.
     pub fn remove_empty_made(&mut self) {
-        self.open.clear();
         for dir in std::mem::take(&mut self.made).iter().rev() {
-            if std::fs::remove_dir(dir).is_ok() {
+            // Through its parent held open: a directory on the path
+            // replaced by a link does not make it remove another.
+            let removed = self.dir_of(dir).is_ok_and(|p| std::fs::remove_dir(p.at(dir)).is_ok());
+            if removed {
                 if let Some(m) = self.seen.as_mut() {
                     m.remove(dir);
                 }
             }
         }
+        // A directory removed is not made in again through its old handle.
+        self.open.clear();
+        self.roots.values_mut().for_each(|d| *d = None);
     }
 
-    /// The real path (no symbolic link in it) of the directory `path` is
-    /// in, as it was when first asked (remembered when remembering): where
-    /// a download to `path` must make its files ([`PartFile::open_at`]),
-    /// whatever replaces a directory on the path meanwhile. `None` if it
-    /// cannot be had (then nothing is checked).
-    ///
-    /// [`PartFile::open_at`]: ringshare_engine::store::PartFile::open_at
-    pub fn real(&mut self, path: &Path) -> Option<PathBuf> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        if let Some(r) = self.real.get(dir) {
-            return Some(r.clone());
-        }
-        // Under a directory looked at before, where it was then (a
-        // directory of a file's name is never a link: `dirs_made_for`).
-        let under = dir.parent().and_then(|p| self.real.get(p)).zip(dir.file_name());
-        let r = match under {
-            Some((parent, name)) => parent.join(name),
-            None => std::fs::canonicalize(dir).ok()?,
-        };
-        if self.remembers() {
-            self.real.insert(dir.to_owned(), r.clone());
-        }
-        Some(r)
+    /// Records `dir` as a destination the user named: opened by its
+    /// path, links followed ([`KnownDirs::dir`]).
+    fn root(&mut self, dir: &Path) {
+        self.roots.entry(dir.to_owned()).or_insert(None);
     }
 
-    /// The directory a download to `path` makes its files in, held open
-    /// ([`DestDir`]): the one whose real path [`KnownDirs::real`] gave, or
-    /// [`StoreError::Moved`] when a directory on the path has been
-    /// replaced since (by a symbolic link to elsewhere). Remembering, each
-    /// is opened once for the files in it.
+    /// Directory `dir`, held open ([`DestDir`]): a destination the user
+    /// named is opened by its path; a directory under one from its
+    /// parent's open directory, never through a symbolic link
+    /// ([`StoreError::Replaced`]), so that a directory replaced mid-fetch
+    /// by a link to elsewhere gets nothing. Remembering, each is opened
+    /// once.
     ///
-    /// [`StoreError::Moved`]: ringshare_engine::store::StoreError::Moved
-    pub fn dest_dir(
-        &mut self,
-        path: &Path,
-    ) -> Result<Arc<DestDir>, ringshare_engine::store::StoreError> {
-        let dir = path.parent().unwrap_or(Path::new(""));
+    /// [`StoreError::Replaced`]: ringshare_engine::store::StoreError::Replaced
+    pub fn dir(&mut self, dir: &Path) -> Result<Arc<DestDir>, ringshare_engine::store::StoreError> {
+        if let Some(Some(d)) = self.roots.get(dir) {
+            return Ok(Arc::clone(d));
+        }
         if let Some(d) = self.open.get(dir) {
             return Ok(Arc::clone(d));
         }
-        let within = self.real(path);
-        let d = Arc::new(DestDir::of(path, within.as_deref())?);
+        let under = !self.roots.contains_key(dir)
+            && self.roots.keys().any(|r| dir.starts_with(r) && dir != r.as_path());
+        let d = match dir.parent() {
+            Some(parent) if under => Arc::new(self.dir(parent)?.child(dir)?),
+            _ => Arc::new(DestDir::open(dir)?),
+        };
         if self.remembers() {
-            let most = MOST_OPEN_DIRS.min(ringshare_engine::store::open_files_limit() / 8);
-            if self.open.len() as u64 >= most {
-                self.open.clear();
+            if let Some(slot) = self.roots.get_mut(dir) {
+                *slot = Some(Arc::clone(&d));
+            } else {
+                let most = MOST_OPEN_DIRS.min(ringshare_engine::store::open_files_limit() / 8);
+                if self.open.len() as u64 >= most {
+                    self.open.clear();
+                }
+                self.open.insert(dir.to_owned(), Arc::clone(&d));
             }
-            self.open.insert(dir.to_owned(), Arc::clone(&d));
         }
         Ok(d)
+    }
+
+    /// The directory a download to `path` makes its files in, held open
+    /// ([`KnownDirs::dir`]).
+    pub fn dir_of(
+        &mut self,
+        path: &Path,
+    ) -> Result<Arc<DestDir>, ringshare_engine::store::StoreError> {
+        self.dir(path.parent().unwrap_or(Path::new("")))
     }
 
     /// Whether `dir` was found a directory and still must be one: its
@@ -342,6 +343,7 @@ fn resolve(dest: &str, name: &str, known: &mut KnownDirs, look: bool) -> Result<
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
+    known.root(path.parent().unwrap_or(Path::new("")));
     if !parent.is_dir() {
         if std::fs::symlink_metadata(&parent).is_ok() {
             bail!("destination directory {} is not a directory", parent.display());
@@ -370,6 +372,7 @@ pub fn path_in_dir(dir: &Path, name: &str) -> Result<PathBuf> {
 /// [`path_in_dir`] without looking at the path itself.
 fn dirs_made_for(dir: &Path, name: &str, known: &mut KnownDirs) -> Result<PathBuf> {
     ringshare_engine::names::validate(ringshare_engine::names::NameKind::File, name)?;
+    known.root(dir);
     let mut path = dir.to_owned();
     let mut parts = name.split('/').peekable();
     while let Some(part) = parts.next() {
@@ -380,7 +383,10 @@ fn dirs_made_for(dir: &Path, name: &str, known: &mut KnownDirs) -> Result<PathBu
         if known.knows(&path) {
             continue;
         }
-        match std::fs::symlink_metadata(&path) {
+        // Looked at and made through its parent held open.
+        let parent = known.dir_of(&path)?;
+        let at = parent.at(&path);
+        match std::fs::symlink_metadata(&at) {
             Ok(md) if md.is_dir() => known.learn(&path, &md),
             Ok(md) if md.file_type().is_symlink() => {
                 bail!(
@@ -391,9 +397,9 @@ fn dirs_made_for(dir: &Path, name: &str, known: &mut KnownDirs) -> Result<PathBu
             }
             Ok(_) => bail!("{} is not a directory: cannot write {name} under it", path.display()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                match std::fs::create_dir(&path) {
+                match std::fs::create_dir(&at) {
                     Ok(()) => known.made(&path),
-                    Err(_) if path.is_dir() => {}
+                    Err(_) if at.is_dir() => {}
                     Err(e) => {
                         return Err(e)
                             .with_context(|| format!("create directory {}", path.display()))
@@ -401,7 +407,7 @@ fn dirs_made_for(dir: &Path, name: &str, known: &mut KnownDirs) -> Result<PathBu
                 }
                 if known.remembers() {
                     // Its mode is the umask's: looked at once, as made.
-                    if let Ok(md) = std::fs::symlink_metadata(&path) {
+                    if let Ok(md) = std::fs::symlink_metadata(&at) {
                         if md.is_dir() {
                             known.learn(&path, &md);
                         }
@@ -417,6 +423,39 @@ fn dirs_made_for(dir: &Path, name: &str, known: &mut KnownDirs) -> Result<PathBu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A directory under the destination replaced by a symbolic link
+    /// mid-fetch: what goes under it is made in the directory held open
+    /// (moved away), a directory first looked at after the swap is refused,
+    /// and the clean-up removes nothing through the link.
+    #[test]
+    fn a_directory_replaced_by_a_link_gets_nothing_through_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dest, elsewhere) = (tmp.path().join("dest"), tmp.path().join("elsewhere"));
+        std::fs::create_dir_all(dest.join("old")).unwrap();
+        std::fs::create_dir_all(elsewhere.join("s/made")).unwrap();
+        std::fs::create_dir_all(elsewhere.join("old")).unwrap();
+        let d = dest.to_str().unwrap();
+        let mut known = KnownDirs::remembering();
+        let f = resolve_dest_known(d, "s/made/f", &mut known).unwrap();
+        known.dir_of(&f).unwrap();
+        // `dest/s` goes, a link to elsewhere in its place.
+        std::fs::rename(dest.join("s"), tmp.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dest.join("s")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dest.join("old/s")).unwrap();
+        // Under the directory held open: made there.
+        let g = resolve_dest_known(d, "s/made/new/g", &mut known).unwrap();
+        known.dir_of(&g).unwrap();
+        assert!(tmp.path().join("moved/made/new").is_dir());
+        assert!(!elsewhere.join("s/made/new").exists());
+        // Looked at first after a swap: refused.
+        let err = resolve_dest_known(d, "old/s/x", &mut known).unwrap_err().to_string();
+        assert!(err.contains("is a symbolic link"), "{err}");
+        // The clean-up removes what it made, where it made it.
+        known.remove_empty_made();
+        assert!(!tmp.path().join("moved/made/new").exists());
+        assert!(elsewhere.join("s/made").is_dir() && elsewhere.join("old").is_dir());
+    }
 
     /// Two destinations are the same by their keys' bytes exactly when
     /// they are the same `Path`, however they are spelled.

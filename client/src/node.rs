@@ -1375,7 +1375,7 @@ impl Node {
         }
         // Made where the destination was looked at, not through a
         // directory replaced since by a link to elsewhere.
-        let dir = self.known_dirs.dest_dir(&dest_path)?;
+        let dir = self.known_dirs.dir_of(&dest_path)?;
         let (part, mut have) = PartFile::open_at(&dest_path, &meta, dir)?;
         // (The serve table, keyed by content, answers first: a bulk get of
         // distinct files scans no share list.)

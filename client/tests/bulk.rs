@@ -914,6 +914,69 @@ fn a_directory_replaced_by_a_link_mid_fetch_sends_nothing_through_it() {
     }
 }
 
+/// The same with the directory above the file being fetched replaced:
+/// the files still to come, in a directory not made yet and beside it,
+/// go into the directories held open, and the clean-up at the end
+/// removes nothing through the link (it removed a user's empty directory
+/// there).
+#[test]
+fn a_parent_directory_replaced_by_a_link_mid_fetch_sends_nothing_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let mut alice = NodeProc::spawn(
+        "127.0.0.1:0",
+        &info,
+        &dir.path().join("state-a"),
+        &[("RINGSHARE_SERVE_DELAY_MS", "300")],
+        None,
+    );
+    alice.ok("create_user alice pw-a");
+    alice.ok("login alice pw-a");
+    alice.ok("create_group g");
+    let t = dir.path().join("t");
+    for (i, name) in ["a/1.bin", "a/2.bin", "c/3.bin", "top.bin"].iter().enumerate() {
+        std::fs::create_dir_all(t.join(name).parent().unwrap()).unwrap();
+        random_file(&t.join(name), 1_500_000, i as u64);
+    }
+    alice.ok(&format!("upload_file {} g", t.display()));
+    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
+    bob.ok("create_user bob pw-b");
+    bob.ok("login bob pw-b");
+    bob.ok("join_group g");
+    alice.ok("accept_request g bob");
+    let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
+    let dest = dir.path().join("dest");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(elsewhere.join("a")).unwrap();
+    let child = bob1
+        .command("get")
+        .args(["--quiet", "--jobs", "1", "g", "t"])
+        .arg(&dest)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::eventually("the first file", || dest.join("t/a/1.bin").exists());
+    std::fs::rename(dest.join("t"), dest.join("moved")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dest.join("t")).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let leaked: Vec<_> = std::fs::read_dir(&elsewhere)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(leaked, ["a"], "only the user's own directory");
+    assert_eq!(std::fs::read_dir(elsewhere.join("a")).unwrap().count(), 0);
+    for name in ["a/1.bin", "a/2.bin", "c/3.bin", "top.bin"] {
+        assert_eq!(
+            std::fs::read(dest.join("moved").join(name)).unwrap(),
+            std::fs::read(t.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+}
+
 /// Two `get`s into one destination at once: a file the first is
 /// fetching is not written by the second (its part file is locked); the
 /// one-file form waits for it, and a bulk fetch tries it again after its

@@ -59,21 +59,14 @@ pub enum StoreError {
     /// the same destination now: it holds the part file's lock.
     #[error("{0} is being fetched by another download now (its part file is in use)")]
     Busy(String),
-    /// The destination's directory is not where the download looked: a
-    /// directory on its path was replaced (by a symbolic link to
-    /// elsewhere, most often) since. Nothing is made there.
+    /// A directory under the destination is a symbolic link or not a
+    /// directory now (replaced while the fetch ran): nothing is made or
+    /// moved through it.
     #[error(
-        "{dest} would be written in {now}, not in {was}: a directory on its path was replaced \
-         (by a symbolic link?); not written outside {was}"
+        "{0} is not the directory made for it any more (replaced by a symbolic link?): nothing \
+         is written through it"
     )]
-    Moved {
-        /// The destination, as given.
-        dest: String,
-        /// Where its directory leads now.
-        now: String,
-        /// Where it was.
-        was: String,
-    },
+    Replaced(String),
     /// A file operation failed.
     #[error(transparent)]
     Io(#[from] PathIoError),
@@ -159,9 +152,11 @@ impl AlignedBuf {
 /// on the path replaced meanwhile (by a symbolic link to elsewhere) cannot
 /// send the download's files out of it.
 ///
-/// A bulk fetch opens each directory once and hands it to the downloads
-/// of every file in it ([`PartFile::open_at`]): one open directory is the
-/// same directory whatever happens to its path later.
+/// A fetch opens the destination it was given by its path and each
+/// directory under it from its parent's open directory, never through a
+/// link ([`DestDir::child`]), once, and hands it to the downloads of every
+/// file in it ([`PartFile::open_at`]): one open directory is the same
+/// directory whatever happens to its path later.
 #[derive(Debug)]
 pub struct DestDir {
     _fd: Option<std::os::fd::OwnedFd>,
@@ -170,51 +165,52 @@ pub struct DestDir {
 }
 
 impl DestDir {
-    /// Opens the directory `dest` is in; when `within` is given, it must
-    /// be that real path (the one looked at when the destination was
-    /// chosen), else [`StoreError::Moved`].
-    pub fn of(dest: &Path, within: Option<&Path>) -> Result<Self, StoreError> {
-        let dir = match dest.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        Self::open(dir, dest, within)
+    /// Opens directory `dir` by its path, links followed: a destination
+    /// the user named (its path is the user's choice).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        Self::open_flags(dir, dir, 0)
     }
 
-    /// Opens directory `dir` (of destination `dest`, for messages).
-    fn open(dir: &Path, dest: &Path, within: Option<&Path>) -> Result<Self, StoreError> {
+    /// Opens the directory `path` names (its last component) in this one,
+    /// not following a link: [`StoreError::Replaced`] if it is a link or
+    /// not a directory.
+    pub fn child(&self, path: &Path) -> Result<Self, StoreError> {
+        Self::open_flags(&self.at(path), path, libc::O_NOFOLLOW)
+    }
+
+    fn open_flags(at: &Path, shown: &Path, flags: i32) -> Result<Self, StoreError> {
         use std::os::fd::FromRawFd;
         use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|e| {
-            StoreError::io("open", dir)(io::Error::new(io::ErrorKind::InvalidInput, e))
+        let c = std::ffi::CString::new(at.as_os_str().as_bytes()).map_err(|e| {
+            StoreError::io("open", shown)(io::Error::new(io::ErrorKind::InvalidInput, e))
         })?;
         // SAFETY: a NUL-terminated path alive for the call.
-        let fd =
-            unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        let fd = unsafe {
+            libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC | flags)
+        };
         if fd < 0 {
-            return Err(StoreError::io("open", dir)(io::Error::last_os_error()));
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::ENOTDIR) | Some(libc::ELOOP) if flags & libc::O_NOFOLLOW != 0 => {
+                    StoreError::Replaced(shown.display().to_string())
+                }
+                _ => StoreError::io("open", shown)(e),
+            });
         }
         // SAFETY: `fd` was just opened and is owned by nobody else.
         let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
         let via = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-        match fs::read_link(&via) {
-            Ok(now) => {
-                if let Some(was) = within.filter(|w| *w != now) {
-                    return Err(StoreError::Moved {
-                        dest: dest.display().to_string(),
-                        now: now.display().to_string(),
-                        was: was.display().to_string(),
-                    });
-                }
-                Ok(Self { _fd: Some(fd), via })
-            }
+        if fs::symlink_metadata(&via).is_ok() {
+            Ok(Self { _fd: Some(fd), via })
+        } else {
             // No /proc: by path, as given.
-            Err(_) => Ok(Self { _fd: None, via: dir.to_owned() }),
+            Ok(Self { _fd: None, via: at.to_owned() })
         }
     }
 
-    /// `name` in this directory.
-    fn at(&self, path: &Path) -> PathBuf {
+    /// `path`'s last component in this directory.
+    pub fn at(&self, path: &Path) -> PathBuf {
         match path.file_name() {
             Some(name) => self.via.join(name),
             None => path.to_owned(),
@@ -265,11 +261,12 @@ impl PartFile {
     /// Opens (resuming) or creates the part file for `meta` at `dest`.
     /// Returns it and the pieces already verified.
     pub fn open(dest: &Path, meta: &FileMeta) -> Result<(Self, Bitfield), StoreError> {
-        Self::open_at(dest, meta, std::sync::Arc::new(DestDir::of(dest, None)?))
+        let dir = dest.parent().unwrap_or(Path::new(""));
+        Self::open_at(dest, meta, std::sync::Arc::new(DestDir::open(dir)?))
     }
 
     /// [`PartFile::open`] in `dir`, the directory of `dest` held open
-    /// ([`DestDir::of`]): from here to the move into place the download's
+    /// ([`DestDir`]): from here to the move into place the download's
     /// files are made, opened and moved through it, not through the path
     /// again.
     pub fn open_at(
@@ -1350,29 +1347,24 @@ mod tests {
     use crate::hash::HashPool;
     use crate::meta::PIECE_LEN;
 
-    /// A destination whose directory is not the real path it was looked
-    /// at is refused before anything is made; one held open goes on in
-    /// the directory it holds, however its path changes: the file lands
-    /// there (moved away), not where the path leads now.
+    /// A directory opened under the destination's is refused when it is
+    /// a link; one held open goes on in the directory it holds, however its
+    /// path changes: the file lands there (moved away), not where the path
+    /// leads now.
     #[test]
-    fn a_download_is_made_in_the_directory_looked_at_and_nowhere_else() {
+    fn a_download_is_made_in_the_directory_held_open_and_nowhere_else() {
         let tmp = tempfile::tempdir().unwrap();
         let (bytes, meta) = source(tmp.path(), 3000);
         let (real, elsewhere) = (tmp.path().join("real"), tmp.path().join("elsewhere"));
         fs::create_dir(&real).unwrap();
         fs::create_dir(&elsewhere).unwrap();
-        let was = fs::canonicalize(&real).unwrap();
+        let top = DestDir::open(tmp.path()).unwrap();
         let dest = real.join("f");
-        let dir = std::sync::Arc::new(DestDir::of(&dest, Some(&was)).unwrap());
+        let dir = std::sync::Arc::new(top.child(&real).unwrap());
         // The directory is replaced by a link to elsewhere.
         fs::rename(&real, tmp.path().join("moved")).unwrap();
         std::os::unix::fs::symlink(&elsewhere, &real).unwrap();
-        match DestDir::of(&dest, Some(&was)) {
-            Err(StoreError::Moved { now, .. }) => {
-                assert_eq!(Path::new(&now), fs::canonicalize(&elsewhere).unwrap())
-            }
-            other => panic!("{other:?}"),
-        }
+        assert!(matches!(top.child(&real), Err(StoreError::Replaced(_))));
         let (part, _) = PartFile::open_at(&dest, &meta, dir).unwrap();
         part.write_piece(0, &bytes).unwrap();
         part.finish().unwrap();
