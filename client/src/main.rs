@@ -247,10 +247,13 @@ async fn run(args: NodeArgs) -> Result<()> {
             }
         };
         let _ = stdout.flush();
-        let _ = done.send(());
         if flow == Flow::Quit {
+            // Not acknowledged: the input thread ends without drawing
+            // another prompt (lines printed as the node leaves were glued
+            // to it).
             break;
         }
+        let _ = done.send(());
     }
     let waiting = node.running_downloads();
     if waiting > 0 {
