@@ -314,7 +314,8 @@ pub struct DownloadCore {
     /// Peers that closed a plaintext link at its handshake without a word:
     /// nodes that serve encrypted links only.
     refused_plaintext: HashSet<SocketAddr>,
-    /// The other nodes the last peer list named.
+    /// The other nodes the last peer list named (kept for a plaintext
+    /// download only).
     last_listed: Vec<SocketAddr>,
 }
 
@@ -496,7 +497,10 @@ impl DownloadCore {
         } else {
             self.unlisted_since = None;
         }
-        self.last_listed = addrs.iter().copied().filter(|a| Some(*a) != self.own_addr).collect();
+        if self.plaintext {
+            self.last_listed =
+                addrs.iter().copied().filter(|a| Some(*a) != self.own_addr).collect();
+        }
         let mut fresh: Vec<SocketAddr> = addrs
             .iter()
             .copied()
