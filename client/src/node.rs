@@ -1333,12 +1333,17 @@ impl Node {
 
     /// How many nodes other than this one the answer lists as sharing.
     pub fn listed_others(&self, info: &FileInfo) -> usize {
+        self.others_in(info).count()
+    }
+
+    /// The addresses of the other nodes `info` lists (what
+    /// [`listed_others`](Self::listed_others) counts).
+    pub fn others_in<'a>(&self, info: &'a FileInfo) -> impl Iterator<Item = SocketAddr> + 'a {
         let (listen, listed) = (self.addr, self.listed_addr());
         info.peers
             .iter()
             .filter_map(|p| p.addr.parse::<SocketAddr>().ok())
-            .filter(|a| !is_self(*a, listen, listed))
-            .count()
+            .filter(move |a| !is_self(*a, listen, listed))
     }
 
     /// `download_file` with the tracker's answer already in hand.

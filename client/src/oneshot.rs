@@ -798,6 +798,11 @@ struct BulkReport {
     /// others listed with nobody fail at once rather than each waiting
     /// for one as long.
     unlisted: bool,
+    /// The nodes such a file could not connect to when it last tried (a
+    /// sharer killed at a fixed address: listed until its listing expired,
+    /// refusing connections): files whose answers, asked ahead, list only
+    /// these fail at once too.
+    gone: std::collections::HashSet<std::net::SocketAddr>,
     /// Of `failed`, the files whose download found something of somebody
     /// else's where it would write (its part file's path included).
     not_overwritten: std::collections::HashSet<String>,
@@ -1221,15 +1226,27 @@ async fn get_many(
                     break;
                 }
             };
-            // Nobody listed, after another file waited for somebody in vain.
+            // Nobody listed, or only nodes gone, after another file waited
+            // for somebody in vain.
             let nobody = |i: &FileInfo| {
-                report.unlisted && node.listed_others(i) == 0 && !started_here(dest, &f)
+                report.unlisted
+                    && node.others_in(i).all(|a| report.gone.contains(&a))
+                    && !started_here(dest, &f)
             };
             let info = match info {
-                Ok(i) if nobody(&i) => Err(anyhow!(
-                    "{NONE_LISTED} (none listed; another file of this fetch waited {}s for one)",
-                    NO_SHARER_LIMIT.as_secs()
-                )),
+                Ok(i) if nobody(&i) => Err(match node.others_in(&i).collect::<Vec<_>>()[..] {
+                    [] => anyhow!(
+                        "{NONE_LISTED} (none listed; another file of this fetch waited {}s for \
+                         one)",
+                        NO_SHARER_LIMIT.as_secs()
+                    ),
+                    ref gone => anyhow!(
+                        "{NONE_LISTED} (only {} listed, out of reach: another file of this \
+                         fetch could not connect and waited {}s for a sharer)",
+                        addr_list(gone),
+                        NO_SHARER_LIMIT.as_secs()
+                    ),
+                }),
                 other => other,
             };
             match start_one(node, &args.group, &f, dest, &dest_s, info).await {
@@ -1365,7 +1382,10 @@ async fn get_many(
                     report.completed(r, args.stats.is_some());
                 }
                 Status::Failed(why) => {
-                    report.unlisted |= why.starts_with(NONE_LISTED);
+                    if why.starts_with(NONE_LISTED) {
+                        report.unlisted = true;
+                        report.gone.extend(r.download.unreached());
+                    }
                     report.failed.push((r.entry.name, why))
                 }
                 Status::Running => {}
@@ -1539,6 +1559,15 @@ fn settle(node: &Node, dest: &Path, report: &mut BulkReport) -> Result<()> {
 
 /// Whether file `f` has something at its path under `dest` already (the
 /// file, or a part file to resume): started on as usual.
+/// Up to three addresses, then how many more.
+fn addr_list(addrs: &[std::net::SocketAddr]) -> String {
+    let shown: Vec<String> = addrs.iter().take(3).map(|a| a.to_string()).collect();
+    match addrs.len() {
+        n if n > 3 => format!("{} and {} more", shown.join(", "), n - 3),
+        _ => shown.join(", "),
+    }
+}
+
 fn started_here(dest: &Path, f: &FileEntry) -> bool {
     let at = dest.join(&f.name);
     std::fs::symlink_metadata(&at).is_ok()

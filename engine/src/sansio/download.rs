@@ -314,6 +314,9 @@ pub struct DownloadCore {
     /// Peers that closed a plaintext link at its handshake without a word:
     /// nodes that serve encrypted links only.
     refused_plaintext: HashSet<SocketAddr>,
+    /// Addresses whose last connection failed before it was made (refused,
+    /// timed out): [`DownloadCore::unreached`].
+    unreached: HashSet<SocketAddr>,
     /// The other nodes the last peer list named (kept for a plaintext
     /// download only).
     last_listed: Vec<SocketAddr>,
@@ -372,6 +375,7 @@ impl DownloadCore {
             last_error: String::new(),
             plaintext: false,
             refused_plaintext: HashSet::new(),
+            unreached: HashSet::new(),
             last_listed: Vec::new(),
             meta,
         }
@@ -424,6 +428,14 @@ impl DownloadCore {
             && !p.outstanding.is_empty()
             && self.picker.have_count() as usize + self.in_hand.len() + p.outstanding.len()
                 >= pieces
+    }
+
+    /// The addresses this download could not connect to the last time it
+    /// tried (refused, timed out) and has not reached since: with a
+    /// failure for want of a sharer, which of the nodes once listed are
+    /// gone rather than merely no longer listed.
+    pub fn unreached(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.unreached.iter().copied()
     }
 
     /// Bytes each peer contributed (verified pieces only).
@@ -586,6 +598,7 @@ impl DownloadCore {
         }
         p.stage = Stage::Handshaking(now);
         p.last_bytes = now;
+        self.unreached.remove(&p.addr);
         let hs = Message::Handshake {
             version: self.older.get(&p.addr).copied().unwrap_or(peer::VERSION),
             file_id: self.meta.sha1,
@@ -1221,6 +1234,9 @@ impl DownloadCore {
     fn forget(&mut self, peer: PeerId) -> Option<Peer> {
         let p = self.peers.remove(&peer)?;
         self.by_addr.remove(&p.addr);
+        if !self.ended && matches!(p.stage, Stage::Connecting(_)) {
+            self.unreached.insert(p.addr);
+        }
         if p.stage == Stage::Active {
             self.active -= 1;
             self.picker.remove_peer(peer, &p.bits);
@@ -1975,6 +1991,23 @@ mod tests {
                 addr(1)
             )
         );
+        // The node that was listed is named as out of reach, for a bulk
+        // fetch to tell its other files listing only it.
+        assert_eq!(core.unreached().collect::<Vec<_>>(), vec![addr(1)]);
+        // One reached, even once closed, is not.
+        let mut core = fresh(4, 1, t0);
+        core.add_peers(&[addr(1), addr(2)], t0);
+        while let Some(a) = core.poll_action() {
+            if let Action::Connect { peer, addr: a } = a {
+                if a == addr(1) {
+                    core.connected(peer, t0);
+                    core.closed(peer, "reset");
+                } else {
+                    core.closed(peer, "refused");
+                }
+            }
+        }
+        assert_eq!(core.unreached().collect::<Vec<_>>(), vec![addr(2)]);
         // Others listed but left out of the addresses (keys not known yet),
         // or an empty list and then no answer: the longer limit.
         let mut core = fresh(4, 1, t0);

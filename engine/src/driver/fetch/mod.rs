@@ -480,6 +480,12 @@ impl Download {
         self.shared.ended.get().copied()
     }
 
+    /// The addresses it could not connect to the last time it tried
+    /// ([`DownloadCore::unreached`](crate::download::DownloadCore::unreached)).
+    pub fn unreached(&self) -> Vec<SocketAddr> {
+        lock(&self.shared.driven).core.unreached().collect()
+    }
+
     /// Bytes each peer contributed (verified pieces only).
     pub fn contributions(&self) -> HashMap<SocketAddr, u64> {
         lock(&self.shared.driven).core.contributions().clone()
