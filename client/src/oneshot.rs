@@ -19,7 +19,7 @@ use crate::jobs::{self, JobWindow};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use ringshare_engine::download::{NONE_LISTED, NO_SHARER_LIMIT};
+use ringshare_engine::download::{NONE_LISTED, NO_SHARER_LIMIT, WITHOUT_PLAINTEXT};
 use ringshare_engine::fetch::{Download, Status, LINKS_OPENED, LINKS_REUSED};
 use ringshare_engine::meta::Sha1Digest;
 use ringshare_engine::names;
@@ -462,6 +462,7 @@ async fn get_in(
     }
     // Nothing selected: no directory made for it. (Made, it is removed
     // again as the get ends if empty: nothing fetched, nothing to resume.)
+    let dest_new = std::fs::symlink_metadata(&dest).is_err();
     if !files.is_empty() {
         node.make_dirs(&dest).with_context(|| format!("create {}", dest.display()))?;
     }
@@ -470,7 +471,10 @@ async fn get_in(
         report.failed.push((m.clone(), format!("no file in {} matches {m}", args.group)));
         report.unmatched += 1;
     }
-    report.finish(args, &dest)
+    report.finish(args, &dest, || {
+        node.remove_empty_dirs_made();
+        dest_new && std::fs::symlink_metadata(&dest).is_err()
+    })
 }
 
 /// `--stats` or `--hgrm` given the path a selected file is fetched to,
@@ -943,7 +947,10 @@ impl BulkReport {
     /// Prints the summary (and each failure), writes the figures; an error
     /// unless every selected file is complete, else how many this run
     /// fetched (not those already there).
-    fn finish(mut self, args: &GetArgs, dest: &Path) -> Result<usize> {
+    /// `tidy` removes the empty directories the fetch made, once the
+    /// figures (which may go into DEST) are written, and says whether DEST
+    /// was one of them: the summary does not name it as if it were there.
+    fn finish(mut self, args: &GetArgs, dest: &Path, tidy: impl FnOnce() -> bool) -> Result<usize> {
         // What this run fetched: not what a resumed file had already, and
         // the verified pieces of files stopped by Ctrl-C too.
         let bytes: u64 = self.done.iter().map(|f| f.fetched).sum::<u64>() + self.partial;
@@ -959,18 +966,24 @@ impl BulkReport {
             self.seconds,
             dest.display()
         );
+        let mut figures = Ok(());
+        if let Some(p) = &args.stats {
+            figures =
+                self.write_stats(p, bytes, mbps).with_context(|| format!("write {}", p.display()));
+        }
+        if let (Some(p), Some(all), Ok(())) = (&args.hgrm, &self.latency, &figures) {
+            figures = write_figures(p, ringshare_engine::metrics::hgrm(all).as_bytes())
+                .with_context(|| format!("write {}", p.display()));
+        }
+        if tidy() {
+            line += " (removed again: nothing in it)";
+        }
         if present > 0 {
             line += &format!("; {present} already there");
         }
         crate::say!("{line}");
         self.say_failures(None);
-        if let Some(p) = &args.stats {
-            self.write_stats(p, bytes, mbps).with_context(|| format!("write {}", p.display()))?;
-        }
-        if let (Some(p), Some(all)) = (&args.hgrm, &self.latency) {
-            write_figures(p, ringshare_engine::metrics::hgrm(all).as_bytes())
-                .with_context(|| format!("write {}", p.display()))?;
-        }
+        figures?;
         if let Some(lost) = self.lost.take().filter(|_| self.interrupted > 0) {
             bail!(
                 "{lost}: {} file(s) not fetched{}; run the same command again to resume",
@@ -1019,6 +1032,12 @@ impl BulkReport {
                 .count();
         if lasting == self.failed.len() {
             bail!("{what} (see above; fetching again will not change it)")
+        }
+        // Refused by encrypted-only nodes: the same command fails the same.
+        let plain =
+            file_failures.iter().filter(|(_, why)| why.ends_with(WITHOUT_PLAINTEXT)).count();
+        if plain > 0 && lasting + plain == self.failed.len() {
+            bail!("{what} (see above); {WITHOUT_PLAINTEXT}")
         }
         bail!("{what}; run the same command again to resume")
     }

@@ -1251,6 +1251,49 @@ fn files_of_a_sharer_gone_at_a_fixed_address_fail_at_once_after_the_first() {
     assert!(err.contains("error: 6 of 6 file(s) failed"), "{err}");
 }
 
+/// A `--plaintext` bulk get from nodes that serve encrypted links only:
+/// every file fails at once saying so, the closing line says to run it
+/// without `--plaintext` (not to run the same command again), and the
+/// summary does not name as there the DEST it made and removed again.
+#[test]
+fn a_plaintext_bulk_get_refused_by_encrypted_nodes_says_what_to_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let mut alice = NodeProc::start(&info, &dir.path().join("state-o"));
+    alice.ok("create_user alice pw-a");
+    alice.ok("login alice pw-a");
+    alice.ok("create_group g");
+    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
+    bob.ok("create_user bob pw-b");
+    bob.ok("login bob pw-b");
+    bob.ok("join_group g");
+    alice.ok("accept_request g bob");
+    drop(bob);
+    let set = dir.path().join("set");
+    std::fs::create_dir(&set).unwrap();
+    for i in 0..3 {
+        random_file(&set.join(format!("f{i}.bin")), 3000 + i, i as u64);
+    }
+    alice.ok(&format!("upload_file {} g", set.display()));
+    let bob = Login::new(dir.path(), &info, "bob", "pw-b");
+    let dest = dir.path().join("dest");
+    let out = bob.run("get", &["--quiet", "--plaintext", "g", "set/", dest.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let failed = err.lines().filter(|l| l.starts_with("ringshare: failed ")).count();
+    let refused = err.lines().filter(|l| l.ends_with("; run it without --plaintext")).count();
+    assert_eq!((failed, refused), (3, 4), "{err}");
+    assert!(
+        err.contains("error: 3 of 3 file(s) failed (see above); run it without --plaintext"),
+        "{err}"
+    );
+    assert!(!err.contains("run the same command again"), "{err}");
+    assert!(!dest.exists(), "{err}");
+    let said = text(&out.stdout);
+    let summary = format!("into {} (removed again: nothing in it)", dest.display());
+    assert!(said.contains(&summary), "{said}");
+}
+
 /// A bulk get under a low limit on open files (150, hard) keeps to as
 /// many files at once as fit: every file of a 300-file tree in 60
 /// directories arrives (more directories than it holds open). (Its

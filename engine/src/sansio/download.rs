@@ -69,6 +69,9 @@ pub const NO_SHARER_LIMIT: Duration = Duration::from_secs(10);
 /// How a download that found no node listed for [`NO_SHARER_LIMIT`] fails
 /// (the start of its reason; a bulk get looks for it).
 pub const NONE_LISTED: &str = "no node shares the file";
+/// How a plaintext download refused by every node listed ends its reason
+/// (they serve encrypted links only).
+pub const WITHOUT_PLAINTEXT: &str = "run it without --plaintext";
 /// How often the record of verified pieces is made durable.
 pub const SYNC_EVERY: Duration = Duration::from_millis(500);
 /// How long a request may wait behind others in a peer's queue before it
@@ -1048,8 +1051,8 @@ impl DownloadCore {
             let n = self.last_listed.len();
             self.fail(format!(
                 "every node listed as sharing the file ({n}) closed the link at its handshake: \
-                 nodes whose links are encrypted do not serve a --plaintext download; run it \
-                 without --plaintext"
+                 nodes whose links are encrypted do not serve a --plaintext download; \
+                 {WITHOUT_PLAINTEXT}"
             ));
             return;
         }
