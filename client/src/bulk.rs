@@ -148,6 +148,10 @@ pub fn collect_files(paths: &[PathBuf]) -> (Vec<Item>, Vec<Skipped>) {
             add(&mut items, &mut skipped, Item { path, name });
         }
     }
+    // Two paths to one tree (a link to a directory given beside it) walk
+    // the same resolved files: each is said once.
+    let mut said = std::collections::HashSet::new();
+    skipped.retain(|s| said.insert((s.path.clone(), s.reason.clone())));
     (items, skipped)
 }
 
@@ -476,6 +480,14 @@ mod tests {
         assert!(skipped.is_empty(), "{skipped:?}");
         let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["photos/sub/a.jpg", "notes"]);
+        // The tree given again beside the link to it: its files under both
+        // names, a file skipped said once (it was said once per path).
+        std::os::unix::fs::symlink("/etc/hostname", real.join("out")).unwrap();
+        let (items, skipped) = collect_files(&[real.clone(), dir.path().join("photos")]);
+        let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["p2026/sub/a.jpg", "photos/sub/a.jpg"]);
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        std::fs::remove_file(real.join("out")).unwrap();
         // The root has no name to put its files under.
         let (items, skipped) = collect_files(&[PathBuf::from("/")]);
         assert!(items.is_empty());
