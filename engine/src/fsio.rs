@@ -65,9 +65,14 @@ pub fn write_atomically(dest: &Path, bytes: &[u8]) -> io::Result<File> {
             Err(e) => return Err(e),
         }
     };
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, dest)?;
+    // A failure (a full disk) takes the temporary away again: each try
+    // makes a new one, and those left filled a tracker's disk for good.
+    if let Err(e) =
+        f.write_all(bytes).and_then(|()| f.sync_all()).and_then(|()| fs::rename(&tmp, dest))
+    {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()?;
     Ok(f)
@@ -76,6 +81,21 @@ pub fn write_atomically(dest: &Path, bytes: &[u8]) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        // The rename fails: a directory is where the file goes.
+        let dest = dir.path().join("record");
+        fs::create_dir(dest.join("")).unwrap();
+        fs::write(dest.join("x"), b"x").unwrap();
+        for _ in 0..3 {
+            assert!(write_atomically(&dest, b"content").is_err());
+        }
+        let left: Vec<_> =
+            fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left, [std::ffi::OsString::from("record")]);
+    }
 
     #[test]
     fn replaces_the_file_and_leaves_no_temporary() {
