@@ -142,6 +142,7 @@ impl DataDir {
         private_dir(path).map_err(io_err("create", path))?;
         let lock = lock_dir(path)?;
         check_number(path, me)?;
+        remove_temporaries(path);
         let shown = || path.display().to_string();
         let snap_path = path.join("snapshot");
         let (mut replica, next_log, snapshot) = match fs::read(&snap_path) {
@@ -266,6 +267,28 @@ impl PendingSnapshot {
             }
         }
         Ok(())
+    }
+}
+
+/// Removes the temporary files a tracker killed mid-write left in its data
+/// directory (`snapshot.tmp`, `snapshot.tmp.PID.N`, the same for
+/// `tracker`): under the lock nobody else writes there, and left, they
+/// took the room a full disk had freed (each start that failed to write a
+/// snapshot added one).
+fn remove_temporaries(path: &Path) {
+    let Ok(entries) = fs::read_dir(path) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = ["snapshot", "tracker"].iter().any(|base| {
+            name.strip_prefix(base).and_then(|r| r.strip_prefix(".tmp")).is_some_and(|r| {
+                r.is_empty()
+                    || r.starts_with('.') && r[1..].chars().all(|c| c.is_ascii_digit() || c == '.')
+            })
+        });
+        if ours && e.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(e.path()).is_ok() {
+            tracing::info!("removed {}, a temporary file an earlier run left", e.path().display());
+        }
     }
 }
 
@@ -489,6 +512,26 @@ mod tests {
         assert_eq!(log_numbers(dir.path()).unwrap(), vec![2]);
         drop(o);
         assert!(matches!(DataDir::open(dir.path(), 2), Err(DataDirError::WrongTracker { .. })));
+    }
+
+    /// Temporary files an earlier run left (killed, or failing to write
+    /// on a full disk) are removed at start; other files are not.
+    #[test]
+    fn temporaries_left_by_an_earlier_run_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(DataDir::open(dir.path(), 1).unwrap());
+        let left = ["snapshot.tmp", "snapshot.tmp.4242.0", "tracker.tmp.17.3"];
+        let kept = ["snapshot.tmpx", "notes.tmp", "snapshot.tmp.x"];
+        for name in left.iter().chain(&kept) {
+            fs::write(dir.path().join(name), b"partial").unwrap();
+        }
+        drop(DataDir::open(dir.path(), 1).unwrap());
+        for name in left {
+            assert!(!dir.path().join(name).exists(), "{name}");
+        }
+        for name in kept {
+            assert!(dir.path().join(name).exists(), "{name}");
+        }
     }
 
     /// Password hashes, sessions and the ticket key are in the snapshot

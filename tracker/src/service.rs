@@ -1482,7 +1482,14 @@ impl Tracker {
         let new_log = match OpLog::open(&path, 0) {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!("snapshot: open {}: {e}", path.display());
+                // Tried again after as many ops, not at every op (a data
+                // directory made read-only logged this once per op).
+                self.lock().since_snapshot = 0;
+                tracing::error!(
+                    "snapshot: open {}: {e} (the op log keeps every op; tried again after {} more)",
+                    path.display(),
+                    self.config.snapshot_every
+                );
                 return;
             }
         };
@@ -1761,6 +1768,33 @@ mod tests {
             t.handle(Request::ListGroups { token }).await,
             Response::Refused(Refusal::NotLoggedIn)
         );
+    }
+
+    /// A snapshot that cannot start (its new log cannot be made) is tried
+    /// again after as many ops, not at every op (it logged an error per op),
+    /// and goes ahead once the log can be made; every op is kept meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_that_cannot_start_is_tried_again_later_not_at_every_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TrackerConfig { snapshot_every: 3, ..Default::default() };
+        let (t, _) = Tracker::open(config, dir.path()).unwrap();
+        let (_, blocked) = t.lock().dir.as_ref().unwrap().next_log();
+        std::fs::create_dir(&blocked).unwrap();
+        let op = |user: String| Op::CreateUser { user, password_hash: "x".into() };
+        for i in 0..7 {
+            t.commit(op(format!("u{i}"))).await.unwrap();
+            assert!(t.lock().since_snapshot < 3, "tried again at op {i}");
+        }
+        let snapshot = dir.path().join("snapshot");
+        assert!(!snapshot.exists());
+        std::fs::remove_dir(&blocked).unwrap();
+        for i in 7..12 {
+            t.commit(op(format!("u{i}"))).await.unwrap();
+        }
+        assert!(snapshot.is_file(), "the snapshot went ahead once it could");
+        drop(t);
+        let (t, _) = Tracker::open(TrackerConfig::default(), dir.path()).unwrap();
+        assert!((0..12).all(|i| t.snapshot().user_exists(&format!("u{i}"))));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
