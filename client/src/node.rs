@@ -631,8 +631,10 @@ impl Node {
             dropped.push(format!("{}/{}: {reason}", share.group, share.meta.name));
         }
         let count = resumed.len();
-        // Compacted at each login: what resumed, nothing else.
-        book.replace(&resumed).context("save the share record")?;
+        // Compacted at each login: what resumed, nothing else. Logged in
+        // whether or not that can be written (the record as it was still
+        // holds what resumed): said, not an error for a login that was made.
+        let compacted = book.replace(&resumed);
         let mut line = format!("logged in as {user}");
         if count > 0 || !dropped.is_empty() {
             line += &format!("; resumed sharing {count} file(s)");
@@ -642,6 +644,12 @@ impl Node {
         }
         if let Some(w) = warning {
             line += &format!("; {w}");
+        }
+        if let Err(e) = compacted {
+            line += &format!(
+                "; warning: the share record cannot be written ({e}): sharing files from \
+                 this node fails until it can"
+            );
         }
         Ok(vec![line])
     }
@@ -818,8 +826,30 @@ impl Node {
         for id in &refused {
             self.unserve(id);
         }
-        if let Some(s) = &self.session {
-            s.book.put_all(&recorded).context("save the share record")?;
+        let saved = match &self.session {
+            Some(s) => s.book.put_all(&recorded),
+            None => Ok(()),
+        };
+        if let Err(e) = saved {
+            // Not on record, not shared: the tracker would list this node
+            // for files it does not serve once restarted (a full or
+            // read-only state directory said `error:` for files shared).
+            for share in &recorded {
+                self.shares_mut().remove(&share_key(share));
+                self.unserve(&share.meta.sha1);
+                let stop = Request::StopShare {
+                    token,
+                    group: share.group.clone(),
+                    file: share.meta.name.clone(),
+                };
+                if let Err(e) = self.call(stop).await {
+                    tracing::warn!("stop sharing {}/{}: {e:#}", share.group, share.meta.name);
+                }
+            }
+            return Err(anyhow::Error::new(e).context(format!(
+                "save the share record (nothing was shared: {} file(s) taken back)",
+                recorded.len()
+            )));
         }
         outcome?;
         shared.sort_by(|a, b| a.name.cmp(&b.name));

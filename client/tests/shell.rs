@@ -266,6 +266,37 @@ fn logout_pauses_sharing_and_login_resumes_it_across_restarts() {
     assert_eq!(b.cmd("list_files g"), ["keep.bin  700000 bytes  1 peer"]);
 }
 
+/// A share record that cannot be written (here its path is a directory;
+/// a full or read-only state directory in use): the login that was made
+/// says so in its line, not as an `error:`; a share that cannot be recorded
+/// is one `error:` line and is taken back, so that the tracker lists
+/// nothing this node would not serve after a restart.
+#[test]
+fn a_share_record_that_cannot_be_written_takes_the_share_back() {
+    let (dir, _t, info) = setup();
+    let state = dir.path().join("state-a");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut a = NodeProc::start_at(&listen, &info, &state);
+    a.ok("create_user alice pw");
+    let mut b = user(&dir, &info, "bob");
+    let record = state.join(format!("alice@{listen}.sharelog"));
+    std::fs::create_dir_all(record.join("in-the-way")).unwrap();
+    let line = a.ok("login alice pw");
+    assert!(line.starts_with("logged in as alice; "), "{line}");
+    assert!(line.contains("; warning: the share record cannot be written"), "{line}");
+    owner_and_bob_in(&mut a, &mut b, "g");
+    let file = dir.path().join("f.bin");
+    random_file(&file, 5_000, 1);
+    let err = a.err(&format!("upload_file {} g", file.display()), "save the share record");
+    assert!(err.contains("nothing was shared: 1 file(s) taken back"), "{err}");
+    let listed = b.cmd("list_files g");
+    assert!(listed.iter().all(|l| !l.ends_with(" 1 peer")), "{listed:?}");
+    // Once it can be written, the same command shares it.
+    std::fs::remove_dir_all(&record).unwrap();
+    a.ok(&format!("upload_file {} g", file.display()));
+    assert_eq!(b.cmd("list_files g"), ["f.bin  5000 bytes  1 peer"]);
+}
+
 /// A file whose only sharer logged out is listed with 0 peers; fetching it
 /// fails once the tracker has listed no sharer for `NO_SHARER_LIMIT`
 /// (10 s), not after the minute given to unreachable peers.
