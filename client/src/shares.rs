@@ -11,7 +11,8 @@
 //! whole record each time). The log is compacted (rewritten atomically:
 //! temporary file, fsync, rename, directory fsync) when it holds more than
 //! twice as many records as live shares plus 64, and at each login. A torn
-//! last record (a crash mid-append) is dropped with a warning; the record
+//! last record (a crash mid-append) is dropped with a warning, and so is a
+//! damaged record elsewhere, alone (the records after it kept); the record
 //! of an older version (`<user>@<addr>.shares`, one postcard list) is read
 //! once and replaced. Each share remembers the file's path, its metadata
 //! and a cheap fingerprint (length and mtime) that tells whether the file
@@ -413,31 +414,48 @@ fn encode(entry: &Entry) -> std::io::Result<Vec<u8>> {
 }
 
 /// Replays the log: the live shares (in the order first put), the number
-/// of records, and a warning if a damaged tail was dropped (the file is
-/// truncated to its last whole record, so the next append follows it).
+/// of records, and a warning if damaged records were dropped (a damaged
+/// tail — no whole record after it — is cut off, so that the next append
+/// follows the last whole record; one followed by whole records is
+/// skipped, and goes at the next compaction).
 fn read_log(path: &Path) -> std::io::Result<(Vec<LocalShare>, u64, Option<String>)> {
     let bytes = fs::read(path)?;
     let mut slots: Vec<Option<LocalShare>> = Vec::new();
     let mut index: std::collections::HashMap<Key, usize> = std::collections::HashMap::new();
     let (mut at, mut records, mut warning) = (0usize, 0u64, None);
+    // The record at `at`, whole and checked, and its length.
+    let record_at = |at: usize| {
+        let h = bytes.get(at..at + RECORD_HEAD)?;
+        let len = u32::from_le_bytes(h[..4].try_into().ok()?) as usize;
+        let crc = u32::from_le_bytes(h[4..].try_into().ok()?);
+        let payload = bytes.get(at + RECORD_HEAD..at.checked_add(RECORD_HEAD + len)?)?;
+        if crc32c::crc32c(payload) != crc {
+            return None;
+        }
+        Some((postcard::from_bytes::<Entry>(payload).ok()?, RECORD_HEAD + len))
+    };
+    let mut dropped = Vec::new();
     while at < bytes.len() {
-        let entry = bytes.get(at..at + RECORD_HEAD).and_then(|h| {
-            let len = u32::from_le_bytes(h[..4].try_into().ok()?) as usize;
-            let crc = u32::from_le_bytes(h[4..].try_into().ok()?);
-            let payload = bytes.get(at + RECORD_HEAD..at + RECORD_HEAD + len)?;
-            if crc32c::crc32c(payload) != crc {
-                return None;
+        let Some((entry, used)) = record_at(at) else {
+            // A damaged record (a flipped byte): the records after it are
+            // kept (they were all lost with it), found where the next one
+            // whole and checked starts. None: a torn tail, cut off.
+            match next_record(&bytes, at, &record_at) {
+                Some(next) => {
+                    dropped.push((at, next - at));
+                    at = next;
+                    continue;
+                }
+                None => {
+                    warning = Some(format!(
+                        "{}: dropped a damaged record at byte {at} and what followed ({} bytes)",
+                        path.display(),
+                        bytes.len() - at
+                    ));
+                    fs::OpenOptions::new().write(true).open(path)?.set_len(at as u64)?;
+                    break;
+                }
             }
-            Some((postcard::from_bytes::<Entry>(payload).ok()?, RECORD_HEAD + len))
-        });
-        let Some((entry, used)) = entry else {
-            warning = Some(format!(
-                "{}: dropped a damaged record at byte {at} and what followed ({} bytes)",
-                path.display(),
-                bytes.len() - at
-            ));
-            fs::OpenOptions::new().write(true).open(path)?.set_len(at as u64)?;
-            break;
         };
         match entry {
             Entry::Put(s) => match index.get(&key_of(&s)) {
@@ -456,8 +474,58 @@ fn read_log(path: &Path) -> std::io::Result<(Vec<LocalShare>, u64, Option<String
         at += used;
         records += 1;
     }
+    if !dropped.is_empty() {
+        let spans: Vec<String> =
+            dropped.iter().map(|(at, n)| format!("{n} bytes at byte {at}")).collect();
+        let also = warning.map(|w| format!("; {w}")).unwrap_or_default();
+        warning = Some(format!(
+            "{}: dropped damaged records ({}), kept the others{also}",
+            path.display(),
+            spans.join(", ")
+        ));
+    }
     Ok((slots.into_iter().flatten().collect(), records, warning))
 }
+
+/// Where the first whole, checked record after the damaged one at `at`
+/// starts, if any: where its length says the next starts, else looked
+/// for byte by byte (at most [`RESYNC_WORK`] bytes checksummed, against a
+/// long tail of garbage).
+fn next_record<T>(
+    bytes: &[u8],
+    at: usize,
+    record_at: &impl Fn(usize) -> Option<T>,
+) -> Option<usize> {
+    let claimed = bytes
+        .get(at..at + 4)
+        .map(|h| at + RECORD_HEAD + u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize);
+    if let Some(next) = claimed.filter(|&n| n < bytes.len()) {
+        if record_at(next).is_some() {
+            return Some(next);
+        }
+    }
+    let mut work = 0usize;
+    for next in at + 1..bytes.len() {
+        let len = bytes
+            .get(next..next + 4)
+            .map_or(0, |h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize);
+        if next + RECORD_HEAD + len > bytes.len() {
+            continue;
+        }
+        work += len;
+        if work > RESYNC_WORK {
+            return None;
+        }
+        if record_at(next).is_some() {
+            return Some(next);
+        }
+    }
+    None
+}
+
+/// At most this many bytes are checksummed looking for the record after a
+/// damaged one.
+const RESYNC_WORK: usize = 256 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -657,6 +725,37 @@ mod tests {
         assert!(warning.unwrap().contains("damaged record"));
         book.put(&b).unwrap();
         assert_eq!(ShareBook::new(dir.path(), "u", "127.0.0.1:1").load(), (vec![a, b], None));
+    }
+
+    /// A damaged record (a byte flipped in its payload, or in its length)
+    /// is dropped alone: the records after it are kept (all were lost with
+    /// it, and the file cut there), also when the tail is torn too.
+    #[test]
+    fn a_damaged_record_is_dropped_alone() {
+        for (what, offset) in [("payload", RECORD_HEAD + 3), ("length", 1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let book = ShareBook::new(dir.path(), "u", "127.0.0.1:1");
+            book.load();
+            let all: Vec<LocalShare> =
+                (0..3).map(|i| share(dir.path(), "g", &format!("f{i}"), i)).collect();
+            for s in &all {
+                book.put(s).unwrap();
+            }
+            let log = dir.path().join("u@127.0.0.1:1.sharelog");
+            let mut bytes = fs::read(&log).unwrap();
+            bytes[offset] ^= 0xff;
+            fs::write(&log, &bytes).unwrap();
+            let (shares, warning) = ShareBook::new(dir.path(), "u", "127.0.0.1:1").load();
+            assert_eq!(shares, all[1..], "{what}");
+            let warning = warning.unwrap();
+            assert!(warning.contains("dropped damaged records"), "{what}: {warning}");
+            assert_eq!(fs::read(&log).unwrap(), bytes, "{what}: the file is not cut");
+            // A torn tail besides: cut off, the middle kept.
+            fs::write(&log, &bytes[..bytes.len() - 2]).unwrap();
+            let (shares, warning) = ShareBook::new(dir.path(), "u", "127.0.0.1:1").load();
+            assert_eq!(shares, all[1..2], "{what}");
+            assert!(warning.unwrap().contains("and what followed"), "{what}");
+        }
     }
 
     #[test]
