@@ -248,6 +248,18 @@ fn a_full_disk_is_a_clear_error_and_the_download_works_once_there_is_room() {
     b.ok(&format!("download_file g big.bin {}", small.display()));
     b.wait_downloads(|l| l.first().is_some_and(|l| l.starts_with("[C]")));
     assert_eq!(std::fs::read(small.join("big.bin")).unwrap(), std::fs::read(&f).unwrap());
+
+    // The disk full mid-write (a file of one piece is not preallocated):
+    // the reason names the file, whichever driver wrote.
+    std::fs::write(small.join("filler"), vec![0u8; 12 * 1024 * 1024 - 64 * 1024]).unwrap();
+    let one = dir.path().join("one.bin");
+    random_file(&one, 300_000, 3);
+    a.ok(&format!("upload_file {} g", one.display()));
+    b.ok(&format!("download_file g one.bin {}", small.display()));
+    let lines = b.wait_downloads(|l| l.iter().any(|l| l.starts_with("[F] [g] one.bin")));
+    let part = small.join("one.bin.part");
+    let want = format!("write {}: No space left on device", part.display());
+    assert!(lines.iter().any(|l| l.contains(&want)), "{lines:?}");
 }
 
 #[test]

@@ -1714,12 +1714,18 @@ impl Driver {
             }
             return self.submit_write(slot);
         }
-        if res < 0 {
-            let e = io::Error::from_raw_os_error(-res);
-            return self.finish_write(slot, Err(format!("write: {e}")));
-        }
-        if res == 0 {
-            return self.finish_write(slot, Err("write: no progress".into()));
+        if res <= 0 {
+            // Named as the threads' driver names it (`PartFile::write_piece`).
+            let at = match self.dls.get(&w.dl) {
+                Some(d) => format!("write {}", d.shared.part.part_path().display()),
+                None => "write".into(),
+            };
+            let why = if res < 0 {
+                io::Error::from_raw_os_error(-res).to_string()
+            } else {
+                "no progress".into()
+            };
+            return self.finish_write(slot, Err(format!("{at}: {why}")));
         }
         w.done += res as usize;
         if w.done < w.buf.as_slice().len() {
