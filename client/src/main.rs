@@ -73,7 +73,8 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_level(&argv))),
         )
         .init();
-    raise_open_files_limit();
+    // A node keeps every file it serves open.
+    ringshare_engine::fsio::raise_open_files_limit();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -136,20 +137,6 @@ fn default_log_level(argv: &[OsString]) -> &'static str {
         "error"
     } else {
         "warn"
-    }
-}
-
-/// A node keeps every file it serves open: raise the soft limit on open
-/// files to the hard one (often 1024 against 524288), so that a tree of
-/// thousands of files can be shared and fetched.
-fn raise_open_files_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit read and write only `lim`.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
     }
 }
 

@@ -26,6 +26,41 @@ use crate::sync::{self, SyncMsg, SYNC};
 pub const MAX_CONNECTIONS: usize = 8192;
 /// Most connections served at once from one IP address.
 pub const MAX_PER_IP: usize = 1024;
+/// The longest an answer may take to be written (or `--client-idle` if
+/// shorter): a client that stops reading gives its connection, and the
+/// answer it holds, up. (Writes had no limit: a client that sent requests
+/// and never read kept its connection for good.)
+pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Writes `write` within `limit`, else the connection ends.
+async fn within<T>(
+    limit: std::time::Duration,
+    write: impl std::future::Future<Output = Result<T, FrameIoError>>,
+) -> Result<T, FrameIoError> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(r) => r,
+        Err(_) => Err(FrameIoError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client read nothing of its answer for too long",
+        ))),
+    }
+}
+
+/// Descriptors kept back from connections (the data directory's files,
+/// the links to other trackers, the listener).
+const RESERVED_FDS: u64 = 128;
+
+/// The caps on connections, in total and per address, that `open_files`
+/// descriptors allow: [`MAX_CONNECTIONS`] and [`MAX_PER_IP`], or less in
+/// proportion (under the usual soft limit of 1024, 1024 connections from
+/// one address took every descriptor: no other client could connect).
+pub fn connection_caps(open_files: u64) -> (usize, usize) {
+    let room = usize::try_from(open_files.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+    let total = room.clamp(1, MAX_CONNECTIONS);
+    let per_ip = (total * MAX_PER_IP / MAX_CONNECTIONS).max(1);
+    (total, per_ip)
+}
+
 /// Memory for the requests being received on every connection together
 /// (past each one's first 4 KiB): a request that finds it spent is refused
 /// as busy. Sixteen requests of the largest size at once; a flood of
@@ -63,6 +98,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let counts: Arc<std::sync::Mutex<(usize, HashMap<IpAddr, usize>)>> = Arc::default();
     let budget = FrameBudget::new(FRAME_BUDGET);
+    let limit = ringshare_engine::fsio::raise_open_files_limit();
+    let (max_total, max_per_ip) = connection_caps(limit);
+    if max_total < MAX_CONNECTIONS {
+        tracing::warn!(
+            "the open files limit ({limit}) allows {max_total} connections at once ({max_per_ip} \
+             per address), not {MAX_CONNECTIONS}: raise it (ulimit -n) for more"
+        );
+    }
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -76,7 +119,7 @@ pub async fn serve(
         let admitted = {
             let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
             let from_ip = c.1.get(&peer.ip()).copied().unwrap_or(0);
-            if c.0 >= MAX_CONNECTIONS || from_ip >= MAX_PER_IP {
+            if c.0 >= max_total || from_ip >= max_per_ip {
                 false
             } else {
                 c.0 += 1;
@@ -125,6 +168,7 @@ async fn connection(
     stream.set_nodelay(true)?;
     tracing::debug!(%peer, "connected");
     let idle = tracker.config().client_idle;
+    let write_limit = idle.min(WRITE_TIMEOUT);
     let handshake = SecureStream::accept(stream, links.keypair(), CONTROL_PROLOGUE);
     let mut stream = match tokio::time::timeout(idle.min(HANDSHAKE_TIMEOUT), handshake).await {
         Ok(Ok(s)) => s,
@@ -157,7 +201,9 @@ async fn connection(
         };
         if let Some(why) = tracker.failure() {
             let refusal = Refusal::Internal(format!("tracker stopped: op log failed ({why})"));
-            let _ = write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)).await;
+            let _ =
+                within(write_limit, write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)))
+                    .await;
             return Ok(());
         }
         if let Err(why) = verdict {
@@ -169,7 +215,9 @@ async fn connection(
                 tracing::debug!(%peer, "refused a sync pull: {why}");
             }
             let refusal = Refusal::BadRequest("sync is for the listed trackers only".into());
-            let _ = write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)).await;
+            let _ =
+                within(write_limit, write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)))
+                    .await;
             return Ok(());
         }
         return sync::serve_pull(stream, tracker, hello).await;
@@ -198,7 +246,11 @@ async fn connection(
                     FrameIoError::Busy => Refusal::Limit(e.to_string()),
                     _ => Refusal::BadRequest(e.to_string()),
                 };
-                let _ = write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)).await;
+                let _ = within(
+                    write_limit,
+                    write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)),
+                )
+                .await;
                 return Err(e);
             }
         };
@@ -212,16 +264,22 @@ async fn connection(
                  --data-dir)"
                     .into(),
             );
-            write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)).await?;
+            within(write_limit, write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)))
+                .await?;
             return Ok(());
         }
         {
             let _answering = tracker.answering();
             match tracker.reply(req, peer.ip(), Some(node_key)).await {
-                Reply::Msg(resp) => write_msg(&mut stream, RESPONSE, &resp).await?,
+                Reply::Msg(resp) => {
+                    within(write_limit, write_msg(&mut stream, RESPONSE, &resp)).await?
+                }
                 Reply::Frame(frame) => {
-                    stream.write_all(&frame).await?;
-                    stream.flush().await?;
+                    within(write_limit, async {
+                        stream.write_all(&frame).await?;
+                        stream.flush().await.map_err(FrameIoError::Io)
+                    })
+                    .await?
                 }
             }
         }
@@ -265,6 +323,17 @@ fn first_in_a_while(ip: std::net::IpAddr, why: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_fit_the_open_files_limit() {
+        assert_eq!(connection_caps(u64::MAX), (MAX_CONNECTIONS, MAX_PER_IP));
+        assert_eq!(connection_caps(20_000), (MAX_CONNECTIONS, MAX_PER_IP));
+        // The usual soft limit: one address cannot take every descriptor.
+        let (total, per_ip) = connection_caps(1024);
+        assert_eq!(total, 1024 - RESERVED_FDS as usize);
+        assert_eq!(per_ip, total / 8);
+        assert_eq!(connection_caps(10), (1, 1));
+    }
 
     #[test]
     fn a_refused_pull_is_logged_once_a_minute_per_address_and_reason() {

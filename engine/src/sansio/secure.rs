@@ -153,6 +153,9 @@ pub struct Link {
     remote: Option<PublicKey>,
     /// Plaintext handed to [`Link::send`] before the handshake ended.
     pending: Vec<u8>,
+    /// Handshake messages, in and out: sized to the message, not to the
+    /// largest record (64 KiB for every connection before its first byte:
+    /// a flood of idle connections held a tracker's memory).
     scratch: Vec<u8>,
 }
 
@@ -207,7 +210,7 @@ impl Link {
             expect,
             remote: None,
             pending: Vec::new(),
-            scratch: vec![0; MAX_MESSAGE],
+            scratch: Vec::new(),
         };
         link.write_handshake(out)?;
         Ok(link)
@@ -223,7 +226,7 @@ impl Link {
             expect: None,
             remote: None,
             pending: Vec::new(),
-            scratch: vec![0; MAX_MESSAGE],
+            scratch: Vec::new(),
         })
     }
 
@@ -250,6 +253,8 @@ impl Link {
 
     fn write_handshake(&mut self, out: &mut Vec<u8>) -> Result<(), SecureError> {
         let Phase::Handshake(hs) = &mut self.phase else { return Ok(()) };
+        // Keys and tags: far under this.
+        grow(&mut self.scratch, HANDSHAKE_ROOM);
         let n = match hs.write_message(&[], &mut self.scratch) {
             Ok(n) => n,
             Err(e) => return Err(self.fail(SecureError::Handshake(format!("{e:?}")))),
@@ -303,18 +308,26 @@ impl Link {
         match &mut self.phase {
             Phase::Failed => Err(SecureError::Failed),
             Phase::Transport(t) => {
-                let n = match t.read_message(body, &mut self.scratch) {
-                    Ok(n) => n,
-                    Err(_) => return Err(self.fail(SecureError::Decrypt)),
-                };
-                plain.extend_from_slice(&self.scratch[..n]);
-                Ok(())
+                // Opened in place, at the end of `plain`.
+                let at = plain.len();
+                plain.resize(at + body.len(), 0);
+                match t.read_message(body, &mut plain[at..]) {
+                    Ok(n) => {
+                        plain.truncate(at + n);
+                        Ok(())
+                    }
+                    Err(_) => {
+                        plain.truncate(at);
+                        Err(self.fail(SecureError::Decrypt))
+                    }
+                }
             }
             Phase::Handshake(hs) => {
                 if hs.is_my_turn() {
                     let e = SecureError::Handshake("a handshake message out of turn".into());
                     return Err(self.fail(e));
                 }
+                grow(&mut self.scratch, body.len());
                 let n = match hs.read_message(body, &mut self.scratch) {
                     Ok(n) => n,
                     Err(e) => return Err(self.fail(SecureError::Handshake(format!("{e:?}")))),
@@ -414,6 +427,16 @@ impl Link {
             Ok(n) => Ok(n),
             Err(_) => Err(self.fail(SecureError::Decrypt)),
         }
+    }
+}
+
+/// Room for a handshake message this end writes.
+const HANDSHAKE_ROOM: usize = 1024;
+
+/// `buf` at least `len` long.
+fn grow(buf: &mut Vec<u8>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0);
     }
 }
 
