@@ -227,6 +227,25 @@ async fn connection(
     let mut stream = BufReader::with_capacity(16 * 1024, stream);
     let mut frame = first;
     loop {
+        // A large upload from no live session: refused undecoded (16 MiB
+        // of metadata grows about four times as it decodes; 30 such frames
+        // from anyone took a tracker to 513 MiB).
+        if let Ok(Some((REQUEST, payload))) = &frame {
+            if payload.len() > MAX_SMALL_REQUEST
+                && oversized(payload).is_none()
+                && !payload.get(1..17).is_some_and(|t| tracker.is_session(t))
+            {
+                let refusal = Response::Refused(Refusal::NotLoggedIn);
+                within(write_limit, write_msg(&mut stream, RESPONSE, &refusal)).await?;
+                let Ok(next) =
+                    tokio::time::timeout(idle, read_frame_within(&mut stream, budget)).await
+                else {
+                    return Ok(());
+                };
+                frame = next;
+                continue;
+            }
+        }
         let req = match frame {
             Ok(Some((REQUEST, payload))) => match oversized(&payload) {
                 Some(why) => Err(why),

@@ -1523,6 +1523,14 @@ impl Tracker {
         self.config.peer_addrs.iter().map(|(p, _)| acked.get(p).cloned()).collect()
     }
 
+    /// Whether `token` (its 16 bytes) is a live session's, without
+    /// counting as hearing from it: a large upload's frame is checked so
+    /// before it is decoded (`server::connection`).
+    pub fn is_session(&self, token: &[u8]) -> bool {
+        let Ok(bytes) = <[u8; 16]>::try_from(token) else { return false };
+        self.lock().replica.state().session(&Token(bytes)).is_some()
+    }
+
     /// The user and peer address of a live session; hearing from it keeps
     /// it alive.
     fn session(&self, token: &Token) -> Result<(String, String), Refusal> {

@@ -400,6 +400,28 @@ async fn connections_that_announce_large_records_hold_little() {
     drop(held);
 }
 
+/// A large upload (over 2 MiB) from no live session is refused before it
+/// is decoded (decoding grows 16 MiB of metadata about four times), and
+/// the link goes on: what follows the token is not even looked at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_upload_without_a_session_is_refused_undecoded() {
+    use tokio::io::AsyncWriteExt;
+    let t = Tracker::start(&[]);
+    assert_eq!(call_from(t.addr, "127.0.0.1", &create("alice", "pw")).await, Response::Done);
+    let mut s = connect(t.addr, "127.0.0.2").await;
+    let mut payload = vec![19u8]; // UploadFiles
+    payload.extend([7u8; 16]); // no session's token
+    payload.resize(3 << 20, 0xff); // and no valid encoding after it
+    let mut frame = Vec::new();
+    ringshare_engine::wire::encode(REQUEST, &payload, &mut frame);
+    s.write_all(&frame).await.unwrap();
+    s.flush().await.unwrap();
+    let answer = read_msg::<Response, _>(&mut s, RESPONSE).await.unwrap();
+    assert_eq!(answer, Some(Response::Refused(Refusal::NotLoggedIn)));
+    let r = call(&mut s, &login("alice", "pw")).await;
+    assert!(matches!(r, Response::LoggedIn { .. }), "{r:?}");
+}
+
 /// A client that sends requests and never reads the answers gives its
 /// connection up (within `--client-idle`, 2 s here): before, it held it,
 /// and the answers queued for it, for good.
