@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use ringshare_engine::control::{
     decode_msg, read_frame_within, write_msg, FrameBudget, FrameIoError,
@@ -90,16 +92,131 @@ fn oversized(payload: &[u8]) -> Option<FrameIoError> {
     }
 }
 
+/// A connection's place among those served: since when it has waited for
+/// a request (a link still in its handshake waits too), and a way to end
+/// it for a newcomer when every place is taken.
+#[derive(Debug, Default)]
+struct Slot {
+    /// Milliseconds since the server started; `u64::MAX` while it works
+    /// on a request (or serves another tracker's pull).
+    waiting_since: AtomicU64,
+    evict: tokio::sync::Notify,
+    /// Told to end ([`Slots::admit`]): counted in [`Slots::evicting`] until
+    /// it has.
+    evicted: std::sync::atomic::AtomicBool,
+}
+
+impl Slot {
+    fn wait(&self, clock: Instant) {
+        self.waiting_since.store(millis(clock), Ordering::Relaxed);
+    }
+
+    fn work(&self) {
+        self.waiting_since.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// `f`, unless the slot is given to a newcomer first.
+    async fn unless_evicted<F: std::future::Future>(&self, f: F) -> Option<F::Output> {
+        tokio::select! {
+            r = f => Some(r),
+            () = self.evict.notified() => None,
+        }
+    }
+}
+
+fn millis(clock: Instant) -> u64 {
+    u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+}
+
+/// The connections served, by address.
+#[derive(Debug, Default)]
+struct Slots {
+    per_ip: HashMap<IpAddr, usize>,
+    live: HashMap<u64, Arc<Slot>>,
+    next: u64,
+    /// Connections told to give their slot up, not gone yet.
+    evicting: usize,
+}
+
+/// A connection waiting this long for a request may lose its slot to a
+/// newcomer when every slot is taken.
+const EVICT_AFTER_MS: u64 = 1000;
+/// Most evictions under way at once (the connections served may exceed
+/// the cap by this many while they end).
+const EVICT_AHEAD: usize = 64;
+
+impl Slots {
+    /// A slot for a connection from `ip`, if the caps allow it: when every
+    /// slot is taken, the connection that has waited longest for a request
+    /// (at least [`EVICT_AFTER_MS`]) is told to end and gives its slot up.
+    /// (Connections that finished their handshake and then said nothing
+    /// held every slot until `--client-idle`: nine addresses shut every
+    /// client out.)
+    fn admit(
+        &mut self,
+        ip: IpAddr,
+        caps: (usize, usize),
+        clock: Instant,
+    ) -> Option<(u64, Arc<Slot>)> {
+        let (max_total, max_per_ip) = caps;
+        if self.per_ip.get(&ip).copied().unwrap_or(0) >= max_per_ip {
+            return None;
+        }
+        if self.live.len() >= max_total + self.evicting {
+            if self.evicting >= EVICT_AHEAD {
+                return None;
+            }
+            let now = millis(clock);
+            let oldest = self
+                .live
+                .values()
+                .map(|s| s.waiting_since.load(Ordering::Relaxed))
+                .filter(|&t| t != u64::MAX && t.saturating_add(EVICT_AFTER_MS) <= now)
+                .min()?;
+            let victim =
+                self.live.values().find(|s| s.waiting_since.load(Ordering::Relaxed) == oldest)?;
+            // Not chosen twice.
+            victim.work();
+            victim.evicted.store(true, Ordering::Relaxed);
+            victim.evict.notify_one();
+            self.evicting += 1;
+        }
+        let id = self.next;
+        self.next += 1;
+        let slot = Arc::new(Slot::default());
+        slot.wait(clock);
+        self.live.insert(id, Arc::clone(&slot));
+        *self.per_ip.entry(ip).or_insert(0) += 1;
+        Some((id, slot))
+    }
+
+    /// The connection `id` from `ip` ended (told to or not).
+    fn release(&mut self, id: u64, ip: IpAddr) {
+        let told = self.live.remove(&id).is_some_and(|s| s.evicted.load(Ordering::Relaxed));
+        if told {
+            self.evicting = self.evicting.saturating_sub(1);
+        }
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
 /// Accepts connections on `listener` forever, serving each on its own task.
 pub async fn serve(
     listener: TcpListener,
     tracker: Arc<Tracker>,
     links: Arc<Links>,
 ) -> std::io::Result<()> {
-    let counts: Arc<std::sync::Mutex<(usize, HashMap<IpAddr, usize>)>> = Arc::default();
+    let slots: Arc<std::sync::Mutex<Slots>> = Arc::default();
+    let clock = Instant::now();
     let budget = FrameBudget::new(FRAME_BUDGET);
     let limit = ringshare_engine::fsio::raise_open_files_limit();
-    let (max_total, max_per_ip) = connection_caps(limit);
+    let caps = connection_caps(limit);
+    let (max_total, max_per_ip) = caps;
     if max_total < MAX_CONNECTIONS {
         tracing::warn!(
             "the open files limit ({limit}) allows {max_total} connections at once ({max_per_ip} \
@@ -116,38 +233,30 @@ pub async fn serve(
                 continue;
             }
         };
-        let admitted = {
-            let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
-            let from_ip = c.1.get(&peer.ip()).copied().unwrap_or(0);
-            if c.0 >= max_total || from_ip >= max_per_ip {
-                false
-            } else {
-                c.0 += 1;
-                *c.1.entry(peer.ip()).or_insert(0) += 1;
-                true
-            }
-        };
-        if !admitted {
+        let admitted =
+            slots.lock().unwrap_or_else(|p| p.into_inner()).admit(peer.ip(), caps, clock);
+        let Some((id, slot)) = admitted else {
             tracing::debug!(%peer, "refused a connection: too many connections");
             drop(stream);
             continue;
-        }
+        };
         let tracker = Arc::clone(&tracker);
-        let counts = Arc::clone(&counts);
+        let slots = Arc::clone(&slots);
         let links = Arc::clone(&links);
         let budget = budget.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, peer, tracker, &links, &budget).await {
-                tracing::debug!(%peer, "connection ended: {e}");
-            }
-            let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
-            c.0 -= 1;
-            if let Some(n) = c.1.get_mut(&peer.ip()) {
-                *n -= 1;
-                if *n == 0 {
-                    c.1.remove(&peer.ip());
+            let served = connection(stream, peer, tracker, &links, &budget, (&slot, clock)).await;
+            let evicted = match served {
+                Ok(evicted) => evicted,
+                Err(e) => {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                    false
                 }
+            };
+            if evicted {
+                tracing::debug!(%peer, "gave its slot to a newcomer after waiting for a request");
             }
+            slots.lock().unwrap_or_else(|p| p.into_inner()).release(id, peer.ip());
         });
     }
 }
@@ -164,23 +273,29 @@ async fn connection(
     tracker: Arc<Tracker>,
     links: &Links,
     budget: &FrameBudget,
-) -> Result<(), FrameIoError> {
+    (slot, clock): (&Slot, Instant),
+) -> Result<bool, FrameIoError> {
     stream.set_nodelay(true)?;
     tracing::debug!(%peer, "connected");
     let idle = tracker.config().client_idle;
     let write_limit = idle.min(WRITE_TIMEOUT);
     let handshake = SecureStream::accept(stream, links.keypair(), CONTROL_PROLOGUE);
-    let mut stream = match tokio::time::timeout(idle.min(HANDSHAKE_TIMEOUT), handshake).await {
+    let handshake = tokio::time::timeout(idle.min(HANDSHAKE_TIMEOUT), handshake);
+    let Some(shaken) = slot.unless_evicted(handshake).await else { return Ok(true) };
+    let mut stream = match shaken {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(%peer, "secure handshake failed: {e}");
-            return Ok(());
+            return Ok(false);
         }
-        Err(_) => return Ok(()),
+        Err(_) => return Ok(false),
     };
-    let Ok(first) = tokio::time::timeout(idle, read_frame_within(&mut stream, budget)).await else {
-        return Ok(());
+    let first = tokio::time::timeout(idle, read_frame_within(&mut stream, budget));
+    let Some(first) = slot.unless_evicted(first).await else { return Ok(true) };
+    let Ok(first) = first else {
+        return Ok(false);
     };
+    slot.work();
     if let Ok(Some((SYNC, payload))) = &first {
         let hello = decode_msg::<SyncMsg>(payload)?;
         // A pull is served only to a listed tracker, from its address,
@@ -204,7 +319,7 @@ async fn connection(
             let _ =
                 within(write_limit, write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)))
                     .await;
-            return Ok(());
+            return Ok(false);
         }
         if let Err(why) = verdict {
             // A misconfigured tracker asks again every 300 ms: said once a
@@ -218,9 +333,9 @@ async fn connection(
             let _ =
                 within(write_limit, write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)))
                     .await;
-            return Ok(());
+            return Ok(false);
         }
-        return sync::serve_pull(stream, tracker, hello).await;
+        return sync::serve_pull(stream, tracker, hello).await.map(|()| false);
     }
     let remote = stream.remote_key();
     let node_key = remote.0;
@@ -237,11 +352,13 @@ async fn connection(
             {
                 let refusal = Response::Refused(Refusal::NotLoggedIn);
                 within(write_limit, write_msg(&mut stream, RESPONSE, &refusal)).await?;
-                let Ok(next) =
-                    tokio::time::timeout(idle, read_frame_within(&mut stream, budget)).await
-                else {
-                    return Ok(());
+                slot.wait(clock);
+                let next = tokio::time::timeout(idle, read_frame_within(&mut stream, budget));
+                let Some(next) = slot.unless_evicted(next).await else { return Ok(true) };
+                let Ok(next) = next else {
+                    return Ok(false);
                 };
+                slot.work();
                 frame = next;
                 continue;
             }
@@ -252,7 +369,7 @@ async fn connection(
                 None => decode_msg::<Request>(&payload),
             },
             Ok(Some((kind, _))) => Err(FrameIoError::Kind(kind)),
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(false),
             Err(e) => Err(e),
         };
         let req = match req {
@@ -285,7 +402,7 @@ async fn connection(
             );
             within(write_limit, write_msg(&mut stream, RESPONSE, &Response::Refused(refusal)))
                 .await?;
-            return Ok(());
+            return Ok(false);
         }
         {
             let _answering = tracker.answering();
@@ -304,10 +421,13 @@ async fn connection(
         }
         // A client that sends nothing (or trickles a frame) for this long
         // gives its connection up.
-        let Ok(next) = tokio::time::timeout(idle, read_frame_within(&mut stream, budget)).await
-        else {
-            return Ok(());
+        slot.wait(clock);
+        let next = tokio::time::timeout(idle, read_frame_within(&mut stream, budget));
+        let Some(next) = slot.unless_evicted(next).await else { return Ok(true) };
+        let Ok(next) = next else {
+            return Ok(false);
         };
+        slot.work();
         frame = next;
     }
 }

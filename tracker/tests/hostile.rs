@@ -422,6 +422,51 @@ async fn a_large_upload_without_a_session_is_refused_undecoded() {
     assert!(matches!(r, Response::LoggedIn { .. }), "{r:?}");
 }
 
+/// Links that finish their handshake and then say nothing, from enough
+/// addresses to take every slot (72 under a limit of 200 open files, 9 an
+/// address), do not shut others out: a newcomer takes the slot of the one
+/// that has waited longest for a request. (They held every slot until
+/// `--client-idle`, 600 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_links_from_many_addresses_give_their_slots_up() {
+    let t = Tracker::start_with_open_files(200);
+    assert_eq!(call_from(t.addr, "127.0.0.1", &create("alice", "pw")).await, Response::Done);
+    let mut held = Vec::new();
+    for i in 0..8 {
+        for _ in 0..9 {
+            let s = TcpSocket::new_v4().unwrap();
+            s.bind(format!("127.0.2.{}:0", 1 + i).parse().unwrap()).unwrap();
+            let tcp = s.connect(t.addr).await.unwrap();
+            let key = Keypair::generate();
+            held.push(SecureStream::connect(tcp, &key, CONTROL_PROLOGUE, None).await.unwrap());
+        }
+    }
+    // Every slot held: a newcomer is refused until the silent ones have
+    // waited a second, then served.
+    let served = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let s = TcpSocket::new_v4().unwrap();
+            s.bind("127.0.0.9:0".parse().unwrap()).unwrap();
+            if let Ok(tcp) = s.connect(t.addr).await {
+                let key = Keypair::generate();
+                if let Ok(mut link) = SecureStream::connect(tcp, &key, CONTROL_PROLOGUE, None).await
+                {
+                    if write_msg(&mut link, REQUEST, &login("alice", "pw")).await.is_ok() {
+                        if let Ok(Some(r)) = read_msg::<Response, _>(&mut link, RESPONSE).await {
+                            return r;
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("a newcomer was served within 20 s");
+    assert!(matches!(served, Response::LoggedIn { .. }), "{served:?}");
+    drop(held);
+}
+
 /// A client that sends requests and never reads the answers gives its
 /// connection up (within `--client-idle`, 2 s here): before, it held it,
 /// and the answers queued for it, for good.
