@@ -17,7 +17,9 @@
 //! verified piece sets its bit in place with a one-byte `pwrite` (bits are
 //! only ever set while a download runs, and a one-byte write cannot tear),
 //! and [`PartFile::sync_state`] makes the record durable. When every piece is
-//! verified, the data is fsync'ed and `.part` becomes the destination —
+//! verified, the data is fsync'ed (and, on a filesystem that took no
+//! `fallocate`, read back and checked: [`FALLOCATE`]) and `.part` becomes
+//! the destination —
 //! never replacing a file that appeared there meanwhile.
 //!
 //! A bulk fetch finishes its files through a [`Settler`] instead: each
@@ -245,6 +247,9 @@ pub struct PartFile {
     /// The state file, open for in-place bit updates, with the pieces it
     /// records; `None` once the download finished.
     record: std::sync::Mutex<Option<StateRecord>>,
+    /// Read back and checked before it moves into place: its filesystem
+    /// took no `fallocate` (see [`FALLOCATE`]).
+    check_back: bool,
 }
 
 #[derive(Debug)]
@@ -364,13 +369,20 @@ impl PartFile {
                 if current != 0 {
                     file.set_len(0).map_err(StoreError::io("truncate", &part))?;
                 }
-                if pieces == 1 {
+                if pieces == 1 && fallocate_known(dev).is_some() {
                     // Its one write comes next and allocates as it goes: an
                     // fallocate first was a twentieth of a bulk get's CPU on
-                    // a tree of small files (7 % of its system time).
+                    // a tree of small files (7 % of its system time). (The
+                    // first file on each filesystem is preallocated, to
+                    // learn whether it takes it.)
                     file.set_len(meta.len).map_err(StoreError::io("size", &part))
                 } else {
-                    preallocate(&file, meta.len).map_err(StoreError::io("preallocate", &part))
+                    let allocated = preallocate(&file, meta.len)
+                        .map_err(StoreError::io("preallocate", &part))?;
+                    if meta.len > 0 {
+                        fallocate_learnt(dev, allocated);
+                    }
+                    Ok(())
                 }
             })();
             if let Err(e) = sized {
@@ -387,6 +399,7 @@ impl PartFile {
             .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
             .open(&part_at)
             .ok();
+        let check_back = checks_back(dev, &file, meta.len);
         let mut this = Self {
             dest: dest.to_owned(),
             part,
@@ -401,6 +414,7 @@ impl PartFile {
             meta: meta.clone(),
             dev,
             record: std::sync::Mutex::new(None),
+            check_back,
         };
         let have =
             if current == meta.len { this.reverify(&claimed) } else { Bitfield::new(pieces) };
@@ -574,8 +588,12 @@ impl PartFile {
         let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
         *record = None;
         unmark(&self.file);
-        let moved =
-            self.file.sync_all().map_err(StoreError::io("sync", &self.part)).and_then(|()| {
+        let moved = self
+            .file
+            .sync_all()
+            .map_err(StoreError::io("sync", &self.part))
+            .and_then(|()| self.read_back())
+            .and_then(|()| {
                 move_into_place(
                     (&self.part_at, &self.dest_at),
                     &self.dest,
@@ -597,6 +615,19 @@ impl PartFile {
         Ok(())
     }
 
+    /// On a filesystem that may lose written data unnoticed
+    /// ([`FALLOCATE`]), once it is synced: the file read back whole holds
+    /// the bytes verified, or the move is refused (the part file stays,
+    /// and a resume hashes every piece again).
+    fn read_back(&self) -> Result<(), StoreError> {
+        match self.check_back && !holds(&self.part_at, self.meta.len, &self.meta.sha1) {
+            true => {
+                Err(StoreError::io("read back", &self.part)(io::Error::other(LOST_AT_WRITE_BACK)))
+            }
+            false => Ok(()),
+        }
+    }
+
     /// Every piece is verified: like [`PartFile::finish`], but the data is
     /// made durable and moved to the destination by `settler`, with the
     /// other files of its batch. Until then the file stays `.part` (and a
@@ -615,6 +646,7 @@ impl PartFile {
             shown: self.dest.clone(),
             state: (self.meta.piece_hashes.len() > 1).then(|| self.state_at.clone()),
             dev: self.dev,
+            check_back: self.check_back,
             _dir: std::sync::Arc::clone(&self.dir),
         });
     }
@@ -781,9 +813,16 @@ struct Pending {
     /// The state file to remove once moved (multi-piece files).
     state: Option<PathBuf>,
     dev: u64,
+    /// Read back and checked before it moves ([`PartFile::check_back`]).
+    check_back: bool,
     /// Held open until the file is settled.
     _dir: std::sync::Arc<DestDir>,
 }
+
+/// Why a file read back before its move is not moved.
+const LOST_AT_WRITE_BACK: &str = "its bytes on disk are not those written and verified: the \
+     filesystem lost some as it wrote them back (a full disk?); run the same command again once \
+     there is room";
 
 /// Files finished meanwhile are settled together, at most this many.
 const SETTLE_BATCH: usize = 4096;
@@ -972,6 +1011,14 @@ fn settle(batch: &[Pending]) -> Vec<(PathBuf, String)> {
         let synced = devs.iter().find(|(d, _)| *d == p.dev).map(|(_, r)| r);
         if let Some(Err(e)) = synced {
             failed.push((p.shown.clone(), e.clone()));
+            continue;
+        }
+        if p.check_back && !holds(&p.part, p.len, &p.sha1) {
+            if let Some(f) = &p.lock {
+                unlock(f);
+            }
+            let why = format!("read back {}: {LOST_AT_WRITE_BACK}", part_path(&p.shown).display());
+            failed.push((p.shown.clone(), why));
             continue;
         }
         // Whole and durable: no part file any more for a later download to
@@ -1330,9 +1377,11 @@ pub fn is_part_file(path: &Path) -> bool {
 }
 
 /// Reserves `len` bytes for the file so that a full disk fails now.
-fn preallocate(file: &File, len: u64) -> io::Result<()> {
+/// Returns whether the blocks are allocated (false: the filesystem has no
+/// `fallocate`, and the file was sized sparsely).
+fn preallocate(file: &File, len: u64) -> io::Result<bool> {
     if len == 0 {
-        return Ok(());
+        return Ok(true);
     }
     let Ok(len) = libc::off_t::try_from(len) else {
         return Err(io::Error::other("file too large"));
@@ -1341,14 +1390,58 @@ fn preallocate(file: &File, len: u64) -> io::Result<()> {
     // by `file` for the duration of the call; it touches no user memory.
     let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
     if rc == 0 {
-        return Ok(());
+        return Ok(true);
     }
     let err = io::Error::last_os_error();
     match err.raw_os_error() {
-        // Filesystems without fallocate (tmpfs on old kernels, some FUSE): size it sparsely.
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(len as u64),
+        // Filesystems without fallocate (ext4 without extents, tmpfs on old
+        // kernels, some FUSE): size it sparsely.
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(len as u64).map(|()| false),
         _ => Err(err),
     }
+}
+
+/// Whether each filesystem (by device) took `fallocate`, as far as this
+/// process has seen. Where it did not, a file's blocks are allocated only
+/// as its data is written back, and ext4 on a volume without extents
+/// (an ext3 volume) has lost such data on a full disk without a word to
+/// anyone ("Delayed block allocation failed … Data will be lost": `syncfs`
+/// and `fsync` returned 0, and a bulk get moved files of zeros into
+/// place). A finished file there is read back and checked before it moves
+/// ([`PartFile::check_back`]).
+static FALLOCATE: std::sync::Mutex<Vec<(u64, bool)>> = std::sync::Mutex::new(Vec::new());
+
+fn fallocate_known(dev: u64) -> Option<bool> {
+    let seen = FALLOCATE.lock().unwrap_or_else(|p| p.into_inner());
+    seen.iter().find(|(d, _)| *d == dev).map(|&(_, ok)| ok)
+}
+
+fn fallocate_learnt(dev: u64, ok: bool) {
+    let mut seen = FALLOCATE.lock().unwrap_or_else(|p| p.into_inner());
+    match seen.iter_mut().find(|(d, _)| *d == dev) {
+        Some(e) => e.1 = ok,
+        None => seen.push((dev, ok)),
+    }
+}
+
+/// Whether the filesystem of `dev` may lose a finished file's data at
+/// write-back unnoticed (it took no `fallocate`), found out with `file`
+/// (`len` bytes) if not known yet.
+fn checks_back(dev: u64, file: &File, len: u64) -> bool {
+    if let Some(ok) = fallocate_known(dev) {
+        return !ok;
+    }
+    let Ok(off) = libc::off_t::try_from(len.max(1)) else { return false };
+    // SAFETY: fallocate on a valid, open descriptor owned by `file`; it
+    // touches no user memory. KEEP_SIZE: the file's length is not changed.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, off) };
+    let ok = rc == 0
+        || !matches!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::EOPNOTSUPP | libc::ENOSYS)
+        );
+    fallocate_learnt(dev, ok);
+    !ok
 }
 
 #[cfg(test)]
@@ -1397,6 +1490,77 @@ mod tests {
             let r = g.range(p);
             part.write_piece(r.start, &bytes[r.start as usize..r.end as usize]).unwrap();
             part.record(p.get()).unwrap();
+        }
+    }
+
+    /// On a filesystem that took no `fallocate`, a finished file is read
+    /// back before it moves: data lost at write-back (ext4 without extents
+    /// on a full disk dropped it, and `syncfs` said nothing) keeps it a
+    /// part file, one-file and settled alike; written again, it moves.
+    #[test]
+    fn data_lost_at_write_back_keeps_the_file_a_part_file() {
+        // SAFETY: geteuid takes no arguments and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (bytes, meta) = source(tmp.path(), 100_000);
+        let fs_dir = tmp.path().join("fs");
+        fs::create_dir(&fs_dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+            .arg(&fs_dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount a tmpfs");
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(self.0).status();
+            }
+        }
+        let _guard = Unmount(&fs_dir);
+        // As if this filesystem had refused `fallocate`.
+        let dev = std::os::unix::fs::MetadataExt::dev(&fs::metadata(&fs_dir).unwrap());
+        fallocate_learnt(dev, false);
+        // What the kernel dropped: the first page, a hole again.
+        let lose = |part: &PartFile| {
+            // SAFETY: fallocate on a descriptor `part` owns; no user memory.
+            let rc = unsafe {
+                libc::fallocate(
+                    part.file().as_raw_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    0,
+                    4096,
+                )
+            };
+            assert_eq!(rc, 0, "punch a hole");
+        };
+        for settled in [false, true] {
+            let dest = fs_dir.join(format!("f-{settled}"));
+            let (part, _) = PartFile::open(&dest, &meta).unwrap();
+            fill(&part, &bytes, &meta);
+            lose(&part);
+            let e = if settled {
+                let settler = Settler::new().unwrap();
+                part.finish_later(&settler);
+                let failed = settler.flush();
+                assert_eq!(failed.len(), 1, "{failed:?}");
+                failed[0].1.clone()
+            } else {
+                part.finish().unwrap_err().to_string()
+            };
+            assert!(e.contains("not those written and verified"), "{e}");
+            assert!(!dest.exists(), "{e}");
+            assert!(part_path(&dest).exists(), "kept for a resume");
+            drop(part);
+            // The next run: the piece fetched again, the file moves.
+            let (part, have) = PartFile::open(&dest, &meta).unwrap();
+            assert_eq!(have.count_ones(), 0, "the lost piece is not taken for verified");
+            fill(&part, &bytes, &meta);
+            part.finish().unwrap();
+            assert_eq!(fs::read(&dest).unwrap(), bytes);
         }
     }
 
