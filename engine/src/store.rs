@@ -18,7 +18,7 @@
 //! only ever set while a download runs, and a one-byte write cannot tear),
 //! and [`PartFile::sync_state`] makes the record durable. When every piece is
 //! verified, the data is fsync'ed (and, on a filesystem that took no
-//! `fallocate`, read back and checked: [`FALLOCATE`]) and `.part` becomes
+//! `fallocate`, read back and checked: `FALLOCATE`) and `.part` becomes
 //! the destination —
 //! never replacing a file that appeared there meanwhile.
 //!
