@@ -1161,6 +1161,21 @@ fn a_signal_while_share_hashes_stops_it_and_shares_nothing() {
     assert!(text(&listed.stdout).is_empty(), "{}", text(&listed.stdout));
 }
 
+/// Alice's shell node at `listen`, logged in, owning group `g`, with bob
+/// (user `bob`, password `pw-b`) accepted into it.
+fn alice_sharing_with_bob(dir: &Path, info: &Path, listen: &str) -> NodeProc {
+    let mut alice = NodeProc::start_at(listen, info, &dir.join("state-o"));
+    alice.ok("create_user alice pw-a");
+    alice.ok("login alice pw-a");
+    alice.ok("create_group g");
+    let mut bob = NodeProc::start(info, &dir.join("state-b"));
+    bob.ok("create_user bob pw-b");
+    bob.ok("login bob pw-b");
+    bob.ok("join_group g");
+    alice.ok("accept_request g bob");
+    alice
+}
+
 /// Files nobody serves (their sharer logged out, listed with no peer): the
 /// first waits for a node as a lone download does, and fails; the others,
 /// listed with nobody too, fail at once rather than each waiting as long
@@ -1171,15 +1186,7 @@ fn files_nobody_serves_fail_at_once_after_the_first() {
     let dir = tempfile::tempdir().unwrap();
     let (_t, info) = TrackerProc::start(dir.path());
     let listen = format!("127.0.0.1:{}", common::free_port());
-    let mut alice = NodeProc::start_at(&listen, &info, &dir.path().join("state-o"));
-    alice.ok("create_user alice pw-a");
-    alice.ok("login alice pw-a");
-    alice.ok("create_group g");
-    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
-    bob.ok("create_user bob pw-b");
-    bob.ok("login bob pw-b");
-    bob.ok("join_group g");
-    alice.ok("accept_request g bob");
+    let mut alice = alice_sharing_with_bob(dir.path(), &info, &listen);
     let set = dir.path().join("set");
     std::fs::create_dir(&set).unwrap();
     for (i, name) in ["a.bin", "b.bin", "c.bin", "d.bin"].into_iter().enumerate() {
@@ -1215,16 +1222,7 @@ fn files_of_a_sharer_gone_at_a_fixed_address_fail_at_once_after_the_first() {
     // answers to name it, short enough for the test.
     let (_t, info) = TrackerProc::start_with_ttl(dir.path(), 5);
     let listen = format!("127.0.0.1:{}", common::free_port());
-    let mut alice = NodeProc::start_at(&listen, &info, &dir.path().join("state-o"));
-    alice.ok("create_user alice pw-a");
-    alice.ok("login alice pw-a");
-    alice.ok("create_group g");
-    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
-    bob.ok("create_user bob pw-b");
-    bob.ok("login bob pw-b");
-    bob.ok("join_group g");
-    alice.ok("accept_request g bob");
-    drop(bob);
+    let mut alice = alice_sharing_with_bob(dir.path(), &info, &listen);
     let set = dir.path().join("set");
     std::fs::create_dir(&set).unwrap();
     for i in 0..6 {
@@ -1259,16 +1257,7 @@ fn files_of_a_sharer_gone_at_a_fixed_address_fail_at_once_after_the_first() {
 fn a_plaintext_bulk_get_refused_by_encrypted_nodes_says_what_to_change() {
     let dir = tempfile::tempdir().unwrap();
     let (_t, info) = TrackerProc::start(dir.path());
-    let mut alice = NodeProc::start(&info, &dir.path().join("state-o"));
-    alice.ok("create_user alice pw-a");
-    alice.ok("login alice pw-a");
-    alice.ok("create_group g");
-    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
-    bob.ok("create_user bob pw-b");
-    bob.ok("login bob pw-b");
-    bob.ok("join_group g");
-    alice.ok("accept_request g bob");
-    drop(bob);
+    let mut alice = alice_sharing_with_bob(dir.path(), &info, "127.0.0.1:0");
     let set = dir.path().join("set");
     std::fs::create_dir(&set).unwrap();
     for i in 0..3 {

@@ -1475,6 +1475,35 @@ mod tests {
         assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 
+    /// A tmpfs of `bytes` mounted at `dir/fs` (unmounted when dropped),
+    /// or `None` when not root.
+    struct Tmpfs(PathBuf);
+
+    impl Tmpfs {
+        fn mount(dir: &Path, bytes: u64) -> Option<Self> {
+            // SAFETY: geteuid takes no arguments and cannot fail.
+            if unsafe { libc::geteuid() } != 0 {
+                eprintln!("skipped: mounting a tmpfs needs root");
+                return None;
+            }
+            let at = dir.join("fs");
+            fs::create_dir(&at).unwrap();
+            let st = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+                .arg(&at)
+                .status()
+                .unwrap();
+            assert!(st.success(), "mount a tmpfs");
+            Some(Self(at))
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+
     fn source(dir: &Path, len: usize) -> (Vec<u8>, FileMeta) {
         let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
         let p = dir.join("src");
@@ -1499,28 +1528,10 @@ mod tests {
     /// part file, one-file and settled alike; written again, it moves.
     #[test]
     fn data_lost_at_write_back_keeps_the_file_a_part_file() {
-        // SAFETY: geteuid takes no arguments and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: mounting a tmpfs needs root");
-            return;
-        }
         let tmp = tempfile::tempdir().unwrap();
         let (bytes, meta) = source(tmp.path(), 100_000);
-        let fs_dir = tmp.path().join("fs");
-        fs::create_dir(&fs_dir).unwrap();
-        let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-            .arg(&fs_dir)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount a tmpfs");
-        struct Unmount<'a>(&'a Path);
-        impl Drop for Unmount<'_> {
-            fn drop(&mut self) {
-                let _ = std::process::Command::new("umount").arg(self.0).status();
-            }
-        }
-        let _guard = Unmount(&fs_dir);
+        let Some(mounted) = Tmpfs::mount(tmp.path(), 8 << 20) else { return };
+        let fs_dir = mounted.0.clone();
         // As if this filesystem had refused `fallocate`.
         let dev = std::os::unix::fs::MetadataExt::dev(&fs::metadata(&fs_dir).unwrap());
         fallocate_learnt(dev, false);
@@ -1569,28 +1580,10 @@ mod tests {
     /// resume (a black-box run found a 3 MB one beside a failed download).
     #[test]
     fn a_part_file_whose_state_cannot_be_written_is_not_left() {
-        // SAFETY: geteuid takes no arguments and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: mounting a small tmpfs needs root");
-            return;
-        }
         let tmp = tempfile::tempdir().unwrap();
         let (_, meta) = source(tmp.path(), 2 * PIECE_LEN as usize);
-        let small = tmp.path().join("small");
-        fs::create_dir(&small).unwrap();
-        let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={}", 2 * PIECE_LEN), "tmpfs"])
-            .arg(&small)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount a 1 MiB tmpfs");
-        struct Unmount<'a>(&'a Path);
-        impl Drop for Unmount<'_> {
-            fn drop(&mut self) {
-                let _ = std::process::Command::new("umount").arg(self.0).status();
-            }
-        }
-        let _guard = Unmount(&small);
+        let Some(mounted) = Tmpfs::mount(tmp.path(), 2 * PIECE_LEN) else { return };
+        let small = mounted.0.clone();
         let Err(e) = PartFile::open(&small.join("f"), &meta) else {
             panic!("opened with no room for the state")
         };

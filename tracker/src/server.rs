@@ -352,14 +352,10 @@ async fn connection(
             {
                 let refusal = Response::Refused(Refusal::NotLoggedIn);
                 within(write_limit, write_msg(&mut stream, RESPONSE, &refusal)).await?;
-                slot.wait(clock);
-                let next = tokio::time::timeout(idle, read_frame_within(&mut stream, budget));
-                let Some(next) = slot.unless_evicted(next).await else { return Ok(true) };
-                let Ok(next) = next else {
-                    return Ok(false);
-                };
-                slot.work();
-                frame = next;
+                match next_request(&mut stream, idle, budget, (slot, clock)).await {
+                    Ok(next) => frame = next,
+                    Err(evicted) => return Ok(evicted),
+                }
                 continue;
             }
         }
@@ -419,17 +415,28 @@ async fn connection(
                 }
             }
         }
-        // A client that sends nothing (or trickles a frame) for this long
-        // gives its connection up.
-        slot.wait(clock);
-        let next = tokio::time::timeout(idle, read_frame_within(&mut stream, budget));
-        let Some(next) = slot.unless_evicted(next).await else { return Ok(true) };
-        let Ok(next) = next else {
-            return Ok(false);
-        };
-        slot.work();
-        frame = next;
+        match next_request(&mut stream, idle, budget, (slot, clock)).await {
+            Ok(next) => frame = next,
+            Err(evicted) => return Ok(evicted),
+        }
     }
+}
+
+/// The next request's frame, waited for as a connection that may give its
+/// slot up ([`Slots::admit`]); `Err(evicted)` when the connection is to
+/// end: a client that sends nothing (or trickles a frame) for `idle` gives
+/// it up (`false`), as one whose slot went to a newcomer (`true`).
+async fn next_request<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+    idle: std::time::Duration,
+    budget: &FrameBudget,
+    (slot, clock): (&Slot, Instant),
+) -> Result<Result<Option<(u32, ringshare_engine::control::BudgetedPayload)>, FrameIoError>, bool> {
+    slot.wait(clock);
+    let next = tokio::time::timeout(idle, read_frame_within(stream, budget));
+    let next = slot.unless_evicted(next).await.ok_or(true)?.map_err(|_| false)?;
+    slot.work();
+    Ok(next)
 }
 
 /// Whether a refused pull from `ip` for `why` was not logged in the last
