@@ -806,7 +806,9 @@ struct BulkReport {
     /// sharer killed at a fixed address: listed until its listing expired,
     /// refusing connections): files whose answers, asked ahead, list only
     /// these fail at once too.
-    gone: std::collections::HashSet<std::net::SocketAddr>,
+    /// When each was found so: an answer asked later that lists it again
+    /// (a seeder restarted) is tried.
+    gone: std::collections::HashMap<std::net::SocketAddr, std::time::Instant>,
     /// Of `failed`, the files whose download found something of somebody
     /// else's where it would write (its part file's path included).
     not_overwritten: std::collections::HashSet<String>,
@@ -1208,9 +1210,11 @@ async fn get_many(
     };
     // Asked for in batches (one request and one ticket for up to
     // `ticket::MAX_FILES` files): refilled when under two windows' worth.
+    // Each with when it was asked.
     let mut ahead: std::collections::VecDeque<(
         FileEntry,
         tokio::sync::oneshot::Receiver<Result<FileInfo>>,
+        std::time::Instant,
     )> = std::collections::VecDeque::new();
     // Files whose destination another download's part file held, and
     // whether they have been tried again.
@@ -1232,11 +1236,14 @@ async fn get_many(
         if ahead.len() < low {
             while ahead.len() < high && !queue.is_empty() {
                 let batch: Vec<FileEntry> = queue.drain(..BATCH.min(queue.len())).collect();
-                ahead.extend(ask_batch(&fetcher, &args.group, batch));
+                let at = std::time::Instant::now();
+                ahead.extend(
+                    ask_batch(&fetcher, &args.group, batch).into_iter().map(|(f, rx)| (f, rx, at)),
+                );
             }
         }
         while running.len() < window.limit() {
-            let Some((f, asked)) = ahead.pop_front() else { break };
+            let Some((f, asked, asked_at)) = ahead.pop_front() else { break };
             // A tracker slow to answer must not hold a signal back.
             let info = tokio::select! {
                 a = asked => a.unwrap_or_else(|_| Err(anyhow!("tracker request task ended"))),
@@ -1245,27 +1252,28 @@ async fn get_many(
                     break;
                 }
             };
-            // Nobody listed, or only nodes gone, after another file waited
-            // for somebody in vain.
+            // Nobody listed, after another file waited for somebody in vain.
             let nobody = |i: &FileInfo| {
-                report.unlisted
-                    && node.others_in(i).all(|a| report.gone.contains(&a))
-                    && !started_here(dest, &f)
+                report.unlisted && node.listed_others(i) == 0 && !started_here(dest, &f)
             };
+            // Listed only with nodes another file found gone since this
+            // answer was asked for (a sharer killed at a fixed address stays
+            // listed a while, and answers are asked ahead): asked again, not
+            // tried (each waited 10 s); an answer asked since that lists
+            // them again (a sharer restarted) is tried.
+            let stale = |i: &FileInfo| {
+                node.listed_others(i) > 0
+                    && node.others_in(i).all(|a| report.gone.get(&a).is_some_and(|&t| asked_at < t))
+            };
+            if matches!(&info, Ok(i) if stale(i)) {
+                queue.push_front(f);
+                continue;
+            }
             let info = match info {
-                Ok(i) if nobody(&i) => Err(match node.others_in(&i).collect::<Vec<_>>()[..] {
-                    [] => anyhow!(
-                        "{NONE_LISTED} (none listed; another file of this fetch waited {}s for \
-                         one)",
-                        NO_SHARER_LIMIT.as_secs()
-                    ),
-                    ref gone => anyhow!(
-                        "{NONE_LISTED} (only {} listed, out of reach: another file of this \
-                         fetch could not connect and waited {}s for a sharer)",
-                        addr_list(gone),
-                        NO_SHARER_LIMIT.as_secs()
-                    ),
-                }),
+                Ok(i) if nobody(&i) => Err(anyhow!(
+                    "{NONE_LISTED} (none listed; another file of this fetch waited {}s for one)",
+                    NO_SHARER_LIMIT.as_secs()
+                )),
                 other => other,
             };
             match start_one(node, &args.group, &f, dest, &dest_s, info).await {
@@ -1403,7 +1411,8 @@ async fn get_many(
                 Status::Failed(why) => {
                     if why.starts_with(NONE_LISTED) {
                         report.unlisted = true;
-                        report.gone.extend(r.download.unreached());
+                        let now = std::time::Instant::now();
+                        report.gone.extend(r.download.unreached().into_iter().map(|a| (a, now)));
                     }
                     report.failed.push((r.entry.name, why))
                 }
@@ -1578,15 +1587,6 @@ fn settle(node: &Node, dest: &Path, report: &mut BulkReport) -> Result<()> {
 
 /// Whether file `f` has something at its path under `dest` already (the
 /// file, or a part file to resume): started on as usual.
-/// Up to three addresses, then how many more.
-fn addr_list(addrs: &[std::net::SocketAddr]) -> String {
-    let shown: Vec<String> = addrs.iter().take(3).map(|a| a.to_string()).collect();
-    match addrs.len() {
-        n if n > 3 => format!("{} and {} more", shown.join(", "), n - 3),
-        _ => shown.join(", "),
-    }
-}
-
 fn started_here(dest: &Path, f: &FileEntry) -> bool {
     let at = dest.join(&f.name);
     std::fs::symlink_metadata(&at).is_ok()
