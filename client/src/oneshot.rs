@@ -668,7 +668,7 @@ async fn get_one_ending(
             bail!(
                 "download stopped: {why}; the {} bytes verified are kept: run the same command \
                  again to resume",
-                download.progress().verified
+                download.kept()
             )
         }
     };
@@ -687,7 +687,7 @@ async fn get_one_ending(
         }
         Status::Failed(why) => {
             // What it verified stays in the part file for the next run.
-            let kept = download.progress().verified;
+            let kept = download.kept();
             *end = Some(OneEnd::Failed(Arc::clone(&download), seconds));
             if kept > 0 {
                 bail!(

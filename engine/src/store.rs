@@ -250,6 +250,9 @@ pub struct PartFile {
     /// Read back and checked before it moves into place: its filesystem
     /// took no `fallocate` (see [`FALLOCATE`]).
     check_back: bool,
+    /// Set once [`discard`](PartFile::discard) removed the part file:
+    /// whatever is verified later is not kept.
+    discarded: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -415,6 +418,7 @@ impl PartFile {
             dev,
             record: std::sync::Mutex::new(None),
             check_back,
+            discarded: std::sync::atomic::AtomicBool::new(false),
         };
         let have =
             if current == meta.len { this.reverify(&claimed) } else { Bitfield::new(pieces) };
@@ -553,12 +557,19 @@ impl PartFile {
     pub fn discard(&self) {
         let mut guard = self.record.lock().unwrap_or_else(|p| p.into_inner());
         *guard = None;
+        self.discarded.store(true, std::sync::atomic::Ordering::Release);
         let _ = fs::remove_file(&self.part_at);
         // A file of one piece has no state: what is at that path is not its.
         if self.meta.piece_hashes.len() > 1 {
             let _ = fs::remove_file(&self.state_at);
         }
         self.release();
+    }
+
+    /// Whether [`discard`](Self::discard) removed the part file (pieces
+    /// verified since are not kept for a resume).
+    pub fn discarded(&self) -> bool {
+        self.discarded.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Lets go of the part file's lock ([`lock`]): the download is over

@@ -174,6 +174,7 @@ fn many_small_settled_downloads_complete_and_end() {
         d.stop();
         d.wait();
         assert_eq!(d.progress().status, Status::Running, "{backend:?}: stopped, not failed");
+        assert_eq!(d.kept(), 0, "{backend:?}: what its message says is kept");
         assert!(!sub.join("out.bin").exists());
         assert!(!sub.join("out.bin.part").exists(), "{backend:?}: nothing kept");
         assert!(!sub.join("out.bin.part.state").exists(), "{backend:?}: nothing kept");

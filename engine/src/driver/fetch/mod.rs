@@ -466,6 +466,18 @@ impl Download {
         }
     }
 
+    /// The bytes a resume takes from its part file once it failed or was
+    /// stopped: what is verified, or none when the part file was removed
+    /// (nothing was verified when it ended; a piece verified in the last
+    /// instant is not kept then).
+    pub fn kept(&self) -> u64 {
+        if self.shared.part.discarded() {
+            0
+        } else {
+            self.progress().verified
+        }
+    }
+
     /// Whether it runs, completed or failed: [`progress`](Self::progress)'s
     /// status alone, without the core's lock (which the driver holds while
     /// it works).
