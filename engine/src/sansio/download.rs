@@ -222,6 +222,10 @@ struct Peer {
     /// Pieces it showed and answered with `reject`, left out of `bits`
     /// until the download has nothing to ask of anyone ([`REJECT_RETRY`]).
     rejected: Vec<u32>,
+    /// Its handshake went out behind another download's requests on the
+    /// same link ([`DownloadCore::connected_behind`]): not timed until
+    /// the link is this download's ([`DownloadCore::link_free`]).
+    behind: bool,
 }
 
 impl Peer {
@@ -466,6 +470,7 @@ impl DownloadCore {
         let mut next = refresh.min(self.last_sync + SYNC_EVERY);
         for p in self.peers.values() {
             let due = match p.stage {
+                Stage::Handshaking(_) if p.behind => continue,
                 Stage::Connecting(t) | Stage::Handshaking(t) => t + self.timeouts.connect,
                 Stage::Active => match p.outstanding.front() {
                     Some((_, t)) => (*t).max(p.last_bytes) + self.timeouts.stall,
@@ -554,6 +559,7 @@ impl DownloadCore {
                     path_rtt: Duration::ZERO,
                     snoozed: Vec::new(),
                     rejected: Vec::new(),
+                    behind: false,
                 },
             );
             self.by_addr.insert(addr, id);
@@ -623,6 +629,35 @@ impl DownloadCore {
         self.to_flush.push(peer);
         self.fill(peer, now);
         self.flush();
+    }
+
+    /// The connection to `peer` is another download's link, which carries
+    /// this one's handshake behind that one's last requests (pipelined):
+    /// the server answers those first, at whatever pace it sends (a node
+    /// holding its upload to a rate may take many seconds), so the
+    /// handshake's answer is timed from [`link_free`](Self::link_free)
+    /// on, not from now. (Timed from now, a paced seed's next files timed
+    /// out at [`CONNECT_TIMEOUT`] and closed the link under the file
+    /// before, and a bulk get from it wedged.) The link's current
+    /// download times its own requests; if the link fails, both hear.
+    pub fn connected_behind(&mut self, peer: PeerId, now: Instant) {
+        self.connected(peer, now);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.behind = true;
+        }
+    }
+
+    /// The link carrying `peer`'s handshake behind another download
+    /// ([`connected_behind`](Self::connected_behind)) is this download's
+    /// from `now`: its answer is timed from here.
+    pub fn link_free(&mut self, peer: PeerId, now: Instant) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        if std::mem::replace(&mut p.behind, false) {
+            if let Stage::Handshaking(_) = p.stage {
+                p.stage = Stage::Handshaking(now);
+                p.last_bytes = now;
+            }
+        }
     }
 
     /// Bytes from `peer` arrived that make no whole frame yet (part of a
@@ -949,6 +984,7 @@ impl DownloadCore {
         let mut expired = Vec::new();
         for (&id, p) in &self.peers {
             let late = match p.stage {
+                Stage::Handshaking(_) if p.behind => false,
                 Stage::Connecting(t) | Stage::Handshaking(t) => {
                     now.saturating_duration_since(t) > self.timeouts.connect
                 }
@@ -2233,6 +2269,37 @@ mod tests {
         );
         // Without a bitfield within the connect timeout it is dropped.
         core.tick(t0 + CONNECT_TIMEOUT + Duration::from_millis(1));
+        assert_eq!(closes(&mut core)[0].1, "timed out connecting");
+    }
+
+    /// A handshake sent on another download's link, behind that one's last
+    /// requests, is not timed while the server answers those (a node
+    /// holding its upload to a rate may take longer than the connect
+    /// timeout): only once the link is this download's.
+    #[test]
+    fn a_handshake_behind_another_download_is_timed_once_the_link_is_free() {
+        let t0 = Instant::now();
+        let mut core = DownloadCore::new(
+            meta(4),
+            "alice".into(),
+            b"tk".to_vec(),
+            None,
+            &Bitfield::new(4),
+            Timeouts::default(),
+            1,
+            t0,
+        );
+        core.add_peers(&[addr(1)], t0);
+        core.connected_behind(0, t0);
+        let sent: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
+        assert!(sent.iter().any(|a| matches!(a, Action::Send { peer: 0, .. })), "{sent:?}");
+        let later = t0 + 10 * CONNECT_TIMEOUT;
+        core.tick(later);
+        assert!(closes(&mut core).is_empty(), "waiting behind is not timing out");
+        core.link_free(0, later);
+        core.tick(later + CONNECT_TIMEOUT - Duration::from_millis(1));
+        assert!(closes(&mut core).is_empty());
+        core.tick(later + CONNECT_TIMEOUT + Duration::from_millis(1));
         assert_eq!(closes(&mut core)[0].1, "timed out connecting");
     }
 

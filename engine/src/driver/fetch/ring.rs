@@ -1123,6 +1123,7 @@ impl Driver {
         c.answered = false;
         c.stale = true;
         c.reported = Instant::now();
+        self.core(id, |core, now| core.link_free(peer, now));
     }
 
     /// The current download wants to say more on a link that went on to
@@ -1175,7 +1176,7 @@ impl Driver {
                 dl.conns.insert(peer, slot);
             }
             LINKS_REUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.core(id, |core, now| core.connected(peer, now));
+            self.core(id, |core, now| core.connected_behind(peer, now));
             return self.start_send(slot);
         }
         LINKS_OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
