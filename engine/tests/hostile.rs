@@ -663,6 +663,72 @@ fn a_server_with_an_upload_rate_serves_every_piece_and_holds_the_rate() {
     }
 }
 
+/// A piece that the upload rate lets start only far ahead (behind the
+/// pieces other downloaders asked for first) is announced with a `have`
+/// while it waits, so that its downloader does not take the request as
+/// stalled (`download::STALL_TIMEOUT`) and close the link; then it comes
+/// whole. Four downloaders ask for a piece each at 250 kB/s: the last in
+/// line waits some 6 s, past `slots::KEEPALIVE`.
+#[test]
+fn a_piece_held_back_by_the_upload_rate_is_announced_while_it_waits() {
+    std::thread::scope(|scope| {
+        for backend in backends() {
+            scope.spawn(move || piece_held_back_is_announced_on(backend));
+        }
+    });
+}
+
+fn piece_held_back_is_announced_on(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, meta) = source(dir.path(), 4 * PIECE_LEN as usize);
+    let bytes = fs::read(&p).unwrap();
+    let rate: ringshare_engine::slots::UploadRate = "250kB".parse().unwrap();
+    let limits = ServerLimits { upload_rate: Some(rate), ..ServerLimits::default() };
+    // Held whole but served without a seed's plan: every piece is offered
+    // to everyone (a seed offers some pieces to each downloader first).
+    let table = ServeTable::new(Box::new(|_, _, _, _| true));
+    let all = ringshare_engine::meta::Bitfield::full(meta.piece_hashes.len() as u32);
+    table.insert(ServedFile::partial(meta.clone(), File::open(&p).unwrap(), all));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let srv = PieceServer::start(listener, table, limits, backend).unwrap();
+    let announced: Vec<bool> = std::thread::scope(|scope| {
+        let waits: Vec<_> = (0..4u32)
+            .map(|i| {
+                let (addr, id, bytes) = (srv.addr(), meta.sha1, &bytes);
+                scope.spawn(move || {
+                    let mut s = handshake_as(addr, id, peer::VERSION, &format!("d{i}"));
+                    assert_eq!(read_msg(&mut s).unwrap().0, peer::kind::BITFIELD);
+                    let mut out = Vec::new();
+                    let ask = Message::Request { piece: i, offset: 0, len: PIECE_LEN as u32 };
+                    peer::encode(&ask, &mut out);
+                    send(&mut s, &out).unwrap();
+                    let mut announced = false;
+                    loop {
+                        let (k, payload) = read_msg(&mut s).expect("the piece");
+                        match peer::decode_payload(k, &payload).unwrap() {
+                            Message::Have(h) => {
+                                assert_eq!(h, i, "a have of the piece asked for");
+                                announced = true;
+                            }
+                            Message::Piece { piece, offset, data } => {
+                                assert_eq!((piece, offset), (i, 0));
+                                let at = (i * PIECE_LEN as u32) as usize;
+                                assert!(data == &bytes[at..at + PIECE_LEN as usize], "whole");
+                                return announced;
+                            }
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        waits.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    assert!(announced.iter().any(|&a| a), "{backend:?}: none announced: {announced:?}");
+    // The first in line goes at once.
+    assert!(!announced.iter().all(|&a| a), "{backend:?}: every piece announced");
+}
+
 /// A file no longer served (its user stopped sharing it, left its group or
 /// logged out; it changed on disk) sends nothing more on the sessions
 /// still open on it: a request from then on gets a `reject`, and within a

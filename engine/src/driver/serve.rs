@@ -24,7 +24,7 @@ use crate::link::PeerStream;
 use crate::meta::Bitfield;
 use crate::peer::{self, ErrorCode, Message, PeerDecodeError, Refuse, ServerAction, ServerSession};
 use crate::share::{self, ConnCaps, TICK};
-use crate::slots::SendSlots;
+use crate::slots::{SendSlots, KEEPALIVE};
 
 pub use crate::share::{
     Admission, Opener, ServeTable, ServedFile, ServerLimits, MAX_DOWNLOADERS, MAX_SESSIONS_PER_USER,
@@ -503,7 +503,17 @@ fn serve_session(
                 (start, senders) = gate.start(id, rate, len);
                 crate::link::pace(stream.raw_fd(), rate.share(senders));
             }
-            sleep_until(start + limits.piece_delay, stop)?;
+            // Far ahead, the downloader hears a `have` of the piece every
+            // KEEPALIVE meanwhile, or it would take the request as stalled
+            // (see the io_uring driver's `Conn::wait_to_start`).
+            let at = start + limits.piece_delay;
+            while at.saturating_duration_since(Instant::now()) > KEEPALIVE {
+                out.clear();
+                peer::encode(&Message::Have(piece), &mut out);
+                stream.send(&out)?;
+                sleep_until(Instant::now() + KEEPALIVE, stop)?;
+            }
+            sleep_until(at, stop)?;
             match &mut *stream {
                 PeerStream::Plain(tcp) => {
                     send_piece(tcp, file, piece, offset, file_offset, len)?;

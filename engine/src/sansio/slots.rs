@@ -63,6 +63,13 @@ pub const BUSY_AFTER: Duration = Duration::from_millis(250);
 /// The node sends at most its rate × (time + this) plus one piece.
 pub const RATE_AHEAD: Duration = Duration::from_millis(250);
 
+/// A piece the node's upload rate lets start only this far ahead or more
+/// waits unsent, and its connection tells the downloader it is alive (a
+/// `have` of the piece) this often meanwhile: a downloader takes a request
+/// unanswered with no byte from its peer for
+/// [`crate::download::STALL_TIMEOUT`] (20 s) as stalled.
+pub const KEEPALIVE: Duration = Duration::from_secs(5);
+
 /// A node's upload rate, as its user gives it (`--upload-rate`): the
 /// piece servers pace each connection sending a piece at its share of it
 /// ([`UploadRate::share`], set as the socket's `SO_MAX_PACING_RATE` when

@@ -33,7 +33,7 @@ use crate::meta::Bitfield;
 use crate::peer::{self, ErrorCode, Message, PeerDecodeError, Refuse, ServerAction, ServerSession};
 use crate::secure::{is_plaintext_preface, Link, MAX_MESSAGE, PEER_PROLOGUE, RECORD_HEADER};
 use crate::share::{self, ServeTable, ServedFile, ServerLimits};
-use crate::slots::SendSlots;
+use crate::slots::{SendSlots, KEEPALIVE};
 
 /// Initial receive buffer: far more than any request; a handshake with the
 /// longest ticket fits too. It grows only for a frame that needs it.
@@ -123,6 +123,13 @@ pub(crate) struct Conn {
     /// until what is being sent of the file before has gone.
     paused: bool,
     slot: SlotUse,
+    /// The piece first in line and when the node's upload rate lets it
+    /// start ([`SendSlots::start_at`]), while that is more than
+    /// [`KEEPALIVE`] away: it waits without its send armed, and its
+    /// downloader hears a `have` for it every [`KEEPALIVE`] meanwhile.
+    reserved: Option<(u32, Instant)>,
+    /// When the next of those `have`s is due.
+    alive_due: Instant,
 }
 
 impl Conn {
@@ -154,6 +161,8 @@ impl Conn {
             plain: Vec::new(),
             paused: false,
             slot: SlotUse::Free,
+            reserved: None,
+            alive_due: now,
         }
     }
 
@@ -483,48 +492,70 @@ impl Conn {
         if self.state == State::Closing {
             return;
         }
+        // A piece whose start the upload rate put far ahead keeps its place,
+        // its slot and the start it was given while it waits
+        // ([`Self::wait_to_start`]).
+        let reserved = self.reserved.take().filter(|&(p, _)| self.tx.next_piece() == Some(p));
         // A piece goes out only in an upload slot; until one is handed to
         // this connection, what is queued behind the piece waits too.
         // A seed sends first, of the pieces asked for, the one it sent
         // least, and ranks it by that (first copies first,
         // `SeedPlan::sent`).
-        let next = loop {
-            let mut rank = 0;
-            if self.slot != SlotUse::Waiting && self.tx.next_piece().is_some() {
-                let least =
-                    self.served.as_ref().and_then(|f| f.least_sent(self.tx.queued_pieces()));
-                if let Some((nth, sent)) = least {
-                    self.tx.send_next(nth);
-                    rank = sent;
+        let next = if let Some((piece, _)) = reserved {
+            Some(piece)
+        } else {
+            loop {
+                let mut rank = 0;
+                if self.slot != SlotUse::Waiting && self.tx.next_piece().is_some() {
+                    let least =
+                        self.served.as_ref().and_then(|f| f.least_sent(self.tx.queued_pieces()));
+                    if let Some((nth, sent)) = least {
+                        self.tx.send_next(nth);
+                        rank = sent;
+                    }
                 }
-            }
-            // A seed serving a crowd its first copies keeps back a piece
-            // that went out since it was asked for, and defers one to a
-            // downloader sent more than its share: before asking for a
-            // slot, or once handed one after waiting (not while waiting).
-            if self.slot != SlotUse::Waiting
-                && self.tx.next_piece().is_some()
-                && self.withhold_next(ctx.now)
-            {
-                continue;
-            }
-            let next = self.tx.next_piece();
-            if next.is_some() && self.slot != SlotUse::Held {
-                if self.slot == SlotUse::Waiting
-                    || !ctx.slots.acquire_ranked(self.key, rank, ctx.now)
+                // A seed serving a crowd its first copies keeps back a piece
+                // that went out since it was asked for, and defers one to a
+                // downloader sent more than its share: before asking for a
+                // slot, or once handed one after waiting (not while waiting).
+                if self.slot != SlotUse::Waiting
+                    && self.tx.next_piece().is_some()
+                    && self.withhold_next(ctx.now)
                 {
-                    self.slot = SlotUse::Waiting;
-                    return;
+                    continue;
                 }
-                self.slot = SlotUse::Held;
+                let next = self.tx.next_piece();
+                if next.is_some() && self.slot != SlotUse::Held {
+                    if self.slot == SlotUse::Waiting
+                        || !ctx.slots.acquire_ranked(self.key, rank, ctx.now)
+                    {
+                        self.slot = SlotUse::Waiting;
+                        return;
+                    }
+                    self.slot = SlotUse::Held;
+                }
+                break next;
             }
-            break next;
         };
         let mut pause = ctx.limits.piece_delay;
+        // When the node's upload rate lets the piece start.
+        let start = match (next, self.tx.next_job(), ctx.limits.upload_rate) {
+            (Some(_), Some(job), Some(rate)) => Some(match reserved {
+                Some((_, start)) => start,
+                None => ctx.slots.start_at(ctx.now, rate, job.len),
+            }),
+            _ => None,
+        };
+        if let (Some(piece), Some(start)) = (next, start) {
+            if start > ctx.now + KEEPALIVE {
+                return self.wait_to_start(piece, start, ctx);
+            }
+        }
         if let (Some(piece), Some(f)) = (next, &self.served) {
             f.note_sent(&mut self.session, piece);
-            if let (Some(rate), Some(job)) = (ctx.limits.upload_rate, self.tx.next_job()) {
-                let start = ctx.slots.start_at(ctx.now, rate, job.len);
+            if let (Some(rate), Some(job), Some(start)) =
+                (ctx.limits.upload_rate, self.tx.next_job(), start)
+            {
                 let senders = ctx.slots.senders(self.key, start, rate, job.len);
                 crate::link::pace(self.stream.as_raw_fd(), rate.share(senders));
                 pause += start - ctx.now;
@@ -538,21 +569,8 @@ impl Conn {
         if next.is_some() {
             self.pause = types::Timespec::from(pause);
         }
-        let delay = (next.is_some() && !pause.is_zero()).then_some(&self.pause);
-        let mut io = TxIo {
-            ring: ctx.ring,
-            inflight: &mut self.inflight,
-            sock: self.stream.as_raw_fd(),
-            key: self.key,
-            method: ctx.method,
-            delay,
-            file: self.served.as_deref(),
-            seal: self.link.as_deref_mut(),
-            bufs: ctx.bufs,
-        };
-        match self.tx.kick(&mut io) {
-            Ok(delayed) => self.delay_armed |= delayed,
-            Err(e) => return self.close(ctx, &e),
+        if !self.kick_tx(next.is_some() && !pause.is_zero(), ctx) {
+            return;
         }
         // Handed a slot for a piece since cancelled: it goes on.
         if self.slot == SlotUse::Held && !self.tx.sending_piece() {
@@ -561,6 +579,56 @@ impl Conn {
         if matches!(self.state, State::Draining { .. }) && self.tx.is_idle() {
             self.close(ctx, "refused");
         }
+    }
+
+    /// Starts the send queue's next step, after `self.pause` if `delayed`.
+    /// False if that failed and the connection closed.
+    fn kick_tx(&mut self, delayed: bool, ctx: &mut Ctx<'_>) -> bool {
+        let mut io = TxIo {
+            ring: ctx.ring,
+            inflight: &mut self.inflight,
+            sock: self.stream.as_raw_fd(),
+            key: self.key,
+            method: ctx.method,
+            delay: delayed.then_some(&self.pause),
+            file: self.served.as_deref(),
+            seal: self.link.as_deref_mut(),
+            bufs: ctx.bufs,
+        };
+        match self.tx.kick(&mut io) {
+            Ok(delayed) => {
+                self.delay_armed |= delayed;
+                true
+            }
+            Err(e) => {
+                self.close(ctx, &e);
+                false
+            }
+        }
+    }
+
+    /// The piece first in line may start only at `start`, more than
+    /// [`KEEPALIVE`] away (the node's upload rate is taken by the pieces
+    /// given their start before it). Rather than arm its send that far
+    /// ahead, it keeps its place and start ([`Self::reserved`]; the ticks
+    /// look again), and the downloader hears a `have` for it every
+    /// [`KEEPALIVE`]: a request left unanswered with no byte from the
+    /// peer for [`crate::download::STALL_TIMEOUT`] counts as stalled, and
+    /// a bulk get of many files from a node with `--upload-rate` kept
+    /// closing links whose pieces were queued that far back (the node
+    /// went on to send them to nobody, and the get wedged). Meanwhile the
+    /// connection reads on, and a downloader that leaves is seen leaving.
+    fn wait_to_start(&mut self, piece: u32, start: Instant, ctx: &mut Ctx<'_>) {
+        self.reserved = Some((piece, start));
+        if ctx.now < self.alive_due {
+            return;
+        }
+        self.alive_due = ctx.now + KEEPALIVE;
+        let mut out = Vec::new();
+        peer::encode(&Message::Have(piece), &mut out);
+        // Nothing is in flight: the piece is next in line.
+        self.tx.push_bytes_first(out);
+        self.kick_tx(false, ctx);
     }
 
     fn on_send(&mut self, op: Op, res: i32, flags: u32, ctx: &mut Ctx<'_>) {
