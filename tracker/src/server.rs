@@ -93,13 +93,19 @@ fn oversized(payload: &[u8]) -> Option<FrameIoError> {
 }
 
 /// A connection's place among those served: since when it has waited for
-/// a request (a link still in its handshake waits too), and a way to end
-/// it for a newcomer when every place is taken.
+/// a request (a link still in its handshake waits too), whether any of its
+/// requests was granted, and a way to end it for a newcomer when every
+/// place is taken.
 #[derive(Debug, Default)]
 struct Slot {
     /// Milliseconds since the server started; `u64::MAX` while it works
     /// on a request (or serves another tracker's pull).
     waiting_since: AtomicU64,
+    /// When it was admitted (milliseconds since the server started).
+    admitted: u64,
+    /// A request of it was answered with anything but a refusal (or it is
+    /// another tracker's pull): set once, never cleared.
+    proven: std::sync::atomic::AtomicBool,
     evict: tokio::sync::Notify,
     /// Told to end ([`Slots::admit`]): counted in [`Slots::evicting`] until
     /// it has.
@@ -113,6 +119,10 @@ impl Slot {
 
     fn work(&self) {
         self.waiting_since.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    fn prove(&self) {
+        self.proven.store(true, Ordering::Relaxed);
     }
 
     /// `f`, unless the slot is given to a newcomer first.
@@ -147,11 +157,15 @@ const EVICT_AHEAD: usize = 64;
 
 impl Slots {
     /// A slot for a connection from `ip`, if the caps allow it: when every
-    /// slot is taken, the connection that has waited longest for a request
-    /// (at least [`EVICT_AFTER_MS`]) is told to end and gives its slot up.
-    /// (Connections that finished their handshake and then said nothing
-    /// held every slot until `--client-idle`: nine addresses shut every
-    /// client out.)
+    /// slot is taken, a connection is told to end and gives its slot up —
+    /// the oldest of those admitted at least [`EVICT_AFTER_MS`] ago that
+    /// no request of has been granted, else the one that has waited
+    /// longest for a request (as long at least). (Connections that
+    /// finished their handshake and then said nothing held every slot
+    /// until `--client-idle`: nine addresses shut every client out; and
+    /// links sending a request with a made-up token every half second,
+    /// never silent, held every slot for good under a low open files
+    /// limit.)
     fn admit(
         &mut self,
         ip: IpAddr,
@@ -167,14 +181,25 @@ impl Slots {
                 return None;
             }
             let now = millis(clock);
-            let oldest = self
+            let unproven = self
                 .live
                 .values()
-                .map(|s| s.waiting_since.load(Ordering::Relaxed))
-                .filter(|&t| t != u64::MAX && t.saturating_add(EVICT_AFTER_MS) <= now)
-                .min()?;
-            let victim =
-                self.live.values().find(|s| s.waiting_since.load(Ordering::Relaxed) == oldest)?;
+                .filter(|s| {
+                    !s.proven.load(Ordering::Relaxed)
+                        && !s.evicted.load(Ordering::Relaxed)
+                        && s.admitted.saturating_add(EVICT_AFTER_MS) <= now
+                })
+                .min_by_key(|s| s.admitted);
+            let silent = || {
+                self.live
+                    .values()
+                    .filter(|s| {
+                        let t = s.waiting_since.load(Ordering::Relaxed);
+                        t != u64::MAX && t.saturating_add(EVICT_AFTER_MS) <= now
+                    })
+                    .min_by_key(|s| s.waiting_since.load(Ordering::Relaxed))
+            };
+            let victim = unproven.or_else(silent)?;
             // Not chosen twice.
             victim.work();
             victim.evicted.store(true, Ordering::Relaxed);
@@ -183,7 +208,7 @@ impl Slots {
         }
         let id = self.next;
         self.next += 1;
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(Slot { admitted: millis(clock), ..Slot::default() });
         slot.wait(clock);
         self.live.insert(id, Arc::clone(&slot));
         *self.per_ip.entry(ip).or_insert(0) += 1;
@@ -335,6 +360,9 @@ async fn connection(
                     .await;
             return Ok(false);
         }
+        // Not one to give its slot up: it is not told (it waits for no
+        // request).
+        slot.prove();
         return sync::serve_pull(stream, tracker, hello).await.map(|()| false);
     }
     let remote = stream.remote_key();
@@ -404,9 +432,13 @@ async fn connection(
             let _answering = tracker.answering();
             match tracker.reply(req, peer.ip(), Some(node_key)).await {
                 Reply::Msg(resp) => {
+                    if !matches!(resp, Response::Refused(_)) {
+                        slot.prove();
+                    }
                     within(write_limit, write_msg(&mut stream, RESPONSE, &resp)).await?
                 }
                 Reply::Frame(frame) => {
+                    slot.prove();
                     within(write_limit, async {
                         stream.write_all(&frame).await?;
                         stream.flush().await.map_err(FrameIoError::Io)

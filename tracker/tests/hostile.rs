@@ -443,11 +443,19 @@ async fn silent_links_from_many_addresses_give_their_slots_up() {
     }
     // Every slot held: a newcomer is refused until the silent ones have
     // waited a second, then served.
-    let served = tokio::time::timeout(Duration::from_secs(20), async {
+    let served = newcomer_login(t.addr).await;
+    assert!(matches!(served, Response::LoggedIn { .. }), "{served:?}");
+    drop(held);
+}
+
+/// Alice's login from a newcomer at 127.0.0.9, tried every 100 ms until a
+/// connection is served (20 s at most).
+async fn newcomer_login(to: SocketAddr) -> Response {
+    tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let s = TcpSocket::new_v4().unwrap();
             s.bind("127.0.0.9:0".parse().unwrap()).unwrap();
-            if let Ok(tcp) = s.connect(t.addr).await {
+            if let Ok(tcp) = s.connect(to).await {
                 let key = Keypair::generate();
                 if let Ok(mut link) = SecureStream::connect(tcp, &key, CONTROL_PROLOGUE, None).await
                 {
@@ -462,9 +470,51 @@ async fn silent_links_from_many_addresses_give_their_slots_up() {
         }
     })
     .await
-    .expect("a newcomer was served within 20 s");
+    .expect("a newcomer was served within 20 s")
+}
+
+/// Links that send a request with a made-up token every 200 ms, from
+/// enough addresses to take every slot, are never silent, yet do not shut
+/// others out: a connection none of whose requests was granted gives its
+/// slot to a newcomer. (They held every slot for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_whose_requests_are_all_refused_give_their_slots_up() {
+    let t = Tracker::start_with_open_files(200);
+    assert_eq!(call_from(t.addr, "127.0.0.1", &create("alice", "pw")).await, Response::Done);
+    let mut flood = Vec::new();
+    for i in 0..8 {
+        for _ in 0..9 {
+            let s = TcpSocket::new_v4().unwrap();
+            s.bind(format!("127.0.3.{}:0", 1 + i).parse().unwrap()).unwrap();
+            let tcp = s.connect(t.addr).await.unwrap();
+            let key = Keypair::generate();
+            let mut link = SecureStream::connect(tcp, &key, CONTROL_PROLOGUE, None).await.unwrap();
+            flood.push(tokio::spawn(async move {
+                let req = Request::ListGroups { token: ringshare_engine::proto::Token([7; 16]) };
+                while write_msg(&mut link, REQUEST, &req).await.is_ok() {
+                    match read_msg::<Response, _>(&mut link, RESPONSE).await {
+                        Ok(Some(Response::Refused(Refusal::NotLoggedIn))) => {}
+                        _ => return,
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }));
+        }
+    }
+    let served = newcomer_login(t.addr).await;
     assert!(matches!(served, Response::LoggedIn { .. }), "{served:?}");
-    drop(held);
+    // One that was served keeps its slot against the flood.
+    let mut s = connect(t.addr, "127.0.0.1").await;
+    let r = call(&mut s, &login("alice", "pw")).await;
+    let Response::LoggedIn { token, .. } = r else { panic!("{r:?}") };
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = call(&mut s, &Request::ListGroups { token }).await;
+        assert!(matches!(r, Response::Names(_)), "{r:?}");
+    }
+    for f in flood {
+        f.abort();
+    }
 }
 
 /// A client that sends requests and never reads the answers gives its
