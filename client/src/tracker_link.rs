@@ -8,7 +8,10 @@
 //! A tracker that let a request or a connection time out (hung, or cut off
 //! without a reset) is tried last by every link of the node for
 //! [`SILENT_FOR`]: one link's timeout is not paid again by each of the
-//! others (a bulk fetch holds dozens).
+//! others (a bulk fetch holds dozens). A tracker that closes a new
+//! connection at its door (every connection it admits is taken, or too
+//! many come from this address) is asked again after a short wait, up to
+//! [`DOOR_RETRIES`] times, before the call fails.
 //!
 //! Every connection is encrypted and authenticated (Noise XX,
 //! `ringshare_engine::secure`): the tracker must prove the key its line in
@@ -16,6 +19,7 @@
 //! address the first time (`known_trackers` in the state directory); the
 //! client proves its own node key.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,41 +102,53 @@ impl Trackers {
         Arc::clone(&self.me)
     }
 
-    /// Opens an encrypted link to tracker `i` (0-based) at `addr`.
-    async fn connect(&self, i: usize) -> Result<SecureStream<TcpStream>, String> {
+    /// Opens an encrypted link to tracker `i` (0-based) at `addr`. An error
+    /// says whether the tracker closed the connection in its handshake
+    /// (it admits no more connections just now).
+    async fn connect(&self, i: usize) -> Result<SecureStream<TcpStream>, (String, bool)> {
         let addr = self.list.addrs[i];
         let listed = self.list.keys.get(i).copied().flatten();
         let shown = addr.to_string();
         let pinned = if listed.is_none() { self.pins.get(&shown) } else { None };
-        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let tcp = TcpStream::connect(addr).await.map_err(|e| (e.to_string(), false))?;
         let _ = tcp.set_nodelay(true);
         let stream = SecureStream::connect(tcp, &self.me, CONTROL_PROLOGUE, listed.or(pinned))
             .await
-            .map_err(|e| match e {
-                HandshakeError::Secure(SecureError::WrongKey { expected, got }) => {
-                    if listed.is_some() {
-                        format!(
-                            "tracker {addr} proved key {got}, not the key {expected} the tracker \
-                             list gives for it; refused (fix the key in the tracker list if the \
-                             tracker's key was changed on purpose)"
-                        )
-                    } else {
-                        format!(
-                            "tracker {addr} proved key {got}, but {} pins key {expected} for it; \
-                             refused (if the tracker's key was changed on purpose, edit that \
-                             file, or list the new key after the address in the tracker list)",
-                            self.pins.file().display()
-                        )
-                    }
-                }
-                e => format!("secure handshake: {e}"),
+            .map_err(|e| {
+                use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, UnexpectedEof};
+                let at_door = matches!(&e, HandshakeError::Io(e)
+                    if matches!(e.kind(), UnexpectedEof | ConnectionReset | ConnectionAborted));
+                (handshake_failure(e, addr, listed.is_some(), &self.pins), at_door)
             })?;
         if listed.is_none() {
             self.pins
                 .check_or_pin("tracker", &shown, stream.remote_key())
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| (e.to_string(), false))?;
         }
         Ok(stream)
+    }
+}
+
+/// What a failed handshake with the tracker at `addr` says.
+fn handshake_failure(e: HandshakeError, addr: SocketAddr, listed: bool, pins: &Pins) -> String {
+    match e {
+        HandshakeError::Secure(SecureError::WrongKey { expected, got }) => {
+            if listed {
+                format!(
+                    "tracker {addr} proved key {got}, not the key {expected} the tracker \
+                             list gives for it; refused (fix the key in the tracker list if the \
+                             tracker's key was changed on purpose)"
+                )
+            } else {
+                format!(
+                    "tracker {addr} proved key {got}, but {} pins key {expected} for it; \
+                             refused (if the tracker's key was changed on purpose, edit that \
+                             file, or list the new key after the address in the tracker list)",
+                    pins.file().display()
+                )
+            }
+        }
+        e => format!("secure handshake: {e}"),
     }
 }
 
@@ -147,6 +163,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a tracker that timed out is tried last (see the module docs).
 const SILENT_FOR: Duration = Duration::from_secs(30);
+/// How many times more the trackers are tried when one closed the
+/// connection at its door and none answered, after waiting
+/// [`DOOR_WAIT`], then twice and four times as long: a tracker whose
+/// connections are all taken gives the slot of one that has said nothing
+/// for a second, or whose requests were all refused, to a newcomer, and
+/// may have none to give at the first try.
+pub const DOOR_RETRIES: u32 = 3;
+/// See [`DOOR_RETRIES`].
+const DOOR_WAIT: Duration = Duration::from_millis(250);
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -234,47 +259,76 @@ impl TrackerLink {
             }
             self.stream = None;
         }
-        for i in self.trackers.order_from(self.current) {
-            self.current = i;
-            let addr = self.trackers.list.addrs[i];
-            let connect = self.trackers.connect(i);
-            let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    failures.push(format!("{addr}: {e}"));
-                    continue;
+        let before = failures.len();
+        // Every round ended with a tracker closing the connection at its
+        // door and no request sent.
+        let mut turned_away = false;
+        for round in 0..=DOOR_RETRIES {
+            if round > 0 {
+                tokio::time::sleep(DOOR_WAIT * (1 << (round - 1))).await;
+                failures.truncate(before);
+            }
+            // A tracker closed the connection at its door, and no request
+            // went out this round: worth another round.
+            let mut at_door = false;
+            let mut sent = false;
+            for i in self.trackers.order_from(self.current) {
+                self.current = i;
+                let addr = self.trackers.list.addrs[i];
+                let connect = self.trackers.connect(i);
+                let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err((e, door))) => {
+                        at_door |= door;
+                        failures.push(format!("{addr}: {e}"));
+                        continue;
+                    }
+                    Err(_) => {
+                        self.trackers.mark_silent(i);
+                        failures.push(format!("{addr}: connect timed out"));
+                        continue;
+                    }
+                };
+                sent = true;
+                match tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut stream, req)).await {
+                    // A tracker that lost its data and is catching up did
+                    // nothing with the request: the next one is asked.
+                    Ok(Ok(Response::Refused(
+                        Refusal::CatchingUp(why) | Refusal::Stopping(why),
+                    ))) => {
+                        failures.push(format!("{addr}: {why}"));
+                    }
+                    Ok(Ok(resp)) => {
+                        self.trackers.mark_answering(i);
+                        self.stream = Some(stream);
+                        self.resent = unanswered;
+                        return Ok(resp);
+                    }
+                    Ok(Err(e)) => {
+                        unanswered = true;
+                        failures.push(format!("{addr}: {e}"));
+                    }
+                    Err(_) => {
+                        unanswered = true;
+                        self.trackers.mark_silent(i);
+                        failures.push(format!("{addr}: no answer in {REQUEST_TIMEOUT:?}"));
+                    }
                 }
-                Err(_) => {
-                    self.trackers.mark_silent(i);
-                    failures.push(format!("{addr}: connect timed out"));
-                    continue;
-                }
-            };
-            match tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut stream, req)).await {
-                // A tracker that lost its data and is catching up did
-                // nothing with the request: the next one is asked.
-                Ok(Ok(Response::Refused(Refusal::CatchingUp(why) | Refusal::Stopping(why)))) => {
-                    failures.push(format!("{addr}: {why}"));
-                }
-                Ok(Ok(resp)) => {
-                    self.trackers.mark_answering(i);
-                    self.stream = Some(stream);
-                    self.resent = unanswered;
-                    return Ok(resp);
-                }
-                Ok(Err(e)) => {
-                    unanswered = true;
-                    failures.push(format!("{addr}: {e}"));
-                }
-                Err(_) => {
-                    unanswered = true;
-                    self.trackers.mark_silent(i);
-                    failures.push(format!("{addr}: no answer in {REQUEST_TIMEOUT:?}"));
-                }
+            }
+            turned_away = at_door && !sent;
+            if !turned_away {
+                break;
             }
         }
         self.resent = false;
         let mut why = failures.join("; ");
+        if turned_away {
+            why.push_str(&format!(
+                "; closed at once {} times in a row: the tracker may admit no more connections \
+                 just now",
+                DOOR_RETRIES + 1
+            ));
+        }
         if unanswered && !req.only_reads() {
             why.push_str(
                 "; the request was sent and its answer lost, so it may have been carried out: \
@@ -358,6 +412,43 @@ async fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tracker that closes the first connections at its door (every slot
+    /// taken) is asked again after a short wait, and answers; one that
+    /// keeps closing them fails the call with a line that says so.
+    #[tokio::test]
+    async fn a_tracker_that_closes_a_connection_at_its_door_is_asked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let key = Keypair::generate();
+        let tracker = tokio::spawn(async move {
+            // Two turned away, then served.
+            for _ in 0..2 {
+                drop(listener.accept().await.unwrap());
+            }
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut s = SecureStream::accept(tcp, &key, CONTROL_PROLOGUE).await.unwrap();
+            let req = read_msg::<Request, _>(&mut s, REQUEST).await.unwrap();
+            assert!(matches!(req, Some(Request::ListGroups { .. })), "{req:?}");
+            write_msg(&mut s, RESPONSE, &Response::Names(vec!["g".into()])).await.unwrap();
+            // Then every connection turned away.
+            loop {
+                drop(listener.accept().await.unwrap());
+            }
+        });
+        let list = TrackerList::parse(&format!("{addr}\n"), "tracker_info.txt").unwrap();
+        let trackers = Trackers::open(list, dir.path()).unwrap();
+        let req = Request::ListGroups { token: ringshare_engine::proto::Token([1; 16]) };
+        let mut link = TrackerLink::new(trackers.clone());
+        let r = link.call(&req).await;
+        assert_eq!(r.unwrap(), Response::Names(vec!["g".into()]));
+        let mut other = TrackerLink::new(trackers);
+        let Err(LinkError::Unreachable(why)) = other.call(&req).await else { panic!() };
+        assert!(why.ends_with("the tracker may admit no more connections just now"), "{why}");
+        assert_eq!(why.matches(&addr.to_string()).count(), 1, "the last try only: {why}");
+        tracker.abort();
+    }
 
     #[test]
     fn a_tracker_that_timed_out_is_tried_last_by_every_link_for_a_while() {
