@@ -280,12 +280,53 @@ impl ShareBook {
     /// and name); durable when it returns, with one sync for them all — a
     /// tree of thousands of files shared at once took an fdatasync per
     /// file, in turn, most of its registration time.
+    ///
+    /// All or nothing: if a record cannot be written or made durable (a
+    /// full disk), the log is cut back to where it was and the error
+    /// returned, so that shares taken back for it do not come back at the
+    /// next login (those written before the disk filled did).
     pub fn put_all(&self, shares: &[LocalShare]) -> std::io::Result<()> {
-        let mut mine = None;
-        for share in shares {
-            mine = Some(self.append(share)?);
+        if shares.is_empty() {
+            return Ok(());
         }
-        mine.map_or(Ok(()), |m| self.sync_to(m))
+        // Held throughout: no other record goes in between, so cutting
+        // back drops only this batch's.
+        let mut st = self.lock();
+        let before = match &st.file {
+            Some(f) => f.metadata()?.len(),
+            None => match fs::metadata(&self.log) {
+                Ok(md) => md.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(e),
+            },
+        };
+        let (records, written, live) = (st.records, st.written, st.live.clone());
+        let result = shares
+            .iter()
+            .try_for_each(|share| {
+                self.write(&mut st, &Entry::Put(share.clone()))?;
+                st.live.insert(key_of(share));
+                Ok(())
+            })
+            .and_then(|()| st.file.as_ref().map_or(Ok(()), |f| f.sync_data()));
+        if let Err(e) = result {
+            if let Some(f) = &st.file {
+                // Cutting back frees blocks: it works on a full disk.
+                let _ = f.set_len(before);
+                let _ = f.sync_data();
+            }
+            st.records = records;
+            st.written = written;
+            st.live = live;
+            return Err(e);
+        }
+        st.synced = st.written;
+        // Recorded and durable: a compaction that fails leaves the log as
+        // it is, whole, and is tried again at the next record.
+        if let Err(e) = self.maybe_compact(&mut st) {
+            tracing::warn!("compact {}: {e}", self.log.display());
+        }
+        Ok(())
     }
 
     /// Appends a put record (compacting when due); returns its number for
@@ -593,6 +634,50 @@ mod tests {
             piece_hashes: vec![],
         };
         LocalShare::new(group.into(), path, meta).unwrap()
+    }
+
+    /// A batch that does not fit (a full disk) leaves nothing of itself in
+    /// the log: the shares it held are taken back by the caller, and those
+    /// written before the disk filled came back at the next login.
+    #[test]
+    fn a_batch_that_does_not_fit_leaves_no_record() {
+        // SAFETY: geteuid takes no arguments and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small");
+        fs::create_dir(&small).unwrap();
+        let mount = |args: &[&str]| std::process::Command::new(args[0]).args(&args[1..]).status();
+        let at = small.to_str().unwrap();
+        assert!(mount(&["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", at]).unwrap().success());
+        struct Unmount<'a>(&'a str);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(self.0).status();
+            }
+        }
+        let _unmount = Unmount(at);
+        let book = ShareBook::new(&small, "alice", "127.0.0.1:9000");
+        let first = share(dir.path(), "g", "first", 10);
+        book.put(&first).unwrap();
+        let len = fs::metadata(small.join("alice@127.0.0.1:9000.sharelog")).unwrap().len();
+        let batch: Vec<LocalShare> =
+            (0..200).map(|i| share(dir.path(), "g", &format!("f{i:03}"), 100 + i)).collect();
+        let err = book.put_all(&batch).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        let log = small.join("alice@127.0.0.1:9000.sharelog");
+        assert_eq!(fs::metadata(&log).unwrap().len(), len, "cut back");
+        assert_eq!(
+            ShareBook::new(&small, "alice", "127.0.0.1:9000").load(),
+            (vec![first.clone()], None)
+        );
+        // The book goes on: a share that fits is recorded after it.
+        let second = share(dir.path(), "g", "second", 20);
+        book.put(&second).unwrap();
+        let (loaded, warning) = ShareBook::new(&small, "alice", "127.0.0.1:9000").load();
+        assert_eq!((loaded, warning), (vec![first, second], None));
     }
 
     /// Puts from many threads at once (a bulk fetch's downloads ending
