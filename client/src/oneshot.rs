@@ -1261,8 +1261,11 @@ async fn get_many(
             // listed a while, and answers are asked ahead): asked again, not
             // tried (each waited 10 s); an answer asked since that lists
             // them again (a sharer restarted) is tried.
+            // (Looked at only once some node was found gone: it parses the
+            // file's listed addresses.)
             let stale = |i: &FileInfo| {
-                node.listed_others(i) > 0
+                !report.gone.is_empty()
+                    && node.listed_others(i) > 0
                     && node.others_in(i).all(|a| report.gone.get(&a).is_some_and(|&t| asked_at < t))
             };
             if matches!(&info, Ok(i) if stale(i)) {
