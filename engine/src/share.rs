@@ -655,16 +655,39 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub(crate) const WITHDRAWN: &str = "the file is no longer shared here";
 
 /// The connection caps of one piece server: how many connections it serves
-/// at once, in all and from one address. No I/O: the driver asks
-/// [`ConnCaps::admit`] for each new connection and calls
+/// at once, in all and from one address, and which gives its place up when
+/// all are taken. No I/O: the driver asks [`ConnCaps::admit`] for each new
+/// connection, says when one's session opens ([`ConnCaps::opened`]), ends
+/// the one `admit` names to give its place up, and calls
 /// [`ConnCaps::release`] when an admitted one ends.
 #[derive(Debug)]
 pub struct ConnCaps {
     max_total: usize,
     max_per_ip: usize,
-    live: usize,
+    live: HashMap<u64, Place>,
     per_ip: HashMap<IpAddr, usize>,
+    next: u64,
+    /// Connections told to give their place up, not gone yet.
+    evicting: usize,
 }
+
+/// An admitted connection.
+#[derive(Debug)]
+struct Place {
+    ip: IpAddr,
+    since: Instant,
+    /// Its session opened (a handshake with a good ticket).
+    opened: bool,
+    /// Told to give its place up.
+    told: bool,
+}
+
+/// A connection admitted this long ago whose session has not opened may
+/// give its place to a newcomer when all are taken.
+pub const EVICT_AFTER: Duration = Duration::from_secs(1);
+/// Most connections told to give their place up at once (the connections
+/// served may pass the cap by this many while they end).
+const EVICT_AHEAD: usize = 64;
 
 impl ConnCaps {
     /// Caps from `limits`.
@@ -672,40 +695,74 @@ impl ConnCaps {
         Self {
             max_total: limits.max_connections,
             max_per_ip: limits.max_per_ip,
-            live: 0,
+            live: HashMap::new(),
             per_ip: HashMap::new(),
+            next: 0,
+            evicting: 0,
         }
     }
 
-    /// Takes a place for a connection from `ip`, or says why not: the text
-    /// of the `Busy` error frame to send before closing it.
-    pub fn admit(&mut self, ip: IpAddr) -> Result<(), &'static str> {
+    /// Takes a place for a connection from `ip` at `now`: its id, and the
+    /// id of a connection to end now, which gives its place up — when all
+    /// are taken, the oldest admitted [`EVICT_AFTER`] ago or more whose
+    /// session has not opened (links that connect and say nothing, or
+    /// never finish a handshake, held every place for the handshake
+    /// timeout, 10 s, and a flood of them renewed that for good). Or says
+    /// why not: the text of the `Busy` error frame to send before closing
+    /// it.
+    pub fn admit(&mut self, ip: IpAddr, now: Instant) -> Result<(u64, Option<u64>), &'static str> {
         let from_ip = self.per_ip.get(&ip).copied().unwrap_or(0);
         if from_ip >= self.max_per_ip {
             return Err("too many connections from your address");
         }
-        if self.live >= self.max_total {
-            return Err("too many connections");
+        let mut evict = None;
+        if self.live.len() >= self.max_total + self.evicting {
+            if self.evicting >= EVICT_AHEAD {
+                return Err("too many connections");
+            }
+            let victim = self
+                .live
+                .iter_mut()
+                .filter(|(_, p)| {
+                    !p.opened && !p.told && now.saturating_duration_since(p.since) >= EVICT_AFTER
+                })
+                .min_by_key(|(&id, p)| (p.since, id));
+            let Some((&id, place)) = victim else { return Err("too many connections") };
+            place.told = true;
+            self.evicting += 1;
+            evict = Some(id);
         }
-        self.live += 1;
+        let id = self.next;
+        self.next += 1;
+        self.live.insert(id, Place { ip, since: now, opened: false, told: false });
         *self.per_ip.entry(ip).or_insert(0) += 1;
-        Ok(())
+        Ok((id, evict))
     }
 
-    /// An admitted connection from `ip` ended.
-    pub fn release(&mut self, ip: IpAddr) {
-        self.live = self.live.saturating_sub(1);
-        if let Some(n) = self.per_ip.get_mut(&ip) {
+    /// Connection `id`'s session opened: it keeps its place.
+    pub fn opened(&mut self, id: u64) {
+        if let Some(p) = self.live.get_mut(&id) {
+            p.opened = true;
+        }
+    }
+
+    /// The admitted connection `id` ended (told to or not).
+    pub fn release(&mut self, id: u64) {
+        let Some(place) = self.live.remove(&id) else { return };
+        if place.told {
+            self.evicting = self.evicting.saturating_sub(1);
+        }
+        if let Some(n) = self.per_ip.get_mut(&place.ip) {
             *n -= 1;
             if *n == 0 {
-                self.per_ip.remove(&ip);
+                self.per_ip.remove(&place.ip);
             }
         }
     }
 
     /// Connections admitted and not released.
     pub fn live(&self) -> usize {
-        self.live
+        self.live.len()
     }
 }
 
@@ -719,18 +776,54 @@ mod tests {
         let mut caps = ConnCaps::new(&limits);
         let (a, b, c): (IpAddr, IpAddr, IpAddr) =
             ([10, 0, 0, 1].into(), [10, 0, 0, 2].into(), [10, 0, 0, 3].into());
-        assert_eq!(caps.admit(a), Ok(()));
-        assert_eq!(caps.admit(a), Ok(()));
-        assert_eq!(caps.admit(a), Err("too many connections from your address"));
-        assert_eq!(caps.admit(b), Ok(()));
-        assert_eq!(caps.admit(c), Err("too many connections"));
-        caps.release(a);
-        assert_eq!(caps.admit(c), Ok(()));
-        for ip in [a, b, c] {
-            caps.release(ip);
+        let now = Instant::now();
+        let (a1, _) = caps.admit(a, now).unwrap();
+        let (a2, _) = caps.admit(a, now).unwrap();
+        assert_eq!(caps.admit(a, now), Err("too many connections from your address"));
+        let (b1, _) = caps.admit(b, now).unwrap();
+        for id in [a1, a2, b1] {
+            caps.opened(id);
+        }
+        let later = now + 10 * EVICT_AFTER;
+        assert_eq!(caps.admit(c, later), Err("too many connections"), "every session open");
+        caps.release(a1);
+        let (c1, evicted) = caps.admit(c, later).unwrap();
+        assert_eq!(evicted, None);
+        for id in [a2, b1, c1] {
+            caps.release(id);
         }
         assert_eq!(caps.live(), 0);
         assert!(caps.per_ip.is_empty(), "no entry kept for a gone address");
+    }
+
+    /// When every place is taken, the oldest connection whose session has
+    /// not opened, admitted a second ago or more, gives its place to the
+    /// newcomer; a younger one, or one with its session open, does not.
+    #[test]
+    fn a_connection_that_opened_no_session_gives_its_place_up() {
+        let limits = ServerLimits { max_connections: 3, max_per_ip: 3, ..Default::default() };
+        let mut caps = ConnCaps::new(&limits);
+        let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        let t0 = Instant::now();
+        let (open, _) = caps.admit(a, t0).unwrap();
+        caps.opened(open);
+        let (silent1, _) = caps.admit(a, t0 + Duration::from_millis(10)).unwrap();
+        let (silent2, _) = caps.admit(a, t0 + Duration::from_millis(20)).unwrap();
+        // Too young yet.
+        assert_eq!(caps.admit(b, t0 + Duration::from_millis(500)), Err("too many connections"));
+        let at = t0 + Duration::from_millis(1100);
+        let (n1, evicted) = caps.admit(b, at).unwrap();
+        assert_eq!(evicted, Some(silent1), "the oldest silent one");
+        // Told once: the next newcomer takes the other's place.
+        let (_, evicted) = caps.admit(b, at).unwrap();
+        assert_eq!(evicted, Some(silent2));
+        // None left to tell (the newcomers are young, the open one stays).
+        assert_eq!(caps.admit(b, at), Err("too many connections"));
+        caps.opened(n1);
+        caps.release(silent1);
+        caps.release(silent2);
+        assert_eq!(caps.live(), 3);
+        assert_eq!(caps.evicting, 0);
     }
 
     #[test]

@@ -602,6 +602,63 @@ fn a_file_is_served_to_at_most_max_downloaders_at_once_on(backend: Backend) {
     }
 }
 
+/// Links that connect and say nothing, as many as the server admits, give
+/// their places to newcomers once they have held them a second: an honest
+/// downloader is served (they held every place for the handshake timeout,
+/// 60 s here, and a flood renewed that for good). Links whose session
+/// opened keep theirs: with every place held by one, a newcomer is busy.
+#[test]
+fn silent_links_give_their_places_to_newcomers() {
+    std::thread::scope(|scope| {
+        for backend in backends() {
+            scope.spawn(move || silent_links_give_their_places_on(backend));
+        }
+    });
+}
+
+fn silent_links_give_their_places_on(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, meta) = source(dir.path(), 1000);
+    let limits = ServerLimits {
+        max_connections: 8,
+        // All come from one address here: the total cap is the one met.
+        max_per_ip: 16,
+        handshake_timeout: Duration::from_secs(60),
+        ..ServerLimits::default()
+    };
+    let srv = server_on(&p, &meta, limits, backend);
+    let silent: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(srv.addr()).unwrap()).collect();
+    let start = Instant::now();
+    let mut served: Vec<Peer> = Vec::new();
+    while served.len() < 8 {
+        // Turned away at the door (a `busy` frame, in plaintext), the
+        // encrypted link does not open.
+        let user = format!("d{}", served.len());
+        let attempt = connect(srv.addr()).ok().and_then(|mut s| {
+            let (version, ticket) = (peer::VERSION, b"t".as_slice());
+            let hs = Message::Handshake { version, file_id: meta.sha1, user: &user, ticket };
+            let mut out = Vec::new();
+            peer::encode(&hs, &mut out);
+            send(&mut s, &out).ok()?;
+            (read_msg(&mut s)?.0 == peer::kind::BITFIELD).then_some(s)
+        });
+        match attempt {
+            Some(s) => served.push(s),
+            None => {
+                let waited = start.elapsed();
+                assert!(waited < Duration::from_secs(20), "{backend:?}: {} served", served.len());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    drop(silent);
+    // Every place held by an open session: a newcomer is turned away at
+    // the door.
+    let mut late = TcpStream::connect(srv.addr()).unwrap();
+    late.set_read_timeout(Some(GUARD)).unwrap();
+    assert_eq!(error_code(&mut late), Some(ErrorCode::Busy), "{backend:?}");
+}
+
 /// One user with a valid ticket holds a few sessions of a file, not every
 /// place: the next is `busy`, and other users are still served.
 #[test]

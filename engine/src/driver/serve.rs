@@ -11,9 +11,9 @@
 //! requests per connection, handshake and idle timeouts; a peer that breaks
 //! the protocol gets an error frame and is disconnected, and only that peer.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -196,16 +196,23 @@ impl Drop for PieceServer {
     }
 }
 
+/// The threads backend's connections by their id in the caps: a handle to
+/// end each (a clone of its socket, shut down to end it), and whether its
+/// session opened.
+type Links = Arc<Mutex<HashMap<u64, (TcpStream, Arc<AtomicBool>)>>>;
+
 /// A threads-backend connection's place under the caps, given back when
 /// dropped.
 struct ConnSlot {
     caps: Arc<Mutex<ConnCaps>>,
-    ip: IpAddr,
+    links: Links,
+    id: u64,
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        self.caps.lock().unwrap_or_else(|p| p.into_inner()).release(self.ip);
+        self.caps.lock().unwrap_or_else(|p| p.into_inner()).release(self.id);
+        self.links.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
     }
 }
 
@@ -309,8 +316,8 @@ fn accept_loop(
     stop: &Arc<AtomicBool>,
 ) {
     let caps = Arc::new(Mutex::new(ConnCaps::new(&limits)));
+    let links: Links = Arc::default();
     let gate = Arc::new(SlotGate::new(limits.send_slots));
-    let mut next_id = 0u64;
     while !stop.load(Ordering::Acquire) {
         let (mut stream, peer) = match listener.accept() {
             Ok(x) => x,
@@ -321,20 +328,44 @@ fn accept_loop(
                 continue;
             }
         };
-        let admitted = caps.lock().unwrap_or_else(|p| p.into_inner()).admit(peer.ip());
-        if let Err(text) = admitted {
-            let _ = send_error(&mut stream, ErrorCode::Busy, text);
-            continue;
+        let admitted = {
+            let mut caps = caps.lock().unwrap_or_else(|p| p.into_inner());
+            if caps.live() >= limits.max_connections {
+                // Which keep their place if one must give it up.
+                for (id, (_, opened)) in links.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                    if opened.load(Ordering::Relaxed) {
+                        caps.opened(*id);
+                    }
+                }
+            }
+            caps.admit(peer.ip(), Instant::now())
+        };
+        let (id, evict) = match admitted {
+            Ok(x) => x,
+            Err(text) => {
+                let _ = send_error(&mut stream, ErrorCode::Busy, text);
+                continue;
+            }
+        };
+        if let Some(victim) = evict {
+            // Its thread's read ends, and so the thread.
+            if let Some((s, _)) = links.lock().unwrap_or_else(|p| p.into_inner()).get(&victim) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        let opened = Arc::new(AtomicBool::new(false));
+        if let Ok(handle) = stream.try_clone() {
+            let mut links = links.lock().unwrap_or_else(|p| p.into_inner());
+            links.insert(id, (handle, Arc::clone(&opened)));
         }
         // Gives the connection's place back when dropped: when the thread
         // ends, and also when it cannot be started (the closure is dropped).
-        let slot = ConnSlot { caps: Arc::clone(&caps), ip: peer.ip() };
+        let slot = ConnSlot { caps: Arc::clone(&caps), links: Arc::clone(&links), id };
         let (table, stop, gate) = (Arc::clone(table), Arc::clone(stop), Arc::clone(&gate));
-        next_id += 1;
-        let id = next_id;
         let spawned = thread::Builder::new().name("piece-conn".into()).spawn(move || {
             let _slot = slot;
-            if let Err(e) = serve_connection(stream, &table, limits, &stop, (&gate, id)) {
+            let conn = (&*gate, id, &*opened);
+            if let Err(e) = serve_connection(stream, &table, limits, &stop, conn) {
                 tracing::debug!(%peer, "piece connection ended: {e}");
             }
         });
@@ -362,7 +393,7 @@ fn serve_connection(
     table: &ServeTable,
     limits: ServerLimits,
     stop: &AtomicBool,
-    slots: (&SlotGate, u64),
+    conn: (&SlotGate, u64, &AtomicBool),
 ) -> Result<(), ConnEnd> {
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(TICK))?;
@@ -370,7 +401,7 @@ fn serve_connection(
         .map_err(|e| ConnEnd::Refused(format!("secure handshake: {e}")))?;
     let mut session = ServerSession::new(limits.max_outstanding);
     let mut served: Option<Arc<ServedFile>> = None;
-    let end = serve_session(&mut stream, table, limits, stop, slots, &mut session, &mut served);
+    let end = serve_session(&mut stream, table, limits, stop, conn, &mut session, &mut served);
     share::session_closed(&mut session, served.as_deref());
     end
 }
@@ -381,7 +412,7 @@ fn serve_session(
     table: &ServeTable,
     limits: ServerLimits,
     stop: &AtomicBool,
-    (gate, id): (&SlotGate, u64),
+    (gate, id, opened): (&SlotGate, u64, &AtomicBool),
     session: &mut ServerSession,
     served: &mut Option<Arc<ServedFile>>,
 ) -> Result<(), ConnEnd> {
@@ -438,6 +469,8 @@ fn serve_session(
                     peer::encode(&Message::Bitfield(announced.as_bytes()), &mut out);
                     stream.send(&out)?;
                     *served = Some(file);
+                    // It keeps its place when all are taken.
+                    opened.store(true, Ordering::Relaxed);
                 }
                 Ok(ServerAction::Serve { piece, offset, file_offset, len }) => {
                     asked.push_back((piece, offset, file_offset, len));

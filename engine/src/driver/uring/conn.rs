@@ -175,6 +175,12 @@ impl Conn {
         self.tx.take_spare()
     }
 
+    /// Its session opened (a handshake with a good ticket): it keeps its
+    /// place when all are taken (`ConnCaps::opened`).
+    pub(crate) fn session_open(&self) -> bool {
+        self.session.is_open()
+    }
+
     /// Closed and owed no CQE: the slot can be freed.
     pub(crate) fn is_done(&self) -> bool {
         self.state == State::Closing && self.inflight == 0

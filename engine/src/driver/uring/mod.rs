@@ -307,8 +307,8 @@ struct Driver {
     limits: ServerLimits,
     method: SendMethod,
     conns: Vec<Option<Box<Conn>>>,
-    /// The peer IP of each slot's connection, for the per-IP cap.
-    conn_ips: Vec<Option<std::net::IpAddr>>,
+    /// Each slot's connection's id in the caps.
+    cap_ids: Vec<Option<u64>>,
     /// The connection caps, total and per IP (`crate::share`).
     caps: ConnCaps,
     free: Vec<u32>,
@@ -367,7 +367,7 @@ impl Driver {
             limits,
             method,
             conns: Vec::new(),
-            conn_ips: Vec::new(),
+            cap_ids: Vec::new(),
             caps: ConnCaps::new(&limits),
             free: Vec::new(),
             live: 0,
@@ -545,19 +545,44 @@ impl Driver {
         if self.stopping.is_some() {
             return;
         }
-        let ip = stream.peer_addr().ok().map(|a| a.ip());
-        let admitted = match ip {
-            Some(ip) => self.caps.admit(ip),
-            None => Err("cannot read your address"),
+        let now = Instant::now();
+        if self.caps.live() >= self.limits.max_connections {
+            // Which keep their place if one must give it up.
+            for (c, id) in self.conns.iter().zip(&self.cap_ids) {
+                if let (Some(c), Some(id)) = (c, id) {
+                    if c.session_open() {
+                        self.caps.opened(*id);
+                    }
+                }
+            }
+        }
+        let admitted = match stream.peer_addr() {
+            Ok(a) => self.caps.admit(a.ip(), now),
+            Err(_) => Err("cannot read your address"),
         };
-        if let Err(text) = admitted {
-            // A fresh socket's send buffer is empty: this small frame goes
-            // out at once without blocking the ring thread.
-            let mut out = Vec::new();
-            peer::encode(&Message::Error { code: ErrorCode::Busy, text }, &mut out);
-            let _ = stream.set_nonblocking(true);
-            let _ = stream.write(&out);
-            return;
+        let (cap_id, evict) = match admitted {
+            Ok(x) => x,
+            Err(text) => {
+                // A fresh socket's send buffer is empty: this small frame
+                // goes out at once without blocking the ring thread.
+                let mut out = Vec::new();
+                peer::encode(&Message::Error { code: ErrorCode::Busy, text }, &mut out);
+                let _ = stream.set_nonblocking(true);
+                let _ = stream.write(&out);
+                return;
+            }
+        };
+        if let Some(victim) = evict {
+            let slot = self.cap_ids.iter().position(|id| *id == Some(victim));
+            if let Some(slot) = slot {
+                let (conns, mut ctx) = self.split(now);
+                if let Some(c) = conns[slot].as_mut() {
+                    c.close(&mut ctx, "gave its place to a newcomer");
+                    if c.is_done() {
+                        self.free_slot(slot as u32);
+                    }
+                }
+            }
         }
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!("piece server: nodelay: {e}");
@@ -572,14 +597,13 @@ impl Driver {
         };
         let key = Key { slot, gen: self.next_gen & Key::GEN_MASK };
         self.next_gen = self.next_gen.wrapping_add(1).max(1);
-        let now = Instant::now();
         let mut c = Box::new(Conn::new(stream, key, now, self.table.security()));
         c.start(&mut self.split(now).1);
         self.live += 1;
-        if self.conn_ips.len() <= slot as usize {
-            self.conn_ips.resize(slot as usize + 1, None);
+        if self.cap_ids.len() <= slot as usize {
+            self.cap_ids.resize(slot as usize + 1, None);
         }
-        self.conn_ips[slot as usize] = ip;
+        self.cap_ids[slot as usize] = Some(cap_id);
         let done = c.is_done();
         self.conns[slot as usize] = Some(c);
         if done {
@@ -594,8 +618,8 @@ impl Driver {
             self.bufs.give(c.take_spare());
             self.free.push(slot);
             self.live -= 1;
-            if let Some(ip) = self.conn_ips.get_mut(slot as usize).and_then(Option::take) {
-                self.caps.release(ip);
+            if let Some(id) = self.cap_ids.get_mut(slot as usize).and_then(Option::take) {
+                self.caps.release(id);
             }
         }
     }
