@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ringshare_engine::control::{
-    decode_msg, read_frame_within, write_msg, FrameBudget, FrameIoError,
+    decode_msg, read_frame_gated, write_msg, FrameBudget, FrameIoError,
 };
 use ringshare_engine::proto::{Refusal, Request, Response, REQUEST, RESPONSE};
 use ringshare_engine::secure::CONTROL_PROLOGUE;
@@ -78,6 +78,39 @@ pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// 400 MiB of strings), so only the requests that carry file metadata
 /// (`UploadFile`, `UploadFiles`: piece hashes) may use a whole frame.
 pub const MAX_SMALL_REQUEST: usize = 2 << 20;
+
+/// The bytes of a request that [`Gate`] looks at: its variant (one byte)
+/// and, for an upload, its session token.
+const REQUEST_HEAD: usize = 17;
+
+/// What the first bytes of each frame on a client's connection say of it
+/// ([`read_frame_gated`]): a request longer than [`MAX_SMALL_REQUEST`] is
+/// kept only if it is an upload (`UploadFile`, `UploadFiles`) from a live
+/// session; any other is read past, undecoded and never held whole (30
+/// links sending 16 MiB frames from no session held 442 MiB while each
+/// was read whole to be refused).
+struct Gate<'a> {
+    tracker: &'a Tracker,
+    /// The last frame read past was an upload (else too long for its kind).
+    upload: bool,
+}
+
+impl Gate<'_> {
+    fn keep(&mut self, kind: u32, len: usize, head: &[u8]) -> bool {
+        if kind != REQUEST || len <= MAX_SMALL_REQUEST {
+            return true;
+        }
+        self.upload = matches!(head.first(), Some(11 | 19));
+        self.upload && head.get(1..REQUEST_HEAD).is_some_and(|t| self.tracker.is_session(t))
+    }
+
+    /// How a frame read past is answered: an upload with `NotLoggedIn`
+    /// (the connection goes on); anything else is too long for its kind
+    /// (`None`: refused as such, and the connection ends).
+    fn refusal(&self) -> Option<Refusal> {
+        self.upload.then_some(Refusal::NotLoggedIn)
+    }
+}
 
 /// Why a request frame is refused before it is decoded: too long for its
 /// kind (its variant, postcard's leading varint).
@@ -315,7 +348,10 @@ async fn connection(
         }
         Err(_) => return Ok(false),
     };
-    let first = tokio::time::timeout(idle, read_frame_within(&mut stream, budget));
+    let mut gate = Gate { tracker: &tracker, upload: false };
+    let keep = |k, len, head: &[u8]| gate.keep(k, len, head);
+    let first =
+        tokio::time::timeout(idle, read_frame_gated(&mut stream, budget, REQUEST_HEAD, keep));
     let Some(first) = slot.unless_evicted(first).await else { return Ok(true) };
     let Ok(first) = first else {
         return Ok(false);
@@ -370,17 +406,15 @@ async fn connection(
     let mut stream = BufReader::with_capacity(16 * 1024, stream);
     let mut frame = first;
     loop {
-        // A large upload from no live session: refused undecoded (16 MiB
-        // of metadata grows about four times as it decodes; 30 such frames
-        // from anyone took a tracker to 513 MiB).
-        if let Ok(Some((REQUEST, payload))) = &frame {
-            if payload.len() > MAX_SMALL_REQUEST
-                && oversized(payload).is_none()
-                && !payload.get(1..17).is_some_and(|t| tracker.is_session(t))
-            {
-                let refusal = Response::Refused(Refusal::NotLoggedIn);
+        // A large upload from no live session: read past undecoded (16
+        // MiB of metadata grows about four times as it decodes; 30 such
+        // frames from anyone took a tracker to 513 MiB), and refused.
+        if let Err(FrameIoError::Unwanted(_)) = &frame {
+            if let Some(refusal) = gate.refusal() {
+                let refusal = Response::Refused(refusal);
                 within(write_limit, write_msg(&mut stream, RESPONSE, &refusal)).await?;
-                match next_request(&mut stream, idle, budget, (slot, clock)).await {
+                let keep = |k, len, head: &[u8]| gate.keep(k, len, head);
+                match next_request(&mut stream, idle, budget, (slot, clock), keep).await {
                     Ok(next) => frame = next,
                     Err(evicted) => return Ok(evicted),
                 }
@@ -394,6 +428,10 @@ async fn connection(
             },
             Ok(Some((kind, _))) => Err(FrameIoError::Kind(kind)),
             Ok(None) => return Ok(false),
+            // Read past, not an upload (one is answered above).
+            Err(FrameIoError::Unwanted(len)) => {
+                Err(FrameIoError::TooLong { len, limit: MAX_SMALL_REQUEST })
+            }
             Err(e) => Err(e),
         };
         let req = match req {
@@ -447,7 +485,8 @@ async fn connection(
                 }
             }
         }
-        match next_request(&mut stream, idle, budget, (slot, clock)).await {
+        let keep = |k, len, head: &[u8]| gate.keep(k, len, head);
+        match next_request(&mut stream, idle, budget, (slot, clock), keep).await {
             Ok(next) => frame = next,
             Err(evicted) => return Ok(evicted),
         }
@@ -463,9 +502,10 @@ async fn next_request<R: tokio::io::AsyncRead + Unpin>(
     idle: std::time::Duration,
     budget: &FrameBudget,
     (slot, clock): (&Slot, Instant),
+    keep: impl FnMut(u32, usize, &[u8]) -> bool,
 ) -> Result<Result<Option<(u32, ringshare_engine::control::BudgetedPayload)>, FrameIoError>, bool> {
     slot.wait(clock);
-    let next = tokio::time::timeout(idle, read_frame_within(stream, budget));
+    let next = tokio::time::timeout(idle, read_frame_gated(stream, budget, REQUEST_HEAD, keep));
     let next = slot.unless_evicted(next).await.ok_or(true)?.map_err(|_| false)?;
     slot.work();
     Ok(next)

@@ -245,58 +245,19 @@ async fn a_login_flood_stays_within_the_hashing_budget() {
     assert!(matches!(r, Response::LoggedIn { .. }), "{r:?}");
 }
 
-/// Connections that each send half of a 16 MiB frame and hold it take no
-/// more than the tracker's frame budget: past it they are refused as busy
-/// and closed, and the tracker goes on serving (before, 150 such
-/// connections took it to 2.2 GB).
+/// Connections that each send half of a 16 MiB upload from a live session
+/// and hold it take no more than the tracker's frame budget: past it they
+/// are refused as busy and closed, and the tracker goes on serving
+/// (before, 150 such connections took it to 2.2 GB).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_frames_on_many_connections_stay_within_the_frame_budget() {
     use tokio::io::AsyncWriteExt;
     let t = Tracker::start(&[]);
     assert_eq!(call_from(t.addr, "127.0.0.1", &create("alice", "pw")).await, Response::Done);
+    let r = call_from(t.addr, "127.0.0.1", &login("alice", "pw")).await;
+    let Response::LoggedIn { token, .. } = r else { panic!("{r:?}") };
     let baseline = t.status_kib("VmRSS:");
-    const CONNECTIONS: usize = 60;
-    const SENT: usize = 8 << 20;
-    let mut held = Vec::new();
-    for i in 0..CONNECTIONS {
-        let addr = t.addr;
-        held.push(tokio::spawn(async move {
-            let mut s = connect(addr, &format!("127.0.0.{}", 1 + i % 4)).await;
-            let header = ringshare_engine::wire::header(
-                REQUEST,
-                ringshare_engine::proto::MAX_FRAME as usize - 8,
-            )
-            .unwrap();
-            let chunk = vec![0u8; 1 << 20];
-            let mut sent = s.write_all(&header).await.is_ok();
-            for _ in 0..SENT / chunk.len() {
-                sent = sent && s.write_all(&chunk).await.is_ok();
-            }
-            let _ = s.flush().await;
-            // Refused: an answer, then the end. Held: nothing comes.
-            let answer = tokio::time::timeout(
-                Duration::from_secs(2),
-                read_msg::<Response, _>(&mut s, RESPONSE),
-            )
-            .await;
-            (s, sent, answer.ok())
-        }));
-    }
-    let (mut refused, mut open) = (0, Vec::new());
-    for h in held {
-        let (s, _sent, answer) = h.await.unwrap();
-        match answer {
-            None => open.push(s),
-            Some(Ok(Some(Response::Refused(Refusal::Limit(text))))) => {
-                assert!(text.starts_with("busy"), "{text}");
-                refused += 1;
-            }
-            // Refused while its frame was still being sent: the link was
-            // closed under it.
-            Some(Err(_)) | Some(Ok(None)) => refused += 1,
-            Some(other) => panic!("unexpected answer {other:?}"),
-        }
-    }
+    let (refused, open) = half_sent_uploads(t.addr, token.0).await;
     let hwm = t.status_kib("VmHWM:");
     eprintln!(
         "large frames: {} held, {refused} refused; RSS {baseline} KiB before, VmHWM {hwm} KiB",
@@ -420,6 +381,82 @@ async fn a_large_upload_without_a_session_is_refused_undecoded() {
     assert_eq!(answer, Some(Response::Refused(Refusal::NotLoggedIn)));
     let r = call(&mut s, &login("alice", "pw")).await;
     assert!(matches!(r, Response::LoggedIn { .. }), "{r:?}");
+}
+
+/// Sixty connections that each send half of a 16 MiB `UploadFile` frame
+/// carrying `token`, then wait 2 s for an answer: how many were refused
+/// (busy, or closed under it), and the links of the others.
+async fn half_sent_uploads(to: SocketAddr, token: [u8; 16]) -> (usize, Vec<Link>) {
+    use tokio::io::AsyncWriteExt;
+    const CONNECTIONS: usize = 60;
+    const SENT: usize = 8 << 20;
+    let mut held = Vec::new();
+    for i in 0..CONNECTIONS {
+        held.push(tokio::spawn(async move {
+            let mut s = connect(to, &format!("127.0.0.{}", 1 + i % 4)).await;
+            let header = ringshare_engine::wire::header(
+                REQUEST,
+                ringshare_engine::proto::MAX_FRAME as usize - 8,
+            )
+            .unwrap();
+            let mut chunk = vec![0u8; 1 << 20];
+            // UploadFile (variant 11), then the token.
+            chunk[0] = 11;
+            chunk[1..17].copy_from_slice(&token);
+            let mut sent = s.write_all(&header).await.is_ok();
+            for _ in 0..SENT / chunk.len() {
+                sent = sent && s.write_all(&chunk).await.is_ok();
+            }
+            let _ = s.flush().await;
+            // Refused: an answer, then the end. Held: nothing comes.
+            let answer = tokio::time::timeout(
+                Duration::from_secs(2),
+                read_msg::<Response, _>(&mut s, RESPONSE),
+            )
+            .await;
+            (s, sent, answer.ok())
+        }));
+    }
+    let (mut refused, mut open) = (0, Vec::new());
+    for h in held {
+        let (s, _sent, answer) = h.await.unwrap();
+        match answer {
+            None => open.push(s),
+            Some(Ok(Some(Response::Refused(Refusal::Limit(text))))) => {
+                assert!(text.starts_with("busy"), "{text}");
+                refused += 1;
+            }
+            // Refused while its frame was still being sent: the link was
+            // closed under it.
+            Some(Err(_)) | Some(Ok(None)) => refused += 1,
+            Some(other) => panic!("unexpected answer {other:?}"),
+        }
+    }
+    (refused, open)
+}
+
+/// The same uploads from no live session are read past as they come, never
+/// held: none is refused for want of memory, and the tracker's memory
+/// hardly moves (30 such links held 442 MiB while each frame was read
+/// whole to be refused). The whole frame, once in, is answered
+/// `NotLoggedIn` (`a_large_upload_without_a_session_is_refused_undecoded`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_uploads_from_no_session_are_read_past_not_held() {
+    let t = Tracker::start(&[]);
+    assert_eq!(call_from(t.addr, "127.0.0.1", &create("alice", "pw")).await, Response::Done);
+    let baseline = t.status_kib("VmRSS:");
+    let (refused, open) = half_sent_uploads(t.addr, [7; 16]).await;
+    let hwm = t.status_kib("VmHWM:");
+    eprintln!(
+        "no session: {} held, {refused} refused; RSS {baseline} KiB, VmHWM {hwm} KiB",
+        open.len()
+    );
+    assert_eq!(refused, 0, "none waits for memory");
+    // 60 × 8 MiB held would be 480 MiB; the budget alone 256 MiB.
+    assert!(hwm < baseline + 96 * 1024, "tracker peak RSS {hwm} KiB");
+    let r = call_from(t.addr, "127.0.0.9", &login("alice", "pw")).await;
+    assert!(matches!(r, Response::LoggedIn { .. }), "{r:?}");
+    drop(open);
 }
 
 /// Links that finish their handshake and then say nothing, from enough
