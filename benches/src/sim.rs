@@ -30,7 +30,8 @@
 //! - **tracker**: answers a download's `WantPeers` after the round trip to
 //!   it with every online host that shares the file (seeds and downloaders
 //!   with a verified piece) and every downloader that asked for peers
-//!   within the tracker's fetcher TTL (when some host shares it), in
+//!   within the tracker's fetcher TTL (when some host shares it), at most
+//!   `MAX_LISTED` (200, the sharers first, a random choice of the rest), in
 //!   random order, as the real tracker does; a host that leaves stays listed for the peer TTL;
 //! - **hashing**: instant; a corrupt host's pieces fail their digest.
 //!
@@ -49,6 +50,7 @@ use ringshare_engine::seeding::SeedPlan;
 use ringshare_engine::serve::MAX_DOWNLOADERS;
 use ringshare_engine::slots::{SendSlots, BUSY_AFTER, SLOT_HOLD};
 use ringshare_tracker::fetchers::FETCHER_TTL;
+use ringshare_tracker::service::cap_listed;
 
 /// How often each downloading host ticks its core.
 const TICK: Duration = Duration::from_millis(50);
@@ -694,22 +696,23 @@ impl<'a> Sim<'a> {
                     o.have.count_ones() > 0
                         && (o.online || o.left_at.is_some_and(|l| now - l < PEER_TTL.as_secs_f64()))
                 };
-                // Fetchers only beside a sharer, as the tracker lists them.
+                // Fetchers only beside a sharer, as the tracker lists them:
+                // the sharers first, then the fetchers, cut to the
+                // tracker's MAX_LISTED as it cuts them.
                 let shared = self.hosts.iter().any(sharer);
-                let mut list: Vec<SocketAddr> = self
-                    .hosts
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, o)| {
-                        *i != h
-                            && (sharer(o)
-                                || (self.sc.list_fetchers
-                                    && shared
-                                    && o.asked_at
-                                        .is_some_and(|a| now - a < FETCHER_TTL.as_secs_f64())))
-                    })
-                    .map(|(i, _)| addr_of(i))
-                    .collect();
+                let fetcher = |o: &Host| {
+                    self.sc.list_fetchers
+                        && shared
+                        && o.asked_at.is_some_and(|a| now - a < FETCHER_TTL.as_secs_f64())
+                };
+                let others = || self.hosts.iter().enumerate().filter(|&(i, _)| i != h);
+                let mut list: Vec<SocketAddr> =
+                    others().filter(|(_, o)| sharer(o)).map(|(i, _)| addr_of(i)).collect();
+                let sharers = list.len();
+                list.extend(
+                    others().filter(|(_, o)| !sharer(o) && fetcher(o)).map(|(i, _)| addr_of(i)),
+                );
+                cap_listed(&mut list, sharers, |n| (self.rand() % n as u64) as usize);
                 for i in (1..list.len()).rev() {
                     let j = (self.rand() % (i as u64 + 1)) as usize;
                     list.swap(i, j);

@@ -50,6 +50,38 @@ pub enum Reply {
     Frame(Arc<[u8]>),
 }
 
+/// Most peers one `FileInfo` answer lists. A swarm's peers are each
+/// listed to every downloader that asks, and a member could make the list
+/// as long as it liked (a node per login, every one listed as fetching):
+/// a downloader connects to `MAX_PEERS` (64) at most and asks again every
+/// 2 s, so a list of 200 is plenty, and one past it is cut to a random
+/// 200 each time, the nodes sharing the file first.
+pub const MAX_LISTED: usize = 200;
+
+/// `peers` (its first `sharers` the nodes sharing the file, then those
+/// fetching it) cut to [`MAX_LISTED`]: every sharer while they fit, and a
+/// random choice of the rest; a random choice of sharers if they alone
+/// are too many. `below(n)` is a random number under `n` (the simulator
+/// passes its own, seeded).
+pub fn cap_listed<T>(peers: &mut Vec<T>, sharers: usize, mut below: impl FnMut(usize) -> usize) {
+    if peers.len() <= MAX_LISTED {
+        return;
+    }
+    let sharers = sharers.min(peers.len());
+    let (from, to) = if sharers >= MAX_LISTED {
+        peers.truncate(sharers);
+        (0, MAX_LISTED)
+    } else {
+        (sharers, MAX_LISTED)
+    };
+    // The first places of `from..` drawn at random from all of it.
+    for i in from..to {
+        let j = i + below(peers.len() - i);
+        peers.swap(i, j);
+    }
+    peers.truncate(MAX_LISTED);
+}
+
 /// Encoded `ListFiles` answers per group: (state version, liveness epoch, frame).
 type FilesCache = HashMap<String, (u64, u64, Arc<[u8]>)>;
 
@@ -909,7 +941,8 @@ impl Tracker {
         }
     }
 
-    /// The metadata and online peers of `file` in `group` for `user`, the
+    /// The metadata and online peers of `file` in `group` for `user` (at
+    /// most [`MAX_LISTED`]), the
     /// caller of session `token`, who from now on counts as one of the
     /// file's fetchers.
     fn look_up(
@@ -936,6 +969,7 @@ impl Tracker {
             &|t| keys.get(t).copied(),
         )?;
         drop(keys);
+        let sharers = peers.len();
         {
             let mut f = self.fetchers.lock().unwrap_or_else(|p| p.into_inner());
             for t in f.touch(group, file, token, Instant::now()) {
@@ -965,6 +999,8 @@ impl Tracker {
             };
             peers.extend(fresh);
         }
+        let mut rng = rand::thread_rng();
+        cap_listed(&mut peers, sharers, |n| rand::Rng::gen_range(&mut rng, 0..n));
         Ok((meta, peers))
     }
 
@@ -2164,6 +2200,36 @@ mod tests {
         t.handle(Request::Logout { token: a }).await;
         assert!(addrs(t.handle(info(b)).await).is_empty());
         assert!(addrs(t.handle(info(c)).await).is_empty());
+    }
+
+    /// A file fetched by more nodes than an answer lists: each answer has
+    /// `MAX_LISTED`, every sharer among them, the fetchers a random few
+    /// (answers differ); a list of sharers alone past it is cut too.
+    #[test]
+    fn peer_lists_are_cut_to_the_most_listed_sharers_first() {
+        let peer =
+            |i: usize| PeerInfo { user: format!("u{i}"), addr: format!("10.0.0.1:{i}"), key: None };
+        let peers: Vec<PeerInfo> = (0..1000).map(peer).collect();
+        let cap = |mut l: Vec<PeerInfo>, sharers| {
+            let mut rng = rand::thread_rng();
+            cap_listed(&mut l, sharers, |n| rand::Rng::gen_range(&mut rng, 0..n));
+            l
+        };
+        let a = cap(peers.clone(), 3);
+        assert_eq!(a.len(), MAX_LISTED);
+        assert_eq!(a[..3], peers[..3], "the sharers first");
+        let set = |l: &[PeerInfo]| {
+            l.iter().map(|p| p.addr.clone()).collect::<std::collections::HashSet<_>>()
+        };
+        assert_eq!(set(&a).len(), MAX_LISTED, "no one twice");
+        let b = cap(peers.clone(), 3);
+        assert_ne!(set(&a), set(&b), "another choice each time");
+        let c = cap(peers.clone(), 500);
+        assert_eq!(c.len(), MAX_LISTED);
+        assert!(c
+            .iter()
+            .all(|p| p.addr.rsplit(':').next().unwrap().parse::<usize>().unwrap() < 500));
+        assert_eq!(cap(peers[..MAX_LISTED].to_vec(), 0), peers[..MAX_LISTED]);
     }
 
     #[tokio::test]
