@@ -2279,16 +2279,7 @@ mod tests {
     #[test]
     fn a_handshake_behind_another_download_is_timed_once_the_link_is_free() {
         let t0 = Instant::now();
-        let mut core = DownloadCore::new(
-            meta(4),
-            "alice".into(),
-            b"tk".to_vec(),
-            None,
-            &Bitfield::new(4),
-            Timeouts::default(),
-            1,
-            t0,
-        );
+        let mut core = fresh(4, 1, t0);
         core.add_peers(&[addr(1)], t0);
         core.connected_behind(0, t0);
         let sent: Vec<Action> = std::iter::from_fn(|| core.poll_action()).collect();
