@@ -1032,17 +1032,30 @@ impl BulkReport {
                         && (self.not_overwritten.contains(name) || something_in_the_way(dest, name))
                 })
                 .count();
-        if lasting == self.failed.len() {
-            bail!("{what} (see above; fetching again will not change it)")
-        }
-        // Refused by encrypted-only nodes: the same command fails the same.
-        let plain =
-            file_failures.iter().filter(|(_, why)| why.ends_with(WITHOUT_PLAINTEXT)).count();
-        if plain > 0 && lasting + plain == self.failed.len() {
-            bail!("{what} (see above); {WITHOUT_PLAINTEXT}")
-        }
-        bail!("{what}; run the same command again to resume")
+        bail!("{what}{}", advice(file_failures, self.failed.len(), lasting))
     }
+}
+
+/// How a bulk get that failed `all` files and names (`file_failures` the
+/// files', with their reasons) ends its closing line, `lasting` of them
+/// failures that running it again cannot mend.
+fn advice(file_failures: &[(String, String)], all: usize, lasting: usize) -> String {
+    if lasting == all {
+        return " (see above; fetching again will not change it)".into();
+    }
+    // Refused by encrypted-only nodes: the same command fails the same.
+    let plain = file_failures.iter().filter(|(_, why)| why.ends_with(WITHOUT_PLAINTEXT)).count();
+    if plain > 0 && lasting + plain == all {
+        return format!(" (see above); {WITHOUT_PLAINTEXT}");
+    }
+    // Some of each: a run without --plaintext resumes them all.
+    if plain > 0 {
+        return format!(
+            "; run the same command again without --plaintext to resume ({plain} of them \
+             refused over plaintext)"
+        );
+    }
+    "; run the same command again to resume".into()
 }
 
 impl BulkReport {
@@ -2278,6 +2291,30 @@ mod tests {
         assert_eq!(humane_duration(Duration::from_secs(600)), "10m");
         assert_eq!(humane_duration(Duration::from_secs(7200)), "2h");
         assert_eq!(humane_duration(Duration::from_secs(90)), "90s");
+    }
+
+    /// A bulk get's closing line says what to do: nothing (what failed
+    /// stays failed), drop --plaintext, both, or run it again.
+    #[test]
+    fn a_failed_bulk_gets_closing_line_says_what_would_mend_it() {
+        let f = |why: &str| ("f".to_owned(), why.to_owned());
+        let plain = f(&format!("refused at the handshake; {WITHOUT_PLAINTEXT}"));
+        let other = f("no node shares the file (none listed for 10s)");
+        let lasting = f("a directory is in the way");
+        assert_eq!(
+            advice(std::slice::from_ref(&lasting), 1, 1),
+            " (see above; fetching again will not change it)"
+        );
+        let p = [plain.clone(), lasting.clone()];
+        assert_eq!(advice(&p, 2, 1), format!(" (see above); {WITHOUT_PLAINTEXT}"));
+        // Some refused over plaintext, some that a run mends.
+        let mixed = [plain.clone(), other.clone(), lasting];
+        assert_eq!(
+            advice(&mixed, 3, 1),
+            "; run the same command again without --plaintext to resume (1 of them refused over \
+             plaintext)"
+        );
+        assert_eq!(advice(&[other], 1, 0), "; run the same command again to resume");
     }
 
     #[test]
