@@ -130,6 +130,8 @@ pub(crate) struct Conn {
     reserved: Option<(u32, Instant)>,
     /// When the next of those `have`s is due.
     alive_due: Instant,
+    /// A session of it was admitted ([`Self::opened`]).
+    opened: bool,
 }
 
 impl Conn {
@@ -163,6 +165,7 @@ impl Conn {
             slot: SlotUse::Free,
             reserved: None,
             alive_due: now,
+            opened: false,
         }
     }
 
@@ -175,10 +178,11 @@ impl Conn {
         self.tx.take_spare()
     }
 
-    /// Its session opened (a handshake with a good ticket): it keeps its
-    /// place when all are taken (`ConnCaps::opened`).
-    pub(crate) fn session_open(&self) -> bool {
-        self.session.is_open()
+    /// A session of it opened (a handshake with a good ticket), now or
+    /// before (a link between two files): it keeps its place when all are
+    /// taken (`ConnCaps::opened`).
+    pub(crate) fn opened(&self) -> bool {
+        self.opened
     }
 
     /// Closed and owed no CQE: the slot can be freed.
@@ -394,6 +398,7 @@ impl Conn {
                 };
                 self.seen_version = file.version();
                 self.announced = file.open_session(&mut self.session, &user, ctx.now);
+                self.opened = true;
                 let mut out = Vec::new();
                 peer::encode(&Message::Bitfield(self.announced.as_bytes()), &mut out);
                 self.tx.push_bytes(out);

@@ -550,7 +550,7 @@ impl Driver {
             // Which keep their place if one must give it up.
             for (c, id) in self.conns.iter().zip(&self.cap_ids) {
                 if let (Some(c), Some(id)) = (c, id) {
-                    if c.session_open() {
+                    if c.opened() {
                         self.caps.opened(*id);
                     }
                 }
