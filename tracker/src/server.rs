@@ -139,6 +139,10 @@ struct Slot {
     /// A request of it was answered with anything but a refusal (or it is
     /// another tracker's pull): set once, never cleared.
     proven: std::sync::atomic::AtomicBool,
+    /// Whose it is, from its first granted request that names a user
+    /// (directly, or through its session): a hash of the name, 0 while
+    /// unknown. Set once.
+    owner: AtomicU64,
     evict: tokio::sync::Notify,
     /// Told to end ([`Slots::admit`]): counted in [`Slots::evicting`] until
     /// it has.
@@ -156,6 +160,16 @@ impl Slot {
 
     fn prove(&self) {
         self.proven.store(true, Ordering::Relaxed);
+    }
+
+    /// Its owner is `user`, unless one was set before.
+    fn own(&self, user: &str) {
+        use std::hash::BuildHasher;
+        // Not 0 (unknown); the same hash for a name in every connection.
+        static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+            std::sync::OnceLock::new();
+        let h = KEYS.get_or_init(Default::default).hash_one(user).max(1);
+        let _ = self.owner.compare_exchange(0, h, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// `f`, unless the slot is given to a newcomer first.
@@ -193,7 +207,9 @@ impl Slots {
     /// slot is taken, a connection is told to end and gives its slot up —
     /// the oldest of those admitted at least [`EVICT_AFTER_MS`] ago that
     /// no request of has been granted, else the one that has waited
-    /// longest for a request (as long at least). (Connections that
+    /// longest for a request (as long at least), else, of the user holding
+    /// the most connections (two or more), the one of them that has waited
+    /// longest. (Connections that
     /// finished their handshake and then said nothing held every slot
     /// until `--client-idle`: nine addresses shut every client out; and
     /// links sending a request with a made-up token every half second,
@@ -232,7 +248,32 @@ impl Slots {
                     })
                     .min_by_key(|s| s.waiting_since.load(Ordering::Relaxed))
             };
-            let victim = unproven.or_else(silent)?;
+            // Else one of the user holding the most connections, if more
+            // than one (links sending a real session's requests from a
+            // dozen addresses held every slot): the one of them that has
+            // waited longest for a request.
+            let greedy = || {
+                let mut held: HashMap<u64, usize> = HashMap::new();
+                for s in self.live.values() {
+                    let o = s.owner.load(Ordering::Relaxed);
+                    if o != 0 && !s.evicted.load(Ordering::Relaxed) {
+                        *held.entry(o).or_default() += 1;
+                    }
+                }
+                let (&owner, &n) = held.iter().max_by_key(|(_, &n)| n)?;
+                if n < 2 {
+                    return None;
+                }
+                self.live
+                    .values()
+                    .filter(|s| {
+                        s.owner.load(Ordering::Relaxed) == owner
+                            && !s.evicted.load(Ordering::Relaxed)
+                            && s.admitted.saturating_add(EVICT_AFTER_MS) <= now
+                    })
+                    .min_by_key(|s| s.waiting_since.load(Ordering::Relaxed))
+            };
+            let victim = unproven.or_else(silent).or_else(greedy)?;
             // Not chosen twice.
             victim.work();
             victim.evicted.store(true, Ordering::Relaxed);
@@ -468,15 +509,30 @@ async fn connection(
         }
         {
             let _answering = tracker.answering();
+            // Whose the connection is: known from its first granted
+            // request that names a user.
+            let named = match &req {
+                _ if slot.owner.load(Ordering::Relaxed) != 0 => None,
+                Request::Login { user, .. } | Request::CreateUser { user, .. } => {
+                    Some(user.clone())
+                }
+                other => other.token().and_then(|t| tracker.session_user(&t)),
+            };
             match tracker.reply(req, peer.ip(), Some(node_key)).await {
                 Reply::Msg(resp) => {
                     if !matches!(resp, Response::Refused(_)) {
                         slot.prove();
+                        if let Some(user) = &named {
+                            slot.own(user);
+                        }
                     }
                     within(write_limit, write_msg(&mut stream, RESPONSE, &resp)).await?
                 }
                 Reply::Frame(frame) => {
                     slot.prove();
+                    if let Some(user) = &named {
+                        slot.own(user);
+                    }
                     within(write_limit, async {
                         stream.write_all(&frame).await?;
                         stream.flush().await.map_err(FrameIoError::Io)

@@ -1567,6 +1567,12 @@ impl Tracker {
         self.lock().replica.state().session(&Token(bytes)).is_some()
     }
 
+    /// The user of a live session, without counting as hearing from it
+    /// (`server::Slots` tells connections apart by it).
+    pub fn session_user(&self, token: &Token) -> Option<String> {
+        self.lock().replica.state().session(token).map(|s| s.user.clone())
+    }
+
     /// The user and peer address of a live session; hearing from it keeps
     /// it alive.
     fn session(&self, token: &Token) -> Result<(String, String), Refusal> {

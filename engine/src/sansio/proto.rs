@@ -210,6 +210,33 @@ pub enum Request {
 }
 
 impl Request {
+    /// The session token it carries (all but `CreateUser`, `Login` and the
+    /// trackers' own requests).
+    pub fn token(&self) -> Option<Token> {
+        match self {
+            Self::CreateUser { .. } | Self::Login { .. } | Self::StateDigest | Self::StateImage => {
+                None
+            }
+            Self::Logout { token }
+            | Self::CreateGroup { token, .. }
+            | Self::JoinGroup { token, .. }
+            | Self::LeaveGroup { token, .. }
+            | Self::ListRequests { token, .. }
+            | Self::AcceptRequest { token, .. }
+            | Self::RejectRequest { token, .. }
+            | Self::ListGroups { token }
+            | Self::ListFiles { token, .. }
+            | Self::UploadFile { token, .. }
+            | Self::StopShare { token, .. }
+            | Self::FileInfo { token, .. }
+            | Self::Heartbeat { token }
+            | Self::ListFilesPage { token, .. }
+            | Self::FileInfos { token, .. }
+            | Self::UploadFiles { token, .. }
+            | Self::StopShares { token, .. } => Some(*token),
+        }
+    }
+
     /// Whether carrying it out changes nothing a client can see (a lookup,
     /// a listing, a heartbeat): one whose answer was lost was harmless to
     /// send, and is harmless to send again.
