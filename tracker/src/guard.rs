@@ -97,7 +97,7 @@ fn secs(d: Duration) -> u64 {
 }
 
 /// The key an address is counted under: itself, or its /64 for IPv6.
-fn addr_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn addr_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

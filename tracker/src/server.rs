@@ -193,6 +193,9 @@ struct Slots {
     next: u64,
     /// Connections told to give their slot up, not gone yet.
     evicting: usize,
+    /// When a newcomer from each address (IPv6: /64) last took a slot
+    /// that way: one a second per address ([`EVICT_AFTER_MS`]).
+    took: HashMap<IpAddr, u64>,
 }
 
 /// A connection waiting this long for a request may lose its slot to a
@@ -215,12 +218,22 @@ impl Slots {
     /// links sending a request with a made-up token every half second,
     /// never silent, held every slot for good under a low open files
     /// limit.)
+    ///
+    /// A newcomer from an address (IPv6: its /64) takes a slot so at most
+    /// once a second: a flood that reconnected as fast as its links were
+    /// ended took the slots coming free before honest newcomers did.
     fn admit(
         &mut self,
         ip: IpAddr,
         caps: (usize, usize),
         clock: Instant,
     ) -> Option<(u64, Arc<Slot>)> {
+        self.admit_at(ip, caps, millis(clock))
+    }
+
+    /// [`admit`](Self::admit) at `now` (milliseconds since the server
+    /// started).
+    fn admit_at(&mut self, ip: IpAddr, caps: (usize, usize), now: u64) -> Option<(u64, Arc<Slot>)> {
         let (max_total, max_per_ip) = caps;
         if self.per_ip.get(&ip).copied().unwrap_or(0) >= max_per_ip {
             return None;
@@ -229,7 +242,10 @@ impl Slots {
             if self.evicting >= EVICT_AHEAD {
                 return None;
             }
-            let now = millis(clock);
+            let key = crate::guard::addr_key(ip);
+            if self.took.get(&key).is_some_and(|&t| now < t.saturating_add(EVICT_AFTER_MS)) {
+                return None;
+            }
             let unproven = self
                 .live
                 .values()
@@ -279,11 +295,15 @@ impl Slots {
             victim.evicted.store(true, Ordering::Relaxed);
             victim.evict.notify_one();
             self.evicting += 1;
+            if self.took.len() >= 4096 {
+                self.took.retain(|_, t| now < t.saturating_add(EVICT_AFTER_MS));
+            }
+            self.took.insert(key, now);
         }
         let id = self.next;
         self.next += 1;
-        let slot = Arc::new(Slot { admitted: millis(clock), ..Slot::default() });
-        slot.wait(clock);
+        let slot = Arc::new(Slot { admitted: now, ..Slot::default() });
+        slot.waiting_since.store(now, Ordering::Relaxed);
         self.live.insert(id, Arc::clone(&slot));
         *self.per_ip.entry(ip).or_insert(0) += 1;
         Some((id, slot))
@@ -597,6 +617,37 @@ fn first_in_a_while(ip: std::net::IpAddr, why: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// When every slot is taken, a newcomer takes the slot of a link that
+    /// has held its own a second without a granted request; one address
+    /// does so at most once a second, so a flood reconnecting as fast as
+    /// it is ended does not take every slot that comes free.
+    #[test]
+    fn an_address_takes_a_slot_from_others_at_most_once_a_second() {
+        let mut slots = Slots::default();
+        let caps = (4, 4);
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) =
+            ([10, 0, 0, 1].into(), [10, 0, 0, 2].into(), [10, 0, 0, 3].into());
+        for _ in 0..4 {
+            assert!(slots.admit_at(a, caps, 0).is_some());
+        }
+        assert!(slots.admit_at(b, caps, 500).is_none(), "none held a second yet");
+        assert!(slots.admit_at(b, caps, 1000).is_some());
+        assert_eq!(slots.evicting, 1);
+        assert!(slots.admit_at(b, caps, 1500).is_none(), "b took one within the second");
+        assert!(slots.admit_at(c, caps, 1500).is_some(), "another address may");
+        assert!(slots.admit_at(b, caps, 2000).is_some(), "b, a second later");
+        assert_eq!(slots.evicting, 3);
+        // A link told to end gives its slot back once it has.
+        let (id, _) = slots
+            .live
+            .iter()
+            .find(|(_, s)| s.evicted.load(Ordering::Relaxed))
+            .map(|(&id, s)| (id, Arc::clone(s)))
+            .unwrap();
+        slots.release(id, a);
+        assert_eq!(slots.evicting, 2);
+    }
 
     #[test]
     fn connections_fit_the_open_files_limit() {
