@@ -251,6 +251,13 @@ impl SlotGate {
         (start, st.0.senders(id, start, rate, len))
     }
 
+    /// A piece started with [`start`](Self::start) never went out
+    /// ([`SendSlots::refund`]).
+    fn refund(&self, rate: crate::slots::UploadRate, len: u32) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.0.refund(Instant::now(), rate, len);
+    }
+
     /// Waits for a slot for connection `id` (a piece of `rank`,
     /// [`SendSlots::acquire_ranked`]). Each waiter hands on, every tick,
     /// slots held past their time. Gives up once the server stops, or, if
@@ -543,7 +550,13 @@ fn serve_session(
             while at.saturating_duration_since(Instant::now()) > KEEPALIVE {
                 out.clear();
                 peer::encode(&Message::Have(piece), &mut out);
-                stream.send(&out)?;
+                if let Err(e) = stream.send(&out) {
+                    // Never to go: its bytes go back to the budget.
+                    if let Some(rate) = limits.upload_rate {
+                        gate.refund(rate, len);
+                    }
+                    return Err(e.into());
+                }
                 sleep_until(Instant::now() + KEEPALIVE, stop)?;
             }
             sleep_until(at, stop)?;

@@ -213,6 +213,20 @@ impl<K: Copy + PartialEq> SendSlots<K> {
         start
     }
 
+    /// A piece of `len` bytes given its start by
+    /// [`start_at`](Self::start_at) never went out (its connection ended
+    /// while it waited): its bytes go back to the budget, so that the
+    /// pieces asked after it do not wait for bytes nobody sent. (A bulk
+    /// get stopped with many pieces in line left the node's next
+    /// downloader waiting seconds for a 200 kB file.) Pieces already given
+    /// a later start keep it.
+    pub fn refund(&mut self, now: Instant, rate: UploadRate, len: u32) {
+        let Some(t) = self.paid_until else { return };
+        let secs = f64::from(len) / rate.bytes_per_s() as f64;
+        let back = t.checked_sub(Duration::from_secs_f64(secs.min(3600.0))).unwrap_or(now);
+        self.paid_until = Some(back.max(now));
+    }
+
     /// `k` has a piece to send at `now`. True: it holds a slot until it
     /// calls [`release`](Self::release) (or [`expire`](Self::expire) hands
     /// it on). False: it waits in line (once, however often it asks) until
@@ -319,6 +333,28 @@ impl<K: Copy + PartialEq> SendSlots<K> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A piece that never went out gives its bytes back: the next piece
+    /// starts as if it had not been asked for; one that went out does not.
+    #[test]
+    fn a_piece_that_never_went_gives_its_budget_back() {
+        let rate: UploadRate = "1MB".parse().unwrap();
+        let t0 = Instant::now();
+        let mut slots: SendSlots<u32> = SendSlots::new(0);
+        let len = 500_000;
+        assert_eq!(slots.start_at(t0, rate, len), t0);
+        let second = slots.start_at(t0, rate, len);
+        assert_eq!(second, t0 + Duration::from_millis(250), "half a second on, less RATE_AHEAD");
+        let third = slots.start_at(t0, rate, len);
+        assert_eq!(third, t0 + Duration::from_millis(750));
+        // The third never goes: the next one takes its place.
+        slots.refund(t0, rate, len);
+        assert_eq!(slots.start_at(t0, rate, len), third);
+        // Never below now: a refund of more than was paid is the present.
+        let later = t0 + Duration::from_secs(10);
+        slots.refund(later, rate, len);
+        assert_eq!(slots.start_at(later, rate, len), later);
+    }
 
     #[test]
     fn upload_rates_read_in_bits_or_bytes() {

@@ -486,6 +486,17 @@ impl Conn {
         }
         tracing::debug!(slot = self.key.slot, "piece connection closed: {why}");
         self.state = State::Closing;
+        // A piece waiting for its start (far ahead, or paused) never goes:
+        // its bytes go back to the node's upload budget.
+        if let Some(rate) = ctx.limits.upload_rate {
+            let unsent = match self.reserved.take() {
+                Some((piece, _)) => self.tx.next_job().filter(|j| j.piece == piece).map(|j| j.len),
+                None => self.tx.paused_piece(),
+            };
+            if let Some(len) = unsent {
+                ctx.slots.refund(ctx.now, rate, len);
+            }
+        }
         self.give_back_slot(ctx);
         share::session_closed(&mut self.session, self.served.as_deref());
         let _ = self.stream.shutdown(Shutdown::Both);
