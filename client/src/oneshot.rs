@@ -544,8 +544,8 @@ fn refuse_dest_like_a_name(dest: &str, group: &str, listed: &[FileEntry]) -> Res
 enum OneEnd {
     /// Fetched (its own figures), in this many seconds.
     Fetched(Arc<Download>, f64),
-    /// The same file was at the destination already.
-    Present,
+    /// The same file, of this many bytes, was at the destination already.
+    Present(u64),
     /// Stopped by a signal after this many seconds.
     Stopped(&'static str, Arc<Download>, f64),
     /// Started, and failed after this many seconds.
@@ -557,7 +557,7 @@ impl OneEnd {
     fn ran(&self) -> Option<(&Arc<Download>, f64)> {
         match self {
             Self::Fetched(d, s) | Self::Stopped(_, d, s) | Self::Failed(d, s) => Some((d, *s)),
-            Self::Present => None,
+            Self::Present(_) => None,
         }
     }
 }
@@ -605,8 +605,8 @@ async fn get_one_ending(
         match run(node, cmd.clone()).await {
             Ok(line) => break line,
             Err(e) if DestExists::is(&e) => {
-                already_there(node, &args.group, &file, e, args.quiet).await?;
-                *end = Some(OneEnd::Present);
+                let len = already_there(node, &args.group, &file, e, args.quiet).await?;
+                *end = Some(OneEnd::Present(len));
                 return Ok(());
             }
             // Another process's download is fetching it into the same
@@ -730,7 +730,7 @@ async fn already_there(
     file: &str,
     taken: anyhow::Error,
     quiet: bool,
-) -> Result<()> {
+) -> Result<u64> {
     let at = match (
         taken.downcast_ref::<DestExists>(),
         taken.downcast_ref::<ringshare_engine::store::StoreError>(),
@@ -754,7 +754,7 @@ async fn already_there(
         eprintln!("ringshare: {} is already there (same SHA1)", at.display());
     }
     crate::say!("{}", at.display());
-    Ok(())
+    Ok(info.meta.len)
 }
 
 /// Whether the regular file at `at` is the file `name` of this SHA1 and
@@ -2024,7 +2024,8 @@ async fn wait_quietly(download: &Arc<Download>) -> Status {
 /// The one-file form's `--stats` document: the file's own figures when a
 /// download ran, whether it completed, was stopped or failed (`file`,
 /// `bytes` — its size —, `fetched` by this run, `seconds`, `mbps`,
-/// `latency_us`, `peers`), and whatever happened the bulk form's counts
+/// `latency_us`, `peers`; for a file already there, its size and nothing
+/// fetched), and whatever happened the bulk form's counts
 /// (`files_done`, `files_failed`, `failed` with the reason,
 /// `names_unmatched`, `files_interrupted`, `bytes_partial`, `stopped_by`,
 /// `already_present`).
@@ -2050,7 +2051,7 @@ fn write_one_stats(
     };
     let mut doc = serde_json::json!({
         "file": name,
-        "files_done": usize::from(matches!(end, Some(OneEnd::Fetched(..) | OneEnd::Present))),
+        "files_done": usize::from(matches!(end, Some(OneEnd::Fetched(..) | OneEnd::Present(_)))),
         "files_failed": usize::from(!failed.is_empty() && !unmatched),
         "failed": failed,
         "names_unmatched": usize::from(unmatched),
@@ -2060,8 +2061,17 @@ fn write_one_stats(
             _ => 0,
         },
         "stopped_by": stopped_by,
-        "already_present": matches!(end, Some(OneEnd::Present)),
+        "already_present": matches!(end, Some(OneEnd::Present(_))),
     });
+    // There already: its size, and nothing fetched.
+    if let (Some(OneEnd::Present(len)), Some(d)) = (end, doc.as_object_mut()) {
+        let figures = serde_json::json!({
+            "bytes": len, "fetched": 0, "seconds": 0.0, "mbps": 0.0, "latency_us": {}, "peers": [],
+        });
+        if let serde_json::Value::Object(f) = figures {
+            d.extend(f);
+        }
+    }
     if let Some((download, seconds)) = end.and_then(OneEnd::ran) {
         let bytes = download.meta().len;
         let latency: serde_json::Map<String, serde_json::Value> =

@@ -311,6 +311,9 @@ fn share_then_get() {
     assert!(doc["mbps"].as_f64().unwrap() > 0.0 && doc["failed"].as_array().unwrap().is_empty());
     let (ok, doc) = with_stats("payload.bin", &fresh);
     assert!(ok && doc["already_present"] == true && doc["files_done"] == 1, "{doc}");
+    // Its size, and nothing fetched (the figures were left out).
+    assert_eq!(doc["bytes"].as_u64(), Some(3 * 1024 * 1024 + 17), "{doc}");
+    assert!(doc["fetched"] == 0 && doc["peers"].as_array().is_some_and(Vec::is_empty), "{doc}");
     let (ok, doc) = with_stats("payload.bin", &other);
     assert!(!ok && doc["files_failed"] == 1 && doc["files_done"] == 0, "{doc}");
     assert!(doc["failed"][0]["reason"].as_str().unwrap().contains("already exists"), "{doc}");
