@@ -468,21 +468,43 @@ async fn large_uploads_from_no_session_are_read_past_not_held() {
 async fn silent_links_from_many_addresses_give_their_slots_up() {
     let t = Tracker::start_with_open_files(200);
     assert_eq!(call_from(t.addr, "127.0.0.1", &create("alice", "pw")).await, Response::Done);
-    let mut held = Vec::new();
-    for i in 0..8 {
-        for _ in 0..9 {
-            let s = TcpSocket::new_v4().unwrap();
-            s.bind(format!("127.0.2.{}:0", 1 + i).parse().unwrap()).unwrap();
-            let tcp = s.connect(t.addr).await.unwrap();
-            let key = Keypair::generate();
-            held.push(SecureStream::connect(tcp, &key, CONTROL_PROLOGUE, None).await.unwrap());
-        }
-    }
+    let held = every_slot(t.addr, 2).await;
     // Every slot held: a newcomer is refused until the silent ones have
     // waited a second, then served.
     let served = newcomer_login(t.addr, "alice").await;
     assert!(matches!(served, Response::LoggedIn { .. }), "{served:?}");
     drop(held);
+}
+
+/// Links that take every slot of a tracker started with a limit of 200
+/// open files (72, 9 an address): nine from each of 127.0.`net`.1–8.
+async fn every_slot(to: SocketAddr, net: u8) -> Vec<Link> {
+    let mut links = Vec::new();
+    for i in 1..=8 {
+        for _ in 0..9 {
+            links.push(connect(to, &format!("127.0.{net}.{i}")).await);
+        }
+    }
+    links
+}
+
+/// Each link sends `req` every 200 ms, reading its answers, until the
+/// link ends.
+fn asking(links: Vec<Link>, req: Request) -> Vec<tokio::task::JoinHandle<()>> {
+    links
+        .into_iter()
+        .map(|mut link| {
+            let req = req.clone();
+            tokio::spawn(async move {
+                while write_msg(&mut link, REQUEST, &req).await.is_ok() {
+                    if !matches!(read_msg::<Response, _>(&mut link, RESPONSE).await, Ok(Some(_))) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        })
+        .collect()
 }
 
 /// `user`'s login (password "pw") from a newcomer at 127.0.0.9, tried
@@ -523,26 +545,7 @@ async fn links_of_one_account_holding_every_slot_give_one_up() {
     }
     let r = call_from(t.addr, "127.0.0.1", &login("mallory", "pw")).await;
     let Response::LoggedIn { token, .. } = r else { panic!("{r:?}") };
-    let mut flood = Vec::new();
-    for i in 0..8 {
-        for _ in 0..9 {
-            let s = TcpSocket::new_v4().unwrap();
-            s.bind(format!("127.0.4.{}:0", 1 + i).parse().unwrap()).unwrap();
-            let tcp = s.connect(t.addr).await.unwrap();
-            let key = Keypair::generate();
-            let mut link = SecureStream::connect(tcp, &key, CONTROL_PROLOGUE, None).await.unwrap();
-            flood.push(tokio::spawn(async move {
-                let req = Request::ListGroups { token };
-                while write_msg(&mut link, REQUEST, &req).await.is_ok() {
-                    match read_msg::<Response, _>(&mut link, RESPONSE).await {
-                        Ok(Some(Response::Names(_))) => {}
-                        _ => return,
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }));
-        }
-    }
+    let flood = asking(every_slot(t.addr, 4).await, Request::ListGroups { token });
     let served = newcomer_login(t.addr, "bob").await;
     assert!(matches!(served, Response::LoggedIn { .. }), "{served:?}");
     for f in flood {
@@ -558,26 +561,8 @@ async fn links_of_one_account_holding_every_slot_give_one_up() {
 async fn links_whose_requests_are_all_refused_give_their_slots_up() {
     let t = Tracker::start_with_open_files(200);
     assert_eq!(call_from(t.addr, "127.0.0.1", &create("alice", "pw")).await, Response::Done);
-    let mut flood = Vec::new();
-    for i in 0..8 {
-        for _ in 0..9 {
-            let s = TcpSocket::new_v4().unwrap();
-            s.bind(format!("127.0.3.{}:0", 1 + i).parse().unwrap()).unwrap();
-            let tcp = s.connect(t.addr).await.unwrap();
-            let key = Keypair::generate();
-            let mut link = SecureStream::connect(tcp, &key, CONTROL_PROLOGUE, None).await.unwrap();
-            flood.push(tokio::spawn(async move {
-                let req = Request::ListGroups { token: ringshare_engine::proto::Token([7; 16]) };
-                while write_msg(&mut link, REQUEST, &req).await.is_ok() {
-                    match read_msg::<Response, _>(&mut link, RESPONSE).await {
-                        Ok(Some(Response::Refused(Refusal::NotLoggedIn))) => {}
-                        _ => return,
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }));
-        }
-    }
+    let made_up = Request::ListGroups { token: ringshare_engine::proto::Token([7; 16]) };
+    let flood = asking(every_slot(t.addr, 3).await, made_up);
     let served = newcomer_login(t.addr, "alice").await;
     assert!(matches!(served, Response::LoggedIn { .. }), "{served:?}");
     // One that was served keeps its slot against the flood.
