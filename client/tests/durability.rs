@@ -518,9 +518,13 @@ fn a_tracker_stopped_mid_burst_sends_the_writes_on_to_the_other() {
     // done, or sent on (`Stopping`), or cut off as it exits; never failed.
     let addr = c.addrs[0];
     let token = raw_login(&mut RawClient::connect(addr).unwrap(), "raw");
+    // Each raw writer's writes answered so far: the tracker is stopped only
+    // once each has had one answered (it stopped before a writer started
+    // on a loaded machine, and that writer had none to show).
+    let answered: Arc<Vec<AtomicUsize>> = Arc::new((0..3).map(|_| AtomicUsize::new(0)).collect());
     let raw: Vec<_> = (0..3)
         .map(|w| {
-            let stop = Arc::clone(&stop);
+            let (stop, answered) = (Arc::clone(&stop), Arc::clone(&answered));
             std::thread::spawn(move || {
                 let (mut done, mut failed) = (0, Vec::new());
                 let Ok(mut conn) = RawClient::connect(addr) else { return (done, failed) };
@@ -530,7 +534,10 @@ fn a_tracker_stopped_mid_burst_sends_the_writes_on_to_the_other() {
                     }
                     let group = format!("r{w}-{i}");
                     match conn.call(&Request::CreateGroup { token, group }) {
-                        Ok(Response::Done) => done += 1,
+                        Ok(Response::Done) => {
+                            done += 1;
+                            answered[w].fetch_add(1, Ordering::Relaxed);
+                        }
                         Ok(Response::Refused(Refusal::Stopping(_))) | Err(_) => break,
                         Ok(other) => failed.push(other),
                     }
@@ -540,6 +547,9 @@ fn a_tracker_stopped_mid_burst_sends_the_writes_on_to_the_other() {
         })
         .collect();
     eventually("100 writes answered", || acked.load(Ordering::Relaxed) >= 100);
+    eventually("a write of each raw writer answered", || {
+        answered.iter().all(|n| n.load(Ordering::Relaxed) > 0)
+    });
     let mut t = c.trackers[0].take().unwrap();
     use std::io::Write;
     writeln!(t.stdin.as_mut().unwrap(), "quit").unwrap();
