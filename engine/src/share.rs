@@ -669,6 +669,9 @@ pub struct ConnCaps {
     next: u64,
     /// Connections told to give their place up, not gone yet.
     evicting: usize,
+    /// When a newcomer from each address last took a place that way: once
+    /// per [`EVICT_AFTER`] per address.
+    took: HashMap<IpAddr, Instant>,
 }
 
 /// An admitted connection.
@@ -699,6 +702,7 @@ impl ConnCaps {
             per_ip: HashMap::new(),
             next: 0,
             evicting: 0,
+            took: HashMap::new(),
         }
     }
 
@@ -707,9 +711,12 @@ impl ConnCaps {
     /// are taken, the oldest admitted [`EVICT_AFTER`] ago or more whose
     /// session has not opened (links that connect and say nothing, or
     /// never finish a handshake, held every place for the handshake
-    /// timeout, 10 s, and a flood of them renewed that for good). Or says
-    /// why not: the text of the `Busy` error frame to send before closing
-    /// it.
+    /// timeout, 10 s, and a flood of them renewed that for good). A
+    /// newcomer from one address takes a place so at most once per
+    /// [`EVICT_AFTER`] (a flood reconnecting thousands of times a second
+    /// took most places coming free before honest downloaders did). Or
+    /// says why not: the text of the `Busy` error frame to send before
+    /// closing it.
     pub fn admit(&mut self, ip: IpAddr, now: Instant) -> Result<(u64, Option<u64>), &'static str> {
         let from_ip = self.per_ip.get(&ip).copied().unwrap_or(0);
         if from_ip >= self.max_per_ip {
@@ -718,6 +725,10 @@ impl ConnCaps {
         let mut evict = None;
         if self.live.len() >= self.max_total + self.evicting {
             if self.evicting >= EVICT_AHEAD {
+                return Err("too many connections");
+            }
+            let recent = |t: &Instant| now.saturating_duration_since(*t) < EVICT_AFTER;
+            if self.took.get(&ip).is_some_and(recent) {
                 return Err("too many connections");
             }
             let victim = self
@@ -731,6 +742,10 @@ impl ConnCaps {
             place.told = true;
             self.evicting += 1;
             evict = Some(id);
+            if self.took.len() >= 4096 {
+                self.took.retain(|_, t| recent(t));
+            }
+            self.took.insert(ip, now);
         }
         let id = self.next;
         self.next += 1;
@@ -814,6 +829,9 @@ mod tests {
         let at = t0 + Duration::from_millis(1100);
         let (n1, evicted) = caps.admit(b, at).unwrap();
         assert_eq!(evicted, Some(silent1), "the oldest silent one");
+        // One address takes a place so once a second: b again must wait.
+        assert_eq!(caps.admit(b, at), Err("too many connections"));
+        let at = at + EVICT_AFTER;
         // Told once: the next newcomer takes the other's place.
         let (_, evicted) = caps.admit(b, at).unwrap();
         assert_eq!(evicted, Some(silent2));

@@ -620,17 +620,17 @@ fn silent_links_give_their_places_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let (p, meta) = source(dir.path(), 1000);
     let limits = ServerLimits {
-        max_connections: 8,
+        max_connections: 4,
         // All come from one address here: the total cap is the one met.
         max_per_ip: 16,
         handshake_timeout: Duration::from_secs(60),
         ..ServerLimits::default()
     };
     let srv = server_on(&p, &meta, limits, backend);
-    let silent: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(srv.addr()).unwrap()).collect();
+    let silent: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(srv.addr()).unwrap()).collect();
     let start = Instant::now();
     let mut served: Vec<Peer> = Vec::new();
-    while served.len() < 8 {
+    while served.len() < 4 {
         // Turned away at the door (a `busy` frame, in plaintext), the
         // encrypted link does not open.
         let user = format!("d{}", served.len());
