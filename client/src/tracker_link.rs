@@ -165,13 +165,17 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const SILENT_FOR: Duration = Duration::from_secs(30);
 /// How many times more the trackers are tried when one closed the
 /// connection at its door and none answered, after waiting
-/// [`DOOR_WAIT`], then twice and four times as long: a tracker whose
-/// connections are all taken gives the slot of one that has said nothing
-/// for a second, or whose requests were all refused, to a newcomer, and
-/// may have none to give at the first try.
-pub const DOOR_RETRIES: u32 = 3;
+/// [`DOOR_WAIT`], then twice as long each time up to [`DOOR_WAIT_MOST`]
+/// (5.75 s in all): a tracker whose connections are all taken gives a
+/// newcomer the slot of one that has said nothing for a second, or whose
+/// requests were all refused, or of the user holding the most, and to a
+/// newcomer from one address once a second (six shells started at once
+/// from one address got two slots in the 1.75 s of three tries).
+pub const DOOR_RETRIES: u32 = 5;
 /// See [`DOOR_RETRIES`].
 const DOOR_WAIT: Duration = Duration::from_millis(250);
+/// See [`DOOR_RETRIES`].
+const DOOR_WAIT_MOST: Duration = Duration::from_secs(2);
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -265,7 +269,7 @@ impl TrackerLink {
         let mut turned_away = false;
         for round in 0..=DOOR_RETRIES {
             if round > 0 {
-                tokio::time::sleep(DOOR_WAIT * (1 << (round - 1))).await;
+                tokio::time::sleep((DOOR_WAIT * (1 << (round - 1))).min(DOOR_WAIT_MOST)).await;
                 failures.truncate(before);
             }
             // A tracker closed the connection at its door, and no request
@@ -280,7 +284,14 @@ impl TrackerLink {
                     Ok(Ok(s)) => s,
                     Ok(Err((e, door))) => {
                         at_door |= door;
-                        failures.push(format!("{addr}: {e}"));
+                        if door {
+                            failures.push(format!(
+                                "{addr}: the tracker closed the connection at once: it admits \
+                                 no more connections just now"
+                            ));
+                        } else {
+                            failures.push(format!("{addr}: {e}"));
+                        }
                         continue;
                     }
                     Err(_) => {
@@ -323,11 +334,7 @@ impl TrackerLink {
         self.resent = false;
         let mut why = failures.join("; ");
         if turned_away {
-            why.push_str(&format!(
-                "; closed at once {} times in a row: the tracker may admit no more connections \
-                 just now",
-                DOOR_RETRIES + 1
-            ));
+            why.push_str(&format!(" ({} tries in 6 s); try again shortly", DOOR_RETRIES + 1));
         }
         if unanswered && !req.only_reads() {
             why.push_str(
@@ -445,7 +452,11 @@ mod tests {
         assert_eq!(r.unwrap(), Response::Names(vec!["g".into()]));
         let mut other = TrackerLink::new(trackers);
         let Err(LinkError::Unreachable(why)) = other.call(&req).await else { panic!() };
-        assert!(why.ends_with("the tracker may admit no more connections just now"), "{why}");
+        let turned_away = format!(
+            "{addr}: the tracker closed the connection at once: it admits no more connections \
+             just now (6 tries in 6 s); try again shortly"
+        );
+        assert_eq!(why, turned_away);
         assert_eq!(why.matches(&addr.to_string()).count(), 1, "the last try only: {why}");
         tracker.abort();
     }
