@@ -241,24 +241,18 @@ impl TrackerLink {
         // A kept connection may have gone stale (the tracker restarted): on
         // failure, the current tracker is tried again on a fresh connection.
         if let Some(stream) = self.stream.as_mut() {
-            let addr = self.trackers.list.addrs[self.current];
-            match tokio::time::timeout(REQUEST_TIMEOUT, exchange(stream, req)).await {
-                Ok(Ok(Response::Refused(Refusal::CatchingUp(why) | Refusal::Stopping(why)))) => {
-                    failures.push(format!("{addr}: {why}"));
-                    self.current = (self.current + 1) % n;
-                }
-                Ok(Ok(resp)) => {
+            match ask(&self.trackers, self.current, stream, req).await {
+                Asked::Answer(resp) => {
                     self.resent = false;
                     return Ok(resp);
                 }
-                Ok(Err(e)) => {
-                    unanswered = true;
-                    failures.push(format!("{addr}: {e}"));
+                Asked::Passed(why) => {
+                    failures.push(why);
+                    self.current = (self.current + 1) % n;
                 }
-                Err(_) => {
+                Asked::Lost(why) => {
                     unanswered = true;
-                    self.trackers.mark_silent(self.current);
-                    failures.push(format!("{addr}: no answer in {REQUEST_TIMEOUT:?}"));
+                    failures.push(why);
                 }
             }
             self.stream = None;
@@ -301,28 +295,17 @@ impl TrackerLink {
                     }
                 };
                 sent = true;
-                match tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut stream, req)).await {
-                    // A tracker that lost its data and is catching up did
-                    // nothing with the request: the next one is asked.
-                    Ok(Ok(Response::Refused(
-                        Refusal::CatchingUp(why) | Refusal::Stopping(why),
-                    ))) => {
-                        failures.push(format!("{addr}: {why}"));
-                    }
-                    Ok(Ok(resp)) => {
+                match ask(&self.trackers, i, &mut stream, req).await {
+                    Asked::Answer(resp) => {
                         self.trackers.mark_answering(i);
                         self.stream = Some(stream);
                         self.resent = unanswered;
                         return Ok(resp);
                     }
-                    Ok(Err(e)) => {
+                    Asked::Passed(why) => failures.push(why),
+                    Asked::Lost(why) => {
                         unanswered = true;
-                        failures.push(format!("{addr}: {e}"));
-                    }
-                    Err(_) => {
-                        unanswered = true;
-                        self.trackers.mark_silent(i);
-                        failures.push(format!("{addr}: no answer in {REQUEST_TIMEOUT:?}"));
+                        failures.push(why);
                     }
                 }
             }
@@ -405,6 +388,41 @@ impl LinkPool {
             self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(link);
         }
         result
+    }
+}
+
+/// How one try of a request on tracker `i` went.
+enum Asked {
+    /// Its answer.
+    Answer(Response),
+    /// The tracker did nothing with it (catching up, or stopping): the
+    /// next one is asked. Why, for the error.
+    Passed(String),
+    /// Sent, and its answer lost (the connection broke, or no answer came
+    /// in time; the tracker is then marked silent). Why, for the error.
+    Lost(String),
+}
+
+/// Sends `req` on `stream` to tracker `i` and waits for its answer.
+async fn ask(
+    trackers: &Trackers,
+    i: usize,
+    stream: &mut SecureStream<TcpStream>,
+    req: &Request,
+) -> Asked {
+    let addr = trackers.list.addrs[i];
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange(stream, req)).await {
+        // A tracker that lost its data and is catching up did nothing with
+        // the request: the next one is asked.
+        Ok(Ok(Response::Refused(Refusal::CatchingUp(why) | Refusal::Stopping(why)))) => {
+            Asked::Passed(format!("{addr}: {why}"))
+        }
+        Ok(Ok(resp)) => Asked::Answer(resp),
+        Ok(Err(e)) => Asked::Lost(format!("{addr}: {e}")),
+        Err(_) => {
+            trackers.mark_silent(i);
+            Asked::Lost(format!("{addr}: no answer in {REQUEST_TIMEOUT:?}"))
+        }
     }
 }
 
