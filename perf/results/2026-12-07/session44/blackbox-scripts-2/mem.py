@@ -3,7 +3,8 @@
 # Each link: Noise handshake, then a 16 MiB request frame (UploadFile, variant 11, made-up token)
 # trickled at RATE; reports when/how the tracker ends each link.
 import sys, os, time, threading, struct
-sys.path.insert(0, '/tmp/h44b/scripts'); from noisecli import *
+# noisecli.py is the first check's, in ../blackbox-scripts.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'blackbox-scripts')); from noisecli import *
 port=int(sys.argv[1]); n=int(sys.argv[2]); na=int(sys.argv[3]); rate=float(sys.argv[4]); maxdur=float(sys.argv[5])
 FR=16*1024*1024
 st={'hs':0,'hs_fail':0,'sent_all':0,'closed':0,'answered':0,'bytes':0}; lk=threading.Lock(); outc={}

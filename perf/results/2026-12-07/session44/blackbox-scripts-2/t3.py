@@ -3,7 +3,8 @@
 # MODE: fake (ListGroups with made-up token every 0.5s), silent (raw TCP, nothing sent),
 #       half (sends first handshake msg, then nothing), valid (logs in once as l3, then ListGroups w/ real token every 0.5s)
 import sys, os, time, threading, socket, random
-sys.path.insert(0, '/tmp/h44b/scripts'); from noisecli import *
+# noisecli.py is the first check's, in ../blackbox-scripts.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'blackbox-scripts')); from noisecli import *
 port=int(sys.argv[1]); mode=sys.argv[2]; a0=int(sys.argv[3]); na=int(sys.argv[4]); per=int(sys.argv[5]); dur=float(sys.argv[6]); recon=len(sys.argv)>7 and sys.argv[7]=='1'
 end=time.time()+dur
 stats={'opened':0,'closed':0,'hs_fail':0,'answers':0,'granted':0,'refused':0,'errs':{}}
