@@ -6,11 +6,17 @@
 # against the bytes over the rate. (A get like this wedged at ~155 of 300
 # files before the forty-fourth session.)
 #
+# With STOP_AFTER=S the get is stopped (SIGINT) S seconds in, and one file
+# it had not fetched is then got on its own: how long the node makes a
+# newcomer wait for what it had queued for the stopped get (3-4 s for a
+# 200 kB file before the forty-fifth session).
+#
 # Usage: perf/paced_bulk.sh
 # Environment: N (files, default 300), RATE (default 2MB), IO (uring or
 # threads, both ends, default uring), T (seconds before the get is
-# stopped, default 120), BIN (a directory holding ringshare and
-# ringshare-tracker; default: this tree's release build, made first).
+# stopped, default 120), STOP_AFTER (see above), BIN (a directory holding
+# ringshare and ringshare-tracker; default: this tree's release build,
+# made first).
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-300}
@@ -35,6 +41,21 @@ t0=$(date +%s.%N)
 RINGSHARE_STATE_DIR="$W/l" timeout "$T" "$B/ringshare" get --io "$IO" --trackers "$W/ti.txt" \
   --user l --password-file "$W/pw" --quiet g rs/ "$W/dl" >/dev/null 2>"$W/get.log" &
 gp=$!
+if [ -n "${STOP_AFTER:-}" ]; then
+  sleep "$STOP_AFTER"
+  kill -INT $gp
+  wait $gp
+  n=$(find "$W/dl" -type f ! -name '*.part*' 2>/dev/null | wc -l)
+  last=$(printf 'rs/r%04d' $((N - 1)))
+  [ -e "$W/dl/$last" ] && { echo "the stopped get had fetched $last already: use more files" >&2; exit 1; }
+  t0=$(date +%s.%N)
+  RINGSHARE_STATE_DIR="$W/l2" "$B/ringshare" get --io "$IO" --trackers "$W/ti.txt" --user l \
+    --password-file "$W/pw" --quiet g "$last" "$W/one" >/dev/null 2>"$W/one.log"
+  rc=$?
+  t1=$(date +%s.%N)
+  python3 -c "print(f'get stopped after $STOP_AFTER s with $n files; then one 200 kB file: exit $rc in {$t1 - $t0:.2f} s')"
+  exit $rc
+fi
 for i in $(seq "$T"); do
   sleep 1
   kill -0 $gp 2>/dev/null || break

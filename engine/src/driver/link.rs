@@ -70,7 +70,51 @@ pub(crate) fn pace(fd: std::os::fd::RawFd, bytes_per_s: u64) {
     }
 }
 
+/// Ends the TCP connection on `fd` with a reset rather than a FIN, at once
+/// (`connect` with `AF_UNSPEC`: TCP's disconnect, which also ends any
+/// receive or send waiting on it). A downloader lets go of a link it asked
+/// pieces on so: to a FIN a piece server answers what it was asked (a
+/// downloader may stop sending and still read), and a server holding to an
+/// upload rate spent seconds of it on pieces for a get that had been
+/// stopped, while the next downloader waited. False if the kernel refused;
+/// the caller then shuts the socket down as before.
+pub(crate) fn abort(fd: std::os::fd::RawFd) -> bool {
+    // SAFETY: a zeroed sockaddr with only its family set, of its own size;
+    // `fd` is the caller's open socket.
+    let rc = unsafe {
+        let mut any: libc::sockaddr = std::mem::zeroed();
+        any.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+        libc::connect(fd, &any, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t)
+    };
+    rc == 0
+}
+
+/// Whether the peer on `fd` reset the connection (or it is closed both
+/// ways), waiting up to `wait` for it: poll(2) asked for no event reports
+/// only an error or a hang-up, neither of which a peer that only stopped
+/// sending raises.
+pub(crate) fn reset_within(fd: std::os::fd::RawFd, wait: std::time::Duration) -> bool {
+    let mut p = libc::pollfd { fd, events: 0, revents: 0 };
+    let ms = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one pollfd, alive for the call.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    n > 0 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+/// [`reset_within`] at once.
+pub(crate) fn reset(fd: std::os::fd::RawFd) -> bool {
+    reset_within(fd, std::time::Duration::ZERO)
+}
+
 impl PeerStream {
+    /// Resets the connection at once (see [`abort`]).
+    pub(crate) fn abort(&self) {
+        if !abort(self.raw_fd()) {
+            // SAFETY: shutdown(2) on the socket this stream owns.
+            unsafe { libc::shutdown(self.raw_fd(), libc::SHUT_RDWR) };
+        }
+    }
+
     /// The socket under the link.
     pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;

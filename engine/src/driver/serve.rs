@@ -216,8 +216,10 @@ impl Drop for ConnSlot {
     }
 }
 
-/// Sleeps until `at`, or ends the connection once the server stops.
-fn sleep_until(at: Instant, stop: &AtomicBool) -> Result<(), ConnEnd> {
+/// Sleeps until `at`, or ends the connection once the server stops or the
+/// downloader on `fd` is gone: reset (`link::abort`) or closed both ways. A
+/// downloader that only stopped sending still reads, and waits on.
+fn sleep_until(at: Instant, stop: &AtomicBool, fd: std::os::fd::RawFd) -> Result<(), ConnEnd> {
     loop {
         let left = at.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -226,7 +228,15 @@ fn sleep_until(at: Instant, stop: &AtomicBool) -> Result<(), ConnEnd> {
         if stop.load(Ordering::Acquire) {
             return Err(ConnEnd::Stopped);
         }
-        thread::sleep(left.min(Duration::from_millis(50)));
+        if crate::link::reset_within(
+            fd,
+            left.clamp(Duration::from_millis(1), Duration::from_millis(50)),
+        ) {
+            return Err(ConnEnd::Io(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the downloader left while its piece waited",
+            )));
+        }
     }
 }
 
@@ -251,11 +261,13 @@ impl SlotGate {
         (start, st.0.senders(id, start, rate, len))
     }
 
-    /// A piece started with [`start`](Self::start) never went out
-    /// ([`SendSlots::refund`]).
-    fn refund(&self, rate: crate::slots::UploadRate, len: u32) {
+    /// Connection `id` ended with `unsent` bytes of the last piece it
+    /// started ([`start`](Self::start)) not gone: it sends no more
+    /// ([`SendSlots::left`]) and they go back ([`SendSlots::refund`]).
+    fn left(&self, id: u64, rate: crate::slots::UploadRate, unsent: u32) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.0.refund(Instant::now(), rate, len);
+        st.0.left(id);
+        st.0.refund(Instant::now(), rate, unsent);
     }
 
     /// Waits for a slot for connection `id` (a piece of `rank`,
@@ -408,10 +420,27 @@ fn serve_connection(
         .map_err(|e| ConnEnd::Refused(format!("secure handshake: {e}")))?;
     let mut session = ServerSession::new(limits.max_outstanding);
     let mut served: Option<Arc<ServedFile>> = None;
-    let end = serve_session(&mut stream, table, limits, stop, conn, &mut session, &mut served);
+    let mut paced = None;
+    let end = serve_session(
+        &mut stream,
+        table,
+        limits,
+        stop,
+        conn,
+        (&mut session, &mut served, &mut paced),
+    );
     share::session_closed(&mut session, served.as_deref());
+    // Ended (reset, most often) with the last piece given to TCP perhaps
+    // not all gone: what had not goes back ([`SendSlots::unsent`]).
+    if let (Err(_), Some(rate), Some((at, pace, len))) = (&end, limits.upload_rate, paced) {
+        conn.0.left(conn.1, rate, SendSlots::<u64>::unsent(at, pace, len, Instant::now()));
+    }
     end
 }
+
+/// The last piece a connection started under the upload rate: when it
+/// starts, its pace (bytes a second) and length ([`SendSlots::unsent`]).
+type Paced = Option<(Instant, u64, u32)>;
 
 /// The messages of one admitted (or to be admitted) session, until it ends.
 fn serve_session(
@@ -420,8 +449,7 @@ fn serve_session(
     limits: ServerLimits,
     stop: &AtomicBool,
     (gate, id, opened): (&SlotGate, u64, &AtomicBool),
-    session: &mut ServerSession,
-    served: &mut Option<Arc<ServedFile>>,
+    (session, served, paced): (&mut ServerSession, &mut Option<Arc<ServedFile>>, &mut Paced),
 ) -> Result<(), ConnEnd> {
     let holder = stream.remote_key();
     // Piece data for an encrypted link: read from the file, then sealed.
@@ -538,28 +566,37 @@ fn serve_session(
             let (piece, offset, file_offset, len) = asked.remove(i).expect("in range");
             file.note_sent(session, piece);
             let mut start = Instant::now();
+            let mut pace = 0;
             if let Some(rate) = limits.upload_rate {
                 let senders;
                 (start, senders) = gate.start(id, rate, len);
-                crate::link::pace(stream.raw_fd(), rate.share(senders));
+                pace = rate.share(senders);
+                crate::link::pace(stream.raw_fd(), pace);
             }
             // Far ahead, the downloader hears a `have` of the piece every
             // KEEPALIVE meanwhile, or it would take the request as stalled
             // (see the io_uring driver's `Conn::wait_to_start`).
             let at = start + limits.piece_delay;
-            while at.saturating_duration_since(Instant::now()) > KEEPALIVE {
-                out.clear();
-                peer::encode(&Message::Have(piece), &mut out);
-                if let Err(e) = stream.send(&out) {
-                    // Never to go: its bytes go back to the budget.
-                    if let Some(rate) = limits.upload_rate {
-                        gate.refund(rate, len);
-                    }
-                    return Err(e.into());
+            let fd = stream.raw_fd();
+            let waited = (|| {
+                while at.saturating_duration_since(Instant::now()) > KEEPALIVE {
+                    out.clear();
+                    peer::encode(&Message::Have(piece), &mut out);
+                    stream.send(&out)?;
+                    sleep_until(Instant::now() + KEEPALIVE, stop, fd)?;
                 }
-                sleep_until(Instant::now() + KEEPALIVE, stop)?;
+                sleep_until(at, stop, fd)
+            })();
+            if let Err(e) = waited {
+                // Never to go: its bytes go back to the budget.
+                if let Some(rate) = limits.upload_rate {
+                    gate.left(id, rate, len);
+                }
+                return Err(e);
             }
-            sleep_until(at, stop)?;
+            if limits.upload_rate.is_some() {
+                *paced = Some((at, pace, len));
+            }
             match &mut *stream {
                 PeerStream::Plain(tcp) => {
                     send_piece(tcp, file, piece, offset, file_offset, len)?;

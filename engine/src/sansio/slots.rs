@@ -199,6 +199,15 @@ impl<K: Copy + PartialEq> SendSlots<K> {
         n
     }
 
+    /// `k` ended before its piece was all sent (a downloader that reset
+    /// the link): it no longer counts among those sending at once, or the
+    /// next downloader's pieces went at a share of the rate beside
+    /// connections that were gone (a stopped bulk get's twenty left the
+    /// next one-file get at a twenty-first of the rate for seconds).
+    pub fn left(&mut self, k: K) {
+        self.recent.retain(|(x, _)| *x != k);
+    }
+
     /// When a piece of `len` bytes ready at `now` may start, the node's
     /// upload held to `rate`: at once while the pieces started before it
     /// would be out at that rate within [`RATE_AHEAD`], else as much
@@ -225,6 +234,19 @@ impl<K: Copy + PartialEq> SendSlots<K> {
         let secs = f64::from(len) / rate.bytes_per_s() as f64;
         let back = t.checked_sub(Duration::from_secs_f64(secs.min(3600.0))).unwrap_or(now);
         self.paid_until = Some(back.max(now));
+    }
+
+    /// What of a piece of `len` bytes, paced at `pace` bytes a second from
+    /// `started` on, had not gone by `now`: what a connection ended in the
+    /// middle of it gives back ([`refund`](Self::refund)). A downloader that
+    /// resets its links leaves the pieces being sent to it half sent, and
+    /// each had been paid for whole: a bulk get's pieces, sent to it at
+    /// once at a share of the rate each, left the next downloader up to two
+    /// seconds behind them. (An estimate: what TCP had sent when the reset
+    /// came is gone with the connection.)
+    pub fn unsent(started: Instant, pace: u64, len: u32, now: Instant) -> u32 {
+        let gone = now.saturating_duration_since(started).as_secs_f64() * pace as f64;
+        len.saturating_sub(gone.min(f64::from(len)) as u32)
     }
 
     /// `k` has a piece to send at `now`. True: it holds a slot until it
@@ -354,6 +376,29 @@ mod tests {
         let later = t0 + Duration::from_secs(10);
         slots.refund(later, rate, len);
         assert_eq!(slots.start_at(later, rate, len), later);
+    }
+
+    #[test]
+    fn a_connection_that_left_is_not_counted_among_the_senders() {
+        let rate: UploadRate = "1MB".parse().unwrap();
+        let t0 = Instant::now();
+        let mut slots: SendSlots<u32> = SendSlots::new(0);
+        assert_eq!(slots.senders(1, t0, rate, 500_000), 1);
+        assert_eq!(slots.senders(2, t0, rate, 500_000), 2);
+        slots.left(1);
+        assert_eq!(slots.senders(3, t0, rate, 500_000), 2, "2 and 3");
+    }
+
+    #[test]
+    fn a_piece_cut_off_half_sent_gives_back_what_had_not_gone() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // 400 kB at 100 kB/s: a quarter of it gone each second.
+        assert_eq!(SendSlots::<u32>::unsent(t0, 100_000, 400_000, t0), 400_000);
+        assert_eq!(SendSlots::<u32>::unsent(t0, 100_000, 400_000, at(1000)), 300_000);
+        assert_eq!(SendSlots::<u32>::unsent(t0, 100_000, 400_000, at(10_000)), 0);
+        // Not started yet (its pause had not ended): all of it.
+        assert_eq!(SendSlots::<u32>::unsent(at(500), 100_000, 400_000, t0), 400_000);
     }
 
     #[test]

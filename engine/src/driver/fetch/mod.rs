@@ -928,10 +928,14 @@ fn run_peer(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr) -> Result<(), Pe
             }
             return Err(PeerEnd::Closed("download complete".into()));
         }
+        // A link let go of with requests out is reset, so that the server
+        // stops answering them (`link::abort`).
         if let Some(why) = closing {
+            stream.abort();
             return Err(PeerEnd::Closed(why));
         }
         if shared.stopping() {
+            stream.abort();
             return Err(PeerEnd::Stopped);
         }
         if let Some(out) = out {

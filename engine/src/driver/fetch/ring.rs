@@ -1310,9 +1310,13 @@ impl Driver {
         // Downloads still on the link (the caller let go of its own): both
         // when one was pipelined behind another.
         let on_it = [Some((c.dl, c.peer)), c.next.take()];
-        // SAFETY: shutdown(2) on a descriptor the connection owns; it ends
-        // a pending receive and send.
-        unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_RDWR) };
+        // A reset, not a FIN, once connected: to a FIN the server answers
+        // what it was asked, to nobody (`link::abort`). Either ends a
+        // pending receive and send.
+        if !c.open || !crate::link::abort(c.fd.as_raw_fd()) {
+            // SAFETY: shutdown(2) on a descriptor the connection owns.
+            unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
         if !c.open && c.inflight > 0 {
             // A connect in flight is not ended by a shutdown.
             let target = Op::Connect.data(c.gen, slot as u32);

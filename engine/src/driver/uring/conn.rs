@@ -127,9 +127,14 @@ pub(crate) struct Conn {
     /// start ([`SendSlots::start_at`]), while that is more than
     /// [`KEEPALIVE`] away: it waits without its send armed, and its
     /// downloader hears a `have` for it every [`KEEPALIVE`] meanwhile.
-    reserved: Option<(u32, Instant)>,
+    /// (The piece, its start and its length: its turn was paid for.)
+    reserved: Option<(u32, Instant, u32)>,
     /// When the next of those `have`s is due.
     alive_due: Instant,
+    /// The last piece started under the upload rate: when it starts, its
+    /// pace (bytes a second) and length, for what it gives back if the
+    /// connection ends before all of it went ([`SendSlots::unsent`]).
+    pacing: Option<(Instant, u64, u32)>,
     /// A session of it was admitted ([`Self::opened`]).
     opened: bool,
 }
@@ -165,6 +170,7 @@ impl Conn {
             slot: SlotUse::Free,
             reserved: None,
             alive_due: now,
+            pacing: None,
             opened: false,
         }
     }
@@ -489,11 +495,15 @@ impl Conn {
         // A piece waiting for its start (far ahead, or paused) never goes:
         // its bytes go back to the node's upload budget.
         if let Some(rate) = ctx.limits.upload_rate {
-            let unsent = match self.reserved.take() {
-                Some((piece, _)) => self.tx.next_job().filter(|j| j.piece == piece).map(|j| j.len),
-                None => self.tx.paused_piece(),
-            };
-            if let Some(len) = unsent {
+            let waiting = self.reserved.take().map(|(_, _, len)| len);
+            // The last piece started: waiting for its pause, being sent, or
+            // given to TCP whole, perhaps not all gone (a reset throws away
+            // what it held).
+            let started = self.pacing.take().map(|(at, pace, len)| {
+                ctx.slots.left(self.key);
+                SendSlots::<Key>::unsent(at, pace, len, ctx.now)
+            });
+            for len in [waiting, started].into_iter().flatten() {
                 ctx.slots.refund(ctx.now, rate, len);
             }
         }
@@ -517,13 +527,32 @@ impl Conn {
         // A piece whose start the upload rate put far ahead keeps its place,
         // its slot and the start it was given while it waits
         // ([`Self::wait_to_start`]).
-        let reserved = self.reserved.take().filter(|&(p, _)| self.tx.next_piece() == Some(p));
+        let reserved = match self.reserved.take() {
+            Some(r) if self.tx.next_piece() == Some(r.0) => {
+                if self.tx.next_job().is_none() {
+                    // A `have` of it is going out: looked at again once it
+                    // has (its start was lost here, and paid for twice).
+                    self.reserved = Some(r);
+                    return;
+                }
+                Some(r)
+            }
+            Some((_, _, len)) => {
+                // Cancelled (or kept back) while it waited: its turn goes
+                // back.
+                if let Some(rate) = ctx.limits.upload_rate {
+                    ctx.slots.refund(ctx.now, rate, len);
+                }
+                None
+            }
+            None => None,
+        };
         // A piece goes out only in an upload slot; until one is handed to
         // this connection, what is queued behind the piece waits too.
         // A seed sends first, of the pieces asked for, the one it sent
         // least, and ranks it by that (first copies first,
         // `SeedPlan::sent`).
-        let next = if let Some((piece, _)) = reserved {
+        let next = if let Some((piece, ..)) = reserved {
             Some(piece)
         } else {
             loop {
@@ -563,24 +592,27 @@ impl Conn {
         // When the node's upload rate lets the piece start.
         let start = match (next, self.tx.next_job(), ctx.limits.upload_rate) {
             (Some(_), Some(job), Some(rate)) => Some(match reserved {
-                Some((_, start)) => start,
-                None => ctx.slots.start_at(ctx.now, rate, job.len),
+                Some((_, start, _)) => (start, job.len),
+                None => (ctx.slots.start_at(ctx.now, rate, job.len), job.len),
             }),
             _ => None,
         };
-        if let (Some(piece), Some(start)) = (next, start) {
+        if let (Some(piece), Some((start, len))) = (next, start) {
             if start > ctx.now + KEEPALIVE {
-                return self.wait_to_start(piece, start, ctx);
+                return self.wait_to_start((piece, start, len), ctx);
             }
         }
+        let start = start.map(|(start, _)| start);
         if let (Some(piece), Some(f)) = (next, &self.served) {
             f.note_sent(&mut self.session, piece);
             if let (Some(rate), Some(job), Some(start)) =
                 (ctx.limits.upload_rate, self.tx.next_job(), start)
             {
                 let senders = ctx.slots.senders(self.key, start, rate, job.len);
-                crate::link::pace(self.stream.as_raw_fd(), rate.share(senders));
+                let share = rate.share(senders);
+                crate::link::pace(self.stream.as_raw_fd(), share);
                 pause += start - ctx.now;
+                self.pacing = Some((ctx.now + pause, share, job.len));
             }
             if tracing::enabled!(tracing::Level::TRACE) {
                 let to = self.stream.peer_addr().ok();
@@ -599,6 +631,8 @@ impl Conn {
             self.give_back_slot(ctx);
         }
         if matches!(self.state, State::Draining { .. }) && self.tx.is_idle() {
+            // Everything went to a peer that reads: nothing to give back.
+            self.pacing = None;
             self.close(ctx, "refused");
         }
     }
@@ -640,8 +674,8 @@ impl Conn {
     /// closing links whose pieces were queued that far back (the node
     /// went on to send them to nobody, and the get wedged). Meanwhile the
     /// connection reads on, and a downloader that leaves is seen leaving.
-    fn wait_to_start(&mut self, piece: u32, start: Instant, ctx: &mut Ctx<'_>) {
-        self.reserved = Some((piece, start));
+    fn wait_to_start(&mut self, (piece, start, len): (u32, Instant, u32), ctx: &mut Ctx<'_>) {
+        self.reserved = Some((piece, start, len));
         if ctx.now < self.alive_due {
             return;
         }
@@ -728,6 +762,23 @@ impl Conn {
 
     /// Every tick: push `have`s, enforce the timeouts.
     pub(crate) fn on_tick(&mut self, ctx: &mut Ctx<'_>) {
+        // A connection that reads nothing — a handshake for the next file
+        // waits unread ([`Self::paused`]), or the downloader stopped
+        // sending — learns that its downloader reset the link only here,
+        // while a piece waits for the upload rate: it would learn it at
+        // the piece's send, seconds on, each such piece counted among
+        // those sending and paid for meanwhile (a stopped bulk get's links
+        // held the next downloader at a twentieth of the rate for two
+        // seconds). A downloader that only stopped sending still reads.
+        let unread = self.paused || matches!(self.state, State::Draining { .. });
+        let waits = self.reserved.is_some() || self.delay_armed;
+        if self.state != State::Closing
+            && unread
+            && waits
+            && crate::link::reset(self.stream.as_raw_fd())
+        {
+            return self.close(ctx, "the downloader reset the link");
+        }
         match self.state {
             State::Closing => return,
             State::Draining { until } => {

@@ -339,16 +339,6 @@ impl Tx {
         }
     }
 
-    /// The length of the piece being started whose pause (the upload
-    /// rate's wait, `TxIo::delay`) has not ended: none of it went out.
-    pub(crate) fn paused_piece(&self) -> Option<u32> {
-        match &self.active {
-            Some(Active::Piece { job, delayed: false, .. }) => Some(job.len),
-            Some(Active::Sealed { piece_len: Some(len), delayed: false, .. }) => Some(*len),
-            _ => None,
-        }
-    }
-
     /// A piece is being sent.
     pub(crate) fn sending_piece(&self) -> bool {
         matches!(
