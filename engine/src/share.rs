@@ -672,6 +672,47 @@ pub struct ConnCaps {
     /// When a newcomer from each address last took a place that way: once
     /// per [`EVICT_AFTER`] per address.
     took: HashMap<IpAddr, Instant>,
+    /// What being full did, for the log ([`ConnCaps::full_report`]).
+    full: FullLog,
+}
+
+/// What a server with every place taken did about newcomers, for a line in
+/// its log at most once per [`FullLog::EVERY`]: a server ending thousands
+/// of connections under a flood said nothing of it. The tracker keeps one
+/// too.
+#[derive(Debug, Default)]
+pub struct FullLog {
+    told: Option<Instant>,
+    gave_up: u64,
+    turned_away: u64,
+}
+
+impl FullLog {
+    /// At most one report this often.
+    pub const EVERY: Duration = Duration::from_secs(60);
+
+    /// A newcomer found every place taken: a connection gave its place up
+    /// to it (`gave_up`), or it was turned away.
+    pub fn note(&mut self, gave_up: bool) {
+        if gave_up {
+            self.gave_up += 1;
+        } else {
+            self.turned_away += 1;
+        }
+    }
+
+    /// The places given up and the newcomers turned away since the last
+    /// report, if there were any and the last was [`Self::EVERY`] ago or
+    /// more (the first at once).
+    pub fn report(&mut self, now: Instant) -> Option<(u64, u64)> {
+        if self.gave_up + self.turned_away == 0
+            || self.told.is_some_and(|t| now.saturating_duration_since(t) < Self::EVERY)
+        {
+            return None;
+        }
+        self.told = Some(now);
+        Some((std::mem::take(&mut self.gave_up), std::mem::take(&mut self.turned_away)))
+    }
 }
 
 /// An admitted connection.
@@ -703,6 +744,7 @@ impl ConnCaps {
             next: 0,
             evicting: 0,
             took: HashMap::new(),
+            full: FullLog::default(),
         }
     }
 
@@ -724,34 +766,41 @@ impl ConnCaps {
         }
         let mut evict = None;
         if self.live.len() >= self.max_total + self.evicting {
-            if self.evicting >= EVICT_AHEAD {
-                return Err("too many connections");
-            }
-            let recent = |t: &Instant| now.saturating_duration_since(*t) < EVICT_AFTER;
-            if self.took.get(&ip).is_some_and(recent) {
-                return Err("too many connections");
-            }
-            let victim = self
-                .live
-                .iter_mut()
-                .filter(|(_, p)| {
-                    !p.opened && !p.told && now.saturating_duration_since(p.since) >= EVICT_AFTER
-                })
-                .min_by_key(|(&id, p)| (p.since, id));
-            let Some((&id, place)) = victim else { return Err("too many connections") };
-            place.told = true;
-            self.evicting += 1;
-            evict = Some(id);
-            if self.took.len() >= 4096 {
-                self.took.retain(|_, t| recent(t));
-            }
-            self.took.insert(ip, now);
+            let victim = self.give_up_for(ip, now);
+            self.full.note(victim.is_some());
+            evict = Some(victim.ok_or("too many connections")?);
         }
         let id = self.next;
         self.next += 1;
         self.live.insert(id, Place { ip, since: now, opened: false, told: false });
         *self.per_ip.entry(ip).or_insert(0) += 1;
         Ok((id, evict))
+    }
+
+    /// With every place taken, the connection that gives its place up to a
+    /// newcomer from `ip` (see [`admit`](Self::admit)), told so.
+    fn give_up_for(&mut self, ip: IpAddr, now: Instant) -> Option<u64> {
+        if self.evicting >= EVICT_AHEAD {
+            return None;
+        }
+        let recent = |t: &Instant| now.saturating_duration_since(*t) < EVICT_AFTER;
+        if self.took.get(&ip).is_some_and(recent) {
+            return None;
+        }
+        let (&id, place) = self
+            .live
+            .iter_mut()
+            .filter(|(_, p)| {
+                !p.opened && !p.told && now.saturating_duration_since(p.since) >= EVICT_AFTER
+            })
+            .min_by_key(|(&id, p)| (p.since, id))?;
+        place.told = true;
+        self.evicting += 1;
+        if self.took.len() >= 4096 {
+            self.took.retain(|_, t| recent(t));
+        }
+        self.took.insert(ip, now);
+        Some(id)
     }
 
     /// Connection `id`'s session opened: it keeps its place.
@@ -779,11 +828,50 @@ impl ConnCaps {
     pub fn live(&self) -> usize {
         self.live.len()
     }
+
+    /// The line a driver logs about being full, at most once a minute
+    /// ([`FullLog`]), after [`admit`](Self::admit).
+    pub fn full_report(&mut self, now: Instant) -> Option<String> {
+        let (gave_up, turned_away) = self.full.report(now)?;
+        Some(format!(
+            "piece server full ({} connections): {gave_up} connection(s) that opened no \
+             session gave their place to newcomers and {turned_away} newcomer(s) were turned \
+             away since the last report",
+            self.max_total
+        ))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_server_says_so_at_most_once_a_minute() {
+        let limits = ServerLimits { max_connections: 1, max_per_ip: 8, ..Default::default() };
+        let mut caps = ConnCaps::new(&limits);
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        let (first, _) = caps.admit(a, t0).unwrap();
+        assert_eq!(caps.full_report(t0), None, "not full yet");
+        caps.opened(first);
+        assert!(caps.admit(b, at(2)).is_err());
+        let line = caps.full_report(at(2)).expect("the first at once");
+        assert!(line.contains("0 connection(s)") && line.contains("1 newcomer(s)"), "{line}");
+        assert!(caps.admit(b, at(3)).is_err());
+        assert_eq!(caps.full_report(at(3)), None, "a minute apart");
+        let line = caps.full_report(at(62)).expect("a minute on");
+        assert!(line.contains("1 newcomer(s)"), "{line}");
+        assert_eq!(caps.full_report(at(200)), None, "nothing since");
+        // A silent connection gives its place up: counted so.
+        let mut caps = ConnCaps::new(&limits);
+        caps.admit(a, t0).unwrap();
+        let (_, evict) = caps.admit(b, at(2)).unwrap();
+        assert!(evict.is_some());
+        let line = caps.full_report(at(2)).unwrap();
+        assert!(line.contains("1 connection(s)") && line.contains("0 newcomer(s)"), "{line}");
+    }
 
     #[test]
     fn caps_count_per_address_and_in_all_and_give_places_back() {

@@ -196,6 +196,8 @@ struct Slots {
     /// When a newcomer from each address (IPv6: /64) last took a slot
     /// that way: one a second per address ([`EVICT_AFTER_MS`]).
     took: HashMap<IpAddr, u64>,
+    /// What being full did, for the log ([`ringshare_engine::share::FullLog`]).
+    full: ringshare_engine::share::FullLog,
 }
 
 /// A connection waiting this long for a request may lose its slot to a
@@ -239,66 +241,11 @@ impl Slots {
             return None;
         }
         if self.live.len() >= max_total + self.evicting {
-            if self.evicting >= EVICT_AHEAD {
+            let gave_up = self.give_up_for(ip, now);
+            self.full.note(gave_up);
+            if !gave_up {
                 return None;
             }
-            let key = crate::guard::addr_key(ip);
-            if self.took.get(&key).is_some_and(|&t| now < t.saturating_add(EVICT_AFTER_MS)) {
-                return None;
-            }
-            let unproven = self
-                .live
-                .values()
-                .filter(|s| {
-                    !s.proven.load(Ordering::Relaxed)
-                        && !s.evicted.load(Ordering::Relaxed)
-                        && s.admitted.saturating_add(EVICT_AFTER_MS) <= now
-                })
-                .min_by_key(|s| s.admitted);
-            let silent = || {
-                self.live
-                    .values()
-                    .filter(|s| {
-                        let t = s.waiting_since.load(Ordering::Relaxed);
-                        t != u64::MAX && t.saturating_add(EVICT_AFTER_MS) <= now
-                    })
-                    .min_by_key(|s| s.waiting_since.load(Ordering::Relaxed))
-            };
-            // Else one of the user holding the most connections, if more
-            // than one (links sending a real session's requests from a
-            // dozen addresses held every slot): the one of them that has
-            // waited longest for a request.
-            let greedy = || {
-                let mut held: HashMap<u64, usize> = HashMap::new();
-                for s in self.live.values() {
-                    let o = s.owner.load(Ordering::Relaxed);
-                    if o != 0 && !s.evicted.load(Ordering::Relaxed) {
-                        *held.entry(o).or_default() += 1;
-                    }
-                }
-                let (&owner, &n) = held.iter().max_by_key(|(_, &n)| n)?;
-                if n < 2 {
-                    return None;
-                }
-                self.live
-                    .values()
-                    .filter(|s| {
-                        s.owner.load(Ordering::Relaxed) == owner
-                            && !s.evicted.load(Ordering::Relaxed)
-                            && s.admitted.saturating_add(EVICT_AFTER_MS) <= now
-                    })
-                    .min_by_key(|s| s.waiting_since.load(Ordering::Relaxed))
-            };
-            let victim = unproven.or_else(silent).or_else(greedy)?;
-            // Not chosen twice.
-            victim.work();
-            victim.evicted.store(true, Ordering::Relaxed);
-            victim.evict.notify_one();
-            self.evicting += 1;
-            if self.took.len() >= 4096 {
-                self.took.retain(|_, t| now < t.saturating_add(EVICT_AFTER_MS));
-            }
-            self.took.insert(key, now);
         }
         let id = self.next;
         self.next += 1;
@@ -307,6 +254,73 @@ impl Slots {
         self.live.insert(id, Arc::clone(&slot));
         *self.per_ip.entry(ip).or_insert(0) += 1;
         Some((id, slot))
+    }
+
+    /// With every slot taken, tells the connection that gives its slot up
+    /// to a newcomer from `ip` (see [`admit`](Self::admit)); false if none
+    /// may.
+    fn give_up_for(&mut self, ip: IpAddr, now: u64) -> bool {
+        if self.evicting >= EVICT_AHEAD {
+            return false;
+        }
+        let key = crate::guard::addr_key(ip);
+        if self.took.get(&key).is_some_and(|&t| now < t.saturating_add(EVICT_AFTER_MS)) {
+            return false;
+        }
+        let unproven = self
+            .live
+            .values()
+            .filter(|s| {
+                !s.proven.load(Ordering::Relaxed)
+                    && !s.evicted.load(Ordering::Relaxed)
+                    && s.admitted.saturating_add(EVICT_AFTER_MS) <= now
+            })
+            .min_by_key(|s| s.admitted);
+        let silent = || {
+            self.live
+                .values()
+                .filter(|s| {
+                    let t = s.waiting_since.load(Ordering::Relaxed);
+                    t != u64::MAX && t.saturating_add(EVICT_AFTER_MS) <= now
+                })
+                .min_by_key(|s| s.waiting_since.load(Ordering::Relaxed))
+        };
+        // Else one of the user holding the most connections, if more
+        // than one (links sending a real session's requests from a
+        // dozen addresses held every slot): the one of them that has
+        // waited longest for a request.
+        let greedy = || {
+            let mut held: HashMap<u64, usize> = HashMap::new();
+            for s in self.live.values() {
+                let o = s.owner.load(Ordering::Relaxed);
+                if o != 0 && !s.evicted.load(Ordering::Relaxed) {
+                    *held.entry(o).or_default() += 1;
+                }
+            }
+            let (&owner, &n) = held.iter().max_by_key(|(_, &n)| n)?;
+            if n < 2 {
+                return None;
+            }
+            self.live
+                .values()
+                .filter(|s| {
+                    s.owner.load(Ordering::Relaxed) == owner
+                        && !s.evicted.load(Ordering::Relaxed)
+                        && s.admitted.saturating_add(EVICT_AFTER_MS) <= now
+                })
+                .min_by_key(|s| s.waiting_since.load(Ordering::Relaxed))
+        };
+        let Some(victim) = unproven.or_else(silent).or_else(greedy) else { return false };
+        // Not chosen twice.
+        victim.work();
+        victim.evicted.store(true, Ordering::Relaxed);
+        victim.evict.notify_one();
+        self.evicting += 1;
+        if self.took.len() >= 4096 {
+            self.took.retain(|_, t| now < t.saturating_add(EVICT_AFTER_MS));
+        }
+        self.took.insert(key, now);
+        true
     }
 
     /// The connection `id` from `ip` ended (told to or not).
@@ -352,8 +366,18 @@ pub async fn serve(
                 continue;
             }
         };
-        let admitted =
-            slots.lock().unwrap_or_else(|p| p.into_inner()).admit(peer.ip(), caps, clock);
+        let (admitted, full) = {
+            let mut slots = slots.lock().unwrap_or_else(|p| p.into_inner());
+            let admitted = slots.admit(peer.ip(), caps, clock);
+            (admitted, slots.full.report(std::time::Instant::now()))
+        };
+        if let Some((gave_up, turned_away)) = full {
+            tracing::warn!(
+                "tracker full ({} connections): {gave_up} connection(s) gave their slot to \
+                 newcomers and {turned_away} newcomer(s) were turned away since the last report",
+                caps.0
+            );
+        }
         let Some((id, slot)) = admitted else {
             tracing::debug!(%peer, "refused a connection: too many connections");
             drop(stream);
@@ -647,6 +671,11 @@ mod tests {
             .unwrap();
         slots.release(id, a);
         assert_eq!(slots.evicting, 2);
+        // What being full did is counted for the log: three slots given
+        // up to newcomers, two newcomers turned away.
+        let now = std::time::Instant::now();
+        assert_eq!(slots.full.report(now), Some((3, 2)));
+        assert_eq!(slots.full.report(now), None, "nothing since");
     }
 
     #[test]

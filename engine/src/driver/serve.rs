@@ -357,7 +357,11 @@ fn accept_loop(
                     }
                 }
             }
-            caps.admit(peer.ip(), Instant::now())
+            let admitted = caps.admit(peer.ip(), Instant::now());
+            if let Some(line) = caps.full_report(Instant::now()) {
+                tracing::warn!("{line}");
+            }
+            admitted
         };
         let (id, evict) = match admitted {
             Ok(x) => x,

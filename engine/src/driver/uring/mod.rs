@@ -560,6 +560,9 @@ impl Driver {
             Ok(a) => self.caps.admit(a.ip(), now),
             Err(_) => Err("cannot read your address"),
         };
+        if let Some(line) = self.caps.full_report(now) {
+            tracing::warn!("{line}");
+        }
         let (cap_id, evict) = match admitted {
             Ok(x) => x,
             Err(text) => {
