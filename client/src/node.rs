@@ -286,6 +286,13 @@ impl Node {
                 }
             });
         let serve = ServeTable::secured(admit, security);
+        // A session admitted from a group ends once the file is no longer
+        // served here in that group (`stop_share`, `leave_group` there),
+        // though it is in another.
+        let groups = Arc::clone(&served_groups);
+        serve.set_still_admits(Box::new(move |id: &Sha1Digest, group: &str| {
+            groups.read().is_ok_and(|g| g.get(id).is_some_and(|g| g.contains(group)))
+        }));
         let server = PieceServer::start(listener, Arc::clone(&serve), limits, backend)
             .context("start the piece server")?;
         let pool_links = LinkPool::new(trackers.clone());

@@ -373,6 +373,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// link that proved the given key (`None`: a plaintext link).
 pub type Admission = dyn Fn(&Sha1Digest, &str, &[u8], Option<&PublicKey>) -> bool + Send + Sync;
 
+/// Whether the file `file_id` is still served here in `group`: a session
+/// admitted with a ticket from that group ends once it is not
+/// ([`ServeTable::set_still_admits`]).
+pub type StillAdmits = dyn Fn(&Sha1Digest, &str) -> bool + Send + Sync;
+
 /// Opens a file served on demand (see [`ServeTable::insert_lazy`]).
 pub type Opener = dyn Fn() -> std::io::Result<Arc<ServedFile>> + Send + Sync;
 
@@ -400,6 +405,8 @@ pub struct ServeTable {
     users: UserSessions,
     /// [`ServerLimits::max_downloaders`] of the server serving it.
     max_downloaders: AtomicUsize,
+    /// Whether a file is still served in a group ([`StillAdmits`]).
+    still: RwLock<Option<Box<StillAdmits>>>,
 }
 
 impl std::fmt::Debug for ServeTable {
@@ -427,7 +434,26 @@ impl ServeTable {
             security,
             users: UserSessions::default(),
             max_downloaders: AtomicUsize::new(MAX_DOWNLOADERS),
+            still: RwLock::new(None),
         })
+    }
+
+    /// Ends, within a tick, each session admitted with a ticket from a
+    /// group the file is no longer served in here, as `still` tells (the
+    /// group's admission is the node's to say, as [`Admission`] is). A
+    /// node sharing one file in two groups went on sending it, at its
+    /// `stop_share` or `leave_group` in one, to a downloader admitted
+    /// from that one: the file stayed in the table for the other.
+    pub fn set_still_admits(&self, still: Box<StillAdmits>) {
+        if let Ok(mut s) = self.still.write() {
+            *s = Some(still);
+        }
+    }
+
+    /// Whether a session of `id` admitted with a ticket from `group` may
+    /// go on (true without a [`set_still_admits`](Self::set_still_admits)).
+    pub fn still_admits(&self, id: &Sha1Digest, group: &str) -> bool {
+        self.still.read().map_or(true, |s| s.as_ref().is_none_or(|f| f(id, group)))
     }
 
     /// How the servers of this table secure their links.

@@ -972,3 +972,88 @@ fn reset_leaves_the_rate_on(backend: Backend) {
     let took = asked.elapsed();
     assert!(took < Duration::from_millis(2500), "{backend:?}: the newcomer waited {took:?}");
 }
+
+/// A session admitted with a ticket from one group ends within a tick once
+/// the node no longer serves the file in that group, though it still does
+/// in another: a node sharing a file in two groups went on sending it, at
+/// its `stop_share` or `leave_group` in one, to a downloader of that one
+/// (for 47 s, to the end, in a black-box run). A session from the other
+/// group goes on.
+#[test]
+fn a_session_ends_once_its_group_no_longer_serves_the_file() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, meta) = source(dir.path(), 4 * PIECE_LEN as usize);
+        let table = ServeTable::new(Box::new(|_, _, _, _| true));
+        table.insert(ServedFile::complete(meta.clone(), File::open(&p).unwrap()));
+        let groups = Arc::new(std::sync::Mutex::new(vec!["a".to_owned(), "b".to_owned()]));
+        let served = Arc::clone(&groups);
+        table.set_still_admits(Box::new(move |_, group| {
+            served.lock().unwrap().iter().any(|g| g == group)
+        }));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let srv =
+            PieceServer::start(listener, Arc::clone(&table), ServerLimits::default(), backend)
+                .unwrap();
+        let ticket = |group: &str| {
+            let t = ringshare_engine::ticket::Ticket {
+                user: "u".into(),
+                group: group.into(),
+                files: vec![meta.sha1],
+                expires_ms: u64::MAX,
+                holder: None,
+            };
+            ringshare_engine::ticket::sign(&[9u8; 32], &t)
+        };
+        let open = |group: &str| {
+            let mut s = connect(srv.addr()).unwrap();
+            let mut out = Vec::new();
+            let t = ticket(group);
+            let hs = Message::Handshake {
+                version: peer::VERSION,
+                file_id: meta.sha1,
+                user: "u",
+                ticket: &t,
+            };
+            peer::encode(&hs, &mut out);
+            send(&mut s, &out).unwrap();
+            let (kind, bits) = read_msg(&mut s).unwrap();
+            assert_eq!(kind, peer::kind::BITFIELD, "{backend:?}");
+            // A piece the bitfield offers.
+            let piece =
+                (0..4u32).find(|i| bits[(i / 8) as usize] & (0x80 >> (i % 8)) != 0).unwrap();
+            (s, piece)
+        };
+        let ask = |s: &mut Peer, piece: u32| {
+            let mut out = Vec::new();
+            peer::encode(&Message::Request { piece, offset: 0, len: PIECE_LEN as u32 }, &mut out);
+            send(s, &out).unwrap();
+            // The answer, past any `have`.
+            loop {
+                let (k, p) = read_msg(s).unwrap();
+                if k != peer::kind::HAVE {
+                    return (k, p);
+                }
+            }
+        };
+        let (mut from_a, piece_a) = open("a");
+        let (mut from_b, piece_b) = open("b");
+        assert_eq!(ask(&mut from_a, piece_a).0, peer::kind::PIECE, "{backend:?}");
+        groups.lock().unwrap().retain(|g| g != "a");
+        // Nothing more from "a", and its session ends.
+        loop {
+            let (k, p) = read_msg(&mut from_a).unwrap();
+            match peer::decode_payload(k, &p) {
+                Ok(Message::Have(_)) => {}
+                Ok(Message::Error { code, text }) => {
+                    assert_eq!(code, ErrorCode::UnknownFile, "{backend:?}");
+                    assert_eq!(text, "the file is no longer shared here", "{backend:?}");
+                    break;
+                }
+                other => panic!("{backend:?}: {other:?}"),
+            }
+        }
+        // The session from "b" goes on.
+        assert_eq!(ask(&mut from_b, piece_b).0, peer::kind::PIECE, "{backend:?}");
+    }
+}

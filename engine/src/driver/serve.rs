@@ -467,6 +467,9 @@ fn serve_session(
     let mut asked: VecDeque<(u32, u32, u64, u32)> = VecDeque::new();
     // The downloader stopped sending (the answers it asked for still go).
     let mut ended = false;
+    // The group of the ticket the session was admitted with
+    // (`ServeTable::still_admits`).
+    let mut group: Option<String> = None;
     loop {
         if stop.load(Ordering::Acquire) {
             return Err(ConnEnd::Stopped);
@@ -503,6 +506,7 @@ fn serve_session(
                         }
                     };
                     seen_version = file.version();
+                    group = crate::ticket::group_of(&ticket);
                     announced = file.open_session(session, &user, last_activity);
                     out.clear();
                     peer::encode(&Message::Bitfield(announced.as_bytes()), &mut out);
@@ -616,7 +620,10 @@ fn serve_session(
                 stream.send(&out)?;
             }
         }
-        if served.as_ref().is_some_and(|f| f.is_withdrawn()) {
+        let group_gone = |f: &ServedFile| {
+            group.as_deref().is_some_and(|g| !table.still_admits(&f.meta().sha1, g))
+        };
+        if served.as_deref().is_some_and(|f| f.is_withdrawn() || group_gone(f)) {
             let _ = send_error(stream, ErrorCode::UnknownFile, share::WITHDRAWN);
             return Err(ConnEnd::Refused(share::WITHDRAWN.into()));
         }

@@ -137,6 +137,9 @@ pub(crate) struct Conn {
     pacing: Option<(Instant, u64, u32)>,
     /// A session of it was admitted ([`Self::opened`]).
     opened: bool,
+    /// The group of the ticket the session was admitted with
+    /// ([`ServeTable::still_admits`]).
+    group: Option<String>,
 }
 
 impl Conn {
@@ -172,6 +175,7 @@ impl Conn {
             alive_due: now,
             pacing: None,
             opened: false,
+            group: None,
         }
     }
 
@@ -405,6 +409,7 @@ impl Conn {
                 self.seen_version = file.version();
                 self.announced = file.open_session(&mut self.session, &user, ctx.now);
                 self.opened = true;
+                self.group = crate::ticket::group_of(&ticket);
                 let mut out = Vec::new();
                 peer::encode(&Message::Bitfield(self.announced.as_bytes()), &mut out);
                 self.tx.push_bytes(out);
@@ -789,8 +794,12 @@ impl Conn {
             }
             State::Open => {}
         }
-        if self.served.as_ref().is_some_and(|f| f.is_withdrawn()) {
-            return self.fail(ErrorCode::UnknownFile, crate::share::WITHDRAWN, ctx);
+        if let Some(f) = &self.served {
+            let group_gone =
+                self.group.as_deref().is_some_and(|g| !ctx.table.still_admits(&f.meta().sha1, g));
+            if f.is_withdrawn() || group_gone {
+                return self.fail(ErrorCode::UnknownFile, crate::share::WITHDRAWN, ctx);
+            }
         }
         if let Some(file) = &self.served {
             let mut out = Vec::new();
