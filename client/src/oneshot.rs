@@ -823,8 +823,12 @@ struct BulkReport {
     /// The signal that stopped the fetch, as [`StopSignals::recv`] names it,
     /// or [`SESSION_ENDED`].
     stopped_by: Option<&'static str>,
-    /// Why the trackers forgot the session, when that stopped the fetch.
+    /// Why the trackers forgot the session, or refused its user the group
+    /// ([`NOT_A_MEMBER`]), when that stopped the fetch.
     lost: Option<String>,
+    /// Files refused because the user is no member of the group (any
+    /// more): not failures of their own, and not listed one by one.
+    refused: usize,
     /// Bytes verified of the files stopped by Ctrl-C.
     partial: u64,
     /// Files fetched at once: each limit taken, from when (seconds in).
@@ -932,7 +936,7 @@ impl BulkReport {
             bytes_partial: self.partial,
             files_done: self.done.len(),
             files_failed: self.failed.len() - self.unmatched,
-            files_interrupted: self.interrupted,
+            files_interrupted: self.interrupted.max(self.refused),
             io: self.io,
             jobs: self.jobs.iter().map(|&(at_s, limit)| JobsFigures { at_s, limit }).collect(),
             mbps,
@@ -986,10 +990,17 @@ impl BulkReport {
         crate::say!("{line}");
         self.say_failures(None);
         figures?;
-        if let Some(lost) = self.lost.take().filter(|_| self.interrupted > 0) {
+        // Refused the group, the last files to start may end the fetch
+        // before it stops: counted all the same.
+        let not_fetched = self.interrupted.max(self.refused);
+        if let Some(lost) = self.lost.take().filter(|_| not_fetched > 0) {
+            let again = if self.refused > 0 {
+                format!("once a member of {} again, run the same command to resume", args.group)
+            } else {
+                "run the same command again to resume".to_owned()
+            };
             bail!(
-                "{lost}: {} file(s) not fetched{}; run the same command again to resume",
-                self.interrupted,
+                "{lost}: {not_fetched} file(s) not fetched{}; {again}",
                 self.failures_in_brackets()
             );
         }
@@ -1341,6 +1352,11 @@ async fn get_many(
                         }
                         None => {}
                     }
+                    if refuses_the_group(&why, &args.group) {
+                        report.lost.get_or_insert(why);
+                        report.refused += 1;
+                        continue;
+                    }
                     report.failed.push((f.name, why));
                 }
             }
@@ -1424,6 +1440,10 @@ async fn get_many(
                     finished_bytes += r.entry.len;
                     report.completed(r, args.stats.is_some());
                 }
+                Status::Failed(why) if refuses_the_group(&why, &args.group) => {
+                    report.lost.get_or_insert(why);
+                    report.refused += 1;
+                }
                 Status::Failed(why) => {
                     if why.starts_with(NONE_LISTED) {
                         report.unlisted = true;
@@ -1455,6 +1475,9 @@ async fn get_many(
             report.lost = Some(node.session_ended_why());
             stop = Some(SESSION_ENDED);
         }
+        if stop.is_none() && report.refused > 0 {
+            stop = Some(NOT_A_MEMBER);
+        }
         if let Some(why) = stop {
             // Ctrl-C: what is verified stays for the next run.
             report.stopped_by = Some(why);
@@ -1481,6 +1504,7 @@ async fn get_many(
                 + ahead.len()
                 + queue.len()
                 + later.len()
+                + report.refused
                 + usize::from(stop_asked.is_some());
             break;
         }
@@ -1873,6 +1897,19 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
 /// How a bulk get's `--stats` names a fetch stopped because the trackers
 /// forgot its session (`stopped_by`).
 const SESSION_ENDED: &str = "session ended";
+
+/// How a bulk get's `--stats` names a fetch stopped because its user is no
+/// member of the group (any more): every file would be refused alike (a
+/// user who left mid-fetch got 1,167 lines of `not a member of group`, and
+/// a closing line saying a run again would resume).
+const NOT_A_MEMBER: &str = "not a member";
+
+/// Whether `why` refuses the user the group `group` itself (no member, no
+/// such group), not one file of it.
+fn refuses_the_group(why: &str, group: &str) -> bool {
+    why.ends_with(&Refusal::NotMember(group.to_owned()).to_string())
+        || why.ends_with(&Refusal::NoSuchGroup(group.to_owned()).to_string())
+}
 
 /// Resolves, with why, once the trackers no longer know `node`'s session
 /// (its heartbeat found it so).

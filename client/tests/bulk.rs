@@ -1361,3 +1361,64 @@ fn a_bulk_get_from_a_node_with_an_upload_rate_fetches_everything() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(tree(&dest.join("paced")), tree(&src));
 }
+
+/// A user who leaves the group during a bulk get: the get stops at the
+/// first file refused for it, with one closing line that says why and
+/// when running it again resumes, not a line per file. (A black-box run
+/// printed 1,167 `not a member of group` lines, then that a run again
+/// would resume, which it could not until the user was let back in.)
+#[test]
+fn a_bulk_get_whose_user_leaves_the_group_stops_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let mut alice = NodeProc::spawn(
+        "127.0.0.1:0",
+        &info,
+        &dir.path().join("state-a"),
+        &[("RINGSHARE_SERVE_DELAY_MS", "50")],
+        None,
+    );
+    alice.ok("create_user alice pw-a");
+    alice.ok("login alice pw-a");
+    alice.ok("create_group g");
+    let set = dir.path().join("set");
+    std::fs::create_dir(&set).unwrap();
+    // More files than the get asks tickets for at once (those it holds
+    // stay good until they expire, as any ticket does).
+    for i in 0..200u64 {
+        random_file(&set.join(format!("f{i:03}.bin")), 1000, i + 1);
+    }
+    alice.ok(&format!("upload_file {} g", set.display()));
+    let mut bob = NodeProc::start(&info, &dir.path().join("state-b"));
+    bob.ok("create_user bob pw-b");
+    bob.ok("login bob pw-b");
+    bob.ok("join_group g");
+    alice.ok("accept_request g bob");
+    let getter = Login::new(dir.path(), &info, "bob", "pw-b");
+    let dest = dir.path().join("dest");
+    let get = getter
+        .command("get")
+        .args(["--quiet", "--jobs", "1", "g", "set/"])
+        .arg(&dest)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::eventually("the first download to start", || {
+        dest.join("set/f000.bin.part").exists() || dest.join("set/f000.bin").exists()
+    });
+    bob.ok("leave_group g");
+    let out = get.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(!err.contains("ringshare: failed"), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].starts_with("error: not a member of group g: "), "{err}");
+    assert!(
+        errors[0].ends_with(
+            "file(s) not fetched; once a member of g again, run the same command to resume"
+        ),
+        "{err}"
+    );
+}
