@@ -64,15 +64,19 @@ type LineMsg = (String, once::Sender<()>);
 
 fn main() {
     let argv: Vec<OsString> = std::env::args_os().collect();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // Colours for a terminal only, not for a log file or a pipe.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_level(&argv))),
-        )
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match tracing_subscriber::EnvFilter::try_from_default_env() {
+        // Asked for (RUST_LOG): the full form, with times and modules.
+        Ok(filter) => logs.with_env_filter(filter).init(),
+        // A user's warnings read like the node's other lines.
+        Err(_) => logs
+            .with_env_filter(tracing_subscriber::EnvFilter::new(default_log_level(&argv)))
+            .event_format(UserLines)
+            .init(),
+    }
     // A node keeps every file it serves open.
     ringshare_engine::fsio::raise_open_files_limit();
     let rt = match tokio::runtime::Runtime::new() {
@@ -131,6 +135,35 @@ fn args<T: Parser>(argv: &[OsString], command: &str) -> T {
 /// `get --quiet`, whose output is its summary alone (each failed file
 /// already has its `ringshare: failed NAME: reason` line there; a bulk get
 /// into a full disk also logged a warning per file).
+/// Log events as a user reads them: `ringshare: warning: what happened
+/// (key=value …)`, the form of the node's other lines on standard error.
+/// The default form (a time, the level, the module) showed up in the shell
+/// between its own lines (`2026-12-07T10:47:32Z  WARN ringshare::node:
+/// stopped sharing …`).
+struct UserLines;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for UserLines
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "fault",
+            tracing::Level::WARN => "warning",
+            _ => "note",
+        };
+        write!(w, "ringshare: {level}: ")?;
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
+}
+
 fn default_log_level(argv: &[OsString]) -> &'static str {
     let get = argv.get(1).is_some_and(|a| a == "get");
     if get && argv.iter().skip(2).take_while(|a| *a != "--").any(|a| a == "--quiet") {

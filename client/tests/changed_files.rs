@@ -84,6 +84,9 @@ fn a_shared_file_that_changes_is_withdrawn_and_the_node_goes_on() {
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("stopped sharing")).collect();
     assert_eq!(lines.len(), 1, "{log}");
     assert!(lines[0].contains("team/changing.bin") && lines[0].contains("changed on disk"));
+    // In the form of the node's other lines, not a log's (a time, a level,
+    // a module).
+    assert!(lines[0].starts_with("ringshare: warning: stopped sharing "), "{log}");
     // A log written to a file carries no terminal colour codes.
     assert!(!log.contains('\x1b'), "{log:?}");
 
