@@ -961,6 +961,11 @@ impl Node {
         self.known_dirs.make_all(dir)
     }
 
+    /// How many files this node shares (fetched ones included).
+    pub fn shared_count(&self) -> usize {
+        self.shares_mut().len()
+    }
+
     /// Whether a user is logged in here.
     pub fn logged_in(&self) -> bool {
         self.session.is_some()

@@ -1956,6 +1956,12 @@ async fn watch_trackers(node: &Node, stop: &mut StopSignals, then: &str) -> Resu
             }
             _ => {}
         }
+        if node.shared_count() == 0 {
+            // Every file withdrawn (its user left the group, it changed on
+            // disk, …; a warning said which): a `get --seed-for` went on
+            // for the rest of its time serving nothing.
+            bail!("nothing is shared here any more (see the warnings above)");
+        }
     }
 }
 

@@ -408,6 +408,48 @@ fn a_get_that_seeds_on_serves_the_next_downloader() {
     assert!(owner.cmd("list_files g").is_empty());
 }
 
+/// A `get --seed-for` whose user leaves the group serves nothing any more:
+/// it ends then, saying why, rather than run on for the rest of its time
+/// (a black-box run's went on for five minutes).
+#[test]
+fn a_get_that_seeds_on_ends_once_nothing_is_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let (_owner, mut bob) = alice_and_bob(dir.path(), &info, "127.0.0.1:0", &[]);
+    let file = dir.path().join("payload.bin");
+    random_file(&file, 100_000, 9);
+    let pw = |user: &str| {
+        let p = dir.path().join(format!("pw-{user}"));
+        std::fs::write(&p, format!("pw-{user}\n")).unwrap();
+        p
+    };
+    let (pw_a, pw_b) = (pw("a"), pw("b"));
+    let (mut sharer, _) = seeding(
+        one_shot("share", &info, "alice", &pw_a, &dir.path().join("state-share"))
+            .arg("g")
+            .arg(&file)
+            .stderr(Stdio::null()),
+    );
+    let mut seeder = one_shot("get", &info, "bob", &pw_b, &dir.path().join("state-get"))
+        .args(["--seed-for", "10m", "g", "payload.bin"])
+        .arg(dir.path().join("got.bin"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = common::line_reader(seeder.stderr.take().unwrap());
+    line_starting(&err, "ringshare: seeding");
+    bob.ok("leave_group g");
+    let said = line_starting(&err, "ringshare: stopped seeding");
+    assert_eq!(
+        said,
+        "ringshare: stopped seeding: nothing is shared here any more (see the warnings above)"
+    );
+    assert_eq!(seeder.wait().unwrap().code(), Some(0), "the files fetched stay fetched");
+    Command::new("kill").arg("-TERM").arg(sharer.id().to_string()).status().unwrap();
+    sharer.wait().unwrap();
+}
+
 /// A `share` on a picked port that cannot withdraw (the tracker gone) ends
 /// with one error line that says where the files stay listed and how to
 /// stop sharing them, and keeps its share record for that.
