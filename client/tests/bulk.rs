@@ -395,15 +395,9 @@ fn trees_are_shared_listed_and_fetched_by_name_prefix_and_glob() {
     );
 }
 
-/// A group `g` whose owner alice shares `set/{a,b,c}.bin` (`len` bytes
-/// each) from a node that sends each piece `delay_ms` late, and bob, a
-/// member; returns them and the shared directory.
-fn slow_group(
-    dir: &Path,
-    info: &Path,
-    delay_ms: &str,
-    len: usize,
-) -> (NodeProc, NodeProc, PathBuf) {
+/// alice, logged in on a node that sends each piece `delay_ms` late, owning
+/// group `g`.
+fn slow_alice_owning_g(dir: &Path, info: &Path, delay_ms: &str) -> NodeProc {
     let mut alice = NodeProc::spawn(
         "127.0.0.1:0",
         info,
@@ -414,6 +408,19 @@ fn slow_group(
     alice.ok("create_user alice pw-a");
     alice.ok("login alice pw-a");
     alice.ok("create_group g");
+    alice
+}
+
+/// A group `g` whose owner alice shares `set/{a,b,c}.bin` (`len` bytes
+/// each) from a node that sends each piece `delay_ms` late, and bob, a
+/// member; returns them and the shared directory.
+fn slow_group(
+    dir: &Path,
+    info: &Path,
+    delay_ms: &str,
+    len: usize,
+) -> (NodeProc, NodeProc, PathBuf) {
+    let mut alice = slow_alice_owning_g(dir, info, delay_ms);
     let set = dir.join("set");
     std::fs::create_dir(&set).unwrap();
     for (name, seed) in [("a.bin", 1), ("b.bin", 2), ("c.bin", 3)] {
@@ -933,16 +940,7 @@ fn a_directory_replaced_by_a_link_mid_fetch_sends_nothing_through_it() {
 fn a_parent_directory_replaced_by_a_link_mid_fetch_sends_nothing_through_it() {
     let dir = tempfile::tempdir().unwrap();
     let (_t, info) = TrackerProc::start(dir.path());
-    let mut alice = NodeProc::spawn(
-        "127.0.0.1:0",
-        &info,
-        &dir.path().join("state-a"),
-        &[("RINGSHARE_SERVE_DELAY_MS", "300")],
-        None,
-    );
-    alice.ok("create_user alice pw-a");
-    alice.ok("login alice pw-a");
-    alice.ok("create_group g");
+    let mut alice = slow_alice_owning_g(dir.path(), &info, "300");
     let t = dir.path().join("t");
     for (i, name) in ["a/1.bin", "a/2.bin", "c/3.bin", "top.bin"].iter().enumerate() {
         std::fs::create_dir_all(t.join(name).parent().unwrap()).unwrap();
@@ -1371,16 +1369,7 @@ fn a_bulk_get_from_a_node_with_an_upload_rate_fetches_everything() {
 fn a_bulk_get_whose_user_leaves_the_group_stops_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let (_t, info) = TrackerProc::start(dir.path());
-    let mut alice = NodeProc::spawn(
-        "127.0.0.1:0",
-        &info,
-        &dir.path().join("state-a"),
-        &[("RINGSHARE_SERVE_DELAY_MS", "50")],
-        None,
-    );
-    alice.ok("create_user alice pw-a");
-    alice.ok("login alice pw-a");
-    alice.ok("create_group g");
+    let mut alice = slow_alice_owning_g(dir.path(), &info, "50");
     let set = dir.path().join("set");
     std::fs::create_dir(&set).unwrap();
     // More files than the get asks tickets for at once (those it holds
