@@ -395,6 +395,29 @@ fn trees_are_shared_listed_and_fetched_by_name_prefix_and_glob() {
     );
 }
 
+/// bob's `get --quiet --jobs 1 g set/ DEST` (its output piped), once the
+/// download of `set/FIRST` is under way.
+fn bobs_get_of_set_under_way(
+    dir: &Path,
+    info: &Path,
+    dest: &Path,
+    first: &str,
+) -> std::process::Child {
+    let get = Login::new(dir, info, "bob", "pw-b")
+        .command("get")
+        .args(["--quiet", "--jobs", "1", "g", "set/"])
+        .arg(dest)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::eventually("the first download to start", || {
+        dest.join(format!("set/{first}.part")).exists()
+            || dest.join(format!("set/{first}")).exists()
+    });
+    get
+}
+
 /// alice, logged in on a node that sends each piece `delay_ms` late, owning
 /// group `g`.
 fn slow_alice_owning_g(dir: &Path, info: &Path, delay_ms: &str) -> NodeProc {
@@ -574,20 +597,9 @@ fn a_group_that_changes_during_a_bulk_fetch_is_reported_not_fatal() {
     // The sharer serves each piece a second late: the fetch is still on
     // its first file when the group changes.
     let (mut alice, _bob, set) = slow_group(dir.path(), &info, "1000", 1000);
-    let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
     let dest = dir.path().join("dest");
-    let get = bob1
-        .command("get")
-        .args(["--quiet", "--jobs", "1", "g", "set/"])
-        .arg(&dest)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let get = bobs_get_of_set_under_way(dir.path(), &info, &dest, "a.bin");
     // Once the first file is under way: one file leaves the group, one joins.
-    common::eventually("the first download to start", || {
-        dest.join("set/a.bin.part").exists() || dest.join("set/a.bin").exists()
-    });
     alice.ok("stop_share g set/c.bin");
     random_file(&set.join("d.bin"), 1000, 4);
     alice.ok(&format!("upload_file {} g", set.join("d.bin").display()));
@@ -1383,19 +1395,8 @@ fn a_bulk_get_whose_user_leaves_the_group_stops_with_one_line() {
     bob.ok("login bob pw-b");
     bob.ok("join_group g");
     alice.ok("accept_request g bob");
-    let getter = Login::new(dir.path(), &info, "bob", "pw-b");
     let dest = dir.path().join("dest");
-    let get = getter
-        .command("get")
-        .args(["--quiet", "--jobs", "1", "g", "set/"])
-        .arg(&dest)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    common::eventually("the first download to start", || {
-        dest.join("set/f000.bin.part").exists() || dest.join("set/f000.bin").exists()
-    });
+    let get = bobs_get_of_set_under_way(dir.path(), &info, &dest, "f000.bin");
     bob.ok("leave_group g");
     let out = get.wait_with_output().unwrap();
     let err = text(&out.stderr);
