@@ -994,7 +994,8 @@ impl BulkReport {
         // before it stops: counted all the same.
         let not_fetched = self.interrupted.max(self.refused);
         if let Some(lost) = self.lost.take().filter(|_| not_fetched > 0) {
-            let again = if self.refused > 0 {
+            // (A lost session says why itself; a login mends it.)
+            let again = if self.refused > 0 && self.stopped_by != Some(SESSION_ENDED) {
                 format!("once a member of {} again, run the same command to resume", args.group)
             } else {
                 "run the same command again to resume".to_owned()
