@@ -43,7 +43,7 @@ fn main() {
         let state = dir.path().join(format!("state-{n}"));
         let book = ShareBook::new(&state, "u", "127.0.0.1:1");
         book.load();
-        book.replace(&shares).expect("fill the log");
+        book.replace(&shares, &Default::default()).expect("fill the log");
         let extra = share(&file, n + 1);
         let t = Instant::now();
         for _ in 0..OPS / 2 {

@@ -202,19 +202,6 @@ fn admit_group(groups: &ServedGroups, id: Sha1Digest, group: &str) {
     }
 }
 
-/// A request only a member of `group` gets an answer to (one file of it):
-/// asked before hashing a share and, each heartbeat period, for the groups
-/// this node shares in.
-fn membership_probe(token: Token, group: &str) -> Request {
-    Request::ListFilesPage {
-        token,
-        group: group.to_owned(),
-        prefix: String::new(),
-        after: String::new(),
-        limit: 1,
-    }
-}
-
 /// Admits no ticket for `id` any more (it is served no more).
 fn forget_groups(groups: &ServedGroups, id: &Sha1Digest) {
     if let Ok(mut g) = groups.write() {
@@ -411,10 +398,9 @@ impl Node {
                 let token = self.token()?;
                 // Not a member, the leave withdraws a pending request to
                 // join (the tracker answers alike): said so, not "left".
-                let member = !matches!(
-                    self.call(membership_probe(token, &group)).await?,
-                    Response::Refused(Refusal::NotMember(_))
-                );
+                let probe = Request::Membership { token, group: group.clone() };
+                let member =
+                    !matches!(self.call(probe).await?, Response::Refused(Refusal::NotMember(_)));
                 self.call_done(Request::LeaveGroup { token, group: group.clone() }).await?;
                 if !member {
                     return Ok(vec![format!("withdrew the request to join {group}")]);
@@ -579,8 +565,14 @@ impl Node {
         let mut dropped = Vec::new();
         // Shares to stop, with why: changed, gone or refused.
         let mut stale = Vec::new();
+        let (since, remade) = self.memberships_now(token, &book, &recorded).await?;
         let mut by_group: BTreeMap<String, Vec<LocalShare>> = BTreeMap::new();
         for mut share in recorded {
+            if remade.contains(&share.group) {
+                let why = format!("shared before you left {} or it was made anew", share.group);
+                stale.push((share, why));
+                continue;
+            }
             let mut check = share.check();
             if check == Err(Staleness::Changed) {
                 // Touched, or saved again with the same length: read again,
@@ -641,7 +633,7 @@ impl Node {
         // Compacted at each login: what resumed, nothing else. Logged in
         // whether or not that can be written (the record as it was still
         // holds what resumed): said, not an error for a login that was made.
-        let compacted = book.replace(&resumed);
+        let compacted = book.replace(&resumed, &since);
         let mut line = format!("logged in as {user}");
         if count > 0 || !dropped.is_empty() {
             line += &format!("; resumed sharing {count} file(s)");
@@ -659,6 +651,79 @@ impl Node {
             );
         }
         Ok(vec![line])
+    }
+
+    /// The user's membership now of each group `recorded` shares are in,
+    /// and the groups whose membership is not the one `book` says they
+    /// were made in: the user left and was let in again, or the group was
+    /// deleted and made anew under its name (by anyone), since. Such
+    /// shares are not resumed: they were for the members of another time.
+    /// A group the user is not in is in neither (its registration is
+    /// refused, file by file). Asked a few groups at once.
+    async fn memberships_now(
+        &self,
+        token: Token,
+        book: &ShareBook,
+        recorded: &[LocalShare],
+    ) -> Result<(BTreeMap<String, u64>, BTreeSet<String>)> {
+        let groups: BTreeSet<&str> = recorded.iter().map(|s| s.group.as_str()).collect();
+        let mut asking = tokio::task::JoinSet::new();
+        let (mut since, mut remade) = (BTreeMap::new(), BTreeSet::new());
+        let mut groups = groups.into_iter();
+        loop {
+            while asking.len() < 4 {
+                let Some(group) = groups.next() else { break };
+                let (links, group) = (self.pool_links.clone(), group.to_owned());
+                asking.spawn(async move {
+                    let ask = Request::Membership { token, group: group.clone() };
+                    let answer = links.call(&ask).await;
+                    (group, answer)
+                });
+            }
+            let Some(joined) = asking.join_next().await else { break };
+            let (group, answer) = joined.context("membership task")?;
+            match answer? {
+                Response::Member { since: now } => {
+                    if book.since(&group).is_some_and(|was| was != now) {
+                        remade.insert(group.clone());
+                    }
+                    since.insert(group, now);
+                }
+                Response::Refused(Refusal::NotMember(_) | Refusal::NoSuchGroup(_)) => {}
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok((since, remade))
+    }
+
+    /// Records that what this node shares in `group` from now on is made
+    /// in membership `since`. The shares recorded there in another one
+    /// (this user left and was let in again from elsewhere, or the group
+    /// was made anew, while this node ran) are stopped first, with a
+    /// warning: they were for the members of another time.
+    fn renew_membership(&mut self, group: &str, since: u64) -> Result<()> {
+        let Some(book) = self.session.as_ref().map(|s| s.book.clone()) else { return Ok(()) };
+        if book.since(group).is_some_and(|was| was != since) {
+            let gone = self.drop_shares(|s| s.group == group);
+            for s in &gone {
+                self.book_remove(s)?;
+            }
+            if !gone.is_empty() {
+                tracing::warn!(
+                    "stopped sharing {} file(s) in {group}: shared before you left it or it was \
+                     made anew",
+                    gone.len()
+                );
+            }
+        }
+        if let Err(e) = book.set_since(group, since) {
+            // The shares' own records fail the same way, and say so; one
+            // that passes meanwhile leaves them with no membership on
+            // record (as from an earlier version), recorded at the next
+            // heartbeat's check.
+            tracing::debug!("record the membership of {group}: {e}");
+        }
+        Ok(())
     }
 
     /// `upload_file`: a regular file (one line, or the error), or a
@@ -712,9 +777,8 @@ impl Node {
         check_name(NameKind::Group, group)?;
         let token = self.token()?;
         // Membership is checked before the (possibly long) hashing.
-        let probe = membership_probe(token, group);
-        match self.call(probe).await? {
-            Response::FilesPage { .. } => {}
+        match self.call(Request::Membership { token, group: group.to_owned() }).await? {
+            Response::Member { since } => self.renew_membership(group, since)?,
             other => return Err(unexpected(other)),
         }
         let paths = paths.to_vec();
@@ -2003,21 +2067,44 @@ async fn watch_shares(
         }
         // Groups this user left from another session (or that are gone):
         // the tracker lists none of its files here any more, and their
-        // tickets are admitted no more.
+        // tickets are admitted no more. Groups left and joined again, or
+        // made anew, meanwhile: what was shared here was for the members
+        // of another time (the membership recorded is another).
         let groups: BTreeSet<&str> = current.iter().map(|s| s.group.as_str()).collect();
+        // Memberships to record once what was shared in an earlier one is
+        // off the record (a crash between the two resumes nothing).
+        let mut renewed = Vec::new();
         for group in groups {
-            let probe = membership_probe(token, group);
-            if let Ok(Response::Refused(Refusal::NotMember(_) | Refusal::NoSuchGroup(_))) =
-                link.call(&probe).await
-            {
-                let left = current.iter().filter(|s| s.group == group);
-                let fresh: Vec<LocalShare> =
-                    left.filter(|s| !stale.iter().any(|(g, _)| g == *s)).cloned().collect();
-                let why = format!("no longer a member of {group}");
-                stale.extend(fresh.into_iter().map(|s| (s, why.clone())));
-            }
+            let probe = Request::Membership { token, group: group.to_owned() };
+            let why = match link.call(&probe).await {
+                Ok(Response::Refused(Refusal::NotMember(_) | Refusal::NoSuchGroup(_))) => {
+                    format!("no longer a member of {group}")
+                }
+                Ok(Response::Member { since }) => {
+                    let was = book.since(group);
+                    if was != Some(since) {
+                        renewed.push((group.to_owned(), since));
+                    }
+                    match was {
+                        Some(was) if was != since => {
+                            format!("shared before you left {group} or it was made anew")
+                        }
+                        _ => continue,
+                    }
+                }
+                _ => continue,
+            };
+            let left = current.iter().filter(|s| s.group == group);
+            let fresh: Vec<LocalShare> =
+                left.filter(|s| !stale.iter().any(|(g, _)| g == *s)).cloned().collect();
+            stale.extend(fresh.into_iter().map(|s| (s, why.clone())));
         }
         if stale.is_empty() {
+            for (group, since) in renewed {
+                if let Err(e) = book.set_since(&group, since) {
+                    tracing::warn!("save the share record: {e}");
+                }
+            }
             continue;
         }
         {
@@ -2052,6 +2139,11 @@ async fn watch_shares(
                 if let Err(e) = book.remove(&gone.group, &gone.meta.name) {
                     tracing::warn!("save the share record: {e}");
                 }
+            }
+        }
+        for (group, since) in renewed {
+            if let Err(e) = book.set_since(&group, since) {
+                tracing::warn!("save the share record: {e}");
             }
         }
         for (gone, why) in stale {

@@ -16,7 +16,11 @@
 //! of an older version (`<user>@<addr>.shares`, one postcard list) is read
 //! once and replaced. Each share remembers the file's path, its metadata
 //! and a cheap fingerprint (length and mtime) that tells whether the file
-//! changed since it was hashed.
+//! changed since it was hashed. Each group shared in also has the id of
+//! the user's membership the shares were made in (a `Member` record): a
+//! login that finds another one (the user left and was let in again, or
+//! the group was deleted and made anew under its name by anyone) does not
+//! resume them into it.
 
 use std::fs;
 use std::io::Write as _;
@@ -165,6 +169,9 @@ enum Entry {
     Put(LocalShare),
     /// The share of that group and name is gone.
     Remove { group: String, name: String },
+    /// The shares of `group` were made in the user's membership `since`
+    /// (the tracker's id for it), until another such record.
+    Member { group: String, since: u64 },
 }
 
 /// A record's header: length and CRC32C of the payload.
@@ -186,6 +193,8 @@ struct LogState {
     file: Option<Arc<fs::File>>,
     records: u64,
     live: std::collections::HashSet<Key>,
+    /// The membership each group's shares were made in.
+    since: std::collections::HashMap<String, u64>,
     /// Records appended, and how many of them are known durable: one
     /// fdatasync makes every record written before it durable, so puts
     /// that end together share one (group commit).
@@ -223,10 +232,10 @@ impl ShareBook {
     pub fn load(&self) -> (Vec<LocalShare>, Option<String>) {
         let mut st = self.lock();
         st.file = None;
-        let (shares, records, mut warning) = match read_log(&self.log) {
-            Ok(x) => x,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), 0, None),
-            Err(e) => (Vec::new(), 0, Some(format!("read {}: {e}", self.log.display()))),
+        let (Replayed { shares, records, since }, mut warning) = match read_log(&self.log) {
+            Ok((r, w)) => (r, w),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Replayed::default(), None),
+            Err(e) => (Replayed::default(), Some(format!("read {}: {e}", self.log.display()))),
         };
         let (shares, records) = if records == 0 && self.legacy.exists() {
             match fs::read(&self.legacy).map(|b| postcard::from_bytes::<Vec<LocalShare>>(&b)) {
@@ -245,6 +254,7 @@ impl ShareBook {
         };
         st.live = shares.iter().map(key_of).collect();
         st.records = records;
+        st.since = since;
         if records == u64::MAX {
             // Carried over from the older record: write the log, drop it.
             match self.rewrite(&mut st, &shares) {
@@ -366,6 +376,7 @@ impl ShareBook {
         let mut st = self.lock();
         st.file = None;
         st.live.clear();
+        st.since.clear();
         st.records = 0;
         for path in [&self.log, &self.legacy] {
             match fs::remove_file(path) {
@@ -392,11 +403,39 @@ impl ShareBook {
         self.sync_to(mine)
     }
 
-    /// Replaces the whole record with `shares`, compacted (at login).
-    pub fn replace(&self, shares: &[LocalShare]) -> std::io::Result<()> {
+    /// Replaces the whole record with `shares`, compacted (at login), and
+    /// the membership each group of theirs was made in with `since`'s
+    /// where it names one.
+    pub fn replace(
+        &self,
+        shares: &[LocalShare],
+        since: &std::collections::BTreeMap<String, u64>,
+    ) -> std::io::Result<()> {
         let mut st = self.lock();
         st.live = shares.iter().map(key_of).collect();
+        st.since.extend(since.iter().map(|(g, s)| (g.clone(), *s)));
         self.rewrite(&mut st, shares)
+    }
+
+    /// The membership of `group` the shares recorded there were made in,
+    /// if known (recorded before membership ids were, or never asked).
+    pub fn since(&self, group: &str) -> Option<u64> {
+        self.lock().since.get(group).copied()
+    }
+
+    /// Records that the shares of `group` are made in membership `since`
+    /// from now on; durable when it returns. Nothing is written when that
+    /// is on record already.
+    pub fn set_since(&self, group: &str, since: u64) -> std::io::Result<()> {
+        let mut st = self.lock();
+        if st.since.get(group) == Some(&since) {
+            return Ok(());
+        }
+        self.write(&mut st, &Entry::Member { group: group.to_owned(), since })?;
+        st.since.insert(group.to_owned(), since);
+        let mine = st.written;
+        drop(st);
+        self.sync_to(mine)
     }
 
     /// Appends a record (durable after [`sync_to`](Self::sync_to)).
@@ -423,21 +462,30 @@ impl ShareBook {
         if st.records <= 2 * st.live.len() as u64 + COMPACT_SLACK {
             return Ok(());
         }
-        let (shares, _, _) = read_log(&self.log)?;
-        self.rewrite(st, &shares)
+        let (replayed, _) = read_log(&self.log)?;
+        self.rewrite(st, &replayed.shares)
     }
 
-    /// Writes `shares` as a fresh log, atomically, and appends to it next.
+    /// Writes `shares` as a fresh log, atomically, and appends to it next;
+    /// with the membership of each of their groups that is known.
     fn rewrite(&self, st: &mut LogState, shares: &[LocalShare]) -> std::io::Result<()> {
         let dir = self.log.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir)?;
+        let groups: std::collections::HashSet<&str> =
+            shares.iter().map(|s| s.group.as_str()).collect();
+        st.since.retain(|g, _| groups.contains(g.as_str()));
         let mut bytes = Vec::new();
+        let mut members: Vec<(&String, &u64)> = st.since.iter().collect();
+        members.sort();
+        for (group, since) in &members {
+            bytes.extend(encode(&Entry::Member { group: (*group).clone(), since: **since })?);
+        }
         for s in shares {
             bytes.extend(encode(&Entry::Put(s.clone()))?);
         }
         drop(write_atomically(&self.log, &bytes)?);
         st.file = Some(Arc::new(fs::OpenOptions::new().append(true).open(&self.log)?));
-        st.records = shares.len() as u64;
+        st.records = (shares.len() + members.len()) as u64;
         // Written and synced whole: everything recorded so far is durable.
         st.synced = st.written;
         Ok(())
@@ -454,13 +502,24 @@ fn encode(entry: &Entry) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Replays the log: the live shares (in the order first put), the number
-/// of records, and a warning if damaged records were dropped (a damaged
-/// tail — no whole record after it — is cut off, so that the next append
-/// follows the last whole record; one followed by whole records is
+/// What a log holds, replayed.
+#[derive(Debug, Default)]
+struct Replayed {
+    /// The live shares, in the order first put.
+    shares: Vec<LocalShare>,
+    /// The number of records.
+    records: u64,
+    /// Each group's membership, the last recorded.
+    since: std::collections::HashMap<String, u64>,
+}
+
+/// Replays the log; and a warning if damaged records were dropped (a
+/// damaged tail — no whole record after it — is cut off, so that the next
+/// append follows the last whole record; one followed by whole records is
 /// skipped, and goes at the next compaction).
-fn read_log(path: &Path) -> std::io::Result<(Vec<LocalShare>, u64, Option<String>)> {
+fn read_log(path: &Path) -> std::io::Result<(Replayed, Option<String>)> {
     let bytes = fs::read(path)?;
+    let mut since = std::collections::HashMap::new();
     let mut slots: Vec<Option<LocalShare>> = Vec::new();
     let mut index: std::collections::HashMap<Key, usize> = std::collections::HashMap::new();
     let (mut at, mut records, mut warning) = (0usize, 0u64, None);
@@ -511,6 +570,9 @@ fn read_log(path: &Path) -> std::io::Result<(Vec<LocalShare>, u64, Option<String
                     slots[i] = None;
                 }
             }
+            Entry::Member { group, since: id } => {
+                since.insert(group, id);
+            }
         }
         at += used;
         records += 1;
@@ -525,7 +587,7 @@ fn read_log(path: &Path) -> std::io::Result<(Vec<LocalShare>, u64, Option<String
             spans.join(", ")
         ));
     }
-    Ok((slots.into_iter().flatten().collect(), records, warning))
+    Ok((Replayed { shares: slots.into_iter().flatten().collect(), records, since }, warning))
 }
 
 /// Where the first whole, checked record after the damaged one at `at`
@@ -710,6 +772,50 @@ mod tests {
         assert_eq!(shares.len(), 8 * 90);
         assert!(!shares.iter().any(|s| s.meta.name == "t3-8"));
         assert!(shares.iter().any(|s| s.meta.name == "t3-9"));
+    }
+
+    /// Each group's membership is on record with its shares: read back,
+    /// kept by compactions while the group has shares, replaced by a later
+    /// one, merged by a login's rewrite; a record of an earlier version
+    /// (no membership) reads as none known.
+    #[test]
+    fn a_groups_membership_is_recorded_and_compactions_keep_it_while_it_has_shares() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = || {
+            let b = ShareBook::new(dir.path(), "u", "127.0.0.1:1");
+            b.load();
+            b
+        };
+        let book = fresh();
+        let (a, b) = (share(dir.path(), "g", "a", 1), share(dir.path(), "h", "b", 2));
+        book.put(&a).unwrap();
+        book.put(&b).unwrap();
+        assert_eq!(fresh().since("g"), None, "recorded before memberships were");
+        book.set_since("g", 7).unwrap();
+        book.set_since("h", 9).unwrap();
+        let records = book.lock().records;
+        book.set_since("g", 7).unwrap();
+        assert_eq!(book.lock().records, records, "the same again writes nothing");
+        assert_eq!((fresh().since("g"), fresh().since("h")), (Some(7), Some(9)));
+        book.set_since("g", 8).unwrap();
+        assert_eq!(fresh().since("g"), Some(8));
+        // Churn past the slack: compacted, the memberships kept.
+        for _ in 0..200 {
+            book.put(&a).unwrap();
+        }
+        assert!(book.lock().records < 100, "compacted");
+        let again = fresh();
+        assert_eq!((again.since("g"), again.since("h")), (Some(8), Some(9)));
+        assert_eq!(again.load().0, vec![a.clone(), b.clone()]);
+        // A login's rewrite: h's shares gone, so is its membership; g's
+        // is the one given.
+        let now = std::collections::BTreeMap::from([("g".to_owned(), 10), ("h".to_owned(), 11)]);
+        book.replace(std::slice::from_ref(&a), &now).unwrap();
+        let again = fresh();
+        assert_eq!((again.since("g"), again.since("h")), (Some(10), None));
+        assert_eq!(again.load().0, vec![a]);
+        book.discard().unwrap();
+        assert_eq!(book.since("g"), None);
     }
 
     #[test]

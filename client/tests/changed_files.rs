@@ -170,3 +170,45 @@ fn a_touched_file_is_shared_on_and_one_saved_with_other_bytes_is_not() {
     assert_eq!(alice.cmd("list_files team"), [format!("touched.bin  {} bytes  1 peer", 3 << 19)]);
     drop(t);
 }
+
+/// Bob's running node shares a file in a group; from another node he
+/// leaves the group and is let in again. The running node's watch finds
+/// the membership changed (or, if it looked in between, gone) and
+/// withdraws the share, which was for the members of another time: its
+/// next login resumes nothing.
+#[test]
+fn a_share_of_a_membership_left_and_got_back_elsewhere_is_withdrawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = fast_watch(dir.path());
+    let (mut alice, _) = alice_sharing_two(dir.path(), &info, ["a1.bin", "a2.bin"], 30);
+    let mut bob = node(dir.path(), &info, "bob");
+    bob.ok("create_user bob pw");
+    bob.ok("login bob pw");
+    bob.ok("join_group team");
+    alice.ok("accept_request team bob");
+    let f = dir.path().join("bobs.bin");
+    random_file(&f, 100_000, 40);
+    // Its membership is on record from here (the upload asks for it).
+    bob.ok(&format!("upload_file {} team", f.display()));
+
+    let mut elsewhere = node(dir.path(), &info, "bob-2");
+    elsewhere.ok("login bob pw");
+    elsewhere.ok("leave_group team");
+    elsewhere.ok("join_group team");
+    alice.ok("accept_request team bob");
+    eventually("bob's node withdraws the share", || !stopped_lines(dir.path(), "bob").is_empty());
+    let lines = stopped_lines(dir.path(), "bob");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].ends_with(
+            "stopped sharing team/bobs.bin: shared before you left team or it was made anew"
+        ) || lines[0].ends_with("stopped sharing team/bobs.bin: no longer a member of team"),
+        "{lines:?}"
+    );
+    bob.ok("logout");
+    assert_eq!(bob.ok("login bob pw"), "logged in as bob");
+    // Shared again in this membership, it resumes.
+    bob.ok(&format!("upload_file {} team", f.display()));
+    bob.ok("logout");
+    assert_eq!(bob.ok("login bob pw"), "logged in as bob; resumed sharing 1 file(s)");
+}

@@ -266,6 +266,68 @@ fn logout_pauses_sharing_and_login_resumes_it_across_restarts() {
     assert_eq!(b.cmd("list_files g"), ["keep.bin  700000 bytes  1 peer"]);
 }
 
+/// A node offline while its user left a group and the group was deleted
+/// and made anew under its name by someone else does not put its old
+/// shares into the new group at its next login: they were for the members
+/// of another time (it did: "resumed sharing 1 file(s)", into carol's
+/// group). Nor, running, those of a membership its user left and got back
+/// from another node meanwhile. Shares of a membership that lasted resume.
+#[test]
+fn shares_of_an_earlier_membership_are_not_resumed_into_a_group_made_anew() {
+    let (dir, _t, info) = setup();
+    let state = dir.path().join("state-b");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut a = user(&dir, &info, "alice");
+    let mut b = NodeProc::start_at(&listen, &info, &state);
+    b.ok("create_user bob pw-bob");
+    b.ok("login bob pw-bob");
+    owner_and_bob_in(&mut a, &mut b, "g");
+    owner_and_bob_in(&mut a, &mut b, "h");
+    let file = |name: &str, len, seed| {
+        let p = dir.path().join(name);
+        random_file(&p, len, seed);
+        p
+    };
+    let (old, kept) = (file("old.bin", 30_000, 3), file("kept.bin", 20_000, 4));
+    b.ok(&format!("upload_file {} g", old.display()));
+    b.ok(&format!("upload_file {} h", kept.display()));
+    b.kill();
+
+    // From another node bob leaves g, and so does alice: g is gone. Carol
+    // makes a group g and lets bob in.
+    let mut b2 = NodeProc::start(&info, &dir.path().join("state-b2"));
+    b2.ok("login bob pw-bob");
+    b2.ok("leave_group g");
+    a.ok("leave_group g");
+    let mut c = user(&dir, &info, "carol");
+    c.ok("create_group g");
+    b2.ok("join_group g");
+    c.ok("accept_request g bob");
+    let mut b = NodeProc::start_at(&listen, &info, &state);
+    assert_eq!(
+        b.ok("login bob pw-bob"),
+        "logged in as bob; resumed sharing 1 file(s); stopped sharing g/old.bin: shared before \
+         you left g or it was made anew"
+    );
+    assert!(c.cmd("list_files g").is_empty());
+    assert_eq!(a.cmd("list_files h"), ["kept.bin  20000 bytes  1 peer"]);
+
+    // Running, bob shares in g; from the other node he leaves it and is let
+    // in again. What he shared before is not shared in the new membership:
+    // not listed, and not resumed at the next login.
+    let (before, after) = (file("before.bin", 10_000, 5), file("after.bin", 11_000, 6));
+    b.ok(&format!("upload_file {} g", before.display()));
+    b2.ok("leave_group g");
+    b2.ok("join_group g");
+    c.ok("accept_request g bob");
+    b.ok(&format!("upload_file {} g", after.display()));
+    assert_eq!(c.cmd("list_files g"), ["after.bin  11000 bytes  1 peer"]);
+    b.ok("logout");
+    assert_eq!(b.ok("login bob pw-bob"), "logged in as bob; resumed sharing 2 file(s)");
+    assert_eq!(c.cmd("list_files g"), ["after.bin  11000 bytes  1 peer"]);
+    assert_eq!(a.cmd("list_files h"), ["kept.bin  20000 bytes  1 peer"]);
+}
+
 /// A share record that cannot be written (here its path is a directory;
 /// a full or read-only state directory in use): the login that was made
 /// says so in its line, not as an `error:`; a share that cannot be recorded

@@ -30,15 +30,19 @@ use thiserror::Error;
 use ringshare_engine::fsio::{write_atomically, PathIoError};
 
 use crate::oplog::{read_log, LogError, OpLog};
-use crate::replica::{Replica, ReplicaImage};
+use crate::replica::{Replica, ReplicaImage, ReplicaImageV2};
 
-/// The snapshot format written: [`SNAPSHOT_MAGIC`], a checksum, the body.
-const SNAPSHOT_VERSION: u32 = 2;
+/// The snapshot format written: [`SNAPSHOT_MAGIC`], a checksum, the body,
+/// whose state keeps membership ids.
+const SNAPSHOT_VERSION: u32 = 3;
+/// The checksummed format before membership ids (read, never written: its
+/// members get id 0).
+const SNAPSHOT_VERSION_NO_IDS: u32 = 2;
 /// The first snapshot format: the postcard body alone, no checksum (read,
 /// never written).
 const SNAPSHOT_VERSION_UNCHECKED: u32 = 1;
-/// How a checksummed snapshot starts (a version 1 file starts with the
-/// byte 1, its version).
+/// How a checksummed snapshot starts, versions 2 and 3 alike (a version 1
+/// file starts with the byte 1, its version).
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RSSNAP2\0";
 /// The file naming the tracker a directory belongs to.
 const NUMBER_FILE: &str = "tracker";
@@ -304,29 +308,43 @@ fn encode_snapshot(snap: &SnapshotFile) -> Result<Vec<u8>, postcard::Error> {
 
 /// Reads a snapshot file: a checksummed one, or one of the first format.
 fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotFile, String> {
-    let (body, version) = match bytes.strip_prefix(SNAPSHOT_MAGIC.as_slice()) {
+    let (body, framed) = match bytes.strip_prefix(SNAPSHOT_MAGIC.as_slice()) {
         Some(rest) => {
             let (crc, body) = rest.split_at_checked(4).ok_or("cut short")?;
             let crc = u32::from_be_bytes(crc.try_into().map_err(|_| "cut short")?);
             if crc32c::crc32c(body) != crc {
                 return Err("checksum mismatch: the file is damaged".into());
             }
-            (body, SNAPSHOT_VERSION)
+            (body, true)
         }
-        None => (bytes, SNAPSHOT_VERSION_UNCHECKED),
+        None => (bytes, false),
     };
-    let (snap, rest): (SnapshotFile, _) =
-        postcard::take_from_bytes(body).map_err(|e| e.to_string())?;
-    if snap.version != version {
-        return Err(format!(
-            "version {} (this tracker reads {SNAPSHOT_VERSION_UNCHECKED} and {SNAPSHOT_VERSION})",
-            snap.version
-        ));
-    }
+    // The body is the postcard of a SnapshotFile: its version first, then
+    // an image of that version's form, then next_log.
+    let err = |e: postcard::Error| e.to_string();
+    let (version, image) = postcard::take_from_bytes::<u32>(body).map_err(err)?;
+    let (image, next_log, rest) = match (framed, version) {
+        (true, SNAPSHOT_VERSION) => {
+            let ((image, next_log), rest) =
+                postcard::take_from_bytes::<(ReplicaImage, u64)>(image).map_err(err)?;
+            (image, next_log, rest)
+        }
+        (true, SNAPSHOT_VERSION_NO_IDS) | (false, SNAPSHOT_VERSION_UNCHECKED) => {
+            let ((image, next_log), rest) =
+                postcard::take_from_bytes::<(ReplicaImageV2, u64)>(image).map_err(err)?;
+            (image.into(), next_log, rest)
+        }
+        _ => {
+            return Err(format!(
+                "version {version} (this tracker reads {SNAPSHOT_VERSION_UNCHECKED} to \
+                 {SNAPSHOT_VERSION})"
+            ))
+        }
+    };
     if !rest.is_empty() {
         return Err(format!("{} bytes after its end", rest.len()));
     }
-    Ok(snap)
+    Ok(SnapshotFile { version, image, next_log })
 }
 
 /// Checks that `logs` (sorted, those numbered `next_log` on) run from
@@ -657,11 +675,7 @@ mod tests {
         let d = dir.path();
         let mut o = DataDir::open(d, 1).unwrap();
         append(&mut o.replica, &o.log, user(0));
-        let old = SnapshotFile {
-            version: SNAPSHOT_VERSION_UNCHECKED,
-            image: o.replica.image(),
-            next_log: 1,
-        };
+        let old = (SNAPSHOT_VERSION_UNCHECKED, legacy(o.replica.image()), 1u64);
         drop(o);
         std::fs::write(d.join("snapshot"), postcard::to_stdvec(&old).unwrap()).unwrap();
         std::fs::remove_file(d.join("log.1")).unwrap();
@@ -675,6 +689,60 @@ mod tests {
         assert!(open_err(d).contains("version 9"), "{}", open_err(d));
         std::fs::write(d.join("snapshot"), encode_snapshot(&newer).unwrap()).unwrap();
         assert!(open_err(d).contains("version 9"), "{}", open_err(d));
+    }
+
+    /// `image` in the form snapshots before membership ids held.
+    fn legacy(image: ReplicaImage) -> ReplicaImageV2 {
+        ReplicaImageV2 {
+            me: image.me,
+            hlc: image.hlc,
+            base: image.base.into(),
+            base_known: image.base_known,
+            entries: image.entries,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_without_membership_ids_is_read_and_its_members_get_id_0() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut o = DataDir::open(d, 1).unwrap();
+        for (i, u) in ["a", "b"].into_iter().enumerate() {
+            let user = u.to_owned();
+            append(&mut o.replica, &o.log, Op::CreateUser { user, password_hash: "h".into() });
+            let group = format!("g{i}");
+            append(&mut o.replica, &o.log, Op::CreateGroup { user: u.into(), group });
+        }
+        // Every op in the base, as the tracker of an earlier version wrote it.
+        o.replica.compact(&[]);
+        let image = o.replica.image();
+        assert_eq!(image.entries.len(), 0, "everything compacted");
+        let before = o.replica.state().member_since("a", "g0").unwrap();
+        assert_ne!(before, 0);
+        drop(o);
+        let old = (SNAPSHOT_VERSION_NO_IDS, legacy(image), 1u64);
+        let body = postcard::to_stdvec(&old).unwrap();
+        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        bytes.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        bytes.extend_from_slice(&body);
+        std::fs::write(d.join("snapshot"), bytes).unwrap();
+        std::fs::remove_file(d.join("log.1")).unwrap();
+        std::fs::write(d.join("log.1"), b"").unwrap();
+        let mut o = DataDir::open(d, 1).unwrap();
+        assert_eq!(o.replica.state().member_since("a", "g0"), Ok(0));
+        assert_eq!(o.replica.state().member_since("b", "g1"), Ok(0));
+        // Memberships made from now on have ids, and keep them through a
+        // snapshot of the current version.
+        append(&mut o.replica, &o.log, Op::JoinGroup { user: "b".into(), group: "g0".into() });
+        let accept = Op::AcceptRequest { owner: "a".into(), group: "g0".into(), user: "b".into() };
+        append(&mut o.replica, &o.log, accept);
+        let id = o.replica.state().member_since("b", "g0").unwrap();
+        assert_ne!(id, 0);
+        o.dir.snapshot(&o.replica, &mut o.log).unwrap();
+        drop(o);
+        let o = DataDir::open(d, 1).unwrap();
+        assert_eq!(o.replica.state().member_since("b", "g0"), Ok(id));
+        assert_eq!(o.replica.state().member_since("a", "g0"), Ok(0));
     }
 
     #[test]

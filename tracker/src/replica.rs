@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hlc::{Hlc, Stamp};
 use crate::oplog::Entry;
-use crate::state::{Op, State};
+use crate::state::{Op, State, StateV2};
 
 /// Per origin tracker, the highest `origin_seq` held (entries 1..=n all held).
 pub type Known = BTreeMap<u16, u64>;
@@ -93,6 +93,35 @@ pub struct ReplicaImage {
     pub base_known: Known,
     /// Entries after the base, in stamp order.
     pub entries: Vec<Entry>,
+}
+
+/// A [`ReplicaImage`] as snapshots of versions 1 and 2 hold it: a base
+/// state without membership ids (its members get id 0; the entries after
+/// it are applied with their stamps as ever).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicaImageV2 {
+    /// See [`ReplicaImage::me`].
+    pub me: u16,
+    /// See [`ReplicaImage::hlc`].
+    pub hlc: Hlc,
+    /// See [`ReplicaImage::base`].
+    pub base: StateV2,
+    /// See [`ReplicaImage::base_known`].
+    pub base_known: Known,
+    /// See [`ReplicaImage::entries`].
+    pub entries: Vec<Entry>,
+}
+
+impl From<ReplicaImageV2> for ReplicaImage {
+    fn from(old: ReplicaImageV2) -> Self {
+        Self {
+            me: old.me,
+            hlc: old.hlc,
+            base: old.base.into(),
+            base_known: old.base_known,
+            entries: old.entries,
+        }
+    }
 }
 
 impl ReplicaImage {
@@ -194,8 +223,11 @@ impl Replica {
     /// Applies a local op stamped at `wall_ms`; the entry to log and send.
     pub fn propose(&mut self, op: Op, wall_ms: u64) -> Result<Entry, Refusal> {
         self.settle();
-        self.current.apply(&op)?;
+        // Stamped first: the state keeps the stamp of an op that lets a
+        // member in (a refused op's stamp is never used; the clock only
+        // moved on).
         let stamp = self.hlc.now(wall_ms);
+        self.current.apply_stamped(&op, &stamp)?;
         let seq = self.known.get(&self.me).copied().unwrap_or(0) + 1;
         self.known.insert(self.me, seq);
         let entry = Entry { stamp, origin_seq: seq, op };
@@ -241,7 +273,7 @@ impl Replica {
         let newest = self.entries.keys().next_back().is_none_or(|last| entry.stamp > *last);
         if newest && !self.stale {
             // A refusal here is the conflict rule at work: no change.
-            let _ = self.current.apply(&entry.op);
+            let _ = self.current.apply_stamped(&entry.op, &entry.stamp);
         } else {
             self.stale = true;
         }
@@ -370,7 +402,7 @@ impl Replica {
         for s in stable {
             if let Some(e) = self.entries.remove(&s) {
                 self.seqs.remove(&(e.stamp.origin, e.origin_seq));
-                let _ = self.base.apply(&e.op);
+                let _ = self.base.apply_stamped(&e.op, &e.stamp);
                 let k = self.base_known.entry(e.stamp.origin).or_insert(0);
                 *k = (*k).max(e.origin_seq);
             }
@@ -380,7 +412,7 @@ impl Replica {
     fn rebuild(&mut self) {
         let mut st = self.base.clone();
         for e in self.entries.values() {
-            let _ = st.apply(&e.op);
+            let _ = st.apply_stamped(&e.op, &e.stamp);
         }
         self.current = st;
     }

@@ -875,6 +875,12 @@ impl Tracker {
                 })
                 .await
             }
+            Request::Membership { token, group } => {
+                let (user, _) = self.session(&token)?;
+                name(NameKind::Group, &group)?;
+                let since = self.lock().replica.state().member_since(&user, &group)?;
+                Ok(Response::Member { since })
+            }
             Request::StopShare { token, group, file } => {
                 let (user, peer_addr) = self.session(&token)?;
                 name(NameKind::Group, &group)?;
@@ -2080,6 +2086,56 @@ mod tests {
             group: "g".into(),
             meta,
         });
+    }
+
+    #[tokio::test]
+    async fn a_membership_is_answered_with_its_id_which_a_leave_and_a_rejoin_change() {
+        let t = Tracker::new();
+        let mut tokens = Vec::new();
+        for (i, u) in ["a", "b"].into_iter().enumerate() {
+            let r = t.handle(Request::CreateUser { user: u.into(), password: "pw".into() }).await;
+            assert_eq!(r, Response::Done);
+            let login = Request::Login {
+                user: u.into(),
+                password: "pw".into(),
+                peer_addr: format!("127.0.0.1:{}", 7 + i),
+            };
+            let Response::LoggedIn { token, .. } = t.handle(login).await else { panic!("login") };
+            tokens.push(token);
+        }
+        let (a, b) = (tokens[0], tokens[1]);
+        let g = || "g".to_owned();
+        let since = |token| {
+            let t = &t;
+            async move {
+                match t.handle(Request::Membership { token, group: g() }).await {
+                    Response::Member { since } => Ok(since),
+                    Response::Refused(r) => Err(r),
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        assert_eq!(since(a).await, Err(Refusal::NoSuchGroup(g())));
+        assert_eq!(t.handle(Request::CreateGroup { token: a, group: g() }).await, Response::Done);
+        let owner = since(a).await.unwrap();
+        assert_ne!(owner, 0);
+        assert_eq!(since(b).await, Err(Refusal::NotMember(g())));
+        let join = || Request::JoinGroup { token: b, group: g() };
+        let accept = || Request::AcceptRequest { token: a, group: g(), user: "b".into() };
+        assert_eq!(t.handle(join()).await, Response::Done);
+        assert_eq!(since(b).await, Err(Refusal::NotMember(g())), "pending is not a member");
+        assert_eq!(t.handle(accept()).await, Response::Done);
+        let first = since(b).await.unwrap();
+        assert_eq!(since(b).await, Ok(first), "asked again, the same");
+        assert_eq!(t.handle(Request::LeaveGroup { token: b, group: g() }).await, Response::Done);
+        assert_eq!(t.handle(join()).await, Response::Done);
+        assert_eq!(t.handle(accept()).await, Response::Done);
+        let second = since(b).await.unwrap();
+        assert!(![0, first, owner].contains(&second), "{second}");
+        assert_eq!(since(a).await, Ok(owner));
+        // An ended session is not answered.
+        assert_eq!(t.handle(Request::Logout { token: b }).await, Response::Done);
+        assert_eq!(since(b).await, Err(Refusal::NotLoggedIn));
     }
 
     #[tokio::test]

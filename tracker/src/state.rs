@@ -9,6 +9,8 @@
 //!
 //! Invariants kept by `apply`:
 //! - a group's owner is its first member; members are kept in join order;
+//! - each member of a group has a membership id (see [`State::member_since`]),
+//!   and nobody else has one there;
 //! - a user is never both a member of a group and pending in it;
 //! - a group with no member does not exist;
 //! - a shared file has at least one sharer; the last sharer leaving removes it.
@@ -18,6 +20,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use ringshare_engine::meta::FileMeta;
 use ringshare_engine::proto::{FileEntry, PeerInfo, Refusal, Token};
 use serde::{Deserialize, Serialize};
+
+use crate::hlc::Stamp;
 
 /// One change to the tracker's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,11 +216,82 @@ pub struct State {
     /// The trackers' ed25519 secret key for signing tickets: the first one
     /// set (in stamp order) stays.
     ticket_key: Option<[u8; 32]>,
+    /// Each group's members' membership ids, by group and user (see
+    /// [`State::member_since`]). Kept apart from [`Group`]: a model of the
+    /// state that knows no stamps (`nemesis`) compares groups as they are.
+    memberships: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// The membership id of a membership made by the op stamped `stamp`: the
+/// same at every tracker (the stamp travels with the op), different for
+/// every op (a hash of the whole stamp; two memberships of one user in one
+/// group alike by chance once in 2^64), never 0 (the id of memberships
+/// made before ids were kept, see [`StateV2`]).
+pub fn membership_id(stamp: &Stamp) -> u64 {
+    // splitmix64's finaliser over the stamp's fields.
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let low = (u64::from(stamp.counter) << 16) | u64::from(stamp.origin);
+    mix(mix(stamp.wall_ms).wrapping_add(low).wrapping_add(0x9e37_79b9_7f4a_7c15)).max(1)
+}
+
+/// The state as trackers before membership ids kept it (snapshot versions 1
+/// and 2): read, and made a [`State`] whose members have membership id 0.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StateV2 {
+    users: BTreeMap<String, User>,
+    sessions: BTreeMap<Token, Session>,
+    groups: BTreeMap<String, Group>,
+    ticket_key: Option<[u8; 32]>,
+}
+
+impl From<StateV2> for State {
+    fn from(old: StateV2) -> Self {
+        let memberships = old
+            .groups
+            .iter()
+            .map(|(name, g)| (name.clone(), g.members.iter().map(|m| (m.clone(), 0)).collect()))
+            .collect();
+        Self {
+            users: old.users,
+            sessions: old.sessions,
+            groups: old.groups,
+            ticket_key: old.ticket_key,
+            memberships,
+        }
+    }
+}
+
+#[cfg(test)]
+impl From<State> for StateV2 {
+    fn from(st: State) -> Self {
+        Self {
+            users: st.users,
+            sessions: st.sessions,
+            groups: st.groups,
+            ticket_key: st.ticket_key,
+        }
+    }
 }
 
 impl State {
-    /// Applies one op. A refused op changes nothing.
+    /// Applies one op as a model of the state does, knowing no stamp: the
+    /// memberships it makes have id 0. Trackers apply with
+    /// [`State::apply_stamped`].
     pub fn apply(&mut self, op: &Op) -> Result<(), Refusal> {
+        self.apply_as(op, 0)
+    }
+
+    /// Applies one op, stamped `stamp`. A refused op changes nothing.
+    pub fn apply_stamped(&mut self, op: &Op, stamp: &Stamp) -> Result<(), Refusal> {
+        self.apply_as(op, membership_id(stamp))
+    }
+
+    /// Applies one op; a membership it makes gets id `id`.
+    fn apply_as(&mut self, op: &Op, id: u64) -> Result<(), Refusal> {
         match op {
             Op::CreateUser { user, password_hash } => {
                 if self.users.contains_key(user) {
@@ -245,6 +320,7 @@ impl State {
                     files: BTreeMap::new(),
                 };
                 self.groups.insert(group.clone(), g);
+                self.memberships.insert(group.clone(), BTreeMap::from([(user.clone(), id)]));
             }
             Op::JoinGroup { user, group } => {
                 let g = self.group_mut(group)?;
@@ -275,6 +351,9 @@ impl State {
                 });
                 if g.members.is_empty() {
                     self.groups.remove(group);
+                    self.memberships.remove(group);
+                } else if let Some(m) = self.memberships.get_mut(group) {
+                    m.remove(user);
                 }
             }
             Op::AcceptRequest { owner, group, user } => {
@@ -284,6 +363,7 @@ impl State {
                 })?;
                 g.requests.remove(i);
                 g.members.push(user.clone());
+                self.memberships.entry(group.clone()).or_default().insert(user.clone(), id);
             }
             Op::RejectRequest { owner, group, user } => {
                 let g = self.owned_group_mut(owner, group)?;
@@ -397,6 +477,17 @@ impl State {
             return Err(Refusal::NotOwner(group.into()));
         }
         Ok(g.requests.clone())
+    }
+
+    /// The id of `user`'s membership of `group`: a node records it with
+    /// what it shares there, and a node that finds another one (the user
+    /// left and was let in again, or the group was deleted and made anew
+    /// under its name) knows that those shares were made for members of
+    /// another time and stops them. 0 for a membership made before ids
+    /// were kept.
+    pub fn member_since(&self, user: &str, group: &str) -> Result<u64, Refusal> {
+        self.member_group(user, group)?;
+        Ok(self.memberships.get(group).and_then(|m| m.get(user)).copied().unwrap_or(0))
     }
 
     /// Whether `user` may read `group` (it exists and they are a member).
@@ -628,6 +719,48 @@ mod tests {
         st.apply(&Op::LeaveGroup { user: s("c"), group: s("g") }).unwrap();
         assert!(st.group("g").is_none());
         assert!(st.group_ids().is_empty());
+    }
+
+    #[test]
+    fn a_membership_has_an_id_of_its_own_that_a_leave_and_a_remade_group_change() {
+        let mut st = with_users(&["a", "b", "c"]);
+        let mut clock = crate::hlc::Hlc::new(1);
+        let mut at = |st: &mut State, op: Op| st.apply_stamped(&op, &clock.now(1_000));
+        let (a, b) = (|| s("a"), || s("b"));
+        at(&mut st, Op::CreateGroup { user: a(), group: s("g") }).unwrap();
+        at(&mut st, Op::JoinGroup { user: b(), group: s("g") }).unwrap();
+        at(&mut st, Op::AcceptRequest { owner: a(), group: s("g"), user: b() }).unwrap();
+        let (owner, first) =
+            (st.member_since("a", "g").unwrap(), st.member_since("b", "g").unwrap());
+        assert!(owner != 0 && first != 0 && owner != first, "{owner} {first}");
+        assert_eq!(st.member_since("c", "g"), Err(Refusal::NotMember(s("g"))));
+        assert_eq!(st.member_since("a", "h"), Err(Refusal::NoSuchGroup(s("h"))));
+        // A refused op makes no membership: b asks again while a member.
+        assert!(at(&mut st, Op::JoinGroup { user: b(), group: s("g") }).is_err());
+        assert_eq!(st.member_since("b", "g"), Ok(first));
+        // b leaves and is let in again: another membership.
+        at(&mut st, Op::LeaveGroup { user: b(), group: s("g") }).unwrap();
+        assert_eq!(st.member_since("b", "g"), Err(Refusal::NotMember(s("g"))));
+        at(&mut st, Op::JoinGroup { user: b(), group: s("g") }).unwrap();
+        at(&mut st, Op::AcceptRequest { owner: a(), group: s("g"), user: b() }).unwrap();
+        let second = st.member_since("b", "g").unwrap();
+        assert!(second != first && second != 0);
+        assert_eq!(st.member_since("a", "g"), Ok(owner), "the owner's is kept");
+        // Everyone leaves; b makes a group of the same name.
+        at(&mut st, Op::LeaveGroup { user: a(), group: s("g") }).unwrap();
+        at(&mut st, Op::LeaveGroup { user: b(), group: s("g") }).unwrap();
+        assert!(st.memberships.is_empty(), "{:?}", st.memberships);
+        at(&mut st, Op::CreateGroup { user: b(), group: s("g") }).unwrap();
+        let remade = st.member_since("b", "g").unwrap();
+        assert!(![0, first, second].contains(&remade));
+        // The same ops with the same stamps give the same ids (trackers
+        // replaying a log, or receiving it from another, agree).
+        let again = |wall_ms, counter, origin| membership_id(&Stamp { wall_ms, counter, origin });
+        assert_eq!(again(5, 1, 2), again(5, 1, 2));
+        let ids: BTreeSet<u64> = [(5, 1, 2), (5, 2, 1), (5, 1, 1), (6, 1, 2), (5, 0, 2)]
+            .map(|(w, c, o)| again(w, c, o))
+            .into();
+        assert_eq!(ids.len(), 5, "{ids:?}");
     }
 
     #[test]

@@ -207,6 +207,18 @@ pub enum Request {
         /// The file names.
         files: Vec<String>,
     },
+    /// The id of the caller's membership of a group, answered by
+    /// [`Response::Member`] (refused for a non-member). A node records it
+    /// with what it shares there: a later membership has another id (the
+    /// user left and was let in again, or the group was deleted and made
+    /// anew under its name), and the shares of the earlier one are not
+    /// resumed into it.
+    Membership {
+        /// The session.
+        token: Token,
+        /// The group.
+        group: String,
+    },
 }
 
 impl Request {
@@ -233,7 +245,8 @@ impl Request {
             | Self::ListFilesPage { token, .. }
             | Self::FileInfos { token, .. }
             | Self::UploadFiles { token, .. }
-            | Self::StopShares { token, .. } => Some(*token),
+            | Self::StopShares { token, .. }
+            | Self::Membership { token, .. } => Some(*token),
         }
     }
 
@@ -252,6 +265,7 @@ impl Request {
                 | Self::Heartbeat { .. }
                 | Self::StateDigest
                 | Self::StateImage
+                | Self::Membership { .. }
         )
     }
 }
@@ -364,6 +378,12 @@ pub enum Response {
     /// one per file, in order, `None` where the file was registered (or
     /// withdrawn), else why not.
     Uploads(Vec<Option<Refusal>>),
+    /// The answer to [`Request::Membership`].
+    Member {
+        /// The membership's id: the same at every tracker, another for
+        /// each membership (0: made before trackers kept ids).
+        since: u64,
+    },
 }
 
 /// One file of a [`Response::FileInfos`].
@@ -583,6 +603,13 @@ mod tests {
         expected.extend([1; 16]);
         expected.extend([1, b'g', 2, 1, b'a', 1, b'b']); // the group; two names
         assert_eq!(postcard::to_stdvec(&req).unwrap(), expected);
+        let req = Request::Membership { token: Token([1; 16]), group: "g".into() };
+        let mut expected = vec![21]; // variant 21 = Membership
+        expected.extend([1; 16]);
+        expected.extend([1, b'g']);
+        assert_eq!(postcard::to_stdvec(&req).unwrap(), expected);
+        // variant 12 = Member; its id a varint.
+        assert_eq!(postcard::to_stdvec(&Response::Member { since: 300 }).unwrap(), [12, 172, 2]);
     }
 
     fn arb_string() -> impl Strategy<Value = String> {
@@ -618,8 +645,9 @@ mod tests {
                 .prop_map(|(token, group, meta)| Request::UploadFile { token, group, meta }),
             (token.clone(), arb_string(), proptest::collection::vec(arb_meta(), 0..4))
                 .prop_map(|(token, group, files)| Request::UploadFiles { token, group, files }),
-            (token, arb_string(), proptest::collection::vec(arb_string(), 0..4))
+            (token.clone(), arb_string(), proptest::collection::vec(arb_string(), 0..4))
                 .prop_map(|(token, group, files)| Request::StopShares { token, group, files }),
+            (token, arb_string()).prop_map(|(token, group)| Request::Membership { token, group }),
         ]
     }
 
