@@ -9,7 +9,9 @@
 # With STOP_AFTER=S the get is stopped (SIGINT) S seconds in, and one file
 # it had not fetched is then got on its own: how long the node makes a
 # newcomer wait for what it had queued for the stopped get (3-4 s for a
-# 200 kB file before the forty-fifth session).
+# 200 kB file before the forty-fifth session), and how long the stopped get
+# took to exit after its SIGINT (1.2-3.2 s with IO=threads before the
+# forty-sixth session: its downloads were stopped one after another).
 #
 # Usage: perf/paced_bulk.sh
 # Environment: N (files, default 300), RATE (default 2MB), IO (uring or
@@ -43,8 +45,10 @@ RINGSHARE_STATE_DIR="$W/l" timeout "$T" "$B/ringshare" get --io "$IO" --trackers
 gp=$!
 if [ -n "${STOP_AFTER:-}" ]; then
   sleep "$STOP_AFTER"
+  s0=$(date +%s.%N)
   kill -INT $gp
   wait $gp
+  s1=$(date +%s.%N)
   n=$(find "$W/dl" -type f ! -name '*.part*' 2>/dev/null | wc -l)
   last=$(printf 'rs/r%04d' $((N - 1)))
   [ -e "$W/dl/$last" ] && { echo "the stopped get had fetched $last already: use more files" >&2; exit 1; }
@@ -53,7 +57,7 @@ if [ -n "${STOP_AFTER:-}" ]; then
     --password-file "$W/pw" --quiet g "$last" "$W/one" >/dev/null 2>"$W/one.log"
   rc=$?
   t1=$(date +%s.%N)
-  python3 -c "print(f'get stopped after $STOP_AFTER s with $n files; then one 200 kB file: exit $rc in {$t1 - $t0:.2f} s')"
+  python3 -c "print(f'get stopped after $STOP_AFTER s with $n files (exited {$s1 - $s0:.3f} s after SIGINT); then one 200 kB file: exit $rc in {$t1 - $t0:.2f} s')"
   exit $rc
 fi
 for i in $(seq "$T"); do

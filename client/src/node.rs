@@ -1358,12 +1358,17 @@ impl Node {
 
     /// Stops the running downloads, marking them paused for `why`; how many.
     fn stop_running(&mut self, why: &str) -> usize {
-        let mut n = 0;
+        let (mut n, mut stopping) = (0, Vec::new());
         for d in self.downloads.iter_mut().filter(|d| d.is_running()) {
-            d.download().inspect(|x| x.stop());
+            if let Some(x) = d.download() {
+                // Every one told first, then waited for: they stop together.
+                x.stop_soon();
+                stopping.push(Arc::clone(x));
+            }
             d.paused = Some(why.to_owned());
             n += 1;
         }
+        stopping.iter().for_each(|x| x.wait());
         n
     }
 

@@ -1484,8 +1484,9 @@ async fn get_many(
             report.stopped_by = Some(why);
             let stopped: Vec<Arc<Download>> =
                 running.iter().map(|r| Arc::clone(&r.download)).collect();
+            // Every one told first, then waited for: they stop together.
             for d in &stopped {
-                d.stop();
+                d.stop_soon();
             }
             let _ =
                 tokio::task::spawn_blocking(move || stopped.iter().for_each(|d| d.wait())).await;

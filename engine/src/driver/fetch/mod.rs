@@ -508,8 +508,19 @@ impl Download {
         &self.shared.latency
     }
 
-    /// Stops the download, keeping `.part` and its bitfield for a resume.
+    /// Stops the download, keeping `.part` and its bitfield for a resume;
+    /// returns once it has stopped.
     pub fn stop(&self) {
+        self.stop_soon();
+        self.wait();
+    }
+
+    /// Tells the download to stop, and returns at once: [`Download::wait`]
+    /// for it to have stopped. Many downloads stop together when each is
+    /// told first and waited for after (a thread-driven download's peer
+    /// threads see the stop within a read timeout, 50 ms: a bulk get that
+    /// stopped its downloads one after another took seconds to end).
+    pub fn stop_soon(&self) {
         self.shared.stop.store(true, Ordering::Release);
         self.shared.wake.notify_all();
         if self.shared.uring.load(Ordering::Acquire) {
@@ -517,7 +528,6 @@ impl Download {
                 r.send(ring::Cmd::Wake);
             }
         }
-        self.wait();
     }
 
     /// Which driver carries it.
