@@ -9,6 +9,8 @@
 #   HASH_CLIENTS  hostile clients of the login and signup floods [200]: a
 #             tracker without a hashing budget (BEFORE) needs 19 MiB per
 #             concurrent one, and 1000 of them would take this machine down
+#   META_CLIENTS  hostile clients of the metadata flood [20]: each holds
+#             the 12 MB request it sends
 #   SECONDS_  length of each flood, seconds            [10]
 #   FILES     files in the group of the list-files flood [10000]
 #   BEFORE    a git revision to measure too, side by side (its tracker and
@@ -23,6 +25,7 @@ cd "$(dirname "$0")/.."
 
 CLIENTS=${CLIENTS:-1000}
 HASH_CLIENTS=${HASH_CLIENTS:-200}
+META_CLIENTS=${META_CLIENTS:-20}
 SECONDS_=${SECONDS_:-10}
 FILES=${FILES:-10000}
 DATE=$(date +%F)
@@ -31,7 +34,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 KINDS=("$@")
 if [ ${#KINDS[@]} -eq 0 ]; then
   KINDS=(login signup conns half-open oversized slow list-files sync
-         node-conns node-half-open bad-tickets all-pieces)
+         metadata node-conns node-half-open bad-tickets all-pieces)
 fi
 mkdir -p "$OUT/flood"
 # 1000 connections from one process, and as many on the target.
@@ -66,7 +69,10 @@ fi
 status=0
 for kind in "${KINDS[@]}"; do
   clients=$CLIENTS
-  case $kind in login | signup) clients=$HASH_CLIENTS ;; esac
+  case $kind in
+    login | signup) clients=$HASH_CLIENTS ;;
+    metadata) clients=$META_CLIENTS ;;
+  esac
   for label in "${labels[@]}"; do
     "$FLOOD" --kind "$kind" --label "$label" --clients "$clients" --seconds "$SECONDS_" \
       --files "$FILES" --tracker-bin "${TRACKER[$label]}" --node-bin "${NODE[$label]}" \

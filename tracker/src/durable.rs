@@ -691,6 +691,45 @@ mod tests {
         assert!(open_err(d).contains("version 9"), "{}", open_err(d));
     }
 
+    /// What shares hold is counted again from a snapshot and its logs (a
+    /// state read from bytes holds no count): a tracker's limits hold
+    /// across restarts.
+    #[test]
+    fn what_shares_hold_is_counted_again_at_start() {
+        use ringshare_engine::meta::{FileMeta, Sha1Digest};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let share = |n: u8| Op::UploadFile {
+            user: "u0".into(),
+            peer_addr: "127.0.0.1:1".into(),
+            group: "g".into(),
+            meta: FileMeta {
+                name: format!("f{n}"),
+                len: 1,
+                sha1: Sha1Digest([n; 20]),
+                piece_hashes: vec![Sha1Digest([n; 20])],
+            },
+        };
+        let mut o = DataDir::open(d, 1).unwrap();
+        append(&mut o.replica, &o.log, user(0));
+        append(&mut o.replica, &o.log, Op::CreateGroup { user: "u0".into(), group: "g".into() });
+        append(&mut o.replica, &o.log, share(1));
+        // In the snapshot's compacted base, not among its entries.
+        o.replica.compact(&[]);
+        o.dir.snapshot(&o.replica, &mut o.log).unwrap();
+        append(&mut o.replica, &o.log, share(2));
+        let held = |o: &Opened| {
+            let st = o.replica.state();
+            (st.share_bytes("u0"), st.total_share_bytes())
+        };
+        let before = held(&o);
+        assert!(before.0 > 0 && before.1 > before.0, "{before:?}");
+        drop(o);
+        let o = DataDir::open(d, 1).unwrap();
+        assert_eq!(o.replayed, 1, "one op after the snapshot");
+        assert_eq!(held(&o), before);
+    }
+
     /// `image` in the form snapshots before membership ids held.
     fn legacy(image: ReplicaImage) -> ReplicaImageV2 {
         ReplicaImageV2 {

@@ -9,7 +9,10 @@ use ringshare_engine::proto::{Request, Response};
 use ringshare_engine::tracker_info::TrackerList;
 use ringshare_tracker::guard::LimitsConfig;
 use ringshare_tracker::links::Links;
-use ringshare_tracker::service::{default_hash_workers, Tracker, TrackerConfig};
+use ringshare_tracker::service::{
+    default_hash_workers, Tracker, TrackerConfig, DEFAULT_MAX_SHARE_BYTES,
+    DEFAULT_MAX_SHARE_BYTES_PER_USER,
+};
 use ringshare_tracker::{server, sync};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -103,6 +106,17 @@ struct Args {
     /// clocks agree within it.
     #[arg(long, default_value_t = 300)]
     max_clock_skew: u64,
+    /// The most one user's shares may hold at this tracker, in MiB of
+    /// names and piece hashes (20 bytes per 512 KiB piece, and about 128
+    /// bytes a file): a share past it is refused.
+    #[arg(long, default_value_t = DEFAULT_MAX_SHARE_BYTES_PER_USER >> 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_share_mib_per_user: u64,
+    /// The most every share together may hold at this tracker, in MiB
+    /// (each file's metadata once).
+    #[arg(long, default_value_t = DEFAULT_MAX_SHARE_BYTES >> 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_share_mib: u64,
 }
 
 /// A count that must be at least one (`--snapshot-every`,
@@ -237,6 +251,8 @@ async fn run(args: Args) -> Result<()> {
         max_clock_skew: std::time::Duration::from_secs(args.max_clock_skew),
         own_addr: Some(addr),
         has_run_before: ringshare_tracker::links::has_run_before(&data_dir),
+        max_share_bytes_per_user: args.max_share_mib_per_user.saturating_mul(1 << 20),
+        max_share_bytes: args.max_share_mib.saturating_mul(1 << 20),
     };
     let (tracker, rec) = Tracker::open(config, &data_dir)
         .with_context(|| format!("open the data directory {}", data_dir.display()))?;

@@ -168,7 +168,9 @@ impl Replica {
     }
 
     /// Rebuilds a replica from its image.
-    pub fn from_image(img: ReplicaImage) -> Self {
+    pub fn from_image(mut img: ReplicaImage) -> Self {
+        // Read from bytes, it holds no count of what shares hold.
+        img.base.recount();
         let mut r = Self {
             me: img.me,
             hlc: img.hlc,

@@ -122,7 +122,22 @@ pub struct TrackerConfig {
     /// would reuse the lost ones' (origin, seq) and be dropped as
     /// duplicates everywhere else.
     pub has_run_before: bool,
+    /// The most one user's shares may hold of the state (names and piece
+    /// hashes, [`crate::state::share_cost`] per file and node): a share
+    /// past it is refused (`limit reached: …`).
+    pub max_share_bytes_per_user: u64,
+    /// The most every share together may hold (each file's metadata once).
+    pub max_share_bytes: u64,
 }
+
+/// [`TrackerConfig::max_share_bytes_per_user`] by default: 64 MiB, some
+/// 3.3 million pieces (1.6 TiB of files) or 350,000 small files. The
+/// tracker holds about twice what it keeps (the state, and each op until
+/// every tracker has it), and writes it to its log and snapshots.
+pub const DEFAULT_MAX_SHARE_BYTES_PER_USER: u64 = 64 << 20;
+
+/// [`TrackerConfig::max_share_bytes`] by default: 1 GiB.
+pub const DEFAULT_MAX_SHARE_BYTES: u64 = 1 << 30;
 
 /// The default number of hashing threads: one per core.
 pub fn default_hash_workers() -> usize {
@@ -144,6 +159,8 @@ impl Default for TrackerConfig {
             max_clock_skew: Duration::from_secs(300),
             own_addr: None,
             has_run_before: false,
+            max_share_bytes_per_user: DEFAULT_MAX_SHARE_BYTES_PER_USER,
+            max_share_bytes: DEFAULT_MAX_SHARE_BYTES,
         }
     }
 }
@@ -312,7 +329,11 @@ impl Default for Tracker {
 impl Tracker {
     /// A lone tracker with its state in memory only.
     pub fn new() -> Self {
-        let config = TrackerConfig::default();
+        Self::with_config(TrackerConfig::default())
+    }
+
+    /// [`Tracker::new`] with `config`.
+    pub fn with_config(config: TrackerConfig) -> Self {
         let inner =
             Inner { replica: Replica::new(config.me), log: None, dir: None, since_snapshot: 0 };
         let t = Self::build(config, inner);
@@ -1043,6 +1064,47 @@ impl Tracker {
     /// more sharer) passes. Checked here, when the request comes, not when
     /// the op is applied, so that ops accepted before (or on the other side
     /// of a partition) apply as they did.
+    /// Refuses a share that would take its user's shares, or everyone's,
+    /// past what the tracker keeps ([`TrackerConfig::max_share_bytes_per_user`],
+    /// [`TrackerConfig::max_share_bytes`]): with no limit, one account sent
+    /// 16 MiB of piece hashes per request, each kept in memory, in the op
+    /// log and in every snapshot. Checked under the state's lock, in turn
+    /// with the ops before it (a batch's files count one after another).
+    /// A share held already is not checked: it adds nothing.
+    fn within_limits(&self, state: &State, op: &Op) -> Result<(), Refusal> {
+        let Op::UploadFile { user, peer_addr, group, meta } = op else { return Ok(()) };
+        if state.is_sharing(group, &meta.name, user, peer_addr) {
+            return Ok(());
+        }
+        let cost = crate::state::share_cost(meta);
+        let mine = state.share_bytes(user);
+        if mine.saturating_add(cost) > self.config.max_share_bytes_per_user {
+            return Err(Refusal::Limit(format!(
+                "limit reached: the files you share at this tracker hold {} of names and piece \
+                 hashes, and it keeps at most {} for one user ({} needs {} more); stop sharing \
+                 some to share others",
+                size(mine),
+                size(self.config.max_share_bytes_per_user),
+                meta.name,
+                size(cost)
+            )));
+        }
+        let total = state.total_share_bytes();
+        if !state.has_file(group, &meta.name)
+            && total.saturating_add(cost) > self.config.max_share_bytes
+        {
+            return Err(Refusal::Limit(format!(
+                "limit reached: the files shared at this tracker hold {} of names and piece \
+                 hashes, and it keeps at most {} ({} needs {} more)",
+                size(total),
+                size(self.config.max_share_bytes),
+                meta.name,
+                size(cost)
+            )));
+        }
+        Ok(())
+    }
+
     fn may_add(&self, group: &str, file: &str) -> Result<(), Refusal> {
         let inner = self.lock();
         let state = inner.replica.state();
@@ -1106,6 +1168,10 @@ impl Tracker {
                 )));
             }
             for op in ops {
+                if let Err(refusal) = self.within_limits(inner.replica.state(), &op) {
+                    results.push(Err(refusal));
+                    continue;
+                }
                 match inner.replica.propose(op, wall_ms()) {
                     Ok(entry) => {
                         self.made_own.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -1678,6 +1744,15 @@ fn password_ok(password: &str) -> Result<(), Refusal> {
 
 /// A file's metadata as a client registers it: a valid name, and
 /// consistent in itself.
+/// `bytes` for a message: in bytes, KiB or MiB.
+fn size(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} bytes"),
+        1024..0x10_0000 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20)),
+    }
+}
+
 fn checked_meta(meta: &ringshare_engine::meta::FileMeta) -> Result<(), Refusal> {
     name(NameKind::File, &meta.name)?;
     meta.validate().map_err(|e| Refusal::BadRequest(e.to_string()))
@@ -2086,6 +2161,94 @@ mod tests {
             group: "g".into(),
             meta,
         });
+    }
+
+    /// Users logged in at `t`, each at an address of its own: their tokens.
+    async fn logged_in(t: &Tracker, users: &[&str]) -> Vec<Token> {
+        let mut tokens = Vec::new();
+        for (i, u) in users.iter().enumerate() {
+            let r =
+                t.handle(Request::CreateUser { user: (*u).into(), password: "pw".into() }).await;
+            assert_eq!(r, Response::Done);
+            let login = Request::Login {
+                user: (*u).into(),
+                password: "pw".into(),
+                peer_addr: format!("127.0.0.1:{}", 7 + i),
+            };
+            let Response::LoggedIn { token, .. } = t.handle(login).await else { panic!("login") };
+            tokens.push(token);
+        }
+        tokens
+    }
+
+    #[tokio::test]
+    async fn shares_past_a_users_or_the_trackers_limit_are_refused_and_stops_make_room() {
+        use ringshare_engine::meta::{FileMeta, Sha1Digest, PIECE_LEN};
+        // A file of 1,000 pieces costs its sharer 20,129 bytes (20 per
+        // piece, 128 a file, its name).
+        let file = |name: &str, fill: u8| FileMeta {
+            name: name.into(),
+            len: 1000 * PIECE_LEN,
+            sha1: Sha1Digest([fill; 20]),
+            piece_hashes: vec![Sha1Digest([fill; 20]); 1000],
+        };
+        let cost = crate::state::share_cost(&file("f0", 0));
+        let config = TrackerConfig {
+            max_share_bytes_per_user: 3 * cost,
+            max_share_bytes: 5 * cost + 2 * 64,
+            ..Default::default()
+        };
+        let t = Tracker::with_config(config);
+        let tokens = logged_in(&t, &["a", "b"]).await;
+        let (a, b) = (tokens[0], tokens[1]);
+        let g = || "g".to_owned();
+        assert_eq!(t.handle(Request::CreateGroup { token: a, group: g() }).await, Response::Done);
+        assert_eq!(t.handle(Request::JoinGroup { token: b, group: g() }).await, Response::Done);
+        let accept = Request::AcceptRequest { token: a, group: g(), user: "b".into() };
+        assert_eq!(t.handle(accept).await, Response::Done);
+        let up = |token, files: Vec<FileMeta>| Request::UploadFiles { token, group: g(), files };
+        let answers = |r: Response| match r {
+            Response::Uploads(a) => a.into_iter().map(|a| a.map(|r| r.to_string())).collect(),
+            other => panic!("{other:?}"),
+        };
+        // Three fit a's limit; the fourth in the same batch does not.
+        let four: Vec<FileMeta> = (0..4).map(|i| file(&format!("f{i}"), i)).collect();
+        let got: Vec<Option<String>> = answers(t.handle(up(a, four.clone())).await);
+        assert_eq!(got[..3], [None, None, None]);
+        let refusal = got[3].clone().expect("the fourth refused");
+        assert_eq!(
+            refusal,
+            "limit reached: the files you share at this tracker hold 59.0 KiB of names and \
+             piece hashes, and it keeps at most 59.0 KiB for one user (f3 needs 19.7 KiB more); \
+             stop sharing some to share others"
+        );
+        // Sharing a file held already costs nothing more: still taken.
+        let again: Vec<Option<String>> = answers(t.handle(up(a, four[..1].to_vec())).await);
+        assert_eq!(again, [Some("file f0 is already shared in group g by this node".to_owned())]);
+        // b shares one of a's files (it costs b, not the tracker's total
+        // beyond its entry) and two files of its own: the tracker's total
+        // holds five files then, and a sixth is refused, though b may.
+        let got: Vec<Option<String>> =
+            answers(t.handle(up(b, vec![four[0].clone(), file("g0", 10)])).await);
+        assert_eq!(got, [None, None]);
+        let got: Vec<Option<String>> = answers(t.handle(up(b, vec![file("g1", 11)])).await);
+        assert!(
+            got[0]
+                .as_deref()
+                .is_some_and(|r| r.starts_with("limit reached: the files shared at this tracker")),
+            "{got:?}"
+        );
+        // A stop makes room: a's second file withdrawn, a shares the fourth.
+        let stop = Request::StopShare { token: a, group: g(), file: "f1".into() };
+        assert_eq!(t.handle(stop).await, Response::Done);
+        let got: Vec<Option<String>> = answers(t.handle(up(a, vec![four[3].clone()])).await);
+        assert_eq!(got, [None]);
+        // Leaving frees what the leaver shared there.
+        assert_eq!(t.lock().replica.state().share_bytes("a"), 3 * cost);
+        assert_eq!(t.handle(Request::LeaveGroup { token: a, group: g() }).await, Response::Done);
+        let st = t.lock();
+        assert_eq!(st.replica.state().share_bytes("a"), 0);
+        assert_eq!(st.replica.state().share_bytes("b"), 2 * cost);
     }
 
     #[tokio::test]

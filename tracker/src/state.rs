@@ -220,6 +220,61 @@ pub struct State {
     /// [`State::member_since`]). Kept apart from [`Group`]: a model of the
     /// state that knows no stamps (`nemesis`) compares groups as they are.
     memberships: BTreeMap<String, BTreeMap<String, u64>>,
+    /// What shares hold (derived: not stored, counted again by
+    /// [`State::recount`] when a state is read).
+    #[serde(skip)]
+    usage: Usage,
+}
+
+/// What one user's share of one file (one node's) holds of a tracker's
+/// state, for the trackers' limits: the file's metadata (its name and
+/// piece hashes) and a little for the entries around it. A share of a
+/// file many share costs each sharer the whole of it (limits per user);
+/// the state holds the metadata once (the total).
+pub fn share_cost(meta: &FileMeta) -> u64 {
+    SHARE_OVERHEAD + meta.name.len() as u64 + 20 * meta.piece_hashes.len() as u64
+}
+
+/// The bytes a share costs beyond its name and piece hashes.
+const SHARE_OVERHEAD: u64 = 128;
+
+/// The bytes a sharer entry costs in the total (its user and address).
+const SHARER_COST: u64 = 64;
+
+/// What shares hold: per user, [`share_cost`] of each file shared (per
+/// node sharing it); in all, each file's metadata once and each sharer
+/// entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Usage {
+    by_user: HashMap<String, u64>,
+    total: u64,
+}
+
+impl Usage {
+    /// `user` shares a file of `cost` from one more node (a file the
+    /// state did not hold yet if `new_file`).
+    fn add(&mut self, user: &str, cost: u64, new_file: bool) {
+        match self.by_user.get_mut(user) {
+            Some(u) => *u += cost,
+            None => {
+                self.by_user.insert(user.to_owned(), cost);
+            }
+        }
+        self.total += SHARER_COST + if new_file { cost } else { 0 };
+    }
+
+    /// `user` shares a file of `cost` from `entries` nodes fewer (and the
+    /// state holds it no more if `gone`).
+    fn remove(&mut self, user: &str, cost: u64, entries: u64, gone: bool) {
+        if let Some(u) = self.by_user.get_mut(user) {
+            *u = u.saturating_sub(cost * entries);
+            if *u == 0 {
+                self.by_user.remove(user);
+            }
+        }
+        let freed = SHARER_COST * entries + if gone { cost } else { 0 };
+        self.total = self.total.saturating_sub(freed);
+    }
 }
 
 /// The membership id of a membership made by the op stamped `stamp`: the
@@ -261,7 +316,9 @@ impl From<StateV2> for State {
             groups: old.groups,
             ticket_key: old.ticket_key,
             memberships,
+            usage: Usage::default(),
         }
+        .recounted()
     }
 }
 
@@ -345,10 +402,20 @@ impl State {
                     .ok_or_else(|| Refusal::NotMember(group.clone()))?;
                 // Ownership passes to the next member in join order by construction.
                 g.members.remove(i);
+                let mut freed = Vec::new();
                 g.files.retain(|_, f| {
+                    let before = f.sharers.len();
                     f.sharers.retain(|s| s.user != *user);
-                    !f.sharers.is_empty()
+                    let gone = f.sharers.is_empty();
+                    if f.sharers.len() < before {
+                        freed.push((share_cost(&f.meta), before - f.sharers.len(), gone));
+                    }
+                    !gone
                 });
+                for (cost, entries, gone) in freed {
+                    self.usage.remove(user, cost, entries as u64, gone);
+                }
+                let g = self.group_mut(group)?;
                 if g.members.is_empty() {
                     self.groups.remove(group);
                     self.memberships.remove(group);
@@ -375,7 +442,7 @@ impl State {
             Op::UploadFile { user, peer_addr, group, meta } => {
                 let g = self.member_group_mut(user, group)?;
                 let sharer = Sharer { user: user.clone(), peer_addr: peer_addr.clone() };
-                match g.files.get_mut(&meta.name) {
+                let new_file = match g.files.get_mut(&meta.name) {
                     Some(f) if f.meta != *meta => {
                         return Err(Refusal::DifferentContent {
                             group: group.clone(),
@@ -389,13 +456,16 @@ impl State {
                                 file: meta.name.clone(),
                             });
                         }
+                        false
                     }
                     None => {
                         let f =
                             SharedFile { meta: meta.clone(), sharers: BTreeSet::from([sharer]) };
                         g.files.insert(meta.name.clone(), f);
+                        true
                     }
-                }
+                };
+                self.usage.add(user, share_cost(meta), new_file);
             }
             Op::SetTicketKey { secret } => {
                 if self.ticket_key.is_some() {
@@ -411,9 +481,11 @@ impl State {
                 if !f.sharers.remove(&sharer) {
                     return Err(Refusal::NotSharing { group: group.clone(), file: file.clone() });
                 }
-                if f.sharers.is_empty() {
+                let (cost, gone) = (share_cost(&f.meta), f.sharers.is_empty());
+                if gone {
                     g.files.remove(file);
                 }
+                self.usage.remove(user, cost, 1, gone);
             }
         }
         Ok(())
@@ -460,6 +532,13 @@ impl State {
         self.groups.get(group).is_some_and(|g| g.files.contains_key(name))
     }
 
+    /// Whether `user` shares `file` in `group` from the node at `peer_addr`.
+    pub fn is_sharing(&self, group: &str, file: &str, user: &str, peer_addr: &str) -> bool {
+        let sharer = Sharer { user: user.to_owned(), peer_addr: peer_addr.to_owned() };
+        let f = self.groups.get(group).and_then(|g| g.files.get(file));
+        f.is_some_and(|f| f.sharers.contains(&sharer))
+    }
+
     /// A group by id.
     pub fn group(&self, group: &str) -> Option<&Group> {
         self.groups.get(group)
@@ -477,6 +556,37 @@ impl State {
             return Err(Refusal::NotOwner(group.into()));
         }
         Ok(g.requests.clone())
+    }
+
+    /// Counts again what shares hold (a state read from bytes holds no
+    /// count): one pass over every file.
+    pub fn recount(&mut self) {
+        let mut usage = Usage::default();
+        for g in self.groups.values() {
+            for f in g.files.values() {
+                let cost = share_cost(&f.meta);
+                for (i, s) in f.sharers.iter().enumerate() {
+                    usage.add(&s.user, cost, i == 0);
+                }
+            }
+        }
+        self.usage = usage;
+    }
+
+    fn recounted(mut self) -> Self {
+        self.recount();
+        self
+    }
+
+    /// What `user`'s shares hold ([`share_cost`] of each, per node).
+    pub fn share_bytes(&self, user: &str) -> u64 {
+        self.usage.by_user.get(user).copied().unwrap_or(0)
+    }
+
+    /// What every share holds: each file's metadata once, and each
+    /// sharer entry.
+    pub fn total_share_bytes(&self) -> u64 {
+        self.usage.total
     }
 
     /// The id of `user`'s membership of `group`: a node records it with
@@ -905,6 +1015,7 @@ mod tests {
         let user = prop::sample::select(vec!["a", "b", "c"]).prop_map(s);
         let group = prop::sample::select(vec!["g", "h"]).prop_map(s);
         let addr = prop::sample::select(vec!["127.0.0.1:1", "127.0.0.1:2"]).prop_map(s);
+        let file = prop::sample::select(vec!["f", "a-longer-name"]).prop_map(s);
         prop_oneof![
             user.clone().prop_map(|user| Op::CreateUser { user, password_hash: s("h") }),
             (user.clone(), any::<u8>(), addr.clone()).prop_map(|(user, t, peer_addr)| Op::Login {
@@ -920,26 +1031,28 @@ mod tests {
                 .prop_map(|(owner, group, user)| Op::AcceptRequest { owner, group, user }),
             (user.clone(), group.clone(), user.clone())
                 .prop_map(|(owner, group, user)| Op::RejectRequest { owner, group, user }),
-            (user.clone(), addr.clone(), group.clone(), 1u8..3).prop_map(
-                |(user, peer_addr, group, fill)| Op::UploadFile {
+            (user.clone(), addr.clone(), group.clone(), file.clone(), 1u8..3).prop_map(
+                |(user, peer_addr, group, name, fill)| Op::UploadFile {
                     user,
                     peer_addr,
                     group,
-                    meta: meta("f", fill)
+                    meta: meta(&name, fill)
                 }
             ),
-            (user, addr, group).prop_map(|(user, peer_addr, group)| Op::StopShare {
+            (user, addr, group, file).prop_map(|(user, peer_addr, group, file)| Op::StopShare {
                 user,
                 peer_addr,
                 group,
-                file: s("f")
+                file
             }),
         ]
     }
 
     proptest! {
         /// Any op sequence keeps the invariants; a refused op changes nothing;
-        /// replaying the same sequence gives the same state.
+        /// replaying the same sequence gives the same state; what shares
+        /// hold, counted as the state changes, is what a count from
+        /// scratch finds.
         #[test]
         fn invariants_hold_and_replay_is_deterministic(ops in proptest::collection::vec(arb_op(), 0..60)) {
             let mut st = State::default();
@@ -954,6 +1067,7 @@ mod tests {
                     prop_assert!(g.files.values().all(|f| !f.sharers.is_empty()));
                     prop_assert!(g.files.values().all(|f| f.sharers.iter().all(|s| g.members.contains(&s.user))));
                 }
+                prop_assert_eq!(&st.usage, &st.clone().recounted().usage, "after {:?}", op);
             }
             let mut again = State::default();
             for op in &ops {

@@ -15,7 +15,9 @@
 //! (a header announcing the largest frame, then one byte a second), `slow`
 //! (a small request sent one byte a second), `list-files` (ListFiles of a
 //! group with `--files` files, as fast as answered), `sync` (sync-port
-//! hellos from a process that is not a tracker). The legitimate client
+//! hellos from a process that is not a tracker), `metadata` (one account
+//! registering files of 100,000 pieces each, six to a request: 12 MB of
+//! piece hashes a request, as fast as answered). The legitimate client
 //! sends ListGroups.
 //!
 //! Kinds (node piece port): `node-conns`, `node-half-open`, `bad-tickets`
@@ -60,6 +62,7 @@ enum Kind {
     NodeHalfOpen,
     BadTickets,
     AllPieces,
+    Metadata,
 }
 
 impl Kind {
@@ -432,6 +435,30 @@ async fn hostile(
                 if r.is_ok() {
                     bail!("a forged ticket was admitted");
                 }
+                count();
+            }
+        }
+        Kind::Metadata => {
+            // One account registering files of 100,000 pieces (2 MB of
+            // piece hashes each), six to a request, as fast as answered.
+            let mut s = connect_tracker(target, "127.0.0.1").await?;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let files = (0..6)
+                    .map(|k| {
+                        let id = ((i as u64) << 40) | (n << 3) | k;
+                        FileMeta {
+                            name: format!("m{id:x}"),
+                            len: 100_000 * PIECE_LEN,
+                            sha1: ringshare_engine::hash::sha1_of(&id.to_be_bytes()),
+                            piece_hashes: vec![Sha1Digest([7; 20]); 100_000],
+                        }
+                    })
+                    .collect();
+                n += 1;
+                let req = Request::UploadFiles { token: owner, group: "team".into(), files };
+                write_msg(&mut s, REQUEST, &req).await?;
+                read_frame(&mut s).await?.context("closed")?;
                 count();
             }
         }
