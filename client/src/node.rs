@@ -202,6 +202,26 @@ fn admit_group(groups: &ServedGroups, id: Sha1Digest, group: &str) {
     }
 }
 
+/// Whether a tracker's answer `now` to [`Request::Membership`] is a later
+/// membership of the group than `was`, the one this node's shares there
+/// were made in: the user left and was let in again, or the group was
+/// deleted and made anew, since. Ids grow with the op that made the
+/// membership; an earlier one than on record comes from a tracker that has
+/// not heard of the later yet, and says nothing. Id 0 (a membership made
+/// before trackers kept ids, as a tracker upgraded with it in its snapshot
+/// answers) is neither earlier nor later than any: another tracker may
+/// answer the same membership's own id.
+fn later_membership(was: Option<u64>, now: u64) -> bool {
+    was.is_some_and(|was| was != 0 && now > was)
+}
+
+/// Whether `now` (see [`later_membership`]) is to be recorded in place of
+/// `was`: none recorded, or a later one (a lagging tracker's earlier one,
+/// or 0 after a known one, is not).
+fn worth_recording(was: Option<u64>, now: u64) -> bool {
+    was.is_none_or(|was| now > was)
+}
+
 /// Admits no ticket for `id` any more (it is served no more).
 fn forget_groups(groups: &ServedGroups, id: &Sha1Digest) {
     if let Ok(mut g) = groups.write() {
@@ -684,12 +704,19 @@ impl Node {
             let (group, answer) = joined.context("membership task")?;
             match answer? {
                 Response::Member { since: now } => {
-                    if book.since(&group).is_some_and(|was| was != now) {
+                    let was = book.since(&group);
+                    if later_membership(was, now) {
                         remade.insert(group.clone());
                     }
-                    since.insert(group, now);
+                    if worth_recording(was, now) {
+                        since.insert(group, now);
+                    }
                 }
-                Response::Refused(Refusal::NotMember(_) | Refusal::NoSuchGroup(_)) => {}
+                // Not a member: the registration says so, file by file. A
+                // tracker too old to know the request: nothing known.
+                Response::Refused(
+                    Refusal::NotMember(_) | Refusal::NoSuchGroup(_) | Refusal::BadRequest(_),
+                ) => {}
                 other => return Err(unexpected(other)),
             }
         }
@@ -703,18 +730,20 @@ impl Node {
     /// warning: they were for the members of another time.
     fn renew_membership(&mut self, group: &str, since: u64) -> Result<()> {
         let Some(book) = self.session.as_ref().map(|s| s.book.clone()) else { return Ok(()) };
-        if book.since(group).is_some_and(|was| was != since) {
+        let was = book.since(group);
+        if later_membership(was, since) {
             let gone = self.drop_shares(|s| s.group == group);
             for s in &gone {
                 self.book_remove(s)?;
-            }
-            if !gone.is_empty() {
                 tracing::warn!(
-                    "stopped sharing {} file(s) in {group}: shared before you left it or it was \
-                     made anew",
-                    gone.len()
+                    "stopped sharing {group}/{}: shared before you left {group} or it was made \
+                     anew",
+                    s.meta.name
                 );
             }
+        }
+        if !worth_recording(was, since) {
+            return Ok(());
         }
         if let Err(e) = book.set_since(group, since) {
             // The shares' own records fail the same way, and say so; one
@@ -724,6 +753,21 @@ impl Node {
             tracing::debug!("record the membership of {group}: {e}");
         }
         Ok(())
+    }
+
+    /// Asks for this user's membership of `group` and records it for what
+    /// this node will share there (see [`Node::renew_membership`]): before
+    /// a download into the group, whose file becomes a share of it. Best
+    /// effort: a refusal or a failed request leaves the record as it was
+    /// (the download's own requests say what is wrong).
+    pub async fn note_membership(&mut self, group: &str) {
+        let Ok(token) = self.token() else { return };
+        let ask = Request::Membership { token, group: group.to_owned() };
+        if let Ok(Response::Member { since }) = self.call(ask).await {
+            if let Err(e) = self.renew_membership(group, since) {
+                tracing::warn!("{e:#}");
+            }
+        }
     }
 
     /// `upload_file`: a regular file (one line, or the error), or a
@@ -776,9 +820,11 @@ impl Node {
     pub async fn share_paths(&mut self, paths: &[PathBuf], group: &str) -> Result<ShareReport> {
         check_name(NameKind::Group, group)?;
         let token = self.token()?;
-        // Membership is checked before the (possibly long) hashing.
+        // Membership is checked before the (possibly long) hashing. (A
+        // tracker too old to know the request: the registration checks it.)
         match self.call(Request::Membership { token, group: group.to_owned() }).await? {
             Response::Member { since } => self.renew_membership(group, since)?,
+            Response::Refused(Refusal::BadRequest(_)) => {}
             other => return Err(unexpected(other)),
         }
         let paths = paths.to_vec();
@@ -1433,6 +1479,9 @@ impl Node {
             Response::FileInfo { meta, peers, ticket } => FileInfo { meta, peers, ticket },
             other => return Err(unexpected(other)),
         };
+        // The file becomes a share of the group: recorded with the
+        // membership it is fetched in.
+        self.note_membership(&group).await;
         self.download_with(group, file, dest, info)
     }
 
@@ -2087,15 +2136,13 @@ async fn watch_shares(
                 }
                 Ok(Response::Member { since }) => {
                     let was = book.since(group);
-                    if was != Some(since) {
+                    if worth_recording(was, since) {
                         renewed.push((group.to_owned(), since));
                     }
-                    match was {
-                        Some(was) if was != since => {
-                            format!("shared before you left {group} or it was made anew")
-                        }
-                        _ => continue,
+                    if !later_membership(was, since) {
+                        continue;
                     }
+                    format!("shared before you left {group} or it was made anew")
                 }
                 _ => continue,
             };
@@ -2529,6 +2576,22 @@ mod tests {
 
     fn listed(addr: &str) -> PeerInfo {
         PeerInfo { user: "u".into(), addr: addr.into(), key: Some([1; 32]) }
+    }
+
+    /// A later membership is told from a tracker that has not heard of it
+    /// (an earlier id) and from one upgraded with it in its snapshot (0).
+    #[test]
+    fn only_a_later_membership_stops_the_shares_of_the_one_on_record() {
+        assert!(later_membership(Some(5), 9));
+        assert!(!later_membership(Some(9), 9), "the same");
+        assert!(!later_membership(Some(9), 5), "a tracker that lags");
+        assert!(!later_membership(None, 9), "none on record (an earlier version's record)");
+        assert!(!later_membership(Some(0), 9), "0 on record: that one, or another");
+        assert!(!later_membership(Some(9), 0), "0 answered: that one, or another");
+        assert!(worth_recording(None, 0) && worth_recording(None, 9));
+        assert!(worth_recording(Some(0), 9) && worth_recording(Some(5), 9));
+        assert!(!worth_recording(Some(9), 9) && !worth_recording(Some(9), 5));
+        assert!(!worth_recording(Some(9), 0), "a known id is not forgotten for 0");
     }
 
     /// A node given `--advertise [::ffff:10.0.0.1]:7` is listed as

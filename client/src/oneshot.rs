@@ -426,6 +426,9 @@ async fn get_in(
     // Directories made for files that then fail are removed as the fetch
     // ends (`get`): a failed run leaves no empty ones.
     node.set_remember_dirs(true);
+    // What it fetches becomes this node's share of the group: recorded
+    // with the membership it is fetched in.
+    node.note_membership(&args.group).await;
     let mut listed = Vec::new();
     for prefix in selection.list_prefixes() {
         listed.extend(node.list_group(&args.group, &prefix).await?);
@@ -2304,7 +2307,13 @@ async fn login_node(login: &NodeLogin, say: bool) -> Result<Node> {
         );
     }
     node.set_advertise(login.advertise);
-    run(&mut node, Command::Login { user: login.user.clone(), password }).await?;
+    let line = run(&mut node, Command::Login { user: login.user.clone(), password }).await?;
+    // What a login has to say beyond itself (the shares of this address it
+    // resumed and those it did not, and why; a record it could not write),
+    // as the shell says it.
+    if let Some((_, more)) = line.split_once("; ") {
+        eprintln!("ringshare: {more}");
+    }
     Ok(node)
 }
 

@@ -328,6 +328,47 @@ fn shares_of_an_earlier_membership_are_not_resumed_into_a_group_made_anew() {
     assert_eq!(a.cmd("list_files h"), ["kept.bin  20000 bytes  1 peer"]);
 }
 
+/// A file fetched into a group is a share of it: a node that quits as
+/// soon as it has it, offline while the group is deleted and made anew,
+/// does not resume it into the new group (it did: the download's record
+/// had no membership, and a quit before the first heartbeat's look left
+/// none).
+#[test]
+fn a_download_into_a_group_made_anew_is_not_resumed_into_it() {
+    let (dir, _t, info) = setup();
+    let state = dir.path().join("state-b");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut a = user(&dir, &info, "alice");
+    let mut b = NodeProc::start_at(&listen, &info, &state);
+    b.ok("create_user bob pw-bob");
+    b.ok("login bob pw-bob");
+    owner_and_bob_in(&mut a, &mut b, "g");
+    let f = dir.path().join("f.bin");
+    random_file(&f, 40_000, 7);
+    a.ok(&format!("upload_file {} g", f.display()));
+    let got = dir.path().join("got");
+    std::fs::create_dir_all(&got).unwrap();
+    b.ok(&format!("download_file g f.bin {}", got.display()));
+    b.wait_downloads(|l| l == ["[C] [g] f.bin"]);
+    b.kill();
+
+    let mut b2 = NodeProc::start(&info, &dir.path().join("state-b2"));
+    b2.ok("login bob pw-bob");
+    b2.ok("leave_group g");
+    a.ok("leave_group g");
+    let mut c = user(&dir, &info, "carol");
+    c.ok("create_group g");
+    b2.ok("join_group g");
+    c.ok("accept_request g bob");
+    let mut b = NodeProc::start_at(&listen, &info, &state);
+    assert_eq!(
+        b.ok("login bob pw-bob"),
+        "logged in as bob; resumed sharing 0 file(s); stopped sharing g/f.bin: shared before \
+         you left g or it was made anew"
+    );
+    assert!(c.cmd("list_files g").is_empty());
+}
+
 /// A share record that cannot be written (here its path is a directory;
 /// a full or read-only state directory in use): the login that was made
 /// says so in its line, not as an `error:`; a share that cannot be recorded
