@@ -266,6 +266,42 @@ fn logout_pauses_sharing_and_login_resumes_it_across_restarts() {
     assert_eq!(b.cmd("list_files g"), ["keep.bin  700000 bytes  1 peer"]);
 }
 
+/// Bob's node at a fixed address with a state directory of its own (so
+/// that a restart finds both again), logged in, and alice, owner of group
+/// `g` with bob in it; with the address and the directory.
+fn bob_at_a_fixed_address_in_alices_g(
+    dir: &tempfile::TempDir,
+    info: &Path,
+) -> (NodeProc, NodeProc, String, PathBuf) {
+    let state = dir.path().join("state-b");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut a = user(dir, info, "alice");
+    let mut b = NodeProc::start_at(&listen, info, &state);
+    b.ok("create_user bob pw-bob");
+    b.ok("login bob pw-bob");
+    owner_and_bob_in(&mut a, &mut b, "g");
+    (a, b, listen, state)
+}
+
+/// While bob's node is away, group `g` is made anew: bob leaves it from
+/// another node, and so does alice (it is gone); carol makes a group `g`
+/// and lets bob in. Bob's other node and carol's.
+fn g_made_anew_by_carol(
+    dir: &tempfile::TempDir,
+    info: &Path,
+    alice: &mut NodeProc,
+) -> (NodeProc, NodeProc) {
+    let mut b2 = NodeProc::start(info, &dir.path().join("state-b2"));
+    b2.ok("login bob pw-bob");
+    b2.ok("leave_group g");
+    alice.ok("leave_group g");
+    let mut c = user(dir, info, "carol");
+    c.ok("create_group g");
+    b2.ok("join_group g");
+    c.ok("accept_request g bob");
+    (b2, c)
+}
+
 /// A node offline while its user left a group and the group was deleted
 /// and made anew under its name by someone else does not put its old
 /// shares into the new group at its next login: they were for the members
@@ -275,13 +311,7 @@ fn logout_pauses_sharing_and_login_resumes_it_across_restarts() {
 #[test]
 fn shares_of_an_earlier_membership_are_not_resumed_into_a_group_made_anew() {
     let (dir, _t, info) = setup();
-    let state = dir.path().join("state-b");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut a = user(&dir, &info, "alice");
-    let mut b = NodeProc::start_at(&listen, &info, &state);
-    b.ok("create_user bob pw-bob");
-    b.ok("login bob pw-bob");
-    owner_and_bob_in(&mut a, &mut b, "g");
+    let (mut a, mut b, listen, state) = bob_at_a_fixed_address_in_alices_g(&dir, &info);
     owner_and_bob_in(&mut a, &mut b, "h");
     let file = |name: &str, len, seed| {
         let p = dir.path().join(name);
@@ -292,17 +322,7 @@ fn shares_of_an_earlier_membership_are_not_resumed_into_a_group_made_anew() {
     b.ok(&format!("upload_file {} g", old.display()));
     b.ok(&format!("upload_file {} h", kept.display()));
     b.kill();
-
-    // From another node bob leaves g, and so does alice: g is gone. Carol
-    // makes a group g and lets bob in.
-    let mut b2 = NodeProc::start(&info, &dir.path().join("state-b2"));
-    b2.ok("login bob pw-bob");
-    b2.ok("leave_group g");
-    a.ok("leave_group g");
-    let mut c = user(&dir, &info, "carol");
-    c.ok("create_group g");
-    b2.ok("join_group g");
-    c.ok("accept_request g bob");
+    let (mut b2, mut c) = g_made_anew_by_carol(&dir, &info, &mut a);
     let mut b = NodeProc::start_at(&listen, &info, &state);
     assert_eq!(
         b.ok("login bob pw-bob"),
@@ -336,13 +356,7 @@ fn shares_of_an_earlier_membership_are_not_resumed_into_a_group_made_anew() {
 #[test]
 fn a_download_into_a_group_made_anew_is_not_resumed_into_it() {
     let (dir, _t, info) = setup();
-    let state = dir.path().join("state-b");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut a = user(&dir, &info, "alice");
-    let mut b = NodeProc::start_at(&listen, &info, &state);
-    b.ok("create_user bob pw-bob");
-    b.ok("login bob pw-bob");
-    owner_and_bob_in(&mut a, &mut b, "g");
+    let (mut a, mut b, listen, state) = bob_at_a_fixed_address_in_alices_g(&dir, &info);
     let f = dir.path().join("f.bin");
     random_file(&f, 40_000, 7);
     a.ok(&format!("upload_file {} g", f.display()));
@@ -351,15 +365,7 @@ fn a_download_into_a_group_made_anew_is_not_resumed_into_it() {
     b.ok(&format!("download_file g f.bin {}", got.display()));
     b.wait_downloads(|l| l == ["[C] [g] f.bin"]);
     b.kill();
-
-    let mut b2 = NodeProc::start(&info, &dir.path().join("state-b2"));
-    b2.ok("login bob pw-bob");
-    b2.ok("leave_group g");
-    a.ok("leave_group g");
-    let mut c = user(&dir, &info, "carol");
-    c.ok("create_group g");
-    b2.ok("join_group g");
-    c.ok("accept_request g bob");
+    let (_b2, mut c) = g_made_anew_by_carol(&dir, &info, &mut a);
     let mut b = NodeProc::start_at(&listen, &info, &state);
     assert_eq!(
         b.ok("login bob pw-bob"),
