@@ -430,7 +430,12 @@ impl Node {
                 for s in &gone {
                     self.book_remove(s)?;
                 }
-                Ok(vec![format!("left group {group}; stopped sharing {stopped} file(s) there")])
+                // (The tracker withdraws this user's shares of the group from
+                // every node; each of the others stops serving them at its
+                // next look, and says so.)
+                Ok(vec![format!(
+                    "left group {group}; stopped sharing {stopped} file(s) there from this node"
+                )])
             }
             Command::ListRequests { group } => {
                 check_name(NameKind::Group, &group)?;

@@ -285,21 +285,26 @@ fn bob_at_a_fixed_address_in_alices_g(
 
 /// While bob's node is away, group `g` is made anew: bob leaves it from
 /// another node, and so does alice (it is gone); carol makes a group `g`
-/// and lets bob in. Bob's other node and carol's.
+/// and lets bob in. Bob's other node, carol's, and alice's line as she
+/// left.
 fn g_made_anew_by_carol(
     dir: &tempfile::TempDir,
     info: &Path,
     alice: &mut NodeProc,
-) -> (NodeProc, NodeProc) {
+) -> (NodeProc, NodeProc, String) {
     let mut b2 = NodeProc::start(info, &dir.path().join("state-b2"));
     b2.ok("login bob pw-bob");
-    b2.ok("leave_group g");
-    alice.ok("leave_group g");
+    // What this node shared there: nothing (the node away shared some).
+    assert_eq!(
+        b2.ok("leave_group g"),
+        "left group g; stopped sharing 0 file(s) there from this node"
+    );
+    let left = alice.ok("leave_group g");
     let mut c = user(dir, info, "carol");
     c.ok("create_group g");
     b2.ok("join_group g");
     c.ok("accept_request g bob");
-    (b2, c)
+    (b2, c, left)
 }
 
 /// A node offline while its user left a group and the group was deleted
@@ -322,7 +327,8 @@ fn shares_of_an_earlier_membership_are_not_resumed_into_a_group_made_anew() {
     b.ok(&format!("upload_file {} g", old.display()));
     b.ok(&format!("upload_file {} h", kept.display()));
     b.kill();
-    let (mut b2, mut c) = g_made_anew_by_carol(&dir, &info, &mut a);
+    let (mut b2, mut c, left) = g_made_anew_by_carol(&dir, &info, &mut a);
+    assert_eq!(left, "left group g; stopped sharing 0 file(s) there from this node");
     let mut b = NodeProc::start_at(&listen, &info, &state);
     assert_eq!(
         b.ok("login bob pw-bob"),
@@ -365,7 +371,8 @@ fn a_download_into_a_group_made_anew_is_not_resumed_into_it() {
     b.ok(&format!("download_file g f.bin {}", got.display()));
     b.wait_downloads(|l| l == ["[C] [g] f.bin"]);
     b.kill();
-    let (_b2, mut c) = g_made_anew_by_carol(&dir, &info, &mut a);
+    let (_b2, mut c, left) = g_made_anew_by_carol(&dir, &info, &mut a);
+    assert_eq!(left, "left group g; stopped sharing 1 file(s) there from this node");
     let mut b = NodeProc::start_at(&listen, &info, &state);
     assert_eq!(
         b.ok("login bob pw-bob"),
