@@ -2308,11 +2308,13 @@ async fn login_node(login: &NodeLogin, say: bool) -> Result<Node> {
     }
     node.set_advertise(login.advertise);
     let line = run(&mut node, Command::Login { user: login.user.clone(), password }).await?;
-    // What a login has to say beyond itself (the shares of this address it
-    // resumed and those it did not, and why; a record it could not write),
+    // What a login has to say beyond itself and the shares of this address
+    // it resumed (those it did not, and why; a record it could not write),
     // as the shell says it.
-    if let Some((_, more)) = line.split_once("; ") {
-        eprintln!("ringshare: {more}");
+    let said: Vec<&str> =
+        line.split("; ").skip(1).filter(|s| !s.starts_with("resumed sharing ")).collect();
+    if !said.is_empty() {
+        eprintln!("ringshare: {}", said.join("; "));
     }
     Ok(node)
 }

@@ -1077,29 +1077,28 @@ impl Tracker {
             return Ok(());
         }
         let cost = crate::state::share_cost(meta);
-        let mine = state.share_bytes(user);
-        if mine.saturating_add(cost) > self.config.max_share_bytes_per_user {
+        let limit = self.config.max_share_bytes_per_user;
+        let free = limit.saturating_sub(state.share_bytes(user));
+        if cost > free {
             return Err(Refusal::Limit(format!(
-                "limit reached: the files you share at this tracker hold {} of names and piece \
-                 hashes, and it keeps at most {} for one user ({} needs {} more); stop sharing \
-                 some to share others",
-                size(mine),
-                size(self.config.max_share_bytes_per_user),
+                "limit reached: {} needs {} of names and piece hashes at this tracker, and {} of \
+                 the {} it keeps for one user's shares is free; stop sharing some to share it",
                 meta.name,
-                size(cost)
+                size(cost, Round::Up),
+                size(free, Round::Down),
+                size(limit, Round::Down)
             )));
         }
-        let total = state.total_share_bytes();
-        if !state.has_file(group, &meta.name)
-            && total.saturating_add(cost) > self.config.max_share_bytes
-        {
+        let limit = self.config.max_share_bytes;
+        let free = limit.saturating_sub(state.total_share_bytes());
+        if !state.has_file(group, &meta.name) && cost > free {
             return Err(Refusal::Limit(format!(
-                "limit reached: the files shared at this tracker hold {} of names and piece \
-                 hashes, and it keeps at most {} ({} needs {} more)",
-                size(total),
-                size(self.config.max_share_bytes),
+                "limit reached: {} needs {} of names and piece hashes at this tracker, and {} of \
+                 the {} it keeps for every share is free",
                 meta.name,
-                size(cost)
+                size(cost, Round::Up),
+                size(free, Round::Down),
+                size(limit, Round::Down)
             )));
         }
         Ok(())
@@ -1744,13 +1743,27 @@ fn password_ok(password: &str) -> Result<(), Refusal> {
 
 /// A file's metadata as a client registers it: a valid name, and
 /// consistent in itself.
-/// `bytes` for a message: in bytes, KiB or MiB.
-fn size(bytes: u64) -> String {
-    match bytes {
-        0..1024 => format!("{bytes} bytes"),
-        1024..0x10_0000 => format!("{:.1} KiB", bytes as f64 / 1024.0),
-        _ => format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20)),
-    }
+/// Which way [`size`] rounds.
+#[derive(Clone, Copy)]
+enum Round {
+    Up,
+    Down,
+}
+
+/// `bytes` for a message: in bytes, or in KiB or MiB to a tenth, rounded
+/// `way` (what is needed up, what is free down: "needs 2.0 MiB, 2.0 MiB
+/// free" never reads as enough when it is not).
+fn size(bytes: u64, way: Round) -> String {
+    let (unit, name) = match bytes {
+        0..1024 => return format!("{bytes} bytes"),
+        1024..0x10_0000 => (1024u64, "KiB"),
+        _ => (1 << 20, "MiB"),
+    };
+    let tenths = match way {
+        Round::Up => (bytes * 10).div_ceil(unit),
+        Round::Down => bytes * 10 / unit,
+    };
+    format!("{}.{} {name}", tenths / 10, tenths % 10)
 }
 
 fn checked_meta(meta: &ringshare_engine::meta::FileMeta) -> Result<(), Refusal> {
@@ -2218,10 +2231,14 @@ mod tests {
         let refusal = got[3].clone().expect("the fourth refused");
         assert_eq!(
             refusal,
-            "limit reached: the files you share at this tracker hold 59.0 KiB of names and \
-             piece hashes, and it keeps at most 59.0 KiB for one user (f3 needs 19.7 KiB more); \
-             stop sharing some to share others"
+            "limit reached: f3 needs 19.7 KiB of names and piece hashes at this tracker, and 0 \
+             bytes of the 58.9 KiB it keeps for one user's shares is free; stop sharing some to \
+             share it"
         );
+        assert_eq!(size(0x10_0000 - 1, Round::Down), "1023.9 KiB");
+        assert_eq!(size(0x10_0000 - 1, Round::Up), "1024.0 KiB");
+        assert_eq!(size(3 << 20, Round::Up), "3.0 MiB");
+        assert_eq!(size(1023, Round::Up), "1023 bytes");
         // Sharing a file held already costs nothing more: still taken.
         let again: Vec<Option<String>> = answers(t.handle(up(a, four[..1].to_vec())).await);
         assert_eq!(again, [Some("file f0 is already shared in group g by this node".to_owned())]);
@@ -2232,11 +2249,13 @@ mod tests {
             answers(t.handle(up(b, vec![four[0].clone(), file("g0", 10)])).await);
         assert_eq!(got, [None, None]);
         let got: Vec<Option<String>> = answers(t.handle(up(b, vec![file("g1", 11)])).await);
-        assert!(
-            got[0]
-                .as_deref()
-                .is_some_and(|r| r.starts_with("limit reached: the files shared at this tracker")),
-            "{got:?}"
+        assert_eq!(
+            got,
+            [Some(
+                "limit reached: g1 needs 19.7 KiB of names and piece hashes at this tracker, and \
+                 19.4 KiB of the 98.4 KiB it keeps for every share is free"
+                    .to_owned()
+            )]
         );
         // A stop makes room: a's second file withdrawn, a shares the fourth.
         let stop = Request::StopShare { token: a, group: g(), file: "f1".into() };
