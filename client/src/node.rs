@@ -2156,15 +2156,7 @@ async fn watch_shares(
                 left.filter(|s| !stale.iter().any(|(g, _)| g == *s)).cloned().collect();
             stale.extend(fresh.into_iter().map(|s| (s, why.clone())));
         }
-        if stale.is_empty() {
-            for (group, since) in renewed {
-                if let Err(e) = book.set_since(&group, since) {
-                    tracing::warn!("save the share record: {e}");
-                }
-            }
-            continue;
-        }
-        {
+        if !stale.is_empty() {
             let mut list = lock(&shares);
             // Only what is still as it was looked at: a share put in its
             // place meanwhile (uploaded again, fetched again) stays, and
