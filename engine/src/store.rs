@@ -162,7 +162,8 @@ impl AlignedBuf {
 /// directory whatever happens to its path later.
 #[derive(Debug)]
 pub struct DestDir {
-    _fd: Option<std::os::fd::OwnedFd>,
+    /// The directory (`O_PATH`), where `/proc` shows it (else `None`).
+    fd: Option<std::os::fd::OwnedFd>,
     /// `/proc/self/fd/N`, or the path as given where `/proc` is missing.
     via: PathBuf,
 }
@@ -205,10 +206,10 @@ impl DestDir {
         let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
         let via = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
         if fs::symlink_metadata(&via).is_ok() {
-            Ok(Self { _fd: Some(fd), via })
+            Ok(Self { fd: Some(fd), via })
         } else {
             // No /proc: by path, as given.
-            Ok(Self { _fd: None, via: at.to_owned() })
+            Ok(Self { fd: None, via: at.to_owned() })
         }
     }
 
@@ -228,7 +229,7 @@ impl DestDir {
     /// about 2.7 µs more than the lookup itself.)
     fn fd_name(&self, path: &Path) -> Option<(i32, std::ffi::CString)> {
         use std::os::unix::ffi::OsStrExt;
-        let fd = self._fd.as_ref()?.as_raw_fd();
+        let fd = self.fd.as_ref()?.as_raw_fd();
         let name = std::ffi::CString::new(path.file_name()?.as_bytes()).ok()?;
         Some((fd, name))
     }
