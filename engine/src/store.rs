@@ -248,6 +248,23 @@ impl DestDir {
         rc == 0
     }
 
+    /// Whether `path`'s name in this directory is `file` (the same inode,
+    /// not followed if a link).
+    fn names_file(&self, path: &Path, file: &File) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(held) = file.metadata() else { return false };
+        let Some((fd, name)) = self.fd_name(path) else {
+            return fs::symlink_metadata(self.at(path))
+                .is_ok_and(|md| (md.dev(), md.ino()) == (held.dev(), held.ino()));
+        };
+        // SAFETY: a zeroed `stat` is a valid value to be overwritten.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a descriptor held open by `self`, a NUL-terminated name and
+        // a `stat` to fill, all alive for the call.
+        let rc = unsafe { libc::fstatat(fd, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        rc == 0 && (st.st_dev, st.st_ino) == (held.dev(), held.ino())
+    }
+
     /// Opens `path`'s name in this directory with `flags` (`O_CLOEXEC`
     /// added; `O_CREAT` not allowed: no mode is given).
     fn open_name(&self, path: &Path, flags: i32) -> io::Result<File> {
@@ -676,6 +693,7 @@ impl PartFile {
                 move_into_place(
                     &self.dir,
                     (&self.part_at, &self.dest_at),
+                    Some(&self.file),
                     &self.dest,
                     (self.meta.len, self.meta.sha1),
                 )
@@ -792,6 +810,7 @@ impl PartFile {
 fn move_into_place(
     dir: &DestDir,
     (part, dest): (&Path, &Path),
+    written: Option<&File>,
     shown: &Path,
     (len, sha1): (u64, Sha1Digest),
 ) -> Result<(), StoreError> {
@@ -802,6 +821,16 @@ fn move_into_place(
             StoreError::io(what, shown)(e)
         }
     };
+    // What is moved is a name: the part file this download wrote, unless
+    // something else was put at its name meanwhile (a black-box run moved
+    // the part file away mid-fetch and put a file of its own there, which
+    // the move put in place as the group's file, the fetch reporting
+    // success). Looked at just before the move; the user's file stays.
+    if let Some(f) = written {
+        if dir.holds_name(part) && !dir.names_file(part, f) {
+            return Err(StoreError::InTheWay(part_path(shown).display().to_string()));
+        }
+    }
     match dir.rename_noreplace(part, dest) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound && holds(dest, len, &sha1) => Ok(()),
@@ -1111,7 +1140,8 @@ fn settle(batch: &[Pending]) -> Vec<(PathBuf, String)> {
             Some(f) => unmark(f),
             None => unmark_path(&p.part),
         }
-        let into_place = move_into_place(&p.dir, (&p.part, &p.dest), &p.shown, (p.len, p.sha1));
+        let into_place =
+            move_into_place(&p.dir, (&p.part, &p.dest), p.lock.as_ref(), &p.shown, (p.len, p.sha1));
         if into_place.is_err() {
             // Still a part file, for the next run to take up.
             match &p.lock {
@@ -1660,6 +1690,45 @@ mod tests {
         part.finish().unwrap();
         assert_eq!(fs::read(tmp.path().join("moved/f")).unwrap(), bytes);
         assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
+
+    /// A part file moved away mid-download and something else put at its
+    /// name (a file, a link): the move into place leaves that alone and
+    /// fails, by `finish` and by a settler alike. (It used to put the
+    /// user's file in place as the group's, and report the file fetched.)
+    #[test]
+    fn what_replaced_a_part_file_is_never_moved_into_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (len, settled, link) in
+            [(3000, false, false), (3000, true, false), (700_000, true, true)]
+        {
+            let (bytes, meta) = source(tmp.path(), len);
+            let dest = tmp.path().join(format!("f{len}-{settled}-{link}"));
+            let (part, _) = PartFile::open(&dest, &meta).unwrap();
+            fill(&part, &bytes, &meta);
+            let away = tmp.path().join("away");
+            fs::rename(part.part_path(), &away).unwrap();
+            match link {
+                true => std::os::unix::fs::symlink("/etc/hostname", part.part_path()).unwrap(),
+                false => fs::write(part.part_path(), b"my own file").unwrap(),
+            }
+            let failed = if settled {
+                let settler = Settler::new().unwrap();
+                part.finish_later(&settler);
+                settler.flush()
+            } else {
+                vec![(dest.clone(), part.finish().unwrap_err().to_string())]
+            };
+            assert_eq!(failed.len(), 1, "{failed:?}");
+            assert!(failed[0].1.contains("is in the way"), "{failed:?}");
+            assert!(fs::symlink_metadata(&dest).is_err(), "nothing moved into place");
+            match link {
+                true => assert!(fs::symlink_metadata(part.part_path()).unwrap().is_symlink()),
+                false => assert_eq!(fs::read(part.part_path()).unwrap(), b"my own file"),
+            }
+            assert_eq!(fs::read(&away).unwrap(), bytes, "what was fetched is where it was moved");
+            fs::remove_file(part.part_path()).unwrap();
+        }
     }
 
     /// A tmpfs of `bytes` mounted at `dir/fs` (unmounted when dropped),
