@@ -682,7 +682,7 @@ impl PartFile {
     pub fn finish(&self) -> Result<(), StoreError> {
         // No state write may land after the state file is removed.
         let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
-        *record = None;
+        let state_file = record.take().map(|r| r.file);
         unmark(&self.file);
         let moved = self
             .file
@@ -705,7 +705,7 @@ impl PartFile {
             return Err(e);
         }
         if self.meta.piece_hashes.len() > 1 {
-            let _ = fs::remove_file(&self.state_at);
+            remove_state(&self.dir, &self.state_at, state_file.as_ref());
         }
         if let Ok(d) = File::open(&self.dir.via) {
             let _ = d.sync_all();
@@ -733,7 +733,7 @@ impl PartFile {
     /// leaves a download that resumes.
     pub fn finish_later(&self, settler: &Settler) {
         let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
-        *record = None;
+        let state_file = record.take().map(|r| r.file);
         settler.submit(Pending {
             // The part file stays locked until it is moved (or left).
             lock: self.file.try_clone().ok(),
@@ -743,6 +743,7 @@ impl PartFile {
             dest: self.dest_at.clone(),
             shown: self.dest.clone(),
             state: (self.meta.piece_hashes.len() > 1).then(|| self.state_at.clone()),
+            state_file,
             dev: self.dev,
             check_back: self.check_back,
             dir: std::sync::Arc::clone(&self.dir),
@@ -843,6 +844,16 @@ fn move_into_place(
     }
 }
 
+/// Removes a finished download's state at `state` (in `dir`): only if it is
+/// still `written`, the state file the download wrote, when that is known.
+/// (A black-box run put a file of its own at the state's name mid-fetch,
+/// and the download's end deleted it.)
+fn remove_state(dir: &DestDir, state: &Path, written: Option<&File>) {
+    if written.is_none_or(|f| dir.names_file(state, f)) {
+        let _ = fs::remove_file(state);
+    }
+}
+
 /// Whether `path` is a regular file of `len` bytes whose SHA1 is `sha1`
 /// (read whole: asked only when a move found its part file gone, or when
 /// a shared file's change time moved with its length and modification
@@ -922,6 +933,9 @@ struct Pending {
     shown: PathBuf,
     /// The state file to remove once moved (multi-piece files).
     state: Option<PathBuf>,
+    /// The state file as this download wrote it: what is at `state` is
+    /// removed only if it is still that file.
+    state_file: Option<File>,
     dev: u64,
     /// Read back and checked before it moves ([`PartFile::check_back`]).
     check_back: bool,
@@ -1157,7 +1171,7 @@ fn settle(batch: &[Pending]) -> Vec<(PathBuf, String)> {
         match into_place {
             Ok(()) => {
                 if let Some(state) = &p.state {
-                    let _ = fs::remove_file(state);
+                    remove_state(&p.dir, state, p.state_file.as_ref());
                 }
                 moved.push(p);
             }
@@ -1729,6 +1743,41 @@ mod tests {
             assert_eq!(fs::read(&away).unwrap(), bytes, "what was fetched is where it was moved");
             fs::remove_file(part.part_path()).unwrap();
         }
+    }
+
+    /// A file of the user's put at a running download's state name: left
+    /// as it is when the download finishes, by `finish` and by a settler
+    /// (it used to be deleted with the state).
+    #[test]
+    fn what_replaced_a_state_file_is_never_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        for settled in [false, true] {
+            let (bytes, meta) = source(tmp.path(), 3 * PIECE_LEN as usize + 11);
+            let dest = tmp.path().join(format!("s-{settled}"));
+            let (part, _) = PartFile::open(&dest, &meta).unwrap();
+            fill(&part, &bytes, &meta);
+            let state = state_path(&dest);
+            fs::write(tmp.path().join("mine"), b"my own file").unwrap();
+            fs::rename(tmp.path().join("mine"), &state).unwrap();
+            if settled {
+                let settler = Settler::new().unwrap();
+                part.finish_later(&settler);
+                assert!(settler.flush().is_empty());
+            } else {
+                part.finish().unwrap();
+            }
+            assert_eq!(fs::read(&dest).unwrap(), bytes);
+            assert_eq!(fs::read(&state).unwrap(), b"my own file", "left as it was");
+            fs::remove_file(&state).unwrap();
+        }
+        // And a download's own state goes with it.
+        let (bytes, meta) = source(tmp.path(), 3 * PIECE_LEN as usize + 11);
+        let dest = tmp.path().join("own");
+        let (part, _) = PartFile::open(&dest, &meta).unwrap();
+        fill(&part, &bytes, &meta);
+        assert!(state_path(&dest).exists());
+        part.finish().unwrap();
+        assert!(!state_path(&dest).exists());
     }
 
     /// A tmpfs of `bytes` mounted at `dir/fs` (unmounted when dropped),
