@@ -422,17 +422,36 @@ impl PartFile {
             (true, false) => None,
             (false, _) => marked(&file),
         };
-        let ours =
-            made || mark_now.is_some() || matches!(state_at, StateAt::Ours(_) | StateAt::Damaged);
+        if pieces == 1 && !made && mark_now.is_none() {
+            // A part file of one piece without a mark: ours if a state
+            // beside it names this very file (what a filesystem without
+            // user attributes gets in place of the mark, below).
+            state_at = StateAt::read(&state_at_path, &state, meta)?;
+        }
+        let ours = made
+            || mark_now.is_some()
+            || match state_at {
+                StateAt::Ours(Some(_)) => true,
+                StateAt::Ours(None) | StateAt::Damaged => pieces > 1,
+                StateAt::Missing | StateAt::Foreign => false,
+            };
         if !ours {
             return Err(StoreError::InTheWay(part.display().to_string()));
         }
-        if mark_now != Some(meta.sha1) {
-            // Best effort: a filesystem without user attributes leaves a
-            // part file of one piece that a run after a crash cannot claim
-            // (it says so, and leaves it).
-            let _ = mark(&file, &meta.sha1);
-        }
+        // Where the filesystem takes no user attributes (ramfs, some FUSE
+        // and network filesystems), a part file of one piece gets a state
+        // in their place, so that a run after a crash can claim it (a
+        // black-box run's `kill -9` on ramfs left part files that every
+        // later run refused as somebody's).
+        let marked = mark_now == Some(meta.sha1) || mark(&file, &meta.sha1).is_ok();
+        let one_piece_state = !marked && pieces == 1 && {
+            if made {
+                state_at = StateAt::read(&state_at_path, &state, meta)?;
+            }
+            // Never over somebody's file at the state's name (a file of the
+            // group named so): then, as before, no state.
+            matches!(state_at, StateAt::Missing | StateAt::Ours(_))
+        };
         let md = file.metadata().map_err(StoreError::io("inspect", &part))?;
         let (current, dev) = (md.len(), std::os::unix::fs::MetadataExt::dev(&md));
         let claimed = if pieces == 1 {
@@ -507,7 +526,7 @@ impl PartFile {
         };
         let have =
             if current == meta.len { this.reverify(&claimed) } else { Bitfield::new(pieces) };
-        if pieces > 1 {
+        if pieces > 1 || one_piece_state {
             let record = match this.write_state(&have) {
                 Ok(r) => r,
                 Err(e) => {
@@ -521,8 +540,8 @@ impl PartFile {
             };
             this.record = std::sync::Mutex::new(Some(record));
         } else {
-            // One piece is verified only when the file is whole, so there is
-            // nothing between "none" and "done" to record. Creating and then
+            // One piece (marked) is verified only when the file is whole, so
+            // there is nothing between "none" and "done" to record. Creating and then
             // deleting a state file per file was most of a small file's cost
             // in a bulk fetch (each deleted inode is one more that ext4
             // without a journal skips, for one to six minutes, when it
@@ -641,12 +660,13 @@ impl PartFile {
     /// Nothing is recorded after.
     pub fn discard(&self) {
         let mut guard = self.record.lock().unwrap_or_else(|p| p.into_inner());
-        *guard = None;
+        let state_file = guard.take().map(|r| r.file);
         self.discarded.store(true, std::sync::atomic::Ordering::Release);
         let _ = fs::remove_file(&self.part_at);
-        // A file of one piece has no state: what is at that path is not its.
-        if self.meta.piece_hashes.len() > 1 {
-            let _ = fs::remove_file(&self.state_at);
+        // A file of one piece has no state (but where it could not be
+        // marked): what is at that path is not its.
+        if self.meta.piece_hashes.len() > 1 || state_file.is_some() {
+            remove_state(&self.dir, &self.state_at, state_file.as_ref());
         }
         self.release();
     }
@@ -704,7 +724,7 @@ impl PartFile {
             let _ = mark(&self.file, &self.meta.sha1);
             return Err(e);
         }
-        if self.meta.piece_hashes.len() > 1 {
+        if self.meta.piece_hashes.len() > 1 || state_file.is_some() {
             remove_state(&self.dir, &self.state_at, state_file.as_ref());
         }
         if let Ok(d) = File::open(&self.dir.via) {
@@ -742,7 +762,8 @@ impl PartFile {
             part: self.part_at.clone(),
             dest: self.dest_at.clone(),
             shown: self.dest.clone(),
-            state: (self.meta.piece_hashes.len() > 1).then(|| self.state_at.clone()),
+            state: (self.meta.piece_hashes.len() > 1 || state_file.is_some())
+                .then(|| self.state_at.clone()),
             state_file,
             dev: self.dev,
             check_back: self.check_back,
@@ -1780,25 +1801,64 @@ mod tests {
         assert!(!state_path(&dest).exists());
     }
 
+    /// On a filesystem without user attributes (ramfs), a part file of one
+    /// piece left by a crash is taken up by the next run (its state says
+    /// it is ours), and its state goes when it is done; a file of the
+    /// user's at the state's name is never written over, nor claimed.
+    #[test]
+    fn one_piece_part_files_resume_where_they_cannot_be_marked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let Some(mounted) = Tmpfs::ramfs(tmp.path()) else { return };
+        let (bytes, meta) = source(tmp.path(), 300_000);
+        let dest = mounted.0.join("f");
+        {
+            let (part, have) = PartFile::open(&dest, &meta).unwrap();
+            assert_eq!(have.count_ones(), 0);
+            assert_eq!(marked_path(part.part_path()), None, "ramfs takes no user attributes");
+            fill(&part, &bytes, &meta);
+            // Crashed here: dropped, neither finished nor discarded.
+        }
+        let (part, have) = PartFile::open(&dest, &meta).expect("the crash's part file is ours");
+        assert_eq!(have.count_ones(), 1, "its piece verifies");
+        part.finish().unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), bytes);
+        assert!(!state_path(&dest).exists() && !part_path(&dest).exists());
+        // Somebody's file at the state's name: no state written over it, so
+        // the part file left by a crash is not claimed either.
+        let dest = mounted.0.join("g");
+        fs::write(state_path(&dest), b"the group's file named g.part.state").unwrap();
+        {
+            let (part, _) = PartFile::open(&dest, &meta).unwrap();
+            fill(&part, &bytes, &meta);
+        }
+        assert_eq!(fs::read(state_path(&dest)).unwrap(), b"the group's file named g.part.state");
+        assert!(matches!(PartFile::open(&dest, &meta), Err(StoreError::InTheWay(_))));
+    }
+
     /// A tmpfs of `bytes` mounted at `dir/fs` (unmounted when dropped),
-    /// or `None` when not root.
+    /// or `None` when not root; or a ramfs ([`Tmpfs::ramfs`]).
     struct Tmpfs(PathBuf);
 
     impl Tmpfs {
         fn mount(dir: &Path, bytes: u64) -> Option<Self> {
+            Self::mount_as(dir, &["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+        }
+
+        /// A ramfs (no user attributes) at `dir/fs`.
+        fn ramfs(dir: &Path) -> Option<Self> {
+            Self::mount_as(dir, &["-t", "ramfs", "ramfs"])
+        }
+
+        fn mount_as(dir: &Path, args: &[&str]) -> Option<Self> {
             // SAFETY: geteuid takes no arguments and cannot fail.
             if unsafe { libc::geteuid() } != 0 {
-                eprintln!("skipped: mounting a tmpfs needs root");
+                eprintln!("skipped: mounting a filesystem needs root");
                 return None;
             }
             let at = dir.join("fs");
             fs::create_dir(&at).unwrap();
-            let st = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-                .arg(&at)
-                .status()
-                .unwrap();
-            assert!(st.success(), "mount a tmpfs");
+            let st = std::process::Command::new("mount").args(args).arg(&at).status().unwrap();
+            assert!(st.success(), "mount {args:?}");
             Some(Self(at))
         }
     }
