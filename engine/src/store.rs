@@ -720,6 +720,12 @@ impl PartFile {
             });
         self.release();
         if let Err(e) = moved {
+            let has_state = self.meta.piece_hashes.len() > 1 || state_file.is_some();
+            if has_state && matches!(e, StoreError::InTheWay(_)) {
+                // Something else at the part file's name: nothing for a
+                // later run to take up, and the state would claim it.
+                remove_state(&self.dir, &self.state_at, state_file.as_ref());
+            }
             // Still a part file, for the next run to take up.
             let _ = mark(&self.file, &self.meta.sha1);
             return Err(e);
@@ -1196,7 +1202,14 @@ fn settle(batch: &[Pending]) -> Vec<(PathBuf, String)> {
                 }
                 moved.push(p);
             }
-            Err(e) => failed.push((p.shown.clone(), e.to_string())),
+            Err(e) => {
+                if let (StoreError::InTheWay(_), Some(state)) = (&e, &p.state) {
+                    // Not its part file any more: nothing for a later run
+                    // to take up, and its state would claim that file.
+                    remove_state(&p.dir, state, p.state_file.as_ref());
+                }
+                failed.push((p.shown.clone(), e.to_string()))
+            }
         }
     }
     let mut names_synced: Vec<u64> = Vec::new();
@@ -1734,9 +1747,14 @@ mod tests {
     #[test]
     fn what_replaced_a_part_file_is_never_moved_into_place() {
         let tmp = tempfile::tempdir().unwrap();
-        for (len, settled, link) in
-            [(3000, false, false), (3000, true, false), (700_000, true, true)]
-        {
+        let cases = [
+            (3000, false, false),
+            (3000, true, false),
+            (700_000, false, false),
+            (700_000, true, false),
+            (700_000, true, true),
+        ];
+        for (len, settled, link) in cases {
             let (bytes, meta) = source(tmp.path(), len);
             let dest = tmp.path().join(format!("f{len}-{settled}-{link}"));
             let (part, _) = PartFile::open(&dest, &meta).unwrap();
@@ -1762,7 +1780,15 @@ mod tests {
                 false => assert_eq!(fs::read(part.part_path()).unwrap(), b"my own file"),
             }
             assert_eq!(fs::read(&away).unwrap(), bytes, "what was fetched is where it was moved");
-            fs::remove_file(part.part_path()).unwrap();
+            // Nor does a run after take it up as its part file (a state left
+            // beside it would have claimed it, and written into it).
+            drop(part);
+            let again = PartFile::open(&dest, &meta);
+            assert!(matches!(again, Err(StoreError::InTheWay(_))), "{again:?}");
+            if !link {
+                assert_eq!(fs::read(part_path(&dest)).unwrap(), b"my own file");
+            }
+            fs::remove_file(part_path(&dest)).unwrap();
         }
     }
 
