@@ -2275,7 +2275,8 @@ pub fn warn_if_unreachable(listen: SocketAddr, advertise: Option<SocketAddr>, li
     }
 }
 
-/// Starts a node and logs it in; `say` prints which I/O backend it runs.
+/// Starts a node and logs it in; `say` prints which I/O backend it runs
+/// and what the login did not resume (not with `get --quiet` nor `ls`).
 async fn login_node(login: &NodeLogin, say: bool) -> Result<Node> {
     let list = TrackerList::load(&login.trackers)?;
     list.check_ports(None)?;
@@ -2310,10 +2311,10 @@ async fn login_node(login: &NodeLogin, say: bool) -> Result<Node> {
     let line = run(&mut node, Command::Login { user: login.user.clone(), password }).await?;
     // What a login has to say beyond itself and the shares of this address
     // it resumed (those it did not, and why; a record it could not write),
-    // as the shell says it.
+    // as the shell says it — not with `get --quiet` nor `ls`.
     let said: Vec<&str> =
         line.split("; ").skip(1).filter(|s| !s.starts_with("resumed sharing ")).collect();
-    if !said.is_empty() {
+    if say && !said.is_empty() {
         eprintln!("ringshare: {}", said.join("; "));
     }
     Ok(node)

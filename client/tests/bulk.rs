@@ -904,6 +904,45 @@ fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
     }
 }
 
+/// `get --quiet` after a run killed with -9 prints nothing but its
+/// summary: its login's word on the downloads the killed run left (not
+/// resumed as shares: "a download that did not finish here") is not a
+/// failure, and `--quiet` asked for none of it.
+#[test]
+fn a_quiet_get_after_a_killed_one_prints_only_its_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let (_alice, _bob, set) = slow_group(dir.path(), &info, "500", 2 * 1024 * 1024);
+    let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
+    let dest = dir.path().join("dest");
+    // At one address (its share record's): the second run's login finds
+    // the first's downloads.
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let get = || {
+        let mut c = bob1.command("get");
+        c.args(["--quiet", "--jobs", "1", "--listen", &listen, "g", "set"]).arg(&dest);
+        c
+    };
+    let mut child = get().stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    common::eventually("a piece of the first file", || {
+        std::fs::read(dest.join("set/a.bin.part.state"))
+            .is_ok_and(|r| r.last().is_some_and(|&bits| bits != 0))
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = get().output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr).trim(), "", "nothing but the summary");
+    assert!(text(&out.stdout).starts_with("fetched 3 file(s)"), "{}", text(&out.stdout));
+    for name in ["a.bin", "b.bin", "c.bin"] {
+        assert_eq!(
+            std::fs::read(dest.join("set").join(name)).unwrap(),
+            std::fs::read(set.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+}
+
 /// A directory the fetch made, replaced mid-fetch by a symbolic link to
 /// elsewhere: no file goes there. The fetch goes on in the directory it
 /// made (held open: moved away, it is the same directory); the place the
