@@ -35,15 +35,10 @@ OUT=${OUT:-$ROOT/perf/results/$(date +%F)/bulk/loopback.txt}
 jobs=()
 [ -n "${JOBS:-}" ] && jobs=(--jobs "$JOBS")
 
-python3 - "$W" "$SMALL" "$LARGE" "$ONE" <<'PY'
-import os, random, sys
-w, small, large, one = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-rng = random.Random(7)
-for i in range(small):
-    d = f"{w}/small/tree/d{i % 50:02d}/e{i % 7}"
-    os.makedirs(d, exist_ok=True)
-    with open(f"{d}/f{i:06d}.bin", "wb") as f:
-        f.write(os.urandom(rng.randint(4 << 10, 256 << 10)))
+python3 "$ROOT/perf/lib/small_tree.py" "$W/small/tree" "$SMALL"
+python3 - "$W" "$LARGE" "$ONE" <<'PY'
+import os, sys
+w, large, one = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 os.makedirs(f"{w}/large/tree", exist_ok=True)
 for i in range(large):
     with open(f"{w}/large/tree/part{i:02d}.bin", "wb") as f:

@@ -30,16 +30,7 @@ jobs=()
 io=()
 [ -n "${IO:-}" ] && io=(--io "$IO")
 
-python3 - "$W/tree" "$FILES" <<'PY'
-import os, random, sys
-root, n = sys.argv[1], int(sys.argv[2])
-rng = random.Random(7)
-for i in range(n):
-    d = f"{root}/d{i % 50:02d}/e{i % 7}"
-    os.makedirs(d, exist_ok=True)
-    with open(f"{d}/f{i:06d}.bin", "wb") as f:
-        f.write(os.urandom(rng.randint(4 << 10, 256 << 10)))
-PY
+python3 "$ROOT/perf/lib/small_tree.py" "$W/tree" "$FILES"
 sync
 
 # one LABEL BIN_DIR RUN: prints one result line.
