@@ -1042,14 +1042,21 @@ impl BulkReport {
         let lasting = self.unmatched
             + file_failures
                 .iter()
-                .filter(|(name, _)| {
+                .filter(|(name, why)| {
                     !self.held.contains(name)
-                        && (self.not_overwritten.contains(name) || something_in_the_way(dest, name))
+                        && (self.not_overwritten.contains(name)
+                            || something_in_the_way(dest, name)
+                            || why.contains(IN_THE_WAY))
                 })
                 .count();
         bail!("{what}{}", advice(file_failures, self.failed.len(), lasting))
     }
 }
+
+/// What a failure says when somebody's file is at a download's part file
+/// or state (`StoreError::InTheWay`; at the move, one put there while the
+/// file was fetched): it stays, so fetching again will not change it.
+const IN_THE_WAY: &str = " is in the way: it is not a ringshare part file";
 
 /// How a bulk get that failed `all` files and names (`file_failures` the
 /// files', with their reasons) ends its closing line, `lasting` of them

@@ -943,6 +943,54 @@ fn a_quiet_get_after_a_killed_one_prints_only_its_summary() {
     }
 }
 
+/// A file of the user's put at a download's part file's name while it
+/// runs (the part file moved away) is not moved into place as the group's
+/// file: the get fails that file, saying that fetching again will not
+/// change it, and leaves the user's file as it is — also at the next run.
+#[test]
+fn a_file_put_at_a_part_files_name_mid_fetch_stays_and_fails_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let (_alice, _bob, set) = slow_group(dir.path(), &info, "500", 2 * 1024 * 1024);
+    let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
+    let dest = dir.path().join("dest");
+    let get = || {
+        let mut c = bob1.command("get");
+        c.args(["--quiet", "--jobs", "1", "g", "set"]).arg(&dest);
+        c
+    };
+    let child = get().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let part = dest.join("set/a.bin.part");
+    common::eventually("a piece of the file", || {
+        std::fs::read(dest.join("set/a.bin.part.state"))
+            .is_ok_and(|r| r.last().is_some_and(|&bits| bits != 0))
+    });
+    std::fs::rename(&part, dir.path().join("moved-away")).unwrap();
+    std::fs::write(&part, b"my own file").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ringshare: failed set/a.bin: ") && err.contains("is in the way"),
+        "{err}"
+    );
+    assert!(err.contains("1 of 3 file(s) failed"), "{err}");
+    assert!(err.contains("fetching again will not change it"), "{err}");
+    assert!(!dest.join("set/a.bin").exists(), "nothing moved into place");
+    for name in ["b.bin", "c.bin"] {
+        assert_eq!(
+            std::fs::read(dest.join("set").join(name)).unwrap(),
+            std::fs::read(set.join(name)).unwrap()
+        );
+    }
+    assert_eq!(std::fs::read(&part).unwrap(), b"my own file");
+    // The next run refuses it the same way, and leaves it.
+    let out = get().output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&part).unwrap(), b"my own file");
+    assert!(!dest.join("set/a.bin").exists());
+}
+
 /// A directory the fetch made, replaced mid-fetch by a symbolic link to
 /// elsewhere: no file goes there. The fetch goes on in the directory it
 /// made (held open: moved away, it is the same directory); the place the
