@@ -462,6 +462,25 @@ fn slow_group(
     (alice, bob, set)
 }
 
+/// Whether the download of `file` (its part file's state beside it) has
+/// recorded a verified piece (its record ends with its bitfield).
+fn a_piece_recorded(file: &Path) -> bool {
+    let mut state = file.as_os_str().to_owned();
+    state.push(".part.state");
+    std::fs::read(state).is_ok_and(|r| r.last().is_some_and(|&bits| bits != 0))
+}
+
+/// Each of `names` in `set` was fetched whole into `dest/set`.
+fn assert_fetched(dest: &Path, set: &Path, names: &[&str]) {
+    for name in names {
+        assert_eq!(
+            std::fs::read(dest.join("set").join(name)).unwrap(),
+            std::fs::read(set.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+}
+
 /// Files named like part files (`x.part` beside `x`, `y.part.state`
 /// beside a multi-piece `y`) are
 /// fetched like any other, and the user's own `w.part` where a download's
@@ -849,9 +868,7 @@ fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
     // Stopped once the first file is in and a piece of the second is
     // verified (its resume record ends with its bitfield).
     common::eventually("the first file and a piece of the second", || {
-        dest.join("set/a.bin").exists()
-            && std::fs::read(dest.join("set/b.bin.part.state"))
-                .is_ok_and(|r| r.last().is_some_and(|&bits| bits != 0))
+        dest.join("set/a.bin").exists() && a_piece_recorded(&dest.join("set/b.bin"))
     });
     // The figures are written whole as it ends: a run killed before
     // leaves none (it left an empty file), nor a half-written one.
@@ -895,13 +912,7 @@ fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
     // Each byte counted by the run that fetched it: the interrupted one
     // counts its verified pieces, the resumed one not what it had already.
     assert_eq!(before + fetched(&out), 3 * 2 * 1024 * 1024, "{}", text(&out.stdout));
-    for name in ["a.bin", "b.bin", "c.bin"] {
-        assert_eq!(
-            std::fs::read(dest.join("set").join(name)).unwrap(),
-            std::fs::read(set.join(name)).unwrap(),
-            "{name}"
-        );
-    }
+    assert_fetched(&dest, &set, &["a.bin", "b.bin", "c.bin"]);
 }
 
 /// `get --quiet` after a run killed with -9 prints nothing but its
@@ -924,23 +935,14 @@ fn a_quiet_get_after_a_killed_one_prints_only_its_summary() {
         c
     };
     let mut child = get().stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    common::eventually("a piece of the first file", || {
-        std::fs::read(dest.join("set/a.bin.part.state"))
-            .is_ok_and(|r| r.last().is_some_and(|&bits| bits != 0))
-    });
+    common::eventually("a piece of the first file", || a_piece_recorded(&dest.join("set/a.bin")));
     child.kill().unwrap();
     child.wait().unwrap();
     let out = get().output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr).trim(), "", "nothing but the summary");
     assert!(text(&out.stdout).starts_with("fetched 3 file(s)"), "{}", text(&out.stdout));
-    for name in ["a.bin", "b.bin", "c.bin"] {
-        assert_eq!(
-            std::fs::read(dest.join("set").join(name)).unwrap(),
-            std::fs::read(set.join(name)).unwrap(),
-            "{name}"
-        );
-    }
+    assert_fetched(&dest, &set, &["a.bin", "b.bin", "c.bin"]);
 }
 
 /// A file of the user's put at a download's part file's name while it
@@ -961,10 +963,7 @@ fn a_file_put_at_a_part_files_name_mid_fetch_stays_and_fails_the_file() {
     };
     let child = get().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let part = dest.join("set/a.bin.part");
-    common::eventually("a piece of the file", || {
-        std::fs::read(dest.join("set/a.bin.part.state"))
-            .is_ok_and(|r| r.last().is_some_and(|&bits| bits != 0))
-    });
+    common::eventually("a piece of the file", || a_piece_recorded(&dest.join("set/a.bin")));
     std::fs::rename(&part, dir.path().join("moved-away")).unwrap();
     std::fs::write(&part, b"my own file").unwrap();
     let out = child.wait_with_output().unwrap();
@@ -977,12 +976,7 @@ fn a_file_put_at_a_part_files_name_mid_fetch_stays_and_fails_the_file() {
     assert!(err.contains("1 of 3 file(s) failed"), "{err}");
     assert!(err.contains("fetching again will not change it"), "{err}");
     assert!(!dest.join("set/a.bin").exists(), "nothing moved into place");
-    for name in ["b.bin", "c.bin"] {
-        assert_eq!(
-            std::fs::read(dest.join("set").join(name)).unwrap(),
-            std::fs::read(set.join(name)).unwrap()
-        );
-    }
+    assert_fetched(&dest, &set, &["b.bin", "c.bin"]);
     assert_eq!(std::fs::read(&part).unwrap(), b"my own file");
     // The next run refuses it the same way, and leaves it.
     let out = get().output().unwrap();
@@ -1111,10 +1105,7 @@ fn two_gets_into_one_destination_at_once_never_share_a_part_file() {
     let first = get(1, &whole).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // The first is fetching a.bin: a piece of it is verified.
     let a = dest.join("set/a.bin");
-    common::eventually("a piece of a.bin", || {
-        std::fs::read(dest.join("set/a.bin.part.state"))
-            .is_ok_and(|r| r.last().is_some_and(|&bits| bits != 0))
-    });
+    common::eventually("a piece of a.bin", || a_piece_recorded(&dest.join("set/a.bin")));
     // The one-file form waits for it too (a piece takes 300 ms: the first
     // holds a.bin for seconds yet), and finds it whole.
     let one = get(2, &["g", "set/a.bin", a.to_str().unwrap()]).output().unwrap();

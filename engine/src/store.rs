@@ -234,35 +234,25 @@ impl DestDir {
         Some((fd, name))
     }
 
+    /// The device and inode of what is at `path`'s name in this directory
+    /// (a link not followed; a dangling one included), if anything is.
+    fn id_of_name(&self, path: &Path) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let Some((fd, name)) = self.fd_name(path) else {
+            return fs::symlink_metadata(self.at(path)).ok().map(|md| (md.dev(), md.ino()));
+        };
+        // SAFETY: a zeroed `stat` is a valid value to be overwritten.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a descriptor held open by `self`, a NUL-terminated name and
+        // a `stat` to fill, all alive for the call.
+        let rc = unsafe { libc::fstatat(fd, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        (rc == 0).then_some((st.st_dev, st.st_ino))
+    }
+
     /// Whether anything (a dangling symbolic link included) is at `path`'s
     /// name in this directory.
     fn holds_name(&self, path: &Path) -> bool {
-        let Some((fd, name)) = self.fd_name(path) else {
-            return fs::symlink_metadata(self.at(path)).is_ok();
-        };
-        // SAFETY: a zeroed `stat` is a valid value to be overwritten.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: a descriptor held open by `self`, a NUL-terminated name and
-        // a `stat` to fill, all alive for the call.
-        let rc = unsafe { libc::fstatat(fd, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-        rc == 0
-    }
-
-    /// Whether `path`'s name in this directory is `file` (the same inode,
-    /// not followed if a link).
-    fn names_file(&self, path: &Path, file: &File) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        let Ok(held) = file.metadata() else { return false };
-        let Some((fd, name)) = self.fd_name(path) else {
-            return fs::symlink_metadata(self.at(path))
-                .is_ok_and(|md| (md.dev(), md.ino()) == (held.dev(), held.ino()));
-        };
-        // SAFETY: a zeroed `stat` is a valid value to be overwritten.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: a descriptor held open by `self`, a NUL-terminated name and
-        // a `stat` to fill, all alive for the call.
-        let rc = unsafe { libc::fstatat(fd, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-        rc == 0 && (st.st_dev, st.st_ino) == (held.dev(), held.ino())
+        self.id_of_name(path).is_some()
     }
 
     /// Opens `path`'s name in this directory with `flags` (`O_CLOEXEC`
@@ -855,7 +845,7 @@ fn move_into_place(
     // the move put in place as the group's file, the fetch reporting
     // success). Looked at just before the move; the user's file stays.
     if let Some(f) = written {
-        if dir.holds_name(part) && !dir.names_file(part, f) {
+        if dir.id_of_name(part).is_some_and(|at| Some(at) != id_of(f)) {
             return Err(StoreError::InTheWay(part_path(shown).display().to_string()));
         }
     }
@@ -871,12 +861,18 @@ fn move_into_place(
     }
 }
 
+/// The device and inode of an open file.
+fn id_of(file: &File) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().ok().map(|md| (md.dev(), md.ino()))
+}
+
 /// Removes a finished download's state at `state` (in `dir`): only if it is
 /// still `written`, the state file the download wrote, when that is known.
 /// (A black-box run put a file of its own at the state's name mid-fetch,
 /// and the download's end deleted it.)
 fn remove_state(dir: &DestDir, state: &Path, written: Option<&File>) {
-    if written.is_none_or(|f| dir.names_file(state, f)) {
+    if written.is_none_or(|f| dir.id_of_name(state).is_some_and(|at| Some(at) == id_of(f))) {
         let _ = fs::remove_file(state);
     }
 }
