@@ -69,6 +69,14 @@ pub enum StoreError {
          is written through it"
     )]
     Replaced(String),
+    /// The part file's mark could not be taken off (the user made the part
+    /// file read-only while it was fetched): it is not moved into place
+    /// with it, since a marked file is taken for a part file.
+    #[error(
+        "cannot take the part-file mark off {0} ({1}): it stays there, whole; make it writable \
+         and run the same command again"
+    )]
+    Marked(String, io::Error),
     /// A file operation failed.
     #[error(transparent)]
     Io(#[from] PathIoError),
@@ -693,11 +701,9 @@ impl PartFile {
         // No state write may land after the state file is removed.
         let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
         let state_file = record.take().map(|r| r.file);
-        unmark(&self.file);
-        let moved = self
-            .file
-            .sync_all()
-            .map_err(StoreError::io("sync", &self.part))
+        let moved = unmark(&self.file)
+            .map_err(|e| StoreError::Marked(self.part.display().to_string(), e))
+            .and_then(|()| self.file.sync_all().map_err(StoreError::io("sync", &self.part)))
             .and_then(|()| self.read_back())
             .and_then(|()| {
                 move_into_place(
@@ -1173,12 +1179,21 @@ fn settle(batch: &[Pending]) -> Vec<(PathBuf, String)> {
         // this path knows it is one).
         // (By the descriptor the download wrote, when it is held: no path
         // to look up.)
-        match &p.lock {
+        let unmarked = match &p.lock {
             Some(f) => unmark(f),
             None => unmark_path(&p.part),
-        }
-        let into_place =
-            move_into_place(&p.dir, (&p.part, &p.dest), p.lock.as_ref(), &p.shown, (p.len, p.sha1));
+        };
+        let into_place = unmarked
+            .map_err(|e| StoreError::Marked(part_path(&p.shown).display().to_string(), e))
+            .and_then(|()| {
+                move_into_place(
+                    &p.dir,
+                    (&p.part, &p.dest),
+                    p.lock.as_ref(),
+                    &p.shown,
+                    (p.len, p.sha1),
+                )
+            });
         if into_place.is_err() {
             // Still a part file, for the next run to take up.
             match &p.lock {
@@ -1568,11 +1583,22 @@ fn mark(file: &File, sha1: &Sha1Digest) -> io::Result<()> {
 }
 
 /// Takes the part-file mark off `file`: it is whole, no part file any more
-/// (a later download must not take it up).
-fn unmark(file: &File) {
+/// (a later download must not take it up). Fails only if the mark stays
+/// (a file never marked, on a filesystem without user attributes, has
+/// nothing to take off).
+fn unmark(file: &File) -> io::Result<()> {
+    #[cfg(test)]
+    if tests::unmark_fails(file) {
+        return Err(io::Error::from_raw_os_error(libc::EACCES));
+    }
     // SAFETY: a valid descriptor owned by `file` and a NUL-terminated name,
     // both alive for the call.
-    let _ = unsafe { libc::fremovexattr(file.as_raw_fd(), PART_MARK.as_ptr()) };
+    let rc = unsafe { libc::fremovexattr(file.as_raw_fd(), PART_MARK.as_ptr()) };
+    let e = io::Error::last_os_error();
+    match rc == 0 || marked(file).is_none() {
+        true => Ok(()),
+        false => Err(e),
+    }
 }
 
 /// [`mark`] by path, not following a link.
@@ -1588,11 +1614,15 @@ fn mark_path(path: &Path, sha1: &Sha1Digest) {
 }
 
 /// [`unmark`] by path, not following a link.
-fn unmark_path(path: &Path) {
+fn unmark_path(path: &Path) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
-        // SAFETY: NUL-terminated path and name, both alive for the call.
-        let _ = unsafe { libc::lremovexattr(c.as_ptr(), PART_MARK.as_ptr()) };
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return Ok(()) };
+    // SAFETY: NUL-terminated path and name, both alive for the call.
+    let rc = unsafe { libc::lremovexattr(c.as_ptr(), PART_MARK.as_ptr()) };
+    let e = io::Error::last_os_error();
+    match rc == 0 || marked_path(path).is_none() {
+        true => Ok(()),
+        false => Err(e),
     }
 }
 
@@ -1710,6 +1740,53 @@ mod tests {
     use super::*;
     use crate::hash::HashPool;
     use crate::meta::PIECE_LEN;
+
+    /// Files (device, inode) whose mark cannot be taken off, as if the
+    /// user had made them read-only (root may remove it all the same).
+    static UNMARK_FAILS: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+
+    pub(super) fn unmark_fails(file: &File) -> bool {
+        let failing = UNMARK_FAILS.lock().unwrap_or_else(|p| p.into_inner());
+        id_of(file).is_some_and(|id| failing.contains(&id))
+    }
+
+    /// A part file whose mark cannot be taken off (made read-only by its
+    /// user mid-fetch) is not moved into place with it: a finished file
+    /// must not pass for a part file. It stays whole at its part file's
+    /// name, marked, and fails saying why; once its mark can go, a run
+    /// after takes it up and moves it (it used to move, marked, silently).
+    #[test]
+    fn a_part_file_whose_mark_stays_is_not_moved_into_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (len, settled) in [(3000, false), (3000, true), (700_000, false), (700_000, true)] {
+            let (bytes, meta) = source(tmp.path(), len);
+            let dest = tmp.path().join(format!("m{len}-{settled}"));
+            let (part, _) = PartFile::open(&dest, &meta).unwrap();
+            fill(&part, &bytes, &meta);
+            let id = id_of(part.file()).unwrap();
+            UNMARK_FAILS.lock().unwrap().push(id);
+            let failed = if settled {
+                let settler = Settler::new().unwrap();
+                part.finish_later(&settler);
+                settler.flush()
+            } else {
+                vec![(dest.clone(), part.finish().unwrap_err().to_string())]
+            };
+            assert_eq!(failed.len(), 1, "{failed:?}");
+            assert!(failed[0].1.starts_with("cannot take the part-file mark off "), "{failed:?}");
+            assert!(failed[0].1.contains(&part_path(&dest).display().to_string()), "{failed:?}");
+            assert!(fs::symlink_metadata(&dest).is_err(), "nothing moved into place");
+            assert!(is_part_file(&part_path(&dest)), "still a part file");
+            assert_eq!(fs::read(part_path(&dest)).unwrap(), bytes);
+            drop(part);
+            UNMARK_FAILS.lock().unwrap().retain(|i| *i != id);
+            let (again, have) = PartFile::open(&dest, &meta).unwrap();
+            assert_eq!(have.count_ones(), have.len(), "taken up whole");
+            again.finish().unwrap();
+            assert_eq!(fs::read(&dest).unwrap(), bytes);
+            assert!(marked_path(&dest).is_none());
+        }
+    }
 
     /// A directory opened under the destination's is refused when it is
     /// a link; one held open goes on in the directory it holds, however its
