@@ -984,7 +984,8 @@ impl BulkReport {
             figures = write_figures(p, ringshare_engine::metrics::hgrm(all).as_bytes())
                 .with_context(|| format!("write {}", p.display()));
         }
-        if tidy() {
+        // (Not when the user removed it: nothing of this run's is left.)
+        if tidy() && self.stopped_by != Some(DEST_REMOVED) {
             line += " (removed again: nothing in it)";
         }
         if present > 0 {
@@ -1000,6 +1001,8 @@ impl BulkReport {
             // (A lost session says why itself; a login mends it.)
             let again = if self.refused > 0 && self.stopped_by != Some(SESSION_ENDED) {
                 format!("once a member of {} again, run the same command to resume", args.group)
+            } else if self.stopped_by == Some(DEST_REMOVED) {
+                "run the same command again to fetch them".to_owned()
             } else {
                 "run the same command again to resume".to_owned()
             };
@@ -1261,6 +1264,9 @@ async fn get_many(
     // file whose answer it was waiting for (not started, counted as not
     // fetched).
     let mut stop_asked: Option<&'static str> = None;
+    // DEST itself, held: removed mid-fetch (`rm -rf DEST`), it is seen at
+    // once, not after every file left has been fetched into it in vain.
+    let mut dest_held = DestHeld::open(dest);
     loop {
         // Twice the window at least, four times at most: a doubling
         // starts as many files at once, and their answers must be here
@@ -1488,6 +1494,11 @@ async fn get_many(
         }
         if stop.is_none() && report.refused > 0 {
             stop = Some(NOT_A_MEMBER);
+        }
+        if stop.is_none() && dest_held.removed() {
+            report.lost =
+                Some(format!("{} was removed while this get fetched into it", dest.display()));
+            stop = Some(DEST_REMOVED);
         }
         if let Some(why) = stop {
             // Ctrl-C: what is verified stays for the next run.
@@ -1909,6 +1920,44 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
 /// How a bulk get's `--stats` names a fetch stopped because the trackers
 /// forgot its session (`stopped_by`).
 const SESSION_ENDED: &str = "session ended";
+
+/// How a bulk get's `--stats` names a fetch stopped because its
+/// destination directory was removed while it ran.
+const DEST_REMOVED: &str = "destination removed";
+
+/// A bulk get's destination directory, held open (`O_PATH`) and looked at
+/// every [`DestHeld::EVERY`]: once removed, nothing fetched can be put in
+/// it, since its directories are held open too ([`crate::downloads`]).
+struct DestHeld {
+    dir: Option<std::fs::File>,
+    looked: std::time::Instant,
+}
+
+impl DestHeld {
+    const EVERY: Duration = Duration::from_millis(100);
+
+    fn open(dest: &Path) -> Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(dest)
+            .ok();
+        Self { dir, looked: std::time::Instant::now() }
+    }
+
+    /// Whether the directory was removed (it has no name left: a removed
+    /// directory's link count is 0), looked at once in [`Self::EVERY`].
+    fn removed(&mut self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(dir) = &self.dir else { return false };
+        if self.looked.elapsed() < Self::EVERY {
+            return false;
+        }
+        self.looked = std::time::Instant::now();
+        dir.metadata().is_ok_and(|md| md.nlink() == 0)
+    }
+}
 
 /// How a bulk get's `--stats` names a fetch stopped because its user is no
 /// member of the group (any more): every file would be refused alike (a

@@ -985,6 +985,46 @@ fn a_file_put_at_a_part_files_name_mid_fetch_stays_and_fails_the_file() {
     assert!(!dest.join("set/a.bin").exists());
 }
 
+/// The destination removed mid-fetch (`rm -rf DEST`): the get stops at
+/// once, saying so, rather than fetch every file left into a directory
+/// that is gone and fail each at its move (a black-box run: the whole
+/// tree fetched in vain, then "rename: No such file or directory" per
+/// file and "(removed again: nothing in it)"). The next run fetches all.
+#[test]
+fn a_destination_removed_mid_fetch_stops_the_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let len = 2 * 1024 * 1024;
+    let (_alice, _bob, set) = slow_group(dir.path(), &info, "500", len);
+    let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
+    let dest = dir.path().join("dest");
+    let stats = dir.path().join("stats.json");
+    let get = || {
+        let mut c = bob1.command("get");
+        c.args(["--quiet", "--jobs", "1", "--stats"]).arg(&stats).args(["g", "set"]).arg(&dest);
+        c
+    };
+    let child = get().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    common::eventually("a piece of the file", || a_piece_recorded(&dest.join("set/a.bin")));
+    std::fs::remove_dir_all(&dest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let line = format!("error: {} was removed while this get fetched into it: ", dest.display());
+    assert!(err.contains(&line), "{err}");
+    assert!(err.contains("run the same command again to fetch them"), "{err}");
+    assert!(!text(&out.stdout).contains("removed again"), "{}", text(&out.stdout));
+    let figures: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    assert_eq!(figures["stopped_by"], "destination removed", "{figures}");
+    let fetched = figures["bytes"].as_u64().unwrap();
+    assert!(fetched < 3 * len as u64, "fetched {fetched} bytes into a removed directory");
+    assert!(!dest.exists());
+    let out = get().output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_fetched(&dest, &set, &["a.bin", "b.bin", "c.bin"]);
+}
+
 /// A directory the fetch made, replaced mid-fetch by a symbolic link to
 /// elsewhere: no file goes there. The fetch goes on in the directory it
 /// made (held open: moved away, it is the same directory); the place the
