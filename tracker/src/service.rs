@@ -1013,18 +1013,23 @@ impl Tracker {
         // takes `inner` while holding `node_keys`.
         let inner = self.lock();
         let keys = self.node_keys.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rng = rand::thread_rng();
         let (meta, mut peers) = inner.replica.state().file_info(
             user,
             group,
             file,
             &|t| live.contains_key(t),
             &|t| keys.get(t).copied(),
+            |n| rand::Rng::gen_range(&mut rng, 0..n),
         )?;
         drop(keys);
         let sharers = peers.len();
         {
             let mut f = self.fetchers.lock().unwrap_or_else(|p| p.into_inner());
-            for t in f.touch(group, file, token, Instant::now()) {
+            let fetchers = f.touch(group, file, token, Instant::now());
+            // The sharers fill the list alone: no fetcher would be listed.
+            let fetchers = if sharers >= MAX_LISTED { Vec::new() } else { fetchers };
+            for t in fetchers {
                 let Some(s) = inner.replica.state().session(&t) else { continue };
                 if live.contains_key(&t) {
                     fetching.push((t, s.user.clone(), s.peer_addr.clone()));
@@ -1051,7 +1056,6 @@ impl Tracker {
             };
             peers.extend(fresh);
         }
-        let mut rng = rand::thread_rng();
         cap_listed(&mut peers, sharers, |n| rand::Rng::gen_range(&mut rng, 0..n));
         Ok((meta, peers))
     }

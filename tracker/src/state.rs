@@ -715,7 +715,11 @@ impl State {
         Ok((files, more))
     }
 
-    /// A file's metadata and online peers, for a member of its group.
+    /// A file's metadata and online peers, for a member of its group: at
+    /// most [`crate::service::MAX_LISTED`], a random choice of them
+    /// (`below(n)`, a random number under `n`) if more are online. Chosen
+    /// before their entries are made: a file of 1,000 sharers made 1,000
+    /// for each ask and kept 200.
     pub fn file_info(
         &self,
         user: &str,
@@ -723,6 +727,7 @@ impl State {
         file: &str,
         live: &dyn Fn(&Token) -> bool,
         key_of: &dyn Fn(&Token) -> Option<[u8; 32]>,
+        below: impl FnMut(usize) -> usize,
     ) -> Result<(FileMeta, Vec<PeerInfo>), Refusal> {
         let g = self.member_group(user, group)?;
         let f = g
@@ -730,16 +735,16 @@ impl State {
             .get(file)
             .ok_or_else(|| Refusal::NoSuchFile { group: group.into(), file: file.into() })?;
         let online = self.online_sessions(live);
-        let peers = f
-            .sharers
-            .iter()
-            .filter_map(|s| {
-                let token = online.get(s)?;
-                Some(PeerInfo {
-                    user: s.user.clone(),
-                    addr: s.peer_addr.clone(),
-                    key: key_of(token),
-                })
+        let mut sharers: Vec<(&Sharer, &Token)> =
+            f.sharers.iter().filter_map(|s| Some((s, online.get(s)?))).collect();
+        let all = sharers.len();
+        crate::service::cap_listed(&mut sharers, all, below);
+        let peers = sharers
+            .into_iter()
+            .map(|(s, token)| PeerInfo {
+                user: s.user.clone(),
+                addr: s.peer_addr.clone(),
+                key: key_of(token),
             })
             .collect();
         Ok((f.meta.clone(), peers))
@@ -1049,9 +1054,9 @@ mod tests {
             meta: meta("f", 1),
         })
         .unwrap();
-        assert_eq!(st.file_info("b", "g", "f", &|_| true, &|_| None).unwrap().1.len(), 1);
+        assert_eq!(st.file_info("b", "g", "f", &|_| true, &|_| None, |_| 0).unwrap().1.len(), 1);
         st.apply(&Op::Logout { token: Token([0; 16]) }).unwrap();
-        assert!(st.file_info("b", "g", "f", &|_| true, &|_| None).unwrap().1.is_empty());
+        assert!(st.file_info("b", "g", "f", &|_| true, &|_| None, |_| 0).unwrap().1.is_empty());
         assert_eq!(st.files("b", "g", &|_| true).unwrap()[0].peers, 0);
         st.apply(&Op::Login {
             user: s("a"),
@@ -1059,7 +1064,42 @@ mod tests {
             peer_addr: s("127.0.0.1:1000"),
         })
         .unwrap();
-        assert_eq!(st.file_info("b", "g", "f", &|_| true, &|_| None).unwrap().1.len(), 1);
+        assert_eq!(st.file_info("b", "g", "f", &|_| true, &|_| None, |_| 0).unwrap().1.len(), 1);
+    }
+
+    /// A file with more online sharers than an answer lists gets a
+    /// random choice of them, each once, none offline.
+    #[test]
+    fn a_peer_list_of_many_sharers_is_a_choice_of_the_online_ones() {
+        let mut st = with_users(&["a", "b"]);
+        st.apply(&Op::CreateGroup { user: s("a"), group: s("g") }).unwrap();
+        join(&mut st, "a", "g", "b");
+        let n = crate::service::MAX_LISTED + 100;
+        for i in 0..n {
+            let (peer_addr, token) = (
+                format!("10.0.0.1:{i}"),
+                Token([(i % 250) as u8, (i / 250) as u8, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]),
+            );
+            st.apply(&Op::Login { user: s("a"), token, peer_addr: peer_addr.clone() }).unwrap();
+            let meta = meta("f", 1);
+            st.apply(&Op::UploadFile { user: s("a"), peer_addr, group: s("g"), meta }).unwrap();
+        }
+        // Every tenth node is offline.
+        let offline = |t: &Token| t.0[0] % 10 == 3;
+        let mut x = 1u64;
+        let below = |k: usize| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) as usize % k
+        };
+        let (_, peers) = st.file_info("b", "g", "f", &|t| !offline(t), &|_| None, below).unwrap();
+        assert_eq!(peers.len(), crate::service::MAX_LISTED);
+        let addrs: BTreeSet<&str> = peers.iter().map(|p| p.addr.as_str()).collect();
+        assert_eq!(addrs.len(), peers.len(), "each once");
+        for p in &peers {
+            let i: usize = p.addr.rsplit(':').next().unwrap().parse().unwrap();
+            assert!(i % 250 % 10 != 3, "{} is offline", p.addr);
+        }
+        assert!(addrs.iter().any(|a| a.ends_with(":299")), "the choice reaches the last sharers");
     }
 
     #[test]
