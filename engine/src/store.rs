@@ -1765,13 +1765,7 @@ mod tests {
             fill(&part, &bytes, &meta);
             let id = id_of(part.file()).unwrap();
             UNMARK_FAILS.lock().unwrap().push(id);
-            let failed = if settled {
-                let settler = Settler::new().unwrap();
-                part.finish_later(&settler);
-                settler.flush()
-            } else {
-                vec![(dest.clone(), part.finish().unwrap_err().to_string())]
-            };
+            let failed = finish_failing(&part, &dest, settled);
             assert_eq!(failed.len(), 1, "{failed:?}");
             assert!(failed[0].1.starts_with("cannot take the part-file mark off "), "{failed:?}");
             assert!(failed[0].1.contains(&part_path(&dest).display().to_string()), "{failed:?}");
@@ -1838,13 +1832,7 @@ mod tests {
                 true => std::os::unix::fs::symlink("/etc/hostname", part.part_path()).unwrap(),
                 false => fs::write(part.part_path(), b"my own file").unwrap(),
             }
-            let failed = if settled {
-                let settler = Settler::new().unwrap();
-                part.finish_later(&settler);
-                settler.flush()
-            } else {
-                vec![(dest.clone(), part.finish().unwrap_err().to_string())]
-            };
+            let failed = finish_failing(&part, &dest, settled);
             assert_eq!(failed.len(), 1, "{failed:?}");
             assert!(failed[0].1.contains("is in the way"), "{failed:?}");
             assert!(fs::symlink_metadata(&dest).is_err(), "nothing moved into place");
@@ -1977,6 +1965,18 @@ mod tests {
     }
 
     /// Writes every piece of `bytes` into `part` and records it.
+    /// Finishes `part`, expected to fail, by itself or through a settler;
+    /// the failures as a settler gives them.
+    fn finish_failing(part: &PartFile, dest: &Path, settled: bool) -> Vec<(PathBuf, String)> {
+        if settled {
+            let settler = Settler::new().unwrap();
+            part.finish_later(&settler);
+            settler.flush()
+        } else {
+            vec![(dest.to_owned(), part.finish().unwrap_err().to_string())]
+        }
+    }
+
     fn fill(part: &PartFile, bytes: &[u8], meta: &FileMeta) {
         let g = meta.geometry();
         for p in g.pieces() {
