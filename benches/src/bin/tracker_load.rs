@@ -30,7 +30,9 @@
 //!   file), and the first `--askers` clients ask for that file's
 //!   `FileInfo` (its online peers with their keys, and a signed ticket)
 //!   over and over; the others only keep their sessions alive (a
-//!   heartbeat a second), as seeding nodes do.
+//!   heartbeat a second), as seeding nodes do. With `--sharers K` only K
+//!   members share: the askers that do not are the file's fetchers, as in
+//!   a flash crowd.
 //!
 //! Output: a human summary on stdout, and with `--json FILE` the same
 //! figures as JSON. The exit status is 3 when any request failed during the
@@ -87,6 +89,11 @@ struct Args {
     /// only heartbeat).
     #[arg(long, default_value_t = 64)]
     askers: usize,
+    /// With `--mix peers`: how many of the members share the file (default:
+    /// every one). The askers that do not share are its fetchers, listed
+    /// as its peers too, as in a flash crowd (`--sharers 1`).
+    #[arg(long)]
+    sharers: Option<usize>,
     /// With `--mix mixed`: the percentage of ops that are writes.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(0..=100))]
     write_percent: u8,
@@ -723,12 +730,14 @@ async fn drive(
         }
     })
     .await?;
-    // With peer lists: every member shares its group's first file too.
+    // With peer lists: every member shares its group's first file too
+    // (or the first `--sharers` of them).
+    let sharing = groups.saturating_add(args.sharers.unwrap_or(usize::MAX));
     let clients = if args.mix == Mix::Peers {
         each(clients, n, |mut c| {
             let names = Arc::clone(&names);
             async move {
-                if c.idx >= groups {
+                if c.idx >= groups && c.idx < sharing {
                     let group = names.shared_group(c.home);
                     let meta = file_meta("shared-0.bin".into(), 3 << 20, 0);
                     let req = Request::UploadFile { token: c.token, group, meta };
