@@ -1024,37 +1024,51 @@ impl Tracker {
         )?;
         drop(keys);
         let sharers = peers.len();
-        {
-            let mut f = self.fetchers.lock().unwrap_or_else(|p| p.into_inner());
-            let fetchers = f.touch(group, file, token, Instant::now());
-            // The sharers fill the list alone: no fetcher would be listed.
-            let fetchers = if sharers >= MAX_LISTED { Vec::new() } else { fetchers };
-            for t in fetchers {
-                let Some(s) = inner.replica.state().session(&t) else { continue };
-                if live.contains_key(&t) {
-                    fetching.push((t, s.user.clone(), s.peer_addr.clone()));
-                }
-            }
-        }
-        drop(inner);
+        let fetchers = self.fetchers.lock().unwrap_or_else(|p| p.into_inner()).touch(
+            group,
+            file,
+            token,
+            Instant::now(),
+        );
         // Nodes fetching a file nobody shares hold nothing to trade (a node
         // registers as a sharer from its first verified piece, or from the
         // start of a resume): they are listed only beside a sharer, so that
         // the downloaders of a file nobody shares each see an empty list
         // and fail within the core's NO_SHARER_LIMIT, rather than wait a
         // minute on one another.
-        if !fetching.is_empty() && !peers.is_empty() {
+        let room = if peers.is_empty() { 0 } else { MAX_LISTED.saturating_sub(sharers) };
+        if room > 0 && !fetchers.is_empty() {
+            // A random choice of the fetchers that are live and not listed
+            // as sharers, taken one by one (a shuffle cut short): a flash
+            // crowd's 1,000 fetchers were each looked up and copied for
+            // every ask, to keep 199.
+            let listed: std::collections::HashSet<(&str, &str)> =
+                peers.iter().map(|p| (p.user.as_str(), p.addr.as_str())).collect();
+            let mut order = fetchers;
+            let state = inner.replica.state();
+            for i in 0..order.len() {
+                if fetching.len() == room {
+                    break;
+                }
+                let j = rand::Rng::gen_range(&mut rng, i..order.len());
+                order.swap(i, j);
+                let t = order[i];
+                let Some(s) = state.session(&t) else { continue };
+                if live.contains_key(&t)
+                    && !listed.contains(&(s.user.as_str(), s.peer_addr.as_str()))
+                {
+                    fetching.push((t, s.user.clone(), s.peer_addr.clone()));
+                }
+            }
+        }
+        drop(inner);
+        if !fetching.is_empty() {
             let keys = self.node_keys.lock().unwrap_or_else(|p| p.into_inner());
-            let fresh: Vec<PeerInfo> = {
-                let listed: std::collections::HashSet<(&str, &str)> =
-                    peers.iter().map(|p| (p.user.as_str(), p.addr.as_str())).collect();
-                fetching
-                    .into_iter()
-                    .filter(|(_, u, a)| !listed.contains(&(u.as_str(), a.as_str())))
-                    .map(|(t, user, addr)| PeerInfo { user, addr, key: keys.get(&t).copied() })
-                    .collect()
-            };
-            peers.extend(fresh);
+            peers.extend(fetching.into_iter().map(|(t, user, addr)| PeerInfo {
+                user,
+                addr,
+                key: keys.get(&t).copied(),
+            }));
         }
         cap_listed(&mut peers, sharers, |n| rand::Rng::gen_range(&mut rng, 0..n));
         Ok((meta, peers))
@@ -2524,6 +2538,53 @@ mod tests {
             .iter()
             .all(|p| p.addr.rsplit(':').next().unwrap().parse::<usize>().unwrap() < 500));
         assert_eq!(cap(peers[..MAX_LISTED].to_vec(), 0), peers[..MAX_LISTED]);
+    }
+
+    /// A flash crowd: one sharer and more fetchers than an answer lists.
+    /// Each answer has `MAX_LISTED`: the sharer, and a random choice of the
+    /// fetchers, each once, never the asker nor one logged out since.
+    #[tokio::test]
+    async fn a_crowd_of_fetchers_is_listed_as_a_random_choice_of_the_live_ones() {
+        let t = Tracker::new();
+        t.ensure_ticket_key();
+        let n = MAX_LISTED + 100;
+        let token = |i: usize| {
+            Token([(i % 256) as u8, (i / 256) as u8, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9])
+        };
+        let names: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
+        let users: Vec<(&str, Token, u16)> =
+            (0..n).map(|i| (names[i].as_str(), token(i), 1000 + i as u16)).collect();
+        let members: Vec<&str> = names[1..].iter().map(String::as_str).collect();
+        group_sharing_f(&t, &users, &members);
+        for i in 0..n {
+            t.handle(Request::Heartbeat { token: token(i) }).await;
+        }
+        let info = |i| Request::FileInfo { token: token(i), group: "g".into(), file: "f".into() };
+        // Each member asks once: all but the sharer are fetchers now. Every
+        // tenth then logs out: no session, not listed.
+        for i in 1..n {
+            t.handle(info(i)).await;
+        }
+        let gone = |i: usize| i % 10 == 7;
+        for i in (1..n).filter(|&i| gone(i)) {
+            t.handle(Request::Logout { token: token(i) }).await;
+        }
+        let ports = |r: Response| match r {
+            Response::FileInfo { peers, .. } => peers
+                .into_iter()
+                .map(|p| p.addr.rsplit(':').next().unwrap().parse::<usize>().unwrap() - 1000)
+                .collect::<Vec<usize>>(),
+            other => panic!("{other:?}"),
+        };
+        let a = ports(t.handle(info(5)).await);
+        assert_eq!(a.len(), MAX_LISTED);
+        assert_eq!(a[0], 0, "the sharer first");
+        let set: std::collections::HashSet<usize> = a.iter().copied().collect();
+        assert_eq!(set.len(), a.len(), "no one twice");
+        assert!(!set.contains(&5), "never the asker");
+        assert!(a.iter().all(|&i| !gone(i)), "no node logged out: {a:?}");
+        let b = ports(t.handle(info(5)).await);
+        assert_ne!(set, b.iter().copied().collect(), "another choice each time");
     }
 
     #[tokio::test]
