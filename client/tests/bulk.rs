@@ -462,6 +462,28 @@ fn slow_group(
     (alice, bob, set)
 }
 
+/// What a [`slow_set`] runs: a tracker, alice serving and bob, in `dir`
+/// (the fields drop in order: the processes before their directory).
+struct SlowRun {
+    _alice: NodeProc,
+    _bob: NodeProc,
+    _tracker: TrackerProc,
+    dir: tempfile::TempDir,
+}
+
+/// A tracker, a group whose files `set/{a,b,c}.bin` (`len` bytes each)
+/// alice serves with a delay per piece, bob a member; with bob's login for
+/// one-shot commands, the files' source directory and their destination
+/// `dest` (not made yet).
+fn slow_set(delay_ms: &str, len: usize) -> (SlowRun, Login, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (tracker, info) = TrackerProc::start(dir.path());
+    let (alice, bob, set) = slow_group(dir.path(), &info, delay_ms, len);
+    let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
+    let dest = dir.path().join("dest");
+    (SlowRun { _alice: alice, _bob: bob, _tracker: tracker, dir }, bob1, set, dest)
+}
+
 /// Whether the download of `file` (its part file's state beside it) has
 /// recorded a verified piece (its record ends with its bitfield).
 fn a_piece_recorded(file: &Path) -> bool {
@@ -847,17 +869,13 @@ fn a_bulk_fetch_rides_out_a_tracker_restart() {
 
 #[test]
 fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_t, info) = TrackerProc::start(dir.path());
-    let (_alice, _bob, set) = slow_group(dir.path(), &info, "500", 2 * 1024 * 1024);
-    let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
-    let dest = dir.path().join("dest");
+    let (run, bob1, set, dest) = slow_set("500", 2 * 1024 * 1024);
     let get = || {
         let mut c = bob1.command("get");
         c.args(["--quiet", "--jobs", "1", "g", "set"]).arg(&dest);
         c
     };
-    let figures = dir.path().join("stopped.json");
+    let figures = run.dir.path().join("stopped.json");
     let child = get()
         .arg("--stats")
         .arg(&figures)
@@ -878,7 +896,7 @@ fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
     let out = child.wait_with_output().unwrap();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "128 + SIGINT: {err}");
-    let beside: Vec<_> = std::fs::read_dir(dir.path())
+    let beside: Vec<_> = std::fs::read_dir(run.dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains("stopped.json") && n != "stopped.json")
@@ -921,11 +939,7 @@ fn ctrl_c_stops_a_bulk_fetch_and_the_same_command_resumes_it() {
 /// failure, and `--quiet` asked for none of it.
 #[test]
 fn a_quiet_get_after_a_killed_one_prints_only_its_summary() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_t, info) = TrackerProc::start(dir.path());
-    let (_alice, _bob, set) = slow_group(dir.path(), &info, "500", 2 * 1024 * 1024);
-    let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
-    let dest = dir.path().join("dest");
+    let (_run, bob1, set, dest) = slow_set("500", 2 * 1024 * 1024);
     // At one address (its share record's): the second run's login finds
     // the first's downloads.
     let listen = format!("127.0.0.1:{}", common::free_port());
@@ -951,11 +965,7 @@ fn a_quiet_get_after_a_killed_one_prints_only_its_summary() {
 /// change it, and leaves the user's file as it is — also at the next run.
 #[test]
 fn a_file_put_at_a_part_files_name_mid_fetch_stays_and_fails_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_t, info) = TrackerProc::start(dir.path());
-    let (_alice, _bob, set) = slow_group(dir.path(), &info, "500", 2 * 1024 * 1024);
-    let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
-    let dest = dir.path().join("dest");
+    let (run, bob1, set, dest) = slow_set("500", 2 * 1024 * 1024);
     let get = || {
         let mut c = bob1.command("get");
         c.args(["--quiet", "--jobs", "1", "g", "set"]).arg(&dest);
@@ -964,7 +974,7 @@ fn a_file_put_at_a_part_files_name_mid_fetch_stays_and_fails_the_file() {
     let child = get().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let part = dest.join("set/a.bin.part");
     common::eventually("a piece of the file", || a_piece_recorded(&dest.join("set/a.bin")));
-    std::fs::rename(&part, dir.path().join("moved-away")).unwrap();
+    std::fs::rename(&part, run.dir.path().join("moved-away")).unwrap();
     std::fs::write(&part, b"my own file").unwrap();
     let out = child.wait_with_output().unwrap();
     let err = text(&out.stderr);
@@ -992,13 +1002,9 @@ fn a_file_put_at_a_part_files_name_mid_fetch_stays_and_fails_the_file() {
 /// file and "(removed again: nothing in it)"). The next run fetches all.
 #[test]
 fn a_destination_removed_mid_fetch_stops_the_get() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_t, info) = TrackerProc::start(dir.path());
     let len = 2 * 1024 * 1024;
-    let (_alice, _bob, set) = slow_group(dir.path(), &info, "500", len);
-    let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
-    let dest = dir.path().join("dest");
-    let stats = dir.path().join("stats.json");
+    let (run, bob1, set, dest) = slow_set("500", len);
+    let stats = run.dir.path().join("stats.json");
     let get = || {
         let mut c = bob1.command("get");
         c.args(["--quiet", "--jobs", "1", "--stats"]).arg(&stats).args(["g", "set"]).arg(&dest);
@@ -1032,12 +1038,8 @@ fn a_destination_removed_mid_fetch_stops_the_get() {
 /// swap, under the replaced one, is refused: `PartFile::open_at`'s test.)
 #[test]
 fn a_directory_replaced_by_a_link_mid_fetch_sends_nothing_through_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_t, info) = TrackerProc::start(dir.path());
-    let (_alice, _bob, set) = slow_group(dir.path(), &info, "300", 2 * 1024 * 1024);
-    let bob1 = Login::new(dir.path(), &info, "bob", "pw-b");
-    let dest = dir.path().join("dest");
-    let elsewhere = dir.path().join("elsewhere");
+    let (run, bob1, set, dest) = slow_set("300", 2 * 1024 * 1024);
+    let elsewhere = run.dir.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
     let child = bob1
         .command("get")
