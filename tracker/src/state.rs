@@ -249,10 +249,15 @@ impl Nodes {
     }
 
     fn remove(&mut self, user: &str, peer_addr: &str, token: &Token) {
-        let mut tokens = self.take(user, peer_addr);
-        tokens.retain(|t| t != token);
-        if !tokens.is_empty() {
-            self.0.entry(user.to_owned()).or_default().insert(peer_addr.to_owned(), tokens);
+        let Some(by) = self.0.get_mut(user) else { return };
+        if let Some(tokens) = by.get_mut(peer_addr) {
+            tokens.retain(|t| t != token);
+            if tokens.is_empty() {
+                by.remove(peer_addr);
+            }
+        }
+        if by.is_empty() {
+            self.0.remove(user);
         }
     }
 
