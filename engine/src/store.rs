@@ -125,6 +125,11 @@ impl AlignedBuf {
         b
     }
 
+    /// The longest it can be made without allocating again.
+    pub fn room(&self) -> usize {
+        self.raw.len().saturating_sub(DIRECT_ALIGN + BUF_TAIL)
+    }
+
     /// Makes it `len` bytes long (contents unspecified), keeping the
     /// allocation when it is large enough.
     pub fn resize(&mut self, len: usize) {

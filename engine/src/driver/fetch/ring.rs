@@ -652,17 +652,68 @@ impl Dl {
     /// A piece buffer of `len` bytes: one of the download's, else a new one
     /// (from `spare`, the buffers of downloads that ended, when it has any)
     /// while it has fewer than [`MAX_BUFFERS`].
-    fn take_buf(&mut self, len: usize, spare: &mut Vec<AlignedBuf>) -> Option<AlignedBuf> {
+    fn take_buf(&mut self, len: usize, spare: &mut Spares) -> Option<AlignedBuf> {
         let mut b = match self.bufs.pop() {
             Some(b) => b,
             None if self.made < MAX_BUFFERS => {
                 self.made += 1;
-                spare.pop().unwrap_or_default()
+                spare.take(len)
             }
             None => return None,
         };
         b.resize(len);
         Some(b)
+    }
+}
+
+/// Piece buffers of downloads that ended, for the next ones: a bulk fetch
+/// of small files otherwise allocated, zeroed and freed a buffer per file.
+#[derive(Default)]
+struct Spares {
+    bufs: Vec<AlignedBuf>,
+    /// Their room, together: at most [`SPARE_BYTES`].
+    bytes: usize,
+}
+
+/// Most room kept in spare buffers: 64 of a 512 KiB piece, some 200 of a
+/// bulk fetch's small files (with 32 buffers, whatever their size, a
+/// third of the files of a 10,000-file fetch found none: the window of
+/// files running grows by a hundred at a time).
+const SPARE_BYTES: usize = 32 << 20;
+
+/// What a buffer taken from the spares for a larger need is grown to a
+/// multiple of, so that it fits the next files of about its size too.
+const SPARE_STEP: usize = 64 << 10;
+
+impl Spares {
+    /// The buffer that holds `len` bytes with the least room to spare,
+    /// else the roomiest, grown; else a new one. (The last one was taken
+    /// whatever its size: of small files of every size, 4-256 KiB, half
+    /// then found it too small, and allocated and zeroed one again.)
+    fn take(&mut self, len: usize) -> AlignedBuf {
+        let room = |(_, b): &(usize, &AlignedBuf)| b.room();
+        let bufs = || self.bufs.iter().enumerate();
+        let at = match bufs().filter(|(_, b)| b.room() >= len).min_by_key(room) {
+            Some((i, _)) => Some(i),
+            None => bufs().max_by_key(room).map(|(i, _)| i),
+        };
+        let mut b = at.map(|i| self.bufs.swap_remove(i)).unwrap_or_default();
+        self.bytes -= b.room();
+        if b.room() < len {
+            b.resize(len.next_multiple_of(SPARE_STEP));
+        }
+        b
+    }
+
+    /// Keeps what `bufs` has room for.
+    fn keep(&mut self, bufs: Vec<AlignedBuf>) {
+        for b in bufs {
+            if self.bytes + b.room() > SPARE_BYTES {
+                break;
+            }
+            self.bytes += b.room();
+            self.bufs.push(b);
+        }
     }
 }
 
@@ -681,14 +732,9 @@ struct Driver {
     next_gen: u32,
     /// Parked connections by their peer's address.
     parked: HashMap<SocketAddr, Vec<usize>>,
-    /// Piece buffers of downloads that ended, for the next ones (a bulk
-    /// fetch of small files otherwise mapped, faulted in and unmapped a
-    /// fresh buffer per file); at most [`SPARE_BUFFERS`].
-    spare: Vec<AlignedBuf>,
+    /// Piece buffers of downloads that ended, for the next ones.
+    spare: Spares,
 }
-
-/// Most piece buffers kept for later downloads (~16 MiB).
-const SPARE_BUFFERS: usize = 32;
 
 impl Driver {
     fn new(uring: IoUring, wake: File, cmds: Receiver<Cmd>) -> Self {
@@ -706,7 +752,7 @@ impl Driver {
             free_writes: Vec::new(),
             next_gen: 1,
             parked: HashMap::new(),
-            spare: Vec::new(),
+            spare: Spares::default(),
         }
     }
 
@@ -1014,8 +1060,7 @@ impl Driver {
             if !busy {
                 let dl = self.dls.remove(&id).expect("present above");
                 dl.ctl.send(Ctl::Released);
-                let room = SPARE_BUFFERS.saturating_sub(self.spare.len());
-                self.spare.extend(dl.bufs.into_iter().take(room));
+                self.spare.keep(dl.bufs);
             }
         }
     }
@@ -1886,4 +1931,29 @@ fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         }
     };
     (storage, len as libc::socklen_t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spare_buffer_is_the_one_that_fits_best() {
+        let sized = |n: usize| AlignedBuf::new(n);
+        let mut spare = Spares::default();
+        spare.keep(vec![sized(200 << 10), sized(8 << 10), sized(64 << 10)]);
+        assert_eq!(spare.bytes, 272 << 10);
+        // The smallest that holds it, not the last one.
+        assert_eq!(spare.take(40 << 10).room(), 64 << 10);
+        assert_eq!((spare.bufs.len(), spare.bytes), (2, 208 << 10));
+        // None holds it: the roomiest, grown past the need.
+        assert_eq!(spare.take(300 << 10).room(), 320 << 10);
+        assert_eq!(spare.take(4 << 10).room(), 8 << 10);
+        // None left: a new one.
+        assert_eq!(spare.bytes, 0);
+        assert_eq!(spare.take(4 << 10).room(), 64 << 10);
+        // No more room kept than SPARE_BYTES.
+        spare.keep((0..100).map(|_| sized(512 << 10)).collect());
+        assert_eq!(spare.bufs.len(), SPARE_BYTES / (512 << 10));
+    }
 }
