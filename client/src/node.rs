@@ -1763,10 +1763,16 @@ impl Node {
                 // may be moved while it is looked at: the part file, then
                 // the destination (a part file gone is one moved already:
                 // the move is atomic).
+                // Its part file held open (the download's served entry)
+                // tells without a look by path.
+                let held = served
+                    .upgrade()
+                    .and_then(|f| f.metadata().ok())
+                    .map(|md| LocalShare::of(group.clone(), dest.clone(), &md, meta.clone()));
                 let part = part_path(&dest);
                 let record =
                     |at: &Path| LocalShare::at(group.clone(), dest.clone(), at, meta.clone());
-                match record(&part).or_else(|_| record(&dest)) {
+                match held.unwrap_or_else(|| record(&part)).or_else(|_| record(&dest)) {
                     Ok(share) => {
                         if announce {
                             crate::notice(&downloaded_line(&group, &meta.name, meta.len, &peers));

@@ -201,6 +201,11 @@ impl ServedFile {
         &self.meta
     }
 
+    /// The served file's metadata (`fstat`: no path looked up).
+    pub fn metadata(&self) -> std::io::Result<std::fs::Metadata> {
+        self.file.metadata()
+    }
+
     /// A newly verified piece can be served.
     pub fn add_piece(&self, piece: u32) {
         if let Ok(mut h) = self.have.write() {
