@@ -621,6 +621,7 @@ impl Driver {
             self.bufs.give(c.take_spare());
             self.free.push(slot);
             self.live -= 1;
+            self.bufs.trim(self.live);
             if let Some(id) = self.cap_ids.get_mut(slot as usize).and_then(Option::take) {
                 self.caps.release(id);
             }

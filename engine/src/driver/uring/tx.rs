@@ -162,19 +162,36 @@ pub(crate) struct SealBufs {
     /// A piece's plaintext: read from the file and sealed within one call,
     /// so one serves every connection.
     plain: Vec<u8>,
-    /// Sealed buffers of connections gone, for the next ones.
+    /// Sealed buffers whose sends are done, the last given on top: the
+    /// next piece sealed, by any connection, goes into the one last sent
+    /// from, likely still in the cache. (Kept by each connection, the
+    /// hundreds of a bulk get's links each sealed into its own buffer,
+    /// long out of the cache: the seed's copies into it and the kernel's
+    /// out of it cost a byte two to three times what one link's did.)
     free: Vec<Vec<u8>>,
 }
 
 impl SealBufs {
-    /// Buffers kept for connections to come.
-    const KEEP: usize = 32;
+    /// Buffers kept for the pieces to come, at most: enough that hundreds
+    /// of links sending at once do not allocate (and fault in) new ones.
+    const KEEP: usize = 256;
+    /// Buffers kept beyond one per connection open ([`SealBufs::trim`]).
+    const IDLE: usize = 32;
 
-    /// Keeps a closed connection's sealed buffer for the next one.
+    /// Keeps a spent sealed buffer for the next piece.
     pub(crate) fn give(&mut self, buf: Vec<u8>) {
         if buf.capacity() > 0 && self.free.len() < Self::KEEP {
             self.free.push(buf);
         }
+    }
+
+    /// A connection closed, `live` left: no more buffers kept than they
+    /// could use at once and a few (each kept its own before, and the
+    /// node as many as [`SealBufs::IDLE`] of those gone).
+    pub(crate) fn trim(&mut self, live: usize) {
+        // The ones given longest ago go (the bottom of the stack).
+        let excess = self.free.len().saturating_sub(live + Self::IDLE);
+        self.free.drain(..excess);
     }
 }
 
@@ -513,10 +530,7 @@ impl Tx {
         if !link.is_ready() {
             return Err("nothing to send before the handshake ended".into());
         }
-        let mut buf = std::mem::take(&mut self.spare);
-        if buf.capacity() == 0 {
-            buf = io.bufs.free.pop().unwrap_or_default();
-        }
+        let mut buf = io.bufs.free.pop().unwrap_or_else(|| std::mem::take(&mut self.spare));
         let err = |e: crate::secure::SecureError| e.to_string();
         let (len, piece_len, delayed) = match item {
             Item::Raw(_) => return Err("raw bytes are not sealed".into()),
@@ -704,5 +718,32 @@ impl Source {
         let cap = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
         let cap = u32::try_from(cap).ok().filter(|c| *c > 0).ok_or("pipe size unknown")?;
         Ok(Source::Pipe { read, write, cap })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sealed_buffer_last_sent_from_is_the_next_sealed_into() {
+        let mut bufs = SealBufs::default();
+        let sized = |n: usize| Vec::<u8>::with_capacity(n);
+        bufs.give(sized(1000));
+        bufs.give(Vec::new()); // nothing to keep
+        bufs.give(sized(2000));
+        assert_eq!(bufs.free.len(), 2);
+        assert_eq!(bufs.free.pop().map(|b| b.capacity()), Some(2000));
+        // At most KEEP.
+        for _ in 0..SealBufs::KEEP + 10 {
+            bufs.give(sized(10));
+        }
+        assert_eq!(bufs.free.len(), SealBufs::KEEP);
+        // Connections gone: the oldest go, the last given stay on top.
+        bufs.free.remove(0);
+        bufs.give(sized(3000));
+        bufs.trim(4);
+        assert_eq!(bufs.free.len(), 4 + SealBufs::IDLE);
+        assert_eq!(bufs.free.last().map(|b| b.capacity()), Some(3000));
     }
 }
