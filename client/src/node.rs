@@ -1759,12 +1759,11 @@ impl Node {
                 ended.notify_one();
             }
             FetchEvent::Complete(peers) => {
-                // Under a settler the file is most often still `.part`, and
-                // may be moved while it is looked at: the part file, then
-                // the destination (a part file gone is one moved already:
-                // the move is atomic).
                 // Its part file held open (the download's served entry)
-                // tells without a look by path.
+                // tells without a look by path. Else, under a settler the
+                // file is most often still `.part`, and may be moved while
+                // it is looked at: the part file, then the destination (a
+                // part file gone is one moved already: the move is atomic).
                 let held = served
                     .upgrade()
                     .and_then(|f| f.metadata().ok())

@@ -696,8 +696,8 @@ impl Conn {
         match self.tx.on_cqe(op, res, flags) {
             Ok(Step::Pending) => {}
             Ok(Step::Done { piece_sent }) => {
-                // Its sealed buffer, spent, goes to the next connection to
-                // seal (see [`SealBufs`]).
+                // Its sealed buffer, spent, goes to the next piece sealed,
+                // whichever connection's (see [`SealBufs`]).
                 ctx.bufs.give(self.tx.take_spare());
                 self.last_activity = ctx.now;
                 if let State::Draining { until } = &mut self.state {

@@ -220,8 +220,9 @@ pub(crate) struct Tx {
     progress: bool,
     error: Option<String>,
     src: Option<Source>,
-    /// A spent sealed buffer: kept at its largest size for the next piece
-    /// (overwritten, never zeroed).
+    /// The sealed buffer of the step just done, for the driver to take
+    /// ([`Tx::take_spare`]) and hand to the next piece sealed ([`SealBufs`]):
+    /// kept at its largest size (overwritten, never zeroed).
     spare: Vec<u8>,
 }
 
@@ -328,8 +329,8 @@ impl Tx {
         }
     }
 
-    /// The spent sealed buffer, for the driver to keep once the
-    /// connection is gone.
+    /// The spent sealed buffer (empty if none), for the driver's
+    /// [`SealBufs`].
     pub(crate) fn take_spare(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.spare)
     }
@@ -530,7 +531,7 @@ impl Tx {
         if !link.is_ready() {
             return Err("nothing to send before the handshake ended".into());
         }
-        let mut buf = io.bufs.free.pop().unwrap_or_else(|| std::mem::take(&mut self.spare));
+        let mut buf = io.bufs.free.pop().unwrap_or_default();
         let err = |e: crate::secure::SecureError| e.to_string();
         let (len, piece_len, delayed) = match item {
             Item::Raw(_) => return Err("raw bytes are not sealed".into()),
