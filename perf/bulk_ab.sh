@@ -11,7 +11,15 @@
 #   cargo build --release -p ringshare -p ringshare-tracker)`).
 # Environment: FILES (files of 4-256 KiB, default 6000), JOBS (get --jobs,
 # default: get's), IO (uring or threads, default: the node's choice),
-# OUT (results, default perf/results/<date>/bulk/ab.txt).
+# OUT (results, default perf/results/<date>/bulk/ab.txt), DROP=1 (as root:
+# the page cache dropped and the tree read back before each get, so that
+# every get starts from the same memory; on this machine it narrowed the
+# spread of one build's gets, CPU of all three processes, from 4.18-5.61
+# s to 4.48-5.05 s).
+#
+# Each line also gives the CPU seconds of the get, the seed and the
+# tracker over the get: a change of a few per cent is easier seen there
+# than in the rate.
 #
 # Every copy is kept until the script exits: on ext4 without a journal,
 # inodes freed in the last minute are skipped one by one when files are
@@ -37,22 +45,42 @@ sync
 one() {
   local label=$1 bin=$2 d=$W/run-$1-$3
   mkdir -p "$d"
+  if [ -n "${DROP:-}" ]; then
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+    find "$W/tree" -type f -print0 | xargs -0 cat >/dev/null
+  fi
   lb_group "$d" "$bin"
+  local tracker=${pids[0]}
   lb_seed "$d" "$bin" "$W/tree" "${io[@]}"
-  RINGSHARE_STATE_DIR="$d/l" "$bin/ringshare" get "${io[@]}" --trackers "$d/ti.txt" --user l \
-    --password-file "$d/pw" "${jobs[@]}" --quiet --stats "$d/stats.json" g "$d/dl" >/dev/null 2>"$d/get.log" ||
-    { echo "$label: get failed:"; tail -n 5 "$d/get.log"; exit 1; } >&2
+  local seed=${pids[-1]} t0 s0 t1 s1 getter
+  t0=$(cpu "$tracker")
+  s0=$(cpu "$seed")
+  # The get's CPU: the children's of a subshell that waited for it.
+  getter=$(
+    RINGSHARE_STATE_DIR="$d/l" "$bin/ringshare" get "${io[@]}" --trackers "$d/ti.txt" --user l \
+      --password-file "$d/pw" "${jobs[@]}" --quiet --stats "$d/stats.json" g "$d/dl" >/dev/null 2>"$d/get.log" ||
+      { echo "$label: get failed:"; tail -n 5 "$d/get.log"; exit 1; } >&2
+    awk '{print ($16 + $17) / 100}' "/proc/$BASHPID/stat"
+  )
+  t1=$(cpu "$tracker")
+  s1=$(cpu "$seed")
   diff -r -q "$W/tree" "$d/dl/tree" >/dev/null || { echo "$label: the copy differs" >&2; exit 1; }
-  python3 - "$label" "$d/stats.json" <<'PY'
+  python3 - "$label" "$d/stats.json" "$getter" "$s0" "$s1" "$t0" "$t1" <<'PY'
 import json, sys
-label, stats = sys.argv[1:]
+label, stats, getter, s0, s1, t0, t1 = sys.argv[1:]
 s = json.load(open(stats))
 links = f"links opened {s.get('peer_links_opened', '?')} reused {s.get('peer_links_reused', '?')}"
+g, se, tr = float(getter), float(s1) - float(s0), float(t1) - float(t0)
 print(f"{label} files {s['files_done']} get {s['seconds']:.2f} s {s['mbps']:.1f} MB/s "
-      f"{s['files_done'] / s['seconds']:.0f} files/s {links}")
+      f"{s['files_done'] / s['seconds']:.0f} files/s {links} "
+      f"cpu get {g:.2f} seed {se:.2f} tracker {tr:.2f} all {g + se + tr:.2f} s")
 PY
   lb_stop
 }
+
+# cpu PID: the process's CPU seconds so far.
+cpu() { awk '{print ($14 + $15) / 100}' "/proc/$1/stat"; }
 
 mkdir -p "$(dirname "$OUT")"
 echo "# A=$A B=$B files=$FILES jobs=${JOBS:-default} io=${IO:-default}" | tee "$OUT"
