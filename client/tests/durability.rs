@@ -147,6 +147,47 @@ fn write_burst_then_kill_9(extra: &[&str]) -> Cluster {
     c
 }
 
+/// A node killed without logging out: once no tracker has heard from it
+/// for `--session-expiry`, its session ends at both trackers and its share
+/// leaves the group's listing; a node that heartbeats to the other tracker
+/// only (heard here through gossip) is not taken for gone.
+#[test]
+fn a_node_killed_without_logging_out_expires_with_its_shares() {
+    let c = Cluster::new(2, &["--session-expiry", "3", "--peer-ttl", "1"]);
+    let (only1, only2) = (c.pinned(1), c.pinned(2));
+    let mut a = c.node(&only1, "alice");
+    a.ok("create_user alice pw");
+    a.ok("login alice pw");
+    a.ok("create_group g");
+    let f = c.dir.path().join("kept.bin");
+    random_file(&f, 100_000, 5);
+    a.ok(&format!("upload_file {} g", f.display()));
+    let mut b = c.node(&only2, "bob");
+    b.ok("create_user bob pw");
+    b.ok("login bob pw");
+    eventually("the group reaches tracker 2", || {
+        !b.cmd("join_group g").iter().any(|l| l.starts_with("error:"))
+    });
+    eventually("bob's request reaches tracker 1", || {
+        !a.cmd("accept_request g bob").iter().any(|l| l.starts_with("error:"))
+    });
+    let listed = |b: &mut NodeProc| {
+        let lines = b.cmd("list_files g");
+        assert!(!lines.iter().any(|l| l.starts_with("error:")), "{lines:?}");
+        lines.iter().any(|l| l.contains("kept.bin"))
+    };
+    eventually("bob sees alice's file", || listed(&mut b));
+    a.kill();
+    eventually("alice's node expires with its share", || !listed(&mut b));
+    // Bob, heard at tracker 1 only through tracker 2's gossip, is still
+    // logged in at both: a change he makes through tracker 2 reaches 1.
+    b.ok("create_group h");
+    let mut a1 = c.node(&only1, "alice-again");
+    a1.ok("login alice pw");
+    eventually("bob's group reaches tracker 1", || a1.cmd("list_groups") == ["g", "h"]);
+    eventually("the state digests agree", || c.digest(1) == c.digest(2));
+}
+
 #[test]
 fn two_trackers_converge_after_one_was_down() {
     let mut c = Cluster::new(2, &[]);

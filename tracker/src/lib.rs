@@ -3,11 +3,13 @@
 //!
 //! - [`state`]: the deterministic state machine over [`state::Op`]s.
 //! - [`fetchers`]: which nodes are fetching each file (soft state).
+//! - [`expiry`]: which silent sessions to end (soft state).
 //! - [`service`]: requests in, state reads or ops out.
 //! - [`guard`]: attempt limits and the password-hashing budget.
 //! - [`server`]: the tokio TCP driver.
 
 pub mod durable;
+pub mod expiry;
 pub mod fetchers;
 pub mod guard;
 pub mod hlc;

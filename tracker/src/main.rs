@@ -67,6 +67,12 @@ struct Args {
     /// out of peer lists.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     peer_ttl: u64,
+    /// Seconds after which a session no tracker has heard from ends, and
+    /// its node's shares with it (a node killed without logging out); a
+    /// tracker ends none until it has been up this long and heard every
+    /// other tracker without a break this long.
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    session_expiry: u64,
     /// Write a snapshot (and start a new log) after this many ops.
     #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
     snapshot_every: usize,
@@ -233,6 +239,7 @@ async fn run(args: Args) -> Result<()> {
         me,
         peer_addrs: peers.clone(),
         peer_ttl: std::time::Duration::from_secs(args.peer_ttl.max(1)),
+        session_expiry: std::time::Duration::from_secs(args.session_expiry.max(1)),
         snapshot_every: args.snapshot_every.max(1),
         ticket_ttl: std::time::Duration::from_secs(args.ticket_ttl.max(1)),
         client_idle: std::time::Duration::from_secs(args.client_idle.max(1)),
@@ -322,6 +329,7 @@ async fn run(args: Args) -> Result<()> {
     for (n, peer_addr) in peers {
         tokio::spawn(sync::pull_forever(Arc::clone(&tracker), Arc::clone(&links), n, peer_addr));
     }
+    tokio::spawn(Arc::clone(&tracker).expire_forever());
     println!("ringshare-tracker {tracker_no} listening on {local}");
     println!("ringshare-tracker {tracker_no} key {}", links.keypair().public());
 

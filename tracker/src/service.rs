@@ -128,7 +128,13 @@ pub struct TrackerConfig {
     pub max_share_bytes_per_user: u64,
     /// The most every share together may hold (each file's metadata once).
     pub max_share_bytes: u64,
+    /// A session no tracker has heard from for this long ends, and its
+    /// node's shares with it ([`crate::expiry`], [`Op::Expire`]).
+    pub session_expiry: Duration,
 }
+
+/// [`TrackerConfig::session_expiry`] by default: a day.
+pub const DEFAULT_SESSION_EXPIRY: Duration = Duration::from_secs(86_400);
 
 /// [`TrackerConfig::max_share_bytes_per_user`] by default: 64 MiB, some
 /// 3.3 million pieces (1.6 TiB of files) or 350,000 small files. The
@@ -161,6 +167,7 @@ impl Default for TrackerConfig {
             has_run_before: false,
             max_share_bytes_per_user: DEFAULT_MAX_SHARE_BYTES_PER_USER,
             max_share_bytes: DEFAULT_MAX_SHARE_BYTES,
+            session_expiry: DEFAULT_SESSION_EXPIRY,
         }
     }
 }
@@ -234,6 +241,9 @@ pub struct Tracker {
     /// login or heartbeat connection here, or by gossip): peer lists carry
     /// it. Lock order: `live` or `inner`, then this.
     node_keys: Mutex<HashMap<Token, [u8; 32]>>,
+    /// Soft state: which sessions have been silent since when, and whether
+    /// this tracker could have heard them ([`crate::expiry`]).
+    expiry: Mutex<crate::expiry::Expiry>,
     /// Set (under `inner`'s lock) as [`Tracker::shutdown`] starts: no op is
     /// appended after, so none meets the closed log; clients are sent to
     /// another tracker ([`Refusal::Stopping`]).
@@ -289,6 +299,9 @@ pub struct Tracker {
 /// second) for this long after: a few chances to arrive, and a peer's
 /// stamp of it at most this late.
 pub const GOSSIP_WINDOW: Duration = Duration::from_secs(3);
+
+/// [`Op::Expire`]s committed together ([`Tracker::expire_silent`]).
+const EXPIRE_BATCH: usize = 8;
 
 /// How long a tracker's first changes wait for its peers to be reached
 /// ([`Tracker::await_first_contact`]): a peer that is down fails its
@@ -530,6 +543,11 @@ impl Tracker {
         // Failing to start a handful of threads at start-up leaves nothing to serve with.
         let hashing = HashPool::new(config.hash_workers, config.hash_queue)
             .expect("start the password hashing threads");
+        let expiry = Mutex::new(crate::expiry::Expiry::new(
+            config.session_expiry,
+            config.peer_addrs.iter().map(|(n, _)| *n),
+            Instant::now(),
+        ));
         Self {
             limits: Mutex::new(Limits::new(config.limits.clone())),
             hashing,
@@ -545,6 +563,7 @@ impl Tracker {
             live_copy: Mutex::new(None),
             heard_here: Mutex::default(),
             node_keys: Mutex::new(HashMap::new()),
+            expiry,
             stopping: std::sync::atomic::AtomicBool::new(false),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             logins: tokio::sync::Mutex::new(()),
@@ -1488,6 +1507,64 @@ impl Tracker {
         let mut heard = self.heard_here.lock().unwrap_or_else(|p| p.into_inner());
         heard.retain(|_, at| now.saturating_duration_since(*at) < GOSSIP_WINDOW);
         heard.keys().copied().collect()
+    }
+
+    /// Tracker `peer`'s `Alive` gossip arrived (it is heard without a break:
+    /// [`crate::expiry`]).
+    pub fn gossip_from(&self, peer: u16) {
+        self.expiry.lock().unwrap_or_else(|p| p.into_inner()).gossip(peer, Instant::now());
+    }
+
+    /// Ends the sessions no tracker has heard from for the session expiry
+    /// ([`crate::expiry`]), at most [`crate::expiry::MOST_AT_ONCE`]: one
+    /// [`Op::Expire`] each, committed together. Returns how many ended.
+    pub async fn expire_silent(&self, now: Instant) -> Result<usize, Refusal> {
+        let tokens: Vec<Token> = self.lock().replica.state().tokens().copied().collect();
+        let due = {
+            let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            let mut expiry = self.expiry.lock().unwrap_or_else(|p| p.into_inner());
+            expiry.due(tokens, &live, self.config.peer_ttl, now)
+        };
+        if due.is_empty() {
+            return Ok(0);
+        }
+        // A few to a commit: each looks at every file of its user's groups
+        // under the state's lock, which requests wait for.
+        let mut ended = 0;
+        for batch in due.chunks(EXPIRE_BATCH) {
+            let ops = batch.iter().map(|token| Op::Expire { token: *token }).collect();
+            let results = self.commit_all(ops).await?;
+            ended += results.iter().filter(|r| r.is_ok()).count();
+            let mut expiry = self.expiry.lock().unwrap_or_else(|p| p.into_inner());
+            for token in batch {
+                expiry.ended(token);
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Looks for silent sessions to end ([`Tracker::expire_silent`]) every
+    /// quarter of the session expiry (every minute at most), for as long
+    /// as the tracker runs.
+    pub async fn expire_forever(self: Arc<Self>) {
+        let every = (self.config.session_expiry / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            match self.expire_silent(Instant::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    "ended {n} session(s) no tracker heard from for {} s, with their nodes' shares",
+                    self.config.session_expiry.as_secs()
+                ),
+                Err(e) => tracing::debug!("session expiry: {e}"),
+            }
+        }
     }
 
     /// Learns the node keys of sessions (from their own links, or gossip).
@@ -2470,6 +2547,34 @@ mod tests {
         t.lock().replica.propose(Op::Login { user: "c".into(), token: c, peer_addr }, 1).unwrap();
         let r = t.handle(Request::ListFiles { token: c, group: "g".into() }).await;
         assert_eq!(r, Response::Refused(Refusal::NotMember("g".into())));
+    }
+
+    #[tokio::test]
+    async fn a_session_no_tracker_heard_from_for_the_expiry_ends_with_its_shares() {
+        let config =
+            TrackerConfig { session_expiry: Duration::from_secs(10), ..Default::default() };
+        let inner =
+            Inner { replica: Replica::new(config.me), log: None, dir: None, since_snapshot: 0 };
+        let t = Tracker::build(config, inner);
+        t.ensure_ticket_key();
+        let (a, b) = (Token([1; 16]), Token([2; 16]));
+        // a shares f; neither has been heard from here yet.
+        group_sharing_f(&t, &[("a", a, 1), ("b", b, 2)], &["b"]);
+        let t0 = Instant::now();
+        assert_eq!(t.expire_silent(t0).await, Ok(0));
+        // b heartbeats; a was killed.
+        assert!(matches!(t.handle(Request::Heartbeat { token: b }).await, Response::Alive { .. }));
+        let later = Instant::now() + Duration::from_secs(11);
+        assert_eq!(t.expire_silent(later).await, Ok(1));
+        let r = t.handle(Request::Heartbeat { token: a }).await;
+        assert_eq!(r, Response::Refused(Refusal::NotLoggedIn));
+        // Its share went with it: f had no other sharer.
+        match t.handle(Request::ListFiles { token: b, group: "g".into() }).await {
+            Response::Files(f) => assert!(f.is_empty(), "{f:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(t.handle(Request::Heartbeat { token: b }).await, Response::Alive { .. }));
+        assert_eq!(t.expire_silent(later).await, Ok(0));
     }
 
     #[tokio::test]

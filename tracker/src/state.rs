@@ -114,6 +114,19 @@ pub enum Op {
         /// The file name.
         file: String,
     },
+    /// A session silent for longer than the trackers' session expiry ends
+    /// (`--session-expiry`), and its node's shares go with it: a node
+    /// killed without logging out (a `get` stopped with `kill -9`) left its
+    /// session and the shares of its address for good, counted against its
+    /// user's budget. A node that comes back logs in and registers its
+    /// shares again from its share record. Nothing happens if the session
+    /// is gone already (replaced by a later login of the same node, ended,
+    /// or expired by another tracker too). Last of the ops: a log written
+    /// before it existed reads as before.
+    Expire {
+        /// The session's token.
+        token: Token,
+    },
 }
 
 /// A registered user.
@@ -562,8 +575,36 @@ impl State {
                 }
                 self.usage.remove(user, cost, 1, gone);
             }
+            Op::Expire { token } => {
+                let Some(s) = self.sessions.remove(token) else { return Ok(()) };
+                self.nodes.remove(&s.user, &s.peer_addr, token);
+                self.drop_shares_of(&s);
+            }
         }
         Ok(())
+    }
+
+    /// Takes every share of `node`'s user at its address out of the groups
+    /// it is a member of (the groups it left hold none), as
+    /// [`Op::StopShare`] would one by one. Costs a look at each file of
+    /// those groups.
+    fn drop_shares_of(&mut self, node: &Session) {
+        let sharer = Sharer { user: node.user.clone(), peer_addr: node.peer_addr.clone() };
+        for g in self.groups.values_mut().filter(|g| g.is_member(&node.user)) {
+            let mut gone = Vec::new();
+            for (name, f) in g.files.iter_mut() {
+                if f.sharers.remove(&sharer) {
+                    let empty = f.sharers.is_empty();
+                    self.usage.remove(&node.user, share_cost(&f.meta), 1, empty);
+                    if empty {
+                        gone.push(name.clone());
+                    }
+                }
+            }
+            for name in gone {
+                g.files.remove(&name);
+            }
+        }
     }
 
     /// The key tickets are signed with.
@@ -1108,6 +1149,48 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_session_takes_its_nodes_shares_and_nothing_else() {
+        let mut st = with_users(&["a", "b"]);
+        st.apply(&Op::CreateGroup { user: s("a"), group: s("g") }).unwrap();
+        st.apply(&Op::JoinGroup { user: s("b"), group: s("g") }).unwrap();
+        st.apply(&Op::AcceptRequest { owner: s("a"), group: s("g"), user: s("b") }).unwrap();
+        let gone = Token([7; 16]);
+        st.apply(&Op::Login { user: s("a"), token: gone, peer_addr: s("127.0.0.1:7") }).unwrap();
+        let share = |user: &str, at: &str, name: &str| Op::UploadFile {
+            user: s(user),
+            peer_addr: s(at),
+            group: s("g"),
+            meta: meta(name, 1),
+        };
+        // Only the expired node holds "alone"; "both" also another node of
+        // the same user and a node of another user.
+        st.apply(&share("a", "127.0.0.1:7", "alone")).unwrap();
+        st.apply(&share("a", "127.0.0.1:7", "both")).unwrap();
+        st.apply(&share("a", "127.0.0.1:1000", "both")).unwrap();
+        st.apply(&share("b", "127.0.0.1:7", "both")).unwrap();
+        let bytes = st.share_bytes("a");
+        st.apply(&Op::Expire { token: gone }).unwrap();
+        assert!(st.session(&gone).is_none());
+        assert!(st.session(&Token([0; 16])).is_some(), "another session stays");
+        let g = &st.groups["g"];
+        assert!(!g.files.contains_key("alone"), "its last sharer gone, the file goes");
+        let left: Vec<_> = g.files["both"].sharers.iter().cloned().collect();
+        assert_eq!(
+            left,
+            [
+                Sharer { user: s("a"), peer_addr: s("127.0.0.1:1000") },
+                Sharer { user: s("b"), peer_addr: s("127.0.0.1:7") }
+            ]
+        );
+        assert!(st.share_bytes("a") < bytes);
+        assert_eq!(st.usage, st.clone().recounted().usage);
+        // Expired again (by the other tracker too): nothing more happens.
+        let before = st.clone();
+        st.apply(&Op::Expire { token: gone }).unwrap();
+        assert_eq!(st, before);
+    }
+
+    #[test]
     fn relogin_at_the_same_node_replaces_the_old_session() {
         let mut st = with_users(&["a"]);
         st.apply(&Op::Login {
@@ -1120,6 +1203,12 @@ mod tests {
         assert!(st.session(&Token([9; 16])).is_some());
     }
 
+    /// A session's token byte: often one of a few (so that logouts and
+    /// expiries find sessions), sometimes any.
+    fn tok() -> impl Strategy<Value = u8> + Clone {
+        prop_oneof![0u8..4, any::<u8>()]
+    }
+
     fn arb_op() -> impl Strategy<Value = Op> {
         let user = prop::sample::select(vec!["a", "b", "c"]).prop_map(s);
         let group = prop::sample::select(vec!["g", "h"]).prop_map(s);
@@ -1127,12 +1216,13 @@ mod tests {
         let file = prop::sample::select(vec!["f", "a-longer-name"]).prop_map(s);
         prop_oneof![
             user.clone().prop_map(|user| Op::CreateUser { user, password_hash: s("h") }),
-            (user.clone(), any::<u8>(), addr.clone()).prop_map(|(user, t, peer_addr)| Op::Login {
+            (user.clone(), tok(), addr.clone()).prop_map(|(user, t, peer_addr)| Op::Login {
                 user,
                 token: Token([t; 16]),
                 peer_addr
             }),
-            any::<u8>().prop_map(|t| Op::Logout { token: Token([t; 16]) }),
+            tok().prop_map(|t| Op::Logout { token: Token([t; 16]) }),
+            tok().prop_map(|t| Op::Expire { token: Token([t; 16]) }),
             (user.clone(), group.clone()).prop_map(|(user, group)| Op::CreateGroup { user, group }),
             (user.clone(), group.clone()).prop_map(|(user, group)| Op::JoinGroup { user, group }),
             (user.clone(), group.clone()).prop_map(|(user, group)| Op::LeaveGroup { user, group }),
@@ -1169,6 +1259,14 @@ mod tests {
                 let before = st.clone();
                 if st.apply(op).is_err() {
                     prop_assert_eq!(&st, &before);
+                }
+                if let Op::Expire { token } = op {
+                    // The session and every share of its node are gone.
+                    prop_assert!(st.session(token).is_none());
+                    if let Some(was) = before.session(token) {
+                        let node = Sharer { user: was.user.clone(), peer_addr: was.peer_addr.clone() };
+                        prop_assert!(st.groups.values().all(|g| g.files.values().all(|f| !f.sharers.contains(&node))));
+                    }
                 }
                 for g in st.groups.values() {
                     prop_assert!(!g.members.is_empty());

@@ -564,6 +564,7 @@ async fn pull_once(
             }
             SyncMsg::Alive(tokens) => {
                 tracker.touch_all(&tokens);
+                tracker.gossip_from(peer);
                 // The catch-up came before it on the stream.
                 tracker.heard_from(peer);
             }
