@@ -300,6 +300,9 @@ pub struct Tracker {
 /// stamp of it at most this late.
 pub const GOSSIP_WINDOW: Duration = Duration::from_secs(3);
 
+/// The most sessions one user holds ([`Tracker::room_for_session`]).
+pub const MAX_SESSIONS_PER_USER: usize = 1024;
+
 /// [`Op::Expire`]s committed together ([`Tracker::expire_silent`]).
 const EXPIRE_BATCH: usize = 8;
 
@@ -783,6 +786,7 @@ impl Tracker {
                 if let Some(k) = key {
                     self.address_free(&user, &peer_addr, &k)?;
                 }
+                self.room_for_session(&user, &peer_addr).await?;
                 let mut raw = [0u8; 16];
                 OsRng.fill_bytes(&mut raw);
                 let token = Token(raw);
@@ -1611,6 +1615,28 @@ impl Tracker {
         )))
     }
 
+    /// Makes room for one more session of `user` (a login at `peer_addr`,
+    /// which replaces the session there, if any): a user holds at most
+    /// [`MAX_SESSIONS_PER_USER`]. At the most, a silent one of them ends
+    /// ([`Op::Expire`]: not heard within the TTL, at any tracker), else the
+    /// login is refused. Every login with the user's password at a new
+    /// address had made a session that stayed until logged out.
+    async fn room_for_session(&self, user: &str, peer_addr: &str) -> Result<(), Refusal> {
+        let others = self.lock().replica.state().sessions_of_but(user, peer_addr);
+        if others.len() < MAX_SESSIONS_PER_USER {
+            return Ok(());
+        }
+        let live = self.live_set();
+        let Some(silent) = others.iter().find(|t| !live.contains_key(*t)) else {
+            return Err(Refusal::Limit(format!(
+                "limit reached: {user} has {} nodes logged in and running, the most a tracker \
+                 keeps for one user; log out one of them first",
+                others.len()
+            )));
+        };
+        self.commit(Op::Expire { token: *silent }).await
+    }
+
     /// The node keys of the live sessions, for gossip.
     pub fn live_keys(&self) -> Vec<(Token, [u8; 32])> {
         let live = self.live_set();
@@ -2333,6 +2359,46 @@ mod tests {
             tokens.push(token);
         }
         tokens
+    }
+
+    #[tokio::test]
+    async fn a_user_holds_a_bounded_number_of_sessions_and_a_silent_one_makes_room() {
+        let t = Tracker::new();
+        let r = t.handle(Request::CreateUser { user: "u".into(), password: "pw".into() }).await;
+        assert_eq!(r, Response::Done);
+        // All but one of the sessions a user may hold, made directly.
+        let made: Vec<Token> = (0..MAX_SESSIONS_PER_USER - 1)
+            .map(|i| {
+                let token = Token(((i as u128) << 8 | 0xAB).to_le_bytes());
+                let peer_addr = format!("10.0.{}.{}:9", i / 250, i % 250);
+                t.lock()
+                    .replica
+                    .propose(Op::Login { user: "u".into(), token, peer_addr }, 1)
+                    .unwrap();
+                token
+            })
+            .collect();
+        let login = |at: &str| Request::Login {
+            user: "u".into(),
+            password: "pw".into(),
+            peer_addr: at.into(),
+        };
+        let sessions = |t: &Tracker| t.lock().replica.state().sessions_of_but("u", "").len();
+        // The last one there is room for.
+        assert!(matches!(t.handle(login("127.0.0.1:1")).await, Response::LoggedIn { .. }));
+        assert_eq!(sessions(&t), MAX_SESSIONS_PER_USER);
+        // One more: a silent session (none of those made was heard) ends.
+        assert!(matches!(t.handle(login("127.0.0.1:2")).await, Response::LoggedIn { .. }));
+        assert_eq!(sessions(&t), MAX_SESSIONS_PER_USER);
+        // Every one heard from: refused, with the reason.
+        t.touch_all(&made);
+        match t.handle(login("127.0.0.1:3")).await {
+            Response::Refused(Refusal::Limit(why)) => assert!(why.contains("log out one"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // A login at a node's own address replaces its session: still room.
+        assert!(matches!(t.handle(login("127.0.0.1:2")).await, Response::LoggedIn { .. }));
+        assert_eq!(sessions(&t), MAX_SESSIONS_PER_USER);
     }
 
     #[tokio::test]

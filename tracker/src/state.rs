@@ -623,6 +623,19 @@ impl State {
         self.nodes.at(user, peer_addr).to_vec()
     }
 
+    /// The sessions of `user` at every node address but `except` (whose
+    /// session a login there replaces), in address order.
+    pub fn sessions_of_but(&self, user: &str, except: &str) -> Vec<Token> {
+        let Some(by) = self.nodes.0.get(user) else { return Vec::new() };
+        let mut tokens: Vec<(&String, Token)> = by
+            .iter()
+            .filter(|(addr, _)| addr.as_str() != except)
+            .flat_map(|(addr, ts)| ts.iter().map(move |t| (addr, *t)))
+            .collect();
+        tokens.sort_unstable();
+        tokens.into_iter().map(|(_, t)| t).collect()
+    }
+
     /// The stored password hash of a user.
     pub fn password_hash(&self, user: &str) -> Option<&str> {
         self.users.get(user).map(|u| u.password_hash.as_str())
