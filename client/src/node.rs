@@ -151,6 +151,9 @@ pub struct Node {
     known_dirs: KnownDirs,
     /// Its address was picked by the system ([`Node::set_picked`]).
     picked: bool,
+    /// A one-shot `get` on an address picked for the run
+    /// ([`Node::set_transient`]).
+    transient: bool,
     /// The users who logged in at this node since it started.
     logged_in_here: std::collections::BTreeSet<String>,
     /// Whether a failed download prints its line on stderr (the shell's
@@ -335,6 +338,7 @@ impl Node {
             park_links: false,
             known_dirs: KnownDirs::default(),
             picked: false,
+            transient: false,
             logged_in_here: Default::default(),
             announce_failures: false,
         })
@@ -1323,15 +1327,20 @@ impl Node {
     /// later login here shares the files again).
     async fn withdraw(&mut self) -> Result<usize> {
         let Some(token) = self.session.as_ref().map(|s| s.token) else { return Ok(0) };
-        // Downloads stop first: none registers after the withdrawal.
+        // Downloads stop first: none registers after the withdrawal; nor
+        // does one waiting to be registered later.
         self.stop_running("stopped: the node is leaving");
+        let never = self.registrar.drop_later();
         // A download's registration still on its way would land after.
         if !self.registrar.settled(WITHDRAW_WAIT).await {
             tracing::warn!("registrations still unanswered after {WITHDRAW_WAIT:?}");
         }
-        let mut held = self.registrar.handed();
+        let handed = self.registrar.handed();
+        let mut held = handed.clone();
         held.extend(self.shares_mut().keys().cloned());
         held.extend(self.downloads.iter().map(|d| (d.group.clone(), d.name.clone())));
+        // Nor is a file withdrawn whose registration never went out.
+        held.retain(|f| handed.contains(f) || !never.contains(f));
         let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (group, name) in held {
             by_group.entry(group).or_default().push(name);
@@ -1377,6 +1386,20 @@ impl Node {
     /// its files are withdrawn at logout and as it stops.
     pub fn set_picked(&mut self, picked: bool) {
         self.picked = picked;
+    }
+
+    /// Whether this is a one-shot `get` on an address picked for the run:
+    /// as it ends it withdraws every file it registered and deletes its
+    /// share records, and no login comes after at this address. Its
+    /// downloads then write no share record (each finished file was one
+    /// append, then the whole record deleted at the end), and a file of
+    /// one piece is registered only [`REGISTER_LATER`] after it is fetched
+    /// ([`Registrar::register_later`]): one fetched in the run's last
+    /// seconds was registered and withdrawn again, two ops at the trackers
+    /// for nothing. Meanwhile others fetching it find the node as its
+    /// fetcher (listed for 10 s after its last ask for peers).
+    pub fn set_transient(&mut self, transient: bool) {
+        self.transient = transient;
     }
 
     /// Downloads still fetching.
@@ -1641,7 +1664,7 @@ impl Node {
             // It holds verified pieces from the start, and their first's
             // event does not come again: a sharer now (an earlier run on
             // another port withdrew its registration, or never made one).
-            let book = self.session.as_ref().map(|s| s.book.clone());
+            let book = self.session.as_ref().filter(|_| !self.transient).map(|s| s.book.clone());
             unfinished(&book, &self.shares, self.defer_book_sync, &group, &dest_path, &meta);
             self.registrar.register(token, group.clone(), meta.clone());
         }
@@ -1721,7 +1744,8 @@ impl Node {
         let serve = Arc::clone(&self.serve);
         let served_groups = Arc::clone(&self.served_groups);
         let shares = Arc::clone(&self.shares);
-        let book = self.session.as_ref().map(|s| s.book.clone());
+        let book = self.session.as_ref().filter(|_| !self.transient).map(|s| s.book.clone());
+        let later = (self.transient && meta.piece_hashes.len() == 1).then_some(REGISTER_LATER);
         let (ended, announce) = (Arc::clone(&self.ended), self.announce);
         let announce_failures = self.announce_failures;
         let defer_sync = self.defer_book_sync;
@@ -1734,7 +1758,12 @@ impl Node {
             FetchEvent::FirstPiece => {
                 unfinished(&book, &shares, defer_sync, &group, &dest, &meta);
                 registered.store(true, Ordering::Release);
-                registrar.register(token, group.clone(), meta.clone())
+                match later {
+                    Some(after) => {
+                        registrar.register_later(token, group.clone(), meta.clone(), after)
+                    }
+                    None => registrar.register(token, group.clone(), meta.clone()),
+                }
             }
             FetchEvent::Complete(_) if unshared_now() => {
                 // Fetched, not shared: served no more unless a share of
@@ -2025,6 +2054,10 @@ async fn heartbeat(
         }
     }
 }
+
+/// How long a transient node's file of one piece waits to be registered
+/// ([`Node::set_transient`]): less than the 10 s a fetcher stays listed.
+pub const REGISTER_LATER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The first wait before a heartbeat that found no tracker is tried again.
 const HEARTBEAT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);

@@ -192,6 +192,7 @@ pub async fn get(mut args: GetArgs) -> Result<()> {
         }
     }
     let mut node = login_node(&args.node, !args.quiet).await?;
+    node.set_transient(picked(args.node.listen, args.node.advertise));
     // How many files this run fetched (and so serves): seeded on with
     // `--seed-for`.
     let mut result = get_in(&mut node, &args, patterns, dest).await;

@@ -176,6 +176,19 @@ type Pending = (Token, String, FileMeta);
 pub struct Registrar {
     queue: mpsc::UnboundedSender<Pending>,
     unanswered: Arc<Unanswered>,
+    rt: Handle,
+    later: Arc<std::sync::Mutex<Later>>,
+}
+
+/// Files handed over to be registered later ([`Registrar::register_later`]),
+/// in the order they are due (one delay for all).
+#[derive(Debug, Default)]
+struct Later {
+    queue: std::collections::VecDeque<(std::time::Instant, Pending)>,
+    /// A task releases them as they fall due.
+    releasing: bool,
+    /// [`Registrar::drop_later`] was called: none is registered now.
+    dropped: bool,
 }
 
 /// Files handed over whose registration has not been answered (nor given
@@ -200,7 +213,37 @@ impl Registrar {
         let (queue, rx) = mpsc::unbounded_channel();
         let unanswered = Arc::new(Unanswered::default());
         rt.spawn(run(rx, links, Arc::clone(&unanswered)));
-        Self { queue, unanswered }
+        Self { queue, unanswered, rt: rt.clone(), later: Arc::default() }
+    }
+
+    /// [`Registrar::register`] once `after` has passed, unless
+    /// [`Registrar::drop_later`] comes first. A `get` on a port picked for
+    /// the run withdraws every file it registered as it ends: a small file
+    /// fetched in its last seconds was registered and withdrawn again
+    /// (two ops, log syncs and snapshots' worth at the trackers per file:
+    /// a quarter of a 10,000-file get's tracker time went to them), with
+    /// nobody the wiser. Others fetching it meanwhile still find the node,
+    /// listed as its fetcher for 10 s after its last ask for peers.
+    pub fn register_later(&self, token: Token, group: String, meta: FileMeta, after: Duration) {
+        let due = std::time::Instant::now() + after;
+        let mut later = self.later.lock().unwrap_or_else(|p| p.into_inner());
+        if later.dropped {
+            return;
+        }
+        later.queue.push_back((due, (token, group, meta)));
+        if !later.releasing {
+            later.releasing = true;
+            self.rt.spawn(release(self.clone()));
+        }
+    }
+
+    /// Files handed to [`Registrar::register_later`] and not yet due are
+    /// never registered, nor are those handed over from now on. Returns
+    /// those (group, name).
+    pub fn drop_later(&self) -> std::collections::BTreeSet<(String, String)> {
+        let mut later = self.later.lock().unwrap_or_else(|p| p.into_inner());
+        later.dropped = true;
+        later.queue.drain(..).map(|(_, (_, group, meta))| (group, meta.name)).collect()
     }
 
     /// Registers `meta` in `group` for session `token`, soon. Failures are
@@ -236,6 +279,31 @@ impl Registrar {
             }
         };
         tokio::time::timeout(within, all).await.is_ok()
+    }
+}
+
+/// Registers the files of [`Registrar::register_later`] as they fall due,
+/// until none waits.
+async fn release(registrar: Registrar) {
+    loop {
+        let next = {
+            let mut later = registrar.later.lock().unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            // Under the lock: a file is registered before a `drop_later`
+            // returns, or never.
+            while later.queue.front().is_some_and(|(due, _)| *due <= now) {
+                let Some((_, (token, group, meta))) = later.queue.pop_front() else { break };
+                registrar.register(token, group, meta);
+            }
+            match later.queue.front() {
+                Some((due, _)) => *due,
+                None => {
+                    later.releasing = false;
+                    return;
+                }
+            }
+        };
+        tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
     }
 }
 
@@ -340,6 +408,34 @@ mod tests {
             sha1: Sha1Digest([0; 20]),
             piece_hashes: vec![Sha1Digest([0; 20]); pieces],
         }
+    }
+
+    #[tokio::test]
+    async fn a_file_registered_later_is_registered_when_due_unless_dropped_first() {
+        use ringshare_engine::tracker_info::TrackerList;
+        let dir = tempfile::tempdir().unwrap();
+        // A tracker nobody answers at: registrations are handed over (and
+        // retried), which is what is looked at here.
+        let list = TrackerList::parse("127.0.0.1:1\n", "tracker_info.txt").unwrap();
+        let links = LinkPool::new(crate::tracker_link::Trackers::open(list, dir.path()).unwrap());
+        let r = Registrar::start(&Handle::current(), links);
+        let token = Token([1; 16]);
+        let named = |name: &str| FileMeta { name: name.into(), ..meta(1) };
+        let handed = |name: &str| r.handed().contains(&("g".to_owned(), name.to_owned()));
+        r.register_later(token, "g".into(), named("soon"), Duration::from_millis(20));
+        r.register_later(token, "g".into(), named("late"), Duration::from_secs(600));
+        assert!(!handed("soon"), "not before it is due");
+        let start = std::time::Instant::now();
+        while !handed("soon") {
+            assert!(start.elapsed() < Duration::from_secs(60), "never registered");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let dropped = r.drop_later();
+        assert_eq!(dropped.into_iter().collect::<Vec<_>>(), [("g".to_owned(), "late".to_owned())]);
+        r.register_later(token, "g".into(), named("after"), Duration::ZERO);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!handed("late") && !handed("after"), "{:?}", r.handed());
+        assert!(r.later.lock().unwrap().queue.is_empty());
     }
 
     #[test]
