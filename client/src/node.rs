@@ -1124,7 +1124,8 @@ impl Node {
         format!(
             "the trackers no longer know this node's session: another node logged in as {user} \
              at this node's address, {at} (one run from the same state directory, or one \
-             whose login came at the same moment), or a tracker lost its data"
+             whose login came at the same moment), the node was silent for longer than the \
+             trackers' session expiry, or a tracker lost its data"
         )
     }
 

@@ -1913,10 +1913,52 @@ async fn seed(node: &mut Node, args: &ShareArgs) -> Result<()> {
             ),
             None => crate::say!("seeding on {} until SIGINT, SIGTERM or SIGHUP", node.addr()),
         }
-        watch_trackers(node, &mut stop, "run share again").await?;
+        seed_on(node, &args.node, &mut stop).await?;
     }
     Ok(())
 }
+
+/// Watches the trackers for a `share` until a signal ([`watch_trackers`]).
+/// A session the trackers ended (its node silent for longer than their
+/// session expiry, a tracker that lost its data) is logged in again with
+/// the password `share` was given, and the files are shared again from
+/// the share record, with one line saying so; a session ended again
+/// within [`RELOGIN_AT_MOST_EVERY`] of that, or a login that fails (the
+/// address taken by another running node), ends it with the error as
+/// before.
+async fn seed_on(node: &mut Node, login: &NodeLogin, stop: &mut StopSignals) -> Result<()> {
+    let mut last_relogin: Option<std::time::Instant> = None;
+    loop {
+        let ended = match watch_trackers(node, stop, "run share again").await {
+            Err(e) if node.tracker_news() == TrackerNews::SessionEnded => e,
+            other => return other,
+        };
+        if last_relogin.is_some_and(|at| at.elapsed() < RELOGIN_AT_MOST_EVERY) {
+            return Err(ended);
+        }
+        last_relogin = Some(std::time::Instant::now());
+        let again = match read_password(&login.password_file) {
+            Ok(password) => run(node, Command::Login { user: login.user.clone(), password }).await,
+            Err(e) => Err(e),
+        };
+        match again {
+            Ok(line) => {
+                let rest: Vec<&str> = line.split("; ").skip(1).collect();
+                let rest =
+                    if rest.is_empty() { String::new() } else { format!("; {}", rest.join("; ")) };
+                eprintln!(
+                    "ringshare: the trackers had ended this node's session (silent for longer \
+                     than their session expiry, or a tracker lost its data): logged in again{rest}"
+                );
+            }
+            Err(e) => return Err(ended.context(format!("logging in again failed: {e:#}"))),
+        }
+    }
+}
+
+/// How soon after logging in again a `share` whose session ends again
+/// gives up ([`seed_on`]): another node taking its address each time.
+const RELOGIN_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 
 /// How a bulk get's `--stats` names a fetch stopped because the trackers
 /// forgot its session (`stopped_by`).
@@ -2334,16 +2376,21 @@ pub fn warn_if_unreachable(listen: SocketAddr, advertise: Option<SocketAddr>, li
 
 /// Starts a node and logs it in; `say` prints which I/O backend it runs
 /// and what the login did not resume (not with `get --quiet` nor `ls`).
-async fn login_node(login: &NodeLogin, say: bool) -> Result<Node> {
-    let list = TrackerList::load(&login.trackers)?;
-    list.check_ports(None)?;
-    let pw_file = &login.password_file;
+/// The password in the first line of `pw_file`.
+fn read_password(pw_file: &Path) -> Result<String> {
     let password =
         std::fs::read_to_string(pw_file).with_context(|| format!("read {}", pw_file.display()))?;
     let password = password.lines().next().unwrap_or("").to_owned();
     if password.is_empty() {
         bail!("{} holds no password", pw_file.display());
     }
+    Ok(password)
+}
+
+async fn login_node(login: &NodeLogin, say: bool) -> Result<Node> {
+    let list = TrackerList::load(&login.trackers)?;
+    list.check_ports(None)?;
+    let password = read_password(&login.password_file)?;
     let listen = login.listen.unwrap_or_else(|| default_listen(&list));
     warn_if_unreachable(listen, login.advertise, &list);
     let listener = bind_piece_server(listen)?;

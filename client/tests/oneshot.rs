@@ -131,16 +131,19 @@ fn line_starting(lines: &std::sync::mpsc::Receiver<String>, start: &str) -> Stri
 fn a_seeder_says_when_the_trackers_go_silent_and_forget_it() {
     let dir = tempfile::tempdir().unwrap();
     let (mut t, info) = TrackerProc::start(dir.path());
-    let (_owner, _bob) = alice_and_bob(dir.path(), &info, "127.0.0.1:0", &[]);
+    let (mut owner, _bob) = alice_and_bob(dir.path(), &info, "127.0.0.1:0", &[]);
     let data = dir.path().join("tracker-data");
-    let before = dir.path().join("tracker-data-before");
-    std::fs::create_dir(&before).unwrap();
-    for e in std::fs::read_dir(&data).unwrap() {
-        let e = e.unwrap();
-        if e.file_name() != "lock" {
-            std::fs::copy(e.path(), before.join(e.file_name())).unwrap();
+    let copy = |from: &Path, to: &Path| {
+        std::fs::create_dir(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_name() != "lock" {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
         }
-    }
+    };
+    let before = dir.path().join("tracker-data-before");
+    copy(&data, &before);
     let file = dir.path().join("payload.bin");
     random_file(&file, 700_000, 5);
     let pw_a = dir.path().join("pw-a");
@@ -176,11 +179,29 @@ fn a_seeder_says_when_the_trackers_go_silent_and_forget_it() {
     );
     signal("-CONT");
     line_starting(&err, "ringshare: a tracker answers again");
-    // Its data from before the seeder's login: the session is unknown.
-    t.kill();
-    std::fs::remove_dir_all(&data).unwrap();
-    std::fs::rename(&before, &data).unwrap();
-    let _t = TrackerProc::start_with(&info, 1, &data, &[]);
+    // Its data from before the seeder's login: the session is unknown. The
+    // seeder logs in again with the password it was given, and its file is
+    // shared again from its share record.
+    let before_again = dir.path().join("tracker-data-before-again");
+    copy(&before, &before_again);
+    let put_back = |t: &mut TrackerProc, from: &Path| {
+        t.kill();
+        std::fs::remove_dir_all(&data).unwrap();
+        std::fs::rename(from, &data).unwrap();
+        TrackerProc::start_with(&info, 1, &data, &[])
+    };
+    let mut t = put_back(&mut t, &before);
+    assert_eq!(
+        line_starting(&err, "ringshare: the trackers had ended"),
+        "ringshare: the trackers had ended this node's session (silent for longer than their \
+         session expiry, or a tracker lost its data): logged in again; resumed sharing 1 file(s)"
+    );
+    common::eventually("the file listed again", || {
+        owner.cmd("list_files g") == ["payload.bin  700000 bytes  1 peer"]
+    });
+    // Ended again within a minute: an error, as before (another node
+    // taking its address each time would have them take turns).
+    let _t = put_back(&mut t, &before_again);
     let ended = line_starting(&err, "error:");
     assert!(
         ended.starts_with("error: the trackers no longer know this node's session: another node")
@@ -189,6 +210,50 @@ fn a_seeder_says_when_the_trackers_go_silent_and_forget_it() {
         "{ended}"
     );
     assert_eq!(sharer.wait().unwrap().code(), Some(1));
+}
+
+/// A `share` silent for longer than the trackers' session expiry (stopped,
+/// here; a laptop asleep, a network down for a day) finds its session
+/// ended when it wakes: it logs in again and its file is listed again.
+#[test]
+fn a_seeder_whose_session_expired_logs_in_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let boot = dir.path().join("boot.txt");
+    std::fs::write(&boot, "127.0.0.1:0\n").unwrap();
+    let extra = ["--peer-ttl", "1", "--session-expiry", "2"];
+    let _t = TrackerProc::start_with(&boot, 1, &dir.path().join("tdata"), &extra);
+    let info = dir.path().join("tracker_info.txt");
+    std::fs::write(&info, format!("{}\n", _t.addr)).unwrap();
+    let (mut owner, _bob) = alice_and_bob(dir.path(), &info, "127.0.0.1:0", &[]);
+    let file = dir.path().join("payload.bin");
+    random_file(&file, 700_000, 6);
+    let pw_a = dir.path().join("pw-a");
+    std::fs::write(&pw_a, "pw-a\n").unwrap();
+    let (mut sharer, _) = seeding(
+        one_shot("share", &info, "alice", &pw_a, &dir.path().join("state-share"))
+            .arg("g")
+            .arg(&file)
+            .stderr(Stdio::piped()),
+    );
+    let err = common::line_reader(sharer.stderr.take().unwrap());
+    let listed = "payload.bin  700000 bytes  1 peer".to_owned();
+    common::eventually("the file listed", || owner.cmd("list_files g") == [listed.clone()]);
+    let signal = |sig: &str| {
+        Command::new("kill").args([sig, &sharer.id().to_string()]).status().unwrap();
+    };
+    signal("-STOP");
+    // Its session expires with its share: the file, shared by it alone,
+    // leaves the group.
+    common::eventually("the file gone", || owner.cmd("list_files g").is_empty());
+    signal("-CONT");
+    assert_eq!(
+        line_starting(&err, "ringshare: the trackers had ended"),
+        "ringshare: the trackers had ended this node's session (silent for longer than their \
+         session expiry, or a tracker lost its data): logged in again; resumed sharing 1 file(s)"
+    );
+    common::eventually("the file listed again", || owner.cmd("list_files g") == [listed.clone()]);
+    signal("-TERM");
+    assert!(sharer.wait().unwrap().success(), "{:?}", err.try_iter().collect::<Vec<_>>());
 }
 
 #[test]
