@@ -295,6 +295,10 @@ impl DestDir {
     /// Renames `from`'s name to `to`'s in this directory unless `to`'s is
     /// taken ([`rename_noreplace`]).
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        #[cfg(test)]
+        if tests::links_refused() {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
         let (Some((fd, from_name)), Some((_, to_name))) = (self.fd_name(from), self.fd_name(to))
         else {
             return rename_noreplace(&self.at(from), &self.at(to));
@@ -865,11 +869,45 @@ fn move_into_place(
         Err(e) if e.kind() == io::ErrorKind::NotFound && holds(dest, len, &sha1) => Ok(()),
         // A filesystem without RENAME_NOREPLACE: link, then unlink.
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
-            fs::hard_link(part, dest).map_err(|e| exists(e, "link"))?;
-            fs::remove_file(part).map_err(StoreError::io("remove", &part_path(shown)))
+            match hard_link(part, dest) {
+                Ok(()) => {
+                    fs::remove_file(part).map_err(StoreError::io("remove", &part_path(shown)))
+                }
+                // Nor hard links (FAT, exFAT, NTFS-3G and sshfs through
+                // libfuse 2): a plain rename once nothing is at the
+                // destination's name. Every file of a fetch there failed
+                // at its move, left whole as a part file that no run could
+                // move either. What another process makes at that name
+                // between the look and the rename is replaced: the one way
+                // a fetch can replace a file, on a filesystem that offers
+                // none to refuse it.
+                Err(l) if no_links(&l) => match fs::symlink_metadata(dest) {
+                    Ok(_) => Err(StoreError::Exists(shown.display().to_string())),
+                    Err(n) if n.kind() == io::ErrorKind::NotFound => {
+                        fs::rename(part, dest).map_err(|e| exists(e, "rename"))
+                    }
+                    Err(n) => Err(StoreError::io("look at", shown)(n)),
+                },
+                Err(l) => Err(exists(l, "link")),
+            }
         }
         Err(e) => Err(exists(e, "rename")),
     }
+}
+
+/// `fs::hard_link` (refused as a filesystem without links refuses it in
+/// tests that ask: [`tests::without_links`]).
+fn hard_link(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    if tests::links_refused() {
+        return Err(io::Error::from_raw_os_error(libc::EPERM));
+    }
+    fs::hard_link(from, to)
+}
+
+/// Whether a failed `link` says the filesystem has no hard links.
+fn no_links(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS))
 }
 
 /// The device and inode of an open file.
@@ -1753,6 +1791,50 @@ mod tests {
     pub(super) fn unmark_fails(file: &File) -> bool {
         let failing = UNMARK_FAILS.lock().unwrap_or_else(|p| p.into_inner());
         id_of(file).is_some_and(|id| failing.contains(&id))
+    }
+
+    thread_local! {
+        /// This thread's moves go as on a filesystem with neither
+        /// `RENAME_NOREPLACE` nor hard links (FAT through FUSE).
+        static NO_LINKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    pub(super) fn links_refused() -> bool {
+        NO_LINKS.with(|n| n.get())
+    }
+
+    /// Runs `f` with this thread's moves as on such a filesystem.
+    fn without_links<T>(f: impl FnOnce() -> T) -> T {
+        NO_LINKS.with(|n| n.set(true));
+        let out = f();
+        NO_LINKS.with(|n| n.set(false));
+        out
+    }
+
+    /// On a filesystem with neither `RENAME_NOREPLACE` nor hard links, a
+    /// finished file moves into place with a plain rename when nothing is
+    /// at its name, and a file there is still never replaced (every file
+    /// of a fetch on such a FUSE filesystem used to fail at its move).
+    #[test]
+    fn a_filesystem_without_links_still_gets_its_files_and_never_loses_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (bytes, meta) = source(tmp.path(), 3 * PIECE_LEN as usize + 77);
+        let dest = tmp.path().join("got.bin");
+        let (part, _) = PartFile::open(&dest, &meta).unwrap();
+        fill(&part, &bytes, &meta);
+        without_links(|| part.finish()).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), bytes);
+        assert!(!part_path(&dest).exists() && !state_path(&dest).exists());
+        // Something put at the destination meanwhile stays, and the file
+        // stays whole at its part file's name.
+        let other = tmp.path().join("other.bin");
+        let (part, _) = PartFile::open(&other, &meta).unwrap();
+        fill(&part, &bytes, &meta);
+        fs::write(&other, b"the user's").unwrap();
+        let e = without_links(|| part.finish()).unwrap_err();
+        assert!(matches!(e, StoreError::Exists(_)), "{e}");
+        assert_eq!(fs::read(&other).unwrap(), b"the user's");
+        assert_eq!(fs::read(part_path(&other)).unwrap(), bytes);
     }
 
     /// A part file whose mark cannot be taken off (made read-only by its
