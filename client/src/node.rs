@@ -1389,7 +1389,14 @@ impl Node {
         self.picked = picked;
     }
 
-    /// Whether this is a one-shot `get` on an address picked for the run:
+    /// Waits until every registration handed to the trackers so far is
+    /// answered, for at most `within`; whether they all were.
+    pub async fn registrations_answered(&self, within: std::time::Duration) -> bool {
+        self.registrar.settled(within).await
+    }
+
+    /// Whether this is a one-shot `get` on an address picked for the run,
+    /// not seeding on after it:
     /// as it ends it withdraws every file it registered and deletes its
     /// share records, and no login comes after at this address. Its
     /// downloads then write no share record (each finished file was one

@@ -192,7 +192,10 @@ pub async fn get(mut args: GetArgs) -> Result<()> {
         }
     }
     let mut node = login_node(&args.node, !args.quiet).await?;
-    node.set_transient(picked(args.node.listen, args.node.advertise));
+    // One that seeds on (`--seed-for`) is there to serve: it registers what
+    // it fetches at once (a file whose other sharers left would otherwise
+    // be gone from its group until the registration came).
+    node.set_transient(picked(args.node.listen, args.node.advertise) && args.seed_for.is_none());
     // How many files this run fetched (and so serves): seeded on with
     // `--seed-for`.
     let mut result = get_in(&mut node, &args, patterns, dest).await;
@@ -265,6 +268,9 @@ async fn seed_after(node: &Node, args: &GetArgs, fetched: usize, time: Duration)
         return Ok(());
     }
     let mut stop = StopSignals::new()?;
+    // Listed before it says it seeds (a tracker that does not answer is
+    // asked again in the background).
+    node.registrations_answered(Duration::from_secs(5)).await;
     if !args.quiet {
         eprintln!(
             "ringshare: seeding {fetched} fetched file(s) to {} for {} (SIGINT, SIGTERM or \

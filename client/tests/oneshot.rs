@@ -473,6 +473,55 @@ fn a_get_that_seeds_on_serves_the_next_downloader() {
     assert!(owner.cmd("list_files g").is_empty());
 }
 
+/// A `get --seed-for` of a small file is listed as its sharer (a get that
+/// ends at once registers such a file only seconds later, if at all): once
+/// the file's first sharer leaves, the file stays in its group and the
+/// seeding get serves it.
+#[test]
+fn a_get_that_seeds_on_keeps_a_small_file_listed_when_its_sharer_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, info) = TrackerProc::start(dir.path());
+    let (mut owner, _bob) = alice_and_bob(dir.path(), &info, "127.0.0.1:0", &[]);
+    let file = dir.path().join("small.bin");
+    random_file(&file, 100_000, 11);
+    let pw = |user: &str| {
+        let p = dir.path().join(format!("pw-{user}"));
+        std::fs::write(&p, format!("pw-{user}\n")).unwrap();
+        p
+    };
+    let (pw_a, pw_b) = (pw("a"), pw("b"));
+    let (mut sharer, _) = seeding(
+        one_shot("share", &info, "alice", &pw_a, &dir.path().join("state-share"))
+            .arg("g")
+            .arg(&file)
+            .stderr(Stdio::null()),
+    );
+    let mut seeder = one_shot("get", &info, "bob", &pw_b, &dir.path().join("state-get"))
+        .args(["--seed-for", "10m", "g", "small.bin"])
+        .arg(dir.path().join("got.bin"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = common::line_reader(seeder.stderr.take().unwrap());
+    line_starting(&err, "ringshare: seeding");
+    // Listed by the time it says it seeds.
+    assert_eq!(owner.cmd("list_files g"), ["small.bin  100000 bytes  2 peers"]);
+    Command::new("kill").arg("-TERM").arg(sharer.id().to_string()).status().unwrap();
+    assert!(sharer.wait().unwrap().success());
+    assert_eq!(owner.cmd("list_files g"), ["small.bin  100000 bytes  1 peer"]);
+    let again = dir.path().join("again.bin");
+    let out = one_shot("get", &info, "alice", &pw_a, &dir.path().join("state-again"))
+        .args(["--quiet", "g", "small.bin"])
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&file).unwrap());
+    Command::new("kill").arg("-TERM").arg(seeder.id().to_string()).status().unwrap();
+    assert_eq!(seeder.wait().unwrap().code(), Some(0));
+}
+
 /// A `get --seed-for` whose user leaves the group serves nothing any more:
 /// it ends then, saying why, rather than run on for the rest of its time
 /// (a black-box run's went on for five minutes).
