@@ -82,6 +82,27 @@ fn one_shot(sub: &str, info: &Path, user: &str, pw: &Path, state: &Path) -> Comm
 
 /// Starts `share`, waits for its line saying it seeds; the process and
 /// its first line (what it shared).
+/// A one-shot `share` by alice of `payload.bin` (700,000 bytes from random
+/// seed `seed`), seeding, with its standard error line by line.
+fn alice_shares_700_kb(
+    dir: &Path,
+    info: &Path,
+    seed: u64,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let file = dir.join("payload.bin");
+    random_file(&file, 700_000, seed);
+    let pw_a = dir.join("pw-a");
+    std::fs::write(&pw_a, "pw-a\n").unwrap();
+    let (mut sharer, _) = seeding(
+        one_shot("share", info, "alice", &pw_a, &dir.join("state-share"))
+            .arg("g")
+            .arg(&file)
+            .stderr(Stdio::piped()),
+    );
+    let err = common::line_reader(sharer.stderr.take().unwrap());
+    (sharer, err)
+}
+
 fn seeding(share: &mut Command) -> (std::process::Child, String) {
     let mut sharer = share.stdout(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(sharer.stdout.take().unwrap()).lines();
@@ -144,17 +165,7 @@ fn a_seeder_says_when_the_trackers_go_silent_and_forget_it() {
     };
     let before = dir.path().join("tracker-data-before");
     copy(&data, &before);
-    let file = dir.path().join("payload.bin");
-    random_file(&file, 700_000, 5);
-    let pw_a = dir.path().join("pw-a");
-    std::fs::write(&pw_a, "pw-a\n").unwrap();
-    let (mut sharer, _) = seeding(
-        one_shot("share", &info, "alice", &pw_a, &dir.path().join("state-share"))
-            .arg("g")
-            .arg(&file)
-            .stderr(Stdio::piped()),
-    );
-    let err = common::line_reader(sharer.stderr.take().unwrap());
+    let (mut sharer, err) = alice_shares_700_kb(dir.path(), &info, 5);
     t.kill();
     let silent = line_starting(&err, "ringshare: no tracker has answered for ");
     assert!(
@@ -225,17 +236,7 @@ fn a_seeder_whose_session_expired_logs_in_again() {
     let info = dir.path().join("tracker_info.txt");
     std::fs::write(&info, format!("{}\n", _t.addr)).unwrap();
     let (mut owner, _bob) = alice_and_bob(dir.path(), &info, "127.0.0.1:0", &[]);
-    let file = dir.path().join("payload.bin");
-    random_file(&file, 700_000, 6);
-    let pw_a = dir.path().join("pw-a");
-    std::fs::write(&pw_a, "pw-a\n").unwrap();
-    let (mut sharer, _) = seeding(
-        one_shot("share", &info, "alice", &pw_a, &dir.path().join("state-share"))
-            .arg("g")
-            .arg(&file)
-            .stderr(Stdio::piped()),
-    );
-    let err = common::line_reader(sharer.stderr.take().unwrap());
+    let (mut sharer, err) = alice_shares_700_kb(dir.path(), &info, 6);
     let listed = "payload.bin  700000 bytes  1 peer".to_owned();
     common::eventually("the file listed", || owner.cmd("list_files g") == [listed.clone()]);
     let signal = |sig: &str| {
@@ -473,6 +474,43 @@ fn a_get_that_seeds_on_serves_the_next_downloader() {
     assert!(owner.cmd("list_files g").is_empty());
 }
 
+/// A one-shot `share` of a file by alice, and bob's `get --seed-for 10m` of
+/// it into `got.bin`, past its line saying it seeds.
+struct SeedingGet {
+    sharer: std::process::Child,
+    seeder: std::process::Child,
+    /// The seeding get's standard error, line by line.
+    err: std::sync::mpsc::Receiver<String>,
+    /// Alice's password file.
+    pw_a: std::path::PathBuf,
+}
+
+fn share_and_seed_on(dir: &Path, info: &Path, file: &Path) -> SeedingGet {
+    let pw = |user: &str| {
+        let p = dir.join(format!("pw-{user}"));
+        std::fs::write(&p, format!("pw-{user}\n")).unwrap();
+        p
+    };
+    let (pw_a, pw_b) = (pw("a"), pw("b"));
+    let (sharer, _) = seeding(
+        one_shot("share", info, "alice", &pw_a, &dir.join("state-share"))
+            .arg("g")
+            .arg(file)
+            .stderr(Stdio::null()),
+    );
+    let mut seeder = one_shot("get", info, "bob", &pw_b, &dir.join("state-get"))
+        .args(["--seed-for", "10m", "g"])
+        .arg(file.file_name().unwrap())
+        .arg(dir.join("got.bin"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = common::line_reader(seeder.stderr.take().unwrap());
+    line_starting(&err, "ringshare: seeding");
+    SeedingGet { sharer, seeder, err, pw_a }
+}
+
 /// A `get --seed-for` of a small file is listed as its sharer (a get that
 /// ends at once registers such a file only seconds later, if at all): once
 /// the file's first sharer leaves, the file stays in its group and the
@@ -484,27 +522,8 @@ fn a_get_that_seeds_on_keeps_a_small_file_listed_when_its_sharer_leaves() {
     let (mut owner, _bob) = alice_and_bob(dir.path(), &info, "127.0.0.1:0", &[]);
     let file = dir.path().join("small.bin");
     random_file(&file, 100_000, 11);
-    let pw = |user: &str| {
-        let p = dir.path().join(format!("pw-{user}"));
-        std::fs::write(&p, format!("pw-{user}\n")).unwrap();
-        p
-    };
-    let (pw_a, pw_b) = (pw("a"), pw("b"));
-    let (mut sharer, _) = seeding(
-        one_shot("share", &info, "alice", &pw_a, &dir.path().join("state-share"))
-            .arg("g")
-            .arg(&file)
-            .stderr(Stdio::null()),
-    );
-    let mut seeder = one_shot("get", &info, "bob", &pw_b, &dir.path().join("state-get"))
-        .args(["--seed-for", "10m", "g", "small.bin"])
-        .arg(dir.path().join("got.bin"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = common::line_reader(seeder.stderr.take().unwrap());
-    line_starting(&err, "ringshare: seeding");
+    let SeedingGet { mut sharer, mut seeder, pw_a, .. } =
+        share_and_seed_on(dir.path(), &info, &file);
     // Listed by the time it says it seeds.
     assert_eq!(owner.cmd("list_files g"), ["small.bin  100000 bytes  2 peers"]);
     Command::new("kill").arg("-TERM").arg(sharer.id().to_string()).status().unwrap();
@@ -532,27 +551,8 @@ fn a_get_that_seeds_on_ends_once_nothing_is_shared() {
     let (_owner, mut bob) = alice_and_bob(dir.path(), &info, "127.0.0.1:0", &[]);
     let file = dir.path().join("payload.bin");
     random_file(&file, 100_000, 9);
-    let pw = |user: &str| {
-        let p = dir.path().join(format!("pw-{user}"));
-        std::fs::write(&p, format!("pw-{user}\n")).unwrap();
-        p
-    };
-    let (pw_a, pw_b) = (pw("a"), pw("b"));
-    let (mut sharer, _) = seeding(
-        one_shot("share", &info, "alice", &pw_a, &dir.path().join("state-share"))
-            .arg("g")
-            .arg(&file)
-            .stderr(Stdio::null()),
-    );
-    let mut seeder = one_shot("get", &info, "bob", &pw_b, &dir.path().join("state-get"))
-        .args(["--seed-for", "10m", "g", "payload.bin"])
-        .arg(dir.path().join("got.bin"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = common::line_reader(seeder.stderr.take().unwrap());
-    line_starting(&err, "ringshare: seeding");
+    let SeedingGet { mut sharer, mut seeder, err, .. } =
+        share_and_seed_on(dir.path(), &info, &file);
     bob.ok("leave_group g");
     let said = line_starting(&err, "ringshare: stopped seeding");
     assert_eq!(

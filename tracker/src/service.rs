@@ -2565,10 +2565,7 @@ mod tests {
         // Long enough that no pause of a loaded machine between a
         // heartbeat and the next list outlasts it.
         let config = TrackerConfig { peer_ttl: Duration::from_secs(2), ..Default::default() };
-        let inner =
-            Inner { replica: Replica::new(config.me), log: None, dir: None, since_snapshot: 0 };
-        let t = Tracker::build(config, inner);
-        t.ensure_ticket_key();
+        let t = Tracker::with_config(config);
         let (a, b) = (Token([1; 16]), Token([2; 16]));
         group_sharing_f(&t, &[("a", a, 1), ("b", b, 2)], &["b"]);
         let peers = |r: Response| match r {
@@ -2619,10 +2616,7 @@ mod tests {
     async fn a_session_no_tracker_heard_from_for_the_expiry_ends_with_its_shares() {
         let config =
             TrackerConfig { session_expiry: Duration::from_secs(10), ..Default::default() };
-        let inner =
-            Inner { replica: Replica::new(config.me), log: None, dir: None, since_snapshot: 0 };
-        let t = Tracker::build(config, inner);
-        t.ensure_ticket_key();
+        let t = Tracker::with_config(config);
         let (a, b) = (Token([1; 16]), Token([2; 16]));
         // a shares f; neither has been heard from here yet.
         group_sharing_f(&t, &[("a", a, 1), ("b", b, 2)], &["b"]);
