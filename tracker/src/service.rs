@@ -1521,7 +1521,8 @@ impl Tracker {
 
     /// Ends the sessions no tracker has heard from for the session expiry
     /// ([`crate::expiry`]), at most [`crate::expiry::MOST_AT_ONCE`]: one
-    /// [`Op::Expire`] each, committed together. Returns how many ended.
+    /// [`Op::Expire`] each, [`EXPIRE_BATCH`] to a commit. Returns how many
+    /// ended.
     pub async fn expire_silent(&self, now: Instant) -> Result<usize, Refusal> {
         let tokens: Vec<Token> = self.lock().replica.state().tokens().copied().collect();
         let due = {
@@ -1536,9 +1537,19 @@ impl Tracker {
         // under the state's lock, which requests wait for.
         let mut ended = 0;
         for batch in due.chunks(EXPIRE_BATCH) {
-            let ops = batch.iter().map(|token| Op::Expire { token: *token }).collect();
-            let results = self.commit_all(ops).await?;
-            ended += results.iter().filter(|r| r.is_ok()).count();
+            // (Not one already gone: logged out, or ended by another tracker.)
+            let ops: Vec<Op> = {
+                let inner = self.lock();
+                batch
+                    .iter()
+                    .filter(|t| inner.replica.state().session(t).is_some())
+                    .map(|token| Op::Expire { token: *token })
+                    .collect()
+            };
+            if !ops.is_empty() {
+                let results = self.commit_all(ops).await?;
+                ended += results.iter().filter(|r| r.is_ok()).count();
+            }
             let mut expiry = self.expiry.lock().unwrap_or_else(|p| p.into_inner());
             for token in batch {
                 expiry.ended(token);
