@@ -1336,12 +1336,11 @@ impl Node {
         if !self.registrar.settled(WITHDRAW_WAIT).await {
             tracing::warn!("registrations still unanswered after {WITHDRAW_WAIT:?}");
         }
-        let handed = self.registrar.handed();
-        let mut held = handed.clone();
-        held.extend(self.shares_mut().keys().cloned());
+        let mut held: BTreeSet<(String, String)> = self.shares_mut().keys().cloned().collect();
         held.extend(self.downloads.iter().map(|d| (d.group.clone(), d.name.clone())));
         // Nor is a file withdrawn whose registration never went out.
-        held.retain(|f| handed.contains(f) || !never.contains(f));
+        held.retain(|f| !never.contains(f));
+        held.extend(self.registrar.handed());
         let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (group, name) in held {
             by_group.entry(group).or_default().push(name);
@@ -1408,6 +1407,12 @@ impl Node {
     /// fetcher (listed for 10 s after its last ask for peers).
     pub fn set_transient(&mut self, transient: bool) {
         self.transient = transient;
+    }
+
+    /// The share record a download writes to: the session's, but none for
+    /// a transient node ([`Node::set_transient`]).
+    fn download_book(&self) -> Option<ShareBook> {
+        self.session.as_ref().filter(|_| !self.transient).map(|s| s.book.clone())
     }
 
     /// Downloads still fetching.
@@ -1672,7 +1677,7 @@ impl Node {
             // It holds verified pieces from the start, and their first's
             // event does not come again: a sharer now (an earlier run on
             // another port withdrew its registration, or never made one).
-            let book = self.session.as_ref().filter(|_| !self.transient).map(|s| s.book.clone());
+            let book = self.download_book();
             unfinished(&book, &self.shares, self.defer_book_sync, &group, &dest_path, &meta);
             self.registrar.register(token, group.clone(), meta.clone());
         }
@@ -1752,7 +1757,7 @@ impl Node {
         let serve = Arc::clone(&self.serve);
         let served_groups = Arc::clone(&self.served_groups);
         let shares = Arc::clone(&self.shares);
-        let book = self.session.as_ref().filter(|_| !self.transient).map(|s| s.book.clone());
+        let book = self.download_book();
         let later = (self.transient && meta.piece_hashes.len() == 1).then_some(REGISTER_LATER);
         let (ended, announce) = (Arc::clone(&self.ended), self.announce);
         let announce_failures = self.announce_failures;

@@ -1943,11 +1943,11 @@ async fn seed_on(node: &mut Node, login: &NodeLogin, stop: &mut StopSignals) -> 
             return Err(ended);
         }
         last_relogin = Some(std::time::Instant::now());
-        let again = match read_password(&login.password_file) {
-            Ok(password) => run(node, Command::Login { user: login.user.clone(), password }).await,
-            Err(e) => Err(e),
+        let again = async {
+            let password = read_password(&login.password_file)?;
+            run(node, Command::Login { user: login.user.clone(), password }).await
         };
-        match again {
+        match again.await {
             Ok(line) => {
                 let rest: Vec<&str> = line.split("; ").skip(1).collect();
                 let rest =

@@ -881,12 +881,9 @@ fn move_into_place(
                 // between the look and the rename is replaced: the one way
                 // a fetch can replace a file, on a filesystem that offers
                 // none to refuse it.
-                Err(l) if no_links(&l) => match fs::symlink_metadata(dest) {
-                    Ok(_) => Err(StoreError::Exists(shown.display().to_string())),
-                    Err(n) if n.kind() == io::ErrorKind::NotFound => {
-                        fs::rename(part, dest).map_err(|e| exists(e, "rename"))
-                    }
-                    Err(n) => Err(StoreError::io("look at", shown)(n)),
+                Err(l) if no_links(&l) => match dir.holds_name(dest) {
+                    true => Err(StoreError::Exists(shown.display().to_string())),
+                    false => fs::rename(part, dest).map_err(|e| exists(e, "rename")),
                 },
                 Err(l) => Err(exists(l, "link")),
             }

@@ -452,8 +452,7 @@ impl State {
                 self.nodes.add(user, peer_addr, *token);
             }
             Op::Logout { token } => {
-                let s = self.sessions.remove(token).ok_or(Refusal::NotLoggedIn)?;
-                self.nodes.remove(&s.user, &s.peer_addr, token);
+                self.end_session(token).ok_or(Refusal::NotLoggedIn)?;
             }
             Op::CreateGroup { user, group } => {
                 if self.groups.contains_key(group) {
@@ -576,12 +575,19 @@ impl State {
                 self.usage.remove(user, cost, 1, gone);
             }
             Op::Expire { token } => {
-                let Some(s) = self.sessions.remove(token) else { return Ok(()) };
-                self.nodes.remove(&s.user, &s.peer_addr, token);
-                self.drop_shares_of(&s);
+                if let Some(s) = self.end_session(token) {
+                    self.drop_shares_of(&s);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Removes session `token` and its index entry; the session, if it was.
+    fn end_session(&mut self, token: &Token) -> Option<Session> {
+        let s = self.sessions.remove(token)?;
+        self.nodes.remove(&s.user, &s.peer_addr, token);
+        Some(s)
     }
 
     /// Takes every share of `node`'s user at its address out of the groups

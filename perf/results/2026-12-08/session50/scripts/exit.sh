@@ -1,5 +1,5 @@
 #!/bin/bash
-# faults.sh BIN_A BIN_B N : small tree 10,000; N rounds of a get by each build, timed with minor faults
+# exit.sh BIN_A BIN_B N : small tree 10,000; N rounds of a get by each build (ENVX=... added to B's environment), each timed as a process with its minor faults and by its --stats seconds
 set -euo pipefail
 ROOT=/work/main
 A=$1; B=$2; N=${3:-3}
